@@ -1,0 +1,105 @@
+#!/usr/bin/env node
+// The shoal command: one binary, one subcommand per piece. Every flag has a SHOAL_* env twin.
+import { ConfigError } from './shared/meshConfig.ts';
+import { helpText, parseFlags, UsageError, type FlagSpec } from './shared/flags.ts';
+import { discoverFlags, startDiscover } from './discover/main.ts';
+import { getCommand, getFlags } from './discover/get.ts';
+import { demoFlags, describeDemo, startDemo } from './demo.ts';
+
+interface Command {
+  usage: string;
+  summary: string;
+  flags: FlagSpec[];
+  run(positional: string[], values: Record<string, unknown>): Promise<void>;
+}
+
+function onSignals(close: () => Promise<void>): void {
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    process.stderr.write(`\n${signal}: stopping\n`);
+    close().then(() => process.exit(0), (err) => {
+      process.stderr.write(`error while stopping: ${(err as Error).message}\n`);
+      process.exit(1);
+    });
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+const help = { name: 'help', short: 'h', type: 'bool', description: 'Show this help' } as const satisfies FlagSpec;
+
+const commands: Record<string, Command> = {
+  discover: {
+    usage: 'shoal discover --static FILE.yaml [--port 6100]',
+    summary: 'Serve every app its snapshot (listeners, routes, endpoints, DNS names) with long-poll push.',
+    flags: discoverFlags,
+    async run(_pos, v) {
+      if (!v.static) throw new UsageError('discover needs a source: --static FILE.yaml');
+      const d = await startDiscover({ staticFile: String(v.static), host: String(v.host), port: Number(v.port), writeToken: String(v['write-token'] ?? '') });
+      onSignals(() => d.close());
+    },
+  },
+  demo: {
+    usage: 'shoal demo',
+    summary: 'Run a local mesh on an embedded static topology: discover and the demo workloads on loopback.',
+    flags: demoFlags,
+    async run(_pos, v) {
+      const demo = await startDemo({ discoverPort: Number(v['discover-port']), logLevel: String(v['log-level']) });
+      process.stdout.write(describeDemo(demo));
+      onSignals(() => demo.close());
+    },
+  },
+  get: {
+    usage: 'shoal get NAMESPACE/APP [--discover URL] [-o table|json|yaml]',
+    summary: 'Show what an app\'s sidecar receives: listeners, routes, endpoints and DNS names.',
+    flags: getFlags,
+    async run(pos, v) {
+      process.stdout.write(await getCommand(pos, v));
+    },
+  },
+};
+
+function topHelp(): string {
+  const rows = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`);
+  return `Usage: shoal <command> [flags]\n\nshoal: a small, fast sidecar service mesh.\n\nCommands:\n${rows.join('\n')}\n\nRun 'shoal <command> --help' for its flags. Every flag --x-y has an env twin SHOAL_X_Y.\n`;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    process.stdout.write(topHelp());
+    return name === undefined ? 2 : 0;
+  }
+  const cmd = commands[name];
+  if (!cmd) {
+    process.stderr.write(`shoal: unknown command ${JSON.stringify(name)}\n\n${topHelp()}`);
+    return 2;
+  }
+  const flags = [...cmd.flags, help];
+  try {
+    const { values, positional } = parseFlags(flags, rest);
+    if (values.help) {
+      process.stdout.write(helpText(cmd.usage, cmd.summary, flags));
+      return 0;
+    }
+    await cmd.run(positional, values);
+    return -1;
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`shoal ${name}: ${err.message}\nRun 'shoal ${name} --help' for usage.\n`);
+      return 2;
+    }
+    if (err instanceof ConfigError) {
+      process.stderr.write(`shoal ${name}: invalid configuration: ${err.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`shoal ${name}: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
+const code = await main(process.argv.slice(2));
+// -1: a server is running and exits on a signal.
+if (code >= 0) process.exitCode = code;

@@ -1,0 +1,74 @@
+// `shoal get NAMESPACE/APP`: what an app's sidecar receives, as a table, JSON or YAML.
+import { stringify as toYaml } from 'yaml';
+import { request } from 'undici';
+import type { FlagSpec } from '../shared/flags.ts';
+import { UsageError } from '../shared/flags.ts';
+import type { Snapshot } from '../shared/snapshot.ts';
+
+export const getFlags: FlagSpec[] = [
+  { name: 'discover', type: 'string', default: 'http://127.0.0.1:6100', description: 'Base URL of discover' },
+  { name: 'output', short: 'o', type: 'string', default: 'table', description: 'Output format: table, json or yaml' },
+];
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('   ')).join('\n');
+}
+
+export function renderSnapshot(s: Snapshot): string {
+  const out: string[] = [];
+  out.push(`APP ${s.namespace}/${s.app}   PLUGIN ${s.pluginId}   VERSION ${s.version}   SCHEMA ${s.schemaVersion}`);
+  if (s.status.errors.length > 0) {
+    out.push('', 'PROBLEMS');
+    for (const e of s.status.errors) out.push(`  ${e}`);
+  }
+  out.push('', 'INBOUND');
+  out.push(s.inbound.length === 0 ? '  (none)' : table([
+    ['LISTEN', 'TO', 'PROTOCOL', 'MODE', 'LIMITS'],
+    ...s.inbound.map((l) => [`0.0.0.0:${l.listenPort}`, `127.0.0.1:${l.port}`, l.protocol, l.mode,
+      l.limits.rps || l.limits.connections ? `rps ${l.limits.rps} burst ${l.limits.burst} conns ${l.limits.connections}` : '-']),
+  ]));
+  out.push('', 'OUTBOUND');
+  out.push(s.outbound.length === 0 ? '  (none)' : table([
+    ['LISTEN', 'PROTOCOL', 'MODE', 'ROUTES'],
+    ...s.outbound.map((l) => [`${l.address}:${l.port}`, l.protocol, l.mode, l.routes.map((r) => {
+      const match = `${r.domains.join(',')}${r.prefix}${r.headers.map((h) => ` [${h.name}=${h.value}]`).join('')}`;
+      const to = r.backends.map((b) => (r.backends.length > 1 ? `${b.cluster} ${b.weight}` : b.cluster)).join(', ');
+      return `${match} -> ${to}`;
+    }).join('; ')]),
+  ]));
+  out.push('', 'CLUSTERS');
+  out.push(s.clusters.length === 0 ? '  (none)' : table([
+    ['CLUSTER', 'PROTOCOL', 'LB', 'ENDPOINTS'],
+    ...s.clusters.map((c) => [c.name, c.protocol, c.lbPolicy, c.endpoints.length === 0 ? '(none)' : c.endpoints.map((e) =>
+      `${e.address}:${e.port}${e.weight !== 1 ? ` w${e.weight}` : ''}${e.ready ? '' : e.terminating ? ' (terminating)' : ' (not ready)'}`).join(' ')]),
+  ]));
+  out.push('', 'DNS');
+  const byAddress = new Map<string, string[]>();
+  for (const d of s.dns) byAddress.set(d.address, [...(byAddress.get(d.address) ?? []), d.name]);
+  out.push(byAddress.size === 0 ? '  (none)' : table([['ADDRESS', 'NAMES'], ...[...byAddress].map(([a, names]) => [a, names.join(' ')])]));
+  return out.join('\n') + '\n';
+}
+
+export async function getCommand(positional: string[], values: Record<string, unknown>): Promise<string> {
+  const target = positional[0];
+  const m = /^([a-z0-9][-a-z0-9]*)\/([a-z0-9][-a-z0-9]*)$/.exec(target ?? '');
+  if (!m) throw new UsageError(`expected NAMESPACE/APP, got ${JSON.stringify(target ?? '')}`);
+  const format = String(values.output);
+  if (!['table', 'json', 'yaml'].includes(format)) throw new UsageError(`invalid --output=${JSON.stringify(format)}: expected table, json or yaml`);
+  const base = String(values.discover).replace(/\/+$/, '');
+  const url = `${base}/v2/snapshot/${m[1]}/${m[2]}`;
+  let res;
+  try {
+    res = await request(url, { headersTimeout: 10_000, bodyTimeout: 10_000 });
+  } catch (err) {
+    throw new Error(`cannot reach discover at ${base}: ${(err as Error).message}`);
+  }
+  const text = await res.body.text();
+  if (res.statusCode === 404) throw new Error(`discover at ${base} has no app ${m[1]}/${m[2]}`);
+  if (res.statusCode !== 200) throw new Error(`discover at ${base} answered ${res.statusCode}: ${text.slice(0, 200)}`);
+  const snap = JSON.parse(text) as Snapshot;
+  if (format === 'json') return JSON.stringify(snap, null, 2) + '\n';
+  if (format === 'yaml') return toYaml(snap);
+  return renderSnapshot(snap);
+}

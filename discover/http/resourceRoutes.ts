@@ -1,0 +1,69 @@
+// GET and PUT /v1/resources/{namespace}/{app}/{plugin_id}: the app's mesh config, reference-compatible.
+import { timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance } from 'fastify';
+import { ConfigError, parseMeshConfig, resourceSpecSchema, type ResourceSpec } from '../../shared/meshConfig.ts';
+import type { SnapshotStore } from '../snapshot/store.ts';
+import { notFound } from './snapshotRoutes.ts';
+
+/** How a source stores a written mesh config. It resolves once the write is durable. */
+export type ConfigWriter = (namespace: string, app: string, pluginId: string, spec: ResourceSpec) => Promise<void>;
+
+function tokenMatches(header: string | undefined, token: string): boolean {
+  const m = /^Bearer\s+(.+)$/i.exec(header ?? '');
+  if (!m) return false;
+  const a = Buffer.from(m[1].trim());
+  const b = Buffer.from(token);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+interface Params { namespace: string; app: string; plugin_id: string }
+const params = {
+  type: 'object', required: ['namespace', 'app', 'plugin_id'],
+  properties: {
+    namespace: { type: 'string', minLength: 1, maxLength: 253 },
+    app: { type: 'string', minLength: 1, maxLength: 253 },
+    plugin_id: { type: 'string', minLength: 1, maxLength: 253 },
+  },
+} as const;
+const errorSchema = { type: 'object', properties: { error: { type: 'string' }, message: { type: 'string' } } } as const;
+
+export function resourceRoutes(app: FastifyInstance, opts: { store: SnapshotStore; writer: ConfigWriter | null; writeToken: string }): void {
+  const { store, writer, writeToken } = opts;
+  app.get<{ Params: Params }>('/v1/resources/:namespace/:app/:plugin_id', {
+    schema: { summary: 'The app\'s mesh config (ResourceSpec)', params, response: { 200: resourceSpecSchema, 404: errorSchema } },
+  }, async (req, reply) => {
+    const { namespace, app: name, plugin_id: pluginId } = req.params;
+    const entry = store.get(namespace, name);
+    if (!entry) return notFound(reply, `no mesh config for app ${namespace}/${name}`);
+    if (entry.app.pluginId !== pluginId) return notFound(reply, `app ${namespace}/${name} has mesh plugin ${entry.app.pluginId}, not ${pluginId}`);
+    return reply.type('application/json; charset=utf-8').send(entry.resource);
+  });
+
+  app.put<{ Params: Params; Body: ResourceSpec }>('/v1/resources/:namespace/:app/:plugin_id', {
+    schema: {
+      summary: 'Replace the app\'s mesh config. Needs a bearer token; the config is validated before anything is written.',
+      params, body: resourceSpecSchema,
+      response: { 200: { type: 'object', properties: { status: { type: 'string' } } }, 400: errorSchema, 401: errorSchema, 403: errorSchema, 404: errorSchema, 409: errorSchema },
+    },
+  }, async (req, reply) => {
+    const { namespace, app: name, plugin_id: pluginId } = req.params;
+    if (!writer || writeToken === '') {
+      return reply.code(403).send({ error: 'forbidden', message: 'writes are disabled on this discover: start it with --write-token' });
+    }
+    if (!tokenMatches(req.headers.authorization, writeToken)) {
+      return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized', message: 'a valid bearer token is required to write mesh config' });
+    }
+    const entry = store.get(namespace, name);
+    if (entry && entry.app.pluginId !== pluginId) {
+      return reply.code(409).send({ error: 'conflict', message: `app ${namespace}/${name} already has mesh plugin ${entry.app.pluginId}; an app has at most one` });
+    }
+    try {
+      parseMeshConfig(req.body, namespace, name);
+    } catch (err) {
+      if (err instanceof ConfigError) return reply.code(400).send({ error: 'invalid_config', message: err.message });
+      throw err;
+    }
+    await writer(namespace, name, pluginId, req.body);
+    return { status: 'written' };
+  });
+}

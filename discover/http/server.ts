@@ -1,0 +1,51 @@
+// The discover HTTP API: fastify with route schemas, OpenAPI at /docs/json.
+import Fastify, { type FastifyInstance } from 'fastify';
+import swagger from '@fastify/swagger';
+import type { Registry } from 'prom-client';
+import type { Logger } from '../../shared/log.ts';
+import type { SnapshotStore } from '../snapshot/store.ts';
+import type { DiscoverMetrics } from '../metrics.ts';
+import { snapshotRoutes } from './snapshotRoutes.ts';
+import { resourceRoutes, type ConfigWriter } from './resourceRoutes.ts';
+import { healthRoutes } from './healthRoutes.ts';
+
+export interface ServerOptions {
+  store: SnapshotStore;
+  metrics: DiscoverMetrics;
+  registry: Registry;
+  log: Logger;
+  writer: ConfigWriter | null;
+  writeToken: string;
+}
+
+export async function createServer(opts: ServerOptions): Promise<FastifyInstance> {
+  const app = Fastify({
+    // No per-request log lines: errors are logged by the error handler below.
+    logger: false,
+    // Long-poll holds requests up to 60 s; keep sockets open past that.
+    requestTimeout: 0,
+    keepAliveTimeout: 75_000,
+    return503OnClosing: true,
+  });
+  app.server.headersTimeout = 65_000;
+  app.server.maxConnections = 100_000;
+  await app.register(swagger, {
+    openapi: {
+      info: { title: 'shoal discover', version: '1', description: 'Per-app snapshots for shoal sidecars, with long-poll push' },
+    },
+  });
+  app.setErrorHandler((err: Error & { statusCode?: number; validation?: unknown }, req, reply) => {
+    if (err.validation || (err.statusCode && err.statusCode < 500)) {
+      return reply.code(err.statusCode ?? 400).send({ error: 'bad_request', message: err.message });
+    }
+    opts.log.error({ err, url: req.url }, 'request failed');
+    return reply.code(500).send({ error: 'internal', message: 'internal error' });
+  });
+  app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}` }));
+  snapshotRoutes(app, opts);
+  resourceRoutes(app, opts);
+  healthRoutes(app, opts);
+  app.get('/docs/json', { schema: { hide: true } }, async () => app.swagger());
+  await app.ready();
+  return app;
+}

@@ -1,0 +1,206 @@
+// Builds one app's snapshot from the topology: listeners, routes, clusters, DNS names.
+import { allocateListenPorts, allocateLoopbacks } from '../../shared/allocation.ts';
+import type { Dependency } from '../../shared/meshConfig.ts';
+import {
+  SNAPSHOT_SCHEMA_VERSION, clusterName, snapshotVersion,
+  type Cluster, type DnsName, type Endpoint, type InboundListener, type ListenerMode, type OutboundListener,
+  type Protocol, type Route, type Snapshot,
+} from '../../shared/snapshot.ts';
+import { serviceKey, type App, type Service, type Topology } from '../topology/model.ts';
+
+function modeOf(protocol: Protocol): ListenerMode {
+  return protocol === 'tcp' ? 'l4' : 'l7';
+}
+
+/** Ready endpoints take traffic; serving-and-terminating ones only when no endpoint is ready. */
+export function usableEndpoints(all: readonly Endpoint[]): Endpoint[] {
+  const ready = all.filter((e) => e.ready);
+  const chosen = ready.length > 0 ? ready : all.filter((e) => e.serving && e.terminating);
+  return chosen
+    .map((e) => ({ ...e }))
+    .sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.port - b.port));
+}
+
+// Most specific first: longer prefixes, then more header matches.
+function routeOrder(a: Route, b: Route): number {
+  return b.prefix.length - a.prefix.length || b.headers.length - a.headers.length || (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0);
+}
+
+function matchKey(prefix: string, headers: Dependency['options']['headers']): string {
+  return JSON.stringify([prefix, headers.map((h) => [h.name, h.value]).sort()]);
+}
+
+/** The input an app's snapshot depends on; equal inputs mean the snapshot need not be rebuilt. */
+export function snapshotInputs(app: App, topology: Topology): string {
+  const services = app.config.dependencies.map((d) => {
+    const svc = topology.services.get(serviceKey(d.namespace, d.service));
+    return svc ? [svc.namespace, svc.name, svc.address, svc.ports, [...svc.endpoints]] : [d.namespace, d.service, null];
+  });
+  return JSON.stringify([topology.clusterDomain, app.pluginId, app.config, services]);
+}
+
+export function buildSnapshot(app: App, topology: Topology): Snapshot {
+  const errors: string[] = [];
+  const { config } = app;
+  const depName = (d: Dependency) => (d.namespace === app.namespace ? d.service : `${d.service}.${d.namespace}`);
+
+  // Inbound: each app port on its listen port.
+  const listenPorts = allocateListenPorts(
+    config.ports.map((p) => p.port),
+    new Map(config.ports.filter((p) => p.listenPort !== null).map((p) => [p.port, p.listenPort as number])),
+  );
+  const inbound: InboundListener[] = config.ports
+    .map((p) => ({
+      name: `inbound:${p.port}`,
+      listenPort: listenPorts.get(p.port)!,
+      port: p.port,
+      protocol: p.protocol,
+      mode: modeOf(p.protocol),
+      limits: { ...p.limits },
+    }))
+    .sort((a, b) => a.port - b.port);
+
+  // Clusters: one per dependency port.
+  const clusters: Cluster[] = [];
+  const services = new Map<string, Service | undefined>();
+  for (const d of config.dependencies) {
+    const key = serviceKey(d.namespace, d.service);
+    if (!services.has(key)) services.set(key, topology.services.get(key));
+    const svc = services.get(key);
+    let endpoints: Endpoint[] = [];
+    if (!svc) errors.push(`dependency ${depName(d)}:${d.port}: service ${key} not found`);
+    else if (!svc.endpoints.has(d.port)) errors.push(`dependency ${depName(d)}:${d.port}: service ${key} has no port ${d.port}`);
+    else endpoints = usableEndpoints(svc.endpoints.get(d.port)!);
+    const o = d.options;
+    clusters.push({
+      name: clusterName(d.service, d.namespace, d.port),
+      service: d.service,
+      namespace: d.namespace,
+      port: d.port,
+      protocol: d.protocol,
+      lbPolicy: o.lbPolicy,
+      hashHeader: o.hashHeader,
+      policy: {
+        connectTimeoutMs: o.connectTimeoutMs,
+        requestTimeoutMs: o.requestTimeoutMs,
+        retryAttempts: o.retryAttempts,
+        maxActiveRetries: o.maxActiveRetries,
+        maxConnections: o.maxConnections,
+        maxRequests: o.maxRequests,
+        maxPendingRequests: o.maxPendingRequests,
+        maxRequestsPerConnection: o.maxRequestsPerConnection,
+        consecutiveErrors: o.consecutiveErrors,
+        baseEjectionTimeMs: o.baseEjectionTimeMs,
+        maxEjectionPercent: o.maxEjectionPercent,
+        intervalMs: o.intervalMs,
+        healthyPanicThreshold: o.healthyPanicThreshold,
+        tcpIdleTimeoutS: o.tcpIdleTimeoutS,
+      },
+      endpoints,
+    });
+  }
+  clusters.sort((a, b) => (a.name < b.name ? -1 : 1));
+
+  // Domain groups: dependencies that share a Domains entry on a port share one address and listener.
+  const groups = new Map<string, { domain: string; port: number; members: Dependency[] }>();
+  for (const d of config.dependencies) {
+    for (const domain of d.options.domains) {
+      if (domain === '*') continue;
+      const key = `${domain}:${d.port}`;
+      const g = groups.get(key) ?? { domain, port: d.port, members: [] };
+      g.members.push(d);
+      groups.set(key, g);
+    }
+  }
+  const sharedDomains = new Set([...groups.values()].filter((g) => g.members.length > 1).map((g) => g.domain));
+
+  // Loopback addresses: per dependency service, and per shared domain.
+  const pinned = new Map<string, string>();
+  for (const [key, svc] of services) if (svc?.address) pinned.set(key, svc.address);
+  const identities = [...services.keys(), ...[...sharedDomains].map((d) => `domain/${d}`)];
+  const addresses = allocateLoopbacks(identities, pinned);
+  const addressOf = (d: Dependency) => addresses.get(serviceKey(d.namespace, d.service))!;
+
+  const listeners = new Map<string, OutboundListener>();
+  const addRoute = (address: string, port: number, protocol: Protocol, name: string, domains: string[], d: Dependency) => {
+    const key = `${address}:${port}`;
+    let l = listeners.get(key);
+    if (!l) {
+      l = { name, address, port, protocol, mode: modeOf(protocol), routes: [] };
+      listeners.set(key, l);
+    } else if (l.protocol !== protocol) {
+      errors.push(`dependency ${depName(d)}:${port}: protocol ${protocol} conflicts with ${l.protocol} on ${key}; left out`);
+      return;
+    }
+    const mk = matchKey(d.options.prefix, d.options.headers);
+    const cluster = clusterName(d.service, d.namespace, d.port);
+    const existing = l.routes.find((r) => matchKey(r.prefix, r.headers) === mk && r.domains.join() === domains.join());
+    if (existing) existing.backends.push({ cluster, weight: d.options.weight });
+    else l.routes.push({ domains, prefix: d.options.prefix, headers: d.options.headers.map((h) => ({ ...h })), backends: [{ cluster, weight: d.options.weight }] });
+  };
+
+  const portUse = new Map<number, number>();
+  for (const d of config.dependencies) portUse.set(d.port, (portUse.get(d.port) ?? 0) + 1);
+  const ownPorts = new Set(config.ports.map((p) => p.port));
+  for (const d of config.dependencies) {
+    addRoute(addressOf(d), d.port, d.protocol, `${depName(d)}:${d.port}`, ['*'], d);
+    // Reference apps dial 127.0.0.1:<port>; bind it where that is unambiguous and not the app's own port.
+    if (portUse.get(d.port) === 1 && !ownPorts.has(d.port)) addRoute('127.0.0.1', d.port, d.protocol, `127.0.0.1:${d.port}`, ['*'], d);
+  }
+  for (const g of groups.values()) {
+    if (g.members.length < 2) continue;
+    const address = addresses.get(`domain/${g.domain}`)!;
+    for (const d of g.members) addRoute(address, g.port, d.protocol, `${g.domain}:${g.port}`, [g.domain], d);
+  }
+  const outbound = [...listeners.values()]
+    .map((l) => ({ ...l, routes: l.routes.sort(routeOrder) }))
+    .sort((a, b) => (a.address === b.address ? a.port - b.port : a.address < b.address ? -1 : 1));
+  for (const l of outbound) {
+    if (l.mode === 'l4' && l.routes.length > 1) {
+      errors.push(`listener ${l.name}: tcp cannot route by path or header; only the first route is used`);
+      l.routes.length = 1;
+    }
+  }
+
+  // DNS: every name of each dependency, and each Domains entry.
+  const dnsMap = new Map<string, string>();
+  const addName = (name: string, address: string) => {
+    const prev = dnsMap.get(name);
+    if (prev !== undefined && prev !== address) errors.push(`dns name ${name} is claimed by two addresses (${prev}, ${address}); ${prev} kept`);
+    else dnsMap.set(name, address);
+  };
+  const cd = topology.clusterDomain;
+  for (const key of [...services.keys()].sort()) {
+    const [ns, name] = key.split('/');
+    const address = addresses.get(key)!;
+    if (ns === app.namespace) addName(name, address);
+    addName(`${name}.${ns}`, address);
+    addName(`${name}.${ns}.svc`, address);
+    addName(`${name}.${ns}.svc.${cd}`, address);
+  }
+  for (const d of [...config.dependencies].sort((a, b) => (depName(a) < depName(b) ? -1 : 1))) {
+    for (const domain of d.options.domains) {
+      if (domain === '*') continue;
+      addName(domain, sharedDomains.has(domain) ? addresses.get(`domain/${domain}`)! : addressOf(d));
+    }
+  }
+  const dns: DnsName[] = [...dnsMap].map(([name, address]) => ({ name, address })).sort((a, b) => (a.name < b.name ? -1 : 1));
+
+  const snap: Omit<Snapshot, 'version'> = {
+    schemaVersion: SNAPSHOT_SCHEMA_VERSION,
+    namespace: app.namespace,
+    app: app.name,
+    pluginId: app.pluginId,
+    inbound,
+    outbound,
+    clusters,
+    dns,
+    status: { errors },
+  };
+  // Key order is fixed here so the content hash is the same on every replica.
+  const version = snapshotVersion(snap);
+  return {
+    schemaVersion: snap.schemaVersion, version, namespace: snap.namespace, app: snap.app, pluginId: snap.pluginId,
+    inbound, outbound, clusters, dns, status: snap.status,
+  };
+}

@@ -1,0 +1,137 @@
+// snapshotStore: every app's snapshot, pre-serialized, and the long-poll waiters it wakes on change.
+import type { ServerResponse } from 'node:http';
+import type { Snapshot } from '../../shared/snapshot.ts';
+import type { Logger } from '../../shared/log.ts';
+import type { DiscoverMetrics } from '../metrics.ts';
+import { appKey, type App, type Topology } from '../topology/model.ts';
+import { buildSnapshot, snapshotInputs } from './builder.ts';
+import { LongPollRegistry, type Waiter } from './longPoll.ts';
+
+export interface SnapshotEntry {
+  app: App;
+  snapshot: Snapshot;
+  body: Buffer;
+  etag: string;
+  headers: string[];
+  inputs: string;
+  resource: Buffer;
+}
+
+export interface ApplyResult {
+  rebuilt: number;
+  changed: number;
+  removed: number;
+  woken: number;
+}
+
+export class SnapshotStore {
+  private entries = new Map<string, SnapshotEntry>();
+  private readonly waiters: LongPollRegistry;
+  private readonly metrics: DiscoverMetrics;
+  private readonly log: Logger;
+  topology: Topology | null = null;
+
+  constructor(metrics: DiscoverMetrics, log: Logger) {
+    this.metrics = metrics;
+    this.log = log;
+    this.waiters = new LongPollRegistry((w) => this.expire(w));
+  }
+
+  get ready(): boolean {
+    return this.topology !== null;
+  }
+
+  get(namespace: string, app: string): SnapshotEntry | undefined {
+    return this.entries.get(appKey(namespace, app));
+  }
+
+  /** Applies a new topology: rebuilds only the snapshots whose inputs changed and wakes only their waiters. */
+  apply(topology: Topology): ApplyResult {
+    const end = this.metrics.rebuildSeconds.startTimer();
+    const result: ApplyResult = { rebuilt: 0, changed: 0, removed: 0, woken: 0 };
+    const next = new Map<string, SnapshotEntry>();
+    const changed: SnapshotEntry[] = [];
+    for (const [key, app] of topology.apps) {
+      const inputs = snapshotInputs(app, topology);
+      const prev = this.entries.get(key);
+      if (prev && prev.inputs === inputs) {
+        next.set(key, prev);
+        continue;
+      }
+      result.rebuilt++;
+      const snapshot = buildSnapshot(app, topology);
+      if (prev && prev.snapshot.version === snapshot.version) {
+        next.set(key, { ...prev, app, inputs, resource: Buffer.from(JSON.stringify(app.spec)) });
+        continue;
+      }
+      const body = Buffer.from(JSON.stringify(snapshot));
+      const etag = `"${snapshot.version}"`;
+      const entry: SnapshotEntry = {
+        app, snapshot, body, etag, inputs,
+        headers: ['content-type', 'application/json; charset=utf-8', 'content-length', String(body.length), 'etag', etag, 'cache-control', 'no-cache'],
+        resource: Buffer.from(JSON.stringify(app.spec)),
+      };
+      next.set(key, entry);
+      if (snapshot.status.errors.length > 0) this.log.warn({ app: key, errors: snapshot.status.errors }, 'snapshot built with problems');
+      if (prev) changed.push(entry);
+    }
+    const removedKeys = [...this.entries.keys()].filter((k) => !next.has(k));
+    this.entries = next;
+    this.topology = topology;
+    for (const entry of changed) {
+      result.changed++;
+      result.woken += this.wake(appKey(entry.app.namespace, entry.app.name), entry);
+    }
+    for (const key of removedKeys) {
+      result.removed++;
+      for (const w of this.waiters.take(key)) this.answerGone(w.res);
+    }
+    this.metrics.apps.set(next.size);
+    this.metrics.waiters.set(this.waiters.size);
+    end();
+    return result;
+  }
+
+  /** Holds a long-poll request until the app's snapshot changes or waitMs passes. */
+  wait(namespace: string, app: string, res: ServerResponse, waitMs: number): void {
+    this.waiters.add(appKey(namespace, app), res, waitMs);
+    this.metrics.waiters.set(this.waiters.size);
+  }
+
+  waiting(namespace: string, app: string): number {
+    return this.waiters.waiting(appKey(namespace, app));
+  }
+
+  private wake(key: string, entry: SnapshotEntry): number {
+    const woken = this.waiters.take(key);
+    for (const w of woken) {
+      if (w.res.destroyed) continue;
+      w.res.writeHead(200, entry.headers);
+      w.res.end(entry.body);
+    }
+    this.metrics.snapshotsServed.inc({ result: 'woken' }, woken.length);
+    return woken.length;
+  }
+
+  private expire(w: Waiter): void {
+    this.metrics.waiters.set(this.waiters.size);
+    if (w.res.destroyed) return;
+    const entry = this.entries.get(w.key);
+    if (!entry) return this.answerGone(w.res);
+    w.res.writeHead(304, ['etag', entry.etag, 'cache-control', 'no-cache']);
+    w.res.end();
+    this.metrics.snapshotsServed.inc({ result: 'expired' });
+  }
+
+  private answerGone(res: ServerResponse): void {
+    if (res.destroyed) return;
+    const body = JSON.stringify({ error: 'not_found', message: 'the app is no longer in the topology' });
+    res.writeHead(404, ['content-type', 'application/json; charset=utf-8', 'content-length', String(Buffer.byteLength(body))]);
+    res.end(body);
+    this.metrics.snapshotsServed.inc({ result: 'not_found' });
+  }
+
+  close(): void {
+    this.waiters.close();
+  }
+}

@@ -1,0 +1,41 @@
+// The source-independent view of the mesh: what the static file and the Kubernetes watch both produce.
+import type { Endpoint, Protocol } from '../../shared/snapshot.ts';
+import type { MeshConfig, ResourceSpec } from '../../shared/meshConfig.ts';
+
+export interface ServicePort {
+  name: string;
+  port: number;
+  protocol: Protocol;
+}
+
+export interface Service {
+  namespace: string;
+  name: string;
+  // A loopback address pinned for this service; otherwise one is derived from its identity.
+  address: string | null;
+  ports: ServicePort[];
+  // Service port -> endpoints, with their conditions as the source reports them.
+  endpoints: Map<number, Endpoint[]>;
+}
+
+export interface App {
+  namespace: string;
+  name: string;
+  pluginId: string;
+  spec: ResourceSpec;
+  config: MeshConfig;
+}
+
+export interface Topology {
+  clusterDomain: string;
+  services: Map<string, Service>;
+  apps: Map<string, App>;
+}
+
+export function serviceKey(namespace: string, name: string): string {
+  return `${namespace}/${name}`;
+}
+
+export function appKey(namespace: string, name: string): string {
+  return `${namespace}/${name}`;
+}

@@ -1,0 +1,170 @@
+// The static topology file: services with their endpoints, and apps with their mesh config, in YAML
+// a person can write by hand. The format is documented in docs/static-topology.md.
+import { parse as parseYaml } from 'yaml';
+import { ConfigError, parseInteger, parseMeshConfig, parseProtocol, type ResourceSpec } from '../../shared/meshConfig.ts';
+import { isLoopbackAddress } from '../../shared/allocation.ts';
+import type { Endpoint } from '../../shared/snapshot.ts';
+import { appKey, serviceKey, type App, type Service, type ServicePort, type Topology } from './model.ts';
+
+const NAME = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
+const HOST = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/i;
+const IPV4 = /^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$/;
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function list(v: unknown, where: string): unknown[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw new ConfigError(`${where} must be a list`);
+  return v;
+}
+
+function name(v: unknown, where: string): string {
+  if (typeof v !== 'string' || !NAME.test(v)) throw new ConfigError(`${where}=${JSON.stringify(v)}: expected a lower-case DNS label`);
+  return v;
+}
+
+function bool(v: unknown, where: string, fallback: boolean): boolean {
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== 'boolean') throw new ConfigError(`${where}=${JSON.stringify(v)}: expected true or false`);
+  return v;
+}
+
+function checkKeys(obj: Record<string, unknown>, allowed: string[], where: string): void {
+  for (const k of Object.keys(obj)) {
+    if (!allowed.includes(k)) throw new ConfigError(`${where}: unknown field ${k}; expected ${allowed.join(', ')}`);
+  }
+}
+
+function parseEndpoint(raw: unknown, svc: { where: string; ports: ServicePort[] }, index: number): Map<number, Endpoint> {
+  const where = `${svc.where}, endpoints[${index}]`;
+  let address: string;
+  const targets = new Map<number, number>();
+  let weight = 1;
+  let zone = '';
+  let ready = true;
+  let serving = true;
+  let terminating = false;
+  if (typeof raw === 'string') {
+    const m = /^([^:]+)(?::([0-9]+))?$/.exec(raw.trim());
+    if (!m) throw new ConfigError(`${where}=${JSON.stringify(raw)}: expected address or address:port`);
+    address = m[1];
+    if (m[2] !== undefined) {
+      if (svc.ports.length !== 1) throw new ConfigError(`${where}=${JSON.stringify(raw)}: the service has ${svc.ports.length} ports; give a ports map`);
+      targets.set(svc.ports[0].port, parseInteger(m[2], `${where}: port`, 1, 65535));
+    }
+  } else if (isObject(raw)) {
+    checkKeys(raw, ['address', 'port', 'ports', 'weight', 'zone', 'ready', 'serving', 'terminating'], where);
+    if (typeof raw.address !== 'string') throw new ConfigError(`${where}: address is required`);
+    address = raw.address;
+    if (raw.port !== undefined) {
+      if (svc.ports.length !== 1) throw new ConfigError(`${where}: the service has ${svc.ports.length} ports; give a ports map instead of port`);
+      targets.set(svc.ports[0].port, parseInteger(raw.port, `${where}: port=${JSON.stringify(raw.port)}`, 1, 65535));
+    }
+    if (raw.ports !== undefined) {
+      if (!isObject(raw.ports)) throw new ConfigError(`${where}: ports must map a service port to the endpoint's port`);
+      for (const [k, v] of Object.entries(raw.ports)) {
+        const sp = parseInteger(k, `${where}: ports key ${k}`, 1, 65535);
+        if (!svc.ports.some((p) => p.port === sp)) throw new ConfigError(`${where}: ports names ${sp}, which the service does not have`);
+        targets.set(sp, parseInteger(v, `${where}: ports.${k}=${JSON.stringify(v)}`, 1, 65535));
+      }
+    }
+    if (raw.weight !== undefined) weight = parseInteger(raw.weight, `${where}: weight=${JSON.stringify(raw.weight)}`, 1, 1000000);
+    if (raw.zone !== undefined) zone = String(raw.zone);
+    ready = bool(raw.ready, `${where}: ready`, true);
+    serving = bool(raw.serving, `${where}: serving`, ready);
+    terminating = bool(raw.terminating, `${where}: terminating`, false);
+  } else {
+    throw new ConfigError(`${where}: expected "address:port" or an object with address`);
+  }
+  if (!IPV4.test(address) && !HOST.test(address)) throw new ConfigError(`${where}: address ${JSON.stringify(address)} is not an IPv4 address or host name`);
+  const out = new Map<number, Endpoint>();
+  for (const p of svc.ports) {
+    out.set(p.port, { address, port: targets.get(p.port) ?? p.port, weight, zone, ready, serving, terminating });
+  }
+  return out;
+}
+
+function parseService(raw: unknown, index: number): Service {
+  const at = `services[${index}]`;
+  if (!isObject(raw)) throw new ConfigError(`${at} must be an object`);
+  checkKeys(raw, ['name', 'namespace', 'address', 'ports', 'endpoints'], at);
+  const svcName = name(raw.name, `${at}.name`);
+  const namespace = raw.namespace === undefined ? 'default' : name(raw.namespace, `${at}.namespace`);
+  const where = `service ${namespace}/${svcName}`;
+  let address: string | null = null;
+  if (raw.address !== undefined && raw.address !== null) {
+    if (typeof raw.address !== 'string' || !isLoopbackAddress(raw.address) || raw.address === '127.0.0.1') {
+      throw new ConfigError(`${where}: address=${JSON.stringify(raw.address)}: expected a loopback address in 127.0.0.0/8 other than 127.0.0.1`);
+    }
+    address = raw.address;
+  }
+  const ports: ServicePort[] = [];
+  for (const [i, p] of list(raw.ports, `${where}: ports`).entries()) {
+    const pw = `${where}, ports[${i}]`;
+    const entry = typeof p === 'number' || typeof p === 'string' ? { port: p } : p;
+    if (!isObject(entry)) throw new ConfigError(`${pw}: expected a port number or an object with port`);
+    checkKeys(entry, ['port', 'name', 'protocol'], pw);
+    const port = parseInteger(entry.port, `${pw}: port=${JSON.stringify(entry.port)}`, 1, 65535);
+    if (ports.some((q) => q.port === port)) throw new ConfigError(`${pw}: port ${port} listed twice`);
+    const protocol = parseProtocol(entry.protocol, pw, 'tcp');
+    ports.push({ name: typeof entry.name === 'string' ? entry.name : String(port), port, protocol });
+  }
+  if (ports.length === 0) throw new ConfigError(`${where}: needs at least one port`);
+  const endpoints = new Map<number, Endpoint[]>(ports.map((p) => [p.port, []]));
+  for (const [i, e] of list(raw.endpoints, `${where}: endpoints`).entries()) {
+    for (const [port, ep] of parseEndpoint(e, { where, ports }, i)) endpoints.get(port)!.push(ep);
+  }
+  return { namespace, name: svcName, address, ports, endpoints };
+}
+
+function parseApp(raw: unknown, index: number): App {
+  const at = `apps[${index}]`;
+  if (!isObject(raw)) throw new ConfigError(`${at} must be an object`);
+  checkKeys(raw, ['name', 'namespace', 'pluginId', 'config'], at);
+  const appName = name(raw.name, `${at}.name`);
+  const namespace = raw.namespace === undefined ? 'default' : name(raw.namespace, `${at}.namespace`);
+  const pluginId = raw.pluginId === undefined ? 'mesh' : String(raw.pluginId);
+  if (!/^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$/.test(pluginId)) throw new ConfigError(`app ${namespace}/${appName}: pluginId=${JSON.stringify(pluginId)} is not a valid id`);
+  const spec = (raw.config ?? {}) as ResourceSpec;
+  const config = parseMeshConfig(spec, namespace, appName);
+  return { namespace, name: appName, pluginId, spec, config };
+}
+
+/** Parses the topology YAML. Throws ConfigError naming where the file is wrong. */
+export function parseStaticTopology(text: string): Topology {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text, { prettyErrors: true, uniqueKeys: true });
+  } catch (err) {
+    throw new ConfigError(`topology is not valid YAML: ${(err as Error).message}`);
+  }
+  if (doc === null || doc === undefined) doc = {};
+  if (!isObject(doc)) throw new ConfigError('topology must be a mapping with services and apps');
+  checkKeys(doc, ['clusterDomain', 'services', 'apps'], 'topology');
+  const clusterDomain = doc.clusterDomain === undefined ? 'cluster.local' : String(doc.clusterDomain).replace(/\.$/, '').toLowerCase();
+  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(clusterDomain)) throw new ConfigError(`topology: clusterDomain ${JSON.stringify(doc.clusterDomain)} is not a domain`);
+  const services = new Map<string, Service>();
+  for (const [i, raw] of list(doc.services, 'services').entries()) {
+    const svc = parseService(raw, i);
+    const key = serviceKey(svc.namespace, svc.name);
+    if (services.has(key)) throw new ConfigError(`service ${key} is listed twice`);
+    services.set(key, svc);
+  }
+  const pinned = new Map<string, string>();
+  for (const svc of services.values()) {
+    if (svc.address === null) continue;
+    const other = pinned.get(svc.address);
+    if (other) throw new ConfigError(`service ${svc.namespace}/${svc.name}: address ${svc.address} is already pinned by ${other}`);
+    pinned.set(svc.address, `${svc.namespace}/${svc.name}`);
+  }
+  const apps = new Map<string, App>();
+  for (const [i, raw] of list(doc.apps, 'apps').entries()) {
+    const app = parseApp(raw, i);
+    const key = appKey(app.namespace, app.name);
+    if (apps.has(key)) throw new ConfigError(`app ${key} is listed twice`);
+    apps.set(key, app);
+  }
+  return { clusterDomain, services, apps };
+}
