@@ -53,11 +53,13 @@ export function parseFlags(specs: FlagSpec[], argv: string[], env: NodeJS.Proces
       break;
     }
     const long = arg.startsWith('--');
-    if (!long && !(arg.startsWith('-') && arg.length === 2)) {
+    if (!long && (!arg.startsWith('-') || arg === '-')) {
       positional.push(arg);
       continue;
     }
-    const body = arg.slice(long ? 2 : 1);
+    // --name=value, --name value, -o value, -o=value, -ovalue
+    let body = arg.slice(long ? 2 : 1);
+    if (!long && body.length > 1 && body[1] !== '=') body = `${body[0]}=${body.slice(1)}`;
     const eq = body.indexOf('=');
     const name = eq >= 0 ? body.slice(0, eq) : body;
     const spec = byName.get(name) ?? (name.startsWith('no-') ? byName.get(name.slice(3)) : undefined);
