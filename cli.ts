@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The shoal command: one binary, one subcommand per piece. Every flag has a SHOAL_* env twin.
 import { ConfigError } from './shared/meshConfig.ts';
+import { createLogger } from './shared/log.ts';
 import { helpText, parseFlags, UsageError, type FlagSpec } from './shared/flags.ts';
 import { discoverFlags, startDiscover } from './discover/main.ts';
 import { getCommand, getFlags } from './discover/get.ts';
@@ -37,7 +38,10 @@ const commands: Record<string, Command> = {
     flags: discoverFlags,
     async run(_pos, v) {
       if (!v.static) throw new UsageError('discover needs a source: --static FILE.yaml');
-      const d = await startDiscover({ staticFile: String(v.static), host: String(v.host), port: Number(v.port), writeToken: String(v['write-token'] ?? '') });
+      const d = await startDiscover({
+        staticFile: String(v.static), host: String(v.host), port: Number(v.port), writeToken: String(v['write-token'] ?? ''),
+        log: createLogger('discover', String(v['log-level'])),
+      });
       onSignals(() => d.close());
     },
   },

@@ -44,8 +44,9 @@ export async function startDiscover(opts: DiscoverOptions): Promise<Discover> {
     file: opts.staticFile,
     log,
     onTopology: (t) => {
+      const start = performance.now();
       const r = store.apply(t);
-      log.info({ apps: t.apps.size, services: t.services.size, ...r }, 'topology applied');
+      log.info({ apps: t.apps.size, services: t.services.size, ...r, applyMs: +(performance.now() - start).toFixed(2) }, 'topology applied');
     },
     onError: (err) => {
       metrics.configErrors.inc({ source: 'static' });

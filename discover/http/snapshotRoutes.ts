@@ -2,6 +2,7 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { snapshotSchema } from '../../shared/snapshot.ts';
 import type { SnapshotStore } from '../snapshot/store.ts';
+import { sendPrebuilt } from './prebuiltResponse.ts';
 import type { DiscoverMetrics } from '../metrics.ts';
 
 export const MAX_WAIT_MS = 60_000;
@@ -66,11 +67,12 @@ export function snapshotRoutes(app: FastifyInstance, opts: { store: SnapshotStor
     }
     if (current) {
       metrics.snapshotsServed.inc({ result: 'not_modified' });
-      return reply.code(304).headers({ etag: entry.etag, 'cache-control': 'no-cache' }).send();
+      reply.hijack();
+      sendPrebuilt(reply.raw, entry.notModified);
+      return;
     }
     metrics.snapshotsServed.inc({ result: 'full' });
     reply.hijack();
-    reply.raw.writeHead(200, entry.headers);
-    reply.raw.end(entry.body);
+    sendPrebuilt(reply.raw, entry.response);
   });
 }

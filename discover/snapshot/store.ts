@@ -6,13 +6,15 @@ import type { DiscoverMetrics } from '../metrics.ts';
 import { appKey, type App, type Topology } from '../topology/model.ts';
 import { buildSnapshot, snapshotInputs } from './builder.ts';
 import { LongPollRegistry, type Waiter } from './longPoll.ts';
+import { prebuild, sendPrebuilt, type Prebuilt } from '../http/prebuiltResponse.ts';
 
 export interface SnapshotEntry {
   app: App;
   snapshot: Snapshot;
   body: Buffer;
   etag: string;
-  headers: string[];
+  response: Prebuilt;
+  notModified: Prebuilt;
   inputs: string;
   resource: Buffer;
 }
@@ -68,7 +70,8 @@ export class SnapshotStore {
       const etag = `"${snapshot.version}"`;
       const entry: SnapshotEntry = {
         app, snapshot, body, etag, inputs,
-        headers: ['content-type', 'application/json; charset=utf-8', 'content-length', String(body.length), 'etag', etag, 'cache-control', 'no-cache'],
+        response: prebuild(200, 'OK', ['content-type', 'application/json; charset=utf-8', 'content-length', String(body.length), 'etag', etag, 'cache-control', 'no-cache'], body),
+        notModified: prebuild(304, 'Not Modified', ['etag', etag, 'cache-control', 'no-cache'], Buffer.alloc(0)),
         resource: Buffer.from(JSON.stringify(app.spec)),
       };
       next.set(key, entry);
@@ -105,9 +108,7 @@ export class SnapshotStore {
   private wake(key: string, entry: SnapshotEntry): number {
     const woken = this.waiters.take(key);
     for (const w of woken) {
-      if (w.res.destroyed) continue;
-      w.res.writeHead(200, entry.headers);
-      w.res.end(entry.body);
+      if (!w.res.destroyed) sendPrebuilt(w.res, entry.response);
     }
     this.metrics.snapshotsServed.inc({ result: 'woken' }, woken.length);
     return woken.length;
@@ -118,8 +119,7 @@ export class SnapshotStore {
     if (w.res.destroyed) return;
     const entry = this.entries.get(w.key);
     if (!entry) return this.answerGone(w.res);
-    w.res.writeHead(304, ['etag', entry.etag, 'cache-control', 'no-cache']);
-    w.res.end();
+    sendPrebuilt(w.res, entry.notModified);
     this.metrics.snapshotsServed.inc({ result: 'expired' });
   }
 

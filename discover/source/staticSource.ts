@@ -1,6 +1,6 @@
 // The static source: a topology YAML file, watched. An invalid edit is refused and the last good state stays.
 import { createHash } from 'node:crypto';
-import { watch, type FSWatcher } from 'node:fs';
+import { readFileSync, watch, type FSWatcher } from 'node:fs';
 import { readFile, rename, open } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { parseDocument } from 'yaml';
@@ -16,7 +16,7 @@ export interface StaticSourceOptions {
   onError: (err: Error) => void;
 }
 
-const DEBOUNCE_MS = 5;
+const DEBOUNCE_MS = 1;
 
 export class StaticSource {
   private readonly opts: StaticSourceOptions;
@@ -56,7 +56,8 @@ export class StaticSource {
   async reload(): Promise<void> {
     let text: string;
     try {
-      text = await readFile(this.opts.file, 'utf8');
+      // Synchronous: the file is parsed synchronously right after, and a thread-pool hop only adds latency.
+      text = readFileSync(this.opts.file, 'utf8');
     } catch (err) {
       // Mid-replace the file can be briefly missing; the next event brings it back.
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.opts.onError(err as Error);

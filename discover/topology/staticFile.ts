@@ -1,6 +1,7 @@
 // The static topology file: services with their endpoints, and apps with their mesh config, in YAML
 // a person can write by hand. The format is documented in docs/static-topology.md.
-import { parse as parseYaml } from 'yaml';
+// js-yaml parses about ten times faster than yaml, and parsing sits between an edit and the push.
+import { load as parseYaml } from 'js-yaml';
 import { ConfigError, parseInteger, parseMeshConfig, parseProtocol, type ResourceSpec } from '../../shared/meshConfig.ts';
 import { isLoopbackAddress } from '../../shared/allocation.ts';
 import type { Endpoint } from '../../shared/snapshot.ts';
@@ -136,7 +137,7 @@ function parseApp(raw: unknown, index: number): App {
 export function parseStaticTopology(text: string): Topology {
   let doc: unknown;
   try {
-    doc = parseYaml(text, { prettyErrors: true, uniqueKeys: true });
+    doc = parseYaml(text);
   } catch (err) {
     throw new ConfigError(`topology is not valid YAML: ${(err as Error).message}`);
   }

@@ -43,6 +43,30 @@ t.test('snapshot over curl: keys, endpoints, ETag, If-None-Match forms', async (
   t.match(JSON.parse(missing.body), { error: 'not_found', message: /default\/nope/ });
 });
 
+t.test('prebuilt answers keep HTTP right: keep-alive, pipelining, HEAD, HTTP/1.0', async (t) => {
+  const d = await withDiscover(t, TWO_APPS);
+  const { connect } = await import('node:net');
+  const sock = connect(d.port, '127.0.0.1');
+  let got = '';
+  sock.on('data', (c) => (got += c.toString('latin1')));
+  const req = 'GET /v2/snapshot/default/web HTTP/1.1\r\nhost: x\r\n\r\n';
+  sock.write(req + req + 'GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n');
+  const deadline = Date.now() + 5000;
+  while (!got.includes('"status":"ok"') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  t.equal(got.match(/HTTP\/1\.1 200 OK/g)?.length, 3, 'three pipelined answers on one connection');
+  t.equal(got.match(/"schemaVersion":1/g)?.length, 2);
+  t.ok(got.indexOf('"status":"ok"') > got.lastIndexOf('"schemaVersion"'), 'in order');
+  t.notOk(sock.destroyed, 'the connection stays open');
+  sock.destroy();
+  const head = await request(`${d.url}/v2/snapshot/default/web`, { method: 'HEAD' });
+  t.equal(head.statusCode, 200);
+  t.equal(await head.body.text(), '', 'HEAD has no body');
+  t.ok(Number(head.headers['content-length']) > 100, 'and says how long the body would be');
+  const old = await curl('--http1.0', `${d.url}/v2/snapshot/default/web`);
+  t.equal(old.status, 200);
+  t.equal(JSON.parse(old.body).app, 'web', 'HTTP/1.0 gets the ordinary path');
+});
+
 t.test('long-poll with the current version answers 304 after the wait', async (t) => {
   const d = await withDiscover(t, TWO_APPS);
   const snap = await getSnapshot(d.url);
