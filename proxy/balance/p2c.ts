@@ -1,0 +1,29 @@
+// Least request with the power of two choices: two weighted random picks, the one with fewer
+// requests in flight per unit of weight wins. O(1) per pick and no herding on one idle endpoint.
+import type { Endpoint } from '../cluster/endpoint.ts';
+import { WeightTable, type Balancer } from './balancer.ts';
+
+export class P2cBalancer implements Balancer {
+  private readonly table = new WeightTable();
+
+  update(endpoints: readonly Endpoint[]): void {
+    this.table.update(endpoints);
+  }
+
+  pick(): Endpoint | null {
+    const t = this.table;
+    const n = t.endpoints.length;
+    if (n === 0) return null;
+    if (n === 1) return t.endpoints[0];
+    const i = t.randomIndex();
+    let j = t.randomIndex();
+    if (j === i) j = (i + 1 + ((Math.random() * (n - 1)) | 0)) % n;
+    const a = t.endpoints[i];
+    const b = t.endpoints[j];
+    // Compare active/weight without dividing: a.active * b.weight vs b.active * a.weight.
+    const la = a.active * b.weight;
+    const lb = b.active * a.weight;
+    if (la === lb) return Math.random() < 0.5 ? a : b;
+    return la < lb ? a : b;
+  }
+}

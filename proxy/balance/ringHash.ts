@@ -1,0 +1,60 @@
+// Consistent hashing on a request header: a ring of virtual nodes (more for heavier endpoints), so
+// one key sticks to one endpoint and a change of endpoints moves only about 1/n of the keys.
+// Requests without the header fall back to weighted random.
+import type { Endpoint } from '../cluster/endpoint.ts';
+import { WeightTable, type Balancer } from './balancer.ts';
+
+const VNODES_PER_WEIGHT = 100;
+const MAX_RING = 65536;
+
+/** FNV-1a, 32 bits: fast and spreads short keys well enough for a ring. */
+export function fnv1a(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  // Final avalanche (murmur3 fmix) so neighbouring keys land far apart.
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+export class RingHashBalancer implements Balancer {
+  private hashes: Uint32Array = new Uint32Array(0);
+  private owners: Endpoint[] = [];
+  private readonly fallback = new WeightTable();
+
+  update(endpoints: readonly Endpoint[]): void {
+    this.fallback.update(endpoints);
+    const totalWeight = endpoints.reduce((s, e) => s + e.weight, 0);
+    const scale = totalWeight * VNODES_PER_WEIGHT > MAX_RING ? MAX_RING / (totalWeight * VNODES_PER_WEIGHT) : 1;
+    const nodes: Array<[number, Endpoint]> = [];
+    for (const e of endpoints) {
+      const count = Math.max(1, Math.round(e.weight * VNODES_PER_WEIGHT * scale));
+      for (let i = 0; i < count; i++) nodes.push([fnv1a(`${e.key}#${i}`), e]);
+    }
+    nodes.sort((a, b) => a[0] - b[0]);
+    this.hashes = Uint32Array.from(nodes, (n) => n[0]);
+    this.owners = nodes.map((n) => n[1]);
+  }
+
+  pick(hashKey: string | undefined): Endpoint | null {
+    const n = this.hashes.length;
+    if (n === 0) return null;
+    if (hashKey === undefined) return this.fallback.endpoints[this.fallback.randomIndex()];
+    const h = fnv1a(hashKey);
+    // First virtual node at or after h, wrapping around.
+    let lo = 0;
+    let hi = n;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.hashes[mid] < h) lo = mid + 1;
+      else hi = mid;
+    }
+    return this.owners[lo === n ? 0 : lo];
+  }
+}

@@ -1,0 +1,58 @@
+// One upstream address: its keep-alive pool (L7, created on first use) and its load in flight.
+import { Pool } from 'undici';
+import type { ClusterPolicy } from '../../shared/snapshot.ts';
+
+export class Endpoint {
+  readonly key: string;
+  readonly address: string;
+  readonly port: number;
+  readonly weight: number;
+  /** Requests (L7) or connections (L4) in flight; what least-request compares. */
+  active = 0;
+  retired = false;
+  private pool: Pool | null = null;
+  private readonly policy: ClusterPolicy;
+
+  constructor(address: string, port: number, weight: number, policy: ClusterPolicy) {
+    this.address = address;
+    this.port = port;
+    this.weight = weight;
+    this.key = `${address}:${port}`;
+    this.policy = policy;
+  }
+
+  /** The keep-alive pool to this endpoint. */
+  http(): Pool {
+    if (this.pool) return this.pool;
+    const p = this.policy;
+    this.pool = new Pool(`http://${this.key}`, {
+      connections: p.maxConnections,
+      pipelining: 1,
+      connectTimeout: p.connectTimeoutMs,
+      // Basic request deadline: the upstream must start answering, and keep sending, within it.
+      headersTimeout: p.requestTimeoutMs,
+      bodyTimeout: p.requestTimeoutMs,
+      keepAliveTimeout: 4000,
+      keepAliveMaxTimeout: 60_000,
+      maxRequestsPerClient: p.maxRequestsPerConnection > 0 ? p.maxRequestsPerConnection : undefined,
+      strictContentLength: false,
+    });
+    return this.pool;
+  }
+
+  /** Takes no new work; the pool closes once its requests in flight are done. */
+  retire(): Promise<void> {
+    this.retired = true;
+    const p = this.pool;
+    if (!p) return Promise.resolve();
+    return p.close().catch(() => {});
+  }
+
+  /** Closes at once, failing what is in flight. */
+  destroy(): Promise<void> {
+    this.retired = true;
+    const p = this.pool;
+    if (!p) return Promise.resolve();
+    return p.destroy().catch(() => {});
+  }
+}

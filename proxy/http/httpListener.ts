@@ -1,0 +1,122 @@
+// An L7 listener (outbound dependency or inbound port): node:http in, route, balance, forward.
+// The route table is swapped whole on a new snapshot; requests in flight keep the objects they hold.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../../shared/log.ts';
+import type { AccessLog } from '../accessLog.ts';
+import type { ProxyMetrics } from '../metrics.ts';
+import { ForwardRequest, type ForwardSite } from './forward.ts';
+import { sendMadeUp } from './madeUpResponse.ts';
+import type { CompiledRoute, RouteTable } from './routeTable.ts';
+import { rawMadeUp, UpgradeRequest } from './upgrade.ts';
+import type { Gauge } from 'prom-client';
+
+const LISTENER = Symbol('shoal.listener');
+type TaggedServer = Server & { [LISTENER]: HttpListener };
+type TaggedSocket = Socket & { [LISTENER]?: HttpListener };
+
+function onRequest(this: TaggedServer, req: IncomingMessage, res: ServerResponse): void {
+  this[LISTENER].handle(req, res);
+}
+
+function onUpgrade(this: TaggedServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  this[LISTENER].upgrade(req, socket, head);
+}
+
+function onConnection(this: TaggedServer, socket: TaggedSocket): void {
+  const l = this[LISTENER];
+  l.connections.inc();
+  l.open++;
+  socket[LISTENER] = l;
+  socket.once('close', onSocketClose);
+}
+
+function onSocketClose(this: TaggedSocket): void {
+  const l = this[LISTENER];
+  if (l) {
+    l.connections.dec();
+    l.open--;
+  }
+}
+
+export class HttpListener implements ForwardSite {
+  readonly name: string;
+  readonly direction: 'inbound' | 'outbound';
+  readonly accessLog: AccessLog | null;
+  readonly log: Logger;
+  readonly server: TaggedServer;
+  readonly connections: Gauge.Internal<'listener' | 'direction'>;
+  draining = false;
+  /** Downstream connections open now. */
+  open = 0;
+  table: RouteTable;
+  private readonly metrics: ProxyMetrics;
+
+  constructor(name: string, direction: 'inbound' | 'outbound', table: RouteTable, ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null }) {
+    this.name = name;
+    this.direction = direction;
+    this.table = table;
+    this.log = ctx.log;
+    this.metrics = ctx.metrics;
+    this.accessLog = ctx.accessLog;
+    this.connections = ctx.metrics.connections.labels(name, direction);
+    // requestTimeout 0: long uploads are bounded by the cluster's deadlines, not by node's 5 minutes.
+    const server = createServer({ requestTimeout: 0, keepAliveTimeout: 60_000, noDelay: true }) as TaggedServer;
+    server[LISTENER] = this;
+    server.on('request', onRequest);
+    server.on('upgrade', onUpgrade);
+    server.on('connection', onConnection);
+    this.server = server;
+  }
+
+  private route(req: IncomingMessage): CompiledRoute | null {
+    return this.table.match(req.headers.host, req.url as string, req.headers);
+  }
+
+  handle(req: IncomingMessage, res: ServerResponse): void {
+    const start = performance.now();
+    const route = this.route(req);
+    if (route === null) {
+      req.resume();
+      this.metrics.madeUp.labels(this.name, 'no-route').inc();
+      sendMadeUp(res, 'no-route', `no route on ${this.name} for host ${JSON.stringify(req.headers.host ?? '')} path ${JSON.stringify(req.url)}`, this.draining);
+      return;
+    }
+    const backend = route.backend();
+    const cluster = backend?.cluster;
+    const endpoint = cluster ? cluster.pick(cluster.hashHeader === '' ? undefined : header(req, cluster.hashHeader)) : null;
+    if (backend === null || endpoint === null) {
+      req.resume();
+      const name = cluster?.name ?? route.name;
+      this.metrics.madeUp.labels(name, 'no-endpoints').inc();
+      const status = sendMadeUp(res, 'no-endpoints', `${name} has no endpoints`, this.draining);
+      if (backend) backend.counters[4].inc();
+      void status;
+      return;
+    }
+    new ForwardRequest(req, res, this, backend, endpoint, start).dispatch();
+  }
+
+  upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    const start = performance.now();
+    const route = this.route(req);
+    const backend = route?.backend() ?? null;
+    const cluster = backend?.cluster;
+    const endpoint = cluster ? cluster.pick(cluster.hashHeader === '' ? undefined : header(req, cluster.hashHeader)) : null;
+    if (route === null) {
+      rawMadeUp(socket, 'no-route', `no route on ${this.name} for ${req.url}`);
+      return;
+    }
+    if (backend === null || endpoint === null) {
+      rawMadeUp(socket, 'no-endpoints', `${cluster?.name ?? route.name} has no endpoints`);
+      return;
+    }
+    new UpgradeRequest(req, socket, head, this, backend, endpoint, start).dispatch();
+  }
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}

@@ -1,0 +1,44 @@
+// Responses the sidecar makes up itself: explicit status, x-shoal-error naming why, a one-line body.
+// Never a hung or silently reset socket while the client can still be told.
+import type { ServerResponse } from 'node:http';
+
+export type ShoalError = 'no-endpoints' | 'circuit-open' | 'overloaded' | 'connect-timeout' | 'request-timeout' | 'upstream-reset' | 'rate-limited' | 'no-route';
+
+export const ERROR_STATUS: Record<ShoalError, number> = {
+  'no-endpoints': 503,
+  'circuit-open': 503,
+  overloaded: 503,
+  'connect-timeout': 504,
+  'request-timeout': 504,
+  'upstream-reset': 502,
+  'rate-limited': 429,
+  'no-route': 404,
+};
+
+/** Writes the made-up response if the head is not out yet; otherwise the only honest signal left is a reset. */
+export function sendMadeUp(res: ServerResponse, error: ShoalError, detail: string, closeConnection: boolean): number {
+  const status = ERROR_STATUS[error];
+  if (res.headersSent) {
+    res.destroy();
+    return status;
+  }
+  const body = `${status} ${error}: ${detail}\n`;
+  if (closeConnection) res.shouldKeepAlive = false;
+  res.writeHead(status, [
+    'content-type', 'text/plain; charset=utf-8',
+    'content-length', String(Buffer.byteLength(body)),
+    'x-shoal-error', error,
+  ]);
+  res.end(body);
+  return status;
+}
+
+/** Maps an undici failure to the made-up response it deserves. */
+export function upstreamError(err: Error & { code?: string }): ShoalError {
+  switch (err.code) {
+    case 'UND_ERR_CONNECT_TIMEOUT': return 'connect-timeout';
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT': return 'request-timeout';
+    default: return 'upstream-reset';
+  }
+}

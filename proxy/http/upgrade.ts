@@ -1,0 +1,123 @@
+// Upgrades (WebSocket): the request goes upstream through the endpoint's pool; on 101 both sockets
+// are joined and bytes flow as they are. A refusal (any other status) is passed back and the socket closed.
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Dispatcher } from 'undici';
+import type { Endpoint } from '../cluster/endpoint.ts';
+import { downstreamHeaders, upstreamHeaders, type ForwardSite } from './forward.ts';
+import { ERROR_STATUS, upstreamError, type ShoalError } from './madeUpResponse.ts';
+import type { RouteBackend } from './routeTable.ts';
+
+function head(status: number, message: string, headers: string[]): string {
+  let s = `HTTP/1.1 ${status} ${message}\r\n`;
+  for (let i = 0; i < headers.length; i += 2) s += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  return `${s}\r\n`;
+}
+
+/** Writes a made-up response on a raw socket (upgrade requests have no ServerResponse) and closes it. */
+export function rawMadeUp(socket: Duplex, error: ShoalError, detail: string): number {
+  const status = ERROR_STATUS[error];
+  const body = `${status} ${error}: ${detail}\n`;
+  if (socket.writable) {
+    socket.end(head(status, error, ['content-type', 'text/plain; charset=utf-8', 'content-length', String(Buffer.byteLength(body)), 'x-shoal-error', error, 'connection', 'close']) + body);
+  }
+  return status;
+}
+
+function destroyPeer(this: Duplex & { peer?: Duplex }): void {
+  this.peer?.destroy();
+}
+
+export class UpgradeRequest implements Dispatcher.DispatchHandler {
+  private readonly req: IncomingMessage;
+  private readonly socket: Duplex;
+  private readonly head: Buffer;
+  private readonly site: ForwardSite;
+  private readonly backend: RouteBackend;
+  private readonly endpoint: Endpoint;
+  private readonly start: number;
+  private status = 0;
+  private done = false;
+
+  constructor(req: IncomingMessage, socket: Duplex, head: Buffer, site: ForwardSite, backend: RouteBackend, endpoint: Endpoint, start: number) {
+    this.req = req;
+    this.socket = socket;
+    this.head = head;
+    this.site = site;
+    this.backend = backend;
+    this.endpoint = endpoint;
+    this.start = start;
+  }
+
+  dispatch(): void {
+    const headers: string[] = [];
+    upstreamHeaders(this.req, headers);
+    this.endpoint.active++;
+    this.backend.cluster.active++;
+    this.socket.on('error', destroyPeer);
+    this.endpoint.http().dispatch({
+      method: this.req.method as Dispatcher.HttpMethod,
+      path: this.req.url as string,
+      headers,
+      body: null,
+      upgrade: this.req.headers.upgrade ?? 'websocket',
+    }, this);
+  }
+
+  onRequestStart(): void {}
+
+  onRequestUpgrade(controller: Dispatcher.DispatchController, statusCode: number, _headers: unknown, upstream: Duplex): void {
+    const raw = Array.isArray(controller.rawHeaders) ? controller.rawHeaders : [];
+    const out: string[] = [];
+    // Keep Connection/Upgrade here: they are what a 101 means.
+    for (let i = 0; i < raw.length; i += 2) out.push(String(raw[i]), String(raw[i + 1]));
+    this.status = statusCode;
+    const client = this.socket as Duplex & { peer?: Duplex };
+    const up = upstream as Duplex & { peer?: Duplex };
+    client.peer = up;
+    up.peer = client;
+    up.on('error', destroyPeer);
+    client.on('close', destroyPeer);
+    up.on('close', destroyPeer);
+    client.write(head(statusCode, 'Switching Protocols', out));
+    if (this.head.length > 0) up.write(this.head);
+    up.pipe(client);
+    client.pipe(up);
+    this.finish();
+  }
+
+  // The upstream refused the upgrade: pass its answer on as a plain response, then close.
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, _headers: unknown, statusMessage?: string): void {
+    this.status = statusCode;
+    const raw = Array.isArray(controller.rawHeaders) ? downstreamHeaders(controller.rawHeaders) : [];
+    raw.push('connection', 'close');
+    this.socket.write(head(statusCode, statusMessage || 'Upgrade Refused', raw));
+  }
+
+  onResponseData(_c: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.socket.write(chunk);
+  }
+
+  onResponseEnd(): void {
+    this.socket.end();
+    this.finish();
+  }
+
+  onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
+    const e = upstreamError(err as Error & { code?: string });
+    this.backend.errors.labels(this.backend.cluster.name, e).inc();
+    if (this.status === 0) this.status = rawMadeUp(this.socket, e, `${this.backend.cluster.name} ${this.endpoint.key}: ${err.message}`);
+    else this.socket.destroy();
+    this.finish();
+  }
+
+  private finish(): void {
+    if (this.done) return;
+    this.done = true;
+    this.endpoint.active--;
+    this.backend.cluster.active--;
+    const cls = (this.status / 100) | 0;
+    this.backend.counters[cls < 1 ? 0 : cls > 5 ? 4 : cls - 1].inc();
+    this.backend.duration.observe((performance.now() - this.start) / 1000);
+  }
+}

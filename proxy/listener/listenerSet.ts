@@ -1,0 +1,174 @@
+// Every listener of the applied snapshot, reconciled per snapshot: new ones bound, changed ones get a
+// new route table in place (no rebind, no dropped connection), removed ones drain then close.
+import { Server as NetServer } from 'node:net';
+import type { Logger } from '../../shared/log.ts';
+import type { AccessLog } from '../accessLog.ts';
+import type { ClusterSet } from '../cluster/clusterSet.ts';
+import { HttpListener } from '../http/httpListener.ts';
+import { RouteTable } from '../http/routeTable.ts';
+import type { ProxyMetrics } from '../metrics.ts';
+import { TcpListener, TcpRoute } from '../tcp/tcpListener.ts';
+import type { ListenerSpec } from './listenerSpec.ts';
+
+const BIND_RETRY_MS = 1000;
+// Idle keep-alive connections are closed only after this grace: a request already on the wire but
+// not yet read must not meet a closing socket.
+const IDLE_CLOSE_GRACE_MS = 500;
+
+type Listener = HttpListener | TcpListener;
+
+interface Entry {
+  spec: ListenerSpec;
+  listener: Listener;
+  bound: boolean;
+  retry: NodeJS.Timeout | null;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
+}
+
+/** Stops accepting, lets work in flight finish (responses say Connection: close), then closes what is left. */
+export async function drainListener(l: Listener, timeoutMs: number): Promise<void> {
+  l.draining = true;
+  // net's close only: http.Server#close would also cut idle keep-alive sockets at once.
+  if (l.server.listening) NetServer.prototype.close.call(l.server);
+  const started = performance.now();
+  for (;;) {
+    const elapsed = performance.now() - started;
+    if (l instanceof HttpListener) {
+      if (elapsed >= IDLE_CLOSE_GRACE_MS || elapsed >= timeoutMs) l.server.closeIdleConnections();
+      if (l.open === 0) return;
+      if (elapsed >= timeoutMs) {
+        l.server.closeAllConnections();
+        return;
+      }
+    } else {
+      if (l.open === 0) return;
+      if (elapsed >= timeoutMs) {
+        l.destroyAll();
+        return;
+      }
+    }
+    await sleep(50);
+  }
+}
+
+export class ListenerSet {
+  private readonly entries = new Map<string, Entry>();
+  private readonly draining = new Set<Promise<void>>();
+  private readonly ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null };
+  private readonly drainTimeoutMs: number;
+  private closed = false;
+
+  constructor(ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null; drainTimeoutMs: number }) {
+    this.ctx = ctx;
+    this.drainTimeoutMs = ctx.drainTimeoutMs;
+  }
+
+  /** True when every listener of the applied snapshot is bound. */
+  get allBound(): boolean {
+    for (const e of this.entries.values()) if (!e.bound) return false;
+    return true;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  status(): Array<{ name: string; key: string; mode: string; direction: string; bound: boolean }> {
+    return [...this.entries.values()].map((e) => ({ name: e.spec.name, key: e.spec.key, mode: e.spec.mode, direction: e.spec.direction, bound: e.bound }));
+  }
+
+  /** Reconciles to specs. Resolves when every new listener has had its first bind attempt. */
+  async apply(specs: readonly ListenerSpec[], clusters: ClusterSet): Promise<void> {
+    if (this.closed) return;
+    const wanted = new Map(specs.map((s) => [s.key, s]));
+    for (const [key, e] of this.entries) {
+      const s = wanted.get(key);
+      if (s && s.mode === e.spec.mode && s.direction === e.spec.direction) continue;
+      this.entries.delete(key);
+      this.retire(e);
+    }
+    const binds: Promise<void>[] = [];
+    for (const s of specs) {
+      const e = this.entries.get(s.key);
+      if (e) {
+        e.spec = s;
+        if (e.listener instanceof HttpListener) e.listener.table = new RouteTable(s.name, s.routes, clusters, this.ctx.metrics);
+        else e.listener.route = new TcpRoute(s.routes[0], clusters, this.ctx.metrics, s.direction);
+        continue;
+      }
+      const listener = s.mode === 'l7'
+        ? new HttpListener(s.name, s.direction, new RouteTable(s.name, s.routes, clusters, this.ctx.metrics), this.ctx)
+        : new TcpListener(s.name, s.direction, new TcpRoute(s.routes[0], clusters, this.ctx.metrics, s.direction), this.ctx);
+      const entry: Entry = { spec: s, listener, bound: false, retry: null };
+      this.entries.set(s.key, entry);
+      binds.push(this.bind(entry));
+    }
+    await Promise.all(binds);
+  }
+
+  private bind(e: Entry): Promise<void> {
+    return new Promise((resolve) => {
+      const server = e.listener.server;
+      const onError = (err: NodeJS.ErrnoException) => {
+        server.off('listening', onListening);
+        this.ctx.metrics.listenerErrors.labels(e.spec.name).inc();
+        this.ctx.log.error({ listener: e.spec.name, address: e.spec.key, error: err.message }, `cannot bind ${e.spec.key}; retrying every ${BIND_RETRY_MS} ms, not ready until bound`);
+        if (this.entries.get(e.spec.key) === e && !this.closed) {
+          e.retry = setTimeout(() => {
+            e.retry = null;
+            if (this.entries.get(e.spec.key) === e && !this.closed) void this.bind(e);
+          }, BIND_RETRY_MS);
+          e.retry.unref();
+        }
+        resolve();
+      };
+      const onListening = () => {
+        server.off('error', onError);
+        e.bound = true;
+        this.ctx.log.debug({ listener: e.spec.name, address: e.spec.key, mode: e.spec.mode }, 'listener bound');
+        resolve();
+      };
+      server.once('error', onError);
+      server.once('listening', onListening);
+      server.listen({ host: e.spec.address, port: e.spec.port, exclusive: true });
+    });
+  }
+
+  private retire(e: Entry): void {
+    if (e.retry) clearTimeout(e.retry);
+    e.retry = null;
+    if (!e.bound) {
+      e.listener.server.close();
+      return;
+    }
+    const p = drainListener(e.listener, this.drainTimeoutMs).finally(() => this.draining.delete(p));
+    this.draining.add(p);
+  }
+
+  /** SIGTERM: stop accepting everywhere, finish in flight up to the drain timeout. */
+  async drain(timeoutMs = this.drainTimeoutMs): Promise<void> {
+    this.closed = true;
+    const all: Promise<void>[] = [...this.draining];
+    for (const e of this.entries.values()) {
+      if (e.retry) clearTimeout(e.retry);
+      if (e.bound) all.push(drainListener(e.listener, timeoutMs));
+      else e.listener.server.close();
+    }
+    await Promise.all(all);
+  }
+
+  /** Closes every listener and connection now. */
+  destroy(): void {
+    this.closed = true;
+    for (const e of this.entries.values()) {
+      if (e.retry) clearTimeout(e.retry);
+      e.listener.server.close();
+      if (e.listener instanceof HttpListener) e.listener.server.closeAllConnections();
+      else e.listener.destroyAll();
+    }
+    this.entries.clear();
+  }
+}

@@ -1,0 +1,13 @@
+// What a listener should be, derived from the snapshot: the reconcile step compares these.
+import type { ListenerMode, Route } from '../../shared/snapshot.ts';
+
+export interface ListenerSpec {
+  /** address:port, the identity of a listener across snapshots. */
+  key: string;
+  name: string;
+  address: string;
+  port: number;
+  direction: 'inbound' | 'outbound';
+  mode: ListenerMode;
+  routes: Route[];
+}

@@ -1,0 +1,162 @@
+// The sidecar's entry point: wires the config client, clusters, listeners, admin and metrics.
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { FlagSpec, FlagValues } from '../shared/flags.ts';
+import { createLogger, type Logger } from '../shared/log.ts';
+import type { Snapshot } from '../shared/snapshot.ts';
+import { SnapshotClient, snapshotUrl } from '../shared/snapshotClient.ts';
+import { AccessLog } from './accessLog.ts';
+import { createAdminServer } from './admin/adminServer.ts';
+import { ClusterSet } from './cluster/clusterSet.ts';
+import { SnapshotApplier } from './config/snapshotApplier.ts';
+import { ListenerSet } from './listener/listenerSet.ts';
+import { ProxyMetrics } from './metrics.ts';
+
+export const proxyFlags: FlagSpec[] = [
+  { name: 'discover-url', type: 'string', description: 'Where the mesh config lives: http://<discover>:6100/v1/resources/{ns}/{app}/{plugin_id} (plain DISCOVER_URL is read too)' },
+  { name: 'namespace', type: 'string', description: 'The app\'s namespace when the discover URL does not name it (plain NAMESPACE is read too)' },
+  { name: 'app', type: 'string', description: 'The app when the discover URL does not name it (plain SERVICE_ALIAS is read too)' },
+  { name: 'plugin-id', type: 'string', description: 'The app\'s mesh plugin id (plain PLUGIN_ID is read too)' },
+  { name: 'state-file', type: 'string', description: 'Where the last applied snapshot is kept, to start from when discover is down (default: <tmp>/shoal/<ns>_<app>.snapshot.json)' },
+  { name: 'admin-host', type: 'string', default: '0.0.0.0', description: 'Address of the admin endpoint (/ready, /metrics, /config_dump)' },
+  { name: 'admin-port', type: 'int', default: 65533, description: 'Port of the admin endpoint' },
+  { name: 'inbound-address', type: 'string', default: '0.0.0.0', description: 'Address the inbound listen ports bind' },
+  { name: 'drain-timeout', type: 'int', default: 20, description: 'Seconds to let requests in flight finish on SIGTERM' },
+  { name: 'access-log', type: 'bool', default: false, description: 'Log one JSON line per request (format in docs/proxy.md)' },
+  { name: 'access-log-sample', type: 'int', default: 1, description: 'With --access-log, log 1 request in this many' },
+  { name: 'log-level', type: 'string', default: 'info', description: 'Log level: debug, info, warn, error' },
+];
+
+export interface ProxyOptions {
+  discoverUrl: string;
+  namespace?: string;
+  app?: string;
+  pluginId?: string;
+  stateFile?: string;
+  adminHost?: string;
+  adminPort?: number;
+  inboundAddress?: string;
+  drainTimeoutMs?: number;
+  accessLog?: boolean;
+  accessLogSample?: number;
+  logLevel?: string;
+  log?: Logger;
+  /** Long-poll hold asked of discover, seconds. */
+  waitSeconds?: number;
+}
+
+export interface Proxy {
+  adminPort: number;
+  /** The first snapshot is applied and every listener is bound (and not draining). */
+  readonly ready: boolean;
+  readonly version: string;
+  /** Called with every applied snapshot (and at once with the current one), e.g. to feed the DNS responder. */
+  onSnapshot(listener: (s: Snapshot) => void): void;
+  /** Resolves when the first snapshot is applied. */
+  whenReady(): Promise<void>;
+  /** Stops accepting, lets in-flight requests finish up to the drain timeout. */
+  drain(): Promise<void>;
+  /** Drains (if not done yet), then closes the admin endpoint, pools and the config client. */
+  close(): Promise<void>;
+}
+
+const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
+
+/** ProxyOptions from parsed flags, with the sidecar's plain env names (DISCOVER_URL, ...) as fallbacks. */
+export function proxyOptions(values: FlagValues, env: NodeJS.ProcessEnv = process.env): ProxyOptions {
+  const discoverUrl = str(values['discover-url']) ?? str(env.DISCOVER_URL);
+  if (!discoverUrl) throw new Error('proxy needs --discover-url (or DISCOVER_URL): http://<discover>:6100/v1/resources/{ns}/{app}/{plugin_id}');
+  return {
+    discoverUrl,
+    namespace: str(values.namespace) ?? str(env.NAMESPACE),
+    app: str(values.app) ?? str(env.SERVICE_ALIAS),
+    pluginId: str(values['plugin-id']) ?? str(env.PLUGIN_ID),
+    stateFile: str(values['state-file']),
+    adminHost: str(values['admin-host']),
+    adminPort: typeof values['admin-port'] === 'number' ? values['admin-port'] : undefined,
+    inboundAddress: str(values['inbound-address']),
+    drainTimeoutMs: typeof values['drain-timeout'] === 'number' ? values['drain-timeout'] * 1000 : undefined,
+    accessLog: values['access-log'] === true,
+    accessLogSample: typeof values['access-log-sample'] === 'number' ? values['access-log-sample'] : undefined,
+    logLevel: str(values['log-level']),
+  };
+}
+
+export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
+  const log = opts.log ?? createLogger('proxy', opts.logLevel ?? 'info');
+  const url = snapshotUrl(opts.discoverUrl, opts.namespace, opts.app);
+  const [ns, app] = new URL(url).pathname.split('/').slice(3).map(decodeURIComponent);
+  const stateFile = opts.stateFile ?? join(tmpdir(), 'shoal', `${ns}_${app}.snapshot.json`);
+  const drainTimeoutMs = opts.drainTimeoutMs ?? 20_000;
+  const metrics = new ProxyMetrics();
+  const accessLog = opts.accessLog ? new AccessLog(log, opts.accessLogSample ?? 1) : null;
+  const clusters = new ClusterSet();
+  const listeners = new ListenerSet({ log, metrics, accessLog, drainTimeoutMs });
+  const applier = new SnapshotApplier({ clusters, listeners, metrics, log, inboundAddress: opts.inboundAddress ?? '0.0.0.0' });
+  const client = new SnapshotClient({
+    url,
+    stateFile,
+    log,
+    waitSeconds: opts.waitSeconds,
+    onSnapshot: (s, source) => applier.apply(s, source),
+    onRefused: () => metrics.configErrors.labels('refused').inc(),
+    onPollError: () => metrics.configErrors.labels('unreachable').inc(),
+  });
+
+  let draining: Promise<void> | null = null;
+  let closing: Promise<void> | null = null;
+  const drain = (): Promise<void> => {
+    draining ??= (async () => {
+      log.info({ timeoutMs: drainTimeoutMs, listeners: listeners.size }, 'draining: no new connections, finishing requests in flight');
+      await listeners.drain(drainTimeoutMs);
+      log.info('drained');
+    })();
+    return draining;
+  };
+  const isReady = () => applier.current !== null && listeners.allBound && draining === null;
+
+  const admin = createAdminServer({
+    ready: isReady,
+    readiness: () => ({ version: applier.current?.version ?? null, listeners: listeners.status().filter((l) => !l.bound).map((l) => `${l.name} (${l.key}) not bound`), draining: draining !== null }),
+    configDump: () => ({ version: applier.current?.version ?? null, snapshot: applier.current, listeners: listeners.status() }),
+    drain,
+  }, metrics.registry);
+  await new Promise<void>((resolve, reject) => {
+    admin.once('error', reject);
+    admin.listen(opts.adminPort ?? 65533, opts.adminHost ?? '0.0.0.0', () => {
+      admin.off('error', reject);
+      resolve();
+    });
+  });
+  const adminPort = (admin.address() as AddressInfo).port;
+  log.info({ admin: `${opts.adminHost ?? '0.0.0.0'}:${adminPort}`, discover: url, stateFile, pluginId: opts.pluginId ?? null }, 'sidecar starting');
+  await client.start();
+
+  return {
+    adminPort,
+    get ready() {
+      return isReady();
+    },
+    get version() {
+      return client.version;
+    },
+    onSnapshot: (fn) => applier.onSnapshot(fn),
+    whenReady: () => client.firstSnapshot(),
+    drain,
+    close() {
+      closing ??= (async () => {
+        client.close();
+        await drain();
+        listeners.destroy();
+        await clusters.destroy();
+        await new Promise<void>((resolve) => {
+          admin.close(() => resolve());
+          admin.closeAllConnections();
+        });
+        await client.closed();
+      })();
+      return closing;
+    },
+  };
+}

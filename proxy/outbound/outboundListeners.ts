@@ -1,0 +1,17 @@
+// Outbound: one listener per dependency address and port, as the snapshot assigns them.
+// The L4/L7 rule is the snapshot's `mode` (discover sets l7 for http dependencies, l4 for tcp);
+// http2/grpc listeners are carried as L4 until they get their own issue.
+import type { Snapshot } from '../../shared/snapshot.ts';
+import type { ListenerSpec } from '../listener/listenerSpec.ts';
+
+export function outboundSpecs(snap: Snapshot): ListenerSpec[] {
+  return snap.outbound.map((l) => ({
+    key: `${l.address}:${l.port}`,
+    name: l.name,
+    address: l.address,
+    port: l.port,
+    direction: 'outbound',
+    mode: l.mode === 'l7' && l.protocol === 'http' ? 'l7' : 'l4',
+    routes: l.routes,
+  }));
+}
