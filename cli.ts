@@ -33,13 +33,21 @@ const help = { name: 'help', short: 'h', type: 'bool', description: 'Show this h
 
 const commands: Record<string, Command> = {
   discover: {
-    usage: 'shoal discover --static FILE.yaml [--port 6100]',
+    usage: 'shoal discover (--static FILE.yaml | --kubernetes [--kubeconfig FILE]) [--port 6100]',
     summary: 'Serve every app its snapshot (listeners, routes, endpoints, DNS names) with long-poll push.',
     flags: discoverFlags,
     async run(_pos, v) {
-      if (!v.static) throw new UsageError('discover needs a source: --static FILE.yaml');
+      if (!v.static === !v.kubernetes) throw new UsageError('discover needs one source: --static FILE.yaml or --kubernetes');
       const d = await startDiscover({
-        staticFile: String(v.static), host: String(v.host), port: Number(v.port), writeToken: String(v['write-token'] ?? ''),
+        staticFile: v.static ? String(v.static) : undefined,
+        kubernetes: v.kubernetes ? {
+          kubeconfigFile: v.kubeconfig ? String(v.kubeconfig) : undefined,
+          clusterDomain: String(v['cluster-domain']),
+          staleAfterMs: Number(v['stale-after']) * 1000,
+          tokenAudience: String(v['token-audience']),
+          insecureReads: Boolean(v['insecure-reads']),
+        } : undefined,
+        host: String(v.host), port: Number(v.port), writeToken: String(v['write-token'] ?? ''),
         log: createLogger('discover', String(v['log-level'])),
       });
       onSignals(() => d.close());

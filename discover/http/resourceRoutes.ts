@@ -1,20 +1,13 @@
 // GET and PUT /v1/resources/{namespace}/{app}/{plugin_id}: the app's mesh config, reference-compatible.
-import { timingSafeEqual } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
 import { ConfigError, parseMeshConfig, resourceSpecSchema, type ResourceSpec } from '../../shared/meshConfig.ts';
 import type { SnapshotStore } from '../snapshot/store.ts';
 import { notFound } from './snapshotRoutes.ts';
+import { bearer, sameSecret } from './readAuth.ts';
 
 /** How a source stores a written mesh config. It resolves once the write is durable. */
 export type ConfigWriter = (namespace: string, app: string, pluginId: string, spec: ResourceSpec) => Promise<void>;
 
-function tokenMatches(header: string | undefined, token: string): boolean {
-  const m = /^Bearer\s+(.+)$/i.exec(header ?? '');
-  if (!m) return false;
-  const a = Buffer.from(m[1].trim());
-  const b = Buffer.from(token);
-  return a.length === b.length && timingSafeEqual(a, b);
-}
 
 interface Params { namespace: string; app: string; plugin_id: string }
 const params = {
@@ -27,9 +20,10 @@ const params = {
 } as const;
 const errorSchema = { type: 'object', properties: { error: { type: 'string' }, message: { type: 'string' } } } as const;
 
-export function resourceRoutes(app: FastifyInstance, opts: { store: SnapshotStore; writer: ConfigWriter | null; writeToken: string }): void {
+export function resourceRoutes(app: FastifyInstance, opts: { store: SnapshotStore; writer: ConfigWriter | null; writeToken: string; readGuard?: preHandlerAsyncHookHandler }): void {
   const { store, writer, writeToken } = opts;
   app.get<{ Params: Params }>('/v1/resources/:namespace/:app/:plugin_id', {
+    preHandler: opts.readGuard,
     schema: { summary: 'The app\'s mesh config (ResourceSpec)', params, response: { 200: resourceSpecSchema, 404: errorSchema } },
   }, async (req, reply) => {
     const { namespace, app: name, plugin_id: pluginId } = req.params;
@@ -50,7 +44,8 @@ export function resourceRoutes(app: FastifyInstance, opts: { store: SnapshotStor
     if (!writer || writeToken === '') {
       return reply.code(403).send({ error: 'forbidden', message: 'writes are disabled on this discover: start it with --write-token' });
     }
-    if (!tokenMatches(req.headers.authorization, writeToken)) {
+    const token = bearer(req.headers.authorization);
+    if (!token || !sameSecret(token, writeToken)) {
       return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized', message: 'a valid bearer token is required to write mesh config' });
     }
     const entry = store.get(namespace, name);

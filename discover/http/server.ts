@@ -1,5 +1,5 @@
 // The discover HTTP API: fastify with route schemas, OpenAPI at /docs/json.
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type preHandlerAsyncHookHandler } from 'fastify';
 import swagger from '@fastify/swagger';
 import type { Registry } from 'prom-client';
 import type { Logger } from '../../shared/log.ts';
@@ -7,7 +7,7 @@ import type { SnapshotStore } from '../snapshot/store.ts';
 import type { DiscoverMetrics } from '../metrics.ts';
 import { snapshotRoutes } from './snapshotRoutes.ts';
 import { resourceRoutes, type ConfigWriter } from './resourceRoutes.ts';
-import { healthRoutes } from './healthRoutes.ts';
+import { healthRoutes, type Readiness } from './healthRoutes.ts';
 
 export interface ServerOptions {
   store: SnapshotStore;
@@ -16,6 +16,9 @@ export interface ServerOptions {
   log: Logger;
   writer: ConfigWriter | null;
   writeToken: string;
+  readGuard?: preHandlerAsyncHookHandler;
+  readiness?: Readiness;
+  refusal?: (namespace: string, app: string) => string | undefined;
 }
 
 export async function createServer(opts: ServerOptions): Promise<FastifyInstance> {

@@ -1,5 +1,5 @@
 // GET /v2/snapshot/{namespace}/{app}: the app's snapshot, with ETag and long-poll.
-import type { FastifyInstance, FastifyReply } from 'fastify';
+import type { FastifyInstance, FastifyReply, preHandlerAsyncHookHandler } from 'fastify';
 import { snapshotSchema } from '../../shared/snapshot.ts';
 import type { SnapshotStore } from '../snapshot/store.ts';
 import { sendPrebuilt } from './prebuiltResponse.ts';
@@ -27,7 +27,15 @@ const errorSchema = {
 
 export const notFound = (reply: FastifyReply, message: string) => reply.code(404).send({ error: 'not_found', message });
 
-export function snapshotRoutes(app: FastifyInstance, opts: { store: SnapshotStore; metrics: DiscoverMetrics }): void {
+export interface SnapshotRouteOptions {
+  store: SnapshotStore;
+  metrics: DiscoverMetrics;
+  readGuard?: preHandlerAsyncHookHandler;
+  // Why an app has no snapshot, when the source knows (e.g. its only mesh config was refused).
+  refusal?: (namespace: string, app: string) => string | undefined;
+}
+
+export function snapshotRoutes(app: FastifyInstance, opts: SnapshotRouteOptions): void {
   const { store, metrics } = opts;
   app.get<{ Params: { namespace: string; app: string }; Querystring: { version?: string; wait?: string } }>('/v2/snapshot/:namespace/:app', {
     schema: {
@@ -51,7 +59,8 @@ export function snapshotRoutes(app: FastifyInstance, opts: { store: SnapshotStor
     const entry = store.get(namespace, name);
     if (!entry) {
       metrics.snapshotsServed.inc({ result: 'not_found' });
-      return notFound(reply, `no snapshot for app ${namespace}/${name}`);
+      const why = opts.refusal?.(namespace, name);
+      return notFound(reply, `no snapshot for app ${namespace}/${name}${why ? `: its mesh config was refused: ${why}` : ''}`);
     }
     const held = req.query.version !== undefined
       ? [req.query.version.replace(/^"(.*)"$/, '$1')]

@@ -36,11 +36,11 @@ export function snapshotInputs(app: App, topology: Topology): string {
     const svc = topology.services.get(serviceKey(d.namespace, d.service));
     return svc ? [svc.namespace, svc.name, svc.address, svc.ports, [...svc.endpoints]] : [d.namespace, d.service, null];
   });
-  return JSON.stringify([topology.clusterDomain, app.pluginId, app.config, services]);
+  return JSON.stringify([topology.clusterDomain, app.pluginId, app.config, app.problems ?? [], services]);
 }
 
 export function buildSnapshot(app: App, topology: Topology): Snapshot {
-  const errors: string[] = [];
+  const errors: string[] = [...(app.problems ?? [])];
   const { config } = app;
   const depName = (d: Dependency) => (d.namespace === app.namespace ? d.service : `${d.service}.${d.namespace}`);
 

@@ -24,6 +24,8 @@ export interface App {
   pluginId: string;
   spec: ResourceSpec;
   config: MeshConfig;
+  // Problems the source found that leave the last good config in force (e.g. a refused edit).
+  problems?: string[];
 }
 
 export interface Topology {

@@ -1,0 +1,79 @@
+// Who may read a snapshot: in a cluster a sidecar presents its projected service-account token and
+// may read only apps of its own namespace (checked with a TokenReview, cached briefly).
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { AuthenticationV1Api, type KubeConfig } from '@kubernetes/client-node';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from '../../shared/log.ts';
+
+export interface Identity {
+  namespace: string;
+  serviceAccount: string;
+}
+
+export type TokenReviewer = (token: string) => Promise<Identity | null>;
+
+const CACHE_TTL_MS = 60_000;
+const CACHE_MAX = 10_000;
+
+export function bearer(header: string | undefined): string | null {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
+  return m ? m[1] : null;
+}
+
+export function sameSecret(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+/** A TokenReview client with a small cache, so long-poll loops do not cost an API call each. */
+export function tokenReviewer(kc: KubeConfig, audience: string, log: Logger): TokenReviewer {
+  const api = kc.makeApiClient(AuthenticationV1Api);
+  const cache = new Map<string, { at: number; identity: Identity | null }>();
+  return async (token) => {
+    const key = createHash('sha256').update(token).digest('base64');
+    const hit = cache.get(key);
+    if (hit && Date.now() - hit.at < CACHE_TTL_MS) return hit.identity;
+    const review = await api.createTokenReview({
+      body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences: audience ? [audience] : undefined } },
+    });
+    const user = review.status?.authenticated ? review.status.user?.username ?? '' : '';
+    const m = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(user);
+    const identity = m ? { namespace: m[1], serviceAccount: m[2] } : null;
+    if (!identity) log.info({ user, error: review.status?.error }, 'token refused');
+    if (cache.size >= CACHE_MAX) cache.delete(cache.keys().next().value!);
+    cache.set(key, { at: Date.now(), identity });
+    return identity;
+  };
+}
+
+/**
+ * A fastify preHandler for routes with a :namespace param. The operator token (--write-token)
+ * reads everything; a service-account token reads its own namespace only.
+ */
+export function requireReader(reviewer: TokenReviewer, operatorToken: string, log: Logger) {
+  return async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
+    const token = bearer(req.headers.authorization);
+    if (!token) {
+      await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized', message: 'a bearer token (the pod\'s projected service-account token) is required' });
+      return;
+    }
+    if (operatorToken !== '' && sameSecret(token, operatorToken)) return;
+    let identity: Identity | null;
+    try {
+      identity = await reviewer(token);
+    } catch (err) {
+      log.error({ error: (err as Error).message }, 'TokenReview failed');
+      await reply.code(503).send({ error: 'unavailable', message: 'cannot verify the token right now' });
+      return;
+    }
+    if (!identity) {
+      await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized', message: 'the token is not a valid service-account token for this audience' });
+      return;
+    }
+    const ns = (req.params as { namespace?: string }).namespace;
+    if (identity.namespace !== ns) {
+      await reply.code(403).send({ error: 'forbidden', message: `service account ${identity.namespace}/${identity.serviceAccount} may not read apps of namespace ${ns}` });
+    }
+  };
+}

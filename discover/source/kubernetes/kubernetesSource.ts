@@ -1,0 +1,312 @@
+// The Kubernetes source: informers on Services, EndpointSlices and mesh ConfigMaps, kept as an
+// incremental topology. Every burst of events becomes one apply that touches only the apps whose
+// dependencies or config changed.
+import {
+  CoreV1Api, DiscoveryV1Api, KubeConfig, makeInformer,
+  type Informer, type KubernetesObject, type V1ConfigMap, type V1EndpointSlice, type V1Service,
+} from '@kubernetes/client-node';
+import type { Logger } from '../../../shared/log.ts';
+import type { ResourceSpec } from '../../../shared/meshConfig.ts';
+import { appKey, serviceKey, type App, type Topology } from '../../topology/model.ts';
+import {
+  APP_LABEL, PLUGIN_CONFIG_KEY, PLUGIN_LABEL, appFromConfigMap, serviceKeyOf, serviceModel, sliceServiceKey,
+} from './kubeObjects.ts';
+
+export interface KubernetesSourceOptions {
+  kubeConfig: KubeConfig;
+  clusterDomain: string;
+  log: Logger;
+  // Readiness holds through watch reconnects while no informer has been down longer than this.
+  staleAfterMs: number;
+  onTopology: (t: Topology, affectedApps: Set<string> | undefined) => void;
+  onConfigError: (message: string) => void;
+}
+
+interface Watched<T extends KubernetesObject> {
+  name: string;
+  informer: Informer<T>;
+  listed: boolean;
+  downSince: number | null;
+  restartTimer: NodeJS.Timeout | null;
+  failures: number;
+}
+
+const BACKOFF_BASE_MS = 200;
+const BACKOFF_MAX_MS = 30_000;
+
+export class KubernetesSource {
+  private readonly opts: KubernetesSourceOptions;
+  private readonly core: CoreV1Api;
+  private readonly services = new Map<string, V1Service>();
+  private readonly slices = new Map<string, Map<string, V1EndpointSlice>>();
+  private readonly sliceOwner = new Map<string, string>();
+  private readonly configMaps = new Map<string, V1ConfigMap>();
+  private readonly topology: Topology;
+  private readonly dependents = new Map<string, Set<string>>();
+  private readonly appErrors = new Map<string, string>();
+  private dirtyServices = new Set<string>();
+  private dirtyApps = new Set<string>();
+  private flushScheduled = false;
+  private started = false;
+  private stopped = false;
+  private readonly watched: Array<Watched<V1Service> | Watched<V1EndpointSlice> | Watched<V1ConfigMap>> = [];
+
+  constructor(opts: KubernetesSourceOptions) {
+    this.opts = opts;
+    this.core = opts.kubeConfig.makeApiClient(CoreV1Api);
+    this.topology = { clusterDomain: opts.clusterDomain, services: new Map(), apps: new Map() };
+    const discovery = opts.kubeConfig.makeApiClient(DiscoveryV1Api);
+    const svc = makeInformer<V1Service>(opts.kubeConfig, '/api/v1/services', () => this.core.listServiceForAllNamespaces());
+    const eps = makeInformer<V1EndpointSlice>(opts.kubeConfig, '/apis/discovery.k8s.io/v1/endpointslices', () => discovery.listEndpointSliceForAllNamespaces());
+    const cms = makeInformer<V1ConfigMap>(opts.kubeConfig, '/api/v1/configmaps', () => this.core.listConfigMapForAllNamespaces({ labelSelector: APP_LABEL }), APP_LABEL);
+    svc.on('add', (o) => this.onService(o, false));
+    svc.on('update', (o) => this.onService(o, false));
+    svc.on('delete', (o) => this.onService(o, true));
+    eps.on('add', (o) => this.onSlice(o, false));
+    eps.on('update', (o) => this.onSlice(o, false));
+    eps.on('delete', (o) => this.onSlice(o, true));
+    cms.on('add', (o) => this.onConfigMap(o, false));
+    cms.on('update', (o) => this.onConfigMap(o, false));
+    cms.on('delete', (o) => this.onConfigMap(o, true));
+    this.watched.push(this.watch('services', svc), this.watch('endpointslices', eps), this.watch('configmaps', cms));
+  }
+
+  private watch<T extends KubernetesObject>(name: string, informer: Informer<T>): Watched<T> {
+    const w: Watched<T> = { name, informer, listed: false, downSince: null, restartTimer: null, failures: 0 };
+    // client-node's informer stops after any error but 410 (which it handles by relisting): restart it.
+    informer.on('error', (err?: unknown) => this.onWatchError(w, err));
+    return w;
+  }
+
+  /** Starts every informer; resolves once each has listed once (the first full state). */
+  async start(): Promise<void> {
+    await Promise.all(this.watched.map((w) => this.startOne(w as Watched<KubernetesObject>)));
+    this.started = true;
+    this.flush();
+  }
+
+  private async startOne(w: Watched<KubernetesObject>): Promise<void> {
+    for (;;) {
+      if (this.stopped) return;
+      const before = w.failures;
+      await w.informer.start();
+      if (w.failures === before) {
+        w.listed = true;
+        w.downSince = null;
+        w.failures = 0;
+        return;
+      }
+      // The first list failed; wait out the backoff and try again.
+      await new Promise((r) => setTimeout(r, this.backoff(w.failures)));
+    }
+  }
+
+  private backoff(failures: number): number {
+    const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * 2 ** Math.min(failures, 10));
+    return ceiling / 2 + Math.random() * (ceiling / 2);
+  }
+
+  private onWatchError(w: Watched<KubernetesObject>, err: unknown): void {
+    w.failures++;
+    w.downSince ??= Date.now();
+    const e = err as { message?: string; statusCode?: number; code?: number } | undefined;
+    this.opts.log.warn({ informer: w.name, error: e?.message ?? String(err), status: e?.statusCode ?? e?.code, failures: w.failures }, 'watch failed; restarting with backoff');
+    if (!w.listed || this.stopped || w.restartTimer) return;
+    w.restartTimer = setTimeout(() => {
+      w.restartTimer = null;
+      if (this.stopped) return;
+      const before = w.failures;
+      w.informer.start().then(() => {
+        if (w.failures === before) {
+          w.downSince = null;
+          w.failures = 0;
+          this.opts.log.info({ informer: w.name }, 'watch resumed');
+        }
+      }, (error: unknown) => this.onWatchError(w, error));
+    }, this.backoff(w.failures));
+  }
+
+  /** Ready once every informer listed, and while none has been down longer than staleAfterMs. */
+  health(): { ready: boolean; message: string } {
+    const notListed = this.watched.filter((w) => !w.listed).map((w) => w.name);
+    if (notListed.length > 0 || !this.started) return { ready: false, message: `waiting for the first list of ${notListed.join(', ') || 'the informers'}` };
+    const now = Date.now();
+    const stale = this.watched.filter((w) => w.downSince !== null && now - w.downSince > this.opts.staleAfterMs).map((w) => w.name);
+    if (stale.length > 0) return { ready: false, message: `watch of ${stale.join(', ')} down for more than ${this.opts.staleAfterMs} ms` };
+    return { ready: true, message: 'ready' };
+  }
+
+  private onService(svc: V1Service, deleted: boolean): void {
+    const key = serviceKeyOf(svc);
+    if (deleted) this.services.delete(key);
+    else this.services.set(key, svc);
+    this.markService(key);
+  }
+
+  private onSlice(slice: V1EndpointSlice, deleted: boolean): void {
+    const sliceKey = serviceKeyOf(slice);
+    const owner = sliceServiceKey(slice);
+    const previous = this.sliceOwner.get(sliceKey);
+    if (previous && previous !== owner) {
+      this.slices.get(previous)?.delete(sliceKey);
+      this.markService(previous);
+    }
+    if (deleted || !owner) {
+      this.sliceOwner.delete(sliceKey);
+      if (owner) {
+        this.slices.get(owner)?.delete(sliceKey);
+        this.markService(owner);
+      }
+      return;
+    }
+    this.sliceOwner.set(sliceKey, owner);
+    let m = this.slices.get(owner);
+    if (!m) this.slices.set(owner, (m = new Map()));
+    m.set(sliceKey, slice);
+    this.markService(owner);
+  }
+
+  private onConfigMap(cm: V1ConfigMap, deleted: boolean): void {
+    const key = serviceKeyOf(cm);
+    const prev = this.configMaps.get(key);
+    if (deleted) this.configMaps.delete(key);
+    else this.configMaps.set(key, cm);
+    const ns = cm.metadata?.namespace ?? 'default';
+    for (const c of [prev, cm]) {
+      const app = c?.metadata?.labels?.[APP_LABEL];
+      if (app) this.markApp(appKey(ns, app));
+    }
+  }
+
+  private markService(key: string): void {
+    this.dirtyServices.add(key);
+    this.schedule();
+  }
+
+  private markApp(key: string): void {
+    this.dirtyApps.add(key);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.flushScheduled || !this.started) return;
+    this.flushScheduled = true;
+    // One apply per burst: a relist or a multi-slice update lands as a single change.
+    setImmediate(() => {
+      this.flushScheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    const services = this.dirtyServices;
+    const apps = this.dirtyApps;
+    this.dirtyServices = new Set();
+    this.dirtyApps = new Set();
+    if (services.size === 0 && apps.size === 0) return;
+    for (const key of services) {
+      const svc = this.services.get(key);
+      if (svc) this.topology.services.set(key, serviceModel(svc, this.slices.get(key)?.values() ?? []));
+      else this.topology.services.delete(key);
+    }
+    const affected = new Set<string>();
+    for (const key of apps) {
+      this.rebuildApp(key);
+      affected.add(key);
+    }
+    for (const key of services) for (const a of this.dependents.get(key) ?? []) affected.add(a);
+    this.opts.onTopology(this.topology, affected);
+  }
+
+  /** Recomputes one app from its mesh ConfigMaps. An invalid config keeps the last good one. */
+  private rebuildApp(key: string): void {
+    const [ns, name] = key.split('/');
+    const candidates = [...this.configMaps.values()]
+      .filter((c) => (c.metadata?.namespace ?? 'default') === ns && c.metadata?.labels?.[APP_LABEL] === name)
+      .sort((a, b) => String(a.metadata?.creationTimestamp ?? '').localeCompare(String(b.metadata?.creationTimestamp ?? '')) ||
+        String(a.metadata?.name).localeCompare(String(b.metadata?.name)));
+    const prev = this.topology.apps.get(key);
+    if (candidates.length === 0) {
+      this.setApp(key, undefined);
+      this.appErrors.delete(key);
+      return;
+    }
+    const problems: string[] = [];
+    for (const extra of candidates.slice(1)) {
+      problems.push(`ConfigMap ${ns}/${extra.metadata?.name} ignored: app ${key} already has mesh plugin ${candidates[0].metadata?.labels?.[PLUGIN_LABEL] ?? 'mesh'} (one per app)`);
+    }
+    const { app, error } = appFromConfigMap(candidates[0]);
+    if (error) {
+      this.opts.onConfigError(error);
+      this.appErrors.set(key, error);
+      this.opts.log.error({ app: key, error }, 'mesh config refused; the app keeps its last good snapshot');
+      if (prev) this.setApp(key, { ...prev, problems: [`mesh config refused, last good config in force: ${error}`, ...problems] });
+      return;
+    }
+    this.appErrors.delete(key);
+    this.setApp(key, { ...app!, problems });
+  }
+
+  private setApp(key: string, app: App | undefined): void {
+    const prev = this.topology.apps.get(key);
+    for (const d of prev?.config.dependencies ?? []) this.dependents.get(serviceKey(d.namespace, d.service))?.delete(key);
+    if (!app) {
+      this.topology.apps.delete(key);
+      return;
+    }
+    this.topology.apps.set(key, app);
+    for (const d of app.config.dependencies) {
+      const sk = serviceKey(d.namespace, d.service);
+      let s = this.dependents.get(sk);
+      if (!s) this.dependents.set(sk, (s = new Set()));
+      s.add(key);
+    }
+  }
+
+  /** Why an app has no snapshot, when its only config was refused. */
+  refusal(namespace: string, app: string): string | undefined {
+    return this.appErrors.get(appKey(namespace, app));
+  }
+
+  /** Writes an app's mesh config to its ConfigMap (created if missing). Resolves once the API accepted it. */
+  readonly write = async (namespace: string, app: string, pluginId: string, spec: ResourceSpec): Promise<void> => {
+    const data = JSON.stringify(spec);
+    for (let attempt = 0; ; attempt++) {
+      const existing = [...this.configMaps.values()].find((c) => (c.metadata?.namespace ?? 'default') === namespace && c.metadata?.labels?.[APP_LABEL] === app);
+      try {
+        if (existing) {
+          const fresh = await this.core.readNamespacedConfigMap({ name: existing.metadata!.name!, namespace });
+          fresh.data = { ...(fresh.data ?? {}), [PLUGIN_CONFIG_KEY]: data };
+          fresh.metadata!.labels = { ...(fresh.metadata!.labels ?? {}), [APP_LABEL]: app, [PLUGIN_LABEL]: pluginId };
+          await this.core.replaceNamespacedConfigMap({ name: fresh.metadata!.name!, namespace, body: fresh });
+        } else {
+          await this.core.createNamespacedConfigMap({
+            namespace,
+            body: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: `shoal-mesh-${app}`, namespace, labels: { [APP_LABEL]: app, [PLUGIN_LABEL]: pluginId } }, data: { [PLUGIN_CONFIG_KEY]: data } },
+          });
+        }
+        return;
+      } catch (err) {
+        const code = (err as { code?: number }).code;
+        // A concurrent writer won (409): read again and retry once.
+        if (code === 409 && attempt === 0) continue;
+        throw err;
+      }
+    }
+  };
+
+  async close(): Promise<void> {
+    this.stopped = true;
+    for (const w of this.watched) {
+      if (w.restartTimer) clearTimeout(w.restartTimer);
+      await w.informer.stop();
+    }
+  }
+}
+
+export function loadKubeConfig(kubeconfig: string | undefined): KubeConfig {
+  const kc = new KubeConfig();
+  if (kubeconfig) kc.loadFromFile(kubeconfig);
+  else kc.loadFromCluster();
+  return kc;
+}
