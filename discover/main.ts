@@ -77,7 +77,7 @@ async function wireSource(opts: DiscoverOptions, store: SnapshotStore, metrics: 
     onConfigError: () => metrics.configErrors.inc({ source: 'kubernetes' }),
   });
   await source.start();
-  const readGuard = k.insecureReads ? undefined : requireReader(tokenReviewer(kubeConfig, k.tokenAudience ?? 'shoal', log), opts.writeToken ?? '', log);
+  const readGuard = k.insecureReads ? undefined : requireReader(tokenReviewer(kubeConfig, k.tokenAudience ?? 'shoal', log), opts.writeToken ?? '', (ns, app) => source.readers(ns, app), log);
   return {
     close: () => source.close(),
     writer: source.write,

@@ -48,10 +48,11 @@ export function tokenReviewer(kc: KubeConfig, audience: string, log: Logger): To
 }
 
 /**
- * A fastify preHandler for routes with a :namespace param. The operator token (--write-token)
- * reads everything; a service-account token reads its own namespace only.
+ * A fastify preHandler for routes with :namespace and :app params. The operator token
+ * (--write-token) reads everything. A service-account token reads an app of its own namespace
+ * whose name is the service account's, or that lists it in `shoal.dev/service-accounts`.
  */
-export function requireReader(reviewer: TokenReviewer, operatorToken: string, log: Logger) {
+export function requireReader(reviewer: TokenReviewer, operatorToken: string, readers: (namespace: string, app: string) => string[], log: Logger) {
   return async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const token = bearer(req.headers.authorization);
     if (!token) {
@@ -71,9 +72,13 @@ export function requireReader(reviewer: TokenReviewer, operatorToken: string, lo
       await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized', message: 'the token is not a valid service-account token for this audience' });
       return;
     }
-    const ns = (req.params as { namespace?: string }).namespace;
+    const { namespace: ns, app } = req.params as { namespace: string; app: string };
     if (identity.namespace !== ns) {
       await reply.code(403).send({ error: 'forbidden', message: `service account ${identity.namespace}/${identity.serviceAccount} may not read apps of namespace ${ns}` });
+      return;
+    }
+    if (!readers(ns, app).includes(identity.serviceAccount)) {
+      await reply.code(403).send({ error: 'forbidden', message: `service account ${ns}/${identity.serviceAccount} may not read app ${ns}/${app}: name the service account like the app, or list it in the ConfigMap annotation shoal.dev/service-accounts` });
     }
   };
 }

@@ -26,6 +26,8 @@ export interface App {
   config: MeshConfig;
   // Problems the source found that leave the last good config in force (e.g. a refused edit).
   problems?: string[];
+  // Service accounts besides the one named like the app that may read its snapshot (Kubernetes).
+  readers?: string[];
 }
 
 export interface Topology {

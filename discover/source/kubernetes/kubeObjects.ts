@@ -9,6 +9,7 @@ export const APP_LABEL = 'shoal.dev/app';
 export const PLUGIN_LABEL = 'shoal.dev/plugin-id';
 export const PLUGIN_CONFIG_KEY = 'plugin-config';
 export const ADDRESS_ANNOTATION = 'shoal.dev/loopback-address';
+export const READERS_ANNOTATION = 'shoal.dev/service-accounts';
 
 /** The protocol of a Service port: appProtocol first, then the port name's prefix (http-web), else tcp. */
 export function portProtocol(appProtocol: string | undefined, name: string | undefined): Protocol {
@@ -103,7 +104,8 @@ export function appFromConfigMap(cm: V1ConfigMap): MeshConfigMapResult {
   }
   try {
     const config = parseMeshConfig(spec, namespace, name);
-    return { app: { namespace, name, pluginId, spec, config }, error: null };
+    const readers = (cm.metadata?.annotations?.[READERS_ANNOTATION] ?? '').split(',').map((x) => x.trim()).filter((x) => x !== '');
+    return { app: { namespace, name, pluginId, spec, config, readers }, error: null };
   } catch (err) {
     if (err instanceof ConfigError) return { app: null, error: `${where}: ${err.message}` };
     throw err;

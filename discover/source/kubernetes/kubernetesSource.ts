@@ -32,6 +32,7 @@ interface Watched<T extends KubernetesObject> {
 }
 
 const BACKOFF_BASE_MS = 200;
+const COALESCE_MS = 5;
 const BACKOFF_MAX_MS = 30_000;
 
 export class KubernetesSource {
@@ -191,11 +192,12 @@ export class KubernetesSource {
   private schedule(): void {
     if (this.flushScheduled || !this.started) return;
     this.flushScheduled = true;
-    // One apply per burst: a relist or a multi-slice update lands as a single change.
-    setImmediate(() => {
+    // One apply per burst: a relist, a multi-slice update or pods of a rolling update landing
+    // together become a single change.
+    setTimeout(() => {
       this.flushScheduled = false;
       this.flush();
-    });
+    }, COALESCE_MS);
   }
 
   private flush(): void {
@@ -263,6 +265,11 @@ export class KubernetesSource {
     }
   }
 
+  /** The service accounts that may read an app's snapshot: the one named like the app, and those its ConfigMap lists. */
+  readers(namespace: string, app: string): string[] {
+    return [app, ...(this.topology.apps.get(appKey(namespace, app))?.readers ?? [])];
+  }
+
   /** Why an app has no snapshot, when its only config was refused. */
   refusal(namespace: string, app: string): string | undefined {
     return this.appErrors.get(appKey(namespace, app));
@@ -304,9 +311,10 @@ export class KubernetesSource {
   }
 }
 
-export function loadKubeConfig(kubeconfig: string | undefined): KubeConfig {
+/** A kubeconfig file, or the pod's service account (token, CA and namespace under pathPrefix). */
+export function loadKubeConfig(kubeconfig: string | undefined, pathPrefix?: string): KubeConfig {
   const kc = new KubeConfig();
   if (kubeconfig) kc.loadFromFile(kubeconfig);
-  else kc.loadFromCluster();
+  else kc.loadFromCluster(pathPrefix);
   return kc;
 }
