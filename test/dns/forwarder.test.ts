@@ -1,0 +1,167 @@
+// The forwarder's promises, checked against upstreams that record what they receive: real UDP
+// and TCP sockets on loopback answering with dns-packet, and dnsmasq for failover.
+import t, { type Test } from 'tap';
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
+import { createServer, type Server } from 'node:net';
+import dnsPacket from 'dns-packet';
+import { dig, rcodeOf, sleep, startDnsmasq, udpQuery, withResponder } from './fixtures.ts';
+
+type Reply = Buffer | null;
+interface Received { raw: Buffer; packet: dnsPacket.DecodedPacket; tcp: boolean }
+interface FakeUpstream { port: number; received: Received[] }
+
+/** An upstream on 127.0.0.1 (UDP and TCP, one port) whose answers the test writes. */
+async function fakeUpstream(t: Test, answer: (q: Received) => Reply | Promise<Reply>): Promise<FakeUpstream> {
+  const received: Received[] = [];
+  const udp: UdpSocket = createSocket('udp4');
+  await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
+  const port = udp.address().port;
+  udp.on('message', async (raw, rinfo) => {
+    const q = { raw, packet: dnsPacket.decode(raw), tcp: false };
+    received.push(q);
+    const out = await answer(q);
+    if (out) udp.send(out, rinfo.port, rinfo.address);
+  });
+  const tcp: Server = createServer((s) => {
+    let buf = Buffer.alloc(0);
+    s.on('data', async (c: Buffer) => {
+      buf = Buffer.concat([buf, c]);
+      if (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0)) return;
+      const raw = buf.subarray(2, 2 + buf.readUInt16BE(0));
+      const q = { raw, packet: dnsPacket.decode(raw), tcp: true };
+      received.push(q);
+      const out = await answer(q);
+      if (!out) return;
+      const prefix = Buffer.alloc(2);
+      prefix.writeUInt16BE(out.length);
+      s.end(Buffer.concat([prefix, out]));
+    });
+    s.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve, reject) => {
+    tcp.once('error', reject);
+    tcp.listen(port, '127.0.0.1', () => resolve());
+  });
+  t.teardown(() => {
+    udp.close();
+    tcp.close();
+  });
+  return { port, received };
+}
+
+function reply(q: Received, answers: dnsPacket.Answer[], extra: Partial<dnsPacket.Packet> = {}): Buffer {
+  return dnsPacket.encode({
+    type: 'response', id: q.packet.id, flags: dnsPacket.RECURSION_AVAILABLE | dnsPacket.RECURSION_DESIRED,
+    questions: q.packet.questions, answers, ...extra,
+  });
+}
+
+t.test('the query reaches upstream as sent: EDNS and DO kept, ID rewritten and restored', async (t) => {
+  const up = await fakeUpstream(t, (q) => reply(q, [{ type: 'A', name: q.packet.questions![0].name, ttl: 30, data: '10.0.0.9' }]));
+  const r = await withResponder(t, { upstreams: [`127.0.0.1:${up.port}`], names: [] });
+  const res = await dig(r.udpPort, '+dnssec', '+bufsize=1400', '+cd', 'Signed.Example.test');
+  t.equal(res.status, 'NOERROR');
+  t.same(res.answers, ['Signed.Example.test. 30 IN A 10.0.0.9']);
+  t.equal(up.received.length, 1);
+  const got = up.received[0].packet;
+  const opt = got.additionals!.find((a) => a.type === 'OPT') as dnsPacket.OptAnswer;
+  t.ok(opt, 'OPT forwarded');
+  t.equal(opt.flag_do, true, 'DO bit kept');
+  t.equal(opt.udpPayloadSize, 1400, 'payload size kept');
+  t.ok(got.flag_cd, 'CD kept');
+  t.equal(got.questions![0].name, 'Signed.Example.test', 'question spelling kept');
+  // Send our own ID and see it come back while upstream saw another.
+  const mine = dnsPacket.encode({ type: 'query', id: 4242, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'other.test' }] });
+  const ans = await udpQuery(r.udpPort, mine);
+  t.equal(ans.readUInt16BE(0), 4242, 'client ID restored');
+  t.equal(up.received.length, 2);
+  t.not(up.received[1].raw.readUInt16BE(0), 4242, 'upstream saw a fresh ID');
+});
+
+t.test('identical queries in flight share one upstream query', async (t) => {
+  const up = await fakeUpstream(t, async (q) => {
+    await sleep(200);
+    return reply(q, [{ type: 'A', name: q.packet.questions![0].name, ttl: 30, data: '10.0.0.8' }]);
+  });
+  const r = await withResponder(t, { upstreams: [`127.0.0.1:${up.port}`], names: [] });
+  const answers = await Promise.all(Array.from({ length: 20 }, (_, i) =>
+    udpQuery(r.udpPort, dnsPacket.encode({ type: 'query', id: 1000 + i, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: i % 2 ? 'slow.test' : 'SLOW.test' }] }))));
+  t.equal(up.received.length, 1, 'one upstream query for 20 clients');
+  for (const [i, a] of answers.entries()) {
+    const d = dnsPacket.decode(a);
+    t.equal(d.id, 1000 + i, `client ${i} gets its own ID`);
+    t.equal(d.questions![0].name, i % 2 ? 'slow.test' : 'SLOW.test', `client ${i} gets its own spelling`);
+    t.equal((d.answers![0] as dnsPacket.StringAnswer).data, '10.0.0.8');
+  }
+});
+
+t.test('failover: a dead first upstream costs one timeout, then the next answers', async (t) => {
+  const dead = createSocket('udp4');
+  await new Promise<void>((resolve) => dead.bind(0, '127.0.0.1', resolve)); // bound, never answers
+  t.teardown(() => dead.close());
+  const up = await startDnsmasq(t, ['--address=/ext.test/10.9.8.7']);
+  const r = await withResponder(t, { upstreams: [`127.0.0.1:${dead.address().port}`, `127.0.0.1:${up.port}`], upstreamTimeoutMs: 250 });
+  r.setNames([]);
+  const first = await dig(r.udpPort, 'a.ext.test');
+  t.same(first.answers, ['a.ext.test. 60 IN A 10.9.8.7']);
+  t.ok(first.ms >= 200, `first answer after the timeout (${first.ms} ms)`);
+  const second = await dig(r.udpPort, 'b.ext.test');
+  t.same(second.answers, ['b.ext.test. 60 IN A 10.9.8.7']);
+  t.ok(second.ms < 200, `the dead upstream is skipped next time (${second.ms} ms)`);
+});
+
+t.test('a truncated UDP answer is fetched again over TCP', async (t) => {
+  const big = Array.from({ length: 40 }, (_, i) => ({ type: 'A' as const, name: 'big.test', ttl: 30, data: `10.1.0.${i + 1}` }));
+  const up = await fakeUpstream(t, (q) => q.tcp
+    ? reply(q, big)
+    : reply(q, [], { flags: dnsPacket.TRUNCATED_RESPONSE | dnsPacket.RECURSION_AVAILABLE }));
+  const r = await withResponder(t, { upstreams: [`127.0.0.1:${up.port}`], names: [] });
+  const res = await dig(r.udpPort, '+bufsize=4096', 'big.test');
+  t.equal(res.answers.length, 40, 'all 40 records');
+  t.same(up.received.map((q) => q.tcp), [false, true], 'UDP first, then TCP');
+  // Without EDNS the 40 records do not fit 512 bytes: the client is told to use TCP, and gets them there.
+  const plain = await dig(r.udpPort, '+noedns', '+ignore', 'big.test');
+  t.ok(plain.flags.includes('tc'), 'TC to a plain-DNS client');
+  const viaTcp = await dig(r.udpPort, '+noedns', 'big.test');
+  t.equal(viaTcp.answers.length, 40, 'dig retried over TCP and got all');
+});
+
+t.test('negative answers are cached for the SOA minimum, SERVFAIL is not cached', async (t) => {
+  let failing = true;
+  const up = await fakeUpstream(t, (q) => {
+    const name = q.packet.questions![0].name;
+    if (name === 'flaky.test') {
+      const out = reply(q, []);
+      out[3] = (out[3] & 0xf0) | (failing ? 2 : 0);
+      return out;
+    }
+    const out = reply(q, [], {
+      authorities: [{ type: 'SOA', name: 'test', ttl: 600, data: { mname: 'ns.test', rname: 'h.test', serial: 1, refresh: 1, retry: 1, expire: 1, minimum: 1 } }],
+    });
+    out[3] = (out[3] & 0xf0) | 3;
+    return out;
+  });
+  const r = await withResponder(t, { upstreams: [`127.0.0.1:${up.port}`], names: [] });
+  t.equal((await dig(r.udpPort, 'missing.test')).status, 'NXDOMAIN');
+  t.equal((await dig(r.udpPort, 'missing.test')).status, 'NXDOMAIN');
+  t.equal(up.received.length, 1, 'second NXDOMAIN from the cache');
+  await sleep(1100);
+  t.equal((await dig(r.udpPort, 'missing.test')).status, 'NXDOMAIN');
+  t.equal(up.received.length, 2, 'asked again once the SOA minimum (1 s) passed');
+  t.equal((await dig(r.udpPort, 'flaky.test')).status, 'SERVFAIL');
+  failing = false;
+  t.equal((await dig(r.udpPort, 'flaky.test')).status, 'NOERROR', 'SERVFAIL was not cached');
+  t.equal(r.metrics.total('nxdomain'), 2);
+});
+
+t.test('answers from the wrong address or to another question are ignored', async (t) => {
+  const up = await fakeUpstream(t, (q) => {
+    const wrong = reply(q, [{ type: 'A', name: 'evil.test', ttl: 30, data: '6.6.6.6' }], { questions: [{ type: 'A', name: 'evil.test' }] });
+    return wrong;
+  });
+  const r = await withResponder(t, { upstreams: [`127.0.0.1:${up.port}`], names: [], upstreamTimeoutMs: 200 });
+  const res = await dig(r.udpPort, 'good.test');
+  t.equal(res.status, 'SERVFAIL', 'an answer to another question never reaches the client');
+  t.same(res.answers, []);
+  t.equal(rcodeOf(await udpQuery(r.udpPort, { questions: [{ type: 'A', name: 'api' }] })), 2, 'SERVFAIL again, nothing cached');
+});
