@@ -40,6 +40,10 @@ function onSocketClose(this: TaggedSocket): void {
   }
 }
 
+function onTunnelClose(this: Duplex & { [LISTENER]?: HttpListener }): void {
+  this[LISTENER]?.tunnels.delete(this);
+}
+
 export class HttpListener implements ForwardSite {
   readonly name: string;
   readonly direction: 'inbound' | 'outbound';
@@ -48,8 +52,9 @@ export class HttpListener implements ForwardSite {
   readonly server: TaggedServer;
   readonly connections: Gauge.Internal<'listener' | 'direction'>;
   draining = false;
-  /** Downstream connections open now. */
+  /** Downstream connections open now (upgraded ones included). */
   open = 0;
+  readonly tunnels = new Set<Duplex>();
   table: RouteTable;
   private readonly metrics: ProxyMetrics;
 
@@ -98,8 +103,18 @@ export class HttpListener implements ForwardSite {
     new ForwardRequest(req, res, this, backend, endpoint, start).dispatch();
   }
 
+  /** Closes every connection now, upgraded ones included. */
+  destroyAll(): void {
+    this.server.closeAllConnections();
+    for (const s of this.tunnels) s.destroy();
+  }
+
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     const start = performance.now();
+    // Upgraded sockets leave node's connection tracking: keep them so drain and close can end them.
+    this.tunnels.add(socket);
+    (socket as Duplex & { [LISTENER]?: HttpListener })[LISTENER] = this;
+    socket.once('close', onTunnelClose);
     const route = this.route(req);
     const backend = route?.backend() ?? null;
     const cluster = backend?.cluster;

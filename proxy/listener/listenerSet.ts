@@ -40,7 +40,7 @@ export async function drainListener(l: Listener, timeoutMs: number): Promise<voi
       if (elapsed >= IDLE_CLOSE_GRACE_MS || elapsed >= timeoutMs) l.server.closeIdleConnections();
       if (l.open === 0) return;
       if (elapsed >= timeoutMs) {
-        l.server.closeAllConnections();
+        l.destroyAll();
         return;
       }
     } else {
@@ -166,8 +166,7 @@ export class ListenerSet {
     for (const e of this.entries.values()) {
       if (e.retry) clearTimeout(e.retry);
       e.listener.server.close();
-      if (e.listener instanceof HttpListener) e.listener.server.closeAllConnections();
-      else e.listener.destroyAll();
+      e.listener.destroyAll();
     }
     this.entries.clear();
   }

@@ -112,3 +112,28 @@ export async function startSidecar(t: Test, topology: string, opts: Partial<Prox
 export function service(name: string, address: string, port: number, endpoints: string[], protocol = 'http'): string {
   return `  - { name: ${name}, address: ${address}, ports: [{ port: ${port}, protocol: ${protocol} }], endpoints: [${endpoints.map((e) => JSON.stringify(e)).join(', ')}] }\n`;
 }
+
+/** The address:port of an outbound listener in the applied snapshot, by name. */
+export function listenerUrl(proxy: Proxy, name: string): string {
+  let found = '';
+  proxy.onSnapshot((s) => {
+    const l = s.outbound.find((x) => x.name === name);
+    if (l) found = `http://${l.address}:${l.port}`;
+  });
+  if (found === '') throw new Error(`no outbound listener ${name}`);
+  return found;
+}
+
+/** Counts how often each body comes back over n sequential requests. */
+export async function tally(n: number, fetchOne: (i: number) => Promise<string>): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (let i = 0; i < n; i++) {
+    const k = await fetchOne(i);
+    out[k] = (out[k] ?? 0) + 1;
+  }
+  return out;
+}
+
+export function uniqueName(prefix: string): string {
+  return `${prefix}${Math.random().toString(36).slice(2, 8)}`;
+}
