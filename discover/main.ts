@@ -8,9 +8,7 @@ import type { FlagSpec } from '../shared/flags.ts';
 import { createDiscoverMetrics, type DiscoverMetrics } from './metrics.ts';
 import { SnapshotStore } from './snapshot/store.ts';
 import { StaticSource } from './source/staticSource.ts';
-import { KubernetesSource, loadKubeConfig } from './source/kubernetes/kubernetesSource.ts';
 import { createServer } from './http/server.ts';
-import { requireReader, tokenReviewer } from './http/readAuth.ts';
 import type { Topology } from './topology/model.ts';
 
 export const discoverFlags: FlagSpec[] = [
@@ -66,6 +64,9 @@ async function wireSource(opts: DiscoverOptions, store: SnapshotStore, metrics: 
     await source.start();
     return { close: async () => source.close(), writer: source.write, extra: {} };
   }
+  // Loaded only in Kubernetes mode: client-node takes a second to import.
+  const { KubernetesSource, loadKubeConfig } = await import('./source/kubernetes/kubernetesSource.ts');
+  const { requireReader, tokenReviewer } = await import('./http/readAuth.ts');
   const k = opts.kubernetes!;
   const kubeConfig = k.kubeConfig ?? loadKubeConfig(k.kubeconfigFile);
   const source = new KubernetesSource({

@@ -1,9 +1,10 @@
 // Who may read a snapshot: in a cluster a sidecar presents its projected service-account token and
 // may read only apps of its own namespace (checked with a TokenReview, cached briefly).
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { AuthenticationV1Api, type KubeConfig } from '@kubernetes/client-node';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from '../../shared/log.ts';
+import { bearer, sameSecret } from './bearer.ts';
 
 export interface Identity {
   namespace: string;
@@ -15,16 +16,6 @@ export type TokenReviewer = (token: string) => Promise<Identity | null>;
 const CACHE_TTL_MS = 60_000;
 const CACHE_MAX = 10_000;
 
-export function bearer(header: string | undefined): string | null {
-  const m = /^Bearer\s+(\S+)\s*$/i.exec(header ?? '');
-  return m ? m[1] : null;
-}
-
-export function sameSecret(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-}
 
 /** A TokenReview client with a small cache, so long-poll loops do not cost an API call each. */
 export function tokenReviewer(kc: KubeConfig, audience: string, log: Logger): TokenReviewer {

@@ -3,7 +3,7 @@ import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
 import { ConfigError, parseMeshConfig, resourceSpecSchema, type ResourceSpec } from '../../shared/meshConfig.ts';
 import type { SnapshotStore } from '../snapshot/store.ts';
 import { notFound } from './snapshotRoutes.ts';
-import { bearer, sameSecret } from './readAuth.ts';
+import { bearer, sameSecret } from './bearer.ts';
 
 /** How a source stores a written mesh config. It resolves once the write is durable. */
 export type ConfigWriter = (namespace: string, app: string, pluginId: string, spec: ResourceSpec) => Promise<void>;

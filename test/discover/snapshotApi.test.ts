@@ -89,7 +89,7 @@ t.test('an edit wakes the waiters of the changed app within 100 ms, and only the
   const d = await withDiscover(t, TWO_APPS);
   const web = await getSnapshot(d.url);
   const worker = await getSnapshot(d.url, '/v2/snapshot/default/worker');
-  const N = 200;
+  const N = 50;
   const webWaits = Array.from({ length: N }, () => request(`${d.url}/v2/snapshot/default/web?version=${web.version}&wait=10s`));
   let workerAnswered = false;
   const workerWait = request(`${d.url}/v2/snapshot/default/worker?version=${worker.version}&wait=2s`).then((r) => {
