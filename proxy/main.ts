@@ -91,7 +91,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const drainTimeoutMs = opts.drainTimeoutMs ?? 20_000;
   const metrics = new ProxyMetrics();
   const accessLog = opts.accessLog ? new AccessLog(log, opts.accessLogSample ?? 1) : null;
-  const clusters = new ClusterSet();
+  const clusters = new ClusterSet(drainTimeoutMs + 10_000);
   const listeners = new ListenerSet({ log, metrics, accessLog, drainTimeoutMs });
   const applier = new SnapshotApplier({ clusters, listeners, metrics, log, inboundAddress: opts.inboundAddress ?? '0.0.0.0' });
   const client = new SnapshotClient({

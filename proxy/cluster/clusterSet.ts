@@ -4,6 +4,14 @@ import { Cluster } from './cluster.ts';
 
 export class ClusterSet {
   private readonly byName = new Map<string, Cluster>();
+  // Removed clusters stay known while listeners that still hold them drain: if the cluster comes back
+  // in a later snapshot, the same object is revived, so a draining listener's route sees its endpoints.
+  private readonly removed = new Map<string, { cluster: Cluster; timer: NodeJS.Timeout }>();
+  private readonly keepRemovedMs: number;
+
+  constructor(keepRemovedMs = 30_000) {
+    this.keepRemovedMs = keepRemovedMs;
+  }
 
   get(name: string): Cluster | undefined {
     return this.byName.get(name);
@@ -19,18 +27,34 @@ export class ClusterSet {
     for (const spec of specs) {
       seen.add(spec.name);
       const c = this.byName.get(spec.name);
-      if (c) c.update(spec);
-      else this.byName.set(spec.name, new Cluster(spec));
+      if (c) {
+        c.update(spec);
+        continue;
+      }
+      const back = this.removed.get(spec.name);
+      if (back) {
+        clearTimeout(back.timer);
+        this.removed.delete(spec.name);
+        back.cluster.update(spec);
+        this.byName.set(spec.name, back.cluster);
+      } else {
+        this.byName.set(spec.name, new Cluster(spec));
+      }
     }
     for (const [name, c] of this.byName) {
       if (seen.has(name)) continue;
       this.byName.delete(name);
       void c.retire();
+      const timer = setTimeout(() => this.removed.delete(name), this.keepRemovedMs);
+      timer.unref();
+      this.removed.set(name, { cluster: c, timer });
     }
   }
 
   async destroy(): Promise<void> {
-    await Promise.all([...this.byName.values()].map((c) => c.destroy()));
+    for (const r of this.removed.values()) clearTimeout(r.timer);
+    await Promise.all([...this.byName.values(), ...[...this.removed.values()].map((r) => r.cluster)].map((c) => c.destroy()));
     this.byName.clear();
+    this.removed.clear();
   }
 }
