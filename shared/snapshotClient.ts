@@ -134,7 +134,8 @@ export class SnapshotClient {
     const firstTimeout = this.opts.firstFetchTimeoutMs ?? 3000;
     try {
       const snap = await this.fetch('', 0, firstTimeout);
-      if (snap) await this.apply(snap, 'discover');
+      if (typeof snap === 'object') await this.apply(snap, 'discover');
+      else await this.loadStateFile();
     } catch (err) {
       this.pollFailed(err as Error);
       await this.loadStateFile();
@@ -216,8 +217,8 @@ export class SnapshotClient {
     }
   }
 
-  /** One request. Returns the snapshot on 200, null on 304; throws when discover is unreachable or answers 5xx. */
-  private async fetch(version: string, waitS: number, timeoutMs: number): Promise<Snapshot | null> {
+  /** One request: the snapshot on 200, 'unchanged' on 304, 'refused' for a bad body; throws when discover is unreachable or answers 5xx. */
+  private async fetch(version: string, waitS: number, timeoutMs: number): Promise<Snapshot | 'unchanged' | 'refused'> {
     const q = version === '' ? '' : `?version=${version}${waitS > 0 ? `&wait=${waitS}s` : ''}`;
     const res = await request(`${this.opts.url}${q}`, {
       signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(timeoutMs)]),
@@ -226,28 +227,28 @@ export class SnapshotClient {
     });
     if (res.statusCode === 304) {
       await res.body.dump();
-      return null;
+      return 'unchanged';
     }
     const body = await res.body.text();
     if (res.statusCode !== 200) throw new Error(`discover answered ${res.statusCode}: ${body.slice(0, 200)}`);
-    return this.check(body, `discover ${this.opts.url}`);
+    return this.check(body, `discover ${this.opts.url}`) ?? 'refused';
   }
 
   private async run(): Promise<void> {
     const waitS = Math.min(this.opts.waitSeconds ?? 30, 60);
     const base = this.opts.backoffBaseMs ?? 200;
     const max = this.opts.backoffMaxMs ?? 10_000;
-    let refusedVersionDelay = false;
     while (!this.abort.signal.aborted) {
       try {
         const held = this.version;
         const snap = await this.fetch(held, held === '' ? 0 : waitS, (waitS + 10) * 1000);
         if (this.failures > 0) this.opts.log.info({ url: this.opts.url, after: this.failures }, 'discover reachable again');
         this.failures = 0;
-        if (snap) await this.apply(snap, 'discover');
-        // A refused snapshot comes back at once on the next poll (our version is older): do not spin.
-        refusedVersionDelay = snap === null ? false : this.version !== snap.version;
-        if (held === '' || refusedVersionDelay) await sleep(held === '' ? base : 1000, this.abort.signal);
+        if (typeof snap === 'object') await this.apply(snap, 'discover');
+        // A refused snapshot comes back at once on the next poll (ours is older): do not spin on it.
+        const refused = snap === 'refused' || (typeof snap === 'object' && this.version !== snap.version);
+        if (refused) await sleep(1000, this.abort.signal);
+        else if (held === '' && this.version === '') await sleep(base, this.abort.signal);
       } catch (err) {
         if (this.abort.signal.aborted) break;
         this.pollFailed(err as Error);
