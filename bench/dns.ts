@@ -2,7 +2,8 @@
 // names, in the same run, driven by dnsperf: local answers, and forwarded names answered from the
 // cache (both forwarding to one upstream dnsmasq). Rounds interleave the two servers so machine
 // noise hits both; the median of each is reported. Runs the built JavaScript (npm run build).
-//   node bench/dns.ts [--rounds 3] [--duration 5] [--clients 4] [--smoke]
+// --pin runs dnsperf on CPU 0 and both servers on CPU 1 (taskset) to take scheduler moves out.
+//   node bench/dns.ts [--rounds 3] [--duration 5] [--clients 4] [--pin] [--smoke]
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -17,6 +18,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     duration: { type: 'string', default: '5' },
     clients: { type: 'string', default: '4' },
+    pin: { type: 'boolean', default: false },
     smoke: { type: 'boolean', default: false },
   },
 });
@@ -24,6 +26,9 @@ const smoke = values.smoke;
 const rounds = smoke ? 1 : Number(values.rounds);
 const duration = smoke ? 1 : Number(values.duration);
 const clients = Number(values.clients);
+const pin = values.pin;
+// Prefixes a command with taskset when pinning.
+const pinned = (cpu: number, cmd: string, args: string[]): [string, string[]] => (pin ? ['taskset', ['-c', String(cpu), cmd, ...args]] : [cmd, args]);
 
 const distMain = join(root, 'dist', 'dns', 'main.js');
 if (!existsSync(distMain)) {
@@ -80,8 +85,8 @@ async function waitFor(port: number, name: string): Promise<void> {
 async function dnsmasq(args: string[], probe: string): Promise<{ port: number; child: ChildProcess }> {
   for (let attempt = 0; attempt < 10; attempt++) {
     const port = randomInt(20000, 60000);
-    const child = spawn('dnsmasq', ['--no-daemon', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--pid-file=',
-      `--port=${port}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--log-facility=-', ...args], { stdio: 'ignore' });
+    const child = spawn(...pinned(1, 'dnsmasq', ['--no-daemon', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--pid-file=',
+      `--port=${port}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--log-facility=-', ...args]), { stdio: 'ignore' });
     children.push(child);
     try {
       await waitFor(port, probe);
@@ -99,8 +104,8 @@ const upstream = await dnsmasq(['--address=/ext.test/10.9.8.7', '--local-ttl=360
 const reference = await dnsmasq([...names.map((n) => `--host-record=${n.name},${n.address}`), '--local-ttl=5',
   `--server=127.0.0.1#${upstream.port}`, '--cache-size=10000'], 'api.default.svc.cluster.local');
 
-const shoalChild = spawn(process.execPath, [join(root, 'bench', 'lib', 'dnsResponderChild.ts'), distMain,
-  `127.0.0.1:${upstream.port}`, JSON.stringify(names)], { stdio: ['ignore', 'pipe', 'inherit'] });
+const shoalChild = spawn(...pinned(1, process.execPath, [join(root, 'bench', 'lib', 'dnsResponderChild.ts'), distMain,
+  `127.0.0.1:${upstream.port}`, JSON.stringify(names)]), { stdio: ['ignore', 'pipe', 'inherit'] });
 children.push(shoalChild);
 const shoalPort = await new Promise<number>((resolve, reject) => {
   let out = '';
@@ -115,8 +120,8 @@ await waitFor(shoalPort, 'api');
 
 interface Run { qps: number; lost: number; latencyMs: number; rcodes: string }
 function dnsperf(port: number, file: string, seconds: number): Run {
-  const out = execFileSync('dnsperf', ['-s', '127.0.0.1', '-p', String(port), '-d', file, '-l', String(seconds),
-    '-c', String(clients), '-Q', '200000'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = execFileSync(...pinned(0, 'dnsperf', ['-s', '127.0.0.1', '-p', String(port), '-d', file, '-l', String(seconds),
+    '-c', String(clients), '-Q', '200000']), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? NaN);
   return {
     qps: Math.round(num(/Queries per second:\s+([0-9.]+)/)),
@@ -157,9 +162,9 @@ const rssMb = Math.round(Number(/VmRSS:\s+([0-9]+) kB/.exec(readFileSync(`/proc/
 const result = {
   benchmark: 'dns',
   date: new Date().toISOString(),
-  command: `node bench/dns.ts --rounds ${rounds} --duration ${duration} --clients ${clients}${smoke ? ' --smoke' : ''}`,
+  command: `node bench/dns.ts --rounds ${rounds} --duration ${duration} --clients ${clients}${pin ? ' --pin' : ''}${smoke ? ' --smoke' : ''}`,
   machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, note: 'dnsperf, dnsmasq and shoal share these cores: figures are noisy' },
-  dnsperf: { durationS: duration, clients, maxQps: 200000, outstanding: 100 },
+  dnsperf: { durationS: duration, clients, maxQps: 200000, outstanding: 100, pinned: pin },
   local: summary('local'),
   forwardedCached: summary('forwardedCached'),
   shoalRssMb: rssMb,

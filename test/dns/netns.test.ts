@@ -39,9 +39,9 @@ if (why !== null) {
   t.test('getent ahosts (glibc) resolves the local names through resolv.conf', async (t) => {
     const ns = `shoal-dnstest-${randomBytes(4).toString('hex')}`;
     const etc = join('/etc/netns', ns);
-    let child: ReturnType<typeof spawn> | null = null;
+    const children: ReturnType<typeof spawn>[] = [];
     const cleanup = () => {
-      if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
       try { execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' }); } catch { /* already gone */ }
       rmSync(etc, { recursive: true, force: true });
     };
@@ -54,16 +54,19 @@ if (why !== null) {
     const podResolv = 'nameserver 127.0.0.1\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:2 attempts:1\n';
     writeFileSync(join(etc, 'resolv.conf'), podResolv);
 
-    child = spawn('ip', ['netns', 'exec', ns, process.execPath, join(here, 'netnsResponder.ts')], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const spawned = child;
-    await new Promise<void>((resolve, reject) => {
-      let out = '';
-      spawned.stdout!.on('data', (c) => {
-        out += c;
-        if (out.includes('ready 53')) resolve();
+    const startInNs = (...args: string[]) => {
+      const child = spawn('ip', ['netns', 'exec', ns, process.execPath, join(here, 'netnsResponder.ts'), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+      children.push(child);
+      return new Promise<void>((resolve, reject) => {
+        let out = '';
+        child.stdout!.on('data', (c) => {
+          out += c;
+          if (/ready [0-9]+/.test(out)) resolve();
+        });
+        child.once('exit', (code) => reject(new Error(`responder in ${ns} exited ${code}: ${out}`)));
       });
-      spawned.once('exit', (code) => reject(new Error(`responder in ${ns} exited ${code}: ${out}`)));
-    });
+    };
+    await startInNs();
 
     const api = await getent(ns, 'api');
     t.equal(api.code, 0, 'getent found api');
@@ -80,5 +83,36 @@ if (why !== null) {
     t.match(bare.stdout, /^127\.0\.0\.2\s+STREAM/m, 'bare api -> 127.0.0.2');
     const wildcard = await getent(ns, 'shop.example.internal');
     t.match(wildcard.stdout, /^127\.0\.0\.4\s/m, 'a Domains wildcard resolves too');
+  });
+
+  t.test('listening on 0.0.0.0 it still answers only loopback clients', async (t) => {
+    const ns = `shoal-dnstest-${randomBytes(4).toString('hex')}`;
+    const children: ReturnType<typeof spawn>[] = [];
+    const cleanup = () => {
+      for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      try { execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' }); } catch { /* already gone */ }
+    };
+    process.once('exit', cleanup);
+    t.teardown(cleanup);
+    execFileSync('ip', ['netns', 'add', ns]);
+    execFileSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
+    // A non-loopback address that exists only inside this namespace.
+    execFileSync('ip', ['netns', 'exec', ns, 'ip', 'addr', 'add', '10.253.0.1/32', 'dev', 'lo']);
+    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, join(here, 'netnsResponder.ts'), '0.0.0.0', '5300'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    children.push(child);
+    await new Promise<void>((resolve, reject) => {
+      let out = '';
+      child.stdout!.on('data', (c) => {
+        out += c;
+        if (out.includes('ready 5300')) resolve();
+      });
+      child.once('exit', (code) => reject(new Error(`responder in ${ns} exited ${code}: ${out}`)));
+    });
+    const digIn = (...args: string[]) => new Promise<string>((resolve) => {
+      execFile('ip', ['netns', 'exec', ns, 'dig', '-p', '5300', '+time=1', '+tries=1', ...args], (_err, stdout) => resolve(stdout));
+    });
+    t.match(await digIn('@127.0.0.1', 'api'), /status: NOERROR[\s\S]*127\.0\.0\.2/, 'loopback client answered');
+    t.match(await digIn('@10.253.0.1', '-b', '10.253.0.1', 'api'), /timed out|no servers could be reached/, 'a client from 10.253.0.1 gets nothing');
+    t.match(await digIn('@10.253.0.1', '-b', '10.253.0.1', '+tcp', 'api'), /connection reset|end of file|timed out|no servers|communications error/i, 'nor over TCP');
   });
 }

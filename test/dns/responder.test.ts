@@ -3,7 +3,8 @@
 import t from 'tap';
 import { Resolver } from 'node:dns/promises';
 import { Registry } from 'prom-client';
-import { startDnsResponder } from '../../dns/main.ts';
+import { dnsFlags, dnsOptionsFromFlags, parseStaticNames, startDnsResponder } from '../../dns/main.ts';
+import { parseFlags } from '../../shared/flags.ts';
 import { createLogger } from '../../shared/log.ts';
 import { DEMO_NAMES, dig, rcodeOf, sleep, startDnsmasq, tcpQuery, udpQuery, withResponder } from './fixtures.ts';
 
@@ -109,6 +110,24 @@ t.test('refused: ANY, zone transfers, no upstream, other clients', async (t) => 
   t.equal(rcodeOf(await tcpQuery(r.tcpPort, { questions: [{ type: 'AXFR', name: 'default.svc.cluster.local' }] })), 5);
   t.equal((await dig(r.udpPort, 'google.com')).status, 'REFUSED', 'no upstream configured');
   t.equal((await dig(r.udpPort, 'api', '+noedns')).status, 'NOERROR', 'plain DNS without EDNS');
+  t.equal((await dig(r.udpPort, 'api', '+opcode=notify')).status, 'NOTIMP', 'opcodes other than QUERY');
+  t.equal((await dig(r.udpPort, 'api', '+edns=1', '+noednsnegotiation')).status, 'BADVERS', 'EDNS version 1');
+  t.equal(r.metrics.total('notimp'), 1);
+});
+
+t.test('flags and their env twins give the options', async (t) => {
+  const { values } = parseFlags([...dnsFlags], ['--dns-port', '5353', '--dns-names', 'api=127.0.0.2,*.example.internal=127.0.0.4'],
+    { SHOAL_DNS_UPSTREAM: '10.96.0.10, 10.96.0.11:5353', SHOAL_CLUSTER_DOMAIN: 'corp.local' });
+  const o = dnsOptionsFromFlags(values);
+  t.match(o, {
+    host: '127.0.0.1', port: 5353, upstreams: ['10.96.0.10', '10.96.0.11:5353'], clusterDomain: 'corp.local', ttl: 5,
+    cacheSize: 10000, upstreamTimeoutMs: 2000, allowRemote: false,
+    names: [{ name: 'api', address: '127.0.0.2' }, { name: '*.example.internal', address: '127.0.0.4' }],
+  });
+  t.throws(() => parseStaticNames(['api']), /expected name=address/);
+  const r = await withResponder(t, { ...o, port: 0, upstreams: [] });
+  t.same((await dig(r.udpPort, 'x.example.internal')).answers, ['x.example.internal. 5 IN A 127.0.0.4'], '--dns-names answer');
+  await t.rejects(startDnsResponder({ host: '127.0.0.1', port: 0, upstreams: [], ttl: -1, log: createLogger('dns', 'silent') }), /invalid dns option ttl=-1/);
 });
 
 t.test('an upstream that is the responder itself is refused at start', async (t) => {
