@@ -2,6 +2,7 @@
 // the wire itself is the point): CRUD and Status errors, selectors, paging, informers through
 // updates, compaction, drops and failures, bookmarks, timeouts, TokenReview, kubeconfig files.
 import t, { type Test } from 'tap';
+import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -22,13 +23,19 @@ async function fakeApi(tt: Test, opts: FakeKubeApiOptions = {}): Promise<FakeKub
   return api;
 }
 
-/** A raw HTTPS request trusting only the fake's CA. */
+/** A raw request (HTTPS trusting only the fake's CA, or plain HTTP). */
 function raw(api: FakeKubeApi, method: string, path: string, opts: { token?: string; body?: unknown; contentType?: string } = {}): Promise<{ status: number; text: string; json: any }> {
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = {};
     if (opts.token) headers.authorization = `Bearer ${opts.token}`;
-    if (opts.body !== undefined) headers['content-type'] = opts.contentType ?? 'application/json';
-    const req = httpsRequest(`${api.url}${path}`, { method, ca: api.caPem, headers }, (res) => {
+    const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
+    if (body !== undefined) {
+      headers['content-type'] = opts.contentType ?? 'application/json';
+      // Node frames no body on DELETE by default: say its length.
+      headers['content-length'] = String(Buffer.byteLength(body));
+    }
+    const request = api.tls ? httpsRequest : httpRequest;
+    const req = request(`${api.url}${path}`, { method, ca: api.tls ? api.caPem : undefined, headers }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => { text += c; });
@@ -39,7 +46,7 @@ function raw(api: FakeKubeApi, method: string, path: string, opts: { token?: str
       });
     });
     req.on('error', reject);
-    req.end(opts.body === undefined ? undefined : JSON.stringify(opts.body));
+    req.end(body);
   });
 }
 
@@ -395,6 +402,13 @@ t.test('drops, stalls and injected failures: what the informer does', async (t) 
   api.failRequests(60_000, 403, /configmaps/);
   t.equal((await apiError(core.listConfigMapForAllNamespaces())).code, 403);
   t.equal((await core.listServiceForAllNamespaces()).items.length, 1, 'the match leaves other paths alone');
+
+  // client-node reports its own stop() as an error, after the fact.
+  const before = svc.errors.length;
+  await svc.informer.stop();
+  await until('the AbortError after stop()', () => svc.errors.length > before);
+  t.equal((svc.errors.at(-1) as Error).name, 'AbortError', 'stop() is followed by an AbortError on the error callback');
+  t.equal(api.watchCount(), 0);
 });
 
 t.test('TokenReview: service-account identity, audiences, unknown and expired tokens, RBAC', async (t) => {
@@ -484,4 +498,49 @@ t.test('scale: 10,000 Services and 10,000 EndpointSlices with 100,000 endpoints,
   t.equal(slices.items.reduce((n, s) => n + (s.endpoints?.length ?? 0), 0), 100_000);
   t.comment(`seeded in ${seedMs} ms, both lists through client-node in ${listMs} ms`);
   t.ok(listMs < 15_000, 'lists in well under the 30 s readiness target');
+});
+
+t.test('plain HTTP, sendInitialEvents, legacy watch paths, historical lists and write edge cases', async (t) => {
+  const api = await fakeApi(t, { tls: false });
+  t.match(api.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+  const core = api.kubeConfig(ADMIN).makeApiClient(CoreV1Api);
+  await core.createNamespacedConfigMap({ namespace: 'shop', body: meshConfigMap('shop', 'web', 'mesh', { base_services: [] }, { annotations: { 'shoal.dev/service-accounts': 'web,web-canary' } }) as V1ConfigMap });
+  const rvAfterFirst = api.resourceVersion;
+  api.apply(meshConfigMap('shop', 'web', 'mesh', 'not json'));
+  api.apply(meshConfigMap('shop', 'cache', 'mesh', {}));
+  t.equal(api.get('ConfigMap', 'shop', 'shoal-mesh-web')?.metadata?.annotations, undefined, 'apply() replaces: the annotation is gone');
+
+  const [initial, legacy, plain] = await Promise.all([
+    raw(api, 'GET', '/api/v1/namespaces/shop/configmaps?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=1', { token: ADMIN }),
+    raw(api, 'GET', `/api/v1/watch/namespaces/shop/configmaps?resourceVersion=${rvAfterFirst}&timeoutSeconds=1`, { token: ADMIN }),
+    raw(api, 'GET', '/api/v1/configmaps?watch=true&sendInitialEvents=true&timeoutSeconds=1', { token: ADMIN }),
+  ]);
+  const lines = (text: string) => text.trim().split('\n').map((l) => JSON.parse(l));
+  t.same(lines(initial.text).slice(0, 3).map((e) => `${e.type} ${e.object.metadata.name ?? ''}`), ['ADDED shoal-mesh-cache', 'ADDED shoal-mesh-web', 'BOOKMARK '],
+    'sendInitialEvents: the state, then a bookmark marking its end');
+  t.same(lines(initial.text)[2].object.metadata.annotations, { 'k8s.io/initial-events-end': 'true' });
+  t.same(lines(legacy.text).map((e) => `${e.type} ${e.object.metadata.name}`), ['MODIFIED shoal-mesh-web', 'ADDED shoal-mesh-cache'], '/watch/ paths replay after the RV');
+  t.equal(plain.status, 422, 'sendInitialEvents needs bookmarks and NotOlderThan');
+
+  // Lists at an exact older RV show that past state; too old is 410, ahead of the server is 504.
+  const past = await raw(api, 'GET', `/api/v1/namespaces/shop/configmaps?resourceVersion=${rvAfterFirst}&resourceVersionMatch=Exact`, { token: ADMIN });
+  t.same(past.json.items.map((c: any) => [c.metadata.name, c.metadata.annotations]), [['shoal-mesh-web', { 'shoal.dev/service-accounts': 'web,web-canary' }]]);
+  t.equal((await raw(api, 'GET', `/api/v1/configmaps?resourceVersion=${Number(api.resourceVersion) + 5}`, { token: ADMIN })).status, 504);
+  api.compact();
+  t.equal((await raw(api, 'GET', `/api/v1/configmaps?resourceVersion=${rvAfterFirst}&resourceVersionMatch=Exact`, { token: ADMIN })).status, 410);
+
+  // Write edge cases, each with its real status and nothing changed.
+  const rv = api.resourceVersion;
+  const failedTest = await apiError(core.patchNamespacedConfigMap({ name: 'shoal-mesh-web', namespace: 'shop', body: [{ op: 'test', path: '/data/plugin-config', value: 'other' }, { op: 'remove', path: '/data' }] }));
+  t.equal(failedTest.code, 422, 'a failed JSON Patch test op');
+  const stalePre = await raw(api, 'DELETE', '/api/v1/namespaces/shop/configmaps/shoal-mesh-web', { token: ADMIN, body: { kind: 'DeleteOptions', apiVersion: 'v1', preconditions: { resourceVersion: '1' } } });
+  t.equal(stalePre.status, 409, 'a stale delete precondition');
+  t.equal((await raw(api, 'POST', '/api/v1/namespaces/shop/configmaps', { token: ADMIN, body: { metadata: { name: 'x', namespace: 'other' } } })).status, 400, 'namespace mismatch');
+  t.equal((await raw(api, 'POST', '/api/v1/configmaps', { token: ADMIN, body: { metadata: { name: 'x', namespace: 'shop' } } })).status, 405, 'no create on the all-namespaces path');
+  t.equal((await apiError(core.replaceNamespacedConfigMap({ name: 'nope', namespace: 'shop', body: { metadata: { name: 'nope' } } }))).code, 404, 'PUT does not create');
+  t.equal((await raw(api, 'POST', '/api/v1/namespaces/shop/configmaps', { token: ADMIN, body: { metadata: { name: 'x' }, data: { n: 1 } } })).status, 400, 'ConfigMap data must be strings');
+  t.equal((await raw(api, 'POST', '/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices', { token: ADMIN, body: { metadata: { name: 'x' } } })).status, 422, 'an EndpointSlice needs addressType');
+  t.equal((await raw(api, 'GET', '/api/v1/pods', { token: ADMIN })).status, 404, 'unsupported resources are 404');
+  t.equal(api.resourceVersion, rv, 'no failed write made a revision');
+  t.equal((await raw(api, 'GET', '/healthz')).text, 'ok', 'health needs no token');
 });

@@ -3,25 +3,31 @@
 // tokens, one global resourceVersion, list/watch with selectors over a bounded event history,
 // Status objects for every error, TokenReview, and hooks to break things on purpose.
 //
-// How client-node 2.0.1's informer (ListWatch, dist/cache.js + dist/watch.js) behaves against it,
-// as observed by test/lib/fakeKubeApi.test.ts:
-// - start(): calls the list function (no query of its own: the CoreV1Api list call), then watches
-//   `PATH?watch=true&resourceVersion=<list RV>[&labelSelector=..]`. It never sends
-//   allowWatchBookmarks, timeoutSeconds, limit, continue or resourceVersionMatch.
-//   start() resolves once the watch's response headers arrived (this server flushes them at once).
-// - Watch ERROR event with code 410: it clears its RV; when the server then ends the stream it
-//   relists (no 'error' callback). Existing objects that vanished meanwhile get 'delete' callbacks.
-// - Watch answered with a non-200 status (e.g. 503 from failRequests, 403, 401): 'error' callback
-//   and the informer STOPS (except HTTP 410, which relists). A failed list: 'error', stops.
-// - Stream ended cleanly by the server (endWatches(), timeoutSeconds): resumes the watch from its
-//   last RV, without relisting; the 2nd+ consecutive reconnect without any event in between is
-//   delayed 1 s, 2 s, 4 s ... up to 30 s (any event, bookmark excluded, resets the delay).
-// - Connection cut (dropWatches(): socket destroyed mid-stream): undici reports "terminated" and
-//   the informer emits 'error' and STOPS, like any other error. The caller must restart it.
-// - No data for 30 s on a watch (stallWatches(), or simply a quiet resource, since it asks for no
-//   bookmarks): client-side TimeoutError, and it resumes from its last RV at once.
-// - After stop()+start() it relists only if its RV was cleared; start() keeps the last RV
-//   otherwise, so a restart after a drop resumes the watch (a 410 then forces the relist).
+// How client-node 2.0.1's informer (ListWatch: dist/cache.js, dist/watch.js) behaves against it.
+// [T] = asserted in test/lib/fakeKubeApi.test.ts, [O] = observed in a run, [C] = read in its code.
+// - start() calls the list function (the CoreV1Api/DiscoveryV1Api list call, whatever query that
+//   gives), then watches `PATH?watch=true&resourceVersion=<list RV>[&labelSelector=..]` [T]. It
+//   never sends allowWatchBookmarks, timeoutSeconds, limit, continue or resourceVersionMatch [C],
+//   so it gets no bookmarks. start() resolves once the watch's response headers arrived [T]
+//   (this server flushes them at once, as the real one does).
+// - ERROR event with code 410 (a resume from a compacted RV: HTTP 200, the event, end of stream):
+//   it clears its RV and, when the stream ends, relists; no 'error' callback; objects gone
+//   meanwhile get 'delete' callbacks from the relist [T]. An HTTP 410 status also relists [C].
+// - Any other failure: a non-200 watch (401/403/5xx from failRequests()), a failed list, a cut
+//   connection (dropWatches(): undici's `TypeError: terminated`, cause UND_ERR_SOCKET [O]):
+//   'error' callback and the informer STOPS for good [T]. The caller restarts it.
+// - start() after such a stop keeps the last RV: it resumes the watch without relisting [T]; a
+//   410 on that resume then forces the relist.
+// - Stream ended cleanly by the server (endWatches(), timeoutSeconds): it resumes from its RV, no
+//   relist, no error [T]. Consecutive clean ends with no event in between are delayed 0, 1, 2,
+//   4 s ... up to 30 s [O]; any event (a BOOKMARK too) resets the delay [C].
+// - 30 s without a byte on a watch (stallWatches(); or any quiet resource, as it asks for no
+//   bookmarks): client-side TimeoutError, then an immediate resume from its RV [C].
+// - Quirks of client-node itself [O], worth guarding in the caller: every stop() is followed by
+//   an 'error' callback carrying an AbortError [T] (a restart-on-error handler must ignore it); that
+//   late abort runs the informer's own _stop(), so a start() issued right after stop() may lose
+//   its new watch to it if that watch connected first. And stop() during the reconnect delay does
+//   not cancel it [O]: the watch opens after stop(), and only another stop() ends it.
 import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
@@ -1330,11 +1336,21 @@ export function endpointSlice(ns: string, name: string, serviceName: string, end
   };
 }
 
-/** A mesh ConfigMap: labels shoal.dev/app and shoal.dev/plugin-id, data plugin-config = JSON of spec. Named shoal-mesh-<app> as discover names the ones it creates. */
-export function meshConfigMap(ns: string, app: string, pluginId: string, spec: unknown, name = `shoal-mesh-${app}`): KubeObject {
+/**
+ * A mesh ConfigMap: labels shoal.dev/app and shoal.dev/plugin-id, data plugin-config = the spec as
+ * JSON (a string spec is stored as it is, to test invalid configs). Named shoal-mesh-<app>, as
+ * discover names the ones it creates, unless opts.name says otherwise.
+ */
+export function meshConfigMap(ns: string, app: string, pluginId: string, spec: unknown,
+  opts: string | { name?: string; labels?: Record<string, string>; annotations?: Record<string, string> } = {}): KubeObject {
+  const o = typeof opts === 'string' ? { name: opts } : opts;
   return {
     apiVersion: 'v1', kind: 'ConfigMap',
-    metadata: { name, namespace: ns, labels: { [APP_LABEL]: app, [PLUGIN_LABEL]: pluginId } },
+    metadata: {
+      name: o.name ?? `shoal-mesh-${app}`, namespace: ns,
+      labels: { ...o.labels, [APP_LABEL]: app, [PLUGIN_LABEL]: pluginId },
+      ...(o.annotations ? { annotations: o.annotations } : {}),
+    },
     data: { [PLUGIN_CONFIG_KEY]: typeof spec === 'string' ? spec : JSON.stringify(spec) },
   };
 }
