@@ -4,7 +4,7 @@ import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { createSecureContext } from 'node:tls';
-import type { AddressInfo } from 'node:net';
+import { isIP, type AddressInfo } from 'node:net';
 import { createLogger, type Logger } from '../../shared/log.ts';
 import { admit, MalformedReviewError } from './admission.ts';
 import type { InjectorConfig } from './podInjector.ts';
@@ -88,6 +88,7 @@ export async function startWebhook(opts: WebhookOptions): Promise<Webhook> {
   };
   if (!injector.sidecarImage) throw new Error('the webhook needs a sidecar image (--sidecar-image)');
   if (!injector.dnsUpstream) throw new Error('the webhook needs the cluster DNS address (--dns-upstream), the sidecar\'s upstream and the pods\' second nameserver');
+  if (!isIP(injector.dnsUpstream)) throw new Error(`--dns-upstream ${JSON.stringify(injector.dnsUpstream)} is not an IP address (it becomes a pod nameserver)`);
   if (!/^https?:\/\/[^/]+/.test(injector.discoverUrl)) throw new Error(`--discover-url ${JSON.stringify(injector.discoverUrl)} is not an http(s) URL`);
 
   let pair = readPair(opts.certFile, opts.keyFile);
