@@ -2,7 +2,8 @@
 // the wire itself is the point): CRUD and Status errors, selectors, paging, informers through
 // updates, compaction, drops and failures, bookmarks, timeouts, TokenReview, kubeconfig files.
 import t, { type Test } from 'tap';
-import { request as httpRequest } from 'node:http';
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { gunzipSync } from 'node:zlib';
 import { request as httpsRequest } from 'node:https';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -24,9 +25,10 @@ async function fakeApi(tt: Test, opts: FakeKubeApiOptions = {}): Promise<FakeKub
 }
 
 /** A raw request (HTTPS trusting only the fake's CA, or plain HTTP). */
-function raw(api: FakeKubeApi, method: string, path: string, opts: { token?: string; body?: unknown; contentType?: string } = {}): Promise<{ status: number; text: string; json: any }> {
+function raw(api: FakeKubeApi, method: string, path: string, opts: { token?: string; body?: unknown; contentType?: string; headers?: Record<string, string> } = {}):
+  Promise<{ status: number; text: string; json: any; headers: IncomingHttpHeaders; bytes: Buffer }> {
   return new Promise((resolve, reject) => {
-    const headers: Record<string, string> = {};
+    const headers: Record<string, string> = { ...opts.headers };
     if (opts.token) headers.authorization = `Bearer ${opts.token}`;
     const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
     if (body !== undefined) {
@@ -36,13 +38,14 @@ function raw(api: FakeKubeApi, method: string, path: string, opts: { token?: str
     }
     const request = api.tls ? httpsRequest : httpRequest;
     const req = request(`${api.url}${path}`, { method, ca: api.tls ? api.caPem : undefined, headers }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => { text += c; });
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
+        const bytes = Buffer.concat(chunks);
+        const text = bytes.toString('utf8');
         let json: unknown;
         try { json = JSON.parse(text); } catch { json = undefined; }
-        resolve({ status: res.statusCode ?? 0, text, json });
+        resolve({ status: res.statusCode ?? 0, text, json, headers: res.headers, bytes });
       });
     });
     req.on('error', reject);
@@ -498,6 +501,10 @@ t.test('scale: 10,000 Services and 10,000 EndpointSlices with 100,000 endpoints,
   t.equal(slices.items.reduce((n, s) => n + (s.endpoints?.length ?? 0), 0), 100_000);
   t.comment(`seeded in ${seedMs} ms, both lists through client-node in ${listMs} ms`);
   t.ok(listMs < 15_000, 'lists in well under the 30 s readiness target');
+  t.match(api.requests({ path: '/apis/discovery.k8s.io/v1/endpointslices' })[0].headers, { 'accept-encoding': /gzip/ }, 'client-node accepts gzip');
+  const zipped = await raw(api, 'GET', '/apis/discovery.k8s.io/v1/endpointslices', { token: ADMIN, headers: { 'accept-encoding': 'gzip' } });
+  t.equal(zipped.headers['content-encoding'], 'gzip', 'a big list is gzipped for clients that accept it, as the real server does');
+  t.equal(JSON.parse(gunzipSync(zipped.bytes).toString('utf8')).items.length, 10_000);
 });
 
 t.test('plain HTTP, sendInitialEvents, legacy watch paths, historical lists and write edge cases', async (t) => {
@@ -510,10 +517,11 @@ t.test('plain HTTP, sendInitialEvents, legacy watch paths, historical lists and 
   api.apply(meshConfigMap('shop', 'cache', 'mesh', {}));
   t.equal(api.get('ConfigMap', 'shop', 'shoal-mesh-web')?.metadata?.annotations, undefined, 'apply() replaces: the annotation is gone');
 
-  const [initial, legacy, plain] = await Promise.all([
+  const [initial, legacy, plain, one] = await Promise.all([
     raw(api, 'GET', '/api/v1/namespaces/shop/configmaps?watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=1', { token: ADMIN }),
     raw(api, 'GET', `/api/v1/watch/namespaces/shop/configmaps?resourceVersion=${rvAfterFirst}&timeoutSeconds=1`, { token: ADMIN }),
     raw(api, 'GET', '/api/v1/configmaps?watch=true&sendInitialEvents=true&timeoutSeconds=1', { token: ADMIN }),
+    raw(api, 'GET', `/api/v1/watch/namespaces/shop/configmaps/shoal-mesh-cache?resourceVersion=${rvAfterFirst}&timeoutSeconds=1`, { token: ADMIN }),
   ]);
   const lines = (text: string) => text.trim().split('\n').map((l) => JSON.parse(l));
   t.same(lines(initial.text).slice(0, 3).map((e) => `${e.type} ${e.object.metadata.name ?? ''}`), ['ADDED shoal-mesh-cache', 'ADDED shoal-mesh-web', 'BOOKMARK '],
@@ -521,6 +529,7 @@ t.test('plain HTTP, sendInitialEvents, legacy watch paths, historical lists and 
   t.same(lines(initial.text)[2].object.metadata.annotations, { 'k8s.io/initial-events-end': 'true' });
   t.same(lines(legacy.text).map((e) => `${e.type} ${e.object.metadata.name}`), ['MODIFIED shoal-mesh-web', 'ADDED shoal-mesh-cache'], '/watch/ paths replay after the RV');
   t.equal(plain.status, 422, 'sendInitialEvents needs bookmarks and NotOlderThan');
+  t.same(lines(one.text).map((e) => `${e.type} ${e.object.metadata.name}`), ['ADDED shoal-mesh-cache'], 'a watch on one object');
 
   // Lists at an exact older RV show that past state; too old is 410, ahead of the server is 504.
   const past = await raw(api, 'GET', `/api/v1/namespaces/shop/configmaps?resourceVersion=${rvAfterFirst}&resourceVersionMatch=Exact`, { token: ADMIN });
@@ -543,4 +552,15 @@ t.test('plain HTTP, sendInitialEvents, legacy watch paths, historical lists and 
   t.equal((await raw(api, 'GET', '/api/v1/pods', { token: ADMIN })).status, 404, 'unsupported resources are 404');
   t.equal(api.resourceVersion, rv, 'no failed write made a revision');
   t.equal((await raw(api, 'GET', '/healthz')).text, 'ok', 'health needs no token');
+
+  // latency(): slow watches only, lists stay fast.
+  api.latency(300, (e) => e.watch);
+  const slowStart = Date.now();
+  const [fast, slow] = await Promise.all([
+    raw(api, 'GET', '/api/v1/configmaps', { token: ADMIN }).then(() => Date.now() - slowStart),
+    raw(api, 'GET', '/api/v1/configmaps?watch=true&timeoutSeconds=0.01', { token: ADMIN }).then(() => Date.now() - slowStart),
+  ]);
+  t.ok(fast < 250, `the list was not held (${fast} ms)`);
+  t.ok(slow >= 300, `the watch was held (${slow} ms)`);
+  api.latency(0);
 });

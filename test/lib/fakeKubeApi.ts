@@ -37,9 +37,11 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { gzip } from 'node:zlib';
 import { KubeConfig } from '@kubernetes/client-node';
 
 const execFileAsync = promisify(execFile);
+const gzipAsync = promisify(gzip);
 
 // ---------------------------------------------------------------------------------------------
 // Types
@@ -101,7 +103,11 @@ export interface RequestLogEntry {
   watch: boolean;
   status: number;
   user?: string;
+  /** Request headers, the Authorization header left out. */
+  headers: Record<string, string | string[] | undefined>;
   at: number;
+  /** Milliseconds to the end of the response (a watch: 0 until it ends). */
+  ms: number;
 }
 
 export interface FakeKubeApiOptions {
@@ -113,6 +119,15 @@ export interface FakeKubeApiOptions {
   historyLimit?: number;
   /** Server-side watch timeout when the client sends no timeoutSeconds (the real one uses ~30-60 min). Default: none. */
   watchTimeoutMs?: number;
+  /** Gzip lists over 128 KiB for clients that accept it, as the real server does. Default true. */
+  gzip?: boolean;
+}
+
+/** Which requests a fault applies to: a RegExp on the path, or a test of the log entry. */
+export type RequestMatch = RegExp | ((e: RequestLogEntry) => boolean);
+
+function matchRequest(m: RequestMatch | undefined, e: RequestLogEntry): boolean {
+  return m === undefined || (m instanceof RegExp ? m.test(e.path) : m(e));
 }
 
 export interface EndpointSpec {
@@ -493,13 +508,16 @@ export class FakeKubeApi {
   private readonly tokens = new Map<string, TokenInfo>();
   private readonly bookmarkTimer: NodeJS.Timeout;
   private readonly watchTimeoutMs: number | undefined;
-  private failure: { until: number; status: number; match?: RegExp } | null = null;
+  private failure: { until: number; status: number; match?: RequestMatch } | null = null;
+  private delay: { ms: number; match?: RequestMatch } | null = null;
+  private readonly gzipLists: boolean;
   private nextIp = 1;
 
   constructor(opts: FakeKubeApiOptions = {}) {
     this.tls = opts.tls ?? true;
     this.historyLimit = opts.historyLimit ?? 10_000;
     this.watchTimeoutMs = opts.watchTimeoutMs;
+    this.gzipLists = opts.gzip ?? true;
     this.bookmarkTimer = setInterval(() => this.sendBookmarks(), opts.bookmarkIntervalMs ?? 1000);
     this.bookmarkTimer.unref();
   }
@@ -669,11 +687,17 @@ export class FakeKubeApi {
   }
 
   /**
-   * Answers every request (or those whose path matches) with this status for ms milliseconds.
+   * Answers every request (or those matched: a RegExp on the path, or a test of the log entry,
+   * e.g. `(e) => e.watch`) with this status, as a Status object, for ms milliseconds.
    * Open watches are left alone: drop them too to make clients reconnect into the failure.
    */
-  failRequests(ms: number, status = 503, match?: RegExp): void {
+  failRequests(ms: number, status = 503, match?: RequestMatch): void {
     this.failure = { until: Date.now() + ms, status, match };
+  }
+
+  /** Holds every matching request (see failRequests) ms before answering it; latency(0) ends it. */
+  latency(ms: number, match?: RequestMatch): void {
+    this.delay = ms > 0 ? { ms, match } : null;
   }
 
   /** Ends failRequests() early. */
@@ -950,12 +974,18 @@ export class FakeKubeApi {
       watch = true;
     }
     const method = req.method ?? 'GET';
-    const entry: RequestLogEntry = { method, path, query: Object.fromEntries(q), watch, status: 0, at: Date.now() };
+    const { authorization: _auth, ...headers } = req.headers;
+    const entry: RequestLogEntry = { method, path, query: Object.fromEntries(q), watch, status: 0, headers, at: Date.now(), ms: 0 };
     this.requestLog.push(entry);
-    res.on('finish', () => { if (!entry.status) entry.status = res.statusCode; });
+    res.on('finish', () => {
+      if (!entry.status) entry.status = res.statusCode;
+      entry.ms = Date.now() - entry.at;
+    });
     try {
+      const d = this.delay;
+      if (d && matchRequest(d.match, entry)) await new Promise((r) => setTimeout(r, d.ms));
       const f = this.failure;
-      if (f && Date.now() < f.until && (!f.match || f.match.test(path))) throw injectedError(f.status);
+      if (f && Date.now() < f.until && matchRequest(f.match, entry)) throw injectedError(f.status);
       if (f && Date.now() >= f.until) this.failure = null;
       if (path === '/healthz' || path === '/livez' || path === '/readyz') {
         res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8' }).end('ok');
@@ -1015,7 +1045,7 @@ export class FakeKubeApi {
       if (method === 'GET') {
         this.authorize(user, attrs(watch ? 'watch' : 'list'));
         if (watch) this.watch(res, rt, scopeNs, q, entry);
-        else this.sendList(res, rt, scopeNs, q);
+        else await this.sendList(req, res, rt, scopeNs, q);
         return;
       }
       if (method === 'POST') {
@@ -1033,6 +1063,12 @@ export class FakeKubeApi {
     }
 
     const key = keyOf(scopeNs ?? '', name);
+    if (method === 'GET' && watch) {
+      // Watching one object (/watch/.../NAME or ?watch=true on it) is a watch with a name selector.
+      this.authorize(user, attrs('watch'));
+      this.watch(res, rt, scopeNs, q, entry, name);
+      return;
+    }
     switch (method) {
       case 'GET': {
         this.authorize(user, attrs('get'));
@@ -1122,7 +1158,7 @@ export class FakeKubeApi {
     });
   }
 
-  private sendList(res: ServerResponse, rt: ResourceType, ns: string | undefined, q: URLSearchParams): void {
+  private async sendList(req: IncomingMessage, res: ServerResponse, rt: ResourceType, ns: string | undefined, q: URLSearchParams): Promise<void> {
     const { labels, fields } = this.selectors(q);
     const rvParam = q.get('resourceVersion') ?? '';
     const match = q.get('resourceVersionMatch') ?? '';
@@ -1174,11 +1210,19 @@ export class FakeKubeApi {
     const parts: string[] = new Array(page.length);
     for (let i = 0; i < page.length; i++) parts[i] = page[i].item;
     const text = `{"kind":"${rt.listKind}","apiVersion":"${rt.apiVersion}","metadata":${JSON.stringify(meta)},"items":[${parts.join(',')}]}`;
+    // As the real server (APIResponseCompression, on by default): gzip above 128 KiB, level 4.
+    if (this.gzipLists && text.length > 128 * 1024 && /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''))) {
+      const body = await gzipAsync(text, { level: 4 });
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Encoding': 'gzip', 'Cache-Control': 'no-cache, private', 'Content-Length': body.length });
+      res.end(body);
+      return;
+    }
     this.send(res, 200, undefined, text);
   }
 
-  private watch(res: ServerResponse, rt: ResourceType, ns: string | undefined, q: URLSearchParams, entry: RequestLogEntry): void {
+  private watch(res: ServerResponse, rt: ResourceType, ns: string | undefined, q: URLSearchParams, entry: RequestLogEntry, name?: string): void {
     const { labels, fields } = this.selectors(q);
+    if (name !== undefined) fields.push({ field: 'metadata.name', equal: true, value: name });
     const rvParam = q.get('resourceVersion') ?? '';
     const bookmarks = q.get('allowWatchBookmarks') === 'true';
     const initial = q.get('sendInitialEvents') === 'true';
