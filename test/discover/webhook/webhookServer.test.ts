@@ -6,6 +6,8 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { startWebhook } from '../../../discover/webhook/webhookServer.ts';
+import { webhookFlags, webhookOptionsFromFlags } from '../../../discover/webhook/webhookFlags.ts';
+import { parseFlags, type FlagSpec } from '../../../shared/flags.ts';
 import { injectorConfig, issueServerCert, makeCerts, review, send, startTestWebhook } from './fixtures.ts';
 
 t.test('malformed requests get 4xx and a reason', async (t) => {
@@ -68,6 +70,7 @@ t.test('refuses to start without a usable certificate or settings', async (t) =>
   await t.rejects(startWebhook({ port: 0, host: '127.0.0.1', certFile: certs.certFile, keyFile: join(certs.dir, 'ca.key'), injector: injectorConfig, log }), /mismatch|key values/i, 'a key that does not match the certificate');
   await t.rejects(startWebhook({ port: 0, host: '127.0.0.1', certFile: certs.certFile, keyFile: certs.keyFile, injector: { ...injectorConfig, dnsUpstream: '' }, log }), /--dns-upstream/);
   await t.rejects(startWebhook({ port: 0, host: '127.0.0.1', certFile: certs.certFile, keyFile: certs.keyFile, injector: { ...injectorConfig, sidecarImage: '' }, log }), /--sidecar-image/);
+  await t.rejects(startWebhook({ port: 0, host: '127.0.0.1', certFile: certs.certFile, keyFile: certs.keyFile, injector: { ...injectorConfig, dnsUpstream: 'kube-dns.kube-system' }, log }), /not an IP address/, 'a nameserver must be an IP');
 });
 
 t.test('a rotated certificate is served without a restart; a half-rotated pair is not', async (t) => {
@@ -95,4 +98,27 @@ t.test('a rotated certificate is served without a restart; a half-rotated pair i
     after = (await send(port, ca, pod)).peerFingerprint;
   }
   t.not(after, before, 'the new certificate is served');
+});
+
+t.test('flags and their SHOAL_* twins give the webhook options', async (t) => {
+  const discoverOwn: FlagSpec[] = [
+    { name: 'cluster-domain', type: 'string', default: 'cluster.local', description: '' },
+    { name: 'token-audience', type: 'string', default: 'shoal', description: '' },
+    { name: 'host', type: 'string', default: '0.0.0.0', description: '' },
+  ];
+  const { values } = parseFlags([...discoverOwn, ...webhookFlags], ['--webhook', '--sidecar-image=ghcr.io/x/shoal:1', '--legacy-sidecar', '--cluster-domain=corp.local'], { SHOAL_DNS_UPSTREAM: '10.0.0.10', SHOAL_PROXY_CPU: '50m' });
+  t.equal(values.webhook, true);
+  const o = webhookOptionsFromFlags(values);
+  t.equal(o.port, 6443, 'port 6443 by default');
+  t.equal(o.certFile, '/etc/shoal/webhook/tls.crt');
+  t.equal(o.injector.sidecarImage, 'ghcr.io/x/shoal:1');
+  t.equal(o.injector.dnsUpstream, '10.0.0.10', 'env twin');
+  t.equal(o.injector.proxyCpu, '50m');
+  t.equal(o.injector.proxyMemory, '64Mi');
+  t.equal(o.injector.clusterDomain, 'corp.local', 'discover\'s --cluster-domain');
+  t.equal(o.injector.tokenAudience, 'shoal');
+  t.equal(o.injector.legacySidecar, true);
+  t.equal(o.injector.appKeepsPortNames, false);
+  t.equal(o.injector.discoverUrl, 'http://shoal-discover.shoal.svc:6100');
+  t.throws(() => webhookOptionsFromFlags({ ...values, 'sidecar-image-pull-policy': 'Sometimes' }), /sidecar-image-pull-policy/);
 });
