@@ -1,7 +1,9 @@
 // Benchmark: queries per second of the DNS responder against dnsmasq configured with the same
 // names, in the same run, driven by dnsperf: local answers, and forwarded names answered from the
 // cache (both forwarding to one upstream dnsmasq). Rounds interleave the two servers so machine
-// noise hits both; the median of each is reported. Runs the built JavaScript (npm run build).
+// noise hits both; the median of each is reported, with the CPU time each server spent per query.
+// A bare Node UDP echo runs beside them as the floor any Node responder stands on.
+// Runs the built JavaScript (npm run build).
 // --pin runs dnsperf on CPU 0 and both servers on CPU 1 (taskset) to take scheduler moves out.
 //   node bench/dns.ts [--rounds 3] [--duration 5] [--clients 4] [--pin] [--smoke]
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -104,26 +106,44 @@ const upstream = await dnsmasq(['--address=/ext.test/10.9.8.7', '--local-ttl=360
 const reference = await dnsmasq([...names.map((n) => `--host-record=${n.name},${n.address}`), '--local-ttl=5',
   `--server=127.0.0.1#${upstream.port}`, '--cache-size=10000'], 'api.default.svc.cluster.local');
 
-const shoalChild = spawn(...pinned(1, process.execPath, [join(root, 'bench', 'lib', 'dnsResponderChild.ts'), distMain,
-  `127.0.0.1:${upstream.port}`, JSON.stringify(names)]), { stdio: ['ignore', 'pipe', 'inherit'] });
-children.push(shoalChild);
-const shoalPort = await new Promise<number>((resolve, reject) => {
-  let out = '';
-  shoalChild.stdout!.on('data', (c) => {
-    out += c;
-    const m = /port ([0-9]+)/.exec(out);
-    if (m) resolve(Number(m[1]));
+async function nodeChild(script: string, args: string[]): Promise<{ port: number; child: ChildProcess }> {
+  const child = spawn(...pinned(1, process.execPath, [join(root, 'bench', 'lib', script), ...args]), { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(child);
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (c) => {
+      out += c;
+      const m = /port ([0-9]+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    child.once('exit', (code) => reject(new Error(`${script} exited ${code}`)));
   });
-  shoalChild.once('exit', (code) => reject(new Error(`shoal dns exited ${code}`)));
-});
+  return { port, child };
+}
+
+const shoal = await nodeChild('dnsResponderChild.ts', [distMain, `127.0.0.1:${upstream.port}`, JSON.stringify(names)]);
+const shoalChild = shoal.child;
+const shoalPort = shoal.port;
+// The floor: a Node UDP socket that only echoes each query back (no answer, no lookup).
+const echo = await nodeChild('dnsUdpEchoChild.ts', []);
 await waitFor(shoalPort, 'api');
 
-interface Run { qps: number; lost: number; latencyMs: number; rcodes: string }
-function dnsperf(port: number, file: string, seconds: number): Run {
+// CPU seconds (user + system) a process has used: the cost per query, which other load on the
+// machine disturbs far less than queries per second.
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+interface Run { qps: number; lost: number; latencyMs: number; rcodes: string; cpuUsPerQuery: number }
+function dnsperf(port: number, file: string, seconds: number, pid: number): Run {
+  const cpuBefore = cpuSeconds(pid);
   const out = execFileSync(...pinned(0, 'dnsperf', ['-s', '127.0.0.1', '-p', String(port), '-d', file, '-l', String(seconds),
     '-c', String(clients), '-Q', '200000']), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? NaN);
+  const cpu = cpuSeconds(pid) - cpuBefore;
   return {
+    cpuUsPerQuery: Math.round((cpu / num(/Queries completed:\s+([0-9]+)/)) * 1e8) / 100,
     qps: Math.round(num(/Queries per second:\s+([0-9.]+)/)),
     lost: num(/Queries lost:\s+([0-9]+)/),
     latencyMs: Math.round(num(/Average Latency \(s\):\s+([0-9.]+)/) * 1e6) / 1000,
@@ -132,19 +152,21 @@ function dnsperf(port: number, file: string, seconds: number): Run {
 }
 
 // Warm both caches with every forwarded name once.
-dnsperf(shoalPort, forwardedFile, 1);
-dnsperf(reference.port, forwardedFile, 1);
+dnsperf(shoalPort, forwardedFile, 1, shoalChild.pid!);
+dnsperf(reference.port, forwardedFile, 1, reference.child.pid!);
 
-const servers = { shoal: shoalPort, dnsmasq: reference.port };
-const runs: Record<string, Record<string, Run[]>> = { local: { shoal: [], dnsmasq: [] }, forwardedCached: { shoal: [], dnsmasq: [] } };
+const servers = { shoal: shoalPort, dnsmasq: reference.port, nodeUdpEcho: echo.port };
+const pids = { shoal: shoalChild.pid!, dnsmasq: reference.child.pid!, nodeUdpEcho: echo.child.pid! };
+const runs: Record<string, Record<string, Run[]>> = { local: { shoal: [], dnsmasq: [], nodeUdpEcho: [] }, forwardedCached: { shoal: [], dnsmasq: [] } };
 for (let r = 0; r < rounds; r++) {
   // Alternate who goes first so a slow moment of the machine does not always hit the same one.
-  const order = r % 2 === 0 ? ['shoal', 'dnsmasq'] as const : ['dnsmasq', 'shoal'] as const;
+  const order = r % 2 === 0 ? ['shoal', 'dnsmasq', 'nodeUdpEcho'] as const : ['nodeUdpEcho', 'dnsmasq', 'shoal'] as const;
   for (const [kind, file] of [['local', localFile], ['forwardedCached', forwardedFile]] as const) {
     for (const who of order) {
-      const run = dnsperf(servers[who], file, duration);
+      if (who === 'nodeUdpEcho' && kind !== 'local') continue;
+      const run = dnsperf(servers[who], file, duration, pids[who]);
       runs[kind][who].push(run);
-      console.error(`round ${r + 1} ${kind.padEnd(15)} ${who.padEnd(7)} ${String(run.qps).padStart(7)} qps  lost ${run.lost}  avg ${run.latencyMs} ms  ${run.rcodes}`);
+      console.error(`round ${r + 1} ${kind.padEnd(15)} ${who.padEnd(7)} ${String(run.qps).padStart(7)} qps  ${run.cpuUsPerQuery} us cpu/query  lost ${run.lost}  avg ${run.latencyMs} ms  ${run.rcodes}`);
     }
   }
 }
@@ -153,11 +175,23 @@ const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : Math.round((s[s.length / 2 - 1] + s[s.length / 2]) / 2);
 };
+const medianF = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
 function summary(kind: string) {
   const shoal = median(runs[kind].shoal.map((x) => x.qps));
   const ref = median(runs[kind].dnsmasq.map((x) => x.qps));
-  return { shoalQps: shoal, dnsmasqQps: ref, ratio: Math.round((shoal / ref) * 100) / 100, runs: runs[kind] };
+  const shoalCpu = medianF(runs[kind].shoal.map((x) => x.cpuUsPerQuery));
+  const refCpu = medianF(runs[kind].dnsmasq.map((x) => x.cpuUsPerQuery));
+  return {
+    shoalQps: shoal, dnsmasqQps: ref, ratio: Math.round((shoal / ref) * 100) / 100,
+    // dnsmasq's CPU per query over shoal's: the throughput ratio on a machine where the server is the bottleneck.
+    shoalCpuUsPerQuery: shoalCpu, dnsmasqCpuUsPerQuery: refCpu, cpuEfficiencyRatio: Math.round((refCpu / shoalCpu) * 100) / 100,
+    runs: runs[kind],
+  };
 }
+const floor = runs.local.nodeUdpEcho;
 const rssMb = Math.round(Number(/VmRSS:\s+([0-9]+) kB/.exec(readFileSync(`/proc/${shoalChild.pid}/status`, 'utf8'))?.[1]) / 1024);
 const result = {
   benchmark: 'dns',
@@ -167,6 +201,7 @@ const result = {
   dnsperf: { durationS: duration, clients, maxQps: 200000, outstanding: 100, pinned: pin },
   local: summary('local'),
   forwardedCached: summary('forwardedCached'),
+  nodeUdpEchoFloor: { qps: median(floor.map((x) => x.qps)), cpuUsPerQuery: medianF(floor.map((x) => x.cpuUsPerQuery)) },
   shoalRssMb: rssMb,
 };
 console.log(JSON.stringify(result, null, 2));
