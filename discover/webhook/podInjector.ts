@@ -21,6 +21,8 @@ export interface InjectorConfig {
   proxyMemory: string;
   /** Memory limit of the sidecar; defaults to its request. */
   proxyMemoryLimit?: string;
+  /** CPU limit of the sidecar; none when empty (a ResourceQuota on limits.cpu needs one). */
+  proxyCpuLimit?: string;
   tokenAudience: string;
   tokenExpirationSeconds: number;
   /** Before Kubernetes 1.29: a regular first container that holds the app back with a postStart wait. */
@@ -138,7 +140,7 @@ function sidecarContainer(opts: {
     ...(main.envFrom && main.envFrom.length > 0 ? { envFrom: structuredClone(main.envFrom) } : {}),
     resources: {
       requests: { cpu: opts.cpu, memory: opts.memory },
-      limits: { memory: opts.memoryLimit },
+      limits: { ...(config.proxyCpuLimit ? { cpu: config.proxyCpuLimit } : {}), memory: opts.memoryLimit },
     },
     // Ready only once the first snapshot is applied: the app starts after that.
     startupProbe: { ...ready, periodSeconds: 1, timeoutSeconds: 1, failureThreshold: 120 },

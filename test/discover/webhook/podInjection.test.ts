@@ -299,7 +299,7 @@ t.test('bad annotations: defaults or no sidecar, with warnings and events, never
 });
 
 t.test('legacy mode (before 1.29): first regular container with a postStart wait', async (t) => {
-  const w = await startTestWebhook({}, { legacySidecar: true });
+  const w = await startTestWebhook({}, { legacySidecar: true, proxyCpuLimit: '500m' });
   t.teardown(() => w.close());
   const pod = deploymentPod();
   const out = patched(pod, await admitPod(t, w, pod));
@@ -308,6 +308,7 @@ t.test('legacy mode (before 1.29): first regular container with a postStart wait
   t.same(out.spec.containers.map((c: any) => c.name), ['shoal-proxy', 'app', 'log-shipper']);
   const sidecar = out.spec.containers[0];
   t.equal(sidecar.restartPolicy, undefined);
+  t.same(sidecar.resources.limits, { cpu: '500m', memory: '128Mi' }, 'a CPU limit when the chart sets one');
   t.same(sidecar.lifecycle.postStart.exec.command.slice(0, 2), ['node', '-e']);
   t.match(sidecar.lifecycle.postStart.exec.command[2], /127\.0\.0\.1:65533\/ready/);
   t.equal(out.spec.containers[1].readinessProbe.httpGet.port, 8080, 'the app (moved to index 1) was patched before the shift');

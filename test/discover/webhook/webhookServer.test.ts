@@ -115,6 +115,7 @@ t.test('flags and their SHOAL_* twins give the webhook options', async (t) => {
   t.equal(o.injector.dnsUpstream, '10.0.0.10', 'env twin');
   t.equal(o.injector.proxyCpu, '50m');
   t.equal(o.injector.proxyMemory, '64Mi');
+  t.equal(o.injector.proxyCpuLimit, '', 'no CPU limit by default');
   t.equal(o.injector.clusterDomain, 'corp.local', 'discover\'s --cluster-domain');
   t.equal(o.injector.tokenAudience, 'shoal');
   t.equal(o.injector.legacySidecar, true);
