@@ -9,6 +9,7 @@ import type { Logger } from '../shared/log.ts';
 import type { AnswerCache } from './cache.ts';
 import type { DnsMetrics } from './metrics.ts';
 import type { Upstream } from './upstreams.ts';
+import { throttledWarn } from './logThrottle.ts';
 import {
   HEADER_LEN, Query, RCODE_NXDOMAIN, RCODE_REFUSED, RCODE_SERVFAIL, emptyAnswer, inspectAnswer, parseQuery, sameQuestion,
   type AnswerFacts,
@@ -101,7 +102,7 @@ export class Forwarder {
   async start(): Promise<void> {
     const socket = createSocket({ type: 'udp4' });
     socket.on('message', (msg, rinfo) => this.onUpstreamMessage(msg, rinfo));
-    socket.on('error', (err) => this.log.warn({ error: err.message }, 'dns forwarder socket error'));
+    socket.on('error', throttledWarn(this.log, 'dns forwarder socket error'));
     await new Promise<void>((resolve, reject) => {
       socket.once('error', reject);
       socket.bind(0, '0.0.0.0', () => {

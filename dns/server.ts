@@ -6,6 +6,7 @@ import type { Logger } from '../shared/log.ts';
 import type { ReplyTarget } from './forwarder.ts';
 import type { DnsMetrics } from './metrics.ts';
 import type { QueryRouter } from './queryRouter.ts';
+import { throttledWarn } from './logThrottle.ts';
 import { MAX_QUERY_LEN } from './wire.ts';
 
 export interface DnsServerOptions {
@@ -41,7 +42,7 @@ class UdpListener implements ReplyTarget {
     this.allowRemote = opts.allowRemote;
     this.socket = createSocket({ type: 'udp4', lookup: literalLookup });
     this.socket.on('message', (msg, rinfo) => this.onMessage(msg, rinfo));
-    this.socket.on('error', (err) => opts.log.warn({ error: err.message }, 'dns udp socket error'));
+    this.socket.on('error', throttledWarn(opts.log, 'dns udp socket error'));
   }
 
   onMessage(msg: Buffer, rinfo: RemoteInfo): void {
