@@ -5,7 +5,9 @@
 // A bare Node UDP echo runs beside them as the floor any Node responder stands on.
 // Runs the built JavaScript (npm run build).
 // --pin runs dnsperf on CPU 0 and both servers on CPU 1 (taskset) to take scheduler moves out.
-//   node bench/dns.ts [--rounds 3] [--duration 5] [--clients 4] [--pin] [--smoke]
+// The codec way is measured beside it for local answers: dgram with dns-packet decoding and
+// encoding every query, and the dns2 server when --dns2 names its folder (it is not a dependency).
+//   node bench/dns.ts [--rounds 3] [--duration 5] [--clients 4] [--pin] [--dns2 DIR] [--smoke]
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
@@ -21,6 +23,7 @@ const { values } = parseArgs({
     duration: { type: 'string', default: '5' },
     clients: { type: 'string', default: '4' },
     pin: { type: 'boolean', default: false },
+    dns2: { type: 'string' },
     smoke: { type: 'boolean', default: false },
   },
 });
@@ -126,6 +129,8 @@ const shoalChild = shoal.child;
 const shoalPort = shoal.port;
 // The floor: a Node UDP socket that only echoes each query back (no answer, no lookup).
 const echo = await nodeChild('dnsUdpEchoChild.ts', []);
+const codec = await nodeChild('dnsCodecChild.ts', ['dns-packet', JSON.stringify(names)]);
+const dns2 = values.dns2 ? await nodeChild('dnsCodecChild.ts', ['dns2', JSON.stringify(names), values.dns2]) : null;
 await waitFor(shoalPort, 'api');
 
 // CPU seconds (user + system) a process has used: the cost per query, which other load on the
@@ -155,17 +160,23 @@ function dnsperf(port: number, file: string, seconds: number, pid: number): Run 
 dnsperf(shoalPort, forwardedFile, 1, shoalChild.pid!);
 dnsperf(reference.port, forwardedFile, 1, reference.child.pid!);
 
-const servers = { shoal: shoalPort, dnsmasq: reference.port, nodeUdpEcho: echo.port };
-const pids = { shoal: shoalChild.pid!, dnsmasq: reference.child.pid!, nodeUdpEcho: echo.child.pid! };
-const runs: Record<string, Record<string, Run[]>> = { local: { shoal: [], dnsmasq: [], nodeUdpEcho: [] }, forwardedCached: { shoal: [], dnsmasq: [] } };
+type Server = 'shoal' | 'dnsmasq' | 'nodeUdpEcho' | 'dgramDnsPacket' | 'dns2';
+const servers: Record<Server, number> = { shoal: shoalPort, dnsmasq: reference.port, nodeUdpEcho: echo.port, dgramDnsPacket: codec.port, dns2: dns2?.port ?? 0 };
+const pids: Record<Server, number> = { shoal: shoalChild.pid!, dnsmasq: reference.child.pid!, nodeUdpEcho: echo.child.pid!, dgramDnsPacket: codec.child.pid!, dns2: dns2?.child.pid ?? 0 };
+const runs: Record<string, Partial<Record<Server, Run[]>>> = {
+  local: { shoal: [], dnsmasq: [], nodeUdpEcho: [], dgramDnsPacket: [], ...(dns2 ? { dns2: [] } : {}) },
+  forwardedCached: { shoal: [], dnsmasq: [] },
+};
 for (let r = 0; r < rounds; r++) {
   // Alternate who goes first so a slow moment of the machine does not always hit the same one.
-  const order = r % 2 === 0 ? ['shoal', 'dnsmasq', 'nodeUdpEcho'] as const : ['nodeUdpEcho', 'dnsmasq', 'shoal'] as const;
+  const all: Server[] = ['shoal', 'dnsmasq', 'nodeUdpEcho', 'dgramDnsPacket', 'dns2'];
+  const order = r % 2 === 0 ? all : [...all].reverse();
   for (const [kind, file] of [['local', localFile], ['forwardedCached', forwardedFile]] as const) {
     for (const who of order) {
-      if (who === 'nodeUdpEcho' && kind !== 'local') continue;
+      const list = runs[kind][who];
+      if (!list) continue;
       const run = dnsperf(servers[who], file, duration, pids[who]);
-      runs[kind][who].push(run);
+      list.push(run);
       console.error(`round ${r + 1} ${kind.padEnd(15)} ${who.padEnd(7)} ${String(run.qps).padStart(7)} qps  ${run.cpuUsPerQuery} us cpu/query  lost ${run.lost}  avg ${run.latencyMs} ms  ${run.rcodes}`);
     }
   }
@@ -180,10 +191,10 @@ const medianF = (xs: number[]): number => {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 function summary(kind: string) {
-  const shoal = median(runs[kind].shoal.map((x) => x.qps));
-  const ref = median(runs[kind].dnsmasq.map((x) => x.qps));
-  const shoalCpu = medianF(runs[kind].shoal.map((x) => x.cpuUsPerQuery));
-  const refCpu = medianF(runs[kind].dnsmasq.map((x) => x.cpuUsPerQuery));
+  const shoal = median(runs[kind].shoal!.map((x) => x.qps));
+  const ref = median(runs[kind].dnsmasq!.map((x) => x.qps));
+  const shoalCpu = medianF(runs[kind].shoal!.map((x) => x.cpuUsPerQuery));
+  const refCpu = medianF(runs[kind].dnsmasq!.map((x) => x.cpuUsPerQuery));
   return {
     shoalQps: shoal, dnsmasqQps: ref, ratio: Math.round((shoal / ref) * 100) / 100,
     // dnsmasq's CPU per query over shoal's: the throughput ratio on a machine where the server is the bottleneck.
@@ -191,7 +202,15 @@ function summary(kind: string) {
     runs: runs[kind],
   };
 }
-const floor = runs.local.nodeUdpEcho;
+// The other Node servers on local answers, each against dnsmasq in the same rounds.
+function other(who: Server) {
+  const list = runs.local[who];
+  if (!list) return null;
+  const qps = median(list.map((x) => x.qps));
+  const cpu = medianF(list.map((x) => x.cpuUsPerQuery));
+  const ref = summary('local');
+  return { qps, ratio: Math.round((qps / ref.dnsmasqQps) * 100) / 100, cpuUsPerQuery: cpu, cpuEfficiencyRatio: Math.round((ref.dnsmasqCpuUsPerQuery / cpu) * 100) / 100 };
+}
 const rssMb = Math.round(Number(/VmRSS:\s+([0-9]+) kB/.exec(readFileSync(`/proc/${shoalChild.pid}/status`, 'utf8'))?.[1]) / 1024);
 const result = {
   benchmark: 'dns',
@@ -201,7 +220,7 @@ const result = {
   dnsperf: { durationS: duration, clients, maxQps: 200000, outstanding: 100, pinned: pin },
   local: summary('local'),
   forwardedCached: summary('forwardedCached'),
-  nodeUdpEchoFloor: { qps: median(floor.map((x) => x.qps)), cpuUsPerQuery: medianF(floor.map((x) => x.cpuUsPerQuery)) },
+  localOthers: { nodeUdpEchoFloor: other('nodeUdpEcho'), dgramDnsPacket: other('dgramDnsPacket'), dns2: other('dns2') },
   shoalRssMb: rssMb,
 };
 console.log(JSON.stringify(result, null, 2));
