@@ -135,7 +135,7 @@ function sidecarContainer(opts: {
     image: config.sidecarImage,
     imagePullPolicy: config.imagePullPolicy ?? 'IfNotPresent',
     args: ['proxy'],
-    ports: [...opts.ports, { name: ADMIN_PORT_NAME, containerPort: ADMIN_PORT, protocol: 'TCP' }],
+    ports: [...opts.ports.map((p) => (p.name ? { name: p.name, containerPort: p.containerPort, protocol: p.protocol } : p)), { name: ADMIN_PORT_NAME, containerPort: ADMIN_PORT, protocol: 'TCP' }],
     env,
     ...(main.envFrom && main.envFrom.length > 0 ? { envFrom: structuredClone(main.envFrom) } : {}),
     resources: {
@@ -195,6 +195,8 @@ export function injectPod(pod: Pod, namespace: string, config: InjectorConfig): 
     if (FALSE_WORDS.has(word)) return skipped(`annotation ${ANNOTATION_INJECT}="${optIn}"`);
     if (!TRUE_WORDS.has(word) && word !== '') return refused(`annotation ${ANNOTATION_INJECT}="${optIn}" is neither "true" nor "false"`);
   }
+  const os = (spec.os as { name?: string } | undefined)?.name;
+  if (os === 'windows') return skipped('Windows pod', ['shoal: Windows pods get no sidecar']);
   if (spec.hostNetwork === true) return skipped('host-network pod', ['shoal: host-network pods get no sidecar (its DNS and ports would be the node\'s)']);
   const all = [...spec.containers, ...(spec.initContainers ?? [])];
   if (annotations[ANNOTATION_INJECTED] !== undefined || all.some((c) => c.name === SIDECAR_NAME)) return skipped('already injected');
@@ -250,24 +252,36 @@ export function injectPod(pod: Pod, namespace: string, config: InjectorConfig): 
   const ops: JsonPatchOp[] = [];
   const keepNamesOnApp = config.appKeepsPortNames === true && !config.legacySidecar;
   const sidecarPorts: Array<{ name?: string; containerPort: number; protocol: 'TCP' }> = [];
-  const seen = new Set<number>();
+  const sidecarPortOf = new Map<number, { name?: string; containerPort: number; protocol: 'TCP' }>();
+  const sidecarNames = new Set<string>([ADMIN_PORT_NAME]);
   const namesByContainer = new Map<number, Map<string, number>>();
   for (const d of declared) {
     const listen = listenPorts.get(d.port)!;
-    if (d.name !== undefined && d.name !== '') {
+    let entry = sidecarPortOf.get(d.port);
+    const named = d.name !== undefined && d.name !== '';
+    if (named && keepNamesOnApp) {
+      // The name now leads to the listen port; the app's own port stays open, undeclared.
+      ops.push({ op: 'replace', path: pointer('spec', 'containers', d.ci, 'ports', d.pi, 'containerPort'), value: listen });
       if (!namesByContainer.has(d.ci)) namesByContainer.set(d.ci, new Map());
-      namesByContainer.get(d.ci)!.set(d.name, d.port);
-      if (keepNamesOnApp) {
-        // The name now leads to the listen port; the app's own port stays open, undeclared.
-        ops.push({ op: 'replace', path: pointer('spec', 'containers', d.ci, 'ports', d.pi, 'containerPort'), value: listen });
-        seen.add(d.port);
-        continue;
-      }
-      ops.push({ op: 'remove', path: pointer('spec', 'containers', d.ci, 'ports', d.pi, 'name') });
+      namesByContainer.get(d.ci)!.set(d.name!, d.port);
+      continue;
     }
-    if (seen.has(d.port)) continue;
-    seen.add(d.port);
-    sidecarPorts.push({ ...(d.name ? { name: d.name } : {}), containerPort: listen, protocol: 'TCP' });
+    if (!entry) {
+      entry = { containerPort: listen, protocol: 'TCP' };
+      sidecarPortOf.set(d.port, entry);
+      sidecarPorts.push(entry);
+    }
+    if (!named) continue;
+    // One name per port entry and unique names in the sidecar: a second name stays on the app, bypassing the sidecar.
+    if (entry.name !== undefined || sidecarNames.has(d.name!)) {
+      warnings.push(`shoal: port name ${d.name} of container ${spec.containers[d.ci].name} stays on the app: traffic to it bypasses the sidecar`);
+      continue;
+    }
+    entry.name = d.name;
+    sidecarNames.add(d.name!);
+    ops.push({ op: 'remove', path: pointer('spec', 'containers', d.ci, 'ports', d.pi, 'name') });
+    if (!namesByContainer.has(d.ci)) namesByContainer.set(d.ci, new Map());
+    namesByContainer.get(d.ci)!.set(d.name!, d.port);
   }
   // Probes and hooks that named a port now use its number: the name left the container (or points elsewhere).
   for (const [ci, names] of namesByContainer) {

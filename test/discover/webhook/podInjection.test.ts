@@ -327,3 +327,30 @@ t.test('before 1.32: target-port names stay on the app container, pointing at th
   t.equal(out.spec.containers[0].readinessProbe.httpGet.port, 8080, 'the probe still reaches the app itself');
   t.same(out.spec.initContainers[0].ports.map((p: any) => p.containerPort), [65390, 65533], 'the named port is not declared twice');
 });
+
+t.test('port names the sidecar cannot take stay on the app; Windows pods are skipped', async (t) => {
+  const w = await startTestWebhook();
+  t.teardown(() => w.close());
+  const pod = deploymentPod();
+  pod.spec.containers[0].ports = [{ name: 'http', containerPort: 8080, protocol: 'TCP' }, { name: 'metrics', containerPort: 9090, protocol: 'TCP' }];
+  pod.spec.containers[1].ports = [{ name: 'metrics', containerPort: 2020, protocol: 'TCP' }, { name: 'shoal-admin', containerPort: 2021 }];
+  const response = await admitPod(t, w, pod);
+  const out = patched(pod, response);
+  validates(t, out);
+  t.same(out.spec.initContainers[0].ports, [
+    { name: 'http', containerPort: 65380, protocol: 'TCP' },
+    { name: 'metrics', containerPort: 65390, protocol: 'TCP' },
+    { containerPort: 65320, protocol: 'TCP' },
+    { containerPort: 65321, protocol: 'TCP' },
+    { name: 'shoal-admin', containerPort: 65533, protocol: 'TCP' },
+  ], 'each name once in the sidecar');
+  t.same(out.spec.containers[1].ports, [{ name: 'metrics', containerPort: 2020, protocol: 'TCP' }, { name: 'shoal-admin', containerPort: 2021 }], 'clashing names stay on the app');
+  t.equal(response.warnings.length, 2);
+  t.match(response.warnings[0], /port name metrics of container log-shipper stays on the app/);
+
+  const windows = jobPod();
+  windows.spec.os = { name: 'windows' };
+  const res = await admitPod(t, w, windows);
+  t.equal(res.patch, undefined, 'no sysctls or sidecar for Windows');
+  t.match(res.warnings, [/Windows/]);
+});
