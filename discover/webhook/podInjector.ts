@@ -58,6 +58,8 @@ const SHOAL_VARS = new Set(['DISCOVER_URL', 'PLUGIN_ID', 'NAMESPACE', 'SERVICE_A
 const isShoalVar = (name: string) => SHOAL_VARS.has(name) || name.startsWith('SHOAL_');
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const PLUGIN_ID = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+// The env var names every supported Kubernetes version accepts (newer ones accept more).
+const ENV_NAME = /^[-._a-zA-Z][-._a-zA-Z0-9]*$/;
 const QUANTITY = /^(\d+(\.\d*)?|\.\d+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?\d+)?$/;
 const TRUE_WORDS = new Set(['true', 'enabled', 'yes', 'on']);
 const FALSE_WORDS = new Set(['false', 'disabled', 'no', 'off']);
@@ -65,6 +67,24 @@ const FALSE_WORDS = new Set(['false', 'disabled', 'no', 'off']);
 /** A non-negative Kubernetes quantity ("250m", "64Mi", "0.5"). */
 export function isQuantity(value: string): boolean {
   return QUANTITY.test(value);
+}
+
+const SUFFIX: Record<string, number> = {
+  '': 1, m: 1e-3, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18,
+  Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, Ei: 2 ** 60,
+};
+
+/** The value of a quantity in base units (cores, bytes), for comparisons. */
+export function quantityValue(value: string): number {
+  const m = QUANTITY.exec(value.trim());
+  if (!m) throw new RangeError(`${JSON.stringify(value)} is not a quantity`);
+  const suffix = m[3] ?? '';
+  return Number(m[1]) * (/^[eE]/.test(suffix) ? 10 ** Number(suffix.slice(1)) : SUFFIX[suffix]);
+}
+
+/** The larger of two quantities: a limit may never sit below its request, or the API server refuses the pod. */
+function atLeast(limit: string, request: string): string {
+  return quantityValue(limit) >= quantityValue(request) ? limit : request;
 }
 
 function skipped(reason: string, warnings: string[] = []): PodInjection {
@@ -140,7 +160,7 @@ function sidecarContainer(opts: {
     ...(main.envFrom && main.envFrom.length > 0 ? { envFrom: structuredClone(main.envFrom) } : {}),
     resources: {
       requests: { cpu: opts.cpu, memory: opts.memory },
-      limits: { ...(config.proxyCpuLimit ? { cpu: config.proxyCpuLimit } : {}), memory: opts.memoryLimit },
+      limits: { ...(config.proxyCpuLimit ? { cpu: atLeast(config.proxyCpuLimit, opts.cpu) } : {}), memory: atLeast(opts.memoryLimit, opts.memory) },
     },
     // Ready only once the first snapshot is applied: the app starts after that.
     startupProbe: { ...ready, periodSeconds: 1, timeoutSeconds: 1, failureThreshold: 120 },
@@ -292,7 +312,7 @@ export function injectPod(pod: Pod, namespace: string, config: InjectorConfig): 
 
   const pluginEnv: Record<string, string> = {};
   for (const [name, value] of Object.entries(config.pluginEnv?.(namespace, app) ?? {})) {
-    if (isShoalVar(name) || name === '' || name.includes('=')) {
+    if (isShoalVar(name) || !ENV_NAME.test(name)) {
       warnings.push(`shoal: plugin variable ${name} of ${namespace}/${app} is left out (reserved or invalid name)`);
       continue;
     }

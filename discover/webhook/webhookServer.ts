@@ -7,7 +7,7 @@ import { createSecureContext } from 'node:tls';
 import { isIP, type AddressInfo } from 'node:net';
 import { createLogger, type Logger } from '../../shared/log.ts';
 import { admit, MalformedReviewError } from './admission.ts';
-import type { InjectorConfig } from './podInjector.ts';
+import { isQuantity, type InjectorConfig } from './podInjector.ts';
 
 export const INJECT_PATH = '/inject';
 /** An AdmissionReview carries the object and the old object; etcd keeps objects under 1.5 MiB each. */
@@ -88,6 +88,9 @@ export async function startWebhook(opts: WebhookOptions): Promise<Webhook> {
   };
   if (!injector.sidecarImage) throw new Error('the webhook needs a sidecar image (--sidecar-image)');
   if (!injector.dnsUpstream) throw new Error('the webhook needs the cluster DNS address (--dns-upstream), the sidecar\'s upstream and the pods\' second nameserver');
+  for (const [flag, q] of [['--proxy-cpu', injector.proxyCpu], ['--proxy-memory', injector.proxyMemory], ['--proxy-memory-limit', injector.proxyMemoryLimit], ['--proxy-cpu-limit', injector.proxyCpuLimit]] as const) {
+    if (q !== undefined && q !== '' && !isQuantity(q)) throw new Error(`${flag} ${JSON.stringify(q)} is not a Kubernetes quantity (e.g. 100m, 64Mi)`);
+  }
   if (!isIP(injector.dnsUpstream)) throw new Error(`--dns-upstream ${JSON.stringify(injector.dnsUpstream)} is not an IP address (it becomes a pod nameserver)`);
   if (!/^https?:\/\/[^/]+/.test(injector.discoverUrl)) throw new Error(`--discover-url ${JSON.stringify(injector.discoverUrl)} is not an http(s) URL`);
 

@@ -354,3 +354,22 @@ t.test('port names the sidecar cannot take stay on the app; Windows pods are ski
   t.equal(res.patch, undefined, 'no sysctls or sidecar for Windows');
   t.match(res.warnings, [/Windows/]);
 });
+
+t.test('limits never below requests; plugin variables with names Kubernetes refuses are left out', async (t) => {
+  const w = await startTestWebhook({ pluginEnv: () => ({ 'GOOD_NAME': '1', 'bad name': '2', '1ST': '3' }) }, { proxyCpuLimit: '500m', proxyMemoryLimit: '128Mi' });
+  t.teardown(() => w.close());
+  const pod = withAnnotations(deploymentPod(), { 'shoal.dev/proxy-cpu': '1.5', 'shoal.dev/proxy-memory': '0.5Gi' });
+  const response = await admitPod(t, w, pod);
+  const out = patched(pod, response);
+  validates(t, out);
+  const sidecar = out.spec.initContainers[0];
+  t.same(sidecar.resources, { requests: { cpu: '1.5', memory: '0.5Gi' }, limits: { cpu: '1.5', memory: '0.5Gi' } }, 'the CPU limit rises to the annotated request');
+  const names = sidecar.env.map((e: any) => e.name);
+  t.ok(names.includes('GOOD_NAME'));
+  t.notOk(names.includes('bad name'));
+  t.notOk(names.includes('1ST'));
+  t.equal(response.warnings.filter((x: string) => /plugin variable/.test(x)).length, 2);
+
+  const small = withAnnotations(deploymentPod(), { 'shoal.dev/proxy-cpu': '200m' });
+  t.same(patched(small, await admitPod(t, w, small)).spec.initContainers[0].resources.limits, { cpu: '500m', memory: '128Mi' }, 'a higher chart limit is kept');
+});

@@ -71,6 +71,7 @@ t.test('refuses to start without a usable certificate or settings', async (t) =>
   await t.rejects(startWebhook({ port: 0, host: '127.0.0.1', certFile: certs.certFile, keyFile: certs.keyFile, injector: { ...injectorConfig, dnsUpstream: '' }, log }), /--dns-upstream/);
   await t.rejects(startWebhook({ port: 0, host: '127.0.0.1', certFile: certs.certFile, keyFile: certs.keyFile, injector: { ...injectorConfig, sidecarImage: '' }, log }), /--sidecar-image/);
   await t.rejects(startWebhook({ port: 0, host: '127.0.0.1', certFile: certs.certFile, keyFile: certs.keyFile, injector: { ...injectorConfig, dnsUpstream: 'kube-dns.kube-system' }, log }), /not an IP address/, 'a nameserver must be an IP');
+  await t.rejects(startWebhook({ port: 0, host: '127.0.0.1', certFile: certs.certFile, keyFile: certs.keyFile, injector: { ...injectorConfig, proxyMemoryLimit: 'lots' }, log }), /--proxy-memory-limit "lots" is not a Kubernetes quantity/);
 });
 
 t.test('a rotated certificate is served without a restart; a half-rotated pair is not', async (t) => {
