@@ -94,7 +94,7 @@ t.test('a rotated certificate is served without a restart; a half-rotated pair i
   copyFileSync(join(dir, 'next.key'), join(dir, 'tls.key.tmp'));
   renameSync(join(dir, 'tls.key.tmp'), join(dir, 'tls.key'));
   let after = before;
-  for (let i = 0; i < 40 && after === before; i++) {
+  for (let i = 0; i < 100 && after === before; i++) {
     await sleep(50);
     after = (await send(port, ca, pod)).peerFingerprint;
   }
