@@ -1,5 +1,5 @@
 // The answer cache for forwarded names: upstream answers kept up to their TTL (negative ones per
-// the SOA rule), bounded in entries; the oldest insert is evicted first. A hit is the stored
+// the SOA rule), bounded in entries and in bytes; the oldest insert is evicted first. A hit is the stored
 // answer with the ID, the client's question spelling and the aged TTLs patched in.
 import { HEADER_LEN } from './wire.ts';
 
@@ -13,6 +13,8 @@ interface CachedAnswer {
 
 export interface AnswerCacheOptions {
   maxEntries: number;
+  // Answers over TCP reach 64 KiB: the entry bound alone would not bound memory.
+  maxBytes: number;
   maxTtl: number;
   maxNegativeTtl: number;
   now?: () => number;
@@ -21,12 +23,15 @@ export interface AnswerCacheOptions {
 export class AnswerCache {
   private readonly entries = new Map<string, CachedAnswer>();
   private readonly maxEntries: number;
+  private readonly maxBytes: number;
+  private bytes = 0;
   private readonly maxTtl: number;
   private readonly maxNegativeTtl: number;
   private readonly now: () => number;
 
   constructor(opts: AnswerCacheOptions) {
     this.maxEntries = opts.maxEntries;
+    this.maxBytes = opts.maxBytes;
     this.maxTtl = opts.maxTtl;
     this.maxNegativeTtl = opts.maxNegativeTtl;
     this.now = opts.now ?? Date.now;
@@ -39,14 +44,14 @@ export class AnswerCache {
   /** Stores an answer for ttl seconds (capped); a TTL of 0 or less is not stored. */
   store(key: string, answer: Buffer, ttlOffsets: number[], ttls: number[], ttl: number, negative: boolean): void {
     const capped = Math.min(ttl, negative ? this.maxNegativeTtl : this.maxTtl);
-    if (!(capped > 0) || this.maxEntries <= 0) return;
+    if (!(capped > 0) || this.maxEntries <= 0 || answer.length > this.maxBytes) return;
     const now = this.now();
-    this.entries.delete(key);
-    while (this.entries.size >= this.maxEntries) {
-      const oldest = this.entries.keys().next().value as string;
-      this.entries.delete(oldest);
+    this.remove(key);
+    while (this.entries.size >= this.maxEntries || this.bytes + answer.length > this.maxBytes) {
+      this.remove(this.entries.keys().next().value as string);
     }
     this.entries.set(key, { answer, ttlOffsets, ttls, storedAt: now, expiresAt: now + capped * 1000 });
+    this.bytes += answer.length;
   }
 
   /**
@@ -58,7 +63,7 @@ export class AnswerCache {
     if (e === undefined) return null;
     const now = this.now();
     if (now >= e.expiresAt) {
-      this.entries.delete(key);
+      this.remove(key);
       return null;
     }
     const out = Buffer.allocUnsafe(e.answer.length);
@@ -74,7 +79,20 @@ export class AnswerCache {
     return out;
   }
 
+  /** Bytes of answers held. */
+  get sizeBytes(): number {
+    return this.bytes;
+  }
+
   clear(): void {
     this.entries.clear();
+    this.bytes = 0;
+  }
+
+  private remove(key: string): void {
+    const e = this.entries.get(key);
+    if (e === undefined) return;
+    this.entries.delete(key);
+    this.bytes -= e.answer.length;
   }
 }

@@ -20,6 +20,7 @@ export const dnsFlags: FlagSpec[] = [
   { name: 'cluster-domain', type: 'string', default: 'cluster.local', description: 'The cluster\'s DNS domain' },
   { name: 'dns-ttl', type: 'int', default: 5, description: 'TTL in seconds of local answers' },
   { name: 'dns-cache-size', type: 'int', default: 10000, description: 'Forwarded answers kept in the cache (0 turns caching off)' },
+  { name: 'dns-cache-max-bytes', type: 'int', default: 16 * 1024 * 1024, description: 'Bytes of forwarded answers kept in the cache at most' },
   { name: 'dns-cache-max-ttl', type: 'int', default: 3600, description: 'Longest time in seconds a forwarded answer is cached' },
   { name: 'dns-negative-max-ttl', type: 'int', default: 300, description: 'Longest time in seconds a negative answer (NXDOMAIN, no data) is cached' },
   { name: 'dns-upstream-timeout-ms', type: 'int', default: 2000, description: 'Time to wait for one upstream try before the next upstream is tried' },
@@ -35,6 +36,7 @@ export interface DnsResponderOptions {
   clusterDomain?: string;
   ttl?: number;
   cacheSize?: number;
+  cacheMaxBytes?: number;
   cacheMaxTtl?: number;
   negativeMaxTtl?: number;
   upstreamTimeoutMs?: number;
@@ -76,6 +78,7 @@ export function dnsOptionsFromFlags(v: FlagValues): DnsResponderOptions {
     clusterDomain: String(v['cluster-domain']),
     ttl: Number(v['dns-ttl']),
     cacheSize: Number(v['dns-cache-size']),
+    cacheMaxBytes: Number(v['dns-cache-max-bytes']),
     cacheMaxTtl: Number(v['dns-cache-max-ttl']),
     negativeMaxTtl: Number(v['dns-negative-max-ttl']),
     upstreamTimeoutMs: Number(v['dns-upstream-timeout-ms']),
@@ -105,6 +108,7 @@ export async function startDnsResponder(opts: DnsResponderOptions): Promise<DnsR
 
   const cache = new AnswerCache({
     maxEntries: checkInt('cacheSize', opts.cacheSize ?? 10000, 0, 10_000_000),
+    maxBytes: checkInt('cacheMaxBytes', opts.cacheMaxBytes ?? 16 * 1024 * 1024, 0, 2 ** 31),
     maxTtl: checkInt('cacheMaxTtl', opts.cacheMaxTtl ?? 3600, 0, 604800),
     maxNegativeTtl: checkInt('negativeMaxTtl', opts.negativeMaxTtl ?? 300, 0, 86400),
   });
@@ -112,6 +116,7 @@ export async function startDnsResponder(opts: DnsResponderOptions): Promise<DnsR
   let router: QueryRouter | null = null;
   const metrics = new DnsMetrics(opts.registry, {
     cacheEntries: () => cache.size,
+    cacheBytes: () => cache.sizeBytes,
     localNames: () => router?.zone?.size ?? 0,
     inflight: () => forwarder?.inflight ?? 0,
   });

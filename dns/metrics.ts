@@ -22,7 +22,7 @@ export class DnsMetrics {
   private readonly counts = new Float64Array(SLOT_LABELS.length * RESULTS.length);
   private readonly reported = new Float64Array(SLOT_LABELS.length * RESULTS.length);
 
-  constructor(registry: Registry | undefined, gauges: { cacheEntries: () => number; localNames: () => number; inflight: () => number }) {
+  constructor(registry: Registry | undefined, gauges: { cacheEntries: () => number; cacheBytes: () => number; localNames: () => number; inflight: () => number }) {
     const registers = registry ? [registry] : [];
     const counts = this.counts;
     const reported = this.reported;
@@ -63,6 +63,7 @@ export class DnsMetrics {
       registers,
     });
     new Gauge({ name: 'shoal_dns_cache_entries', help: 'Answers held in the forwarding cache', registers, collect() { this.set(gauges.cacheEntries()); } });
+    new Gauge({ name: 'shoal_dns_cache_bytes', help: 'Bytes of answers held in the forwarding cache', registers, collect() { this.set(gauges.cacheBytes()); } });
     new Gauge({ name: 'shoal_dns_local_names', help: 'Names (and wildcards) answered locally', registers, collect() { this.set(gauges.localNames()); } });
     new Gauge({ name: 'shoal_dns_inflight', help: 'Distinct queries waiting for an upstream', registers, collect() { this.set(gauges.inflight()); } });
   }

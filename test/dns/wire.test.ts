@@ -123,7 +123,7 @@ t.test('the local zone: exact names, wildcards below their domain, never a bare 
 
 t.test('the cache ages TTLs, patches the ID and question, evicts the oldest, expires', async (t) => {
   let now = 1_000_000;
-  const cache = new AnswerCache({ maxEntries: 2, maxTtl: 3600, maxNegativeTtl: 60, now: () => now });
+  const cache = new AnswerCache({ maxEntries: 2, maxBytes: 1 << 20, maxTtl: 3600, maxNegativeTtl: 60, now: () => now });
   const answer = dnsPacket.encode({
     type: 'response', id: 7, questions: [{ type: 'A', name: 'a.test' }],
     answers: [{ type: 'A', name: 'a.test', ttl: 100, data: '10.0.0.1' }],
@@ -145,4 +145,12 @@ t.test('the cache ages TTLs, patches the ID and question, evicts the oldest, exp
   t.equal(cache.answer('neg', q, q.length), null, 'negative answers capped at maxNegativeTtl');
   now += 40_000;
   t.equal(cache.answer('c', q, q.length), null, 'expired after its TTL');
+
+  const small = new AnswerCache({ maxEntries: 100, maxBytes: answer.length * 3, maxTtl: 3600, maxNegativeTtl: 60, now: () => now });
+  for (const k of ['k1', 'k2', 'k3', 'k4']) small.store(k, answer, f.ttlOffsets, f.ttls, 100, false);
+  t.equal(small.size, 3, 'the byte bound holds three answers');
+  t.equal(small.sizeBytes, answer.length * 3);
+  t.equal(small.answer('k1', q, q.length), null, 'the oldest went first');
+  small.store('huge', Buffer.alloc(answer.length * 4), [], [], 100, false);
+  t.equal(small.size, 3, 'an answer larger than the whole budget is not stored');
 });
