@@ -1,5 +1,6 @@
 // One upstream address: its keep-alive pool (L7, created on first use) and its load in flight.
 import { Pool } from 'undici';
+import { UpstreamPool } from '../http/h1/upstreamPool.ts';
 import type { ClusterPolicy } from '../../shared/snapshot.ts';
 
 export class Endpoint {
@@ -11,6 +12,7 @@ export class Endpoint {
   active = 0;
   retired = false;
   private pool: Pool | null = null;
+  private raw: UpstreamPool | null = null;
   private readonly policy: ClusterPolicy;
 
   constructor(address: string, port: number, weight: number, policy: ClusterPolicy) {
@@ -40,9 +42,15 @@ export class Endpoint {
     return this.pool;
   }
 
-  /** Takes no new work; the pool closes once its requests in flight are done. */
+  /** The fast path's keep-alive connections to this endpoint. */
+  rawPool(): UpstreamPool {
+    return (this.raw ??= new UpstreamPool(this.address, this.port, this.policy));
+  }
+
+  /** Takes no new work; the pools close once their requests in flight are done. */
   retire(): Promise<void> {
     this.retired = true;
+    this.raw?.close();
     const p = this.pool;
     if (!p) return Promise.resolve();
     return p.close().catch(() => {});
@@ -51,6 +59,7 @@ export class Endpoint {
   /** Closes at once, failing what is in flight. */
   destroy(): Promise<void> {
     this.retired = true;
+    this.raw?.close();
     const p = this.pool;
     if (!p) return Promise.resolve();
     return p.destroy().catch(() => {});

@@ -6,6 +6,7 @@ import type { Dispatcher } from 'undici';
 import type { Logger } from '../../shared/log.ts';
 import type { AccessLog } from '../accessLog.ts';
 import type { Endpoint } from '../cluster/endpoint.ts';
+import { clientOf } from './h1/clientConnection.ts';
 import { classify, connectionListed, Hop } from './hopByHop.ts';
 import { sendMadeUp, upstreamError, type ShoalError } from './madeUpResponse.ts';
 import type { RouteBackend } from './routeTable.ts';
@@ -134,6 +135,8 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
     this.backend.cluster.active++;
     this.res[FORWARD] = this;
     this.res.on('close', onResponseClose);
+    const c = clientOf(req.socket);
+    if (c) c.handedBusy++;
     this.endpoint.http().dispatch({
       method: req.method as Dispatcher.HttpMethod,
       path: req.url as string,
@@ -191,6 +194,8 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
     if (this.done) return;
     this.done = true;
     this.res[FORWARD] = null;
+    const c = clientOf(this.req.socket);
+    if (c && c.handedBusy > 0) c.handedBusy--;
     this.endpoint.active--;
     this.backend.cluster.active--;
     const cls = (status / 100) | 0;

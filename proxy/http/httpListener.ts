@@ -1,7 +1,10 @@
-// An L7 listener (outbound dependency or inbound port): node:http in, route, balance, forward.
-// The route table is swapped whole on a new snapshot; requests in flight keep the objects they hold.
+// An L7 listener (outbound dependency or inbound port): accept, route, balance, forward.
+// Connections start on the fast path (h1/clientConnection.ts: bodiless requests, the common case);
+// a request it does not take (body, upgrade, HTTP/1.0, oddities) moves the connection to node:http
+// with undici upstream (forward.ts, upgrade.ts). The route table is swapped whole on a new snapshot;
+// requests in flight keep the objects they hold.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../../shared/log.ts';
 import type { AccessLog } from '../accessLog.ts';
@@ -10,10 +13,13 @@ import { ForwardRequest, type ForwardSite } from './forward.ts';
 import { sendMadeUp } from './madeUpResponse.ts';
 import type { CompiledRoute, RouteTable } from './routeTable.ts';
 import { rawMadeUp, UpgradeRequest } from './upgrade.ts';
+import { ClientConnection } from './h1/clientConnection.ts';
 import type { Gauge } from 'prom-client';
+import type { ShoalError } from './madeUpResponse.ts';
 
 const LISTENER = Symbol('shoal.listener');
 type TaggedServer = Server & { [LISTENER]: HttpListener };
+type TaggedNetServer = NetServer & { [LISTENER]: HttpListener };
 type TaggedSocket = Socket & { [LISTENER]?: HttpListener };
 
 function onRequest(this: TaggedServer, req: IncomingMessage, res: ServerResponse): void {
@@ -24,12 +30,13 @@ function onUpgrade(this: TaggedServer, req: IncomingMessage, socket: Duplex, hea
   this[LISTENER].upgrade(req, socket, head);
 }
 
-function onConnection(this: TaggedServer, socket: TaggedSocket): void {
+function onConnection(this: TaggedNetServer, socket: TaggedSocket): void {
   const l = this[LISTENER];
   l.connections.inc();
   l.open++;
   socket[LISTENER] = l;
   socket.once('close', onSocketClose);
+  l.clients.add(new ClientConnection(l, socket));
 }
 
 function onSocketClose(this: TaggedSocket): void {
@@ -49,7 +56,12 @@ export class HttpListener implements ForwardSite {
   readonly direction: 'inbound' | 'outbound';
   readonly accessLog: AccessLog | null;
   readonly log: Logger;
-  readonly server: TaggedServer;
+  /** The listening socket; connections start on the fast path. */
+  readonly server: TaggedNetServer;
+  /** node:http, fed the connections the fast path hands over; never listens itself. */
+  readonly httpServer: TaggedServer;
+  readonly clients = new Set<ClientConnection>();
+  readonly keepAliveTimeoutMs = 60_000;
   readonly connections: Gauge.Internal<'listener' | 'direction'>;
   draining = false;
   /** Downstream connections open now (upgraded ones included). */
@@ -67,12 +79,33 @@ export class HttpListener implements ForwardSite {
     this.accessLog = ctx.accessLog;
     this.connections = ctx.metrics.connections.labels(name, direction);
     // requestTimeout 0: long uploads are bounded by the cluster's deadlines, not by node's 5 minutes.
-    const server = createServer({ requestTimeout: 0, keepAliveTimeout: 60_000, noDelay: true }) as TaggedServer;
+    const http = createServer({ requestTimeout: 0, keepAliveTimeout: this.keepAliveTimeoutMs, noDelay: true }) as TaggedServer;
+    http[LISTENER] = this;
+    http.on('request', onRequest);
+    http.on('upgrade', onUpgrade);
+    this.httpServer = http;
+    const server = createNetServer({ noDelay: true }) as TaggedNetServer;
     server[LISTENER] = this;
-    server.on('request', onRequest);
-    server.on('upgrade', onUpgrade);
     server.on('connection', onConnection);
     this.server = server;
+  }
+
+  madeUp(dependency: string, error: ShoalError): void {
+    this.metrics.madeUp.labels(dependency, error).inc();
+  }
+
+  clientGone(c: ClientConnection): void {
+    this.clients.delete(c);
+  }
+
+  maybeCloseIdle(c: ClientConnection): void {
+    c.closeIfIdle();
+  }
+
+  /** Drain: closes connections that are between requests, on both paths. */
+  closeIdleConnections(): void {
+    this.httpServer.closeIdleConnections();
+    for (const c of this.clients) c.closeIfIdle();
   }
 
   private route(req: IncomingMessage): CompiledRoute | null {
@@ -105,8 +138,9 @@ export class HttpListener implements ForwardSite {
 
   /** Closes every connection now, upgraded ones included. */
   destroyAll(): void {
-    this.server.closeAllConnections();
+    this.httpServer.closeAllConnections();
     for (const s of this.tunnels) s.destroy();
+    for (const c of this.clients) c.socket.destroy();
   }
 
   upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {

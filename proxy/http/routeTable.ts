@@ -55,11 +55,13 @@ export class CompiledRoute {
     this.total = sum;
   }
 
-  matches(host: string, path: string, headers: IncomingHttpHeaders): boolean {
+  /** headers: node's parsed object, or the fast path's flat raw list. */
+  matches(host: string, path: string, headers: IncomingHttpHeaders | string[]): boolean {
     if (this.domains !== null && !this.domains.has(host)) return false;
     if (this.prefix !== '/' && !path.startsWith(this.prefix)) return false;
     for (let i = 0; i < this.headerNames.length; i++) {
-      if (headers[this.headerNames[i]] !== this.headerValues[i]) return false;
+      const v = Array.isArray(headers) ? rawHeaderValue(headers, this.headerNames[i]) : headers[this.headerNames[i]];
+      if (v !== this.headerValues[i]) return false;
     }
     return true;
   }
@@ -84,7 +86,7 @@ export class RouteTable {
     this.anyHost = this.routes.every((r) => r.domains === null);
   }
 
-  match(hostHeader: string | undefined, path: string, headers: IncomingHttpHeaders): CompiledRoute | null {
+  match(hostHeader: string | undefined, path: string, headers: IncomingHttpHeaders | string[]): CompiledRoute | null {
     const host = this.anyHost || hostHeader === undefined ? '' : hostOnly(hostHeader);
     const routes = this.routes;
     for (let i = 0; i < routes.length; i++) if (routes[i].matches(host, path, headers)) return routes[i];
@@ -97,4 +99,13 @@ export function hostOnly(host: string): string {
   const colon = host.lastIndexOf(':');
   const h = colon > 0 && host.indexOf(']') < colon ? host.slice(0, colon) : host;
   return h.toLowerCase();
+}
+
+/** A header's value in a flat raw list, repeated ones joined as node joins them. */
+function rawHeaderValue(raw: string[], lowerName: string): string | undefined {
+  let out: string | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === lowerName.length && raw[i].toLowerCase() === lowerName) out = out === undefined ? raw[i + 1] : `${out}, ${raw[i + 1]}`;
+  }
+  return out;
 }

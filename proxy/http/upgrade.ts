@@ -3,7 +3,9 @@
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
+import type { Socket } from 'node:net';
 import type { Endpoint } from '../cluster/endpoint.ts';
+import { clientOf } from './h1/clientConnection.ts';
 import { downstreamHeaders, upstreamHeaders, type ForwardSite } from './forward.ts';
 import { ERROR_STATUS, upstreamError, type ShoalError } from './madeUpResponse.ts';
 import type { RouteBackend } from './routeTable.ts';
@@ -50,6 +52,9 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
   }
 
   dispatch(): void {
+    // A tunnel is never idle: drain leaves it to the drain timeout.
+    const c = clientOf(this.socket as Socket);
+    if (c) c.handedBusy++;
     const headers: string[] = [];
     upstreamHeaders(this.req, headers);
     this.endpoint.active++;

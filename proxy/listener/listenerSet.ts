@@ -37,7 +37,7 @@ export async function drainListener(l: Listener, timeoutMs: number): Promise<voi
   for (;;) {
     const elapsed = performance.now() - started;
     if (l instanceof HttpListener) {
-      if (elapsed >= IDLE_CLOSE_GRACE_MS || elapsed >= timeoutMs) l.server.closeIdleConnections();
+      if (elapsed >= IDLE_CLOSE_GRACE_MS || elapsed >= timeoutMs) l.closeIdleConnections();
       if (l.open === 0) return;
       if (elapsed >= timeoutMs) {
         l.destroyAll();

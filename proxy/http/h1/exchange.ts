@@ -1,0 +1,387 @@
+// One request/response on the fast path: head written upstream as one string, response head
+// parsed and rewritten, body bytes forwarded as they come (chunked framing included) with
+// backpressure both ways. A handler object per request; no closures.
+import { randomBytes } from 'node:crypto';
+import type { Endpoint } from '../../cluster/endpoint.ts';
+import { classify, connectionListed, Hop } from '../hopByHop.ts';
+import { ERROR_STATUS, type ShoalError } from '../madeUpResponse.ts';
+import type { RouteBackend } from '../routeTable.ts';
+import { ChunkedScanner } from './chunkedScanner.ts';
+import type { ClientConnection } from './clientConnection.ts';
+import type { RequestHead } from './requestHead.ts';
+import type { UpstreamConnection, UpstreamUser } from './upstreamPool.ts';
+
+const MAX_RESPONSE_HEAD = 64 * 1024;
+const BODY_NONE = 0;
+const BODY_LENGTH = 1;
+const BODY_CHUNKED = 2;
+const BODY_UNTIL_CLOSE = 3;
+
+// Request ids: a random per-process prefix and a counter, in the UUID layout. Unique without a
+// random draw per request.
+const ID_PREFIX = randomBytes(10).toString('hex');
+let idCounter = 0;
+export function nextRequestId(): string {
+  const n = (idCounter = (idCounter + 1) % 0x1000000000000);
+  const hex = n.toString(16).padStart(12, '0');
+  return `${ID_PREFIX.slice(0, 8)}-${ID_PREFIX.slice(8, 12)}-4${ID_PREFIX.slice(13, 16)}-a${ID_PREFIX.slice(17, 20)}-${hex}`;
+}
+
+const REASONS: Record<number, string> = { 200: 'OK', 204: 'No Content', 301: 'Moved Permanently', 302: 'Found', 304: 'Not Modified', 400: 'Bad Request', 404: 'Not Found', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
+
+/** A complete made-up response as one string. */
+export function madeUpHead(error: ShoalError, detail: string, close: boolean): string {
+  const status = ERROR_STATUS[error];
+  const body = `${status} ${error}: ${detail}\n`;
+  return `HTTP/1.1 ${status} ${REASONS[status] ?? error}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-shoal-error: ${error}\r\n${close ? 'connection: close\r\n' : ''}\r\n${body}`;
+}
+
+export class Exchange implements UpstreamUser {
+  readonly client: ClientConnection;
+  readonly head: RequestHead;
+  readonly backend: RouteBackend;
+  readonly endpoint: Endpoint;
+  readonly start: number;
+  requestId = '';
+  private upstream: UpstreamConnection | null = null;
+  private upstreamHead = '';
+  private retried = false;
+  private gotBytes = false;
+  private headBuf: Buffer | null = null;
+  private status = 0;
+  private bodyMode = BODY_NONE;
+  private remaining = 0;
+  private scanner: ChunkedScanner | null = null;
+  private upstreamKeepAlive = true;
+  private closeClient = false;
+  private done = false;
+  private error: ShoalError | '' = '';
+
+  constructor(client: ClientConnection, head: RequestHead, backend: RouteBackend, endpoint: Endpoint, start: number) {
+    this.client = client;
+    this.head = head;
+    this.backend = backend;
+    this.endpoint = endpoint;
+    this.start = start;
+  }
+
+  begin(): void {
+    this.endpoint.active++;
+    this.backend.cluster.active++;
+    this.upstreamHead = this.buildUpstreamHead();
+    this.endpoint.rawPool().acquire(this, false);
+  }
+
+  private buildUpstreamHead(): string {
+    const h = this.head;
+    const raw = h.raw;
+    let s = `${h.method} ${h.path} HTTP/1.1\r\n`;
+    let xff: string | null = null;
+    let proto = false;
+    let requestId = '';
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i];
+      switch (classify(name, true)) {
+        case Hop.Keep:
+          if (h.listed !== null && h.listed.includes(name.toLowerCase())) continue;
+          s += `${name}: ${raw[i + 1]}\r\n`;
+          continue;
+        case Hop.ForwardedFor:
+          xff = xff === null ? raw[i + 1] : `${xff}, ${raw[i + 1]}`;
+          continue;
+        case Hop.ForwardedProto:
+          proto = true;
+          s += `${name}: ${raw[i + 1]}\r\n`;
+          continue;
+        case Hop.RequestId:
+          requestId = raw[i + 1];
+          s += `${name}: ${requestId}\r\n`;
+          continue;
+        default:
+          continue;
+      }
+    }
+    if (h.host === undefined) s += `host: ${this.endpoint.key}\r\n`;
+    const client = this.client.remoteAddress;
+    s += `x-forwarded-for: ${xff === null ? client : `${xff}, ${client}`}\r\n`;
+    if (!proto) s += 'x-forwarded-proto: http\r\n';
+    if (requestId === '') {
+      requestId = nextRequestId();
+      s += `x-request-id: ${requestId}\r\n`;
+    }
+    this.requestId = requestId;
+    return `${s}\r\n`;
+  }
+
+  onUpstreamConnected(conn: UpstreamConnection): void {
+    if (this.done) {
+      conn.pool.release(conn, true);
+      return;
+    }
+    this.upstream = conn;
+    const timeout = this.backend.cluster.policy.requestTimeoutMs;
+    if (timeout > 0) conn.socket.setTimeout(timeout);
+    conn.socket.write(this.upstreamHead, 'latin1');
+  }
+
+  onUpstreamData(conn: UpstreamConnection, chunk: Buffer): void {
+    this.gotBytes = true;
+    if (this.status === 0) {
+      const buf = this.headBuf === null ? chunk : Buffer.concat([this.headBuf, chunk]);
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) {
+        if (buf.length > MAX_RESPONSE_HEAD) return this.upstreamBroken('upstream-reset', 'response head too large');
+        this.headBuf = buf;
+        return;
+      }
+      this.headBuf = null;
+      const status = this.parseResponseHead(buf, end);
+      if (status < 0) return this.upstreamBroken('upstream-reset', 'malformed response head');
+      if (status < 200) {
+        // 1xx informational: pass it on and keep reading for the final head.
+        this.client.socket.write(buf.subarray(0, end + 4));
+        this.status = 0;
+        if (buf.length > end + 4) this.onUpstreamData(conn, buf.subarray(end + 4));
+        return;
+      }
+      this.writeBody(buf, end + 4, true);
+      return;
+    }
+    this.writeBody(chunk, 0, false);
+  }
+
+  /** Parses the status line and headers, writes the rewritten head (with any body bytes) to the client. Returns the status or -1. */
+  private parseResponseHead(buf: Buffer, end: number): number {
+    const text = buf.toString('latin1', 0, end);
+    let lineEnd = text.indexOf('\r\n');
+    if (lineEnd < 0) lineEnd = text.length;
+    const first = text.slice(0, lineEnd);
+    if (!first.startsWith('HTTP/1.')) return -1;
+    const http10 = first.charCodeAt(7) === 48;
+    const status = Number(first.slice(9, 12));
+    if (!(status >= 100 && status <= 999)) return -1;
+    if (status < 200) {
+      this.status = status;
+      return status;
+    }
+    let out = `${first.slice(0, 8) === 'HTTP/1.0' ? 'HTTP/1.1' : first.slice(0, 8)}${first.slice(8)}\r\n`;
+    let length = -1;
+    let chunked = false;
+    let upstreamClose = http10;
+    let listed: string[] | null = null;
+    const names: string[] = [];
+    const values: string[] = [];
+    let pos = lineEnd + 2;
+    while (pos < text.length) {
+      let next = text.indexOf('\r\n', pos);
+      if (next < 0) next = text.length;
+      const colon = text.indexOf(':', pos);
+      if (colon <= pos || colon > next) return -1;
+      const name = text.slice(pos, colon);
+      const value = text.slice(colon + 1, next).trim();
+      pos = next + 2;
+      const kind = classify(name, false);
+      if (kind === Hop.Keep) {
+        if (name.length === 14 && name.toLowerCase() === 'content-length') {
+          if (length >= 0 || !/^[0-9]+$/.test(value)) return -1;
+          length = Number(value);
+        }
+        names.push(name);
+        values.push(value);
+        continue;
+      }
+      const lower = name.toLowerCase();
+      if (lower === 'connection') {
+        const v = value.toLowerCase();
+        if (v.includes('close')) upstreamClose = true;
+        else if (http10 && v.includes('keep-alive')) upstreamClose = false;
+        listed = connectionListed(value);
+      } else if (lower === 'transfer-encoding') {
+        if (value.toLowerCase() !== 'chunked') return -1;
+        chunked = true;
+      }
+    }
+    for (let i = 0; i < names.length; i++) {
+      if (listed !== null && listed.includes(names[i].toLowerCase())) continue;
+      out += `${names[i]}: ${values[i]}\r\n`;
+    }
+    this.status = status;
+    const noBody = this.head.method === 'HEAD' || status === 204 || status === 304;
+    if (noBody) this.bodyMode = BODY_NONE;
+    else if (chunked) {
+      this.bodyMode = BODY_CHUNKED;
+      this.scanner = new ChunkedScanner();
+      out += 'transfer-encoding: chunked\r\n';
+      length = -1;
+    } else if (length >= 0) {
+      this.bodyMode = length === 0 ? BODY_NONE : BODY_LENGTH;
+      this.remaining = length;
+    } else {
+      this.bodyMode = BODY_UNTIL_CLOSE;
+      upstreamClose = true;
+    }
+    this.upstreamKeepAlive = !upstreamClose;
+    this.closeClient = this.head.close || this.client.listener.draining || this.bodyMode === BODY_UNTIL_CLOSE;
+    if (this.closeClient) out += 'connection: close\r\n';
+    this.responseHead = `${out}\r\n`;
+    return status;
+  }
+
+  private responseHead = '';
+
+  /** Forwards body bytes buf[from..]; on the first call the head goes out in the same write. */
+  private writeBody(buf: Buffer, from: number, withHead: boolean): void {
+    const sock = this.client.socket;
+    let to = buf.length;
+    let complete = false;
+    switch (this.bodyMode) {
+      case BODY_NONE:
+        to = from;
+        complete = true;
+        break;
+      case BODY_LENGTH:
+        if (to - from >= this.remaining) {
+          to = from + this.remaining;
+          complete = true;
+        }
+        this.remaining -= to - from;
+        break;
+      case BODY_CHUNKED: {
+        const end = this.scanner!.scan(buf, from, to);
+        if (this.scanner!.error) return this.upstreamBroken('upstream-reset', 'malformed chunked body');
+        if (end >= 0) {
+          to = end;
+          complete = true;
+        }
+        break;
+      }
+      default:
+        break;
+    }
+    if (to < buf.length && complete) this.upstreamKeepAlive = false; // bytes beyond the response: do not reuse
+    let ok: boolean;
+    if (withHead) {
+      if (to > from) {
+        sock.cork();
+        sock.write(this.responseHead, 'latin1');
+        ok = sock.write(from === 0 && to === buf.length ? buf : buf.subarray(from, to));
+        sock.uncork();
+      } else {
+        ok = sock.write(this.responseHead, 'latin1');
+      }
+      this.responseHead = '';
+    } else {
+      ok = to > from ? sock.write(from === 0 && to === buf.length ? buf : buf.subarray(from, to)) : true;
+    }
+    if (complete) {
+      this.complete();
+      return;
+    }
+    if (!ok && this.upstream) {
+      this.upstream.socket.pause();
+      this.client.waitDrain();
+    }
+  }
+
+  /** The client's socket drained: let the upstream send again. */
+  resumeUpstream(): void {
+    this.upstream?.socket.resume();
+  }
+
+  private complete(): void {
+    const conn = this.upstream;
+    this.upstream = null;
+    if (conn) {
+      conn.socket.setTimeout(0);
+      conn.socket.resume();
+      conn.pool.release(conn, this.upstreamKeepAlive);
+    }
+    this.finish(this.status);
+    this.client.exchangeDone(this, this.closeClient);
+  }
+
+  onUpstreamClosed(conn: UpstreamConnection, error: Error | null, timedOut: boolean): void {
+    if (this.done) return;
+    if (this.upstream !== null && this.upstream !== conn) return;
+    this.upstream = null;
+    if (this.status >= 200 && this.bodyMode === BODY_UNTIL_CLOSE) {
+      this.closeClient = true;
+      this.finish(this.status);
+      this.client.exchangeDone(this, true);
+      return;
+    }
+    if (this.status >= 200) {
+      // Mid-body: the client cannot be told anything but a cut connection.
+      this.error = 'upstream-reset';
+      this.finish(this.status);
+      this.client.abortAfterBrokenResponse(this);
+      return;
+    }
+    // A reused keep-alive connection the upstream had already closed: try once on a fresh one.
+    if (!this.gotBytes && !timedOut && conn.uses > 0 && !this.retried) {
+      this.retried = true;
+      this.headBuf = null;
+      this.endpoint.rawPool().acquire(this, true);
+      return;
+    }
+    const kind: ShoalError = timedOut ? (conn.connected ? 'request-timeout' : 'connect-timeout') : 'upstream-reset';
+    this.fail(kind, `${this.backend.cluster.name} ${this.endpoint.key}: ${error?.message ?? (timedOut ? 'timed out' : 'connection closed before a response')}`);
+  }
+
+  private upstreamBroken(kind: ShoalError, detail: string): void {
+    const conn = this.upstream;
+    this.upstream = null;
+    if (conn) {
+      conn.user = null;
+      conn.socket.destroy();
+    }
+    if (this.status >= 200 && this.responseHead === '') {
+      this.error = kind;
+      this.finish(this.status);
+      this.client.abortAfterBrokenResponse(this);
+      return;
+    }
+    this.fail(kind, `${this.backend.cluster.name} ${this.endpoint.key}: ${detail}`);
+  }
+
+  private fail(kind: ShoalError, detail: string): void {
+    this.error = kind;
+    this.backend.errors.labels(this.backend.cluster.name, kind).inc();
+    const close = this.head.close || this.client.listener.draining;
+    this.client.socket.write(madeUpHead(kind, detail, close), 'latin1');
+    this.finish(ERROR_STATUS[kind]);
+    this.client.exchangeDone(this, close);
+  }
+
+  /** The client went away mid-exchange: the upstream connection cannot be reused. */
+  abort(): void {
+    if (this.done) return;
+    const conn = this.upstream;
+    this.upstream = null;
+    if (conn) {
+      conn.user = null;
+      conn.socket.destroy();
+    }
+    this.finish(499);
+  }
+
+  private finish(status: number): void {
+    if (this.done) return;
+    this.done = true;
+    this.endpoint.active--;
+    this.backend.cluster.active--;
+    const cls = (status / 100) | 0;
+    this.backend.counters[cls < 1 ? 0 : cls > 5 ? 4 : cls - 1].inc();
+    const seconds = (performance.now() - this.start) / 1000;
+    this.backend.duration.observe(seconds);
+    const l = this.client.listener;
+    const al = l.accessLog;
+    if (al !== null && al.sampled()) {
+      al.write({
+        direction: l.direction, listener: l.name, method: this.head.method, path: this.head.path, host: this.head.host ?? '',
+        status, durationMs: seconds * 1000, cluster: this.backend.cluster.name, upstream: this.endpoint.key,
+        requestId: this.requestId, error: this.error,
+      });
+    }
+  }
+}

@@ -1,0 +1,155 @@
+// Keep-alive connections to one endpoint for the fast path: idle ones are reused (most recent
+// first), new ones opened up to the cluster's MaxConnections, waiters queued beyond that.
+import { connect, type Socket } from 'node:net';
+import type { ClusterPolicy } from '../../../shared/snapshot.ts';
+
+/** What a connection reports to the exchange using it. */
+export interface UpstreamUser {
+  onUpstreamConnected(conn: UpstreamConnection): void;
+  onUpstreamData(conn: UpstreamConnection, chunk: Buffer): void;
+  onUpstreamClosed(conn: UpstreamConnection, error: Error | null, timedOut: boolean): void;
+}
+
+const IDLE_TIMEOUT_MS = 4000;
+const CONN = Symbol('shoal.upstream');
+type TaggedSocket = Socket & { [CONN]?: UpstreamConnection };
+
+function onConnect(this: TaggedSocket): void {
+  const c = this[CONN];
+  if (!c) return;
+  c.connected = true;
+  this.setTimeout(0);
+  c.user?.onUpstreamConnected(c);
+}
+function onData(this: TaggedSocket, chunk: Buffer): void {
+  const c = this[CONN];
+  if (c?.user) c.user.onUpstreamData(c, chunk);
+  else this.destroy(); // bytes on an idle connection: the upstream is confused; do not reuse it
+}
+function onError(this: TaggedSocket, err: Error): void {
+  const c = this[CONN];
+  if (c) c.error = err;
+}
+function onTimeout(this: TaggedSocket): void {
+  const c = this[CONN];
+  if (!c) {
+    this.destroy();
+    return;
+  }
+  if (c.user) {
+    c.timedOut = true;
+    this.destroy();
+  } else {
+    this.destroy(); // idle too long
+  }
+}
+function onClose(this: TaggedSocket): void {
+  const c = this[CONN];
+  if (!c) return;
+  c.closed = true;
+  c.pool.forget(c);
+  const u = c.user;
+  c.user = null;
+  u?.onUpstreamClosed(c, c.error, c.timedOut);
+}
+
+export class UpstreamConnection {
+  readonly socket: TaggedSocket;
+  readonly pool: UpstreamPool;
+  user: UpstreamUser | null = null;
+  connected = false;
+  closed = false;
+  timedOut = false;
+  error: Error | null = null;
+  /** Exchanges this connection has carried; > 0 means a reused one may have gone stale. */
+  uses = 0;
+
+  constructor(pool: UpstreamPool, host: string, port: number, connectTimeoutMs: number) {
+    this.pool = pool;
+    const s = connect({ host, port, noDelay: true }) as TaggedSocket;
+    s[CONN] = this;
+    s.setTimeout(connectTimeoutMs);
+    s.on('connect', onConnect);
+    s.on('data', onData);
+    s.on('error', onError);
+    s.on('timeout', onTimeout);
+    s.on('close', onClose);
+    this.socket = s;
+  }
+}
+
+export class UpstreamPool {
+  private readonly host: string;
+  private readonly port: number;
+  private readonly policy: ClusterPolicy;
+  private readonly idle: UpstreamConnection[] = [];
+  private readonly waiting: UpstreamUser[] = [];
+  private total = 0;
+  closing = false;
+
+  constructor(host: string, port: number, policy: ClusterPolicy) {
+    this.host = host;
+    this.port = port;
+    this.policy = policy;
+  }
+
+  /** Gives the user a connection now (idle one) or later (new or freed one), via onUpstreamConnected. */
+  acquire(user: UpstreamUser, fresh: boolean): void {
+    if (!fresh) {
+      while (this.idle.length > 0) {
+        const c = this.idle.pop()!;
+        if (c.closed) continue;
+        c.user = user;
+        c.uses++;
+        c.socket.setTimeout(0);
+        user.onUpstreamConnected(c);
+        return;
+      }
+    }
+    if (this.total < this.policy.maxConnections || fresh) {
+      this.total++;
+      const c = new UpstreamConnection(this, this.host, this.port, this.policy.connectTimeoutMs);
+      c.user = user;
+      return;
+    }
+    this.waiting.push(user);
+  }
+
+  /** The exchange is done with the connection; keepAlive: it may carry another. */
+  release(c: UpstreamConnection, keepAlive: boolean): void {
+    c.user = null;
+    if (!keepAlive || c.closed || this.closing) {
+      c.socket.destroy();
+      return;
+    }
+    const next = this.waiting.shift();
+    if (next) {
+      c.user = next;
+      c.uses++;
+      next.onUpstreamConnected(c);
+      return;
+    }
+    c.socket.setTimeout(IDLE_TIMEOUT_MS);
+    this.idle.push(c);
+  }
+
+  forget(c: UpstreamConnection): void {
+    this.total--;
+    const i = this.idle.indexOf(c);
+    if (i >= 0) this.idle.splice(i, 1);
+    if (this.waiting.length > 0 && this.total < this.policy.maxConnections && !this.closing) {
+      const next = this.waiting.shift()!;
+      this.acquire(next, true);
+    }
+  }
+
+  /** Idle connections close now; busy ones when their exchange ends. */
+  close(): void {
+    this.closing = true;
+    for (const c of this.idle.splice(0)) c.socket.destroy();
+  }
+
+  get busy(): number {
+    return this.total - this.idle.length;
+  }
+}
