@@ -169,3 +169,49 @@ t.test('answers from the wrong address or to another question are ignored', asyn
   t.same(res.answers, []);
   t.equal(rcodeOf(await udpQuery(r.udpPort, { questions: [{ type: 'A', name: 'api' }] })), 2, 'SERVFAIL again, nothing cached');
 });
+
+t.test('TCP: queries on one connection are answered as they are ready, not in order', async (t) => {
+  const up = await fakeUpstream(t, async (q) => {
+    await sleep(300);
+    return reply(q, [{ type: 'A', name: q.packet.questions![0].name, ttl: 30, data: '10.0.0.7' }]);
+  });
+  const r = await withResponder(t, { upstreams: [`127.0.0.1:${up.port}`], names: [{ name: 'api', address: '127.0.0.2' }] });
+  const { connect } = await import('node:net');
+  const s = connect(r.tcpPort, '127.0.0.1');
+  t.teardown(() => s.destroy());
+  const frame = (id: number, name: string) => {
+    const m = dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name }] });
+    const prefix = Buffer.alloc(2);
+    prefix.writeUInt16BE(m.length);
+    return Buffer.concat([prefix, m]);
+  };
+  const ids: number[] = [];
+  let buf = Buffer.alloc(0);
+  const done = new Promise<void>((resolve) => s.on('data', (c: Buffer) => {
+    buf = Buffer.concat([buf, c]);
+    while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+      ids.push(buf.readUInt16BE(2));
+      buf = buf.subarray(2 + buf.readUInt16BE(0));
+    }
+    if (ids.length === 2) resolve();
+  }));
+  s.write(Buffer.concat([frame(1, 'slow.test'), frame(2, 'api')]));
+  await done;
+  t.same(ids, [2, 1], 'the local answer did not wait for the forwarded one');
+});
+
+t.test('over the in-flight limit a query gets SERVFAIL at once', async (t) => {
+  const up = await fakeUpstream(t, async (q) => {
+    await sleep(500);
+    return reply(q, [{ type: 'A', name: q.packet.questions![0].name, ttl: 30, data: '10.0.0.6' }]);
+  });
+  const r = await withResponder(t, { upstreams: [`127.0.0.1:${up.port}`], names: [], maxInflight: 1 });
+  const first = udpQuery(r.udpPort, { questions: [{ type: 'A', name: 'one.test' }] });
+  await sleep(50);
+  const started = Date.now();
+  const second = await udpQuery(r.udpPort, { questions: [{ type: 'A', name: 'two.test' }] });
+  t.equal(rcodeOf(second), 2, 'SERVFAIL');
+  t.ok(Date.now() - started < 400, 'without waiting for the upstream');
+  t.equal(rcodeOf(await first), 0, 'the query in flight still gets its answer');
+  t.equal(r.metrics.total('dropped'), 1);
+});
