@@ -198,10 +198,9 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
     if (c && c.handedBusy > 0) c.handedBusy--;
     this.endpoint.active--;
     this.backend.cluster.active--;
-    const cls = (status / 100) | 0;
-    this.backend.counters[cls < 1 ? 0 : cls > 5 ? 4 : cls - 1].inc();
+    this.backend.stats.count(status);
     const seconds = (performance.now() - this.start) / 1000;
-    this.backend.duration.observe(seconds);
+    this.backend.latency.observe(seconds);
     const al = this.site.accessLog;
     if (al !== null && al.sampled()) {
       al.write({

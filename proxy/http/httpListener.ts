@@ -129,7 +129,7 @@ export class HttpListener implements ForwardSite {
       const name = cluster?.name ?? route.name;
       this.metrics.madeUp.labels(name, 'no-endpoints').inc();
       const status = sendMadeUp(res, 'no-endpoints', `${name} has no endpoints`, this.draining);
-      if (backend) backend.counters[4].inc();
+      if (backend) backend.stats.count(503);
       void status;
       return;
     }

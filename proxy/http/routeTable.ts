@@ -1,25 +1,25 @@
 // An L7 listener's routes, compiled once per snapshot: host sets, prefixes, header matches and
 // weighted backends holding their clusters and metric children directly. Matching allocates nothing.
 import type { IncomingHttpHeaders } from 'node:http';
-import type { Counter, Histogram } from 'prom-client';
+import type { Counter } from 'prom-client';
 import type { Route } from '../../shared/snapshot.ts';
 import type { Cluster } from '../cluster/cluster.ts';
 import type { ClusterSet } from '../cluster/clusterSet.ts';
-import type { ProxyMetrics, StatusCounters } from '../metrics.ts';
+import type { LatencyStats, ProxyMetrics, RequestStats } from '../metrics.ts';
 
 /** One weighted backend of a route: where requests go, and where they are counted. */
 export class RouteBackend {
   readonly cluster: Cluster;
   readonly route: string;
-  readonly counters: StatusCounters;
-  readonly duration: Histogram.Internal<'dependency'>;
+  readonly stats: RequestStats;
+  readonly latency: LatencyStats;
   readonly errors: Counter<'dependency' | 'error'>;
 
   constructor(cluster: Cluster, route: string, metrics: ProxyMetrics) {
     this.cluster = cluster;
     this.route = route;
-    this.counters = metrics.statusCounters(cluster.name, route);
-    this.duration = metrics.duration.labels(cluster.name);
+    this.stats = metrics.requests(cluster.name, route);
+    this.latency = metrics.latency(cluster.name);
     this.errors = metrics.madeUp;
   }
 }

@@ -121,8 +121,7 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
     this.done = true;
     this.endpoint.active--;
     this.backend.cluster.active--;
-    const cls = (this.status / 100) | 0;
-    this.backend.counters[cls < 1 ? 0 : cls > 5 ? 4 : cls - 1].inc();
-    this.backend.duration.observe((performance.now() - this.start) / 1000);
+    this.backend.stats.count(this.status);
+    this.backend.latency.observe((performance.now() - this.start) / 1000);
   }
 }

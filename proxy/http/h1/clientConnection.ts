@@ -22,6 +22,8 @@ function onClose(this: TaggedSocket): void {
 function onError(this: TaggedSocket): void {
   this.destroy();
 }
+// The keep-alive idle timer runs for the connection's life (no per-request timer work); firing while
+// an exchange is in flight means nothing, the next byte re-arms it.
 function onTimeout(this: TaggedSocket): void {
   const c = this[CONN];
   if (c && c.exchange === null) this.destroy();
@@ -96,10 +98,9 @@ export class ClientConnection {
     if (backend === null || endpoint === null) {
       const name = cluster?.name ?? route.name;
       l.madeUp(name, 'no-endpoints');
-      if (backend) backend.counters[4].inc();
+      if (backend) backend.stats.count(503);
       return this.respondMadeUp(madeUpHead('no-endpoints', `${name} has no endpoints`, head.close || l.draining), head.close || l.draining);
     }
-    this.socket.setTimeout(0);
     const ex = new Exchange(this, head, backend, endpoint, start);
     this.exchange = ex;
     ex.begin();
@@ -125,7 +126,6 @@ export class ClientConnection {
       this.socket.end();
       return;
     }
-    this.socket.setTimeout(this.listener.keepAliveTimeoutMs);
     if (this.socket.isPaused()) this.socket.resume();
     if (this.listener.draining && this.pending === null) {
       // Draining: the response said nothing about closing (it was already out); close when idle.

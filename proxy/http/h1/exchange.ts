@@ -119,8 +119,6 @@ export class Exchange implements UpstreamUser {
       return;
     }
     this.upstream = conn;
-    const timeout = this.backend.cluster.policy.requestTimeoutMs;
-    if (timeout > 0) conn.socket.setTimeout(timeout);
     conn.socket.write(this.upstreamHead, 'latin1');
   }
 
@@ -292,7 +290,6 @@ export class Exchange implements UpstreamUser {
     const conn = this.upstream;
     this.upstream = null;
     if (conn) {
-      conn.socket.setTimeout(0);
       conn.socket.resume();
       conn.pool.release(conn, this.upstreamKeepAlive);
     }
@@ -370,10 +367,9 @@ export class Exchange implements UpstreamUser {
     this.done = true;
     this.endpoint.active--;
     this.backend.cluster.active--;
-    const cls = (status / 100) | 0;
-    this.backend.counters[cls < 1 ? 0 : cls > 5 ? 4 : cls - 1].inc();
+    this.backend.stats.count(status);
     const seconds = (performance.now() - this.start) / 1000;
-    this.backend.duration.observe(seconds);
+    this.backend.latency.observe(seconds);
     const l = this.client.listener;
     const al = l.accessLog;
     if (al !== null && al.sampled()) {

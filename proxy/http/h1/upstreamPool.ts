@@ -18,7 +18,9 @@ function onConnect(this: TaggedSocket): void {
   const c = this[CONN];
   if (!c) return;
   c.connected = true;
-  this.setTimeout(0);
+  // From here the socket's idle timer is the request deadline: no bytes for RequestTimeoutMS while an
+  // exchange waits means 504. It runs for the connection's life, so a request costs no timer work.
+  this.setTimeout(c.pool.requestTimeoutMs);
   c.user?.onUpstreamConnected(c);
 }
 function onData(this: TaggedSocket, chunk: Buffer): void {
@@ -63,6 +65,7 @@ export class UpstreamConnection {
   error: Error | null = null;
   /** Exchanges this connection has carried; > 0 means a reused one may have gone stale. */
   uses = 0;
+  idleSince = 0;
 
   constructor(pool: UpstreamPool, host: string, port: number, connectTimeoutMs: number) {
     this.pool = pool;
@@ -85,12 +88,27 @@ export class UpstreamPool {
   private readonly idle: UpstreamConnection[] = [];
   private readonly waiting: UpstreamUser[] = [];
   private total = 0;
+  private sweeper: NodeJS.Timeout | null = null;
+  readonly requestTimeoutMs: number;
   closing = false;
 
   constructor(host: string, port: number, policy: ClusterPolicy) {
     this.host = host;
     this.port = port;
     this.policy = policy;
+    this.requestTimeoutMs = policy.requestTimeoutMs;
+  }
+
+  // Idle connections older than IDLE_TIMEOUT_MS close here, once a second, not by a timer per connection.
+  private sweep(): void {
+    const now = performance.now();
+    for (let i = this.idle.length - 1; i >= 0; i--) {
+      if (now - this.idle[i].idleSince > IDLE_TIMEOUT_MS) this.idle.splice(i, 1)[0].socket.destroy();
+    }
+    if (this.idle.length === 0 && this.sweeper) {
+      clearInterval(this.sweeper);
+      this.sweeper = null;
+    }
   }
 
   /** Gives the user a connection now (idle one) or later (new or freed one), via onUpstreamConnected. */
@@ -101,7 +119,6 @@ export class UpstreamPool {
         if (c.closed) continue;
         c.user = user;
         c.uses++;
-        c.socket.setTimeout(0);
         user.onUpstreamConnected(c);
         return;
       }
@@ -129,8 +146,12 @@ export class UpstreamPool {
       next.onUpstreamConnected(c);
       return;
     }
-    c.socket.setTimeout(IDLE_TIMEOUT_MS);
+    c.idleSince = performance.now();
     this.idle.push(c);
+    if (this.sweeper === null) {
+      this.sweeper = setInterval(() => this.sweep(), 1000);
+      this.sweeper.unref();
+    }
   }
 
   forget(c: UpstreamConnection): void {
@@ -146,6 +167,8 @@ export class UpstreamPool {
   /** Idle connections close now; busy ones when their exchange ends. */
   close(): void {
     this.closing = true;
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = null;
     for (const c of this.idle.splice(0)) c.socket.destroy();
   }
 
