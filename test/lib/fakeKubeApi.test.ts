@@ -4,8 +4,12 @@
 import t, { type Test } from 'tap';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { gunzipSync } from 'node:zlib';
+import { Agent as UndiciAgent, fetch } from 'undici';
 import { request as httpsRequest } from 'node:https';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -13,7 +17,7 @@ import {
   type KubernetesObject, type V1ConfigMap, type V1EndpointSlice, type V1Namespace, type V1Service,
 } from '@kubernetes/client-node';
 import {
-  endpointSlice, meshConfigMap, namespace, service, withFakeKubeApi, type FakeKubeApi, type FakeKubeApiOptions,
+  endpointSlice, meshConfigMap, namespace, seedServices, service, withFakeKubeApi, type FakeKubeApi, type FakeKubeApiOptions,
 } from './fakeKubeApi.ts';
 
 const ADMIN = 'admin-token';
@@ -483,13 +487,9 @@ t.test('scale: 10,000 Services and 10,000 EndpointSlices with 100,000 endpoints,
   const api = await fakeApi(t);
   const kc = api.kubeConfig(ADMIN);
   const seedStart = Date.now();
-  for (let i = 0; i < 10_000; i++) {
-    const ns = `ns-${i % 50}`;
-    api.apply(service(ns, `svc-${i}`, [{ name: 'http', port: 8080 }]));
-    const endpoints = Array.from({ length: 10 }, (_, j) => ({ ip: `10.${(i >> 8) & 255}.${i & 255}.${j + 1}`, ready: true, zone: `z${j % 3}` }));
-    api.apply(endpointSlice(ns, `svc-${i}-abcde`, `svc-${i}`, endpoints, [{ name: 'http', port: 8080, appProtocol: 'http' }]));
-  }
+  const seeded = seedServices(api);
   const seedMs = Date.now() - seedStart;
+  t.equal(seeded.length, 10_000);
   const listStart = Date.now();
   const [services, slices] = await Promise.all([
     kc.makeApiClient(CoreV1Api).listServiceForAllNamespaces(),
@@ -499,6 +499,7 @@ t.test('scale: 10,000 Services and 10,000 EndpointSlices with 100,000 endpoints,
   t.equal(services.items.length, 10_000);
   t.equal(slices.items.length, 10_000);
   t.equal(slices.items.reduce((n, s) => n + (s.endpoints?.length ?? 0), 0), 100_000);
+  t.equal(new Set(slices.items.flatMap((s) => s.endpoints!.map((e) => e.addresses[0]))).size, 100_000, 'every endpoint IP unique');
   t.comment(`seeded in ${seedMs} ms, both lists through client-node in ${listMs} ms`);
   t.ok(listMs < 15_000, 'lists in well under the 30 s readiness target');
   t.match(api.requests({ path: '/apis/discovery.k8s.io/v1/endpointslices' })[0].headers, { 'accept-encoding': /gzip/ }, 'client-node accepts gzip');
@@ -553,6 +554,17 @@ t.test('plain HTTP, sendInitialEvents, legacy watch paths, historical lists and 
   t.equal(api.resourceVersion, rv, 'no failed write made a revision');
   t.equal((await raw(api, 'GET', '/healthz')).text, 'ok', 'health needs no token');
 
+  // Deleting a namespace: Terminating, then its contents and itself are gone, each with an event.
+  await core.createNamespace({ body: namespace('gone') as V1Namespace });
+  api.apply(service('gone', 'api', [80]));
+  const nsWatch = raw(api, 'GET', `/api/v1/namespaces?watch=true&resourceVersion=${api.resourceVersion}&timeoutSeconds=1`, { token: ADMIN });
+  const svcWatch = raw(api, 'GET', `/api/v1/services?watch=true&resourceVersion=${api.resourceVersion}&timeoutSeconds=1`, { token: ADMIN });
+  await until('watches open', () => api.watchCount() === 2);
+  await core.deleteNamespace({ name: 'gone' });
+  t.equal(api.get('Service', 'gone', 'api'), undefined);
+  t.same(lines((await nsWatch).text).map((e) => `${e.type} ${e.object.status?.phase}`), ['MODIFIED Terminating', 'DELETED Terminating']);
+  t.same(lines((await svcWatch).text).map((e) => `${e.type} ${e.object.metadata.name}`), ['DELETED api']);
+
   // latency(): slow watches only, lists stay fast.
   api.latency(300, (e) => e.watch);
   const slowStart = Date.now();
@@ -563,4 +575,33 @@ t.test('plain HTTP, sendInitialEvents, legacy watch paths, historical lists and 
   t.ok(fast < 250, `the list was not held (${fast} ms)`);
   t.ok(slow >= 300, `the watch was held (${slow} ms)`);
   api.latency(0);
+});
+
+t.test('standalone mode: a child process with a kubeconfig file and the /fake/ hooks over HTTP', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'fake-kube-standalone-test-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const child = spawn(process.execPath, [new URL('./fakeKubeApi.ts', import.meta.url).pathname, '--services', '3', '--endpoints', '2', '--dir', dir], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
+  const [line] = await once(createInterface(child.stdout), 'line') as [string];
+  const info = JSON.parse(line) as { url: string; token: string; kubeconfig: string; caFile: string };
+  const kc = new KubeConfig();
+  kc.loadFromFile(info.kubeconfig);
+  const slices = await kc.makeApiClient(DiscoveryV1Api).listEndpointSliceForAllNamespaces();
+  t.equal(slices.items.length, 3);
+  t.equal(slices.items[0].endpoints?.length, 2);
+  const hook = async (method: string, path: string) => {
+    const res = await fetch(`${info.url}${path}`, { method, headers: { authorization: `Bearer ${info.token}` }, dispatcher: new UndiciAgent({ connect: { ca: await readFile(info.caFile, 'utf8') } }) });
+    return { status: res.status, json: await res.json() as any };
+  };
+  const rv = (await hook('GET', '/fake/stats')).json.resourceVersion;
+  t.equal((await hook('POST', '/fake/compact')).status, 200);
+  t.equal((await hook('GET', '/fake/stats')).json.resourceVersion, String(Number(rv) + 1), 'compaction spends one revision');
+  t.equal((await hook('POST', '/fake/fail?ms=5000&status=503&path=endpointslices')).status, 200);
+  t.equal((await apiError(kc.makeApiClient(DiscoveryV1Api).listEndpointSliceForAllNamespaces())).code, 503);
+  t.equal((await hook('POST', '/fake/heal')).status, 200);
+  t.equal((await kc.makeApiClient(DiscoveryV1Api).listEndpointSliceForAllNamespaces()).items.length, 3);
+  t.equal((await fetch(`${info.url}/fake/stats`, { dispatcher: new UndiciAgent({ connect: { ca: await readFile(info.caFile, 'utf8') } }) })).status, 401, 'the hooks need a token');
+  child.kill('SIGTERM');
+  const [code] = await once(child, 'exit');
+  t.equal(code, 0, 'exits cleanly on SIGTERM');
 });

@@ -719,6 +719,30 @@ export class FakeKubeApi {
       (filter.path === undefined || (typeof filter.path === 'string' ? e.path === filter.path : filter.path.test(e.path))));
   }
 
+  /**
+   * The fault hooks over HTTP, for a fake running in another process (see the standalone mode at
+   * the end of this file). Any registered token may use them; no real client calls /fake/.
+   */
+  private control(method: string, path: string, q: URLSearchParams): Record<string, unknown> {
+    const num = (k: string, d: number) => (q.has(k) ? Number(q.get(k)) : d);
+    const match = q.get('path') ? new RegExp(q.get('path')!) : q.get('watch') ? (e: RequestLogEntry) => e.watch === (q.get('watch') === 'true') : undefined;
+    if (method === 'GET' && path === '/fake/stats') {
+      return { resourceVersion: this.resourceVersion, watches: this.watchCount(), requests: this.requestLog.length, objects: Object.fromEntries(TYPES.map((t) => [t.kind, this.store.get(t)!.size])) };
+    }
+    if (method !== 'POST') throw new ApiError(405, 'MethodNotAllowed', 'the /fake/ hooks take POST');
+    switch (path) {
+      case '/fake/compact': this.compact(); return { resourceVersion: this.resourceVersion };
+      case '/fake/expire-watches': return { watches: this.expireWatches() };
+      case '/fake/drop-watches': return { watches: this.dropWatches() };
+      case '/fake/end-watches': return { watches: this.endWatches() };
+      case '/fake/stall-watches': return { watches: this.stallWatches() };
+      case '/fake/fail': this.failRequests(num('ms', 10_000), num('status', 503), match); return {};
+      case '/fake/heal': this.healRequests(); this.latency(0); return {};
+      case '/fake/latency': this.latency(num('ms', 0), match); return {};
+      default: throw new ApiError(404, 'NotFound', `no fake hook ${path}`);
+    }
+  }
+
   async close(): Promise<void> {
     clearInterval(this.bookmarkTimer);
     for (const w of [...this.watchers]) this.closeWatch(w, true);
@@ -812,10 +836,23 @@ export class FakeKubeApi {
     if (precondition?.uid && precondition.uid !== old.obj.metadata!.uid) {
       throw new ApiError(409, 'Conflict', `Operation cannot be fulfilled on ${rt.plural} "${name}": Precondition failed: UID in precondition: ${precondition.uid}, UID in object meta: ${old.obj.metadata!.uid}`, { name, kind: rt.plural });
     }
+    let last = old;
+    if (rt.kind === 'Namespace') {
+      // As the namespace controller, in one go: Terminating, its contents deleted, then itself.
+      this.rv++;
+      const terminating: KubeObject = {
+        ...old.obj, metadata: { ...old.obj.metadata, resourceVersion: String(this.rv), deletionTimestamp: now() }, status: { phase: 'Terminating' },
+      };
+      last = this.commit(rt, 'MODIFIED', terminating, key, ns, old);
+      for (const t of TYPES) {
+        if (!t.namespaced) continue;
+        for (const s of [...this.store.get(t)!.values()]) if (s.ns === name) this.delete(t, s.ns, s.obj.metadata!.name!, undefined);
+      }
+    }
     this.rv++;
     // The DELETED event carries the last state stamped with the deletion's revision.
-    const obj: KubeObject = { ...old.obj, metadata: { ...old.obj.metadata, resourceVersion: String(this.rv) } };
-    return this.commit(rt, 'DELETED', obj, key, ns, old);
+    const obj: KubeObject = { ...last.obj, metadata: { ...last.obj.metadata, resourceVersion: String(this.rv) } };
+    return this.commit(rt, 'DELETED', obj, key, ns, last);
   }
 
   /** Builds the stored object: kind, apiVersion, metadata in the real server's key order, then the rest. */
@@ -993,6 +1030,10 @@ export class FakeKubeApi {
       }
       const user = this.authenticate(req);
       entry.user = user.username;
+      if (path.startsWith('/fake/')) {
+        this.send(res, 200, this.control(method, path, q));
+        return;
+      }
       if (path === '/version') {
         this.send(res, 200, { major: '1', minor: '34', gitVersion: 'v1.34.0-fake', platform: 'linux/amd64' });
         return;
@@ -1319,6 +1360,33 @@ export async function withFakeKubeApi(t: { teardown(fn: () => unknown): void }, 
   return api;
 }
 
+/**
+ * Fills the server with a mesh of the given size: per Service one EndpointSlice (or several,
+ * splitting the endpoints) named like the controller's, ready endpoints in 3 zones, IPs unique.
+ * Defaults: 10,000 Services with 10 endpoints each in 50 namespaces. Returns the Services' keys.
+ */
+export function seedServices(api: FakeKubeApi, opts: { services?: number; endpointsPerService?: number; slicesPerService?: number; namespaces?: number; port?: number } = {}): Array<{ namespace: string; name: string }> {
+  const { services = 10_000, endpointsPerService = 10, slicesPerService = 1, namespaces = 50, port = 8080 } = opts;
+  const out: Array<{ namespace: string; name: string }> = [];
+  let ip = 0;
+  for (let i = 0; i < services; i++) {
+    const ns = `ns-${i % namespaces}`;
+    const name = `svc-${i}`;
+    api.apply(service(ns, name, [{ name: 'http', port: 80, targetPort: port, appProtocol: 'http' }]));
+    const perSlice = Math.ceil(endpointsPerService / slicesPerService);
+    for (let s = 0; s < slicesPerService; s++) {
+      const endpoints: EndpointSpec[] = [];
+      for (let j = s * perSlice; j < Math.min(endpointsPerService, (s + 1) * perSlice); j++) {
+        ip++;
+        endpoints.push({ ip: `10.${(ip >> 16) & 255}.${(ip >> 8) & 255}.${ip & 255}`, ready: true, serving: true, terminating: false, zone: `zone-${j % 3}`, nodeName: `node-${ip % 100}`, pod: `${name}-${j}` });
+      }
+      api.apply(endpointSlice(ns, `${name}-${s.toString(36).padStart(5, 'x')}`, name, endpoints, [{ name: 'http', port, appProtocol: 'http' }]));
+    }
+    out.push({ namespace: ns, name });
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Builders of realistic objects
 
@@ -1397,4 +1465,30 @@ export function meshConfigMap(ns: string, app: string, pluginId: string, spec: u
     },
     data: { [PLUGIN_CONFIG_KEY]: typeof spec === 'string' ? spec : JSON.stringify(spec) },
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Standalone: `node test/lib/fakeKubeApi.ts [--services N] [--endpoints N] [--http] [--dir DIR]`
+// serves until SIGINT/SIGTERM and prints one JSON line: url, token, kubeconfig (file), caFile.
+// Drive it through its own API (any client) and its /fake/ hooks: POST /fake/compact,
+// /fake/expire-watches, /fake/drop-watches, /fake/end-watches, /fake/stall-watches,
+// /fake/fail?ms=&status=&path=REGEX|watch=true, /fake/latency?ms=, /fake/heal; GET /fake/stats.
+if (import.meta.main) {
+  const arg = (name: string, d: string) => {
+    const i = process.argv.indexOf(`--${name}`);
+    return i > 0 ? process.argv[i + 1] : d;
+  };
+  const api = await startFakeKubeApi({ tls: !process.argv.includes('--http') });
+  const token = randomBytes(16).toString('hex');
+  api.addToken(token, { username: 'fake-admin', groups: ['system:masters', 'system:authenticated'] });
+  const services = Number(arg('services', '0'));
+  if (services > 0) seedServices(api, { services, endpointsPerService: Number(arg('endpoints', '10')) });
+  const dir = arg('dir', '') || await mkdtemp(join(tmpdir(), 'fake-kube-standalone-'));
+  const kubeconfig = await api.writeKubeconfigFile(dir, token);
+  const caFile = join(dir, 'ca.crt');
+  await writeFile(caFile, api.caPem);
+  process.stdout.write(JSON.stringify({ url: api.url, token, kubeconfig, caFile, resourceVersion: api.resourceVersion }) + '\n');
+  const stop = () => void api.close().then(() => process.exit(0));
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
 }
