@@ -3,7 +3,8 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { request } from 'undici';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import type { Logger } from './log.ts';
 import { snapshotError, type Snapshot } from './snapshot.ts';
 
@@ -79,6 +80,20 @@ export async function writeFileAtomic(file: string, data: string): Promise<void>
     await dir.sync().catch(() => {});
     await dir.close();
   }
+}
+
+/** One GET with node:http (no HTTP client library in the sidecar's steady state): status and body text. */
+function get(url: string, signal: AbortSignal): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = (url.startsWith('https:') ? httpsRequest : httpRequest)(url, { signal, headers: { accept: 'application/json' } }, (res: IncomingMessage) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', (err: Error) => reject(signal.aborted && signal.reason instanceof Error ? signal.reason : err));
+    req.end();
+  });
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
@@ -220,17 +235,9 @@ export class SnapshotClient {
   /** One request: the snapshot on 200, 'unchanged' on 304, 'refused' for a bad body; throws when discover is unreachable or answers 5xx. */
   private async fetch(version: string, waitS: number, timeoutMs: number): Promise<Snapshot | 'unchanged' | 'refused'> {
     const q = version === '' ? '' : `?version=${version}${waitS > 0 ? `&wait=${waitS}s` : ''}`;
-    const res = await request(`${this.opts.url}${q}`, {
-      signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(timeoutMs)]),
-      headersTimeout: timeoutMs,
-      bodyTimeout: timeoutMs,
-    });
-    if (res.statusCode === 304) {
-      await res.body.dump();
-      return 'unchanged';
-    }
-    const body = await res.body.text();
-    if (res.statusCode !== 200) throw new Error(`discover answered ${res.statusCode}: ${body.slice(0, 200)}`);
+    const { status, body } = await get(`${this.opts.url}${q}`, AbortSignal.any([this.abort.signal, AbortSignal.timeout(timeoutMs)]));
+    if (status === 304) return 'unchanged';
+    if (status !== 200) throw new Error(`discover answered ${status}: ${body.slice(0, 200)}`);
     return this.check(body, `discover ${this.opts.url}`) ?? 'refused';
   }
 
