@@ -332,6 +332,15 @@ t.test('a watch from a compacted RV: 200, one ERROR 410 Status event, end of str
   await until('synthetic add', () => seen.length === 1);
   ctl.abort();
   t.same(seen, ['ADDED api']);
+
+  // A bounded history compacts by itself: 8 writes with historyLimit 4 forget the oldest ones.
+  const small = await fakeApi(t, { historyLimit: 4 });
+  const start = Number(small.resourceVersion);
+  for (let i = 0; i < 8; i++) small.apply(service('shop', `s${i}`, [80]));
+  const tooOld = await raw(small, 'GET', `/api/v1/services?watch=true&resourceVersion=${start}`, { token: ADMIN });
+  t.match(JSON.parse(tooOld.text), { type: 'ERROR', object: { code: 410 } }, 'the first writes fell out of the history');
+  const recent = await raw(small, 'GET', `/api/v1/services?watch=true&resourceVersion=${start + 5}&timeoutSeconds=0.2`, { token: ADMIN });
+  t.same(recent.text.trim().split('\n').map((l) => JSON.parse(l).object.metadata.name), ['s5', 's6', 's7'], 'the last ones replay');
 });
 
 t.test('bookmarks when asked for, timeoutSeconds ends the stream, watches honour selectors', async (t) => {

@@ -115,7 +115,7 @@ export interface FakeKubeApiOptions {
   tls?: boolean;
   /** Period of BOOKMARK events for watches that asked for them. Default 1000 ms. */
   bookmarkIntervalMs?: number;
-  /** Events kept for watch resumption; older resourceVersions get 410 Expired. Default 10,000. */
+  /** Events kept for watch resumption (up to an eighth more before a trim); older resourceVersions get 410 Expired. Default 10,000. */
   historyLimit?: number;
   /** Server-side watch timeout when the client sends no timeoutSeconds (the real one uses ~30-60 min). Default: none. */
   watchTimeoutMs?: number;
@@ -496,8 +496,8 @@ export class FakeKubeApi {
   /** Every request, in order (watches are logged when they start). */
   readonly requestLog: RequestLogEntry[] = [];
 
-  private server!: Server;
-  private dir = '';
+  private server: Server | undefined;
+  private closed = false;
   private rv = 1000;
   /** History holds every change with rv > compactedRv. */
   private compactedRv = 1000;
@@ -531,19 +531,20 @@ export class FakeKubeApi {
       });
     };
     if (this.tls) {
-      this.dir = await mkdtemp(join(tmpdir(), 'fake-kube-'));
-      const { caPem, certPem, keyPem } = await makeCertificates(this.dir);
+      const dir = await mkdtemp(join(tmpdir(), 'fake-kube-'));
+      const { caPem, certPem, keyPem } = await makeCertificates(dir).finally(() => rm(dir, { recursive: true, force: true }));
       this.caPem = caPem;
       this.server = createHttpsServer({ cert: certPem, key: keyPem }, handler);
     } else {
       this.server = createHttpServer(handler);
     }
-    this.server.keepAliveTimeout = 60_000;
+    const server = this.server;
+    server.keepAliveTimeout = 60_000;
     await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(0, '127.0.0.1', () => resolve());
+      server.once('error', reject);
+      server.listen(0, '127.0.0.1', () => resolve());
     });
-    this.port = (this.server.address() as AddressInfo).port;
+    this.port = (server.address() as AddressInfo).port;
     this.url = `${this.tls ? 'https' : 'http'}://127.0.0.1:${this.port}`;
     return this;
   }
@@ -746,12 +747,13 @@ export class FakeKubeApi {
   async close(): Promise<void> {
     clearInterval(this.bookmarkTimer);
     for (const w of [...this.watchers]) this.closeWatch(w, true);
-    if (this.server) {
-      const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-      this.server.closeAllConnections();
+    if (this.server && !this.closed) {
+      this.closed = true;
+      const server = this.server;
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeAllConnections();
       await closed;
     }
-    if (this.dir) await rm(this.dir, { recursive: true, force: true });
   }
 
   // ----- writes ------------------------------------------------------------------------------
@@ -770,7 +772,8 @@ export class FakeKubeApi {
     else items.set(key, cur);
     const change: Change = { rv: this.rv, type, rt, cur, prev };
     this.history.push(change);
-    if (this.history.length > this.historyLimit + Math.max(64, this.historyLimit >> 2)) {
+    // Trimmed in batches (an eighth of the limit) so a write is not an O(limit) copy.
+    if (this.history.length > this.historyLimit + (this.historyLimit >> 3)) {
       const dropped = this.history.splice(0, this.history.length - this.historyLimit);
       this.compactedRv = dropped[dropped.length - 1].rv;
     }
