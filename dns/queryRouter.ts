@@ -61,7 +61,7 @@ export class QueryRouter {
     }
     const zone = this.zone;
     if (zone !== null) {
-      const entry = zone.lookup(q.key);
+      const entry = zone.lookupQuery(msg, q);
       if (entry !== undefined) {
         if (q.qclass !== CLASS_IN) {
           this.metrics.count(qtype, 'refused');

@@ -44,8 +44,25 @@ export class Query {
   ednsVersion = 0;
   // Where the message ends (an OPT record included); bytes after it are ignored.
   end = 0;
-  // The name in wire form, lower-cased, as a latin1 string: the key for the zone and the cache.
-  key = '';
+  // FNV-1a of the lower-cased wire name, 30 bits (a small integer key): the local zone looks names
+  // up by it without building a string.
+  hash = 0;
+  private msg: Buffer | null = null;
+  private upper = false;
+  private keyCache: string | null = null;
+
+  /** The name in wire form, lower-cased, as a latin1 string: the cache key. Built on first use. */
+  get key(): string {
+    if (this.keyCache === null) this.keyCache = wireKey(this.msg!, this.nameEnd, this.upper);
+    return this.keyCache;
+  }
+
+  /** Called by parseQuery only. */
+  setSource(msg: Buffer, upper: boolean): void {
+    this.msg = msg;
+    this.upper = upper;
+    this.keyCache = null;
+  }
 
   /** The largest UDP answer this client accepts. */
   get udpLimit(): number {
@@ -54,6 +71,38 @@ export class Query {
 }
 
 const lowerScratch = Buffer.allocUnsafe(256);
+
+function wireKey(msg: Buffer, nameEnd: number, upper: boolean): string {
+  if (!upper) return msg.toString('latin1', HEADER_LEN, nameEnd);
+  const n = nameEnd - HEADER_LEN;
+  for (let i = 0; i < n; i++) {
+    const c = msg[HEADER_LEN + i];
+    lowerScratch[i] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+  }
+  return lowerScratch.toString('latin1', 0, n);
+}
+
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+
+/** The hash parseQuery computes, for a wire name already in lower case. */
+export function wireNameHash(wire: Buffer): number {
+  let h = FNV_OFFSET;
+  for (let i = 0; i < wire.length; i++) h = Math.imul(h ^ wire[i], FNV_PRIME);
+  return h & 0x3fffffff;
+}
+
+/** Whether msg[start..] holds the lower-case wire name `wire`, letter case aside. */
+export function nameEquals(msg: Buffer, start: number, wire: Buffer): boolean {
+  const n = wire.length;
+  if (start + n > msg.length) return false;
+  for (let i = 0; i < n; i++) {
+    let c = msg[start + i];
+    if (c >= 0x41 && c <= 0x5a) c |= 0x20;
+    if (c !== wire[i]) return false;
+  }
+  return true;
+}
 
 /**
  * Parses a query into q. Returns false for anything that is not one well-formed question with at
@@ -71,15 +120,21 @@ export function parseQuery(msg: Buffer, q: Query): boolean {
   let p = HEADER_LEN;
   let upper = false;
   let labels = 0;
+  let h = FNV_OFFSET;
   for (;;) {
     const l = msg[p];
     if (l === undefined || l > 63) return false; // truncated, or a pointer/extended label
+    h = Math.imul(h ^ l, FNV_PRIME);
     if (l === 0) break;
     const next = p + 1 + l;
     if (next >= len || next - HEADER_LEN > 254) return false;
     for (let i = p + 1; i < next; i++) {
-      const c = msg[i];
-      if (c >= 0x41 && c <= 0x5a) upper = true;
+      let c = msg[i];
+      if (c >= 0x41 && c <= 0x5a) {
+        upper = true;
+        c |= 0x20;
+      }
+      h = Math.imul(h ^ c, FNV_PRIME);
     }
     labels++;
     p = next;
@@ -92,6 +147,8 @@ export function parseQuery(msg: Buffer, q: Query): boolean {
   q.cd = (msg[3] & 0x10) !== 0;
   q.nameEnd = nameEnd;
   q.labels = labels;
+  q.hash = h & 0x3fffffff;
+  q.setSource(msg, upper);
   q.qtype = (msg[nameEnd] << 8) | msg[nameEnd + 1];
   q.qclass = (msg[nameEnd + 2] << 8) | msg[nameEnd + 3];
   q.questionEnd = nameEnd + 4;
@@ -111,16 +168,6 @@ export function parseQuery(msg: Buffer, q: Query): boolean {
     q.ednsVersion = msg[o + 6];
     q.dnssecOk = (msg[o + 7] & 0x80) !== 0;
     q.end = o + OPT_RR_LEN + rdlen;
-  }
-  if (!upper) {
-    q.key = msg.toString('latin1', HEADER_LEN, nameEnd);
-  } else {
-    const n = nameEnd - HEADER_LEN;
-    for (let i = 0; i < n; i++) {
-      const c = msg[HEADER_LEN + i];
-      lowerScratch[i] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
-    }
-    q.key = lowerScratch.toString('latin1', 0, n);
   }
   return true;
 }
