@@ -1,7 +1,13 @@
 // A fake Kubernetes API server for tests and benchmarks, faithful on the wire to what
 // @kubernetes/client-node 2.0.1 sends and expects: HTTPS on loopback with its own CA, bearer
 // tokens, one global resourceVersion, list/watch with selectors over a bounded event history,
-// Status objects for every error, TokenReview, and hooks to break things on purpose.
+// Status objects for every error, TokenReview, and hooks to break things on purpose. Runs in the
+// test's process (startFakeKubeApi / withFakeKubeApi) or as its own (standalone, end of file).
+//
+// Not faked: server-side apply and dryRun (415/400), protobuf, HTTP/2, managedFields, admission
+// and validation beyond names and a few required fields, RBAC beyond TokenInfo.can, namespace
+// existence on create (objects may live in namespaces never created), finalizers and graceful
+// deletion (a namespace's contents go at once), resources other than the four in TYPES.
 //
 // How client-node 2.0.1's informer (ListWatch: dist/cache.js, dist/watch.js) behaves against it.
 // [T] = asserted in test/lib/fakeKubeApi.test.ts, [O] = observed in a run, [C] = read in its code.
