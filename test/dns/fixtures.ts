@@ -49,7 +49,7 @@ export async function startDnsmasq(t: Test, records: string[]): Promise<Dnsmasq>
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     const up = await Promise.race([
       (async () => {
-        for (let i = 0; i < 100; i++) {
+        for (let i = 0; i < 25; i++) {
           if (await answers(port)) return true;
           await sleep(20);
         }

@@ -64,6 +64,7 @@ if (why !== null) {
           if (/ready [0-9]+/.test(out)) resolve();
         });
         child.once('exit', (code) => reject(new Error(`responder in ${ns} exited ${code}: ${out}`)));
+        setTimeout(() => reject(new Error(`responder in ${ns} not ready after 15 s: ${out}`)), 15_000).unref();
       });
     };
     await startInNs();
@@ -107,6 +108,7 @@ if (why !== null) {
         if (out.includes('ready 5300')) resolve();
       });
       child.once('exit', (code) => reject(new Error(`responder in ${ns} exited ${code}: ${out}`)));
+      setTimeout(() => reject(new Error(`responder in ${ns} not ready after 15 s: ${out}`)), 15_000).unref();
     });
     const digIn = (...args: string[]) => new Promise<string>((resolve) => {
       execFile('ip', ['netns', 'exec', ns, 'dig', '-p', '5300', '+time=1', '+tries=1', ...args], (_err, stdout) => resolve(stdout));
