@@ -1,9 +1,45 @@
 // The answer cache for forwarded names: upstream answers kept up to their TTL (negative ones per
-// the SOA rule), bounded in entries and in bytes; the oldest insert is evicted first. A hit is the stored
-// answer with the ID, the client's question spelling and the aged TTLs patched in.
-import { HEADER_LEN } from './wire.ts';
+// the SOA rule), bounded in entries and in bytes; the oldest insert is evicted first. A hit is the
+// stored answer with the ID, the client's question spelling and the aged TTLs patched in.
+// Keyed by a number (the name hash parseQuery computed, mixed with type, class and flags), so a
+// hit builds no string; two questions with the same number replace each other, never mix.
+import { HEADER_LEN, nameEquals, type Query } from './wire.ts';
+
+/** What an answer was for: the question and the flags that shape an answer. */
+export interface CacheQuestion {
+  hash: number;
+  // The name in wire form, lower-cased.
+  name: Buffer;
+  qtype: number;
+  qclass: number;
+  flags: number;
+}
+
+/** The flags an answer depends on: EDNS present, DO, CD, RD. */
+export function answerFlags(q: Query): number {
+  return (q.hasOpt ? 1 : 0) | (q.dnssecOk ? 2 : 0) | (q.cd ? 4 : 0) | (q.rd ? 8 : 0);
+}
+
+/** The cache's number for a parsed query with these flags. */
+export function cacheHash(q: Query, flags: number): number {
+  let h = Math.imul(q.hash ^ q.qtype, 0x01000193);
+  h = Math.imul(h ^ q.qclass, 0x01000193);
+  h = Math.imul(h ^ flags, 0x01000193);
+  return h & 0x3fffffff;
+}
+
+/** The question of a parsed query, kept by the forwarder for the cache. */
+export function cacheQuestion(msg: Buffer, q: Query, flags: number): CacheQuestion {
+  const name = Buffer.allocUnsafe(q.nameEnd - HEADER_LEN);
+  for (let i = 0; i < name.length; i++) {
+    const c = msg[HEADER_LEN + i];
+    name[i] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+  }
+  return { hash: cacheHash(q, flags), name, qtype: q.qtype, qclass: q.qclass, flags };
+}
 
 interface CachedAnswer {
+  question: CacheQuestion;
   answer: Buffer;
   ttlOffsets: number[];
   ttls: number[];
@@ -21,7 +57,7 @@ export interface AnswerCacheOptions {
 }
 
 export class AnswerCache {
-  private readonly entries = new Map<string, CachedAnswer>();
+  private readonly entries = new Map<number, CachedAnswer>();
   private readonly maxEntries: number;
   private readonly maxBytes: number;
   private bytes = 0;
@@ -42,15 +78,15 @@ export class AnswerCache {
   }
 
   /** Stores an answer for ttl seconds (capped); a TTL of 0 or less is not stored. */
-  store(key: string, answer: Buffer, ttlOffsets: number[], ttls: number[], ttl: number, negative: boolean): void {
+  store(question: CacheQuestion, answer: Buffer, ttlOffsets: number[], ttls: number[], ttl: number, negative: boolean): void {
     const capped = Math.min(ttl, negative ? this.maxNegativeTtl : this.maxTtl);
     if (!(capped > 0) || this.maxEntries <= 0 || answer.length > this.maxBytes) return;
     const now = this.now();
-    this.remove(key);
+    this.remove(question.hash);
     while (this.entries.size >= this.maxEntries || this.bytes + answer.length > this.maxBytes) {
-      this.remove(this.entries.keys().next().value as string);
+      this.remove(this.entries.keys().next().value as number);
     }
-    this.entries.set(key, { answer, ttlOffsets, ttls, storedAt: now, expiresAt: now + capped * 1000 });
+    this.entries.set(question.hash, { question, answer, ttlOffsets, ttls, storedAt: now, expiresAt: now + capped * 1000 });
     this.bytes += answer.length;
   }
 
@@ -58,23 +94,34 @@ export class AnswerCache {
    * The cached answer for key as a new buffer addressed to this client (ID and question bytes
    * from its query), or null on a miss or an expired entry.
    */
-  answer(key: string, query: Buffer, questionEnd: number): Buffer | null {
-    const e = this.entries.get(key);
+  answer(query: Buffer, q: Query, flags: number): Buffer | null {
+    const hash = cacheHash(q, flags);
+    const e = this.entries.get(hash);
     if (e === undefined) return null;
+    const c = e.question;
+    if (c.qtype !== q.qtype || c.qclass !== q.qclass || c.flags !== flags ||
+        c.name.length !== q.nameEnd - HEADER_LEN || !nameEquals(query, HEADER_LEN, c.name)) return null;
     const now = this.now();
     if (now >= e.expiresAt) {
-      this.remove(key);
+      this.remove(hash);
       return null;
     }
-    const out = Buffer.allocUnsafe(e.answer.length);
-    e.answer.copy(out);
-    out[0] = query[0];
-    out[1] = query[1];
-    query.copy(out, HEADER_LEN, HEADER_LEN, questionEnd);
-    const aged = Math.floor((now - e.storedAt) / 1000);
-    for (let i = 0; i < e.ttlOffsets.length; i++) {
+    const stored = e.answer;
+    const out = Buffer.allocUnsafe(stored.length);
+    out.set(stored);
+    // The client's ID and its spelling of the question.
+    for (let i = 0; i < 2; i++) out[i] = query[i];
+    for (let i = HEADER_LEN; i < q.questionEnd; i++) out[i] = query[i];
+    const aged = ((now - e.storedAt) / 1000) | 0;
+    const offsets = e.ttlOffsets;
+    for (let i = 0; i < offsets.length; i++) {
       const t = e.ttls[i] - aged;
-      out.writeUInt32BE(t > 0 ? t : 0, e.ttlOffsets[i]);
+      const o = offsets[i];
+      const v = t > 0 ? t : 0;
+      out[o] = v >>> 24;
+      out[o + 1] = (v >>> 16) & 0xff;
+      out[o + 2] = (v >>> 8) & 0xff;
+      out[o + 3] = v & 0xff;
     }
     return out;
   }
@@ -89,10 +136,10 @@ export class AnswerCache {
     this.bytes = 0;
   }
 
-  private remove(key: string): void {
-    const e = this.entries.get(key);
+  private remove(hash: number): void {
+    const e = this.entries.get(hash);
     if (e === undefined) return;
-    this.entries.delete(key);
+    this.entries.delete(hash);
     this.bytes -= e.answer.length;
   }
 }

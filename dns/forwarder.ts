@@ -6,7 +6,7 @@ import { createSocket, type Socket as UdpSocket, type RemoteInfo } from 'node:dg
 import { connect, type Socket as TcpSocket } from 'node:net';
 import { randomFillSync } from 'node:crypto';
 import type { Logger } from '../shared/log.ts';
-import type { AnswerCache } from './cache.ts';
+import { cacheQuestion, type AnswerCache, type CacheQuestion } from './cache.ts';
 import type { DnsMetrics } from './metrics.ts';
 import type { Upstream } from './upstreams.ts';
 import { throttledWarn } from './logThrottle.ts';
@@ -39,13 +39,15 @@ class PendingQuery {
   tcp: TcpSocket | null = null;
   readonly id: number;
   readonly key: string;
+  readonly question: CacheQuestion;
   readonly qtype: number;
   readonly wire: Buffer;
   readonly questionEnd: number;
 
-  constructor(id: number, key: string, qtype: number, wire: Buffer, questionEnd: number) {
+  constructor(id: number, key: string, question: CacheQuestion, qtype: number, wire: Buffer, questionEnd: number) {
     this.id = id;
     this.key = key;
+    this.question = question;
     this.qtype = qtype;
     this.wire = wire;
     this.questionEnd = questionEnd;
@@ -114,8 +116,10 @@ export class Forwarder {
   }
 
   /** Forwards q (parsed from msg) on behalf of one client; the answer goes to target. */
-  forward(msg: Buffer, q: Query, cacheKey: string, target: ReplyTarget, port: number, address: string, udpLimit: number): void {
+  forward(msg: Buffer, q: Query, flags: number, target: ReplyTarget, port: number, address: string, udpLimit: number): void {
     const waiter: Waiter = { target, port, address, query: msg, udpLimit };
+    // Identical questions (name in any case, type, class, flags) share one upstream query.
+    const cacheKey = q.key + String.fromCharCode(q.qtype, q.qclass, flags);
     const same = this.byKey.get(cacheKey);
     if (same !== undefined) {
       if (same.waiters.length < MAX_WAITERS) same.waiters.push(waiter);
@@ -133,7 +137,7 @@ export class Forwarder {
     wire[0] = id >> 8;
     wire[1] = id & 0xff;
     // A single OPT record may be followed by junk we ignored; the copy carries exactly one.
-    const p = new PendingQuery(id, cacheKey, q.qtype, wire, q.questionEnd);
+    const p = new PendingQuery(id, cacheKey, cacheQuestion(msg, q, flags), q.qtype, wire, q.questionEnd);
     p.waiters.push(waiter);
     p.upstream = this.preferred;
     this.byId.set(id, p);
@@ -196,7 +200,7 @@ export class Forwarder {
     this.markUp(p.upstream);
     this.finish(p);
     if (facts.cacheTtl > 0) {
-      this.cache.store(p.key, msg, facts.ttlOffsets, facts.ttls, facts.cacheTtl, rcode !== 0 || isNoData(msg));
+      this.cache.store(p.question, msg, facts.ttlOffsets, facts.ttls, facts.cacheTtl, rcode !== 0 || isNoData(msg));
     }
     this.deliver(p, msg, facts);
   }

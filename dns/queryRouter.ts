@@ -1,6 +1,6 @@
 // Where a query goes: refused, answered from the local zone, from the cache, or forwarded.
 // Runs once per query on both transports; the local path allocates only the answer buffer.
-import type { AnswerCache } from './cache.ts';
+import { answerFlags, type AnswerCache } from './cache.ts';
 import type { Forwarder, ReplyTarget } from './forwarder.ts';
 import type { LocalZone } from './localZone.ts';
 import type { DnsMetrics } from './metrics.ts';
@@ -75,9 +75,8 @@ export class QueryRouter {
       return emptyAnswer(msg, q, RCODE_SERVFAIL);
     }
     // Answers differ by type, class and the flags that shape them (EDNS, DO, CD, RD).
-    const cacheKey = q.key + String.fromCharCode(qtype, q.qclass,
-      (q.hasOpt ? 1 : 0) | (q.dnssecOk ? 2 : 0) | (q.cd ? 4 : 0) | (q.rd ? 8 : 0));
-    const cached = this.cache.answer(cacheKey, msg, q.questionEnd);
+    const flags = answerFlags(q);
+    const cached = this.cache.answer(msg, q, flags);
     if (cached !== null) {
       this.metrics.count(qtype, 'cached');
       if (!tcp && cached.length > q.udpLimit) return emptyAnswer(msg, q, 0, { tc: true });
@@ -87,7 +86,7 @@ export class QueryRouter {
       this.metrics.count(qtype, 'refused');
       return emptyAnswer(msg, q, RCODE_REFUSED);
     }
-    this.forwarder.forward(msg, q, cacheKey, target, port, address, tcp ? 0 : q.udpLimit);
+    this.forwarder.forward(msg, q, flags, target, port, address, tcp ? 0 : q.udpLimit);
     return null;
   }
 }

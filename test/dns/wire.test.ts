@@ -5,7 +5,7 @@ import {
   Query, aRecord, emptyAnswer, inspectAnswer, keyToName, localAnswer, nameKey, parseQuery,
 } from '../../dns/wire.ts';
 import { LocalZone } from '../../dns/localZone.ts';
-import { AnswerCache } from '../../dns/cache.ts';
+import { AnswerCache, answerFlags, cacheQuestion } from '../../dns/cache.ts';
 
 const query = (name: string, type: dnsPacket.RecordType = 'A', extra: Partial<dnsPacket.Packet> = {}): Buffer =>
   dnsPacket.encode({ type: 'query', id: 0x1234, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name }], ...extra });
@@ -129,28 +129,41 @@ t.test('the cache ages TTLs, patches the ID and question, evicts the oldest, exp
     answers: [{ type: 'A', name: 'a.test', ttl: 100, data: '10.0.0.1' }],
   });
   const f = inspectAnswer(answer)!;
-  cache.store('a', answer, f.ttlOffsets, f.ttls, f.cacheTtl, false);
+  const parsed = (name: string, type: dnsPacket.RecordType = 'A') => {
+    const msg = query(name, type);
+    const q = new Query();
+    parseQuery(msg, q);
+    return { msg, q, question: cacheQuestion(msg, q, answerFlags(q)) };
+  };
+  const hit = (name: string, type: dnsPacket.RecordType = 'A') => {
+    const { msg, q } = parsed(name, type);
+    return cache.answer(msg, q, answerFlags(q));
+  };
+  cache.store(parsed('a.test').question, answer, f.ttlOffsets, f.ttls, f.cacheTtl, false);
   now += 30_500;
-  const q = query('A.TEST');
-  const hit = dnsPacket.decode(cache.answer('a', q, q.length)!);
-  t.equal(hit.id, 0x1234);
-  t.equal(hit.questions![0].name, 'A.TEST');
-  t.equal((hit.answers![0] as dnsPacket.StringAnswer).ttl, 70, '30 s later');
-  cache.store('b', answer, f.ttlOffsets, f.ttls, 100, false);
-  cache.store('c', answer, f.ttlOffsets, f.ttls, 100, false);
+  const got = dnsPacket.decode(hit('A.TEST')!);
+  t.equal(got.id, 0x1234);
+  t.equal(got.questions![0].name, 'A.TEST', 'the client\'s spelling');
+  t.equal((got.answers![0] as dnsPacket.StringAnswer).ttl, 70, '30 s later');
+  t.equal(hit('a.test', 'AAAA'), null, 'another type is another answer');
+  t.equal(hit('b.test'), null);
+  cache.store(parsed('b.test').question, answer, f.ttlOffsets, f.ttls, 100, false);
+  cache.store(parsed('c.test').question, answer, f.ttlOffsets, f.ttls, 100, false);
   t.equal(cache.size, 2);
-  t.equal(cache.answer('a', q, q.length), null, 'oldest evicted');
-  cache.store('neg', answer, f.ttlOffsets, f.ttls, 3000, true);
+  t.equal(hit('a.test'), null, 'oldest evicted');
+  cache.store(parsed('neg.test').question, answer, f.ttlOffsets, f.ttls, 3000, true);
   now += 61_000;
-  t.equal(cache.answer('neg', q, q.length), null, 'negative answers capped at maxNegativeTtl');
+  t.equal(hit('neg.test'), null, 'negative answers capped at maxNegativeTtl');
+  t.ok(hit('c.test'), 'c still there');
   now += 40_000;
-  t.equal(cache.answer('c', q, q.length), null, 'expired after its TTL');
+  t.equal(hit('c.test'), null, 'expired after its TTL');
 
   const small = new AnswerCache({ maxEntries: 100, maxBytes: answer.length * 3, maxTtl: 3600, maxNegativeTtl: 60, now: () => now });
-  for (const k of ['k1', 'k2', 'k3', 'k4']) small.store(k, answer, f.ttlOffsets, f.ttls, 100, false);
+  for (const k of ['k1', 'k2', 'k3', 'k4']) small.store(parsed(`${k}.test`).question, answer, f.ttlOffsets, f.ttls, 100, false);
   t.equal(small.size, 3, 'the byte bound holds three answers');
   t.equal(small.sizeBytes, answer.length * 3);
-  t.equal(small.answer('k1', q, q.length), null, 'the oldest went first');
-  small.store('huge', Buffer.alloc(answer.length * 4), [], [], 100, false);
+  const k1 = parsed('k1.test');
+  t.equal(small.answer(k1.msg, k1.q, answerFlags(k1.q)), null, 'the oldest went first');
+  small.store(parsed('huge.test').question, Buffer.alloc(answer.length * 4), [], [], 100, false);
   t.equal(small.size, 3, 'an answer larger than the whole budget is not stored');
 });
