@@ -55,6 +55,27 @@ function onError(this: TaggedSocket): void {
 function onClose(this: TaggedSocket): void {
   this[CONN]?.closed();
 }
+// Bytes are moved by hand rather than with pipe(): fewer stream layers per chunk on the hot path.
+function onData(this: TaggedSocket, chunk: Buffer): void {
+  const c = this[CONN];
+  if (!c) return;
+  const peer = this === c.client ? c.upstream : c.client;
+  if (!peer.write(chunk)) {
+    this.pause();
+    peer.once('drain', onPeerDrain);
+  }
+}
+function onPeerDrain(this: TaggedSocket): void {
+  const c = this[CONN];
+  if (!c) return;
+  (this === c.client ? c.upstream : c.client).resume();
+}
+// Half-close: one side's FIN is passed on as a FIN; the other direction stays open.
+function onEnd(this: TaggedSocket): void {
+  const c = this[CONN];
+  if (!c) return;
+  (this === c.client ? c.upstream : c.client).end();
+}
 
 class TcpConnection {
   readonly client: TaggedSocket;
@@ -78,15 +99,18 @@ class TcpConnection {
     this.upstream = up;
     up.setTimeout(cluster.policy.connectTimeoutMs);
     up.once('connect', onUpstreamConnect);
-    for (const s of [this.client, up]) {
-      s.on('timeout', onTimeout);
-      s.on('error', onError);
-      s.once('close', onClose);
-    }
-    this.client.setNoDelay(true);
-    // pipe() ends the other side when one side ends, and keeps the other direction open: half-close.
-    this.client.pipe(up);
-    up.pipe(this.client);
+    const c = this.client;
+    c.on('timeout', onTimeout);
+    c.on('error', onError);
+    c.once('close', onClose);
+    c.on('data', onData);
+    c.on('end', onEnd);
+    up.on('timeout', onTimeout);
+    up.on('error', onError);
+    up.once('close', onClose);
+    up.on('data', onData);
+    up.on('end', onEnd);
+    c.setNoDelay(true);
   }
 
   connected(): void {
