@@ -20,8 +20,11 @@ const { values } = parseArgs({
     connections: { type: 'string', default: '50' },
     rate: { type: 'string', default: '1000' },
     smoke: { type: 'boolean', default: false },
+    // e.g. --sidecar-node-options=--max-semi-space-size=1 to see what a smaller young generation saves.
+    'sidecar-node-options': { type: 'string', default: '' },
   },
 });
+const sidecarNodeOptions = values['sidecar-node-options']!.split(' ').filter((x) => x !== '');
 const smoke = values.smoke;
 const rounds = smoke ? 1 : Number(values.rounds);
 const duration = smoke ? 1 : Number(values.duration);
@@ -177,7 +180,7 @@ apps:
         - { depend_service_alias: cache, port: ${l4Port}, protocol: tcp }
 `);
     const discover = await startDiscover({ staticFile: topology, host: '127.0.0.1', port: 0, log: createLogger('discover', 'warn') });
-    const sidecar = await startJsonChild([join(root, 'bench', 'lib', 'proxySidecarChild.mjs'), JSON.stringify({
+    const sidecar = await startJsonChild([...sidecarNodeOptions, join(root, 'bench', 'lib', 'proxySidecarChild.mjs'), JSON.stringify({
       discoverUrl: `${discover.url}/v1/resources/default/web/mesh`, adminHost: '127.0.0.1', adminPort: 0,
       inboundAddress: '127.0.0.1', stateFile: join(dir, 'state.json'), drainTimeoutMs: 1000,
     })]);
@@ -223,7 +226,7 @@ apps:
       date: new Date().toISOString(),
       node: process.version,
       cpus: (await import('node:os')).cpus().length,
-      command: `node bench/proxy.ts --rounds ${rounds} --duration ${duration} --connections ${connections}`,
+      command: `node bench/proxy.ts --rounds ${rounds} --duration ${duration} --connections ${connections}${sidecarNodeOptions.length ? ` --sidecar-node-options="${sidecarNodeOptions.join(' ')}"` : ''}`,
       backend: 'nginx 1 worker serving a 1 KB static file on 127.0.0.1',
       load: `wrk -c${connections} -t2 -d${duration}s, ${rounds} interleaved rounds, median`,
       maxRps: max,
