@@ -1,6 +1,5 @@
 // One request on its way upstream: the undici dispatch handler that streams the response back.
 // A handler object carries the request's state (as undici's own handlers do): no closure per request.
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import type { Logger } from '../../shared/log.ts';
@@ -8,6 +7,7 @@ import type { AccessLog } from '../accessLog.ts';
 import type { Endpoint } from '../cluster/endpoint.ts';
 import { clientOf } from './h1/clientConnection.ts';
 import { classify, connectionListed, Hop } from './hopByHop.ts';
+import { nextRequestId } from './requestId.ts';
 import { sendMadeUp, upstreamError, type ShoalError } from './madeUpResponse.ts';
 import type { RouteBackend } from './routeTable.ts';
 
@@ -71,7 +71,7 @@ export function upstreamHeaders(req: IncomingMessage, out: string[]): string {
   out.push('x-forwarded-for', xff === null ? client : `${xff}, ${client}`);
   if (!proto) out.push('x-forwarded-proto', 'http');
   if (requestId === '') {
-    requestId = randomUUID();
+    requestId = nextRequestId();
     out.push('x-request-id', requestId);
   }
   return requestId;

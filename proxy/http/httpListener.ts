@@ -133,9 +133,8 @@ export class HttpListener implements ForwardSite {
       req.resume();
       const name = cluster?.name ?? route.name;
       this.metrics.madeUp.labels(name, 'no-endpoints').inc();
-      const status = sendMadeUp(res, 'no-endpoints', `${name} has no endpoints`, this.draining);
+      sendMadeUp(res, 'no-endpoints', `${name} has no endpoints`, this.draining);
       if (backend) backend.stats.count(503);
-      void status;
       return;
     }
     new ForwardRequest(req, res, this, backend, endpoint, start).dispatch();

@@ -1,10 +1,10 @@
 // One request/response on the fast path: head written upstream as one string, response head
 // parsed and rewritten, body bytes forwarded as they come (chunked framing included) with
 // backpressure both ways. A handler object per request; no closures.
-import { randomBytes } from 'node:crypto';
 import type { Endpoint } from '../../cluster/endpoint.ts';
 import { classify, connectionListed, Hop } from '../hopByHop.ts';
 import { ERROR_STATUS, type ShoalError } from '../madeUpResponse.ts';
+import { nextRequestId } from '../requestId.ts';
 import type { RouteBackend } from '../routeTable.ts';
 import { ChunkedScanner } from './chunkedScanner.ts';
 import type { ClientConnection } from './clientConnection.ts';
@@ -17,15 +17,6 @@ const BODY_LENGTH = 1;
 const BODY_CHUNKED = 2;
 const BODY_UNTIL_CLOSE = 3;
 
-// Request ids: a random per-process prefix and a counter, in the UUID layout. Unique without a
-// random draw per request.
-const ID_PREFIX = randomBytes(10).toString('hex');
-let idCounter = 0;
-export function nextRequestId(): string {
-  const n = (idCounter = (idCounter + 1) % 0x1000000000000);
-  const hex = n.toString(16).padStart(12, '0');
-  return `${ID_PREFIX.slice(0, 8)}-${ID_PREFIX.slice(8, 12)}-4${ID_PREFIX.slice(13, 16)}-a${ID_PREFIX.slice(17, 20)}-${hex}`;
-}
 
 const REASONS: Record<number, string> = { 200: 'OK', 204: 'No Content', 301: 'Moved Permanently', 302: 'Found', 304: 'Not Modified', 400: 'Bad Request', 404: 'Not Found', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
 

@@ -160,6 +160,9 @@ t.test('headers: x-forwarded-*, x-request-id, traceparent untouched, hop-by-hop 
   t.match(head, /x-backend: api-/i, 'response headers come back');
   const kept = await get(`${url}/headers`, { 'x-request-id': 'abc-123' });
   t.equal((JSON.parse(kept.body) as { headers: Record<string, string> }).headers['x-request-id'], 'abc-123', 'an existing request id is kept');
+  const ids = new Set<string>();
+  for (let i = 0; i < 5; i++) ids.add((JSON.parse((await get(`${url}/headers`)).body) as { headers: Record<string, string> }).headers['x-request-id']);
+  t.equal(ids.size, 5, 'made-up request ids differ');
 });
 
 t.test('made-up responses carry x-shoal-error', async (t) => {
