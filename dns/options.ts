@@ -2,7 +2,7 @@
 // options object the sidecar or `shoal dns` passes to startDnsResponder.
 import type { Registry } from 'prom-client';
 import type { Logger } from '../shared/log.ts';
-import type { FlagSpec, FlagValues } from '../shared/flags.ts';
+import { UsageError, type FlagSpec, type FlagValues } from '../shared/flags.ts';
 import type { DnsName } from '../shared/snapshot.ts';
 
 export const dnsFlags: FlagSpec[] = [
@@ -46,7 +46,7 @@ export interface DnsResponderOptions {
 export function parseStaticNames(list: string[]): DnsName[] {
   return list.map((item) => {
     const eq = item.indexOf('=');
-    if (eq <= 0) throw new Error(`invalid --dns-names entry ${JSON.stringify(item)}: expected name=address`);
+    if (eq <= 0) throw new UsageError(`invalid --dns-names entry ${JSON.stringify(item)}: expected name=address`);
     return { name: item.slice(0, eq).trim().toLowerCase(), address: item.slice(eq + 1).trim() };
   });
 }
