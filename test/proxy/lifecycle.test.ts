@@ -99,6 +99,25 @@ t.test('discover down: traffic goes on; a restart with discover still down serve
   t.equal(await (await request(`http://${address}:${port}/`)).body.text(), 'api-1', 'serves from the state file');
 });
 
+t.test('a listener that cannot bind keeps /ready at 503 (naming it) until it binds', async (t) => {
+  const b = await httpBackend(t, 'api-1');
+  const port = await freePort();
+  const address = randomLoopback();
+  // Something else holds 127.0.0.1:<port>, which the sidecar also binds for this dependency.
+  const blocker = (await import('node:net')).createServer();
+  await new Promise<void>((r) => blocker.listen(port, '127.0.0.1', r));
+  const s = await startSidecar(t, topology(address, port, [b.endpoint]));
+  const admin = `http://127.0.0.1:${s.proxy.adminPort}/ready`;
+  t.equal(s.proxy.ready, false);
+  const r = await request(admin);
+  t.equal(r.statusCode, 503);
+  t.match(await r.body.text(), `127.0.0.1:${port}`, '/ready says which listener is not bound');
+  t.equal(await (await request(`http://${address}:${port}/`)).body.text(), 'api-1', 'the listeners that did bind serve already');
+  await new Promise<void>((r) => blocker.close(() => r()));
+  await waitFor(() => s.proxy.ready, 'the retried bind', 5000);
+  t.equal(await status(admin), 200);
+});
+
 function startChild(opts: object): Promise<{ child: ChildProcess; adminPort: number }> {
   const child = spawn(process.execPath, [join(import.meta.dirname, 'sidecarProcess.ts'), JSON.stringify(opts)], { stdio: ['ignore', 'pipe', 'inherit'] });
   return new Promise((resolve, reject) => {
