@@ -12,6 +12,7 @@ import type { RequestHead } from './requestHead.ts';
 import type { UpstreamConnection, UpstreamUser } from './upstreamPool.ts';
 
 const MAX_RESPONSE_HEAD = 64 * 1024;
+const SINGLE_WRITE_MAX = 16 * 1024;
 const BODY_NONE = 0;
 const BODY_LENGTH = 1;
 const BODY_CHUNKED = 2;
@@ -25,6 +26,17 @@ export function madeUpHead(error: ShoalError, detail: string, close: boolean): s
   const status = ERROR_STATUS[error];
   const body = `${status} ${error}: ${detail}\n`;
   return `HTTP/1.1 ${status} ${REASONS[status] ?? error}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-shoal-error: ${error}\r\n${close ? 'connection: close\r\n' : ''}\r\n${body}`;
+}
+
+/** Removes the header lines a Connection header listed from a head block (rare: costs a split). */
+function dropListed(head: string, listed: string[]): string {
+  const lines = head.split('\r\n');
+  const kept = [lines[0]];
+  for (let i = 1; i < lines.length; i++) {
+    const colon = lines[i].indexOf(':');
+    if (!listed.includes(lines[i].slice(0, colon).toLowerCase())) kept.push(lines[i]);
+  }
+  return kept.join('\r\n');
 }
 
 export class Exchange implements UpstreamUser {
@@ -139,69 +151,72 @@ export class Exchange implements UpstreamUser {
     this.writeBody(chunk, 0, false);
   }
 
-  /** Parses the status line and headers, writes the rewritten head (with any body bytes) to the client. Returns the status or -1. */
+  /**
+   * Parses the status line and headers and prepares the head for the client: the upstream's header
+   * block copied in slices, minus hop-by-hop lines (names are only sliced when their length could
+   * match one). Returns the status, or -1 for a malformed head.
+   */
   private parseResponseHead(buf: Buffer, end: number): number {
     const text = buf.toString('latin1', 0, end);
     let lineEnd = text.indexOf('\r\n');
     if (lineEnd < 0) lineEnd = text.length;
-    const first = text.slice(0, lineEnd);
-    if (!first.startsWith('HTTP/1.')) return -1;
-    const http10 = first.charCodeAt(7) === 48;
-    const status = Number(first.slice(9, 12));
-    if (!(status >= 100 && status <= 999)) return -1;
+    if (!text.startsWith('HTTP/1.') || text.charCodeAt(8) !== 32) return -1;
+    const http10 = text.charCodeAt(7) === 48;
+    const status = (text.charCodeAt(9) - 48) * 100 + (text.charCodeAt(10) - 48) * 10 + (text.charCodeAt(11) - 48);
+    if (!(status >= 100 && status <= 999) || (lineEnd > 12 && text.charCodeAt(12) !== 32)) return -1;
     if (status < 200) {
       this.status = status;
       return status;
     }
-    let out = `${first.slice(0, 8) === 'HTTP/1.0' ? 'HTTP/1.1' : first.slice(0, 8)}${first.slice(8)}\r\n`;
+    // Copied in slices: [copyFrom, dropped line's leading CRLF) each time a line is dropped.
+    let out = http10 ? `HTTP/1.1${text.slice(8, lineEnd)}` : '';
+    let copyFrom = http10 ? lineEnd : 0;
     let length = -1;
     let chunked = false;
     let upstreamClose = http10;
     let listed: string[] | null = null;
-    const names: string[] = [];
-    const values: string[] = [];
     let pos = lineEnd + 2;
     while (pos < text.length) {
       let next = text.indexOf('\r\n', pos);
       if (next < 0) next = text.length;
       const colon = text.indexOf(':', pos);
       if (colon <= pos || colon > next) return -1;
-      const name = text.slice(pos, colon);
-      const value = text.slice(colon + 1, next).trim();
-      pos = next + 2;
-      const kind = classify(name, false);
-      if (kind === Hop.Keep) {
-        if (name.length === 14 && name.toLowerCase() === 'content-length') {
+      const n = colon - pos;
+      if (n === 2 || n === 7 || n === 10 || n === 14 || n === 16 || n === 17) {
+        const name = text.slice(pos, colon).toLowerCase();
+        const value = text.slice(colon + 1, next).trim();
+        let drop = true;
+        if (name === 'content-length') {
           if (length >= 0 || !/^[0-9]+$/.test(value)) return -1;
           length = Number(value);
+          drop = false;
+        } else if (name === 'connection') {
+          const v = value.toLowerCase();
+          if (v.includes('close')) upstreamClose = true;
+          else if (http10 && v.includes('keep-alive')) upstreamClose = false;
+          listed = connectionListed(value);
+        } else if (name === 'transfer-encoding') {
+          if (value.toLowerCase() !== 'chunked') return -1;
+          chunked = true;
+        } else if (name !== 'te' && name !== 'trailer' && name !== 'upgrade' && name !== 'keep-alive' && name !== 'proxy-connection') {
+          drop = false;
         }
-        names.push(name);
-        values.push(value);
-        continue;
+        if (drop) {
+          out += text.slice(copyFrom, pos - 2);
+          copyFrom = next;
+        }
       }
-      const lower = name.toLowerCase();
-      if (lower === 'connection') {
-        const v = value.toLowerCase();
-        if (v.includes('close')) upstreamClose = true;
-        else if (http10 && v.includes('keep-alive')) upstreamClose = false;
-        listed = connectionListed(value);
-      } else if (lower === 'transfer-encoding') {
-        if (value.toLowerCase() !== 'chunked') return -1;
-        chunked = true;
-      }
+      pos = next + 2;
     }
-    for (let i = 0; i < names.length; i++) {
-      if (listed !== null && listed.includes(names[i].toLowerCase())) continue;
-      out += `${names[i]}: ${values[i]}\r\n`;
-    }
+    out += text.slice(copyFrom, text.length);
+    if (listed !== null) out = dropListed(out, listed);
     this.status = status;
     const noBody = this.head.method === 'HEAD' || status === 204 || status === 304;
     if (noBody) this.bodyMode = BODY_NONE;
     else if (chunked) {
       this.bodyMode = BODY_CHUNKED;
       this.scanner = new ChunkedScanner();
-      out += 'transfer-encoding: chunked\r\n';
-      length = -1;
+      out += '\r\ntransfer-encoding: chunked';
     } else if (length >= 0) {
       this.bodyMode = length === 0 ? BODY_NONE : BODY_LENGTH;
       this.remaining = length;
@@ -211,8 +226,8 @@ export class Exchange implements UpstreamUser {
     }
     this.upstreamKeepAlive = !upstreamClose;
     this.closeClient = this.head.close || this.client.listener.draining || this.bodyMode === BODY_UNTIL_CLOSE;
-    if (this.closeClient) out += 'connection: close\r\n';
-    this.responseHead = `${out}\r\n`;
+    if (this.closeClient) out += '\r\nconnection: close';
+    this.responseHead = `${out}\r\n\r\n`;
     return status;
   }
 
@@ -250,7 +265,14 @@ export class Exchange implements UpstreamUser {
     if (to < buf.length && complete) this.upstreamKeepAlive = false; // bytes beyond the response: do not reuse
     let ok: boolean;
     if (withHead) {
-      if (to > from) {
+      if (to > from && to - from <= SINGLE_WRITE_MAX) {
+        // Head and (small) body in one buffer: one plain write instead of a writev of two.
+        const headLen = this.responseHead.length;
+        const out = Buffer.allocUnsafe(headLen + to - from);
+        out.write(this.responseHead, 0, 'latin1');
+        buf.copy(out, headLen, from, to);
+        ok = sock.write(out);
+      } else if (to > from) {
         sock.cork();
         sock.write(this.responseHead, 'latin1');
         ok = sock.write(from === 0 && to === buf.length ? buf : buf.subarray(from, to));

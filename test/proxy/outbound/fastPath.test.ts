@@ -97,6 +97,27 @@ t.test('a close-delimited response (no length) is forwarded and the client conne
   t.match(out, /\r\n\r\nuntil the end$/);
 });
 
+t.test('response hop-by-hop lines are dropped wherever they sit; HTTP/1.0 answers become 1.1', async (t) => {
+  const answers = [
+    'HTTP/1.0 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\nX-End: z\r\n\r\nok',
+    'HTTP/1.1 201 Created\r\nContent-Length: 2\r\nX-Keep: y\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\n\r\nok',
+  ];
+  let n = 0;
+  const server = createServer((s: Socket) => {
+    s.on('data', () => s.write(answers[n++ % 2]));
+    s.on('error', () => {});
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => server.close());
+  const url = await viaEndpoint(t, `127.0.0.1:${(server.address() as AddressInfo).port}`);
+  const first = await raw(url, 'GET / HTTP/1.1\r\nhost: x\r\n\r\n', /\r\n\r\nok/);
+  t.match(first, /^HTTP\/1\.1 200 OK\r\n/);
+  t.notMatch(first, /keep-alive|x-hop/i, 'Connection, Keep-Alive and the listed X-Hop are gone');
+  t.match(first, /Content-Length: 2\r\nX-End: z\r\n\r\nok$/);
+  const second = await raw(url, 'GET / HTTP/1.1\r\nhost: x\r\n\r\n', /\r\n\r\nok/);
+  t.match(second, /^HTTP\/1\.1 201 Created\r\nContent-Length: 2\r\nX-Keep: y\r\n\r\nok$/, 'trailing hop-by-hop lines leave a well-formed head');
+});
+
 t.test('a malformed response head becomes 502 upstream-reset', async (t) => {
   const server = createServer((s: Socket) => {
     s.once('data', () => s.end('NONSENSE\r\n\r\n'));
