@@ -125,6 +125,7 @@ export class Exchange implements UpstreamUser {
     conn.socket.write(this.upstreamHead, 'latin1');
   }
 
+  /** chunk may be the connection's shared read buffer: bytes kept past this call are copied. */
   onUpstreamData(conn: UpstreamConnection, chunk: Buffer): void {
     this.gotBytes = true;
     if (this.status === 0) {
@@ -132,7 +133,7 @@ export class Exchange implements UpstreamUser {
       const end = buf.indexOf('\r\n\r\n');
       if (end < 0) {
         if (buf.length > MAX_RESPONSE_HEAD) return this.upstreamBroken('upstream-reset', 'response head too large');
-        this.headBuf = buf;
+        this.headBuf = buf === chunk ? Buffer.from(chunk) : buf;
         return;
       }
       this.headBuf = null;
@@ -140,7 +141,7 @@ export class Exchange implements UpstreamUser {
       if (status < 0) return this.upstreamBroken('upstream-reset', 'malformed response head');
       if (status < 200) {
         // 1xx informational: pass it on and keep reading for the final head.
-        this.client.socket.write(buf.subarray(0, end + 4));
+        this.client.socket.write(Buffer.from(buf.subarray(0, end + 4)));
         this.status = 0;
         if (buf.length > end + 4) this.onUpstreamData(conn, buf.subarray(end + 4));
         return;
@@ -275,14 +276,14 @@ export class Exchange implements UpstreamUser {
       } else if (to > from) {
         sock.cork();
         sock.write(this.responseHead, 'latin1');
-        ok = sock.write(from === 0 && to === buf.length ? buf : buf.subarray(from, to));
+        ok = sock.write(Buffer.from(buf.subarray(from, to)));
         sock.uncork();
       } else {
         ok = sock.write(this.responseHead, 'latin1');
       }
       this.responseHead = '';
     } else {
-      ok = to > from ? sock.write(from === 0 && to === buf.length ? buf : buf.subarray(from, to)) : true;
+      ok = to > from ? sock.write(Buffer.from(buf.subarray(from, to))) : true;
     }
     if (complete) {
       this.complete();

@@ -23,10 +23,14 @@ function onConnect(this: TaggedSocket): void {
   this.setTimeout(c.pool.requestTimeoutMs);
   c.user?.onUpstreamConnected(c);
 }
-function onData(this: TaggedSocket, chunk: Buffer): void {
-  const c = this[CONN];
-  if (c?.user) c.user.onUpstreamData(c, chunk);
-  else this.destroy(); // bytes on an idle connection: the upstream is confused; do not reuse it
+// Responses are read into one shared buffer (net's onread): no Buffer and no stream machinery per
+// read. Safe because each read is handled to the end before the next; whoever keeps bytes copies them.
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
+function onRead(c: UpstreamConnection, n: number, buf: Buffer): boolean {
+  if (c.user) c.user.onUpstreamData(c, buf.subarray(0, n));
+  else c.socket.destroy(); // bytes on an idle connection: the upstream is confused; do not reuse it
+  return true;
 }
 function onError(this: TaggedSocket, err: Error): void {
   const c = this[CONN];
@@ -69,11 +73,11 @@ export class UpstreamConnection {
 
   constructor(pool: UpstreamPool, host: string, port: number, connectTimeoutMs: number) {
     this.pool = pool;
-    const s = connect({ host, port, noDelay: true }) as TaggedSocket;
+    // One closure per connection (connections are reused), none per request.
+    const s = connect({ host, port, noDelay: true, onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => onRead(this, n, buf as Buffer) } }) as TaggedSocket;
     s[CONN] = this;
     s.setTimeout(connectTimeoutMs);
     s.on('connect', onConnect);
-    s.on('data', onData);
     s.on('error', onError);
     s.on('timeout', onTimeout);
     s.on('close', onClose);
