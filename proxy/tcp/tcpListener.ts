@@ -52,8 +52,8 @@ function onTimeout(this: TaggedSocket): void {
 function onError(this: TaggedSocket): void {
   this[CONN]?.destroy();
 }
-function onClose(this: TaggedSocket): void {
-  this[CONN]?.closed();
+function onClose(this: TaggedSocket, hadError: boolean): void {
+  this[CONN]?.closed(this, hadError);
 }
 // Bytes are moved by hand rather than with pipe(): fewer stream layers per chunk on the hot path.
 function onData(this: TaggedSocket, chunk: Buffer): void {
@@ -65,6 +65,15 @@ function onData(this: TaggedSocket, chunk: Buffer): void {
     peer.once('drain', onPeerDrain);
   }
 }
+// Upstream bytes are read into one shared buffer (net's onread) and copied into the client write:
+// no Readable machinery per read on that side. Returning false pauses the upstream until the client drains.
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+function onUpstreamRead(c: TcpConnection, n: number, buf: Buffer): boolean {
+  if (c.client.write(Buffer.from(buf.subarray(0, n)))) return true;
+  c.client.once('drain', onPeerDrain);
+  return false;
+}
+
 function onPeerDrain(this: TaggedSocket): void {
   const c = this[CONN];
   if (!c) return;
@@ -94,7 +103,10 @@ class TcpConnection {
     this.client[CONN] = this;
     endpoint.active++;
     cluster.active++;
-    const up = connect({ host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true }) as TaggedSocket;
+    const up = connect({
+      host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true,
+      onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => onUpstreamRead(this, n, buf as Buffer) },
+    }) as TaggedSocket;
     up[CONN] = this;
     this.upstream = up;
     up.setTimeout(cluster.policy.connectTimeoutMs);
@@ -108,7 +120,6 @@ class TcpConnection {
     up.on('timeout', onTimeout);
     up.on('error', onError);
     up.once('close', onClose);
-    up.on('data', onData);
     up.on('end', onEnd);
     c.setNoDelay(true);
   }
@@ -135,11 +146,12 @@ class TcpConnection {
     this.upstream.destroy();
   }
 
-  closed(): void {
+  closed(socket: TaggedSocket, hadError: boolean): void {
     if (--this.open === 1) {
-      // One side is gone: the other cannot carry the conversation further.
-      this.client.destroy();
-      this.upstream.destroy();
+      const other = socket === this.client ? this.upstream : this.client;
+      // A side closed cleanly has passed its FIN on and taken ours: the other side is ending too and
+      // must be left to flush what it still holds. After an error or reset, nothing more can follow.
+      if (hadError || !other.writableEnded || this.upstream.connecting) other.destroy();
       return;
     }
     if (this.open === 0) {

@@ -110,3 +110,49 @@ t.test('no endpoints: the connection is refused at once, not left hanging', asyn
   const r2 = await exchange(a2, p2);
   t.equal(r2.data, '', 'an endpoint that refuses closes the client side too');
 });
+
+t.test('20 MB each way through L4 arrive intact, with a slow reader', async (t) => {
+  const MB = 1024 * 1024;
+  const b = await tcpBackend(t, (s) => {
+    let got = 0;
+    s.on('data', (d: Buffer) => (got += d.length));
+    s.on('end', () => {
+      const chunk = Buffer.alloc(64 * 1024, 9);
+      let sent = 0;
+      const pump = () => {
+        while (sent < 20 * MB) {
+          sent += chunk.length;
+          if (!s.write(chunk)) return void s.once('drain', pump);
+        }
+        s.end(`|got ${got}`);
+      };
+      pump();
+    });
+  });
+  const { address, port } = await tcpSidecar(t, [b.endpoint]);
+  const result = await new Promise<{ bytes: number; tail: string }>((resolve) => {
+    const s = connect({ host: address, port, allowHalfOpen: true });
+    let bytes = 0;
+    let tail = '';
+    s.on('data', (d: Buffer) => {
+      bytes += d.length;
+      tail = (tail + d.toString('latin1')).slice(-32);
+      // A slow reader: the sidecar must hold the backend back, not buffer 20 MB.
+      s.pause();
+      setTimeout(() => s.resume(), 1);
+    });
+    s.on('end', () => resolve({ bytes, tail }));
+    const chunk = Buffer.alloc(MB, 1);
+    let n = 0;
+    const pump = () => {
+      while (n < 20) {
+        n++;
+        if (!s.write(chunk)) return void s.once('drain', pump);
+      }
+      s.end();
+    };
+    pump();
+  });
+  t.match(result.tail, new RegExp(`\\|got ${20 * MB}$`), 'the backend got all 20 MB');
+  t.equal(result.bytes, 20 * MB + `|got ${20 * MB}`.length, 'the client got all 20 MB back');
+});
