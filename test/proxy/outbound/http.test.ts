@@ -196,3 +196,36 @@ ${service('empty', a1, port, [])}${service('dead', a2, port, [`127.0.0.1:${dead}
   const { stdout } = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `http://${a1}:${port}/`]);
   t.equal(stdout, '503', 'curl sees the same');
 });
+
+t.test('an endpoint that never accepts: 504 connect-timeout after ConnectionTimeoutMS', async (t) => {
+  // A listener whose accept queue is full: the SYN is dropped and connect() hangs, as with a dead host.
+  const { spawn } = await import('node:child_process');
+  const py = spawn('python3', ['-c', `
+import socket, time
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(0)
+print(s.getsockname()[1], flush=True)
+fill = []
+for i in range(3):
+    c = socket.socket(); c.setblocking(False)
+    try: c.connect(('127.0.0.1', s.getsockname()[1]))
+    except BlockingIOError: pass
+    fill.append(c)
+time.sleep(60)
+`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => py.kill());
+  const blackhole = await new Promise<number>((resolve) => py.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))));
+  const port = await freePort();
+  const address = randomLoopback();
+  await startSidecar(t, `services:\n${service('dead', address, port, [`127.0.0.1:${blackhole}`])}apps:
+  - name: web
+    config:
+      base_services:
+        - { depend_service_alias: dead, port: ${port}, protocol: http, options: { ConnectionTimeoutMS: 200 } }
+`);
+  const started = Date.now();
+  const r = await get(`http://${address}:${port}/`);
+  const took = Date.now() - started;
+  t.equal(r.status, 504);
+  t.equal(r.headers['x-shoal-error'], 'connect-timeout');
+  t.ok(took >= 150 && took < 2000, `answered after ${took} ms`);
+});
