@@ -137,6 +137,7 @@ export class HttpListener implements ForwardSite {
       if (backend) backend.stats.count(503);
       return;
     }
+    // Same slot as on the fast path (h1/clientConnection.ts) for admission policies.
     new ForwardRequest(req, res, this, backend, endpoint, start).dispatch();
   }
 

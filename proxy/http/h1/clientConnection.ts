@@ -101,6 +101,8 @@ export class ClientConnection {
       if (backend) backend.stats.count(503);
       return this.respondMadeUp(madeUpHead('no-endpoints', `${name} has no endpoints`, head.close || l.draining), head.close || l.draining);
     }
+    // Admission policies (proxy/policy/: MaxRequests -> 503 overloaded, circuit breaker) go here, before
+    // the exchange exists; retries and outlier reports go where Exchange fails or completes.
     const ex = new Exchange(this, head, backend, endpoint, start);
     this.exchange = ex;
     ex.begin();
