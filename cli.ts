@@ -2,16 +2,32 @@
 // The shoal command: one binary, one subcommand per piece. Every flag has a SHOAL_* env twin.
 import { ConfigError } from './shared/meshConfig.ts';
 import { createLogger } from './shared/log.ts';
-import { helpText, parseFlags, UsageError, type FlagSpec } from './shared/flags.ts';
+import { helpText, parseFlags, UsageError, type FlagSpec, type FlagValues } from './shared/flags.ts';
 import { discoverFlags, startDiscover } from './discover/main.ts';
 import { getCommand, getFlags } from './discover/get.ts';
 import { demoFlags, describeDemo, startDemo } from './demo.ts';
+import { proxyFlags, proxyOptions, startProxy } from './proxy/main.ts';
+import { dnsFlags, dnsOptionsFromFlags, startDnsResponder } from './dns/main.ts';
+import { webhookFlags } from './discover/webhook/webhookFlags.ts';
+
+/** Concatenates flag lists; a name defined twice (cluster-domain) keeps its first definition. */
+function mergeFlags(...lists: FlagSpec[][]): FlagSpec[] {
+  const seen = new Set<string>();
+  return lists.flat().filter((f) => !seen.has(f.name) && seen.add(f.name) !== undefined);
+}
+
+const sidecarFlags = mergeFlags(proxyFlags, [
+  { name: 'dns', type: 'bool', default: true, description: 'Run the DNS responder in the sidecar (--no-dns turns it off)' },
+], dnsFlags.filter((f) => f.name !== 'dns-names'));
+const dnsCommandFlags = mergeFlags(dnsFlags, [
+  { name: 'log-level', type: 'string', default: 'info', description: 'Log level: debug, info, warn, error' },
+]);
 
 interface Command {
   usage: string;
   summary: string;
   flags: FlagSpec[];
-  run(positional: string[], values: Record<string, unknown>): Promise<void>;
+  run(positional: string[], values: FlagValues): Promise<void>;
 }
 
 function onSignals(close: () => Promise<void>): void {
@@ -53,12 +69,32 @@ const commands: Record<string, Command> = {
       onSignals(() => d.close());
     },
   },
+  proxy: {
+    usage: 'shoal proxy [--discover-url URL] [--admin-port 65533] [--dns-port 53 --dns-upstream IP]',
+    summary: 'The sidecar: outbound load balancing, inbound port remap and the DNS responder, fed by discover.',
+    flags: sidecarFlags,
+    async run(_pos, v) {
+      const opts = proxyOptions(v);
+      const log = createLogger('proxy', opts.logLevel ?? 'info');
+      const p = await startProxy({ ...opts, log, dns: v.dns === false ? undefined : dnsOptionsFromFlags(v) });
+      onSignals(() => p.close());
+    },
+  },
+  dns: {
+    usage: 'shoal dns [--dns-host 127.0.0.1] [--dns-port 53] [--dns-upstream IP[:PORT],...] [--dns-names name=ip,...]',
+    summary: 'The DNS responder on its own: static local names, every other name forwarded upstream.',
+    flags: dnsCommandFlags,
+    async run(_pos, v) {
+      const d = await startDnsResponder({ ...dnsOptionsFromFlags(v), log: createLogger('dns', String(v['log-level'])) });
+      onSignals(() => d.close());
+    },
+  },
   demo: {
     usage: 'shoal demo',
     summary: 'Run a local mesh on an embedded static topology: discover and the demo workloads on loopback.',
     flags: demoFlags,
     async run(_pos, v) {
-      const demo = await startDemo({ discoverPort: Number(v['discover-port']), logLevel: String(v['log-level']) });
+      const demo = await startDemo({ discoverPort: Number(v['discover-port']), adminPort: Number(v['admin-port']), dnsPort: Number(v['dns-port']), logLevel: String(v['log-level']) });
       process.stdout.write(describeDemo(demo));
       onSignals(() => demo.close());
     },

@@ -7,9 +7,12 @@ import { join } from 'node:path';
 import type { FlagSpec } from './shared/flags.ts';
 import { createLogger } from './shared/log.ts';
 import { startDiscover, type Discover } from './discover/main.ts';
+import { startProxy, type Proxy } from './proxy/main.ts';
 
 export const demoFlags: FlagSpec[] = [
   { name: 'discover-port', type: 'int', default: 6100, description: 'Port of discover on 127.0.0.1' },
+  { name: 'admin-port', type: 'int', default: 65533, description: 'Port of the sidecar\'s admin endpoint on 127.0.0.1' },
+  { name: 'dns-port', type: 'int', default: 5353, description: 'Port of the sidecar\'s DNS responder on 127.0.0.1 (UDP and TCP)' },
   { name: 'log-level', type: 'string', default: 'warn', description: 'Log level of the demo\'s pieces' },
 ];
 
@@ -96,31 +99,54 @@ export interface Demo {
   dir: string;
   topologyFile: string;
   discover: Discover;
+  proxy: Proxy;
   backends: DemoBackends;
   close(): Promise<void>;
 }
 
-export async function startDemo(opts: { discoverPort: number; logLevel: string }): Promise<Demo> {
+export interface DemoOptions {
+  discoverPort: number;
+  adminPort?: number;
+  dnsPort?: number;
+  logLevel: string;
+}
+
+/** Starts the workloads, discover on the embedded topology, and web's sidecar (proxy + DNS), all on loopback. */
+export async function startDemo(opts: DemoOptions): Promise<Demo> {
   const dir = mkdtempSync(join(tmpdir(), 'shoal-demo-'));
   const topologyFile = join(dir, 'topology.yaml');
   writeFileSync(topologyFile, DEMO_TOPOLOGY);
-  const backends = await startDemoBackends();
-  let discover: Discover;
+  const cleanups: Array<() => Promise<void>> = [async () => rmSync(dir, { recursive: true, force: true })];
+  const unwind = async () => {
+    for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
+  };
   try {
-    discover = await startDiscover({ staticFile: topologyFile, host: '127.0.0.1', port: opts.discoverPort, log: createLogger('discover', opts.logLevel) });
+    const backends = await startDemoBackends();
+    cleanups.push(() => backends.close());
+    const discover = await startDiscover({ staticFile: topologyFile, host: '127.0.0.1', port: opts.discoverPort, log: createLogger('discover', opts.logLevel) });
+    cleanups.push(() => discover.close());
+    // web's sidecar: outbound on the loopbacks the snapshot assigns, inbound on 127.0.0.1:65400 -> web,
+    // DNS on 127.0.0.1:<dns-port> with no upstream (the demo sends nothing beyond loopback).
+    const proxy = await startProxy({
+      discoverUrl: `${discover.url}/v1/resources/default/web/mesh`,
+      stateFile: join(dir, 'web.snapshot.json'),
+      adminHost: '127.0.0.1',
+      adminPort: opts.adminPort ?? 65533,
+      inboundAddress: '127.0.0.1',
+      drainTimeoutMs: 1000,
+      log: createLogger('proxy', opts.logLevel),
+      dns: { host: '127.0.0.1', port: opts.dnsPort ?? 5353, upstreams: [], clusterDomain: 'cluster.local', log: createLogger('dns', opts.logLevel) },
+    });
+    cleanups.push(() => proxy.close());
+    await proxy.whenReady();
+    return {
+      dir, topologyFile, discover, proxy, backends,
+      close: unwind,
+    };
   } catch (err) {
-    await backends.close();
-    rmSync(dir, { recursive: true, force: true });
+    await unwind();
     throw err;
   }
-  return {
-    dir, topologyFile, discover, backends,
-    async close() {
-      await discover.close();
-      await backends.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
 }
 
 export function describeDemo(demo: Demo): string {
@@ -132,8 +158,15 @@ export function describeDemo(demo: Demo): string {
     '  api-1..3         127.0.10.1-3:8080   HTTP, answer api-1, api-2, api-3',
     '  cache-1..2       127.0.11.1-2:6379   TCP, write cache-1, cache-2 on connect',
     '  web (the app)    127.0.0.1:8000      HTTP',
+    `  web's sidecar    api -> 127.0.0.2:8080 (HTTP, round robin), cache -> 127.0.0.3:6379 (TCP),`,
+    `                   inbound 127.0.0.1:65400 -> web, admin http://127.0.0.1:${demo.proxy.adminPort}, DNS 127.0.0.1:${demo.proxy.dns?.udpPort}`,
     '',
     'Try:',
+    '  curl http://127.0.0.2:8080/                       # api-1, api-2, api-3 in turn, through the sidecar',
+    `  dig @127.0.0.1 -p ${demo.proxy.dns?.udpPort} +short api.default.svc.cluster.local   # 127.0.0.2`,
+    '  curl http://127.0.0.1:65400/                      # web, through the sidecar\'s inbound listener',
+    '  curl -s --max-time 1 telnet://127.0.0.3:6379      # cache-1 or cache-2, over TCP',
+    `  curl http://127.0.0.1:${demo.proxy.adminPort}/config_dump`,
     `  curl ${d}/v2/snapshot/default/web`,
     `  curl ${d}/v1/resources/default/web/mesh`,
     `  node cli.ts get default/web --discover ${d}`,

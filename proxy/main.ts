@@ -12,12 +12,14 @@ import { ClusterSet } from './cluster/clusterSet.ts';
 import { SnapshotApplier } from './config/snapshotApplier.ts';
 import { ListenerSet } from './listener/listenerSet.ts';
 import { ProxyMetrics } from './metrics.ts';
+import type { DnsResponder, DnsResponderOptions } from '../dns/main.ts';
 
 export const proxyFlags: FlagSpec[] = [
   { name: 'discover-url', type: 'string', description: 'Where the mesh config lives: http://<discover>:6100/v1/resources/{ns}/{app}/{plugin_id} (plain DISCOVER_URL is read too)' },
   { name: 'namespace', type: 'string', description: 'The app\'s namespace when the discover URL does not name it (plain NAMESPACE is read too)' },
   { name: 'app', type: 'string', description: 'The app when the discover URL does not name it (plain SERVICE_ALIAS is read too)' },
   { name: 'plugin-id', type: 'string', description: 'The app\'s mesh plugin id (plain PLUGIN_ID is read too)' },
+  { name: 'token-file', type: 'string', description: 'File with the bearer token sent to discover (the projected service-account token; read at every poll)' },
   { name: 'state-file', type: 'string', description: 'Where the last applied snapshot is kept, to start from when discover is down (default: <tmp>/shoal/<ns>_<app>.snapshot.json)' },
   { name: 'admin-host', type: 'string', default: '0.0.0.0', description: 'Address of the admin endpoint (/ready, /metrics, /config_dump)' },
   { name: 'admin-port', type: 'int', default: 65533, description: 'Port of the admin endpoint' },
@@ -34,6 +36,7 @@ export interface ProxyOptions {
   app?: string;
   pluginId?: string;
   stateFile?: string;
+  tokenFile?: string;
   adminHost?: string;
   adminPort?: number;
   inboundAddress?: string;
@@ -44,6 +47,8 @@ export interface ProxyOptions {
   log?: Logger;
   /** Long-poll hold asked of discover, seconds. */
   waitSeconds?: number;
+  /** Host the DNS responder in this process, fed with every snapshot's names (as in a pod). */
+  dns?: DnsResponderOptions;
 }
 
 export interface Proxy {
@@ -53,6 +58,8 @@ export interface Proxy {
   readonly version: string;
   /** Called with every applied snapshot (and at once with the current one), e.g. to feed the DNS responder. */
   onSnapshot(listener: (s: Snapshot) => void): void;
+  /** The DNS responder hosted in the sidecar, when options.dns was given. */
+  readonly dns: DnsResponder | null;
   /** Resolves when the first snapshot is applied. */
   whenReady(): Promise<void>;
   /** Stops accepting, lets in-flight requests finish up to the drain timeout. */
@@ -73,6 +80,7 @@ export function proxyOptions(values: FlagValues, env: NodeJS.ProcessEnv = proces
     app: str(values.app) ?? str(env.SERVICE_ALIAS),
     pluginId: str(values['plugin-id']) ?? str(env.PLUGIN_ID),
     stateFile: str(values['state-file']),
+    tokenFile: str(values['token-file']),
     adminHost: str(values['admin-host']),
     adminPort: typeof values['admin-port'] === 'number' ? values['admin-port'] : undefined,
     inboundAddress: str(values['inbound-address']),
@@ -99,6 +107,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     stateFile,
     log,
     waitSeconds: opts.waitSeconds,
+    tokenFile: opts.tokenFile,
     onSnapshot: (s, source) => applier.apply(s, source),
     onRefused: () => metrics.configErrors.labels('refused').inc(),
     onPollError: () => metrics.configErrors.labels('unreachable').inc(),
@@ -130,6 +139,19 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     });
   });
   const adminPort = (admin.address() as AddressInfo).port;
+  // DNS first: names outside the mesh resolve through it even before the first snapshot arrives.
+  let dns: DnsResponder | null = null;
+  if (opts.dns) {
+    const { startDnsResponder } = await import('../dns/main.ts');
+    try {
+      dns = await startDnsResponder({ ...opts.dns, log: opts.dns.log ?? log.child({ component: 'dns' }), registry: metrics.registry });
+    } catch (err) {
+      await new Promise<void>((resolve) => admin.close(() => resolve()));
+      throw new Error(`the DNS responder could not start on ${opts.dns.host}:${opts.dns.port}: ${(err as Error).message}`);
+    }
+    const responder = dns;
+    applier.onSnapshot((s) => responder.setNames(s.dns));
+  }
   log.info({ admin: `${opts.adminHost ?? '0.0.0.0'}:${adminPort}`, discover: url, stateFile, pluginId: opts.pluginId ?? null }, 'sidecar starting');
   await client.start();
 
@@ -141,6 +163,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     get version() {
       return client.version;
     },
+    dns,
     onSnapshot: (fn) => applier.onSnapshot(fn),
     whenReady: () => client.firstSnapshot(),
     drain,
@@ -150,6 +173,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
         await drain();
         listeners.destroy();
         await clusters.destroy();
+        await dns?.close();
         await new Promise<void>((resolve) => {
           admin.close(() => resolve());
           admin.closeAllConnections();

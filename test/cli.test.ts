@@ -23,7 +23,7 @@ async function shoal(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ cod
 t.test('help lists commands, and each command lists its flags with env twins', async (t) => {
   const top = await shoal(['--help']);
   t.equal(top.code, 0);
-  for (const c of ['discover', 'demo', 'get']) t.match(top.stdout, new RegExp(`\\n  ${c} `));
+  for (const c of ['discover', 'proxy', 'dns', 'demo', 'get']) t.match(top.stdout, new RegExp(`\\n  ${c} `));
   const d = await shoal(['discover', '--help']);
   t.equal(d.code, 0);
   t.match(d.stdout, /--static <value>/);
