@@ -182,3 +182,54 @@ t.test('writeFileAtomic replaces content whole', async (t) => {
   t.equal(readFileSync(f, 'utf8'), 'two');
   t.same(readdirSync(dir), ['x.json']);
 });
+
+t.test('sends the bearer token from the token file, read again at every poll (the kubelet rotates it)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-client-token-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const tokenFile = join(dir, 'token');
+  let accepted = 'token-1';
+  let current = snap(1);
+  const auth: string[] = [];
+  const server = createServer((req, res) => {
+    auth.push(req.headers.authorization ?? '');
+    if (req.headers.authorization !== `Bearer ${accepted}`) return void res.writeHead(401).end('{"error":"unauthorized"}');
+    const u = new URL(req.url ?? '/', 'http://x');
+    if (u.searchParams.get('version') === current.version) return void res.writeHead(304).end();
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(current));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v2/snapshot/default/web`;
+
+  // A missing token file fails the poll with an error naming the file; nothing is applied.
+  const errors: string[] = [];
+  const missing = new SnapshotClient({
+    url, stateFile: '', log: createLogger('test', 'silent'), tokenFile: join(dir, 'absent'), firstFetchTimeoutMs: 300, backoffBaseMs: 20, backoffMaxMs: 50,
+    onSnapshot: () => t.fail('nothing may be applied without a token'), onPollError: (r) => void errors.push(r),
+  });
+  void missing.start();
+  await waitFor(() => errors.length > 0);
+  missing.close();
+  t.match(errors[0], new RegExp(`cannot read the token file ${join(dir, 'absent')}: ENOENT`));
+
+  writeFileSync(tokenFile, 'token-1\n');
+  const applied: string[] = [];
+  const c = new SnapshotClient({
+    url, stateFile: '', log: createLogger('test', 'silent'), tokenFile, waitSeconds: 0, backoffBaseMs: 20, backoffMaxMs: 50,
+    onSnapshot: (s) => void applied.push(s.version),
+  });
+  t.teardown(() => c.close());
+  await c.start();
+  t.same(applied, [current.version]);
+  t.equal(auth.at(-1), 'Bearer token-1', 'the token is sent, trimmed of its newline');
+
+  // Rotation: discover now accepts only the new token, and the next poll carries it.
+  writeFileSync(tokenFile, 'token-2');
+  accepted = 'token-2';
+  current = snap(2);
+  await waitFor(() => c.version === current.version);
+  t.equal(auth.at(-1), 'Bearer token-2');
+});
