@@ -208,7 +208,7 @@ t.test('sends the bearer token from the token file, read again at every poll (th
   const errors: string[] = [];
   const missing = new SnapshotClient({
     url, stateFile: '', log: createLogger('test', 'silent'), tokenFile: join(dir, 'absent'), firstFetchTimeoutMs: 300, backoffBaseMs: 20, backoffMaxMs: 50,
-    onSnapshot: () => t.fail('nothing may be applied without a token'), onPollError: (r) => void errors.push(r),
+    onSnapshot: () => void t.fail('nothing may be applied without a token'), onPollError: (r) => void errors.push(r),
   });
   void missing.start();
   await waitFor(() => errors.length > 0);
