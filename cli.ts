@@ -3,7 +3,7 @@
 import { ConfigError } from './shared/meshConfig.ts';
 import { createLogger } from './shared/log.ts';
 import { helpText, parseFlags, UsageError, type FlagSpec, type FlagValues } from './shared/flags.ts';
-import { discoverFlags, startDiscover } from './discover/main.ts';
+import { discoverFlags, discoverOptionsFromFlags, startDiscover } from './discover/main.ts';
 import { getCommand, getFlags } from './discover/get.ts';
 import { demoFlags, describeDemo, startDemo } from './demo.ts';
 import { proxyFlags, proxyOptions, startProxy } from './proxy/main.ts';
@@ -49,23 +49,11 @@ const help = { name: 'help', short: 'h', type: 'bool', description: 'Show this h
 
 const commands: Record<string, Command> = {
   discover: {
-    usage: 'shoal discover (--static FILE.yaml | --kubernetes [--kubeconfig FILE]) [--port 6100]',
+    usage: 'shoal discover (--static FILE.yaml | --kubernetes [--kubeconfig FILE] [--webhook]) [--port 6100]',
     summary: 'Serve every app its snapshot (listeners, routes, endpoints, DNS names) with long-poll push.',
-    flags: discoverFlags,
+    flags: mergeFlags(discoverFlags, webhookFlags),
     async run(_pos, v) {
-      if (!v.static === !v.kubernetes) throw new UsageError('discover needs one source: --static FILE.yaml or --kubernetes');
-      const d = await startDiscover({
-        staticFile: v.static ? String(v.static) : undefined,
-        kubernetes: v.kubernetes ? {
-          kubeconfigFile: v.kubeconfig ? String(v.kubeconfig) : undefined,
-          clusterDomain: String(v['cluster-domain']),
-          staleAfterMs: Number(v['stale-after']) * 1000,
-          tokenAudience: String(v['token-audience']),
-          insecureReads: Boolean(v['insecure-reads']),
-        } : undefined,
-        host: String(v.host), port: Number(v.port), writeToken: String(v['write-token'] ?? ''),
-        log: createLogger('discover', String(v['log-level'])),
-      });
+      const d = await startDiscover(discoverOptionsFromFlags(v, createLogger('discover', String(v['log-level']))));
       onSignals(() => d.close());
     },
   },

@@ -4,11 +4,17 @@ import type { AddressInfo } from 'node:net';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { createLogger, type Logger } from '../shared/log.ts';
 import { createRegistry } from '../shared/metrics.ts';
-import type { FlagSpec } from '../shared/flags.ts';
+import { readFileSync } from 'node:fs';
+import { UsageError, type FlagSpec, type FlagValues } from '../shared/flags.ts';
+import { webhookOptionsFromFlags } from './webhook/webhookFlags.ts';
+import type { WebhookOptions } from './webhook/webhookServer.ts';
+import type { ConfigWriter } from './http/resourceRoutes.ts';
 import { createDiscoverMetrics, type DiscoverMetrics } from './metrics.ts';
 import { SnapshotStore } from './snapshot/store.ts';
 import { StaticSource } from './source/staticSource.ts';
-import { createServer } from './http/server.ts';
+import { createServer, type ServerOptions } from './http/server.ts';
+
+type WebhookServerOptions = Pick<WebhookOptions, 'host' | 'port' | 'certFile' | 'keyFile' | 'injector'>;
 import type { Topology } from './topology/model.ts';
 
 export const discoverFlags: FlagSpec[] = [
@@ -22,12 +28,22 @@ export const discoverFlags: FlagSpec[] = [
   { name: 'host', type: 'string', default: '0.0.0.0', description: 'Address to listen on' },
   { name: 'port', type: 'int', default: 6100, description: 'Port to listen on' },
   { name: 'write-token', type: 'string', default: '', description: 'Bearer token that PUT /v1/resources requires (and that may read every app); writes are off without one' },
+  { name: 'write-token-file', type: 'string', default: '', description: 'A file holding the write token (e.g. a mounted Secret), instead of --write-token' },
   { name: 'log-level', type: 'string', default: 'info', description: 'Log level: debug, info, warn, error' },
 ];
 
 export interface DiscoverOptions {
   staticFile?: string;
-  kubernetes?: { kubeConfig?: KubeConfig; kubeconfigFile?: string; clusterDomain?: string; staleAfterMs?: number; tokenAudience?: string; insecureReads?: boolean };
+  kubernetes?: {
+    kubeConfig?: KubeConfig;
+    kubeconfigFile?: string;
+    clusterDomain?: string;
+    staleAfterMs?: number;
+    tokenAudience?: string;
+    insecureReads?: boolean;
+    // The injection webhook (discover/webhook/): served beside the API when set.
+    webhook?: WebhookServerOptions;
+  };
   host: string;
   port: number;
   writeToken?: string;
@@ -39,7 +55,51 @@ export interface Discover {
   port: number;
   store: SnapshotStore;
   server: FastifyInstance;
+  /** Resolves once the source holds its first full state (at once for a static file). */
+  ready: Promise<void>;
+  /** The webhook's port, when one runs. */
+  webhookPort?: number;
   close(): Promise<void>;
+}
+
+/** Options of `shoal discover` from its parsed flags (discoverFlags + webhookFlags). Throws UsageError on a bad combination. */
+export function discoverOptionsFromFlags(v: FlagValues, log: Logger): DiscoverOptions {
+  if (!v.static === !v.kubernetes) throw new UsageError('discover needs one source: --static FILE.yaml or --kubernetes');
+  if (v.webhook && !v.kubernetes) throw new UsageError('--webhook needs --kubernetes: the webhook reads mesh configs from the cluster and records events there');
+  let writeToken = String(v['write-token'] ?? '');
+  const tokenFile = String(v['write-token-file'] ?? '');
+  if (tokenFile !== '') {
+    if (writeToken !== '') throw new UsageError('give --write-token or --write-token-file, not both');
+    try {
+      writeToken = readFileSync(tokenFile, 'utf8').trim();
+    } catch (err) {
+      throw new UsageError(`cannot read --write-token-file ${JSON.stringify(tokenFile)}: ${(err as Error).message}`);
+    }
+    if (writeToken === '') throw new UsageError(`--write-token-file ${JSON.stringify(tokenFile)} is empty`);
+  }
+  let webhook: WebhookServerOptions | undefined;
+  if (v.webhook) {
+    try {
+      webhook = webhookOptionsFromFlags(v);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  }
+  return {
+    staticFile: v.static ? String(v.static) : undefined,
+    kubernetes: v.kubernetes ? {
+      kubeconfigFile: v.kubeconfig ? String(v.kubeconfig) : undefined,
+      clusterDomain: String(v['cluster-domain'] ?? 'cluster.local'),
+      staleAfterMs: Number(v['stale-after'] ?? 60) * 1000,
+      tokenAudience: String(v['token-audience'] ?? 'shoal'),
+      insecureReads: Boolean(v['insecure-reads']),
+      webhook,
+    } : undefined,
+    host: String(v.host ?? '0.0.0.0'),
+    port: Number(v.port ?? 6100),
+    writeToken,
+    log,
+  };
 }
 
 function onTopology(store: SnapshotStore, log: Logger) {
@@ -50,7 +110,16 @@ function onTopology(store: SnapshotStore, log: Logger) {
   };
 }
 
-async function wireSource(opts: DiscoverOptions, store: SnapshotStore, metrics: DiscoverMetrics, log: Logger) {
+interface WiredSource {
+  close(): Promise<void>;
+  writer: ConfigWriter | null;
+  extra: Pick<ServerOptions, 'readGuard' | 'readiness' | 'refusal'>;
+  // Called once the server listens: loads the first state (Kubernetes) in the background.
+  start(): Promise<void>;
+  webhook?: () => Promise<{ port: number; close(): Promise<void> }>;
+}
+
+async function wireSource(opts: DiscoverOptions, store: SnapshotStore, metrics: DiscoverMetrics, log: Logger): Promise<WiredSource> {
   if (opts.staticFile) {
     const source = new StaticSource({
       file: opts.staticFile,
@@ -61,12 +130,13 @@ async function wireSource(opts: DiscoverOptions, store: SnapshotStore, metrics: 
         log.error({ file: opts.staticFile, error: err.message }, 'topology edit refused; the last good state keeps serving');
       },
     });
+    // A static file is read before listening: an invalid first state fails the start.
     await source.start();
-    return { close: async () => source.close(), writer: source.write, extra: {} };
+    return { close: async () => source.close(), writer: source.write, extra: {}, start: async () => undefined };
   }
   // Loaded only in Kubernetes mode: client-node takes a second to import.
   const { KubernetesSource, loadKubeConfig } = await import('./source/kubernetes/kubernetesSource.ts');
-  const { requireReader, tokenReviewer } = await import('./http/readAuth.ts');
+  const { requireReader, tokenReviewer, eventRecorder } = await import('./http/readAuth.ts');
   const k = opts.kubernetes!;
   const kubeConfig = k.kubeConfig ?? loadKubeConfig(k.kubeconfigFile);
   const source = new KubernetesSource({
@@ -77,16 +147,34 @@ async function wireSource(opts: DiscoverOptions, store: SnapshotStore, metrics: 
     onTopology: onTopology(store, log),
     onConfigError: () => metrics.configErrors.inc({ source: 'kubernetes' }),
   });
-  await source.start();
-  const readGuard = k.insecureReads ? undefined : requireReader(tokenReviewer(kubeConfig, k.tokenAudience ?? 'shoal', log), opts.writeToken ?? '', (ns, app) => source.readers(ns, app), log);
+  // Snapshots are answered 503 until the first full list: a 404 would tell a sidecar its app is gone.
+  const notReady = () => (store.ready ? null : source.health().message);
+  const reviewer = k.insecureReads ? null : tokenReviewer(kubeConfig, k.tokenAudience ?? 'shoal', log);
+  const readGuard = requireReader({ reviewer, operatorToken: opts.writeToken ?? '', readers: (ns, app) => source.readers(ns, app), notReady, log });
+  const wh = k.webhook;
   return {
     close: () => source.close(),
     writer: source.write,
     extra: { readGuard, readiness: () => source.health(), refusal: (ns: string, app: string) => source.refusal(ns, app) },
+    start: () => source.start(),
+    webhook: wh ? async () => {
+      const { startWebhook } = await import('./webhook/webhookServer.ts');
+      return startWebhook({
+        ...wh,
+        pluginEnv: (ns, app) => source.pluginEnv(ns, app),
+        explicitListenPorts: (ns, app) => source.explicitListenPorts(ns, app),
+        recordEvent: eventRecorder(kubeConfig, log),
+        log,
+      });
+    } : undefined,
   };
 }
 
-/** Starts discover. Rejects (with a ConfigError naming the problem) if the first state is invalid. */
+/**
+ * Starts discover. A static file is loaded before listening (rejects with a ConfigError naming the
+ * problem if its first state is invalid); Kubernetes listens at once (/healthz answers, /readyz
+ * says 503) and lists in the background, retrying until the API answers: see `ready`.
+ */
 export async function startDiscover(opts: DiscoverOptions): Promise<Discover> {
   if (!opts.staticFile === !opts.kubernetes) throw new Error('discover needs exactly one source: a static file or Kubernetes');
   const log = opts.log ?? createLogger('discover');
@@ -95,22 +183,34 @@ export async function startDiscover(opts: DiscoverOptions): Promise<Discover> {
   const store = new SnapshotStore(metrics, log);
   const source = await wireSource(opts, store, metrics, log);
   const server = await createServer({ store, metrics, registry, log, writer: source.writer, writeToken: opts.writeToken ?? '', ...source.extra });
+  let webhook: { port: number; close(): Promise<void> } | undefined;
   try {
     await server.listen({ host: opts.host, port: opts.port });
+    webhook = await source.webhook?.();
   } catch (err) {
     await source.close();
     store.close();
+    await server.close();
     throw err;
   }
   const port = (server.server.address() as AddressInfo).port;
   const host = opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host;
   log.info({ host: opts.host, port }, 'discover listening');
+  const started = performance.now();
+  const ready = source.start().then(() => {
+    if (opts.kubernetes) log.info({ ms: Math.round(performance.now() - started), apps: store.topology?.apps.size ?? 0, services: store.topology?.services.size ?? 0 }, 'first full state loaded: ready');
+  });
+  // Never unhandled: the source retries on its own and only stops when closed.
+  ready.catch((err: Error) => log.error({ error: err.message }, 'source failed to start'));
   return {
     url: `http://${host}:${port}`,
     port,
     store,
     server,
+    ready,
+    webhookPort: webhook?.port,
     async close() {
+      await webhook?.close();
       await source.close();
       store.close();
       await server.close();

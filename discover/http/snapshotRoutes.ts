@@ -38,6 +38,7 @@ export interface SnapshotRouteOptions {
 export function snapshotRoutes(app: FastifyInstance, opts: SnapshotRouteOptions): void {
   const { store, metrics } = opts;
   app.get<{ Params: { namespace: string; app: string }; Querystring: { version?: string; wait?: string } }>('/v2/snapshot/:namespace/:app', {
+    preHandler: opts.readGuard,
     schema: {
       summary: 'One app\'s snapshot. With version (or If-None-Match) equal to the current one and wait, held until it changes (200) or wait passes (304).',
       params: {

@@ -7,7 +7,7 @@
 // Not faked: server-side apply and dryRun (415/400), protobuf, HTTP/2, managedFields, admission
 // and validation beyond names and a few required fields, RBAC beyond TokenInfo.can, namespace
 // existence on create (objects may live in namespaces never created), finalizers and graceful
-// deletion (a namespace's contents go at once), resources other than the four in TYPES.
+// deletion (a namespace's contents go at once), Event TTLs, resources other than the five in TYPES.
 //
 // How client-node 2.0.1's informer (ListWatch: dist/cache.js, dist/watch.js) behaves against it.
 // [T] = asserted in test/lib/fakeKubeApi.test.ts, [O] = observed in a run, [C] = read in its code.
@@ -74,7 +74,7 @@ export interface KubeObject {
   [key: string]: any;
 }
 
-export type SupportedKind = 'Service' | 'EndpointSlice' | 'ConfigMap' | 'Namespace';
+export type SupportedKind = 'Service' | 'EndpointSlice' | 'ConfigMap' | 'Namespace' | 'Event';
 
 export interface TokenInfo {
   /** Required unless serviceAccount and namespace are given. */
@@ -207,6 +207,8 @@ const TYPES: ResourceType[] = [
   resourceType('ConfigMap', 'configmaps', '', 'v1', true, false, false),
   resourceType('Namespace', 'namespaces', '', 'v1', false, false, false),
   resourceType('EndpointSlice', 'endpointslices', 'discovery.k8s.io', 'v1', true, true, false),
+  // core/v1 Events, as the injection webhook records them on pods (stored and listed; no TTL).
+  resourceType('Event', 'events', '', 'v1', true, false, false),
 ];
 const BY_KIND = new Map<string, ResourceType>(TYPES.map((t) => [t.kind, t]));
 const BY_PATH = new Map<string, ResourceType>(TYPES.map((t) => [`${t.prefix}/${t.plural}`, t]));

@@ -2,8 +2,8 @@
 // incremental topology. Every burst of events becomes one apply that touches only the apps whose
 // dependencies or config changed.
 import {
-  CoreV1Api, DiscoveryV1Api, KubeConfig, makeInformer,
-  type Informer, type KubernetesObject, type V1ConfigMap, type V1EndpointSlice, type V1Service,
+  CoreV1Api, DiscoveryV1Api, KubeConfig, ListWatch, Watch,
+  type Informer, type KubernetesObject, type ListPromise, type V1ConfigMap, type V1EndpointSlice, type V1Service,
 } from '@kubernetes/client-node';
 import type { Logger } from '../../../shared/log.ts';
 import type { ResourceSpec } from '../../../shared/meshConfig.ts';
@@ -29,11 +29,16 @@ interface Watched<T extends KubernetesObject> {
   downSince: number | null;
   restartTimer: NodeJS.Timeout | null;
   failures: number;
+  // A start() in flight (first list or a restart): close() waits for it and stops again, since
+  // client-node opens the watch after its list without checking whether stop() came meanwhile.
+  starting: Promise<void> | null;
 }
 
 const BACKOFF_BASE_MS = 200;
 const COALESCE_MS = 5;
-const BACKOFF_MAX_MS = 30_000;
+// Restarts are cheap (they resume from the last resourceVersion; only a 410 relists), so the
+// ceiling stays low: after an API outage the watches are back within seconds of its end.
+const BACKOFF_MAX_MS = 8_000;
 
 export class KubernetesSource {
   private readonly opts: KubernetesSourceOptions;
@@ -42,12 +47,15 @@ export class KubernetesSource {
   private readonly slices = new Map<string, Map<string, V1EndpointSlice>>();
   private readonly sliceOwner = new Map<string, string>();
   private readonly configMaps = new Map<string, V1ConfigMap>();
+  // App key -> keys of the mesh ConfigMaps labelled for it (normally one).
+  private readonly configMapsByApp = new Map<string, Set<string>>();
   private readonly topology: Topology;
   private readonly dependents = new Map<string, Set<string>>();
   private readonly appErrors = new Map<string, string>();
   private dirtyServices = new Set<string>();
   private dirtyApps = new Set<string>();
   private flushScheduled = false;
+  private flushTimer: NodeJS.Timeout | null = null;
   private started = false;
   private stopped = false;
   private readonly watched: Array<Watched<V1Service> | Watched<V1EndpointSlice> | Watched<V1ConfigMap>> = [];
@@ -57,9 +65,9 @@ export class KubernetesSource {
     this.core = opts.kubeConfig.makeApiClient(CoreV1Api);
     this.topology = { clusterDomain: opts.clusterDomain, services: new Map(), apps: new Map() };
     const discovery = opts.kubeConfig.makeApiClient(DiscoveryV1Api);
-    const svc = makeInformer<V1Service>(opts.kubeConfig, '/api/v1/services', () => this.core.listServiceForAllNamespaces());
-    const eps = makeInformer<V1EndpointSlice>(opts.kubeConfig, '/apis/discovery.k8s.io/v1/endpointslices', () => discovery.listEndpointSliceForAllNamespaces());
-    const cms = makeInformer<V1ConfigMap>(opts.kubeConfig, '/api/v1/configmaps', () => this.core.listConfigMapForAllNamespaces({ labelSelector: APP_LABEL }), APP_LABEL);
+    const svc = this.informer<V1Service>('/api/v1/services', () => this.core.listServiceForAllNamespaces());
+    const eps = this.informer<V1EndpointSlice>('/apis/discovery.k8s.io/v1/endpointslices', () => discovery.listEndpointSliceForAllNamespaces());
+    const cms = this.informer<V1ConfigMap>('/api/v1/configmaps', () => this.core.listConfigMapForAllNamespaces({ labelSelector: APP_LABEL }), APP_LABEL);
     svc.on('add', (o) => this.onService(o, false));
     svc.on('update', (o) => this.onService(o, false));
     svc.on('delete', (o) => this.onService(o, true));
@@ -72,11 +80,33 @@ export class KubernetesSource {
     this.watched.push(this.watch('services', svc), this.watch('endpointslices', eps), this.watch('configmaps', cms));
   }
 
+  /**
+   * makeInformer() with one change: the informer's own reconnect delay (after a clean end of a
+   * watch) never ends once we stopped, since stop() does not cancel it and the watch would open anyway.
+   */
+  private informer<T extends KubernetesObject>(path: string, list: () => Promise<unknown>, labelSelector?: string): Informer<T> {
+    const delayFn = (ms: number) => new Promise<void>((resolve) => {
+      setTimeout(() => {
+        if (!this.stopped) resolve();
+      }, ms).unref();
+    });
+    return new ListWatch<T>(path, new Watch(this.opts.kubeConfig), list as ListPromise<T>, false, labelSelector, undefined, { delayFn });
+  }
+
   private watch<T extends KubernetesObject>(name: string, informer: Informer<T>): Watched<T> {
-    const w: Watched<T> = { name, informer, listed: false, downSince: null, restartTimer: null, failures: 0 };
+    const w: Watched<T> = { name, informer, listed: false, downSince: null, restartTimer: null, failures: 0, starting: null };
     // client-node's informer stops after any error but 410 (which it handles by relisting): restart it.
     informer.on('error', (err?: unknown) => this.onWatchError(w, err));
     return w;
+  }
+
+  /** informer.start(), remembered so close() can wait for it. */
+  private startInformer(w: Watched<KubernetesObject>): Promise<void> {
+    const p = w.informer.start().finally(() => {
+      if (w.starting === p) w.starting = null;
+    });
+    w.starting = p;
+    return p;
   }
 
   /** Starts every informer; resolves once each has listed once (the first full state). */
@@ -90,7 +120,8 @@ export class KubernetesSource {
     for (;;) {
       if (this.stopped) return;
       const before = w.failures;
-      await w.informer.start();
+      await this.startInformer(w);
+      if (this.stopped) return;
       if (w.failures === before) {
         w.listed = true;
         w.downSince = null;
@@ -98,7 +129,7 @@ export class KubernetesSource {
         return;
       }
       // The first list failed; wait out the backoff and try again.
-      await new Promise((r) => setTimeout(r, this.backoff(w.failures)));
+      await new Promise((r) => setTimeout(r, this.backoff(w.failures)).unref());
     }
   }
 
@@ -108,16 +139,19 @@ export class KubernetesSource {
   }
 
   private onWatchError(w: Watched<KubernetesObject>, err: unknown): void {
+    // Every stop() is followed by an AbortError callback: not a failure.
+    if (this.stopped) return;
     w.failures++;
     w.downSince ??= Date.now();
     const e = err as { message?: string; statusCode?: number; code?: number } | undefined;
     this.opts.log.warn({ informer: w.name, error: e?.message ?? String(err), status: e?.statusCode ?? e?.code, failures: w.failures }, 'watch failed; restarting with backoff');
-    if (!w.listed || this.stopped || w.restartTimer) return;
+    if (!w.listed || w.restartTimer) return;
     w.restartTimer = setTimeout(() => {
       w.restartTimer = null;
       if (this.stopped) return;
       const before = w.failures;
-      w.informer.start().then(() => {
+      this.startInformer(w).then(() => {
+        if (this.stopped) return;
         if (w.failures === before) {
           w.downSince = null;
           w.failures = 0;
@@ -170,12 +204,26 @@ export class KubernetesSource {
   private onConfigMap(cm: V1ConfigMap, deleted: boolean): void {
     const key = serviceKeyOf(cm);
     const prev = this.configMaps.get(key);
-    if (deleted) this.configMaps.delete(key);
-    else this.configMaps.set(key, cm);
     const ns = cm.metadata?.namespace ?? 'default';
-    for (const c of [prev, cm]) {
-      const app = c?.metadata?.labels?.[APP_LABEL];
-      if (app) this.markApp(appKey(ns, app));
+    const prevApp = prev?.metadata?.labels?.[APP_LABEL];
+    if (prevApp) {
+      const k = appKey(ns, prevApp);
+      this.configMapsByApp.get(k)?.delete(key);
+      if (this.configMapsByApp.get(k)?.size === 0) this.configMapsByApp.delete(k);
+      this.markApp(k);
+    }
+    if (deleted) {
+      this.configMaps.delete(key);
+      return;
+    }
+    this.configMaps.set(key, cm);
+    const app = cm.metadata?.labels?.[APP_LABEL];
+    if (app) {
+      const k = appKey(ns, app);
+      let set = this.configMapsByApp.get(k);
+      if (!set) this.configMapsByApp.set(k, (set = new Set()));
+      set.add(key);
+      this.markApp(k);
     }
   }
 
@@ -194,7 +242,8 @@ export class KubernetesSource {
     this.flushScheduled = true;
     // One apply per burst: a relist, a multi-slice update or pods of a rolling update landing
     // together become a single change.
-    setTimeout(() => {
+    this.flushTimer = setTimeout(() => {
+      this.flushTimer = null;
       this.flushScheduled = false;
       this.flush();
     }, COALESCE_MS);
@@ -220,13 +269,17 @@ export class KubernetesSource {
     this.opts.onTopology(this.topology, affected);
   }
 
+  /** An app's mesh ConfigMaps, oldest first (the first one is in force; client-node parses the timestamps to Dates). */
+  private configMapsOf(key: string): V1ConfigMap[] {
+    const created = (c: V1ConfigMap) => new Date(c.metadata?.creationTimestamp ?? 0).getTime() || 0;
+    return [...(this.configMapsByApp.get(key) ?? [])].map((k) => this.configMaps.get(k)!)
+      .sort((a, b) => created(a) - created(b) || String(a.metadata?.name).localeCompare(String(b.metadata?.name)));
+  }
+
   /** Recomputes one app from its mesh ConfigMaps. An invalid config keeps the last good one. */
   private rebuildApp(key: string): void {
-    const [ns, name] = key.split('/');
-    const candidates = [...this.configMaps.values()]
-      .filter((c) => (c.metadata?.namespace ?? 'default') === ns && c.metadata?.labels?.[APP_LABEL] === name)
-      .sort((a, b) => String(a.metadata?.creationTimestamp ?? '').localeCompare(String(b.metadata?.creationTimestamp ?? '')) ||
-        String(a.metadata?.name).localeCompare(String(b.metadata?.name)));
+    const ns = key.split('/')[0];
+    const candidates = this.configMapsOf(key);
     const prev = this.topology.apps.get(key);
     if (candidates.length === 0) {
       this.setApp(key, undefined);
@@ -270,6 +323,18 @@ export class KubernetesSource {
     return [app, ...(this.topology.apps.get(appKey(namespace, app))?.readers ?? [])];
   }
 
+  /** The app's base_normal options, which the injector passes to its sidecar as env vars. */
+  pluginEnv(namespace: string, app: string): Record<string, string> | undefined {
+    return this.topology.apps.get(appKey(namespace, app))?.config.env;
+  }
+
+  /** The listen_port choices of the app's base_ports (container port -> listen port), for the injector. */
+  explicitListenPorts(namespace: string, app: string): Map<number, number> | undefined {
+    const a = this.topology.apps.get(appKey(namespace, app));
+    if (!a) return undefined;
+    return new Map(a.config.ports.filter((p) => p.listenPort !== null).map((p) => [p.port, p.listenPort as number]));
+  }
+
   /** Why an app has no snapshot, when its only config was refused. */
   refusal(namespace: string, app: string): string | undefined {
     return this.appErrors.get(appKey(namespace, app));
@@ -279,7 +344,7 @@ export class KubernetesSource {
   readonly write = async (namespace: string, app: string, pluginId: string, spec: ResourceSpec): Promise<void> => {
     const data = JSON.stringify(spec);
     for (let attempt = 0; ; attempt++) {
-      const existing = [...this.configMaps.values()].find((c) => (c.metadata?.namespace ?? 'default') === namespace && c.metadata?.labels?.[APP_LABEL] === app);
+      const existing = this.configMapsOf(appKey(namespace, app))[0];
       try {
         if (existing) {
           const fresh = await this.core.readNamespacedConfigMap({ name: existing.metadata!.name!, namespace });
@@ -304,9 +369,18 @@ export class KubernetesSource {
 
   async close(): Promise<void> {
     this.stopped = true;
+    if (this.flushTimer) clearTimeout(this.flushTimer);
     for (const w of this.watched) {
       if (w.restartTimer) clearTimeout(w.restartTimer);
       await w.informer.stop();
+    }
+    // A start() in flight opens its watch after the list even when stop() came meanwhile: let it
+    // finish (a list is bounded by its request timeout) and stop once more.
+    for (const w of this.watched) {
+      while (w.starting) {
+        await w.starting.catch(() => undefined);
+        await w.informer.stop();
+      }
     }
   }
 }

@@ -1,0 +1,111 @@
+// Discover on the fake Kubernetes API: the real `--kubernetes` code path (startDiscover with a
+// kubeconfig file pointing at the fake server over HTTPS), plus a small HTTP client for its API.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'undici';
+import type { Test } from 'tap';
+import { createLogger, type Logger } from '../../../shared/log.ts';
+import type { Snapshot } from '../../../shared/snapshot.ts';
+import { startDiscover, type Discover, type DiscoverOptions } from '../../../discover/main.ts';
+import {
+  endpointSlice, meshConfigMap, service, withFakeKubeApi, type EndpointSpec, type FakeKubeApi, type FakeKubeApiOptions,
+} from '../../lib/fakeKubeApi.ts';
+
+export const DISCOVER_TOKEN = 'discover-sa-token';
+export const OPERATOR_TOKEN = 'operator-write-token';
+export const AUDIENCE = 'shoal';
+
+export interface Env {
+  api: FakeKubeApi;
+  dir: string;
+  kubeconfig: string;
+}
+
+/** A fake API server that knows discover's own token, and a temporary folder with its kubeconfig file. */
+export async function fakeCluster(t: Test, opts: FakeKubeApiOptions = {}): Promise<Env> {
+  const api = await withFakeKubeApi(t, opts);
+  api.addToken(DISCOVER_TOKEN, { namespace: 'shoal', serviceAccount: 'shoal-discover' });
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-k8s-test-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const kubeconfig = await api.writeKubeconfigFile(dir, DISCOVER_TOKEN);
+  return { api, dir, kubeconfig };
+}
+
+/** A sidecar's projected token: service account `sa` of namespace `ns`, audience shoal. */
+export function sidecarToken(api: FakeKubeApi, ns: string, sa: string): string {
+  const token = `sa-${ns}-${sa}-${Math.random().toString(36).slice(2)}`;
+  api.addToken(token, { namespace: ns, serviceAccount: sa, audiences: [AUDIENCE], pod: `${sa}-pod` });
+  return token;
+}
+
+export async function startKubeDiscover(t: Test, env: Env, opts: { staleAfterMs?: number; log?: Logger; wait?: boolean; kubernetes?: Partial<NonNullable<DiscoverOptions['kubernetes']>> } = {}): Promise<Discover> {
+  const d = await startDiscover({
+    kubernetes: { kubeconfigFile: env.kubeconfig, staleAfterMs: opts.staleAfterMs ?? 30_000, tokenAudience: AUDIENCE, ...opts.kubernetes },
+    host: '127.0.0.1', port: 0, writeToken: OPERATOR_TOKEN,
+    log: opts.log ?? createLogger('discover', process.env.SHOAL_TEST_LOG ?? 'silent'),
+  });
+  t.teardown(() => d.close());
+  if (opts.wait !== false) await d.ready;
+  return d;
+}
+
+export interface Answer {
+  status: number;
+  json: any;
+  etag: string | undefined;
+  at: number;
+}
+
+export async function call(base: string, method: 'GET' | 'PUT', path: string, opts: { token?: string; body?: unknown } = {}): Promise<Answer> {
+  const headers: Record<string, string> = {};
+  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+  if (opts.body !== undefined) headers['content-type'] = 'application/json';
+  const res = await request(`${base}${path}`, {
+    method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+    headersTimeout: 70_000, bodyTimeout: 70_000,
+  });
+  const text = await res.body.text();
+  const at = performance.now();
+  let json: unknown;
+  try { json = text === '' ? undefined : JSON.parse(text); } catch { json = text; }
+  return { status: res.statusCode, json, etag: res.headers.etag as string | undefined, at };
+}
+
+export function snapshot(d: Discover, ns: string, app: string, token = OPERATOR_TOKEN): Promise<Answer> {
+  return call(d.url, 'GET', `/v2/snapshot/${ns}/${app}`, { token });
+}
+
+/** A long-poll: answers when the app's snapshot differs from `version`, or 304 after waitS. */
+export function longPoll(d: Discover, ns: string, app: string, version: string, waitS = 30, token = OPERATOR_TOKEN): Promise<Answer> {
+  return call(d.url, 'GET', `/v2/snapshot/${ns}/${app}?version=${encodeURIComponent(version)}&wait=${waitS}s`, { token });
+}
+
+/** Resolves once the app has `n` long-poll waiters registered (so a change made next wakes them). */
+export async function waiters(d: Discover, ns: string, app: string, n = 1): Promise<void> {
+  await until(`${n} waiter(s) on ${ns}/${app}`, () => d.store.waiting(ns, app) >= n);
+}
+
+export async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** "address:port" of a cluster's endpoints, sorted. */
+export function endpointsOf(s: Snapshot, cluster: string): string[] {
+  const c = s.clusters.find((x) => x.name === cluster);
+  if (!c) throw new Error(`snapshot ${s.namespace}/${s.app} has no cluster ${cluster}: ${s.clusters.map((x) => x.name).join(', ')}`);
+  return c.endpoints.map((e) => `${e.address}:${e.port}`).sort();
+}
+
+export const ips = (...last: number[]): EndpointSpec[] => last.map((n) => ({ ip: `10.0.0.${n}`, ready: true, serving: true, terminating: false }));
+
+/** Service `name` on port 8080 (http) with one slice of the given endpoints, and `web` depending on it. */
+export function seedWebAndApi(api: FakeKubeApi, ns = 'default', endpoints: EndpointSpec[] = ips(1, 2, 3)): void {
+  api.apply(service(ns, 'api', [{ name: 'http', port: 8080, appProtocol: 'http' }]));
+  api.apply(endpointSlice(ns, 'api-abcde', 'api', endpoints, [{ name: 'http', port: 8080 }]));
+  api.apply(meshConfigMap(ns, 'web', 'mesh', { base_services: [{ depend_service_alias: 'api', port: 8080, protocol: 'http' }] }));
+}
