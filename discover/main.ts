@@ -16,6 +16,7 @@ import { createServer, type ServerOptions } from './http/server.ts';
 
 type WebhookServerOptions = Pick<WebhookOptions, 'host' | 'port' | 'certFile' | 'keyFile' | 'injector'>;
 import type { Topology } from './topology/model.ts';
+import { identityFlags, identityOptionsFromFlags, setupIdentity, type IdentityOptions } from './identity/identitySetup.ts';
 
 export const discoverFlags: FlagSpec[] = [
   { name: 'static', type: 'string', description: 'Serve from this topology YAML file (watched for edits)' },
@@ -30,6 +31,7 @@ export const discoverFlags: FlagSpec[] = [
   { name: 'write-token', type: 'string', default: '', description: 'Bearer token that PUT /v1/resources requires (and that may read every app); writes are off without one' },
   { name: 'write-token-file', type: 'string', default: '', description: 'A file holding the write token (e.g. a mounted Secret), instead of --write-token' },
   { name: 'log-level', type: 'string', default: 'info', description: 'Log level: debug, info, warn, error' },
+  ...identityFlags,
 ];
 
 export interface DiscoverOptions {
@@ -50,6 +52,8 @@ export interface DiscoverOptions {
   log?: Logger;
 }
 
+  /** Identity (issue 10): run the mesh CA (docs/identity.md). */
+  identity?: IdentityOptions;
 export interface Discover {
   url: string;
   port: number;
@@ -87,7 +91,10 @@ export function discoverOptionsFromFlags(v: FlagValues, log: Logger): DiscoverOp
   }
   return {
     staticFile: v.static ? String(v.static) : undefined,
+  let identity: IdentityOptions | undefined;
+  identity = identityOptionsFromFlags(v);
     kubernetes: v.kubernetes ? {
+    identity,
       kubeconfigFile: v.kubeconfig ? String(v.kubeconfig) : undefined,
       clusterDomain: String(v['cluster-domain'] ?? 'cluster.local'),
       staleAfterMs: Number(v['stale-after'] ?? 60) * 1000,
@@ -182,7 +189,11 @@ export async function startDiscover(opts: DiscoverOptions): Promise<Discover> {
   const metrics = createDiscoverMetrics(registry);
   const store = new SnapshotStore(metrics, log);
   const source = await wireSource(opts, store, metrics, log);
-  const server = await createServer({ store, metrics, registry, log, writer: source.writer, writeToken: opts.writeToken ?? '', ...source.extra });
+  const server = await createServer({ store, metrics, registry, log, writer: source.writer, writeToken: opts.writeToken ?? '', ...source.extra, identity: identity?.service });
+  // Identity (issue 10): the CA first, so the first snapshots already carry the trust bundle.
+  const k8s = opts.kubernetes;
+  const identity = opts.identity ? await setupIdentity(opts.identity, k8s ? async () => k8s.kubeConfig ?? (await import('./source/kubernetes/kubernetesSource.ts')).loadKubeConfig(k8s.kubeconfigFile) : null, log) : undefined;
+  store.identity = identity?.mesh;
   let webhook: { port: number; close(): Promise<void> } | undefined;
   try {
     await server.listen({ host: opts.host, port: opts.port });

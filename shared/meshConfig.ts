@@ -1,6 +1,8 @@
 // The per-app mesh config, compatible with the reference ResourceSpec, and its parsing into typed
 // values with defaults. Option values may arrive as strings ("80"), as in the reference.
 import type { HeaderMatch, LbPolicy, Protocol } from './snapshot.ts';
+import { parseAuthzPolicy, type AuthzPolicy } from './authzPolicy.ts';
+import { parseMtlsMode, type MtlsMode } from './identity.ts';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -90,12 +92,16 @@ export interface InboundPort {
   listenPort: number | null;
   protocol: Protocol;
   limits: { rps: number; burst: number; connections: number };
+  /** Port option ALLOW (docs/identity.md); absent: everyone may connect. */
+  authz?: AuthzPolicy;
 }
 
 export interface MeshConfig {
   ports: InboundPort[];
   dependencies: Dependency[];
   env: Record<string, string>;
+  /** base_normal option MTLS_MODE; absent: the mesh default (discover --mtls-mode). */
+  mtlsMode?: MtlsMode;
 }
 
 type Kind = 'int' | 'list' | 'prefix' | 'headers' | 'lb' | 'string';
@@ -151,7 +157,7 @@ export function defaultDependencyOptions(): DependencyOptions {
   };
 }
 
-const INBOUND_OPTIONS = ['OPEN_LIMIT', 'LIMIT_RPS', 'LIMIT_BURST', 'LIMIT_CONNECTIONS'];
+const INBOUND_OPTIONS = ['OPEN_LIMIT', 'LIMIT_RPS', 'LIMIT_BURST', 'LIMIT_CONNECTIONS', 'ALLOW'];
 const LB_POLICIES: readonly LbPolicy[] = ['least_request', 'round_robin', 'random', 'hash'];
 const PROTOCOL_ALIASES: Record<string, Protocol> = {
   http: 'http', 'http/1.1': 'http', http2: 'http2', h2c: 'http2', grpc: 'grpc', tcp: 'tcp', mysql: 'tcp', redis: 'tcp',
@@ -279,12 +285,16 @@ export function parseMeshConfig(raw: unknown, namespace: string, app: string): M
     const rps = limit('LIMIT_RPS');
     const connections = limit('LIMIT_CONNECTIONS');
     const burst = options.LIMIT_BURST === undefined ? rps : limit('LIMIT_BURST');
-    ports.push({
-      port,
-      listenPort,
-      protocol: parseProtocol(entry.protocol, where, 'http'),
-      limits: open ? { rps, burst, connections } : { rps: 0, burst: 0, connections: 0 },
-    });
+    const protocol = parseProtocol(entry.protocol, where, 'http');
+    const inboundPort: InboundPort = { port, listenPort, protocol, limits: open ? { rps, burst, connections } : { rps: 0, burst: 0, connections: 0 } };
+    if (options.ALLOW !== undefined) {
+      try {
+        inboundPort.authz = parseAuthzPolicy(String(options.ALLOW), `${where}: invalid option ALLOW`, protocol === 'http');
+      } catch (err) {
+        throw new ConfigError((err as Error).message);
+      }
+    }
+    ports.push(inboundPort);
   }
 
   const dependencies: Dependency[] = [];
@@ -313,10 +323,19 @@ export function parseMeshConfig(raw: unknown, namespace: string, app: string): M
   }
 
   const env: Record<string, string> = {};
+  let mtlsMode: MtlsMode | undefined;
   const normal = raw.base_normal;
   if (normal !== undefined && normal !== null) {
     if (!isObject(normal)) throw new ConfigError(`${appWhere}: base_normal must be an object`);
-    for (const [k, v] of Object.entries(optionsOf(normal.options, `${appWhere}, base_normal`))) env[k] = String(v);
+    for (const [k, v] of Object.entries(optionsOf(normal.options, `${appWhere}, base_normal`))) {
+      if (k === 'MTLS_MODE') {
+        try {
+          mtlsMode = parseMtlsMode(v, `${appWhere}: invalid option MTLS_MODE=${show(v)}`);
+        } catch (err) {
+          throw new ConfigError((err as Error).message);
+        }
+      } else env[k] = String(v);
+    }
   }
-  return { ports, dependencies, env };
+  return mtlsMode === undefined ? { ports, dependencies, env } : { ports, dependencies, env, mtlsMode };
 }

@@ -2,6 +2,8 @@
 // The JSON schema below is the documentation of its shape.
 import { createHash } from 'node:crypto';
 import { Ajv } from 'ajv';
+import { authzPolicySchema, type AuthzPolicy } from './authzPolicy.ts';
+import type { MtlsMode } from './identity.ts';
 
 export const SNAPSHOT_SCHEMA_VERSION = 1;
 
@@ -16,6 +18,8 @@ export interface InboundListener {
   protocol: Protocol;
   mode: ListenerMode;
   limits: { rps: number; burst: number; connections: number };
+  /** Identity (issue 10): who may connect; absent means everyone. */
+  authz?: AuthzPolicy;
 }
 
 export interface HeaderMatch { name: string; value: string }
@@ -51,6 +55,8 @@ export interface Endpoint {
 }
 
 export interface ClusterPolicy {
+  /** Identity (issue 10): a sidecar listens here; the peer is reached over mutual TLS. */
+  meshed?: boolean;
   connectTimeoutMs: number;
   requestTimeoutMs: number;
   retryAttempts: number;
@@ -80,12 +86,24 @@ export interface Cluster {
 }
 
 export interface DnsName { name: string; address: string }
+  /** Identity (issue 10): SPIFFE IDs a meshed endpoint of this cluster may present. */
+  peerIdentities?: string[];
 
 export interface SnapshotStatus { errors: string[] }
 
 export interface Snapshot {
   schemaVersion: number;
   version: string;
+/** Identity (issue 10): present when discover runs the mesh CA. */
+export interface SnapshotIdentity {
+  trustDomain: string;
+  /** The SPIFFE ID this app's sidecar is expected to hold. */
+  spiffeId: string;
+  mtlsMode: MtlsMode;
+  /** PEM roots the sidecar trusts (more than one while the CA is rotated). */
+  trustBundle: string[];
+}
+
   namespace: string;
   app: string;
   pluginId: string;
@@ -97,6 +115,7 @@ export interface Snapshot {
 }
 
 const ipv4 = '^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$';
+  identity?: SnapshotIdentity;
 const portSchema = { type: 'integer', minimum: 1, maximum: 65535 } as const;
 const protocolSchema = { type: 'string', enum: ['http', 'http2', 'grpc', 'tcp'] } as const;
 const modeSchema = { type: 'string', enum: ['l4', 'l7'] } as const;
@@ -160,6 +179,7 @@ export const snapshotSchema = {
       },
     },
     outbound: {
+          authz: authzPolicySchema,
       type: 'array',
       items: {
         type: 'object', additionalProperties: false,
@@ -218,9 +238,11 @@ export const snapshotSchema = {
             },
           },
         },
+                meshed: { type: 'boolean', description: 'A sidecar listens here: reached over mutual TLS' },
       },
     },
     dns: {
+          peerIdentities: { type: 'array', items: { type: 'string', pattern: '^spiffe://' }, description: 'SPIFFE IDs meshed endpoints may present' },
       type: 'array',
       description: 'Lower-case names without the trailing dot; "*.x" matches names below x',
       items: {
@@ -236,6 +258,16 @@ export const snapshotSchema = {
 } as const;
 
 const ajv = new Ajv({ allErrors: false, strict: true });
+    identity: {
+      type: 'object', additionalProperties: false, required: ['trustDomain', 'spiffeId', 'mtlsMode', 'trustBundle'],
+      description: 'Workload identity: present when discover runs the mesh CA',
+      properties: {
+        trustDomain: { type: 'string', minLength: 1 },
+        spiffeId: { type: 'string', pattern: '^spiffe://' },
+        mtlsMode: { type: 'string', enum: ['permissive', 'strict'] },
+        trustBundle: { type: 'array', minItems: 1, items: { type: 'string', pattern: '^-----BEGIN CERTIFICATE-----' } },
+      },
+    },
 const validate = ajv.compile(snapshotSchema);
 
 // Checks shape and cross-references; returns null when valid, else a message saying where it is wrong.

@@ -8,6 +8,7 @@ import type { DiscoverMetrics } from '../metrics.ts';
 import { snapshotRoutes } from './snapshotRoutes.ts';
 import { resourceRoutes, type ConfigWriter } from './resourceRoutes.ts';
 import { healthRoutes, type Readiness } from './healthRoutes.ts';
+import { identityRoutes, type IdentityService } from '../identity/identityRoutes.ts';
 
 export interface ServerOptions {
   store: SnapshotStore;
@@ -19,6 +20,8 @@ export interface ServerOptions {
   readGuard?: preHandlerAsyncHookHandler;
   readiness?: Readiness;
   refusal?: (namespace: string, app: string) => string | undefined;
+  /** Identity (issue 10): the mesh CA's routes, when discover runs it. */
+  identity?: IdentityService;
 }
 
 export async function createServer(opts: ServerOptions): Promise<FastifyInstance> {
@@ -48,6 +51,7 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
   snapshotRoutes(app, opts);
   resourceRoutes(app, opts);
   healthRoutes(app, opts);
+  if (opts.identity) identityRoutes(app, opts.identity, opts.log);
   app.get('/docs/json', { schema: { hide: true } }, async () => app.swagger());
   await app.ready();
   return app;

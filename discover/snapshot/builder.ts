@@ -7,6 +7,7 @@ import {
   type Protocol, type Route, type Snapshot,
 } from '../../shared/snapshot.ts';
 import { serviceKey, type App, type Service, type Topology } from '../topology/model.ts';
+import { addIdentity } from '../identity/snapshotIdentity.ts';
 
 function modeOf(protocol: Protocol): ListenerMode {
   return protocol === 'tcp' ? 'l4' : 'l7';
@@ -36,7 +37,9 @@ export function snapshotInputs(app: App, topology: Topology): string {
     const svc = topology.services.get(serviceKey(d.namespace, d.service));
     return svc ? [svc.namespace, svc.name, svc.address, svc.ports, [...svc.endpoints]] : [d.namespace, d.service, null];
   });
-  return JSON.stringify([topology.clusterDomain, app.pluginId, app.config, app.problems ?? [], services]);
+  // Identity (issue 10): the CA's bundle and the readers of dependencies shape the snapshot too.
+  const identity = topology.identity ? [topology.identity, app.config.dependencies.map((d) => topology.apps.get(`${d.namespace}/${d.service}`)?.readers ?? [])] : null;
+  return JSON.stringify([topology.clusterDomain, app.pluginId, app.config, app.problems ?? [], services, ...(identity ? [identity] : [])]);
 }
 
 export function buildSnapshot(app: App, topology: Topology): Snapshot {
@@ -197,10 +200,11 @@ export function buildSnapshot(app: App, topology: Topology): Snapshot {
     dns,
     status: { errors },
   };
+  if (topology.identity) addIdentity(snap, app, topology, topology.identity);
   // Key order is fixed here so the content hash is the same on every replica.
   const version = snapshotVersion(snap);
   return {
     schemaVersion: snap.schemaVersion, version, namespace: snap.namespace, app: snap.app, pluginId: snap.pluginId,
-    inbound, outbound, clusters, dns, status: snap.status,
+    inbound, outbound, clusters, dns, status: snap.status, ...(snap.identity ? { identity: snap.identity } : {}),
   };
 }

@@ -32,6 +32,8 @@ export class SnapshotStore {
   private readonly metrics: DiscoverMetrics;
   private readonly log: Logger;
   topology: Topology | null = null;
+  /** Identity (issue 10): the mesh CA's trust domain and bundle, added to every topology applied. */
+  identity: Topology['identity'];
 
   constructor(metrics: DiscoverMetrics, log: Logger) {
     this.metrics = metrics;
@@ -53,6 +55,7 @@ export class SnapshotStore {
    * other apps are then not even compared.
    */
   apply(topology: Topology, affected?: Iterable<string>): ApplyResult {
+    if (this.identity && !topology.identity) topology = { ...topology, identity: this.identity };
     const end = this.metrics.rebuildSeconds.startTimer();
     const result: ApplyResult = { rebuilt: 0, changed: 0, removed: 0, woken: 0 };
     let next: Map<string, SnapshotEntry>;

@@ -1,0 +1,148 @@
+// The mesh CA on discover: CSRs signed for the identity a token proves; bad CSRs, expired tokens and
+// tokens for another namespace refused with a clear error and nothing signed.
+import t from 'tap';
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { startDiscover } from '../../discover/main.ts';
+import { CertificateAuthority } from '../../discover/identity/certificateAuthority.ts';
+import { createLogger } from '../../shared/log.ts';
+import { createCsr } from '../../proxy/tls/csr.ts';
+import { withFakeKubeApi } from '../lib/fakeKubeApi.ts';
+
+const TOPOLOGY = `
+services:
+  - name: api
+    ports: [{ port: 8080, protocol: http }]
+    endpoints: [127.0.0.1:65301, 10.0.0.9:8080]
+apps:
+  - name: web
+    config:
+      base_ports: [{ port: 8080, protocol: http }]
+      base_services: [{ depend_service_alias: api, port: 8080, protocol: http }]
+  - name: api
+    config:
+      base_ports: [{ port: 8080, protocol: http, options: { ALLOW: "ns/default/sa/web GET /v1/" } }]
+      base_normal: { options: { MTLS_MODE: STRICT } }
+`;
+
+async function csrFor(uri: string): Promise<string> {
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  return createCsr(privateKey, publicKey, uri);
+}
+
+async function post(url: string, token: string | null, body: unknown) {
+  const res = await request(`${url}/v1/identity/csr`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify(body),
+  });
+  return { status: res.statusCode, body: await res.body.json() as Record<string, string & string[]> };
+}
+
+t.test('static mode: tokens file, signing, refusals', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-ca-'));
+  writeFileSync(join(dir, 'topology.yaml'), TOPOLOGY);
+  writeFileSync(join(dir, 'tokens.yaml'), `tokens:
+  - { token: web-token, namespace: default, serviceAccount: web }
+  - { token: old-token, namespace: default, serviceAccount: web, expires: "2020-01-01T00:00:00Z" }
+  - { token: other-ns, namespace: other, serviceAccount: web }
+`);
+  const { ca } = await CertificateAuthority.generate('mesh.test');
+  const d = await startDiscover({
+    staticFile: join(dir, 'topology.yaml'), host: '127.0.0.1', port: 0, log: createLogger('discover', 'silent'),
+    identity: { trustDomain: 'mesh.test', ca, tokensFile: join(dir, 'tokens.yaml'), certTtlMs: 3_600_000 },
+  });
+  t.teardown(() => d.close());
+
+  const good = await post(d.url, 'web-token', { csr: await csrFor('spiffe://mesh.test/ns/default/sa/web') });
+  t.equal(good.status, 200, JSON.stringify(good.body));
+  t.equal(good.body.spiffeId, 'spiffe://mesh.test/ns/default/sa/web');
+  const cert = new X509Certificate(good.body.certificate);
+  t.equal(cert.subjectAltName, 'URI:spiffe://mesh.test/ns/default/sa/web');
+  t.ok(cert.verify(new X509Certificate(ca.certPem).publicKey), 'signed by the CA');
+  t.ok(Date.parse(cert.validTo) - Date.now() <= 3_600_000 + 1000, 'short-lived as asked');
+  t.same(good.body.trustBundle, [ca.certPem]);
+  t.equal(ca.issued, 1);
+
+  const bad = await post(d.url, 'web-token', { csr: '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n' });
+  t.equal(bad.status, 400);
+  t.match(bad.body.message, /bad CSR: not a PEM PKCS#10 certificate request.*nothing signed/);
+  const notPem = await post(d.url, 'web-token', { csr: 'hello' });
+  t.equal(notPem.status, 400);
+  t.match(notPem.body.message, /no PEM block "CERTIFICATE REQUEST"/);
+  // A CSR whose signature does not match its key: proof of possession fails.
+  const forged = (await csrFor('spiffe://mesh.test/ns/default/sa/web')).split('\n');
+  const der = Buffer.from(forged.slice(1, -2).join(''), 'base64');
+  der[der.length - 5] ^= 0xff;
+  const tampered = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n-----END CERTIFICATE REQUEST-----\n`;
+  const pop = await post(d.url, 'web-token', { csr: tampered });
+  t.equal(pop.status, 400);
+  t.match(pop.body.message, /bad CSR/);
+
+  const expired = await post(d.url, 'old-token', { csr: await csrFor('spiffe://mesh.test/ns/default/sa/web') });
+  t.equal(expired.status, 401);
+  t.match(expired.body.message, /token refused: the token expired at 2020-01-01T00:00:00Z; nothing signed/);
+  const unknown = await post(d.url, 'nope', { csr: await csrFor('spiffe://mesh.test/ns/default/sa/web') });
+  t.equal(unknown.status, 401);
+  const none = await post(d.url, null, { csr: await csrFor('spiffe://mesh.test/ns/default/sa/web') });
+  t.equal(none.status, 401);
+  t.match(none.body.message, /bearer token/);
+
+  const otherNs = await post(d.url, 'other-ns', { csr: await csrFor('spiffe://mesh.test/ns/default/sa/web') });
+  t.equal(otherNs.status, 403);
+  t.equal(otherNs.body.message, 'CSR asks for spiffe://mesh.test/ns/default/sa/web, but the token is for spiffe://mesh.test/ns/other/sa/web: refused; nothing signed');
+  const dnsName = await post(d.url, 'web-token', { csr: await csrFor('spiffe://mesh.test/ns/default/sa/api') });
+  t.equal(dnsName.status, 403);
+  t.equal(ca.issued, 1, 'nothing signed by any refusal');
+
+  // The snapshots carry identity.
+  const api = await (await request(`${d.url}/v2/snapshot/default/api`)).body.json() as import('../../shared/snapshot.ts').Snapshot;
+  t.equal(api.identity?.spiffeId, 'spiffe://mesh.test/ns/default/sa/api');
+  t.equal(api.identity?.mtlsMode, 'strict');
+  t.same(api.identity?.trustBundle, [ca.certPem]);
+  t.same(api.inbound[0].authz, { rules: [{ namespace: 'default', serviceAccount: 'web', methods: ['GET'], prefixes: ['/v1/'] }] });
+  const web = await (await request(`${d.url}/v2/snapshot/default/web`)).body.json() as import('../../shared/snapshot.ts').Snapshot;
+  t.equal(web.identity?.mtlsMode, 'permissive');
+  const cluster = web.clusters.find((c) => c.service === 'api')!;
+  t.same(cluster.peerIdentities, ['spiffe://mesh.test/ns/default/sa/api']);
+  t.same(cluster.endpoints.map((e) => [e.port, e.meshed ?? false]), [[8080, false], [65301, true]], 'sidecar listen ports are meshed, others not');
+  const bundle = await (await request(`${d.url}/v1/identity/bundle`)).body.json() as { trustBundle: string[] };
+  t.same(bundle.trustBundle, [ca.certPem]);
+});
+
+t.test('CA from a Secret-like directory; a mismatched key is refused', async (t) => {
+  const { ca, keyPem } = await CertificateAuthority.generate('mesh.test');
+  const other = await CertificateAuthority.generate('mesh.test');
+  const loaded = CertificateAuthority.load('mesh.test', ca.certPem, keyPem, other.ca.certPem);
+  t.same(loaded.trustBundle, [ca.certPem, other.ca.certPem], 'old roots stay trusted during a rotation');
+  t.throws(() => CertificateAuthority.load('mesh.test', ca.certPem, other.keyPem), /CA key does not match the CA certificate/);
+  t.throws(() => CertificateAuthority.load('Bad Domain', ca.certPem, keyPem), /invalid trust domain/);
+});
+
+t.test('kubernetes mode: TokenReview decides, expired and foreign tokens refused', async (t) => {
+  const api = await withFakeKubeApi(t);
+  api.addToken('fake-admin-token', { username: 'fake-admin', groups: ['system:masters', 'system:authenticated'] });
+  api.addToken('web-sa', { namespace: 'default', serviceAccount: 'web', audiences: ['shoal'] });
+  api.addToken('expired-sa', { namespace: 'default', serviceAccount: 'web', audiences: ['shoal'], expired: true });
+  api.addToken('ops-sa', { namespace: 'ops', serviceAccount: 'web', audiences: ['shoal'] });
+  const { ca } = await CertificateAuthority.generate('cluster.local');
+  const d = await startDiscover({
+    kubernetes: { kubeConfig: api.kubeConfig('fake-admin-token'), tokenAudience: 'shoal' }, host: '127.0.0.1', port: 0,
+    log: createLogger('discover', 'silent'), identity: { trustDomain: 'cluster.local', ca, tokenAudience: 'shoal' },
+  });
+  t.teardown(() => d.close());
+  const want = 'spiffe://cluster.local/ns/default/sa/web';
+  const ok = await post(d.url, 'web-sa', { csr: await csrFor(want) });
+  t.equal(ok.status, 200, JSON.stringify(ok.body));
+  t.equal(ok.body.spiffeId, want);
+  const expired = await post(d.url, 'expired-sa', { csr: await csrFor(want) });
+  t.equal(expired.status, 401);
+  t.match(expired.body.message, /token refused: TokenReview did not authenticate the token/);
+  const foreign = await post(d.url, 'ops-sa', { csr: await csrFor(want) });
+  t.equal(foreign.status, 403);
+  t.match(foreign.body.message, /but the token is for spiffe:\/\/cluster.local\/ns\/ops\/sa\/web: refused; nothing signed/);
+  t.equal(ca.issued, 1);
+});
