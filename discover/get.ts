@@ -1,5 +1,6 @@
 // `shoal get NAMESPACE/APP`: what an app's sidecar receives, as a table, JSON or YAML.
 import { stringify as toYaml } from 'yaml';
+import { readFileSync } from 'node:fs';
 import { request } from 'undici';
 import type { FlagSpec } from '../shared/flags.ts';
 import { UsageError } from '../shared/flags.ts';
@@ -8,6 +9,8 @@ import type { Snapshot } from '../shared/snapshot.ts';
 export const getFlags: FlagSpec[] = [
   { name: 'discover', type: 'string', default: 'http://127.0.0.1:6100', description: 'Base URL of discover' },
   { name: 'output', short: 'o', type: 'string', default: 'table', description: 'Output format: table, json or yaml' },
+  { name: 'token', type: 'string', default: '', description: 'Bearer token for discover (the operator token, or a service-account token allowed to read the app)' },
+  { name: 'token-file', type: 'string', default: '', description: 'A file holding the bearer token (e.g. a projected service-account token)' },
 ];
 
 function table(rows: string[][]): string {
@@ -58,15 +61,30 @@ export async function getCommand(positional: string[], values: Record<string, un
   if (!['table', 'json', 'yaml'].includes(format)) throw new UsageError(`invalid --output=${JSON.stringify(format)}: expected table, json or yaml`);
   const base = String(values.discover).replace(/\/+$/, '');
   const url = `${base}/v2/snapshot/${m[1]}/${m[2]}`;
+  let token = String(values.token ?? '');
+  const tokenFile = String(values['token-file'] ?? '');
+  if (tokenFile !== '') {
+    try {
+      token = readFileSync(tokenFile, 'utf8').trim();
+    } catch (err) {
+      throw new UsageError(`cannot read --token-file ${JSON.stringify(tokenFile)}: ${(err as Error).message}`);
+    }
+  }
   let res;
   try {
-    res = await request(url, { headersTimeout: 10_000, bodyTimeout: 10_000 });
+    res = await request(url, { headersTimeout: 10_000, bodyTimeout: 10_000, headers: token ? { authorization: `Bearer ${token}` } : {} });
   } catch (err) {
     throw new Error(`cannot reach discover at ${base}: ${(err as Error).message}`);
   }
   const text = await res.body.text();
-  if (res.statusCode === 404) throw new Error(`discover at ${base} has no app ${m[1]}/${m[2]}`);
-  if (res.statusCode !== 200) throw new Error(`discover at ${base} answered ${res.statusCode}: ${text.slice(0, 200)}`);
+  // discover's error bodies say why (a refused mesh config, a token that may not read the app).
+  let why = text.slice(0, 500);
+  try {
+    why = (JSON.parse(text) as { message?: string }).message ?? why;
+  } catch { /* not JSON: the raw text */ }
+  if (res.statusCode === 404) throw new Error(`discover at ${base} has no app ${m[1]}/${m[2]}: ${why}`);
+  if (res.statusCode === 401) throw new Error(`discover at ${base} wants a token (--token or --token-file): ${why}`);
+  if (res.statusCode !== 200) throw new Error(`discover at ${base} answered ${res.statusCode}: ${why}`);
   const snap = JSON.parse(text) as Snapshot;
   if (format === 'json') return JSON.stringify(snap, null, 2) + '\n';
   if (format === 'yaml') return toYaml(snap);

@@ -39,6 +39,8 @@ export interface DiscoverOptions {
   kubernetes?: {
     kubeConfig?: KubeConfig;
     kubeconfigFile?: string;
+    // Without a kubeconfig: where the pod's service-account files live ('' = /var/run/secrets/...; tests use a temp folder).
+    inClusterPathPrefix?: string;
     clusterDomain?: string;
     staleAfterMs?: number;
     tokenAudience?: string;
@@ -50,10 +52,10 @@ export interface DiscoverOptions {
   port: number;
   writeToken?: string;
   log?: Logger;
-}
-
   /** Identity (issue 10): run the mesh CA (docs/identity.md). */
   identity?: IdentityOptions;
+}
+
 export interface Discover {
   url: string;
   port: number;
@@ -89,12 +91,12 @@ export function discoverOptionsFromFlags(v: FlagValues, log: Logger): DiscoverOp
       throw new UsageError((err as Error).message);
     }
   }
-  return {
-    staticFile: v.static ? String(v.static) : undefined,
   let identity: IdentityOptions | undefined;
   identity = identityOptionsFromFlags(v);
-    kubernetes: v.kubernetes ? {
+  return {
     identity,
+    staticFile: v.static ? String(v.static) : undefined,
+    kubernetes: v.kubernetes ? {
       kubeconfigFile: v.kubeconfig ? String(v.kubeconfig) : undefined,
       clusterDomain: String(v['cluster-domain'] ?? 'cluster.local'),
       staleAfterMs: Number(v['stale-after'] ?? 60) * 1000,
@@ -145,7 +147,7 @@ async function wireSource(opts: DiscoverOptions, store: SnapshotStore, metrics: 
   const { KubernetesSource, loadKubeConfig } = await import('./source/kubernetes/kubernetesSource.ts');
   const { requireReader, tokenReviewer, eventRecorder } = await import('./http/readAuth.ts');
   const k = opts.kubernetes!;
-  const kubeConfig = k.kubeConfig ?? loadKubeConfig(k.kubeconfigFile);
+  const kubeConfig = k.kubeConfig ?? loadKubeConfig(k.kubeconfigFile, k.inClusterPathPrefix);
   const source = new KubernetesSource({
     kubeConfig,
     clusterDomain: k.clusterDomain ?? 'cluster.local',
@@ -188,12 +190,12 @@ export async function startDiscover(opts: DiscoverOptions): Promise<Discover> {
   const registry = createRegistry('discover');
   const metrics = createDiscoverMetrics(registry);
   const store = new SnapshotStore(metrics, log);
-  const source = await wireSource(opts, store, metrics, log);
-  const server = await createServer({ store, metrics, registry, log, writer: source.writer, writeToken: opts.writeToken ?? '', ...source.extra, identity: identity?.service });
   // Identity (issue 10): the CA first, so the first snapshots already carry the trust bundle.
   const k8s = opts.kubernetes;
   const identity = opts.identity ? await setupIdentity(opts.identity, k8s ? async () => k8s.kubeConfig ?? (await import('./source/kubernetes/kubernetesSource.ts')).loadKubeConfig(k8s.kubeconfigFile) : null, log) : undefined;
   store.identity = identity?.mesh;
+  const source = await wireSource(opts, store, metrics, log);
+  const server = await createServer({ store, metrics, registry, log, writer: source.writer, writeToken: opts.writeToken ?? '', ...source.extra, identity: identity?.service });
   let webhook: { port: number; close(): Promise<void> } | undefined;
   try {
     await server.listen({ host: opts.host, port: opts.port });
