@@ -52,11 +52,11 @@ export interface Endpoint {
   ready: boolean;
   serving: boolean;
   terminating: boolean;
+  /** Identity (issue 10): a sidecar listens here; the peer is reached over mutual TLS. */
+  meshed?: boolean;
 }
 
 export interface ClusterPolicy {
-  /** Identity (issue 10): a sidecar listens here; the peer is reached over mutual TLS. */
-  meshed?: boolean;
   connectTimeoutMs: number;
   requestTimeoutMs: number;
   retryAttempts: number;
@@ -83,17 +83,14 @@ export interface Cluster {
   hashHeader: string;
   policy: ClusterPolicy;
   endpoints: Endpoint[];
+  /** Identity (issue 10): SPIFFE IDs a meshed endpoint of this cluster may present. */
+  peerIdentities?: string[];
 }
 
 export interface DnsName { name: string; address: string }
-  /** Identity (issue 10): SPIFFE IDs a meshed endpoint of this cluster may present. */
-  peerIdentities?: string[];
 
 export interface SnapshotStatus { errors: string[] }
 
-export interface Snapshot {
-  schemaVersion: number;
-  version: string;
 /** Identity (issue 10): present when discover runs the mesh CA. */
 export interface SnapshotIdentity {
   trustDomain: string;
@@ -104,6 +101,9 @@ export interface SnapshotIdentity {
   trustBundle: string[];
 }
 
+export interface Snapshot {
+  schemaVersion: number;
+  version: string;
   namespace: string;
   app: string;
   pluginId: string;
@@ -112,10 +112,10 @@ export interface SnapshotIdentity {
   clusters: Cluster[];
   dns: DnsName[];
   status: SnapshotStatus;
+  identity?: SnapshotIdentity;
 }
 
 const ipv4 = '^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$';
-  identity?: SnapshotIdentity;
 const portSchema = { type: 'integer', minimum: 1, maximum: 65535 } as const;
 const protocolSchema = { type: 'string', enum: ['http', 'http2', 'grpc', 'tcp'] } as const;
 const modeSchema = { type: 'string', enum: ['l4', 'l7'] } as const;
@@ -175,11 +175,11 @@ export const snapshotSchema = {
             description: '0 means unlimited',
             properties: { rps: nonNegative, burst: nonNegative, connections: nonNegative },
           },
+          authz: authzPolicySchema,
         },
       },
     },
     outbound: {
-          authz: authzPolicySchema,
       type: 'array',
       items: {
         type: 'object', additionalProperties: false,
@@ -234,15 +234,15 @@ export const snapshotSchema = {
                 ready: { type: 'boolean' },
                 serving: { type: 'boolean' },
                 terminating: { type: 'boolean' },
+                meshed: { type: 'boolean', description: 'A sidecar listens here: reached over mutual TLS' },
               },
             },
           },
+          peerIdentities: { type: 'array', items: { type: 'string', pattern: '^spiffe://' }, description: 'SPIFFE IDs meshed endpoints may present' },
         },
-                meshed: { type: 'boolean', description: 'A sidecar listens here: reached over mutual TLS' },
       },
     },
     dns: {
-          peerIdentities: { type: 'array', items: { type: 'string', pattern: '^spiffe://' }, description: 'SPIFFE IDs meshed endpoints may present' },
       type: 'array',
       description: 'Lower-case names without the trailing dot; "*.x" matches names below x',
       items: {
@@ -254,10 +254,6 @@ export const snapshotSchema = {
       type: 'object', additionalProperties: false, required: ['errors'],
       properties: { errors: { type: 'array', items: { type: 'string' } } },
     },
-  },
-} as const;
-
-const ajv = new Ajv({ allErrors: false, strict: true });
     identity: {
       type: 'object', additionalProperties: false, required: ['trustDomain', 'spiffeId', 'mtlsMode', 'trustBundle'],
       description: 'Workload identity: present when discover runs the mesh CA',
@@ -268,6 +264,10 @@ const ajv = new Ajv({ allErrors: false, strict: true });
         trustBundle: { type: 'array', minItems: 1, items: { type: 'string', pattern: '^-----BEGIN CERTIFICATE-----' } },
       },
     },
+  },
+} as const;
+
+const ajv = new Ajv({ allErrors: false, strict: true });
 const validate = ajv.compile(snapshotSchema);
 
 // Checks shape and cross-references; returns null when valid, else a message saying where it is wrong.
