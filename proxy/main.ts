@@ -99,7 +99,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const drainTimeoutMs = opts.drainTimeoutMs ?? 20_000;
   const metrics = new ProxyMetrics();
   const accessLog = opts.accessLog ? new AccessLog(log, opts.accessLogSample ?? 1) : null;
-  const clusters = new ClusterSet(drainTimeoutMs + 10_000);
+  const clusters = new ClusterSet(drainTimeoutMs + 10_000, metrics);
   const listeners = new ListenerSet({ log, metrics, accessLog, drainTimeoutMs });
   const applier = new SnapshotApplier({ clusters, listeners, metrics, log, inboundAddress: opts.inboundAddress ?? '0.0.0.0' });
   const client = new SnapshotClient({
@@ -128,7 +128,13 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const admin = createAdminServer({
     ready: isReady,
     readiness: () => ({ version: applier.current?.version ?? null, listeners: listeners.status().filter((l) => !l.bound).map((l) => `${l.name} (${l.key}) not bound`), draining: draining !== null }),
-    configDump: () => ({ version: applier.current?.version ?? null, snapshot: applier.current, listeners: listeners.status() }),
+    configDump: () => ({
+      version: applier.current?.version ?? null,
+      snapshot: applier.current,
+      listeners: listeners.status(),
+      // Every resilience policy as the sidecar applies it (units in the names), with its live state.
+      policies: { clusters: [...clusters.values()].map((c) => c.applied()), inbound: listeners.limits() },
+    }),
     drain,
   }, metrics.registry);
   await new Promise<void>((resolve, reject) => {

@@ -43,17 +43,47 @@ export class LatencyStats {
   }
 }
 
+/**
+ * One cluster's resilience counters (retries, breaker overflows, ejections, failed attempts): plain
+ * numbers bumped on the request path, read at scrape. The same object across snapshots.
+ */
+export class ResilienceStats {
+  readonly dependency: string;
+  retries = 0;
+  retriesBudgetExhausted = 0;
+  retriesMaxActive = 0;
+  overflowMaxRequests = 0;
+  overflowMaxPending = 0;
+  overflowMaxConnections = 0;
+  /** Requests that waited for a connection (every one MaxConnections allows was busy). */
+  queued = 0;
+  ejections = 0;
+  ejectionsSkipped = 0;
+  /** Endpoints ejected now, and 1 while the cluster balances over all endpoints (panic). */
+  ejected = 0;
+  panic = 0;
+  failConnect = 0;
+  failConnectTimeout = 0;
+  failRequestTimeout = 0;
+  failReset = 0;
+  fail5xx = 0;
+
+  constructor(dependency: string) {
+    this.dependency = dependency;
+  }
+}
+
 interface MetricValue { labels: Record<string, string | number>; value: number; metricName?: string }
 
 /** A prom-client-compatible metric whose values are read from the stats objects at scrape time. */
 class ScrapedMetric {
   readonly name: string;
   readonly help: string;
-  readonly type: 'counter' | 'histogram';
+  readonly type: 'counter' | 'histogram' | 'gauge';
   readonly aggregator = 'sum';
   private readonly read: () => MetricValue[];
 
-  constructor(name: string, help: string, type: 'counter' | 'histogram', read: () => MetricValue[]) {
+  constructor(name: string, help: string, type: 'counter' | 'histogram' | 'gauge', read: () => MetricValue[]) {
     this.name = name;
     this.help = help;
     this.type = type;
@@ -71,6 +101,7 @@ export class ProxyMetrics {
   readonly registry: Registry;
   private readonly requestStats = new Map<string, RequestStats>();
   private readonly latencyStats = new Map<string, LatencyStats>();
+  private readonly resilienceStats = new Map<string, ResilienceStats>();
   readonly madeUp: Counter<'dependency' | 'error'>;
   readonly connections: Gauge<'listener' | 'direction'>;
   readonly connectionsTotal: Counter<'dependency' | 'direction'>;
@@ -79,6 +110,7 @@ export class ProxyMetrics {
   readonly configApplied: Counter<'source'>;
   readonly configErrors: Counter<'kind'>;
   readonly listenerErrors: Counter<'listener'>;
+  readonly inboundLimited: Counter<'listener' | 'limit'>;
 
   constructor(registry: Registry = createRegistry('proxy')) {
     this.registry = registry;
@@ -104,6 +136,23 @@ export class ProxyMetrics {
       }
       return out;
     }) as never);
+    this.scraped('shoal_proxy_retries_total', 'Retries by dependency: sent, or not sent because the budget (20% of requests + floor) or MaxActiveRetries said no', 'counter', 'result', {
+      sent: (x) => x.retries, budget_exhausted: (x) => x.retriesBudgetExhausted, max_active_retries: (x) => x.retriesMaxActive,
+    });
+    this.scraped('shoal_proxy_circuit_overflow_total', 'Requests (L7) or connections (L4) refused at once by a circuit breaker limit', 'counter', 'limit', {
+      max_requests: (x) => x.overflowMaxRequests, max_pending_requests: (x) => x.overflowMaxPending, max_connections: (x) => x.overflowMaxConnections,
+    });
+    this.scraped('shoal_proxy_pending_requests_total', 'Requests that waited for an upstream connection (MaxConnections busy)', 'counter', null, { '': (x) => x.queued });
+    this.scraped('shoal_proxy_upstream_failures_total', 'Failed attempts at an endpoint (retried or not), by reason', 'counter', 'reason', {
+      'connect-failure': (x) => x.failConnect, 'connect-timeout': (x) => x.failConnectTimeout, 'request-timeout': (x) => x.failRequestTimeout,
+      'upstream-reset': (x) => x.failReset, '5xx': (x) => x.fail5xx,
+    });
+    this.scraped('shoal_proxy_outlier_ejections_total', 'Outlier ejections: done, or skipped because MaxEjectionPercent or the last healthy endpoint forbade them', 'counter', 'result', {
+      ejected: (x) => x.ejections, skipped: (x) => x.ejectionsSkipped,
+    });
+    this.scraped('shoal_proxy_outlier_ejected_endpoints', 'Endpoints ejected now, per dependency', 'gauge', null, { '': (x) => x.ejected });
+    this.scraped('shoal_proxy_outlier_panic', '1 while healthy endpoints are below HealthyPanicThreshold and the dependency balances over all', 'gauge', null, { '': (x) => x.panic });
+    this.inboundLimited = new Counter({ name: 'shoal_proxy_inbound_limited_total', help: 'Inbound requests (429 rate-limited) or connections refused by OPEN_LIMIT limits, by listener and limit', labelNames: ['listener', 'limit'], registers: r });
     this.madeUp = new Counter({ name: 'shoal_proxy_errors_total', help: 'Responses the sidecar made up itself, by dependency and x-shoal-error', labelNames: ['dependency', 'error'], registers: r });
     this.connections = new Gauge({ name: 'shoal_proxy_connections_active', help: 'Downstream connections open, by listener and direction', labelNames: ['listener', 'direction'], registers: r });
     this.connectionsTotal = new Counter({ name: 'shoal_proxy_tcp_connections_total', help: 'L4 connections forwarded, by dependency and direction', labelNames: ['dependency', 'direction'], registers: r });
@@ -119,6 +168,27 @@ export class ProxyMetrics {
     const key = `${dependency}\u0000${route}`;
     let st = this.requestStats.get(key);
     if (!st) this.requestStats.set(key, (st = new RequestStats(dependency, route)));
+    return st;
+  }
+
+  /** A metric read at scrape from every dependency's ResilienceStats, one series per field (and label value). */
+  private scraped(name: string, help: string, type: 'counter' | 'gauge', label: string | null, fields: Record<string, (x: ResilienceStats) => number>): void {
+    this.registry.registerMetric(new ScrapedMetric(name, help, type, () => {
+      const out: MetricValue[] = [];
+      for (const st of this.resilienceStats.values()) {
+        for (const [value, read] of Object.entries(fields)) {
+          const v = read(st);
+          if (type === 'counter' && v === 0) continue;
+          out.push({ labels: label === null ? { dependency: st.dependency } : { dependency: st.dependency, [label]: value }, value: v });
+        }
+      }
+      return out;
+    }) as never);
+  }
+
+  resilience(dependency: string): ResilienceStats {
+    let st = this.resilienceStats.get(dependency);
+    if (!st) this.resilienceStats.set(dependency, (st = new ResilienceStats(dependency)));
     return st;
   }
 

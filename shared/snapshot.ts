@@ -32,6 +32,9 @@ export interface Route {
   prefix: string;
   headers: HeaderMatch[];
   backends: WeightedBackend[];
+  // Retry non-idempotent methods (POST...) after the request was sent: on 502/503/504, resets and
+  // request timeouts. Absent: false. A request whose body was already sent is never retried.
+  retryNonIdempotent?: boolean;
 }
 
 export interface OutboundListener {
@@ -143,6 +146,7 @@ export const routeSchema = {
         properties: { cluster: { type: 'string', minLength: 1 }, weight: nonNegative },
       },
     },
+    retryNonIdempotent: { type: 'boolean', description: 'Retry non-idempotent methods after the request was sent (502/503/504, reset, timeout); absent means false' },
   },
 } as const;
 

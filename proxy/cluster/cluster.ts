@@ -1,8 +1,12 @@
-// One cluster (a dependency port, or an inbound target): its endpoints and its balancer. The object
-// is stable across snapshots, so routes hold it directly; updates swap its endpoint list in place.
+// One cluster (a dependency port, or an inbound target): its endpoints, its balancer and the state of
+// its resilience policies (breaker counters, retry budget, outlier detection). The object is stable
+// across snapshots, so routes hold it directly; updates swap its endpoint list in place.
 import type { Cluster as ClusterSpec, ClusterPolicy, LbPolicy } from '../../shared/snapshot.ts';
 import type { Balancer } from '../balance/balancer.ts';
 import { createBalancer } from '../balance/createBalancer.ts';
+import { ResilienceStats } from '../metrics.ts';
+import { OutlierDetector } from '../policy/outlierDetector.ts';
+import { RETRY_FLOOR, RETRY_RATIO, RETRY_WINDOW_S, RetryBudget } from '../policy/retryBudget.ts';
 import { Endpoint } from './endpoint.ts';
 
 function poolShape(p: ClusterPolicy): string {
@@ -17,12 +21,21 @@ export class Cluster {
   hashHeader: string;
   endpoints: Endpoint[] = [];
   balancer: Balancer;
-  /** Work in flight over all endpoints, including retired ones still finishing. */
+  /** Work in flight over all endpoints, including retired ones still finishing (MaxRequests; L4: MaxConnections). */
   active = 0;
+  /** Retries in flight (MaxActiveRetries). */
+  activeRetries = 0;
+  /** Fast-path requests waiting for a connection (MaxPendingRequests). */
+  pending = 0;
+  readonly stats: ResilienceStats;
+  readonly budget = new RetryBudget();
+  readonly outlier: OutlierDetector;
   private readonly retiring = new Set<Promise<void>>();
 
-  constructor(spec: ClusterSpec) {
+  constructor(spec: ClusterSpec, stats: ResilienceStats = new ResilienceStats(spec.name)) {
     this.name = spec.name;
+    this.stats = stats;
+    this.outlier = new OutlierDetector(this);
     this.policy = spec.policy;
     this.lbPolicy = spec.lbPolicy;
     this.hashHeader = spec.lbPolicy === 'hash' ? spec.hashHeader.toLowerCase() : '';
@@ -49,16 +62,81 @@ export class Cluster {
         old.delete(id);
         next.push(kept);
       } else if (!next.some((e) => e.key === `${s.address}:${s.port}`)) {
-        next.push(new Endpoint(s.address, s.port, s.weight, spec.policy));
+        next.push(new Endpoint(s.address, s.port, s.weight, spec.policy, this));
       }
     }
     this.endpoints = next;
-    this.balancer.update(next);
+    this.rebalance();
     for (const e of old.values()) this.retireEndpoint(e);
+  }
+
+  /**
+   * Gives the balancer the endpoints that are not ejected; all of them while the healthy share is
+   * below HealthyPanicThreshold (panic: better some errors than everything on a few endpoints).
+   */
+  rebalance(): void {
+    const all = this.endpoints;
+    let healthy = 0;
+    for (let i = 0; i < all.length; i++) if (all[i].ejectedUntil === 0) healthy++;
+    const panic = healthy < all.length && healthy * 100 < this.policy.healthyPanicThreshold * all.length;
+    this.stats.ejected = all.length - healthy;
+    this.stats.panic = panic ? 1 : 0;
+    this.balancer.update(healthy === all.length || panic ? all : all.filter((e) => e.ejectedUntil === 0));
   }
 
   pick(hashKey: string | undefined): Endpoint | null {
     return this.balancer.pick(hashKey);
+  }
+
+  /** An endpoint for a retry: another one than `tried` when there is one. */
+  pickOther(tried: Endpoint): Endpoint | null {
+    let e = this.balancer.pick(undefined);
+    for (let i = 0; i < 4 && e === tried; i++) e = this.balancer.pick(undefined);
+    if (e === tried) {
+      // The balancer sees only tried (the others are ejected): any other endpoint beats a known failure.
+      for (const x of this.endpoints) if (x !== tried) return x;
+    }
+    return e;
+  }
+
+  /** May this request be retried now? Takes a retry from the budget when it says yes. */
+  admitRetry(now: number): boolean {
+    if (this.activeRetries >= this.policy.maxActiveRetries) {
+      this.stats.retriesMaxActive++;
+      return false;
+    }
+    if (!this.budget.tryRetry(now)) {
+      this.stats.retriesBudgetExhausted++;
+      return false;
+    }
+    this.stats.retries++;
+    return true;
+  }
+
+  /** The policies as applied, with units in the names, and their live state (/config_dump). */
+  applied(): Record<string, unknown> {
+    const p = this.policy;
+    const now = performance.now();
+    return {
+      cluster: this.name,
+      timeouts: { connectTimeoutMs: p.connectTimeoutMs, requestTimeoutMs: p.requestTimeoutMs, tcpIdleTimeoutS: p.tcpIdleTimeoutS },
+      retries: {
+        retryAttempts: p.retryAttempts, maxActiveRetries: p.maxActiveRetries, activeRetries: this.activeRetries,
+        budget: { ratio: RETRY_RATIO, floor: RETRY_FLOOR, windowS: RETRY_WINDOW_S, ...this.budget.window },
+      },
+      circuitBreakers: {
+        maxConnections: p.maxConnections, maxRequests: p.maxRequests, maxPendingRequests: p.maxPendingRequests,
+        maxRequestsPerConnection: p.maxRequestsPerConnection, active: this.active, pending: this.pending,
+      },
+      outlierDetection: {
+        consecutiveErrors: p.consecutiveErrors, baseEjectionTimeMs: p.baseEjectionTimeMs, maxEjectionPercent: p.maxEjectionPercent,
+        intervalMs: p.intervalMs, healthyPanicThreshold: p.healthyPanicThreshold, panic: this.stats.panic === 1,
+        endpoints: this.endpoints.map((e) => ({
+          endpoint: e.key, ejected: e.ejectedUntil !== 0, ejectedForMs: e.ejectedUntil === 0 ? 0 : Math.max(0, Math.round(e.ejectedUntil - now)),
+          timesEjected: e.timesEjected, consecutiveErrors: e.consecutiveErrors,
+        })),
+      },
+    };
   }
 
   private retireEndpoint(e: Endpoint): void {
@@ -71,10 +149,12 @@ export class Cluster {
     for (const e of this.endpoints) this.retireEndpoint(e);
     this.endpoints = [];
     this.balancer.update([]);
+    this.outlier.stop();
     await Promise.all([...this.retiring]);
   }
 
   async destroy(): Promise<void> {
+    this.outlier.stop();
     await Promise.all(this.endpoints.map((e) => e.destroy()));
     this.endpoints = [];
     this.balancer.update([]);

@@ -1,5 +1,6 @@
 // Every cluster of the applied snapshot by name; reconciled per snapshot.
 import type { Cluster as ClusterSpec } from '../../shared/snapshot.ts';
+import type { ProxyMetrics } from '../metrics.ts';
 import { Cluster } from './cluster.ts';
 
 export class ClusterSet {
@@ -8,9 +9,11 @@ export class ClusterSet {
   // in a later snapshot, the same object is revived, so a draining listener's route sees its endpoints.
   private readonly removed = new Map<string, { cluster: Cluster; timer: NodeJS.Timeout }>();
   private readonly keepRemovedMs: number;
+  private readonly metrics: ProxyMetrics | null;
 
-  constructor(keepRemovedMs = 30_000) {
+  constructor(keepRemovedMs = 30_000, metrics: ProxyMetrics | null = null) {
     this.keepRemovedMs = keepRemovedMs;
+    this.metrics = metrics;
   }
 
   get(name: string): Cluster | undefined {
@@ -38,7 +41,7 @@ export class ClusterSet {
         back.cluster.update(spec);
         this.byName.set(spec.name, back.cluster);
       } else {
-        this.byName.set(spec.name, new Cluster(spec));
+        this.byName.set(spec.name, new Cluster(spec, this.metrics?.resilience(spec.name)));
       }
     }
     for (const [name, c] of this.byName) {

@@ -11,6 +11,7 @@ function undiciPool(): typeof Pool {
   return (PoolClass ??= (require('undici') as typeof import('undici')).Pool);
 }
 import type { ClusterPolicy } from '../../shared/snapshot.ts';
+import type { Cluster } from './cluster.ts';
 
 export class Endpoint {
   readonly key: string;
@@ -20,16 +21,24 @@ export class Endpoint {
   /** Requests (L7) or connections (L4) in flight; what least-request compares. */
   active = 0;
   retired = false;
+  /** Outlier detection: failures in a row, ejected until (performance.now() ms; 0 = in the balancer), times ejected. */
+  consecutiveErrors = 0;
+  ejectedUntil = 0;
+  timesEjected = 0;
+  /** Slow-path (undici) requests in flight here. */
+  slowActive = 0;
+  readonly cluster: Cluster;
   private pool: Pool | null = null;
   private raw: UpstreamPool | null = null;
   private readonly policy: ClusterPolicy;
 
-  constructor(address: string, port: number, weight: number, policy: ClusterPolicy) {
+  constructor(address: string, port: number, weight: number, policy: ClusterPolicy, cluster: Cluster) {
     this.address = address;
     this.port = port;
     this.weight = weight;
     this.key = `${address}:${port}`;
     this.policy = policy;
+    this.cluster = cluster;
   }
 
   /** The keep-alive pool to this endpoint. */
@@ -53,7 +62,7 @@ export class Endpoint {
 
   /** The fast path's keep-alive connections to this endpoint. */
   rawPool(): UpstreamPool {
-    return (this.raw ??= new UpstreamPool(this.address, this.port, this.policy));
+    return (this.raw ??= new UpstreamPool(this.address, this.port, this.policy, this.cluster));
   }
 
   /** Takes no new work; the pools close once their requests in flight are done. */

@@ -1,11 +1,14 @@
 // One request on its way upstream: the undici dispatch handler that streams the response back.
 // A handler object carries the request's state (as undici's own handlers do): no closure per request.
+// Retries follow the fast path's rule (h1/exchange.ts), with one more: a request whose body was
+// sent, even in part, is never retried (bodies are streamed, not kept for a replay).
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import type { Logger } from '../../shared/log.ts';
 import type { AccessLog } from '../accessLog.ts';
 import type { Endpoint } from '../cluster/endpoint.ts';
 import { clientOf } from './h1/clientConnection.ts';
+import { idempotent } from './h1/exchange.ts';
 import { classify, connectionListed, Hop } from './hopByHop.ts';
 import { nextRequestId } from './requestId.ts';
 import { sendMadeUp, upstreamError, type ShoalError } from './madeUpResponse.ts';
@@ -105,13 +108,27 @@ function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined;
 }
 
+/** Failures that happen before the request reached the upstream: always safe to retry. */
+function connectFailure(err: Error & { code?: string }): boolean {
+  switch (err.code) {
+    case 'ECONNREFUSED': case 'UND_ERR_CONNECT_TIMEOUT': case 'EHOSTUNREACH': case 'ENETUNREACH': case 'EADDRNOTAVAIL': return true;
+    default: return false;
+  }
+}
+
 export class ForwardRequest implements Dispatcher.DispatchHandler {
   readonly req: IncomingMessage;
   readonly res: TaggedResponse;
   readonly site: ForwardSite;
   readonly backend: RouteBackend;
-  readonly endpoint: Endpoint;
+  endpoint: Endpoint;
   readonly start: number;
+  private headers: string[] = [];
+  private body: IncomingMessage | null = null;
+  /** Retries made so far; > 0 also means one of the cluster's active retries is held. */
+  private attempts = 0;
+  /** A 502/503/504 being read to its end and dropped, because it will be retried. */
+  private discarding = false;
   requestId = '';
   controller: Dispatcher.DispatchController | null = null;
   done = false;
@@ -129,20 +146,56 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
   /** Sends the request to the endpoint's pool. */
   dispatch(): void {
     const req = this.req;
-    const headers: string[] = [];
-    this.requestId = upstreamHeaders(req, headers);
+    this.requestId = upstreamHeaders(req, this.headers);
+    this.body = hasBody(req) ? req : null;
     this.endpoint.active++;
+    this.endpoint.slowActive++;
     this.backend.cluster.active++;
+    this.backend.cluster.budget.request(this.start);
     this.res[FORWARD] = this;
     this.res.on('close', onResponseClose);
     const c = clientOf(req.socket);
     if (c) c.handedBusy++;
+    this.send();
+  }
+
+  private send(): void {
+    const t = this.backend.requestTimeoutMs;
     this.endpoint.http().dispatch({
-      method: req.method as Dispatcher.HttpMethod,
-      path: req.url as string,
-      headers,
-      body: hasBody(req) ? req : null,
+      method: this.req.method as Dispatcher.HttpMethod,
+      path: this.req.url as string,
+      headers: this.headers,
+      body: this.body,
+      headersTimeout: t,
+      bodyTimeout: t,
     }, this);
+  }
+
+  /** Whether this failure may be retried now; takes a retry from the budget when so. */
+  private retryAllowed(connectFailed: boolean): boolean {
+    const cluster = this.backend.cluster;
+    if (this.attempts >= cluster.policy.retryAttempts || this.res.headersSent || this.done) return false;
+    // A body that was sent (any of it read from the client) cannot be replayed.
+    if (this.body !== null && (this.body.readableDidRead || this.body.readableEnded)) return false;
+    if (!connectFailed && !this.backend.retryNonIdempotent && !idempotent(this.req.method ?? '')) return false;
+    if (this.attempts > 0) cluster.activeRetries--;
+    const ok = cluster.admitRetry(performance.now());
+    if (ok || this.attempts > 0) cluster.activeRetries++;
+    return ok;
+  }
+
+  private retry(): void {
+    const cluster = this.backend.cluster;
+    this.attempts++;
+    const next = cluster.pickOther(this.endpoint) ?? this.endpoint;
+    this.endpoint.active--;
+    this.endpoint.slowActive--;
+    next.active++;
+    next.slowActive++;
+    this.endpoint = next;
+    this.controller = null;
+    this.discarding = false;
+    this.send();
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -150,6 +203,19 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
   }
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, unknown>, statusMessage?: string): void {
+    if (this.done) {
+      controller.abort(CLIENT_GONE);
+      return;
+    }
+    if (statusCode >= 502 && statusCode <= 504) {
+      const cluster = this.backend.cluster;
+      cluster.stats.fail5xx++;
+      cluster.outlier.failure(this.endpoint);
+      if (this.retryAllowed(false)) {
+        this.discarding = true;
+        return;
+      }
+    }
     const res = this.res;
     if (this.site.draining) res.shouldKeepAlive = false;
     const raw = controller.rawHeaders;
@@ -159,6 +225,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.discarding) return;
     if (!this.res.write(chunk)) {
       controller.pause();
       this.res.once('drain', onResponseDrain);
@@ -166,8 +233,16 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
+    if (this.discarding) {
+      if (this.done) return;
+      this.retry();
+      return;
+    }
+    const status = this.res.statusCode;
+    if (status < 500) this.endpoint.consecutiveErrors = 0;
+    else if (status < 502 || status > 504) this.backend.cluster.outlier.failure(this.endpoint);
     this.res.end();
-    this.finish(this.res.statusCode);
+    this.finish(status);
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
@@ -176,7 +251,24 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
       this.finish(499);
       return;
     }
+    if (this.discarding) {
+      // The dropped 5xx broke off; its retry was already granted.
+      this.retry();
+      return;
+    }
     const e = upstreamError(err as Error & { code?: string });
+    const connectFailed = connectFailure(err as Error & { code?: string });
+    const cluster = this.backend.cluster;
+    if (connectFailed) {
+      if (e === 'connect-timeout') cluster.stats.failConnectTimeout++;
+      else cluster.stats.failConnect++;
+    } else if (e === 'request-timeout') cluster.stats.failRequestTimeout++;
+    else cluster.stats.failReset++;
+    if (!this.discarding) cluster.outlier.failure(this.endpoint);
+    if (this.retryAllowed(connectFailed)) {
+      this.retry();
+      return;
+    }
     this.error = e;
     this.backend.errors.labels(this.backend.cluster.name, e).inc();
     if (this.site.log.isLevelEnabled('debug')) this.site.log.debug({ listener: this.site.name, upstream: this.endpoint.key, error: err.message }, 'upstream failed');
@@ -197,7 +289,9 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
     const c = clientOf(this.req.socket);
     if (c && c.handedBusy > 0) c.handedBusy--;
     this.endpoint.active--;
+    this.endpoint.slowActive--;
     this.backend.cluster.active--;
+    if (this.attempts > 0) this.backend.cluster.activeRetries--;
     this.backend.stats.count(status);
     const seconds = (performance.now() - this.start) / 1000;
     this.backend.latency.observe(seconds);

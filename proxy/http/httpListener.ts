@@ -17,6 +17,9 @@ import { rawMadeUp, UpgradeRequest } from './upgrade.ts';
 import { ClientConnection } from './h1/clientConnection.ts';
 import type { Gauge } from 'prom-client';
 import type { ShoalError } from './madeUpResponse.ts';
+import { madeUpHead } from './h1/exchange.ts';
+import { TokenBucket } from '../policy/tokenBucket.ts';
+import type { ListenerLimits } from '../listener/listenerSpec.ts';
 
 // node:http through require: an ESM import of it builds its full namespace, whose lazy getters load
 // node's bundled undici (about 14 MB of RSS in a process that never uses it).
@@ -37,11 +40,22 @@ function onUpgrade(this: TaggedServer, req: IncomingMessage, socket: Duplex, hea
 
 function onConnection(this: TaggedNetServer, socket: TaggedSocket): void {
   const l = this[LISTENER];
+  if (l.maxConnections > 0 && l.open >= l.maxConnections) {
+    // LIMIT_CONNECTIONS: say why and close, rather than leave the client hanging in the accept queue.
+    l.connectionLimited();
+    socket.on('error', destroySocket);
+    socket.end(madeUpHead('overloaded', `${l.name} has LIMIT_CONNECTIONS (${l.maxConnections}) connections open`, true), 'latin1');
+    return;
+  }
   l.connections.inc();
   l.open++;
   socket[LISTENER] = l;
   socket.once('close', onSocketClose);
   l.clients.add(new ClientConnection(l, socket));
+}
+
+function destroySocket(this: Socket): void {
+  this.destroy();
 }
 
 function onSocketClose(this: TaggedSocket): void {
@@ -73,6 +87,10 @@ export class HttpListener implements ForwardSite {
   open = 0;
   readonly tunnels = new Set<Duplex>();
   table: RouteTable;
+  /** Inbound LIMIT_RPS/LIMIT_BURST; null: no rate limit. */
+  limiter: TokenBucket | null = null;
+  /** Inbound LIMIT_CONNECTIONS; 0: no limit. */
+  maxConnections = 0;
   private readonly metrics: ProxyMetrics;
 
   constructor(name: string, direction: 'inbound' | 'outbound', table: RouteTable, ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null }) {
@@ -93,6 +111,23 @@ export class HttpListener implements ForwardSite {
     server[LISTENER] = this;
     server.on('connection', onConnection);
     this.server = server;
+  }
+
+  /** Applies OPEN_LIMIT limits (inbound); a bucket whose rate and burst stay keeps its tokens. */
+  setLimits(limits: ListenerLimits | null): void {
+    const rps = limits?.rps ?? 0;
+    const burst = limits?.burst || rps;
+    if (rps === 0) this.limiter = null;
+    else if (this.limiter === null || this.limiter.rps !== rps || this.limiter.burst !== Math.max(1, burst)) this.limiter = new TokenBucket(rps, burst);
+    this.maxConnections = limits?.connections ?? 0;
+  }
+
+  rateLimited(): void {
+    this.metrics.inboundLimited.labels(this.name, 'rps').inc();
+  }
+
+  connectionLimited(): void {
+    this.metrics.inboundLimited.labels(this.name, 'connections').inc();
   }
 
   madeUp(dependency: string, error: ShoalError): void {
@@ -137,7 +172,15 @@ export class HttpListener implements ForwardSite {
       if (backend) backend.stats.count(503);
       return;
     }
-    // Same slot as on the fast path (h1/clientConnection.ts) for admission policies.
+    // MaxRequests, as on the fast path (h1/clientConnection.ts).
+    if (cluster!.active >= cluster!.policy.maxRequests) {
+      req.resume();
+      cluster!.stats.overflowMaxRequests++;
+      this.metrics.madeUp.labels(cluster!.name, 'overloaded').inc();
+      sendMadeUp(res, 'overloaded', `${cluster!.name} has MaxRequests (${cluster!.policy.maxRequests}) in flight`, this.draining);
+      backend.stats.count(503);
+      return;
+    }
     new ForwardRequest(req, res, this, backend, endpoint, start).dispatch();
   }
 

@@ -6,6 +6,7 @@ import type { Route } from '../../shared/snapshot.ts';
 import type { Cluster } from '../cluster/cluster.ts';
 import type { ClusterSet } from '../cluster/clusterSet.ts';
 import type { LatencyStats, ProxyMetrics, RequestStats } from '../metrics.ts';
+import { deadlineQueue, type DeadlineQueue } from '../policy/deadlines.ts';
 
 /** One weighted backend of a route: where requests go, and where they are counted. */
 export class RouteBackend {
@@ -14,10 +15,18 @@ export class RouteBackend {
   readonly stats: RequestStats;
   readonly latency: LatencyStats;
   readonly errors: Counter<'dependency' | 'error'>;
+  /** The request deadline (the cluster's RequestTimeoutMS); null: none. */
+  readonly deadlines: DeadlineQueue | null;
+  readonly requestTimeoutMs: number;
+  /** The route allows retrying non-idempotent methods after the request was sent (5xx, reset, timeout). */
+  readonly retryNonIdempotent: boolean;
 
-  constructor(cluster: Cluster, route: string, metrics: ProxyMetrics) {
+  constructor(cluster: Cluster, route: string, metrics: ProxyMetrics, retryNonIdempotent = false) {
     this.cluster = cluster;
     this.route = route;
+    this.requestTimeoutMs = cluster.policy.requestTimeoutMs;
+    this.deadlines = deadlineQueue(this.requestTimeoutMs);
+    this.retryNonIdempotent = retryNonIdempotent;
     this.stats = metrics.requests(cluster.name, route);
     this.latency = metrics.latency(cluster.name);
     this.errors = metrics.madeUp;
@@ -49,7 +58,7 @@ export class CompiledRoute {
       const c = clusters.get(b.cluster);
       if (!c || b.weight === 0) continue;
       sum += b.weight;
-      this.backends.push(new RouteBackend(c, this.name, metrics));
+      this.backends.push(new RouteBackend(c, this.name, metrics, spec.retryNonIdempotent === true));
       this.cumulative.push(sum);
     }
     this.total = sum;

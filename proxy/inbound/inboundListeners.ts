@@ -37,5 +37,6 @@ export function inboundSpecs(snap: Snapshot, address: string): ListenerSpec[] {
     direction: 'inbound',
     mode: i.mode === 'l7' && i.protocol === 'http' ? 'l7' : 'l4',
     routes: [{ domains: ['*'], prefix: '/', headers: [], backends: [{ cluster: inboundClusterName(i.port), weight: 1 }] }],
+    limits: i.limits.rps > 0 || i.limits.connections > 0 ? { ...i.limits } : null,
   }));
 }

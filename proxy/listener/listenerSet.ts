@@ -54,6 +54,11 @@ export async function drainListener(l: Listener, timeoutMs: number): Promise<voi
   }
 }
 
+/** Inbound OPEN_LIMIT limits, on the listener kinds that enforce them. */
+function setLimits(l: Listener, limits: ListenerSpec['limits']): void {
+  if (l instanceof HttpListener || l instanceof TcpListener) l.setLimits(limits);
+}
+
 export class ListenerSet {
   private readonly entries = new Map<string, Entry>();
   private readonly draining = new Set<Promise<void>>();
@@ -80,6 +85,19 @@ export class ListenerSet {
     return [...this.entries.values()].map((e) => ({ name: e.spec.name, key: e.spec.key, mode: e.spec.mode, direction: e.spec.direction, bound: e.bound }));
   }
 
+  /** Inbound limits as applied (/config_dump): 0 = unlimited. */
+  limits(): Array<{ listener: string; key: string; limitRps: number; limitBurst: number; limitConnections: number; openConnections: number }> {
+    const out = [];
+    for (const e of this.entries.values()) {
+      if (e.spec.direction !== 'inbound') continue;
+      const l = e.listener;
+      if (!(l instanceof HttpListener || l instanceof TcpListener)) continue;
+      const rps = l.limiter?.rps ?? 0;
+      out.push({ listener: e.spec.name, key: e.spec.key, limitRps: rps, limitBurst: rps === 0 ? 0 : l.limiter!.burst, limitConnections: l.maxConnections, openConnections: l.open });
+    }
+    return out;
+  }
+
   /** Reconciles to specs. Resolves when every new listener has had its first bind attempt. */
   async apply(specs: readonly ListenerSpec[], clusters: ClusterSet): Promise<void> {
     if (this.closed) return;
@@ -97,11 +115,13 @@ export class ListenerSet {
         e.spec = s;
         if (e.listener instanceof HttpListener) e.listener.table = new RouteTable(s.name, s.routes, clusters, this.ctx.metrics);
         else e.listener.route = new TcpRoute(s.routes[0], clusters, this.ctx.metrics, s.direction);
+        setLimits(e.listener, s.limits);
         continue;
       }
       const listener = s.mode === 'l7'
         ? new HttpListener(s.name, s.direction, new RouteTable(s.name, s.routes, clusters, this.ctx.metrics), this.ctx)
         : new TcpListener(s.name, s.direction, new TcpRoute(s.routes[0], clusters, this.ctx.metrics, s.direction), this.ctx);
+      setLimits(listener, s.limits);
       const entry: Entry = { spec: s, listener, bound: false, retry: null };
       this.entries.set(s.key, entry);
       binds.push(this.bind(entry));

@@ -10,4 +10,8 @@ export interface ListenerSpec {
   direction: 'inbound' | 'outbound';
   mode: ListenerMode;
   routes: Route[];
+  /** Inbound OPEN_LIMIT limits (0 = unlimited); null for outbound listeners. */
+  limits: ListenerLimits | null;
 }
+
+export interface ListenerLimits { rps: number; burst: number; connections: number }

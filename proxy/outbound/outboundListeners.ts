@@ -13,5 +13,6 @@ export function outboundSpecs(snap: Snapshot): ListenerSpec[] {
     direction: 'outbound',
     mode: l.mode === 'l7' && l.protocol === 'http' ? 'l7' : 'l4',
     routes: l.routes,
+    limits: null,
   }));
 }

@@ -8,6 +8,8 @@ import type { Cluster } from '../cluster/cluster.ts';
 import type { ClusterSet } from '../cluster/clusterSet.ts';
 import type { Endpoint } from '../cluster/endpoint.ts';
 import type { ProxyMetrics } from '../metrics.ts';
+import type { ListenerLimits } from '../listener/listenerSpec.ts';
+import { TokenBucket } from '../policy/tokenBucket.ts';
 
 /** The weighted clusters connections split over (an L4 listener has one route). */
 export class TcpRoute {
@@ -50,7 +52,13 @@ function onTimeout(this: TaggedSocket): void {
   this[CONN]?.timedOut(this);
 }
 function onError(this: TaggedSocket): void {
-  this[CONN]?.destroy();
+  const c = this[CONN];
+  if (c === undefined) return;
+  if (this === c.upstream && !c.isConnected) c.connectFailed(false);
+  else c.destroy();
+}
+function destroySocket(this: Socket): void {
+  this.destroy();
 }
 function onClose(this: TaggedSocket, hadError: boolean): void {
   this[CONN]?.closed(this, hadError);
@@ -88,12 +96,13 @@ function onEnd(this: TaggedSocket): void {
 
 class TcpConnection {
   readonly client: TaggedSocket;
-  readonly upstream: TaggedSocket;
+  upstream: TaggedSocket;
   readonly listener: TcpListener;
   readonly cluster: Cluster;
-  readonly endpoint: Endpoint;
-  private isConnected = false;
+  endpoint: Endpoint;
+  isConnected = false;
   private open = 2;
+  private attempts = 0;
 
   constructor(listener: TcpListener, client: Socket, cluster: Cluster, endpoint: Endpoint) {
     this.listener = listener;
@@ -103,14 +112,10 @@ class TcpConnection {
     this.client[CONN] = this;
     endpoint.active++;
     cluster.active++;
-    const up = connect({
-      host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true,
-      onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => onUpstreamRead(this, n, buf as Buffer) },
-    }) as TaggedSocket;
-    up[CONN] = this;
-    this.upstream = up;
-    up.setTimeout(cluster.policy.connectTimeoutMs);
-    up.once('connect', onUpstreamConnect);
+    cluster.budget.request(performance.now());
+    // The client waits until an upstream is connected: its first bytes must survive a retry elsewhere.
+    client.pause();
+    this.upstream = this.dial(endpoint);
     const c = this.client;
     c.on('timeout', onTimeout);
     c.on('error', onError);
@@ -121,20 +126,51 @@ class TcpConnection {
     up.on('error', onError);
     up.once('close', onClose);
     up.on('end', onEnd);
-    c.setNoDelay(true);
+    return up;
   }
 
   connected(): void {
     this.isConnected = true;
+    this.endpoint.consecutiveErrors = 0;
+    if (this.attempts > 0) this.cluster.activeRetries--;
+    this.attempts = -1; // no retry slot held any more
     this.upstream.setTimeout(0);
     this.client.setTimeout(this.cluster.policy.tcpIdleTimeoutS * 1000);
+    this.client.resume();
+  }
+
+  /** The upstream could not be reached: report it, then dial another endpoint or reset the client. */
+  connectFailed(timedOut: boolean): void {
+    const cluster = this.cluster;
+    const failed = this.upstream;
+    if (timedOut) cluster.stats.failConnectTimeout++;
+    else cluster.stats.failConnect++;
+    cluster.outlier.failure(this.endpoint);
+    this.listener.log.debug({ listener: this.listener.name, upstream: this.endpoint.key, timedOut }, 'tcp connect failed');
+    if (this.attempts >= 0 && this.attempts < cluster.policy.retryAttempts && !this.client.destroyed) {
+      if (this.attempts > 0) cluster.activeRetries--;
+      const ok = cluster.admitRetry(performance.now());
+      if (ok || this.attempts > 0) cluster.activeRetries++;
+      const next = ok ? cluster.pickOther(this.endpoint) : null;
+      if (next !== null) {
+        this.attempts++;
+        failed[CONN] = undefined;
+        failed.on('error', destroySocket);
+        failed.destroy();
+        this.endpoint.active--;
+        next.active++;
+        this.endpoint = next;
+        this.upstream = this.dial(next);
+        return;
+      }
+    }
+    this.client.resetAndDestroy();
+    failed.destroy();
   }
 
   timedOut(socket: TaggedSocket): void {
     if (socket === this.upstream && !this.isConnected) {
-      this.listener.log.debug({ listener: this.listener.name, upstream: this.endpoint.key }, 'tcp connect timeout');
-      this.client.resetAndDestroy();
-      this.upstream.destroy();
+      this.connectFailed(true);
       return;
     }
     // Idle in both directions for TCPIdleTimeout: close both.
@@ -157,6 +193,7 @@ class TcpConnection {
     if (this.open === 0) {
       this.endpoint.active--;
       this.cluster.active--;
+      if (this.attempts > 0) this.cluster.activeRetries--;
       this.listener.connectionClosed(this);
     }
   }
@@ -169,6 +206,11 @@ export class TcpListener {
   readonly server: TaggedServer;
   route: TcpRoute;
   draining = false;
+  /** Inbound LIMIT_RPS (new connections per second); null: none. */
+  limiter: TokenBucket | null = null;
+  /** Inbound LIMIT_CONNECTIONS; 0: none. */
+  maxConnections = 0;
+  private readonly metrics: ProxyMetrics;
   private readonly live = new Set<TcpConnection>();
   private readonly gauge: Gauge.Internal<'listener' | 'direction'>;
 
@@ -178,6 +220,7 @@ export class TcpListener {
     this.route = route;
     this.log = ctx.log;
     this.gauge = ctx.metrics.connections.labels(name, direction);
+    this.metrics = ctx.metrics;
     const server = createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: false }) as TaggedServer;
     server[CONN] = this;
     server.on('connection', onConnection);
@@ -188,14 +231,37 @@ export class TcpListener {
     return this.live.size;
   }
 
+  setLimits(limits: ListenerLimits | null): void {
+    const rps = limits?.rps ?? 0;
+    const burst = limits?.burst || rps;
+    if (rps === 0) this.limiter = null;
+    else if (this.limiter === null || this.limiter.rps !== rps || this.limiter.burst !== Math.max(1, burst)) this.limiter = new TokenBucket(rps, burst);
+    this.maxConnections = limits?.connections ?? 0;
+  }
+
   accept(socket: Socket): void {
     socket.on('error', onError);
+    // No way to say why on a raw stream: each refusal below resets, so the client fails fast instead of hanging.
+    if (this.maxConnections > 0 && this.live.size >= this.maxConnections) {
+      this.metrics.inboundLimited.labels(this.name, 'connections').inc();
+      socket.resetAndDestroy();
+      return;
+    }
+    if (this.limiter !== null && !this.limiter.take(performance.now())) {
+      this.metrics.inboundLimited.labels(this.name, 'rps').inc();
+      socket.resetAndDestroy();
+      return;
+    }
     const r = this.route;
     const i = r.index();
     const cluster = i >= 0 ? r.clusters[i] : null;
     const endpoint = cluster ? cluster.pick(undefined) : null;
     if (cluster === null || endpoint === null) {
-      // No way to say why on a raw stream: reset, so the client fails fast instead of hanging.
+      socket.resetAndDestroy();
+      return;
+    }
+    if (cluster.active >= cluster.policy.maxConnections) {
+      cluster.stats.overflowMaxConnections++;
       socket.resetAndDestroy();
       return;
     }

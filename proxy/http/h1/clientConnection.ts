@@ -87,6 +87,10 @@ export class ClientConnection {
     this.pending = end + 4 === buf.length ? null : buf.subarray(end + 4);
     const start = performance.now();
     const l = this.listener;
+    if (l.limiter !== null && !l.limiter.take(start)) {
+      l.rateLimited();
+      return this.respondMadeUp(madeUpHead('rate-limited', `${l.name} allows ${l.limiter.rps} requests per second (LIMIT_RPS)`, head.close || l.draining, `retry-after: ${l.limiter.retryAfterS()}\r\n`), head.close || l.draining);
+    }
     const route = l.table.match(head.host, head.path, head.raw);
     if (route === null) {
       l.madeUp(l.name, 'no-route');
@@ -101,8 +105,13 @@ export class ClientConnection {
       if (backend) backend.stats.count(503);
       return this.respondMadeUp(madeUpHead('no-endpoints', `${name} has no endpoints`, head.close || l.draining), head.close || l.draining);
     }
-    // Admission policies (proxy/policy/: MaxRequests -> 503 overloaded, circuit breaker) go here, before
-    // the exchange exists; retries and outlier reports go where Exchange fails or completes.
+    // MaxRequests: over it a request fails at once, it never queues.
+    if (cluster!.active >= cluster!.policy.maxRequests) {
+      cluster!.stats.overflowMaxRequests++;
+      l.madeUp(cluster!.name, 'overloaded');
+      backend.stats.count(503);
+      return this.respondMadeUp(madeUpHead('overloaded', `${cluster!.name} has MaxRequests (${cluster!.policy.maxRequests}) in flight`, head.close || l.draining), head.close || l.draining);
+    }
     const ex = new Exchange(this, head, backend, endpoint, start);
     this.exchange = ex;
     ex.begin();

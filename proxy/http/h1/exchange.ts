@@ -1,7 +1,11 @@
 // One request/response on the fast path: head written upstream as one string, response head
 // parsed and rewritten, body bytes forwarded as they come (chunked framing included) with
-// backpressure both ways. A handler object per request; no closures.
+// backpressure both ways. A handler object per request; no closures. Resilience lives here too:
+// the request deadline (a shared deadline queue, no timer per request), retries on another endpoint
+// (connect failures always; resets, timeouts and 502/503/504 for idempotent methods or when the
+// route allows), within MaxActiveRetries and the cluster's retry budget, and outlier reports.
 import type { Endpoint } from '../../cluster/endpoint.ts';
+import { disarm, type DeadlineHolder, type DeadlineQueue } from '../../policy/deadlines.ts';
 import { classify, connectionListed, Hop } from '../hopByHop.ts';
 import { ERROR_STATUS, type ShoalError } from '../madeUpResponse.ts';
 import { nextRequestId } from '../requestId.ts';
@@ -21,12 +25,24 @@ const BODY_UNTIL_CLOSE = 3;
 
 const REASONS: Record<number, string> = { 200: 'OK', 204: 'No Content', 301: 'Moved Permanently', 302: 'Found', 304: 'Not Modified', 400: 'Bad Request', 404: 'Not Found', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
 
-/** A complete made-up response as one string. */
-export function madeUpHead(error: ShoalError, detail: string, close: boolean): string {
+/** A complete made-up response as one string; extra: more header lines, each ending in CRLF. */
+export function madeUpHead(error: ShoalError, detail: string, close: boolean, extra = ''): string {
   const status = ERROR_STATUS[error];
   const body = `${status} ${error}: ${detail}\n`;
-  return `HTTP/1.1 ${status} ${REASONS[status] ?? error}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-shoal-error: ${error}\r\n${close ? 'connection: close\r\n' : ''}\r\n${body}`;
+  return `HTTP/1.1 ${status} ${REASONS[status] ?? error}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-shoal-error: ${error}\r\n${extra}${close ? 'connection: close\r\n' : ''}\r\n${body}`;
 }
+
+/** Methods a retry cannot make worse (RFC 9110 9.2.2). */
+export function idempotent(method: string): boolean {
+  switch (method) {
+    case 'GET': case 'HEAD': case 'OPTIONS': case 'TRACE': case 'PUT': case 'DELETE': return true;
+    default: return false;
+  }
+}
+
+/** Why an attempt failed: what the retry rule and the metrics look at. */
+export const Failure = { ConnectFailure: 0, ConnectTimeout: 1, RequestTimeout: 2, Reset: 3, Status5xx: 4 } as const;
+export type Failure = (typeof Failure)[keyof typeof Failure];
 
 /** Removes the header lines a Connection header listed from a head block (rare: costs a split). */
 function dropListed(head: string, listed: string[]): string {
@@ -39,13 +55,21 @@ function dropListed(head: string, listed: string[]): string {
   return kept.join('\r\n');
 }
 
-export class Exchange implements UpstreamUser {
+export class Exchange implements UpstreamUser, DeadlineHolder {
   readonly client: ClientConnection;
   readonly head: RequestHead;
   readonly backend: RouteBackend;
-  readonly endpoint: Endpoint;
+  endpoint: Endpoint;
   readonly start: number;
   requestId = '';
+  deadlineAt = 0;
+  deadlineNext: DeadlineHolder | null = null;
+  deadlinePrev: DeadlineHolder | null = null;
+  deadlineQueue: DeadlineQueue | null = null;
+  /** Retries made so far; > 0 also means this exchange holds one of the cluster's active retries. */
+  private attempts = 0;
+  /** Waiting in the endpoint pool's queue for a connection. */
+  private queued = false;
   private upstream: UpstreamConnection | null = null;
   private upstreamHead = '';
   private retried = false;
@@ -69,10 +93,102 @@ export class Exchange implements UpstreamUser {
   }
 
   begin(): void {
+    const cluster = this.backend.cluster;
     this.endpoint.active++;
-    this.backend.cluster.active++;
+    cluster.active++;
+    cluster.budget.request(this.start);
     this.upstreamHead = this.buildUpstreamHead();
-    this.endpoint.rawPool().acquire(this, false);
+    this.backend.deadlines?.arm(this, this.start);
+    this.acquire();
+  }
+
+  private acquire(): void {
+    this.queued = true;
+    if (this.endpoint.rawPool().acquire(this, false)) return;
+    this.queued = false;
+    disarm(this);
+    this.fail('circuit-open', `${this.backend.cluster.name}: every connection MaxConnections allows to ${this.endpoint.key} is busy and MaxPendingRequests (${this.backend.cluster.policy.maxPendingRequests}) are waiting`);
+  }
+
+  /** RequestTimeoutMS passed with no response head (or, mid-body, with no byte) from the upstream. */
+  onDeadline(): void {
+    if (this.done) return;
+    const conn = this.upstream;
+    this.upstream = null;
+    if (conn) {
+      conn.user = null;
+      conn.socket.destroy();
+    } else if (this.queued) {
+      this.endpoint.rawPool().cancel(this);
+    }
+    this.queued = false;
+    const detail = `${this.backend.cluster.name} ${this.endpoint.key}: no response within ${this.backend.deadlines!.timeoutMs} ms`;
+    if (this.status >= 200) {
+      // The head is out: the client can only be told by a cut connection.
+      this.backend.cluster.outlier.failure(this.endpoint);
+      this.backend.cluster.stats.failRequestTimeout++;
+      this.error = 'request-timeout';
+      this.finish(this.status);
+      this.client.abortAfterBrokenResponse(this);
+      return;
+    }
+    this.attemptFailed(conn !== null && conn.connected ? Failure.RequestTimeout : Failure.ConnectTimeout, conn !== null && conn.connected ? 'request-timeout' : 'connect-timeout', detail);
+  }
+
+  /** Counts a failed attempt, reports it to outlier detection, then retries elsewhere or answers with the error. */
+  private attemptFailed(why: Failure, kind: ShoalError, detail: string): void {
+    const cluster = this.backend.cluster;
+    const st = cluster.stats;
+    switch (why) {
+      case Failure.ConnectFailure: st.failConnect++; break;
+      case Failure.ConnectTimeout: st.failConnectTimeout++; break;
+      case Failure.RequestTimeout: st.failRequestTimeout++; break;
+      default: st.failReset++; break;
+    }
+    cluster.outlier.failure(this.endpoint);
+    if (this.retryAllowed(why)) {
+      this.retry();
+      return;
+    }
+    this.fail(kind, detail);
+  }
+
+  /**
+   * The retry rule: attempts left, connect failures always, anything after the request was sent
+   * only for idempotent methods (or a route that allows it); then MaxActiveRetries and the budget.
+   * The fast path carries no request body, so no body has to be replayed.
+   */
+  private retryAllowed(why: Failure): boolean {
+    const cluster = this.backend.cluster;
+    if (this.attempts >= cluster.policy.retryAttempts) return false;
+    if (why !== Failure.ConnectFailure && why !== Failure.ConnectTimeout && !this.backend.retryNonIdempotent && !idempotent(this.head.method)) return false;
+    if (this.attempts > 0) cluster.activeRetries--; // this exchange's retry slot is free again while it asks
+    const ok = cluster.admitRetry(performance.now());
+    if (ok || this.attempts > 0) cluster.activeRetries++;
+    return ok;
+  }
+
+  /** The next attempt, on another endpoint when there is one, with a fresh deadline. */
+  private retry(): void {
+    const cluster = this.backend.cluster;
+    this.attempts++;
+    const next = cluster.pickOther(this.endpoint) ?? this.endpoint;
+    this.endpoint.active--;
+    next.active++;
+    this.endpoint = next;
+    this.status = 0;
+    this.bodyMode = BODY_NONE;
+    this.remaining = 0;
+    this.scanner = null;
+    this.upstreamKeepAlive = true;
+    this.closeClient = false;
+    this.responseHead = '';
+    this.headBuf = null;
+    this.gotBytes = false;
+    this.retried = false;
+    if (this.head.host === undefined) this.upstreamHead = this.buildUpstreamHead();
+    this.backend.deadlines?.arm(this, performance.now());
+    this.acquire();
   }
 
   private buildUpstreamHead(): string {
@@ -116,7 +232,14 @@ export class Exchange implements UpstreamUser {
     return `${s}\r\n`;
   }
 
+  /** A new connection is being opened for this exchange: held so a deadline or an abort can close it. */
+  onUpstreamConnecting(conn: UpstreamConnection): void {
+    this.queued = false;
+    this.upstream = conn;
+  }
+
   onUpstreamConnected(conn: UpstreamConnection): void {
+    this.queued = false;
     if (this.done) {
       conn.pool.release(conn, true);
       return;
@@ -139,6 +262,12 @@ export class Exchange implements UpstreamUser {
       this.headBuf = null;
       const status = this.parseResponseHead(buf, end);
       if (status < 0) return this.upstreamBroken('upstream-reset', 'malformed response head');
+      if (status >= 502 && status <= 504) {
+        const cluster = this.backend.cluster;
+        cluster.stats.fail5xx++;
+        cluster.outlier.failure(this.endpoint);
+        if (this.retryAllowed(Failure.Status5xx)) return this.discardAndRetry(conn, buf, end + 4);
+      }
       if (status < 200) {
         // 1xx informational: pass it on and keep reading for the final head.
         this.client.socket.write(Buffer.from(buf.subarray(0, end + 4)));
@@ -149,7 +278,24 @@ export class Exchange implements UpstreamUser {
       this.writeBody(buf, end + 4, true);
       return;
     }
+    // Mid-body: the deadline now bounds silence, re-armed as bytes arrive (a few field writes).
+    if (this.deadlineQueue !== null) this.deadlineQueue.arm(this, performance.now());
     this.writeBody(chunk, 0, false);
+  }
+
+  /**
+   * A 502/503/504 that will be retried: nothing of it reaches the client. The connection is kept
+   * when the whole (small) response is already here, else closed rather than read to the end.
+   */
+  private discardAndRetry(conn: UpstreamConnection, buf: Buffer, from: number): void {
+    const rest = buf.length - from;
+    let whole = false;
+    if (this.bodyMode === BODY_NONE) whole = rest === 0;
+    else if (this.bodyMode === BODY_LENGTH) whole = rest === this.remaining;
+    else if (this.bodyMode === BODY_CHUNKED) whole = this.scanner!.scan(buf, from, buf.length) === buf.length;
+    this.upstream = null;
+    conn.pool.release(conn, whole && this.upstreamKeepAlive);
+    this.retry();
   }
 
   /**
@@ -282,6 +428,7 @@ export class Exchange implements UpstreamUser {
         ok = sock.write(this.responseHead, 'latin1');
       }
       this.responseHead = '';
+      if (!complete && this.deadlineQueue !== null) this.deadlineQueue.arm(this, performance.now());
     } else {
       ok = to > from ? sock.write(Buffer.from(buf.subarray(from, to))) : true;
     }
@@ -307,6 +454,9 @@ export class Exchange implements UpstreamUser {
       conn.socket.resume();
       conn.pool.release(conn, this.upstreamKeepAlive);
     }
+    // 502-504 were reported when their head arrived; any other answer ends the endpoint's error streak.
+    if (this.status < 500) this.endpoint.consecutiveErrors = 0;
+    else if (this.status < 502 || this.status > 504) this.backend.cluster.outlier.failure(this.endpoint);
     this.finish(this.status);
     this.client.exchangeDone(this, this.closeClient);
   }
@@ -323,6 +473,8 @@ export class Exchange implements UpstreamUser {
     }
     if (this.status >= 200) {
       // Mid-body: the client cannot be told anything but a cut connection.
+      this.backend.cluster.stats.failReset++;
+      this.backend.cluster.outlier.failure(this.endpoint);
       this.error = 'upstream-reset';
       this.finish(this.status);
       this.client.abortAfterBrokenResponse(this);
@@ -335,8 +487,9 @@ export class Exchange implements UpstreamUser {
       this.endpoint.rawPool().acquire(this, true);
       return;
     }
-    const kind: ShoalError = timedOut ? (conn.connected ? 'request-timeout' : 'connect-timeout') : 'upstream-reset';
-    this.fail(kind, `${this.backend.cluster.name} ${this.endpoint.key}: ${error?.message ?? (timedOut ? 'timed out' : 'connection closed before a response')}`);
+    const detail = `${this.backend.cluster.name} ${this.endpoint.key}: ${error?.message ?? (timedOut ? 'timed out' : 'connection closed before a response')}`;
+    if (!conn.connected) this.attemptFailed(timedOut ? Failure.ConnectTimeout : Failure.ConnectFailure, timedOut ? 'connect-timeout' : 'upstream-reset', detail);
+    else this.attemptFailed(timedOut ? Failure.RequestTimeout : Failure.Reset, timedOut ? 'request-timeout' : 'upstream-reset', detail);
   }
 
   private upstreamBroken(kind: ShoalError, detail: string): void {
@@ -346,6 +499,8 @@ export class Exchange implements UpstreamUser {
       conn.user = null;
       conn.socket.destroy();
     }
+    this.backend.cluster.stats.failReset++;
+    this.backend.cluster.outlier.failure(this.endpoint);
     if (this.status >= 200 && this.responseHead === '') {
       this.error = kind;
       this.finish(this.status);
@@ -372,15 +527,20 @@ export class Exchange implements UpstreamUser {
     if (conn) {
       conn.user = null;
       conn.socket.destroy();
+    } else if (this.queued) {
+      this.endpoint.rawPool().cancel(this);
     }
+    this.queued = false;
     this.finish(499);
   }
 
   private finish(status: number): void {
     if (this.done) return;
     this.done = true;
+    if (this.deadlineQueue !== null) disarm(this);
     this.endpoint.active--;
     this.backend.cluster.active--;
+    if (this.attempts > 0) this.backend.cluster.activeRetries--;
     this.backend.stats.count(status);
     const seconds = (performance.now() - this.start) / 1000;
     this.backend.latency.observe(seconds);

@@ -2,9 +2,12 @@
 // first), new ones opened up to the cluster's MaxConnections, waiters queued beyond that.
 import { connect, type Socket } from 'node:net';
 import type { ClusterPolicy } from '../../../shared/snapshot.ts';
+import type { Cluster } from '../../cluster/cluster.ts';
 
 /** What a connection reports to the exchange using it. */
 export interface UpstreamUser {
+  /** A new connection is opening for this user (it is told again, by onUpstreamConnected, once open). */
+  onUpstreamConnecting(conn: UpstreamConnection): void;
   onUpstreamConnected(conn: UpstreamConnection): void;
   onUpstreamData(conn: UpstreamConnection, chunk: Buffer): void;
   onUpstreamClosed(conn: UpstreamConnection, error: Error | null, timedOut: boolean): void;
@@ -18,9 +21,9 @@ function onConnect(this: TaggedSocket): void {
   const c = this[CONN];
   if (!c) return;
   c.connected = true;
-  // From here the socket's idle timer is the request deadline: no bytes for RequestTimeoutMS while an
-  // exchange waits means 504. It runs for the connection's life, so a request costs no timer work.
-  this.setTimeout(c.pool.requestTimeoutMs);
+  // The socket timer was the connect timeout. From here request deadlines are the exchange's (a shared
+  // deadline queue, proxy/policy/deadlines.ts) and idle connections close in the pool's sweep.
+  this.setTimeout(0);
   c.user?.onUpstreamConnected(c);
 }
 // Responses are read into one shared buffer (net's onread): no Buffer and no stream machinery per
@@ -88,19 +91,19 @@ export class UpstreamConnection {
 export class UpstreamPool {
   private readonly host: string;
   private readonly port: number;
-  private readonly policy: ClusterPolicy;
+  readonly policy: ClusterPolicy;
   private readonly idle: UpstreamConnection[] = [];
   private readonly waiting: UpstreamUser[] = [];
   private total = 0;
   private sweeper: NodeJS.Timeout | null = null;
-  readonly requestTimeoutMs: number;
+  private readonly cluster: Cluster;
   closing = false;
 
-  constructor(host: string, port: number, policy: ClusterPolicy) {
+  constructor(host: string, port: number, policy: ClusterPolicy, cluster: Cluster) {
     this.host = host;
     this.port = port;
     this.policy = policy;
-    this.requestTimeoutMs = policy.requestTimeoutMs;
+    this.cluster = cluster;
   }
 
   // Idle connections older than IDLE_TIMEOUT_MS close here, once a second, not by a timer per connection.
@@ -115,8 +118,11 @@ export class UpstreamPool {
     }
   }
 
-  /** Gives the user a connection now (idle one) or later (new or freed one), via onUpstreamConnected. */
-  acquire(user: UpstreamUser, fresh: boolean): void {
+  /**
+   * Gives the user a connection now (idle one) or later (new or freed one), via onUpstreamConnected.
+   * False: every connection is busy and the cluster's MaxPendingRequests are already waiting.
+   */
+  acquire(user: UpstreamUser, fresh: boolean): boolean {
     if (!fresh) {
       while (this.idle.length > 0) {
         const c = this.idle.pop()!;
@@ -124,26 +130,51 @@ export class UpstreamPool {
         c.user = user;
         c.uses++;
         user.onUpstreamConnected(c);
-        return;
+        return true;
       }
     }
     if (this.total < this.policy.maxConnections || fresh) {
       this.total++;
       const c = new UpstreamConnection(this, this.host, this.port, this.policy.connectTimeoutMs);
       c.user = user;
-      return;
+      user.onUpstreamConnecting(c);
+      return true;
     }
+    const cl = this.cluster;
+    if (cl.pending >= this.policy.maxPendingRequests) {
+      cl.stats.overflowMaxPending++;
+      return false;
+    }
+    cl.pending++;
+    cl.stats.queued++;
     this.waiting.push(user);
+    return true;
+  }
+
+  /** The user gave up waiting (deadline, client gone); true when it was still queued. */
+  cancel(user: UpstreamUser): boolean {
+    const i = this.waiting.indexOf(user);
+    if (i < 0) return false;
+    this.waiting.splice(i, 1);
+    this.cluster.pending--;
+    return true;
+  }
+
+  private nextWaiting(): UpstreamUser | undefined {
+    const next = this.waiting.shift();
+    if (next !== undefined) this.cluster.pending--;
+    return next;
   }
 
   /** The exchange is done with the connection; keepAlive: it may carry another. */
   release(c: UpstreamConnection, keepAlive: boolean): void {
     c.user = null;
-    if (!keepAlive || c.closed || this.closing) {
+    const max = this.policy.maxRequestsPerConnection;
+    if (!keepAlive || c.closed || this.closing || (max > 0 && c.uses + 1 >= max)) {
       c.socket.destroy();
       return;
     }
-    const next = this.waiting.shift();
+    const next = this.nextWaiting();
     if (next) {
       c.user = next;
       c.uses++;
@@ -163,7 +194,7 @@ export class UpstreamPool {
     const i = this.idle.indexOf(c);
     if (i >= 0) this.idle.splice(i, 1);
     if (this.waiting.length > 0 && this.total < this.policy.maxConnections && !this.closing) {
-      const next = this.waiting.shift()!;
+      const next = this.nextWaiting()!;
       this.acquire(next, true);
     }
   }

@@ -1,0 +1,80 @@
+// Outlier detection for one cluster: ConsecutiveErrors failures in a row (5xx, connect failures,
+// timeouts, resets) eject an endpoint at once for BaseEjectionTimeMS x times ejected. At most
+// MaxEjectionPercent of the cluster is ejected, but one endpoint always may be, and never the last
+// healthy one. A sweep every IntervalMS (running only while something is ejected or remembered)
+// returns endpoints whose time is up and lowers the multiplier of those that stayed healthy.
+import type { Endpoint } from '../cluster/endpoint.ts';
+import type { ResilienceStats } from '../metrics.ts';
+import type { ClusterPolicy } from '../../shared/snapshot.ts';
+
+export interface OutlierHost {
+  readonly endpoints: readonly Endpoint[];
+  readonly policy: ClusterPolicy;
+  readonly stats: ResilienceStats;
+  /** The ejected set changed: rebuild the balancer's endpoint list. */
+  rebalance(): void;
+}
+
+export class OutlierDetector {
+  private readonly host: OutlierHost;
+  private sweeper: NodeJS.Timeout | null = null;
+  private sweepEveryMs = 0;
+
+  constructor(host: OutlierHost) {
+    this.host = host;
+  }
+
+  /** A failed attempt at e (the caller has already bumped nothing). */
+  failure(e: Endpoint): void {
+    const p = this.host.policy;
+    if (++e.consecutiveErrors < p.consecutiveErrors || e.ejectedUntil !== 0 || e.retired || p.baseEjectionTimeMs === 0) return;
+    const eps = this.host.endpoints;
+    let ejected = 0;
+    for (let i = 0; i < eps.length; i++) if (eps[i].ejectedUntil !== 0) ejected++;
+    const allowed = Math.max(1, Math.floor((eps.length * p.maxEjectionPercent) / 100));
+    if (ejected >= allowed || eps.length - ejected <= 1 || !eps.includes(e)) {
+      this.host.stats.ejectionsSkipped++;
+      return;
+    }
+    e.timesEjected++;
+    e.ejectedUntil = performance.now() + p.baseEjectionTimeMs * e.timesEjected;
+    e.consecutiveErrors = 0;
+    this.host.stats.ejections++;
+    this.host.rebalance();
+    this.ensureSweeping();
+  }
+
+  private ensureSweeping(): void {
+    const every = this.host.policy.intervalMs;
+    if (this.sweeper !== null && this.sweepEveryMs === every) return;
+    if (this.sweeper !== null) clearInterval(this.sweeper);
+    this.sweepEveryMs = every;
+    this.sweeper = setInterval(() => this.sweep(), every);
+    this.sweeper.unref();
+  }
+
+  /** Returns endpoints whose ejection time is up; healthy ones earn their multiplier back. */
+  sweep(now = performance.now()): void {
+    let changed = false;
+    let remembered = false;
+    for (const e of this.host.endpoints) {
+      if (e.ejectedUntil !== 0) {
+        if (now >= e.ejectedUntil) {
+          e.ejectedUntil = 0;
+          e.consecutiveErrors = 0;
+          changed = true;
+        }
+      } else if (e.timesEjected > 0 && e.consecutiveErrors === 0) {
+        e.timesEjected--;
+      }
+      if (e.ejectedUntil !== 0 || e.timesEjected > 0) remembered = true;
+    }
+    if (changed) this.host.rebalance();
+    if (!remembered) this.stop();
+  }
+
+  stop(): void {
+    if (this.sweeper !== null) clearInterval(this.sweeper);
+    this.sweeper = null;
+  }
+}
