@@ -1,14 +1,19 @@
-// A paced load generator (wrk2 is not available): sends requests at a fixed rate on an open loop,
-// measuring each from its scheduled send time (no coordinated omission). Prints latency stats as JSON.
+// A paced load generator (wrk2 is not in Debian): sends requests at a fixed rate on an open loop,
+// measuring each from its scheduled send time (coordinated omission corrected). The first second
+// warms connections and the JIT and is not measured. Prints latency percentiles as JSON.
 //   node bench/lib/proxyPacedClient.ts URL RPS SECONDS
 import { Pool } from 'undici';
 
 const [url, rpsArg, secondsArg] = process.argv.slice(2);
 const rps = Number(rpsArg);
 const seconds = Number(secondsArg);
+if (!url || !(rps > 0) || !(seconds > 0)) {
+  process.stderr.write('usage: node bench/lib/proxyPacedClient.ts URL RPS SECONDS (RPS and SECONDS > 0)\n');
+  process.exit(2);
+}
 const u = new URL(url);
 const pool = new Pool(u.origin, { connections: 64, pipelining: 1 });
-const total = rps * seconds;
+const total = Math.max(2, Math.round(rps * seconds));
 const latencies = new Float64Array(total);
 let done = 0;
 let errors = 0;
@@ -28,11 +33,15 @@ function send(i: number, scheduled: number): void {
 }
 
 function finish(): void {
-  // The first second warms connections and the JIT; it is not measured.
-  const warm = Math.min(rps, total >> 1);
-  const sorted = Array.from(latencies.subarray(warm)).sort((a, b) => a - b);
-  const pct = (p: number) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
-  process.stdout.write(`${JSON.stringify({ requests: total, errors, p50: pct(50), p90: pct(90), p99: pct(99), max: sorted[sorted.length - 1] })}\n`);
+  const warm = Math.min(Math.round(rps), total >> 1);
+  const sorted = Float64Array.from(latencies.subarray(warm)).sort();
+  const pct = (p: number) => sorted[Math.max(0, Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1))];
+  const latencyMs: Record<string, number> = {};
+  for (const p of [50, 75, 90, 95, 99, 99.9, 99.99]) latencyMs[String(p)] = Math.round(pct(p) * 1000) / 1000;
+  process.stdout.write(`${JSON.stringify({
+    requests: total, measured: sorted.length, errors, latencyMs,
+    p50: latencyMs['50'], p90: latencyMs['90'], p99: latencyMs['99'], p999: latencyMs['99.9'], max: sorted[sorted.length - 1], maxMs: sorted[sorted.length - 1],
+  })}\n`);
   void pool.close().then(() => process.exit(0));
 }
 

@@ -1,5 +1,9 @@
 // An L4 listener: per-connection balancing, bytes piped both ways with backpressure, half-close
 // passed on (each direction ends on its own), connect timeout and idle timeout from the cluster policy.
+// A failed or timed-out connect is reported to outlier detection and retried on another endpoint
+// (RetryAttempts, MaxActiveRetries, the retry budget) before the client has sent a byte upstream;
+// MaxConnections caps the cluster's connections; inbound listeners apply LIMIT_CONNECTIONS and
+// LIMIT_RPS (new connections per second).
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { Gauge, Counter } from 'prom-client';
 import type { Logger } from '../../shared/log.ts';
@@ -122,6 +126,17 @@ class TcpConnection {
     c.once('close', onClose);
     c.on('data', onData);
     c.on('end', onEnd);
+    c.setNoDelay(true);
+  }
+
+  private dial(endpoint: Endpoint): TaggedSocket {
+    const up = connect({
+      host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true,
+      onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => onUpstreamRead(this, n, buf as Buffer) },
+    }) as TaggedSocket;
+    up[CONN] = this;
+    up.setTimeout(this.cluster.policy.connectTimeoutMs);
+    up.once('connect', onUpstreamConnect);
     up.on('timeout', onTimeout);
     up.on('error', onError);
     up.once('close', onClose);

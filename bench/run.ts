@@ -1,0 +1,171 @@
+// npm run bench: every contender of every scenario in one run, on loopback, from shoal's built
+// JavaScript (dist/). Writes bench/results/<date>-<scenario>.{json,md,svg} and <date>-run.{json,md}.
+// Exits non-zero only when a contender could not run, never for a slow figure.
+//   npm run bench [-- --scenario NAME[,NAME]] [--duration S] [--rounds N] [--smoke] [--no-pin] [--out DIR]
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import type { ScenarioContext } from './lib/context.ts';
+import { machineInfo } from './lib/machine.ts';
+import { renderMarkdown, renderSvg, type ScenarioResult, type Target } from './lib/report.ts';
+import { ensureTools } from './lib/tools.ts';
+import { runDiscoverPropagation } from './scenarios/discoverPropagation.ts';
+import { runDnsScenario } from './scenarios/dns.ts';
+import { runHttpFixedRate } from './scenarios/httpFixedRate.ts';
+import { runHttpMax } from './scenarios/httpMax.ts';
+import { runSidecarFootprint } from './scenarios/sidecarFootprint.ts';
+import { runTcpThroughput } from './scenarios/tcpThroughput.ts';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+interface Scenario {
+  run(ctx: ScenarioContext): Promise<ScenarioResult>;
+  tools: string[];
+  describe: string;
+}
+
+const SCENARIOS: Record<string, Scenario> = {
+  'http-max': { run: runHttpMax, tools: ['wrk', 'nginx', 'haproxy'], describe: 'max rps and latency: direct, shoal L7/L4, nginx, haproxy, http-proxy' },
+  'http-fixed-rate': { run: runHttpFixedRate, tools: ['nginx', 'haproxy'], describe: 'added latency at 1,000 rps, coordinated omission corrected' },
+  'tcp-throughput': { run: runTcpThroughput, tools: ['iperf3', 'nginx', 'haproxy'], describe: 'iperf3 through shoal L4, haproxy mode tcp, direct' },
+  dns: { run: runDnsScenario, tools: ['dnsperf', 'dnsmasq', 'dig'], describe: 'dnsperf against shoal\'s responder and dnsmasq' },
+  'discover-propagation': { run: runDiscoverPropagation, tools: [], describe: 'edit → every long-polling sidecar, 100/1,000/10,000 sidecars' },
+  'sidecar-footprint': { run: runSidecarFootprint, tools: ['nginx'], describe: 'RSS and CPU per 1,000 requests at 0/1,000/5,000 rps beside bare node:http' },
+};
+
+const usage = `usage: npm run bench [-- options]
+  --scenario NAME[,NAME]  one or more of: ${Object.keys(SCENARIOS).join(', ')} (default: all)
+  --duration S            seconds per measured run of one contender (default 5)
+  --rounds N              interleaved rounds per contender (default 3)
+  --smoke                 every scenario tiny (1 s, 1 round, small loads) and side by side: proves the harness works
+  --no-pin                do not pin single-process contenders with taskset
+  --out DIR               where results go (default bench/results)
+scenarios:
+${Object.entries(SCENARIOS).map(([k, s]) => `  ${k.padEnd(22)}${s.describe}`).join('\n')}`;
+
+let values;
+try {
+  ({ values } = parseArgs({
+    allowNegative: true,
+    options: {
+      scenario: { type: 'string' },
+      duration: { type: 'string' },
+      rounds: { type: 'string' },
+      smoke: { type: 'boolean', default: false },
+      pin: { type: 'boolean', default: true },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  }));
+} catch (err) {
+  console.error(`${(err as Error).message}\n${usage}`);
+  process.exit(2);
+}
+if (values.help) {
+  console.log(usage);
+  process.exit(0);
+}
+const names = values.scenario ? values.scenario.split(',').map((s) => s.trim()).filter(Boolean) : Object.keys(SCENARIOS);
+const unknown = names.filter((n) => !SCENARIOS[n]);
+if (unknown.length) {
+  console.error(`unknown scenario ${unknown.map((u) => JSON.stringify(u)).join(', ')}: expected one of ${Object.keys(SCENARIOS).join(', ')}`);
+  process.exit(2);
+}
+const smoke = values.smoke;
+const num = (flag: 'duration' | 'rounds', dflt: number): number => {
+  const raw = values[flag];
+  if (raw === undefined) return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) {
+    console.error(`--${flag} must be a whole number of at least 1, got ${JSON.stringify(raw)}`);
+    process.exit(2);
+  }
+  return n;
+};
+const duration = smoke ? num('duration', 1) : num('duration', 5);
+const rounds = smoke ? num('rounds', 1) : num('rounds', 3);
+const outDir = values.out ?? join(root, 'bench', 'results');
+const log = (msg: string) => process.stderr.write(`${new Date().toISOString().slice(11, 19)} ${msg}\n`);
+
+for (const f of ['dist/cli.js', 'dist/proxy/main.js', 'dist/dns/main.js', 'dist/discover/main.js']) {
+  if (!existsSync(join(root, f))) {
+    console.error(`${f} is missing: run npm run build first (npm run bench does)`);
+    process.exit(2);
+  }
+}
+
+const startedAt = new Date();
+const date = startedAt.toISOString().slice(0, 10);
+const needed = [...new Set(names.flatMap((n) => SCENARIOS[n].tools).concat(values.pin ? ['taskset'] : []))];
+const tools = ensureTools(needed, log);
+for (const a of tools.actions) log(a);
+const machine = machineInfo();
+const pin = values.pin && tools.found.concat(tools.installed).includes('taskset');
+const command = `npm run bench --${values.scenario ? ` --scenario ${names.join(',')}` : ''}${values.duration ? ` --duration ${duration}` : ''}${values.rounds ? ` --rounds ${rounds}` : ''}${smoke ? ' --smoke' : ''}${values.pin ? '' : ' --no-pin'}`;
+log(`bench on ${machine.cores} cores (${machine.cpuModel}), Node ${machine.node}; scenarios ${names.join(', ')}; ${duration} s x ${rounds} rounds${pin ? '; pinning single-process contenders' : ''}`);
+
+mkdirSync(outDir, { recursive: true });
+const summary: { scenario: string; seconds: number; files: string[]; targets: Target[]; errors: string[] }[] = [];
+async function runScenario(name: string): Promise<void> {
+  const t0 = performance.now();
+  const dir = mkdtempSync(join(tmpdir(), `shoal-bench-${name}-`));
+  const ctx: ScenarioContext = { duration, rounds, smoke, pin, dir, machine, command, log };
+  log(`== ${name}`);
+  let result: ScenarioResult;
+  const missing = SCENARIOS[name].tools.filter((t) => tools.missing.includes(t));
+  try {
+    if (missing.length) throw new Error(`missing tools: ${missing.join(', ')}`);
+    result = await SCENARIOS[name].run(ctx);
+  } catch (err) {
+    result = {
+      scenario: name, title: name, method: 'The scenario could not run.', command, date: new Date().toISOString(), machine, settings: {},
+      columns: [], rows: [], bars: [], targets: [], notes: [], errors: [`${name}: ${(err as Error).stack ?? (err as Error).message}`],
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const seconds = Math.round((performance.now() - t0) / 100) / 10;
+  const base = `${date}-${name}`;
+  writeFileSync(join(outDir, `${base}.json`), `${JSON.stringify({ ...result, wallSeconds: seconds, toolActions: tools.actions }, null, 2)}\n`);
+  writeFileSync(join(outDir, `${base}.svg`), renderSvg(result));
+  writeFileSync(join(outDir, `${base}.md`), renderMarkdown(result, `${base}.svg`));
+  summary.push({ scenario: name, seconds, files: [`${base}.json`, `${base}.md`, `${base}.svg`], targets: result.targets, errors: result.errors });
+  for (const e of result.errors) log(`could not run: ${e}`);
+  log(`${name} done in ${seconds} s`);
+}
+// A smoke run proves the harness works, not the figures: its scenarios run side by side.
+if (smoke) await Promise.all(names.map(runScenario));
+else for (const name of names) await runScenario(name);
+summary.sort((a, b) => names.indexOf(a.scenario) - names.indexOf(b.scenario));
+
+const totalSeconds = Math.round((Date.now() - startedAt.getTime()) / 1000);
+const targets = summary.flatMap((s) => s.targets.map((t) => ({ scenario: s.scenario, ...t })));
+const errors = summary.flatMap((s) => s.errors);
+const m = machine;
+const md = [
+  `# Benchmark run ${startedAt.toISOString().slice(0, 16).replace('T', ' ')} UTC`,
+  '',
+  `Machine: ${m.cores} cores, ${m.cpuModel}, ${m.memoryGb} GB, Linux ${m.kernel}, Node ${m.node}; load average at start ${m.loadAverageAtStart.join(' ')}.`,
+  `Tools: ${Object.entries(m.tools).map(([k, v]) => `${k} ${v}`).join(', ')}.${tools.actions.length ? ` ${tools.actions.join('; ')}.` : ' All found, nothing installed.'}`,
+  `Command: \`${command}\` (${duration} s per run, ${rounds} rounds; took ${Math.floor(totalSeconds / 60)} min ${totalSeconds % 60} s).`,
+  '',
+  '| Scenario | Target | Goal | Measured | Met | Margin |',
+  '|---|---|---|---:|---|---|',
+  ...targets.map((t) => `| ${t.scenario} | ${t.name} | ${t.goal} | ${t.measured === null ? 'n/a' : t.measured} | ${t.met === null ? 'not measured' : t.met ? 'met' : '**missed**'} | ${t.margin} |`),
+  '',
+  '| Scenario | Report | Chart | Took |',
+  '|---|---|---|---:|',
+  ...summary.map((s) => `| ${s.scenario} | [${s.files[1]}](${s.files[1]}) | [${s.files[2]}](${s.files[2]}) | ${s.seconds} s |`),
+  '',
+  ...(errors.length ? ['Could not run:', '', ...errors.map((e) => `- ${e.split('\n')[0]}`), ''] : []),
+].join('\n');
+writeFileSync(join(outDir, `${date}-run.md`), md);
+writeFileSync(join(outDir, `${date}-run.json`), `${JSON.stringify({ date: startedAt.toISOString(), command, machine, toolActions: tools.actions, totalSeconds, scenarios: summary }, null, 2)}\n`);
+log(`wrote ${relative(process.cwd(), outDir) || '.'}/${date}-*.{json,md,svg} in ${totalSeconds} s`);
+if (errors.length) {
+  log(`${errors.length} contender(s) could not run`);
+  process.exit(1);
+}
+process.exit(0);
