@@ -2,7 +2,7 @@
 // JavaScript (dist/). Writes bench/results/<date>-<scenario>.{json,md,svg} and <date>-run.{json,md}.
 // Exits non-zero only when a contender could not run, never for a slow figure.
 //   npm run bench [-- --scenario NAME[,NAME]] [--duration S] [--rounds N] [--smoke] [--no-pin] [--out DIR]
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +11,7 @@ import type { ScenarioContext } from './lib/context.ts';
 import { machineInfo } from './lib/machine.ts';
 import { renderMarkdown, renderSvg, type ScenarioResult, type Target } from './lib/report.ts';
 import { ensureTools } from './lib/tools.ts';
+import { summarize } from './cpuProfileSummary.ts';
 import { runDiscoverPropagation } from './scenarios/discoverPropagation.ts';
 import { runDnsScenario } from './scenarios/dns.ts';
 import { runHttpFixedRate } from './scenarios/httpFixedRate.ts';
@@ -42,27 +43,32 @@ const usage = `usage: npm run bench [-- options]
   --smoke                 every scenario tiny (1 s, 1 round, small loads) and side by side: proves the harness works
   --no-pin                do not pin single-process contenders with taskset
   --out DIR               where results go (default bench/results)
+  --profile               run shoal's processes under node --cpu-prof; profiles and a summary of where
+                          the time went go to DIR/<date>-profiles/ (figures then include the profiler's cost)
 scenarios:
 ${Object.entries(SCENARIOS).map(([k, s]) => `  ${k.padEnd(22)}${s.describe}`).join('\n')}`;
 
-let values;
-try {
-  ({ values } = parseArgs({
-    allowNegative: true,
-    options: {
-      scenario: { type: 'string' },
-      duration: { type: 'string' },
-      rounds: { type: 'string' },
-      smoke: { type: 'boolean', default: false },
-      pin: { type: 'boolean', default: true },
-      out: { type: 'string' },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  }));
-} catch (err) {
-  console.error(`${(err as Error).message}\n${usage}`);
-  process.exit(2);
+function parseFlags() {
+  try {
+    return parseArgs({
+      allowNegative: true,
+      options: {
+        scenario: { type: 'string' },
+        duration: { type: 'string' },
+        rounds: { type: 'string' },
+        smoke: { type: 'boolean', default: false },
+        pin: { type: 'boolean', default: true },
+        out: { type: 'string' },
+        profile: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    }).values;
+  } catch (err) {
+    console.error(`${(err as Error).message}\n${usage}`);
+    process.exit(2);
+  }
 }
+const values = parseFlags();
 if (values.help) {
   console.log(usage);
   process.exit(0);
@@ -103,7 +109,7 @@ const tools = ensureTools(needed, log);
 for (const a of tools.actions) log(a);
 const machine = machineInfo();
 const pin = values.pin && tools.found.concat(tools.installed).includes('taskset');
-const command = `npm run bench --${values.scenario ? ` --scenario ${names.join(',')}` : ''}${values.duration ? ` --duration ${duration}` : ''}${values.rounds ? ` --rounds ${rounds}` : ''}${smoke ? ' --smoke' : ''}${values.pin ? '' : ' --no-pin'}`;
+const command = `npm run bench --${values.scenario ? ` --scenario ${names.join(',')}` : ''}${values.duration ? ` --duration ${duration}` : ''}${values.rounds ? ` --rounds ${rounds}` : ''}${smoke ? ' --smoke' : ''}${values.pin ? '' : ' --no-pin'}${values.profile ? ' --profile' : ''}`;
 log(`bench on ${machine.cores} cores (${machine.cpuModel}), Node ${machine.node}; scenarios ${names.join(', ')}; ${duration} s x ${rounds} rounds${pin ? '; pinning single-process contenders' : ''}`);
 
 mkdirSync(outDir, { recursive: true });
@@ -111,7 +117,8 @@ const summary: { scenario: string; seconds: number; files: string[]; targets: Ta
 async function runScenario(name: string): Promise<void> {
   const t0 = performance.now();
   const dir = mkdtempSync(join(tmpdir(), `shoal-bench-${name}-`));
-  const ctx: ScenarioContext = { duration, rounds, smoke, pin, dir, machine, command, log };
+  const profileDir = values.profile ? join(outDir, `${date}-profiles`, name) : undefined;
+  const ctx: ScenarioContext = { duration, rounds, smoke, pin, dir, machine, command, log, profileDir };
   log(`== ${name}`);
   let result: ScenarioResult;
   const missing = SCENARIOS[name].tools.filter((t) => tools.missing.includes(t));
@@ -131,10 +138,25 @@ async function runScenario(name: string): Promise<void> {
   writeFileSync(join(outDir, `${base}.json`), `${JSON.stringify({ ...result, wallSeconds: seconds, toolActions: tools.actions }, null, 2)}\n`);
   writeFileSync(join(outDir, `${base}.svg`), renderSvg(result));
   writeFileSync(join(outDir, `${base}.md`), renderMarkdown(result, `${base}.svg`));
+  if (profileDir) writeProfileSummaries(profileDir);
   summary.push({ scenario: name, seconds, files: [`${base}.json`, `${base}.md`, `${base}.svg`], targets: result.targets, errors: result.errors });
   for (const e of result.errors) log(`could not run: ${e}`);
   log(`${name} done in ${seconds} s`);
 }
+/** Next to every .cpuprofile, a .txt saying where the time went. */
+function writeProfileSummaries(dir: string): void {
+  if (!existsSync(dir)) return;
+  for (const sub of readdirSync(dir, { recursive: true, encoding: 'utf8' })) {
+    if (!sub.endsWith('.cpuprofile')) continue;
+    const file = join(dir, sub);
+    const s = summarize(JSON.parse(readFileSync(file, 'utf8')));
+    const lines = [`${file}: busy ${s.totalMs} ms (idle ${s.idleMs} ms not counted)`, '', 'self time by file:', ...s.byFile.map(([k, ms]) => `${((ms / s.totalMs) * 100).toFixed(1).padStart(5)}% ${k}`),
+      '', 'self time by function:', ...s.byFunction.map(([k, ms]) => `${((ms / s.totalMs) * 100).toFixed(1).padStart(5)}% ${k}`)];
+    writeFileSync(file.replace(/\.cpuprofile$/, '.txt'), `${lines.join('\n')}\n`);
+    log(`profile summary: ${file.replace(/\.cpuprofile$/, '.txt')}`);
+  }
+}
+
 // A smoke run proves the harness works, not the figures: its scenarios run side by side.
 if (smoke) await Promise.all(names.map(runScenario));
 else for (const name of names) await runScenario(name);

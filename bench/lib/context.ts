@@ -14,7 +14,14 @@ export interface ScenarioContext {
   dir: string;
   machine?: Machine;
   command: string;
+  /** When set, shoal's own processes run under node --cpu-prof and write their profiles here. */
+  profileDir?: string;
   log(msg: string): void;
+}
+
+/** Node flags for a shoal process: --cpu-prof into ctx.profileDir/<name> when profiling. */
+export function profileArgs(ctx: ScenarioContext, name: string): string[] {
+  return ctx.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${ctx.profileDir}/${name}`] : [];
 }
 
 /** The CPU single-process contenders are pinned to, when pinning (the last core). */

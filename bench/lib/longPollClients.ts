@@ -7,10 +7,19 @@ interface Conn {
   buf: Buffer;
   gotAt: bigint;
   need: number;
+  // With a path list (5th argument): the path this client polls, and the version it last held.
+  path?: string;
+  holds?: string;
 }
 
-const [host, portText, path, countText] = process.argv.slice(2);
+const [host, portText, path, countText, pathList] = process.argv.slice(2);
 const port = Number(portText);
+// Optional: comma-separated paths; client i polls paths[i % n] (many apps' snapshots from one child).
+const paths = pathList ? pathList.split(',') : null;
+// With paths: the version each path's client holds, sent in the 'wait' message.
+let versions: Record<string, string> = {};
+// With paths: every answer's ETag must differ from what the client held (a real new version).
+let stale = 0;
 const conns: Conn[] = [];
 let version = '';
 let expected = 0;
@@ -21,6 +30,11 @@ function request(c: Conn): void {
   c.buf = Buffer.alloc(0);
   c.gotAt = 0n;
   c.need = -1;
+  if (c.path !== undefined) {
+    c.holds = versions[c.path] ?? version;
+    c.socket.write(`GET ${c.path}?version=${c.holds}&wait=60s HTTP/1.1\r\nhost: ${host}\r\n\r\n`);
+    return;
+  }
   c.socket.write(`GET ${path}?version=${version}&wait=60s HTTP/1.1\r\nhost: ${host}\r\n\r\n`);
 }
 
@@ -34,8 +48,9 @@ function onData(c: Conn, chunk: Buffer): void {
   if (c.buf.length < end + 4 + len) return;
   const status = head.slice(9, 12);
   statuses[status] = (statuses[status] ?? 0) + 1;
+  if (c.path !== undefined && status === '200' && /etag: *"?([^"\r\n]*)"?/i.exec(head)?.[1] === c.holds) stale++;
   answered++;
-  if (answered === expected) process.send!({ type: 'answered', statuses });
+  if (answered === expected) process.send!(paths ? { type: 'answered', statuses, stale } : { type: 'answered', statuses });
 }
 
 async function open(n: number): Promise<void> {
@@ -45,6 +60,7 @@ async function open(n: number): Promise<void> {
       const socket = connect({ host, port }, () => resolve());
       socket.setNoDelay(true);
       const c: Conn = { socket, buf: Buffer.alloc(0), gotAt: 0n, need: -1 };
+      if (paths) c.path = paths[conns.length % paths.length];
       socket.on('data', (chunk) => onData(c, chunk));
       socket.on('error', reject);
       conns.push(c);
@@ -52,9 +68,11 @@ async function open(n: number): Promise<void> {
   }
 }
 
-process.on('message', async (msg: { type: string; version?: string }) => {
+process.on('message', async (msg: { type: string; version?: string; versions?: Record<string, string> }) => {
   if (msg.type === 'wait') {
-    version = msg.version!;
+    version = msg.version ?? '';
+    versions = msg.versions ?? {};
+    stale = 0;
     expected = conns.length;
     answered = 0;
     statuses = {};

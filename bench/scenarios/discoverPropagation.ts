@@ -4,7 +4,7 @@
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { below, type ScenarioContext } from '../lib/context.ts';
+import { below, profileArgs, type ScenarioContext } from '../lib/context.ts';
 import { root } from '../lib/httpPeers.ts';
 import { memMb, ProcessGroup, sleep } from '../lib/processes.ts';
 import type { Row, ScenarioResult } from '../lib/report.ts';
@@ -27,10 +27,10 @@ export function topology(variant: number): string {
 
 interface Server { key: 'discover' | 'floor'; label: string; base: string; pid: number; file: string; variant: number }
 
-async function startDiscoverChild(group: ProcessGroup, file: string): Promise<{ base: string; pid: number }> {
+async function startDiscoverChild(group: ProcessGroup, file: string, nodeArgs: string[]): Promise<{ base: string; pid: number }> {
   const cli = join(root, 'dist', 'cli.js');
   if (!existsSync(cli)) throw new Error('dist/cli.js is missing: run npm run build first (npm run bench does)');
-  const child = group.spawn(process.execPath, [cli, 'discover', '--static', file, '--host', '127.0.0.1', '--port', '0', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = group.spawn(process.execPath, [...nodeArgs, cli, 'discover', '--static', file, '--host', '127.0.0.1', '--port', '0', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   const port = await new Promise<number>((resolve, reject) => {
     child.stdout!.on('data', (c) => {
@@ -141,7 +141,7 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
       const file = join(d, 'topology.yaml');
       writeFileSync(file, topology(0));
       try {
-        const s = key === 'discover' ? await startDiscoverChild(group, file) : await (async () => {
+        const s = key === 'discover' ? await startDiscoverChild(group, file, profileArgs(ctx, 'discover')) : await (async () => {
           const { info } = await group.jsonChild(process.execPath, [join(root, 'bench', 'lib', 'longPollFloorChild.ts'), file]);
           return { base: `http://127.0.0.1:${info.port}`, pid: info.pid };
         })();

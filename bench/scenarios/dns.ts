@@ -9,7 +9,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { randomInt } from 'node:crypto';
 import { join } from 'node:path';
-import { atLeast, type ScenarioContext } from '../lib/context.ts';
+import { atLeast, profileArgs, type ScenarioContext } from '../lib/context.ts';
 import { root } from '../lib/httpPeers.ts';
 import { cpuSeconds, memMb, pinned, ProcessGroup, sleep } from '../lib/processes.ts';
 import type { Row, ScenarioResult } from '../lib/report.ts';
@@ -25,6 +25,8 @@ export interface DnsBenchOptions {
   codec: boolean;
   /** Folder of the dns2 package, to measure it on local answers too. */
   dns2?: string;
+  /** Node flags for shoal's responder (e.g. --cpu-prof). */
+  nodeArgs?: string[];
   log(msg: string): void;
 }
 
@@ -80,8 +82,8 @@ export async function runDnsBench(opts: DnsBenchOptions) {
     }
     throw new Error('dnsmasq did not start');
   };
-  const nodeChild = async (script: string, args: string[]) => {
-    const { child, port } = await group.portChild(...pinned(cpuOf(1), process.execPath, [join(root, 'bench', 'lib', script), ...args]));
+  const nodeChild = async (script: string, args: string[], nodeArgs: string[] = []) => {
+    const { child, port } = await group.portChild(...pinned(cpuOf(1), process.execPath, [...nodeArgs, join(root, 'bench', 'lib', script), ...args]));
     return { port, pid: child.pid! };
   };
   function dnsperf(port: number, file: string, seconds: number, pid: number): DnsRun {
@@ -105,7 +107,7 @@ export async function runDnsBench(opts: DnsBenchOptions) {
     // The reference: dnsmasq holding the same names (TTL 5 like shoal) and caching forwarded answers.
     const reference = await dnsmasq([...names.map((n) => `--host-record=${n.name},${n.address}`), '--local-ttl=5',
       `--server=127.0.0.1#${upstream.port}`, '--cache-size=10000'], 'api.default.svc.cluster.local');
-    const shoal = await nodeChild('dnsResponderChild.ts', [distMain, `127.0.0.1:${upstream.port}`, JSON.stringify(names)]);
+    const shoal = await nodeChild('dnsResponderChild.ts', [distMain, `127.0.0.1:${upstream.port}`, JSON.stringify(names)], opts.nodeArgs);
     // The floor: a Node UDP socket that only echoes each query back (no answer, no lookup).
     const echo = await nodeChild('dnsUdpEchoChild.ts', []);
     const codec = opts.codec ? await nodeChild('dnsCodecChild.ts', ['dns-packet', JSON.stringify(names)]) : null;
@@ -181,7 +183,7 @@ export async function runDnsScenario(ctx: ScenarioContext): Promise<ScenarioResu
   let raw: Awaited<ReturnType<typeof runDnsBench>> | undefined;
   const pin = ctx.pin && (ctx.machine?.cores ?? 0) >= 2;
   try {
-    raw = await runDnsBench({ rounds: ctx.rounds, duration: ctx.smoke ? 0.5 : ctx.duration, clients: 4, pin, codec: false, log: ctx.log });
+    raw = await runDnsBench({ rounds: ctx.rounds, duration: ctx.smoke ? 0.5 : ctx.duration, clients: 4, pin, codec: false, nodeArgs: profileArgs(ctx, 'dns'), log: ctx.log });
   } catch (err) {
     errors.push(`dns: ${(err as Error).message}`);
   }

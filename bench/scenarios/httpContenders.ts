@@ -1,7 +1,7 @@
 // Starts the HTTP contenders a scenario asks for, all in front of one backend; a contender that
 // cannot start is reported, not fatal, so the others still run.
 import { join } from 'node:path';
-import { proxyCpu, type ScenarioContext } from '../lib/context.ts';
+import { profileArgs, proxyCpu, type ScenarioContext } from '../lib/context.ts';
 import { startBackend, startHaproxy, startHttpProxy, startNginxProxy, startShoal, type ShoalSidecar } from '../lib/httpPeers.ts';
 import type { ProcessGroup } from '../lib/processes.ts';
 
@@ -34,7 +34,7 @@ export async function startHttpContenders(group: ProcessGroup, ctx: ScenarioCont
   const startSidecar = async () => {
     if (!keys.includes('shoal-l7') && !keys.includes('shoal-l4')) return;
     try {
-      sidecar = await startShoal(group, join(ctx.dir), { backendPort, cpus: cpu, nodeOptions: opts.sidecarNodeOptions });
+      sidecar = await startShoal(group, join(ctx.dir), { backendPort, cpus: cpu, nodeOptions: [...(opts.sidecarNodeOptions ?? []), ...profileArgs(ctx, 'sidecar')] });
     } catch (err) {
       errors.push(`shoal sidecar: ${(err as Error).message}`);
       return;

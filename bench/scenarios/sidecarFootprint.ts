@@ -1,7 +1,7 @@
 // sidecar-footprint: a fresh shoal sidecar (L7 route to the backend) beside a bare node:http server
 // answering the same 1 KB body, at 0, 1,000 and 5,000 rps: resident memory and CPU seconds per
 // 1,000 requests, each as a ratio to the bare server at the same load.
-import { atMost, interleave, proxyCpu, ratio, type ScenarioContext } from '../lib/context.ts';
+import { atMost, interleave, profileArgs, proxyCpu, ratio, type ScenarioContext } from '../lib/context.ts';
 import { startBackend, startBareServer, startShoal, type ShoalSidecar } from '../lib/httpPeers.ts';
 import { paced } from '../lib/loadClients.ts';
 import { cpuSeconds, memMb, ProcessGroup, sleep } from '../lib/processes.ts';
@@ -24,7 +24,7 @@ export async function runSidecarFootprint(ctx: ScenarioContext, opts: { rates?: 
   try {
     const backendPort = await startBackend(group, ctx.dir);
     try {
-      sidecar = await startShoal(group, ctx.dir, { backendPort, cpus: cpu, nodeOptions: opts.sidecarNodeOptions });
+      sidecar = await startShoal(group, ctx.dir, { backendPort, cpus: cpu, nodeOptions: [...(opts.sidecarNodeOptions ?? []), ...profileArgs(ctx, 'sidecar')] });
       targets.push({ key: 'shoal', label: `shoal sidecar, L7 route${cpu ? `, pinned to CPU ${cpu}` : ''}`, url: sidecar.l7Url, pid: sidecar.pid });
     } catch (err) {
       errors.push(`shoal sidecar: ${(err as Error).message}`);

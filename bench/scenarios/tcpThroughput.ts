@@ -1,7 +1,7 @@
 // tcp-throughput: iperf3 bulk transfer (one stream) straight to the iperf3 server, through shoal's
 // L4 listener and through haproxy mode tcp (nbthread 1): Gbit/s and the proxy's CPU per GB moved.
 import { connect } from 'node:net';
-import { interleave, proxyCpu, ratio, type ScenarioContext } from '../lib/context.ts';
+import { interleave, profileArgs, proxyCpu, ratio, type ScenarioContext } from '../lib/context.ts';
 import { startBackend, startHaproxy, startShoal, type ShoalSidecar } from '../lib/httpPeers.ts';
 import { iperf3 } from '../lib/loadClients.ts';
 import { cpuSeconds, freePort, ProcessGroup, sleep } from '../lib/processes.ts';
@@ -43,7 +43,7 @@ export async function runTcpThroughput(ctx: ScenarioContext): Promise<ScenarioRe
     // shoal's sidecar and haproxy also front an HTTP backend (their HTTP listeners are not measured here).
     const backendPort = await startBackend(group, ctx.dir);
     try {
-      sidecar = await startShoal(group, ctx.dir, { backendPort, tcpBackendPort: serverPort, cpus: cpu });
+      sidecar = await startShoal(group, ctx.dir, { backendPort, tcpBackendPort: serverPort, cpus: cpu, nodeOptions: profileArgs(ctx, 'sidecar') });
       contenders.push({ key: 'shoal-l4', label: `shoal L4 (1 process${pinNote})`, host: '127.77.0.5', port: sidecar.tcpPort!, pid: sidecar.pid });
     } catch (err) {
       errors.push(`shoal L4: ${(err as Error).message}`);

@@ -3,6 +3,7 @@
 import type { Logger } from '../../shared/log.ts';
 import type { Snapshot } from '../../shared/snapshot.ts';
 import type { ClusterSet } from '../cluster/clusterSet.ts';
+import { retireRemovedH2Endpoints } from '../h2/endpointSessions.ts';
 import { inboundClusters, inboundSpecs } from '../inbound/inboundListeners.ts';
 import type { ListenerSet } from '../listener/listenerSet.ts';
 import type { ProxyMetrics } from '../metrics.ts';
@@ -33,6 +34,8 @@ export class SnapshotApplier {
   async apply(snap: Snapshot, source: 'discover' | 'state-file'): Promise<void> {
     const previous = this.current;
     this.clusters.apply([...snap.clusters, ...inboundClusters(snap)]);
+    // HTTP/2 streams to endpoints that just left get the drain period, then UNAVAILABLE.
+    retireRemovedH2Endpoints();
     const specs = [...outboundSpecs(snap), ...inboundSpecs(snap, this.inboundAddress)];
     // Two entries on one address:port would fight over the bind; the first wins, the rest is reported.
     const seen = new Set<string>();

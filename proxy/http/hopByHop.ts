@@ -25,6 +25,8 @@ export function classify(name: string, request: boolean): Hop {
       if (l === 'transfer-encoding') return Hop.Drop;
       return request && l === 'x-forwarded-proto' ? Hop.ForwardedProto : Hop.Keep;
     }
+    // Set by the sidecar from the verified mTLS peer only (proxy/tls): a caller's own value is dropped.
+    case 23: return request && name.toLowerCase() === 'x-forwarded-client-cert' ? Hop.Drop : Hop.Keep;
     default: return Hop.Keep;
   }
 }

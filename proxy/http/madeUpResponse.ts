@@ -2,7 +2,7 @@
 // Never a hung or silently reset socket while the client can still be told.
 import type { ServerResponse } from 'node:http';
 
-export type ShoalError = 'no-endpoints' | 'circuit-open' | 'overloaded' | 'connect-timeout' | 'request-timeout' | 'upstream-reset' | 'rate-limited' | 'no-route';
+export type ShoalError = 'no-endpoints' | 'circuit-open' | 'overloaded' | 'connect-timeout' | 'request-timeout' | 'upstream-reset' | 'rate-limited' | 'no-route' | 'denied';
 
 export const ERROR_STATUS: Record<ShoalError, number> = {
   'no-endpoints': 503,
@@ -13,6 +13,7 @@ export const ERROR_STATUS: Record<ShoalError, number> = {
   'upstream-reset': 502,
   'rate-limited': 429,
   'no-route': 404,
+  denied: 403, // mesh authorization policy (proxy/tls)
 };
 
 /** Writes the made-up response if the head is not out yet; otherwise the only honest signal left is a reset. */

@@ -35,7 +35,7 @@ export function inboundSpecs(snap: Snapshot, address: string): ListenerSpec[] {
     address,
     port: i.listenPort,
     direction: 'inbound',
-    mode: i.mode === 'l7' && i.protocol === 'http' ? 'l7' : 'l4',
+    mode: i.mode === 'l7' ? (i.protocol === 'http' ? 'l7' : 'h2') : 'l4',
     routes: [{ domains: ['*'], prefix: '/', headers: [], backends: [{ cluster: inboundClusterName(i.port), weight: 1 }] }],
     limits: i.limits.rps > 0 || i.limits.connections > 0 ? { ...i.limits } : null,
   }));

@@ -4,6 +4,7 @@ import { Server as NetServer } from 'node:net';
 import type { Logger } from '../../shared/log.ts';
 import type { AccessLog } from '../accessLog.ts';
 import type { ClusterSet } from '../cluster/clusterSet.ts';
+import { H2Listener } from '../h2/h2Listener.ts';
 import { HttpListener } from '../http/httpListener.ts';
 import { RouteTable } from '../http/routeTable.ts';
 import type { ProxyMetrics } from '../metrics.ts';
@@ -15,7 +16,7 @@ const BIND_RETRY_MS = 1000;
 // not yet read must not meet a closing socket.
 const IDLE_CLOSE_GRACE_MS = 500;
 
-type Listener = HttpListener | TcpListener;
+type Listener = HttpListener | TcpListener | H2Listener;
 
 interface Entry {
   spec: ListenerSpec;
@@ -56,7 +57,7 @@ export async function drainListener(l: Listener, timeoutMs: number): Promise<voi
 
 /** Inbound OPEN_LIMIT limits, on the listener kinds that enforce them. */
 function setLimits(l: Listener, limits: ListenerSpec['limits']): void {
-  if (l instanceof HttpListener || l instanceof TcpListener) l.setLimits(limits);
+  if (l instanceof HttpListener || l instanceof TcpListener || l instanceof H2Listener) l.setLimits(limits);
 }
 
 export class ListenerSet {
@@ -113,12 +114,14 @@ export class ListenerSet {
       const e = this.entries.get(s.key);
       if (e) {
         e.spec = s;
-        if (e.listener instanceof HttpListener) e.listener.table = new RouteTable(s.name, s.routes, clusters, this.ctx.metrics);
+        if (e.listener instanceof HttpListener || e.listener instanceof H2Listener) e.listener.table = new RouteTable(s.name, s.routes, clusters, this.ctx.metrics);
         else e.listener.route = new TcpRoute(s.routes[0], clusters, this.ctx.metrics, s.direction);
         setLimits(e.listener, s.limits);
         continue;
       }
-      const listener = s.mode === 'l7'
+      const listener = s.mode === 'h2'
+        ? new H2Listener(s.name, s.direction, new RouteTable(s.name, s.routes, clusters, this.ctx.metrics), this.ctx, this.drainTimeoutMs)
+        : s.mode === 'l7'
         ? new HttpListener(s.name, s.direction, new RouteTable(s.name, s.routes, clusters, this.ctx.metrics), this.ctx)
         : new TcpListener(s.name, s.direction, new TcpRoute(s.routes[0], clusters, this.ctx.metrics, s.direction), this.ctx);
       setLimits(listener, s.limits);

@@ -8,7 +8,8 @@ export interface ListenerSpec {
   address: string;
   port: number;
   direction: 'inbound' | 'outbound';
-  mode: ListenerMode;
+  /** h2: an http2/grpc port (h2c and HTTP/1.1 on one port, proxy/h2). */
+  mode: ListenerMode | 'h2';
   routes: Route[];
   /** Inbound OPEN_LIMIT limits (0 = unlimited); null for outbound listeners. */
   limits: ListenerLimits | null;

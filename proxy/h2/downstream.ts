@@ -1,0 +1,236 @@
+// The client side of an h2 listener's request, whichever protocol the app spoke: an HTTP/2 stream
+// (h2c) or an HTTP/1.1 request on the same port. The exchange (h2Exchange.ts) talks to this shape only.
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { constants, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import type { Readable } from 'node:stream';
+import { connectionListed } from '../http/hopByHop.ts';
+
+/** What the exchange is told when the downstream can take more bytes, or goes away. */
+export interface DownstreamOwner {
+  downstreamDrained(): void;
+  downstreamGone(): void;
+}
+
+export interface Downstream {
+  readonly h2: boolean;
+  /** HTTP/2-style request headers (:method, :path, :authority, :scheme and lower-case names). */
+  readonly headers: IncomingHttpHeaders;
+  readonly body: Readable;
+  /** The request had no body (END_STREAM on its headers; no length or chunking on HTTP/1.1). */
+  readonly bodyless: boolean;
+  readonly remoteAddress: string;
+  readonly headersSent: boolean;
+  readonly gone: boolean;
+  attach(owner: DownstreamOwner): void;
+  /** Sends the response head; endStream ends the response there (a gRPC trailers-only response). */
+  respond(headers: OutgoingHttpHeaders, endStream: boolean, wantTrailers: boolean): void;
+  write(chunk: Buffer): boolean;
+  /** Ends the response; trailers go out when the head asked for them. */
+  end(trailers: OutgoingHttpHeaders | null): void;
+  /** The response cannot complete: RST_STREAM on HTTP/2, a closed connection on HTTP/1.1. */
+  reset(code: number): void;
+}
+
+// Response headers HTTP/2 forbids (RFC 9113 8.2.2); an HTTP/1.1 upstream never reaches here, but be strict.
+const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings']);
+
+/** Upstream response headers as the client should get them: no pseudo-headers but :status, no connection-specific ones. */
+export function responseHeaders(up: IncomingHttpHeaders): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {};
+  for (const name of Object.keys(up)) {
+    if (name.charCodeAt(0) === 0x3a /* : */ ? name !== ':status' : CONNECTION_SPECIFIC.has(name)) continue;
+    out[name] = up[name];
+  }
+  return out;
+}
+
+type TaggedStream = ServerHttp2Stream & { [DOWN]?: H2Downstream };
+const DOWN = Symbol('shoal.h2.downstream');
+
+function onStreamDrain(this: TaggedStream): void {
+  this[DOWN]?.owner?.downstreamDrained();
+}
+
+function onStreamClose(this: TaggedStream): void {
+  const d = this[DOWN];
+  if (d === undefined) return;
+  d.closed = true;
+  d.owner?.downstreamGone();
+}
+
+function onWantTrailers(this: TaggedStream): void {
+  const d = this[DOWN];
+  if (d === undefined || this.destroyed) return;
+  this.sendTrailers(d.trailers ?? {});
+}
+
+function onStreamError(): void {
+  // The close event that follows tells the owner; an unhandled error event must not throw.
+}
+
+export class H2Downstream implements Downstream {
+  readonly h2 = true;
+  readonly stream: TaggedStream;
+  readonly headers: IncomingHttpHeaders;
+  readonly body: Readable;
+  readonly bodyless: boolean;
+  readonly remoteAddress: string;
+  owner: DownstreamOwner | null = null;
+  trailers: OutgoingHttpHeaders | null = null;
+  closed = false;
+
+  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, endStream: boolean) {
+    this.stream = stream as TaggedStream;
+    this.headers = headers;
+    this.body = stream;
+    this.bodyless = endStream;
+    this.remoteAddress = stream.session?.socket?.remoteAddress ?? '';
+    this.stream[DOWN] = this;
+    stream.on('error', onStreamError);
+  }
+
+  get headersSent(): boolean {
+    return this.stream.headersSent;
+  }
+
+  get gone(): boolean {
+    return this.closed || this.stream.destroyed;
+  }
+
+  attach(owner: DownstreamOwner): void {
+    this.owner = owner;
+    this.stream.on('drain', onStreamDrain);
+    this.stream.once('close', onStreamClose);
+  }
+
+  respond(headers: OutgoingHttpHeaders, endStream: boolean, wantTrailers: boolean): void {
+    if (this.gone) return;
+    if (wantTrailers && !endStream) this.stream.once('wantTrailers', onWantTrailers);
+    this.stream.respond(headers, { endStream, waitForTrailers: wantTrailers && !endStream });
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.gone) return true;
+    return this.stream.write(chunk);
+  }
+
+  end(trailers: OutgoingHttpHeaders | null): void {
+    if (this.gone) return;
+    this.trailers = trailers;
+    this.stream.end();
+  }
+
+  reset(code: number): void {
+    if (!this.stream.destroyed) this.stream.close(code);
+  }
+}
+
+type TaggedResponse = ServerResponse & { [DOWN]?: H1Downstream };
+
+function onResponseDrain(this: TaggedResponse): void {
+  this[DOWN]?.owner?.downstreamDrained();
+}
+
+function onResponseClose(this: TaggedResponse): void {
+  const d = this[DOWN];
+  if (d === undefined) return;
+  d.closed = true;
+  d.owner?.downstreamGone();
+}
+
+// Request headers that are hop-by-hop on HTTP/1.1 and have no place in an HTTP/2 request.
+const H1_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings', 'host', 'expect', 'trailer']);
+
+/** An HTTP/1.1 request on an h2 listener, forwarded upstream over HTTP/2. */
+export class H1Downstream implements Downstream {
+  readonly h2 = false;
+  readonly req: IncomingMessage;
+  readonly res: TaggedResponse;
+  readonly headers: IncomingHttpHeaders;
+  readonly body: Readable;
+  readonly bodyless: boolean;
+  readonly remoteAddress: string;
+  readonly closeAfter: () => boolean;
+  owner: DownstreamOwner | null = null;
+  closed = false;
+
+  constructor(req: IncomingMessage, res: ServerResponse, closeAfter: () => boolean) {
+    this.req = req;
+    this.res = res as TaggedResponse;
+    this.body = req;
+    this.remoteAddress = req.socket.remoteAddress ?? '';
+    this.closeAfter = closeAfter;
+    this.bodyless = req.headers['content-length'] === undefined || req.headers['content-length'] === '0'
+      ? req.headers['transfer-encoding'] === undefined
+      : false;
+    const h = req.headers;
+    const listed = connectionListed(h.connection);
+    const out: IncomingHttpHeaders = {
+      ':method': req.method,
+      ':path': req.url,
+      ':authority': h.host ?? '',
+      ':scheme': 'http',
+    };
+    for (const name of Object.keys(h)) {
+      if (H1_DROP.has(name) || (listed !== null && listed.includes(name))) continue;
+      if (name === 'te') {
+        // Only "trailers" may cross into HTTP/2 (RFC 9113 8.2.2).
+        if (String(h.te).toLowerCase().includes('trailers')) out.te = 'trailers';
+        continue;
+      }
+      out[name] = h[name];
+    }
+    this.headers = out;
+  }
+
+  get headersSent(): boolean {
+    return this.res.headersSent;
+  }
+
+  get gone(): boolean {
+    return this.closed || this.res.destroyed;
+  }
+
+  attach(owner: DownstreamOwner): void {
+    this.owner = owner;
+    this.res[DOWN] = this;
+    this.res.on('drain', onResponseDrain);
+    this.res.once('close', onResponseClose);
+  }
+
+  respond(headers: OutgoingHttpHeaders, endStream: boolean): void {
+    if (this.gone) return;
+    if (this.closeAfter()) this.res.shouldKeepAlive = false;
+    const flat: string[] = [];
+    for (const name of Object.keys(headers)) {
+      if (name.charCodeAt(0) === 0x3a) continue;
+      const v = headers[name];
+      if (Array.isArray(v)) for (const x of v) flat.push(name, x);
+      else if (v !== undefined) flat.push(name, String(v));
+    }
+    this.res.writeHead(Number(headers[':status'] ?? 200), flat);
+    if (endStream) this.res.end();
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.gone) return true;
+    return this.res.write(chunk);
+  }
+
+  end(trailers: OutgoingHttpHeaders | null): void {
+    if (this.gone) return;
+    // Trailers travel only with chunked framing; a response with a length has no place for them.
+    if (trailers !== null && !this.res.hasHeader('content-length')) {
+      const t: Record<string, string> = {};
+      for (const k of Object.keys(trailers)) if (trailers[k] !== undefined) t[k] = String(trailers[k]);
+      this.res.addTrailers(t);
+    }
+    this.res.end();
+  }
+
+  reset(): void {
+    this.res.destroy();
+  }
+}
+
+export const NO_ERROR = constants.NGHTTP2_NO_ERROR;

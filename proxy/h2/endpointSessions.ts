@@ -1,0 +1,241 @@
+// The HTTP/2 connections to one endpoint, shared by every stream any h2 listener sends there: a
+// stream goes on the first connection with room (peer's MAX_CONCURRENT_STREAMS, at most
+// STREAMS_PER_SESSION), a new connection opens when all are full (up to MaxConnections).
+// node:http2 rather than undici: measured faster here (docs/proxy.md), and it exposes what a gRPC
+// proxy needs (RST_STREAM codes, GOAWAY, trailers in both directions).
+import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from 'node:http2';
+import type { Endpoint } from '../cluster/endpoint.ts';
+
+const STREAMS_PER_SESSION = 100;
+// Large windows: a 10 MB stream should not stall on 64 KiB round trips; backpressure still holds
+// (node stops granting window while a stream's reader is paused).
+export const STREAM_WINDOW = 1 << 20;
+export const SESSION_WINDOW = 16 << 20;
+const IDLE_CLOSE_MS = 30_000;
+
+/** A stream in flight that must hear when its endpoint is gone for good (after the drain period). */
+export interface StreamOwner {
+  endpointGone(detail: string): void;
+}
+
+export class UpstreamSession {
+  readonly session: ClientHttp2Session;
+  readonly pool: EndpointSessions;
+  active = 0;
+  started = 0;
+  connected = false;
+  /** Takes no new streams (GOAWAY, error, retirement, MaxRequestsPerConnection). */
+  closed = false;
+  connectTimer: NodeJS.Timeout | null = null;
+
+  constructor(pool: EndpointSessions) {
+    this.pool = pool;
+    const s = connect(`http://${pool.endpoint.key}`, {
+      settings: { enablePush: false, initialWindowSize: STREAM_WINDOW },
+      peerMaxConcurrentStreams: STREAMS_PER_SESSION,
+    });
+    this.session = s;
+    (s as ClientHttp2Session & { [OWNER]?: UpstreamSession })[OWNER] = this;
+    s.on('connect', onSessionConnect);
+    s.on('goaway', onSessionGoaway);
+    s.on('error', onSessionError);
+    s.on('close', onSessionClose);
+    s.setTimeout(IDLE_CLOSE_MS, onSessionIdle);
+    // Upstream connections never keep the process alive on their own: downstream sockets do.
+    s.unref();
+    const ms = pool.connectTimeoutMs;
+    this.connectTimer = setTimeout(onConnectTimeout, ms, this);
+    this.connectTimer.unref();
+  }
+
+  get limit(): number {
+    if (!this.connected) return STREAMS_PER_SESSION;
+    const peer = this.session.remoteSettings.maxConcurrentStreams ?? STREAMS_PER_SESSION;
+    return peer < STREAMS_PER_SESSION ? peer : STREAMS_PER_SESSION;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pool.forget(this);
+    if (!this.session.closed && !this.session.destroyed) this.session.close();
+  }
+}
+
+const OWNER = Symbol('shoal.h2.session');
+type Tagged = ClientHttp2Session & { [OWNER]: UpstreamSession };
+
+export class ConnectTimeoutError extends Error {
+  readonly code = 'SHOAL_CONNECT_TIMEOUT';
+}
+
+function onConnectTimeout(u: UpstreamSession): void {
+  u.connectTimer = null;
+  // Timers run before the poll phase: a busy loop may fire this before it has seen a connect that
+  // happened in time. Decide after one poll phase (setImmediate runs after it).
+  if (!u.connected) setImmediate(confirmConnectTimeout, u);
+}
+
+function confirmConnectTimeout(u: UpstreamSession): void {
+  if (u.connected || u.session.destroyed || u.session.socket?.connecting === false) return;
+  u.closed = true;
+  u.pool.forget(u);
+  u.session.destroy(new ConnectTimeoutError(`no connection to ${u.pool.endpoint.key} within ${u.pool.connectTimeoutMs} ms`));
+}
+
+function onSessionConnect(this: Tagged): void {
+  const u = this[OWNER];
+  u.connected = true;
+  if (u.connectTimer) clearTimeout(u.connectTimer);
+  u.connectTimer = null;
+  if (!this.destroyed) this.setLocalWindowSize(SESSION_WINDOW);
+}
+
+function onSessionGoaway(this: Tagged): void {
+  this[OWNER].close();
+}
+
+function onSessionError(this: Tagged): void {
+  // Streams hear of it through their own error/close; the session only leaves the pool.
+  const u = this[OWNER];
+  u.closed = true;
+  u.pool.forget(u);
+}
+
+function onSessionClose(this: Tagged): void {
+  const u = this[OWNER];
+  u.closed = true;
+  if (u.connectTimer) clearTimeout(u.connectTimer);
+  u.pool.forget(u);
+}
+
+function onSessionIdle(this: Tagged): void {
+  const u = this[OWNER];
+  if (u.active === 0) u.close();
+}
+
+function onStreamClose(this: ClientHttp2Stream & { [OWNER]?: UpstreamSession }): void {
+  const u = this[OWNER];
+  if (u) u.active--;
+}
+
+/** Pools by endpoint. Endpoint objects are per sidecar (proxy/cluster), so pools are too. */
+const pools = new WeakMap<Endpoint, EndpointSessions>();
+const live = new Set<EndpointSessions>();
+
+export class EndpointSessions {
+  readonly endpoint: Endpoint;
+  readonly connectTimeoutMs: number;
+  private readonly sessions: UpstreamSession[] = [];
+  /** Streams in flight through this pool. */
+  readonly owners = new Set<StreamOwner>();
+  /** The h2 listeners sending here; the pool closes when the last one is destroyed. */
+  readonly users = new Set<object>();
+  private readonly maxConnections: number;
+  private readonly maxStreamsPerConnection: number;
+  readonly drainMs: number;
+  retiring = false;
+  private drainTimer: NodeJS.Timeout | null = null;
+
+  constructor(endpoint: Endpoint, opts: { connectTimeoutMs: number; maxConnections: number; maxRequestsPerConnection: number; drainMs: number }) {
+    this.endpoint = endpoint;
+    this.connectTimeoutMs = opts.connectTimeoutMs;
+    this.maxConnections = opts.maxConnections;
+    this.maxStreamsPerConnection = opts.maxRequestsPerConnection;
+    this.drainMs = opts.drainMs;
+  }
+
+  get connections(): number {
+    return this.sessions.length;
+  }
+
+  /** Opens a stream on a connection with room (a new one if needed). */
+  request(headers: OutgoingHttpHeaders, endStream: boolean): { stream: ClientHttp2Stream; session: UpstreamSession } {
+    let best: UpstreamSession | null = null;
+    for (let i = 0; i < this.sessions.length; i++) {
+      const u = this.sessions[i];
+      if (u.closed) continue;
+      if (u.active < u.limit) {
+        best = u;
+        break;
+      }
+      if (best === null || u.active < best.active) best = u;
+    }
+    if (best === null || (best.active >= best.limit && this.sessions.length < this.maxConnections)) {
+      best = new UpstreamSession(this);
+      this.sessions.push(best);
+    }
+    const u = best;
+    const stream = u.session.request(headers, { endStream });
+    (stream as ClientHttp2Stream & { [OWNER]?: UpstreamSession })[OWNER] = u;
+    stream.once('close', onStreamClose);
+    u.active++;
+    u.started++;
+    if (this.maxStreamsPerConnection > 0 && u.started >= this.maxStreamsPerConnection) u.close();
+    return { stream, session: u };
+  }
+
+  forget(u: UpstreamSession): void {
+    const i = this.sessions.indexOf(u);
+    if (i >= 0) this.sessions.splice(i, 1);
+  }
+
+  /** The endpoint left its cluster: no new streams; streams still open after the drain period end with UNAVAILABLE. */
+  retire(): void {
+    if (this.retiring) return;
+    this.retiring = true;
+    for (const u of [...this.sessions]) u.close();
+    if (this.owners.size === 0) {
+      this.destroy();
+      return;
+    }
+    this.drainTimer = setTimeout(() => {
+      this.drainTimer = null;
+      const detail = `endpoint ${this.endpoint.key} left the cluster; stream ended after the ${this.drainMs} ms drain period`;
+      for (const o of [...this.owners]) o.endpointGone(detail);
+      this.destroy();
+    }, this.drainMs);
+    this.drainTimer.unref();
+  }
+
+  destroy(): void {
+    if (this.drainTimer) clearTimeout(this.drainTimer);
+    this.drainTimer = null;
+    this.retiring = true;
+    for (const u of [...this.sessions]) {
+      u.closed = true;
+      u.session.destroy();
+    }
+    this.sessions.length = 0;
+    live.delete(this);
+    if (pools.get(this.endpoint) === this) pools.delete(this.endpoint);
+  }
+
+  release(user: object): void {
+    this.users.delete(user);
+    if (this.users.size === 0) this.destroy();
+  }
+}
+
+/** The pool of an endpoint, created on first use with the cluster policy of that moment. */
+export function sessionsOf(endpoint: Endpoint, opts: { connectTimeoutMs: number; maxConnections: number; maxRequestsPerConnection: number; drainMs: number }): EndpointSessions {
+  let p = pools.get(endpoint);
+  if (p === undefined || p.retiring) {
+    p = new EndpointSessions(endpoint, opts);
+    pools.set(endpoint, p);
+    live.add(p);
+  }
+  return p;
+}
+
+/**
+ * Called after every applied snapshot: endpoints that left their cluster (Endpoint.retired) stop
+ * taking streams; their open streams get the drain period, then end with UNAVAILABLE.
+ */
+export function retireRemovedH2Endpoints(): void {
+  for (const p of live) if (p.endpoint.retired && !p.retiring) p.retire();
+}
+
+export const H2_CANCEL = constants.NGHTTP2_CANCEL;
+export const H2_REFUSED_STREAM = constants.NGHTTP2_REFUSED_STREAM;
+export const H2_INTERNAL_ERROR = constants.NGHTTP2_INTERNAL_ERROR;

@@ -1,0 +1,499 @@
+// One request through an h2 listener: an upstream HTTP/2 stream on a pooled connection to the chosen
+// endpoint, bodies streamed both ways with backpressure, trailers passed through, the gRPC deadline
+// enforced, UNAVAILABLE retried on another endpoint when allowed, and errors the sidecar makes up
+// itself sent as gRPC statuses (HTTP 200, grpc-status, grpc-message, x-shoal-error) to gRPC clients.
+// A handler object per request carries the state; listeners are shared functions, not closures.
+import type { IncomingHttpHeaders } from 'node:http';
+import type { ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
+import type { AccessLog } from '../accessLog.ts';
+import type { Endpoint } from '../cluster/endpoint.ts';
+import { ERROR_STATUS, sendMadeUp, type ShoalError } from '../http/madeUpResponse.ts';
+import { nextRequestId } from '../http/requestId.ts';
+import type { RouteBackend } from '../http/routeTable.ts';
+import type { Logger } from '../../shared/log.ts';
+import { H1Downstream, responseHeaders, type Downstream, type DownstreamOwner } from './downstream.ts';
+import {
+  H2_CANCEL, H2_INTERNAL_ERROR, H2_REFUSED_STREAM, sessionsOf, type EndpointSessions, type StreamOwner, type UpstreamSession,
+} from './endpointSessions.ts';
+import { encodeGrpcMessage, grpcStatusOf, formatGrpcTimeout, GrpcStatus, parseGrpcTimeout } from './grpc.ts';
+import type { GrpcStats } from './grpcMetrics.ts';
+
+/** A request body up to this size is kept while it streams, so the call can be sent again elsewhere. */
+const REPLAY_LIMIT = 64 * 1024;
+
+/** What an exchange needs from the listener it came in on. */
+export interface H2Site {
+  readonly name: string;
+  readonly direction: 'inbound' | 'outbound';
+  readonly draining: boolean;
+  readonly accessLog: AccessLog | null;
+  readonly log: Logger;
+  readonly drainMs: number;
+  /** Registers the listener as a user of the pool (so it closes with the last of them). */
+  use(pool: EndpointSessions): void;
+  grpcStats(backend: RouteBackend): GrpcStats;
+}
+
+const EXCHANGE = Symbol('shoal.h2.exchange');
+type Up = ClientHttp2Stream & { [EXCHANGE]?: H2Exchange | null };
+
+function onUpResponse(this: Up, headers: IncomingHttpHeaders, flags: number): void {
+  this[EXCHANGE]?.upstreamResponse(headers, (flags & 1) === 1);
+}
+function onUpData(this: Up, chunk: Buffer): void {
+  this[EXCHANGE]?.upstreamData(chunk);
+}
+function onUpTrailers(this: Up, trailers: IncomingHttpHeaders): void {
+  this[EXCHANGE]?.upstreamTrailers(trailers);
+}
+function onUpEnd(this: Up): void {
+  this[EXCHANGE]?.upstreamEnd();
+}
+function onUpClose(this: Up): void {
+  this[EXCHANGE]?.upstreamClosed(this);
+}
+function onUpDrain(this: Up): void {
+  this[EXCHANGE]?.down.body.resume();
+}
+function onUpError(this: Up, err: Error): void {
+  const ex = this[EXCHANGE];
+  if (ex) ex.upstreamError = err;
+}
+
+function onDownData(this: Downstream['body'] & { [EXCHANGE]?: H2Exchange }, chunk: Buffer): void {
+  this[EXCHANGE]?.downstreamData(chunk);
+}
+function onDownEnd(this: Downstream['body'] & { [EXCHANGE]?: H2Exchange }): void {
+  this[EXCHANGE]?.downstreamEnd();
+}
+function onDeadline(ex: H2Exchange): void {
+  ex.deadlineTimer = null;
+  ex.deadlineHit();
+}
+
+const Failure = { Connect: 0, ConnectTimeout: 1, Timeout: 2, Reset: 3, Status: 4 } as const;
+type Failure = (typeof Failure)[keyof typeof Failure];
+
+function one(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+export class H2Exchange implements DownstreamOwner, StreamOwner {
+  readonly down: Downstream;
+  readonly site: H2Site;
+  backend: RouteBackend;
+  endpoint: Endpoint;
+  readonly grpc: boolean;
+  readonly start: number;
+  readonly stats: GrpcStats | null;
+  private readonly headers: OutgoingHttpHeaders;
+  private readonly hashKey: string | undefined;
+  private requestId = '';
+  /** The call's deadline (performance.now() ms); 0 when none. */
+  private deadlineAt = 0;
+  /** Whether the deadline came from grpc-timeout (whole call) or RequestTimeoutMS alone (time to the response head). */
+  private callDeadline = false;
+  deadlineTimer: NodeJS.Timeout | null = null;
+  upstream: Up | null = null;
+  private upSession: UpstreamSession | null = null;
+  private pool: EndpointSessions | null = null;
+  upstreamError: Error | null = null;
+  private attempt = 0;
+  private retrying = false;
+  /** The request body so far, while it may still be replayed; null once it is over the limit. */
+  private replay: Buffer[] | null = [];
+  private replayBytes = 0;
+  private requestEnded: boolean;
+  /** Upstream response head held back while the call may still be retried (gRPC, trailers not yet seen). */
+  private held: OutgoingHttpHeaders | null = null;
+  private gotResponse = false;
+  private status = 0;
+  private grpcStatus = -1;
+  private trailers: OutgoingHttpHeaders | null = null;
+  private error: ShoalError | '' = '';
+  done = false;
+
+  constructor(down: Downstream, site: H2Site, backend: RouteBackend, endpoint: Endpoint, start: number, grpc: boolean, hashKey: string | undefined) {
+    this.down = down;
+    this.site = site;
+    this.backend = backend;
+    this.endpoint = endpoint;
+    this.start = start;
+    this.grpc = grpc;
+    this.hashKey = hashKey;
+    this.stats = grpc ? site.grpcStats(backend) : null;
+    this.requestEnded = down.bodyless;
+    this.headers = this.upstreamHeaders();
+  }
+
+  /** The client's headers for the upstream: x-forwarded-*, x-request-id added; grpc-timeout capped. */
+  private upstreamHeaders(): OutgoingHttpHeaders {
+    const h = this.down.headers;
+    const out: OutgoingHttpHeaders = {};
+    let xff: string | undefined;
+    for (const name of Object.keys(h)) {
+      switch (name) {
+        case 'host': continue;
+        case 'x-forwarded-for': xff = Array.isArray(h[name]) ? (h[name] as string[]).join(', ') : h[name] as string; continue;
+        case 'x-request-id': this.requestId = one(h[name]) ?? ''; break;
+        case 'grpc-timeout': continue;
+        default: break;
+      }
+      out[name] = h[name];
+    }
+    if (out[':authority'] === undefined || out[':authority'] === '') out[':authority'] = one(h.host) ?? this.backend.cluster.name;
+    out[':scheme'] ??= 'http';
+    out['x-forwarded-for'] = xff === undefined ? this.down.remoteAddress : `${xff}, ${this.down.remoteAddress}`;
+    if (out['x-forwarded-proto'] === undefined) out['x-forwarded-proto'] = 'http';
+    if (this.requestId === '') {
+      this.requestId = nextRequestId();
+      out['x-request-id'] = this.requestId;
+    }
+    const limit = this.backend.cluster.policy.requestTimeoutMs;
+    const asked = this.grpc ? parseGrpcTimeout(h['grpc-timeout']) : null;
+    const ms = asked === null ? limit : limit > 0 && limit < asked ? limit : asked;
+    if (ms > 0) {
+      this.deadlineAt = this.start + ms;
+      this.callDeadline = asked !== null;
+    }
+    return out;
+  }
+
+  /** Starts the call: deadline, downstream body, first attempt. */
+  run(): void {
+    const body = this.down.body as Downstream['body'] & { [EXCHANGE]?: H2Exchange };
+    this.down.attach(this);
+    this.backend.cluster.active++;
+    this.backend.cluster.budget.request(this.start);
+    if (this.deadlineAt > 0) {
+      this.deadlineTimer = setTimeout(onDeadline, Math.max(0, this.deadlineAt - performance.now()), this);
+    }
+    if (!this.requestEnded) {
+      body[EXCHANGE] = this;
+      body.on('data', onDownData);
+      body.once('end', onDownEnd);
+    } else if (!this.down.h2) {
+      // node:http only reports the response's close after the request was read.
+      this.down.body.resume();
+    }
+    this.send();
+  }
+
+  private send(): void {
+    const c = this.backend.cluster;
+    const p = c.policy;
+    const pool = sessionsOf(this.endpoint, {
+      connectTimeoutMs: p.connectTimeoutMs, maxConnections: p.maxConnections, maxRequestsPerConnection: p.maxRequestsPerConnection, drainMs: this.site.drainMs,
+    });
+    this.site.use(pool);
+    this.pool = pool;
+    pool.owners.add(this);
+    this.endpoint.active++;
+    if (this.callDeadline) this.headers['grpc-timeout'] = formatGrpcTimeout(this.deadlineAt - performance.now());
+    const replaying = this.attempt > 0 && this.replay !== null && this.replayBytes > 0;
+    const endStream = this.requestEnded && !replaying;
+    let opened: ReturnType<EndpointSessions['request']>;
+    try {
+      opened = pool.request(this.headers, endStream);
+    } catch (err) {
+      // Bad headers for HTTP/2 (node validates them): nothing was sent.
+      this.upstream = null;
+      this.endpoint.active--;
+      pool.owners.delete(this);
+      this.madeUp('upstream-reset', `${c.name} ${this.endpoint.key}: ${(err as Error).message}`);
+      return;
+    }
+    const up = opened.stream as Up;
+    this.upSession = opened.session;
+    this.upstream = up;
+    up[EXCHANGE] = this;
+    up.on('response', onUpResponse);
+    up.on('data', onUpData);
+    up.on('trailers', onUpTrailers);
+    up.on('end', onUpEnd);
+    up.on('close', onUpClose);
+    up.on('error', onUpError);
+    up.on('drain', onUpDrain);
+    if (replaying) {
+      for (const chunk of this.replay!) up.write(chunk);
+      if (this.requestEnded) up.end();
+    }
+  }
+
+  // Downstream request body -> upstream.
+
+  downstreamData(chunk: Buffer): void {
+    if (this.replay !== null) {
+      if (this.replayBytes + chunk.length <= REPLAY_LIMIT) {
+        this.replay.push(chunk);
+        this.replayBytes += chunk.length;
+      } else {
+        this.replay = null;
+      }
+    }
+    const up = this.upstream;
+    if (up === null || up.destroyed) return;
+    if (!up.write(chunk)) this.down.body.pause();
+  }
+
+  downstreamEnd(): void {
+    this.requestEnded = true;
+    const up = this.upstream;
+    if (up !== null && !up.destroyed) up.end();
+  }
+
+  downstreamDrained(): void {
+    this.upstream?.resume();
+  }
+
+  /** The client went away (RST_STREAM, closed connection): cancel upstream. */
+  downstreamGone(): void {
+    if (this.done) return;
+    this.detachUpstream(H2_CANCEL);
+    this.finish(499);
+  }
+
+  // Upstream response -> downstream.
+
+  upstreamResponse(headers: IncomingHttpHeaders, endStream: boolean): void {
+    this.gotResponse = true;
+    this.status = Number(headers[':status']) || 502;
+    if (!this.callDeadline && this.deadlineTimer !== null) {
+      // RequestTimeoutMS alone bounds the wait for the response head; a stream may then live on.
+      clearTimeout(this.deadlineTimer);
+      this.deadlineTimer = null;
+    }
+    const out = responseHeaders(headers);
+    if (endStream) {
+      // Trailers-only (gRPC errors): the head is the trailers.
+      const gs = headers['grpc-status'];
+      if (gs !== undefined) this.grpcStatus = Number(gs);
+      if (this.grpcStatus === GrpcStatus.UNAVAILABLE || this.status >= 500) {
+        this.failed(Failure.Status);
+        if (this.grpcStatus === GrpcStatus.UNAVAILABLE && this.retry()) return;
+      } else {
+        this.endpoint.consecutiveErrors = 0;
+      }
+      this.down.respond(out, true, false);
+      this.finish(this.status);
+      return;
+    }
+    if (this.status >= 500) this.failed(Failure.Status);
+    if (this.grpc && this.requestEnded && this.mayRetry()) {
+      this.held = out;
+      return;
+    }
+    // Trailers are only known at the end: always leave room for them (an empty HEADERS frame when there are none).
+    this.down.respond(out, false, true);
+  }
+
+  private flushHead(): void {
+    const h = this.held;
+    if (h === null) return;
+    this.held = null;
+    this.down.respond(h, false, true);
+  }
+
+  upstreamData(chunk: Buffer): void {
+    if (this.held !== null) this.flushHead();
+    if (!this.down.write(chunk)) this.upstream?.pause();
+  }
+
+  upstreamTrailers(trailers: IncomingHttpHeaders): void {
+    const gs = trailers['grpc-status'];
+    if (gs !== undefined) this.grpcStatus = Number(gs);
+    if (this.grpcStatus === GrpcStatus.UNAVAILABLE) {
+      this.failed(Failure.Status);
+      if (this.held !== null && this.retry()) return;
+    } else if (this.status < 500) {
+      this.endpoint.consecutiveErrors = 0;
+    }
+    this.trailers = responseHeaders(trailers);
+  }
+
+  upstreamEnd(): void {
+    if (this.done) return;
+    if (this.held !== null) this.flushHead();
+    this.down.end(this.trailers ?? (this.grpc ? {} : null));
+    this.finish(this.status);
+  }
+
+  upstreamClosed(up: Up): void {
+    if (up !== this.upstream || this.done) return;
+    // A clean end was handled in upstreamEnd; here the stream was reset or its connection failed.
+    const code = up.rstCode ?? 0;
+    const err = this.upstreamError as (Error & { code?: string }) | null;
+    const neverConnected = this.upSession !== null && !this.upSession.connected;
+    const unprocessed = !this.gotResponse && (neverConnected || code === H2_REFUSED_STREAM);
+    const kind: ShoalError = err?.code === 'SHOAL_CONNECT_TIMEOUT' ? 'connect-timeout' : 'upstream-reset';
+    this.failed(kind === 'connect-timeout' ? Failure.ConnectTimeout : neverConnected ? Failure.Connect : Failure.Reset);
+    if (unprocessed && this.retry()) return;
+    const why = err?.message ?? (code !== 0 ? `stream reset by upstream (code ${code})` : 'upstream closed the stream');
+    if (this.site.log.isLevelEnabled('debug')) this.site.log.debug({ listener: this.site.name, upstream: this.endpoint.key, error: why }, 'upstream failed');
+    this.detachUpstream(0);
+    if (!this.grpc && this.down.headersSent && this.down.h2) {
+      // A plain HTTP/2 response already under way: pass the reset on.
+      this.error = kind;
+      this.backend.errors.labels(this.backend.cluster.name, kind).inc();
+      this.down.reset(code !== 0 ? code : H2_INTERNAL_ERROR);
+      this.finish(this.status || 502);
+      return;
+    }
+    this.madeUp(kind, `${this.backend.cluster.name} ${this.endpoint.key}: ${why}`);
+  }
+
+  // Deadline, retry, endpoint removal.
+
+  deadlineHit(): void {
+    if (this.done) return;
+    // The call's own deadline says nothing about the endpoint; RequestTimeoutMS with no response head does.
+    if (!this.callDeadline || !this.gotResponse) this.failed(Failure.Timeout);
+    this.detachUpstream(H2_CANCEL);
+    const ms = Math.round(this.deadlineAt - this.start);
+    this.madeUp('request-timeout', this.callDeadline
+      ? `${this.backend.cluster.name}: deadline of ${ms} ms exceeded (grpc-timeout, at most RequestTimeoutMS)`
+      : `${this.backend.cluster.name} ${this.endpoint.key}: no response within RequestTimeoutMS (${ms} ms)`);
+  }
+
+  endpointGone(detail: string): void {
+    if (this.done) return;
+    this.detachUpstream(H2_CANCEL);
+    this.madeUp('upstream-reset', detail);
+  }
+
+  /** Whether a failure now could still be retried (the response has not reached the client). */
+  private mayRetry(): boolean {
+    return this.attempt < this.backend.cluster.policy.retryAttempts && this.replay !== null && !this.down.headersSent;
+  }
+
+  /**
+   * Sends the call again to another endpoint, if the cluster allows retries (RetryAttempts > 0 marks
+   * its routes' calls retryable), the whole request is in hand, the client has seen nothing yet, and
+   * the cluster is under MaxActiveRetries. Returns false when it did not.
+   */
+  private retry(): boolean {
+    if (!this.mayRetry() || !this.requestEnded || this.down.gone) return false;
+    if (this.deadlineAt > 0 && performance.now() >= this.deadlineAt) return false;
+    const c = this.backend.cluster;
+    const next = c.endpoints.length > 1 ? c.pickOther(this.endpoint) : c.endpoints[0] ?? null;
+    if (next === null || next.retired) return false;
+    // MaxActiveRetries and the retry budget (proxy/policy), as on the HTTP/1.1 paths: a call that
+    // already holds a retry slot gives it back while it asks again.
+    if (this.retrying) c.activeRetries--;
+    const ok = c.admitRetry(performance.now());
+    if (ok || this.retrying) c.activeRetries++;
+    if (!ok) return false;
+    this.retrying = true;
+    this.detachUpstream(H2_CANCEL);
+    this.endpoint = next;
+    this.attempt++;
+    this.held = null;
+    this.trailers = null;
+    this.gotResponse = false;
+    this.status = 0;
+    this.grpcStatus = -1;
+    this.upstreamError = null;
+    this.send();
+    return true;
+  }
+
+  private detachUpstream(code: number): void {
+    const up = this.upstream;
+    if (up === null) return;
+    up[EXCHANGE] = null;
+    this.upstream = null;
+    this.endpoint.active--;
+    this.pool?.owners.delete(this);
+    this.pool = null;
+    if (!up.destroyed) up.close(code === 0 ? H2_CANCEL : code);
+  }
+
+  /** A failed attempt: counted, and reported to outlier detection (proxy/policy/outlierDetector.ts). */
+  private failed(why: Failure): void {
+    const c = this.backend.cluster;
+    const st = c.stats;
+    switch (why) {
+      case Failure.Connect: st.failConnect++; break;
+      case Failure.ConnectTimeout: st.failConnectTimeout++; break;
+      case Failure.Timeout: st.failRequestTimeout++; break;
+      case Failure.Reset: st.failReset++; break;
+      default: st.fail5xx++; break;
+    }
+    c.outlier.failure(this.endpoint);
+  }
+
+  /** An error the sidecar makes up: a gRPC status for gRPC calls, an HTTP status otherwise. */
+  madeUp(error: ShoalError, detail: string): void {
+    if (this.done) return;
+    this.error = error;
+    this.backend.errors.labels(this.backend.cluster.name, error).inc();
+    const down = this.down;
+    if (this.grpc && down.h2) {
+      const code = grpcStatusOf(error);
+      this.grpcStatus = code;
+      const t = { 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(`${error}: ${detail}`), 'x-shoal-error': error };
+      if (!down.headersSent) {
+        this.held = null;
+        down.respond({ ':status': 200, 'content-type': 'application/grpc', ...t }, true, false);
+      } else {
+        down.end(t);
+      }
+      this.finish(200);
+      return;
+    }
+    const status = ERROR_STATUS[error];
+    if (down instanceof H1Downstream) {
+      this.finish(sendMadeUp(down.res, error, detail, this.site.draining));
+      return;
+    }
+    if (down.headersSent) {
+      down.reset(H2_INTERNAL_ERROR);
+    } else {
+      const body = `${status} ${error}: ${detail}\n`;
+      down.respond({ ':status': status, 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-shoal-error': error }, false, false);
+      down.write(Buffer.from(body));
+      down.end(null);
+    }
+    this.finish(status);
+  }
+
+  private finish(status: number): void {
+    if (this.done) return;
+    this.done = true;
+    if (this.deadlineTimer !== null) clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = null;
+    const body = this.down.body as Downstream['body'] & { [EXCHANGE]?: H2Exchange | null };
+    if (body[EXCHANGE] === this) {
+      body[EXCHANGE] = null;
+      body.off('data', onDownData);
+      body.off('end', onDownEnd);
+      // Anything the client still sends has nowhere to go.
+      if (!this.requestEnded) body.resume();
+    }
+    if (this.upstream !== null) {
+      const up = this.upstream;
+      up[EXCHANGE] = null;
+      this.upstream = null;
+      this.endpoint.active--;
+      this.pool?.owners.delete(this);
+      if (status === 499 && !up.destroyed) up.close(H2_CANCEL);
+    }
+    if (this.retrying) this.backend.cluster.activeRetries--;
+    this.replay = null;
+    const c = this.backend.cluster;
+    c.active--;
+    this.backend.stats.count(status);
+    if (this.stats !== null) this.stats.count(status === 499 ? GrpcStatus.CANCELLED : this.grpcStatus < 0 ? GrpcStatus.UNKNOWN : this.grpcStatus);
+    const seconds = (performance.now() - this.start) / 1000;
+    this.backend.latency.observe(seconds);
+    const al = this.site.accessLog;
+    if (al !== null && al.sampled()) {
+      const h = this.down.headers;
+      al.write({
+        direction: this.site.direction, listener: this.site.name, method: one(h[':method']) ?? '', path: one(h[':path']) ?? '',
+        host: one(h[':authority']) ?? '', status, durationMs: seconds * 1000, cluster: c.name,
+        upstream: this.endpoint.key, requestId: this.requestId, error: this.error,
+      });
+    }
+  }
+}

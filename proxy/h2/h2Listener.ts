@@ -1,0 +1,271 @@
+// A listener for http2 and grpc ports (outbound dependency or inbound port). Each connection's first
+// bytes decide its protocol: the HTTP/2 connection preface goes to node:http2 (h2c with prior
+// knowledge, as gRPC clients speak it), anything else to node:http (HTTP/1.1). Either way every
+// request is routed with the same route table as the HTTP/1.1 listener, balanced per request and
+// sent upstream as a stream on a pooled HTTP/2 connection (h2Exchange.ts).
+import { createRequire } from 'node:module';
+import type { IncomingHttpHeaders, IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
+import { createServer as createH2Server, type Http2Server, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import type { Gauge } from 'prom-client';
+import type { Logger } from '../../shared/log.ts';
+import type { AccessLog } from '../accessLog.ts';
+import { ERROR_STATUS, sendMadeUp, type ShoalError } from '../http/madeUpResponse.ts';
+import type { RouteBackend, RouteTable } from '../http/routeTable.ts';
+import type { ProxyMetrics } from '../metrics.ts';
+import { TokenBucket } from '../policy/tokenBucket.ts';
+import { H1Downstream, H2Downstream, type Downstream } from './downstream.ts';
+import { SESSION_WINDOW, STREAM_WINDOW, type EndpointSessions } from './endpointSessions.ts';
+import { encodeGrpcMessage, grpcStatusOf, isGrpc } from './grpc.ts';
+import { grpcStats, type GrpcStats } from './grpcMetrics.ts';
+import { H2Exchange, type H2Site } from './h2Exchange.ts';
+
+// node:http through require, as in proxy/http/httpListener.ts (its ESM namespace loads undici).
+const { createServer: createHttpServer } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
+
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+// Idle keep-alive HTTP/1.1 connections close only after this grace when draining (as on the L7 listener).
+const IDLE_CLOSE_GRACE_MS = 500;
+
+const LISTENER = Symbol('shoal.h2.listener');
+type TaggedNet = NetServer & { [LISTENER]: H2Listener };
+type TaggedH2 = Http2Server & { [LISTENER]: H2Listener };
+type TaggedHttp = HttpServer & { [LISTENER]: H2Listener };
+type TaggedSocket = Socket & { [LISTENER]?: H2Listener; sniffed?: Buffer | null };
+type TaggedSession = ServerHttp2Session & { [LISTENER]?: H2Listener };
+
+function onConnection(this: TaggedNet, socket: TaggedSocket): void {
+  const l = this[LISTENER];
+  if (l.maxConnections > 0 && l.open >= l.maxConnections) {
+    // LIMIT_CONNECTIONS: the protocol is not known yet, so there is no head to explain it in; close at once.
+    l.metrics.inboundLimited.labels(l.name, 'connections').inc();
+    socket.on('error', onSessionError);
+    socket.destroy();
+    return;
+  }
+  l.connections.inc();
+  l.open++;
+  l.sockets.add(socket);
+  socket[LISTENER] = l;
+  socket.sniffed = null;
+  socket.once('close', onSocketClose);
+  socket.on('data', onSniff);
+}
+
+function onSocketClose(this: TaggedSocket): void {
+  const l = this[LISTENER];
+  if (l === undefined) return;
+  l.connections.dec();
+  l.open--;
+  l.sockets.delete(this);
+}
+
+/** Reads until the bytes either are the HTTP/2 preface or cannot be, then hands the socket over. */
+function onSniff(this: TaggedSocket, chunk: Buffer): void {
+  const buf = this.sniffed === null || this.sniffed === undefined ? chunk : Buffer.concat([this.sniffed, chunk]);
+  const n = buf.length < PREFACE.length ? buf.length : PREFACE.length;
+  const isPrefix = buf.compare(PREFACE, 0, n, 0, n) === 0;
+  if (isPrefix && n < PREFACE.length) {
+    this.sniffed = buf;
+    return;
+  }
+  this.sniffed = null;
+  this.removeListener('data', onSniff);
+  this.pause();
+  this.unshift(buf);
+  const l = this[LISTENER]!;
+  if (isPrefix) l.h2Server.emit('connection', this);
+  else l.httpServer.emit('connection', this);
+  if (!isPrefix && this.isPaused()) this.resume();
+}
+
+function onSession(this: TaggedH2, session: TaggedSession): void {
+  const l = this[LISTENER];
+  session[LISTENER] = l;
+  l.sessions.add(session);
+  session.once('close', onSessionClose);
+  session.on('error', onSessionError);
+  session.once('connect', onSessionConnect);
+  if (l.draining) session.close();
+}
+
+function onSessionConnect(this: TaggedSession): void {
+  if (!this.destroyed) this.setLocalWindowSize(SESSION_WINDOW);
+}
+
+function onSessionClose(this: TaggedSession): void {
+  this[LISTENER]?.sessions.delete(this);
+}
+
+function onSessionError(): void {
+  // A broken client connection: its streams close and their exchanges hear of it.
+}
+
+function onStream(this: TaggedH2, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
+  this[LISTENER].handle(new H2Downstream(stream, headers, (flags & 1) === 1));
+}
+
+function onRequest(this: TaggedHttp, req: IncomingMessage, res: ServerResponse): void {
+  const l = this[LISTENER];
+  l.handle(new H1Downstream(req, res, l.closeAfter));
+}
+
+function one(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+export class H2Listener implements H2Site {
+  readonly name: string;
+  readonly direction: 'inbound' | 'outbound';
+  readonly log: Logger;
+  readonly accessLog: AccessLog | null;
+  readonly drainMs: number;
+  readonly server: TaggedNet;
+  readonly h2Server: TaggedH2;
+  readonly httpServer: TaggedHttp;
+  readonly connections: Gauge.Internal<'listener' | 'direction'>;
+  readonly sockets = new Set<Socket>();
+  readonly sessions = new Set<ServerHttp2Session>();
+  /** Upstream pools this listener sends to; released when it is destroyed. */
+  private readonly pools = new Set<EndpointSessions>();
+  readonly metrics: ProxyMetrics;
+  /** Inbound LIMIT_RPS/LIMIT_BURST; null: no rate limit. */
+  limiter: TokenBucket | null = null;
+  /** Inbound LIMIT_CONNECTIONS; 0: no limit. */
+  maxConnections = 0;
+  /** Downstream connections open now. */
+  open = 0;
+  table: RouteTable;
+  private isDraining = false;
+  private idleTimer: NodeJS.Timeout | null = null;
+  readonly closeAfter = (): boolean => this.isDraining;
+
+  constructor(name: string, direction: 'inbound' | 'outbound', table: RouteTable, ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null }, drainMs: number) {
+    this.name = name;
+    this.direction = direction;
+    this.table = table;
+    this.log = ctx.log;
+    this.metrics = ctx.metrics;
+    this.accessLog = ctx.accessLog;
+    this.drainMs = drainMs;
+    this.connections = ctx.metrics.connections.labels(name, direction);
+    const h2 = createH2Server({
+      settings: { initialWindowSize: STREAM_WINDOW, enablePush: false },
+      // Many concurrent streams per client connection (gRPC channels multiplex everything on one).
+      peerMaxConcurrentStreams: 1000,
+    }) as TaggedH2;
+    h2[LISTENER] = this;
+    h2.on('session', onSession);
+    h2.on('stream', onStream);
+    this.h2Server = h2;
+    const http = createHttpServer({ requestTimeout: 0, keepAliveTimeout: 60_000, noDelay: true }) as TaggedHttp;
+    http[LISTENER] = this;
+    http.on('request', onRequest);
+    this.httpServer = http;
+    const server = createNetServer({ noDelay: true }) as TaggedNet;
+    server[LISTENER] = this;
+    server.on('connection', onConnection);
+    this.server = server;
+  }
+
+  get draining(): boolean {
+    return this.isDraining;
+  }
+
+  /** Draining: GOAWAY to every HTTP/2 client (streams in flight finish), HTTP/1.1 connections close when idle. */
+  set draining(v: boolean) {
+    if (!v || this.isDraining) return;
+    this.isDraining = true;
+    for (const s of this.sessions) if (!s.closed) s.close();
+    this.idleTimer = setTimeout(() => {
+      this.idleTimer = null;
+      this.httpServer.closeIdleConnections();
+    }, IDLE_CLOSE_GRACE_MS);
+    this.idleTimer.unref();
+  }
+
+  /** Applies OPEN_LIMIT limits (inbound), as the HTTP/1.1 listener does. */
+  setLimits(limits: { rps: number; burst: number; connections: number } | null): void {
+    const rps = limits?.rps ?? 0;
+    const burst = limits?.burst || rps;
+    if (rps === 0) this.limiter = null;
+    else if (this.limiter === null || this.limiter.rps !== rps || this.limiter.burst !== Math.max(1, burst)) this.limiter = new TokenBucket(rps, burst);
+    this.maxConnections = limits?.connections ?? 0;
+  }
+
+  use(pool: EndpointSessions): void {
+    if (this.pools.has(pool)) return;
+    this.pools.add(pool);
+    pool.users.add(this);
+  }
+
+  grpcStats(backend: RouteBackend): GrpcStats {
+    return grpcStats(this.metrics, backend.cluster.name, backend.route);
+  }
+
+  handle(down: Downstream): void {
+    const start = performance.now();
+    const h = down.headers;
+    const path = one(h[':path']) ?? '/';
+    const grpc = isGrpc(h['content-type']);
+    if (this.limiter !== null && !this.limiter.take(start)) {
+      this.metrics.inboundLimited.labels(this.name, 'rps').inc();
+      this.refuse(down, grpc, this.name, 'rate-limited', `${this.name} allows ${this.limiter.rps} requests per second (LIMIT_RPS)`, null);
+      return;
+    }
+    const route = this.table.match(one(h[':authority']) ?? one(h.host), path, h);
+    if (route === null) {
+      this.refuse(down, grpc, this.name, 'no-route', `no route on ${this.name} for host ${JSON.stringify(one(h[':authority']) ?? '')} path ${JSON.stringify(path)}`, null);
+      return;
+    }
+    const backend = route.backend();
+    const cluster = backend?.cluster;
+    const hashKey = cluster && cluster.hashHeader !== '' ? one(h[cluster.hashHeader]) : undefined;
+    const endpoint = cluster ? cluster.pick(hashKey) : null;
+    if (backend === null || endpoint === null) {
+      const name = cluster?.name ?? route.name;
+      this.refuse(down, grpc, name, 'no-endpoints', `${name} has no endpoints`, backend);
+      return;
+    }
+    // MaxRequests, as on the HTTP/1.1 paths: over it, refused at once, never queued.
+    if (cluster!.active >= cluster!.policy.maxRequests) {
+      cluster!.stats.overflowMaxRequests++;
+      this.refuse(down, grpc, cluster!.name, 'overloaded', `${cluster!.name} has MaxRequests (${cluster!.policy.maxRequests}) in flight`, backend);
+      return;
+    }
+    new H2Exchange(down, this, backend, endpoint, start, grpc, hashKey).run();
+  }
+
+  /** A made-up answer before any upstream was chosen. */
+  private refuse(down: Downstream, grpc: boolean, dependency: string, error: ShoalError, detail: string, backend: RouteBackend | null): void {
+    this.metrics.madeUp.labels(dependency, error).inc();
+    down.body.resume();
+    if (down instanceof H1Downstream) {
+      const status = sendMadeUp(down.res, error, detail, this.isDraining);
+      backend?.stats.count(status);
+      return;
+    }
+    if (grpc) {
+      const code = grpcStatusOf(error);
+      down.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(`${error}: ${detail}`), 'x-shoal-error': error }, true, false);
+      backend?.stats.count(200);
+      if (backend) this.grpcStats(backend).count(code);
+      return;
+    }
+    const status = ERROR_STATUS[error];
+    const body = `${status} ${error}: ${detail}\n`;
+    down.respond({ ':status': status, 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-shoal-error': error }, false, false);
+    down.write(Buffer.from(body));
+    down.end(null);
+    backend?.stats.count(status);
+  }
+
+  /** Closes every connection now, and lets go of the upstream pools. */
+  destroyAll(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    for (const s of this.sessions) s.destroy();
+    for (const s of this.sockets) s.destroy();
+    for (const p of this.pools) p.release(this);
+    this.pools.clear();
+  }
+}
