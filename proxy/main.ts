@@ -12,6 +12,7 @@ import { ClusterSet } from './cluster/clusterSet.ts';
 import { SnapshotApplier } from './config/snapshotApplier.ts';
 import { ListenerSet } from './listener/listenerSet.ts';
 import { ProxyMetrics } from './metrics.ts';
+import { MeshTls } from './tls/meshTls.ts';
 import type { DnsResponder, DnsResponderOptions } from '../dns/main.ts';
 
 export const proxyFlags: FlagSpec[] = [
@@ -102,6 +103,10 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const clusters = new ClusterSet(drainTimeoutMs + 10_000, metrics);
   const listeners = new ListenerSet({ log, metrics, accessLog, drainTimeoutMs });
   const applier = new SnapshotApplier({ clusters, listeners, metrics, log, inboundAddress: opts.inboundAddress ?? '0.0.0.0' });
+  // Workload identity (proxy/tls): a certificate from the mesh CA on discover, mTLS to meshed peers, inbound gates.
+  const meshTls = new MeshTls({ log, registry: metrics.registry, caUrl: new URL(url).origin, tokenFile: opts.tokenFile });
+  listeners.meshTls = meshTls;
+  applier.meshTls = meshTls;
   const client = new SnapshotClient({
     url,
     stateFile,
@@ -176,6 +181,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     close() {
       closing ??= (async () => {
         client.close();
+        meshTls.close();
         await drain();
         listeners.destroy();
         await clusters.destroy();

@@ -2,6 +2,7 @@
 import { createRequire } from 'node:module';
 import type { Pool } from 'undici';
 import { UpstreamPool } from '../http/h1/upstreamPool.ts';
+import { meshUndiciConnector } from '../tls/meshTls.ts';
 
 // undici carries the slow path only (bodies, upgrades): loaded on first use, it costs a sidecar
 // that never needs it no memory (about 28 MB of RSS when loaded).
@@ -49,6 +50,7 @@ export class Endpoint {
       connections: p.maxConnections,
       pipelining: 1,
       connectTimeout: p.connectTimeoutMs,
+      connect: meshUndiciConnector(p, p.connectTimeoutMs), // mTLS to meshed endpoints (proxy/tls)
       // Basic request deadline: the upstream must start answering, and keep sending, within it.
       headersTimeout: p.requestTimeoutMs,
       bodyTimeout: p.requestTimeoutMs,

@@ -6,6 +6,7 @@ import type { ClusterSet } from '../cluster/clusterSet.ts';
 import { retireRemovedH2Endpoints } from '../h2/endpointSessions.ts';
 import { inboundClusters, inboundSpecs } from '../inbound/inboundListeners.ts';
 import type { ListenerSet } from '../listener/listenerSet.ts';
+import type { MeshTls } from '../tls/meshTls.ts';
 import type { ProxyMetrics } from '../metrics.ts';
 import { outboundSpecs } from '../outbound/outboundListeners.ts';
 
@@ -17,6 +18,8 @@ export class SnapshotApplier {
   private readonly log: Logger;
   private readonly inboundAddress: string;
   private readonly listenersOf = new Set<(s: Snapshot) => void>();
+  /** Workload identity (proxy/tls): certificate, trust bundle, meshed endpoints, inbound gates. */
+  meshTls: MeshTls | null = null;
 
   constructor(opts: { clusters: ClusterSet; listeners: ListenerSet; metrics: ProxyMetrics; log: Logger; inboundAddress: string }) {
     this.clusters = opts.clusters;
@@ -33,6 +36,7 @@ export class SnapshotApplier {
 
   async apply(snap: Snapshot, source: 'discover' | 'state-file'): Promise<void> {
     const previous = this.current;
+    await this.meshTls?.apply(snap);
     this.clusters.apply([...snap.clusters, ...inboundClusters(snap)]);
     // HTTP/2 streams to endpoints that just left get the drain period, then UNAVAILABLE.
     retireRemovedH2Endpoints();

@@ -11,6 +11,7 @@ import { clientOf } from './h1/clientConnection.ts';
 import { idempotent } from './h1/exchange.ts';
 import { classify, connectionListed, Hop } from './hopByHop.ts';
 import { nextRequestId } from './requestId.ts';
+import { forwardedClientCert } from '../tls/meshTls.ts';
 import { sendMadeUp, upstreamError, type ShoalError } from './madeUpResponse.ts';
 import type { RouteBackend } from './routeTable.ts';
 
@@ -72,6 +73,8 @@ export function upstreamHeaders(req: IncomingMessage, out: string[]): string {
   }
   const client = req.socket.remoteAddress ?? '';
   out.push('x-forwarded-for', xff === null ? client : `${xff}, ${client}`);
+  const xfcc = forwardedClientCert(req.socket); // the caller's mesh identity (proxy/tls)
+  if (xfcc !== '') out.push('x-forwarded-client-cert', xfcc);
   if (!proto) out.push('x-forwarded-proto', 'http');
   if (requestId === '') {
     requestId = nextRequestId();

@@ -15,6 +15,7 @@ import { sendMadeUp } from './madeUpResponse.ts';
 import type { CompiledRoute, RouteTable } from './routeTable.ts';
 import { rawMadeUp, UpgradeRequest } from './upgrade.ts';
 import { ClientConnection } from './h1/clientConnection.ts';
+import { inboundDenied } from '../tls/meshTls.ts';
 import type { Gauge } from 'prom-client';
 import type { ShoalError } from './madeUpResponse.ts';
 import { madeUpHead } from './h1/exchange.ts';
@@ -154,6 +155,20 @@ export class HttpListener implements ForwardSite {
 
   handle(req: IncomingMessage, res: ServerResponse): void {
     const start = performance.now();
+    const denied = inboundDenied(req.socket, req.method, req.url); // mesh authorization policy (proxy/tls)
+    if (denied !== null) {
+      req.resume();
+      this.metrics.madeUp.labels(this.name, 'denied').inc();
+      sendMadeUp(res, 'denied', denied, this.draining);
+      return;
+    }
+    if (this.limiter !== null && !this.limiter.take(start)) {
+      req.resume();
+      this.rateLimited();
+      res.setHeader('retry-after', String(this.limiter.retryAfterS()));
+      sendMadeUp(res, 'rate-limited', `${this.name} allows ${this.limiter.rps} requests per second (LIMIT_RPS)`, this.draining);
+      return;
+    }
     const route = this.route(req);
     if (route === null) {
       req.resume();

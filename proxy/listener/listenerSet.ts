@@ -10,6 +10,7 @@ import { RouteTable } from '../http/routeTable.ts';
 import type { ProxyMetrics } from '../metrics.ts';
 import { TcpListener, TcpRoute } from '../tcp/tcpListener.ts';
 import type { ListenerSpec } from './listenerSpec.ts';
+import type { MeshTls } from '../tls/meshTls.ts';
 
 const BIND_RETRY_MS = 1000;
 // Idle keep-alive connections are closed only after this grace: a request already on the wire but
@@ -66,6 +67,8 @@ export class ListenerSet {
   private readonly ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null };
   private readonly drainTimeoutMs: number;
   private closed = false;
+  /** Workload identity (proxy/tls): the mTLS gate put in front of inbound listeners. */
+  meshTls: MeshTls | null = null;
 
   constructor(ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null; drainTimeoutMs: number }) {
     this.ctx = ctx;
@@ -126,6 +129,7 @@ export class ListenerSet {
         : new TcpListener(s.name, s.direction, new TcpRoute(s.routes[0], clusters, this.ctx.metrics, s.direction), this.ctx);
       setLimits(listener, s.limits);
       const entry: Entry = { spec: s, listener, bound: false, retry: null };
+      if (s.direction === 'inbound') this.meshTls?.guardInbound(listener.server, s.port);
       this.entries.set(s.key, entry);
       binds.push(this.bind(entry));
     }

@@ -4,7 +4,8 @@
 // (RetryAttempts, MaxActiveRetries, the retry budget) before the client has sent a byte upstream;
 // MaxConnections caps the cluster's connections; inbound listeners apply LIMIT_CONNECTIONS and
 // LIMIT_RPS (new connections per second).
-import { connect, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
+import { meshConnect } from '../tls/meshTls.ts';
 import type { Gauge, Counter } from 'prom-client';
 import type { Logger } from '../../shared/log.ts';
 import type { Route } from '../../shared/snapshot.ts';
@@ -130,7 +131,7 @@ class TcpConnection {
   }
 
   private dial(endpoint: Endpoint): TaggedSocket {
-    const up = connect({
+    const up = meshConnect(this.cluster.policy, {
       host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true,
       onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => onUpstreamRead(this, n, buf as Buffer) },
     }) as TaggedSocket;

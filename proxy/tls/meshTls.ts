@@ -7,7 +7,7 @@ import { generateKeyPairSync, X509Certificate, type KeyObject } from 'node:crypt
 import { readFile } from 'node:fs/promises';
 import { connect as netConnect, Socket, type NetConnectOpts, type Server } from 'node:net';
 import { connect as tlsConnect, createSecureContext, TLSSocket, type PeerCertificate, type SecureContext } from 'node:tls';
-import { Counter, type Registry } from 'prom-client';
+import { Counter, type Registry } from '../../shared/promText.ts';
 import type { buildConnector } from 'undici';
 import { authzAllows, type AuthzPolicy } from '../../shared/authzPolicy.ts';
 import { parseSpiffeId, uriSans, type MtlsMode, type WorkloadId } from '../../shared/identity.ts';

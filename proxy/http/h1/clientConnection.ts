@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 import type { HttpListener } from '../httpListener.ts';
 import { Exchange, madeUpHead } from './exchange.ts';
 import { parseRequestHead, rawHeader } from './requestHead.ts';
+import { inboundDenied } from '../../tls/meshTls.ts';
 
 const MAX_HEAD = 16 * 1024;
 const CONN = Symbol('shoal.client');
@@ -86,6 +87,11 @@ export class ClientConnection {
     if (head === null) return this.handOff();
     this.pending = end + 4 === buf.length ? null : buf.subarray(end + 4);
     const start = performance.now();
+    const denied = inboundDenied(this.socket, head.method, head.path); // mesh authorization policy (proxy/tls)
+    if (denied !== null) {
+      this.listener.madeUp(this.listener.name, 'denied');
+      return this.respondMadeUp(madeUpHead('denied', denied, head.close || this.listener.draining), head.close || this.listener.draining);
+    }
     const l = this.listener;
     if (l.limiter !== null && !l.limiter.take(start)) {
       l.rateLimited();

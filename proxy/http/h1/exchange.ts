@@ -9,6 +9,7 @@ import { disarm, type DeadlineHolder, type DeadlineQueue } from '../../policy/de
 import { classify, connectionListed, Hop } from '../hopByHop.ts';
 import { ERROR_STATUS, type ShoalError } from '../madeUpResponse.ts';
 import { nextRequestId } from '../requestId.ts';
+import { forwardedClientCert } from '../../tls/meshTls.ts';
 import type { RouteBackend } from '../routeTable.ts';
 import { ChunkedScanner } from './chunkedScanner.ts';
 import type { ClientConnection } from './clientConnection.ts';
@@ -223,6 +224,8 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     if (h.host === undefined) s += `host: ${this.endpoint.key}\r\n`;
     const client = this.client.remoteAddress;
     s += `x-forwarded-for: ${xff === null ? client : `${xff}, ${client}`}\r\n`;
+    const xfcc = forwardedClientCert(this.client.socket); // the caller's mesh identity (proxy/tls)
+    if (xfcc !== '') s += `x-forwarded-client-cert: ${xfcc}\r\n`;
     if (!proto) s += 'x-forwarded-proto: http\r\n';
     if (requestId === '') {
       requestId = nextRequestId();

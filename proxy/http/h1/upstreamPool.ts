@@ -1,6 +1,8 @@
 // Keep-alive connections to one endpoint for the fast path: idle ones are reused (most recent
-// first), new ones opened up to the cluster's MaxConnections, waiters queued beyond that.
-import { connect, type Socket } from 'node:net';
+// first), new ones opened up to the cluster's MaxConnections, waiters queued beyond that (up to the
+// cluster's MaxPendingRequests); a connection closes after MaxRequestsPerConnection exchanges.
+import type { Socket } from 'node:net';
+import { meshConnect } from '../../tls/meshTls.ts';
 import type { ClusterPolicy } from '../../../shared/snapshot.ts';
 import type { Cluster } from '../../cluster/cluster.ts';
 
@@ -77,7 +79,7 @@ export class UpstreamConnection {
   constructor(pool: UpstreamPool, host: string, port: number, connectTimeoutMs: number) {
     this.pool = pool;
     // One closure per connection (connections are reused), none per request.
-    const s = connect({ host, port, noDelay: true, onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => onRead(this, n, buf as Buffer) } }) as TaggedSocket;
+    const s = meshConnect(pool.policy, { host, port, noDelay: true, onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => onRead(this, n, buf as Buffer) } }) as TaggedSocket;
     s[CONN] = this;
     s.setTimeout(connectTimeoutMs);
     s.on('connect', onConnect);
