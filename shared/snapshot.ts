@@ -1,9 +1,11 @@
 // The snapshot: everything one app's sidecar needs, precomputed by discover.
-// The JSON schema below is the documentation of its shape.
+// The JSON schema below is the documentation of its shape. After changing it, regenerate the validator the
+// sidecar uses: node scripts/generateSnapshotValidator.ts (test/shared/snapshotValidate.test.ts checks).
 import { createHash } from 'node:crypto';
-import { Ajv } from 'ajv';
+import { createRequire } from 'node:module';
 import { authzPolicySchema, type AuthzPolicy } from './authzPolicy.ts';
 import type { MtlsMode } from './identity.ts';
+import { schemaHash as generatedSchemaHash, validate as generatedValidate } from './snapshotValidate.generated.ts';
 
 export const SNAPSHOT_SCHEMA_VERSION = 1;
 
@@ -271,8 +273,28 @@ export const snapshotSchema = {
   },
 } as const;
 
-const ajv = new Ajv({ allErrors: false, strict: true });
-const validate = ajv.compile(snapshotSchema);
+/** ajv's options for snapshotSchema, here and in scripts/generateSnapshotValidator.ts. */
+export const SNAPSHOT_AJV_OPTIONS = { allErrors: false, strict: true } as const;
+
+export function snapshotSchemaHash(): string {
+  return createHash('sha256').update(JSON.stringify(snapshotSchema)).digest('hex');
+}
+
+interface SchemaValidator {
+  (data: unknown): boolean;
+  errors?: Array<{ instancePath: string; message?: string }> | null;
+}
+
+// The schema compiled ahead of time (scripts/generateSnapshotValidator.ts), so the sidecar never loads ajv's
+// compiler (about 20 MB of RSS). If the schema changed without regenerating (a test says so), compile it here.
+export const snapshotValidatorSource: 'generated' | 'compiled' = generatedSchemaHash === snapshotSchemaHash() ? 'generated' : 'compiled';
+const validate: SchemaValidator = snapshotValidatorSource === 'generated' ? generatedValidate as SchemaValidator : compileSnapshotSchema();
+
+/** snapshotSchema compiled by ajv now (what the generated module holds, built at load). */
+export function compileSnapshotSchema(): SchemaValidator {
+  const { Ajv } = createRequire(import.meta.url)('ajv') as typeof import('ajv');
+  return new Ajv(SNAPSHOT_AJV_OPTIONS).compile(snapshotSchema);
+}
 
 // Checks shape and cross-references; returns null when valid, else a message saying where it is wrong.
 export function snapshotError(value: unknown): string | null {
