@@ -7,7 +7,7 @@ import type { Dispatcher } from 'undici';
 import type { Logger } from '../../shared/log.ts';
 import type { AccessLog } from '../accessLog.ts';
 import type { Endpoint } from '../cluster/endpoint.ts';
-import { clientOf } from './h1/clientConnection.ts';
+import { clientOf, type ClientConnection } from './h1/clientConnection.ts';
 import { idempotent } from './h1/exchange.ts';
 import { classify, connectionListed, Hop } from './hopByHop.ts';
 import { nextRequestId } from './requestId.ts';
@@ -127,6 +127,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
   endpoint: Endpoint;
   readonly start: number;
   private headers: string[] = [];
+  private client: ClientConnection | null = null;
   private body: IncomingMessage | null = null;
   /** Retries made so far; > 0 also means one of the cluster's active retries is held. */
   private attempts = 0;
@@ -158,6 +159,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
     this.res[FORWARD] = this;
     this.res.on('close', onResponseClose);
     const c = clientOf(req.socket);
+    this.client = c ?? null;
     if (c) c.handedBusy++;
     this.send();
   }
@@ -289,7 +291,8 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
     if (this.done) return;
     this.done = true;
     this.res[FORWARD] = null;
-    const c = clientOf(this.req.socket);
+    // The connection as found at dispatch: by now node may have detached req.socket (null).
+    const c = this.client;
     if (c && c.handedBusy > 0) c.handedBusy--;
     this.endpoint.active--;
     this.endpoint.slowActive--;
