@@ -21,7 +21,7 @@ export interface AuthzPolicy {
   rules: AuthzRule[];
 }
 
-const NAME_PATTERN = /^(\*|[a-z0-9]([-a-z0-9.]*[a-z0-9])?\*?|[a-z0-9]\*?)$/;
+const NAME_PATTERN = /^(\*|[a-z0-9][-a-z0-9.]*\*|[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$/;
 const METHOD = /^[A-Z]+$/;
 
 export class AuthzPolicyError extends Error {

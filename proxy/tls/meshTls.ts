@@ -228,7 +228,8 @@ export class MeshTls {
     // The bundle of the snapshot and the one the CA just sent: trusting both covers a root rotation.
     const ca = [...new Set([...this.bundle, ...trustBundle])];
     // The PEM stays in this process's memory: handed to OpenSSL, never written or logged.
-    const context = createSecureContext({ key: key.export({ type: 'pkcs8', format: 'pem' }) as string, cert: certificate, ca, minVersion: 'TLSv1.3' });
+    // sessionIdContext: OpenSSL resumes sessions of a server that verifies clients only with one set.
+    const context = createSecureContext({ key: key.export({ type: 'pkcs8', format: 'pem' }) as string, cert: certificate, ca, minVersion: 'TLSv1.3', sessionIdContext: 'shoal-mesh' });
     const issuedAt = Date.now();
     this.creds = { context, spiffeId, notAfter, issuedAt };
     this.sessions.clear();
