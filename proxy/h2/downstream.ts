@@ -79,12 +79,12 @@ export class H2Downstream implements Downstream {
   trailers: OutgoingHttpHeaders | null = null;
   closed = false;
 
-  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, endStream: boolean) {
+  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, endStream: boolean, remoteAddress: string) {
     this.stream = stream as TaggedStream;
     this.headers = headers;
     this.body = stream;
     this.bodyless = endStream;
-    this.remoteAddress = stream.session?.socket?.remoteAddress ?? '';
+    this.remoteAddress = remoteAddress;
     this.stream[DOWN] = this;
     stream.on('error', onStreamError);
   }

@@ -32,7 +32,8 @@ type TaggedNet = NetServer & { [LISTENER]: H2Listener };
 type TaggedH2 = Http2Server & { [LISTENER]: H2Listener };
 type TaggedHttp = HttpServer & { [LISTENER]: H2Listener };
 type TaggedSocket = Socket & { [LISTENER]?: H2Listener; sniffed?: Buffer | null };
-type TaggedSession = ServerHttp2Session & { [LISTENER]?: H2Listener };
+// The client's address, read once per connection (the socket getter costs a syscall and a parse).
+type TaggedSession = ServerHttp2Session & { [LISTENER]?: H2Listener; remoteAddress?: string };
 
 function onConnection(this: TaggedNet, socket: TaggedSocket): void {
   const l = this[LISTENER];
@@ -82,6 +83,7 @@ function onSniff(this: TaggedSocket, chunk: Buffer): void {
 function onSession(this: TaggedH2, session: TaggedSession): void {
   const l = this[LISTENER];
   session[LISTENER] = l;
+  session.remoteAddress = session.socket?.remoteAddress ?? '';
   l.sessions.add(session);
   session.once('close', onSessionClose);
   session.on('error', onSessionError);
@@ -102,7 +104,7 @@ function onSessionError(): void {
 }
 
 function onStream(this: TaggedH2, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
-  this[LISTENER].handle(new H2Downstream(stream, headers, (flags & 1) === 1));
+  this[LISTENER].handle(new H2Downstream(stream, headers, (flags & 1) === 1, (stream.session as TaggedSession | undefined)?.remoteAddress ?? ''));
 }
 
 function onRequest(this: TaggedHttp, req: IncomingMessage, res: ServerResponse): void {

@@ -91,6 +91,10 @@ t.test('curl --http2-prior-knowledge and plain HTTP/1.1 curl both go through an 
   t.match(h1.stdout, /x-backend: h2-[12]/i);
   t.match(h1.stdout, /h2-[12] \/b 0/, 'the HTTP/1.1 request went upstream over HTTP/2');
 
+  const upgrade = await run('curl', ['-sS', '-i', '--http2', `${url}/u`]);
+  t.match(upgrade.stdout, /^HTTP\/1\.1 200/, 'an h2c Upgrade offer is declined: answered over HTTP/1.1');
+  t.match(upgrade.stdout, /h2-[12] \/u 0/);
+
   const post = await run('curl', ['-sS', '--http1.1', '--data-binary', 'x'.repeat(1000), `${url}/form`]);
   t.match(post.stdout, /\/form 1000$/, 'an HTTP/1.1 request body goes upstream in an HTTP/2 stream');
   const body = Buffer.alloc(300_000, 1);
