@@ -77,6 +77,8 @@ export interface DependencyOptions {
   healthyPanicThreshold: number;
   connectTimeoutMs: number;
   tcpIdleTimeoutS: number;
+  /** Retry POST and other non-idempotent methods after the request was sent (never once a body was sent). */
+  retryNonIdempotent: boolean;
 }
 
 export interface Dependency {
@@ -104,7 +106,7 @@ export interface MeshConfig {
   mtlsMode?: MtlsMode;
 }
 
-type Kind = 'int' | 'list' | 'prefix' | 'headers' | 'lb' | 'string';
+type Kind = 'int' | 'list' | 'prefix' | 'headers' | 'lb' | 'string' | 'flag';
 interface OptionSpec { key: keyof DependencyOptions; kind: Kind; min?: number; max?: number }
 
 // Reference option name -> typed field. Units are what the name says; ConnectionTimeout is read as ms.
@@ -130,6 +132,7 @@ const DEPENDENCY_OPTIONS: Record<string, OptionSpec> = {
   ConnectionTimeoutMS: { key: 'connectTimeoutMs', kind: 'int', min: 1 },
   ConnectionTimeout: { key: 'connectTimeoutMs', kind: 'int', min: 1 },
   TCPIdleTimeout: { key: 'tcpIdleTimeoutS', kind: 'int', min: 1 },
+  RetryNonIdempotent: { key: 'retryNonIdempotent', kind: 'flag' },
 };
 
 export function defaultDependencyOptions(): DependencyOptions {
@@ -154,6 +157,7 @@ export function defaultDependencyOptions(): DependencyOptions {
     healthyPanicThreshold: 50,
     connectTimeoutMs: 250,
     tcpIdleTimeoutS: 7200,
+    retryNonIdempotent: false,
   };
 }
 
@@ -229,6 +233,9 @@ function parseDependencyOption(opts: DependencyOptions, name: string, value: Opt
     }
     case 'string':
       opts.hashHeader = String(value).trim().toLowerCase();
+      return;
+    case 'flag':
+      opts.retryNonIdempotent = parseFlag(value, at);
       return;
   }
 }

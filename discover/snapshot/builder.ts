@@ -138,8 +138,16 @@ export function buildSnapshot(app: App, topology: Topology): Snapshot {
     const mk = matchKey(d.options.prefix, d.options.headers);
     const cluster = clusterName(d.service, d.namespace, d.port);
     const existing = l.routes.find((r) => matchKey(r.prefix, r.headers) === mk && r.domains.join() === domains.join());
-    if (existing) existing.backends.push({ cluster, weight: d.options.weight });
-    else l.routes.push({ domains, prefix: d.options.prefix, headers: d.options.headers.map((h) => ({ ...h })), backends: [{ cluster, weight: d.options.weight }] });
+    if (existing) {
+      existing.backends.push({ cluster, weight: d.options.weight });
+      // A split route retries non-idempotent requests only when every dependency on it says so.
+      if (existing.retryNonIdempotent && !d.options.retryNonIdempotent) delete existing.retryNonIdempotent;
+    } else {
+      const route: Route = { domains, prefix: d.options.prefix, headers: d.options.headers.map((h) => ({ ...h })), backends: [{ cluster, weight: d.options.weight }] };
+      // Set only when asked for: snapshots (and their versions) without the option stay as they were.
+      if (d.options.retryNonIdempotent) route.retryNonIdempotent = true;
+      l.routes.push(route);
+    }
   };
 
   const portUse = new Map<number, number>();

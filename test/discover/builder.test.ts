@@ -117,3 +117,24 @@ for (const [name, yaml, re] of badTopologies) {
     t.match((caught as Error)?.message, re);
   });
 }
+
+t.test('RetryNonIdempotent reaches the route; absent, the route has no such field', async (t) => {
+  const yaml = (a: string, b: string) => `
+services:
+  - { name: api-v1, ports: [{ port: 8080, protocol: http }], endpoints: [10.1.0.1:8080] }
+  - { name: api-v2, ports: [{ port: 8080, protocol: http }], endpoints: [10.2.0.1:8080] }
+apps:
+  - name: web
+    config:
+      base_services:
+        - { depend_service_alias: api-v1, port: 8080, options: { Domains: api.example, RetryNonIdempotent: ${a} } }
+        - { depend_service_alias: api-v2, port: 8080, options: { Domains: api.example, RetryNonIdempotent: ${b} } }
+`;
+  const both = snapshotOf(yaml('"YES"', '"YES"'));
+  const own = both.outbound.find((l) => l.name.startsWith('api-v1'))!;
+  t.equal(own.routes[0].retryNonIdempotent, true, 'the dependency\'s own route');
+  t.equal(both.outbound.find((l) => l.name === 'api.example:8080')!.routes[0].retryNonIdempotent, true, 'a split route where both ask for it');
+  const one = snapshotOf(yaml('"YES"', '"NO"'));
+  t.notOk('retryNonIdempotent' in one.outbound.find((l) => l.name === 'api.example:8080')!.routes[0], 'a split route where only one asks: off');
+  t.notOk('retryNonIdempotent' in one.outbound.find((l) => l.name.startsWith('api-v2'))!.routes[0], 'NO: no field at all');
+});

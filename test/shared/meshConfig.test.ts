@@ -65,3 +65,11 @@ for (const [name, raw, re] of bad) {
     t.match((caught as Error)?.message, re);
   });
 }
+
+t.test('RetryNonIdempotent: YES/NO (default NO), anything else named as invalid', async (t) => {
+  const dep = (options: Record<string, unknown>) => parseMeshConfig({ base_services: [{ depend_service_alias: 'api', port: 80, options }] }, 'd', 'web').dependencies[0].options;
+  t.equal(dep({}).retryNonIdempotent, false);
+  t.equal(dep({ RetryNonIdempotent: 'YES' }).retryNonIdempotent, true);
+  t.equal(dep({ RetryNonIdempotent: true }).retryNonIdempotent, true);
+  t.throws(() => dep({ RetryNonIdempotent: 'sometimes' }), /invalid option RetryNonIdempotent="sometimes".*expected YES or NO/);
+});

@@ -63,3 +63,42 @@ t.test('a POST refused at connect (nothing sent) is retried on another endpoint'
   }
   t.equal(live.requests, 6);
 });
+
+t.test('RetryNonIdempotent: a bodiless POST answered 503 is retried elsewhere; without it, it is not', async (t) => {
+  for (const flag of ['YES', 'NO']) {
+    const seen: string[] = [];
+    const bad = await httpBackend(t, 'bad', (req, res) => {
+      req.resume();
+      seen.push('bad');
+      res.writeHead(503, { 'content-length': '4' });
+      res.end('down');
+    });
+    const good = await httpBackend(t, 'good', (req, res) => {
+      req.resume();
+      seen.push('good');
+      res.end('good');
+    });
+    const port = await freePort();
+    const address = randomLoopback();
+    await startSidecar(t, `services:\n${service('api', address, port, [bad.endpoint, good.endpoint])}apps:
+  - name: web
+    config:
+      base_services:
+        - { depend_service_alias: api, port: ${port}, protocol: http, options: { LBPolicy: round_robin, ConsecutiveErrors: 1000, RetryNonIdempotent: "${flag}" } }
+`);
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const r = await request(`http://${address}:${port}/act`, { method: 'POST' });
+      await r.body.dump();
+      statuses.push(r.statusCode);
+    }
+    if (flag === 'YES') {
+      t.same(statuses, [200, 200, 200, 200], 'RetryNonIdempotent YES: every POST ends at the good endpoint');
+      t.ok(seen.filter((x) => x === 'bad').length >= 1, 'the bad endpoint was tried');
+      t.equal(seen.filter((x) => x === 'good').length, 4, 'and each of its 503s retried on the good one');
+    } else {
+      t.same([...statuses].sort(), [200, 200, 503, 503], 'RetryNonIdempotent NO: the 503 is passed back');
+      t.equal(seen.length, 4, 'one attempt per POST');
+    }
+  }
+});
