@@ -165,8 +165,19 @@ export class EndpointSessions {
       best = new UpstreamSession(this);
       this.sessions.push(best);
     }
-    const u = best;
-    const stream = u.session.request(headers, { endStream });
+    let u = best;
+    let stream: ClientHttp2Stream;
+    try {
+      stream = u.session.request(headers, { endStream });
+    } catch (err) {
+      // The connection went away (GOAWAY, close) since it was chosen: once more on a fresh one.
+      // Invalid headers throw again there, and reach the caller.
+      if ((err as { code?: string }).code === 'ERR_HTTP2_INVALID_HEADER_VALUE' || (err as { code?: string }).code === 'ERR_HTTP2_INVALID_CONNECTION_HEADERS') throw err;
+      u.close();
+      u = new UpstreamSession(this);
+      this.sessions.push(u);
+      stream = u.session.request(headers, { endStream });
+    }
     (stream as ClientHttp2Stream & { [OWNER]?: UpstreamSession })[OWNER] = u;
     stream.once('close', onStreamClose);
     u.active++;

@@ -71,6 +71,8 @@ function onDeadline(ex: H2Exchange): void {
   ex.deadlineHit();
 }
 
+const NOT_SENT = new Set(['ERR_HTTP2_STREAM_CANCEL', 'ERR_HTTP2_GOAWAY_SESSION', 'ERR_HTTP2_INVALID_SESSION']);
+
 const Failure = { Connect: 0, ConnectTimeout: 1, Timeout: 2, Reset: 3, Status: 4 } as const;
 type Failure = (typeof Failure)[keyof typeof Failure];
 
@@ -324,7 +326,8 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     const code = up.rstCode ?? 0;
     const err = this.upstreamError as (Error & { code?: string }) | null;
     const neverConnected = this.upSession !== null && !this.upSession.connected;
-    const unprocessed = !this.gotResponse && (neverConnected || code === H2_REFUSED_STREAM);
+    // Never sent: no connection, a refused stream, or a stream still pending when its connection went away.
+    const unprocessed = !this.gotResponse && (neverConnected || code === H2_REFUSED_STREAM || (err !== null && NOT_SENT.has(err.code ?? '')));
     const kind: ShoalError = err?.code === 'SHOAL_CONNECT_TIMEOUT' ? 'connect-timeout' : 'upstream-reset';
     this.failed(kind === 'connect-timeout' ? Failure.ConnectTimeout : neverConnected ? Failure.Connect : Failure.Reset);
     if (unprocessed && this.retry()) return;

@@ -114,3 +114,24 @@ t.test('bidirectional streaming echoes 10 MB', async (t) => {
   t.equal(servers.size, 1, 'one stream stays on one server');
   servers = new Set();
 });
+
+t.test('an endpoint that refuses connections: calls are retried elsewhere, then it is ejected', async (t) => {
+  const servers = await Promise.all([1, 2].map((i) => echoServer(t, `echo-${i}`)));
+  const dead = `${randomLoopback()}:${await freePort()}`;
+  const port = await freePort();
+  const address = randomLoopback();
+  const topo = `services:\n${service('echo', address, port, [...servers.map((s) => s.endpoint), dead], 'grpc')}apps:
+  - name: web
+    config:
+      base_services:
+        - { depend_service_alias: echo, port: ${port}, protocol: grpc, options: { LBPolicy: round_robin, ConsecutiveErrors: 2, BaseEjectionTimeMS: 30000 } }
+`;
+  const sidecar = await startSidecar(t, topo);
+  const c = echoClient(t, `${address}:${port}`);
+  const results = [];
+  for (let i = 0; i < 30; i++) results.push(await unary(c, {}));
+  t.equal(results.filter((r) => r.err).length, 0, 'no call failed');
+  const dump = await (await fetch(`http://127.0.0.1:${sidecar.proxy.adminPort}/config_dump`)).json() as { policies: { clusters: Array<{ cluster: string; outlierDetection: { endpoints: Array<{ endpoint: string; ejected: boolean }> } }> } };
+  const cluster = dump.policies.clusters.find((x) => x.cluster.startsWith('echo.'));
+  t.same(cluster?.outlierDetection.endpoints.filter((e) => e.ejected).map((e) => e.endpoint), [dead], 'the refusing endpoint is ejected');
+});
