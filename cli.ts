@@ -3,12 +3,6 @@
 import { ConfigError } from './shared/meshConfig.ts';
 import { createLogger } from './shared/log.ts';
 import { helpText, parseFlags, UsageError, type FlagSpec, type FlagValues } from './shared/flags.ts';
-import { discoverFlags, discoverOptionsFromFlags, startDiscover } from './discover/main.ts';
-import { getCommand, getFlags } from './discover/get.ts';
-import { demoFlags, describeDemo, startDemo } from './demo.ts';
-import { proxyFlags, proxyOptions, startProxy } from './proxy/main.ts';
-import { dnsFlags, dnsOptionsFromFlags, startDnsResponder } from './dns/main.ts';
-import { webhookFlags } from './discover/webhook/webhookFlags.ts';
 
 /** Concatenates flag lists; a name defined twice (cluster-domain) keeps its first definition. */
 function mergeFlags(...lists: FlagSpec[][]): FlagSpec[] {
@@ -16,18 +10,17 @@ function mergeFlags(...lists: FlagSpec[][]): FlagSpec[] {
   return lists.flat().filter((f) => !seen.has(f.name) && seen.add(f.name) !== undefined);
 }
 
-const sidecarFlags = mergeFlags(proxyFlags, [
-  { name: 'dns', type: 'bool', default: true, description: 'Run the DNS responder in the sidecar (--no-dns turns it off)' },
-], dnsFlags.filter((f) => f.name !== 'dns-names'));
-const dnsCommandFlags = mergeFlags(dnsFlags, [
-  { name: 'log-level', type: 'string', default: 'info', description: 'Log level: debug, info, warn, error' },
-]);
+interface Loaded {
+  flags: FlagSpec[];
+  run(positional: string[], values: FlagValues): Promise<void>;
+}
 
 interface Command {
   usage: string;
   summary: string;
-  flags: FlagSpec[];
-  run(positional: string[], values: FlagValues): Promise<void>;
+  // Imports only this command's modules: the sidecar (`shoal proxy`, in every pod) never loads discover's
+  // fastify, Kubernetes client and YAML parsers (about 25 MB of RSS).
+  load(): Promise<Loaded>;
 }
 
 function onSignals(close: () => Promise<void>): void {
@@ -51,48 +44,77 @@ const commands: Record<string, Command> = {
   discover: {
     usage: 'shoal discover (--static FILE.yaml | --kubernetes [--kubeconfig FILE] [--webhook]) [--port 6100]',
     summary: 'Serve every app its snapshot (listeners, routes, endpoints, DNS names) with long-poll push.',
-    flags: mergeFlags(discoverFlags, webhookFlags),
-    async run(_pos, v) {
-      const d = await startDiscover(discoverOptionsFromFlags(v, createLogger('discover', String(v['log-level']))));
-      onSignals(() => d.close());
+    async load() {
+      const [{ discoverFlags, discoverOptionsFromFlags, startDiscover }, { webhookFlags }] = await Promise.all([import('./discover/main.ts'), import('./discover/webhook/webhookFlags.ts')]);
+      return {
+        flags: mergeFlags(discoverFlags, webhookFlags),
+        async run(_pos, v) {
+          const d = await startDiscover(discoverOptionsFromFlags(v, createLogger('discover', String(v['log-level']))));
+          onSignals(() => d.close());
+        },
+      };
     },
   },
   proxy: {
     usage: 'shoal proxy [--discover-url URL] [--admin-port 65533] [--dns-port 53 --dns-upstream IP]',
     summary: 'The sidecar: outbound load balancing, inbound port remap and the DNS responder, fed by discover.',
-    flags: sidecarFlags,
-    async run(_pos, v) {
-      const opts = proxyOptions(v);
-      const log = createLogger('proxy', opts.logLevel ?? 'info');
-      const p = await startProxy({ ...opts, log, dns: v.dns === false ? undefined : dnsOptionsFromFlags(v) });
-      onSignals(() => p.close());
+    async load() {
+      const [{ proxyFlags, proxyOptions, startProxy }, { dnsFlags, dnsOptionsFromFlags }] = await Promise.all([import('./proxy/main.ts'), import('./dns/main.ts')]);
+      return {
+        flags: mergeFlags(proxyFlags, [
+          { name: 'dns', type: 'bool', default: true, description: 'Run the DNS responder in the sidecar (--no-dns turns it off)' },
+        ], dnsFlags.filter((f) => f.name !== 'dns-names')),
+        async run(_pos, v) {
+          const opts = proxyOptions(v);
+          const log = createLogger('proxy', opts.logLevel ?? 'info');
+          const p = await startProxy({ ...opts, log, dns: v.dns === false ? undefined : dnsOptionsFromFlags(v) });
+          onSignals(() => p.close());
+        },
+      };
     },
   },
   dns: {
     usage: 'shoal dns [--dns-host 127.0.0.1] [--dns-port 53] [--dns-upstream IP[:PORT],...] [--dns-names name=ip,...]',
     summary: 'The DNS responder on its own: static local names, every other name forwarded upstream.',
-    flags: dnsCommandFlags,
-    async run(_pos, v) {
-      const d = await startDnsResponder({ ...dnsOptionsFromFlags(v), log: createLogger('dns', String(v['log-level'])) });
-      onSignals(() => d.close());
+    async load() {
+      const { dnsFlags, dnsOptionsFromFlags, startDnsResponder } = await import('./dns/main.ts');
+      return {
+        flags: mergeFlags(dnsFlags, [
+          { name: 'log-level', type: 'string', default: 'info', description: 'Log level: debug, info, warn, error' },
+        ]),
+        async run(_pos, v) {
+          const d = await startDnsResponder({ ...dnsOptionsFromFlags(v), log: createLogger('dns', String(v['log-level'])) });
+          onSignals(() => d.close());
+        },
+      };
     },
   },
   demo: {
     usage: 'shoal demo',
     summary: 'Run a local mesh on an embedded static topology: discover and the demo workloads on loopback.',
-    flags: demoFlags,
-    async run(_pos, v) {
-      const demo = await startDemo({ discoverPort: Number(v['discover-port']), adminPort: Number(v['admin-port']), dnsPort: Number(v['dns-port']), logLevel: String(v['log-level']) });
-      process.stdout.write(describeDemo(demo));
-      onSignals(() => demo.close());
+    async load() {
+      const { demoFlags, describeDemo, startDemo } = await import('./demo.ts');
+      return {
+        flags: demoFlags,
+        async run(_pos, v) {
+          const demo = await startDemo({ discoverPort: Number(v['discover-port']), adminPort: Number(v['admin-port']), dnsPort: Number(v['dns-port']), logLevel: String(v['log-level']) });
+          process.stdout.write(describeDemo(demo));
+          onSignals(() => demo.close());
+        },
+      };
     },
   },
   get: {
     usage: 'shoal get NAMESPACE/APP [--discover URL] [-o table|json|yaml]',
     summary: 'Show what an app\'s sidecar receives: listeners, routes, endpoints and DNS names.',
-    flags: getFlags,
-    async run(pos, v) {
-      process.stdout.write(await getCommand(pos, v));
+    async load() {
+      const { getCommand, getFlags } = await import('./discover/get.ts');
+      return {
+        flags: getFlags,
+        async run(pos, v) {
+          process.stdout.write(await getCommand(pos, v));
+        },
+      };
     },
   },
 };
@@ -113,14 +135,15 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`shoal: unknown command ${JSON.stringify(name)}\n\n${topHelp()}`);
     return 2;
   }
-  const flags = [...cmd.flags, help];
   try {
+    const loaded = await cmd.load();
+    const flags = [...loaded.flags, help];
     const { values, positional } = parseFlags(flags, rest);
     if (values.help) {
       process.stdout.write(helpText(cmd.usage, cmd.summary, flags));
       return 0;
     }
-    await cmd.run(positional, values);
+    await loaded.run(positional, values);
     return -1;
   } catch (err) {
     if (err instanceof UsageError) {
