@@ -5,6 +5,7 @@ import { request } from 'undici';
 import type { FlagSpec } from '../shared/flags.ts';
 import { UsageError } from '../shared/flags.ts';
 import type { Snapshot } from '../shared/snapshot.ts';
+import { identitySection } from './identity/identityView.ts';
 
 export const getFlags: FlagSpec[] = [
   { name: 'discover', type: 'string', default: 'http://127.0.0.1:6100', description: 'Base URL of discover' },
@@ -25,6 +26,7 @@ export function renderSnapshot(s: Snapshot): string {
     out.push('', 'PROBLEMS');
     for (const e of s.status.errors) out.push(`  ${e}`);
   }
+  if (s.identity) out.push('', ...identitySection(s)); // workload identity (issue 10)
   out.push('', 'INBOUND');
   out.push(s.inbound.length === 0 ? '  (none)' : table([
     ['LISTEN', 'TO', 'PROTOCOL', 'MODE', 'LIMITS'],
@@ -44,7 +46,7 @@ export function renderSnapshot(s: Snapshot): string {
   out.push(s.clusters.length === 0 ? '  (none)' : table([
     ['CLUSTER', 'PROTOCOL', 'LB', 'ENDPOINTS'],
     ...s.clusters.map((c) => [c.name, c.protocol, c.lbPolicy, c.endpoints.length === 0 ? '(none)' : c.endpoints.map((e) =>
-      `${e.address}:${e.port}${e.weight !== 1 ? ` w${e.weight}` : ''}${e.ready ? '' : e.terminating ? ' (terminating)' : ' (not ready)'}`).join(' ')]),
+      `${e.address}:${e.port}${e.weight !== 1 ? ` w${e.weight}` : ''}${e.ready ? '' : e.terminating ? ' (terminating)' : ' (not ready)'}${e.meshed ? ' (mtls)' : ''}`).join(' ')]),
   ]));
   out.push('', 'DNS');
   const byAddress = new Map<string, string[]>();

@@ -11,6 +11,7 @@ import { CertificateAuthority } from '../../discover/identity/certificateAuthori
 import { createLogger } from '../../shared/log.ts';
 import { createCsr } from '../../proxy/tls/csr.ts';
 import { withFakeKubeApi } from '../lib/fakeKubeApi.ts';
+import { renderSnapshot } from '../../discover/get.ts';
 
 const TOPOLOGY = `
 services:
@@ -109,6 +110,15 @@ t.test('static mode: tokens file, signing, refusals', async (t) => {
   const cluster = web.clusters.find((c) => c.service === 'api')!;
   t.same(cluster.peerIdentities, ['spiffe://mesh.test/ns/default/sa/api']);
   t.same(cluster.endpoints.map((e) => [e.port, e.meshed ?? false]), [[8080, false], [65301, true]], 'sidecar listen ports are meshed, others not');
+  // shoal get shows identity, mode and policy.
+  const shown = renderSnapshot(api);
+  t.match(shown, /IDENTITY\n  spiffe:\/\/mesh\.test\/ns\/default\/sa\/api   MTLS strict   TRUST DOMAIN mesh\.test   ROOTS 1/);
+  t.match(shown, /policy inbound:\d+ \(listen \d+\): ns\/default\/sa\/web GET \/v1\//);
+  const shownWeb = renderSnapshot(web);
+  t.match(shownWeb, /MTLS permissive/);
+  t.match(shownWeb, /policy inbound:8080 \(listen \d+\): allow all/);
+  t.match(shownWeb, /peer api\.default:8080: mtls, expects spiffe:\/\/mesh\.test\/ns\/default\/sa\/api/);
+  t.match(shownWeb, /127\.0\.0\.1:65301 \(mtls\)/);
   const bundle = await (await request(`${d.url}/v1/identity/bundle`)).body.json() as { trustBundle: string[] };
   t.same(bundle.trustBundle, [ca.certPem]);
 });
