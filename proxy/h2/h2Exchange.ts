@@ -272,7 +272,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
       if (gs !== undefined) this.grpcStatus = Number(gs);
       if (this.grpcStatus === GrpcStatus.UNAVAILABLE || this.status >= 500) {
         this.failed(Failure.Status);
-        if (this.grpcStatus === GrpcStatus.UNAVAILABLE && this.retry()) return;
+        if (this.grpcStatus === GrpcStatus.UNAVAILABLE && this.retry(true)) return;
       } else {
         this.endpoint.consecutiveErrors = 0;
       }
@@ -281,7 +281,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
       return;
     }
     if (this.status >= 500) this.failed(Failure.Status);
-    if (this.grpc && this.requestEnded && this.mayRetry()) {
+    if (this.grpc && this.requestEnded && this.backend.retryNonIdempotent && this.mayRetry()) {
       this.held = out;
       return;
     }
@@ -306,7 +306,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     if (gs !== undefined) this.grpcStatus = Number(gs);
     if (this.grpcStatus === GrpcStatus.UNAVAILABLE) {
       this.failed(Failure.Status);
-      if (this.held !== null && this.retry()) return;
+      if (this.held !== null && this.retry(true)) return;
     } else if (this.status < 500) {
       this.endpoint.consecutiveErrors = 0;
     }
@@ -330,7 +330,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     const unprocessed = !this.gotResponse && (neverConnected || code === H2_REFUSED_STREAM || (err !== null && NOT_SENT.has(err.code ?? '')));
     const kind: ShoalError = err?.code === 'SHOAL_CONNECT_TIMEOUT' ? 'connect-timeout' : 'upstream-reset';
     this.failed(kind === 'connect-timeout' ? Failure.ConnectTimeout : neverConnected ? Failure.Connect : Failure.Reset);
-    if (unprocessed && this.retry()) return;
+    if (unprocessed && this.retry(false)) return;
     const why = err?.message ?? (code !== 0 ? `stream reset by upstream (code ${code})` : 'upstream closed the stream');
     if (this.site.log.isLevelEnabled('debug')) this.site.log.debug({ listener: this.site.name, upstream: this.endpoint.key, error: why }, 'upstream failed');
     this.detachUpstream(0);
@@ -370,11 +370,14 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
   }
 
   /**
-   * Sends the call again to another endpoint, if the cluster allows retries (RetryAttempts > 0 marks
-   * its routes' calls retryable), the whole request is in hand, the client has seen nothing yet, and
-   * the cluster is under MaxActiveRetries. Returns false when it did not.
+   * Sends the call again to another endpoint. Never-sent attempts (no connection, refused stream)
+   * always may be; an UNAVAILABLE answer only when the route marks its calls retryable
+   * (RetryNonIdempotent: every gRPC call is a POST, and UNAVAILABLE does not promise the call had no
+   * effect). Also: RetryAttempts left, the whole request in hand, nothing sent to the client yet,
+   * deadline time left, MaxActiveRetries and the retry budget (proxy/policy). False when it did not.
    */
-  private retry(): boolean {
+  private retry(answered: boolean): boolean {
+    if (answered && !this.backend.retryNonIdempotent) return false;
     if (!this.mayRetry() || !this.requestEnded || this.down.gone) return false;
     if (this.deadlineAt > 0 && performance.now() >= this.deadlineAt) return false;
     const c = this.backend.cluster;

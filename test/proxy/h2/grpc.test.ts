@@ -53,8 +53,8 @@ t.test('least request (the default) also spreads one channel over all three', as
   for (const [k, v] of Object.entries(counts)) t.ok(v > 50, `${k} answered ${v} of 300`);
 });
 
-t.test('a server answering UNAVAILABLE is retried on another one', async (t) => {
-  const { servers, target, sidecar } = await threeServers(t, 'LBPolicy: round_robin, RetryAttempts: 2');
+t.test('a server answering UNAVAILABLE is retried on another one when the route marks calls retryable', async (t) => {
+  const { servers, target, sidecar } = await threeServers(t, 'LBPolicy: round_robin, RetryAttempts: 2, RetryNonIdempotent: YES');
   servers[0].fail = grpc.status.UNAVAILABLE;
   const c = echoClient(t, target);
   const results = [];
@@ -67,8 +67,8 @@ t.test('a server answering UNAVAILABLE is retried on another one', async (t) => 
   t.notMatch(m, /grpc_status="14"/, 'the client saw no UNAVAILABLE');
 });
 
-t.test('UNAVAILABLE is passed through when the cluster allows no retries', async (t) => {
-  const { servers, target } = await threeServers(t, 'LBPolicy: round_robin, RetryAttempts: 0');
+for (const [what, options] of [['the route does not mark calls retryable', 'LBPolicy: round_robin'], ['RetryAttempts is 0', 'LBPolicy: round_robin, RetryAttempts: 0, RetryNonIdempotent: YES']]) t.test(`UNAVAILABLE is passed through when ${what}`, async (t) => {
+  const { servers, target } = await threeServers(t, options);
   servers[0].fail = grpc.status.UNAVAILABLE;
   const c = echoClient(t, target);
   const results = [];
