@@ -2,8 +2,10 @@
 // DNS responder it hosts) must not pull in the packages discover or the tests use: prom-client (~19 MB RSS;
 // shared/promText.ts instead), ajv's compiler (~20 MB; the generated snapshot validator instead), fastify,
 // the Kubernetes client, YAML parsers; undici only when the slow path first needs it.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -19,29 +21,52 @@ const FORBIDDEN: Record<string, string> = {
   undici: 'loaded lazily by the slow path, never at start',
 };
 
-t.test('importing the sidecar loads none of the packages it does not need', async (t) => {
-  // CommonJS packages imported from ESM land in require.cache, with the file that first loaded them unknown:
-  // a resolve hook records who asked for each package.
-  const script = `
-    import { createRequire, registerHooks } from 'node:module';
-    const askedBy = {};
-    registerHooks({ resolve(spec, ctx, next) {
-      const r = next(spec, ctx);
-      const m = /node_modules\\/((@[^/]+\\/)?[^/]+)\\/(.*)$/.exec(r.url);
-      if (m && !(ctx.parentURL ?? '').includes('/node_modules/')) (askedBy[m[1]] ??= []).push(m[3] + ' <- ' + (ctx.parentURL ?? '').replace(${JSON.stringify(`file://${root}/`)}, ''));
-      return r;
-    } });
-    await import(${JSON.stringify(join(root, 'proxy', 'main.ts'))});
-    await import(${JSON.stringify(join(root, 'dns', 'main.ts'))});
-    const files = Object.keys(createRequire(import.meta.url).cache).filter((f) => f.includes('/node_modules/'));
-    process.stdout.write(JSON.stringify({ files: files.map((f) => f.slice(f.lastIndexOf('/node_modules/') + 14)), askedBy }));
-  `;
-  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { cwd: root, maxBuffer: 1 << 24 });
-  const { files, askedBy } = JSON.parse(stdout) as { files: string[]; askedBy: Record<string, string[]> };
-  const pkg = (f: string) => (f.startsWith('@') ? f.split('/').slice(0, 2).join('/') : f.split('/')[0]);
-  t.ok(files.some((f) => pkg(f) === 'pino'), 'the reader sees CommonJS packages (pino is one)');
+// Loaded first (--import): records every package file resolved, by import or require, ESM or CommonJS,
+// with the project file that asked for each package, and prints them at exit.
+const HOOK = `import { registerHooks } from 'node:module';
+const files = new Set();
+const askedBy = {};
+registerHooks({ resolve(spec, ctx, next) {
+  const r = next(spec, ctx);
+  const m = /\\/node_modules\\/((@[^/]+\\/)?[^/]+)\\/(.*)$/.exec(r.url);
+  if (m) {
+    files.add(m[1] + '/' + m[3]);
+    const parent = ctx.parentURL ?? '';
+    if (!parent.includes('/node_modules/')) (askedBy[m[1]] ??= new Set()).add(parent.replace(${JSON.stringify(`file://${root}/`)}, ''));
+  }
+  return r;
+} });
+process.on('exit', () => process.stderr.write('LOADED ' + JSON.stringify({ files: [...files], askedBy: Object.fromEntries(Object.entries(askedBy).map(([k, v]) => [k, [...v]])) }) + '\\n'));
+`;
+
+interface Loaded { files: string[]; askedBy: Record<string, string[]> }
+
+async function loadedBy(t: Test, args: string[]): Promise<Loaded & { stdout: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-modules-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'hook.mjs'), HOOK);
+  const { stdout, stderr } = await promisify(execFile)(process.execPath, ['--import', join(dir, 'hook.mjs'), ...args], { cwd: root, maxBuffer: 1 << 24 });
+  return { ...(JSON.parse(/^LOADED (.*)$/m.exec(stderr)![1]) as Loaded), stdout };
+}
+
+const pkg = (f: string) => (f.startsWith('@') ? f.split('/').slice(0, 2).join('/') : f.split('/')[0]);
+
+function checkForbidden(t: Test, { files, askedBy }: Loaded): void {
+  t.ok(files.some((f) => pkg(f) === 'pino'), 'the hook sees packages (pino is one)');
   for (const [name, instead] of Object.entries(FORBIDDEN)) {
     const loaded = files.filter((f) => pkg(f) === name && !(name === 'ajv' && f.startsWith('ajv/dist/runtime/')));
     t.same(loaded, [], `${name} not loaded${loaded.length ? ` (asked by ${(askedBy[name] ?? []).join(', ')}): ${instead}` : ''}`);
   }
+}
+
+t.test('importing the sidecar loads none of the packages it does not need', async (t) => {
+  const script = `await import(${JSON.stringify(join(root, 'proxy', 'main.ts'))}); await import(${JSON.stringify(join(root, 'dns', 'main.ts'))});`;
+  checkForbidden(t, await loadedBy(t, ['--input-type=module', '-e', script]));
+});
+
+t.test('shoal proxy, as the container runs it, loads only the sidecar\'s modules', async (t) => {
+  // cli.ts imports a command's modules when it runs that command; --help loads them and exits.
+  const r = await loadedBy(t, [join(root, 'cli.ts'), 'proxy', '--help']);
+  t.match(r.stdout, /--discover-url/, 'the proxy command was loaded');
+  checkForbidden(t, r);
 });
