@@ -1,6 +1,6 @@
 // The load generators: wrk for closed-loop maximum rate (with its latency percentiles through a Lua
 // done() hook), the paced open-loop client for fixed rates, iperf3 for bulk TCP.
-import { execFile } from 'node:child_process';
+import { execFile, fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -40,7 +40,7 @@ export interface WrkResult {
 }
 
 /** Closed-loop keep-alive load: `connections` connections, 2 threads, for `seconds`. */
-export async function wrk(url: string, seconds: number, connections: number, cpus?: string): Promise<WrkResult> {
+export async function wrk(url: string, seconds: number, connections: number, cpus?: string, maxErrorShare = 0.01): Promise<WrkResult> {
   const [cmd, args] = pinned(cpus, 'wrk', ['-c', String(connections), '-t', '2', '-d', `${seconds}s`, '-s', wrkLua(), url]);
   const { stdout } = await run(cmd, args, { maxBuffer: 1 << 20 });
   const m = /WRKJSON (\{.*\})/.exec(stdout);
@@ -50,7 +50,7 @@ export async function wrk(url: string, seconds: number, connections: number, cpu
   for (const p of CURVE_PERCENTILES) latencyMs[String(p)] = j[`p${p}`] / 1000;
   const rps = j.requests / (j.durationUs / 1e6);
   if (j.requests === 0) throw new Error(`wrk ${url}: no request completed`);
-  if (j.non2xx > 0.01 * j.requests || j.socketErrors > 0.01 * j.requests) {
+  if (j.non2xx > maxErrorShare * j.requests || j.socketErrors > maxErrorShare * j.requests) {
     throw new Error(`wrk ${url}: ${j.non2xx} non-2xx responses and ${j.socketErrors} socket errors in ${j.requests} requests`);
   }
   return { rps, latencyMs, maxMs: j.max / 1000, requests: j.requests, socketErrors: j.socketErrors, non2xx: j.non2xx };
@@ -70,18 +70,56 @@ export interface PacedResult {
   peakRssMb?: number;
 }
 
+let pacedChild: ChildProcess | undefined;
+let pacedJobs = 0;
+const pacedWaiting = new Map<number, { resolve(r: PacedResult): void; reject(e: Error): void }>();
+
+/** The paced client, forked once and reused (Node's start-up costs seconds on a loaded machine). */
+function pacedClient(): ChildProcess {
+  if (pacedChild && pacedChild.connected) return pacedChild;
+  const child = fork(join(here, 'proxyPacedClient.ts'), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  child.on('message', (m: { id: number; result: PacedResult }) => {
+    const w = pacedWaiting.get(m.id);
+    pacedWaiting.delete(m.id);
+    w?.resolve(m.result);
+  });
+  child.on('exit', (code) => {
+    for (const w of pacedWaiting.values()) w.reject(new Error(`the paced client exited ${code}`));
+    pacedWaiting.clear();
+    if (pacedChild === child) pacedChild = undefined;
+  });
+  // It must not keep a finished benchmark alive.
+  child.unref();
+  (child.channel as unknown as { unref?(): void } | undefined)?.unref?.();
+  pacedChild = child;
+  return child;
+}
+
+/** Ends the shared paced client. */
+export function closePacedClient(): void {
+  pacedChild?.kill('SIGTERM');
+  pacedChild = undefined;
+}
+
 /**
  * Open-loop load at a fixed rate (bench/lib/proxyPacedClient.ts), coordinated omission corrected:
  * each request is timed from when it was due. The first second warms up and is not measured.
  */
-export async function paced(url: string, rps: number, seconds: number, watchPid?: number): Promise<PacedResult> {
+/** `maxErrorShare`: the share of failed requests above which the contender counts as not run. */
+export async function paced(url: string, rps: number, seconds: number, watchPid?: number, maxErrorShare = 0.01): Promise<PacedResult> {
   const cpu0 = watchPid ? cpuSeconds(watchPid) : 0;
   const t0 = performance.now();
-  const { stdout } = await run(process.execPath, [join(here, 'proxyPacedClient.ts'), url, String(rps), String(seconds)], { maxBuffer: 1 << 20 });
-  const wallSeconds = (performance.now() - t0) / 1000;
-  const out = JSON.parse(stdout) as PacedResult;
-  out.wallSeconds = wallSeconds;
-  if (out.errors > 0.01 * out.requests) throw new Error(`paced ${url}: ${out.errors} of ${out.requests} requests failed`);
+  const child = pacedClient();
+  const id = ++pacedJobs;
+  const out = await new Promise<PacedResult>((resolve, reject) => {
+    pacedWaiting.set(id, { resolve, reject });
+    (child.channel as unknown as { ref?(): void } | undefined)?.ref?.();
+    child.send({ id, url, rps, seconds });
+  }).finally(() => {
+    if (pacedWaiting.size === 0) (child.channel as unknown as { unref?(): void } | undefined)?.unref?.();
+  });
+  out.wallSeconds = (performance.now() - t0) / 1000;
+  if (out.errors > maxErrorShare * out.requests || out.errors === out.requests) throw new Error(`paced ${url}: ${out.errors} of ${out.requests} requests failed`);
   if (watchPid) {
     out.cpuSeconds = cpuSeconds(watchPid) - cpu0;
     const m = memMb(watchPid);

@@ -1,16 +1,17 @@
 // A bench child: the floor under discover's long-poll wake-up. A bare node:http server that holds
 // GET ?version=V requests and, when the watched file changes (fs.watch on its folder, as discover
 // does, without discover's debounce, parsing or snapshot building), answers every waiter with the
-// file's bytes. /metrics says how many wait, in discover's metric name. Prints {"port","pid"}.
-//   node bench/lib/longPollFloorChild.ts FILE
+// same number of bytes discover's snapshot has. /metrics says how many wait, in discover's metric
+// name. Prints {"port","pid"}.
+//   node bench/lib/longPollFloorChild.ts FILE BODY_BYTES
 import { createHash } from 'node:crypto';
 import { readFileSync, watch } from 'node:fs';
 import { createServer, type ServerResponse } from 'node:http';
 import { basename, dirname } from 'node:path';
 
-const [file] = process.argv.slice(2);
-let body = readFileSync(file);
-let version = createHash('sha256').update(body).digest('hex').slice(0, 16);
+const [file, bytes] = process.argv.slice(2);
+const body = Buffer.alloc(Number(bytes) || 2048, 'x');
+let version = createHash('sha256').update(readFileSync(file)).digest('hex').slice(0, 16);
 const waiters = new Set<ServerResponse>();
 
 function answer(res: ServerResponse): void {
@@ -20,7 +21,7 @@ function answer(res: ServerResponse): void {
 
 watch(dirname(file), (_event, changed) => {
   if (changed !== null && changed !== basename(file)) return;
-  let next: typeof body;
+  let next: Buffer;
   try {
     next = readFileSync(file);
   } catch {
@@ -28,7 +29,6 @@ watch(dirname(file), (_event, changed) => {
   }
   const v = createHash('sha256').update(next).digest('hex').slice(0, 16);
   if (v === version) return;
-  body = next;
   version = v;
   for (const res of waiters) answer(res);
   waiters.clear();

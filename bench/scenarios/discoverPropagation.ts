@@ -128,11 +128,14 @@ export interface PropagationOptions {
 
 export async function runDiscoverPropagation(ctx: ScenarioContext, opts: PropagationOptions = {}): Promise<ScenarioResult> {
   const counts = opts.waiters ?? (ctx.smoke ? [50] : [100, 1000, 10000]);
+  // Rounds below 10,000 sidecars are cheap: take at least 5 so a p99 over rounds means something.
+  const roundsFor = (n: number) => (ctx.smoke || n >= 10000 ? ctx.rounds : Math.max(ctx.rounds, 5));
   const group = new ProcessGroup();
   const errors: string[] = [];
   const servers: Server[] = [];
   const results: Record<string, { rounds: number[][]; rssMb: number }> = {};
   let snapshotRps: Record<string, number | null> | undefined;
+  let snapshotBytes = 2048;
   const failed = new Set<string>();
   try {
     for (const key of ['discover', 'floor'] as const) {
@@ -142,10 +145,12 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
       writeFileSync(file, topology(0));
       try {
         const s = key === 'discover' ? await startDiscoverChild(group, file, profileArgs(ctx, 'discover')) : await (async () => {
-          const { info } = await group.jsonChild(process.execPath, [join(root, 'bench', 'lib', 'longPollFloorChild.ts'), file]);
+          // The floor answers with as many bytes as discover's snapshot of web has.
+          const { info } = await group.jsonChild(process.execPath, [join(root, 'bench', 'lib', 'longPollFloorChild.ts'), file, String(snapshotBytes)]);
           return { base: `http://127.0.0.1:${info.port}`, pid: info.pid };
         })();
         servers.push({ key, label: key === 'discover' ? 'shoal discover' : 'bare node:http long-poll (floor)', ...s, file, variant: 0 });
+        if (key === 'discover') snapshotBytes = (await (await fetch(`${s.base}/v2/snapshot/default/web`)).arrayBuffer()).byteLength;
       } catch (err) {
         errors.push(`${key}: ${(err as Error).message}`);
       }
@@ -156,9 +161,8 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
       const v = await currentVersion(discover.base);
       snapshotRps = { full: wrkRps(url, ctx.duration), notModified: wrkRps(url, ctx.duration, `If-None-Match: "${v}"`) };
     }
-    // Rounds are cheap; take at least 5 so p99 over rounds means something.
-    const rounds = ctx.smoke ? ctx.rounds : Math.max(ctx.rounds, 5);
     for (const n of counts) {
+      const rounds = roundsFor(n);
       const clients = new Map<string, ChildProcess[]>();
       for (const s of servers) {
         if (failed.has(s.key)) continue;
@@ -225,15 +229,14 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
     }
   }
   const p99At1000 = rows.find((r) => r.contender === 'discover' && r.group === '1,000 sidecars')?.figures.p99?.median ?? null;
-  const rounds = ctx.smoke ? ctx.rounds : Math.max(ctx.rounds, 5);
   return {
     scenario: 'discover-propagation',
     title: 'discover-propagation: from a topology edit to every sidecar holding the new version',
-    method: `${counts.join(', ')} simulated sidecars hold long-polls (GET /v2/snapshot/default/web?version=V&wait=60s, keep-alive) from up to 4 other processes (bench/lib/longPollClients.ts). The topology file (100 services, 101 apps) is replaced atomically; each client records when the first byte of its answer arrives, on the machine's monotonic clock, and the time is taken from the rename. ${rounds} rounds per count, alternating which server goes first; p50/p99/max are per round, shown as the median over rounds with the spread; the curves pool every round. The floor is a bare node:http server holding the same requests and answering them all on the same kind of file edit (fs.watch on the folder), without discover's debounce, YAML parsing or snapshot building. RSS is read after the last round at each count.`,
+    method: `${counts.join(', ')} simulated sidecars hold long-polls (GET /v2/snapshot/default/web?version=V&wait=60s, keep-alive) from up to 4 other processes (bench/lib/longPollClients.ts). The topology file (100 services, 101 apps) is replaced atomically; each client records when the first byte of its answer arrives, on the machine's monotonic clock, and the time is taken from the rename. ${counts.map((n) => `${roundsFor(n)} rounds at ${n}`).join(', ')}, alternating which server goes first; p50/p99/max are per round, shown as the median over rounds with the spread; the curves pool every round. The floor is a bare node:http server holding the same requests and answering them all on the same kind of file edit (fs.watch on the folder), without discover's debounce, YAML parsing or snapshot building, with a body as large as discover's snapshot (${snapshotBytes} bytes). RSS is read after the last round at each count.`,
     command: ctx.command,
     date: new Date().toISOString(),
     machine: ctx.machine,
-    settings: { sidecars: counts, rounds, snapshotRps: snapshotRps ?? null },
+    settings: { sidecars: counts, rounds: counts.map(roundsFor), snapshotBytes, snapshotRps: snapshotRps ?? null },
     columns: [
       { key: 'p50', label: 'p50', unit: 'ms', kind: 'figure' },
       { key: 'p99', label: 'p99', unit: 'ms', kind: 'figure' },

@@ -1,7 +1,7 @@
 // http-fixed-rate: every contender at a constant 1,000 rps on an open loop, each request timed from
 // when it was due (coordinated omission corrected): latency percentiles and what each proxy adds
 // over the direct connection measured in the same round.
-import { atMost, interleave, ratio, type ScenarioContext } from '../lib/context.ts';
+import { atMost, interleave, errorShare, ratio, type ScenarioContext } from '../lib/context.ts';
 import { paced, type PacedResult } from '../lib/loadClients.ts';
 import { ProcessGroup } from '../lib/processes.ts';
 import type { Row, ScenarioResult } from '../lib/report.ts';
@@ -24,7 +24,7 @@ export async function runHttpFixedRate(ctx: ScenarioContext, opts: { rate?: numb
       if (failed.has(key)) return;
       try {
         // One more second than measured: the client drops its first second as warm-up (in smoke, half of one second).
-        const res = await paced(c.url, rate, ctx.smoke ? 1 : ctx.duration + 1);
+        const res = await paced(c.url, rate, ctx.smoke ? 1 : ctx.duration + 1, undefined, errorShare(ctx));
         runs[key][round] = res;
         ctx.log(`http-fixed-rate round ${round + 1} ${key}: p50 ${res.latencyMs['50']} p99 ${res.latencyMs['99']} p99.9 ${res.latencyMs['99.9']} ms`);
       } catch (err) {

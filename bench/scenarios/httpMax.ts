@@ -1,6 +1,6 @@
 // http-max: keep-alive HTTP/1.1, 1 KB responses, 50 connections, wrk closed loop: maximum rps and
 // latency percentiles of every contender in front of the same backend, interleaved over rounds.
-import { atLeast, interleave, ratio, type ScenarioContext } from '../lib/context.ts';
+import { atLeast, interleave, errorShare, ratio, type ScenarioContext } from '../lib/context.ts';
 import { wrk } from '../lib/loadClients.ts';
 import { ProcessGroup } from '../lib/processes.ts';
 import type { Row, ScenarioResult } from '../lib/report.ts';
@@ -28,7 +28,7 @@ export async function runHttpMax(ctx: ScenarioContext, opts: { connections?: num
       const c = stage.contenders.find((x) => x.key === key)!;
       if (failed.has(key)) return;
       try {
-        const res = await wrk(c.url, ctx.duration, connections);
+        const res = await wrk(c.url, ctx.duration, connections, undefined, errorShare(ctx));
         rps[key].push(res.rps);
         curves[key].push(res.latencyMs);
         ctx.log(`http-max round ${round + 1} ${key}: ${Math.round(res.rps)} rps, p99 ${res.latencyMs['99']} ms`);

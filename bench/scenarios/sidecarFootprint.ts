@@ -1,7 +1,7 @@
 // sidecar-footprint: a fresh shoal sidecar (L7 route to the backend) beside a bare node:http server
 // answering the same 1 KB body, at 0, 1,000 and 5,000 rps: resident memory and CPU seconds per
 // 1,000 requests, each as a ratio to the bare server at the same load.
-import { atMost, interleave, profileArgs, proxyCpu, ratio, type ScenarioContext } from '../lib/context.ts';
+import { atMost, errorShare, interleave, profileArgs, proxyCpu, ratio, type ScenarioContext } from '../lib/context.ts';
 import { startBackend, startBareServer, startShoal, type ShoalSidecar } from '../lib/httpPeers.ts';
 import { paced } from '../lib/loadClients.ts';
 import { cpuSeconds, memMb, ProcessGroup, sleep } from '../lib/processes.ts';
@@ -49,7 +49,7 @@ export async function runSidecarFootprint(ctx: ScenarioContext, opts: { rates?: 
             const m = memMb(t.pid);
             s = { rssMb: m.rss, peakRssMb: m.peak, cpuSeconds: cpuSeconds(t.pid) - cpu0, requests: 0 };
           } else {
-            const res = await paced(t.url, rate, seconds, t.pid);
+            const res = await paced(t.url, rate, seconds, t.pid, errorShare(ctx));
             s = { rssMb: res.rssMb!, peakRssMb: res.peakRssMb!, cpuSeconds: res.cpuSeconds!, requests: res.requests };
           }
           samples[`${key}@${rate}`].push(s);
