@@ -42,7 +42,7 @@ export interface LoadResult {
   activeMs: number;
 }
 
-const MAX_LISTED = 2000;
+const MAX_LISTED = 200;
 
 function newResult(): LoadResult {
   return {
@@ -153,7 +153,8 @@ async function load(o: { url: string; rps: number; durationMs?: number; timeoutM
         activeMs += performance.now() - since;
         paused = true;
         pausedAt = Date.now();
-        process.stdout.write(`paused ${pausedAt}\n`);
+        // Acknowledged once nothing is in flight: the app is quiet while its sidecar restarts.
+        void Promise.all(inflight).then(() => process.stdout.write(`paused ${pausedAt}\n`));
       } else if (cmd === 'resume' && paused) {
         since = performance.now();
         paused = false;
@@ -239,6 +240,6 @@ if (import.meta.main) {
     process.stderr.write('usage: loadClient.ts load|burst|tcp JSON RUNDIR\n');
     process.exit(2);
   }
-  process.stdout.write(`result ${JSON.stringify(result)}\n`);
-  process.exit(0);
+  // stdout is a pipe (asynchronous): exit only once the line is out.
+  process.stdout.write(`result ${JSON.stringify(result)}\n`, () => process.exit(0));
 }

@@ -228,7 +228,7 @@ export class Proc {
   }
 
   tail(lines = 30): string {
-    return this.out.split('\n').slice(-lines).join('\n');
+    return this.out.split('\n').slice(-lines).map((l) => (l.length > 600 ? `${l.slice(0, 600)}...` : l)).join('\n');
   }
 
   kill(signal: NodeJS.Signals = 'SIGKILL'): void {
