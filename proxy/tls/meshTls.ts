@@ -268,6 +268,9 @@ export class MeshTls {
         return Object.assign(new Error(`peer ${key} presented ${ids.join(', ') || 'no SPIFFE ID'}, expected ${want.join(' or ')}`), { code: 'ERR_SHOAL_PEER_IDENTITY' });
       },
     } as unknown as Parameters<typeof tlsConnect>[0]);
+    // tls.connect ignores the noDelay option (net's would honour it): without this, Nagle holds
+    // each small request and response for the peer's delayed ACK.
+    s.setNoDelay(true);
     s.on('session', (session: Buffer) => this.sessions.set(key, session));
     s.once('secureConnect', () => this.outboundResults.labels('ok').inc());
     s.once('error', () => {
@@ -320,6 +323,7 @@ export class MeshTls {
         raw.destroy();
         return;
       }
+      raw.setNoDelay(true);
       const tls = new TLSSocket(raw, { isServer: true, secureContext: creds.context, requestCert: true, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] });
       tls.setTimeout(HANDSHAKE_TIMEOUT_MS, () => tls.destroy());
       tls.once('error', () => tls.destroy());
