@@ -149,3 +149,43 @@ t.test('inbound: an http2 port is reached over h2c on its listen port', async (t
   const r = await run('curl', ['-sS', '--http2-prior-knowledge', `http://${inboundAddress}:65377/in`]);
   t.equal(r.stdout, 'app /in 0');
 });
+
+t.test('a response stream has backpressure: a client that stops reading stops the upstream', async (t) => {
+  let written = 0;
+  let finished = false;
+  const server = createServer();
+  server.on('stream', (stream) => {
+    stream.respond({ ':status': 200 });
+    const chunk = Buffer.alloc(64 * 1024, 3);
+    const pump = () => {
+      while (written < 16 * 1024 * 1024) {
+        written += chunk.length;
+        if (!stream.write(chunk)) {
+          stream.once('drain', pump);
+          return;
+        }
+      }
+      finished = true;
+      stream.end();
+    };
+    stream.on('error', () => {});
+    pump();
+  });
+  const address = randomLoopback();
+  await new Promise<void>((resolve) => server.listen(0, address, resolve));
+  t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
+  const { url } = await sidecarFor(t, [`${address}:${(server.address() as AddressInfo).port}`]);
+  const s = connect(url);
+  t.teardown(() => s.destroy());
+  const st = s.request({ ':path': '/big' });
+  let received = 0;
+  st.on('data', (d: Buffer) => { received += d.length; });
+  st.pause();
+  await new Promise((r) => setTimeout(r, 1500));
+  t.ok(written < 8 * 1024 * 1024, `with the client not reading, the upstream wrote only ${(written / 1048576).toFixed(1)} MB of 16`);
+  t.notOk(finished, 'the upstream is still waiting to write');
+  const ended = new Promise((resolve) => st.on('end', resolve));
+  st.resume();
+  await ended;
+  t.equal(received, 16 * 1024 * 1024, 'every byte arrives once the client reads again');
+});
