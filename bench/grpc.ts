@@ -3,6 +3,9 @@
 // interleave the two (order rotated each round) so drift on a shared machine hits both alike.
 //
 //   npm run build && node bench/grpc.ts [--rounds 5] [--duration 5] [--in-flight 32] [--payload 100]
+//   node bench/grpc.ts --upstream-clients [--rounds 3] [--duration 3] [--in-flight 64]
+//     (the measurement behind proxy/h2's upstream client: node:http2 against undici's H2CClient,
+//     each driving gRPC unary calls straight at the same server; no sidecar, no build needed)
 //
 // Three processes besides this one: the gRPC server, the sidecar, the load client (fresh per run).
 // The figures are for this machine at that moment; on a shared, busy machine they are noisy.
@@ -17,12 +20,14 @@ import { interleave } from './lib/context.ts';
 import { freePort, ProcessGroup, cpuSeconds } from './lib/processes.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
+const node = process.execPath;
 const { values } = parseArgs({
   options: {
     rounds: { type: 'string', default: '5' },
     duration: { type: 'string', default: '5' },
     'in-flight': { type: 'string', default: '32' },
     payload: { type: 'string', default: '100' },
+    'upstream-clients': { type: 'boolean', default: false },
   },
 });
 const rounds = Number(values.rounds);
@@ -32,11 +37,14 @@ const payload = Number(values.payload);
 for (const [k, v] of [['rounds', rounds], ['duration', durationMs], ['in-flight', inFlight], ['payload', payload]] as const) {
   if (!Number.isInteger(v) || v < 0 || (k !== 'payload' && v === 0)) throw new Error(`--${k} must be a positive integer, got ${JSON.stringify(values[k])}`);
 }
+if (values['upstream-clients']) {
+  await compareUpstreamClients();
+  process.exit(0);
+}
 if (!existsSync(join(here, '../dist/proxy/main.js'))) throw new Error('bench/grpc.ts runs the sidecar from built JavaScript: run `npm run build` first');
 
 const procs = new ProcessGroup();
 const dir = mkdtempSync(join(tmpdir(), 'shoal-bench-grpc-'));
-const node = process.execPath;
 try {
   const { port: serverPort, child: server } = await procs.portChild(node, [join(here, 'lib/grpcEchoServerChild.ts'), '127.0.0.1']);
   const listenPort = await freePort();
@@ -76,4 +84,23 @@ apps:
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });
+}
+
+/** node:http2 against undici's H2CClient as the client of one gRPC server, interleaved rounds. */
+async function compareUpstreamClients(): Promise<void> {
+  const group = new ProcessGroup();
+  try {
+    const { port } = await group.portChild(node, [join(here, 'lib/grpcEchoServerChild.ts'), '127.0.0.1']);
+    const rps: Record<'node-http2' | 'undici', number[]> = { 'node-http2': [], undici: [] };
+    console.log(`upstream HTTP/2 clients, gRPC unary, ${inFlight} in flight, ${rounds} rounds of ${durationMs / 1000} s; ${cpus().length} cores, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+    await interleave(['node-http2', 'undici'] as const, rounds, async (kind, round) => {
+      const { info } = await new ProcessGroup().jsonChild(node, [join(here, 'lib/h2ClientChild.ts'), kind, `127.0.0.1:${port}`, String(inFlight), String(durationMs)]);
+      rps[kind].push(info.calls / info.seconds);
+      console.log(`round ${round + 1} ${kind.padEnd(10)} ${Math.round(info.calls / info.seconds).toString().padStart(6)} calls/s  errors ${info.errors}`);
+    });
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    console.log(`median: node:http2 ${Math.round(median(rps['node-http2']))} calls/s, undici H2CClient ${Math.round(median(rps.undici))} calls/s`);
+  } finally {
+    await group.stop();
+  }
 }
