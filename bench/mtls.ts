@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { root, startBackend } from './lib/httpPeers.ts';
 import { paced, wrk } from './lib/loadClients.ts';
-import { freePort, pinned, ProcessGroup, waitHttp } from './lib/processes.ts';
+import { cpuSeconds, freePort, pinned, ProcessGroup, waitHttp } from './lib/processes.ts';
 
 const { values } = parseArgs({
   options: {
@@ -72,16 +72,21 @@ apps:
       identity: mtls ? { trustDomain: 'bench.local', ca, tokensFile: tokens, certTtlMs: 86_400_000 } : undefined,
     });
     closers.push(() => d.close());
+    const pids: number[] = [];
     for (const [app, inbound] of [['api', apiInbound], ['web', '127.0.0.1']] as const) {
-      await group.jsonChild(...pinned(undefined, process.execPath, [join(root, 'bench', 'lib', 'proxySidecarChild.mjs'), JSON.stringify({
+      const { info } = await group.jsonChild(...pinned(undefined, process.execPath, [join(root, 'bench', 'lib', 'proxySidecarChild.mjs'), JSON.stringify({
         discoverUrl: `${d.url}/v1/resources/default/${app}/mesh`, adminHost: '127.0.0.1', adminPort: 0, inboundAddress: inbound,
         stateFile: join(dir, `${name}-${app}.state.json`), drainTimeoutMs: 1000, tokenFile: join(dir, `${app}.token`),
       })]));
+      pids.push(info.pid);
     }
     const url = `http://${webAddr}:${svcPort}/`;
     await waitHttp(url);
+    sidecarPids.set(url, pids);
     return url;
   };
+  // CPU seconds both sidecars of a pair spend per request: far steadier than rps on a shared machine.
+  const sidecarPids = new Map<string, number[]>();
   const plainUrl = await pair('plain', false, 65390);
   const mtlsUrl = await pair('mtls', true, 65391);
 
@@ -166,14 +171,22 @@ http {
   const rps: Record<string, number[]> = {};
   const p50: Record<string, number[]> = {};
   const p99: Record<string, number[]> = {};
+  const cpuUs: Record<string, number[]> = {};
   for (let round = 0; round < ROUNDS; round++) {
     for (const [name, url] of contenders) {
       // A failed measurement (e.g. wrk timeouts on an overloaded machine) is reported, not fatal.
       let line = `round ${round + 1} ${name}:`;
       try {
+        const pids = sidecarPids.get(url) ?? [];
+        const cpu0 = pids.reduce((a, pid) => a + cpuSeconds(pid), 0);
         const w = await wrk(url, SECONDS, CONNECTIONS);
         (rps[name] ??= []).push(w.rps);
         line += ` ${w.rps.toFixed(0)} rps max (p99 ${w.latencyMs['99'].toFixed(2)} ms);`;
+        if (pids.length > 0) {
+          const us = ((pids.reduce((a, pid) => a + cpuSeconds(pid), 0) - cpu0) / w.requests) * 1e6;
+          (cpuUs[name] ??= []).push(us);
+          line += ` sidecars' CPU ${us.toFixed(0)} us/request;`;
+        }
       } catch (err) {
         line += ` max rps failed: ${(err as Error).message};`;
       }
@@ -193,6 +206,8 @@ http {
   console.log('| path | max rps | p50 at rate (ms) | p99 at rate (ms) |');
   console.log('|---|---|---|---|');
   for (const [name] of contenders) console.log(`| ${name} | ${med(rps[name]).toFixed(0)} | ${med(p50[name]).toFixed(2)} | ${med(p99[name]).toFixed(2)} |`);
+  const cpuCost = med(cpuUs['shoal mTLS']) / med(cpuUs['shoal plaintext']) - 1;
+  console.log(`\nshoal sidecars' CPU per request (both hops): plaintext ${med(cpuUs['shoal plaintext']).toFixed(0)} us, mTLS ${med(cpuUs['shoal mTLS']).toFixed(0)} us (+${(cpuCost * 100).toFixed(1)}%): CPU-bound, that is ${((1 - 1 / (1 + cpuCost)) * 100).toFixed(1)}% fewer rps`);
   const cost = 1 - med(rps['shoal mTLS']) / med(rps['shoal plaintext']);
   console.log(`\nshoal: mTLS costs ${(cost * 100).toFixed(1)}% of plaintext rps (target <= 25%); adds ${(med(p99['shoal mTLS']) - med(p99['shoal plaintext'])).toFixed(2)} ms p99 at ${RATE} rps`);
   if (nginxTls) {
