@@ -63,21 +63,24 @@ apps:
     const opts = { discoverUrl: `${discover.url}/v1/resources/default/web/mesh`, stateFile: join(dir, 'state.json'), adminHost: '127.0.0.1', adminPort: 0, inboundAddress: '127.0.9.10' };
     const { child: sidecar } = await procs.jsonChild(node, [join(here, 'lib/proxySidecarChild.mjs'), JSON.stringify(opts)]);
     const targets = { direct: `127.0.0.1:${serverPort}`, shoal: `${address}:${listenPort}` };
-    const results: Record<'direct' | 'shoal', Array<{ rps: number; p50Ms: number; p99Ms: number; errors: number; sidecarCpu: number }>> = { direct: [], shoal: [] };
+    const results: Record<'direct' | 'shoal', Array<{ rps: number; p50Ms: number; p99Ms: number; errors: number; sidecarUs: number; serverUs: number }>> = { direct: [], shoal: [] };
     console.log(`gRPC unary, ${inFlight} calls in flight on one channel, ${payload} B payload, ${rounds} rounds of ${durationMs / 1000} s; ${cpus().length} cores, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}`);
     await interleave(['direct', 'shoal'] as const, rounds, async (key, round) => {
       const cpu0 = cpuSeconds(sidecar.pid!);
+      const srv0 = cpuSeconds(server.pid!);
       const { info } = await new ProcessGroup().jsonChild(node, [join(here, 'lib/grpcLoadChild.ts'), targets[key], String(inFlight), String(durationMs), String(payload)]);
-      const sidecarCpu = cpuSeconds(sidecar.pid!) - cpu0;
+      // CPU per call (warm-up calls included on both sides of the division): less at the mercy of a
+      // busy machine than calls per second.
+      const sidecarUs = ((cpuSeconds(sidecar.pid!) - cpu0) / info.total) * 1e6;
+      const serverUs = ((cpuSeconds(server.pid!) - srv0) / info.total) * 1e6;
       const rps = info.calls / info.seconds;
-      results[key].push({ rps, p50Ms: info.p50Ms, p99Ms: info.p99Ms, errors: info.errors, sidecarCpu });
-      console.log(`round ${round + 1} ${key.padEnd(6)} ${Math.round(rps).toString().padStart(6)} calls/s  p50 ${info.p50Ms} ms  p99 ${info.p99Ms} ms  errors ${info.errors}${key === 'shoal' ? `  sidecar CPU ${sidecarCpu.toFixed(2)} s (whole run with its 1 s warm-up)` : ''}`);
+      results[key].push({ rps, p50Ms: info.p50Ms, p99Ms: info.p99Ms, errors: info.errors, sidecarUs, serverUs });
+      console.log(`round ${round + 1} ${key.padEnd(6)} ${Math.round(rps).toString().padStart(6)} calls/s  p50 ${info.p50Ms} ms  p99 ${info.p99Ms} ms  errors ${info.errors}  server CPU ${Math.round(serverUs)} µs/call${key === 'shoal' ? `  sidecar CPU ${Math.round(sidecarUs)} µs/call` : ''}`);
     });
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     const d = median(results.direct.map((r) => r.rps));
     const s = median(results.shoal.map((r) => r.rps));
-    console.log(`median: direct ${Math.round(d)} calls/s, through shoal ${Math.round(s)} calls/s = ${(s / d).toFixed(2)}x direct; p50 ${median(results.direct.map((r) => r.p50Ms))} ms vs ${median(results.shoal.map((r) => r.p50Ms))} ms`);
-    void server;
+    console.log(`median: direct ${Math.round(d)} calls/s, through shoal ${Math.round(s)} calls/s = ${(s / d).toFixed(2)}x direct; p50 ${median(results.direct.map((r) => r.p50Ms))} ms vs ${median(results.shoal.map((r) => r.p50Ms))} ms; sidecar CPU ${Math.round(median(results.shoal.map((r) => r.sidecarUs)))} µs per call (the gRPC server: ${Math.round(median(results.direct.map((r) => r.serverUs)))} µs)`);
   } finally {
     await procs.stop();
     await discover.close();

@@ -1,5 +1,6 @@
 // The load of bench/grpc.ts: one @grpc/grpc-js channel to argv[2] (address:port), argv[3] unary calls
-// in flight for argv[4] ms after a 1 s warm-up; prints {"calls","errors","seconds","p50Ms","p99Ms"}.
+// in flight for argv[4] ms after a 1 s warm-up; prints {"calls","errors","seconds","p50Ms","p99Ms","total"}
+// (total: every call the process made, warm-up included, to divide other processes' CPU by).
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
@@ -18,11 +19,13 @@ let measuring = false;
 let stop = false;
 let calls = 0;
 let errors = 0;
+let total = 0;
 const latencies: number[] = [];
 
 function one(): Promise<void> {
   const start = performance.now();
   return new Promise((resolve) => client.Unary({ data: payload }, (err) => {
+    total++;
     if (measuring) {
       if (err) errors++;
       else calls++;
@@ -47,6 +50,6 @@ stop = true;
 await Promise.all(workers);
 latencies.sort((a, b) => a - b);
 const q = (p: number) => latencies.length === 0 ? null : Math.round(latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] * 1000) / 1000;
-process.stdout.write(`${JSON.stringify({ calls, errors, seconds, p50Ms: q(0.5), p99Ms: q(0.99) })}\n`);
+process.stdout.write(`${JSON.stringify({ calls, errors, seconds, p50Ms: q(0.5), p99Ms: q(0.99), total })}\n`);
 client.close();
 process.exit(0);
