@@ -51,7 +51,7 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
   snapshotRoutes(app, opts);
   resourceRoutes(app, opts);
   healthRoutes(app, opts);
-  if (opts.identity) identityRoutes(app, opts.identity, opts.log);
+  if (opts.identity) identityRoutes(app, opts.identity, opts.log, opts.registry);
   app.get('/docs/json', { schema: { hide: true } }, async () => app.swagger());
   await app.ready();
   return app;

@@ -1,6 +1,7 @@
 // The CA's HTTP face on discover: POST /v1/identity/csr signs a sidecar's CSR for the identity its
 // bearer token proves; GET /v1/identity/bundle serves the trust bundle (public).
 import type { FastifyInstance } from 'fastify';
+import { Counter, type Registry } from 'prom-client';
 import type { Logger } from '../../shared/log.ts';
 import { bearer } from '../http/bearer.ts';
 import { CsrError, type CertificateAuthority } from './certificateAuthority.ts';
@@ -19,8 +20,14 @@ const errorBody = {
   type: 'object', properties: { error: { type: 'string' }, message: { type: 'string' } },
 } as const;
 
-export function identityRoutes(app: FastifyInstance, svc: IdentityService, log: Logger): void {
-  const count = svc.onResult ?? (() => {});
+export function identityRoutes(app: FastifyInstance, svc: IdentityService, log: Logger, registry?: Registry): void {
+  const results = registry
+    ? new Counter({ name: 'shoal_discover_certificate_requests_total', help: 'CSRs by outcome: signed, bad-csr, unauthorized, forbidden, error', labelNames: ['result'], registers: [registry] })
+    : null;
+  const count = (result: 'signed' | 'bad-csr' | 'unauthorized' | 'forbidden' | 'error') => {
+    results?.labels(result).inc();
+    svc.onResult?.(result);
+  };
   app.post('/v1/identity/csr', {
     bodyLimit: 64 * 1024,
     schema: {

@@ -98,6 +98,10 @@ t.test('static mode: tokens file, signing, refusals', async (t) => {
   const dnsName = await post(d.url, 'web-token', { csr: await csrFor('spiffe://mesh.test/ns/default/sa/api') });
   t.equal(dnsName.status, 403);
   t.equal(ca.issued, 1, 'nothing signed by any refusal');
+  const metrics = await (await request(`${d.url}/metrics`)).body.text();
+  t.match(metrics, /shoal_discover_certificate_requests_total\{result="signed"[^}]*\} 1/);
+  t.match(metrics, /shoal_discover_certificate_requests_total\{result="forbidden"[^}]*\} 2/);
+  t.match(metrics, /shoal_discover_certificate_requests_total\{result="bad-csr"[^}]*\} 3/);
 
   // The snapshots carry identity.
   const api = await (await request(`${d.url}/v2/snapshot/default/api`)).body.json() as import('../../shared/snapshot.ts').Snapshot;
