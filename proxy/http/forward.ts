@@ -133,6 +133,8 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
   private attempts = 0;
   /** A 502/503/504 being read to its end and dropped, because it will be retried. */
   private discarding = false;
+  /** Counted in the cluster's pending requests: queued in undici behind MaxConnections busy ones. */
+  private pending = false;
   requestId = '';
   controller: Dispatcher.DispatchController | null = null;
   done = false;
@@ -165,6 +167,21 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
   }
 
   private send(): void {
+    const cluster = this.backend.cluster;
+    // More requests in flight here than MaxConnections: this one waits in undici's queue for a connection.
+    if (this.endpoint.slowActive > cluster.policy.maxConnections) {
+      if (cluster.pending >= cluster.policy.maxPendingRequests) {
+        cluster.stats.overflowMaxPending++;
+        this.error = 'circuit-open';
+        this.backend.errors.labels(cluster.name, 'circuit-open').inc();
+        this.req.resume();
+        this.finish(sendMadeUp(this.res, 'circuit-open', `${cluster.name}: every connection MaxConnections allows to ${this.endpoint.key} is busy and MaxPendingRequests (${cluster.policy.maxPendingRequests}) are waiting`, this.site.draining));
+        return;
+      }
+      this.pending = true;
+      cluster.pending++;
+      cluster.stats.queued++;
+    }
     const t = this.backend.requestTimeoutMs;
     this.endpoint.http().dispatch({
       method: this.req.method as Dispatcher.HttpMethod,
@@ -191,6 +208,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
 
   private retry(): void {
     const cluster = this.backend.cluster;
+    this.unpend();
     this.attempts++;
     const next = cluster.pickOther(this.endpoint) ?? this.endpoint;
     this.endpoint.active--;
@@ -205,6 +223,13 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
+    this.unpend();
+  }
+
+  private unpend(): void {
+    if (!this.pending) return;
+    this.pending = false;
+    this.backend.cluster.pending--;
   }
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, unknown>, statusMessage?: string): void {
@@ -290,6 +315,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
   private finish(status: number): void {
     if (this.done) return;
     this.done = true;
+    this.unpend();
     this.res[FORWARD] = null;
     // The connection as found at dispatch: by now node may have detached req.socket (null).
     const c = this.client;

@@ -81,6 +81,24 @@ t.test('MaxConnections 1, MaxPendingRequests 2: two wait for the connection, the
   t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_pending_requests_total'), 2, 'two waited');
 });
 
+t.test('the same on the slow path (requests with a body, through undici): MaxPendingRequests bounds its queue', async (t) => {
+  const b = await httpBackend(t, 'api-1', (req, res) => {
+    req.resume();
+    req.on('end', () => setTimeout(() => res.end('ok'), 200));
+  });
+  const { s, url } = await sidecarFor(t, [b.endpoint], 'MaxConnections: 1, MaxPendingRequests: 1');
+  const agent = new Agent({ connections: 4 });
+  t.teardown(() => agent.close());
+  const results = await Promise.all(Array.from({ length: 4 }, async () => {
+    const r = await request(url, { method: 'POST', body: 'payload', dispatcher: agent });
+    await r.body.dump();
+    return `${r.statusCode} ${String(r.headers['x-shoal-error'] ?? '')}`.trim();
+  }));
+  t.same(results.sort(), ['200', '200', '503 circuit-open', '503 circuit-open'], 'one sent, one waiting, two refused');
+  t.equal(b.requests, 2);
+  t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_circuit_overflow_total', { limit: 'max_pending_requests' }), 2);
+});
+
 t.test('MaxRequestsPerConnection 2: the sidecar opens a new upstream connection every 2 requests', async (t) => {
   const sockets = new Set<Socket>();
   const b = await httpBackend(t, 'api-1');
