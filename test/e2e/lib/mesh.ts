@@ -267,7 +267,8 @@ export class Mesh {
   }
 
   async waitDiscover(): Promise<void> {
-    await this.waitHttp(this.disc, `http://127.0.0.1:${DISCOVER_PORT}/readyz`);
+    // Kubernetes mode loads client-node and lists first: slow to start on a busy machine.
+    await this.waitHttp(this.disc, `http://127.0.0.1:${DISCOVER_PORT}/readyz`, 90_000);
   }
 
   /** Polls url with curl inside pod until it answers 2xx. */

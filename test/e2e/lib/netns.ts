@@ -252,10 +252,12 @@ function hookSignals(): void {
   if (signalsHooked) return;
   signalsHooked = true;
   process.once('exit', destroyAllSync);
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  // SIGALRM is how tap ends a test process that ran out of time.
+  const codes = { SIGINT: 2, SIGTERM: 15, SIGHUP: 1, SIGALRM: 14 } as const;
+  for (const sig of Object.keys(codes) as Array<keyof typeof codes>) {
     process.once(sig, () => {
       destroyAllSync();
-      process.exit(128 + (sig === 'SIGINT' ? 2 : sig === 'SIGTERM' ? 15 : 1));
+      process.exit(128 + codes[sig]);
     });
   }
 }

@@ -14,7 +14,9 @@ function assertBalanced(t: Test, byPod: Record<string, number>, pods: string[], 
   const total = counts.reduce((a, b) => a + b, 0);
   t.same(Object.keys(byPod).sort(), [...pods].sort(), `${what}: answered by exactly ${pods.join(', ')}`);
   if (exact) t.ok(Math.max(...counts) - Math.min(...counts) <= 1, `${what}: round robin splits evenly (${shares(byPod)})`);
-  else t.ok(Math.min(...counts) >= total * 0.15, `${what}: every pod takes at least 15% (${shares(byPod)})`);
+  // least_request (P2C) on sequential requests is a random pick among equals: 60 draws keep the
+  // chance that a pod falls under 10% near 1e-4.
+  else t.ok(Math.min(...counts) >= total * 0.1, `${what}: every pod takes at least 10% (${shares(byPod)})`);
 }
 
 /** Scenario 1: curl and glibc resolve through shoal's DNS from web; requests balance over the api pods; other names go upstream. */
@@ -24,7 +26,7 @@ export async function scenarioNamesAndBalancing(t: Test, mesh: Mesh, exactRoundR
     const dig = await mesh.cluster.exec(mesh.web, 'getent', ['ahosts', 'api']);
     const address = /^(127\.\d+\.\d+\.\d+)\s+STREAM/m.exec(dig.stdout)?.[1];
     t.ok(address && address !== '127.0.0.1', `getent ahosts api (glibc, resolv.conf -> 127.0.0.1:53) gives the dependency's own loopback address: ${address}`);
-    const n = 30;
+    const n = exactRoundRobin ? 30 : 60;
     for (const name of ['api', 'api.default.svc.cluster.local']) {
       const url = `http://${name}:${API_PORT}/`;
       const started = performance.now();
