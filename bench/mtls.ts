@@ -4,7 +4,8 @@
 // reuse, upstream keep-alive) as a peer. Max rps with keep-alive (wrk, closed loop) and latency at a
 // fixed rate (open loop, coordinated omission corrected); rounds interleaved so drift hits all alike.
 //
-//   npm run build && node bench/mtls.ts [--seconds 10] [--rounds 3] [--rate 1000] [--connections 50]
+//   npm run build && node bench/mtls.ts [--seconds 10] [--rounds 3] [--rate 1000] [--connections 50] [--profile DIR]
+// --profile DIR: the sidecars run under node --cpu-prof (summarize with bench/cpuProfileSummary.ts).
 //
 // Runs the sidecars from dist/ (built JavaScript), as in a pod.
 import { existsSync, mkdirSync, mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
@@ -22,6 +23,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     rate: { type: 'string', default: '1000' },
     connections: { type: 'string', default: '50' },
+    profile: { type: 'string', default: '' },
   },
 });
 const SECONDS = Number(values.seconds);
@@ -74,7 +76,8 @@ apps:
     closers.push(() => d.close());
     const pids: number[] = [];
     for (const [app, inbound] of [['api', apiInbound], ['web', '127.0.0.1']] as const) {
-      const { info } = await group.jsonChild(...pinned(undefined, process.execPath, [join(root, 'bench', 'lib', 'proxySidecarChild.mjs'), JSON.stringify({
+      const prof = values.profile ? ['--cpu-prof', '--cpu-prof-dir', join(values.profile, `${name}-${app}`)] : [];
+      const { info } = await group.jsonChild(...pinned(undefined, process.execPath, [...prof, join(root, 'bench', 'lib', 'proxySidecarChild.mjs'), JSON.stringify({
         discoverUrl: `${d.url}/v1/resources/default/${app}/mesh`, adminHost: '127.0.0.1', adminPort: 0, inboundAddress: inbound,
         stateFile: join(dir, `${name}-${app}.state.json`), drainTimeoutMs: 1000, tokenFile: join(dir, `${app}.token`),
       })]));
