@@ -1,8 +1,9 @@
 // A long-lived gRPC stream across snapshot changes: it survives one that keeps its endpoint, and
-// ends with UNAVAILABLE (x-shoal-error in the trailers) a drain period after its endpoint is removed.
+// ends with UNAVAILABLE (x-shoal-error in the trailers) a drain period after its endpoint is removed;
+// a draining sidecar lets calls in flight finish.
 import t from 'tap';
 import { freePort, randomLoopback, service, startSidecar, waitFor } from '../fixtures.ts';
-import { echoClient, echoServer, grpc, type Msg } from './grpcFixtures.ts';
+import { echoClient, echoServer, grpc, unary, type Msg } from './grpcFixtures.ts';
 
 t.test('a server stream survives a snapshot that keeps its endpoint and ends UNAVAILABLE once it is removed', async (t) => {
   const a = await echoServer(t, 'echo-a');
@@ -58,4 +59,28 @@ t.test('a server stream survives a snapshot that keeps its endpoint and ends UNA
     s.on('error', (e: grpc.ServiceError) => { if (e.code !== grpc.status.CANCELLED) reject(e); });
   });
   t.equal(next.server, 'echo-b', 'a new stream goes to the remaining endpoint');
+});
+
+t.test('draining (SIGTERM): calls in flight on an h2 listener complete; the listener stops accepting', async (t) => {
+  const a = await echoServer(t, 'echo-a');
+  const port = await freePort();
+  const address = randomLoopback();
+  const topo = `services:\n${service('echo', address, port, [a.endpoint], 'grpc')}apps:
+  - name: web
+    config:
+      base_services:
+        - { depend_service_alias: echo, port: ${port}, protocol: grpc }
+`;
+  const sidecar = await startSidecar(t, topo, { drainTimeoutMs: 3000 });
+  const c = echoClient(t, `${address}:${port}`);
+  await unary(c, {});
+  const inFlight = Array.from({ length: 5 }, () => unary(c, { delayMs: 600 }));
+  await new Promise((r) => setTimeout(r, 100));
+  const drained = sidecar.proxy.drain();
+  const results = await Promise.all(inFlight);
+  t.same(results.map((r) => r.err?.message ?? r.msg?.server), Array(5).fill('echo-a'), 'every call started before the drain completed');
+  await drained;
+  const fresh = echoClient(t, `${address}:${port}`);
+  const after = await unary(fresh, {}, { deadline: Date.now() + 1000 });
+  t.equal(after.err?.code, grpc.status.UNAVAILABLE, 'a new channel finds nothing listening');
 });
