@@ -2,9 +2,10 @@
 // incremental topology. Every burst of events becomes one apply that touches only the apps whose
 // dependencies or config changed.
 import {
-  CoreV1Api, DiscoveryV1Api, KubeConfig, ListWatch, Watch,
+  CoreV1Api, HttpMethod, KubeConfig, ListWatch, RequestContext, Watch,
   type Informer, type KubernetesObject, type ListPromise, type V1ConfigMap, type V1EndpointSlice, type V1Service,
 } from '@kubernetes/client-node';
+import { fetch } from 'undici';
 import type { Logger } from '../../../shared/log.ts';
 import type { ResourceSpec } from '../../../shared/meshConfig.ts';
 import { appKey, serviceKey, type App, type Topology } from '../../topology/model.ts';
@@ -39,6 +40,8 @@ const COALESCE_MS = 5;
 // Restarts are cheap (they resume from the last resourceVersion; only a 410 relists), so the
 // ceiling stays low: after an API outage the watches are back within seconds of its end.
 const BACKOFF_MAX_MS = 8_000;
+// A list of a large cluster takes seconds; one that takes minutes is stuck.
+const LIST_TIMEOUT_MS = 120_000;
 
 export class KubernetesSource {
   private readonly opts: KubernetesSourceOptions;
@@ -64,10 +67,9 @@ export class KubernetesSource {
     this.opts = opts;
     this.core = opts.kubeConfig.makeApiClient(CoreV1Api);
     this.topology = { clusterDomain: opts.clusterDomain, services: new Map(), apps: new Map() };
-    const discovery = opts.kubeConfig.makeApiClient(DiscoveryV1Api);
-    const svc = this.informer<V1Service>('/api/v1/services', () => this.core.listServiceForAllNamespaces());
-    const eps = this.informer<V1EndpointSlice>('/apis/discovery.k8s.io/v1/endpointslices', () => discovery.listEndpointSliceForAllNamespaces());
-    const cms = this.informer<V1ConfigMap>('/api/v1/configmaps', () => this.core.listConfigMapForAllNamespaces({ labelSelector: APP_LABEL }), APP_LABEL);
+    const svc = this.informer<V1Service>('/api/v1/services', () => this.list('/api/v1/services'));
+    const eps = this.informer<V1EndpointSlice>('/apis/discovery.k8s.io/v1/endpointslices', () => this.list('/apis/discovery.k8s.io/v1/endpointslices'));
+    const cms = this.informer<V1ConfigMap>('/api/v1/configmaps', () => this.list('/api/v1/configmaps', APP_LABEL), APP_LABEL);
     svc.on('add', (o) => this.onService(o, false));
     svc.on('update', (o) => this.onService(o, false));
     svc.on('delete', (o) => this.onService(o, true));
@@ -78,6 +80,32 @@ export class KubernetesSource {
     cms.on('update', (o) => this.onConfigMap(o, false));
     cms.on('delete', (o) => this.onConfigMap(o, true));
     this.watched.push(this.watch('services', svc), this.watch('endpointslices', eps), this.watch('configmaps', cms));
+  }
+
+  /**
+   * A list as plain JSON, authenticated as client-node's own calls are. client-node's typed list
+   * runs every field of every object through its ObjectSerializer: for 100,000 endpoints that was
+   * most of the CPU to ready. Watch events arrive as plain JSON too, so every object has one shape.
+   */
+  private async list(path: string, labelSelector?: string): Promise<{ items: unknown[]; metadata?: { resourceVersion?: string } }> {
+    const kc = this.opts.kubeConfig;
+    const cluster = kc.getCurrentCluster();
+    if (!cluster) throw new Error('the kubeconfig has no current cluster');
+    const url = new URL(cluster.server.replace(/\/+$/, '') + path);
+    if (labelSelector) url.searchParams.set('labelSelector', labelSelector);
+    const ctx = new RequestContext(url.toString(), HttpMethod.GET);
+    await kc.applySecurityAuthentication(ctx);
+    const res = await fetch(url, { headers: { ...ctx.getHeaders(), accept: 'application/json' }, dispatcher: ctx.getDispatcher(), signal: AbortSignal.timeout(LIST_TIMEOUT_MS) });
+    const text = await res.text();
+    if (res.status !== 200) {
+      let message = text.slice(0, 300);
+      try {
+        message = (JSON.parse(text) as { message?: string }).message ?? message;
+      } catch { /* not a Status object */ }
+      throw Object.assign(new Error(`list ${path}: ${res.status} ${message}`), { statusCode: res.status, code: res.status });
+    }
+    const list = JSON.parse(text) as { items?: unknown[]; metadata?: { resourceVersion?: string } };
+    return { items: list.items ?? [], metadata: list.metadata };
   }
 
   /**

@@ -1,6 +1,10 @@
 // Discover on the fake Kubernetes API: the real `--kubernetes` code path (startDiscover with a
 // kubeconfig file pointing at the fake server over HTTPS), plus a small HTTP client for its API.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -86,7 +90,7 @@ export async function waiters(d: Discover, ns: string, app: string, n = 1): Prom
   await until(`${n} waiter(s) on ${ns}/${app}`, () => d.store.waiting(ns, app) >= n);
 }
 
-export async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 10_000): Promise<void> {
+export async function until(what: string, cond: () => boolean | Promise<boolean>, ms = 20_000): Promise<void> {
   const end = Date.now() + ms;
   while (!(await cond())) {
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
@@ -109,3 +113,60 @@ export function seedWebAndApi(api: FakeKubeApi, ns = 'default', endpoints: Endpo
   api.apply(endpointSlice(ns, 'api-abcde', 'api', endpoints, [{ name: 'http', port: 8080 }]));
   api.apply(meshConfigMap(ns, 'web', 'mesh', { base_services: [{ depend_service_alias: 'api', port: 8080, protocol: 'http' }] }));
 }
+
+// ----- the CLI as a process -------------------------------------------------------------------
+
+const cli = join(import.meta.dirname, '..', '..', '..', 'cli.ts');
+
+/** `node cli.ts ARGS` to its end: stdout, stderr, and the exit code (0 unless it failed). */
+export function execCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return promisify(execFile)(process.execPath, [cli, ...args], { env: childEnv() }).then(
+    (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }));
+}
+
+
+/** The test's env without tap's coverage hooks: the children are the product, not the test. */
+export function childEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, NODE_NO_WARNINGS: '1' };
+  delete env.NODE_V8_COVERAGE;
+  delete env.NODE_OPTIONS;
+  return env;
+}
+
+export interface Running {
+  child: ChildProcess;
+  logs: Array<Record<string, any>>;
+  stderr: string[];
+  /** The first log line with this msg. */
+  line(msg: string, ms?: number): Promise<Record<string, any>>;
+}
+
+export function runCli(args: string[]): Running {
+  const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: childEnv() });
+  const logs: Array<Record<string, any>> = [];
+  const stderr: string[] = [];
+  createInterface({ input: child.stdout! }).on('line', (l) => {
+    try { logs.push(JSON.parse(l)); } catch { logs.push({ msg: l }); }
+  });
+  createInterface({ input: child.stderr! }).on('line', (l) => stderr.push(l));
+  return {
+    child, logs, stderr,
+    // A cold start of the CLI takes over 10 s on a loaded 2-core machine.
+    async line(msg, ms = 90_000) {
+      await until(`log line "${msg}" (stderr: ${stderr.join(' | ')})`, () => logs.some((l) => l.msg === msg) || child.exitCode !== null, ms);
+      const found = logs.find((l) => l.msg === msg);
+      if (!found) throw new Error(`discover exited ${child.exitCode} before "${msg}": ${stderr.join('\n')}`);
+      return found;
+    },
+  };
+}
+
+export async function stopCli(r: Running): Promise<number | null> {
+  if (r.child.exitCode !== null) return r.child.exitCode;
+  const exited = once(r.child, 'exit');
+  r.child.kill('SIGTERM');
+  const [code] = await exited;
+  return code as number | null;
+}
+
