@@ -47,7 +47,7 @@ export interface KubernetesBenchResult {
   listAndBuildMs: number | null;
   discoverRssMb: { afterReady: number; afterRounds: number; peak: number };
   discoverCpuSecondsToReady: number;
-  propagation: { rounds: number; samples: number; p50Ms: number; p99Ms: number; maxMs: number; p99PerRoundMs: number[]; maxPerRoundMs: number[]; apiWriteMs: number[] };
+  propagation: { rounds: number; samples: number; p50Ms: number; p99Ms: number; maxMs: number; p99PerRoundMs: number[]; maxPerRoundMs: number[]; apiWriteMs: number[]; discoverCpuMsPerRound: number[] };
   targets: Record<string, { target: string; measured: number; met: boolean }>;
 }
 
@@ -185,6 +185,9 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
     const p99PerRound: number[] = [];
     const maxPerRound: number[] = [];
     const apiWriteMs: number[] = [];
+    // discover's CPU from the write until every client was answered (clock ticks of 10 ms): the
+    // cost of a propagation, whatever else the machine runs.
+    const cpuMs: number[] = [];
     for (let r = 0; r < opts.rounds; r++) {
       const versions: Record<string, string> = {};
       for (let i = 0; i < paths.length; i += 50) {
@@ -200,10 +203,12 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
       e.conditions = { ready, serving: true, terminating: !ready };
       const answered = clients.map((c) => once<{ statuses: Record<string, number>; stale: number }>(c, 'answered'));
       await sleep(50);
+      const cpu0 = cpuSeconds(discover.pid!);
       const start = process.hrtime.bigint();
       await api('PUT', slicePath, slice);
       apiWriteMs.push(Number(process.hrtime.bigint() - start) / 1e6);
       const statuses = await Promise.all(answered);
+      cpuMs.push(Math.round((cpuSeconds(discover.pid!) - cpu0) * 1000));
       const times = await Promise.all(clients.map((c) => {
         const p = once<{ times: string[] }>(c, 'times');
         c.send({ type: 'report' });
@@ -238,6 +243,7 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
         rounds: opts.rounds, samples: latencies.length,
         p50Ms: +percentile(latencies, 50).toFixed(2), p99Ms: +percentile(latencies, 99).toFixed(2), maxMs: +latencies[latencies.length - 1].toFixed(2),
         p99PerRoundMs: p99PerRound, maxPerRoundMs: maxPerRound, apiWriteMs: apiWriteMs.map((x) => +x.toFixed(2)),
+        discoverCpuMsPerRound: cpuMs,
       },
       targets: {},
     };
@@ -261,6 +267,7 @@ export function renderTable(r: KubernetesBenchResult): string {
     ['discover RSS', `${r.discoverRssMb.afterReady} MB after ready, ${r.discoverRssMb.afterRounds} MB after the rounds, peak ${r.discoverRssMb.peak} MB`],
     ['propagation', `p50 ${r.propagation.p50Ms} ms, p99 ${r.propagation.p99Ms} ms, max ${r.propagation.maxMs} ms over ${r.propagation.rounds} rounds (${r.propagation.samples} samples)`],
     ['p99 per round', r.propagation.p99PerRoundMs.join(', ') + ' ms'],
+    ['discover CPU per round', r.propagation.discoverCpuMsPerRound.join(', ') + ' ms (write -> every client answered)'],
     ['load average', `${r.machine.loadAverageAtStart.join(' ')} at start, ${r.loadAverageAtEnd.join(' ')} at end (${r.machine.cores} cores)`],
     ...Object.entries(r.targets).map(([k, t]) => [`target: ${k}`, `${t.target}: ${t.measured} ${t.met ? 'met' : 'MISSED'}`]),
   ];

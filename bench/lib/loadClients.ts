@@ -68,6 +68,7 @@ export interface PacedResult {
   wallSeconds: number;
   rssMb?: number;
   peakRssMb?: number;
+  anonMb?: number;
 }
 
 let pacedChild: ChildProcess | undefined;
@@ -125,6 +126,7 @@ export async function paced(url: string, rps: number, seconds: number, watchPid?
     const m = memMb(watchPid);
     out.rssMb = m.rss;
     out.peakRssMb = m.peak;
+    out.anonMb = m.anon;
   }
   return out;
 }

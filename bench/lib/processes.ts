@@ -24,11 +24,14 @@ export function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-/** Resident and peak resident memory in MB, from /proc. */
-export function memMb(pid: number): { rss: number; peak: number } {
+/**
+ * Resident, peak resident and private (anonymous) resident memory in MB, from /proc. RSS counts
+ * the node binary's file-backed pages (shared by every Node process on the machine); anon does not.
+ */
+export function memMb(pid: number): { rss: number; peak: number; anon: number } {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string) => Number(new RegExp(`${k}:\\s+([0-9]+) kB`).exec(s)?.[1] ?? NaN);
-  return { rss: Math.round(kb('VmRSS') / 102.4) / 10, peak: Math.round(kb('VmHWM') / 102.4) / 10 };
+  return { rss: Math.round(kb('VmRSS') / 102.4) / 10, peak: Math.round(kb('VmHWM') / 102.4) / 10, anon: Math.round(kb('RssAnon') / 102.4) / 10 };
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -65,10 +68,20 @@ export class ProcessGroup {
     const child = this.spawn(cmd, args, { ...opts, stdio: ['ignore', 'pipe', 'inherit'] });
     return new Promise((resolve, reject) => {
       let out = '';
+      let ready = false;
+      let later = 0;
       child.stdout!.on('data', (d) => {
+        if (ready) {
+          // What a child says after it is ready (its warnings, say): the first few lines, on stderr.
+          for (const line of String(d).split('\n').filter(Boolean)) if (later++ < 5) process.stderr.write(`[${child.pid}] ${line.slice(0, 400)}\n`);
+          return;
+        }
         out += d;
         const nl = out.indexOf('\n');
-        if (nl >= 0) resolve({ child, info: JSON.parse(out.slice(0, nl)) as Record<string, number> });
+        if (nl >= 0) {
+          ready = true;
+          resolve({ child, info: JSON.parse(out.slice(0, nl)) as Record<string, number> });
+        }
       });
       child.once('error', (err) => reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}`)));
       child.once('exit', (code) => reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${out}`)));

@@ -8,7 +8,7 @@ import { cpuSeconds, memMb, ProcessGroup, sleep } from '../lib/processes.ts';
 import type { Row, ScenarioResult } from '../lib/report.ts';
 import { figure, median } from '../lib/stats.ts';
 
-interface Sample { rssMb: number; peakRssMb: number; cpuSeconds: number; requests: number }
+interface Sample { rssMb: number; peakRssMb: number; anonMb: number; cpuSeconds: number; requests: number }
 
 export async function runSidecarFootprint(ctx: ScenarioContext, opts: { rates?: number[]; sidecarNodeOptions?: string[] } = {}): Promise<ScenarioResult> {
   const rates = opts.rates ?? (ctx.smoke ? [0, 200, 1000] : [0, 1000, 5000]);
@@ -47,10 +47,10 @@ export async function runSidecarFootprint(ctx: ScenarioContext, opts: { rates?: 
             const cpu0 = cpuSeconds(t.pid);
             await sleep(seconds * 1000);
             const m = memMb(t.pid);
-            s = { rssMb: m.rss, peakRssMb: m.peak, cpuSeconds: cpuSeconds(t.pid) - cpu0, requests: 0 };
+            s = { rssMb: m.rss, peakRssMb: m.peak, anonMb: m.anon, cpuSeconds: cpuSeconds(t.pid) - cpu0, requests: 0 };
           } else {
             const res = await paced(t.url, rate, seconds, t.pid, errorShare(ctx));
-            s = { rssMb: res.rssMb!, peakRssMb: res.peakRssMb!, cpuSeconds: res.cpuSeconds!, requests: res.requests };
+            s = { rssMb: res.rssMb!, peakRssMb: res.peakRssMb!, anonMb: res.anonMb!, cpuSeconds: res.cpuSeconds!, requests: res.requests };
           }
           samples[`${key}@${rate}`].push(s);
           ctx.log(`sidecar-footprint round ${round + 1} ${key} at ${rate} rps: RSS ${s.rssMb} MB, CPU ${s.cpuSeconds.toFixed(2)} s for ${s.requests} requests`);
@@ -85,6 +85,7 @@ export async function runSidecarFootprint(ctx: ScenarioContext, opts: { rates?: 
         figures: {
           rssMb: figure(list.map((s) => s.rssMb), 1),
           peakRssMb: figure(list.map((s) => s.peakRssMb), 1),
+          anonMb: figure(list.map((s) => s.anonMb), 1),
           cpuPerSecond: figure(list.map((s) => s.cpuSeconds / seconds), 3),
           ...(rate > 0 ? { cpuPer1000: figure(list.map(per1000), 4) } : {}),
         },
@@ -99,7 +100,7 @@ export async function runSidecarFootprint(ctx: ScenarioContext, opts: { rates?: 
   return {
     scenario: 'sidecar-footprint',
     title: 'sidecar-footprint: memory and CPU of the sidecar beside a bare node:http server',
-    method: `A fresh sidecar (routing to the 1 KB nginx backend over L7) and a bare node:http server answering the same 1 KB body, each driven by the paced client at ${rates.join(', ')} rps for ${seconds} s (0 rps: left idle), ${ctx.rounds} rounds interleaved, loads in rising order. RSS is read from /proc at the end of each run; CPU is user+system seconds of the process over the run, divided by the requests it served (per 1,000). Idle RSS right after start: ${Object.entries(idleRss).map(([k, v]) => `${k} ${v} MB`).join(', ')}.${cpu ? ` Both are pinned to CPU ${cpu}.` : ''}`,
+    method: `A fresh sidecar (routing to the 1 KB nginx backend over L7) and a bare node:http server answering the same 1 KB body, each driven by the paced client at ${rates.join(', ')} rps for ${seconds} s (0 rps: left idle), ${ctx.rounds} rounds interleaved, loads in rising order. RSS is read from /proc at the end of each run (it includes some 38 MB of the node binary's file-backed pages, shared by every Node process; the private, anonymous part is shown too); CPU is user+system seconds of the process over the run, divided by the requests it served (per 1,000). Idle RSS right after start: ${Object.entries(idleRss).map(([k, v]) => `${k} ${v} MB`).join(', ')}.${cpu ? ` Both are pinned to CPU ${cpu}.` : ''}`,
     command: ctx.command,
     date: new Date().toISOString(),
     machine: ctx.machine,
@@ -111,6 +112,7 @@ export async function runSidecarFootprint(ctx: ScenarioContext, opts: { rates?: 
       { key: 'cpuVsBare', label: 'CPU × bare', unit: '', kind: 'ratio' },
       { key: 'cpuPerSecond', label: 'CPU per second', unit: 's', kind: 'figure' },
       { key: 'peakRssMb', label: 'peak RSS', unit: 'MB', kind: 'figure' },
+      { key: 'anonMb', label: 'private (anon) RSS', unit: 'MB', kind: 'figure' },
     ],
     rows,
     bars: [{ title: 'Resident memory (lower is better)', figure: 'rssMb', unit: 'MB' }, { title: 'CPU seconds per 1,000 requests (lower is better)', figure: 'cpuPer1000', unit: 's' }],
