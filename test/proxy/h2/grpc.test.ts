@@ -86,7 +86,8 @@ t.test('a 100 ms deadline against a slow server ends DEADLINE_EXCEEDED at about 
   await unary(c, {}); // the channel is connected: the deadline measures the call alone
   const r = await unary(c, { delayMs: 2000 }, { deadline: Date.now() + 100 });
   t.equal(r.err?.code, grpc.status.DEADLINE_EXCEEDED, `status ${r.err?.code} ${r.err?.details}`);
-  t.ok(r.ms >= 90 && r.ms < 600, `ended after ${r.ms.toFixed(0)} ms`);
+  // Bounds for a crowded machine: well before the server's 2 s answer is what matters.
+  t.ok(r.ms >= 90 && r.ms < 1500, `ended after ${r.ms.toFixed(0)} ms`);
 });
 
 t.test('bidirectional streaming echoes 10 MB', async (t) => {

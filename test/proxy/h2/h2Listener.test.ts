@@ -127,10 +127,11 @@ t.test('the sidecar enforces grpc-timeout, capped by RequestTimeoutMS', async (t
   const r = await h2Request(url, { ':path': '/slow', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '100m' }, Buffer.alloc(5));
   t.equal(r.headers['grpc-status'], '4', 'DEADLINE_EXCEEDED');
   t.equal(r.headers['x-shoal-error'], 'request-timeout');
-  t.ok(r.ms >= 90 && r.ms < 700, `after ${r.ms.toFixed(0)} ms (grpc-timeout 100m)`);
+  // Bounds for a crowded machine: the slow path answers after 2 s, so anything well below that is the deadline.
+  t.ok(r.ms >= 90 && r.ms < 1500, `after ${r.ms.toFixed(0)} ms (grpc-timeout 100m)`);
   const capped = await h2Request(url, { ':path': '/slow', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '10S' }, Buffer.alloc(5));
   t.equal(capped.headers['grpc-status'], '4');
-  t.ok(capped.ms >= 380 && capped.ms < 1500, `a 10 s grpc-timeout ended at RequestTimeoutMS: ${capped.ms.toFixed(0)} ms`);
+  t.ok(capped.ms >= 380 && capped.ms < 1700, `a 10 s grpc-timeout ended at RequestTimeoutMS: ${capped.ms.toFixed(0)} ms`);
   const ok = await h2Request(url, { ':path': '/fast', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '5S' }, Buffer.alloc(5));
   t.equal(ok.trailers['grpc-status'], '0', 'a call within its deadline completes with its trailers');
 });
