@@ -49,10 +49,10 @@ t.test('least request (the default) also spreads one channel over all three', as
   const { target } = await threeServers(t);
   const c = echoClient(t, target);
   const counts: Record<string, number> = {};
-  const all = await Promise.all(Array.from({ length: 300 }, () => unary(c, { data: Buffer.from('x') })));
+  const all = await Promise.all(Array.from({ length: 150 }, () => unary(c, { data: Buffer.from('x') })));
   for (const r of all) if (r.msg) counts[r.msg.server] = (counts[r.msg.server] ?? 0) + 1;
   t.same(Object.keys(counts).sort(), ['echo-1', 'echo-2', 'echo-3']);
-  for (const [k, v] of Object.entries(counts)) t.ok(v > 50, `${k} answered ${v} of 300`);
+  for (const [k, v] of Object.entries(counts)) t.ok(v > 20, `${k} answered ${v} of 150`);
 });
 
 t.test('a server answering UNAVAILABLE is retried on another one when the route marks calls retryable', async (t) => {
