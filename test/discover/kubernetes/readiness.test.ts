@@ -2,8 +2,7 @@
 // close() during client-node's reconnect delay; unrelated changes wake nobody.
 import t from 'tap';
 import { request } from 'undici';
-import type { Snapshot } from '../../../shared/snapshot.ts';
-import { endpointSlice, meshConfigMap, service } from '../../lib/fakeKubeApi.ts';
+import { endpointSlice, service } from '../../lib/fakeKubeApi.ts';
 import { call, endpointsOf, fakeCluster, ips, longPoll, seedWebAndApi, snapshot, startKubeDiscover, until, waiters } from './harness.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
