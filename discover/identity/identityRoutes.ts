@@ -4,7 +4,8 @@ import type { FastifyInstance } from 'fastify';
 import { Counter, type Registry } from 'prom-client';
 import type { Logger } from '../../shared/log.ts';
 import { bearer } from '../http/bearer.ts';
-import { CsrError, type CertificateAuthority } from './certificateAuthority.ts';
+// Types only: the X.509 library loads when the CA is switched on (setupIdentity), not with every discover.
+import type { CertificateAuthority } from './certificateAuthority.ts';
 import type { TokenVerifier } from './tokenVerifier.ts';
 
 export interface IdentityService {
@@ -67,11 +68,12 @@ export function identityRoutes(app: FastifyInstance, svc: IdentityService, log: 
       log.info({ spiffeId: issued.spiffeId, notAfter: issued.notAfter.toISOString() }, 'certificate signed');
       return { certificate: issued.certificate, spiffeId: issued.spiffeId, notAfter: issued.notAfter.toISOString(), trustBundle: svc.ca.trustBundle };
     } catch (err) {
-      if (!(err instanceof CsrError)) throw err;
-      const forbidden = err.message.startsWith('CSR asks for');
+      if ((err as Error).name !== 'CsrError') throw err;
+      const message = (err as Error).message;
+      const forbidden = message.startsWith('CSR asks for');
       count(forbidden ? 'forbidden' : 'bad-csr');
-      log.info({ namespace: who.namespace, serviceAccount: who.serviceAccount, reason: err.message }, 'CSR refused');
-      return reply.code(forbidden ? 403 : 400).send({ error: forbidden ? 'forbidden' : 'bad_csr', message: `${err.message}; nothing signed` });
+      log.info({ namespace: who.namespace, serviceAccount: who.serviceAccount, reason: message }, 'CSR refused');
+      return reply.code(forbidden ? 403 : 400).send({ error: forbidden ? 'forbidden' : 'bad_csr', message: `${message}; nothing signed` });
     }
   });
   app.get('/v1/identity/bundle', {
