@@ -217,8 +217,13 @@ export class Mesh {
     return exit.code;
   }
 
-  /** A hard failure: the pod's processes killed and its namespace deleted; discover is not told. */
+  /**
+   * A hard failure, as a node dying: the pod's cable is cut first (so its dying processes send no
+   * RST, and nothing answers its address), then its processes are killed and its namespace
+   * deleted. Discover is not told.
+   */
   killApiPod(name: string): void {
+    this.cluster.unplugPod(name);
     this.cluster.deletePod(name);
   }
 

@@ -333,7 +333,12 @@ export class NetnsCluster {
     return proc;
   }
 
-  /** A hard failure: every process in the pod killed, the namespace (and its veth) deleted. */
+  /** Cuts the pod's cable: its veth pair is deleted, packets to it vanish (no RST, no ICMP). */
+  unplugPod(name: string): void {
+    ipSync('-n', this.switchNs, 'link', 'del', `${this.vethTag}-${name}`.slice(0, 15));
+  }
+
+  /** Every process in the pod killed, the namespace (and its veth) deleted. */
   deletePod(name: string): void {
     const pod = this.pod(name);
     for (const p of this.procs) if (p.name.endsWith(`@${name}`)) p.kill('SIGKILL');
