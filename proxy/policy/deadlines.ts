@@ -20,7 +20,13 @@ const queues = new Map<number, DeadlineQueue>();
 let ticker: NodeJS.Timeout | null = null;
 let idleTicks = 0;
 
+// The interval only schedules the check: run from setImmediate, it comes after the poll phase, so an
+// answer that arrived while the event loop was stalled is read before its deadline is judged.
 function tick(): void {
+  setImmediate(expireAll);
+}
+
+function expireAll(): void {
   const now = performance.now();
   let armed = 0;
   for (const q of queues.values()) {

@@ -99,6 +99,10 @@ function onEnd(this: TaggedSocket): void {
   (this === c.client ? c.upstream : c.client).end();
 }
 
+function confirmConnectTimeout(c: TcpConnection, socket: TaggedSocket): void {
+  if (socket === c.upstream && !c.isConnected && !socket.destroyed) c.connectFailed(true);
+}
+
 class TcpConnection {
   readonly client: TaggedSocket;
   upstream: TaggedSocket;
@@ -186,7 +190,8 @@ class TcpConnection {
 
   timedOut(socket: TaggedSocket): void {
     if (socket === this.upstream && !this.isConnected) {
-      this.connectFailed(true);
+      // Judged after the poll phase, so a connect that completed during an event loop stall counts.
+      setImmediate(confirmConnectTimeout, this, socket);
       return;
     }
     // Idle in both directions for TCPIdleTimeout: close both.

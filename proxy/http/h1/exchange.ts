@@ -228,7 +228,8 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     if (xfcc !== '') s += `x-forwarded-client-cert: ${xfcc}\r\n`;
     if (!proto) s += 'x-forwarded-proto: http\r\n';
     if (requestId === '') {
-      requestId = nextRequestId();
+      // A retry rebuilding the head keeps the id the first attempt made up.
+      requestId = this.requestId === '' ? nextRequestId() : this.requestId;
       s += `x-request-id: ${requestId}\r\n`;
     }
     this.requestId = requestId;

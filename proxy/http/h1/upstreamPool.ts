@@ -47,12 +47,18 @@ function onTimeout(this: TaggedSocket): void {
     this.destroy();
     return;
   }
-  if (c.user) {
-    c.timedOut = true;
-    this.destroy();
-  } else {
-    this.destroy(); // idle too long
+  if (!c.connected) {
+    // Connect timeout. Judged after the poll phase: after an event loop stall, timers run before the
+    // I/O that completed meanwhile, and a connect that succeeded must not be called a timeout.
+    setImmediate(confirmConnectTimeout, c);
+    return;
   }
+  this.destroy();
+}
+function confirmConnectTimeout(c: UpstreamConnection): void {
+  if (c.connected || c.closed) return;
+  c.timedOut = c.user !== null;
+  c.socket.destroy();
 }
 function onClose(this: TaggedSocket): void {
   const c = this[CONN];

@@ -3,7 +3,7 @@
 import type { Socket } from 'node:net';
 import t, { type Test } from 'tap';
 import { Agent, request } from 'undici';
-import { freePort, httpBackend, randomLoopback, service, startSidecar } from '../fixtures.ts';
+import { freePort, httpBackend, randomLoopback, service, startSidecar, waitFor } from '../fixtures.ts';
 import { configDump, metric } from './load.ts';
 
 async function sidecarFor(t: Test, endpoints: string[], options: string) {
@@ -63,10 +63,10 @@ t.test('MaxRequests 10, 50 concurrent slow requests: 40 fail at once with 503 ov
   const holders = new Agent({ connections: 10 });
   const one = new Agent({ connections: 1 });
   t.teardown(() => Promise.all([holders.close(), one.close()]));
-  const held = Array.from({ length: 10 }, () => request(url, { dispatcher: holders }).then((r) => r.body.dump()));
   const warm = await request(`${url}warm`, { dispatcher: one });
   await warm.body.dump();
-  while (slowSeen < 20) await new Promise((r) => setTimeout(r, 5));
+  const held = Array.from({ length: 10 }, () => request(url, { dispatcher: holders }).then((r) => r.body.dump()));
+  await waitFor(() => slowSeen === 20, 'the 10 holders to reach the endpoints');
   const alone: number[] = [];
   for (let i = 0; i < 40; i++) {
     const start = performance.now();
