@@ -1,6 +1,7 @@
 // End to end, scenario 3: an api pod's namespace deleted mid-load, as a node dies: its cable cut
-// first (packets to it vanish: no RST, no ICMP), then its processes killed and namespace deleted. Web's sidecar must keep the error rate under 0.1% with
-// retries and eject the dead endpoint within its outlier settings.
+// first (packets to it vanish: no RST, no ICMP), then its processes killed and namespace deleted.
+// Web's sidecar must keep the error rate under 0.1% with retries and eject the dead endpoint
+// within its outlier settings.
 import { API_PORT, metricValue, shares } from './lib/mesh.ts';
 import { e2eSuite, sleep } from './lib/suite.ts';
 

@@ -8,11 +8,13 @@
 // address or route. Processes run with `ip netns exec` and log to files in the run's folder.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export const PREFIX = 'shoal-e2e-';
+// /etc/netns is created for the pods' resolv.conf; removed again (when empty) if it was not there.
+const etcNetnsExisted = existsSync('/etc/netns');
 
 /** Why the suite cannot run here (not root, no `ip netns`), or null. */
 export function netnsUnavailable(): string | null {
@@ -357,6 +359,9 @@ export class NetnsCluster {
     deleteNamespace(this.switchNs);
     for (const pid of processesMatching(this.prefix)) {
       try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    }
+    if (!etcNetnsExisted) {
+      try { rmdirSync('/etc/netns'); } catch { /* not empty (another run's pod) or gone */ }
     }
   }
 

@@ -5,6 +5,9 @@ import t, { type Test } from 'tap';
 import { cleanLeftovers, destroyAllSync, netnsUnavailable } from './netns.ts';
 import { CLI_CHOICE, Mesh, type MeshOptions } from './mesh.ts';
 
+const DEADLINE_MS = 250_000;
+const fileStarted = Date.now();
+
 export function e2eSuite(title: string, opts: MeshOptions, scenarios: (t: Test, mesh: Mesh) => Promise<void>): void {
   const why = netnsUnavailable();
   if (why !== null) {
@@ -19,8 +22,10 @@ export function e2eSuite(title: string, opts: MeshOptions, scenarios: (t: Test, 
     return;
   }
   // A ceiling for the whole file on a loaded machine (tap's default is 120 s); normally far less.
-  t.setTimeout(240_000);
-  // On a timeout tap reports, then kills this process with SIGALRM: tear the cluster down first.
+  // Our own deadline comes first: tearing the cluster down makes every pending step fail at
+  // once, so the file ends with its failures reported and its leftovers checked, rather than
+  // being killed by tap's timeout with namespaces still up.
+  t.setTimeout(DEADLINE_MS + 30_000);
   t.on('timeout', destroyAllSync);
   t.test(title, async (t) => {
     const removed = cleanLeftovers();
@@ -39,9 +44,14 @@ export function e2eSuite(title: string, opts: MeshOptions, scenarios: (t: Test, 
     };
     t.teardown(destroy);
     t.comment(`cluster ${mesh.cluster.prefix} (subnet ${mesh.cluster.subnet}.0/24) up in ${Date.now() - started} ms; shoal run from ${CLI_CHOICE.path} (${CLI_CHOICE.why})`);
+    const deadline = setTimeout(() => {
+      t.fail(`deadline: the file ran ${DEADLINE_MS / 1000} s; tearing the cluster down`);
+      destroyAllSync();
+    }, DEADLINE_MS - (Date.now() - fileStarted));
     try {
       await scenarios(t, mesh);
     } finally {
+      clearTimeout(deadline);
       if (t.counts.fail > 0) t.comment(`process logs (last lines):\n${mesh.cluster.logs()}`);
       await destroy();
       const left = mesh.cluster.leftovers();
