@@ -39,6 +39,7 @@ export class SnapshotStore {
     this.metrics = metrics;
     this.log = log;
     this.waiters = new LongPollRegistry((w) => this.expire(w));
+    metrics.countWaiters(() => this.waiters.size);
   }
 
   get ready(): boolean {
@@ -110,7 +111,6 @@ export class SnapshotStore {
       for (const w of this.waiters.take(key)) this.answerGone(w.res);
     }
     this.metrics.apps.set(next.size);
-    this.metrics.waiters.set(this.waiters.size);
     end();
     return result;
   }
@@ -118,7 +118,6 @@ export class SnapshotStore {
   /** Holds a long-poll request until the app's snapshot changes or waitMs passes. */
   wait(namespace: string, app: string, res: ServerResponse, waitMs: number): void {
     this.waiters.add(appKey(namespace, app), res, waitMs);
-    this.metrics.waiters.set(this.waiters.size);
   }
 
   waiting(namespace: string, app: string): number {
@@ -135,7 +134,6 @@ export class SnapshotStore {
   }
 
   private expire(w: Waiter): void {
-    this.metrics.waiters.set(this.waiters.size);
     if (w.res.destroyed) return;
     const entry = this.entries.get(w.key);
     if (!entry) return this.answerGone(w.res);
