@@ -55,7 +55,12 @@ export interface PodInjection {
 }
 
 const SHOAL_VARS = new Set(['DISCOVER_URL', 'PLUGIN_ID', 'NAMESPACE', 'SERVICE_ALIAS']);
-const isShoalVar = (name: string) => SHOAL_VARS.has(name) || name.startsWith('SHOAL_');
+// Node's own settings: the app's NODE_OPTIONS (--require of its tracer, a heap size for its workload)
+// would load into or crash the sidecar, which runs the same runtime.
+const NODE_RUNTIME_VARS = new Set(['NODE_OPTIONS', 'NODE_PATH']);
+const isShoalVar = (name: string) => SHOAL_VARS.has(name) || name.startsWith('SHOAL_') || NODE_RUNTIME_VARS.has(name);
+/** The sidecar's V8 setting, as in the image; set explicitly so an envFrom source cannot replace it. */
+export const SIDECAR_NODE_OPTIONS = '--max-semi-space-size=1';
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const PLUGIN_ID = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 // The env var names every supported Kubernetes version accepts (newer ones accept more).
@@ -147,6 +152,7 @@ function sidecarContainer(opts: {
     { name: 'SHOAL_CLUSTER_DOMAIN', value: config.clusterDomain },
     { name: 'SHOAL_TOKEN_FILE', value: TOKEN_FILE },
     { name: 'SHOAL_STATE_FILE', value: STATE_FILE },
+    { name: 'NODE_OPTIONS', value: SIDECAR_NODE_OPTIONS },
     ...Object.entries(opts.pluginEnv).map(([name, value]) => ({ name, value })),
   ];
   const ready = { httpGet: { path: '/ready', port: ADMIN_PORT, scheme: 'HTTP' } };
