@@ -149,6 +149,8 @@ export function renderSvg(r: ScenarioResult): string {
     if (!colorOf.has(key)) colorOf.set(key, PALETTE[colorOf.size % PALETTE.length]);
     return colorOf.get(key)!;
   };
+  // One colour per contender in table order, the same in every panel.
+  for (const row of r.rows) color(row.contender);
   for (const panel of r.bars) {
     const rows = r.rows.filter((row) => !row.error && row.figures[panel.figure]);
     if (rows.length === 0) continue;
