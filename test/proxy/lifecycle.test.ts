@@ -172,7 +172,9 @@ t.test('SIGTERM under load: every request started before the signal completes; e
   await load;
   const results = await Promise.all(before);
   const failed = results.filter((r) => r !== '200 ok');
-  t.ok(results.length > 200, `${results.length} requests started before the signal`);
+  // About 500 on a quiet machine; a loaded one manages fewer, and 50 (10 of them 400 ms long) still
+  // puts requests in flight at the signal.
+  t.ok(results.length >= 50, `${results.length} requests started before the signal`);
   t.same(failed, [], 'none of them failed');
   t.equal(code, 0, 'the sidecar exits 0 after draining');
   t.comment(`${afterFailures} requests sent after the signal failed (expected: the sidecar no longer accepts)`);
