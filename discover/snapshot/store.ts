@@ -68,7 +68,6 @@ export class SnapshotStore {
       next = this.entries;
       candidates = [...new Set(affected)].map((k) => [k, topology.apps.get(k)] as [string, App | undefined]);
     }
-    const changed: SnapshotEntry[] = [];
     const removedKeys: string[] = [];
     for (const [key, app] of candidates) {
       if (!app) {
@@ -97,15 +96,17 @@ export class SnapshotStore {
       };
       next.set(key, entry);
       if (snapshot.status.errors.length > 0) this.log.warn({ app: key, errors: snapshot.status.errors }, 'snapshot built with problems');
-      if (prev) changed.push(entry);
+      // Wake this app's waiters now rather than after every rebuild: their answers go out (and the
+      // sidecars read them on the other core) while the next apps are rebuilt. Nothing else runs
+      // before apply returns, so a woken sidecar's next poll sees the committed state.
+      if (prev) {
+        result.changed++;
+        result.woken += this.wake(key, entry);
+      }
     }
     if (next !== this.entries) for (const k of this.entries.keys()) if (!next.has(k)) removedKeys.push(k);
     this.entries = next;
     this.topology = topology;
-    for (const entry of changed) {
-      result.changed++;
-      result.woken += this.wake(appKey(entry.app.namespace, entry.app.name), entry);
-    }
     for (const key of removedKeys) {
       result.removed++;
       for (const w of this.waiters.take(key)) this.answerGone(w.res);
