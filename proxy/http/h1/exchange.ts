@@ -114,15 +114,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
   /** RequestTimeoutMS passed with no response head (or, mid-body, with no byte) from the upstream. */
   onDeadline(): void {
     if (this.done) return;
-    const conn = this.upstream;
-    this.upstream = null;
-    if (conn) {
-      conn.user = null;
-      conn.socket.destroy();
-    } else if (this.queued) {
-      this.endpoint.rawPool().cancel(this);
-    }
-    this.queued = false;
+    const conn = this.releaseUpstream();
     const detail = `${this.backend.cluster.name} ${this.endpoint.key}: no response within ${this.backend.deadlines!.timeoutMs} ms`;
     if (this.status >= 200) {
       // The head is out: the client can only be told by a cut connection.
@@ -523,9 +515,8 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     this.client.exchangeDone(this, close);
   }
 
-  /** The client went away mid-exchange: the upstream connection cannot be reused. */
-  abort(): void {
-    if (this.done) return;
+  /** Lets go of the upstream: its connection is destroyed (it cannot be reused mid-exchange), or the wait in the pool's queue is cancelled. Returns the connection it had. */
+  private releaseUpstream(): typeof this.upstream {
     const conn = this.upstream;
     this.upstream = null;
     if (conn) {
@@ -535,6 +526,13 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
       this.endpoint.rawPool().cancel(this);
     }
     this.queued = false;
+    return conn;
+  }
+
+  /** The client went away mid-exchange: the upstream connection cannot be reused. */
+  abort(): void {
+    if (this.done) return;
+    this.releaseUpstream();
     this.finish(499);
   }
 
