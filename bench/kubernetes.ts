@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
 import { percentile } from './lib/stats.ts';
-import { cpuSeconds, memMb } from './lib/processes.ts';
+import { cpuSeconds, memMb, onceMessage as once } from './lib/processes.ts';
 import { machineInfo } from './lib/machine.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -53,20 +53,6 @@ export interface KubernetesBenchResult {
 
 interface FakeInfo { url: string; token: string; kubeconfig: string; caFile: string }
 
-function once<T>(child: ChildProcess, type: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const on = (msg: { type: string }) => {
-      if (msg.type === type) {
-        child.off('message', on);
-        child.off('exit', onExit);
-        resolve(msg as T);
-      }
-    };
-    const onExit = (code: number | null) => reject(new Error(`client process exited (${code}) while waiting for ${type}`));
-    child.on('message', on);
-    child.once('exit', onExit);
-  });
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

@@ -112,3 +112,19 @@ export class ProcessGroup {
     this.children.length = 0;
   }
 }
+
+/** The next IPC message of this type from a child; rejects if the child exits first. */
+export function onceMessage<T>(child: ChildProcess, type: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const on = (msg: { type: string }) => {
+      if (msg.type === type) {
+        child.off('message', on);
+        child.off('exit', onExit);
+        resolve(msg as T);
+      }
+    };
+    const onExit = (code: number | null) => reject(new Error(`client process exited (${code}) while waiting for ${type}`));
+    child.on('message', on);
+    child.once('exit', onExit);
+  });
+}

@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { below, profileArgs, type ScenarioContext } from '../lib/context.ts';
 import { root } from '../lib/httpPeers.ts';
-import { memMb, ProcessGroup, sleep } from '../lib/processes.ts';
+import { memMb, onceMessage as once, ProcessGroup, sleep } from '../lib/processes.ts';
 import type { Row, ScenarioResult } from '../lib/report.ts';
 import { CURVE_PERCENTILES, figure, median, percentile, ratio } from '../lib/stats.ts';
 
@@ -55,20 +55,6 @@ async function waiting(base: string): Promise<number> {
   return Number(/^shoal_discover_longpoll_waiters\{[^}]*\} ([0-9]+)/m.exec(text)?.[1] ?? 0);
 }
 
-function once<T>(child: ChildProcess, type: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const on = (msg: { type: string }) => {
-      if (msg.type === type) {
-        child.off('message', on);
-        child.off('exit', onExit);
-        resolve(msg as T);
-      }
-    };
-    const onExit = (code: number | null) => reject(new Error(`long-poll client exited ${code} while waiting for "${type}"`));
-    child.on('message', on);
-    child.once('exit', onExit);
-  });
-}
 
 /** Opens n long-poll clients against base in up to 4 processes. */
 async function openClients(group: ProcessGroup, base: string, n: number): Promise<ChildProcess[]> {
