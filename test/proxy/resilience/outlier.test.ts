@@ -44,10 +44,12 @@ t.test('one endpoint answering 503: ejected within 3 requests, < 0.1% client err
   const beforeHeal = badHits.filter((ms) => ms < healedAt);
   t.ok(beforeHeal.length >= 3, `the bad endpoint was tried (${beforeHeal.length} requests)`);
   t.comment(`bad endpoint hits before healing at ms: ${beforeHeal.map((x) => x.toFixed(1)).join(", ")}`);
-  // Ejected on the third 503: what arrives later was already on its way (sent before that answer came back).
+  // Ejected on the third 503: what arrives later was already on its way (sent before that answer came
+  // back). 50 ms leaves room for a request held up by a busy machine; an endpoint left in rotation
+  // would keep taking about a third of 300 rps, i.e. a hit every ~10 ms until it heals.
   const third = beforeHeal[2];
-  const late = beforeHeal.filter((ms) => ms > third + 10);
-  t.same(late, [], `ejected within 3 requests: nothing reached it later than 10 ms after its third 503 (${beforeHeal.length - 3} already in flight then)`);
+  const late = beforeHeal.filter((ms) => ms > third + 50);
+  t.same(late, [], `ejected within 3 requests: nothing reached it later than 50 ms after its third 503 (${beforeHeal.length - 3} already in flight then)`);
   t.ok(beforeHeal.length <= 6, `at most a few requests in flight on top of the 3 (${beforeHeal.length})`);
   const firstHit = badHits[0];
   const back = badHits.filter((ms) => ms >= healedAt);
