@@ -12,6 +12,7 @@ import { machineInfo } from './lib/machine.ts';
 import { renderMarkdown, renderSvg, type ScenarioResult, type Target } from './lib/report.ts';
 import { ensureTools } from './lib/tools.ts';
 import { summarize } from './cpuProfileSummary.ts';
+import { runCircuitRefusal } from './scenarios/circuitRefusal.ts';
 import { runDiscoverPropagation } from './scenarios/discoverPropagation.ts';
 import { runDnsScenario } from './scenarios/dns.ts';
 import { runHttpFixedRate } from './scenarios/httpFixedRate.ts';
@@ -34,6 +35,7 @@ const SCENARIOS: Record<string, Scenario> = {
   'tcp-throughput': { run: runTcpThroughput, tools: ['iperf3', 'nginx', 'haproxy'], describe: 'iperf3 through shoal L4, haproxy mode tcp, direct' },
   dns: { run: runDnsScenario, tools: ['dnsperf', 'dnsmasq', 'dig'], describe: 'dnsperf against shoal\'s responder and dnsmasq' },
   'discover-propagation': { run: runDiscoverPropagation, tools: [], describe: 'edit → every long-polling sidecar, 100/1,000/10,000 sidecars' },
+  'circuit-refusal': { run: runCircuitRefusal, tools: ['nginx'], describe: 'MaxRequests: 40 requests over a limit of 10 refused at once, beside nginx limit_conn' },
   'sidecar-footprint': { run: runSidecarFootprint, tools: ['nginx'], describe: 'RSS and CPU per 1,000 requests at 0/1,000/5,000 rps beside bare node:http' },
 };
 /** Scenarios run only when named: not part of the default run's 15-minute budget. */

@@ -28,7 +28,7 @@ ${body}
 `;
 }
 
-function startNginx(group: ProcessGroup, dir: string, name: string, workers: number, body: string, cpus?: string): void {
+export function startNginx(group: ProcessGroup, dir: string, name: string, workers: number, body: string, cpus?: string): void {
   const prefix = join(dir, name);
   rmSync(prefix, { recursive: true, force: true });
   mkdirSync(join(prefix, 'tmp'), { recursive: true });
@@ -113,7 +113,7 @@ export interface ShoalSidecar {
  * shoal as in a pod: discover (in this process, from dist/) serving a static topology, and the
  * sidecar in its own process (bench/lib/proxySidecarChild.mjs, plain JavaScript from dist/).
  */
-export async function startShoal(group: ProcessGroup, dir: string, opts: { backendPort: number; tcpBackendPort?: number; cpus?: string; nodeOptions?: string[] }): Promise<ShoalSidecar> {
+export async function startShoal(group: ProcessGroup, dir: string, opts: { backendPort: number; tcpBackendPort?: number; cpus?: string; nodeOptions?: string[]; apiOptions?: string }): Promise<ShoalSidecar> {
   const { startDiscover } = await import(join(root, 'dist', 'discover', 'main.js')) as typeof import('../../discover/main.ts');
   const { createLogger } = await import(join(root, 'dist', 'shared', 'log.js')) as typeof import('../../shared/log.ts');
   const l7Port = await freePort();
@@ -130,7 +130,7 @@ ${tcpPort ? `  - { name: bulk, address: ${tcpAddress}, ports: [{ port: ${tcpPort
   - name: web
     config:
       base_services:
-        - { depend_service_alias: api, port: ${l7Port}, protocol: http }
+        - { depend_service_alias: api, port: ${l7Port}, protocol: http${opts.apiOptions ? `, options: { ${opts.apiOptions} }` : ''} }
         - { depend_service_alias: cache, port: ${l4Port}, protocol: tcp }
 ${tcpPort ? `        - { depend_service_alias: bulk, port: ${tcpPort}, protocol: tcp }\n` : ''}`);
   const discover = await startDiscover({ staticFile: topology, host: '127.0.0.1', port: 0, log: createLogger('discover', 'warn') });

@@ -77,6 +77,9 @@ t.test('MaxRequests 10, 50 concurrent slow requests: 40 fail at once with 503 ov
   }
   // And 40 at once, as raw clients would send them: 40 warm connections, one write each in a tight
   // loop, each timed from its own write to the first byte of its answer (no client library queue).
+  // Here client, sidecar and backends share one process and one thread, so the figure is a bound, not
+  // the sidecar's: `npm run bench -- --scenario circuit-refusal` times the same burst with the sidecar
+  // in its own process, beside nginx's limit_conn.
   const { connect } = await import('node:net');
   const target = new URL(url);
   const socks = await Promise.all(Array.from({ length: 40 }, () => new Promise<Socket>((resolve, reject) => {

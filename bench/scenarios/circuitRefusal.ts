@@ -1,0 +1,105 @@
+// circuit-refusal: how fast a proxy refuses what is over its concurrency limit. A backend holds
+// every /hold request for 5 s; 10 held requests fill the limit (shoal MaxRequests: 10, nginx
+// limit_conn 10); then 40 more arrive at once over 40 warm connections from a client in its own
+// process, each timed from its own write to the first byte of its 503.
+import { join } from 'node:path';
+import { below, interleave, profileArgs, proxyCpu, type ScenarioContext } from '../lib/context.ts';
+import { root, startNginx, startShoal, type ShoalSidecar } from '../lib/httpPeers.ts';
+import { freePort, pinned, ProcessGroup, waitHttp } from '../lib/processes.ts';
+import type { Row, ScenarioResult } from '../lib/report.ts';
+import { figure, median, percentile } from '../lib/stats.ts';
+
+const HOLD = 10;
+const BURST = 40;
+
+interface Round { times: number[]; statuses: number[] }
+
+export async function runCircuitRefusal(ctx: ScenarioContext): Promise<ScenarioResult> {
+  const group = new ProcessGroup();
+  const cpu = proxyCpu(ctx);
+  const errors: string[] = [];
+  const contenders: { key: string; label: string; url: string }[] = [];
+  const runs: Record<string, Round[]> = {};
+  const cold: Record<string, number> = {};
+  let sidecar: ShoalSidecar | undefined;
+  const perRound = ctx.smoke ? 1 : 5;
+  try {
+    const { info } = await group.jsonChild(process.execPath, [join(root, 'bench', 'lib', 'slowBackendChild.mjs'), '5000']);
+    const backendPort = info.port;
+    try {
+      sidecar = await startShoal(group, ctx.dir, { backendPort, cpus: cpu, apiOptions: `MaxRequests: ${HOLD}`, nodeOptions: profileArgs(ctx, 'sidecar') });
+      contenders.push({ key: 'shoal', label: `shoal L7, MaxRequests ${HOLD}${cpu ? `, pinned to CPU ${cpu}` : ''}`, url: sidecar.l7Url });
+    } catch (err) {
+      errors.push(`shoal sidecar: ${(err as Error).message}`);
+    }
+    try {
+      const port = await freePort();
+      startNginx(group, ctx.dir, 'nginx-limit', 1, `  limit_conn_zone $server_name zone=perserver:1m;
+  upstream backend { server 127.0.0.1:${backendPort}; keepalive 64; }
+  server { listen 127.0.0.1:${port}; server_name limited; limit_conn perserver ${HOLD}; limit_conn_status 503;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }`, cpu);
+      await waitHttp(`http://127.0.0.1:${port}/`);
+      contenders.push({ key: 'nginx', label: `nginx, 1 worker, limit_conn ${HOLD}${cpu ? `, pinned to CPU ${cpu}` : ''}`, url: `http://127.0.0.1:${port}/` });
+    } catch (err) {
+      errors.push(`nginx: ${(err as Error).message}`);
+    }
+    for (const c of contenders) runs[c.key] = [];
+    await interleave(contenders.map((c) => c.key), ctx.rounds, async (key) => {
+      const c = contenders.find((x) => x.key === key)!;
+      try {
+        const { info: out, child } = await group.jsonChild(process.execPath, [join(root, 'bench', 'lib', 'burstClientChild.ts'), JSON.stringify({ url: c.url, hold: HOLD, burst: BURST, rounds: perRound })]);
+        child.kill();
+        const { rounds: got, cold: first } = out as unknown as { rounds: Round[]; cold: Round };
+        runs[key].push(...got);
+        // The first burst a contender ever gets: its refusal path cold (kept for the notes).
+        if (!(key in cold)) cold[key] = Math.max(...first.times);
+        const all = got.flatMap((r) => r.times).sort((a, b) => a - b);
+        ctx.log(`circuit-refusal ${key}: ${got.length} bursts, median ${median(all).toFixed(2)} ms, max ${all[all.length - 1].toFixed(2)} ms, statuses ${[...new Set(got.flatMap((r) => r.statuses))].join(',')}`);
+      } catch (err) {
+        errors.push(`${c.label}: ${(err as Error).message}`);
+      }
+    });
+  } finally {
+    await sidecar?.close();
+    await group.stop();
+  }
+  const rows: Row[] = contenders.map((c): Row => {
+    const bursts = runs[c.key];
+    if (!bursts.length) return { contender: c.key, label: c.label, figures: {}, ratios: {}, error: 'failed' };
+    const sorted = bursts.map((b) => [...b.times].sort((x, y) => x - y));
+    const refused = bursts.map((b) => b.statuses.filter((s) => s === 503).length);
+    return {
+      contender: c.key,
+      label: c.label,
+      figures: {
+        medianMs: figure(sorted.map((s) => median(s)), 2),
+        p90Ms: figure(sorted.map((s) => percentile(s, 90)), 2),
+        maxMs: figure(sorted.map((s) => s[s.length - 1]), 2),
+        refused: figure(refused, 0),
+      },
+      ratios: {},
+    };
+  });
+  const shoal = rows.find((r) => r.contender === 'shoal' && !r.error);
+  return {
+    scenario: 'circuit-refusal',
+    title: 'circuit-refusal: 40 requests over a limit of 10, refused at once',
+    method: `A backend holds /hold requests for 5 s. ${HOLD} held requests fill each proxy's limit (shoal: MaxRequests ${HOLD} on the dependency; nginx, 1 worker: limit_conn ${HOLD} per server, status 503); then ${BURST} more are written at once over ${BURST} warm keep-alive connections by a client in its own process, each timed from its own write to the first byte of its answer. Each client run starts with one unmeasured burst; ${perRound} measured bursts per round, ${ctx.rounds} rounds interleaved; figures are medians over bursts (min–max).`,
+    command: ctx.command,
+    date: new Date().toISOString(),
+    machine: ctx.machine,
+    settings: { hold: HOLD, burst: BURST, burstsPerRound: perRound, rounds: ctx.rounds, pinnedCpu: cpu ?? null },
+    columns: [
+      { key: 'medianMs', label: 'median refusal', unit: 'ms', kind: 'figure' },
+      { key: 'p90Ms', label: 'p90 refusal', unit: 'ms', kind: 'figure' },
+      { key: 'maxMs', label: 'slowest of the 40', unit: 'ms', kind: 'figure' },
+      { key: 'refused', label: '503s per burst', unit: '', kind: 'figure' },
+    ],
+    rows,
+    bars: [{ title: 'Slowest refusal of a burst of 40 (lower is better)', figure: 'maxMs', unit: 'ms' }],
+    targets: [below('each of 40 refusals at once (slowest, median of bursts)', 5, shoal ? shoal.figures.maxMs.median : null, 'ms')],
+    notes: [`The very first burst each contender got (its refusal path cold), slowest of the 40: ${Object.entries(cold).map(([k, v]) => `${k} ${v.toFixed(2)} ms`).join(', ')}.`],
+    errors,
+    raw: runs,
+  };
+}
