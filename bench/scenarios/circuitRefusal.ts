@@ -7,7 +7,7 @@ import { below, interleave, profileArgs, proxyCpu, type ScenarioContext } from '
 import { root, startNginx, startShoal, type ShoalSidecar } from '../lib/httpPeers.ts';
 import { freePort, pinned, ProcessGroup, waitHttp } from '../lib/processes.ts';
 import type { Row, ScenarioResult } from '../lib/report.ts';
-import { figure, median, percentile } from '../lib/stats.ts';
+import { figure, median, percentile, ratio } from '../lib/stats.ts';
 
 const HOLD = 10;
 const BURST = 40;
@@ -80,6 +80,9 @@ export async function runCircuitRefusal(ctx: ScenarioContext): Promise<ScenarioR
       ratios: {},
     };
   });
+  // Each contender's slowest refusal against nginx's, same run.
+  const nginxMax = rows.find((r) => r.contender === 'nginx' && !r.error)?.figures.maxMs?.median;
+  for (const r of rows) if (!r.error) r.ratios.maxVsNginx = ratio(r.figures.maxMs.median, nginxMax);
   const shoal = rows.find((r) => r.contender === 'shoal' && !r.error);
   return {
     scenario: 'circuit-refusal',
@@ -93,6 +96,7 @@ export async function runCircuitRefusal(ctx: ScenarioContext): Promise<ScenarioR
       { key: 'medianMs', label: 'median refusal', unit: 'ms', kind: 'figure' },
       { key: 'p90Ms', label: 'p90 refusal', unit: 'ms', kind: 'figure' },
       { key: 'maxMs', label: 'slowest of the 40', unit: 'ms', kind: 'figure' },
+      { key: 'maxVsNginx', label: 'slowest × nginx', unit: '', kind: 'ratio' },
       { key: 'refused', label: '503s per burst', unit: '', kind: 'figure' },
     ],
     rows,

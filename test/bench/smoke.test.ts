@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 const root = new URL('../..', import.meta.url).pathname;
-const SCENARIOS = ['http-max', 'http-fixed-rate', 'tcp-throughput', 'dns', 'discover-propagation', 'sidecar-footprint'];
+const SCENARIOS = ['http-max', 'http-fixed-rate', 'tcp-throughput', 'dns', 'discover-propagation', 'circuit-refusal', 'sidecar-footprint'];
 
 /** Newest modification time of the TypeScript that dist/ is built from. */
 function newestSource(dir: string): number {
