@@ -4,6 +4,7 @@ import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import { constants, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { Readable } from 'node:stream';
 import { connectionListed } from '../http/hopByHop.ts';
+import { peerOf, type Peer } from '../tls/meshTls.ts';
 
 /** What the exchange is told when the downstream can take more bytes, or goes away. */
 export interface DownstreamOwner {
@@ -19,6 +20,8 @@ export interface Downstream {
   /** The request had no body (END_STREAM on its headers; no length or chunking on HTTP/1.1). */
   readonly bodyless: boolean;
   readonly remoteAddress: string;
+  /** Inbound with identity on: what the caller's connection proved (proxy/tls); undefined otherwise. */
+  readonly peer: Peer | undefined;
   readonly headersSent: boolean;
   readonly gone: boolean;
   attach(owner: DownstreamOwner): void;
@@ -75,16 +78,18 @@ export class H2Downstream implements Downstream {
   readonly body: Readable;
   readonly bodyless: boolean;
   readonly remoteAddress: string;
+  readonly peer: Peer | undefined;
   owner: DownstreamOwner | null = null;
   trailers: OutgoingHttpHeaders | null = null;
   closed = false;
 
-  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, endStream: boolean, remoteAddress: string) {
+  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, endStream: boolean, remoteAddress: string, peer: Peer | undefined) {
     this.stream = stream as TaggedStream;
     this.headers = headers;
     this.body = stream;
     this.bodyless = endStream;
     this.remoteAddress = remoteAddress;
+    this.peer = peer;
     this.stream[DOWN] = this;
     stream.on('error', onStreamError);
   }
@@ -150,6 +155,7 @@ export class H1Downstream implements Downstream {
   readonly body: Readable;
   readonly bodyless: boolean;
   readonly remoteAddress: string;
+  readonly peer: Peer | undefined;
   readonly closeAfter: () => boolean;
   owner: DownstreamOwner | null = null;
   closed = false;
@@ -159,6 +165,7 @@ export class H1Downstream implements Downstream {
     this.res = res as TaggedResponse;
     this.body = req;
     this.remoteAddress = req.socket.remoteAddress ?? '';
+    this.peer = peerOf(req.socket);
     this.closeAfter = closeAfter;
     this.bodyless = req.headers['content-length'] === undefined || req.headers['content-length'] === '0'
       ? req.headers['transfer-encoding'] === undefined

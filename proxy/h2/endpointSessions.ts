@@ -5,6 +5,7 @@
 // proxy needs (RST_STREAM codes, GOAWAY, trailers in both directions).
 import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from 'node:http2';
 import type { Endpoint } from '../cluster/endpoint.ts';
+import { meshH2Connection, type MeshTls } from '../tls/meshTls.ts';
 
 const STREAMS_PER_SESSION = 100;
 // Large windows: a 10 MB stream should not stall on 64 KiB round trips; backpressure still holds
@@ -27,12 +28,21 @@ export class UpstreamSession {
   /** Takes no new streams (GOAWAY, error, retirement, MaxRequestsPerConnection). */
   closed = false;
   connectTimer: NodeJS.Timeout | null = null;
+  /** Meshed endpoint: the sidecar's identity, and the certificate generation this session presented. */
+  readonly mesh: MeshTls | null;
+  readonly generation: number;
 
   constructor(pool: EndpointSessions) {
     this.pool = pool;
-    const s = connect(`http://${pool.endpoint.key}`, {
+    const ep = pool.endpoint;
+    // Mutual TLS (ALPN h2, the peer's SPIFFE ID checked) to an endpoint the snapshot marks meshed; h2c otherwise.
+    const tls = meshH2Connection(ep.cluster.policy, ep.address, ep.port);
+    this.mesh = tls?.mesh ?? null;
+    this.generation = tls?.mesh.generation ?? 0;
+    const s = connect(tls ? `https://${ep.key}` : `http://${ep.key}`, {
       settings: { enablePush: false, initialWindowSize: STREAM_WINDOW },
       peerMaxConcurrentStreams: STREAMS_PER_SESSION,
+      ...(tls ? { createConnection: tls.connect } : {}),
     });
     this.session = s;
     (s as ClientHttp2Session & { [OWNER]?: UpstreamSession })[OWNER] = this;
@@ -155,6 +165,12 @@ export class EndpointSessions {
     for (let i = 0; i < this.sessions.length; i++) {
       const u = this.sessions[i];
       if (u.closed) continue;
+      if (u.mesh !== null && u.generation !== u.mesh.generation) {
+        // The certificate was renewed since this session's handshake: its streams finish, new ones go on a new session.
+        u.close();
+        i--;
+        continue;
+      }
       if (u.active < u.limit) {
         best = u;
         break;

@@ -139,10 +139,14 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
         case 'x-forwarded-for': xff = Array.isArray(h[name]) ? (h[name] as string[]).join(', ') : h[name] as string; continue;
         case 'x-request-id': this.requestId = one(h[name]) ?? ''; break;
         case 'grpc-timeout': continue;
+        // Only the sidecar that verified the caller may say who it is (below).
+        case 'x-forwarded-client-cert': continue;
         default: break;
       }
       out[name] = h[name];
     }
+    const xfcc = this.down.peer?.xfcc;
+    if (xfcc) out['x-forwarded-client-cert'] = xfcc;
     if (out[':authority'] === undefined || out[':authority'] === '') out[':authority'] = one(h.host) ?? this.backend.cluster.name;
     out[':scheme'] ??= 'http';
     out['x-forwarded-for'] = xff === undefined ? this.down.remoteAddress : `${xff}, ${this.down.remoteAddress}`;
@@ -331,7 +335,9 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     const kind: ShoalError = err?.code === 'SHOAL_CONNECT_TIMEOUT' ? 'connect-timeout' : 'upstream-reset';
     this.failed(kind === 'connect-timeout' ? Failure.ConnectTimeout : neverConnected ? Failure.Connect : Failure.Reset);
     if (unprocessed && this.retry(false)) return;
-    const why = err?.message ?? (code !== 0 ? `stream reset by upstream (code ${code})` : 'upstream closed the stream');
+    // A pending stream cancelled by its failed connection carries the connection's error (e.g. the peer's identity) as its cause.
+    const cause = err?.code === 'ERR_HTTP2_STREAM_CANCEL' && err.cause instanceof Error ? err.cause : err;
+    const why = cause?.message ?? (code !== 0 ? `stream reset by upstream (code ${code})` : 'upstream closed the stream');
     if (this.site.log.isLevelEnabled('debug')) this.site.log.debug({ listener: this.site.name, upstream: this.endpoint.key, error: why }, 'upstream failed');
     this.detachUpstream(0);
     if (!this.grpc && this.down.headersSent && this.down.h2) {

@@ -19,6 +19,7 @@ import { SESSION_WINDOW, STREAM_WINDOW, type EndpointSessions } from './endpoint
 import { encodeGrpcMessage, grpcStatusOf, isGrpc } from './grpc.ts';
 import { grpcStats, type GrpcStats } from './grpcMetrics.ts';
 import { H2Exchange, type H2Site } from './h2Exchange.ts';
+import { peerDenied, peerOf, type Peer } from '../tls/meshTls.ts';
 
 // node:http through require, as in proxy/http/httpListener.ts (its ESM namespace loads undici).
 const { createServer: createHttpServer } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
@@ -32,8 +33,8 @@ type TaggedNet = NetServer & { [LISTENER]: H2Listener };
 type TaggedH2 = Http2Server & { [LISTENER]: H2Listener };
 type TaggedHttp = HttpServer & { [LISTENER]: H2Listener };
 type TaggedSocket = Socket & { [LISTENER]?: H2Listener; sniffed?: Buffer | null };
-// The client's address, read once per connection (the socket getter costs a syscall and a parse).
-type TaggedSession = ServerHttp2Session & { [LISTENER]?: H2Listener; remoteAddress?: string };
+// The client's address and mesh identity, read once per connection (the socket getter costs a syscall and a parse).
+type TaggedSession = ServerHttp2Session & { [LISTENER]?: H2Listener; remoteAddress?: string; peer?: Peer };
 
 function onConnection(this: TaggedNet, socket: TaggedSocket): void {
   const l = this[LISTENER];
@@ -75,7 +76,17 @@ function onSniff(this: TaggedSocket, chunk: Buffer): void {
   this.pause();
   this.unshift(buf);
   const l = this[LISTENER]!;
-  if (isPrefix) l.h2Server.emit('connection', this);
+  if (isPrefix) {
+    // Behind the mTLS gate (proxy/tls): node:http2 takes a TLS connection only with ALPN h2. No ALPN
+    // at all is h2 with prior knowledge over TLS; ALPN http/1.1 and then a preface contradicts itself.
+    const alpn = (this as Socket & { alpnProtocol?: string | false | null }).alpnProtocol;
+    if (alpn === 'http/1.1') {
+      this.destroy();
+      return;
+    }
+    if (alpn === false) (this as Socket & { alpnProtocol?: string | false | null }).alpnProtocol = 'h2';
+    l.h2Server.emit('connection', this);
+  }
   else l.httpServer.emit('connection', this);
   if (!isPrefix && this.isPaused()) this.resume();
 }
@@ -84,6 +95,7 @@ function onSession(this: TaggedH2, session: TaggedSession): void {
   const l = this[LISTENER];
   session[LISTENER] = l;
   session.remoteAddress = session.socket?.remoteAddress ?? '';
+  if (l.direction === 'inbound') session.peer = peerOf(session.socket as unknown as Socket);
   l.sessions.add(session);
   session.once('close', onSessionClose);
   session.on('error', onSessionError);
@@ -104,7 +116,8 @@ function onSessionError(): void {
 }
 
 function onStream(this: TaggedH2, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number): void {
-  this[LISTENER].handle(new H2Downstream(stream, headers, (flags & 1) === 1, (stream.session as TaggedSession | undefined)?.remoteAddress ?? ''));
+  const session = stream.session as TaggedSession | undefined;
+  this[LISTENER].handle(new H2Downstream(stream, headers, (flags & 1) === 1, session?.remoteAddress ?? '', session?.peer));
 }
 
 function onRequest(this: TaggedHttp, req: IncomingMessage, res: ServerResponse): void {
@@ -210,6 +223,14 @@ export class H2Listener implements H2Site {
     const h = down.headers;
     const path = one(h[':path']) ?? '/';
     const grpc = isGrpc(h['content-type']);
+    if (down.peer !== undefined) {
+      // Mesh authorization policy (proxy/tls), per request as on the HTTP/1.1 listener: 403 or PERMISSION_DENIED.
+      const denied = peerDenied(down.peer, one(h[':method']), path);
+      if (denied !== null) {
+        this.refuse(down, grpc, this.name, 'denied', denied, null);
+        return;
+      }
+    }
     if (this.limiter !== null && !this.limiter.take(start)) {
       this.metrics.inboundLimited.labels(this.name, 'rps').inc();
       this.refuse(down, grpc, this.name, 'rate-limited', `${this.name} allows ${this.limiter.rps} requests per second (LIMIT_RPS)`, null);

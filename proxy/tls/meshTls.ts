@@ -25,12 +25,19 @@ type TaggedPolicy = ClusterPolicy & { [MESH]?: MeshTls };
 const PEER = Symbol('shoal.peer');
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 const TLS_RECORD_HANDSHAKE = 0x16;
+// What inbound listen ports offer in ALPN: HTTP/1.1 ports only http/1.1 (an h2 caller fails the
+// handshake instead of sending a preface to an HTTP/1.1 listener); h2 ports and L4 ports both.
+const ALPN_H1 = ['http/1.1'];
+const ALPN_ANY = ['h2', 'http/1.1'];
 
 /** One inbound port's current settings; replaced in place per snapshot, read at accept and per request. */
 export interface InboundGate {
   name: string;
   mode: MtlsMode;
+  /** Policy decided per request (HTTP/1.1, HTTP/2, gRPC ports), else per connection (L4). */
   l7: boolean;
+  /** ALPN protocols the TLS side offers. */
+  alpn: string[];
   authz: AuthzPolicy | undefined;
 }
 
@@ -47,7 +54,16 @@ type TaggedSocket = Socket & { [PEER]?: Peer };
 
 /** For L7 inbound requests: why the caller is denied, or null. Untagged sockets (identity off) pass. */
 export function inboundDenied(socket: Socket, method: string | undefined, path: string | undefined): string | null {
-  const p = (socket as TaggedSocket)[PEER];
+  return peerDenied((socket as TaggedSocket)[PEER], method, path);
+}
+
+/** What an inbound connection proved (undefined: identity off, or not an inbound socket). Read once per connection. */
+export function peerOf(socket: Socket): Peer | undefined {
+  return (socket as TaggedSocket)[PEER];
+}
+
+/** Why this peer may not make this request, or null (also when there is no peer or no policy). */
+export function peerDenied(p: Peer | undefined, method: string | undefined, path: string | undefined): string | null {
   if (p === undefined || p.gate.authz === undefined) return null;
   if (authzAllows(p.gate.authz, p.identity, method, path)) return null;
   return `${p.identity ? p.spiffeId : 'a caller without a mesh identity'} may not ${method ?? ''} ${path ?? ''} on ${p.gate.name}`;
@@ -62,6 +78,17 @@ export function forwardedClientCert(socket: Socket): string {
 export function meshConnect(policy: ClusterPolicy, options: NetConnectOpts & { host: string; port: number; onread?: unknown }): Socket {
   const m = (policy as TaggedPolicy)[MESH];
   return m === undefined ? netConnect(options) : m.connect(options);
+}
+
+/**
+ * node:http2's createConnection for an endpoint's upstream sessions: mutual TLS with ALPN h2 when
+ * the endpoint is meshed, undefined otherwise (node dials h2c itself). Called per new session, so a
+ * rotated certificate applies to the sessions opened after it.
+ */
+export function meshH2Connection(policy: ClusterPolicy, host: string, port: number): { connect: () => Socket; mesh: MeshTls } | undefined {
+  const m = (policy as TaggedPolicy)[MESH];
+  if (m === undefined || !m.isMeshed(host, port)) return undefined;
+  return { connect: () => m.connect({ host, port, noDelay: true }, 'h2'), mesh: m };
 }
 
 /** undici's `connect` option for an endpoint's pool (bodies, upgrades), or undefined when identity is off. */
@@ -117,6 +144,8 @@ export class MeshTls {
   /** inbound listen port -> its gate. */
   private readonly gates = new Map<number, InboundGate>();
   private renewTimer: NodeJS.Timeout | null = null;
+  /** Bumped at every installed certificate: long-lived sessions (HTTP/2) opened before it are retired. */
+  generation = 0;
   private fetching: Promise<void> | null = null;
   private closed = false;
   private readonly inboundResults: Counter<'listener' | 'result'>;
@@ -174,14 +203,17 @@ export class MeshTls {
     }
     this.expected = expected;
     for (const i of snap.inbound) {
-      const l7 = i.mode === 'l7' && i.protocol === 'http';
+      // HTTP/2 and gRPC ports (h2 listeners) decide per request too: 403 / PERMISSION_DENIED.
+      const l7 = i.mode === 'l7';
+      const alpn = l7 && i.protocol === 'http' ? ALPN_H1 : ALPN_ANY;
       const g = this.gates.get(i.listenPort);
       if (g) {
         g.mode = id.mtlsMode;
         g.authz = i.authz;
         g.l7 = l7;
+        g.alpn = alpn;
         g.name = i.name;
-      } else this.gates.set(i.listenPort, { name: i.name, mode: id.mtlsMode, l7, authz: i.authz });
+      } else this.gates.set(i.listenPort, { name: i.name, mode: id.mtlsMode, l7, alpn, authz: i.authz });
     }
     if (this.creds === null || bundleChanged) {
       const got = this.renew();
@@ -232,6 +264,7 @@ export class MeshTls {
     const context = createSecureContext({ key: key.export({ type: 'pkcs8', format: 'pem' }) as string, cert: certificate, ca, minVersion: 'TLSv1.3', sessionIdContext: 'shoal-mesh' });
     const issuedAt = Date.now();
     this.creds = { context, spiffeId, notAfter, issuedAt };
+    this.generation++;
     this.sessions.clear();
     this.rotations.inc();
     // Renew at half of the remaining life: a 24 h certificate is replaced after 12 h.
@@ -242,8 +275,13 @@ export class MeshTls {
     this.log.info({ spiffeId, notAfter: new Date(notAfter).toISOString(), renewInMs: Math.round(renewIn) }, 'workload certificate installed');
   }
 
-  /** Outbound: mTLS to a meshed endpoint (peer identity checked), plain TCP to the others. */
-  connect(options: NetConnectOpts & { host: string; port: number; onread?: unknown }): Socket {
+  /** Whether the applied snapshot marks this endpoint meshed (reached over mTLS). */
+  isMeshed(host: string, port: number): boolean {
+    return this.expected.has(`${host}:${port}`);
+  }
+
+  /** Outbound: mTLS to a meshed endpoint (peer identity checked), plain TCP to the others. ALPN says what the caller speaks on it. */
+  connect(options: NetConnectOpts & { host: string; port: number; onread?: unknown }, alpn: 'http/1.1' | 'h2' = 'http/1.1'): Socket {
     const key = `${options.host}:${options.port}`;
     const want = this.expected.get(key);
     if (want === undefined) return netConnect(options);
@@ -254,13 +292,15 @@ export class MeshTls {
       process.nextTick(() => s.destroy(new Error(`no workload certificate yet: cannot open mTLS to ${key}`)));
       return s;
     }
+    // Session tickets per endpoint and protocol (an h2 and an HTTP/1.1 connection to one address are different callers).
+    const ticketKey = alpn === 'h2' ? `${key} h2` : key;
     const s = tlsConnect({
       ...(options as object),
       secureContext: creds.context,
       minVersion: 'TLSv1.3',
       rejectUnauthorized: true,
-      ALPNProtocols: ['http/1.1'],
-      session: this.sessions.get(key),
+      ALPNProtocols: [alpn],
+      session: this.sessions.get(ticketKey),
       // The peer proves a SPIFFE ID the snapshot expects for this endpoint; DNS names play no part.
       checkServerIdentity: (_host: string, cert: PeerCertificate) => {
         const ids = uriSans(cert.subjectaltname);
@@ -271,10 +311,10 @@ export class MeshTls {
     // tls.connect ignores the noDelay option (net's would honour it): without this, Nagle holds
     // each small request and response for the peer's delayed ACK.
     s.setNoDelay(true);
-    s.on('session', (session: Buffer) => this.sessions.set(key, session));
+    s.on('session', (session: Buffer) => this.sessions.set(ticketKey, session));
     s.once('secureConnect', () => this.outboundResults.labels('ok').inc());
     s.once('error', () => {
-      this.sessions.delete(key);
+      this.sessions.delete(ticketKey);
       this.outboundResults.labels('failed').inc();
     });
     return s;
@@ -324,11 +364,14 @@ export class MeshTls {
         return;
       }
       raw.setNoDelay(true);
-      const tls = new TLSSocket(raw, { isServer: true, secureContext: creds.context, requestCert: true, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] });
+      const tls = new TLSSocket(raw, { isServer: true, secureContext: creds.context, requestCert: true, rejectUnauthorized: false, ALPNProtocols: gate.alpn });
       tls.setTimeout(HANDSHAKE_TIMEOUT_MS, () => tls.destroy());
       tls.once('error', () => tls.destroy());
       tls.once('secure', () => {
         tls.setTimeout(0);
+        // Only a tls.Server clears this on its sockets; node:http2 waits for a 'secureConnect' that a
+        // server-side socket never emits while it is set (and then fails on the bytes already read).
+        (tls as TLSSocket & { secureConnecting: boolean }).secureConnecting = false;
         let identity: WorkloadId | null = null;
         const peer = tls.getPeerX509Certificate();
         if (peer !== undefined && this.trusted(peer)) {

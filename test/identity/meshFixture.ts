@@ -1,9 +1,11 @@
 // A small mesh on loopback for the identity tests: one mesh CA shared by two discover instances (so
 // two caller sidecars can each bind their own outbound address), the `api` app behind its sidecar
 // (inbound on a sidecar listen port), `web` and `other` calling it through theirs. Optionally a
-// byte-recording TCP relay sits on the wire between the callers and api's sidecar.
+// byte-recording TCP relay sits on the wire between the callers and api's sidecar. The api app
+// speaks HTTP/1.1, TCP (echo), h2c (http2) or gRPC (a @grpc/grpc-js Echo server) as asked.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createH2cServer } from 'node:http2';
 import { connect, createServer as createNetServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +18,7 @@ import { startProxy, type Proxy } from '../../proxy/main.ts';
 import { createCsr } from '../../proxy/tls/csr.ts';
 import { createLogger } from '../../shared/log.ts';
 import { freePort, randomLoopback } from '../proxy/fixtures.ts';
+import { Echo, grpc, type Msg } from '../proxy/h2/grpcFixtures.ts';
 
 export const TRUST_DOMAIN = 'mesh.test';
 
@@ -24,8 +27,8 @@ export interface MeshOptions {
   mode?: 'STRICT' | 'PERMISSIVE';
   /** api's ALLOW option. */
   allow?: string;
-  /** api's protocol: http (L7) or tcp (L4: the app echoes). */
-  protocol?: 'http' | 'tcp';
+  /** api's protocol: http (L7), tcp (L4: the app echoes), http2 (an h2c app) or grpc (a gRPC Echo app). */
+  protocol?: 'http' | 'tcp' | 'http2' | 'grpc';
   certTtlMs?: number;
   /** Put a byte-recording relay between the callers and api's sidecar. */
   relay?: boolean;
@@ -46,7 +49,7 @@ export interface Mesh {
   otherUrl: string;
   webOutbound: { host: string; port: number };
   otherOutbound: { host: string; port: number };
-  /** Requests the api app saw (headers). */
+  /** Requests the api app saw (headers; gRPC: the call's metadata). */
   seen: IncomingMessage['headers'][];
   /** Bytes the relay carried, caller to api and back. */
   wire: { up: Buffer[]; down: Buffer[] };
@@ -95,25 +98,65 @@ export async function startMesh(t: Test, o: MeshOptions = {}): Promise<Mesh> {
 
   // The api app on 127.0.0.1 (where its sidecar forwards inbound traffic).
   const appPort = await freePort();
-  let app: Server;
-  if (protocol === 'http') {
-    app = createServer((req: IncomingMessage, res: ServerResponse) => {
-      seen.push(req.headers);
-      req.resume();
-      req.on('end', () => {
-        const body = `api-ok ${req.method} ${req.url}`;
-        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
-        res.end(body);
+  if (protocol === 'grpc') {
+    const server = new grpc.Server();
+    server.addService(Echo.service, {
+      Unary: (call: grpc.ServerUnaryCall<Msg, Msg>, cb: grpc.sendUnaryData<Msg>) => {
+        seen.push(call.metadata.getMap() as IncomingMessage['headers']);
+        cb(null, { server: 'api', data: call.request.data, delayMs: 0 });
+      },
+      Bidi: (call: grpc.ServerDuplexStream<Msg, Msg>) => {
+        seen.push(call.metadata.getMap() as IncomingMessage['headers']);
+        call.on('data', (m: Msg) => call.write({ server: 'api', data: m.data, delayMs: 0 }));
+        call.on('end', () => call.end());
+        call.on('error', () => {});
+      },
+    } as grpc.UntypedServiceImplementation);
+    await new Promise<void>((resolve, reject) => server.bindAsync(`127.0.0.1:${appPort}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
+    t.teardown(() => server.forceShutdown());
+  } else if (protocol === 'http2') {
+    const h2 = createH2cServer();
+    h2.on('stream', (stream, headers) => {
+      seen.push(headers);
+      stream.on('error', () => {});
+      stream.resume();
+      stream.on('end', () => {
+        const body = `api-ok ${headers[':method']} ${headers[':path']}`;
+        stream.respond({ ':status': 200, 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
+        stream.end(body);
       });
     });
+    const sessions = new Set<import('node:http2').ServerHttp2Session>();
+    h2.on('session', (s) => {
+      sessions.add(s);
+      s.once('close', () => sessions.delete(s));
+    });
+    await listen(h2 as unknown as Server, '127.0.0.1', appPort);
+    t.teardown(() => new Promise<void>((resolve) => {
+      for (const s of sessions) s.destroy();
+      h2.close(() => resolve());
+    }));
   } else {
-    app = createNetServer((s: Socket) => s.pipe(s));
+    let app: Server;
+    if (protocol === 'http') {
+      app = createServer((req: IncomingMessage, res: ServerResponse) => {
+        seen.push(req.headers);
+        req.resume();
+        req.on('end', () => {
+          const body = `api-ok ${req.method} ${req.url}`;
+          res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
+          res.end(body);
+        });
+      });
+    } else {
+      app = createNetServer((s: Socket) => s.pipe(s));
+    }
+    await listen(app, '127.0.0.1', appPort);
+    t.teardown(() => new Promise<void>((resolve) => {
+      (app as Server & { closeAllConnections?: () => void }).closeAllConnections?.();
+      app.close(() => resolve());
+    }));
   }
-  await listen(app, '127.0.0.1', appPort);
-  t.teardown(() => new Promise<void>((resolve) => {
-    (app as Server & { closeAllConnections?: () => void }).closeAllConnections?.();
-    app.close(() => resolve());
-  }));
 
   const apiInboundHost = randomLoopback();
   const listenPort = await freeListenPort(apiInboundHost);

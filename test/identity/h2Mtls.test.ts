@@ -1,0 +1,215 @@
+// Mutual TLS on HTTP/2 ports: the caller's h2 listener originates TLS 1.3 with ALPN h2 and its
+// certificate to a meshed endpoint, checking the peer's SPIFFE ID (a wrong one: 502 naming both,
+// nothing sent); the inbound gate of an h2 port refuses plaintext, no certificate and another CA's
+// certificate in strict mode and serves them without an identity in permissive mode. Real clients:
+// node:http2 (h2c and TLS) and curl.
+import t from 'tap';
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { connect as h2Connect, createSecureServer, type IncomingHttpHeaders } from 'node:http2';
+import { join } from 'node:path';
+import type { TLSSocket } from 'node:tls';
+import { X509Certificate } from 'node:crypto';
+import { CertificateAuthority } from '../../discover/identity/certificateAuthority.ts';
+import { metric, startMesh, workloadCert, TRUST_DOMAIN, type Mesh } from './meshFixture.ts';
+
+const WEB_ID = `spiffe://${TRUST_DOMAIN}/ns/default/sa/web`;
+const API_ID = `spiffe://${TRUST_DOMAIN}/ns/default/sa/api`;
+
+interface H2Answer {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: string;
+  error: string;
+  /** TLS only: the negotiated protocol version, ALPN and the server's URI SANs. */
+  tlsVersion: string | null;
+  alpn: string | null;
+  serverSans: string;
+}
+
+type TlsOptions = { key?: string; cert?: string; ca: string[]; ALPNProtocols?: string[] };
+
+/** One request on a fresh HTTP/2 connection: h2c with prior knowledge, or TLS when tls is given. Never throws. */
+function h2Get(target: string, path: string, headers: Record<string, string> = {}, tls: TlsOptions | null = null): Promise<H2Answer> {
+  return new Promise((resolve) => {
+    const out: H2Answer = { status: 0, headers: {}, body: '', error: '', tlsVersion: null, alpn: null, serverSans: '' };
+    const session = tls
+      ? h2Connect(`https://${target}`, {
+        key: tls.key, cert: tls.cert, ca: tls.ca, minVersion: 'TLSv1.3', ALPNProtocols: tls.ALPNProtocols ?? ['h2'],
+        // The sidecar's certificate names a SPIFFE ID, no host: the chain is checked against the bundle, the name here.
+        checkServerIdentity: () => undefined,
+      })
+      : h2Connect(`http://${target}`);
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      session.destroy();
+      resolve(out);
+    };
+    const timer = setTimeout(() => {
+      out.error ||= 'timeout';
+      finish();
+    }, 10_000);
+    session.on('error', (e) => {
+      out.error ||= e.message;
+      finish();
+    });
+    session.on('close', finish);
+    session.once('connect', () => {
+      if (!tls) return;
+      const s = session.socket as unknown as TLSSocket;
+      out.tlsVersion = s.getProtocol();
+      out.alpn = session.alpnProtocol ?? null;
+      out.serverSans = s.getPeerX509Certificate()?.subjectAltName ?? '';
+    });
+    const st = session.request({ ':path': path, ...headers });
+    st.on('response', (h) => {
+      out.status = Number(h[':status']);
+      out.headers = h;
+    });
+    st.on('data', (d: Buffer) => {
+      out.body += d.toString();
+    });
+    st.on('error', (e) => {
+      out.error ||= e.message;
+    });
+    st.on('close', finish);
+    st.end();
+  });
+}
+
+function run(cmd: string, args: string[]): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: 20_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, out: `${stdout}${stderr}` });
+    });
+  });
+}
+
+const target = (m: Mesh) => `${m.apiInbound.host}:${m.apiInbound.port}`;
+const outbound = (m: Mesh, who: 'web' | 'other' = 'web') => (who === 'web' ? `${m.webOutbound.host}:${m.webOutbound.port}` : `${m.otherOutbound.host}:${m.otherOutbound.port}`);
+
+t.test('strict http2 port: the caller\'s h2 listener speaks TLS 1.3 with ALPN h2; nothing readable on the wire; others refused', async (t) => {
+  const mesh = await startMesh(t, { mode: 'STRICT', protocol: 'http2', relay: true });
+
+  // node:http2 (h2c, prior knowledge) to web's outbound h2 listener; a forged identity header is dropped.
+  const r = await h2Get(outbound(mesh), '/hello?secret=plaintext-marker', { 'x-forwarded-client-cert': 'URI=spiffe://mesh.test/ns/default/sa/admin' });
+  t.equal(r.status, 200, r.error || r.body);
+  t.equal(r.body, 'api-ok GET /hello?secret=plaintext-marker');
+  t.equal(mesh.seen.at(-1)?.['x-forwarded-client-cert'], `By=${API_ID};URI=${WEB_ID}`, 'the app sees the verified caller, not the forged header');
+  // curl with prior knowledge through the same listener, and HTTP/1.1 translated to an h2 stream.
+  const curl = await run('curl', ['-sS', '-i', '--http2-prior-knowledge', `http://${outbound(mesh)}/curl`]);
+  t.match(curl.out, /^HTTP\/2 200/, 'curl --http2-prior-knowledge through the mTLS path');
+  t.match(curl.out, /api-ok GET \/curl/);
+  const h1 = await run('curl', ['-sS', '-i', '--http1.1', `http://${outbound(mesh)}/h1`]);
+  t.match(h1.out, /^HTTP\/1\.1 200/);
+  t.match(h1.out, /api-ok GET \/h1/);
+
+  // The relay saw TLS only: a ClientHello offering ALPN h2 (and nothing else), no HTTP/2 preface or text in clear.
+  const up = Buffer.concat(mesh.wire.up);
+  const down = Buffer.concat(mesh.wire.down);
+  t.equal(up[0], 0x16, 'the caller opens with a TLS handshake record');
+  t.equal(down[0], 0x16, 'api\'s sidecar answers with a TLS handshake record');
+  t.ok(up.includes(Buffer.from('0010000500030268 32'.replace(' ', ''), 'hex')), 'the ClientHello\'s ALPN extension lists exactly h2');
+  t.notOk(up.includes('http/1.1'), 'no http/1.1 offered by the h2 path');
+  for (const [name, bytes] of [['up', up], ['down', down]] as const) {
+    t.notOk(bytes.includes('PRI * HTTP/2.0'), `${name}: no HTTP/2 preface in clear`);
+    t.notOk(bytes.includes('plaintext-marker'), `${name}: the path is not on the wire in clear`);
+    t.notOk(bytes.includes('api-ok'), `${name}: the body is not on the wire in clear`);
+  }
+  // The three requests went over HTTP/2 sessions with both certificates checked (one handshake per session).
+  t.match((await metric(mesh.web, 'shoal_proxy_outbound_mtls_total')).join('\n'), /result="ok"[^}]*\} [1-9]/, 'web counted successful mTLS handshakes');
+
+  // Straight to api's inbound h2 port with a mesh certificate: TLS 1.3, ALPN h2, api's certificate
+  // verifies against the bundle and names api.
+  const web = await workloadCert(mesh.ca, 'web');
+  const direct = await h2Get(target(mesh), '/direct', {}, { ...web, ca: mesh.ca.trustBundle });
+  t.equal(direct.status, 200, direct.error);
+  t.equal(direct.tlsVersion, 'TLSv1.3');
+  t.equal(direct.alpn, 'h2');
+  t.equal(direct.serverSans, `URI:${API_ID}`, 'api\'s sidecar presents api\'s SPIFFE ID');
+  t.equal(mesh.seen.at(-1)?.['x-forwarded-client-cert'], `By=${API_ID};URI=${WEB_ID}`);
+  // Prior knowledge over TLS (no ALPN at all) and HTTP/1.1 over TLS (ALPN http/1.1) reach the same port.
+  const noAlpn = await h2Get(target(mesh), '/no-alpn', {}, { ...web, ca: mesh.ca.trustBundle, ALPNProtocols: [] });
+  t.equal(noAlpn.status, 200, `h2 without ALPN: ${noAlpn.error}`);
+  writeFileSync(join(mesh.dir, 'web.key'), web.key);
+  writeFileSync(join(mesh.dir, 'web.crt'), web.cert);
+  // curl cannot check a URI SAN (-k); the chain is checked by node:http2 above.
+  const curlTls = await run('curl', ['-sS', '-k', '--http2', '--cert', join(mesh.dir, 'web.crt'), '--key', join(mesh.dir, 'web.key'), '-w', '\nversion=%{http_version}', `https://${target(mesh)}/curl-tls`]);
+  t.match(curlTls.out, /api-ok GET \/curl-tls\nversion=2/, 'curl --http2 with the mesh certificate: served over h2 (ALPN)');
+  const curlH1 = await run('curl', ['-sS', '-k', '--http1.1', '--cert', join(mesh.dir, 'web.crt'), '--key', join(mesh.dir, 'web.key'), '-w', '\nversion=%{http_version}', `https://${target(mesh)}/curl-h1`]);
+  t.match(curlH1.out, /api-ok GET \/curl-h1\nversion=1\.1/, 'HTTP/1.1 over mTLS on the h2 port');
+
+  // Strict refuses what proves no identity from this CA; the app sees none of it.
+  const seenBefore = mesh.seen.length;
+  const plain = await h2Get(target(mesh), '/plain');
+  t.equal(plain.status, 0, `plaintext h2c: no answer (${plain.error})`);
+  const curlPlain = await run('curl', ['-sS', '--http2-prior-knowledge', `http://${target(mesh)}/curl-plain`]);
+  t.not(curlPlain.code, 0, `curl h2c: refused (${curlPlain.out.trim()})`);
+  const noCert = await h2Get(target(mesh), '/no-cert', {}, { ca: mesh.ca.trustBundle });
+  t.equal(noCert.status, 0, `TLS without a client certificate: no answer (${noCert.error})`);
+  const foreign = await CertificateAuthority.generate(TRUST_DOMAIN);
+  const otherCa = await h2Get(target(mesh), '/other-ca', {}, { ...(await workloadCert(foreign.ca, 'web')), ca: mesh.ca.trustBundle });
+  t.equal(otherCa.status, 0, `a certificate from another CA (same SPIFFE ID): no answer (${otherCa.error})`);
+  t.equal(mesh.seen.length, seenBefore, 'nothing refused reached the app');
+  t.match((await metric(mesh.api, 'shoal_proxy_inbound_connections_by_security_total')).join('\n'), /result="refused"[^}]*\} 4/, 'four refusals counted');
+});
+
+t.test('permissive http2 port: mTLS callers keep their identity; plaintext, no certificate and another CA are served without one', async (t) => {
+  const mesh = await startMesh(t, { mode: 'PERMISSIVE', protocol: 'http2' });
+  const via = await h2Get(outbound(mesh), '/via-web');
+  t.equal(via.status, 200, via.error);
+  t.equal(mesh.seen.at(-1)?.['x-forwarded-client-cert'], `By=${API_ID};URI=${WEB_ID}`);
+
+  const plain = await h2Get(target(mesh), '/plain', { 'x-forwarded-client-cert': `URI=${WEB_ID}` });
+  t.equal(plain.status, 200, `plaintext h2c served: ${plain.error}`);
+  t.equal(mesh.seen.at(-1)?.['x-forwarded-client-cert'], undefined, 'no identity for plaintext, and a forged header is dropped');
+  const curlPlain = await run('curl', ['-sS', '--http2-prior-knowledge', `http://${target(mesh)}/curl-plain`]);
+  t.equal(curlPlain.out, 'api-ok GET /curl-plain', 'curl h2c served');
+  const noCert = await h2Get(target(mesh), '/no-cert', {}, { ca: mesh.ca.trustBundle });
+  t.equal(noCert.status, 200, `TLS without a certificate served: ${noCert.error}`);
+  t.equal(noCert.alpn, 'h2');
+  t.equal(mesh.seen.at(-1)?.['x-forwarded-client-cert'], undefined);
+  const foreign = await CertificateAuthority.generate(TRUST_DOMAIN);
+  const otherCa = await h2Get(target(mesh), '/other-ca', {}, { ...(await workloadCert(foreign.ca, 'web')), ca: mesh.ca.trustBundle });
+  t.equal(otherCa.status, 200, `another CA's certificate served: ${otherCa.error}`);
+  t.equal(mesh.seen.at(-1)?.['x-forwarded-client-cert'], undefined, 'but without an identity');
+  const m = (await metric(mesh.api, 'shoal_proxy_inbound_connections_by_security_total')).join('\n');
+  t.match(m, /result="plaintext"[^}]*\} [4-9]/, 'plaintext, no-certificate and foreign callers counted as plaintext');
+  t.match(m, /result="mtls"[^}]*\} [1-9]/);
+});
+
+t.test('the h2 caller checks the peer: an endpoint presenting another identity gets no request; 502 names both', async (t) => {
+  const mesh = await startMesh(t, { mode: 'STRICT', protocol: 'http2' });
+  t.equal((await h2Get(outbound(mesh), '/first')).status, 200);
+  // Swap api's sidecar for an HTTP/2 TLS server holding a valid mesh certificate of another identity.
+  await mesh.api.close();
+  const impostor = await workloadCert(mesh.ca, 'other');
+  let sessions = 0;
+  let streams = 0;
+  const srv = createSecureServer({ key: impostor.key, cert: impostor.cert, ca: mesh.ca.trustBundle, requestCert: true, minVersion: 'TLSv1.3' });
+  srv.on('session', () => sessions++);
+  srv.on('stream', (s) => {
+    streams++;
+    s.respond({ ':status': 200 });
+    s.end('impostor');
+  });
+  srv.on('tlsClientError', () => {});
+  await new Promise<void>((resolve) => srv.listen(mesh.apiInbound.port, mesh.apiInbound.host, resolve));
+  t.teardown(() => new Promise<void>((resolve) => srv.close(() => resolve())));
+  t.equal(new X509Certificate(impostor.cert).subjectAltName, `URI:spiffe://${TRUST_DOMAIN}/ns/default/sa/other`);
+
+  const r = await h2Get(outbound(mesh), '/second');
+  t.equal(r.status, 502, r.error || r.body);
+  t.equal(r.headers['x-shoal-error'], 'upstream-reset');
+  t.match(r.body, `presented spiffe://${TRUST_DOMAIN}/ns/default/sa/other, expected ${API_ID}`, 'the answer names what was presented and what was expected');
+  t.notMatch(r.body, /impostor/);
+  const h1 = await run('curl', ['-sS', '-i', '--http1.1', `http://${outbound(mesh)}/third`]);
+  t.match(h1.out, /^HTTP\/1\.1 502/, 'an HTTP/1.1 caller on the h2 listener too');
+  t.match(h1.out, /expected spiffe:\/\/mesh\.test\/ns\/default\/sa\/api/);
+  t.equal(streams, 0, 'no request reached the impostor');
+  t.equal(sessions, 0, 'not even an HTTP/2 session: the handshake failed first');
+  t.match((await metric(mesh.web, 'shoal_proxy_outbound_mtls_total')).join('\n'), /result="failed"[^}]*\} [1-9]/);
+});
