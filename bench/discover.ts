@@ -33,7 +33,7 @@ const command = `node bench/discover.ts --waiters ${waiters.join(',')} --rounds 
 try {
   const r = await runDiscoverPropagation({ duration, rounds, smoke: false, pin: false, dir, machine: machineInfo(), command, log: (m) => console.error(m) },
     { waiters, snapshotRps: hasCommand('wrk') });
-  console.log(JSON.stringify({ benchmark: 'discover', date: r.date, command, machine: r.machine, snapshotRps: r.settings.snapshotRps, rows: r.rows.map(({ curve: _c, ...row }) => row), targets: r.targets, errors: r.errors }, null, 2));
+  console.log(JSON.stringify({ benchmark: 'discover', date: r.date, command, machine: r.machine, snapshotRps: r.settings.snapshotRps, rows: r.rows.map(({ curve: _c, ...row }) => row), targets: r.targets, notes: r.notes, errors: r.errors }, null, 2));
   if (r.errors.length) process.exitCode = 1;
 } finally {
   rmSync(dir, { recursive: true, force: true });
