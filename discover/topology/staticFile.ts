@@ -133,8 +133,23 @@ function parseApp(raw: unknown, index: number): App {
   return { namespace, name: appName, pluginId, spec, config };
 }
 
+/**
+ * What one parse leaves for the next: each entry's parsed form, keyed by its raw JSON. An entry
+ * that did not change is not checked again and comes back as the same object, so a caller can
+ * tell changed services and apps apart by identity (parsed entries are never mutated).
+ */
+export interface ParseMemo {
+  services: Map<string, Service>;
+  apps: Map<string, App>;
+}
+
 /** Parses the topology YAML. Throws ConfigError naming where the file is wrong. */
 export function parseStaticTopology(text: string): Topology {
+  return parseStaticTopologyWith(text).topology;
+}
+
+/** parseStaticTopology, reusing the entries of an earlier parse (`memo`) that did not change. */
+export function parseStaticTopologyWith(text: string, memo?: ParseMemo): { topology: Topology; memo: ParseMemo } {
   let doc: unknown;
   try {
     doc = parseYaml(text);
@@ -146,9 +161,12 @@ export function parseStaticTopology(text: string): Topology {
   checkKeys(doc, ['clusterDomain', 'services', 'apps'], 'topology');
   const clusterDomain = doc.clusterDomain === undefined ? 'cluster.local' : String(doc.clusterDomain).replace(/\.$/, '').toLowerCase();
   if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(clusterDomain)) throw new ConfigError(`topology: clusterDomain ${JSON.stringify(doc.clusterDomain)} is not a domain`);
+  const next: ParseMemo = { services: new Map(), apps: new Map() };
   const services = new Map<string, Service>();
   for (const [i, raw] of list(doc.services, 'services').entries()) {
-    const svc = parseService(raw, i);
+    const rawKey = JSON.stringify(raw) ?? '';
+    const svc = next.services.get(rawKey) ?? memo?.services.get(rawKey) ?? parseService(raw, i);
+    next.services.set(rawKey, svc);
     const key = serviceKey(svc.namespace, svc.name);
     if (services.has(key)) throw new ConfigError(`service ${key} is listed twice`);
     services.set(key, svc);
@@ -162,10 +180,38 @@ export function parseStaticTopology(text: string): Topology {
   }
   const apps = new Map<string, App>();
   for (const [i, raw] of list(doc.apps, 'apps').entries()) {
-    const app = parseApp(raw, i);
+    const rawKey = JSON.stringify(raw) ?? '';
+    const app = next.apps.get(rawKey) ?? memo?.apps.get(rawKey) ?? parseApp(raw, i);
+    next.apps.set(rawKey, app);
     const key = appKey(app.namespace, app.name);
     if (apps.has(key)) throw new ConfigError(`app ${key} is listed twice`);
     apps.set(key, app);
   }
-  return { clusterDomain, services, apps };
+  return { topology: { clusterDomain, services, apps }, memo: next };
+}
+
+/**
+ * The apps whose snapshots an edit from `prev` to `next` can change: apps added, removed or edited,
+ * and apps depending on a service (or on an app, whose readers shape identity) that was. Relies on
+ * unchanged entries being the same objects (parseStaticTopologyWith). Undefined: rebuild them all.
+ */
+export function affectedApps(prev: Topology | null, next: Topology): Set<string> | undefined {
+  if (prev === null || prev.clusterDomain !== next.clusterDomain) return undefined;
+  const affected = new Set<string>();
+  const changed = new Set<string>();
+  for (const [k, s] of next.services) if (prev.services.get(k) !== s) changed.add(k);
+  for (const k of prev.services.keys()) if (!next.services.has(k)) changed.add(k);
+  for (const [k, a] of next.apps) if (prev.apps.get(k) !== a) { affected.add(k); changed.add(k); }
+  for (const k of prev.apps.keys()) if (!next.apps.has(k)) { affected.add(k); changed.add(k); }
+  if (changed.size === 0) return affected;
+  for (const [k, a] of next.apps) {
+    if (affected.has(k)) continue;
+    for (const d of a.config.dependencies) {
+      if (changed.has(serviceKey(d.namespace, d.service))) {
+        affected.add(k);
+        break;
+      }
+    }
+  }
+  return affected;
 }
