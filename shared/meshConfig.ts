@@ -296,7 +296,8 @@ export function parseMeshConfig(raw: unknown, namespace: string, app: string): M
     const inboundPort: InboundPort = { port, listenPort, protocol, limits: open ? { rps, burst, connections } : { rps: 0, burst: 0, connections: 0 } };
     if (options.ALLOW !== undefined) {
       try {
-        inboundPort.authz = parseAuthzPolicy(String(options.ALLOW), `${where}: invalid option ALLOW`, protocol === 'http');
+        // HTTP/2 and gRPC ports decide per request too (proxy/h2): methods and paths allowed on every port but tcp.
+        inboundPort.authz = parseAuthzPolicy(String(options.ALLOW), `${where}: invalid option ALLOW`, protocol !== 'tcp');
       } catch (err) {
         throw new ConfigError((err as Error).message);
       }

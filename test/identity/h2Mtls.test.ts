@@ -4,92 +4,16 @@
 // certificate in strict mode and serves them without an identity in permissive mode. Real clients:
 // node:http2 (h2c and TLS) and curl.
 import t from 'tap';
-import { execFile } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-import { connect as h2Connect, createSecureServer, type IncomingHttpHeaders } from 'node:http2';
+import { createSecureServer } from 'node:http2';
 import { join } from 'node:path';
-import type { TLSSocket } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import { CertificateAuthority } from '../../discover/identity/certificateAuthority.ts';
-import { metric, startMesh, workloadCert, TRUST_DOMAIN, type Mesh } from './meshFixture.ts';
+import { h2Get, outbound, run, target } from './h2Client.ts';
+import { metric, startMesh, workloadCert, TRUST_DOMAIN } from './meshFixture.ts';
 
 const WEB_ID = `spiffe://${TRUST_DOMAIN}/ns/default/sa/web`;
 const API_ID = `spiffe://${TRUST_DOMAIN}/ns/default/sa/api`;
-
-interface H2Answer {
-  status: number;
-  headers: IncomingHttpHeaders;
-  body: string;
-  error: string;
-  /** TLS only: the negotiated protocol version, ALPN and the server's URI SANs. */
-  tlsVersion: string | null;
-  alpn: string | null;
-  serverSans: string;
-}
-
-type TlsOptions = { key?: string; cert?: string; ca: string[]; ALPNProtocols?: string[] };
-
-/** One request on a fresh HTTP/2 connection: h2c with prior knowledge, or TLS when tls is given. Never throws. */
-function h2Get(target: string, path: string, headers: Record<string, string> = {}, tls: TlsOptions | null = null): Promise<H2Answer> {
-  return new Promise((resolve) => {
-    const out: H2Answer = { status: 0, headers: {}, body: '', error: '', tlsVersion: null, alpn: null, serverSans: '' };
-    const session = tls
-      ? h2Connect(`https://${target}`, {
-        key: tls.key, cert: tls.cert, ca: tls.ca, minVersion: 'TLSv1.3', ALPNProtocols: tls.ALPNProtocols ?? ['h2'],
-        // The sidecar's certificate names a SPIFFE ID, no host: the chain is checked against the bundle, the name here.
-        checkServerIdentity: () => undefined,
-      })
-      : h2Connect(`http://${target}`);
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      session.destroy();
-      resolve(out);
-    };
-    const timer = setTimeout(() => {
-      out.error ||= 'timeout';
-      finish();
-    }, 10_000);
-    session.on('error', (e) => {
-      out.error ||= e.message;
-      finish();
-    });
-    session.on('close', finish);
-    session.once('connect', () => {
-      if (!tls) return;
-      const s = session.socket as unknown as TLSSocket;
-      out.tlsVersion = s.getProtocol();
-      out.alpn = session.alpnProtocol ?? null;
-      out.serverSans = s.getPeerX509Certificate()?.subjectAltName ?? '';
-    });
-    const st = session.request({ ':path': path, ...headers });
-    st.on('response', (h) => {
-      out.status = Number(h[':status']);
-      out.headers = h;
-    });
-    st.on('data', (d: Buffer) => {
-      out.body += d.toString();
-    });
-    st.on('error', (e) => {
-      out.error ||= e.message;
-    });
-    st.on('close', finish);
-    st.end();
-  });
-}
-
-function run(cmd: string, args: string[]): Promise<{ code: number; out: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: 20_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, out: `${stdout}${stderr}` });
-    });
-  });
-}
-
-const target = (m: Mesh) => `${m.apiInbound.host}:${m.apiInbound.port}`;
-const outbound = (m: Mesh, who: 'web' | 'other' = 'web') => (who === 'web' ? `${m.webOutbound.host}:${m.webOutbound.port}` : `${m.otherOutbound.host}:${m.otherOutbound.port}`);
 
 t.test('strict http2 port: the caller\'s h2 listener speaks TLS 1.3 with ALPN h2; nothing readable on the wire; others refused', async (t) => {
   const mesh = await startMesh(t, { mode: 'STRICT', protocol: 'http2', relay: true });
