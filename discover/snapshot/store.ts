@@ -6,7 +6,7 @@ import type { DiscoverMetrics } from '../metrics.ts';
 import { appKey, type App, type Topology } from '../topology/model.ts';
 import { buildSnapshot, snapshotInputs } from './builder.ts';
 import { LongPollRegistry, type Waiter } from './longPoll.ts';
-import { prebuild, sendPrebuilt, type Prebuilt } from '../http/prebuiltResponse.ts';
+import { prebuild, sendPrebuilt, sendPrebuiltAll, type Prebuilt } from '../http/prebuiltResponse.ts';
 
 export interface SnapshotEntry {
   app: App;
@@ -127,9 +127,7 @@ export class SnapshotStore {
 
   private wake(key: string, entry: SnapshotEntry): number {
     const woken = this.waiters.take(key);
-    for (const w of woken) {
-      if (!w.res.destroyed) sendPrebuilt(w.res, entry.response);
-    }
+    sendPrebuiltAll(woken.map((w) => w.res), entry.response);
     this.metrics.snapshotsServed.inc({ result: 'woken' }, woken.length);
     return woken.length;
   }

@@ -67,6 +67,41 @@ t.test('prebuilt answers keep HTTP right: keep-alive, pipelining, HEAD, HTTP/1.0
   t.equal(JSON.parse(old.body).app, 'web', 'HTTP/1.0 gets the ordinary path');
 });
 
+t.test('woken long-polls keep HTTP right: a HEAD and a request pipelined behind them, then the next poll', async (t) => {
+  const d = await withDiscover(t, TWO_APPS);
+  const web = await getSnapshot(d.url);
+  const { connect } = await import('node:net');
+  const socks = [0, 1, 2].map(() => connect(d.port, '127.0.0.1'));
+  const got = socks.map(() => '');
+  socks.forEach((s, i) => s.on('data', (c) => (got[i] += c.toString('latin1'))));
+  const poll = (v: string) => `GET /v2/snapshot/default/web?version=${v}&wait=10s HTTP/1.1\r\nhost: x\r\n\r\n`;
+  // 0: a long-poll with /healthz pipelined behind it; 1: a HEAD long-poll (ordinary path); 2: a plain long-poll.
+  socks[0].write(poll(web.version) + 'GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n');
+  socks[1].write(poll(web.version).replace('GET', 'HEAD'));
+  socks[2].write(poll(web.version));
+  while (d.store.waiting('default', 'web') < 3) await new Promise((r) => setTimeout(r, 5));
+  d.edit(TWO_APPS.replace('10.0.0.3:8080]', '10.0.0.3:8080, 10.0.0.4:8080]'));
+  const until = async (ok: () => boolean, what: string) => {
+    const deadline = Date.now() + 5000;
+    while (!ok() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    t.ok(ok(), what);
+  };
+  await until(() => got[0].includes('"status":"ok"') && got[1].includes('\r\n\r\n') && got[2].includes('"schemaVersion"'), 'all three answered');
+  const fresh = /etag: "([^"]+)"/.exec(got[2])?.[1] ?? '';
+  t.not(fresh, web.version, 'with the new version');
+  t.ok(got[0].indexOf('"status":"ok"') > got[0].indexOf('"schemaVersion"'), 'the pipelined request is answered after the woken poll');
+  t.match(got[1], /^HTTP\/1\.1 200 OK\r\n/);
+  t.notOk(got[1].includes('"schemaVersion"'), 'HEAD gets no body');
+  // The connection of a woken poll carries the next poll, which waits on the new version.
+  got[2] = '';
+  socks[2].write(poll(fresh));
+  await until(() => d.store.waiting('default', 'web') === 1, 'the next poll on the same connection waits');
+  d.edit(TWO_APPS.replace('10.0.0.3:8080]', '10.0.0.5:8080]'));
+  await until(() => got[2].includes('"schemaVersion"'), 'and is woken by the next edit');
+  t.notOk(got[2].includes(`etag: "${fresh}"`), 'with a newer version');
+  for (const s of socks) s.destroy();
+});
+
 t.test('long-poll with the current version answers 304 after the wait', async (t) => {
   const d = await withDiscover(t, TWO_APPS);
   const snap = await getSnapshot(d.url);
