@@ -80,12 +80,20 @@ t.test('values.yaml validates against values.schema.json; bad values do not', as
   bad((v) => { v.discover.replicas = 0; }, 'zero replicas');
   bad((v) => { v.injector.tokenExpirationSeconds = 60; }, 'a token lifetime Kubernetes refuses (< 600 s)');
   bad((v) => { v.webhook.namespaceSelector.matchExpressions = [{ key: 'a', operator: 'Near' }]; }, 'a bad selector operator');
+  bad((v) => { v.identity.trustDomain = 'Cluster.Local'; }, 'a trust domain with upper case (SPIFFE refuses it)');
+  bad((v) => { v.identity.mtlsMode = 'sometimes'; }, 'an unknown mTLS mode');
+  bad((v) => { v.identity.certTtlSeconds = 30; }, 'a certificate lifetime discover refuses (< 60 s)');
+  bad((v) => { v.identity.ca.secretName = 'Shoal_CA'; }, 'a Secret name Kubernetes refuses');
+  bad((v) => { v.identity.ca.secret = 'shoal-ca'; }, 'an unknown identity key (typo)');
+  bad((v) => { delete v.identity.enabled; }, 'identity without enabled');
 
   const good = structuredClone(values);
   good.discover.podDisruptionBudget.minAvailable = '50%';
   good.injector.dnsUpstream = '10.96.0.10';
   good.webhook.certificate.source = 'certManager';
-  t.ok(validate(good), 'percentages, an IP and cert-manager are accepted');
+  good.identity = { enabled: true, trustDomain: 'prod.example.com', mtlsMode: 'strict', certTtlSeconds: 3600, ca: { secretName: 'corp-mesh-ca', generate: true, validityDays: 365 } };
+  t.ok(validate(good), 'percentages, an IP, cert-manager and identity settings are accepted');
+  t.equal(values.identity.enabled, false, 'identity is off by default: existing installs do not change');
 });
 
 t.test('templates read only values that exist', async (t) => {

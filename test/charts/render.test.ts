@@ -2,8 +2,12 @@
 // every document parses as YAML, validates against the Kubernetes schemas (kubernetes-models), and the
 // discover container's arguments are flags the shoal CLI knows.
 import t from 'tap';
-import { readdirSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fastJsonPatch from 'fast-json-patch';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { Secret, Service, ServiceAccount } from 'kubernetes-models/v1';
@@ -14,6 +18,11 @@ import { ChartRenderer, type RenderContext } from './goTemplate.ts';
 import { discoverFlags } from '../../discover/main.ts';
 import { webhookFlags } from '../../discover/webhook/webhookFlags.ts';
 import { parseFlags } from '../../shared/flags.ts';
+import { identityOptionsFromFlags, setupIdentity } from '../../discover/identity/identitySetup.ts';
+import { webhookOptionsFromFlags } from '../../discover/webhook/webhookFlags.ts';
+import { injectPod } from '../../discover/webhook/podInjector.ts';
+import { createCsr } from '../../proxy/tls/csr.ts';
+import { createLogger } from '../../shared/log.ts';
 
 const chartDir = join(import.meta.dirname, '..', '..', 'charts', 'shoal');
 const templatesDir = join(chartDir, 'templates');
@@ -200,4 +209,132 @@ t.test('certificates: reused on upgrade, or issued by cert-manager', async (t) =
 
 t.test('without a cluster and without injector.dnsUpstream the chart says what to set', async (t) => {
   t.throws(() => render({ lookup: () => ({}) }), /set injector\.dnsUpstream/);
+});
+
+const flagsOf = (objects: any[]) => parseFlags([...discoverFlags, ...webhookFlags], discoverArgs(objects).slice(1), {}).values;
+
+/** The sidecar the rendered discover's webhook would inject into a plain app pod, and that pod's volumes. */
+function injectedSidecar(objects: any[]): { sidecar: any; volumes: any[] } {
+  const injector = webhookOptionsFromFlags(flagsOf(objects)).injector;
+  const pod = { metadata: { name: 'web-1', labels: { 'app.kubernetes.io/name': 'web' } }, spec: { containers: [{ name: 'web', image: 'web:1', ports: [{ containerPort: 8080 }] }] } };
+  const r = injectPod(pod, 'default', injector);
+  if (r.outcome !== 'injected') throw new Error(`not injected: ${r.reason}`);
+  const out = fastJsonPatch.applyPatch(structuredClone(pod), r.patch as any, true, false).newDocument as any;
+  return { sidecar: out.spec.initContainers[0], volumes: out.spec.volumes };
+}
+
+/** The projected service-account token the sidecar reads (SHOAL_TOKEN_FILE): its audience and where it lands. */
+function sidecarToken(objects: any[]): { audience: string; file: string; mountedAt: string; expirationSeconds: number } {
+  const { sidecar, volumes } = injectedSidecar(objects);
+  const file = sidecar.env.find((e: any) => e.name === 'SHOAL_TOKEN_FILE').value as string;
+  const mount = sidecar.volumeMounts.find((m: any) => file.startsWith(`${m.mountPath}/`));
+  const source = volumes.find((v: any) => v.name === mount.name).projected.sources[0].serviceAccountToken;
+  return { audience: source.audience, file, mountedAt: `${mount.mountPath}/${source.path}`, expirationSeconds: source.expirationSeconds };
+}
+
+t.test('identity is off by default: no CA flags, no CA mount, no CA Secret', async (t) => {
+  const { objects, notes } = render();
+  t.notOk(discoverArgs(objects).some((a) => /^--(trust-domain|ca-dir|cert-ttl|mtls-mode)/.test(a)), 'no identity flags');
+  t.equal(identityOptionsFromFlags(flagsOf(objects)), undefined, 'discover runs no CA');
+  const pod = find(objects, 'Deployment')[0].spec.template.spec;
+  t.notOk(pod.volumes.some((v: any) => v.name === 'mesh-ca'), 'no CA volume');
+  t.same(find(objects, 'Secret').map((s: any) => s.metadata.name), ['shoal-discover-webhook-tls']);
+  t.notMatch(notes, /Workload identity/);
+});
+
+t.test('identity on: discover runs the CA from the mounted Secret; the injected sidecar\'s token carries the audience its CSR is checked with', async (t) => {
+  const { objects, notes } = render({ values: { identity: { enabled: true } } });
+  for (const o of objects) t.doesNotThrow(() => new models[o.kind](o).validate(), `${o.kind} ${o.metadata.name} validates`);
+  const values = flagsOf(objects);
+  const id = identityOptionsFromFlags(values);
+  t.ok(id, 'discover\'s own flag parsing accepts the rendered identity flags');
+  t.same({ trustDomain: id?.trustDomain, caDir: id?.caDir, generate: id?.generate, mtlsMode: id?.mtlsMode, certTtlMs: id?.certTtlMs, tokenAudience: id?.tokenAudience },
+    { trustDomain: 'cluster.local', caDir: '/etc/shoal/ca', generate: false, mtlsMode: 'permissive', certTtlMs: 86_400_000, tokenAudience: 'shoal' });
+
+  const pod = find(objects, 'Deployment')[0].spec.template.spec;
+  const mount = pod.containers[0].volumeMounts.find((m: any) => m.mountPath === id?.caDir);
+  t.ok(mount, '--ca-dir is a mounted volume');
+  t.equal(mount?.readOnly, true);
+  const volume = pod.volumes.find((v: any) => v.name === mount?.name);
+  t.same(volume?.secret, { secretName: 'shoal-ca', defaultMode: 0o440 }, 'the CA Secret, key readable by discover\'s group only');
+  t.same(find(objects, 'Secret').map((s: any) => s.metadata.name), ['shoal-discover-webhook-tls'], 'the CA Secret is the user\'s unless ca.generate');
+  t.match(notes, /Workload identity and mTLS: on \(trust domain cluster\.local; apps without MTLS_MODE are permissive\)/);
+  t.match(notes, /kubectl -n shoal create secret tls shoal-ca --cert tls\.crt --key tls\.key/);
+
+  // The injection path: the webhook this discover runs mounts each sidecar's projected token with the
+  // audience TokenReview checks CSRs against, at the file the sidecar reads, and points the sidecar at
+  // this discover (the CA's routes live beside the snapshots).
+  const token = sidecarToken(objects);
+  t.equal(token.audience, id?.tokenAudience, 'token audience = the audience the CA checks');
+  t.equal(token.mountedAt, token.file, 'SHOAL_TOKEN_FILE is the projected token');
+  t.ok(token.expirationSeconds >= 600, 'a lifetime Kubernetes accepts');
+  const { sidecar } = injectedSidecar(objects);
+  t.equal(new URL(sidecar.env.find((e: any) => e.name === 'DISCOVER_URL').value).origin, 'http://shoal-discover.shoal.svc:6100', 'the sidecar sends its CSR to this discover');
+});
+
+t.test('identity values change what they say', async (t) => {
+  const { objects, notes } = render({
+    values: {
+      discover: { tokenAudience: 'mesh.example' },
+      identity: { enabled: true, trustDomain: 'prod.example.com', mtlsMode: 'strict', certTtlSeconds: 3600, ca: { secretName: 'corp-mesh-ca' } },
+    },
+  });
+  const id = identityOptionsFromFlags(flagsOf(objects));
+  t.equal(id?.trustDomain, 'prod.example.com');
+  t.equal(id?.mtlsMode, 'strict');
+  t.equal(id?.certTtlMs, 3_600_000);
+  t.equal(id?.tokenAudience, 'mesh.example');
+  const pod = find(objects, 'Deployment')[0].spec.template.spec;
+  t.equal(pod.volumes.find((v: any) => v.name === 'mesh-ca').secret.secretName, 'corp-mesh-ca');
+  t.equal(sidecarToken(objects).audience, 'mesh.example', 'the injected token follows discover.tokenAudience');
+  t.match(notes, /apps without MTLS_MODE are strict/);
+});
+
+t.test('identity.ca.generate: a CA Secret made at install, kept on upgrade (with older roots) and on uninstall', async (t) => {
+  const values = { identity: { enabled: true, ca: { generate: true } } };
+  const { objects, notes } = render({ values });
+  const ca = find(objects, 'Secret').find((s: any) => s.metadata.name === 'shoal-ca');
+  t.ok(ca, 'the Secret discover mounts');
+  t.doesNotThrow(() => new Secret(ca).validate());
+  t.equal(ca.type, 'kubernetes.io/tls');
+  t.equal(ca.metadata.namespace, 'shoal');
+  t.equal(ca.metadata.annotations['helm.sh/resource-policy'], 'keep', 'uninstall leaves the root in place');
+  t.same(Object.keys(ca.data).sort(), ['tls.crt', 'tls.key']);
+  // The test renderer's genCA is a stub: its subject shows what the template asked for.
+  t.match(Buffer.from(ca.data['tls.crt'], 'base64').toString(), /BEGIN CERTIFICATE[\s\S]*shoal mesh root CA cluster\.local/);
+  t.match(Buffer.from(ca.data['tls.key'], 'base64').toString(), /BEGIN RSA PRIVATE KEY/);
+  t.equal(find(objects, 'Deployment')[0].spec.template.spec.volumes.find((v: any) => v.name === 'mesh-ca').secret.secretName, ca.metadata.name);
+  t.match(notes, /generated into Secret shoal\/shoal-ca; it stays on uninstall/);
+
+  const existing = { data: { 'tls.crt': 'TkVX', 'tls.key': 'S0VZ', 'ca.crt': 'T0xE' } };
+  const upgrade = render({ values, lookup: (v, kind, ns, name) => (kind === 'Secret' && ns === 'shoal' && name === 'shoal-ca' ? existing : kubeDns(v, kind, ns, name)) }).objects;
+  t.same(find(upgrade, 'Secret').find((s: any) => s.metadata.name === 'shoal-ca').data, existing.data, 'the earlier CA and the older roots of a rotation are kept');
+  t.same(find(render({ values: { identity: { enabled: false, ca: { generate: true } } } }).objects, 'Secret').map((s: any) => s.metadata.name), ['shoal-discover-webhook-tls'], 'nothing generated while identity is off');
+});
+
+t.test('a CA shaped like Helm\'s genCA (RSA 2048, PKCS#1 key) loads from --ca-dir and signs workload certificates', async (t) => {
+  // What sprig's genCA makes: an RSA 2048 key in PKCS#1 PEM, CN only, CA:TRUE, keyUsage digitalSignature, keyEncipherment, certSign.
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-chart-ca-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  execFileSync('openssl', ['genrsa', '-traditional', '-out', join(dir, 'tls.key'), '2048'], { stdio: 'ignore' });
+  execFileSync('openssl', ['req', '-x509', '-new', '-key', join(dir, 'tls.key'), '-days', '3650', '-subj', '/CN=shoal mesh root CA cluster.local',
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign', '-out', join(dir, 'tls.crt')], { stdio: 'ignore' });
+  t.match(readFileSync(join(dir, 'tls.key'), 'utf8'), /BEGIN RSA PRIVATE KEY/);
+  // discover's flags as the chart renders them, with --ca-dir where this test put the Secret's files.
+  const values = flagsOf(render({ values: { identity: { enabled: true } } }).objects);
+  const opts = identityOptionsFromFlags({ ...values, 'ca-dir': dir });
+  t.ok(opts);
+  const { service, mesh } = await setupIdentity(opts!, async () => {
+    throw new Error('no cluster in this test: TokenReview is not reached');
+  }, createLogger('test', 'silent'));
+  t.equal(mesh.trustDomain, 'cluster.local');
+  t.equal(mesh.trustBundle.length, 1);
+  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const want = 'spiffe://cluster.local/ns/default/sa/web';
+  const issued = await service.ca.sign(createCsr(privateKey, publicKey, want), { namespace: 'default', serviceAccount: 'web' }, service.ttlMs);
+  const leaf = new X509Certificate(issued.certificate);
+  const root = new X509Certificate(readFileSync(join(dir, 'tls.crt')));
+  t.ok(leaf.checkIssued(root) && leaf.verify(root.publicKey), 'the workload certificate chains to the generated root');
+  t.equal(leaf.subjectAltName, `URI:${want}`);
+  t.ok(leaf.checkPrivateKey(privateKey));
 });
