@@ -45,11 +45,11 @@ const commands: Record<string, Command> = {
     usage: 'shoal discover (--static FILE.yaml | --kubernetes [--kubeconfig FILE] [--webhook]) [--port 6100]',
     summary: 'Serve every app its snapshot (listeners, routes, endpoints, DNS names) with long-poll push.',
     async load() {
-      const [{ discoverFlags, discoverOptionsFromFlags, startDiscover }, { webhookFlags }] = await Promise.all([import('./discover/main.ts'), import('./discover/webhook/webhookFlags.ts')]);
+      const [{ discoverFlags, discoverOptionsFromFlags, startDiscover }, { webhookFlags }, { createDiscoverLogger }] = await Promise.all([import('./discover/main.ts'), import('./discover/webhook/webhookFlags.ts'), import('./discover/log.ts')]);
       return {
         flags: mergeFlags(discoverFlags, webhookFlags),
         async run(_pos, v) {
-          const d = await startDiscover(discoverOptionsFromFlags(v, createLogger('discover', String(v['log-level']))));
+          const d = await startDiscover(discoverOptionsFromFlags(v, createDiscoverLogger(String(v['log-level']))));
           onSignals(() => d.close());
         },
       };

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FlagSpec } from './shared/flags.ts';
 import { createLogger } from './shared/log.ts';
+import { createDiscoverLogger } from './discover/log.ts';
 import { startDiscover, type Discover } from './discover/main.ts';
 import { startProxy, type Proxy } from './proxy/main.ts';
 
@@ -123,7 +124,7 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
   try {
     const backends = await startDemoBackends();
     cleanups.push(() => backends.close());
-    const discover = await startDiscover({ staticFile: topologyFile, host: '127.0.0.1', port: opts.discoverPort, log: createLogger('discover', opts.logLevel) });
+    const discover = await startDiscover({ staticFile: topologyFile, host: '127.0.0.1', port: opts.discoverPort, log: createDiscoverLogger(opts.logLevel) });
     cleanups.push(() => discover.close());
     // web's sidecar: outbound on the loopbacks the snapshot assigns, inbound on 127.0.0.1:65400 -> web,
     // DNS on 127.0.0.1:<dns-port> with no upstream (the demo sends nothing beyond loopback).

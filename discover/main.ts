@@ -2,7 +2,8 @@
 import type { FastifyInstance } from 'fastify';
 import type { AddressInfo } from 'node:net';
 import type { KubeConfig } from '@kubernetes/client-node';
-import { createLogger, type Logger } from '../shared/log.ts';
+import type { Logger } from '../shared/log.ts';
+import { createDiscoverLogger } from './log.ts';
 import { createRegistry } from '../shared/metrics.ts';
 import { readFileSync } from 'node:fs';
 import { UsageError, type FlagSpec, type FlagValues } from '../shared/flags.ts';
@@ -186,7 +187,7 @@ async function wireSource(opts: DiscoverOptions, store: SnapshotStore, metrics: 
  */
 export async function startDiscover(opts: DiscoverOptions): Promise<Discover> {
   if (!opts.staticFile === !opts.kubernetes) throw new Error('discover needs exactly one source: a static file or Kubernetes');
-  const log = opts.log ?? createLogger('discover');
+  const log = opts.log ?? createDiscoverLogger();
   const registry = createRegistry('discover');
   const metrics = createDiscoverMetrics(registry);
   const store = new SnapshotStore(metrics, log);

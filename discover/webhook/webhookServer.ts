@@ -5,7 +5,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { isIP, type AddressInfo } from 'node:net';
-import { createLogger, type Logger } from '../../shared/log.ts';
+import type { Logger } from '../../shared/log.ts';
+import { createDiscoverLogger } from '../log.ts';
 import { admit, MalformedReviewError } from './admission.ts';
 import { isQuantity, type InjectorConfig } from './podInjector.ts';
 
@@ -79,7 +80,7 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | null> {
 
 /** Starts the webhook. Rejects if the certificate or key cannot be read or do not match. */
 export async function startWebhook(opts: WebhookOptions): Promise<Webhook> {
-  const log = opts.log ?? createLogger('discover');
+  const log = opts.log ?? createDiscoverLogger();
   const limit = opts.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
   const injector: InjectorConfig = {
     ...opts.injector,

@@ -2,10 +2,9 @@
 // close-delimited bodies, HEAD and 204, stale keep-alive connections, pipelining, Connection: close,
 // malformed responses, HTTP/1.0 (handed to node:http), and the access log.
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
-import { Writable } from 'node:stream';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { pino } from 'pino';
+import { createLogger } from '../../../shared/log.ts';
 import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { freePort, httpBackend, randomLoopback, service, startSidecar, type Handler } from '../fixtures.ts';
@@ -173,13 +172,8 @@ t.test('HTTP/1.0 and requests with bodies go the node:http way and still work (c
 
 t.test('the access log writes one JSON line per sampled request', async (t) => {
   const lines: Record<string, unknown>[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString().split('\n')) if (l.trim() !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
-      cb();
-    },
-  });
-  const log = pino({ level: 'info' }, sink);
+  const sink = { write: (chunk: string) => { for (const l of chunk.split('\n')) if (l.trim() !== '') lines.push(JSON.parse(l) as Record<string, unknown>); } };
+  const log = createLogger('proxy', 'info', sink);
   const url = await via(t, (req, res) => {
     req.resume();
     res.end('ok');
