@@ -13,6 +13,10 @@ const STREAMS_PER_SESSION = 100;
 export const STREAM_WINDOW = 1 << 20;
 export const SESSION_WINDOW = 16 << 20;
 const IDLE_CLOSE_MS = 30_000;
+// A meshed endpoint's TLS handshake, once TCP is up (ConnectTimeoutMS bounds the TCP connect alone,
+// as on the HTTP/1.1 path): without a bound, a peer that stalls mid-handshake would hold every
+// stream sent to it, since each new one joins the pending session.
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /** A stream in flight that must hear when its endpoint is gone for good (after the drain period). */
 export interface StreamOwner {
@@ -87,10 +91,25 @@ function onConnectTimeout(u: UpstreamSession): void {
 }
 
 function confirmConnectTimeout(u: UpstreamSession): void {
-  if (u.connected || u.session.destroyed || u.session.socket?.connecting === false) return;
+  if (u.connected || u.session.destroyed) return;
+  if (u.session.socket?.connecting === false) {
+    if (u.mesh !== null) {
+      u.connectTimer = setTimeout(onHandshakeTimeout, HANDSHAKE_TIMEOUT_MS, u);
+      u.connectTimer.unref();
+    }
+    return;
+  }
   u.closed = true;
   u.pool.forget(u);
   u.session.destroy(new ConnectTimeoutError(`no connection to ${u.pool.endpoint.key} within ${u.pool.connectTimeoutMs} ms`));
+}
+
+function onHandshakeTimeout(u: UpstreamSession): void {
+  u.connectTimer = null;
+  if (u.connected || u.session.destroyed) return;
+  u.closed = true;
+  u.pool.forget(u);
+  u.session.destroy(new Error(`TLS handshake with ${u.pool.endpoint.key} not finished within ${HANDSHAKE_TIMEOUT_MS} ms`));
 }
 
 function onSessionConnect(this: Tagged): void {

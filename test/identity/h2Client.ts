@@ -19,7 +19,7 @@ export interface H2Answer {
 export type TlsOptions = { key?: string; cert?: string; ca: string[]; ALPNProtocols?: string[] };
 
 /** One request on a fresh HTTP/2 connection: h2c with prior knowledge, or TLS when tls is given. Never throws. */
-export function h2Get(target: string, path: string, headers: Record<string, string> = {}, tls: TlsOptions | null = null): Promise<H2Answer> {
+export function h2Get(target: string, path: string, headers: Record<string, string> = {}, tls: TlsOptions | null = null, timeoutMs = 10_000): Promise<H2Answer> {
   return new Promise((resolve) => {
     const out: H2Answer = { status: 0, headers: {}, body: '', error: '', tlsVersion: null, alpn: null, serverSans: '' };
     const session = tls
@@ -40,7 +40,7 @@ export function h2Get(target: string, path: string, headers: Record<string, stri
     const timer = setTimeout(() => {
       out.error ||= 'timeout';
       finish();
-    }, 10_000);
+    }, timeoutMs);
     session.on('error', (e) => {
       out.error ||= e.message;
       finish();

@@ -6,6 +6,7 @@
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import { createSecureServer } from 'node:http2';
+import { createServer as createNetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { CertificateAuthority } from '../../discover/identity/certificateAuthority.ts';
@@ -136,4 +137,32 @@ t.test('the h2 caller checks the peer: an endpoint presenting another identity g
   t.equal(streams, 0, 'no request reached the impostor');
   t.equal(sessions, 0, 'not even an HTTP/2 session: the handshake failed first');
   t.match((await metric(mesh.web, 'shoal_proxy_outbound_mtls_total')).join('\n'), /result="failed"[^}]*\} [1-9]/);
+});
+
+t.test('a peer that stalls mid-handshake fails its session after the handshake bound instead of holding every stream', async (t) => {
+  const mesh = await startMesh(t, { mode: 'STRICT', protocol: 'http2', dependencyOptions: 'RetryAttempts: 0, RequestTimeoutMS: 30000' });
+  await mesh.api.close();
+  // Accepts TCP, reads the ClientHello, never answers.
+  const sockets: Socket[] = [];
+  let closedByCaller = 0;
+  const stall = createNetServer((s) => {
+    sockets.push(s);
+    s.on('data', () => {});
+    s.on('error', () => {});
+    s.on('close', () => closedByCaller++);
+  });
+  await new Promise<void>((resolve) => stall.listen(mesh.apiInbound.port, mesh.apiInbound.host, resolve));
+  t.teardown(() => new Promise<void>((resolve) => {
+    for (const s of sockets) s.destroy();
+    stall.close(() => resolve());
+  }));
+  const started = performance.now();
+  const r = await h2Get(outbound(mesh), '/stalled', {}, null, 25_000);
+  const ms = performance.now() - started;
+  t.equal(r.status, 502, r.error || r.body);
+  t.equal(r.headers['x-shoal-error'], 'upstream-reset');
+  t.match(r.body, /TLS handshake with [\d.]+:\d+ not finished within 10000 ms/);
+  t.ok(ms >= 9000 && ms < 25_000, `failed after the handshake bound, well before RequestTimeoutMS (${ms.toFixed(0)} ms)`);
+  t.equal(sockets.length, 1, 'one connection tried');
+  t.equal(closedByCaller, 1, 'and given up by the caller');
 });

@@ -34,6 +34,8 @@ export interface MeshOptions {
   relay?: boolean;
   /** Start the `other` caller too. */
   other?: boolean;
+  /** Options of the callers' dependency on api (YAML flow map body, e.g. `RetryAttempts: 0`). */
+  dependencyOptions?: string;
 }
 
 export interface Mesh {
@@ -203,7 +205,7 @@ services:
 apps:${apiApp}
   - name: ${caller}
     config:
-      base_services: [{ depend_service_alias: api, port: ${svcPort}, protocol: ${protocol} }]
+      base_services: [{ depend_service_alias: api, port: ${svcPort}, protocol: ${protocol}, options: { ${o.dependencyOptions ?? ''} } }]
 `;
   const { ca } = await CertificateAuthority.generate(TRUST_DOMAIN);
   const discovers: Discover[] = [];
