@@ -69,11 +69,13 @@ export function h2Get(target: string, path: string, headers: Record<string, stri
   });
 }
 
-export function run(cmd: string, args: string[]): Promise<{ code: number; out: string }> {
+/** Runs a command to its end (stdin: `input`, then closed); stdout and stderr together. */
+export function run(cmd: string, args: string[], input = ''): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
-    execFile(cmd, args, { timeout: 20_000 }, (err, stdout, stderr) => {
+    const child = execFile(cmd, args, { timeout: 20_000 }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, out: `${stdout}${stderr}` });
     });
+    child.stdin?.end(input);
   });
 }
 

@@ -61,7 +61,14 @@ t.test('strict http2 port: the caller\'s h2 listener speaks TLS 1.3 with ALPN h2
   t.equal(noAlpn.status, 200, `h2 without ALPN: ${noAlpn.error}`);
   writeFileSync(join(mesh.dir, 'web.key'), web.key);
   writeFileSync(join(mesh.dir, 'web.crt'), web.cert);
-  // curl cannot check a URI SAN (-k); the chain is checked by node:http2 above.
+  // openssl s_client offering only h2: TLS 1.3, ALPN h2, api's certificate verifies against the bundle.
+  writeFileSync(join(mesh.dir, 'bundle.pem'), mesh.ca.trustBundle.join(''));
+  const s = await run('openssl', ['s_client', '-connect', target(mesh), '-tls1_3', '-alpn', 'h2', '-CAfile', join(mesh.dir, 'bundle.pem'),
+    '-cert', join(mesh.dir, 'web.crt'), '-key', join(mesh.dir, 'web.key'), '-verify_return_error']);
+  t.match(s.out, /New, TLSv1\.3, Cipher/, 'openssl: TLS 1.3');
+  t.match(s.out, /ALPN protocol: h2/, 'openssl: ALPN h2 negotiated');
+  t.match(s.out, /Verify return code: 0 \(ok\)/, 'openssl: api\'s certificate verifies against the trust bundle');
+  // curl cannot check a URI SAN (-k); the chain is checked by node:http2 and openssl above.
   const curlTls = await run('curl', ['-sS', '-k', '--http2', '--cert', join(mesh.dir, 'web.crt'), '--key', join(mesh.dir, 'web.key'), '-w', '\nversion=%{http_version}', `https://${target(mesh)}/curl-tls`]);
   t.match(curlTls.out, /api-ok GET \/curl-tls\nversion=2/, 'curl --http2 with the mesh certificate: served over h2 (ALPN)');
   const curlH1 = await run('curl', ['-sS', '-k', '--http1.1', '--cert', join(mesh.dir, 'web.crt'), '--key', join(mesh.dir, 'web.key'), '-w', '\nversion=%{http_version}', `https://${target(mesh)}/curl-h1`]);
