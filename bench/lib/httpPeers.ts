@@ -5,6 +5,10 @@ import { chmodSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort, pinned, waitHttp, type ProcessGroup } from './processes.ts';
+import { SIDECAR_NODE_OPTIONS } from '../../discover/webhook/podInjector.ts';
+
+/** The Node flags the sidecar runs with in a pod (the image's and the injected NODE_OPTIONS); the bare server gets them too. */
+export const DEPLOYED_NODE_FLAGS = SIDECAR_NODE_OPTIONS.split(' ').filter(Boolean);
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const root = join(here, '..', '..');
@@ -135,7 +139,7 @@ ${tcpPort ? `  - { name: bulk, address: ${tcpAddress}, ports: [{ port: ${tcpPort
 ${tcpPort ? `        - { depend_service_alias: bulk, port: ${tcpPort}, protocol: tcp }\n` : ''}`);
   const discover = await startDiscover({ staticFile: topology, host: '127.0.0.1', port: 0, log: createLogger('discover', 'warn') });
   try {
-    const { info } = await group.jsonChild(...pinned(opts.cpus, process.execPath, [...(opts.nodeOptions ?? []), join(here, 'proxySidecarChild.mjs'), JSON.stringify({
+    const { info } = await group.jsonChild(...pinned(opts.cpus, process.execPath, [...DEPLOYED_NODE_FLAGS, ...(opts.nodeOptions ?? []), join(here, 'proxySidecarChild.mjs'), JSON.stringify({
       discoverUrl: `${discover.url}/v1/resources/default/web/mesh`, adminHost: '127.0.0.1', adminPort: 0,
       inboundAddress: '127.0.0.1', stateFile: join(dir, 'state.json'), drainTimeoutMs: 1000,
     })]));
@@ -157,6 +161,6 @@ ${tcpPort ? `        - { depend_service_alias: bulk, port: ${tcpPort}, protocol:
 
 /** The bare node:http server answering the same 1 KB body: the reference for RSS and CPU. */
 export async function startBareServer(group: ProcessGroup, cpus?: string): Promise<{ url: string; pid: number }> {
-  const { info } = await group.jsonChild(...pinned(cpus, process.execPath, [join(here, 'proxyBareServerChild.mjs')]));
+  const { info } = await group.jsonChild(...pinned(cpus, process.execPath, [...DEPLOYED_NODE_FLAGS, join(here, 'proxyBareServerChild.mjs')]));
   return { url: `http://127.0.0.1:${info.port}/`, pid: info.pid };
 }

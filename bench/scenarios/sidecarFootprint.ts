@@ -2,7 +2,7 @@
 // answering the same 1 KB body, at 0, 1,000 and 5,000 rps: resident memory and CPU seconds per
 // 1,000 requests, each as a ratio to the bare server at the same load.
 import { atMost, errorShare, interleave, profileArgs, proxyCpu, ratio, type ScenarioContext } from '../lib/context.ts';
-import { startBackend, startBareServer, startShoal, type ShoalSidecar } from '../lib/httpPeers.ts';
+import { DEPLOYED_NODE_FLAGS, startBackend, startBareServer, startShoal, type ShoalSidecar } from '../lib/httpPeers.ts';
 import { paced } from '../lib/loadClients.ts';
 import { cpuSeconds, memMb, ProcessGroup, sleep } from '../lib/processes.ts';
 import type { Row, ScenarioResult } from '../lib/report.ts';
@@ -100,7 +100,7 @@ export async function runSidecarFootprint(ctx: ScenarioContext, opts: { rates?: 
   return {
     scenario: 'sidecar-footprint',
     title: 'sidecar-footprint: memory and CPU of the sidecar beside a bare node:http server',
-    method: `A fresh sidecar (routing to the 1 KB nginx backend over L7) and a bare node:http server answering the same 1 KB body, each driven by the paced client at ${rates.join(', ')} rps for ${seconds} s (0 rps: left idle), ${ctx.rounds} rounds interleaved, loads in rising order. RSS is read from /proc at the end of each run (it includes some 38 MB of the node binary's file-backed pages, shared by every Node process; the private, anonymous part is shown too); CPU is user+system seconds of the process over the run, divided by the requests it served (per 1,000). Idle RSS right after start: ${Object.entries(idleRss).map(([k, v]) => `${k} ${v} MB`).join(', ')}.${cpu ? ` Both are pinned to CPU ${cpu}.` : ''}`,
+    method: `A fresh sidecar (routing to the 1 KB nginx backend over L7) and a bare node:http server answering the same 1 KB body, each driven by the paced client at ${rates.join(', ')} rps for ${seconds} s (0 rps: left idle), ${ctx.rounds} rounds interleaved, loads in rising order. Both run with the Node flags the sidecar gets in a pod (${DEPLOYED_NODE_FLAGS.join(' ')}). RSS is read from /proc at the end of each run (it includes some 38 MB of the node binary's file-backed pages, shared by every Node process; the private, anonymous part is shown too); CPU is user+system seconds of the process over the run, divided by the requests it served (per 1,000). Idle RSS right after start: ${Object.entries(idleRss).map(([k, v]) => `${k} ${v} MB`).join(', ')}.${cpu ? ` Both are pinned to CPU ${cpu}.` : ''}`,
     command: ctx.command,
     date: new Date().toISOString(),
     machine: ctx.machine,
