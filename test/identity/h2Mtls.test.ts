@@ -141,6 +141,10 @@ t.test('the h2 caller checks the peer: an endpoint presenting another identity g
   const h1 = await run('curl', ['-sS', '-i', '--http1.1', `http://${outbound(mesh)}/third`]);
   t.match(h1.out, /^HTTP\/1\.1 502/, 'an HTTP/1.1 caller on the h2 listener too');
   t.match(h1.out, /expected spiffe:\/\/mesh\.test\/ns\/default\/sa\/api/);
+  const call = await h2Get(outbound(mesh), '/shoal.test.Echo/Unary', { ':method': 'POST', 'content-type': 'application/grpc', te: 'trailers' });
+  t.equal(call.status, 200, 'a gRPC call gets a gRPC status');
+  t.equal(call.headers['grpc-status'], '14', 'UNAVAILABLE');
+  t.match(decodeURIComponent(String(call.headers['grpc-message'])), `presented spiffe://${TRUST_DOMAIN}/ns/default/sa/other, expected ${API_ID}`);
   t.equal(streams, 0, 'no request reached the impostor');
   t.equal(sessions, 0, 'not even an HTTP/2 session: the handshake failed first');
   t.match((await metric(mesh.web, 'shoal_proxy_outbound_mtls_total')).join('\n'), /result="failed"[^}]*\} [1-9]/);
