@@ -1,7 +1,7 @@
 // The client side of an h2 listener's request, whichever protocol the app spoke: an HTTP/2 stream
 // (h2c) or an HTTP/1.1 request on the same port. The exchange (h2Exchange.ts) talks to this shape only.
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
-import { constants, type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import type { OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import type { Readable } from 'node:stream';
 import { connectionListed } from '../http/hopByHop.ts';
 import { peerOf, type Peer } from '../tls/meshTls.ts';
@@ -240,4 +240,5 @@ export class H1Downstream implements Downstream {
   }
 }
 
-export const NO_ERROR = constants.NGHTTP2_NO_ERROR;
+/** RFC 9113 error codes (as literals: node:http2 loads only when a snapshot needs it). */
+export const NO_ERROR = 0x0;

@@ -3,7 +3,8 @@
 // STREAMS_PER_SESSION), a new connection opens when all are full (up to MaxConnections).
 // node:http2 rather than undici: measured faster here (docs/proxy.md), and it exposes what a gRPC
 // proxy needs (RST_STREAM codes, GOAWAY, trailers in both directions).
-import { connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type OutgoingHttpHeaders } from 'node:http2';
+import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
+import { nodeHttp2 } from '../lazyBuiltins.ts';
 import type { Endpoint } from '../cluster/endpoint.ts';
 import { meshH2Connection, type MeshTls } from '../tls/meshTls.ts';
 
@@ -43,7 +44,7 @@ export class UpstreamSession {
     const tls = meshH2Connection(ep.cluster.policy, ep.address, ep.port);
     this.mesh = tls?.mesh ?? null;
     this.generation = tls?.mesh.generation ?? 0;
-    const s = connect(tls ? `https://${ep.key}` : `http://${ep.key}`, {
+    const s = nodeHttp2().connect(tls ? `https://${ep.key}` : `http://${ep.key}`, {
       settings: { enablePush: false, initialWindowSize: STREAM_WINDOW },
       peerMaxConcurrentStreams: STREAMS_PER_SESSION,
       ...(tls ? { createConnection: tls.connect } : {}),
@@ -282,6 +283,7 @@ export function retireRemovedH2Endpoints(): void {
   for (const p of live) if (p.endpoint.retired && !p.retiring) p.retire();
 }
 
-export const H2_CANCEL = constants.NGHTTP2_CANCEL;
-export const H2_REFUSED_STREAM = constants.NGHTTP2_REFUSED_STREAM;
-export const H2_INTERNAL_ERROR = constants.NGHTTP2_INTERNAL_ERROR;
+// RFC 9113 error codes (literals: node:http2 loads only when a snapshot needs it).
+export const H2_CANCEL = 0x8;
+export const H2_REFUSED_STREAM = 0x7;
+export const H2_INTERNAL_ERROR = 0x2;

@@ -5,7 +5,8 @@
 // sent upstream as a stream on a pooled HTTP/2 connection (h2Exchange.ts).
 import { createRequire } from 'node:module';
 import type { IncomingHttpHeaders, IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
-import { createServer as createH2Server, type Http2Server, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import type { Http2Server, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
+import { nodeHttp2 } from '../lazyBuiltins.ts';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { Gauge } from 'prom-client';
 import type { Logger } from '../../shared/log.ts';
@@ -164,7 +165,7 @@ export class H2Listener implements H2Site {
     this.accessLog = ctx.accessLog;
     this.drainMs = drainMs;
     this.connections = ctx.metrics.connections.labels(name, direction);
-    const h2 = createH2Server({
+    const h2 = nodeHttp2().createServer({
       settings: { initialWindowSize: STREAM_WINDOW, enablePush: false },
       // Many concurrent streams per client connection (gRPC channels multiplex everything on one).
       peerMaxConcurrentStreams: 1000,

@@ -6,7 +6,8 @@ import { createRequire } from 'node:module';
 import { generateKeyPairSync, X509Certificate, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { connect as netConnect, Socket, type NetConnectOpts, type Server } from 'node:net';
-import { connect as tlsConnect, createSecureContext, TLSSocket, type PeerCertificate, type SecureContext } from 'node:tls';
+import type { ConnectionOptions, PeerCertificate, SecureContext, TLSSocket } from 'node:tls';
+import { nodeTls } from '../lazyBuiltins.ts';
 import { Counter, type Registry } from '../../shared/promText.ts';
 import type { buildConnector } from 'undici';
 import { authzAllows, type AuthzPolicy } from '../../shared/authzPolicy.ts';
@@ -107,7 +108,7 @@ export function meshUndiciConnector(policy: ClusterPolicy, connectTimeoutMs: num
       if (err) callback(err, null);
       else callback(null, s);
     };
-    s.once(s instanceof TLSSocket ? 'secureConnect' : 'connect', () => finish(null));
+    s.once((s as Partial<TLSSocket>).encrypted === true ? 'secureConnect' : 'connect', () => finish(null));
     s.once('error', finish);
     return s;
   };
@@ -261,7 +262,7 @@ export class MeshTls {
     const ca = [...new Set([...this.bundle, ...trustBundle])];
     // The PEM stays in this process's memory: handed to OpenSSL, never written or logged.
     // sessionIdContext: OpenSSL resumes sessions of a server that verifies clients only with one set.
-    const context = createSecureContext({ key: key.export({ type: 'pkcs8', format: 'pem' }) as string, cert: certificate, ca, minVersion: 'TLSv1.3', sessionIdContext: 'shoal-mesh' });
+    const context = nodeTls().createSecureContext({ key: key.export({ type: 'pkcs8', format: 'pem' }) as string, cert: certificate, ca, minVersion: 'TLSv1.3', sessionIdContext: 'shoal-mesh' });
     const issuedAt = Date.now();
     this.creds = { context, spiffeId, notAfter, issuedAt };
     this.generation++;
@@ -294,7 +295,7 @@ export class MeshTls {
     }
     // Session tickets per endpoint and protocol (an h2 and an HTTP/1.1 connection to one address are different callers).
     const ticketKey = alpn === 'h2' ? `${key} h2` : key;
-    const s = tlsConnect({
+    const s = nodeTls().connect({
       ...(options as object),
       secureContext: creds.context,
       minVersion: 'TLSv1.3',
@@ -307,7 +308,7 @@ export class MeshTls {
         if (ids.some((id) => want.includes(id))) return undefined;
         return Object.assign(new Error(`peer ${key} presented ${ids.join(', ') || 'no SPIFFE ID'}, expected ${want.join(' or ')}`), { code: 'ERR_SHOAL_PEER_IDENTITY' });
       },
-    } as unknown as Parameters<typeof tlsConnect>[0]);
+    } as unknown as ConnectionOptions);
     // tls.connect ignores the noDelay option (net's would honour it): without this, Nagle holds
     // each small request and response for the peer's delayed ACK.
     s.setNoDelay(true);
@@ -364,7 +365,7 @@ export class MeshTls {
         return;
       }
       raw.setNoDelay(true);
-      const tls = new TLSSocket(raw, { isServer: true, secureContext: creds.context, requestCert: true, rejectUnauthorized: false, ALPNProtocols: gate.alpn });
+      const tls = new (nodeTls().TLSSocket)(raw, { isServer: true, secureContext: creds.context, requestCert: true, rejectUnauthorized: false, ALPNProtocols: gate.alpn });
       tls.setTimeout(HANDSHAKE_TIMEOUT_MS, () => tls.destroy());
       tls.once('error', () => tls.destroy());
       tls.once('secure', () => {

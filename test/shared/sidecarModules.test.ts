@@ -71,3 +71,55 @@ t.test('shoal proxy, as the container runs it, loads only the sidecar\'s modules
   t.match(r.stdout, /--discover-url/, 'the proxy command was loaded');
   checkForbidden(t, r);
 });
+
+// node:tls and node:http2 cost a process ~9 MB RSS: a sidecar loads them when its snapshot needs them.
+t.test('a running sidecar loads node:tls and node:http2 only when its snapshot needs them', async (t) => {
+  const { spawn } = await import('node:child_process');
+  const { withDiscover } = await import('../lib/discover.ts');
+  const { freePort, httpBackend, randomLoopback, service } = await import('../proxy/fixtures.ts');
+  const api = await httpBackend(t, 'api-1', (req, res) => {
+    req.resume();
+    res.end('ok');
+  });
+  const run = async (protocol: string) => {
+    const port = await freePort();
+    const address = randomLoopback();
+    const d = await withDiscover(t, `services:\n${service('api', address, port, [api.endpoint], protocol)}apps:
+  - name: web
+    config:
+      base_services:
+        - { depend_service_alias: api, port: ${port}, protocol: ${protocol} }
+`);
+    const dir = mkdtempSync(join(tmpdir(), 'shoal-builtins-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const child = spawn(process.execPath, [join(root, 'test', 'proxy', 'sidecarProcess.ts'), JSON.stringify({
+      discoverUrl: `${d.url}/v1/resources/default/web/mesh`, stateFile: join(dir, 'state.json'), adminHost: '127.0.0.1', adminPort: 0, inboundAddress: randomLoopback(), drainTimeoutMs: 500,
+    })], { stdio: ['ignore', 'pipe', 'inherit'] });
+    t.teardown(() => child.kill('SIGKILL'));
+    const lines: string[] = [];
+    let out = '';
+    child.stdout!.on('data', (c) => {
+      out += c;
+      let nl;
+      while ((nl = out.indexOf('\n')) >= 0) {
+        lines.push(out.slice(0, nl));
+        out = out.slice(nl + 1);
+      }
+    });
+    const next = async () => {
+      const had = lines.length;
+      for (let i = 0; i < 500 && lines.length === had; i++) await new Promise((r) => setTimeout(r, 10));
+      return JSON.parse(lines[had]) as { builtins?: string[] };
+    };
+    await next(); // ready
+    if (protocol === 'http') {
+      const { request } = await import('undici');
+      const r = await request(`http://${address}:${port}/`);
+      t.equal(await r.body.text(), 'ok', 'traffic flows through the sidecar');
+    }
+    child.kill('SIGUSR2');
+    return (await next()).builtins;
+  };
+  t.same(await run('http'), [], 'plain HTTP, no identity: neither tls nor http2 (nor zlib)');
+  t.same(await run('grpc'), ['tls', 'http2'], 'a gRPC dependency: http2 (which requires node:tls itself)');
+});
