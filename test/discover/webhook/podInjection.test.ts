@@ -144,7 +144,7 @@ t.test('a Deployment\'s pod with two containers', async (t) => {
   t.equal(env.SHOAL_DNS_UPSTREAM.value, '10.96.0.10');
   t.equal(env.SHOAL_TOKEN_FILE.value, '/var/run/secrets/shoal/token');
   t.equal(env.SHOAL_STATE_FILE.value, '/var/lib/shoal/snapshot.json');
-  t.equal(env.NODE_OPTIONS.value, '--max-semi-space-size=1', 'the app\'s NODE_OPTIONS (its --require) never reaches the sidecar');
+  t.equal(env.NODE_OPTIONS.value, '--max-semi-space-size=1 --v8-pool-size=1', 'the app\'s NODE_OPTIONS (its --require) never reaches the sidecar');
   t.equal(env.REGION.value, 'eu-west-1', 'plugin variable in the sidecar');
   t.same(sidecar.envFrom, [{ configMapRef: { name: 'checkout-settings' } }], 'envFrom shared too');
 
