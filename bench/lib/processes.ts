@@ -77,10 +77,25 @@ export class ProcessGroup {
           return;
         }
         out += d;
-        const nl = out.indexOf('\n');
-        if (nl >= 0) {
+        let nl;
+        while (!ready && (nl = out.indexOf('\n')) >= 0) {
+          const line = out.slice(0, nl);
+          out = out.slice(nl + 1);
+          let info: Record<string, number>;
+          try {
+            info = JSON.parse(line) as Record<string, number>;
+          } catch {
+            reject(new Error(`${cmd} ${args.join(' ')}: expected a JSON ready line, got ${JSON.stringify(line.slice(0, 200))}`));
+            return;
+          }
+          // A log line the child wrote before it was ready (a shoal process logs JSON to stdout too):
+          // passed on to stderr; the ready line is the first one that is not a log line.
+          if ('level' in info && 'msg' in info) {
+            process.stderr.write(`[${child.pid}] ${line.slice(0, 400)}\n`);
+            continue;
+          }
           ready = true;
-          resolve({ child, info: JSON.parse(out.slice(0, nl)) as Record<string, number> });
+          resolve({ child, info });
         }
       });
       child.once('error', (err) => reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}`)));
