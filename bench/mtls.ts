@@ -8,12 +8,12 @@
 // --profile DIR: the sidecars run under node --cpu-prof (summarize with bench/cpuProfileSummary.ts).
 //
 // Runs the sidecars from dist/ (built JavaScript), as in a pod.
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
 import { generateKeyPairSync } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { root, startBackend } from './lib/httpPeers.ts';
+import { root, startBackend, startNginx } from './lib/httpPeers.ts';
 import { paced, wrk } from './lib/loadClients.ts';
 import { cpuSeconds, freePort, pinned, ProcessGroup, waitHttp } from './lib/processes.ts';
 
@@ -111,23 +111,7 @@ apps:
   const nginxPlainFront = await freePort();
   const nginxTlsIn = await freePort();
   const nginxTlsFront = await freePort();
-  const prefix = join(dir, 'nginx');
-  mkdirSync(join(prefix, 'tmp'), { recursive: true });
-  const conf = join(prefix, 'nginx.conf');
-  writeFileSync(conf, `worker_processes 1;
-daemon off;
-pid ${prefix}/nginx.pid;
-error_log ${prefix}/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${prefix}/tmp/body;
-  proxy_temp_path ${prefix}/tmp/proxy;
-  fastcgi_temp_path ${prefix}/tmp/fastcgi;
-  uwsgi_temp_path ${prefix}/tmp/uwsgi;
-  scgi_temp_path ${prefix}/tmp/scgi;
-  keepalive_requests 1000000;
-  upstream app { server 127.0.0.1:${backendPort}; keepalive 64; }
+  startNginx(group, dir, 'nginx', 1, `  upstream app { server 127.0.0.1:${backendPort}; keepalive 64; }
   upstream plain_in { server 127.0.0.1:${nginxPlainIn}; keepalive 64; }
   upstream tls_in { server 127.0.0.1:${nginxTlsIn}; keepalive 64; }
   server { listen 127.0.0.1:${nginxPlainIn}; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
@@ -154,10 +138,7 @@ http {
       proxy_ssl_verify off;
       proxy_ssl_session_reuse on;
     }
-  }
-}
-`);
-  group.spawn('nginx', ['-p', prefix, '-c', conf, '-e', `${prefix}/error.log`]);
+  }`);
   const nginxPlainUrl = `http://127.0.0.1:${nginxPlainFront}/`;
   const nginxTlsUrl = `http://127.0.0.1:${nginxTlsFront}/`;
   await waitHttp(nginxPlainUrl);
@@ -170,7 +151,7 @@ http {
 
   const contenders: Array<[string, string]> = [['shoal plaintext', plainUrl], ['shoal mTLS', mtlsUrl], ['nginx plaintext', nginxPlainUrl]];
   if (nginxTls) contenders.push(['nginx mTLS', nginxTlsUrl]);
-  else console.log(`nginx mTLS: not measured (see ${prefix}/error.log)`);
+  else console.log(`nginx mTLS: not measured (see ${join(dir, 'nginx', 'error.log')})`);
   const rps: Record<string, number[]> = {};
   const p50: Record<string, number[]> = {};
   const p99: Record<string, number[]> = {};
