@@ -221,15 +221,42 @@ function isLabels(x: unknown): x is object {
   return typeof x === 'object' && x !== null;
 }
 
-export class Counter<T extends string = string> extends Metric<T> implements prom.Counter<T> {
-  readonly type = 'counter';
-  #series = new Map<string, Series<T>>();
-  readonly #collect: ((this: Counter<T>) => void | Promise<void>) | undefined;
+/** Counter and Gauge: one value per label set, and what both do with their series. */
+abstract class ValueMetric<T extends string> extends Metric<T> {
+  protected series = new Map<string, Series<T>>();
+  readonly #collect: ((this: never) => void | Promise<void>) | undefined;
 
-  constructor(config: prom.CounterConfiguration<T>) {
+  constructor(config: Config<T> & { collect?: unknown }) {
     super(config);
     this.#collect = config.collect as never;
     this.reset();
+  }
+
+  remove(...values: string[]): void;
+  remove(labels: LabelValues<T>): void;
+  remove(...args: unknown[]): void {
+    const labels = this.labelArgs(args);
+    this.check(labels);
+    this.series.delete(this.key(labels));
+  }
+
+  reset(): void {
+    this.series = new Map();
+    if (this.labelNames.length === 0) this.series.set('', { labels: {}, value: 0 });
+  }
+
+  /** get(): runs the collect callback first, then reads every series. */
+  protected async values(): Promise<{ name: string; help: string; type: string; values: Series<T>[]; aggregator: prom.Aggregator }> {
+    if (this.#collect) await this.#collect.call(this as never);
+    return { name: this.name, help: this.help, type: this.type, values: [...this.series.values()], aggregator: this.aggregator };
+  }
+}
+
+export class Counter<T extends string = string> extends ValueMetric<T> implements prom.Counter<T> {
+  readonly type = 'counter';
+
+  constructor(config: prom.CounterConfiguration<T>) {
+    super(config);
     this.register(config.registers);
   }
 
@@ -249,9 +276,9 @@ export class Counter<T extends string = string> extends Metric<T> implements pro
     if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${value}`);
     if (value < 0) throw new Error('It is not possible to decrease a counter');
     const k = this.key(labels);
-    const s = this.#series.get(k);
+    const s = this.series.get(k);
     if (s) s.value += value;
-    else this.#series.set(k, { labels: { ...labels }, value });
+    else this.series.set(k, { labels: { ...labels }, value });
   }
 
   labels(...values: string[]): prom.Counter.Internal;
@@ -262,34 +289,16 @@ export class Counter<T extends string = string> extends Metric<T> implements pro
     return { inc: (value?: number) => this.inc(labels, value) };
   }
 
-  remove(...values: string[]): void;
-  remove(labels: LabelValues<T>): void;
-  remove(...args: unknown[]): void {
-    const labels = this.labelArgs(args);
-    this.check(labels);
-    this.#series.delete(this.key(labels));
-  }
-
-  reset(): void {
-    this.#series = new Map();
-    if (this.labelNames.length === 0) this.#series.set('', { labels: {}, value: 0 });
-  }
-
   async get(): Promise<PromData<prom.Counter<T>>> {
-    if (this.#collect) await this.#collect.call(this);
-    return { name: this.name, help: this.help, type: this.type, values: [...this.#series.values()], aggregator: this.aggregator } as unknown as PromData<prom.Counter<T>>;
+    return (await this.values()) as unknown as PromData<prom.Counter<T>>;
   }
 }
 
-export class Gauge<T extends string = string> extends Metric<T> implements prom.Gauge<T> {
+export class Gauge<T extends string = string> extends ValueMetric<T> implements prom.Gauge<T> {
   readonly type = 'gauge';
-  #series = new Map<string, Series<T>>();
-  readonly #collect: ((this: Gauge<T>) => void | Promise<void>) | undefined;
 
   constructor(config: prom.GaugeConfiguration<T>) {
     super(config);
-    this.#collect = config.collect as never;
-    this.reset();
     this.register(config.registers);
   }
 
@@ -300,9 +309,9 @@ export class Gauge<T extends string = string> extends Metric<T> implements prom.
     if (typeof value !== 'number') throw new TypeError(`Value is not a valid number: ${value}`);
     this.check(labels);
     const k = this.key(labels);
-    const s = this.#series.get(k);
+    const s = this.series.get(k);
     if (s) s.value = value;
-    else this.#series.set(k, { labels: { ...labels }, value });
+    else this.series.set(k, { labels: { ...labels }, value });
   }
 
   inc(labels: LabelValues<T>, value?: number): void;
@@ -323,9 +332,9 @@ export class Gauge<T extends string = string> extends Metric<T> implements prom.
     if (typeof delta !== 'number') throw new TypeError(`Delta is not a valid number: ${delta}`);
     this.check(labels);
     const k = this.key(labels);
-    const s = this.#series.get(k);
+    const s = this.series.get(k);
     if (s) s.value += sign * delta;
-    else this.#series.set(k, { labels: { ...labels }, value: sign * delta });
+    else this.series.set(k, { labels: { ...labels }, value: sign * delta });
   }
 
   setToCurrentTime(labels?: LabelValues<T>): void {
@@ -355,22 +364,8 @@ export class Gauge<T extends string = string> extends Metric<T> implements prom.
     };
   }
 
-  remove(...values: string[]): void;
-  remove(labels: LabelValues<T>): void;
-  remove(...args: unknown[]): void {
-    const labels = this.labelArgs(args);
-    this.check(labels);
-    this.#series.delete(this.key(labels));
-  }
-
-  reset(): void {
-    this.#series = new Map();
-    if (this.labelNames.length === 0) this.#series.set('', { labels: {}, value: 0 });
-  }
-
   async get(): Promise<PromData<prom.Gauge<T>>> {
-    if (this.#collect) await this.#collect.call(this);
-    return { name: this.name, help: this.help, type: this.type, values: [...this.#series.values()], aggregator: this.aggregator } as unknown as PromData<prom.Gauge<T>>;
+    return (await this.values()) as unknown as PromData<prom.Gauge<T>>;
   }
 }
 
