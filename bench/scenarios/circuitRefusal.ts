@@ -14,7 +14,7 @@ const BURST = 40;
 
 interface Round { times: number[]; statuses: number[] }
 
-export async function runCircuitRefusal(ctx: ScenarioContext): Promise<ScenarioResult> {
+export async function runCircuitRefusal(ctx: ScenarioContext, opts: { sidecarNodeOptions?: string[] } = {}): Promise<ScenarioResult> {
   const group = new ProcessGroup();
   const cpu = proxyCpu(ctx);
   const errors: string[] = [];
@@ -27,7 +27,7 @@ export async function runCircuitRefusal(ctx: ScenarioContext): Promise<ScenarioR
     const { info } = await group.jsonChild(process.execPath, [join(root, 'bench', 'lib', 'slowBackendChild.mjs'), '5000']);
     const backendPort = info.port;
     try {
-      sidecar = await startShoal(group, ctx.dir, { backendPort, cpus: cpu, apiOptions: `MaxRequests: ${HOLD}`, nodeOptions: profileArgs(ctx, 'sidecar') });
+      sidecar = await startShoal(group, ctx.dir, { backendPort, cpus: cpu, apiOptions: `MaxRequests: ${HOLD}`, nodeOptions: [...(opts.sidecarNodeOptions ?? []), ...profileArgs(ctx, 'sidecar')] });
       contenders.push({ key: 'shoal', label: `shoal L7, MaxRequests ${HOLD}${cpu ? `, pinned to CPU ${cpu}` : ''}`, url: sidecar.l7Url });
     } catch (err) {
       errors.push(`shoal sidecar: ${(err as Error).message}`);
