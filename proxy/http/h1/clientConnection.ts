@@ -3,11 +3,29 @@
 // needs more than the fast path does (a body, an upgrade, HTTP/1.0, anything unusual).
 import type { Socket } from 'node:net';
 import type { HttpListener } from '../httpListener.ts';
+import type { Cluster } from '../../cluster/cluster.ts';
 import { Exchange, madeUpHead } from './exchange.ts';
 import { parseRequestHead, rawHeader } from './requestHead.ts';
 import { inboundDenied } from '../../tls/meshTls.ts';
 
 const MAX_HEAD = 16 * 1024;
+
+/**
+ * The 503 overloaded answer of a cluster, built once per cluster and policy: a burst over
+ * MaxRequests is answered from prebuilt bytes. Rebuilt when the cluster's policy object changes.
+ */
+const OVERLOADED = Symbol('shoal.overloaded');
+type RefusingCluster = Cluster & { [OVERLOADED]?: { policy: Cluster['policy']; keep: Buffer; close: Buffer } };
+function overloadedResponse(cluster: Cluster, close: boolean): Buffer {
+  const c = cluster as RefusingCluster;
+  let r = c[OVERLOADED];
+  if (r === undefined || r.policy !== cluster.policy) {
+    const detail = `${cluster.name} has MaxRequests (${cluster.policy.maxRequests}) in flight`;
+    r = { policy: cluster.policy, keep: Buffer.from(madeUpHead('overloaded', detail, false), 'latin1'), close: Buffer.from(madeUpHead('overloaded', detail, true), 'latin1') };
+    c[OVERLOADED] = r;
+  }
+  return close ? r.close : r.keep;
+}
 const CONN = Symbol('shoal.client');
 type TaggedSocket = Socket & { [CONN]?: ClientConnection };
 
@@ -104,6 +122,15 @@ export class ClientConnection {
     }
     const backend = route.backend();
     const cluster = backend?.cluster;
+    // MaxRequests: over it a request fails at once, it never queues; checked before the balancer
+    // picks, so a refused request costs no pick (and does not move round robin on).
+    if (backend !== null && cluster!.active >= cluster!.policy.maxRequests) {
+      cluster!.stats.overflowMaxRequests++;
+      l.madeUp(cluster!.name, 'overloaded');
+      backend.stats.count(503);
+      const close = head.close || l.draining;
+      return this.respondMadeUp(overloadedResponse(cluster!, close), close);
+    }
     const endpoint = cluster ? cluster.pick(cluster.hashHeader === '' ? undefined : rawHeader(head.raw, cluster.hashHeader)) : null;
     if (backend === null || endpoint === null) {
       const name = cluster?.name ?? route.name;
@@ -111,24 +138,19 @@ export class ClientConnection {
       if (backend) backend.stats.count(503);
       return this.respondMadeUp(madeUpHead('no-endpoints', `${name} has no endpoints`, head.close || l.draining), head.close || l.draining);
     }
-    // MaxRequests: over it a request fails at once, it never queues.
-    if (cluster!.active >= cluster!.policy.maxRequests) {
-      cluster!.stats.overflowMaxRequests++;
-      l.madeUp(cluster!.name, 'overloaded');
-      backend.stats.count(503);
-      return this.respondMadeUp(madeUpHead('overloaded', `${cluster!.name} has MaxRequests (${cluster!.policy.maxRequests}) in flight`, head.close || l.draining), head.close || l.draining);
-    }
     const ex = new Exchange(this, head, backend, endpoint, start);
     this.exchange = ex;
     ex.begin();
   }
 
-  private respondMadeUp(response: string, close: boolean): void {
+  private respondMadeUp(response: string | Buffer, close: boolean): void {
     if (close) {
-      this.socket.end(response, 'latin1');
+      if (typeof response === 'string') this.socket.end(response, 'latin1');
+      else this.socket.end(response);
       return;
     }
-    this.socket.write(response, 'latin1');
+    if (typeof response === 'string') this.socket.write(response, 'latin1');
+    else this.socket.write(response);
     this.next();
   }
 
