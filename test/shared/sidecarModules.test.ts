@@ -3,7 +3,10 @@
 // shared/promText.ts instead), ajv's compiler (~20 MB; the generated snapshot validator instead), fastify,
 // the Kubernetes client, YAML parsers; undici only when the slow path first needs it.
 import t, { type Test } from 'tap';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { request } from 'undici';
+import { withDiscover } from '../lib/discover.ts';
+import { freePort, httpBackend, randomLoopback, service } from '../proxy/fixtures.ts';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -74,9 +77,6 @@ t.test('shoal proxy, as the container runs it, loads only the sidecar\'s modules
 
 // node:tls and node:http2 cost a process ~9 MB RSS: a sidecar loads them when its snapshot needs them.
 t.test('a running sidecar loads node:tls and node:http2 only when its snapshot needs them', async (t) => {
-  const { spawn } = await import('node:child_process');
-  const { withDiscover } = await import('../lib/discover.ts');
-  const { freePort, httpBackend, randomLoopback, service } = await import('../proxy/fixtures.ts');
   const api = await httpBackend(t, 'api-1', (req, res) => {
     req.resume();
     res.end('ok');
@@ -113,7 +113,6 @@ t.test('a running sidecar loads node:tls and node:http2 only when its snapshot n
     };
     await next(); // ready
     if (protocol === 'http') {
-      const { request } = await import('undici');
       const r = await request(`http://${address}:${port}/`);
       t.equal(await r.body.text(), 'ok', 'traffic flows through the sidecar');
     }

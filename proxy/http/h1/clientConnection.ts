@@ -143,14 +143,13 @@ export class ClientConnection {
     ex.begin();
   }
 
+  /** A made-up answer, as a latin1 string or prebuilt bytes (the encoding is ignored for a Buffer). */
   private respondMadeUp(response: string | Buffer, close: boolean): void {
     if (close) {
-      if (typeof response === 'string') this.socket.end(response, 'latin1');
-      else this.socket.end(response);
+      this.socket.end(response, 'latin1');
       return;
     }
-    if (typeof response === 'string') this.socket.write(response, 'latin1');
-    else this.socket.write(response);
+    this.socket.write(response, 'latin1');
     this.next();
   }
 
