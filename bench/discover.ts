@@ -3,7 +3,7 @@
 // client has its answer, beside a bare node:http long-poll floor. The measurement is the
 // discover-propagation scenario of npm run bench (bench/scenarios/discoverPropagation.ts); this
 // prints its result as JSON on stdout, progress on stderr. Runs the built JavaScript (npm run build).
-//   node bench/discover.ts [--waiters 1000,10000] [--rounds 5] [--duration 5] [--smoke]
+//   node bench/discover.ts [--waiters 1000,10000] [--rounds 5] [--duration 5] [--client c|node] [--smoke]
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,7 @@ const { values } = parseArgs({
     waiters: { type: 'string', default: '1000,10000' },
     rounds: { type: 'string', default: '5' },
     duration: { type: 'string', default: '5' },
+    client: { type: 'string', default: 'c' },
     smoke: { type: 'boolean', default: false },
   },
 });
@@ -24,15 +25,16 @@ const smoke = values.smoke;
 const waiters = smoke ? [200] : values.waiters!.split(',').map(Number);
 const rounds = smoke ? 2 : Number(values.rounds);
 const duration = smoke ? 1 : Number(values.duration);
-if (waiters.some((n) => !Number.isInteger(n) || n < 1) || !Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(duration) || duration < 1) {
-  console.error(`--waiters takes whole numbers separated by commas (got ${JSON.stringify(values.waiters)}); --rounds and --duration whole numbers of at least 1`);
+if (waiters.some((n) => !Number.isInteger(n) || n < 1) || !Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(duration) || duration < 1 || !['c', 'node'].includes(values.client!)) {
+  console.error(`--waiters takes whole numbers separated by commas (got ${JSON.stringify(values.waiters)}); --rounds and --duration whole numbers of at least 1; --client c or node (got ${JSON.stringify(values.client)})`);
   process.exit(2);
 }
 const dir = mkdtempSync(join(tmpdir(), 'shoal-bench-discover-'));
-const command = `node bench/discover.ts --waiters ${waiters.join(',')} --rounds ${rounds} --duration ${duration}${smoke ? ' --smoke' : ''}`;
+const client = values.client as 'c' | 'node';
+const command = `node bench/discover.ts --waiters ${waiters.join(',')} --rounds ${rounds} --duration ${duration} --client ${client}${smoke ? ' --smoke' : ''}`;
 try {
   const r = await runDiscoverPropagation({ duration, rounds, smoke: false, pin: false, dir, machine: machineInfo(), command, log: (m) => console.error(m) },
-    { waiters, snapshotRps: hasCommand('wrk') });
+    { waiters, snapshotRps: hasCommand('wrk'), client });
   console.log(JSON.stringify({ benchmark: 'discover', date: r.date, command, machine: r.machine, snapshotRps: r.settings.snapshotRps, rows: r.rows.map(({ curve: _c, ...row }) => row), targets: r.targets, notes: r.notes, errors: r.errors }, null, 2));
   if (r.errors.length) process.exitCode = 1;
 } finally {

@@ -12,6 +12,7 @@ export const DEBIAN_PACKAGES: Record<string, string> = {
   iperf3: 'iperf3',
   dig: 'bind9-dnsutils',
   taskset: 'util-linux',
+  cc: 'gcc',
 };
 
 export function hasCommand(cmd: string): boolean {

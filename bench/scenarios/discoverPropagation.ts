@@ -1,12 +1,13 @@
 // discover-propagation: N simulated sidecars long-poll discover from other processes; the topology
 // file changes; how long until every one holds the new version (p50/p99/max), and discover's RSS.
 // Beside it, the floor: a bare node:http long-poll server woken by the same kind of file edit.
-import { execFileSync, fork, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { below, profileArgs, type ScenarioContext } from '../lib/context.ts';
 import { root } from '../lib/httpPeers.ts';
-import { memMb, onceMessage as once, ProcessGroup, sleep } from '../lib/processes.ts';
+import { buildCClient, type ClientKind, type LongPollChild, startLongPollChild } from '../lib/longPollChildren.ts';
+import { memMb, ProcessGroup, sleep } from '../lib/processes.ts';
 import type { Row, ScenarioResult } from '../lib/report.ts';
 import { CURVE_PERCENTILES, figure, median, percentile, ratio } from '../lib/stats.ts';
 
@@ -77,23 +78,19 @@ async function waiting(base: string): Promise<number> {
 }
 
 
-/** Opens n long-poll clients against base in up to 4 processes. */
-async function openClients(group: ProcessGroup, base: string, n: number): Promise<ChildProcess[]> {
-  const procs = Math.min(4, Math.max(1, Math.ceil(n / 2500)));
-  const port = base.split(':')[2];
-  const clients = Array.from({ length: procs }, (_, i) => {
-    const c = fork(join(root, 'bench', 'lib', 'longPollClients.ts'), ['127.0.0.1', port, '/v2/snapshot/default/web', String(Math.floor(n / procs) + (i < n % procs ? 1 : 0))]);
-    group.children.push(c);
-    return c;
-  });
-  await Promise.all(clients.map((c) => once(c, 'open')));
+/** Opens n long-poll clients against base: one C process, or up to 4 Node processes. */
+async function openClients(group: ProcessGroup, kind: ClientKind, base: string, n: number): Promise<LongPollChild[]> {
+  const procs = kind === 'c' ? 1 : Math.min(4, Math.max(1, Math.ceil(n / 2500)));
+  const port = Number(base.split(':')[2]);
+  const clients = Array.from({ length: procs }, (_, i) => startLongPollChild(group, kind, port, '/v2/snapshot/default/web', Math.floor(n / procs) + (i < n % procs ? 1 : 0)));
+  await Promise.all(clients.map((c) => c.once('open')));
   return clients;
 }
 
 /** One change: every client waits on the current version, the file is replaced, all answers are timed (ms from the rename). */
-async function propagate(server: Server, clients: ChildProcess[], n: number): Promise<number[]> {
+async function propagate(server: Server, clients: LongPollChild[], n: number): Promise<number[]> {
   const version = await currentVersion(server.base);
-  const sent = clients.map((c) => once(c, 'sent'));
+  const sent = clients.map((c) => c.once('sent'));
   for (const c of clients) c.send({ type: 'wait', version });
   await Promise.all(sent);
   const deadline = Date.now() + 30_000;
@@ -101,7 +98,7 @@ async function propagate(server: Server, clients: ChildProcess[], n: number): Pr
     if (Date.now() > deadline) throw new Error(`${server.key}: fewer than ${n} waiters after 30 s`);
     await sleep(20);
   }
-  const answered = clients.map((c) => once<{ statuses: Record<string, number> }>(c, 'answered'));
+  const answered = clients.map((c) => c.once<{ statuses: Record<string, number> }>('answered'));
   server.variant = 1 - server.variant;
   const tmp = `${server.file}.tmp`;
   writeFileSync(tmp, topology(server.variant));
@@ -109,7 +106,7 @@ async function propagate(server: Server, clients: ChildProcess[], n: number): Pr
   renameSync(tmp, server.file);
   const statuses = await Promise.all(answered);
   const times = await Promise.all(clients.map((c) => {
-    const p = once<{ times: string[] }>(c, 'times');
+    const p = c.once<{ times: string[] }>('times');
     c.send({ type: 'report' });
     return p;
   }));
@@ -136,6 +133,8 @@ export interface PropagationOptions {
   waiters?: number[];
   /** Also measure discover's snapshot requests per second (full answers and 304s) with wrk. */
   snapshotRps?: boolean;
+  /** The simulated sidecars: the C client (the default, when cc is there) or the Node one. */
+  client?: ClientKind;
 }
 
 export async function runDiscoverPropagation(ctx: ScenarioContext, opts: PropagationOptions = {}): Promise<ScenarioResult> {
@@ -145,6 +144,15 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
   const group = new ProcessGroup();
   const errors: string[] = [];
   const servers: Server[] = [];
+  let kind: ClientKind = opts.client ?? 'c';
+  const clientNotes: string[] = [];
+  if (kind === 'c') {
+    const built = buildCClient(ctx.log);
+    if ('error' in built) {
+      kind = 'node';
+      clientNotes.push(`The C client could not be built (${built.error}), so the simulated sidecars are Node processes: their reading (20-40 us an answer, in a row on one core) is part of these figures.`);
+    }
+  }
   const results: Record<string, { rounds: number[][]; rssMb: number }> = {};
   // discover's own time per edit at each count, from its log.
   const own: Record<number, EditLog[]> = {};
@@ -177,11 +185,11 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
     }
     for (const n of counts) {
       const rounds = roundsFor(n);
-      const clients = new Map<string, ChildProcess[]>();
+      const clients = new Map<string, LongPollChild[]>();
       for (const s of servers) {
         if (failed.has(s.key)) continue;
         try {
-          clients.set(s.key, await openClients(group, s.base, n));
+          clients.set(s.key, await openClients(group, kind, s.base, n));
           results[`${s.key}@${n}`] = { rounds: [], rssMb: NaN };
         } catch (err) {
           failed.add(s.key);
@@ -253,11 +261,11 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
   return {
     scenario: 'discover-propagation',
     title: 'discover-propagation: from a topology edit to every sidecar holding the new version',
-    method: `${counts.join(', ')} simulated sidecars hold long-polls (GET /v2/snapshot/default/web?version=V&wait=60s, keep-alive) from up to 4 other processes (bench/lib/longPollClients.ts). The topology file (100 services, 101 apps) is replaced atomically; each client records when the first byte of its answer arrives, on the machine's monotonic clock, and the time is taken from the rename. ${counts.map((n) => `${roundsFor(n)} rounds at ${n}`).join(', ')}, alternating which server goes first; p50/p99/max are per round, shown as the median over rounds with the spread; the curves pool every round. The floor is a bare node:http server holding the same requests and answering them all on the same kind of file edit (fs.watch on the folder), without discover's debounce, YAML parsing or snapshot building, with a body as large as discover's snapshot (${snapshotBytes} bytes). RSS is read after the last round at each count.`,
+    method: `${counts.join(', ')} simulated sidecars hold long-polls (GET /v2/snapshot/default/web?version=V&wait=60s, keep-alive) from ${kind === 'c' ? 'one other process, a C epoll client (bench/lib/longpoll_client.c), which stands for sidecars on other pods: each reads only its own answer' : 'up to 4 other Node processes (bench/lib/longPollClients.ts)'}. The topology file (100 services, 101 apps) is replaced atomically; each client records when the first byte of its answer arrives, on the machine's monotonic clock, and the time is taken from the rename. ${counts.map((n) => `${roundsFor(n)} rounds at ${n}`).join(', ')}, alternating which server goes first; p50/p99/max are per round, shown as the median over rounds with the spread; the curves pool every round. The floor is a bare node:http server holding the same requests and answering them all on the same kind of file edit (fs.watch on the folder), without discover's debounce, YAML parsing or snapshot building, with a body as large as discover's snapshot (${snapshotBytes} bytes). RSS is read after the last round at each count.`,
     command: ctx.command,
     date: new Date().toISOString(),
     machine: ctx.machine,
-    settings: { sidecars: counts, rounds: counts.map(roundsFor), snapshotBytes, snapshotRps: snapshotRps ?? null },
+    settings: { client: kind, sidecars: counts, rounds: counts.map(roundsFor), snapshotBytes, snapshotRps: snapshotRps ?? null },
     columns: [
       { key: 'p50', label: 'p50', unit: 'ms', kind: 'figure' },
       { key: 'p99', label: 'p99', unit: 'ms', kind: 'figure' },
@@ -275,6 +283,7 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
       ...(counts.includes(10000) ? [below('long-poll wake p99 at 10,000 waiters (issue 2)', 200, p99At10000, 'ms')] : []),
     ],
     notes: [
+      ...clientNotes,
       ...(snapshotRps ? [`discover snapshot requests per second (wrk -t2 -c50): full ${snapshotRps.full}, 304 ${snapshotRps.notModified}.`] : []),
       ...counts.filter((n) => own[n]?.length).map((n) => {
         const m = (f: (e: EditLog) => number) => median(own[n].map(f)).toFixed(2);
