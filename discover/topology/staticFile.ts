@@ -2,6 +2,7 @@
 // a person can write by hand. The format is documented in docs/static-topology.md.
 // js-yaml parses about ten times faster than yaml, and parsing sits between an edit and the push.
 import { load as parseYaml } from 'js-yaml';
+import { loadYamlChunked, type ChunkCache } from './yamlChunks.ts';
 import { ConfigError, parseInteger, parseMeshConfig, parseProtocol, type ResourceSpec } from '../../shared/meshConfig.ts';
 import { isLoopbackAddress } from '../../shared/allocation.ts';
 import type { Endpoint } from '../../shared/snapshot.ts';
@@ -141,6 +142,17 @@ function parseApp(raw: unknown, index: number): App {
 export interface ParseMemo {
   services: Map<string, Service>;
   apps: Map<string, App>;
+  /** The file's pieces as loadYamlChunked parsed them: an unchanged item comes back as the same raw object. */
+  chunks: ChunkCache;
+}
+
+/** Each raw entry's JSON, for the memo's keys: an entry reused from the chunk cache is not serialized again. */
+const rawKeys = new WeakMap<object, string>();
+function rawKeyOf(raw: unknown): string {
+  if (typeof raw !== 'object' || raw === null) return JSON.stringify(raw) ?? '';
+  let key = rawKeys.get(raw);
+  if (key === undefined) rawKeys.set(raw, (key = JSON.stringify(raw) ?? ''));
+  return key;
 }
 
 /** Parses the topology YAML. Throws ConfigError naming where the file is wrong. */
@@ -150,21 +162,25 @@ export function parseStaticTopology(text: string): Topology {
 
 /** parseStaticTopology, reusing the entries of an earlier parse (`memo`) that did not change. */
 export function parseStaticTopologyWith(text: string, memo?: ParseMemo): { topology: Topology; memo: ParseMemo } {
-  let doc: unknown;
-  try {
-    doc = parseYaml(text);
-  } catch (err) {
-    throw new ConfigError(`topology is not valid YAML: ${(err as Error).message}`);
+  const chunks: ChunkCache = new Map();
+  let doc: unknown = loadYamlChunked(text, memo?.chunks, chunks);
+  if (doc === null) {
+    chunks.clear();
+    try {
+      doc = parseYaml(text);
+    } catch (err) {
+      throw new ConfigError(`topology is not valid YAML: ${(err as Error).message}`);
+    }
   }
   if (doc === null || doc === undefined) doc = {};
   if (!isObject(doc)) throw new ConfigError('topology must be a mapping with services and apps');
   checkKeys(doc, ['clusterDomain', 'services', 'apps'], 'topology');
   const clusterDomain = doc.clusterDomain === undefined ? 'cluster.local' : String(doc.clusterDomain).replace(/\.$/, '').toLowerCase();
   if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(clusterDomain)) throw new ConfigError(`topology: clusterDomain ${JSON.stringify(doc.clusterDomain)} is not a domain`);
-  const next: ParseMemo = { services: new Map(), apps: new Map() };
+  const next: ParseMemo = { services: new Map(), apps: new Map(), chunks };
   const services = new Map<string, Service>();
   for (const [i, raw] of list(doc.services, 'services').entries()) {
-    const rawKey = JSON.stringify(raw) ?? '';
+    const rawKey = rawKeyOf(raw);
     const svc = next.services.get(rawKey) ?? memo?.services.get(rawKey) ?? parseService(raw, i);
     next.services.set(rawKey, svc);
     const key = serviceKey(svc.namespace, svc.name);
@@ -180,7 +196,7 @@ export function parseStaticTopologyWith(text: string, memo?: ParseMemo): { topol
   }
   const apps = new Map<string, App>();
   for (const [i, raw] of list(doc.apps, 'apps').entries()) {
-    const rawKey = JSON.stringify(raw) ?? '';
+    const rawKey = rawKeyOf(raw);
     const app = next.apps.get(rawKey) ?? memo?.apps.get(rawKey) ?? parseApp(raw, i);
     next.apps.set(rawKey, app);
     const key = appKey(app.namespace, app.name);
