@@ -11,6 +11,9 @@ import { webhookOptionsFromFlags } from './webhook/webhookFlags.ts';
 import type { WebhookOptions } from './webhook/webhookServer.ts';
 import type { ConfigWriter } from './http/resourceRoutes.ts';
 import { createDiscoverMetrics, type DiscoverMetrics } from './metrics.ts';
+import { availableParallelism } from 'node:os';
+import { FanOutWriters } from './http/fanOut.ts';
+import { FAN_OUT_MIN } from './http/prebuiltResponse.ts';
 import { SnapshotStore } from './snapshot/store.ts';
 import { StaticSource } from './source/staticSource.ts';
 import { createServer, type ServerOptions } from './http/server.ts';
@@ -18,6 +21,9 @@ import { createServer, type ServerOptions } from './http/server.ts';
 type WebhookServerOptions = Pick<WebhookOptions, 'host' | 'port' | 'certFile' | 'keyFile' | 'injector'>;
 import type { Topology } from './topology/model.ts';
 import { identityFlags, identityOptionsFromFlags, setupIdentity, type IdentityOptions } from './identity/identitySetup.ts';
+
+export const MAX_FANOUT_THREADS = 8;
+const AUTO_FANOUT_MAX = 3;
 
 export const discoverFlags: FlagSpec[] = [
   { name: 'static', type: 'string', description: 'Serve from this topology YAML file (watched for edits)' },
@@ -32,6 +38,7 @@ export const discoverFlags: FlagSpec[] = [
   { name: 'write-token', type: 'string', default: '', description: 'Bearer token that PUT /v1/resources requires (and that may read every app); writes are off without one' },
   { name: 'write-token-file', type: 'string', default: '', description: 'A file holding the write token (e.g. a mounted Secret), instead of --write-token' },
   { name: 'log-level', type: 'string', default: 'info', description: 'Log level: debug, info, warn, error' },
+  { name: 'fanout-threads', type: 'string', default: 'auto', description: `Threads that write one change's answers to many long-poll waiters beside the event loop (started at ${FAN_OUT_MIN} waiters): auto (one per CPU beyond the first, at most ${AUTO_FANOUT_MAX}) or 0 to ${MAX_FANOUT_THREADS}` },
   ...identityFlags,
 ];
 
@@ -55,6 +62,27 @@ export interface DiscoverOptions {
   log?: Logger;
   /** Identity (issue 10): run the mesh CA (docs/identity.md). */
   identity?: IdentityOptions;
+  /** Fan-out writer threads (discover/http/fanOut.ts); default: defaultFanOutThreads(). */
+  fanOutThreads?: number;
+}
+
+
+/**
+ * One writer per CPU beyond the one the event loop runs on, at most 3: the event loop still has
+ * every other request to serve. (Measured on 2 CPUs, so with 1 writer: bench/discover.ts.)
+ */
+export function defaultFanOutThreads(): number {
+  return Math.min(AUTO_FANOUT_MAX, Math.max(0, availableParallelism() - 1));
+}
+
+/** --fanout-threads: auto or a whole number from 0 to MAX_FANOUT_THREADS. */
+export function parseFanOutThreads(value: string): number {
+  if (value.trim() === 'auto') return defaultFanOutThreads();
+  const n = Number(value);
+  if (!/^\s*[0-9]+\s*$/.test(value) || n > MAX_FANOUT_THREADS) {
+    throw new UsageError(`--fanout-threads must be auto or a whole number from 0 to ${MAX_FANOUT_THREADS} (got ${JSON.stringify(value)})`);
+  }
+  return n;
 }
 
 export interface Discover {
@@ -109,6 +137,7 @@ export function discoverOptionsFromFlags(v: FlagValues, log: Logger): DiscoverOp
     port: Number(v.port ?? 6100),
     writeToken,
     log,
+    fanOutThreads: parseFanOutThreads(String(v['fanout-threads'] ?? 'auto')),
   };
 }
 
@@ -195,6 +224,8 @@ export async function startDiscover(opts: DiscoverOptions): Promise<Discover> {
   const k8s = opts.kubernetes;
   const identity = opts.identity ? await setupIdentity(opts.identity, k8s ? async () => k8s.kubeConfig ?? (await import('./source/kubernetes/kubernetesSource.ts')).loadKubeConfig(k8s.kubeconfigFile) : null, log) : undefined;
   store.identity = identity?.mesh;
+  const fanOutThreads = opts.fanOutThreads ?? defaultFanOutThreads();
+  if (fanOutThreads > 0) store.fanOut = new FanOutWriters(fanOutThreads);
   const source = await wireSource(opts, store, metrics, log);
   const server = await createServer({ store, metrics, registry, log, writer: source.writer, writeToken: opts.writeToken ?? '', ...source.extra, identity: identity?.service });
   let webhook: { port: number; close(): Promise<void> } | undefined;

@@ -6,7 +6,8 @@ import type { DiscoverMetrics } from '../metrics.ts';
 import { appKey, type App, type Topology } from '../topology/model.ts';
 import { buildSnapshot, snapshotInputs } from './builder.ts';
 import { LongPollRegistry, type Waiter } from './longPoll.ts';
-import { prebuild, sendPrebuilt, sendPrebuiltAll, type Prebuilt } from '../http/prebuiltResponse.ts';
+import type { FanOutWriters } from '../http/fanOut.ts';
+import { FAN_OUT_MIN, prebuild, sendPrebuilt, sendPrebuiltAll, type Prebuilt } from '../http/prebuiltResponse.ts';
 
 export interface SnapshotEntry {
   app: App;
@@ -34,6 +35,8 @@ export class SnapshotStore {
   topology: Topology | null = null;
   /** Identity (issue 10): the mesh CA's trust domain and bundle, added to every topology applied. */
   identity: Topology['identity'];
+  /** Writer threads that share out the answers of a change that wakes many waiters (fanOut.ts). */
+  fanOut: FanOutWriters | undefined;
 
   constructor(metrics: DiscoverMetrics, log: Logger) {
     this.metrics = metrics;
@@ -119,6 +122,8 @@ export class SnapshotStore {
   /** Holds a long-poll request until the app's snapshot changes or waitMs passes. */
   wait(namespace: string, app: string, res: ServerResponse, waitMs: number): void {
     this.waiters.add(appKey(namespace, app), res, waitMs);
+    // The writer threads boot once there are enough waiters to share out, before a change needs them.
+    if (this.fanOut !== undefined && !this.fanOut.isStarted && this.waiters.size >= FAN_OUT_MIN) this.fanOut.start();
   }
 
   waiting(namespace: string, app: string): number {
@@ -127,7 +132,7 @@ export class SnapshotStore {
 
   private wake(key: string, entry: SnapshotEntry): number {
     const woken = this.waiters.take(key);
-    sendPrebuiltAll(woken.map((w) => w.res), entry.response);
+    sendPrebuiltAll(woken.map((w) => w.res), entry.response, this.fanOut);
     this.metrics.snapshotsServed.inc({ result: 'woken' }, woken.length);
     return woken.length;
   }
@@ -150,5 +155,7 @@ export class SnapshotStore {
 
   close(): void {
     this.waiters.close();
+    void this.fanOut?.close();
+    this.fanOut = undefined;
   }
 }

@@ -86,9 +86,12 @@ t.test('values.yaml validates against values.schema.json; bad values do not', as
   bad((v) => { v.identity.ca.secretName = 'Shoal_CA'; }, 'a Secret name Kubernetes refuses');
   bad((v) => { v.identity.ca.secret = 'shoal-ca'; }, 'an unknown identity key (typo)');
   bad((v) => { delete v.identity.enabled; }, 'identity without enabled');
+  bad((v) => { v.discover.fanoutThreads = 9; }, 'more fan-out threads than discover takes');
+  bad((v) => { v.discover.fanoutThreads = 'many'; }, 'fan-out threads neither auto nor a number');
 
   const good = structuredClone(values);
   good.discover.podDisruptionBudget.minAvailable = '50%';
+  good.discover.fanoutThreads = 0;
   good.injector.dnsUpstream = '10.96.0.10';
   good.webhook.certificate.source = 'certManager';
   good.identity = { enabled: true, trustDomain: 'prod.example.com', mtlsMode: 'strict', certTtlSeconds: 3600, ca: { secretName: 'corp-mesh-ca', generate: true, validityDays: 365 } };
