@@ -2,7 +2,7 @@
 // file changes; how long until every one holds the new version (p50/p99/max), and discover's RSS.
 // Beside it, the floor: a bare node:http long-poll server woken by the same kind of file edit.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { below, profileArgs, type ScenarioContext } from '../lib/context.ts';
 import { root } from '../lib/httpPeers.ts';
@@ -31,10 +31,16 @@ interface EditLog { debounceMs: number; readParseMs: number; applyMs: number; re
 
 interface Server { key: 'discover' | 'floor'; label: string; base: string; pid: number; file: string; variant: number; edits?: EditLog[] }
 
-async function startDiscoverChild(group: ProcessGroup, file: string, nodeArgs: string[]): Promise<{ base: string; pid: number; edits: EditLog[] }> {
+/** The Node flags the container image gives discover (its NODE_OPTIONS; the chart does not change them). */
+export function imageNodeFlags(): string[] {
+  const m = /^ENV NODE_OPTIONS=(.*)$/m.exec(readFileSync(join(root, 'Dockerfile'), 'utf8'));
+  return m ? m[1].replace(/^"|"$/g, '').split(' ').filter(Boolean) : [];
+}
+
+async function startDiscoverChild(group: ProcessGroup, file: string, nodeArgs: string[], extra: string[]): Promise<{ base: string; pid: number; edits: EditLog[] }> {
   const cli = join(root, 'dist', 'cli.js');
   if (!existsSync(cli)) throw new Error('dist/cli.js is missing: run npm run build first (npm run bench does)');
-  const child = group.spawn(process.execPath, [...nodeArgs, cli, 'discover', '--static', file, '--host', '127.0.0.1', '--port', '0', '--log-level', 'info'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = group.spawn(process.execPath, [...imageNodeFlags(), ...nodeArgs, cli, 'discover', '--static', file, '--host', '127.0.0.1', '--port', '0', '--log-level', 'info', ...extra], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   const port = await new Promise<number>((resolve, reject) => {
     child.stdout!.on('data', (c) => {
@@ -135,6 +141,8 @@ export interface PropagationOptions {
   snapshotRps?: boolean;
   /** The simulated sidecars: the C client (the default, when cc is there) or the Node one. */
   client?: ClientKind;
+  /** discover's --fanout-threads (default: its own default, auto). */
+  fanOutThreads?: string;
 }
 
 export async function runDiscoverPropagation(ctx: ScenarioContext, opts: PropagationOptions = {}): Promise<ScenarioResult> {
@@ -156,6 +164,8 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
   const results: Record<string, { rounds: number[][]; rssMb: number }> = {};
   // discover's own time per edit at each count, from its log.
   const own: Record<number, EditLog[]> = {};
+  // p99 of the unmeasured first edit at each count, per server.
+  const firstEdit: Record<string, number[]> = {};
   let snapshotRps: Record<string, number | null> | undefined;
   let snapshotBytes = 2048;
   const failed = new Set<string>();
@@ -166,9 +176,9 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
       const file = join(d, 'topology.yaml');
       writeFileSync(file, topology(0));
       try {
-        const s = key === 'discover' ? await startDiscoverChild(group, file, profileArgs(ctx, 'discover')) : await (async () => {
+        const s = key === 'discover' ? await startDiscoverChild(group, file, profileArgs(ctx, 'discover'), opts.fanOutThreads !== undefined ? ['--fanout-threads', opts.fanOutThreads] : []) : await (async () => {
           // The floor answers with as many bytes as discover's snapshot of web has.
-          const { info } = await group.jsonChild(process.execPath, [join(root, 'bench', 'lib', 'longPollFloorChild.ts'), file, String(snapshotBytes)]);
+          const { info } = await group.jsonChild(process.execPath, [...imageNodeFlags(), join(root, 'bench', 'lib', 'longPollFloorChild.ts'), file, String(snapshotBytes)]);
           return { base: `http://127.0.0.1:${info.port}`, pid: info.pid };
         })();
         servers.push({ key, label: key === 'discover' ? 'shoal discover' : 'bare node:http long-poll (floor)', ...s, file, variant: 0 });
@@ -194,6 +204,19 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
         } catch (err) {
           failed.add(s.key);
           errors.push(`${s.label} with ${n} sidecars: ${(err as Error).message}`);
+        }
+      }
+      // One unmeasured edit per server first: the first edit after start runs cold code (V8 has
+      // not compiled the parse, build and wake paths yet); its p99 is reported on its own.
+      for (const s of servers) {
+        if (failed.has(s.key) || !clients.has(s.key)) continue;
+        try {
+          const times = await propagate(s, clients.get(s.key)!, n);
+          (firstEdit[`${s.key}@${n}`] ??= []).push(percentile(times, 99));
+          ctx.log(`discover-propagation ${n} sidecars warm-up edit ${s.key}: p99 ${percentile(times, 99).toFixed(2)} ms (not counted)`);
+        } catch (err) {
+          failed.add(s.key);
+          errors.push(`${s.label} with ${n} sidecars (warm-up edit): ${(err as Error).message}`);
         }
       }
       for (let r = 0; r < rounds; r++) {
@@ -261,11 +284,11 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
   return {
     scenario: 'discover-propagation',
     title: 'discover-propagation: from a topology edit to every sidecar holding the new version',
-    method: `${counts.join(', ')} simulated sidecars hold long-polls (GET /v2/snapshot/default/web?version=V&wait=60s, keep-alive) from ${kind === 'c' ? 'one other process, a C epoll client (bench/lib/longpoll_client.c), which stands for sidecars on other pods: each reads only its own answer' : 'up to 4 other Node processes (bench/lib/longPollClients.ts)'}. The topology file (100 services, 101 apps) is replaced atomically; each client records when the first byte of its answer arrives, on the machine's monotonic clock, and the time is taken from the rename. ${counts.map((n) => `${roundsFor(n)} rounds at ${n}`).join(', ')}, alternating which server goes first; p50/p99/max are per round, shown as the median over rounds with the spread; the curves pool every round. The floor is a bare node:http server holding the same requests and answering them all on the same kind of file edit (fs.watch on the folder), without discover's debounce, YAML parsing or snapshot building, with a body as large as discover's snapshot (${snapshotBytes} bytes). RSS is read after the last round at each count.`,
+    method: `${counts.join(', ')} simulated sidecars hold long-polls (GET /v2/snapshot/default/web?version=V&wait=60s, keep-alive) from ${kind === 'c' ? 'one other process, a C epoll client (bench/lib/longpoll_client.c), which stands for sidecars on other pods: each reads only its own answer' : 'up to 4 other Node processes (bench/lib/longPollClients.ts)'}. discover runs from dist/ with the container image's Node flags (${imageNodeFlags().join(' ') || 'none'}, the floor too) and --fanout-threads ${opts.fanOutThreads ?? 'auto'}. The topology file (100 services, 101 apps) is replaced atomically; each client records when the first byte of its answer arrives, on the machine's monotonic clock, and the time is taken from the rename. Each count starts with one unmeasured edit per server (its p99 is in the notes), then ${counts.map((n) => `${roundsFor(n)} rounds at ${n}`).join(', ')}, alternating which server goes first; p50/p99/max are per round, shown as the median over rounds with the spread; the curves pool every round. The floor is a bare node:http server holding the same requests and answering them all on the same kind of file edit (fs.watch on the folder), without discover's debounce, YAML parsing or snapshot building, with a body as large as discover's snapshot (${snapshotBytes} bytes). RSS is read after the last round at each count.`,
     command: ctx.command,
     date: new Date().toISOString(),
     machine: ctx.machine,
-    settings: { client: kind, sidecars: counts, rounds: counts.map(roundsFor), snapshotBytes, snapshotRps: snapshotRps ?? null },
+    settings: { client: kind, discoverNodeFlags: imageNodeFlags().join(' '), fanOutThreads: opts.fanOutThreads ?? 'auto', sidecars: counts, rounds: counts.map(roundsFor), snapshotBytes, snapshotRps: snapshotRps ?? null },
     columns: [
       { key: 'p50', label: 'p50', unit: 'ms', kind: 'figure' },
       { key: 'p99', label: 'p99', unit: 'ms', kind: 'figure' },
@@ -284,6 +307,7 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
     ],
     notes: [
       ...clientNotes,
+      ...counts.filter((n) => firstEdit[`discover@${n}`]).map((n) => `Warm-up: before the measured rounds at ${n.toLocaleString('en-US')} sidecars each server took one unmeasured edit, whose p99 was ${firstEdit[`discover@${n}`].map((x) => x.toFixed(1)).join(', ')} ms for discover${firstEdit[`floor@${n}`] ? ` and ${firstEdit[`floor@${n}`].map((x) => x.toFixed(1)).join(', ')} ms for the floor` : ''} (code not yet compiled by V8; a discover that has served one edit is past it).`),
       ...(snapshotRps ? [`discover snapshot requests per second (wrk -t2 -c50): full ${snapshotRps.full}, 304 ${snapshotRps.notModified}.`] : []),
       ...counts.filter((n) => own[n]?.length).map((n) => {
         const m = (f: (e: EditLog) => number) => median(own[n].map(f)).toFixed(2);
