@@ -29,6 +29,12 @@ export function proxyCpu(ctx: ScenarioContext): string | undefined {
   return ctx.pin && ctx.machine && ctx.machine.cores >= 2 ? String(ctx.machine.cores - 1) : undefined;
 }
 
+/** The CPUs a load client is pinned to when the contender is (every core but proxyCpu's). */
+export function clientCpus(ctx: ScenarioContext): string | undefined {
+  const cpu = proxyCpu(ctx);
+  return cpu === undefined ? undefined : Number(cpu) === 1 ? '0' : `0-${Number(cpu) - 1}`;
+}
+
 /**
  * The share of failed requests over which a contender counts as not run: 1% in a real run; in a
  * smoke run (a starved CI machine, every scenario at once) only when every request failed, since a

@@ -2,12 +2,11 @@
 // (bench/lib/longpoll_client.c, built here with cc) by default, the Node client
 // (longPollClients.ts) where there is no C compiler. Both answer the same messages: open, sent,
 // answered {statuses}, times {times}.
-import { execFileSync, fork } from 'node:child_process';
-import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { fork } from 'node:child_process';
 import { join } from 'node:path';
 import { root } from './httpPeers.ts';
 import { onceMessage, type ProcessGroup } from './processes.ts';
-import { ensureTools } from './tools.ts';
+import { buildC, cBinary } from './cBuild.ts';
 
 export interface LongPollChild {
   send(msg: { type: 'wait'; version: string } | { type: 'report' } | { type: 'exit' }): void;
@@ -16,21 +15,11 @@ export interface LongPollChild {
 
 export type ClientKind = 'c' | 'node';
 
-const source = join(root, 'bench', 'lib', 'longpoll_client.c');
-const binary = join(root, 'bench', '.build', 'longpoll_client');
+const binary = cBinary('longpoll_client');
 
-/** Builds the C client when its binary is missing or older than its source; null (and why) without cc. */
+/** Builds the C client (see cBuild.ts); an error (and why) without cc. */
 export function buildCClient(log: (m: string) => void): { path: string } | { error: string } {
-  if (existsSync(binary) && statSync(binary).mtimeMs >= statSync(source).mtimeMs) return { path: binary };
-  const tools = ensureTools(['cc'], log);
-  if (tools.missing.length) return { error: `no C compiler (${tools.actions.join('; ')})` };
-  mkdirSync(join(root, 'bench', '.build'), { recursive: true });
-  try {
-    execFileSync('cc', ['-O2', '-Wall', '-o', binary, source], { stdio: ['ignore', 'ignore', 'pipe'] });
-  } catch (err) {
-    return { error: `cc ${source} failed: ${String((err as { stderr?: Buffer }).stderr ?? err).trim()}` };
-  }
-  return { path: binary };
+  return buildC('longpoll_client', log);
 }
 
 /** One client process holding `count` long-polls of `path` on 127.0.0.1:port. */

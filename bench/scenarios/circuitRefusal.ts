@@ -3,8 +3,9 @@
 // limit_conn 10); then 40 more arrive at once over 40 warm connections from a client in its own
 // process, each timed from its own write to the first byte of its 503.
 import { join } from 'node:path';
-import { below, interleave, profileArgs, proxyCpu, type ScenarioContext } from '../lib/context.ts';
+import { below, clientCpus, interleave, profileArgs, proxyCpu, type ScenarioContext } from '../lib/context.ts';
 import { root, startNginx, startShoal, type ShoalSidecar } from '../lib/httpPeers.ts';
+import { buildC, cBinary } from '../lib/cBuild.ts';
 import { freePort, pinned, ProcessGroup, waitHttp } from '../lib/processes.ts';
 import type { Row, ScenarioResult } from '../lib/report.ts';
 import { figure, median, percentile, ratio } from '../lib/stats.ts';
@@ -14,9 +15,21 @@ const BURST = 40;
 
 interface Round { times: number[]; statuses: number[] }
 
-export async function runCircuitRefusal(ctx: ScenarioContext, opts: { sidecarNodeOptions?: string[] } = {}): Promise<ScenarioResult> {
+export async function runCircuitRefusal(ctx: ScenarioContext, opts: { sidecarNodeOptions?: string[]; client?: 'c' | 'node' } = {}): Promise<ScenarioResult> {
   const group = new ProcessGroup();
+  // The client: C (bench/lib/burst_client.c) unless asked otherwise or there is no cc.
+  let client = opts.client ?? 'c';
+  const clientNotes: string[] = [];
+  if (client === 'c') {
+    const built = buildC('burst_client', ctx.log);
+    if ('error' in built) {
+      client = 'node';
+      clientNotes.push(`The C client could not be built (${built.error}), so the client is the Node one: each timing carries the client's own handling of the answers before it.`);
+    }
+  }
   const cpu = proxyCpu(ctx);
+  // The client keeps off the proxy's CPU: the proxy's own threads (V8's compiler and GC) are its cost, the client is not.
+  const clientCpu = clientCpus(ctx);
   const errors: string[] = [];
   const contenders: { key: string; label: string; url: string }[] = [];
   const runs: Record<string, Round[]> = {};
@@ -47,7 +60,10 @@ export async function runCircuitRefusal(ctx: ScenarioContext, opts: { sidecarNod
     await interleave(contenders.map((c) => c.key), ctx.rounds, async (key) => {
       const c = contenders.find((x) => x.key === key)!;
       try {
-        const { info: out, child } = await group.jsonChild(process.execPath, [join(root, 'bench', 'lib', 'burstClientChild.ts'), JSON.stringify({ url: c.url, hold: HOLD, burst: BURST, rounds: perRound })]);
+        const u = new URL(c.url);
+        const { info: out, child } = client === 'c'
+          ? await group.jsonChild(...pinned(clientCpu, cBinary('burst_client'), [u.hostname, u.port, u.host, String(HOLD), String(BURST), String(perRound)]))
+          : await group.jsonChild(...pinned(clientCpu, process.execPath, [join(root, 'bench', 'lib', 'burstClientChild.ts'), JSON.stringify({ url: c.url, hold: HOLD, burst: BURST, rounds: perRound })]));
         child.kill();
         const { rounds: got, cold: first } = out as unknown as { rounds: Round[]; cold: Round };
         runs[key].push(...got);
@@ -84,14 +100,17 @@ export async function runCircuitRefusal(ctx: ScenarioContext, opts: { sidecarNod
   const nginxMax = rows.find((r) => r.contender === 'nginx' && !r.error)?.figures.maxMs?.median;
   for (const r of rows) if (!r.error) r.ratios.maxVsNginx = ratio(r.figures.maxMs.median, nginxMax);
   const shoal = rows.find((r) => r.contender === 'shoal' && !r.error);
+  // The issue's reading: every refusal under 5 ms, so the slowest of every measured burst counts.
+  const worst = (key: string) => (runs[key]?.length ? Math.max(...runs[key].flatMap((b) => b.times)) : null);
+  const over = (key: string) => (runs[key] ?? []).filter((b) => b.times.some((x) => x >= 5)).length;
   return {
     scenario: 'circuit-refusal',
     title: 'circuit-refusal: 40 requests over a limit of 10, refused at once',
-    method: `A backend holds /hold requests for 5 s. ${HOLD} held requests fill each proxy's limit (shoal: MaxRequests ${HOLD} on the dependency; nginx, 1 worker: limit_conn ${HOLD} per server, status 503); then ${BURST} more are written at once over ${BURST} warm keep-alive connections by a client in its own process, each timed from its own write to the first byte of its answer. Each client run starts with one unmeasured burst; ${perRound} measured bursts per round, ${ctx.rounds} rounds interleaved; figures are medians over bursts (min–max).`,
+    method: `A backend holds /hold requests for 5 s. ${HOLD} held requests fill each proxy's limit (shoal: MaxRequests ${HOLD} on the dependency; nginx, 1 worker: limit_conn ${HOLD} per server, status 503); then ${BURST} more are written at once over ${BURST} warm keep-alive connections by a client in its own process (${client === 'c' ? 'in C, bench/lib/burst_client.c: epoll hands it each answer as it comes' : 'in Node, bench/lib/burstClientChild.ts'}), each timed from its own write to the first byte of its answer. Each client run starts with one unmeasured burst; ${perRound} measured bursts per round, ${ctx.rounds} rounds interleaved; figures are medians over bursts (min–max).`,
     command: ctx.command,
     date: new Date().toISOString(),
     machine: ctx.machine,
-    settings: { hold: HOLD, burst: BURST, burstsPerRound: perRound, rounds: ctx.rounds, pinnedCpu: cpu ?? null },
+    settings: { client, hold: HOLD, burst: BURST, burstsPerRound: perRound, rounds: ctx.rounds, pinnedCpu: cpu ?? null, clientCpus: clientCpu ?? null },
     columns: [
       { key: 'medianMs', label: 'median refusal', unit: 'ms', kind: 'figure' },
       { key: 'p90Ms', label: 'p90 refusal', unit: 'ms', kind: 'figure' },
@@ -101,8 +120,13 @@ export async function runCircuitRefusal(ctx: ScenarioContext, opts: { sidecarNod
     ],
     rows,
     bars: [{ title: 'Slowest refusal of a burst of 40 (lower is better)', figure: 'maxMs', unit: 'ms' }],
-    targets: [below('each of 40 refusals at once (slowest, median of bursts)', 5, shoal ? shoal.figures.maxMs.median : null, 'ms')],
-    notes: [`The very first burst each contender got (its refusal path cold), slowest of the 40: ${Object.entries(cold).map(([k, v]) => `${k} ${v.toFixed(2)} ms`).join(', ')}.`],
+    targets: [
+      below('each of 40 refusals at once (slowest, median of bursts)', 5, shoal ? shoal.figures.maxMs.median : null, 'ms'),
+      below('each of 40 refusals at once, in every burst (slowest refusal of all bursts)', 5, shoal ? worst('shoal') : null, 'ms'),
+    ],
+    notes: [...clientNotes,
+      `Bursts with a refusal at 5 ms or more: ${contenders.filter((c) => runs[c.key]?.length).map((c) => `${c.key} ${over(c.key)} of ${runs[c.key].length} (slowest refusal of all: ${worst(c.key)!.toFixed(2)} ms)`).join(', ')}.`,
+      `The very first burst each contender got (its refusal path cold), slowest of the 40: ${Object.entries(cold).map(([k, v]) => `${k} ${v.toFixed(2)} ms`).join(', ')}.`],
     errors,
     raw: runs,
   };
