@@ -3,8 +3,9 @@
 // A change that wakes thousands of waiters costs one kernel write per waiter, and on loopback and
 // in VMs that write is 12-20 us (the kernel runs the receiver's TCP input and wake-up inside it).
 // One event loop writes them in a row, so the last waiter of 1,000 hears 15-20 ms after the first.
-// A writer thread takes a share of the sockets' descriptors and write(2)s the same bytes to them
-// while the event loop writes its own share: the kernel work runs on another core.
+// The writer threads and the event loop write the same bytes to the sockets' descriptors together,
+// each taking the next few from a shared counter, so the kernel work runs on several cores and a
+// thread that gets less CPU (the machine is busy) simply writes fewer.
 //
 // Safety rests on three rules, each checked by the caller (sendPrebuiltAll):
 //  - only an idle plain-TCP socket is handed over: no TLS, nothing queued in Node's or libuv's
@@ -18,43 +19,49 @@ import { Worker } from 'node:worker_threads';
 
 /**
  * The writer's code: CommonJS, evaluated, so it runs the same from sources and from dist/. It
- * takes writeEach's own text (its types are already gone: stripped by Node or emitted away by tsc).
+ * takes writeShare's own text (its types are already gone: stripped by Node or emitted away by tsc).
+ * ctl[0]: 1 once the job is done; ctl[1]: how many answers this writer wrote in it.
  */
 const WRITER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { writeSync } = require('node:fs');
 const ctl = new Int32Array(workerData.ctl);
-${writeEach.toString()}
+${writeShare.toString()}
 parentPort.on('message', (m) => {
-  writeEach(m.fds, m.wire, m.out);
+  Atomics.store(ctl, 1, writeShare(m.fds, m.wire, m.out, m.next, m.chunk));
   Atomics.store(ctl, 0, 1);
   Atomics.notify(ctl, 0);
 });
 `;
 
-/** write(2)s wire to each descriptor; out[i]: bytes written, 0 for a full socket buffer, -1 for a broken socket. */
-export function writeEach(fds: Int32Array, wire: Uint8Array, out: Int32Array): void {
-  for (let i = 0; i < fds.length; i++) {
-    try {
-      out[i] = writeSync(fds[i], wire, 0, wire.length);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      out[i] = code === 'EAGAIN' || code === 'EWOULDBLOCK' ? 0 : -1;
-    }
-  }
-}
+/** out[i] before anyone wrote to fds[i]. */
+export const UNWRITTEN = -2;
 
-export interface FanOutJob {
-  /** Descriptors to write to. */
-  fds: Int32Array;
-  /** Filled in by the writer: bytes written to each, or -1 for a broken socket. */
-  out: Int32Array;
-  /**
-   * Set when the writer did not finish in time: which of its writes happened is unknown. Resolves
-   * once that thread is gone; only then may its sockets be closed (a closed descriptor's number
-   * can be reused at once by a new connection, which a late write would then corrupt).
-   */
-  unfinished?: Promise<void>;
+/** Answers a thread claims at a time from the shared counter. */
+const CHUNK = 8;
+
+/**
+ * Claims CHUNK descriptors at a time from the shared counter `next` and write(2)s wire to each,
+ * until none are left; every thread of a job runs it, so a thread that gets less CPU writes fewer.
+ * out[i]: bytes written, 0 for a full socket buffer, -1 for a broken socket. Returns how many this
+ * thread wrote.
+ */
+export function writeShare(fds: Int32Array, wire: Uint8Array, out: Int32Array, next: Int32Array, chunk: number): number {
+  let mine = 0;
+  for (;;) {
+    const from = Atomics.add(next, 0, chunk);
+    if (from >= fds.length) return mine;
+    const to = Math.min(from + chunk, fds.length);
+    for (let i = from; i < to; i++) {
+      try {
+        out[i] = writeSync(fds[i], wire, 0, wire.length);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        out[i] = code === 'EAGAIN' || code === 'EWOULDBLOCK' ? 0 : -1;
+      }
+    }
+    mine += to - from;
+  }
 }
 
 interface Writer {
@@ -67,7 +74,7 @@ interface Writer {
 export class FanOutWriters {
   private writers: Writer[] = [];
   private readonly wanted: number;
-  /** Answers handed to the writer threads, over the process's life. */
+  /** Answers the writer threads wrote, over the process's life. */
   handedOut = 0;
   private started = false;
 
@@ -80,7 +87,7 @@ export class FanOutWriters {
     if (this.started) return;
     this.started = true;
     for (let i = 0; i < this.wanted; i++) {
-      const shared = new SharedArrayBuffer(4);
+      const shared = new SharedArrayBuffer(8);
       const worker = new Worker(WRITER, { eval: true, workerData: { ctl: shared }, resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 1 } });
       worker.unref();
       const writer: Writer = { worker, ctl: new Int32Array(shared), online: false };
@@ -109,27 +116,30 @@ export class FanOutWriters {
   }
 
   /**
-   * Hands each writer one job (job i to writer i); `own` then runs on this thread while they
-   * write; returns once every writer is done. The jobs' `out` arrays are shared memory.
+   * Writes wire to every descriptor of fds, this thread and the ready writers together, each
+   * claiming the next few from a shared counter; returns once all are done. fds and out must be
+   * shared memory; out starts filled with UNWRITTEN. `unfinished` is set when a writer did not
+   * finish within a second: its last claimed descriptors may or may not have been written (out
+   * still UNWRITTEN). It resolves once that thread is gone; only then may their sockets be closed
+   * (a closed descriptor's number can be reused at once by a new connection, which a late write
+   * would then corrupt). `eventLoopWrites: false` leaves all the writing to the writers (tests
+   * use it to check their path on its own).
    */
-  run(wire: Buffer, fdLists: Int32Array[], own: () => void): FanOutJob[] {
-    const jobs: FanOutJob[] = [];
+  run(wire: Buffer, fds: Int32Array, out: Int32Array, eventLoopWrites = true): { unfinished?: Promise<void> } {
+    const next = new Int32Array(new SharedArrayBuffer(4));
     const writers = this.writers.filter((w) => w.online);
-    for (let i = 0; i < fdLists.length; i++) {
-      const w = writers[i];
-      const out = new Int32Array(new SharedArrayBuffer(fdLists[i].length * 4));
+    for (const w of writers) {
       Atomics.store(w.ctl, 0, 0);
-      w.worker.postMessage({ fds: fdLists[i], out, wire });
-      jobs.push({ fds: fdLists[i], out });
-      this.handedOut += fdLists[i].length;
+      w.worker.postMessage({ fds, out, wire, next, chunk: CHUNK });
     }
-    own();
-    for (let i = 0; i < jobs.length; i++) {
-      // A writer that hangs must not hang discover: after a second its job counts as unfinished
-      // (the caller closes those sockets once the thread is gone) and it leaves the pool.
-      if (Atomics.wait(writers[i].ctl, 0, 0, 1000) === 'timed-out') jobs[i].unfinished = this.drop(writers[i]);
+    if (eventLoopWrites) writeShare(fds, wire, out, next, CHUNK);
+    const gone: Promise<void>[] = [];
+    for (const w of writers) {
+      // A writer that hangs must not hang discover: a second at most, then it leaves the pool.
+      if (Atomics.wait(w.ctl, 0, 0, 1000) === 'timed-out') gone.push(this.drop(w));
+      else this.handedOut += Atomics.load(w.ctl, 1);
     }
-    return jobs;
+    return gone.length ? { unfinished: Promise.all(gone).then(() => {}) } : {};
   }
 
   async close(): Promise<void> {
