@@ -75,7 +75,7 @@ export class FanOutWriters {
   private writers: Writer[] = [];
   private readonly wanted: number;
   /** Answers the writer threads wrote, over the process's life. */
-  handedOut = 0;
+  writerWrites = 0;
   private started = false;
 
   /** `threads` writers, started by start() (discover starts them once it holds enough waiters). */
@@ -137,7 +137,7 @@ export class FanOutWriters {
     for (const w of writers) {
       // A writer that hangs must not hang discover: a second at most, then it leaves the pool.
       if (Atomics.wait(w.ctl, 0, 0, 1000) === 'timed-out') gone.push(this.drop(w));
-      else this.handedOut += Atomics.load(w.ctl, 1);
+      else this.writerWrites += Atomics.load(w.ctl, 1);
     }
     return gone.length ? { unfinished: Promise.all(gone).then(() => {}) } : {};
   }

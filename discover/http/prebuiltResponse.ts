@@ -91,7 +91,7 @@ export function sendPrebuiltAll(list: ServerResponse[], p: Prebuilt, fanOut?: Fa
     const fds = new Int32Array(new SharedArrayBuffer(fdList.length * 4));
     fds.set(fdList);
     const out = new Int32Array(new SharedArrayBuffer(fdList.length * 4)).fill(UNWRITTEN);
-    const { unfinished } = fanOut!.run(p.wire, fds, out);
+    const { unfinished } = fdList.length > 0 ? fanOut!.run(p.wire, fds, out) : {};
     for (let k = 0; k < out.length; k++) {
       const i = idx[k];
       const res = list[i];

@@ -73,7 +73,7 @@ for (const threads of [1, 0]) {
     t.match(got[8], /^HTTP\/1\.1 200 OK\r\n/, 'HEAD answered');
     t.notOk(got[8].includes('"schemaVersion"'), 'without a body');
     t.ok(await until(() => socks[9].destroyed || socks[9].readableEnded), 'the HTTP/1.0 connection is closed after its answer');
-    if (threads) t.ok(d.store.fanOut!.handedOut < N, `the writer thread wrote at most a share (${d.store.fanOut!.handedOut} of ${N}; how much depends on the CPU it got)`);
+    if (threads) t.ok(d.store.fanOut!.writerWrites < N, `the writer thread wrote at most a share (${d.store.fanOut!.writerWrites} of ${N}; how much depends on the CPU it got)`);
     // The connections carry the next poll, which waits on the new version and is woken again.
     for (let i = 10; i < N; i++) {
       got[i] = '';
@@ -157,7 +157,7 @@ t.test('the writer threads alone write every answer once, and report how many th
   const r = writers.run(wire, fds, out, false);
   t.equal(r.unfinished, undefined, 'both finished');
   t.ok(out.every((n) => n === wire.length), 'every descriptor written whole');
-  t.equal(writers.handedOut, N, 'all by the writers');
+  t.equal(writers.writerWrites, N, 'all by the writers');
   t.ok(await until(() => got.every((g) => g === 'hello from a writer\n')), 'each client got the bytes exactly once');
   await writers.close();
   t.equal(writers.threads, 0, 'closed');
