@@ -1,12 +1,12 @@
 // The simulated sidecars of the long-poll benchmarks, behind one interface: the C client
-// (bench/lib/longpoll_client.c, built here with cc) by default, the Node client
+// (bench/lib/longpoll_client.c, built by cBuild.ts with cc) by default, the Node client
 // (longPollClients.ts) where there is no C compiler. Both answer the same messages: open, sent,
 // answered {statuses}, times {times}.
 import { fork } from 'node:child_process';
 import { join } from 'node:path';
 import { root } from './httpPeers.ts';
 import { onceMessage, type ProcessGroup } from './processes.ts';
-import { buildC, cBinary } from './cBuild.ts';
+import { cBinary } from './cBuild.ts';
 
 export interface LongPollChild {
   send(msg: { type: 'wait'; version: string } | { type: 'report' } | { type: 'exit' }): void;
@@ -16,11 +16,6 @@ export interface LongPollChild {
 export type ClientKind = 'c' | 'node';
 
 const binary = cBinary('longpoll_client');
-
-/** Builds the C client (see cBuild.ts); an error (and why) without cc. */
-export function buildCClient(log: (m: string) => void): { path: string } | { error: string } {
-  return buildC('longpoll_client', log);
-}
 
 /** One client process holding `count` long-polls of `path` on 127.0.0.1:port. */
 export function startLongPollChild(group: ProcessGroup, kind: ClientKind, port: number, path: string, count: number): LongPollChild {

@@ -6,7 +6,8 @@ import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from '
 import { join } from 'node:path';
 import { below, profileArgs, type ScenarioContext } from '../lib/context.ts';
 import { root } from '../lib/httpPeers.ts';
-import { buildCClient, type ClientKind, type LongPollChild, startLongPollChild } from '../lib/longPollChildren.ts';
+import { buildC } from '../lib/cBuild.ts';
+import { type ClientKind, type LongPollChild, startLongPollChild } from '../lib/longPollChildren.ts';
 import { memMb, ProcessGroup, sleep } from '../lib/processes.ts';
 import type { Row, ScenarioResult } from '../lib/report.ts';
 import { CURVE_PERCENTILES, figure, median, percentile, ratio } from '../lib/stats.ts';
@@ -155,7 +156,7 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
   let kind: ClientKind = opts.client ?? 'c';
   const clientNotes: string[] = [];
   if (kind === 'c') {
-    const built = buildCClient(ctx.log);
+    const built = buildC('longpoll_client', ctx.log);
     if ('error' in built) {
       kind = 'node';
       clientNotes.push(`The C client could not be built (${built.error}), so the simulated sidecars are Node processes: their reading (20-40 us an answer, in a row on one core) is part of these figures.`);
