@@ -213,13 +213,20 @@ export class HttpListener implements ForwardSite {
     (socket as Duplex & { [LISTENER]?: HttpListener })[LISTENER] = this;
     socket.once('close', onTunnelClose);
     const route = this.route(req);
-    const backend = route?.backend() ?? null;
-    const cluster = backend?.cluster;
-    const endpoint = cluster ? cluster.pick(cluster.hashHeader === '' ? undefined : header(req, cluster.hashHeader)) : null;
     if (route === null) {
       rawMadeUp(socket, 'no-route', `no route on ${this.name} for ${req.url}`);
       return;
     }
+    const backend = route.backend();
+    const cluster = backend?.cluster;
+    // MaxRequests counts a tunnel for its whole life (upgrade.ts), as the TCP path counts a connection.
+    if (backend !== null && cluster!.active >= cluster!.policy.maxRequests) {
+      cluster!.stats.overflowMaxRequests++;
+      this.metrics.madeUp.labels(cluster!.name, 'overloaded').inc();
+      backend.stats.count(rawMadeUp(socket, 'overloaded', `${cluster!.name} has MaxRequests (${cluster!.policy.maxRequests}) in flight`));
+      return;
+    }
+    const endpoint = cluster ? cluster.pick(cluster.hashHeader === '' ? undefined : header(req, cluster.hashHeader)) : null;
     if (backend === null || endpoint === null) {
       rawMadeUp(socket, 'no-endpoints', `${cluster?.name ?? route.name} has no endpoints`);
       return;

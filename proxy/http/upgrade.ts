@@ -40,6 +40,9 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
   private readonly start: number;
   private status = 0;
   private done = false;
+  /** Upgraded: the request stays in flight (MaxRequests, least-request balancing) until the tunnel closes. */
+  private tunnel = false;
+  private released = false;
 
   constructor(req: IncomingMessage, socket: Duplex, head: Buffer, site: ForwardSite, backend: RouteBackend, endpoint: Endpoint, start: number) {
     this.req = req;
@@ -84,6 +87,12 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
     up.on('error', destroyPeer);
     client.on('close', destroyPeer);
     up.on('close', destroyPeer);
+    this.tunnel = true;
+    const release = () => this.release();
+    client.once('close', release);
+    up.once('close', release);
+    // The client left while the upstream answered: nothing will close the upstream side but this.
+    if (client.destroyed) up.destroy();
     client.write(head(statusCode, 'Switching Protocols', out));
     if (this.head.length > 0) up.write(this.head);
     up.pipe(client);
@@ -119,9 +128,15 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
   private finish(): void {
     if (this.done) return;
     this.done = true;
-    this.endpoint.active--;
-    this.backend.cluster.active--;
+    if (!this.tunnel) this.release();
     this.backend.stats.count(this.status);
     this.backend.latency.observe((performance.now() - this.start) / 1000);
+  }
+
+  private release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.endpoint.active--;
+    this.backend.cluster.active--;
   }
 }

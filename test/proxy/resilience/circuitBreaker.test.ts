@@ -115,6 +115,63 @@ t.test('MaxRequests 10, 50 concurrent slow requests: 40 fail at once with 503 ov
   t.same(c.timeouts, { connectTimeoutMs: 250, requestTimeoutMs: 15000, tcpIdleTimeoutS: 7200 }, 'timeouts with their units');
 });
 
+/** An upgrade request over a raw connection: resolves with the status line's code and the x-shoal-error, the socket left open. */
+async function upgrade(url: string): Promise<{ socket: Socket; status: number; error: string }> {
+  const { connect } = await import('node:net');
+  const u = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(u.port), u.hostname, () => socket.write(`GET /ws HTTP/1.1\r\nhost: ${u.host}\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n`));
+    let head = '';
+    socket.on('data', function onData(chunk: Buffer) {
+      head += chunk.toString('latin1');
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      socket.off('data', onData);
+      resolve({ socket, status: Number(head.slice(9, 12)), error: /x-shoal-error: (\S+)/i.exec(head.slice(0, end))?.[1] ?? '' });
+    });
+    socket.once('error', reject);
+  });
+}
+
+t.test('MaxRequests counts a WebSocket tunnel for its whole life: over it, upgrades and requests get 503 overloaded', async (t) => {
+  const b = await httpBackend(t, 'api-1');
+  const tunnels = new Set<Socket>();
+  b.server.on('upgrade', (_req, socket: Socket) => {
+    tunnels.add(socket);
+    socket.on('error', () => {});
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n');
+  });
+  t.teardown(() => {
+    for (const so of tunnels) so.destroy();
+  });
+  const { s, url } = await sidecarFor(t, [b.endpoint], 'MaxRequests: 2');
+  const active = async () => ((await configDump(s.proxy.adminPort)) as { policies: { clusters: Array<{ cluster: string; circuitBreakers: { active: number } }> } })
+    .policies.clusters.find((c) => c.cluster.startsWith('api.'))!.circuitBreakers.active;
+  const a = await upgrade(url);
+  const c = await upgrade(url);
+  t.same([a.status, c.status], [101, 101], 'two tunnels open');
+  t.equal(await active(), 2, 'both count as requests in flight while open');
+  const third = await upgrade(url);
+  t.same({ status: third.status, error: third.error }, { status: 503, error: 'overloaded' }, 'a third upgrade is refused at once');
+  third.socket.destroy();
+  const get = await request(url);
+  await get.body.dump();
+  t.same([get.statusCode, get.headers['x-shoal-error']], [503, 'overloaded'], 'so is a plain request');
+  t.equal(b.requests, 0, 'neither reached the endpoint');
+  t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_circuit_overflow_total', { limit: 'max_requests' }), 2, 'both counted');
+  a.socket.destroy();
+  let left = 2;
+  for (let i = 0; i < 100 && left !== 1; i++) {
+    left = await active();
+    if (left !== 1) await new Promise((r) => setTimeout(r, 20));
+  }
+  t.equal(left, 1, 'a closed tunnel frees its slot');
+  const after = await request(url);
+  t.equal(after.statusCode, 200, 'and a request goes through again');
+  await after.body.dump();
+  c.socket.destroy();
+});
+
 t.test('MaxConnections 1, MaxPendingRequests 2: two wait for the connection, the rest get 503 circuit-open', async (t) => {
   const b = await httpBackend(t, 'api-1', (req, res) => {
     req.resume();
