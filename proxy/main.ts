@@ -13,6 +13,7 @@ import { SnapshotApplier } from './config/snapshotApplier.ts';
 import { ListenerSet } from './listener/listenerSet.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { MeshTls } from './tls/meshTls.ts';
+import { DEFAULT_WARM_UP_REQUESTS, parseWarmUpRequests, warmUp } from './warmUp.ts';
 import type { DnsResponder, DnsResponderOptions } from '../dns/main.ts';
 
 export const proxyFlags: FlagSpec[] = [
@@ -28,6 +29,7 @@ export const proxyFlags: FlagSpec[] = [
   { name: 'drain-timeout', type: 'int', default: 20, description: 'Seconds to let requests in flight finish on SIGTERM' },
   { name: 'access-log', type: 'bool', default: false, description: 'Log one JSON line per request (format in docs/proxy.md)' },
   { name: 'access-log-sample', type: 'int', default: 1, description: 'With --access-log, log 1 request in this many' },
+  { name: 'warm-up-requests', type: 'int', default: DEFAULT_WARM_UP_REQUESTS, description: 'Requests the sidecar sends through a private loopback listener before it reports ready, so its request path is compiled before the first real request (0: none)' },
   { name: 'log-level', type: 'string', default: 'info', description: 'Log level: debug, info, warn, error' },
 ];
 
@@ -46,6 +48,8 @@ export interface ProxyOptions {
   accessLogSample?: number;
   logLevel?: string;
   log?: Logger;
+  /** Requests sent through a private listener before ready (proxy/warmUp.ts); 0: none. */
+  warmUpRequests?: number;
   /** Long-poll hold asked of discover, seconds. */
   waitSeconds?: number;
   /** Host the DNS responder in this process, fed with every snapshot's names (as in a pod). */
@@ -89,6 +93,7 @@ export function proxyOptions(values: FlagValues, env: NodeJS.ProcessEnv = proces
     accessLog: values['access-log'] === true,
     accessLogSample: typeof values['access-log-sample'] === 'number' ? values['access-log-sample'] : undefined,
     logLevel: str(values['log-level']),
+    warmUpRequests: values['warm-up-requests'] === undefined ? undefined : parseWarmUpRequests(values['warm-up-requests']),
   };
 }
 
@@ -128,11 +133,14 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     })();
     return draining;
   };
-  const isReady = () => applier.current !== null && listeners.allBound && draining === null;
+  const warmUpRequests = parseWarmUpRequests(opts.warmUpRequests ?? DEFAULT_WARM_UP_REQUESTS, 'warmUpRequests');
+  let warmed = false;
+  let warming: Promise<void> = Promise.resolve();
+  const isReady = () => warmed && applier.current !== null && listeners.allBound && draining === null;
 
   const admin = createAdminServer({
     ready: isReady,
-    readiness: () => ({ version: applier.current?.version ?? null, listeners: listeners.status().filter((l) => !l.bound).map((l) => `${l.name} (${l.key}) not bound`), draining: draining !== null }),
+    readiness: () => ({ version: applier.current?.version ?? null, warmingUp: !warmed, listeners: listeners.status().filter((l) => !l.bound).map((l) => `${l.name} (${l.key}) not bound`), draining: draining !== null }),
     configDump: () => ({
       version: applier.current?.version ?? null,
       snapshot: applier.current,
@@ -164,6 +172,10 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     applier.onSnapshot((s) => responder.setNames(s.dns));
   }
   log.info({ admin: `${opts.adminHost ?? '0.0.0.0'}:${adminPort}`, discover: url, stateFile, pluginId: opts.pluginId ?? null }, 'sidecar starting');
+  // The request path warms up beside the first config fetch; ready waits for both.
+  warming = warmUp(warmUpRequests, log).then(() => {
+    warmed = true;
+  });
   await client.start();
 
   return {
@@ -176,10 +188,11 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     },
     dns,
     onSnapshot: (fn) => applier.onSnapshot(fn),
-    whenReady: () => client.firstSnapshot(),
+    whenReady: () => Promise.all([client.firstSnapshot(), warming]).then(() => {}),
     drain,
     close() {
       closing ??= (async () => {
+        await warming;
         client.close();
         meshTls.close();
         await drain();
