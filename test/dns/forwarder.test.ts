@@ -12,7 +12,7 @@ interface Received { raw: Buffer; packet: dnsPacket.DecodedPacket; tcp: boolean 
 interface FakeUpstream { port: number; received: Received[] }
 
 /** An upstream on 127.0.0.1 (UDP and TCP, one port) whose answers the test writes. */
-async function fakeUpstream(t: Test, answer: (q: Received) => Reply | Promise<Reply>): Promise<FakeUpstream> {
+async function fakeUpstream(t: Test, answer: (q: Received) => Reply | Promise<Reply>, attempt = 0): Promise<FakeUpstream> {
   const received: Received[] = [];
   const udp: UdpSocket = createSocket('udp4');
   await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
@@ -39,10 +39,18 @@ async function fakeUpstream(t: Test, answer: (q: Received) => Reply | Promise<Re
     });
     s.on('error', () => undefined);
   });
-  await new Promise<void>((resolve, reject) => {
-    tcp.once('error', reject);
-    tcp.listen(port, '127.0.0.1', () => resolve());
-  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      tcp.once('error', reject);
+      tcp.listen(port, '127.0.0.1', () => resolve());
+    });
+  } catch (err) {
+    // The UDP port's number can be taken for TCP (another process's outgoing connection on this
+    // loopback, say): take another pair, as the responder itself does.
+    udp.close();
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE' && attempt < 20) return fakeUpstream(t, answer, attempt + 1);
+    throw err;
+  }
   t.teardown(() => {
     udp.close();
     tcp.close();

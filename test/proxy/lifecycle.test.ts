@@ -94,6 +94,8 @@ t.test('discover down: traffic goes on; a restart with discover still down serve
 
   const second = await startProxy({ ...opts, firstFetchTimeoutMs: 500 } as typeof opts);
   t.teardown(() => second.close());
+  // whenReady: the first snapshot (here from the state file) and the request path's warm-up.
+  await second.whenReady();
   t.equal(second.ready, true, 'ready from the state file');
   t.equal(second.version, first.version);
   t.equal(await (await request(`http://${address}:${port}/`)).body.text(), 'api-1', 'serves from the state file');
