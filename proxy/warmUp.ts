@@ -25,7 +25,7 @@ const { createServer } = createRequire(import.meta.url)('node:http') as typeof i
 /** Requests a sidecar sends through itself before it reports ready, unless told otherwise. */
 export const DEFAULT_WARM_UP_REQUESTS = 400;
 /** Past this the warm-up gives up (a machine so loaded that it would only delay readiness). */
-const DEADLINE_MS = 5000;
+export const WARM_UP_DEADLINE_MS = 5000;
 /** MaxRequests of the private cluster: this many held requests make every further one a refusal. */
 const LIMIT = 4;
 
@@ -106,11 +106,11 @@ class WarmClient {
   }
 }
 
-function clusterSpec(name: string, port: number): ClusterSpec {
+function clusterSpec(name: string, port: number, deadlineMs: number): ClusterSpec {
   return {
     name, service: name, namespace: 'shoal-warm-up', port, protocol: 'http', lbPolicy: 'least_request', hashHeader: '',
     policy: {
-      connectTimeoutMs: 1000, requestTimeoutMs: DEADLINE_MS, retryAttempts: 0, maxActiveRetries: 0,
+      connectTimeoutMs: 1000, requestTimeoutMs: deadlineMs, retryAttempts: 0, maxActiveRetries: 0,
       maxConnections: 64, maxRequests: LIMIT, maxPendingRequests: 64, maxRequestsPerConnection: 0,
       consecutiveErrors: 1_000_000, baseEjectionTimeMs: 1000, maxEjectionPercent: 0, intervalMs: 60_000,
       healthyPanicThreshold: 0, tcpIdleTimeoutS: 60,
@@ -123,12 +123,12 @@ function clusterSpec(name: string, port: number): ClusterSpec {
  * Sends about `requests` requests through a private listener: keep-alive GETs through the upstream
  * pool, refusals over MaxRequests, and one request per new connection.
  */
-export async function warmUp(requests: number, log: Logger): Promise<WarmUpResult> {
+export async function warmUp(requests: number, log: Logger, deadlineMs = WARM_UP_DEADLINE_MS): Promise<WarmUpResult> {
   const started = performance.now();
   const answered: Record<string, number> = {};
   if (requests <= 0) return { answered, ms: 0 };
   const held: ServerResponse[] = [];
-  const upstream = createServer({ keepAliveTimeout: DEADLINE_MS }, (req: IncomingMessage, res: ServerResponse) => {
+  const upstream = createServer({ keepAliveTimeout: deadlineMs }, (req: IncomingMessage, res: ServerResponse) => {
     if (req.url === '/hold') {
       held.push(res);
       req.resume();
@@ -142,13 +142,15 @@ export async function warmUp(requests: number, log: Logger): Promise<WarmUpResul
   const clients: WarmClient[] = [];
   let listener: HttpListener | null = null;
   let timer: NodeJS.Timeout | undefined;
+  // Set at the deadline: the requests still running stop at their next step.
+  let over = false;
   try {
     await new Promise<void>((resolve, reject) => {
       upstream.once('error', reject);
       upstream.listen(0, '127.0.0.1', resolve);
     });
     const name = 'shoal-warm-up';
-    clusters.apply([clusterSpec(name, (upstream.address() as AddressInfo).port)]);
+    clusters.apply([clusterSpec(name, (upstream.address() as AddressInfo).port, deadlineMs)]);
     const routes: Route[] = [{ domains: ['*'], prefix: '/', headers: [], backends: [{ cluster: name, weight: 100 }] }];
     const l = new HttpListener(name, 'outbound', new RouteTable(name, routes, clusters, metrics), { log, metrics, accessLog: null });
     listener = l;
@@ -162,12 +164,16 @@ export async function warmUp(requests: number, log: Logger): Promise<WarmUpResul
     };
     const open = async () => {
       const c = await WarmClient.open(port);
+      if (over) {
+        c.close();
+        throw new Error('the warm-up is over');
+      }
       clients.push(c);
       return c;
     };
     const get = 'GET /warm-up HTTP/1.1\r\nhost: shoal-warm-up\r\nuser-agent: shoal-warm-up\r\naccept: */*\r\n\r\n';
     const loop = async (c: WarmClient, n: number, request: string) => {
-      for (let i = 0; i < n; i++) count(await c.send(request));
+      for (let i = 0; i < n && !over; i++) count(await c.send(request));
     };
     const work = (async () => {
       // Keep-alive GETs through an exchange and the upstream pool, LIMIT at a time.
@@ -176,13 +182,12 @@ export async function warmUp(requests: number, log: Logger): Promise<WarmUpResul
       // Refusals: LIMIT requests held at the upstream fill MaxRequests; every other one is a 503.
       const holders = await Promise.all(Array.from({ length: LIMIT }, open));
       for (const h of holders) void h.send('GET /hold HTTP/1.1\r\nhost: shoal-warm-up\r\n\r\n').then(count, () => {});
-      const start = performance.now();
-      while (held.length < LIMIT && performance.now() - start < DEADLINE_MS) await new Promise((r) => setTimeout(r, 1));
+      while (held.length < LIMIT && !over) await new Promise((r) => setTimeout(r, 1));
       await Promise.all(keep.map((c) => loop(c, Math.ceil((requests * 0.3) / LIMIT), get)));
       for (const res of held.splice(0)) res.end('held');
       // New connections: accept, the fast path's set-up, one request each.
       const fresh = Math.ceil(requests * 0.2);
-      for (let i = 0; i < fresh; i += 10) {
+      for (let i = 0; i < fresh && !over; i += 10) {
         await Promise.all(Array.from({ length: Math.min(10, fresh - i) }, async () => {
           const c = await open();
           count(await c.send(get));
@@ -191,7 +196,10 @@ export async function warmUp(requests: number, log: Logger): Promise<WarmUpResul
       }
     })();
     await Promise.race([work, new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`not done after ${DEADLINE_MS} ms`)), DEADLINE_MS);
+      timer = setTimeout(() => {
+        over = true;
+        reject(new Error(`not done after ${deadlineMs} ms`));
+      }, deadlineMs);
     })]);
     const ms = performance.now() - started;
     log.info({ answered, ms: Math.round(ms) }, 'request path warmed up');
@@ -200,6 +208,7 @@ export async function warmUp(requests: number, log: Logger): Promise<WarmUpResul
     log.warn({ error: (err as Error).message, answered }, 'the warm-up of the request path failed; starting without it');
     return { answered, ms: performance.now() - started };
   } finally {
+    over = true;
     clearTimeout(timer);
     for (const c of clients) c.close();
     for (const res of held) res.destroy();

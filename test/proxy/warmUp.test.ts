@@ -34,6 +34,21 @@ t.test('warmUp: keep-alive GETs, refusals over MaxRequests and new connections, 
   t.same(await warmUp(0, silent), { answered: {}, ms: 0 }, '0: no warm-up');
 });
 
+t.test('a warm-up past its deadline stops, says so, and leaves nothing open', async (t) => {
+  const before = handles();
+  const lines: string[] = [];
+  const log = createLogger('proxy', 'info', { write: (line: string) => lines.push(line) });
+  const started = performance.now();
+  const r = await warmUp(100_000, log, 100);
+  t.ok(performance.now() - started < 1000, 'returns at the deadline, not after 100,000 requests');
+  const answered = Object.values(r.answered).reduce((a, b) => a + b, 0);
+  t.ok(answered > 0 && answered < 100_000, `stopped part-way (${answered} answered)`);
+  const warned = lines.map((l) => JSON.parse(l) as { level: number; msg: string; error: string }).find((l) => l.level === 40);
+  t.same(warned && { msg: warned.msg, error: warned.error }, { msg: 'the warm-up of the request path failed; starting without it', error: 'not done after 100 ms' }, 'a warning names why');
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.same(handles(), before, 'no server or socket of the warm-up is still open');
+});
+
 t.test('a sidecar is ready only after its warm-up, which shows nowhere in its metrics or config dump', async (t) => {
   const b = await httpBackend(t, 'api-1');
   const port = await freePort();
