@@ -136,6 +136,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const warmUpRequests = parseWarmUpRequests(opts.warmUpRequests ?? DEFAULT_WARM_UP_REQUESTS, 'warmUpRequests');
   let warmed = false;
   let warming: Promise<void> = Promise.resolve();
+  const stopWarmUp = new AbortController();
   const isReady = () => warmed && applier.current !== null && listeners.allBound && draining === null;
 
   const admin = createAdminServer({
@@ -173,7 +174,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   }
   log.info({ admin: `${opts.adminHost ?? '0.0.0.0'}:${adminPort}`, discover: url, stateFile, pluginId: opts.pluginId ?? null }, 'sidecar starting');
   // The request path warms up beside the first config fetch; ready waits for both.
-  warming = warmUp(warmUpRequests, log).then(() => {
+  warming = warmUp(warmUpRequests, log, undefined, stopWarmUp.signal).then(() => {
     warmed = true;
   });
   await client.start();
@@ -192,6 +193,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     drain,
     close() {
       closing ??= (async () => {
+        stopWarmUp.abort(new Error('closing'));
         await warming;
         client.close();
         meshTls.close();

@@ -123,7 +123,7 @@ function clusterSpec(name: string, port: number, deadlineMs: number): ClusterSpe
  * Sends about `requests` requests through a private listener: keep-alive GETs through the upstream
  * pool, refusals over MaxRequests, and one request per new connection.
  */
-export async function warmUp(requests: number, log: Logger, deadlineMs = WARM_UP_DEADLINE_MS): Promise<WarmUpResult> {
+export async function warmUp(requests: number, log: Logger, deadlineMs = WARM_UP_DEADLINE_MS, signal?: AbortSignal): Promise<WarmUpResult> {
   const started = performance.now();
   const answered: Record<string, number> = {};
   if (requests <= 0) return { answered, ms: 0 };
@@ -200,12 +200,16 @@ export async function warmUp(requests: number, log: Logger, deadlineMs = WARM_UP
         over = true;
         reject(new Error(`not done after ${deadlineMs} ms`));
       }, deadlineMs);
+      // The sidecar is closing (SIGTERM during start): stop now rather than at the deadline.
+      if (signal?.aborted) reject(signal.reason);
+      signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
     })]);
     const ms = performance.now() - started;
     log.info({ answered, ms: Math.round(ms) }, 'request path warmed up');
     return { answered, ms };
   } catch (err) {
-    log.warn({ error: (err as Error).message, answered }, 'the warm-up of the request path failed; starting without it');
+    if (signal?.aborted && err === signal.reason) log.info({ answered }, 'warm-up stopped: the sidecar is closing');
+    else log.warn({ error: (err as Error).message, answered }, 'the warm-up of the request path failed; starting without it');
     return { answered, ms: performance.now() - started };
   } finally {
     over = true;

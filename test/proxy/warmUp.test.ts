@@ -49,6 +49,26 @@ t.test('a warm-up past its deadline stops, says so, and leaves nothing open', as
   t.same(handles(), before, 'no server or socket of the warm-up is still open');
 });
 
+t.test('a warm-up is stopped at once when the sidecar closes', async (t) => {
+  const before = handles();
+  const lines: string[] = [];
+  const log = createLogger('proxy', 'info', { write: (line: string) => lines.push(line) });
+  const stop = new AbortController();
+  const started = performance.now();
+  const running = warmUp(100_000, log, 60_000, stop.signal);
+  setTimeout(() => stop.abort(new Error('closing')), 50);
+  const r = await running;
+  t.ok(performance.now() - started < 1000, 'returns at once, not at the deadline');
+  t.ok(Object.values(r.answered).reduce((a, b) => a + b, 0) < 100_000, 'stopped part-way');
+  t.ok(lines.some((l) => (JSON.parse(l) as { level: number; msg: string }).msg === 'warm-up stopped: the sidecar is closing'), 'says why, at info');
+  t.notOk(lines.some((l) => (JSON.parse(l) as { level: number }).level >= 40), 'no warning for it');
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.same(handles(), before, 'no server or socket of the warm-up is still open');
+  const already = new AbortController();
+  already.abort(new Error('closing'));
+  t.same((await warmUp(100, log, 60_000, already.signal)).answered, {}, 'a sidecar closed before its warm-up began sends nothing');
+});
+
 t.test('a sidecar is ready only after its warm-up, which shows nowhere in its metrics or config dump', async (t) => {
   const b = await httpBackend(t, 'api-1');
   const port = await freePort();
