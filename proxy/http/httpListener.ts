@@ -12,7 +12,7 @@ import type { AccessLog } from '../accessLog.ts';
 import type { ProxyMetrics } from '../metrics.ts';
 import { ForwardRequest, type ForwardSite } from './forward.ts';
 import { sendMadeUp } from './madeUpResponse.ts';
-import type { CompiledRoute, RouteTable } from './routeTable.ts';
+import type { CompiledRoute, RouteBackend, RouteTable } from './routeTable.ts';
 import { rawMadeUp, UpgradeRequest } from './upgrade.ts';
 import { ClientConnection } from './h1/clientConnection.ts';
 import { inboundDenied } from '../tls/meshTls.ts';
@@ -135,6 +135,13 @@ export class HttpListener implements ForwardSite {
     this.metrics.madeUp.labels(dependency, error).inc();
   }
 
+  /** Counts a request refused over its cluster's MaxRequests (503 overloaded), on any of the three HTTP/1 paths. */
+  countOverloaded(backend: RouteBackend): void {
+    backend.cluster.stats.overflowMaxRequests++;
+    this.madeUp(backend.cluster.name, 'overloaded');
+    backend.stats.count(503);
+  }
+
   clientGone(c: ClientConnection): void {
     this.clients.delete(c);
   }
@@ -190,10 +197,8 @@ export class HttpListener implements ForwardSite {
     // MaxRequests, as on the fast path (h1/clientConnection.ts).
     if (cluster!.active >= cluster!.policy.maxRequests) {
       req.resume();
-      cluster!.stats.overflowMaxRequests++;
-      this.metrics.madeUp.labels(cluster!.name, 'overloaded').inc();
+      this.countOverloaded(backend);
       sendMadeUp(res, 'overloaded', `${cluster!.name} has MaxRequests (${cluster!.policy.maxRequests}) in flight`, this.draining);
-      backend.stats.count(503);
       return;
     }
     new ForwardRequest(req, res, this, backend, endpoint, start).dispatch();
@@ -221,9 +226,8 @@ export class HttpListener implements ForwardSite {
     const cluster = backend?.cluster;
     // MaxRequests counts a tunnel for its whole life (upgrade.ts), as the TCP path counts a connection.
     if (backend !== null && cluster!.active >= cluster!.policy.maxRequests) {
-      cluster!.stats.overflowMaxRequests++;
-      this.metrics.madeUp.labels(cluster!.name, 'overloaded').inc();
-      backend.stats.count(rawMadeUp(socket, 'overloaded', `${cluster!.name} has MaxRequests (${cluster!.policy.maxRequests}) in flight`));
+      this.countOverloaded(backend);
+      rawMadeUp(socket, 'overloaded', `${cluster!.name} has MaxRequests (${cluster!.policy.maxRequests}) in flight`);
       return;
     }
     const endpoint = cluster ? cluster.pick(cluster.hashHeader === '' ? undefined : header(req, cluster.hashHeader)) : null;

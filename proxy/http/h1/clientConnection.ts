@@ -125,9 +125,7 @@ export class ClientConnection {
     // MaxRequests: over it a request fails at once, it never queues; checked before the balancer
     // picks, so a refused request costs no pick (and does not move round robin on).
     if (backend !== null && cluster!.active >= cluster!.policy.maxRequests) {
-      cluster!.stats.overflowMaxRequests++;
-      l.madeUp(cluster!.name, 'overloaded');
-      backend.stats.count(503);
+      l.countOverloaded(backend);
       const close = head.close || l.draining;
       return this.respondMadeUp(overloadedResponse(cluster!, close), close);
     }
