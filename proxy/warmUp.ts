@@ -126,7 +126,8 @@ function clusterSpec(name: string, port: number, deadlineMs: number): ClusterSpe
 export async function warmUp(requests: number, log: Logger, deadlineMs = WARM_UP_DEADLINE_MS, signal?: AbortSignal): Promise<WarmUpResult> {
   const started = performance.now();
   const answered: Record<string, number> = {};
-  if (requests <= 0) return { answered, ms: 0 };
+  // Off, or the sidecar is already closing: nothing to bind or send.
+  if (requests <= 0 || signal?.aborted) return { answered, ms: 0 };
   const held: ServerResponse[] = [];
   const upstream = createServer({ keepAliveTimeout: deadlineMs }, (req: IncomingMessage, res: ServerResponse) => {
     if (req.url === '/hold') {
