@@ -82,6 +82,8 @@ export class HttpListener implements ForwardSite {
   readonly httpServer: TaggedServer;
   readonly clients = new Set<ClientConnection>();
   readonly keepAliveTimeoutMs = 60_000;
+  /** A request head must arrive whole within this long of its first byte (--request-head-timeout). */
+  requestHeadTimeoutMs = 60_000;
   readonly connections: Gauge.Internal<'listener' | 'direction'>;
   draining = false;
   /** Downstream connections open now (upgraded ones included). */
