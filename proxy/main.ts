@@ -27,6 +27,7 @@ export const proxyFlags: FlagSpec[] = [
   { name: 'admin-port', type: 'int', default: 65533, description: 'Port of the admin endpoint' },
   { name: 'inbound-address', type: 'string', default: '0.0.0.0', description: 'Address the inbound listen ports bind' },
   { name: 'drain-timeout', type: 'int', default: 20, description: 'Seconds to let requests in flight finish on SIGTERM' },
+  { name: 'request-head-timeout', type: 'int', default: 60, description: 'Seconds a client has to send a whole request head, from its first byte (408 after that)' },
   { name: 'access-log', type: 'bool', default: false, description: 'Log one JSON line per request (format in docs/proxy.md)' },
   { name: 'access-log-sample', type: 'int', default: 1, description: 'With --access-log, log 1 request in this many' },
   { name: 'warm-up-requests', type: 'int', default: DEFAULT_WARM_UP_REQUESTS, description: 'Requests the sidecar sends through a private loopback listener before it reports ready, so its request path is compiled before the first real request (0: none)' },
@@ -44,6 +45,8 @@ export interface ProxyOptions {
   adminPort?: number;
   inboundAddress?: string;
   drainTimeoutMs?: number;
+  /** A request head must arrive whole within this long of its first byte. */
+  requestHeadTimeoutMs?: number;
   accessLog?: boolean;
   accessLogSample?: number;
   logLevel?: string;
@@ -73,6 +76,12 @@ export interface Proxy {
   close(): Promise<void>;
 }
 
+/** --request-head-timeout: whole seconds, 1 to 3600. */
+function parseRequestHeadTimeout(v: unknown): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 3600) throw new Error(`--request-head-timeout must be whole seconds from 1 to 3600, got ${JSON.stringify(v)}`);
+  return v * 1000;
+}
+
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
 
 /** ProxyOptions from parsed flags, with the sidecar's plain env names (DISCOVER_URL, ...) as fallbacks. */
@@ -90,6 +99,7 @@ export function proxyOptions(values: FlagValues, env: NodeJS.ProcessEnv = proces
     adminPort: typeof values['admin-port'] === 'number' ? values['admin-port'] : undefined,
     inboundAddress: str(values['inbound-address']),
     drainTimeoutMs: typeof values['drain-timeout'] === 'number' ? values['drain-timeout'] * 1000 : undefined,
+    requestHeadTimeoutMs: values['request-head-timeout'] === undefined ? undefined : parseRequestHeadTimeout(values['request-head-timeout']),
     accessLog: values['access-log'] === true,
     accessLogSample: typeof values['access-log-sample'] === 'number' ? values['access-log-sample'] : undefined,
     logLevel: str(values['log-level']),
@@ -106,7 +116,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const metrics = new ProxyMetrics();
   const accessLog = opts.accessLog ? new AccessLog(log, opts.accessLogSample ?? 1) : null;
   const clusters = new ClusterSet(drainTimeoutMs + 10_000, metrics);
-  const listeners = new ListenerSet({ log, metrics, accessLog, drainTimeoutMs });
+  const listeners = new ListenerSet({ log, metrics, accessLog, drainTimeoutMs, requestHeadTimeoutMs: opts.requestHeadTimeoutMs ?? 60_000 });
   const applier = new SnapshotApplier({ clusters, listeners, metrics, log, inboundAddress: opts.inboundAddress ?? '0.0.0.0' });
   // Workload identity (proxy/tls): a certificate from the mesh CA on discover, mTLS to meshed peers, inbound gates.
   const meshTls = new MeshTls({ log, registry: metrics.registry, caUrl: new URL(url).origin, tokenFile: opts.tokenFile });

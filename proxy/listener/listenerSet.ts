@@ -66,13 +66,15 @@ export class ListenerSet {
   private readonly draining = new Set<Promise<void>>();
   private readonly ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null };
   private readonly drainTimeoutMs: number;
+  private readonly requestHeadTimeoutMs: number;
   private closed = false;
   /** Workload identity (proxy/tls): the mTLS gate put in front of inbound listeners. */
   meshTls: MeshTls | null = null;
 
-  constructor(ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null; drainTimeoutMs: number }) {
+  constructor(ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null; drainTimeoutMs: number; requestHeadTimeoutMs?: number }) {
     this.ctx = ctx;
     this.drainTimeoutMs = ctx.drainTimeoutMs;
+    this.requestHeadTimeoutMs = ctx.requestHeadTimeoutMs ?? 60_000;
   }
 
   /** True when every listener of the applied snapshot is bound. */
@@ -128,6 +130,7 @@ export class ListenerSet {
         ? new HttpListener(s.name, s.direction, new RouteTable(s.name, s.routes, clusters, this.ctx.metrics), this.ctx)
         : new TcpListener(s.name, s.direction, new TcpRoute(s.routes[0], clusters, this.ctx.metrics, s.direction), this.ctx);
       setLimits(listener, s.limits);
+      if (listener instanceof HttpListener) listener.requestHeadTimeoutMs = this.requestHeadTimeoutMs;
       const entry: Entry = { spec: s, listener, bound: false, retry: null };
       if (s.direction === 'inbound') this.meshTls?.guardInbound(listener.server, s.port);
       this.entries.set(s.key, entry);
