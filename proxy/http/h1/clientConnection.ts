@@ -5,10 +5,18 @@ import type { Socket } from 'node:net';
 import type { HttpListener } from '../httpListener.ts';
 import type { Cluster } from '../../cluster/cluster.ts';
 import { Exchange, madeUpHead } from './exchange.ts';
-import { parseRequestHead, rawHeader } from './requestHead.ts';
+import { parseRequestHead, rawHeader, type RequestHead } from './requestHead.ts';
 import { inboundDenied } from '../../tls/meshTls.ts';
 
 const MAX_HEAD = 16 * 1024;
+/**
+ * Bytes queued for the client above which the connection stops answering pipelined requests and
+ * stops reading until the client has read (a client that pipelines without reading costs at most
+ * this much, plus one read of input).
+ */
+const OUTPUT_HIGH_WATER = 64 * 1024;
+/** Answered the same way node:http answers a head that took longer than its headersTimeout. */
+const HEAD_TIMEOUT_RESPONSE = 'HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n';
 
 /**
  * The 503 overloaded answer of a cluster, built once per cluster and policy: a burst over
@@ -33,7 +41,7 @@ function onData(this: TaggedSocket, chunk: Buffer): void {
   this[CONN]?.onData(chunk);
 }
 function onDrain(this: TaggedSocket): void {
-  this[CONN]?.exchange?.resumeUpstream();
+  this[CONN]?.onDrain();
 }
 function onClose(this: TaggedSocket): void {
   this[CONN]?.onClose();
@@ -46,6 +54,9 @@ function onError(this: TaggedSocket): void {
 function onTimeout(this: TaggedSocket): void {
   const c = this[CONN];
   if (c && c.exchange === null) this.destroy();
+}
+function onHeadTimeout(c: ClientConnection): void {
+  c.headTimedOut();
 }
 
 /** The fast-path connection a socket started on (also after it was handed to node:http). */
@@ -63,6 +74,12 @@ export class ClientConnection {
   private pending: Buffer | null = null;
   private handedOff = false;
   private closed = false;
+  /** Answers are waiting for the client to read (output above OUTPUT_HIGH_WATER): nothing new is started. */
+  private blocked = false;
+  /** The connection was ended after an answer that closes it: later bytes are not requests. */
+  private ending = false;
+  /** Armed while a request head has started but not ended (a head split over reads: rare). */
+  private headTimer: NodeJS.Timeout | null = null;
 
   constructor(listener: HttpListener, socket: Socket) {
     this.listener = listener;
@@ -75,6 +92,7 @@ export class ClientConnection {
     socket.on('close', onClose);
     socket.on('error', onError);
     socket.on('timeout', onTimeout);
+    socket.on('drain', onDrain);
   }
 
   /** Idle: no exchange in flight and nothing buffered. */
@@ -84,41 +102,89 @@ export class ClientConnection {
   }
 
   onData(chunk: Buffer): void {
+    if (this.ending) return;
     this.pending = this.pending === null ? chunk : Buffer.concat([this.pending, chunk]);
-    if (this.exchange !== null) {
-      // Pipelined bytes wait for the exchange in flight; stop reading if they pile up.
+    if (this.exchange !== null || this.blocked) {
+      // Pipelined bytes wait for the exchange in flight (or for the client to read); stop reading if they pile up.
       if (this.pending.length > MAX_HEAD) this.socket.pause();
       return;
     }
     this.next();
   }
 
+  /** The client read what was queued for it: the exchange's upstream may send again, and waiting requests go on. */
+  onDrain(): void {
+    this.exchange?.resumeUpstream();
+    if (!this.blocked) return;
+    this.blocked = false;
+    if (this.socket.isPaused()) this.socket.resume();
+    if (this.exchange === null) this.next();
+  }
+
+  /**
+   * Starts the requests buffered so far, one after another: a loop, not recursion, however many
+   * pipelined requests get a made-up answer. Stops at a request that goes upstream (exchangeDone calls
+   * back), at an incomplete head, or while the answers already queued for the client exceed
+   * OUTPUT_HIGH_WATER (onDrain calls back).
+   */
   private next(): void {
-    const buf = this.pending;
-    if (buf === null || this.closed) return;
-    const end = buf.indexOf('\r\n\r\n');
-    if (end < 0) {
-      if (buf.length > MAX_HEAD) this.handOff();
-      return;
+    for (;;) {
+      const buf = this.pending;
+      if (buf === null || this.closed || this.ending) return;
+      if (this.socket.writableLength > OUTPUT_HIGH_WATER) {
+        this.blocked = true;
+        this.socket.pause();
+        return;
+      }
+      const end = buf.indexOf('\r\n\r\n');
+      if (end < 0) {
+        if (buf.length > MAX_HEAD) return this.handOff();
+        if (this.headTimer === null) {
+          this.headTimer = setTimeout(onHeadTimeout, this.listener.requestHeadTimeoutMs, this);
+          this.headTimer.unref();
+        }
+        return;
+      }
+      if (this.headTimer !== null) {
+        clearTimeout(this.headTimer);
+        this.headTimer = null;
+      }
+      const head = parseRequestHead(buf, end);
+      if (head === null) return this.handOff();
+      this.pending = end + 4 === buf.length ? null : buf.subarray(end + 4);
+      const response = this.admit(head);
+      if (response === null) return; // an exchange started
+      const close = head.close || this.listener.draining;
+      if (close) {
+        this.endWith(response);
+        return;
+      }
+      this.socket.write(response, 'latin1');
     }
-    const head = parseRequestHead(buf, end);
-    if (head === null) return this.handOff();
-    this.pending = end + 4 === buf.length ? null : buf.subarray(end + 4);
+  }
+
+  /**
+   * Admission of one request: authorization, rate limit, route, MaxRequests, endpoint. Returns the
+   * made-up answer (a latin1 string or prebuilt bytes) when it is refused, or null once its exchange
+   * has started.
+   */
+  private admit(head: RequestHead): string | Buffer | null {
     const start = performance.now();
+    const l = this.listener;
+    const close = head.close || l.draining;
     const denied = inboundDenied(this.socket, head.method, head.path); // mesh authorization policy (proxy/tls)
     if (denied !== null) {
-      this.listener.madeUp(this.listener.name, 'denied');
-      return this.respondMadeUp(madeUpHead('denied', denied, head.close || this.listener.draining), head.close || this.listener.draining);
+      l.madeUp(l.name, 'denied');
+      return madeUpHead('denied', denied, close);
     }
-    const l = this.listener;
     if (l.limiter !== null && !l.limiter.take(start)) {
       l.rateLimited();
-      return this.respondMadeUp(madeUpHead('rate-limited', `${l.name} allows ${l.limiter.rps} requests per second (LIMIT_RPS)`, head.close || l.draining, `retry-after: ${l.limiter.retryAfterS()}\r\n`), head.close || l.draining);
+      return madeUpHead('rate-limited', `${l.name} allows ${l.limiter.rps} requests per second (LIMIT_RPS)`, close, `retry-after: ${l.limiter.retryAfterS()}\r\n`);
     }
     const route = l.table.match(head.host, head.path, head.raw);
     if (route === null) {
       l.madeUp(l.name, 'no-route');
-      return this.respondMadeUp(madeUpHead('no-route', `no route on ${l.name} for host ${JSON.stringify(head.host ?? '')} path ${JSON.stringify(head.path)}`, head.close || l.draining), head.close || l.draining);
+      return madeUpHead('no-route', `no route on ${l.name} for host ${JSON.stringify(head.host ?? '')} path ${JSON.stringify(head.path)}`, close);
     }
     const backend = route.backend();
     const cluster = backend?.cluster;
@@ -126,43 +192,50 @@ export class ClientConnection {
     // picks, so a refused request costs no pick (and does not move round robin on).
     if (backend !== null && cluster!.active >= cluster!.policy.maxRequests) {
       l.countOverloaded(backend);
-      const close = head.close || l.draining;
-      return this.respondMadeUp(overloadedResponse(cluster!, close), close);
+      return overloadedResponse(cluster!, close);
     }
     const endpoint = cluster ? cluster.pick(cluster.hashHeader === '' ? undefined : rawHeader(head.raw, cluster.hashHeader)) : null;
     if (backend === null || endpoint === null) {
       const name = cluster?.name ?? route.name;
       l.madeUp(name, 'no-endpoints');
       if (backend) backend.stats.count(503);
-      return this.respondMadeUp(madeUpHead('no-endpoints', `${name} has no endpoints`, head.close || l.draining), head.close || l.draining);
+      return madeUpHead('no-endpoints', `${name} has no endpoints`, close);
     }
     const ex = new Exchange(this, head, backend, endpoint, start);
     this.exchange = ex;
     ex.begin();
+    return null;
   }
 
-  /** A made-up answer, as a latin1 string or prebuilt bytes (the encoding is ignored for a Buffer). */
-  private respondMadeUp(response: string | Buffer, close: boolean): void {
-    if (close) {
-      this.socket.end(response, 'latin1');
-      return;
-    }
-    this.socket.write(response, 'latin1');
-    this.next();
+  /** The head begun --request-head-timeout ago has not ended: answer 408 and close, as node:http does. */
+  headTimedOut(): void {
+    this.headTimer = null;
+    if (this.closed || this.handedOff || this.exchange !== null) return;
+    this.endWith(HEAD_TIMEOUT_RESPONSE);
   }
 
+  /** The last answer on this connection: nothing read after it is served. */
+  private endWith(response: string | Buffer): void {
+    this.ending = true;
+    this.pending = null;
+    this.socket.end(response, 'latin1');
+  }
+
+  /** The exchange's writes to the client are backed up: its upstream stays paused until the client drains. */
   waitDrain(): void {
-    this.socket.once('drain', onDrain);
+    // The drain listener is permanent (onDrain resumes the exchange's upstream).
   }
 
   exchangeDone(ex: Exchange, close: boolean): void {
     if (this.exchange !== ex) return;
     this.exchange = null;
     if (close) {
+      this.ending = true;
+      this.pending = null;
       this.socket.end();
       return;
     }
-    if (this.socket.isPaused()) this.socket.resume();
+    if (this.socket.isPaused() && !this.blocked) this.socket.resume();
     if (this.listener.draining && this.pending === null) {
       // Draining: the response said nothing about closing (it was already out); close when idle.
       this.listener.maybeCloseIdle(this);
@@ -179,6 +252,11 @@ export class ClientConnection {
   /** From here on node:http owns the connection; the bytes read so far are given back to it. */
   private handOff(): void {
     this.handedOff = true;
+    this.blocked = false;
+    if (this.headTimer !== null) {
+      clearTimeout(this.headTimer);
+      this.headTimer = null;
+    }
     const s = this.socket;
     s.removeListener('data', onData);
     s.removeListener('timeout', onTimeout);
@@ -192,6 +270,10 @@ export class ClientConnection {
 
   onClose(): void {
     this.closed = true;
+    if (this.headTimer !== null) {
+      clearTimeout(this.headTimer);
+      this.headTimer = null;
+    }
     this.handedBusy = 0;
     const ex = this.exchange;
     this.exchange = null;
