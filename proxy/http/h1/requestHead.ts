@@ -95,16 +95,15 @@ export function parseRequestHead(buf: Buffer, end: number): RequestHead | null {
     let c = text.charCodeAt(i);
     while (c === SP || c === HTAB) c = text.charCodeAt(++i);
     const valueStart = i;
-    let valueEnd = i; // after the last byte that is not SP or HTAB: llhttp trims only those
-    while (i < n) {
-      c = text.charCodeAt(i);
-      if (VALUE[c] !== 1) break;
-      i++;
-      if (c !== SP && c !== HTAB) valueEnd = i;
-    }
-    if (i < n) {
-      // The only byte that may end a value before the head's end is the CR of a CRLF.
-      if (c !== CR || text.charCodeAt(i + 1) !== LF || i + 2 === n) return null;
+    while (i < n && VALUE[text.charCodeAt(i)] === 1) i++;
+    // The only byte that may end a value before the head's end is the CR of a CRLF.
+    if (i < n && (text.charCodeAt(i) !== CR || text.charCodeAt(i + 1) !== LF || i + 2 === n)) return null;
+    // llhttp trims trailing SP and HTAB only (String#trim would also take NBSP, VT, CR, LF...).
+    let valueEnd = i;
+    while (valueEnd > valueStart) {
+      c = text.charCodeAt(valueEnd - 1);
+      if (c !== SP && c !== HTAB) break;
+      valueEnd--;
     }
     const value = text.slice(valueStart, valueEnd);
     i += 2;
