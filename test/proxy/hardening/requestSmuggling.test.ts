@@ -23,7 +23,7 @@ const havePython = spawnSync('python3', ['--version']).status === 0;
 
 // The app: every request it reads is printed as one JSON line [method, target] and answered 200.
 const LENIENT_APP = String.raw`
-import http.server, json
+import http.server, json, os, sys, threading
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
     def log_message(self, *args):
@@ -44,7 +44,9 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)
 print('PORT', s.server_address[1], flush=True)
-s.serve_forever()
+threading.Thread(target=s.serve_forever, daemon=True).start()
+sys.stdin.read()  # the test process ended (or closed stdin): so does the app
+os._exit(0)
 `;
 
 interface LenientApp {
@@ -54,8 +56,9 @@ interface LenientApp {
 }
 
 async function lenientApp(t: Test): Promise<LenientApp> {
-  const child = spawn('python3', ['-u', '-c', LENIENT_APP], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('python3', ['-u', '-c', LENIENT_APP], { stdio: ['pipe', 'pipe', 'pipe'] });
   t.teardown(() => {
+    child.stdin.end();
     child.kill();
   });
   let stderr = '';
