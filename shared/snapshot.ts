@@ -64,6 +64,8 @@ export interface Endpoint {
 export interface ClusterPolicy {
   connectTimeoutMs: number;
   requestTimeoutMs: number;
+  /** PerTryTimeoutMS: bound on one attempt, to its response head; absent or 0: none (an attempt may use what is left of requestTimeoutMs). */
+  perTryTimeoutMs?: number;
   retryAttempts: number;
   maxActiveRetries: number;
   maxConnections: number;
@@ -225,6 +227,7 @@ export const snapshotSchema = {
               baseEjectionTimeMs: nonNegative, maxEjectionPercent: { type: 'integer', minimum: 0, maximum: 100 },
               intervalMs: positive, healthyPanicThreshold: { type: 'integer', minimum: 0, maximum: 100 },
               tcpIdleTimeoutS: positive,
+              perTryTimeoutMs: { type: 'integer', minimum: 0, description: 'Bound on one attempt, to its response head; absent or 0 means none' },
             },
           },
           endpoints: {

@@ -6,11 +6,11 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 
 /** sha256 of JSON.stringify(snapshotSchema) this was generated from; snapshot.ts compares it at load. */
-export const schemaHash = "9978378df6a9c59274a90919b3eaf935c01f16e222fc1a6163b4d8f31fd3c285";
+export const schemaHash = "c9395a12fdffe7650cb40cf23264e3134b77d6f4a27b6fa0e24f8eb510a659eb";
 
 export const validate = validate10;
 export default validate10;
-const schema11 = {"$id":"shoal/snapshot","title":"Snapshot","description":"Everything one app's sidecar needs: listeners, routes, clusters with endpoints, DNS names.","type":"object","additionalProperties":false,"required":["schemaVersion","version","namespace","app","pluginId","inbound","outbound","clusters","dns","status"],"properties":{"schemaVersion":{"type":"integer","const":1},"version":{"type":"string","pattern":"^[0-9a-f]{16}$","description":"Content hash; the ETag"},"namespace":{"type":"string","minLength":1},"app":{"type":"string","minLength":1},"pluginId":{"type":"string"},"inbound":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","listenPort","port","protocol","mode","limits"],"properties":{"name":{"type":"string"},"listenPort":{"type":"integer","minimum":1,"maximum":65535},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"mode":{"type":"string","enum":["l4","l7"]},"limits":{"type":"object","additionalProperties":false,"required":["rps","burst","connections"],"description":"0 means unlimited","properties":{"rps":{"type":"integer","minimum":0},"burst":{"type":"integer","minimum":0},"connections":{"type":"integer","minimum":0}}},"authz":{"type":"object","additionalProperties":false,"required":["rules"],"description":"Who may connect to this inbound port (absent: everyone)","properties":{"rules":{"type":"array","minItems":1,"items":{"type":"object","additionalProperties":false,"required":["namespace","serviceAccount","methods","prefixes"],"properties":{"namespace":{"type":"string","minLength":1},"serviceAccount":{"type":"string","minLength":1},"methods":{"type":"array","items":{"type":"string","pattern":"^[A-Z]+$"}},"prefixes":{"type":"array","items":{"type":"string","pattern":"^/"}}}}}}}}}},"outbound":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","address","port","protocol","mode","routes"],"properties":{"name":{"type":"string"},"address":{"type":"string","pattern":"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"mode":{"type":"string","enum":["l4","l7"]},"routes":{"type":"array","minItems":1,"items":{"type":"object","additionalProperties":false,"required":["domains","prefix","headers","backends"],"properties":{"domains":{"type":"array","items":{"type":"string","minLength":1}},"prefix":{"type":"string","pattern":"^/"},"headers":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","value"],"properties":{"name":{"type":"string","minLength":1},"value":{"type":"string"}}}},"backends":{"type":"array","minItems":1,"items":{"type":"object","additionalProperties":false,"required":["cluster","weight"],"properties":{"cluster":{"type":"string","minLength":1},"weight":{"type":"integer","minimum":0}}}},"retryNonIdempotent":{"type":"boolean","description":"Retry non-idempotent methods after the request was sent (502/503/504, reset, timeout); absent means false"}}}}}}},"clusters":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","service","namespace","port","protocol","lbPolicy","hashHeader","policy","endpoints"],"properties":{"name":{"type":"string","minLength":1},"service":{"type":"string","minLength":1},"namespace":{"type":"string","minLength":1},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"lbPolicy":{"type":"string","enum":["least_request","round_robin","random","hash"]},"hashHeader":{"type":"string"},"policy":{"type":"object","additionalProperties":false,"required":["connectTimeoutMs","requestTimeoutMs","retryAttempts","maxActiveRetries","maxConnections","maxRequests","maxPendingRequests","maxRequestsPerConnection","consecutiveErrors","baseEjectionTimeMs","maxEjectionPercent","intervalMs","healthyPanicThreshold","tcpIdleTimeoutS"],"properties":{"connectTimeoutMs":{"type":"integer","minimum":1},"requestTimeoutMs":{"type":"integer","minimum":1},"retryAttempts":{"type":"integer","minimum":0},"maxActiveRetries":{"type":"integer","minimum":0},"maxConnections":{"type":"integer","minimum":1},"maxRequests":{"type":"integer","minimum":1},"maxPendingRequests":{"type":"integer","minimum":0},"maxRequestsPerConnection":{"type":"integer","minimum":0},"consecutiveErrors":{"type":"integer","minimum":1},"baseEjectionTimeMs":{"type":"integer","minimum":0},"maxEjectionPercent":{"type":"integer","minimum":0,"maximum":100},"intervalMs":{"type":"integer","minimum":1},"healthyPanicThreshold":{"type":"integer","minimum":0,"maximum":100},"tcpIdleTimeoutS":{"type":"integer","minimum":1}}},"endpoints":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["address","port","weight","zone","ready","serving","terminating"],"properties":{"address":{"type":"string","minLength":1},"port":{"type":"integer","minimum":1,"maximum":65535},"weight":{"type":"integer","minimum":1},"zone":{"type":"string"},"ready":{"type":"boolean"},"serving":{"type":"boolean"},"terminating":{"type":"boolean"},"meshed":{"type":"boolean","description":"A sidecar listens here: reached over mutual TLS"}}}},"peerIdentities":{"type":"array","items":{"type":"string","pattern":"^spiffe://"},"description":"SPIFFE IDs meshed endpoints may present"}}}},"dns":{"type":"array","description":"Lower-case names without the trailing dot; \"*.x\" matches names below x","items":{"type":"object","additionalProperties":false,"required":["name","address"],"properties":{"name":{"type":"string","minLength":1},"address":{"type":"string","pattern":"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"}}}},"status":{"type":"object","additionalProperties":false,"required":["errors"],"properties":{"errors":{"type":"array","items":{"type":"string"}}}},"identity":{"type":"object","additionalProperties":false,"required":["trustDomain","spiffeId","mtlsMode","trustBundle"],"description":"Workload identity: present when discover runs the mesh CA","properties":{"trustDomain":{"type":"string","minLength":1},"spiffeId":{"type":"string","pattern":"^spiffe://"},"mtlsMode":{"type":"string","enum":["permissive","strict"]},"trustBundle":{"type":"array","minItems":1,"items":{"type":"string","pattern":"^-----BEGIN CERTIFICATE-----"}}}}}};
+const schema11 = {"$id":"shoal/snapshot","title":"Snapshot","description":"Everything one app's sidecar needs: listeners, routes, clusters with endpoints, DNS names.","type":"object","additionalProperties":false,"required":["schemaVersion","version","namespace","app","pluginId","inbound","outbound","clusters","dns","status"],"properties":{"schemaVersion":{"type":"integer","const":1},"version":{"type":"string","pattern":"^[0-9a-f]{16}$","description":"Content hash; the ETag"},"namespace":{"type":"string","minLength":1},"app":{"type":"string","minLength":1},"pluginId":{"type":"string"},"inbound":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","listenPort","port","protocol","mode","limits"],"properties":{"name":{"type":"string"},"listenPort":{"type":"integer","minimum":1,"maximum":65535},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"mode":{"type":"string","enum":["l4","l7"]},"limits":{"type":"object","additionalProperties":false,"required":["rps","burst","connections"],"description":"0 means unlimited","properties":{"rps":{"type":"integer","minimum":0},"burst":{"type":"integer","minimum":0},"connections":{"type":"integer","minimum":0}}},"authz":{"type":"object","additionalProperties":false,"required":["rules"],"description":"Who may connect to this inbound port (absent: everyone)","properties":{"rules":{"type":"array","minItems":1,"items":{"type":"object","additionalProperties":false,"required":["namespace","serviceAccount","methods","prefixes"],"properties":{"namespace":{"type":"string","minLength":1},"serviceAccount":{"type":"string","minLength":1},"methods":{"type":"array","items":{"type":"string","pattern":"^[A-Z]+$"}},"prefixes":{"type":"array","items":{"type":"string","pattern":"^/"}}}}}}}}}},"outbound":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","address","port","protocol","mode","routes"],"properties":{"name":{"type":"string"},"address":{"type":"string","pattern":"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"mode":{"type":"string","enum":["l4","l7"]},"routes":{"type":"array","minItems":1,"items":{"type":"object","additionalProperties":false,"required":["domains","prefix","headers","backends"],"properties":{"domains":{"type":"array","items":{"type":"string","minLength":1}},"prefix":{"type":"string","pattern":"^/"},"headers":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","value"],"properties":{"name":{"type":"string","minLength":1},"value":{"type":"string"}}}},"backends":{"type":"array","minItems":1,"items":{"type":"object","additionalProperties":false,"required":["cluster","weight"],"properties":{"cluster":{"type":"string","minLength":1},"weight":{"type":"integer","minimum":0}}}},"retryNonIdempotent":{"type":"boolean","description":"Retry non-idempotent methods after the request was sent (502/503/504, reset, timeout); absent means false"}}}}}}},"clusters":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","service","namespace","port","protocol","lbPolicy","hashHeader","policy","endpoints"],"properties":{"name":{"type":"string","minLength":1},"service":{"type":"string","minLength":1},"namespace":{"type":"string","minLength":1},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"lbPolicy":{"type":"string","enum":["least_request","round_robin","random","hash"]},"hashHeader":{"type":"string"},"policy":{"type":"object","additionalProperties":false,"required":["connectTimeoutMs","requestTimeoutMs","retryAttempts","maxActiveRetries","maxConnections","maxRequests","maxPendingRequests","maxRequestsPerConnection","consecutiveErrors","baseEjectionTimeMs","maxEjectionPercent","intervalMs","healthyPanicThreshold","tcpIdleTimeoutS"],"properties":{"connectTimeoutMs":{"type":"integer","minimum":1},"requestTimeoutMs":{"type":"integer","minimum":1},"retryAttempts":{"type":"integer","minimum":0},"maxActiveRetries":{"type":"integer","minimum":0},"maxConnections":{"type":"integer","minimum":1},"maxRequests":{"type":"integer","minimum":1},"maxPendingRequests":{"type":"integer","minimum":0},"maxRequestsPerConnection":{"type":"integer","minimum":0},"consecutiveErrors":{"type":"integer","minimum":1},"baseEjectionTimeMs":{"type":"integer","minimum":0},"maxEjectionPercent":{"type":"integer","minimum":0,"maximum":100},"intervalMs":{"type":"integer","minimum":1},"healthyPanicThreshold":{"type":"integer","minimum":0,"maximum":100},"tcpIdleTimeoutS":{"type":"integer","minimum":1},"perTryTimeoutMs":{"type":"integer","minimum":0,"description":"Bound on one attempt, to its response head; absent or 0 means none"}}},"endpoints":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["address","port","weight","zone","ready","serving","terminating"],"properties":{"address":{"type":"string","minLength":1},"port":{"type":"integer","minimum":1,"maximum":65535},"weight":{"type":"integer","minimum":1},"zone":{"type":"string"},"ready":{"type":"boolean"},"serving":{"type":"boolean"},"terminating":{"type":"boolean"},"meshed":{"type":"boolean","description":"A sidecar listens here: reached over mutual TLS"}}}},"peerIdentities":{"type":"array","items":{"type":"string","pattern":"^spiffe://"},"description":"SPIFFE IDs meshed endpoints may present"}}}},"dns":{"type":"array","description":"Lower-case names without the trailing dot; \"*.x\" matches names below x","items":{"type":"object","additionalProperties":false,"required":["name","address"],"properties":{"name":{"type":"string","minLength":1},"address":{"type":"string","pattern":"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"}}}},"status":{"type":"object","additionalProperties":false,"required":["errors"],"properties":{"errors":{"type":"array","items":{"type":"string"}}}},"identity":{"type":"object","additionalProperties":false,"required":["trustDomain","spiffeId","mtlsMode","trustBundle"],"description":"Workload identity: present when discover runs the mesh CA","properties":{"trustDomain":{"type":"string","minLength":1},"spiffeId":{"type":"string","pattern":"^spiffe://"},"mtlsMode":{"type":"string","enum":["permissive","strict"]},"trustBundle":{"type":"array","minItems":1,"items":{"type":"string","pattern":"^-----BEGIN CERTIFICATE-----"}}}}}};
 const func2 = Object.prototype.hasOwnProperty;
 const func3 = require("ajv/dist/runtime/ucs2length").default;
 const pattern0 = new RegExp("^[0-9a-f]{16}$", "u");
@@ -1553,6 +1553,28 @@ var valid20 = _errs150 === errors;
 else {
 var valid20 = true;
 }
+if(valid20){
+if(data55.perTryTimeoutMs !== undefined){
+let data70 = data55.perTryTimeoutMs;
+const _errs152 = errors;
+if(!(((typeof data70 == "number") && (!(data70 % 1) && !isNaN(data70))) && (isFinite(data70)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/perTryTimeoutMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/perTryTimeoutMs/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs152){
+if((typeof data70 == "number") && (isFinite(data70))){
+if(data70 < 0 || isNaN(data70)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/perTryTimeoutMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/perTryTimeoutMs/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+var valid20 = _errs152 === errors;
+}
+else {
+var valid20 = true;
+}
+}
 }
 }
 }
@@ -1581,38 +1603,38 @@ var valid19 = true;
 }
 if(valid19){
 if(data47.endpoints !== undefined){
-let data70 = data47.endpoints;
-const _errs152 = errors;
-if(errors === _errs152){
-if(Array.isArray(data70)){
-var valid21 = true;
-const len10 = data70.length;
-for(let i10=0; i10<len10; i10++){
-let data71 = data70[i10];
+let data71 = data47.endpoints;
 const _errs154 = errors;
 if(errors === _errs154){
-if(data71 && typeof data71 == "object" && !Array.isArray(data71)){
+if(Array.isArray(data71)){
+var valid21 = true;
+const len10 = data71.length;
+for(let i10=0; i10<len10; i10++){
+let data72 = data71[i10];
+const _errs156 = errors;
+if(errors === _errs156){
+if(data72 && typeof data72 == "object" && !Array.isArray(data72)){
 let missing11;
-if((((((((data71.address === undefined) && (missing11 = "address")) || ((data71.port === undefined) && (missing11 = "port"))) || ((data71.weight === undefined) && (missing11 = "weight"))) || ((data71.zone === undefined) && (missing11 = "zone"))) || ((data71.ready === undefined) && (missing11 = "ready"))) || ((data71.serving === undefined) && (missing11 = "serving"))) || ((data71.terminating === undefined) && (missing11 = "terminating"))){
+if((((((((data72.address === undefined) && (missing11 = "address")) || ((data72.port === undefined) && (missing11 = "port"))) || ((data72.weight === undefined) && (missing11 = "weight"))) || ((data72.zone === undefined) && (missing11 = "zone"))) || ((data72.ready === undefined) && (missing11 = "ready"))) || ((data72.serving === undefined) && (missing11 = "serving"))) || ((data72.terminating === undefined) && (missing11 = "terminating"))){
 validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10,schemaPath:"#/properties/clusters/items/properties/endpoints/items/required",keyword:"required",params:{missingProperty: missing11},message:"must have required property '"+missing11+"'"}];
 return false;
 }
 else {
-const _errs156 = errors;
-for(const key11 in data71){
+const _errs158 = errors;
+for(const key11 in data72){
 if(!((((((((key11 === "address") || (key11 === "port")) || (key11 === "weight")) || (key11 === "zone")) || (key11 === "ready")) || (key11 === "serving")) || (key11 === "terminating")) || (key11 === "meshed"))){
 validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10,schemaPath:"#/properties/clusters/items/properties/endpoints/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key11},message:"must NOT have additional properties"}];
 return false;
 break;
 }
 }
-if(_errs156 === errors){
-if(data71.address !== undefined){
-let data72 = data71.address;
-const _errs157 = errors;
-if(errors === _errs157){
-if(typeof data72 === "string"){
-if(func3(data72) < 1){
+if(_errs158 === errors){
+if(data72.address !== undefined){
+let data73 = data72.address;
+const _errs159 = errors;
+if(errors === _errs159){
+if(typeof data73 === "string"){
+if(func3(data73) < 1){
 validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/address",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/address/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
 return false;
 }
@@ -1622,51 +1644,30 @@ validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" 
 return false;
 }
 }
-var valid22 = _errs157 === errors;
-}
-else {
-var valid22 = true;
-}
-if(valid22){
-if(data71.port !== undefined){
-let data73 = data71.port;
-const _errs159 = errors;
-if(!(((typeof data73 == "number") && (!(data73 % 1) && !isNaN(data73))) && (isFinite(data73)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/port",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/port/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-if(errors === _errs159){
-if((typeof data73 == "number") && (isFinite(data73))){
-if(data73 > 65535 || isNaN(data73)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/port",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/port/maximum",keyword:"maximum",params:{comparison: "<=", limit: 65535},message:"must be <= 65535"}];
-return false;
-}
-else {
-if(data73 < 1 || isNaN(data73)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/port",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/port/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
-return false;
-}
-}
-}
-}
 var valid22 = _errs159 === errors;
 }
 else {
 var valid22 = true;
 }
 if(valid22){
-if(data71.weight !== undefined){
-let data74 = data71.weight;
+if(data72.port !== undefined){
+let data74 = data72.port;
 const _errs161 = errors;
 if(!(((typeof data74 == "number") && (!(data74 % 1) && !isNaN(data74))) && (isFinite(data74)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/weight",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/weight/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/port",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/port/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
 if(errors === _errs161){
 if((typeof data74 == "number") && (isFinite(data74))){
-if(data74 < 1 || isNaN(data74)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/weight",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/weight/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+if(data74 > 65535 || isNaN(data74)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/port",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/port/maximum",keyword:"maximum",params:{comparison: "<=", limit: 65535},message:"must be <= 65535"}];
 return false;
+}
+else {
+if(data74 < 1 || isNaN(data74)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/port",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/port/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+return false;
+}
 }
 }
 }
@@ -1676,11 +1677,20 @@ else {
 var valid22 = true;
 }
 if(valid22){
-if(data71.zone !== undefined){
+if(data72.weight !== undefined){
+let data75 = data72.weight;
 const _errs163 = errors;
-if(typeof data71.zone !== "string"){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/zone",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/zone/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+if(!(((typeof data75 == "number") && (!(data75 % 1) && !isNaN(data75))) && (isFinite(data75)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/weight",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/weight/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
+}
+if(errors === _errs163){
+if((typeof data75 == "number") && (isFinite(data75))){
+if(data75 < 1 || isNaN(data75)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/weight",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/weight/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+return false;
+}
+}
 }
 var valid22 = _errs163 === errors;
 }
@@ -1688,10 +1698,10 @@ else {
 var valid22 = true;
 }
 if(valid22){
-if(data71.ready !== undefined){
+if(data72.zone !== undefined){
 const _errs165 = errors;
-if(typeof data71.ready !== "boolean"){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/ready",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/ready/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
+if(typeof data72.zone !== "string"){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/zone",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/zone/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 var valid22 = _errs165 === errors;
@@ -1700,10 +1710,10 @@ else {
 var valid22 = true;
 }
 if(valid22){
-if(data71.serving !== undefined){
+if(data72.ready !== undefined){
 const _errs167 = errors;
-if(typeof data71.serving !== "boolean"){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/serving",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/serving/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
+if(typeof data72.ready !== "boolean"){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/ready",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/ready/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
 return false;
 }
 var valid22 = _errs167 === errors;
@@ -1712,10 +1722,10 @@ else {
 var valid22 = true;
 }
 if(valid22){
-if(data71.terminating !== undefined){
+if(data72.serving !== undefined){
 const _errs169 = errors;
-if(typeof data71.terminating !== "boolean"){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/terminating",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/terminating/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
+if(typeof data72.serving !== "boolean"){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/serving",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/serving/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
 return false;
 }
 var valid22 = _errs169 === errors;
@@ -1724,13 +1734,25 @@ else {
 var valid22 = true;
 }
 if(valid22){
-if(data71.meshed !== undefined){
+if(data72.terminating !== undefined){
 const _errs171 = errors;
-if(typeof data71.meshed !== "boolean"){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/meshed",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/meshed/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
+if(typeof data72.terminating !== "boolean"){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/terminating",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/terminating/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
 return false;
 }
 var valid22 = _errs171 === errors;
+}
+else {
+var valid22 = true;
+}
+if(valid22){
+if(data72.meshed !== undefined){
+const _errs173 = errors;
+if(typeof data72.meshed !== "boolean"){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/meshed",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/meshed/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
+return false;
+}
+var valid22 = _errs173 === errors;
 }
 else {
 var valid22 = true;
@@ -1750,7 +1772,7 @@ validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" 
 return false;
 }
 }
-var valid21 = _errs154 === errors;
+var valid21 = _errs156 === errors;
 if(!valid21){
 break;
 }
@@ -1761,25 +1783,25 @@ validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints",s
 return false;
 }
 }
-var valid19 = _errs152 === errors;
+var valid19 = _errs154 === errors;
 }
 else {
 var valid19 = true;
 }
 if(valid19){
 if(data47.peerIdentities !== undefined){
-let data80 = data47.peerIdentities;
-const _errs173 = errors;
-if(errors === _errs173){
-if(Array.isArray(data80)){
-var valid23 = true;
-const len11 = data80.length;
-for(let i11=0; i11<len11; i11++){
-let data81 = data80[i11];
+let data81 = data47.peerIdentities;
 const _errs175 = errors;
 if(errors === _errs175){
-if(typeof data81 === "string"){
-if(!pattern5.test(data81)){
+if(Array.isArray(data81)){
+var valid23 = true;
+const len11 = data81.length;
+for(let i11=0; i11<len11; i11++){
+let data82 = data81[i11];
+const _errs177 = errors;
+if(errors === _errs177){
+if(typeof data82 === "string"){
+if(!pattern5.test(data82)){
 validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/peerIdentities/" + i11,schemaPath:"#/properties/clusters/items/properties/peerIdentities/items/pattern",keyword:"pattern",params:{pattern: "^spiffe://"},message:"must match pattern \""+"^spiffe://"+"\""}];
 return false;
 }
@@ -1789,7 +1811,7 @@ validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/peerIdentiti
 return false;
 }
 }
-var valid23 = _errs175 === errors;
+var valid23 = _errs177 === errors;
 if(!valid23){
 break;
 }
@@ -1800,7 +1822,7 @@ validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/peerIdentiti
 return false;
 }
 }
-var valid19 = _errs173 === errors;
+var valid19 = _errs175 === errors;
 }
 else {
 var valid19 = true;
@@ -1840,38 +1862,38 @@ var valid0 = true;
 }
 if(valid0){
 if(data.dns !== undefined){
-let data82 = data.dns;
-const _errs177 = errors;
-if(errors === _errs177){
-if(Array.isArray(data82)){
-var valid24 = true;
-const len12 = data82.length;
-for(let i12=0; i12<len12; i12++){
-let data83 = data82[i12];
+let data83 = data.dns;
 const _errs179 = errors;
 if(errors === _errs179){
-if(data83 && typeof data83 == "object" && !Array.isArray(data83)){
+if(Array.isArray(data83)){
+var valid24 = true;
+const len12 = data83.length;
+for(let i12=0; i12<len12; i12++){
+let data84 = data83[i12];
+const _errs181 = errors;
+if(errors === _errs181){
+if(data84 && typeof data84 == "object" && !Array.isArray(data84)){
 let missing12;
-if(((data83.name === undefined) && (missing12 = "name")) || ((data83.address === undefined) && (missing12 = "address"))){
+if(((data84.name === undefined) && (missing12 = "name")) || ((data84.address === undefined) && (missing12 = "address"))){
 validate10.errors = [{instancePath:instancePath+"/dns/" + i12,schemaPath:"#/properties/dns/items/required",keyword:"required",params:{missingProperty: missing12},message:"must have required property '"+missing12+"'"}];
 return false;
 }
 else {
-const _errs181 = errors;
-for(const key12 in data83){
+const _errs183 = errors;
+for(const key12 in data84){
 if(!((key12 === "name") || (key12 === "address"))){
 validate10.errors = [{instancePath:instancePath+"/dns/" + i12,schemaPath:"#/properties/dns/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key12},message:"must NOT have additional properties"}];
 return false;
 break;
 }
 }
-if(_errs181 === errors){
-if(data83.name !== undefined){
-let data84 = data83.name;
-const _errs182 = errors;
-if(errors === _errs182){
-if(typeof data84 === "string"){
-if(func3(data84) < 1){
+if(_errs183 === errors){
+if(data84.name !== undefined){
+let data85 = data84.name;
+const _errs184 = errors;
+if(errors === _errs184){
+if(typeof data85 === "string"){
+if(func3(data85) < 1){
 validate10.errors = [{instancePath:instancePath+"/dns/" + i12+"/name",schemaPath:"#/properties/dns/items/properties/name/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
 return false;
 }
@@ -1881,18 +1903,18 @@ validate10.errors = [{instancePath:instancePath+"/dns/" + i12+"/name",schemaPath
 return false;
 }
 }
-var valid25 = _errs182 === errors;
+var valid25 = _errs184 === errors;
 }
 else {
 var valid25 = true;
 }
 if(valid25){
-if(data83.address !== undefined){
-let data85 = data83.address;
-const _errs184 = errors;
-if(errors === _errs184){
-if(typeof data85 === "string"){
-if(!pattern3.test(data85)){
+if(data84.address !== undefined){
+let data86 = data84.address;
+const _errs186 = errors;
+if(errors === _errs186){
+if(typeof data86 === "string"){
+if(!pattern3.test(data86)){
 validate10.errors = [{instancePath:instancePath+"/dns/" + i12+"/address",schemaPath:"#/properties/dns/items/properties/address/pattern",keyword:"pattern",params:{pattern: "^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"},message:"must match pattern \""+"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"+"\""}];
 return false;
 }
@@ -1902,7 +1924,7 @@ validate10.errors = [{instancePath:instancePath+"/dns/" + i12+"/address",schemaP
 return false;
 }
 }
-var valid25 = _errs184 === errors;
+var valid25 = _errs186 === errors;
 }
 else {
 var valid25 = true;
@@ -1916,7 +1938,7 @@ validate10.errors = [{instancePath:instancePath+"/dns/" + i12,schemaPath:"#/prop
 return false;
 }
 }
-var valid24 = _errs179 === errors;
+var valid24 = _errs181 === errors;
 if(!valid24){
 break;
 }
@@ -1927,46 +1949,46 @@ validate10.errors = [{instancePath:instancePath+"/dns",schemaPath:"#/properties/
 return false;
 }
 }
-var valid0 = _errs177 === errors;
+var valid0 = _errs179 === errors;
 }
 else {
 var valid0 = true;
 }
 if(valid0){
 if(data.status !== undefined){
-let data86 = data.status;
-const _errs186 = errors;
-if(errors === _errs186){
-if(data86 && typeof data86 == "object" && !Array.isArray(data86)){
+let data87 = data.status;
+const _errs188 = errors;
+if(errors === _errs188){
+if(data87 && typeof data87 == "object" && !Array.isArray(data87)){
 let missing13;
-if((data86.errors === undefined) && (missing13 = "errors")){
+if((data87.errors === undefined) && (missing13 = "errors")){
 validate10.errors = [{instancePath:instancePath+"/status",schemaPath:"#/properties/status/required",keyword:"required",params:{missingProperty: missing13},message:"must have required property '"+missing13+"'"}];
 return false;
 }
 else {
-const _errs188 = errors;
-for(const key13 in data86){
+const _errs190 = errors;
+for(const key13 in data87){
 if(!(key13 === "errors")){
 validate10.errors = [{instancePath:instancePath+"/status",schemaPath:"#/properties/status/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key13},message:"must NOT have additional properties"}];
 return false;
 break;
 }
 }
-if(_errs188 === errors){
-if(data86.errors !== undefined){
-let data87 = data86.errors;
-const _errs189 = errors;
-if(errors === _errs189){
-if(Array.isArray(data87)){
-var valid27 = true;
-const len13 = data87.length;
-for(let i13=0; i13<len13; i13++){
+if(_errs190 === errors){
+if(data87.errors !== undefined){
+let data88 = data87.errors;
 const _errs191 = errors;
-if(typeof data87[i13] !== "string"){
+if(errors === _errs191){
+if(Array.isArray(data88)){
+var valid27 = true;
+const len13 = data88.length;
+for(let i13=0; i13<len13; i13++){
+const _errs193 = errors;
+if(typeof data88[i13] !== "string"){
 validate10.errors = [{instancePath:instancePath+"/status/errors/" + i13,schemaPath:"#/properties/status/properties/errors/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
-var valid27 = _errs191 === errors;
+var valid27 = _errs193 === errors;
 if(!valid27){
 break;
 }
@@ -1986,38 +2008,38 @@ validate10.errors = [{instancePath:instancePath+"/status",schemaPath:"#/properti
 return false;
 }
 }
-var valid0 = _errs186 === errors;
+var valid0 = _errs188 === errors;
 }
 else {
 var valid0 = true;
 }
 if(valid0){
 if(data.identity !== undefined){
-let data89 = data.identity;
-const _errs193 = errors;
-if(errors === _errs193){
-if(data89 && typeof data89 == "object" && !Array.isArray(data89)){
+let data90 = data.identity;
+const _errs195 = errors;
+if(errors === _errs195){
+if(data90 && typeof data90 == "object" && !Array.isArray(data90)){
 let missing14;
-if(((((data89.trustDomain === undefined) && (missing14 = "trustDomain")) || ((data89.spiffeId === undefined) && (missing14 = "spiffeId"))) || ((data89.mtlsMode === undefined) && (missing14 = "mtlsMode"))) || ((data89.trustBundle === undefined) && (missing14 = "trustBundle"))){
+if(((((data90.trustDomain === undefined) && (missing14 = "trustDomain")) || ((data90.spiffeId === undefined) && (missing14 = "spiffeId"))) || ((data90.mtlsMode === undefined) && (missing14 = "mtlsMode"))) || ((data90.trustBundle === undefined) && (missing14 = "trustBundle"))){
 validate10.errors = [{instancePath:instancePath+"/identity",schemaPath:"#/properties/identity/required",keyword:"required",params:{missingProperty: missing14},message:"must have required property '"+missing14+"'"}];
 return false;
 }
 else {
-const _errs195 = errors;
-for(const key14 in data89){
+const _errs197 = errors;
+for(const key14 in data90){
 if(!((((key14 === "trustDomain") || (key14 === "spiffeId")) || (key14 === "mtlsMode")) || (key14 === "trustBundle"))){
 validate10.errors = [{instancePath:instancePath+"/identity",schemaPath:"#/properties/identity/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key14},message:"must NOT have additional properties"}];
 return false;
 break;
 }
 }
-if(_errs195 === errors){
-if(data89.trustDomain !== undefined){
-let data90 = data89.trustDomain;
-const _errs196 = errors;
-if(errors === _errs196){
-if(typeof data90 === "string"){
-if(func3(data90) < 1){
+if(_errs197 === errors){
+if(data90.trustDomain !== undefined){
+let data91 = data90.trustDomain;
+const _errs198 = errors;
+if(errors === _errs198){
+if(typeof data91 === "string"){
+if(func3(data91) < 1){
 validate10.errors = [{instancePath:instancePath+"/identity/trustDomain",schemaPath:"#/properties/identity/properties/trustDomain/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
 return false;
 }
@@ -2027,18 +2049,18 @@ validate10.errors = [{instancePath:instancePath+"/identity/trustDomain",schemaPa
 return false;
 }
 }
-var valid28 = _errs196 === errors;
+var valid28 = _errs198 === errors;
 }
 else {
 var valid28 = true;
 }
 if(valid28){
-if(data89.spiffeId !== undefined){
-let data91 = data89.spiffeId;
-const _errs198 = errors;
-if(errors === _errs198){
-if(typeof data91 === "string"){
-if(!pattern5.test(data91)){
+if(data90.spiffeId !== undefined){
+let data92 = data90.spiffeId;
+const _errs200 = errors;
+if(errors === _errs200){
+if(typeof data92 === "string"){
+if(!pattern5.test(data92)){
 validate10.errors = [{instancePath:instancePath+"/identity/spiffeId",schemaPath:"#/properties/identity/properties/spiffeId/pattern",keyword:"pattern",params:{pattern: "^spiffe://"},message:"must match pattern \""+"^spiffe://"+"\""}];
 return false;
 }
@@ -2048,47 +2070,47 @@ validate10.errors = [{instancePath:instancePath+"/identity/spiffeId",schemaPath:
 return false;
 }
 }
-var valid28 = _errs198 === errors;
-}
-else {
-var valid28 = true;
-}
-if(valid28){
-if(data89.mtlsMode !== undefined){
-let data92 = data89.mtlsMode;
-const _errs200 = errors;
-if(typeof data92 !== "string"){
-validate10.errors = [{instancePath:instancePath+"/identity/mtlsMode",schemaPath:"#/properties/identity/properties/mtlsMode/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-if(!((data92 === "permissive") || (data92 === "strict"))){
-validate10.errors = [{instancePath:instancePath+"/identity/mtlsMode",schemaPath:"#/properties/identity/properties/mtlsMode/enum",keyword:"enum",params:{allowedValues: schema11.properties.identity.properties.mtlsMode.enum},message:"must be equal to one of the allowed values"}];
-return false;
-}
 var valid28 = _errs200 === errors;
 }
 else {
 var valid28 = true;
 }
 if(valid28){
-if(data89.trustBundle !== undefined){
-let data93 = data89.trustBundle;
+if(data90.mtlsMode !== undefined){
+let data93 = data90.mtlsMode;
 const _errs202 = errors;
-if(errors === _errs202){
-if(Array.isArray(data93)){
-if(data93.length < 1){
+if(typeof data93 !== "string"){
+validate10.errors = [{instancePath:instancePath+"/identity/mtlsMode",schemaPath:"#/properties/identity/properties/mtlsMode/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+if(!((data93 === "permissive") || (data93 === "strict"))){
+validate10.errors = [{instancePath:instancePath+"/identity/mtlsMode",schemaPath:"#/properties/identity/properties/mtlsMode/enum",keyword:"enum",params:{allowedValues: schema11.properties.identity.properties.mtlsMode.enum},message:"must be equal to one of the allowed values"}];
+return false;
+}
+var valid28 = _errs202 === errors;
+}
+else {
+var valid28 = true;
+}
+if(valid28){
+if(data90.trustBundle !== undefined){
+let data94 = data90.trustBundle;
+const _errs204 = errors;
+if(errors === _errs204){
+if(Array.isArray(data94)){
+if(data94.length < 1){
 validate10.errors = [{instancePath:instancePath+"/identity/trustBundle",schemaPath:"#/properties/identity/properties/trustBundle/minItems",keyword:"minItems",params:{limit: 1},message:"must NOT have fewer than 1 items"}];
 return false;
 }
 else {
 var valid29 = true;
-const len14 = data93.length;
+const len14 = data94.length;
 for(let i14=0; i14<len14; i14++){
-let data94 = data93[i14];
-const _errs204 = errors;
-if(errors === _errs204){
-if(typeof data94 === "string"){
-if(!pattern8.test(data94)){
+let data95 = data94[i14];
+const _errs206 = errors;
+if(errors === _errs206){
+if(typeof data95 === "string"){
+if(!pattern8.test(data95)){
 validate10.errors = [{instancePath:instancePath+"/identity/trustBundle/" + i14,schemaPath:"#/properties/identity/properties/trustBundle/items/pattern",keyword:"pattern",params:{pattern: "^-----BEGIN CERTIFICATE-----"},message:"must match pattern \""+"^-----BEGIN CERTIFICATE-----"+"\""}];
 return false;
 }
@@ -2098,7 +2120,7 @@ validate10.errors = [{instancePath:instancePath+"/identity/trustBundle/" + i14,s
 return false;
 }
 }
-var valid29 = _errs204 === errors;
+var valid29 = _errs206 === errors;
 if(!valid29){
 break;
 }
@@ -2110,7 +2132,7 @@ validate10.errors = [{instancePath:instancePath+"/identity/trustBundle",schemaPa
 return false;
 }
 }
-var valid28 = _errs202 === errors;
+var valid28 = _errs204 === errors;
 }
 else {
 var valid28 = true;
@@ -2126,7 +2148,7 @@ validate10.errors = [{instancePath:instancePath+"/identity",schemaPath:"#/proper
 return false;
 }
 }
-var valid0 = _errs193 === errors;
+var valid0 = _errs195 === errors;
 }
 else {
 var valid0 = true;

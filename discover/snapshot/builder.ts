@@ -86,6 +86,7 @@ export function buildSnapshot(app: App, topology: Topology): Snapshot {
       policy: {
         connectTimeoutMs: o.connectTimeoutMs,
         requestTimeoutMs: o.requestTimeoutMs,
+        perTryTimeoutMs: o.perTryTimeoutMs,
         retryAttempts: o.retryAttempts,
         maxActiveRetries: o.maxActiveRetries,
         maxConnections: o.maxConnections,

@@ -5,6 +5,7 @@ import type { Cluster as ClusterSpec, ClusterPolicy, LbPolicy } from '../../shar
 import type { Balancer } from '../balance/balancer.ts';
 import { createBalancer } from '../balance/createBalancer.ts';
 import { ResilienceStats } from '../metrics.ts';
+import { deadlineQueue, type DeadlineQueue } from '../policy/deadlines.ts';
 import { OutlierDetector } from '../policy/outlierDetector.ts';
 import { RETRY_FLOOR, RETRY_RATIO, RETRY_WINDOW_S, RetryBudget } from '../policy/retryBudget.ts';
 import { Endpoint } from './endpoint.ts';
@@ -27,6 +28,8 @@ export class Cluster {
   activeRetries = 0;
   /** Fast-path requests waiting for a connection (MaxPendingRequests). */
   pending = 0;
+  /** The per-attempt deadline (PerTryTimeoutMS); null: none. Resolved per snapshot, not per request. */
+  tryDeadlines: DeadlineQueue | null = null;
   readonly stats: ResilienceStats;
   readonly budget = new RetryBudget();
   readonly outlier: OutlierDetector;
@@ -47,6 +50,7 @@ export class Cluster {
   update(spec: ClusterSpec): void {
     const reshaped = poolShape(spec.policy) !== poolShape(this.policy);
     this.policy = spec.policy;
+    this.tryDeadlines = deadlineQueue(spec.policy.perTryTimeoutMs ?? 0);
     if (spec.lbPolicy !== this.lbPolicy) {
       this.lbPolicy = spec.lbPolicy;
       this.balancer = createBalancer(spec.lbPolicy);
@@ -119,7 +123,7 @@ export class Cluster {
     const now = performance.now();
     return {
       cluster: this.name,
-      timeouts: { connectTimeoutMs: p.connectTimeoutMs, requestTimeoutMs: p.requestTimeoutMs, tcpIdleTimeoutS: p.tcpIdleTimeoutS },
+      timeouts: { connectTimeoutMs: p.connectTimeoutMs, requestTimeoutMs: p.requestTimeoutMs, perTryTimeoutMs: p.perTryTimeoutMs ?? 0, tcpIdleTimeoutS: p.tcpIdleTimeoutS },
       retries: {
         retryAttempts: p.retryAttempts, maxActiveRetries: p.maxActiveRetries, activeRetries: this.activeRetries,
         budget: { ratio: RETRY_RATIO, floor: RETRY_FLOOR, windowS: RETRY_WINDOW_S, ...this.budget.window },

@@ -1,7 +1,8 @@
 // Request deadlines without a timer per request. Each distinct timeout has one queue; since every
 // deadline in a queue is "armed at + the same timeout", arming appends and the head expires first.
 // One shared ticker (TICK_MS) expires the heads of every queue. Arming and disarming are a few field
-// writes on the holder (an intrusive list): nothing is allocated per request.
+// writes on the holder (an intrusive list): nothing is allocated per request (a cluster with
+// PerTryTimeoutMS adds one TryDeadline per request, in that timeout's queue).
 
 export interface DeadlineHolder {
   deadlineAt: number;
@@ -87,6 +88,35 @@ export class DeadlineQueue {
       h.onDeadline();
       h = this.head;
     }
+  }
+}
+
+/** What a TryDeadline calls when it fires. */
+export interface TryDeadlineOwner {
+  onTryDeadline(): void;
+}
+
+/**
+ * A request's second deadline, per attempt (PerTryTimeoutMS), in the queue of that timeout: a holder
+ * of its own, so the request's overall deadline (RequestTimeoutMS from its arrival) keeps its place
+ * in its own queue. Each is appended in time order to its queue; whichever comes first fires, so an
+ * attempt gets min(per-try, what is left of the overall) without any out-of-order insert.
+ */
+export class TryDeadline implements DeadlineHolder {
+  deadlineAt = 0;
+  deadlineNext: DeadlineHolder | null = null;
+  deadlinePrev: DeadlineHolder | null = null;
+  deadlineQueue: DeadlineQueue | null = null;
+  readonly owner: TryDeadlineOwner;
+  readonly queue: DeadlineQueue;
+
+  constructor(owner: TryDeadlineOwner, queue: DeadlineQueue) {
+    this.owner = owner;
+    this.queue = queue;
+  }
+
+  onDeadline(): void {
+    this.owner.onTryDeadline();
   }
 }
 
