@@ -2,11 +2,17 @@
 // A handler object carries the request's state (as undici's own handlers do): no closure per request.
 // Retries follow the fast path's rule (h1/exchange.ts), with one more: a request whose body was
 // sent, even in part, is never retried (bodies are streamed, not kept for a replay).
+// Deadlines as on the fast path: RequestTimeoutMS from the request's arrival to the response head,
+// over all attempts, and PerTryTimeoutMS per attempt (shared deadline queues, proxy/policy). A client
+// that stops sending its body is cut after the listener's body idle bound. Requests pipelined on one
+// connection go upstream one after the other, in the order they came.
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Dispatcher } from 'undici';
 import type { Logger } from '../../shared/log.ts';
 import type { AccessLog } from '../accessLog.ts';
 import type { Endpoint } from '../cluster/endpoint.ts';
+import { disarm, TryDeadline, type DeadlineHolder, type DeadlineQueue } from '../policy/deadlines.ts';
 import { clientOf, type ClientConnection } from './h1/clientConnection.ts';
 import { idempotent } from './h1/exchange.ts';
 import { classify, connectionListed, Hop } from './hopByHop.ts';
@@ -22,10 +28,16 @@ export interface ForwardSite {
   draining: boolean;
   readonly accessLog: AccessLog | null;
   readonly log: Logger;
+  /** The longest a client may go silent in the middle of a request body (0: no bound). */
+  readonly bodyIdleMs: number;
 }
 
 const FORWARD = Symbol('shoal.forward');
 type TaggedResponse = ServerResponse & { [FORWARD]?: ForwardRequest | null };
+type TaggedRequest = IncomingMessage & { [FORWARD]?: ForwardRequest | null };
+// The last request forwarded from a downstream connection: the next one waits for its turn.
+const LAST = Symbol('shoal.forward.last');
+type TaggedSocket = Socket & { [LAST]?: ForwardRequest | null };
 
 function onResponseDrain(this: TaggedResponse): void {
   this[FORWARD]?.controller?.resume();
@@ -37,6 +49,59 @@ function onResponseClose(this: TaggedResponse): void {
 }
 
 const CLIENT_GONE = new Error('client closed the connection');
+const TIMED_OUT = new Error('the request deadline passed');
+const TRY_TIMED_OUT = new Error('the attempt passed PerTryTimeoutMS');
+
+/** The client went silent mid-body for bodyIdleMs (the socket's idle timer; node:http emits it on the request). */
+function onBodyIdle(this: TaggedRequest): void {
+  const f = this[FORWARD];
+  if (f) f.bodyIdle();
+}
+
+function onBodyEnd(this: TaggedRequest): void {
+  this[FORWARD]?.bodyDone();
+}
+
+function takeTurn(f: ForwardRequest): void {
+  f.takeTurn();
+}
+
+/**
+ * A made-up answer for what the client did wrong (400: a request the sidecar will not forward; 408:
+ * a body that stopped or came too slowly). The connection closes after it: what follows on it cannot
+ * be trusted to be framed. Returns the status.
+ */
+export function sendClientError(res: ServerResponse, status: 400 | 408, error: string, detail: string): number {
+  if (res.headersSent) {
+    res.destroy();
+    return status;
+  }
+  const body = `${status} ${error}: ${detail}\n`;
+  res.shouldKeepAlive = false;
+  res.writeHead(status, [
+    'content-type', 'text/plain; charset=utf-8',
+    'content-length', String(Buffer.byteLength(body)),
+    'x-shoal-error', error,
+  ]);
+  res.end(body);
+  return status;
+}
+
+/**
+ * Why the sidecar will not forward this request, or null: what undici would refuse to send (more
+ * than one Host, a request-target not in origin or absolute form, such as \`*\`) is the client's error
+ * (RFC 9112 3.2: 400 for more than one Host), answered before any endpoint is picked.
+ */
+export function unforwardable(req: IncomingMessage): string | null {
+  const url = req.url ?? '';
+  if (url.charCodeAt(0) !== 47 /* / */ && !url.startsWith('http://') && !url.startsWith('https://')) return `request-target ${JSON.stringify(url)} is not a path or an absolute URL`;
+  const raw = req.rawHeaders;
+  let hosts = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === 4 && raw[i].toLowerCase() === 'host' && ++hosts > 1) return 'more than one Host header';
+  }
+  return null;
+}
 
 /**
  * The header list sent upstream: the client's raw headers minus hop-by-hop ones, with x-forwarded-for
@@ -119,8 +184,8 @@ function connectFailure(err: Error & { code?: string }): boolean {
   }
 }
 
-export class ForwardRequest implements Dispatcher.DispatchHandler {
-  readonly req: IncomingMessage;
+export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolder {
+  readonly req: TaggedRequest;
   readonly res: TaggedResponse;
   readonly site: ForwardSite;
   readonly backend: RouteBackend;
@@ -138,7 +203,24 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
   requestId = '';
   controller: Dispatcher.DispatchController | null = null;
   done = false;
-  error: ShoalError | '' = '';
+  error: ShoalError | 'bad-request' | '' = '';
+  // RequestTimeoutMS, from arrival to the response head over all attempts (proxy/policy/deadlines.ts).
+  deadlineAt = 0;
+  deadlineNext: DeadlineHolder | null = null;
+  deadlinePrev: DeadlineHolder | null = null;
+  deadlineQueue: DeadlineQueue | null = null;
+  /** PerTryTimeoutMS of the current attempt; null when the cluster has none. */
+  private tryDeadline: TryDeadline | null = null;
+  /** The downstream connection (req.socket may be detached later). */
+  private sock: TaggedSocket | null = null;
+  /** The request pipelined after this one on the same connection, waiting for this one to finish. */
+  private nextInLine: ForwardRequest | null = null;
+  /** Waiting for the request before it on the connection to finish: not sent yet. */
+  private waiting = false;
+  /** Finished and handed the connection's turn on. */
+  private released = false;
+  /** The body idle timer is set on the client socket for this request. */
+  private idleArmed = false;
 
   constructor(req: IncomingMessage, res: ServerResponse, site: ForwardSite, backend: RouteBackend, endpoint: Endpoint, start: number) {
     this.req = req;
@@ -149,25 +231,68 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
     this.start = start;
   }
 
-  /** Sends the request to the endpoint's pool. */
+  /** Sends the request to the endpoint's pool, or queues it behind the request before it on the connection. */
   dispatch(): void {
     const req = this.req;
     this.requestId = upstreamHeaders(req, this.headers);
     this.body = hasBody(req) ? req : null;
     this.endpoint.active++;
     this.endpoint.slowActive++;
-    this.backend.cluster.active++;
-    this.backend.cluster.budget.request(this.start);
+    const cluster = this.backend.cluster;
+    cluster.active++;
+    cluster.budget.request(this.start);
     this.res[FORWARD] = this;
     this.res.on('close', onResponseClose);
+    req[FORWARD] = this;
     const c = clientOf(req.socket);
     this.client = c ?? null;
     if (c) c.handedBusy++;
+    this.backend.deadlines?.arm(this, this.start);
+    if (cluster.tryDeadlines !== null) this.tryDeadline = new TryDeadline(this, cluster.tryDeadlines);
+    // node:http emits a pipelined request as soon as its head is read, while the one before it may
+    // still be streaming its body upstream: sent now, it could overtake that one (another pooled
+    // connection). It waits until the one before it has finished.
+    const sock = req.socket as TaggedSocket;
+    this.sock = sock;
+    const prev = sock[LAST];
+    sock[LAST] = this;
+    if (prev != null && !prev.released) {
+      prev.nextInLine = this;
+      this.waiting = true;
+      return;
+    }
     this.send();
+  }
+
+  /** The request before this one on the connection finished: this one's turn. */
+  takeTurn(): void {
+    this.waiting = false;
+    if (this.done) this.releaseTurn();
+    else this.send();
+  }
+
+  /** Hands the connection's turn to the request pipelined after this one (on the next tick: no recursion however deep the pipeline). */
+  private releaseTurn(): void {
+    if (this.waiting || this.released) return;
+    this.released = true;
+    const sock = this.sock;
+    if (sock !== null && sock[LAST] === this) sock[LAST] = null;
+    const n = this.nextInLine;
+    if (n === null) return;
+    this.nextInLine = null;
+    process.nextTick(takeTurn, n);
   }
 
   private send(): void {
     const cluster = this.backend.cluster;
+    const td = this.tryDeadline;
+    if (td !== null) td.queue.arm(td, performance.now());
+    if (this.attempts === 0 && this.body !== null && !this.req.complete && this.site.bodyIdleMs > 0 && this.sock !== null) {
+      // The client's silence mid-body: node's socket idle timer (reset by every byte read or written).
+      this.idleArmed = true;
+      this.req.setTimeout(this.site.bodyIdleMs, onBodyIdle);
+      this.req.once('end', onBodyEnd);
+    }
     // More requests in flight here than MaxConnections: this one waits in undici's queue for a connection.
     if (this.endpoint.slowActive > cluster.policy.maxConnections) {
       if (cluster.pending >= cluster.policy.maxPendingRequests) {
@@ -182,21 +307,109 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
       cluster.pending++;
       cluster.stats.queued++;
     }
-    const t = this.backend.requestTimeoutMs;
     this.endpoint.http().dispatch({
       method: this.req.method as Dispatcher.HttpMethod,
       path: this.req.url as string,
       headers: this.headers,
       body: this.body,
-      headersTimeout: t,
-      bodyTimeout: t,
+      // The wait for the head is this request's deadlines (above); RequestTimeoutMS bounds silence mid-body.
+      headersTimeout: 0,
+      bodyTimeout: this.backend.requestTimeoutMs,
     }, this);
+  }
+
+  /** The whole body was read from the client: its silence no longer matters. */
+  bodyDone(): void {
+    if (!this.idleArmed) return;
+    this.idleArmed = false;
+    if (!this.done) this.sock?.setTimeout(0);
+  }
+
+  /** The client sent no body byte for bodyIdleMs. */
+  bodyIdle(): void {
+    if (this.done) {
+      // Answered already (the upstream did not wait for the body): nothing else will close it.
+      this.sock?.destroy();
+      return;
+    }
+    this.clientTimedOut(`no request body byte for ${this.site.bodyIdleMs} ms`);
+  }
+
+  /**
+   * The client is to blame (its body stopped, or did not arrive within RequestTimeoutMS): 408 with
+   * x-shoal-error request-timeout, never an endpoint failure; the attempt is abandoned and the slot freed.
+   */
+  private clientTimedOut(detail: string): void {
+    const cluster = this.backend.cluster;
+    this.error = 'request-timeout';
+    this.backend.errors.labels(cluster.name, 'request-timeout').inc();
+    const status = this.res.headersSent ? this.res.statusCode : 408;
+    sendClientError(this.res, 408, 'request-timeout', `${cluster.name}: ${detail}`);
+    this.abandon(status);
+  }
+
+  /** Finishes with status and stops the attempt in flight, if any (a later start aborts itself: done). */
+  private abandon(status: number): void {
+    this.finish(status);
+    const ctl = this.controller;
+    if (ctl !== null && !ctl.aborted) ctl.abort(TIMED_OUT);
+  }
+
+  /** RequestTimeoutMS passed since the request arrived, and no response head: the request's time is up. */
+  onDeadline(): void {
+    if (this.done) return;
+    const cluster = this.backend.cluster;
+    const ms = this.backend.requestTimeoutMs;
+    if (!this.waiting && this.body !== null && !this.req.complete) {
+      this.clientTimedOut(`request body not received within RequestTimeoutMS (${ms} ms)`);
+      return;
+    }
+    // The whole request was with the endpoint (or waiting for a connection, or its turn on the
+    // client's connection): the upstream side did not answer in time.
+    if (this.controller !== null && !this.discarding) {
+      cluster.stats.failRequestTimeout++;
+      cluster.outlier.failure(this.endpoint);
+    }
+    this.error = 'request-timeout';
+    this.backend.errors.labels(cluster.name, 'request-timeout').inc();
+    const detail = this.waiting
+      ? `${cluster.name}: the request before this one on the connection took all of RequestTimeoutMS (${ms} ms)`
+      : `${cluster.name} ${this.endpoint.key}: no response within RequestTimeoutMS (${ms} ms)`;
+    this.abandon(sendMadeUp(this.res, 'request-timeout', detail, this.site.draining));
+  }
+
+  /** PerTryTimeoutMS passed in this attempt with no response head: retried while RequestTimeoutMS has time left, else 504. */
+  onTryDeadline(): void {
+    if (this.done || this.waiting || this.discarding || this.res.headersSent) return;
+    const td = this.tryDeadline!;
+    if (this.body !== null && !this.req.complete) {
+      // Still receiving the body: the attempt is judged from when the endpoint could have answered.
+      td.queue.arm(td, performance.now());
+      return;
+    }
+    const cluster = this.backend.cluster;
+    if (this.controller !== null) {
+      cluster.stats.failRequestTimeout++;
+      cluster.outlier.failure(this.endpoint);
+    }
+    // An abort destroys a streamed body, so only a bodiless request is sent again.
+    if (this.body === null && this.retryAllowed(false)) {
+      // Abandoned: its end (onResponseError, at once or when undici starts it) sends the next attempt.
+      this.discarding = true;
+      this.controller?.abort(TRY_TIMED_OUT);
+      return;
+    }
+    this.error = 'request-timeout';
+    this.backend.errors.labels(cluster.name, 'request-timeout').inc();
+    this.abandon(sendMadeUp(this.res, 'request-timeout', `${cluster.name} ${this.endpoint.key}: no response within PerTryTimeoutMS (${td.queue.timeoutMs} ms)`, this.site.draining));
   }
 
   /** Whether this failure may be retried now; takes a retry from the budget when so. */
   private retryAllowed(connectFailed: boolean): boolean {
     const cluster = this.backend.cluster;
     if (this.attempts >= cluster.policy.retryAttempts || this.res.headersSent || this.done) return false;
+    // RequestTimeoutMS bounds all attempts: once it fired (unlinked), no time is left for another.
+    if (this.deadlineQueue === null && this.backend.deadlines !== null) return false;
     // A body that was sent (any of it read from the client) cannot be replayed.
     if (this.body !== null && (this.body.readableDidRead || this.body.readableEnded)) return false;
     if (!connectFailed && !this.backend.retryNonIdempotent && !idempotent(this.req.method ?? '')) return false;
@@ -224,6 +437,9 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
     this.unpend();
+    // Given up on while it waited for a connection: never sent.
+    if (this.done) controller.abort(CLIENT_GONE);
+    else if (this.discarding) controller.abort(TRY_TIMED_OUT);
   }
 
   private unpend(): void {
@@ -246,6 +462,8 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
         return;
       }
     }
+    // The head is here: the deadline is met (undici's bodyTimeout bounds silence from now on).
+    disarm(this);
     const res = this.res;
     if (this.site.draining) res.shouldKeepAlive = false;
     const raw = controller.rawHeaders;
@@ -282,8 +500,17 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
       return;
     }
     if (this.discarding) {
-      // The dropped 5xx broke off; its retry was already granted.
+      // The dropped 5xx broke off, or the attempt passed PerTryTimeoutMS; its retry was already granted.
       this.retry();
+      return;
+    }
+    const code = (err as Error & { code?: string }).code;
+    if (this.controller === null && (code === 'UND_ERR_INVALID_ARG' || code === 'UND_ERR_NOT_SUPPORTED')) {
+      // undici refused to send it (its header checks): the client's request, not the endpoint, is at fault.
+      this.error = 'bad-request';
+      this.backend.errors.labels(this.backend.cluster.name, 'bad-request').inc();
+      this.site.log.debug({ listener: this.site.name, error: err.message }, 'request refused before sending');
+      this.finish(sendClientError(this.res, 400, 'bad-request', err.message));
       return;
     }
     const e = upstreamError(err as Error & { code?: string });
@@ -316,7 +543,11 @@ export class ForwardRequest implements Dispatcher.DispatchHandler {
     if (this.done) return;
     this.done = true;
     this.unpend();
+    if (this.deadlineQueue !== null) disarm(this);
+    if (this.tryDeadline !== null) disarm(this.tryDeadline);
     this.res[FORWARD] = null;
+    if (!this.idleArmed) this.req[FORWARD] = null; // else kept: a body idle timeout after the answer closes the connection
+    this.releaseTurn();
     // The connection as found at dispatch: by now node may have detached req.socket (null).
     const c = this.client;
     if (c && c.handedBusy > 0) c.handedBusy--;

@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from '../../shared/log.ts';
 import type { AccessLog } from '../accessLog.ts';
 import type { ProxyMetrics } from '../metrics.ts';
-import { ForwardRequest, type ForwardSite } from './forward.ts';
+import { ForwardRequest, sendClientError, unforwardable, type ForwardSite } from './forward.ts';
 import { sendMadeUp } from './madeUpResponse.ts';
 import type { CompiledRoute, RouteBackend, RouteTable } from './routeTable.ts';
 import { rawMadeUp, UpgradeRequest } from './upgrade.ts';
@@ -37,6 +37,20 @@ function onRequest(this: TaggedServer, req: IncomingMessage, res: ServerResponse
 
 function onUpgrade(this: TaggedServer, req: IncomingMessage, socket: Duplex, head: Buffer): void {
   this[LISTENER].upgrade(req, socket, head);
+}
+
+// node:http enforces headersTimeout only on connections it tracks, and it tracks them only once it
+// has emitted 'listening' (it never listens here: the fast path hands connections over). Started
+// when the fast path's server listens, stopped when it closes.
+const HEAD_CHECK_INTERVAL_MS = 1000;
+
+function onNetListening(this: TaggedNetServer): void {
+  this[LISTENER].httpServer.emit('listening');
+}
+
+function onNetClose(this: TaggedNetServer): void {
+  // Clears node's connection-checking interval (which would keep the retired server alive).
+  this[LISTENER].httpServer.close();
 }
 
 function onConnection(this: TaggedNetServer, socket: TaggedSocket): void {
@@ -82,8 +96,7 @@ export class HttpListener implements ForwardSite {
   readonly httpServer: TaggedServer;
   readonly clients = new Set<ClientConnection>();
   readonly keepAliveTimeoutMs = 60_000;
-  /** A request head must arrive whole within this long of its first byte (--request-head-timeout). */
-  requestHeadTimeoutMs = 60_000;
+  private headTimeoutMs = 60_000;
   readonly connections: Gauge.Internal<'listener' | 'direction'>;
   draining = false;
   /** Downstream connections open now (upgraded ones included). */
@@ -104,8 +117,12 @@ export class HttpListener implements ForwardSite {
     this.metrics = ctx.metrics;
     this.accessLog = ctx.accessLog;
     this.connections = ctx.metrics.connections.labels(name, direction);
-    // requestTimeout 0: long uploads are bounded by the cluster's deadlines, not by node's 5 minutes.
-    const http = createServer({ requestTimeout: 0, keepAliveTimeout: this.keepAliveTimeoutMs, noDelay: true }) as TaggedServer;
+    // requestTimeout 0: long uploads are bounded by the cluster's deadline and the body idle bound
+    // (forward.ts), not by node's 5 minutes. headersTimeout: the request head bound, as on the fast path.
+    const http = createServer({
+      requestTimeout: 0, headersTimeout: this.headTimeoutMs, connectionsCheckingInterval: HEAD_CHECK_INTERVAL_MS,
+      keepAliveTimeout: this.keepAliveTimeoutMs, noDelay: true,
+    }) as TaggedServer;
     http[LISTENER] = this;
     http.on('request', onRequest);
     http.on('upgrade', onUpgrade);
@@ -113,7 +130,33 @@ export class HttpListener implements ForwardSite {
     const server = createNetServer({ noDelay: true }) as TaggedNetServer;
     server[LISTENER] = this;
     server.on('connection', onConnection);
+    server.on('listening', onNetListening);
+    server.on('close', onNetClose);
     this.server = server;
+  }
+
+  /** A request head must arrive whole within this long of its first byte (--request-head-timeout), on both paths. */
+  get requestHeadTimeoutMs(): number {
+    return this.headTimeoutMs;
+  }
+
+  set requestHeadTimeoutMs(ms: number) {
+    this.headTimeoutMs = ms;
+    this.httpServer.headersTimeout = ms;
+  }
+
+  /**
+   * The longest a client may go silent in the middle of a request body: the head's bound again (as
+   * nginx's client_header_timeout and client_body_timeout, 60 s each). 408 request-timeout after it.
+   */
+  get bodyIdleMs(): number {
+    return this.headTimeoutMs;
+  }
+
+  /** A request the sidecar will not forward (forward.ts unforwardable): 400, counted as the client's error. */
+  private badRequest(res: ServerResponse, detail: string): void {
+    this.metrics.madeUp.labels(this.name, 'bad-request').inc();
+    sendClientError(res, 400, 'bad-request', detail);
   }
 
   /** Applies OPEN_LIMIT limits (inbound); a bucket whose rate and burst stay keeps its tokens. */
@@ -164,6 +207,12 @@ export class HttpListener implements ForwardSite {
 
   handle(req: IncomingMessage, res: ServerResponse): void {
     const start = performance.now();
+    const bad = unforwardable(req);
+    if (bad !== null) {
+      req.resume();
+      this.badRequest(res, bad);
+      return;
+    }
     const denied = inboundDenied(req.socket, req.method, req.url); // mesh authorization policy (proxy/tls)
     if (denied !== null) {
       req.resume();
@@ -219,6 +268,12 @@ export class HttpListener implements ForwardSite {
     this.tunnels.add(socket);
     (socket as Duplex & { [LISTENER]?: HttpListener })[LISTENER] = this;
     socket.once('close', onTunnelClose);
+    const bad = unforwardable(req);
+    if (bad !== null) {
+      this.metrics.madeUp.labels(this.name, 'bad-request').inc();
+      rawBadRequest(socket, bad);
+      return;
+    }
     const route = this.route(req);
     if (route === null) {
       rawMadeUp(socket, 'no-route', `no route on ${this.name} for ${req.url}`);
@@ -239,6 +294,11 @@ export class HttpListener implements ForwardSite {
     }
     new UpgradeRequest(req, socket, head, this, backend, endpoint, start).dispatch();
   }
+}
+
+function rawBadRequest(socket: Duplex, detail: string): void {
+  const body = `400 bad-request: ${detail}\n`;
+  if (socket.writable) socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-shoal-error: bad-request\r\nconnection: close\r\n\r\n${body}`);
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {
