@@ -10,6 +10,8 @@ import { peerOf, type Peer } from '../tls/meshTls.ts';
 export interface DownstreamOwner {
   downstreamDrained(): void;
   downstreamGone(): void;
+  /** The client went silent for the idle bound set with watchIdle. */
+  downstreamIdle(): void;
 }
 
 export interface Downstream {
@@ -32,6 +34,11 @@ export interface Downstream {
   end(trailers: OutgoingHttpHeaders | null): void;
   /** The response cannot complete: RST_STREAM on HTTP/2, a closed connection on HTTP/1.1. */
   reset(code: number): void;
+  /**
+   * Tells the owner (downstreamIdle) when no byte moved for ms: node's idle timer of the stream, or of
+   * the HTTP/1.1 connection while the request is read. 0 stops it.
+   */
+  watchIdle(ms: number): void;
 }
 
 // Response headers HTTP/2 forbids (RFC 9113 8.2.2); an HTTP/1.1 upstream never reaches here, but be strict.
@@ -69,6 +76,10 @@ function onWantTrailers(this: TaggedStream): void {
 
 function onStreamError(): void {
   // The close event that follows tells the owner; an unhandled error event must not throw.
+}
+
+function onStreamIdle(this: TaggedStream): void {
+  this[DOWN]?.owner?.downstreamIdle();
 }
 
 export class H2Downstream implements Downstream {
@@ -128,6 +139,12 @@ export class H2Downstream implements Downstream {
   reset(code: number): void {
     if (!this.stream.destroyed) this.stream.close(code);
   }
+
+  watchIdle(ms: number): void {
+    if (this.stream.destroyed) return;
+    if (ms > 0 && this.stream.listenerCount('timeout') === 0) this.stream.on('timeout', onStreamIdle);
+    this.stream.setTimeout(ms);
+  }
 }
 
 type TaggedResponse = ServerResponse & { [DOWN]?: H1Downstream };
@@ -141,6 +158,16 @@ function onResponseClose(this: TaggedResponse): void {
   if (d === undefined) return;
   d.closed = true;
   d.owner?.downstreamGone();
+}
+
+type TaggedRequest = IncomingMessage & { [DOWN]?: H1Downstream };
+
+// node:http emits the socket's idle timeout on the request while it is still being read.
+function onRequestIdle(this: TaggedRequest): void {
+  const d = this[DOWN];
+  if (d === undefined) return;
+  if (d.owner !== null && !d.closed) d.owner.downstreamIdle();
+  else d.res.destroy();
 }
 
 // Request headers that are hop-by-hop on HTTP/1.1 and have no place in an HTTP/2 request.
@@ -237,6 +264,17 @@ export class H1Downstream implements Downstream {
 
   reset(): void {
     this.res.destroy();
+  }
+
+  watchIdle(ms: number): void {
+    const req = this.req as TaggedRequest;
+    const socket = req.socket;
+    if (socket === null || socket.destroyed) return;
+    if (ms > 0 && req[DOWN] === undefined) {
+      req[DOWN] = this;
+      req.on('timeout', onRequestIdle);
+    }
+    socket.setTimeout(ms);
   }
 }
 

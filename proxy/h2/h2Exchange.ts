@@ -2,16 +2,20 @@
 // endpoint, bodies streamed both ways with backpressure, trailers passed through, the gRPC deadline
 // enforced, UNAVAILABLE retried on another endpoint when allowed, and errors the sidecar makes up
 // itself sent as gRPC statuses (HTTP 200, grpc-status, grpc-message, x-shoal-error) to gRPC clients.
+// Deadlines as on the HTTP/1.1 paths: RequestTimeoutMS from arrival over all attempts, PerTryTimeoutMS
+// per attempt (a timed-out attempt is retried while time is left), and a body idle bound on the client.
 // A handler object per request carries the state; listeners are shared functions, not closures.
 import type { IncomingHttpHeaders } from 'node:http';
 import type { ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
 import type { AccessLog } from '../accessLog.ts';
 import type { Endpoint } from '../cluster/endpoint.ts';
+import { sendClientError } from '../http/forward.ts';
+import { idempotent } from '../http/h1/exchange.ts';
 import { ERROR_STATUS, sendMadeUp, type ShoalError } from '../http/madeUpResponse.ts';
 import { nextRequestId } from '../http/requestId.ts';
 import type { RouteBackend } from '../http/routeTable.ts';
 import type { Logger } from '../../shared/log.ts';
-import { H1Downstream, responseHeaders, type Downstream, type DownstreamOwner } from './downstream.ts';
+import { H1Downstream, NO_ERROR, responseHeaders, type Downstream, type DownstreamOwner } from './downstream.ts';
 import {
   H2_CANCEL, H2_INTERNAL_ERROR, H2_REFUSED_STREAM, sessionsOf, type EndpointSessions, type StreamOwner, type UpstreamSession,
 } from './endpointSessions.ts';
@@ -29,6 +33,8 @@ export interface H2Site {
   readonly accessLog: AccessLog | null;
   readonly log: Logger;
   readonly drainMs: number;
+  /** The longest a client may go silent in the middle of a request body (0: no bound). */
+  readonly bodyIdleMs: number;
   /** Registers the listener as a user of the pool (so it closes with the last of them). */
   use(pool: EndpointSessions): void;
   grpcStats(backend: RouteBackend): GrpcStats;
@@ -68,7 +74,8 @@ function onDownEnd(this: Downstream['body'] & { [EXCHANGE]?: H2Exchange }): void
 }
 function onDeadline(ex: H2Exchange): void {
   ex.deadlineTimer = null;
-  ex.deadlineHit();
+  if (ex.timerIsTry) ex.tryDeadlineHit();
+  else ex.deadlineHit();
 }
 
 const NOT_SENT = new Set(['ERR_HTTP2_STREAM_CANCEL', 'ERR_HTTP2_GOAWAY_SESSION', 'ERR_HTTP2_INVALID_SESSION']);
@@ -95,7 +102,14 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
   private deadlineAt = 0;
   /** Whether the deadline came from grpc-timeout (whole call) or RequestTimeoutMS alone (time to the response head). */
   private callDeadline = false;
+  /** PerTryTimeoutMS (0: none) and the current attempt's end under it (performance.now() ms). */
+  private readonly perTryMs: number;
+  private tryDeadlineAt = 0;
   deadlineTimer: NodeJS.Timeout | null = null;
+  /** The timer set is the attempt's (PerTryTimeoutMS), not the request's deadline. */
+  timerIsTry = false;
+  /** The body idle bound is set on the client's stream or connection. */
+  private watchingIdle = false;
   upstream: Up | null = null;
   private upSession: UpstreamSession | null = null;
   private pool: EndpointSessions | null = null;
@@ -125,6 +139,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     this.hashKey = hashKey;
     this.stats = grpc ? site.grpcStats(backend) : null;
     this.requestEnded = down.bodyless;
+    this.perTryMs = backend.cluster.policy.perTryTimeoutMs ?? 0;
     this.headers = this.upstreamHeaders();
   }
 
@@ -171,13 +186,14 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     this.down.attach(this);
     this.backend.cluster.active++;
     this.backend.cluster.budget.request(this.start);
-    if (this.deadlineAt > 0) {
-      this.deadlineTimer = setTimeout(onDeadline, Math.max(0, this.deadlineAt - performance.now()), this);
-    }
     if (!this.requestEnded) {
       body[EXCHANGE] = this;
       body.on('data', onDownData);
       body.once('end', onDownEnd);
+      if (this.site.bodyIdleMs > 0) {
+        this.watchingIdle = true;
+        this.down.watchIdle(this.site.bodyIdleMs);
+      }
     } else if (!this.down.h2) {
       // node:http only reports the response's close after the request was read.
       this.down.body.resume();
@@ -195,7 +211,10 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     this.pool = pool;
     pool.owners.add(this);
     this.endpoint.active++;
-    if (this.callDeadline) this.headers['grpc-timeout'] = formatGrpcTimeout(this.deadlineAt - performance.now());
+    const now = performance.now();
+    if (this.perTryMs > 0) this.tryDeadlineAt = now + this.perTryMs;
+    this.armTimer(now);
+    if (this.callDeadline) this.headers['grpc-timeout'] = formatGrpcTimeout(this.deadlineAt - now);
     const replaying = this.attempt > 0 && this.replay !== null && this.replayBytes > 0;
     const endStream = this.requestEnded && !replaying;
     let opened: ReturnType<EndpointSessions['request']>;
@@ -244,12 +263,51 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
 
   downstreamEnd(): void {
     this.requestEnded = true;
+    this.stopWatchingIdle();
     const up = this.upstream;
     if (up !== null && !up.destroyed) up.end();
   }
 
   downstreamDrained(): void {
     this.upstream?.resume();
+  }
+
+  private stopWatchingIdle(): void {
+    if (!this.watchingIdle) return;
+    this.watchingIdle = false;
+    this.down.watchIdle(0);
+  }
+
+  /** The client sent no body byte for the listener's body idle bound: its fault, not the endpoint's. */
+  downstreamIdle(): void {
+    if (this.done) {
+      // Answered already (the upstream did not wait for the body): nothing else will close it.
+      this.down.reset(H2_CANCEL);
+      return;
+    }
+    if (this.requestEnded) return;
+    this.clientTimedOut(`no request body byte for ${this.site.bodyIdleMs} ms`);
+  }
+
+  /** The client did not send its body in time: 408 (gRPC: DEADLINE_EXCEEDED), x-shoal-error request-timeout, no endpoint failure. */
+  private clientTimedOut(detail: string): void {
+    this.detachUpstream(H2_CANCEL);
+    this.madeUp('request-timeout', `${this.backend.cluster.name}: ${detail}`, 408);
+    // The answer is complete; RST_STREAM NO_ERROR tells the client to stop sending (RFC 9113 8.1)
+    // and closes the stream. (HTTP/1.1: the answer closed the connection.)
+    if (this.down.h2) this.down.reset(NO_ERROR);
+  }
+
+  /** Sets the one timer to the nearer of the request's deadline and the attempt's (PerTryTimeoutMS); both bound the wait for a response head. */
+  private armTimer(now: number): void {
+    if (this.deadlineTimer !== null) clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = null;
+    const overall = this.deadlineAt > 0 && (this.callDeadline || !this.gotResponse) ? this.deadlineAt : 0;
+    const attempt = this.tryDeadlineAt > 0 && !this.gotResponse ? this.tryDeadlineAt : 0;
+    if (overall === 0 && attempt === 0) return;
+    this.timerIsTry = attempt > 0 && (overall === 0 || attempt < overall);
+    const at = this.timerIsTry ? attempt : overall;
+    this.deadlineTimer = setTimeout(onDeadline, Math.max(0, at - now), this);
   }
 
   /** The client went away (RST_STREAM, closed connection): cancel upstream. */
@@ -264,11 +322,11 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
   upstreamResponse(headers: IncomingHttpHeaders, endStream: boolean): void {
     this.gotResponse = true;
     this.status = Number(headers[':status']) || 502;
-    if (!this.callDeadline && this.deadlineTimer !== null) {
-      // RequestTimeoutMS alone bounds the wait for the response head; a stream may then live on.
-      clearTimeout(this.deadlineTimer);
-      this.deadlineTimer = null;
-    }
+    // RequestTimeoutMS alone and PerTryTimeoutMS bound the wait for the response head; a stream may
+    // then live on (only grpc-timeout bounds the whole call).
+    if (this.deadlineTimer !== null) this.armTimer(performance.now());
+    // A gRPC stream the upstream took up is the upstream's to bound (long quiet streams are normal).
+    if (this.grpc) this.stopWatchingIdle();
     const out = responseHeaders(headers);
     if (endStream) {
       // Trailers-only (gRPC errors): the head is the trailers.
@@ -355,13 +413,36 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
 
   deadlineHit(): void {
     if (this.done) return;
+    const ms = Math.round(this.deadlineAt - this.start);
+    if (!this.requestEnded && !this.gotResponse) {
+      // The body was still coming: the client's fault, never the endpoint's.
+      this.clientTimedOut(`request body not received within ${this.callDeadline ? 'the call\'s deadline' : 'RequestTimeoutMS'} (${ms} ms)`);
+      return;
+    }
     // The call's own deadline says nothing about the endpoint; RequestTimeoutMS with no response head does.
     if (!this.callDeadline || !this.gotResponse) this.failed(Failure.Timeout);
     this.detachUpstream(H2_CANCEL);
-    const ms = Math.round(this.deadlineAt - this.start);
     this.madeUp('request-timeout', this.callDeadline
       ? `${this.backend.cluster.name}: deadline of ${ms} ms exceeded (grpc-timeout, at most RequestTimeoutMS)`
       : `${this.backend.cluster.name} ${this.endpoint.key}: no response within RequestTimeoutMS (${ms} ms)`);
+  }
+
+  /** PerTryTimeoutMS passed in this attempt with no response head: retried while the deadline has time left, else 504. */
+  tryDeadlineHit(): void {
+    if (this.done || this.gotResponse) return;
+    const now = performance.now();
+    if (!this.requestEnded) {
+      // Still receiving the body: the attempt is judged from when the endpoint could have answered.
+      this.tryDeadlineAt = now + this.perTryMs;
+      this.armTimer(now);
+      return;
+    }
+    this.failed(Failure.Timeout);
+    // The attempt may have been processed: sent again only for idempotent methods or a route that allows it.
+    const method = one(this.down.headers[':method']) ?? '';
+    if (this.retry(!idempotent(method))) return;
+    this.detachUpstream(H2_CANCEL);
+    this.madeUp('request-timeout', `${this.backend.cluster.name} ${this.endpoint.key}: no response within PerTryTimeoutMS (${this.perTryMs} ms)`);
   }
 
   endpointGone(detail: string): void {
@@ -434,8 +515,8 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     c.outlier.failure(this.endpoint);
   }
 
-  /** An error the sidecar makes up: a gRPC status for gRPC calls, an HTTP status otherwise. */
-  madeUp(error: ShoalError, detail: string): void {
+  /** An error the sidecar makes up: a gRPC status for gRPC calls, an HTTP status otherwise (status: 408 when the client is to blame). */
+  madeUp(error: ShoalError, detail: string, clientStatus = 0): void {
     if (this.done) return;
     this.error = error;
     this.backend.errors.labels(this.backend.cluster.name, error).inc();
@@ -453,9 +534,9 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
       this.finish(200);
       return;
     }
-    const status = ERROR_STATUS[error];
+    const status = clientStatus === 408 ? 408 : ERROR_STATUS[error];
     if (down instanceof H1Downstream) {
-      this.finish(sendMadeUp(down.res, error, detail, this.site.draining));
+      this.finish(status === 408 ? sendClientError(down.res, 408, error, detail) : sendMadeUp(down.res, error, detail, this.site.draining));
       return;
     }
     if (down.headersSent) {
@@ -474,6 +555,8 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     this.done = true;
     if (this.deadlineTimer !== null) clearTimeout(this.deadlineTimer);
     this.deadlineTimer = null;
+    // A body still coming keeps its idle bound: a client that then goes silent is cut (downstreamIdle).
+    if (this.requestEnded) this.stopWatchingIdle();
     const body = this.down.body as Downstream['body'] & { [EXCHANGE]?: H2Exchange | null };
     if (body[EXCHANGE] === this) {
       body[EXCHANGE] = null;

@@ -11,6 +11,7 @@ import { createServer as createNetServer, type Server as NetServer, type Socket 
 import type { Gauge } from 'prom-client';
 import type { Logger } from '../../shared/log.ts';
 import type { AccessLog } from '../accessLog.ts';
+import { sendClientError, unforwardable } from '../http/forward.ts';
 import { ERROR_STATUS, sendMadeUp, type ShoalError } from '../http/madeUpResponse.ts';
 import type { RouteBackend, RouteTable } from '../http/routeTable.ts';
 import type { ProxyMetrics } from '../metrics.ts';
@@ -28,6 +29,8 @@ const { createServer: createHttpServer } = createRequire(import.meta.url)('node:
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 // Idle keep-alive HTTP/1.1 connections close only after this grace when draining (as on the L7 listener).
 const IDLE_CLOSE_GRACE_MS = 500;
+// How often node:http checks request heads against headersTimeout (see onNetListening).
+const HEAD_CHECK_INTERVAL_MS = 1000;
 
 const LISTENER = Symbol('shoal.h2.listener');
 type TaggedNet = NetServer & { [LISTENER]: H2Listener };
@@ -53,6 +56,24 @@ function onConnection(this: TaggedNet, socket: TaggedSocket): void {
   socket.sniffed = null;
   socket.once('close', onSocketClose);
   socket.on('data', onSniff);
+  // Until its first bytes say which protocol it speaks, a connection gets the request head's bound.
+  socket.setTimeout(l.requestHeadTimeoutMs);
+  socket.once('timeout', onSniffTimeout);
+}
+
+function onSniffTimeout(this: TaggedSocket): void {
+  this.destroy();
+}
+
+// node:http enforces headersTimeout only on connections it tracks, and it tracks them only once it
+// has emitted 'listening' (it never listens here: connections are handed to it after sniffing).
+function onNetListening(this: TaggedNet): void {
+  this[LISTENER].httpServer.emit('listening');
+}
+
+function onNetClose(this: TaggedNet): void {
+  // Clears node's connection-checking interval (which would keep the retired server alive).
+  this[LISTENER].httpServer.close();
 }
 
 function onSocketClose(this: TaggedSocket): void {
@@ -74,6 +95,8 @@ function onSniff(this: TaggedSocket, chunk: Buffer): void {
   }
   this.sniffed = null;
   this.removeListener('data', onSniff);
+  this.removeListener('timeout', onSniffTimeout);
+  this.setTimeout(0);
   this.pause();
   this.unshift(buf);
   const l = this[LISTENER]!;
@@ -123,6 +146,14 @@ function onStream(this: TaggedH2, stream: ServerHttp2Stream, headers: IncomingHt
 
 function onRequest(this: TaggedHttp, req: IncomingMessage, res: ServerResponse): void {
   const l = this[LISTENER];
+  const bad = unforwardable(req);
+  if (bad !== null) {
+    // More than one Host, or a target that is no path: the client's error (400), before any endpoint is picked.
+    req.resume();
+    l.metrics.madeUp.labels(l.name, 'bad-request').inc();
+    sendClientError(res, 400, 'bad-request', bad);
+    return;
+  }
   l.handle(new H1Downstream(req, res, l.closeAfter));
 }
 
@@ -154,6 +185,7 @@ export class H2Listener implements H2Site {
   table: RouteTable;
   private isDraining = false;
   private idleTimer: NodeJS.Timeout | null = null;
+  private headTimeoutMs = 60_000;
   readonly closeAfter = (): boolean => this.isDraining;
 
   constructor(name: string, direction: 'inbound' | 'outbound', table: RouteTable, ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null }, drainMs: number) {
@@ -174,14 +206,35 @@ export class H2Listener implements H2Site {
     h2.on('session', onSession);
     h2.on('stream', onStream);
     this.h2Server = h2;
-    const http = createHttpServer({ requestTimeout: 0, keepAliveTimeout: 60_000, noDelay: true }) as TaggedHttp;
+    // As on the L7 listener: no total bound on a request (the deadlines and the body idle bound are
+    // the exchange's), headersTimeout for its head.
+    const http = createHttpServer({
+      requestTimeout: 0, headersTimeout: this.headTimeoutMs, connectionsCheckingInterval: HEAD_CHECK_INTERVAL_MS, keepAliveTimeout: 60_000, noDelay: true,
+    }) as TaggedHttp;
     http[LISTENER] = this;
     http.on('request', onRequest);
     this.httpServer = http;
     const server = createNetServer({ noDelay: true }) as TaggedNet;
     server[LISTENER] = this;
     server.on('connection', onConnection);
+    server.on('listening', onNetListening);
+    server.on('close', onNetClose);
     this.server = server;
+  }
+
+  /** An HTTP/1.1 request head must arrive whole within this long (--request-head-timeout). */
+  get requestHeadTimeoutMs(): number {
+    return this.headTimeoutMs;
+  }
+
+  set requestHeadTimeoutMs(ms: number) {
+    this.headTimeoutMs = ms;
+    this.httpServer.headersTimeout = ms;
+  }
+
+  /** The longest a client may go silent in the middle of a request body: the head's bound again, as on the L7 listener. */
+  get bodyIdleMs(): number {
+    return this.headTimeoutMs;
   }
 
   get draining(): boolean {
