@@ -40,7 +40,11 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
       info: { title: 'shoal discover', version: '1', description: 'Per-app snapshots for shoal sidecars, with long-poll push' },
     },
   });
-  app.setErrorHandler((err: Error & { statusCode?: number; validation?: unknown }, req, reply) => {
+  app.setErrorHandler((err: Error & { statusCode?: number; validation?: unknown; code?: string }, req, reply) => {
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      const limit = req.routeOptions.bodyLimit ?? app.initialConfig.bodyLimit;
+      return reply.code(413).send({ error: 'too_large', message: `the request body is larger than the limit of ${limit} bytes (${+(limit / 1048576).toFixed(2)} MiB)` });
+    }
     if (err.validation || (err.statusCode && err.statusCode < 500)) {
       return reply.code(err.statusCode ?? 400).send({ error: 'bad_request', message: err.message });
     }

@@ -6,6 +6,7 @@ import { loadYamlChunked, type ChunkCache } from './yamlChunks.ts';
 import { ConfigError, parseInteger, parseMeshConfig, parseProtocol, type ResourceSpec } from '../../shared/meshConfig.ts';
 import { isLoopbackAddress } from '../../shared/allocation.ts';
 import type { Endpoint } from '../../shared/snapshot.ts';
+import { PLUGIN_ID } from './names.ts';
 import { appKey, serviceKey, type App, type Service, type ServicePort, type Topology } from './model.ts';
 
 const NAME = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
@@ -128,7 +129,7 @@ function parseApp(raw: unknown, index: number): App {
   const appName = name(raw.name, `${at}.name`);
   const namespace = raw.namespace === undefined ? 'default' : name(raw.namespace, `${at}.namespace`);
   const pluginId = raw.pluginId === undefined ? 'mesh' : String(raw.pluginId);
-  if (!/^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$/.test(pluginId)) throw new ConfigError(`app ${namespace}/${appName}: pluginId=${JSON.stringify(pluginId)} is not a valid id`);
+  if (!PLUGIN_ID.test(pluginId)) throw new ConfigError(`app ${namespace}/${appName}: pluginId=${JSON.stringify(pluginId)} is not a valid id`);
   const spec = (raw.config ?? {}) as ResourceSpec;
   const config = parseMeshConfig(spec, namespace, appName);
   return { namespace, name: appName, pluginId, spec, config };
