@@ -9,6 +9,7 @@ import { fetch } from 'undici';
 import type { Logger } from '../../../shared/log.ts';
 import type { ResourceSpec } from '../../../shared/meshConfig.ts';
 import { appKey, serviceKey, type App, type Topology } from '../../topology/model.ts';
+import { LABEL_VALUE, WriteRefused } from '../../topology/names.ts';
 import {
   APP_LABEL, PLUGIN_CONFIG_KEY, PLUGIN_LABEL, appFromConfigMap, serviceKeyOf, serviceModel, sliceServiceKey,
 } from './kubeObjects.ts';
@@ -42,6 +43,8 @@ const COALESCE_MS = 5;
 const BACKOFF_MAX_MS = 8_000;
 // A list of a large cluster takes seconds; one that takes minutes is stuck.
 const LIST_TIMEOUT_MS = 120_000;
+// A write that meets a conflict (409) reads again, at most this many times in all.
+const WRITE_ATTEMPTS = 3;
 
 export class KubernetesSource {
   private readonly opts: KubernetesSourceOptions;
@@ -55,6 +58,8 @@ export class KubernetesSource {
   private readonly topology: Topology;
   private readonly dependents = new Map<string, Set<string>>();
   private readonly appErrors = new Map<string, string>();
+  // App key -> the end of its queue of writes (see write()).
+  private readonly writes = new Map<string, Promise<void>>();
   private dirtyServices = new Set<string>();
   private dirtyApps = new Set<string>();
   private flushScheduled = false;
@@ -368,32 +373,59 @@ export class KubernetesSource {
     return this.appErrors.get(appKey(namespace, app));
   }
 
-  /** Writes an app's mesh config to its ConfigMap (created if missing). Resolves once the API accepted it. */
-  readonly write = async (namespace: string, app: string, pluginId: string, spec: ResourceSpec): Promise<void> => {
+  /**
+   * Writes an app's mesh config to its ConfigMap (created if missing). Resolves once the API
+   * accepted it. Writes to one app run one at a time (so the last one answered is the one stored),
+   * and each replaces the object at the resourceVersion it read: a concurrent writer elsewhere (a
+   * replica, kubectl) makes it read again rather than be overwritten.
+   */
+  readonly write = (namespace: string, app: string, pluginId: string, spec: ResourceSpec): Promise<void> => {
+    const key = appKey(namespace, app);
+    const run = (this.writes.get(key) ?? Promise.resolve()).then(() => this.writeNow(namespace, app, pluginId, spec));
+    const settled = run.then(() => undefined, () => undefined);
+    this.writes.set(key, settled);
+    void settled.then(() => {
+      if (this.writes.get(key) === settled) this.writes.delete(key);
+    });
+    return run;
+  };
+
+  private async writeNow(namespace: string, app: string, pluginId: string, spec: ResourceSpec): Promise<void> {
+    // The plugin id is stored as a label value, which Kubernetes bounds more tightly than the path.
+    if (!LABEL_VALUE.test(pluginId)) throw new WriteRefused(400, `plugin_id ${JSON.stringify(pluginId)} is not a valid Kubernetes label value: expected at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit`);
     const data = JSON.stringify(spec);
-    for (let attempt = 0; ; attempt++) {
-      const existing = this.configMapsOf(appKey(namespace, app))[0];
+    const fallbackName = `shoal-mesh-${app}`;
+    for (let attempt = 1; ; attempt++) {
+      const name = this.configMapsOf(appKey(namespace, app))[0]?.metadata?.name ?? fallbackName;
       try {
-        if (existing) {
-          const fresh = await this.core.readNamespacedConfigMap({ name: existing.metadata!.name!, namespace });
+        let fresh: V1ConfigMap | undefined;
+        try {
+          fresh = await this.core.readNamespacedConfigMap({ name, namespace });
+        } catch (err) {
+          if ((err as { code?: number }).code !== 404) throw err;
+        }
+        if (fresh) {
+          const labels = fresh.metadata?.labels ?? {};
+          if (labels[APP_LABEL] !== app) throw new WriteRefused(409, `ConfigMap ${namespace}/${name} exists and is not labelled ${APP_LABEL}=${app}; it is left alone`);
+          if ((labels[PLUGIN_LABEL] ?? 'mesh') !== pluginId) throw new WriteRefused(409, `app ${namespace}/${app} already has mesh plugin ${labels[PLUGIN_LABEL] ?? 'mesh'}; an app has at most one`);
           fresh.data = { ...(fresh.data ?? {}), [PLUGIN_CONFIG_KEY]: data };
-          fresh.metadata!.labels = { ...(fresh.metadata!.labels ?? {}), [APP_LABEL]: app, [PLUGIN_LABEL]: pluginId };
-          await this.core.replaceNamespacedConfigMap({ name: fresh.metadata!.name!, namespace, body: fresh });
+          fresh.metadata!.labels = { ...labels, [APP_LABEL]: app, [PLUGIN_LABEL]: pluginId };
+          // fresh.metadata.resourceVersion makes this a compare-and-swap: 409 if it changed since the read.
+          await this.core.replaceNamespacedConfigMap({ name, namespace, body: fresh });
         } else {
           await this.core.createNamespacedConfigMap({
             namespace,
-            body: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: `shoal-mesh-${app}`, namespace, labels: { [APP_LABEL]: app, [PLUGIN_LABEL]: pluginId } }, data: { [PLUGIN_CONFIG_KEY]: data } },
+            body: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace, labels: { [APP_LABEL]: app, [PLUGIN_LABEL]: pluginId } }, data: { [PLUGIN_CONFIG_KEY]: data } },
           });
         }
         return;
       } catch (err) {
-        const code = (err as { code?: number }).code;
-        // A concurrent writer won (409): read again and retry once.
-        if (code === 409 && attempt === 0) continue;
-        throw err;
+        // A concurrent writer won (409 on replace, or on a create racing another): read again.
+        if ((err as { code?: number }).code !== 409 || err instanceof WriteRefused) throw err;
+        if (attempt >= WRITE_ATTEMPTS) throw new WriteRefused(409, `ConfigMap ${namespace}/${name} kept changing during the write (${WRITE_ATTEMPTS} attempts); try again`);
       }
     }
-  };
+  }
 
   async close(): Promise<void> {
     this.stopped = true;
