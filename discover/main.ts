@@ -33,7 +33,7 @@ export const discoverFlags: FlagSpec[] = [
   { name: 'stale-after', type: 'int', default: 60, description: 'With --kubernetes: seconds a watch may stay down before /readyz fails' },
   { name: 'token-audience', type: 'string', default: 'shoal', description: 'With --kubernetes: the audience sidecar tokens must carry' },
   { name: 'insecure-reads', type: 'bool', default: false, description: 'With --kubernetes: serve snapshots without checking the caller\'s token' },
-  { name: 'host', type: 'string', default: '0.0.0.0', description: 'Address to listen on' },
+  { name: 'host', type: 'string', description: 'Address to listen on (default: 127.0.0.1 with --static, which serves every app to whoever reaches it; 0.0.0.0 with --kubernetes, which checks sidecar tokens)' },
   { name: 'port', type: 'int', default: 6100, description: 'Port to listen on' },
   { name: 'write-token', type: 'string', default: '', description: 'Bearer token that PUT /v1/resources requires (and that may read every app); writes are off without one' },
   { name: 'write-token-file', type: 'string', default: '', description: 'A file holding the write token (e.g. a mounted Secret), instead of --write-token' },
@@ -56,7 +56,8 @@ export interface DiscoverOptions {
     // The injection webhook (discover/webhook/): served beside the API when set.
     webhook?: WebhookServerOptions;
   };
-  host: string;
+  /** Default: 127.0.0.1 for a static file (it has no read authentication), 0.0.0.0 on Kubernetes (pods connect). */
+  host?: string;
   port: number;
   writeToken?: string;
   log?: Logger;
@@ -133,12 +134,24 @@ export function discoverOptionsFromFlags(v: FlagValues, log: Logger): DiscoverOp
       insecureReads: Boolean(v['insecure-reads']),
       webhook,
     } : undefined,
-    host: String(v.host ?? '0.0.0.0'),
+    host: v.host ? String(v.host) : undefined,
     port: Number(v.port ?? 6100),
     writeToken,
     log,
     fanOutThreads: parseFanOutThreads(String(v['fanout-threads'] ?? 'auto')),
   };
+}
+
+/** Whether an address given to --host only reaches this machine. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.[0-9]+\.[0-9]+\.[0-9]+$/.test(host);
+}
+
+/** Where a client on this machine reaches a server listening on host. */
+function urlHost(host: string): string {
+  if (host === '0.0.0.0' || host === '') return '127.0.0.1';
+  if (host === '::') return '[::1]';
+  return host.includes(':') ? `[${host}]` : host;
 }
 
 function onTopology(store: SnapshotStore, log: Logger) {
@@ -226,11 +239,12 @@ export async function startDiscover(opts: DiscoverOptions): Promise<Discover> {
   store.identity = identity?.mesh;
   const fanOutThreads = opts.fanOutThreads ?? defaultFanOutThreads();
   if (fanOutThreads > 0) store.fanOut = new FanOutWriters(fanOutThreads);
+  const listenHost = opts.host ?? (k8s ? '0.0.0.0' : '127.0.0.1');
   const source = await wireSource(opts, store, metrics, log);
   const server = await createServer({ store, metrics, registry, log, writer: source.writer, writeToken: opts.writeToken ?? '', ...source.extra, identity: identity?.service });
   let webhook: { port: number; close(): Promise<void> } | undefined;
   try {
-    await server.listen({ host: opts.host, port: opts.port });
+    await server.listen({ host: listenHost, port: opts.port });
     webhook = await source.webhook?.();
   } catch (err) {
     await source.close();
@@ -239,8 +253,15 @@ export async function startDiscover(opts: DiscoverOptions): Promise<Discover> {
     throw err;
   }
   const port = (server.server.address() as AddressInfo).port;
-  const host = opts.host === '0.0.0.0' ? '127.0.0.1' : opts.host;
-  log.info({ host: opts.host, port }, 'discover listening');
+  log.info({ source: opts.kubernetes ? 'kubernetes' : 'static', host: listenHost, port }, 'discover listening');
+  if (!isLoopbackHost(listenHost)) {
+    if (!opts.kubernetes) {
+      log.warn({ host: listenHost, port, writes: opts.writeToken ? 'need the write token' : 'off' },
+        'static discover serves every app\'s snapshot and mesh config to anyone who can reach this address: it has no read authentication; listen on 127.0.0.1 (the default) unless the network is trusted');
+    } else if (opts.kubernetes.insecureReads) {
+      log.warn({ host: listenHost, port }, '--insecure-reads: every app\'s snapshot is served to anyone who can reach this address, without a token');
+    }
+  }
   const started = performance.now();
   const ready = source.start().then(() => {
     if (opts.kubernetes) log.info({ ms: Math.round(performance.now() - started), apps: store.topology?.apps.size ?? 0, services: store.topology?.services.size ?? 0 }, 'first full state loaded: ready');
@@ -248,7 +269,7 @@ export async function startDiscover(opts: DiscoverOptions): Promise<Discover> {
   // Never unhandled: the source retries on its own and only stops when closed.
   ready.catch((err: Error) => log.error({ error: err.message }, 'source failed to start'));
   return {
-    url: `http://${host}:${port}`,
+    url: `http://${urlHost(listenHost)}:${port}`,
     port,
     store,
     server,
