@@ -112,7 +112,7 @@ t.test('MaxRequests 10, 50 concurrent slow requests: 40 fail at once with 503 ov
   const c = dump.policies.clusters.find((x) => x.cluster.startsWith('api.'))!;
   t.equal(c.circuitBreakers.maxRequests, 10, '/config_dump shows MaxRequests as applied');
   t.equal(c.circuitBreakers.active, 0, 'and nothing in flight now');
-  t.same(c.timeouts, { connectTimeoutMs: 250, requestTimeoutMs: 15000, tcpIdleTimeoutS: 7200 }, 'timeouts with their units');
+  t.same(c.timeouts, { connectTimeoutMs: 250, requestTimeoutMs: 15000, perTryTimeoutMs: 0, tcpIdleTimeoutS: 7200 }, 'timeouts with their units');
 });
 
 /** An upgrade request over a raw connection: resolves with the status line's code and the x-shoal-error, the socket left open. */

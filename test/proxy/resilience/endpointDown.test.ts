@@ -47,7 +47,8 @@ t.test('one endpoint killed mid-load: < 0.1% errors, none after the first second
   t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_outlier_ejected_endpoints'), 1, 'the dead endpoint is ejected');
 });
 
-t.test('one endpoint hanging forever: timed out at RequestTimeoutMS and retried elsewhere; p99 < timeout + 100 ms', async (t) => {
+t.test('one endpoint hanging forever: timed out at PerTryTimeoutMS and retried elsewhere; p99 < per-try timeout + 100 ms', async (t) => {
+  // PerTryTimeoutMS bounds each attempt; RequestTimeoutMS (the whole request, all attempts) leaves room for a retry.
   const TIMEOUT = 1000;
   const good = await Promise.all([1, 2].map((i) => httpBackend(t, `api-${i}`)));
   let hung = 0;
@@ -63,7 +64,7 @@ t.test('one endpoint hanging forever: timed out at RequestTimeoutMS and retried 
   - name: web
     config:
       base_services:
-        - { depend_service_alias: api, port: ${port}, protocol: http, options: { LBPolicy: round_robin, RequestTimeoutMS: ${TIMEOUT}, MaxActiveRetries: 50, ConsecutiveErrors: 5, BaseEjectionTimeMS: 1500, IntervalMS: 100 } }
+        - { depend_service_alias: api, port: ${port}, protocol: http, options: { LBPolicy: round_robin, PerTryTimeoutMS: ${TIMEOUT}, RequestTimeoutMS: ${3 * TIMEOUT}, MaxActiveRetries: 50, ConsecutiveErrors: 5, BaseEjectionTimeMS: 1500, IntervalMS: 100 } }
 `);
   const { outcomes, failed } = await openLoad(`http://${address}:${port}/`, 100, 5);
   t.ok(hung >= 5, `the hanging endpoint got requests (${hung}), more than once after returning from ejection`);
