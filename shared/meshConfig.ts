@@ -64,6 +64,8 @@ export interface DependencyOptions {
   lbPolicy: LbPolicy;
   hashHeader: string;
   requestTimeoutMs: number;
+  /** Bound on one attempt (time to its response head); 0: an attempt may use all of requestTimeoutMs that is left. */
+  perTryTimeoutMs: number;
   retryAttempts: number;
   maxActiveRetries: number;
   maxConnections: number;
@@ -118,6 +120,7 @@ const DEPENDENCY_OPTIONS: Record<string, OptionSpec> = {
   LBPolicy: { key: 'lbPolicy', kind: 'lb' },
   HashHeader: { key: 'hashHeader', kind: 'string' },
   RequestTimeoutMS: { key: 'requestTimeoutMs', kind: 'int', min: 1 },
+  PerTryTimeoutMS: { key: 'perTryTimeoutMs', kind: 'int', min: 0 },
   RetryAttempts: { key: 'retryAttempts', kind: 'int', min: 0, max: 10 },
   MaxActiveRetries: { key: 'maxActiveRetries', kind: 'int', min: 0 },
   MaxConnections: { key: 'maxConnections', kind: 'int', min: 1 },
@@ -144,6 +147,7 @@ export function defaultDependencyOptions(): DependencyOptions {
     lbPolicy: 'least_request',
     hashHeader: '',
     requestTimeoutMs: 15000,
+    perTryTimeoutMs: 0,
     retryAttempts: 2,
     maxActiveRetries: 3,
     maxConnections: 10240,
@@ -160,6 +164,22 @@ export function defaultDependencyOptions(): DependencyOptions {
     retryNonIdempotent: false,
   };
 }
+
+/**
+ * Bounds on one app's mesh config. Each dependency becomes a cluster, listeners, routes and DNS
+ * names in the app's snapshot, which discover keeps in memory and every sidecar of the app holds:
+ * an unbounded config lets one writer grow them all (docs/static-topology.md, "Limits").
+ */
+export const MESH_CONFIG_LIMITS = {
+  /** base_ports entries. */
+  ports: 100,
+  /** base_services entries. */
+  dependencies: 1000,
+  /** Domains entries over all of the app's dependencies (each can add a route and a DNS name). */
+  domains: 1000,
+  /** Headers matches of one dependency. */
+  headers: 32,
+} as const;
 
 const INBOUND_OPTIONS = ['OPEN_LIMIT', 'LIMIT_RPS', 'LIMIT_BURST', 'LIMIT_CONNECTIONS', 'ALLOW'];
 const LB_POLICIES: readonly LbPolicy[] = ['least_request', 'round_robin', 'random', 'hash'];
@@ -224,6 +244,7 @@ function parseDependencyOption(opts: DependencyOptions, name: string, value: Opt
       return;
     case 'headers':
       opts.headers = parseHeaders(value, at);
+      if (opts.headers.length > MESH_CONFIG_LIMITS.headers) throw new ConfigError(`${at}: ${opts.headers.length} header matches; at most ${MESH_CONFIG_LIMITS.headers} are allowed`);
       return;
     case 'lb': {
       const lb = String(value).toLowerCase() as LbPolicy;
@@ -270,6 +291,7 @@ export function parseMeshConfig(raw: unknown, namespace: string, app: string): M
   const seenPorts = new Set<number>();
   const basePorts = raw.base_ports ?? [];
   if (!Array.isArray(basePorts)) throw new ConfigError(`${appWhere}: base_ports must be a list`);
+  if (basePorts.length > MESH_CONFIG_LIMITS.ports) throw new ConfigError(`${appWhere}: base_ports has ${basePorts.length} entries; at most ${MESH_CONFIG_LIMITS.ports} are allowed`);
   for (const [i, entry] of basePorts.entries()) {
     if (!isObject(entry)) throw new ConfigError(`${appWhere}: base_ports[${i}] must be an object`);
     const port = parseInteger(entry.port, `${appWhere}: base_ports[${i}].port=${show(entry.port)}`, 1, 65535);
@@ -309,6 +331,8 @@ export function parseMeshConfig(raw: unknown, namespace: string, app: string): M
   const seenDeps = new Set<string>();
   const baseServices = raw.base_services ?? [];
   if (!Array.isArray(baseServices)) throw new ConfigError(`${appWhere}: base_services must be a list`);
+  if (baseServices.length > MESH_CONFIG_LIMITS.dependencies) throw new ConfigError(`${appWhere}: base_services has ${baseServices.length} entries; at most ${MESH_CONFIG_LIMITS.dependencies} are allowed`);
+  let domains = 0;
   for (const [i, entry] of baseServices.entries()) {
     if (!isObject(entry)) throw new ConfigError(`${appWhere}: base_services[${i}] must be an object`);
     const alias = typeof entry.depend_service_alias === 'string' ? entry.depend_service_alias.trim().toLowerCase() : '';
@@ -327,6 +351,8 @@ export function parseMeshConfig(raw: unknown, namespace: string, app: string): M
     if (protocol === 'tcp' && (opts.prefix !== '/' || opts.headers.length > 0)) {
       throw new ConfigError(`${where}: invalid option ${opts.prefix !== '/' ? 'Prefix' : 'Headers'}: tcp dependencies cannot route by path or header`);
     }
+    domains += opts.domains.length;
+    if (domains > MESH_CONFIG_LIMITS.domains) throw new ConfigError(`${where}: invalid option Domains: the app's dependencies name more than ${MESH_CONFIG_LIMITS.domains} domains in all`);
     dependencies.push({ service, namespace: otherNamespace ?? namespace, port, protocol, options: opts });
   }
 
