@@ -153,6 +153,8 @@ export interface ResponseCase {
   data: string;
   /** The request's method (HEAD responses have no body). */
   method: string;
+  /** Where the bytes are split into separate reads (the outcome must not depend on it). */
+  splits?: number[];
 }
 
 /** A response: maybe interim heads, a final head from the palettes, a body, maybe more bytes; maybe damaged. */
@@ -183,7 +185,10 @@ export function genResponse(r: Rng): ResponseCase {
   if (method !== 'HEAD' || chance(r, 0.2)) data += body;
   if (chance(r, 0.15)) data += pick(r, ['HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok', 'junk', '\r\n', 'HTTP/1.1 204 No Content\r\n\r\n']);
   if (chance(r, 0.2)) data = mutate(r, data);
-  return { data, method };
+  const splits: number[] = [];
+  const reads = chance(r, 0.5) ? 0 : 1 + int(r, 4);
+  for (let i = 0; i < reads; i++) splits.push(int(r, data.length + 1));
+  return { data, method, splits: splits.sort((a, b) => a - b) };
 }
 
 export interface ChunkedCase {
@@ -220,44 +225,79 @@ export interface Simulated {
 }
 
 /**
- * proxy/http/h1/exchange.ts's onUpstreamData and writeBody over all of `data` at once: heads until
- * the final one (interim ones passed on), then the body as its framing says.
+ * proxy/http/h1/exchange.ts's onUpstreamData and writeBody over `data`, arriving in reads split at
+ * `splits`: heads until the final one (interim ones passed on), then the body as its framing says.
  */
-export function simulate(data: Buffer, method: string): Simulated {
+export function simulate(data: Buffer, method: string, splits: number[] = []): Simulated {
   const heads: ResponseHead[] = [];
   let forwarded = '';
-  let off = 0;
-  for (;;) {
-    const rest = data.subarray(off);
-    const end = rest.indexOf('\r\n\r\n');
-    if (end < 0) {
-      const bad = incompleteHeadError(rest);
-      if (bad !== null) return { outcome: 'reject', reason: bad, heads, from: off, consumed: data.length, forwarded, keepAlive: false, close: true };
-      return { outcome: 'incomplete', reason: 'head', heads, from: off, consumed: data.length, forwarded, keepAlive: false, close: true };
-    }
-    const r = parseResponseHead(rest, end, method, false);
-    if (typeof r === 'string') return { outcome: 'reject', reason: r, heads, from: off, consumed: off + end + 4, forwarded, keepAlive: false, close: true };
-    heads.push(r);
-    forwarded += r.head;
-    off += end + 4;
-    if (r.status < 200) continue;
-    const accept = (to: number, trailerClose = false): Simulated => ({
-      outcome: 'accept', reason: '', heads, from: off, consumed: to, forwarded: forwarded + data.toString('latin1', off, to),
-      keepAlive: r.keepAlive && !trailerClose, close: r.close || trailerClose,
-    });
-    switch (r.framing) {
-      case Framing.None: return accept(off);
-      case Framing.Length:
-        return data.length - off >= r.length ? accept(off + r.length) : { outcome: 'incomplete', reason: 'body', heads, from: off, consumed: data.length, forwarded, keepAlive: false, close: true };
-      case Framing.Chunked: {
-        const s = new ChunkedScanner();
-        const e = s.scan(data, off, data.length);
-        if (s.error) return { outcome: 'reject', reason: s.error, heads, from: off, consumed: data.length, forwarded, keepAlive: false, close: true };
-        return e >= 0 ? accept(e, s.close) : { outcome: 'incomplete', reason: 'body', heads, from: off, consumed: data.length, forwarded, keepAlive: false, close: true };
+  const done = (outcome: 'reject' | 'incomplete', reason: string, from: number, consumed: number): Simulated => ({ outcome, reason, heads, from, consumed, forwarded, keepAlive: false, close: true });
+  let headBuf: Buffer | null = null;
+  let final: ResponseHead | null = null;
+  let bodyFrom = 0; // where the final body starts in data
+  let remaining = 0;
+  let scanner: ChunkedScanner | null = null;
+  let at = 0;
+  for (const to of [...splits.filter((x) => x > 0 && x < data.length), data.length]) {
+    if (to <= at) continue;
+    const chunk = data.subarray(at, to);
+    const chunkAt = at;
+    at = to;
+    if (final === null) {
+      let checked = headBuf === null ? 0 : headBuf.length;
+      let bufAt = chunkAt - checked; // where buf starts in data
+      let buf: Buffer = headBuf === null ? chunk : Buffer.concat([headBuf, chunk]);
+      headBuf = null;
+      for (;;) {
+        const end = buf.indexOf('\r\n\r\n', checked > 3 ? checked - 3 : 0);
+        if (end < 0) {
+          const bad = incompleteHeadError(buf, checked);
+          if (bad !== null) return done('reject', bad, bufAt, to);
+          if (buf.length > 0) headBuf = Buffer.from(buf);
+          break;
+        }
+        const r = parseResponseHead(buf, end, method, false);
+        if (typeof r === 'string') return done('reject', r, bufAt, bufAt + end + 4);
+        heads.push(r);
+        forwarded += r.head;
+        buf = buf.subarray(end + 4);
+        bufAt += end + 4;
+        checked = 0;
+        if (r.status < 200) continue;
+        final = r;
+        bodyFrom = bufAt;
+        remaining = r.length;
+        if (r.framing === Framing.Chunked) scanner = new ChunkedScanner();
+        break;
       }
-      default: return accept(data.length);
+      if (final === null) continue;
+    }
+    // Body bytes from data[max(bodyFrom, chunkAt), to).
+    const from = Math.max(bodyFrom, chunkAt);
+    const accept = (end: number, trailerClose = false): Simulated => ({
+      outcome: 'accept', reason: '', heads, from: bodyFrom, consumed: end, forwarded: forwarded + data.toString('latin1', bodyFrom, end),
+      keepAlive: final!.keepAlive && !trailerClose, close: final!.close || trailerClose,
+    });
+    switch (final.framing) {
+      case Framing.None: return accept(bodyFrom);
+      case Framing.Length:
+        if (to - from >= remaining) return accept(from + remaining);
+        remaining -= to - from;
+        break;
+      case Framing.Chunked: {
+        const e = scanner!.scan(data, from, to);
+        if (scanner!.error) return done('reject', scanner!.error, bodyFrom, to);
+        if (e >= 0) return accept(e, scanner!.close);
+        break;
+      }
+      default: break;
     }
   }
+  if (final !== null && final.framing === Framing.UntilClose) {
+    return { outcome: 'accept', reason: '', heads, from: bodyFrom, consumed: data.length, forwarded: forwarded + data.toString('latin1', bodyFrom), keepAlive: false, close: true };
+  }
+  if (final !== null && final.framing === Framing.None) return { outcome: 'accept', reason: '', heads, from: bodyFrom, consumed: bodyFrom, forwarded, keepAlive: final.keepAlive, close: final.close };
+  return done('incomplete', final === null ? 'head' : 'body', final === null ? at - (headBuf?.length ?? 0) : bodyFrom, data.length);
 }
 
 // ---- what llhttp must agree with ---------------------------------------------------------------
@@ -337,9 +377,15 @@ const SENTINEL = 'HTTP/1.1 204 Sentinel\r\n\r\n';
 export function checkResponse(c: ResponseCase): Checked & { sim: Simulated } {
   const data = Buffer.from(c.data, 'latin1');
   const sim = simulate(data, c.method);
+  const split = simulate(data, c.method, c.splits ?? []);
   const p = (s: string): ParseCase => ({ mode: 'response', data: s, requestMethod: c.method });
   const k = sim.heads.length; // index of the message the outcome is about
   const out: Checked & { sim: Simulated } = { sim, parses: [], judge: () => null };
+  const same = sim.outcome === split.outcome && show(sim.heads) === show(split.heads) && (sim.outcome !== 'accept' || show(sim) === show(split));
+  if (!same) {
+    out.judge = () => `reads split at ${show(c.splits)} give ${show(split).slice(0, 300)}, one read gives ${show(sim).slice(0, 300)}`;
+    return out;
+  }
   if (sim.outcome === 'accept') {
     const final = sim.heads[k - 1];
     const untilClose = final.framing === Framing.UntilClose;

@@ -66,14 +66,16 @@ function dropListed(head: string, listed: string[]): string {
 /**
  * A head still missing its blank line that can already be refused: too long, not starting with
  * HTTP/1., or a CR or LF that is not part of a CRLF (llhttp refuses those wherever they are).
- * Returns the reason, or null to wait for more bytes.
+ * buf[0, checked) passed this check before (a head arriving in pieces is not rescanned). Returns
+ * the reason, or null to wait for more bytes.
  */
-export function incompleteHeadError(buf: Buffer): string | null {
+export function incompleteHeadError(buf: Buffer, checked = 0): string | null {
   if (buf.length >= MAX_RESPONSE_HEAD) return `response head over ${MAX_RESPONSE_HEAD} bytes`;
   const n = buf.length < 7 ? buf.length : 7;
-  for (let k = 0; k < n; k++) if (buf[k] !== 'HTTP/1.'.charCodeAt(k)) return 'status line does not start with HTTP/1.';
-  for (let k = buf.indexOf(LF); k >= 0; k = buf.indexOf(LF, k + 1)) if (k === 0 || buf[k - 1] !== CR) return 'LF without CR in the response head';
-  for (let k = buf.indexOf(CR); k >= 0 && k < buf.length - 1; k = buf.indexOf(CR, k + 1)) if (buf[k + 1] !== LF) return 'CR without LF in the response head';
+  for (let k = checked; k < n; k++) if (buf[k] !== 'HTTP/1.'.charCodeAt(k)) return 'status line does not start with HTTP/1.';
+  for (let k = buf.indexOf(LF, checked); k >= 0; k = buf.indexOf(LF, k + 1)) if (k === 0 || buf[k - 1] !== CR) return 'LF without CR in the response head';
+  const from = checked > 0 ? checked - 1 : 0; // a CR that ended the last piece
+  for (let k = buf.indexOf(CR, from); k >= 0 && k < buf.length - 1; k = buf.indexOf(CR, k + 1)) if (buf[k + 1] !== LF) return 'CR without LF in the response head';
   return null;
 }
 

@@ -9,7 +9,7 @@ import { Llhttp } from '../../lib/llhttp.ts';
 import { checkChunked, checkResponse, describeFailure, runFuzz, scanChunked, simulate, STRICTER_CHUNKED, STRICTER_HEADS } from '../../lib/h1ResponseFuzz.ts';
 
 const SEED = Number(process.env.SHOAL_FUZZ_SEED ?? 20250117);
-const CASES = Number(process.env.SHOAL_FUZZ_CASES ?? 12000);
+const CASES = Number(process.env.SHOAL_FUZZ_CASES ?? 10000);
 
 const ll = new Llhttp();
 t.teardown(() => ll.close());
