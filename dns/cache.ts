@@ -30,7 +30,9 @@ export function cacheHash(q: Query, flags: number): number {
 
 /** The question of a parsed query, kept by the forwarder for the cache. */
 export function cacheQuestion(msg: Buffer, q: Query, flags: number): CacheQuestion {
-  const name = Buffer.allocUnsafe(q.nameEnd - HEADER_LEN);
+  // Unpooled: a cache entry lives for minutes, and a slice of the shared pool would keep the
+  // whole 8 KiB slab alive with it.
+  const name = Buffer.allocUnsafeSlow(q.nameEnd - HEADER_LEN);
   for (let i = 0; i < name.length; i++) {
     const c = msg[HEADER_LEN + i];
     name[i] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
