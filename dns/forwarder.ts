@@ -18,6 +18,8 @@ import {
 /** Where an answer goes: the UDP server (to port/address) or one TCP connection (ignores both). */
 export interface ReplyTarget {
   send(answer: Buffer, port: number, address: string): void;
+  /** The forwarder took one query from this target: exactly one send follows, now or later. */
+  taken(): void;
 }
 
 interface Waiter {
@@ -118,6 +120,7 @@ export class Forwarder {
   /** Forwards q (parsed from msg) on behalf of one client; the answer goes to target. */
   forward(msg: Buffer, q: Query, flags: number, target: ReplyTarget, port: number, address: string, udpLimit: number): void {
     const waiter: Waiter = { target, port, address, query: msg, udpLimit };
+    target.taken();
     // Identical questions (name in any case, type, class, flags) share one upstream query.
     const cacheKey = q.key + String.fromCharCode(q.qtype, q.qclass, flags);
     const same = this.byKey.get(cacheKey);

@@ -8,7 +8,7 @@ import { LocalZone } from './localZone.ts';
 import { DnsMetrics } from './metrics.ts';
 import { checkInt, type DnsResponderOptions } from './options.ts';
 import { QueryRouter } from './queryRouter.ts';
-import { startDnsServer } from './server.ts';
+import { startDnsServer, type DnsServer } from './server.ts';
 import { parseUpstream, refuseSelf } from './upstreams.ts';
 import { nameKey } from './wire.ts';
 
@@ -19,6 +19,8 @@ export interface DnsResponder {
   setNames(names: DnsName[]): void;
   udpPort: number;
   tcpPort: number;
+  /** TCP connections open now. */
+  readonly tcpConnections: number;
   metrics: DnsMetrics;
   close(): Promise<void>;
 }
@@ -42,11 +44,13 @@ export async function startDnsResponder(opts: DnsResponderOptions): Promise<DnsR
   });
   let forwarder: Forwarder | null = null;
   let router: QueryRouter | null = null;
+  let server: DnsServer | null = null;
   const metrics = new DnsMetrics(opts.registry, {
     cacheEntries: () => cache.size,
     cacheBytes: () => cache.sizeBytes,
     localNames: () => router?.zone?.size ?? 0,
     inflight: () => forwarder?.inflight ?? 0,
+    tcpConnections: () => server?.tcpConnections ?? 0,
   });
   if (upstreams.length > 0) {
     forwarder = new Forwarder({
@@ -69,32 +73,36 @@ export async function startDnsResponder(opts: DnsResponderOptions): Promise<DnsR
   };
   if (opts.names) setNames(opts.names);
 
-  const server = await startDnsServer({
+  const listening = await startDnsServer({
     host: opts.host,
     port: opts.port,
     router,
     metrics,
     log,
     allowRemote: opts.allowRemote ?? false,
-    tcpIdleMs: opts.tcpIdleMs ?? 10000,
-    maxTcpConnections: opts.maxTcpConnections ?? 256,
+    tcpIdleMs: checkInt('tcpIdleMs', opts.tcpIdleMs ?? 10000, 1, 3_600_000),
+    maxTcpConnections: checkInt('maxTcpConnections', opts.maxTcpConnections ?? 256, 0, 65535),
   });
+  server = listening;
   try {
-    refuseSelf(upstreams, opts.host, server.udpPort);
+    refuseSelf(upstreams, opts.host, listening.udpPort);
     await forwarder?.start();
   } catch (err) {
-    await server.close();
+    await listening.close();
     throw err;
   }
-  log.info({ host: opts.host, port: server.udpPort, upstreams: upstreams.map((u) => u.label), clusterDomain, ttl }, 'dns listening');
+  log.info({ host: opts.host, port: listening.udpPort, upstreams: upstreams.map((u) => u.label), clusterDomain, ttl }, 'dns listening');
   return {
     setNames,
-    udpPort: server.udpPort,
-    tcpPort: server.tcpPort,
+    udpPort: listening.udpPort,
+    tcpPort: listening.tcpPort,
+    get tcpConnections() {
+      return listening.tcpConnections;
+    },
     metrics,
     async close() {
       forwarder?.close();
-      await server.close();
+      await listening.close();
       cache.clear();
     },
   };

@@ -23,7 +23,7 @@ export class DnsMetrics {
   private readonly counts = new Float64Array(SLOT_LABELS.length * RESULTS.length);
   private readonly reported = new Float64Array(SLOT_LABELS.length * RESULTS.length);
 
-  constructor(registry: Registry | undefined, gauges: { cacheEntries: () => number; cacheBytes: () => number; localNames: () => number; inflight: () => number }) {
+  constructor(registry: Registry | undefined, gauges: { cacheEntries: () => number; cacheBytes: () => number; localNames: () => number; inflight: () => number; tcpConnections: () => number }) {
     const registers = registry ? [registry] : [];
     const counts = this.counts;
     const reported = this.reported;
@@ -67,6 +67,7 @@ export class DnsMetrics {
     new Gauge({ name: 'shoal_dns_cache_bytes', help: 'Bytes of answers held in the forwarding cache', registers, collect() { this.set(gauges.cacheBytes()); } });
     new Gauge({ name: 'shoal_dns_local_names', help: 'Names (and wildcards) answered locally', registers, collect() { this.set(gauges.localNames()); } });
     new Gauge({ name: 'shoal_dns_inflight', help: 'Distinct queries waiting for an upstream', registers, collect() { this.set(gauges.inflight()); } });
+    new Gauge({ name: 'shoal_dns_tcp_connections', help: 'TCP client connections open', registers, collect() { this.set(gauges.tcpConnections()); } });
   }
 
   /** Counts one query; qtype -1 for a packet too broken to have one. */

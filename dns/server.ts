@@ -58,11 +58,36 @@ class UdpListener implements ReplyTarget {
   send(answer: Buffer, port: number, address: string): void {
     this.socket.send(answer, port, address);
   }
+
+  taken(): void {
+    // One datagram, one answer: nothing to bound per client.
+  }
 }
 
-/** One TCP client: length-prefixed queries in, length-prefixed answers out, in any order. */
+// A TCP client may pipeline queries; reading stops while either of these is reached and goes on
+// once answers have gone out, so a client that writes without reading holds a bounded amount of
+// memory (kernel buffers aside) and then hits the idle timeout.
+// Queries of one connection waiting for an upstream.
+export const MAX_TCP_PENDING = 64;
+// Bytes of answers queued in the process for one connection (the socket's high-water mark); the
+// same bound applies to input Node reads ahead while the connection is paused.
+export const TCP_HIGH_WATER = 16 * 1024;
+
+/**
+ * One TCP client: length-prefixed queries in, length-prefixed answers out, in any order.
+ * Unparsed input is at most the rest of one read (64 KiB) while reading is paused, and at most
+ * one partial message otherwise.
+ */
 class TcpConnection implements ReplyTarget {
-  private buf: Buffer = Buffer.alloc(0);
+  // Unparsed input from off on; null when there is none.
+  private buf: Buffer | null = null;
+  private off = 0;
+  // Queries handed to the forwarder and not answered yet.
+  private pending = 0;
+  private paused = false;
+  private pumping = false;
+  // The client sent FIN: answer what is pending, then close.
+  private ended = false;
   private readonly socket: TcpSocket;
   private readonly router: QueryRouter;
   private readonly metrics: DnsMetrics;
@@ -72,43 +97,114 @@ class TcpConnection implements ReplyTarget {
     this.router = router;
     this.metrics = metrics;
     socket.setNoDelay(true);
+    // Any read or write restarts it; a paused connection whose client does not read sees
+    // neither, so a stalled client is closed after idleMs.
     socket.setTimeout(idleMs, () => socket.destroy());
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('drain', () => this.pump());
+    socket.on('end', () => {
+      this.ended = true;
+      this.maybeEnd();
+    });
     socket.on('error', () => socket.destroy());
+    socket.on('close', () => {
+      this.buf = null;
+    });
   }
 
   private onData(chunk: Buffer): void {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-    while (this.buf.length >= 2) {
-      const len = this.buf.readUInt16BE(0);
+    if (this.buf === null) {
+      this.buf = chunk;
+    } else {
+      this.buf = Buffer.concat([this.buf.subarray(this.off), chunk]);
+    }
+    this.off = 0;
+    this.pump();
+  }
+
+  /** Answers the complete queries held, as far as the limits allow; pauses or resumes reading. */
+  private pump(): void {
+    if (this.pumping) return;
+    this.pumping = true;
+    const socket = this.socket;
+    let blocked = false;
+    while (this.buf !== null && !socket.destroyed) {
+      if (socket.writableNeedDrain || this.pending >= MAX_TCP_PENDING) {
+        blocked = true;
+        break;
+      }
+      const buf = this.buf;
+      const off = this.off;
+      if (buf.length - off < 2) break;
+      const len = (buf[off] << 8) | buf[off + 1];
       if (len > MAX_QUERY_LEN) {
         // Not a query we serve, and the stream cannot be resynchronised: count and hang up.
         this.metrics.count(-1, 'malformed');
-        this.socket.destroy();
-        return;
+        this.buf = null;
+        socket.destroy();
+        break;
       }
-      if (this.buf.length < 2 + len) return;
-      const msg = Buffer.from(this.buf.subarray(2, 2 + len));
-      this.buf = this.buf.subarray(2 + len);
+      const end = off + 2 + len;
+      if (buf.length < end) break;
+      // A copy: a forwarded query outlives this read's buffer.
+      const msg = Buffer.from(buf.subarray(off + 2, end));
+      if (end === buf.length) this.buf = null;
+      else this.off = end;
       const answer = this.router.route(msg, this, 0, '', true);
-      if (answer !== null) this.send(answer);
+      if (answer !== null) this.write(answer);
     }
+    this.pumping = false;
+    if (socket.destroyed) return;
+    if (blocked) {
+      if (!this.paused) {
+        this.paused = true;
+        socket.pause();
+      }
+      return;
+    }
+    // Only a partial message is left: keep just its bytes, not the whole read.
+    if (this.buf !== null && this.off > 0) {
+      this.buf = Buffer.from(this.buf.subarray(this.off));
+      this.off = 0;
+    }
+    if (this.paused) {
+      this.paused = false;
+      socket.resume();
+    }
+    this.maybeEnd();
   }
 
+  private maybeEnd(): void {
+    if (this.ended && this.pending === 0 && !this.paused && !this.socket.destroyed) this.socket.end();
+  }
+
+  private write(answer: Buffer): void {
+    const socket = this.socket;
+    if (socket.destroyed || !socket.writable) return;
+    const out = Buffer.allocUnsafe(2 + answer.length);
+    out[0] = answer.length >> 8;
+    out[1] = answer.length & 0xff;
+    answer.copy(out, 2);
+    socket.write(out);
+  }
+
+  taken(): void {
+    this.pending++;
+  }
+
+  /** A forwarded query's answer (or its SERVFAIL). */
   send(answer: Buffer): void {
-    if (this.socket.destroyed || !this.socket.writable) return;
-    const prefix = Buffer.allocUnsafe(2);
-    prefix.writeUInt16BE(answer.length);
-    this.socket.cork();
-    this.socket.write(prefix);
-    this.socket.write(answer);
-    this.socket.uncork();
+    this.pending--;
+    this.write(answer);
+    if (this.paused || this.ended) this.pump();
   }
 }
 
 export interface DnsServer {
   udpPort: number;
   tcpPort: number;
+  /** TCP connections open now. */
+  readonly tcpConnections: number;
   close(): Promise<void>;
 }
 
@@ -151,7 +247,8 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
       // The kernel's rmem_max caps it; the default still works.
     }
     const port = udp.socket.address().port;
-    const tcp = createServer({ pauseOnConnect: false }, (socket) => {
+    // Half-open: a client may send its queries and FIN, then read the answers (RFC 7766).
+    const tcp = createServer({ pauseOnConnect: false, allowHalfOpen: true, highWaterMark: TCP_HIGH_WATER }, (socket) => {
       if (connections.size >= opts.maxTcpConnections ||
           (!opts.allowRemote && !(socket.remoteAddress ?? '').startsWith('127.'))) {
         opts.metrics.count(-1, 'dropped');
@@ -172,6 +269,9 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     return {
       udpPort: port,
       tcpPort: port,
+      get tcpConnections() {
+        return connections.size;
+      },
       async close() {
         udp.socket.close();
         for (const s of connections) s.destroy();
