@@ -5,11 +5,13 @@ import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server } from 'node:net';
 import dnsPacket from 'dns-packet';
 import { Registry } from 'prom-client';
+import { SOCKET_USES } from '../../dns/forwarder.ts';
 import { dig, rcodeOf, sleep, startDnsmasq, udpQuery, withResponder } from './fixtures.ts';
 
 type Reply = Buffer | null;
-interface Received { raw: Buffer; packet: dnsPacket.DecodedPacket; tcp: boolean }
-interface FakeUpstream { port: number; received: Received[] }
+// port: the query's source port (UDP only).
+interface Received { raw: Buffer; packet: dnsPacket.DecodedPacket; tcp: boolean; port: number }
+interface FakeUpstream { port: number; received: Received[]; udp: UdpSocket }
 
 /** An upstream on 127.0.0.1 (UDP and TCP, one port) whose answers the test writes. */
 async function fakeUpstream(t: Test, answer: (q: Received) => Reply | Promise<Reply>, attempt = 0): Promise<FakeUpstream> {
@@ -18,10 +20,17 @@ async function fakeUpstream(t: Test, answer: (q: Received) => Reply | Promise<Re
   await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
   const port = udp.address().port;
   udp.on('message', async (raw, rinfo) => {
-    const q = { raw, packet: dnsPacket.decode(raw), tcp: false };
+    const q = { raw, packet: dnsPacket.decode(raw), tcp: false, port: rinfo.port };
     received.push(q);
     const out = await answer(q);
-    if (out) udp.send(out, rinfo.port, rinfo.address);
+    // A delayed answer may come after its test ended and closed this socket.
+    if (out) {
+      try {
+        udp.send(out, rinfo.port, rinfo.address);
+      } catch {
+        // closed
+      }
+    }
   });
   const tcp: Server = createServer((s) => {
     let buf = Buffer.alloc(0);
@@ -29,7 +38,7 @@ async function fakeUpstream(t: Test, answer: (q: Received) => Reply | Promise<Re
       buf = Buffer.concat([buf, c]);
       if (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0)) return;
       const raw = buf.subarray(2, 2 + buf.readUInt16BE(0));
-      const q = { raw, packet: dnsPacket.decode(raw), tcp: true };
+      const q = { raw, packet: dnsPacket.decode(raw), tcp: true, port: 0 };
       received.push(q);
       const out = await answer(q);
       if (!out) return;
@@ -55,7 +64,7 @@ async function fakeUpstream(t: Test, answer: (q: Received) => Reply | Promise<Re
     udp.close();
     tcp.close();
   });
-  return { port, received };
+  return { port, received, udp };
 }
 
 function reply(q: Received, answers: dnsPacket.Answer[], extra: Partial<dnsPacket.Packet> = {}): Buffer {
@@ -222,4 +231,93 @@ t.test('over the in-flight limit a query gets SERVFAIL at once', async (t) => {
   t.ok(Date.now() - started < 400, 'without waiting for the upstream');
   t.equal(rcodeOf(await first), 0, 'the query in flight still gets its answer');
   t.equal(r.metrics.total('dropped'), 1);
+});
+
+t.test('upstream queries leave from random source ports, one query per port at a time, a few at most per port', async (t) => {
+  const up = await fakeUpstream(t, async (q) => {
+    const name = q.packet.questions![0].name;
+    if (name.startsWith('c')) await sleep(300);
+    return reply(q, [{ type: 'A', name, ttl: 30, data: '10.0.0.5' }]);
+  });
+  const r = await withResponder(t, { upstreams: [`127.0.0.1:${up.port}`], names: [] });
+  // 50 in flight together: each leaves from a socket of its own.
+  const burst = await Promise.all(Array.from({ length: 50 }, (_, i) =>
+    udpQuery(r.udpPort, { questions: [{ type: 'A', name: `c${i}.ports.test` }] }, 4000)));
+  t.ok(burst.every((a) => rcodeOf(a) === 0), 'all answered');
+  const together = new Set(up.received.map((q) => q.port));
+  t.equal(together.size, 50, `50 queries in flight together came from ${together.size} source ports`);
+  const sorted = [...together].sort((a, b) => a - b);
+  t.ok(sorted[sorted.length - 1] - sorted[0] > 1000, `spread over ports ${sorted[0]}-${sorted[sorted.length - 1]}, not a sequence`);
+  // 50 one after another: a socket carries a few queries, then a new port is taken.
+  const first = up.received.length;
+  for (let i = 0; i < 50; i++) t.equal(rcodeOf(await udpQuery(r.udpPort, { questions: [{ type: 'A', name: `s${i}.ports.test` }] })), 0);
+  const perPort = new Map<number, number>();
+  for (const q of up.received.slice(first)) perPort.set(q.port, (perPort.get(q.port) ?? 0) + 1);
+  t.ok(perPort.size >= Math.ceil(50 / SOCKET_USES), `50 queries in a row came from ${perPort.size} source ports`);
+  t.ok(Math.max(...perPort.values()) <= SOCKET_USES, `no port carried more than ${SOCKET_USES} queries`);
+  // Unused sockets are closed within about two seconds: their ports can be bound again.
+  await sleep(2500);
+  const ports = [...together, ...perPort.keys()];
+  let stillOpen = 0;
+  for (const port of ports) {
+    const probe = createSocket('udp4');
+    const err = await new Promise<Error | null>((resolve) => {
+      probe.once('error', resolve);
+      probe.bind(port, '0.0.0.0', () => resolve(null));
+    });
+    if (err) stillOpen++;
+    probe.close();
+  }
+  // Another process may have taken one of these ports since; one is allowed.
+  t.ok(stillOpen <= 1, `${stillOpen} of ${ports.length} source ports still bound`);
+});
+
+t.test('forged answers are ignored: other source port or address, other ID, other question', async (t) => {
+  const liar = createSocket('udp4');
+  await new Promise<void>((resolve) => liar.bind(0, '127.0.0.1', resolve));
+  t.teardown(() => liar.close());
+  const elsewhere = createSocket('udp4');
+  let forgedSent = 0;
+  const up: FakeUpstream = await fakeUpstream(t, async (q) => {
+    const name = q.packet.questions![0].name;
+    const forged = (data: string, patch: Partial<dnsPacket.Packet> = {}) => dnsPacket.encode({
+      type: 'response', id: q.packet.id, flags: dnsPacket.RECURSION_AVAILABLE | dnsPacket.RECURSION_DESIRED,
+      questions: q.packet.questions, answers: [{ type: 'A', name, ttl: 300, data }], ...patch,
+    });
+    const toResponder = (from: UdpSocket, b: Buffer) => {
+      from.send(b, q.port, '127.0.0.1');
+      forgedSent++;
+    };
+    toResponder(liar, forged('6.6.6.1')); // right ID and question, another source port
+    toResponder(elsewhere, forged('6.6.6.2')); // the upstream's port, another address
+    toResponder(up.udp, forged('6.6.6.3', { id: (q.packet.id! + 1) & 0xffff }));
+    toResponder(up.udp, forged('6.6.6.4', { questions: [{ type: 'A', name: 'other.test' }] }));
+    toResponder(up.udp, forged('6.6.6.5', { questions: [{ type: 'AAAA', name }] }));
+    toResponder(up.udp, forged('6.6.6.6', { questions: [{ type: 'A', name, class: 'CH' }] }));
+    toResponder(up.udp, forged('6.6.6.7', { questions: [] }));
+    toResponder(up.udp, forged('6.6.6.8', { questions: [q.packet.questions![0], q.packet.questions![0]] }));
+    await sleep(150);
+    // The real answer, the name in other letter case (still the question asked).
+    return reply(q, [{ type: 'A', name, ttl: 300, data: '10.0.0.1' }], { questions: [{ type: 'A', name: name.toUpperCase() }] });
+  });
+  await new Promise<void>((resolve) => elsewhere.bind(up.port, '127.0.0.2', resolve));
+  t.teardown(() => elsewhere.close());
+  const r = await withResponder(t, { upstreams: [`127.0.0.1:${up.port}`], names: [], upstreamTimeoutMs: 2000 });
+  const res = await dig(r.udpPort, 'target.test');
+  t.equal(forgedSent, 8, 'eight forged answers were sent first');
+  t.same(res.answers, ['target.test. 300 IN A 10.0.0.1'], 'the client got the real answer, with its own spelling');
+  t.same((await dig(r.udpPort, 'target.test')).answers.map((a) => a.split(' ').pop()), ['10.0.0.1'], 'and so did the cache');
+  t.equal(up.received.length, 1, 'one upstream query');
+});
+
+t.test('an upstream that refuses (ICMP port unreachable) fails the try at once', async (t) => {
+  const gone = createSocket('udp4');
+  await new Promise<void>((resolve) => gone.bind(0, '127.0.0.1', resolve));
+  const port = gone.address().port;
+  gone.close();
+  const up = await startDnsmasq(t, ['--address=/ext.test/10.9.8.7']);
+  const r = await withResponder(t, { upstreams: [`127.0.0.1:${port}`, `127.0.0.1:${up.port}`], upstreamTimeoutMs: 2500, names: [] });
+  const res = await dig(r.udpPort, 'a.ext.test');
+  t.same(res.answers, ['a.ext.test. 60 IN A 10.9.8.7'], 'the second upstream answered');
+  t.ok(res.ms < 1500, `after ${res.ms} ms, not after the 2500 ms timeout`);
 });
