@@ -5,23 +5,23 @@
 // (connect failures always; resets, timeouts and 502/503/504 for idempotent methods or when the
 // route allows), within MaxActiveRetries and the cluster's retry budget, and outlier reports.
 import type { Endpoint } from '../../cluster/endpoint.ts';
-import { disarm, type DeadlineHolder, type DeadlineQueue } from '../../policy/deadlines.ts';
-import { classify, connectionListed, Hop } from '../hopByHop.ts';
+import { disarm, TryDeadline, type DeadlineHolder, type DeadlineQueue } from '../../policy/deadlines.ts';
+import { classify, Hop } from '../hopByHop.ts';
 import { ERROR_STATUS, type ShoalError } from '../madeUpResponse.ts';
 import { nextRequestId } from '../requestId.ts';
 import { forwardedClientCert } from '../../tls/meshTls.ts';
 import type { RouteBackend } from '../routeTable.ts';
 import { ChunkedScanner } from './chunkedScanner.ts';
+import { Framing, incompleteHeadError, parseResponseHead } from './responseHead.ts';
 import type { ClientConnection } from './clientConnection.ts';
 import type { RequestHead } from './requestHead.ts';
 import type { UpstreamConnection, UpstreamUser } from './upstreamPool.ts';
 
-const MAX_RESPONSE_HEAD = 64 * 1024;
 const SINGLE_WRITE_MAX = 16 * 1024;
-const BODY_NONE = 0;
-const BODY_LENGTH = 1;
-const BODY_CHUNKED = 2;
-const BODY_UNTIL_CLOSE = 3;
+const BODY_NONE = Framing.None;
+const BODY_LENGTH = Framing.Length;
+const BODY_CHUNKED = Framing.Chunked;
+const BODY_UNTIL_CLOSE = Framing.UntilClose;
 
 
 const REASONS: Record<number, string> = { 200: 'OK', 204: 'No Content', 301: 'Moved Permanently', 302: 'Found', 304: 'Not Modified', 400: 'Bad Request', 404: 'Not Found', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
@@ -45,17 +45,6 @@ export function idempotent(method: string): boolean {
 export const Failure = { ConnectFailure: 0, ConnectTimeout: 1, RequestTimeout: 2, Reset: 3, Status5xx: 4 } as const;
 export type Failure = (typeof Failure)[keyof typeof Failure];
 
-/** Removes the header lines a Connection header listed from a head block (rare: costs a split). */
-function dropListed(head: string, listed: string[]): string {
-  const lines = head.split('\r\n');
-  const kept = [lines[0]];
-  for (let i = 1; i < lines.length; i++) {
-    const colon = lines[i].indexOf(':');
-    if (!listed.includes(lines[i].slice(0, colon).toLowerCase())) kept.push(lines[i]);
-  }
-  return kept.join('\r\n');
-}
-
 export class Exchange implements UpstreamUser, DeadlineHolder {
   readonly client: ClientConnection;
   readonly head: RequestHead;
@@ -69,6 +58,8 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
   deadlineQueue: DeadlineQueue | null = null;
   /** Retries made so far; > 0 also means this exchange holds one of the cluster's active retries. */
   private attempts = 0;
+  /** The current attempt's PerTryTimeoutMS deadline (a holder of its own: proxy/policy/deadlines.ts); null when the cluster has none. */
+  private tryDeadline: TryDeadline | null = null;
   /** Waiting in the endpoint pool's queue for a connection. */
   private queued = false;
   private upstream: UpstreamConnection | null = null;
@@ -77,7 +68,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
   private gotBytes = false;
   private headBuf: Buffer | null = null;
   private status = 0;
-  private bodyMode = BODY_NONE;
+  private bodyMode: Framing = BODY_NONE;
   private remaining = 0;
   private scanner: ChunkedScanner | null = null;
   private upstreamKeepAlive = true;
@@ -99,7 +90,13 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     cluster.active++;
     cluster.budget.request(this.start);
     this.upstreamHead = this.buildUpstreamHead();
+    // RequestTimeoutMS counts from the request's arrival over every attempt: armed once, here.
     this.backend.deadlines?.arm(this, this.start);
+    const tq = cluster.tryDeadlines;
+    if (tq !== null) {
+      this.tryDeadline = new TryDeadline(this, tq);
+      tq.arm(this.tryDeadline, this.start);
+    }
     this.acquire();
   }
 
@@ -111,11 +108,14 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     this.fail('circuit-open', `${this.backend.cluster.name}: every connection MaxConnections allows to ${this.endpoint.key} is busy and MaxPendingRequests (${this.backend.cluster.policy.maxPendingRequests}) are waiting`);
   }
 
-  /** RequestTimeoutMS passed with no response head (or, mid-body, with no byte) from the upstream. */
+  /**
+   * RequestTimeoutMS passed since the request arrived with no response head (or, mid-body, with no
+   * byte) from the upstream. The request's time is up: no retry (retryAllowed sees the deadline gone).
+   */
   onDeadline(): void {
     if (this.done) return;
     const conn = this.releaseUpstream();
-    const detail = `${this.backend.cluster.name} ${this.endpoint.key}: no response within ${this.backend.deadlines!.timeoutMs} ms`;
+    const detail = `${this.backend.cluster.name} ${this.endpoint.key}: no response within RequestTimeoutMS (${this.backend.deadlines!.timeoutMs} ms)`;
     if (this.status >= 200) {
       // The head is out: the client can only be told by a cut connection.
       this.backend.cluster.outlier.failure(this.endpoint);
@@ -126,6 +126,16 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
       return;
     }
     this.attemptFailed(conn !== null && conn.connected ? Failure.RequestTimeout : Failure.ConnectTimeout, conn !== null && conn.connected ? 'request-timeout' : 'connect-timeout', detail);
+  }
+
+  /** PerTryTimeoutMS passed in this attempt with no response head: the attempt fails, and may be retried while RequestTimeoutMS has time left. */
+  onTryDeadline(): void {
+    // A response head already came: the per-try bound is met (mid-body silence is RequestTimeoutMS's).
+    if (this.done || this.status !== 0) return;
+    const conn = this.releaseUpstream();
+    const connected = conn !== null && conn.connected;
+    const detail = `${this.backend.cluster.name} ${this.endpoint.key}: no response within PerTryTimeoutMS (${this.tryDeadline!.queue.timeoutMs} ms)`;
+    this.attemptFailed(connected ? Failure.RequestTimeout : Failure.ConnectTimeout, connected ? 'request-timeout' : 'connect-timeout', detail);
   }
 
   /** Counts a failed attempt, reports it to outlier detection, then retries elsewhere or answers with the error. */
@@ -154,6 +164,8 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
   private retryAllowed(why: Failure): boolean {
     const cluster = this.backend.cluster;
     if (this.attempts >= cluster.policy.retryAttempts) return false;
+    // RequestTimeoutMS is the bound over all attempts: once it fired (unlinked), nothing is left for another.
+    if (this.deadlineQueue === null && this.backend.deadlines !== null) return false;
     if (why !== Failure.ConnectFailure && why !== Failure.ConnectTimeout && !this.backend.retryNonIdempotent && !idempotent(this.head.method)) return false;
     if (this.attempts > 0) cluster.activeRetries--; // this exchange's retry slot is free again while it asks
     const ok = cluster.admitRetry(performance.now());
@@ -161,7 +173,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     return ok;
   }
 
-  /** The next attempt, on another endpoint when there is one, with a fresh deadline. */
+  /** The next attempt, on another endpoint when there is one: a fresh PerTryTimeoutMS, what is left of RequestTimeoutMS. */
   private retry(): void {
     const cluster = this.backend.cluster;
     this.attempts++;
@@ -180,7 +192,8 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     this.gotBytes = false;
     this.retried = false;
     if (this.head.host === undefined) this.upstreamHead = this.buildUpstreamHead();
-    this.backend.deadlines?.arm(this, performance.now());
+    const td = this.tryDeadline;
+    if (td !== null) td.queue.arm(td, performance.now());
     this.acquire();
   }
 
@@ -247,36 +260,50 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
   /** chunk may be the connection's shared read buffer: bytes kept past this call are copied. */
   onUpstreamData(conn: UpstreamConnection, chunk: Buffer): void {
     this.gotBytes = true;
-    if (this.status === 0) {
-      const buf = this.headBuf === null ? chunk : Buffer.concat([this.headBuf, chunk]);
-      const end = buf.indexOf('\r\n\r\n');
+    if (this.status !== 0) {
+      // Mid-body: the deadline now bounds silence, re-armed as bytes arrive (a few field writes).
+      if (this.deadlineQueue !== null) this.deadlineQueue.arm(this, performance.now());
+      this.writeBody(chunk, 0, false);
+      return;
+    }
+    // A head arriving in pieces: the bytes before `checked` were looked at already.
+    let checked = this.headBuf === null ? 0 : this.headBuf.length;
+    let buf = this.headBuf === null ? chunk : Buffer.concat([this.headBuf, chunk]);
+    this.headBuf = null;
+    // Interim (1xx) heads are passed on, rewritten like final ones, until the final head.
+    for (;;) {
+      const end = buf.indexOf('\r\n\r\n', checked > 3 ? checked - 3 : 0);
       if (end < 0) {
-        if (buf.length > MAX_RESPONSE_HEAD) return this.upstreamBroken('upstream-reset', 'response head too large');
-        this.headBuf = buf === chunk ? Buffer.from(chunk) : buf;
+        const bad = incompleteHeadError(buf, checked);
+        if (bad !== null) return this.upstreamBroken('upstream-reset', `malformed response head: ${bad}`);
+        if (buf.length > 0) this.headBuf = Buffer.from(buf);
         return;
       }
-      this.headBuf = null;
-      const status = this.parseResponseHead(buf, end);
-      if (status < 0) return this.upstreamBroken('upstream-reset', 'malformed response head');
-      if (status >= 502 && status <= 504) {
+      // A head llhttp would refuse (or RFC 9112 lets a proxy refuse) never reaches the client.
+      const r = parseResponseHead(buf, end, this.head.method, this.head.close || this.client.listener.draining);
+      if (typeof r === 'string') return this.upstreamBroken('upstream-reset', `malformed response head: ${r}`);
+      if (r.status < 200) {
+        this.client.socket.write(r.head, 'latin1');
+        buf = buf.subarray(end + 4);
+        checked = 0;
+        continue;
+      }
+      this.status = r.status;
+      this.bodyMode = r.framing;
+      this.remaining = r.length;
+      this.scanner = r.framing === BODY_CHUNKED ? new ChunkedScanner() : null;
+      this.upstreamKeepAlive = r.keepAlive;
+      this.closeClient = r.close;
+      this.responseHead = r.head;
+      if (r.status >= 502 && r.status <= 504) {
         const cluster = this.backend.cluster;
         cluster.stats.fail5xx++;
         cluster.outlier.failure(this.endpoint);
         if (this.retryAllowed(Failure.Status5xx)) return this.discardAndRetry(conn, buf, end + 4);
       }
-      if (status < 200) {
-        // 1xx informational: pass it on and keep reading for the final head.
-        this.client.socket.write(Buffer.from(buf.subarray(0, end + 4)));
-        this.status = 0;
-        if (buf.length > end + 4) this.onUpstreamData(conn, buf.subarray(end + 4));
-        return;
-      }
       this.writeBody(buf, end + 4, true);
       return;
     }
-    // Mid-body: the deadline now bounds silence, re-armed as bytes arrive (a few field writes).
-    if (this.deadlineQueue !== null) this.deadlineQueue.arm(this, performance.now());
-    this.writeBody(chunk, 0, false);
   }
 
   /**
@@ -288,92 +315,13 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     let whole = false;
     if (this.bodyMode === BODY_NONE) whole = rest === 0;
     else if (this.bodyMode === BODY_LENGTH) whole = rest === this.remaining;
-    else if (this.bodyMode === BODY_CHUNKED) whole = this.scanner!.scan(buf, from, buf.length) === buf.length;
+    else if (this.bodyMode === BODY_CHUNKED) whole = this.scanner!.scan(buf, from, buf.length) === buf.length && !this.scanner!.close;
     this.upstream = null;
     conn.pool.release(conn, whole && this.upstreamKeepAlive);
     this.retry();
   }
 
-  /**
-   * Parses the status line and headers and prepares the head for the client: the upstream's header
-   * block copied in slices, minus hop-by-hop lines (names are only sliced when their length could
-   * match one). Returns the status, or -1 for a malformed head.
-   */
-  private parseResponseHead(buf: Buffer, end: number): number {
-    const text = buf.toString('latin1', 0, end);
-    let lineEnd = text.indexOf('\r\n');
-    if (lineEnd < 0) lineEnd = text.length;
-    if (!text.startsWith('HTTP/1.') || text.charCodeAt(8) !== 32) return -1;
-    const http10 = text.charCodeAt(7) === 48;
-    const status = (text.charCodeAt(9) - 48) * 100 + (text.charCodeAt(10) - 48) * 10 + (text.charCodeAt(11) - 48);
-    if (!(status >= 100 && status <= 999) || (lineEnd > 12 && text.charCodeAt(12) !== 32)) return -1;
-    if (status < 200) {
-      this.status = status;
-      return status;
-    }
-    // Copied in slices: [copyFrom, dropped line's leading CRLF) each time a line is dropped.
-    let out = http10 ? `HTTP/1.1${text.slice(8, lineEnd)}` : '';
-    let copyFrom = http10 ? lineEnd : 0;
-    let length = -1;
-    let chunked = false;
-    let upstreamClose = http10;
-    let listed: string[] | null = null;
-    let pos = lineEnd + 2;
-    while (pos < text.length) {
-      let next = text.indexOf('\r\n', pos);
-      if (next < 0) next = text.length;
-      const colon = text.indexOf(':', pos);
-      if (colon <= pos || colon > next) return -1;
-      const n = colon - pos;
-      if (n === 2 || n === 7 || n === 10 || n === 14 || n === 16 || n === 17) {
-        const name = text.slice(pos, colon).toLowerCase();
-        const value = text.slice(colon + 1, next).trim();
-        let drop = true;
-        if (name === 'content-length') {
-          if (length >= 0 || !/^[0-9]+$/.test(value)) return -1;
-          length = Number(value);
-          drop = false;
-        } else if (name === 'connection') {
-          const v = value.toLowerCase();
-          if (v.includes('close')) upstreamClose = true;
-          else if (http10 && v.includes('keep-alive')) upstreamClose = false;
-          listed = connectionListed(value);
-        } else if (name === 'transfer-encoding') {
-          if (value.toLowerCase() !== 'chunked') return -1;
-          chunked = true;
-        } else if (name !== 'te' && name !== 'trailer' && name !== 'upgrade' && name !== 'keep-alive' && name !== 'proxy-connection') {
-          drop = false;
-        }
-        if (drop) {
-          out += text.slice(copyFrom, pos - 2);
-          copyFrom = next;
-        }
-      }
-      pos = next + 2;
-    }
-    out += text.slice(copyFrom, text.length);
-    if (listed !== null) out = dropListed(out, listed);
-    this.status = status;
-    const noBody = this.head.method === 'HEAD' || status === 204 || status === 304;
-    if (noBody) this.bodyMode = BODY_NONE;
-    else if (chunked) {
-      this.bodyMode = BODY_CHUNKED;
-      this.scanner = new ChunkedScanner();
-      out += '\r\ntransfer-encoding: chunked';
-    } else if (length >= 0) {
-      this.bodyMode = length === 0 ? BODY_NONE : BODY_LENGTH;
-      this.remaining = length;
-    } else {
-      this.bodyMode = BODY_UNTIL_CLOSE;
-      upstreamClose = true;
-    }
-    this.upstreamKeepAlive = !upstreamClose;
-    this.closeClient = this.head.close || this.client.listener.draining || this.bodyMode === BODY_UNTIL_CLOSE;
-    if (this.closeClient) out += '\r\nconnection: close';
-    this.responseHead = `${out}\r\n\r\n`;
-    return status;
-  }
-
+  /** The head for the client, until it is written (with the first body bytes). */
   private responseHead = '';
 
   /** Forwards body bytes buf[from..]; on the first call the head goes out in the same write. */
@@ -395,10 +343,15 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
         break;
       case BODY_CHUNKED: {
         const end = this.scanner!.scan(buf, from, to);
-        if (this.scanner!.error) return this.upstreamBroken('upstream-reset', 'malformed chunked body');
+        if (this.scanner!.error) return this.upstreamBroken('upstream-reset', `malformed chunked body: ${this.scanner!.error}`);
         if (end >= 0) {
           to = end;
           complete = true;
+          if (this.scanner!.close) {
+            // A Connection trailer: the client reads it too, so neither connection is used again.
+            this.upstreamKeepAlive = false;
+            this.closeClient = true;
+          }
         }
         break;
       }
