@@ -51,6 +51,8 @@ function onResponseClose(this: TaggedResponse): void {
 const CLIENT_GONE = new Error('client closed the connection');
 const TIMED_OUT = new Error('the request deadline passed');
 const TRY_TIMED_OUT = new Error('the attempt passed PerTryTimeoutMS');
+/** A response head node:http cannot pass on (e.g. a control byte in the reason phrase): the upstream's fault, a 502. */
+const MALFORMED_RESPONSE = new Error('malformed response head');
 
 /** The client went silent mid-body for bodyIdleMs (the socket's idle timer; node:http emits it on the request). */
 function onBodyIdle(this: TaggedRequest): void {
@@ -468,8 +470,15 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     if (this.site.draining) res.shouldKeepAlive = false;
     const raw = controller.rawHeaders;
     const out = Array.isArray(raw) ? downstreamHeaders(raw) : downstreamHeaders(Object.entries(headers).flatMap(([k, v]) => Array.isArray(v) ? v.flatMap((x) => [k, String(x)]) : [k, String(v)]));
-    if (statusMessage) res.writeHead(statusCode, statusMessage, out);
-    else res.writeHead(statusCode, out);
+    try {
+      if (statusMessage) res.writeHead(statusCode, statusMessage, out);
+      else res.writeHead(statusCode, out);
+    } catch {
+      // node:http validates what it writes (ERR_INVALID_CHAR); the fast path refuses the same heads.
+      // The refused reason stays on res and would fail the 502 too.
+      res.statusMessage = '';
+      controller.abort(MALFORMED_RESPONSE);
+    }
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
