@@ -27,7 +27,7 @@ export const proxyFlags: FlagSpec[] = [
   { name: 'admin-port', type: 'int', default: 65533, description: 'Port of the admin endpoint' },
   { name: 'inbound-address', type: 'string', default: '0.0.0.0', description: 'Address the inbound listen ports bind' },
   { name: 'drain-timeout', type: 'int', default: 20, description: 'Seconds to let requests in flight finish on SIGTERM' },
-  { name: 'request-head-timeout', type: 'int', default: 60, description: 'Seconds a client has to send a whole request head, from its first byte (408 after that)' },
+  { name: 'request-head-timeout', type: 'int', default: 60, description: 'Seconds a client has to send a whole request head, from its first byte, and the most a request body may stay silent (408 after that)' },
   { name: 'access-log', type: 'bool', default: false, description: 'Log one JSON line per request (format in docs/proxy.md)' },
   { name: 'access-log-sample', type: 'int', default: 1, description: 'With --access-log, log 1 request in this many' },
   { name: 'warm-up-requests', type: 'int', default: DEFAULT_WARM_UP_REQUESTS, description: 'Requests the sidecar sends through a private loopback listener before it reports ready, so its request path is compiled before the first real request (0: none)' },

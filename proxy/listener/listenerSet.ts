@@ -130,7 +130,7 @@ export class ListenerSet {
         ? new HttpListener(s.name, s.direction, new RouteTable(s.name, s.routes, clusters, this.ctx.metrics), this.ctx)
         : new TcpListener(s.name, s.direction, new TcpRoute(s.routes[0], clusters, this.ctx.metrics, s.direction), this.ctx);
       setLimits(listener, s.limits);
-      if (listener instanceof HttpListener) listener.requestHeadTimeoutMs = this.requestHeadTimeoutMs;
+      if (listener instanceof HttpListener || listener instanceof H2Listener) listener.requestHeadTimeoutMs = this.requestHeadTimeoutMs;
       const entry: Entry = { spec: s, listener, bound: false, retry: null };
       if (s.direction === 'inbound') this.meshTls?.guardInbound(listener.server, s.port);
       this.entries.set(s.key, entry);

@@ -221,11 +221,6 @@ export class ClientConnection {
     this.socket.end(response, 'latin1');
   }
 
-  /** The exchange's writes to the client are backed up: its upstream stays paused until the client drains. */
-  waitDrain(): void {
-    // The drain listener is permanent (onDrain resumes the exchange's upstream).
-  }
-
   exchangeDone(ex: Exchange, close: boolean): void {
     if (this.exchange !== ex) return;
     this.exchange = null;

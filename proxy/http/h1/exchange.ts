@@ -385,10 +385,8 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
       this.complete();
       return;
     }
-    if (!ok && this.upstream) {
-      this.upstream.socket.pause();
-      this.client.waitDrain();
-    }
+    // The client connection's drain listener resumes it (ClientConnection.onDrain).
+    if (!ok && this.upstream) this.upstream.socket.pause();
   }
 
   /** The client's socket drained: let the upstream send again. */
