@@ -170,7 +170,7 @@ export function describeDemo(demo: Demo): string {
     `  curl http://127.0.0.1:${demo.proxy.adminPort}/config_dump`,
     `  curl ${d}/v2/snapshot/default/web`,
     `  curl ${d}/v1/resources/default/web/mesh`,
-    `  node cli.ts get default/web --discover ${d}`,
+    `  npx node cli.ts get default/web --discover ${d}`,
     '',
     'Ctrl-C stops everything.',
     '',

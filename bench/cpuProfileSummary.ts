@@ -1,6 +1,6 @@
 // Where a process's time went, from a V8 CPU profile (node --cpu-prof): self time by function and
 // by file, the top entries. Used to explain a missed benchmark target.
-//   node bench/cpuProfileSummary.ts FILE.cpuprofile [--top 25]
+//   npx node bench/cpuProfileSummary.ts FILE.cpuprofile [--top 25]
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 
@@ -37,7 +37,7 @@ export function summarize(profile: Profile, top = 25): { totalMs: number; idleMs
 if (import.meta.main) {
   const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '25' } } });
   if (positionals.length !== 1) {
-    console.error('usage: node bench/cpuProfileSummary.ts FILE.cpuprofile [--top N]');
+    console.error('usage: npx node bench/cpuProfileSummary.ts FILE.cpuprofile [--top N]');
     process.exit(2);
   }
   const s = summarize(JSON.parse(readFileSync(positionals[0], 'utf8')) as Profile, Number(values.top));

@@ -3,7 +3,7 @@
 // client has its answer, beside a bare node:http long-poll floor. The measurement is the
 // discover-propagation scenario of npm run bench (bench/scenarios/discoverPropagation.ts); this
 // prints its result as JSON on stdout, progress on stderr. Runs the built JavaScript (npm run build).
-//   node bench/discover.ts [--waiters 1000,10000] [--rounds 5] [--duration 5] [--client c|node] [--fanout-threads auto|N] [--smoke]
+//   npx node bench/discover.ts [--waiters 1000,10000] [--rounds 5] [--duration 5] [--client c|node] [--fanout-threads auto|N] [--smoke]
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,7 +32,7 @@ if (waiters.some((n) => !Number.isInteger(n) || n < 1) || !Number.isInteger(roun
 }
 const dir = mkdtempSync(join(tmpdir(), 'shoal-bench-discover-'));
 const client = values.client as 'c' | 'node';
-const command = `node bench/discover.ts --waiters ${waiters.join(',')} --rounds ${rounds} --duration ${duration} --client ${client} --fanout-threads ${values['fanout-threads']}${smoke ? ' --smoke' : ''}`;
+const command = `npx node bench/discover.ts --waiters ${waiters.join(',')} --rounds ${rounds} --duration ${duration} --client ${client} --fanout-threads ${values['fanout-threads']}${smoke ? ' --smoke' : ''}`;
 try {
   const r = await runDiscoverPropagation({ duration, rounds, smoke: false, pin: false, dir, machine: machineInfo(), command, log: (m) => console.error(m) },
     { waiters, snapshotRps: hasCommand('wrk'), client, fanOutThreads: values['fanout-threads'] });

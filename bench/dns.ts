@@ -3,7 +3,7 @@
 // progress on stderr; --out FILE also writes the JSON there.
 // --pin runs dnsperf on CPU 0 and every server on CPU 1 (taskset) to take scheduler moves out.
 // --codec adds dgram + dns-packet; --dns2 DIR adds the dns2 server (not a dependency).
-//   npm run build && node bench/dns.ts [--rounds 3] [--duration 5] [--clients 4] [--pin] [--codec] [--dns2 DIR] [--smoke] [--out FILE]
+//   npm run build && npx node bench/dns.ts [--rounds 3] [--duration 5] [--clients 4] [--pin] [--codec] [--dns2 DIR] [--smoke] [--out FILE]
 import { writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -40,7 +40,7 @@ if (tools.missing.length) {
 const result = await runDnsBench({ rounds, duration, clients, pin: values.pin, codec: values.codec, dns2: values.dns2, log: (m) => console.error(m) });
 const out = {
   ...result,
-  command: `node bench/dns.ts --rounds ${rounds} --duration ${duration} --clients ${clients}${values.pin ? ' --pin' : ''}${values.codec ? ' --codec' : ''}${smoke ? ' --smoke' : ''}`,
+  command: `npx node bench/dns.ts --rounds ${rounds} --duration ${duration} --clients ${clients}${values.pin ? ' --pin' : ''}${values.codec ? ' --codec' : ''}${smoke ? ' --smoke' : ''}`,
   machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, note: 'dnsperf, dnsmasq and shoal share these cores: figures are noisy' },
 };
 console.log(JSON.stringify(out, null, 2));

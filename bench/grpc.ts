@@ -2,8 +2,8 @@
 // against the same @grpc/grpc-js client calling the server directly, in the same run: rounds
 // interleave the two (order rotated each round) so drift on a shared machine hits both alike.
 //
-//   npm run build && node bench/grpc.ts [--rounds 5] [--duration 5] [--in-flight 32] [--payload 100]
-//   node bench/grpc.ts --upstream-clients [--rounds 3] [--duration 3] [--in-flight 64]
+//   npm run build && npx node bench/grpc.ts [--rounds 5] [--duration 5] [--in-flight 32] [--payload 100]
+//   npx node bench/grpc.ts --upstream-clients [--rounds 3] [--duration 3] [--in-flight 64]
 //     (the measurement behind proxy/h2's upstream client: node:http2 against undici's H2CClient,
 //     each driving gRPC unary calls straight at the same server; no sidecar, no build needed)
 //

@@ -4,7 +4,7 @@
 // time to ready, discover's memory, and propagation: from an EndpointSlice change written to the
 // API server until every client holding a snapshot of an app that depends on that Service has the
 // new version.
-//   npm run build && node bench/kubernetes.ts [--services 10000] [--endpoints 100000] [--clients 1000]
+//   npm run build && npx node bench/kubernetes.ts [--services 10000] [--endpoints 100000] [--clients 1000]
 //     [--rounds 10] [--apps 1000] [--dependents 100] [--cpu-prof DIR] [--smoke]
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';

@@ -4,7 +4,7 @@
 // reuse, upstream keep-alive) as a peer. Max rps with keep-alive (wrk, closed loop) and latency at a
 // fixed rate (open loop, coordinated omission corrected); rounds interleaved so drift hits all alike.
 //
-//   npm run build && node bench/mtls.ts [--seconds 10] [--rounds 3] [--rate 1000] [--connections 50] [--profile DIR]
+//   npm run build && npx node bench/mtls.ts [--seconds 10] [--rounds 3] [--rate 1000] [--connections 50] [--profile DIR]
 // --profile DIR: the sidecars run under node --cpu-prof (summarize with bench/cpuProfileSummary.ts).
 //
 // Runs the sidecars from dist/ (built JavaScript), as in a pod.

@@ -2,7 +2,7 @@
 // --cpu-prof, drives only that path with wrk (or the paced client with --rate), stops the sidecar
 // and prints the busy-time summary (bench/cpuProfileSummary.ts). The .cpuprofile is kept for
 // Chrome DevTools / speedscope.
-//   npm run build && node bench/profileSidecar.ts --path l7|l4 [--duration 10] [--connections 50] [--rate N] [--out DIR]
+//   npm run build && npx node bench/profileSidecar.ts --path l7|l4 [--duration 10] [--connections 50] [--rate N] [--out DIR]
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -3,7 +3,7 @@
 // added latency at a fixed 1,000 rps; RSS and CPU of the sidecar beside a bare node:http server.
 // The measurements are the http-max, http-fixed-rate and sidecar-footprint scenarios of
 // npm run bench (bench/scenarios/); this prints their results as JSON on stdout, progress on stderr.
-//   npm run build && node bench/proxy.ts [--rounds 3] [--duration 5] [--connections 50] [--rate 1000]
+//   npm run build && npx node bench/proxy.ts [--rounds 3] [--duration 5] [--connections 50] [--rate 1000]
 //     [--all] [--pin] [--sidecar-node-options="--max-semi-space-size=1"] [--smoke]
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -49,7 +49,7 @@ if (tools.missing.length) {
   process.exit(2);
 }
 const machine = machineInfo();
-const command = `node bench/proxy.ts --rounds ${rounds} --duration ${duration} --connections ${connections} --rate ${rate}${values.all ? ' --all' : ''}${values.pin ? ' --pin' : ''}${sidecarNodeOptions.length ? ` --sidecar-node-options="${sidecarNodeOptions.join(' ')}"` : ''}${smoke ? ' --smoke' : ''}`;
+const command = `npx node bench/proxy.ts --rounds ${rounds} --duration ${duration} --connections ${connections} --rate ${rate}${values.all ? ' --all' : ''}${values.pin ? ' --pin' : ''}${sidecarNodeOptions.length ? ` --sidecar-node-options="${sidecarNodeOptions.join(' ')}"` : ''}${smoke ? ' --smoke' : ''}`;
 const contenders: HttpContender[] = values.all ? HTTP_MAX_CONTENDERS : ['direct', 'shoal-l7', 'shoal-l4', 'nginx-1'];
 const dir = mkdtempSync(join(tmpdir(), 'shoal-bench-proxy-'));
 const ctx: ScenarioContext = { duration, rounds, smoke, pin: values.pin, dir, machine, command, log: (m) => console.error(m) };
