@@ -27,6 +27,7 @@ export const proxyFlags: FlagSpec[] = [
   { name: 'admin-port', type: 'int', default: 65533, description: 'Port of the admin endpoint' },
   { name: 'inbound-address', type: 'string', default: '0.0.0.0', description: 'Address the inbound listen ports bind' },
   { name: 'drain-timeout', type: 'int', default: 20, description: 'Seconds to let requests in flight finish on SIGTERM' },
+  { name: 'request-receive-timeout', type: 'int', default: 300, description: 'Seconds an HTTP/1 request may take to arrive whole, body included, from its first byte (408 after that; 0: no bound). Bounds a client that sends a body a byte at a time' },
   { name: 'request-head-timeout', type: 'int', default: 60, description: 'Seconds a client has to send a whole request head, from its first byte, and the most a request body may stay silent (408 after that)' },
   { name: 'access-log', type: 'bool', default: false, description: 'Log one JSON line per request (format in docs/proxy.md)' },
   { name: 'access-log-sample', type: 'int', default: 1, description: 'With --access-log, log 1 request in this many' },
@@ -47,6 +48,8 @@ export interface ProxyOptions {
   drainTimeoutMs?: number;
   /** A request head must arrive whole within this long of its first byte. */
   requestHeadTimeoutMs?: number;
+  /** An HTTP/1 request, body included, must arrive whole within this long (0: no bound). */
+  requestReceiveTimeoutMs?: number;
   accessLog?: boolean;
   accessLogSample?: number;
   logLevel?: string;
@@ -82,6 +85,12 @@ function parseRequestHeadTimeout(v: unknown): number {
   return v * 1000;
 }
 
+/** --request-receive-timeout: whole seconds, 0 (no bound) to 86400. */
+function parseRequestReceiveTimeout(v: unknown): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 86400) throw new Error(`--request-receive-timeout must be whole seconds from 0 (no bound) to 86400, got ${JSON.stringify(v)}`);
+  return v * 1000;
+}
+
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
 
 /** ProxyOptions from parsed flags, with the sidecar's plain env names (DISCOVER_URL, ...) as fallbacks. */
@@ -100,6 +109,7 @@ export function proxyOptions(values: FlagValues, env: NodeJS.ProcessEnv = proces
     inboundAddress: str(values['inbound-address']),
     drainTimeoutMs: typeof values['drain-timeout'] === 'number' ? values['drain-timeout'] * 1000 : undefined,
     requestHeadTimeoutMs: values['request-head-timeout'] === undefined ? undefined : parseRequestHeadTimeout(values['request-head-timeout']),
+    requestReceiveTimeoutMs: values['request-receive-timeout'] === undefined ? undefined : parseRequestReceiveTimeout(values['request-receive-timeout']),
     accessLog: values['access-log'] === true,
     accessLogSample: typeof values['access-log-sample'] === 'number' ? values['access-log-sample'] : undefined,
     logLevel: str(values['log-level']),
@@ -116,7 +126,11 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const metrics = new ProxyMetrics();
   const accessLog = opts.accessLog ? new AccessLog(log, opts.accessLogSample ?? 1) : null;
   const clusters = new ClusterSet(drainTimeoutMs + 10_000, metrics);
-  const listeners = new ListenerSet({ log, metrics, accessLog, drainTimeoutMs, requestHeadTimeoutMs: opts.requestHeadTimeoutMs ?? 60_000 });
+  const listeners = new ListenerSet({
+    log, metrics, accessLog, drainTimeoutMs,
+    requestHeadTimeoutMs: opts.requestHeadTimeoutMs ?? 60_000,
+    requestReceiveTimeoutMs: opts.requestReceiveTimeoutMs ?? 300_000,
+  });
   const applier = new SnapshotApplier({ clusters, listeners, metrics, log, inboundAddress: opts.inboundAddress ?? '0.0.0.0' });
   // Workload identity (proxy/tls): a certificate from the mesh CA on discover, mTLS to meshed peers, inbound gates.
   const meshTls = new MeshTls({ log, registry: metrics.registry, caUrl: new URL(url).origin, tokenFile: opts.tokenFile });

@@ -30,6 +30,8 @@ export interface ForwardSite {
   readonly log: Logger;
   /** The longest a client may go silent in the middle of a request body (0: no bound). */
   readonly bodyIdleMs: number;
+  /** The whole body must have arrived this long after the request did (0: no bound). */
+  readonly bodyReceiveMs: number;
 }
 
 const FORWARD = Symbol('shoal.forward');
@@ -58,6 +60,11 @@ const MALFORMED_RESPONSE = new Error('malformed response head');
 function onBodyIdle(this: TaggedRequest): void {
   const f = this[FORWARD];
   if (f) f.bodyIdle();
+}
+
+/** The body has not arrived whole within bodyReceiveMs of the request (a byte at a time keeps the idle timer quiet). */
+function onReceiveDeadline(f: ForwardRequest): void {
+  f.receiveDeadline();
 }
 
 function onBodyEnd(this: TaggedRequest): void {
@@ -223,6 +230,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
   private released = false;
   /** The body idle timer is set on the client socket for this request. */
   private idleArmed = false;
+  private receiveTimer: NodeJS.Timeout | null = null;
 
   constructor(req: IncomingMessage, res: ServerResponse, site: ForwardSite, backend: RouteBackend, endpoint: Endpoint, start: number) {
     this.req = req;
@@ -294,6 +302,11 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
       this.idleArmed = true;
       this.req.setTimeout(this.site.bodyIdleMs, onBodyIdle);
       this.req.once('end', onBodyEnd);
+      if (this.site.bodyReceiveMs > 0) {
+        // One timer, only for a request whose body is still coming when it is sent upstream.
+        this.receiveTimer = setTimeout(onReceiveDeadline, Math.max(0, this.start + this.site.bodyReceiveMs - performance.now()), this);
+        this.receiveTimer.unref();
+      }
     }
     // More requests in flight here than MaxConnections: this one waits in undici's queue for a connection.
     if (this.endpoint.slowActive > cluster.policy.maxConnections) {
@@ -322,9 +335,25 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
 
   /** The whole body was read from the client: its silence no longer matters. */
   bodyDone(): void {
+    if (this.receiveTimer !== null) {
+      clearTimeout(this.receiveTimer);
+      this.receiveTimer = null;
+    }
     if (!this.idleArmed) return;
     this.idleArmed = false;
     if (!this.done) this.sock?.setTimeout(0);
+  }
+
+  /** bodyReceiveMs passed with the body still coming. */
+  receiveDeadline(): void {
+    this.receiveTimer = null;
+    if (this.req.complete) return;
+    if (this.done) {
+      // Answered already (the upstream did not wait for the body): nothing else will close it.
+      this.sock?.destroy();
+      return;
+    }
+    this.clientTimedOut(`the request body did not arrive whole within ${this.site.bodyReceiveMs} ms (--request-receive-timeout)`);
   }
 
   /** The client sent no body byte for bodyIdleMs. */

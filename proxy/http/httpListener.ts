@@ -145,6 +145,9 @@ export class HttpListener implements ForwardSite {
     this.httpServer.headersTimeout = ms;
   }
 
+  /** A request, body included, must arrive whole within this long of its head (--request-receive-timeout; 0: no bound). */
+  bodyReceiveMs = 300_000;
+
   /**
    * The longest a client may go silent in the middle of a request body: the head's bound again (as
    * nginx's client_header_timeout and client_body_timeout, 60 s each). 408 request-timeout after it.

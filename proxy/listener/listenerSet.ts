@@ -67,14 +67,16 @@ export class ListenerSet {
   private readonly ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null };
   private readonly drainTimeoutMs: number;
   private readonly requestHeadTimeoutMs: number;
+  private readonly requestReceiveTimeoutMs: number;
   private closed = false;
   /** Workload identity (proxy/tls): the mTLS gate put in front of inbound listeners. */
   meshTls: MeshTls | null = null;
 
-  constructor(ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null; drainTimeoutMs: number; requestHeadTimeoutMs?: number }) {
+  constructor(ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null; drainTimeoutMs: number; requestHeadTimeoutMs?: number; requestReceiveTimeoutMs?: number }) {
     this.ctx = ctx;
     this.drainTimeoutMs = ctx.drainTimeoutMs;
     this.requestHeadTimeoutMs = ctx.requestHeadTimeoutMs ?? 60_000;
+    this.requestReceiveTimeoutMs = ctx.requestReceiveTimeoutMs ?? 300_000;
   }
 
   /** True when every listener of the applied snapshot is bound. */
@@ -131,6 +133,7 @@ export class ListenerSet {
         : new TcpListener(s.name, s.direction, new TcpRoute(s.routes[0], clusters, this.ctx.metrics, s.direction), this.ctx);
       setLimits(listener, s.limits);
       if (listener instanceof HttpListener || listener instanceof H2Listener) listener.requestHeadTimeoutMs = this.requestHeadTimeoutMs;
+      if (listener instanceof HttpListener) listener.bodyReceiveMs = this.requestReceiveTimeoutMs;
       const entry: Entry = { spec: s, listener, bound: false, retry: null };
       if (s.direction === 'inbound') this.meshTls?.guardInbound(listener.server, s.port);
       this.entries.set(s.key, entry);

@@ -132,6 +132,38 @@ apps:
   t.match(steady.text, /^HTTP\/1\.1 200 [^]*got 12$/, `a steady slow body is not cut (${Math.round(steady.ms)} ms)`);
 });
 
+t.test('inbound: a body sent a byte at a time is cut at --request-receive-timeout with 408; a quick one passes', async (t) => {
+  const app = createServer((req, res) => {
+    let n = 0;
+    req.on('data', (d: Buffer) => (n += d.length));
+    req.on('end', () => res.end(`got ${n}`));
+  });
+  await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
+  const appPort = (app.address() as AddressInfo).port;
+  t.teardown(() => {
+    app.closeAllConnections();
+    app.close();
+  });
+  const inboundAddress = randomLoopback();
+  const RECEIVE = 1500;
+  const s = await startSidecar(t, `services: []
+apps:
+  - name: web
+    config:
+      base_ports:
+        - { port: ${appPort}, protocol: http }
+`, { inboundAddress, requestReceiveTimeoutMs: RECEIVE });
+  let listen = 0;
+  s.proxy.onSnapshot((snap) => (listen = snap.inbound[0].listenPort ?? 0));
+  // A byte every 100 ms: never idle, but 1,000 bytes would take 100 s.
+  const trickle = await rawClient(inboundAddress, listen, 'POST /up HTTP/1.1\r\nHost: app\r\nContent-Length: 1000\r\n\r\n', RECEIVE + 6000, { everyMs: 100, bytes: 1000 });
+  t.ok(trickle.closed, 'the trickled upload was cut');
+  t.match(trickle.text, /^HTTP\/1\.1 408 [^]*x-shoal-error: request-timeout/i, '408 request-timeout');
+  t.ok(trickle.ms >= RECEIVE - 100 && trickle.ms < RECEIVE + 3000, `at the receive bound (${Math.round(trickle.ms)} ms, bound ${RECEIVE} ms)`);
+  const quick = await request(`http://${inboundAddress}:${listen}/up`, { method: 'POST', body: 'x'.repeat(100_000) });
+  t.equal(await quick.body.text(), 'got 100000', 'a body that arrives in time is forwarded whole');
+});
+
 t.test('a request head on a connection handed to node:http has the head bound too', async (t) => {
   const b = await httpBackend(t, 'api', bodyHandler);
   const HEAD = 1000;
