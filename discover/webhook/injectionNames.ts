@@ -1,4 +1,4 @@
-// Names the injector writes or reads on Pods and Services (fixed in DESIGN.md where listed there).
+// Names the injector writes or reads on Pods and Services: users and scripts rely on them (docs/injection.md).
 
 export const ANNOTATION_INJECT = 'shoal.dev/inject';
 export const ANNOTATION_PROXY_CPU = 'shoal.dev/proxy-cpu';
