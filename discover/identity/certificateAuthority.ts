@@ -133,6 +133,16 @@ export class CertificateAuthority {
    * Checks the CSR (PEM PKCS#10, self-signature, key type, requested names) and signs a certificate
    * for `who`. Throws CsrError, signing nothing, when the CSR is malformed or asks for another identity.
    */
+  /**
+   * The leaf's authorityKeyIdentifier is the root's own subjectKeyIdentifier when it has one (RFC 5280
+   * 4.2.1.1): a root made elsewhere (Helm's genCA, Go 1.25+) derives it from a truncated SHA-256, not
+   * the SHA-1 of the key, and OpenSSL will not chain a leaf whose key ids disagree.
+   */
+  private async authorityKeyId(): Promise<x509.AuthorityKeyIdentifierExtension> {
+    const ski = this.cert.getExtension(x509.SubjectKeyIdentifierExtension);
+    return ski ? new x509.AuthorityKeyIdentifierExtension(ski.keyId) : x509.AuthorityKeyIdentifierExtension.create(this.cert.publicKey);
+  }
+
   async sign(csrPem: string, who: Omit<WorkloadId, 'trustDomain'>, ttlMs: number): Promise<IssuedCertificate> {
     const want = spiffeId({ trustDomain: this.trustDomain, ...who });
     let csr: x509.Pkcs10CertificateRequest;
@@ -181,7 +191,7 @@ export class CertificateAuthority {
         new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
         new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
         new x509.SubjectAlternativeNameExtension([{ type: 'url', value: want }], true),
-        await x509.AuthorityKeyIdentifierExtension.create(this.cert.publicKey),
+        await this.authorityKeyId(),
       ],
     });
     this.issued++;

@@ -163,7 +163,7 @@ if (kube) {
     }
 
     const deploy = find(objects, 'Deployment')[0];
-    t.equal(deploy.metadata.name, 'shoal-discover', 'the name DESIGN.md\'s discover URL uses');
+    t.equal(deploy.metadata.name, 'shoal-discover', 'the name the sidecars\' discover URL uses');
     t.equal(deploy.spec.replicas, 2);
     const pod = deploy.spec.template.spec;
     t.equal(pod.securityContext.runAsNonRoot, true);
@@ -312,11 +312,9 @@ if (kube) {
     const leaf = new X509Certificate(issued.certificate);
     t.ok(leaf.verify(root.publicKey), 'the workload certificate is signed by the generated root\'s key');
     // Helm's genCA (Go 1.25 and later) sets the root's subjectKeyIdentifier to a truncated SHA-256 of its
-    // key; discover's CA writes the leaf's authorityKeyIdentifier as the SHA-1 of that key, so OpenSSL
+    // key, not the SHA-1: the leaf's authorityKeyIdentifier must repeat the root's own, or OpenSSL
     // (checkIssued, and Node's TLS chain building) does not take the root as the leaf's issuer.
-    t.ok(leaf.checkIssued(root), 'the workload certificate chains to the generated root (OpenSSL)', {
-      todo: 'discover\'s CA must copy the root\'s subjectKeyIdentifier into authorityKeyIdentifier',
-    });
+    t.ok(leaf.checkIssued(root), 'the workload certificate chains to the generated root (OpenSSL)');
     t.equal(leaf.subjectAltName, `URI:${want}`);
 
     const text = await notes(k, values);
