@@ -16,6 +16,7 @@ const GRPC_STATUS_OF: Record<string, number> = {
   'upstream-reset': GrpcStatus.UNAVAILABLE,
   'rate-limited': GrpcStatus.UNAVAILABLE,
   'no-route': GrpcStatus.UNIMPLEMENTED,
+  'bad-request': 3, // INVALID_ARGUMENT
   denied: 7, // PERMISSION_DENIED: the mesh authorization policy (proxy/tls, issue 10)
 };
 

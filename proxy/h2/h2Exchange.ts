@@ -9,7 +9,6 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
 import type { AccessLog } from '../accessLog.ts';
 import type { Endpoint } from '../cluster/endpoint.ts';
-import { sendClientError } from '../http/forward.ts';
 import { idempotent } from '../http/h1/exchange.ts';
 import { ERROR_STATUS, sendMadeUp, type ShoalError } from '../http/madeUpResponse.ts';
 import { nextRequestId } from '../http/requestId.ts';
@@ -536,7 +535,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     }
     const status = clientStatus === 408 ? 408 : ERROR_STATUS[error];
     if (down instanceof H1Downstream) {
-      this.finish(status === 408 ? sendClientError(down.res, 408, error, detail) : sendMadeUp(down.res, error, detail, this.site.draining));
+      this.finish(status === 408 ? sendMadeUp(down.res, error, detail, true, 408) : sendMadeUp(down.res, error, detail, this.site.draining));
       return;
     }
     if (down.headersSent) {

@@ -11,7 +11,7 @@ import { createServer as createNetServer, type Server as NetServer, type Socket 
 import type { Gauge } from 'prom-client';
 import type { Logger } from '../../shared/log.ts';
 import type { AccessLog } from '../accessLog.ts';
-import { sendClientError, unforwardable } from '../http/forward.ts';
+import { unforwardable } from '../http/forward.ts';
 import { ERROR_STATUS, sendMadeUp, type ShoalError } from '../http/madeUpResponse.ts';
 import type { RouteBackend, RouteTable } from '../http/routeTable.ts';
 import type { ProxyMetrics } from '../metrics.ts';
@@ -151,7 +151,7 @@ function onRequest(this: TaggedHttp, req: IncomingMessage, res: ServerResponse):
     // More than one Host, or a target that is no path: the client's error (400), before any endpoint is picked.
     req.resume();
     l.metrics.madeUp.labels(l.name, 'bad-request').inc();
-    sendClientError(res, 400, 'bad-request', bad);
+    sendMadeUp(res, 'bad-request', bad, true);
     return;
   }
   l.handle(new H1Downstream(req, res, l.closeAfter));

@@ -76,27 +76,6 @@ function takeTurn(f: ForwardRequest): void {
 }
 
 /**
- * A made-up answer for what the client did wrong (400: a request the sidecar will not forward; 408:
- * a body that stopped or came too slowly). The connection closes after it: what follows on it cannot
- * be trusted to be framed. Returns the status.
- */
-export function sendClientError(res: ServerResponse, status: 400 | 408, error: string, detail: string): number {
-  if (res.headersSent) {
-    res.destroy();
-    return status;
-  }
-  const body = `${status} ${error}: ${detail}\n`;
-  res.shouldKeepAlive = false;
-  res.writeHead(status, [
-    'content-type', 'text/plain; charset=utf-8',
-    'content-length', String(Buffer.byteLength(body)),
-    'x-shoal-error', error,
-  ]);
-  res.end(body);
-  return status;
-}
-
-/**
  * Why the sidecar will not forward this request, or null: what undici would refuse to send (more
  * than one Host, a request-target not in origin or absolute form, such as \`*\`) is the client's error
  * (RFC 9112 3.2: 400 for more than one Host), answered before any endpoint is picked.
@@ -212,7 +191,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
   requestId = '';
   controller: Dispatcher.DispatchController | null = null;
   done = false;
-  error: ShoalError | 'bad-request' | '' = '';
+  error: ShoalError | '' = '';
   // RequestTimeoutMS, from arrival to the response head over all attempts (proxy/policy/deadlines.ts).
   deadlineAt = 0;
   deadlineNext: DeadlineHolder | null = null;
@@ -375,7 +354,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     this.error = 'request-timeout';
     this.backend.errors.labels(cluster.name, 'request-timeout').inc();
     const status = this.res.headersSent ? this.res.statusCode : 408;
-    sendClientError(this.res, 408, 'request-timeout', `${cluster.name}: ${detail}`);
+    sendMadeUp(this.res, 'request-timeout', `${cluster.name}: ${detail}`, true, 408);
     this.abandon(status);
   }
 
@@ -548,7 +527,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
       this.error = 'bad-request';
       this.backend.errors.labels(this.backend.cluster.name, 'bad-request').inc();
       this.site.log.debug({ listener: this.site.name, error: err.message }, 'request refused before sending');
-      this.finish(sendClientError(this.res, 400, 'bad-request', err.message));
+      this.finish(sendMadeUp(this.res, 'bad-request', err.message, true));
       return;
     }
     const e = upstreamError(err as Error & { code?: string });

@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from '../../shared/log.ts';
 import type { AccessLog } from '../accessLog.ts';
 import type { ProxyMetrics } from '../metrics.ts';
-import { ForwardRequest, sendClientError, unforwardable, type ForwardSite } from './forward.ts';
+import { ForwardRequest, unforwardable, type ForwardSite } from './forward.ts';
 import { sendMadeUp } from './madeUpResponse.ts';
 import type { CompiledRoute, RouteBackend, RouteTable } from './routeTable.ts';
 import { rawMadeUp, UpgradeRequest } from './upgrade.ts';
@@ -159,7 +159,7 @@ export class HttpListener implements ForwardSite {
   /** A request the sidecar will not forward (forward.ts unforwardable): 400, counted as the client's error. */
   private badRequest(res: ServerResponse, detail: string): void {
     this.metrics.madeUp.labels(this.name, 'bad-request').inc();
-    sendClientError(res, 400, 'bad-request', detail);
+    sendMadeUp(res, 'bad-request', detail, true);
   }
 
   /** Applies OPEN_LIMIT limits (inbound); a bucket whose rate and burst stay keeps its tokens. */

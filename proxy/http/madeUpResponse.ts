@@ -2,7 +2,7 @@
 // Never a hung or silently reset socket while the client can still be told.
 import type { ServerResponse } from 'node:http';
 
-export type ShoalError = 'no-endpoints' | 'circuit-open' | 'overloaded' | 'connect-timeout' | 'request-timeout' | 'upstream-reset' | 'rate-limited' | 'no-route' | 'denied';
+export type ShoalError = 'no-endpoints' | 'circuit-open' | 'overloaded' | 'connect-timeout' | 'request-timeout' | 'upstream-reset' | 'rate-limited' | 'no-route' | 'denied' | 'bad-request';
 
 export const ERROR_STATUS: Record<ShoalError, number> = {
   'no-endpoints': 503,
@@ -14,11 +14,14 @@ export const ERROR_STATUS: Record<ShoalError, number> = {
   'rate-limited': 429,
   'no-route': 404,
   denied: 403, // mesh authorization policy (proxy/tls)
+  'bad-request': 400, // a request the sidecar will not forward: the client's error, never an endpoint's
 };
 
-/** Writes the made-up response if the head is not out yet; otherwise the only honest signal left is a reset. */
-export function sendMadeUp(res: ServerResponse, error: ShoalError, detail: string, closeConnection: boolean): number {
-  const status = ERROR_STATUS[error];
+/**
+ * Writes the made-up response if the head is not out yet; otherwise the only honest signal left is a
+ * reset. status: when the same error is the client's fault (408 request-timeout for a body too slow).
+ */
+export function sendMadeUp(res: ServerResponse, error: ShoalError, detail: string, closeConnection: boolean, status = ERROR_STATUS[error]): number {
   if (res.headersSent) {
     res.destroy();
     return status;
