@@ -9,6 +9,7 @@ import t, { type Test } from 'tap';
 import { request } from 'undici';
 import { freePort, httpBackend, randomLoopback, service, startSidecar, waitFor, type Backend } from '../fixtures.ts';
 import { metric } from '../resilience/load.ts';
+import type { ProxyOptions } from '../../../proxy/main.ts';
 
 interface RawResult { text: string; ms: number; closed: boolean }
 
@@ -100,7 +101,8 @@ t.test('an upload of one byte per 250 ms is cut at RequestTimeoutMS (the deadlin
   t.ok(r.ms >= TIMEOUT - 100 && r.ms < TIMEOUT + 2500, `cut at the deadline (${Math.round(r.ms)} ms, RequestTimeoutMS ${TIMEOUT})`);
 });
 
-t.test('inbound (no RequestTimeoutMS): a body silent longer than the body idle bound gets 408; a slow steady one does not', async (t) => {
+/** An app that answers how many body bytes it read, behind a sidecar's inbound port: where to reach it. */
+async function inboundCounter(t: Test, opts: Partial<ProxyOptions>): Promise<{ address: string; port: number }> {
   const app = createServer((req, res) => {
     let n = 0;
     req.on('data', (d: Buffer) => (n += d.length));
@@ -113,16 +115,21 @@ t.test('inbound (no RequestTimeoutMS): a body silent longer than the body idle b
     app.close();
   });
   const inboundAddress = randomLoopback();
-  const IDLE = 1000;
   const s = await startSidecar(t, `services: []
 apps:
   - name: web
     config:
       base_ports:
         - { port: ${appPort}, protocol: http }
-`, { inboundAddress, requestHeadTimeoutMs: IDLE });
+`, { inboundAddress, ...opts });
   let listen = 0;
   s.proxy.onSnapshot((snap) => (listen = snap.inbound[0].listenPort ?? 0));
+  return { address: inboundAddress, port: listen };
+}
+
+t.test('inbound (no RequestTimeoutMS): a body silent longer than the body idle bound gets 408; a slow steady one does not', async (t) => {
+  const IDLE = 1000;
+  const { address: inboundAddress, port: listen } = await inboundCounter(t, { requestHeadTimeoutMs: IDLE });
   const silent = await rawClient(inboundAddress, listen, 'POST /up HTTP/1.1\r\nHost: app\r\nContent-Length: 10\r\n\r\nx', IDLE + 6000);
   t.ok(silent.closed, 'the silent upload was cut');
   t.match(silent.text, /^HTTP\/1\.1 408 [^]*x-shoal-error: request-timeout/i, '408 request-timeout');
@@ -133,28 +140,8 @@ apps:
 });
 
 t.test('inbound: a body sent a byte at a time is cut at --request-receive-timeout with 408; a quick one passes', async (t) => {
-  const app = createServer((req, res) => {
-    let n = 0;
-    req.on('data', (d: Buffer) => (n += d.length));
-    req.on('end', () => res.end(`got ${n}`));
-  });
-  await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
-  const appPort = (app.address() as AddressInfo).port;
-  t.teardown(() => {
-    app.closeAllConnections();
-    app.close();
-  });
-  const inboundAddress = randomLoopback();
   const RECEIVE = 1500;
-  const s = await startSidecar(t, `services: []
-apps:
-  - name: web
-    config:
-      base_ports:
-        - { port: ${appPort}, protocol: http }
-`, { inboundAddress, requestReceiveTimeoutMs: RECEIVE });
-  let listen = 0;
-  s.proxy.onSnapshot((snap) => (listen = snap.inbound[0].listenPort ?? 0));
+  const { address: inboundAddress, port: listen } = await inboundCounter(t, { requestReceiveTimeoutMs: RECEIVE });
   // A byte every 100 ms: never idle, but 1,000 bytes would take 100 s.
   const trickle = await rawClient(inboundAddress, listen, 'POST /up HTTP/1.1\r\nHost: app\r\nContent-Length: 1000\r\n\r\n', RECEIVE + 6000, { everyMs: 100, bytes: 1000 });
   t.ok(trickle.closed, 'the trickled upload was cut');
