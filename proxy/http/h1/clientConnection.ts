@@ -184,7 +184,7 @@ export class ClientConnection {
     const route = l.table.match(head.host, head.path, head.raw);
     if (route === null) {
       l.madeUp(l.name, 'no-route');
-      return madeUpHead('no-route', `no route on ${l.name} for host ${JSON.stringify(head.host ?? '')} path ${JSON.stringify(head.path)}`, close);
+      return madeUpHead('no-route', `no route on ${l.name} for host ${JSON.stringify(head.host)} path ${JSON.stringify(head.path)}`, close);
     }
     const backend = route.backend();
     const cluster = backend?.cluster;

@@ -191,7 +191,6 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     this.headBuf = null;
     this.gotBytes = false;
     this.retried = false;
-    if (this.head.host === undefined) this.upstreamHead = this.buildUpstreamHead();
     const td = this.tryDeadline;
     if (td !== null) td.queue.arm(td, performance.now());
     this.acquire();
@@ -226,7 +225,6 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
           continue;
       }
     }
-    if (h.host === undefined) s += `host: ${this.endpoint.key}\r\n`;
     const client = this.client.remoteAddress;
     s += `x-forwarded-for: ${xff === null ? client : `${xff}, ${client}`}\r\n`;
     const xfcc = forwardedClientCert(this.client.socket); // the caller's mesh identity (proxy/tls)
@@ -501,7 +499,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     const al = l.accessLog;
     if (al !== null && al.sampled()) {
       al.write({
-        direction: l.direction, listener: l.name, method: this.head.method, path: this.head.path, host: this.head.host ?? '',
+        direction: l.direction, listener: l.name, method: this.head.method, path: this.head.path, host: this.head.host,
         status, durationMs: seconds * 1000, cluster: this.backend.cluster.name, upstream: this.endpoint.key,
         requestId: this.requestId, error: this.error,
       });

@@ -38,7 +38,7 @@ export interface RequestHead {
   /** Header names and values as sent, flat: [name, value, name, value, ...]. */
   raw: string[];
   /** Always set on a head the fast path accepted (HTTP/1.1 requires it: node:http answers 400 without). */
-  host: string | undefined;
+  host: string;
   /** The client asked to close after this exchange. */
   close: boolean;
   /** Extra names the client's Connection header lists (lower case), or null. */
