@@ -99,7 +99,9 @@ export class ProcessGroup {
         }
       });
       child.once('error', (err) => reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}`)));
-      child.once('exit', (code) => reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${out}`)));
+      // 'close', not 'exit': a child that prints its line and exits at once (the burst client) can be
+      // reported exited before its output was read; 'close' comes after stdout has ended.
+      child.once('close', (code) => reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${out}`)));
     });
   }
 
