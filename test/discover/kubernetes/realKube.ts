@@ -9,7 +9,7 @@ import type { Snapshot } from '../../../shared/snapshot.ts';
 import { createLogger } from '../../../shared/log.ts';
 import { startDiscover, type Discover } from '../../../discover/main.ts';
 import type { TestKube } from '../../lib/kube.ts';
-import { AUDIENCE, OPERATOR_TOKEN, snapshot, until } from './harness.ts';
+import { AUDIENCE, OPERATOR_TOKEN, snapshot, until } from './discoverClient.ts';
 
 export const NODE = 'node-a';
 export const APP_LABEL = 'shoal.dev/app';
