@@ -29,6 +29,9 @@ interface Scenario {
   describe: string;
 }
 
+/** A scenario whose toolchain is missing throws an error with `skipped: true` (bench/kubernetes.ts without Go). */
+const isSkip = (err: unknown): err is Error => (err as { skipped?: unknown })?.skipped === true;
+
 const SCENARIOS: Record<string, Scenario> = {
   'http-max': { run: runHttpMax, tools: ['wrk', 'nginx', 'haproxy'], describe: 'max rps and latency: direct, shoal L7/L4, nginx, haproxy, http-proxy' },
   'http-fixed-rate': { run: runHttpFixedRate, tools: ['nginx', 'haproxy'], describe: 'added latency at 1,000 rps, coordinated omission corrected' },
@@ -40,7 +43,7 @@ const SCENARIOS: Record<string, Scenario> = {
 };
 /** Scenarios run only when named: not part of the default run's 15-minute budget. */
 const OPT_IN: Record<string, Scenario> = {
-  kubernetes: { run: runKubernetesScenario, tools: [], describe: '(opt-in) discover --kubernetes on 10,000 Services and 100,000 endpoints (bench/kubernetes.ts)' },
+  kubernetes: { run: runKubernetesScenario, tools: [], describe: '(opt-in) discover --kubernetes against a real kube-apiserver holding 10,000 Services and 100,000 endpoints (bench/kubernetes.ts; needs Go)' },
 };
 
 const usage = `usage: npm run bench [-- options]
@@ -121,7 +124,7 @@ const command = `npm run bench --${values.scenario ? ` --scenario ${names.join('
 log(`bench on ${machine.cores} cores (${machine.cpuModel}), Node ${machine.node}; scenarios ${names.join(', ')}; ${duration} s x ${rounds} rounds${pin ? '; pinning single-process contenders' : ''}`);
 
 mkdirSync(outDir, { recursive: true });
-const summary: { scenario: string; seconds: number; files: string[]; targets: Target[]; errors: string[] }[] = [];
+const summary: { scenario: string; seconds: number; files: string[]; targets: Target[]; errors: string[]; skipped?: string }[] = [];
 async function runScenario(name: string): Promise<void> {
   const t0 = performance.now();
   const dir = mkdtempSync(join(tmpdir(), `shoal-bench-${name}-`));
@@ -134,6 +137,12 @@ async function runScenario(name: string): Promise<void> {
     if (missing.length) throw new Error(`missing tools: ${missing.join(', ')}`);
     result = await scenarioOf(name).run(ctx);
   } catch (err) {
+    if (isSkip(err)) {
+      // Loud, and no report: a skipped scenario has no figures to write (nor to overwrite).
+      log(`*** ${err.message} ***`);
+      summary.push({ scenario: name, seconds: Math.round((performance.now() - t0) / 100) / 10, files: [], targets: [], errors: [], skipped: err.message });
+      return;
+    }
     result = {
       scenario: name, title: name, method: 'The scenario could not run.', command, date: new Date().toISOString(), machine, settings: {},
       columns: [], rows: [], bars: [], targets: [], notes: [], errors: [`${name}: ${(err as Error).stack ?? (err as Error).message}`],
@@ -187,7 +196,7 @@ const md = [
   '',
   '| Scenario | Report | Chart | Took |',
   '|---|---|---|---:|',
-  ...summary.map((s) => `| ${s.scenario} | [${s.files[1]}](${s.files[1]}) | [${s.files[2]}](${s.files[2]}) | ${s.seconds} s |`),
+  ...summary.map((s) => (s.skipped ? `| ${s.scenario} | ${s.skipped} | | ${s.seconds} s |` : `| ${s.scenario} | [${s.files[1]}](${s.files[1]}) | [${s.files[2]}](${s.files[2]}) | ${s.seconds} s |`)),
   '',
   ...(errors.length ? ['Could not run:', '', ...errors.map((e) => `- ${e.split('\n')[0]}`), ''] : []),
 ].join('\n');
