@@ -67,6 +67,8 @@ export class ResilienceStats {
   failRequestTimeout = 0;
   failReset = 0;
   fail5xx = 0;
+  /** Endpoints picked, by locality as seen from this sidecar (balance/locality.ts LOCALITY_NAMES). */
+  readonly byLocality = new Float64Array(4);
 
   constructor(dependency: string) {
     this.dependency = dependency;
@@ -151,6 +153,9 @@ export class ProxyMetrics {
       ejected: (x) => x.ejections, skipped: (x) => x.ejectionsSkipped,
     });
     this.scraped('shoal_proxy_outlier_ejected_endpoints', 'Endpoints ejected now, per dependency', 'gauge', null, { '': (x) => x.ejected });
+    this.scraped('shoal_proxy_upstream_requests_by_locality_total', 'Attempts (L7 requests and retries; L4 connections) by where the endpoint runs as seen from this sidecar: same node, same zone, other zone, unknown (either zone unknown)', 'counter', 'locality', {
+      same_node: (x) => x.byLocality[0], same_zone: (x) => x.byLocality[1], other_zone: (x) => x.byLocality[2], unknown: (x) => x.byLocality[3],
+    });
     this.scraped('shoal_proxy_outlier_panic', '1 while healthy endpoints are below HealthyPanicThreshold and the dependency balances over all', 'gauge', null, { '': (x) => x.panic });
     this.inboundLimited = new Counter({ name: 'shoal_proxy_inbound_limited_total', help: 'Inbound requests (429 rate-limited) or connections refused by OPEN_LIMIT limits, by listener and limit', labelNames: ['listener', 'limit'], registers: r });
     this.madeUp = new Counter({ name: 'shoal_proxy_errors_total', help: 'Responses the sidecar made up itself, by dependency and x-shoal-error', labelNames: ['dependency', 'error'], registers: r });

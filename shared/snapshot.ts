@@ -59,6 +59,11 @@ export interface Endpoint {
   terminating: boolean;
   /** Identity (issue 10): a sidecar listens here; the peer is reached over mutual TLS. */
   meshed?: boolean;
+  /** The node the endpoint runs on (EndpointSlice nodeName); absent: unknown. */
+  node?: string;
+  /** EndpointSlice hints.forZones / hints.forNodes (topology-aware routing); absent: no hint. */
+  forZones?: string[];
+  forNodes?: string[];
 }
 
 export interface ClusterPolicy {
@@ -92,6 +97,8 @@ export interface Cluster {
   endpoints: Endpoint[];
   /** Identity (issue 10): SPIFFE IDs a meshed endpoint of this cluster may present. */
   peerIdentities?: string[];
+  /** Without hints, prefer endpoints in the sidecar's zone, then any (base_normal LOCALITY_FAILOVER); absent: false. */
+  localityFailover?: boolean;
 }
 
 export interface DnsName { name: string; address: string }
@@ -244,10 +251,14 @@ export const snapshotSchema = {
                 serving: { type: 'boolean' },
                 terminating: { type: 'boolean' },
                 meshed: { type: 'boolean', description: 'A sidecar listens here: reached over mutual TLS' },
+                node: { type: 'string', minLength: 1, description: 'The node the endpoint runs on' },
+                forZones: { type: 'array', items: { type: 'string', minLength: 1 }, description: 'Zones whose clients should use this endpoint (EndpointSlice hints.forZones)' },
+                forNodes: { type: 'array', items: { type: 'string', minLength: 1 }, description: 'Nodes whose clients should use this endpoint (EndpointSlice hints.forNodes)' },
               },
             },
           },
           peerIdentities: { type: 'array', items: { type: 'string', pattern: '^spiffe://' }, description: 'SPIFFE IDs meshed endpoints may present' },
+          localityFailover: { type: 'boolean', description: 'Without hints, prefer endpoints in the sidecar\'s zone, then any; absent means false' },
         },
       },
     },

@@ -6,11 +6,11 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 
 /** sha256 of JSON.stringify(snapshotSchema) this was generated from; snapshot.ts compares it at load. */
-export const schemaHash = "c9395a12fdffe7650cb40cf23264e3134b77d6f4a27b6fa0e24f8eb510a659eb";
+export const schemaHash = "8fe6ff6a27a5f8c646d4748d960a4b69e46022e0d2f984584a5cce91ed391101";
 
 export const validate = validate10;
 export default validate10;
-const schema11 = {"$id":"shoal/snapshot","title":"Snapshot","description":"Everything one app's sidecar needs: listeners, routes, clusters with endpoints, DNS names.","type":"object","additionalProperties":false,"required":["schemaVersion","version","namespace","app","pluginId","inbound","outbound","clusters","dns","status"],"properties":{"schemaVersion":{"type":"integer","const":1},"version":{"type":"string","pattern":"^[0-9a-f]{16}$","description":"Content hash; the ETag"},"namespace":{"type":"string","minLength":1},"app":{"type":"string","minLength":1},"pluginId":{"type":"string"},"inbound":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","listenPort","port","protocol","mode","limits"],"properties":{"name":{"type":"string"},"listenPort":{"type":"integer","minimum":1,"maximum":65535},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"mode":{"type":"string","enum":["l4","l7"]},"limits":{"type":"object","additionalProperties":false,"required":["rps","burst","connections"],"description":"0 means unlimited","properties":{"rps":{"type":"integer","minimum":0},"burst":{"type":"integer","minimum":0},"connections":{"type":"integer","minimum":0}}},"authz":{"type":"object","additionalProperties":false,"required":["rules"],"description":"Who may connect to this inbound port (absent: everyone)","properties":{"rules":{"type":"array","minItems":1,"items":{"type":"object","additionalProperties":false,"required":["namespace","serviceAccount","methods","prefixes"],"properties":{"namespace":{"type":"string","minLength":1},"serviceAccount":{"type":"string","minLength":1},"methods":{"type":"array","items":{"type":"string","pattern":"^[A-Z]+$"}},"prefixes":{"type":"array","items":{"type":"string","pattern":"^/"}}}}}}}}}},"outbound":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","address","port","protocol","mode","routes"],"properties":{"name":{"type":"string"},"address":{"type":"string","pattern":"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"mode":{"type":"string","enum":["l4","l7"]},"routes":{"type":"array","minItems":1,"items":{"type":"object","additionalProperties":false,"required":["domains","prefix","headers","backends"],"properties":{"domains":{"type":"array","items":{"type":"string","minLength":1}},"prefix":{"type":"string","pattern":"^/"},"headers":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","value"],"properties":{"name":{"type":"string","minLength":1},"value":{"type":"string"}}}},"backends":{"type":"array","minItems":1,"items":{"type":"object","additionalProperties":false,"required":["cluster","weight"],"properties":{"cluster":{"type":"string","minLength":1},"weight":{"type":"integer","minimum":0}}}},"retryNonIdempotent":{"type":"boolean","description":"Retry non-idempotent methods after the request was sent (502/503/504, reset, timeout); absent means false"}}}}}}},"clusters":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","service","namespace","port","protocol","lbPolicy","hashHeader","policy","endpoints"],"properties":{"name":{"type":"string","minLength":1},"service":{"type":"string","minLength":1},"namespace":{"type":"string","minLength":1},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"lbPolicy":{"type":"string","enum":["least_request","round_robin","random","hash"]},"hashHeader":{"type":"string"},"policy":{"type":"object","additionalProperties":false,"required":["connectTimeoutMs","requestTimeoutMs","retryAttempts","maxActiveRetries","maxConnections","maxRequests","maxPendingRequests","maxRequestsPerConnection","consecutiveErrors","baseEjectionTimeMs","maxEjectionPercent","intervalMs","healthyPanicThreshold","tcpIdleTimeoutS"],"properties":{"connectTimeoutMs":{"type":"integer","minimum":1},"requestTimeoutMs":{"type":"integer","minimum":1},"retryAttempts":{"type":"integer","minimum":0},"maxActiveRetries":{"type":"integer","minimum":0},"maxConnections":{"type":"integer","minimum":1},"maxRequests":{"type":"integer","minimum":1},"maxPendingRequests":{"type":"integer","minimum":0},"maxRequestsPerConnection":{"type":"integer","minimum":0},"consecutiveErrors":{"type":"integer","minimum":1},"baseEjectionTimeMs":{"type":"integer","minimum":0},"maxEjectionPercent":{"type":"integer","minimum":0,"maximum":100},"intervalMs":{"type":"integer","minimum":1},"healthyPanicThreshold":{"type":"integer","minimum":0,"maximum":100},"tcpIdleTimeoutS":{"type":"integer","minimum":1},"perTryTimeoutMs":{"type":"integer","minimum":0,"description":"Bound on one attempt, to its response head; absent or 0 means none"}}},"endpoints":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["address","port","weight","zone","ready","serving","terminating"],"properties":{"address":{"type":"string","minLength":1},"port":{"type":"integer","minimum":1,"maximum":65535},"weight":{"type":"integer","minimum":1},"zone":{"type":"string"},"ready":{"type":"boolean"},"serving":{"type":"boolean"},"terminating":{"type":"boolean"},"meshed":{"type":"boolean","description":"A sidecar listens here: reached over mutual TLS"}}}},"peerIdentities":{"type":"array","items":{"type":"string","pattern":"^spiffe://"},"description":"SPIFFE IDs meshed endpoints may present"}}}},"dns":{"type":"array","description":"Lower-case names without the trailing dot; \"*.x\" matches names below x","items":{"type":"object","additionalProperties":false,"required":["name","address"],"properties":{"name":{"type":"string","minLength":1},"address":{"type":"string","pattern":"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"}}}},"status":{"type":"object","additionalProperties":false,"required":["errors"],"properties":{"errors":{"type":"array","items":{"type":"string"}}}},"identity":{"type":"object","additionalProperties":false,"required":["trustDomain","spiffeId","mtlsMode","trustBundle"],"description":"Workload identity: present when discover runs the mesh CA","properties":{"trustDomain":{"type":"string","minLength":1},"spiffeId":{"type":"string","pattern":"^spiffe://"},"mtlsMode":{"type":"string","enum":["permissive","strict"]},"trustBundle":{"type":"array","minItems":1,"items":{"type":"string","pattern":"^-----BEGIN CERTIFICATE-----"}}}}}};
+const schema11 = {"$id":"shoal/snapshot","title":"Snapshot","description":"Everything one app's sidecar needs: listeners, routes, clusters with endpoints, DNS names.","type":"object","additionalProperties":false,"required":["schemaVersion","version","namespace","app","pluginId","inbound","outbound","clusters","dns","status"],"properties":{"schemaVersion":{"type":"integer","const":1},"version":{"type":"string","pattern":"^[0-9a-f]{16}$","description":"Content hash; the ETag"},"namespace":{"type":"string","minLength":1},"app":{"type":"string","minLength":1},"pluginId":{"type":"string"},"inbound":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","listenPort","port","protocol","mode","limits"],"properties":{"name":{"type":"string"},"listenPort":{"type":"integer","minimum":1,"maximum":65535},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"mode":{"type":"string","enum":["l4","l7"]},"limits":{"type":"object","additionalProperties":false,"required":["rps","burst","connections"],"description":"0 means unlimited","properties":{"rps":{"type":"integer","minimum":0},"burst":{"type":"integer","minimum":0},"connections":{"type":"integer","minimum":0}}},"authz":{"type":"object","additionalProperties":false,"required":["rules"],"description":"Who may connect to this inbound port (absent: everyone)","properties":{"rules":{"type":"array","minItems":1,"items":{"type":"object","additionalProperties":false,"required":["namespace","serviceAccount","methods","prefixes"],"properties":{"namespace":{"type":"string","minLength":1},"serviceAccount":{"type":"string","minLength":1},"methods":{"type":"array","items":{"type":"string","pattern":"^[A-Z]+$"}},"prefixes":{"type":"array","items":{"type":"string","pattern":"^/"}}}}}}}}}},"outbound":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","address","port","protocol","mode","routes"],"properties":{"name":{"type":"string"},"address":{"type":"string","pattern":"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"mode":{"type":"string","enum":["l4","l7"]},"routes":{"type":"array","minItems":1,"items":{"type":"object","additionalProperties":false,"required":["domains","prefix","headers","backends"],"properties":{"domains":{"type":"array","items":{"type":"string","minLength":1}},"prefix":{"type":"string","pattern":"^/"},"headers":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","value"],"properties":{"name":{"type":"string","minLength":1},"value":{"type":"string"}}}},"backends":{"type":"array","minItems":1,"items":{"type":"object","additionalProperties":false,"required":["cluster","weight"],"properties":{"cluster":{"type":"string","minLength":1},"weight":{"type":"integer","minimum":0}}}},"retryNonIdempotent":{"type":"boolean","description":"Retry non-idempotent methods after the request was sent (502/503/504, reset, timeout); absent means false"}}}}}}},"clusters":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","service","namespace","port","protocol","lbPolicy","hashHeader","policy","endpoints"],"properties":{"name":{"type":"string","minLength":1},"service":{"type":"string","minLength":1},"namespace":{"type":"string","minLength":1},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"lbPolicy":{"type":"string","enum":["least_request","round_robin","random","hash"]},"hashHeader":{"type":"string"},"policy":{"type":"object","additionalProperties":false,"required":["connectTimeoutMs","requestTimeoutMs","retryAttempts","maxActiveRetries","maxConnections","maxRequests","maxPendingRequests","maxRequestsPerConnection","consecutiveErrors","baseEjectionTimeMs","maxEjectionPercent","intervalMs","healthyPanicThreshold","tcpIdleTimeoutS"],"properties":{"connectTimeoutMs":{"type":"integer","minimum":1},"requestTimeoutMs":{"type":"integer","minimum":1},"retryAttempts":{"type":"integer","minimum":0},"maxActiveRetries":{"type":"integer","minimum":0},"maxConnections":{"type":"integer","minimum":1},"maxRequests":{"type":"integer","minimum":1},"maxPendingRequests":{"type":"integer","minimum":0},"maxRequestsPerConnection":{"type":"integer","minimum":0},"consecutiveErrors":{"type":"integer","minimum":1},"baseEjectionTimeMs":{"type":"integer","minimum":0},"maxEjectionPercent":{"type":"integer","minimum":0,"maximum":100},"intervalMs":{"type":"integer","minimum":1},"healthyPanicThreshold":{"type":"integer","minimum":0,"maximum":100},"tcpIdleTimeoutS":{"type":"integer","minimum":1},"perTryTimeoutMs":{"type":"integer","minimum":0,"description":"Bound on one attempt, to its response head; absent or 0 means none"}}},"endpoints":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["address","port","weight","zone","ready","serving","terminating"],"properties":{"address":{"type":"string","minLength":1},"port":{"type":"integer","minimum":1,"maximum":65535},"weight":{"type":"integer","minimum":1},"zone":{"type":"string"},"ready":{"type":"boolean"},"serving":{"type":"boolean"},"terminating":{"type":"boolean"},"meshed":{"type":"boolean","description":"A sidecar listens here: reached over mutual TLS"},"node":{"type":"string","minLength":1,"description":"The node the endpoint runs on"},"forZones":{"type":"array","items":{"type":"string","minLength":1},"description":"Zones whose clients should use this endpoint (EndpointSlice hints.forZones)"},"forNodes":{"type":"array","items":{"type":"string","minLength":1},"description":"Nodes whose clients should use this endpoint (EndpointSlice hints.forNodes)"}}}},"peerIdentities":{"type":"array","items":{"type":"string","pattern":"^spiffe://"},"description":"SPIFFE IDs meshed endpoints may present"},"localityFailover":{"type":"boolean","description":"Without hints, prefer endpoints in the sidecar's zone, then any; absent means false"}}}},"dns":{"type":"array","description":"Lower-case names without the trailing dot; \"*.x\" matches names below x","items":{"type":"object","additionalProperties":false,"required":["name","address"],"properties":{"name":{"type":"string","minLength":1},"address":{"type":"string","pattern":"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"}}}},"status":{"type":"object","additionalProperties":false,"required":["errors"],"properties":{"errors":{"type":"array","items":{"type":"string"}}}},"identity":{"type":"object","additionalProperties":false,"required":["trustDomain","spiffeId","mtlsMode","trustBundle"],"description":"Workload identity: present when discover runs the mesh CA","properties":{"trustDomain":{"type":"string","minLength":1},"spiffeId":{"type":"string","pattern":"^spiffe://"},"mtlsMode":{"type":"string","enum":["permissive","strict"]},"trustBundle":{"type":"array","minItems":1,"items":{"type":"string","pattern":"^-----BEGIN CERTIFICATE-----"}}}}}};
 const func2 = Object.prototype.hasOwnProperty;
 const func3 = require("ajv/dist/runtime/ucs2length").default;
 const pattern0 = new RegExp("^[0-9a-f]{16}$", "u");
@@ -1622,7 +1622,7 @@ return false;
 else {
 const _errs158 = errors;
 for(const key11 in data72){
-if(!((((((((key11 === "address") || (key11 === "port")) || (key11 === "weight")) || (key11 === "zone")) || (key11 === "ready")) || (key11 === "serving")) || (key11 === "terminating")) || (key11 === "meshed"))){
+if(!(func2.call(schema11.properties.clusters.items.properties.endpoints.items.properties, key11))){
 validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10,schemaPath:"#/properties/clusters/items/properties/endpoints/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key11},message:"must NOT have additional properties"}];
 return false;
 break;
@@ -1757,6 +1757,108 @@ var valid22 = _errs173 === errors;
 else {
 var valid22 = true;
 }
+if(valid22){
+if(data72.node !== undefined){
+let data81 = data72.node;
+const _errs175 = errors;
+if(errors === _errs175){
+if(typeof data81 === "string"){
+if(func3(data81) < 1){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/node",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/node/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/node",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/node/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid22 = _errs175 === errors;
+}
+else {
+var valid22 = true;
+}
+if(valid22){
+if(data72.forZones !== undefined){
+let data82 = data72.forZones;
+const _errs177 = errors;
+if(errors === _errs177){
+if(Array.isArray(data82)){
+var valid23 = true;
+const len11 = data82.length;
+for(let i11=0; i11<len11; i11++){
+let data83 = data82[i11];
+const _errs179 = errors;
+if(errors === _errs179){
+if(typeof data83 === "string"){
+if(func3(data83) < 1){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/forZones/" + i11,schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forZones/items/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/forZones/" + i11,schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forZones/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid23 = _errs179 === errors;
+if(!valid23){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/forZones",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forZones/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid22 = _errs177 === errors;
+}
+else {
+var valid22 = true;
+}
+if(valid22){
+if(data72.forNodes !== undefined){
+let data84 = data72.forNodes;
+const _errs181 = errors;
+if(errors === _errs181){
+if(Array.isArray(data84)){
+var valid24 = true;
+const len12 = data84.length;
+for(let i12=0; i12<len12; i12++){
+let data85 = data84[i12];
+const _errs183 = errors;
+if(errors === _errs183){
+if(typeof data85 === "string"){
+if(func3(data85) < 1){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/forNodes/" + i12,schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forNodes/items/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/forNodes/" + i12,schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forNodes/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid24 = _errs183 === errors;
+if(!valid24){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/forNodes",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forNodes/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid22 = _errs181 === errors;
+}
+else {
+var valid22 = true;
+}
+}
+}
+}
 }
 }
 }
@@ -1790,29 +1892,29 @@ var valid19 = true;
 }
 if(valid19){
 if(data47.peerIdentities !== undefined){
-let data81 = data47.peerIdentities;
-const _errs175 = errors;
-if(errors === _errs175){
-if(Array.isArray(data81)){
-var valid23 = true;
-const len11 = data81.length;
-for(let i11=0; i11<len11; i11++){
-let data82 = data81[i11];
-const _errs177 = errors;
-if(errors === _errs177){
-if(typeof data82 === "string"){
-if(!pattern5.test(data82)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/peerIdentities/" + i11,schemaPath:"#/properties/clusters/items/properties/peerIdentities/items/pattern",keyword:"pattern",params:{pattern: "^spiffe://"},message:"must match pattern \""+"^spiffe://"+"\""}];
+let data86 = data47.peerIdentities;
+const _errs185 = errors;
+if(errors === _errs185){
+if(Array.isArray(data86)){
+var valid25 = true;
+const len13 = data86.length;
+for(let i13=0; i13<len13; i13++){
+let data87 = data86[i13];
+const _errs187 = errors;
+if(errors === _errs187){
+if(typeof data87 === "string"){
+if(!pattern5.test(data87)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/peerIdentities/" + i13,schemaPath:"#/properties/clusters/items/properties/peerIdentities/items/pattern",keyword:"pattern",params:{pattern: "^spiffe://"},message:"must match pattern \""+"^spiffe://"+"\""}];
 return false;
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/peerIdentities/" + i11,schemaPath:"#/properties/clusters/items/properties/peerIdentities/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/peerIdentities/" + i13,schemaPath:"#/properties/clusters/items/properties/peerIdentities/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 }
-var valid23 = _errs177 === errors;
-if(!valid23){
+var valid25 = _errs187 === errors;
+if(!valid25){
 break;
 }
 }
@@ -1822,10 +1924,23 @@ validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/peerIdentiti
 return false;
 }
 }
-var valid19 = _errs175 === errors;
+var valid19 = _errs185 === errors;
 }
 else {
 var valid19 = true;
+}
+if(valid19){
+if(data47.localityFailover !== undefined){
+const _errs189 = errors;
+if(typeof data47.localityFailover !== "boolean"){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/localityFailover",schemaPath:"#/properties/clusters/items/properties/localityFailover/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
+return false;
+}
+var valid19 = _errs189 === errors;
+}
+else {
+var valid19 = true;
+}
 }
 }
 }
@@ -1862,84 +1977,84 @@ var valid0 = true;
 }
 if(valid0){
 if(data.dns !== undefined){
-let data83 = data.dns;
-const _errs179 = errors;
-if(errors === _errs179){
-if(Array.isArray(data83)){
-var valid24 = true;
-const len12 = data83.length;
-for(let i12=0; i12<len12; i12++){
-let data84 = data83[i12];
-const _errs181 = errors;
-if(errors === _errs181){
-if(data84 && typeof data84 == "object" && !Array.isArray(data84)){
+let data89 = data.dns;
+const _errs191 = errors;
+if(errors === _errs191){
+if(Array.isArray(data89)){
+var valid26 = true;
+const len14 = data89.length;
+for(let i14=0; i14<len14; i14++){
+let data90 = data89[i14];
+const _errs193 = errors;
+if(errors === _errs193){
+if(data90 && typeof data90 == "object" && !Array.isArray(data90)){
 let missing12;
-if(((data84.name === undefined) && (missing12 = "name")) || ((data84.address === undefined) && (missing12 = "address"))){
-validate10.errors = [{instancePath:instancePath+"/dns/" + i12,schemaPath:"#/properties/dns/items/required",keyword:"required",params:{missingProperty: missing12},message:"must have required property '"+missing12+"'"}];
+if(((data90.name === undefined) && (missing12 = "name")) || ((data90.address === undefined) && (missing12 = "address"))){
+validate10.errors = [{instancePath:instancePath+"/dns/" + i14,schemaPath:"#/properties/dns/items/required",keyword:"required",params:{missingProperty: missing12},message:"must have required property '"+missing12+"'"}];
 return false;
 }
 else {
-const _errs183 = errors;
-for(const key12 in data84){
+const _errs195 = errors;
+for(const key12 in data90){
 if(!((key12 === "name") || (key12 === "address"))){
-validate10.errors = [{instancePath:instancePath+"/dns/" + i12,schemaPath:"#/properties/dns/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key12},message:"must NOT have additional properties"}];
+validate10.errors = [{instancePath:instancePath+"/dns/" + i14,schemaPath:"#/properties/dns/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key12},message:"must NOT have additional properties"}];
 return false;
 break;
 }
 }
-if(_errs183 === errors){
-if(data84.name !== undefined){
-let data85 = data84.name;
-const _errs184 = errors;
-if(errors === _errs184){
-if(typeof data85 === "string"){
-if(func3(data85) < 1){
-validate10.errors = [{instancePath:instancePath+"/dns/" + i12+"/name",schemaPath:"#/properties/dns/items/properties/name/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+if(_errs195 === errors){
+if(data90.name !== undefined){
+let data91 = data90.name;
+const _errs196 = errors;
+if(errors === _errs196){
+if(typeof data91 === "string"){
+if(func3(data91) < 1){
+validate10.errors = [{instancePath:instancePath+"/dns/" + i14+"/name",schemaPath:"#/properties/dns/items/properties/name/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
 return false;
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/dns/" + i12+"/name",schemaPath:"#/properties/dns/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate10.errors = [{instancePath:instancePath+"/dns/" + i14+"/name",schemaPath:"#/properties/dns/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 }
-var valid25 = _errs184 === errors;
+var valid27 = _errs196 === errors;
 }
 else {
-var valid25 = true;
+var valid27 = true;
 }
-if(valid25){
-if(data84.address !== undefined){
-let data86 = data84.address;
-const _errs186 = errors;
-if(errors === _errs186){
-if(typeof data86 === "string"){
-if(!pattern3.test(data86)){
-validate10.errors = [{instancePath:instancePath+"/dns/" + i12+"/address",schemaPath:"#/properties/dns/items/properties/address/pattern",keyword:"pattern",params:{pattern: "^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"},message:"must match pattern \""+"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"+"\""}];
+if(valid27){
+if(data90.address !== undefined){
+let data92 = data90.address;
+const _errs198 = errors;
+if(errors === _errs198){
+if(typeof data92 === "string"){
+if(!pattern3.test(data92)){
+validate10.errors = [{instancePath:instancePath+"/dns/" + i14+"/address",schemaPath:"#/properties/dns/items/properties/address/pattern",keyword:"pattern",params:{pattern: "^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"},message:"must match pattern \""+"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"+"\""}];
 return false;
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/dns/" + i12+"/address",schemaPath:"#/properties/dns/items/properties/address/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate10.errors = [{instancePath:instancePath+"/dns/" + i14+"/address",schemaPath:"#/properties/dns/items/properties/address/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 }
-var valid25 = _errs186 === errors;
+var valid27 = _errs198 === errors;
 }
 else {
-var valid25 = true;
+var valid27 = true;
 }
 }
 }
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/dns/" + i12,schemaPath:"#/properties/dns/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+validate10.errors = [{instancePath:instancePath+"/dns/" + i14,schemaPath:"#/properties/dns/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
 return false;
 }
 }
-var valid24 = _errs181 === errors;
-if(!valid24){
+var valid26 = _errs193 === errors;
+if(!valid26){
 break;
 }
 }
@@ -1949,47 +2064,47 @@ validate10.errors = [{instancePath:instancePath+"/dns",schemaPath:"#/properties/
 return false;
 }
 }
-var valid0 = _errs179 === errors;
+var valid0 = _errs191 === errors;
 }
 else {
 var valid0 = true;
 }
 if(valid0){
 if(data.status !== undefined){
-let data87 = data.status;
-const _errs188 = errors;
-if(errors === _errs188){
-if(data87 && typeof data87 == "object" && !Array.isArray(data87)){
+let data93 = data.status;
+const _errs200 = errors;
+if(errors === _errs200){
+if(data93 && typeof data93 == "object" && !Array.isArray(data93)){
 let missing13;
-if((data87.errors === undefined) && (missing13 = "errors")){
+if((data93.errors === undefined) && (missing13 = "errors")){
 validate10.errors = [{instancePath:instancePath+"/status",schemaPath:"#/properties/status/required",keyword:"required",params:{missingProperty: missing13},message:"must have required property '"+missing13+"'"}];
 return false;
 }
 else {
-const _errs190 = errors;
-for(const key13 in data87){
+const _errs202 = errors;
+for(const key13 in data93){
 if(!(key13 === "errors")){
 validate10.errors = [{instancePath:instancePath+"/status",schemaPath:"#/properties/status/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key13},message:"must NOT have additional properties"}];
 return false;
 break;
 }
 }
-if(_errs190 === errors){
-if(data87.errors !== undefined){
-let data88 = data87.errors;
-const _errs191 = errors;
-if(errors === _errs191){
-if(Array.isArray(data88)){
-var valid27 = true;
-const len13 = data88.length;
-for(let i13=0; i13<len13; i13++){
-const _errs193 = errors;
-if(typeof data88[i13] !== "string"){
-validate10.errors = [{instancePath:instancePath+"/status/errors/" + i13,schemaPath:"#/properties/status/properties/errors/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+if(_errs202 === errors){
+if(data93.errors !== undefined){
+let data94 = data93.errors;
+const _errs203 = errors;
+if(errors === _errs203){
+if(Array.isArray(data94)){
+var valid29 = true;
+const len15 = data94.length;
+for(let i15=0; i15<len15; i15++){
+const _errs205 = errors;
+if(typeof data94[i15] !== "string"){
+validate10.errors = [{instancePath:instancePath+"/status/errors/" + i15,schemaPath:"#/properties/status/properties/errors/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
-var valid27 = _errs193 === errors;
-if(!valid27){
+var valid29 = _errs205 === errors;
+if(!valid29){
 break;
 }
 }
@@ -2008,38 +2123,38 @@ validate10.errors = [{instancePath:instancePath+"/status",schemaPath:"#/properti
 return false;
 }
 }
-var valid0 = _errs188 === errors;
+var valid0 = _errs200 === errors;
 }
 else {
 var valid0 = true;
 }
 if(valid0){
 if(data.identity !== undefined){
-let data90 = data.identity;
-const _errs195 = errors;
-if(errors === _errs195){
-if(data90 && typeof data90 == "object" && !Array.isArray(data90)){
+let data96 = data.identity;
+const _errs207 = errors;
+if(errors === _errs207){
+if(data96 && typeof data96 == "object" && !Array.isArray(data96)){
 let missing14;
-if(((((data90.trustDomain === undefined) && (missing14 = "trustDomain")) || ((data90.spiffeId === undefined) && (missing14 = "spiffeId"))) || ((data90.mtlsMode === undefined) && (missing14 = "mtlsMode"))) || ((data90.trustBundle === undefined) && (missing14 = "trustBundle"))){
+if(((((data96.trustDomain === undefined) && (missing14 = "trustDomain")) || ((data96.spiffeId === undefined) && (missing14 = "spiffeId"))) || ((data96.mtlsMode === undefined) && (missing14 = "mtlsMode"))) || ((data96.trustBundle === undefined) && (missing14 = "trustBundle"))){
 validate10.errors = [{instancePath:instancePath+"/identity",schemaPath:"#/properties/identity/required",keyword:"required",params:{missingProperty: missing14},message:"must have required property '"+missing14+"'"}];
 return false;
 }
 else {
-const _errs197 = errors;
-for(const key14 in data90){
+const _errs209 = errors;
+for(const key14 in data96){
 if(!((((key14 === "trustDomain") || (key14 === "spiffeId")) || (key14 === "mtlsMode")) || (key14 === "trustBundle"))){
 validate10.errors = [{instancePath:instancePath+"/identity",schemaPath:"#/properties/identity/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key14},message:"must NOT have additional properties"}];
 return false;
 break;
 }
 }
-if(_errs197 === errors){
-if(data90.trustDomain !== undefined){
-let data91 = data90.trustDomain;
-const _errs198 = errors;
-if(errors === _errs198){
-if(typeof data91 === "string"){
-if(func3(data91) < 1){
+if(_errs209 === errors){
+if(data96.trustDomain !== undefined){
+let data97 = data96.trustDomain;
+const _errs210 = errors;
+if(errors === _errs210){
+if(typeof data97 === "string"){
+if(func3(data97) < 1){
 validate10.errors = [{instancePath:instancePath+"/identity/trustDomain",schemaPath:"#/properties/identity/properties/trustDomain/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
 return false;
 }
@@ -2049,18 +2164,18 @@ validate10.errors = [{instancePath:instancePath+"/identity/trustDomain",schemaPa
 return false;
 }
 }
-var valid28 = _errs198 === errors;
+var valid30 = _errs210 === errors;
 }
 else {
-var valid28 = true;
+var valid30 = true;
 }
-if(valid28){
-if(data90.spiffeId !== undefined){
-let data92 = data90.spiffeId;
-const _errs200 = errors;
-if(errors === _errs200){
-if(typeof data92 === "string"){
-if(!pattern5.test(data92)){
+if(valid30){
+if(data96.spiffeId !== undefined){
+let data98 = data96.spiffeId;
+const _errs212 = errors;
+if(errors === _errs212){
+if(typeof data98 === "string"){
+if(!pattern5.test(data98)){
 validate10.errors = [{instancePath:instancePath+"/identity/spiffeId",schemaPath:"#/properties/identity/properties/spiffeId/pattern",keyword:"pattern",params:{pattern: "^spiffe://"},message:"must match pattern \""+"^spiffe://"+"\""}];
 return false;
 }
@@ -2070,58 +2185,58 @@ validate10.errors = [{instancePath:instancePath+"/identity/spiffeId",schemaPath:
 return false;
 }
 }
-var valid28 = _errs200 === errors;
+var valid30 = _errs212 === errors;
 }
 else {
-var valid28 = true;
+var valid30 = true;
 }
-if(valid28){
-if(data90.mtlsMode !== undefined){
-let data93 = data90.mtlsMode;
-const _errs202 = errors;
-if(typeof data93 !== "string"){
+if(valid30){
+if(data96.mtlsMode !== undefined){
+let data99 = data96.mtlsMode;
+const _errs214 = errors;
+if(typeof data99 !== "string"){
 validate10.errors = [{instancePath:instancePath+"/identity/mtlsMode",schemaPath:"#/properties/identity/properties/mtlsMode/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
-if(!((data93 === "permissive") || (data93 === "strict"))){
+if(!((data99 === "permissive") || (data99 === "strict"))){
 validate10.errors = [{instancePath:instancePath+"/identity/mtlsMode",schemaPath:"#/properties/identity/properties/mtlsMode/enum",keyword:"enum",params:{allowedValues: schema11.properties.identity.properties.mtlsMode.enum},message:"must be equal to one of the allowed values"}];
 return false;
 }
-var valid28 = _errs202 === errors;
+var valid30 = _errs214 === errors;
 }
 else {
-var valid28 = true;
+var valid30 = true;
 }
-if(valid28){
-if(data90.trustBundle !== undefined){
-let data94 = data90.trustBundle;
-const _errs204 = errors;
-if(errors === _errs204){
-if(Array.isArray(data94)){
-if(data94.length < 1){
+if(valid30){
+if(data96.trustBundle !== undefined){
+let data100 = data96.trustBundle;
+const _errs216 = errors;
+if(errors === _errs216){
+if(Array.isArray(data100)){
+if(data100.length < 1){
 validate10.errors = [{instancePath:instancePath+"/identity/trustBundle",schemaPath:"#/properties/identity/properties/trustBundle/minItems",keyword:"minItems",params:{limit: 1},message:"must NOT have fewer than 1 items"}];
 return false;
 }
 else {
-var valid29 = true;
-const len14 = data94.length;
-for(let i14=0; i14<len14; i14++){
-let data95 = data94[i14];
-const _errs206 = errors;
-if(errors === _errs206){
-if(typeof data95 === "string"){
-if(!pattern8.test(data95)){
-validate10.errors = [{instancePath:instancePath+"/identity/trustBundle/" + i14,schemaPath:"#/properties/identity/properties/trustBundle/items/pattern",keyword:"pattern",params:{pattern: "^-----BEGIN CERTIFICATE-----"},message:"must match pattern \""+"^-----BEGIN CERTIFICATE-----"+"\""}];
+var valid31 = true;
+const len16 = data100.length;
+for(let i16=0; i16<len16; i16++){
+let data101 = data100[i16];
+const _errs218 = errors;
+if(errors === _errs218){
+if(typeof data101 === "string"){
+if(!pattern8.test(data101)){
+validate10.errors = [{instancePath:instancePath+"/identity/trustBundle/" + i16,schemaPath:"#/properties/identity/properties/trustBundle/items/pattern",keyword:"pattern",params:{pattern: "^-----BEGIN CERTIFICATE-----"},message:"must match pattern \""+"^-----BEGIN CERTIFICATE-----"+"\""}];
 return false;
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/identity/trustBundle/" + i14,schemaPath:"#/properties/identity/properties/trustBundle/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate10.errors = [{instancePath:instancePath+"/identity/trustBundle/" + i16,schemaPath:"#/properties/identity/properties/trustBundle/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 }
-var valid29 = _errs206 === errors;
-if(!valid29){
+var valid31 = _errs218 === errors;
+if(!valid31){
 break;
 }
 }
@@ -2132,10 +2247,10 @@ validate10.errors = [{instancePath:instancePath+"/identity/trustBundle",schemaPa
 return false;
 }
 }
-var valid28 = _errs204 === errors;
+var valid30 = _errs216 === errors;
 }
 else {
-var valid28 = true;
+var valid30 = true;
 }
 }
 }
@@ -2148,7 +2263,7 @@ validate10.errors = [{instancePath:instancePath+"/identity",schemaPath:"#/proper
 return false;
 }
 }
-var valid0 = _errs195 === errors;
+var valid0 = _errs207 === errors;
 }
 else {
 var valid0 = true;

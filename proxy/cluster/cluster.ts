@@ -4,6 +4,7 @@
 import type { Cluster as ClusterSpec, ClusterPolicy, LbPolicy } from '../../shared/snapshot.ts';
 import type { Balancer } from '../balance/balancer.ts';
 import { createBalancer } from '../balance/createBalancer.ts';
+import { localityOf, localityTiers, type LocalityTier, type SidecarLocality } from '../balance/locality.ts';
 import { ResilienceStats } from '../metrics.ts';
 import { deadlineQueue, type DeadlineQueue } from '../policy/deadlines.ts';
 import { OutlierDetector } from '../policy/outlierDetector.ts';
@@ -33,9 +34,15 @@ export class Cluster {
   readonly stats: ResilienceStats;
   readonly budget = new RetryBudget();
   readonly outlier: OutlierDetector;
+  /** Where this sidecar runs (ClusterSet.setLocality), the failover option, and the candidate sets most local first. */
+  here: SidecarLocality = { node: '', zone: '' };
+  localityFailover = false;
+  tiers: LocalityTier[] = [{ kind: 'all', endpoints: [] }];
+  /** The tier the balancer holds now; a wider one while the preferred one is unhealthy. */
+  tier: LocalityTier['kind'] = 'all';
   private readonly retiring = new Set<Promise<void>>();
 
-  constructor(spec: ClusterSpec, stats: ResilienceStats = new ResilienceStats(spec.name)) {
+  constructor(spec: ClusterSpec, stats: ResilienceStats = new ResilienceStats(spec.name), here?: SidecarLocality) {
     this.name = spec.name;
     this.stats = stats;
     this.outlier = new OutlierDetector(this);
@@ -43,6 +50,7 @@ export class Cluster {
     this.lbPolicy = spec.lbPolicy;
     this.hashHeader = spec.lbPolicy === 'hash' ? spec.hashHeader.toLowerCase() : '';
     this.balancer = createBalancer(spec.lbPolicy);
+    if (here) this.here = here;
     this.update(spec);
   }
 
@@ -62,34 +70,70 @@ export class Cluster {
     for (const s of spec.endpoints) {
       const id = `${s.address}:${s.port}/${s.weight}`;
       const kept = reshaped ? undefined : old.get(id);
+      let e: Endpoint;
       if (kept) {
         old.delete(id);
-        next.push(kept);
-      } else if (!next.some((e) => e.key === `${s.address}:${s.port}`)) {
-        next.push(new Endpoint(s.address, s.port, s.weight, spec.policy, this));
-      }
+        next.push((e = kept));
+      } else if (!next.some((x) => x.key === `${s.address}:${s.port}`)) {
+        next.push((e = new Endpoint(s.address, s.port, s.weight, spec.policy, this)));
+      } else continue;
+      e.zone = s.zone;
+      e.node = s.node ?? '';
+      e.forZones = s.forZones ?? null;
+      e.forNodes = s.forNodes ?? null;
     }
     this.endpoints = next;
+    this.localityFailover = spec.localityFailover === true;
+    this.retier();
     this.rebalance();
     for (const e of old.values()) this.retireEndpoint(e);
   }
 
+  /** The sidecar's node and zone changed (or became known): recompute the locality tiers. */
+  setLocality(here: SidecarLocality): void {
+    this.here = here;
+    this.retier();
+    this.rebalance();
+  }
+
+  /** Each endpoint's locality and the candidate sets; on endpoint or locality changes only. */
+  private retier(): void {
+    for (const e of this.endpoints) e.locality = localityOf(e, this.here);
+    this.tiers = localityTiers(this.endpoints, this.here, this.localityFailover);
+  }
+
   /**
-   * Gives the balancer the endpoints that are not ejected; all of them while the healthy share is
-   * below HealthyPanicThreshold (panic: better some errors than everything on a few endpoints).
+   * Gives the balancer the non-ejected endpoints of the most local tier that has enough of them
+   * (healthy share at or above HealthyPanicThreshold); then of all endpoints, and all of them while
+   * their healthy share is below the threshold (panic: better some errors than everything on a few).
    */
   rebalance(): void {
     const all = this.endpoints;
     let healthy = 0;
     for (let i = 0; i < all.length; i++) if (all[i].ejectedUntil === 0) healthy++;
-    const panic = healthy < all.length && healthy * 100 < this.policy.healthyPanicThreshold * all.length;
     this.stats.ejected = all.length - healthy;
+    const threshold = this.policy.healthyPanicThreshold;
+    for (let t = 0; t < this.tiers.length - 1; t++) {
+      const local = this.tiers[t].endpoints;
+      let up = 0;
+      for (let i = 0; i < local.length; i++) if (local[i].ejectedUntil === 0) up++;
+      if (up > 0 && up * 100 >= threshold * local.length) {
+        this.tier = this.tiers[t].kind;
+        this.stats.panic = 0;
+        this.balancer.update(up === local.length ? local : local.filter((e) => e.ejectedUntil === 0));
+        return;
+      }
+    }
+    const panic = healthy < all.length && healthy * 100 < threshold * all.length;
+    this.tier = 'all';
     this.stats.panic = panic ? 1 : 0;
     this.balancer.update(healthy === all.length || panic ? all : all.filter((e) => e.ejectedUntil === 0));
   }
 
   pick(hashKey: string | undefined): Endpoint | null {
-    return this.balancer.pick(hashKey);
+    const e = this.balancer.pick(hashKey);
+    if (e !== null) this.stats.byLocality[e.locality]++;
+    return e;
   }
 
   /** An endpoint for a retry: another one than `tried` when there is one. */
@@ -97,9 +141,14 @@ export class Cluster {
     let e = this.balancer.pick(undefined);
     for (let i = 0; i < 4 && e === tried; i++) e = this.balancer.pick(undefined);
     if (e === tried) {
-      // The balancer sees only tried (the others are ejected): any other endpoint beats a known failure.
-      for (const x of this.endpoints) if (x !== tried) return x;
+      // The balancer sees only tried (the others are ejected, or other zones): any other endpoint beats a known failure.
+      for (const x of this.endpoints) {
+        if (x === tried) continue;
+        this.stats.byLocality[x.locality]++;
+        return x;
+      }
     }
+    if (e !== null) this.stats.byLocality[e.locality]++;
     return e;
   }
 
@@ -123,6 +172,10 @@ export class Cluster {
     const now = performance.now();
     return {
       cluster: this.name,
+      locality: {
+        node: this.here.node, zone: this.here.zone, localityFailover: this.localityFailover, tier: this.tier,
+        tiers: this.tiers.map((t) => ({ kind: t.kind, endpoints: t.endpoints.map((e) => e.key) })),
+      },
       timeouts: { connectTimeoutMs: p.connectTimeoutMs, requestTimeoutMs: p.requestTimeoutMs, perTryTimeoutMs: p.perTryTimeoutMs ?? 0, tcpIdleTimeoutS: p.tcpIdleTimeoutS },
       retries: {
         retryAttempts: p.retryAttempts, maxActiveRetries: p.maxActiveRetries, activeRetries: this.activeRetries,
@@ -152,6 +205,7 @@ export class Cluster {
   async retire(): Promise<void> {
     for (const e of this.endpoints) this.retireEndpoint(e);
     this.endpoints = [];
+    this.retier();
     this.balancer.update([]);
     this.outlier.stop();
     await Promise.all([...this.retiring]);
@@ -161,6 +215,7 @@ export class Cluster {
     this.outlier.stop();
     await Promise.all(this.endpoints.map((e) => e.destroy()));
     this.endpoints = [];
+    this.retier();
     this.balancer.update([]);
   }
 }

@@ -1,5 +1,6 @@
 // Every cluster of the applied snapshot by name; reconciled per snapshot.
 import type { Cluster as ClusterSpec } from '../../shared/snapshot.ts';
+import type { SidecarLocality } from '../balance/locality.ts';
 import type { ProxyMetrics } from '../metrics.ts';
 import { Cluster } from './cluster.ts';
 
@@ -10,6 +11,7 @@ export class ClusterSet {
   private readonly removed = new Map<string, { cluster: Cluster; timer: NodeJS.Timeout }>();
   private readonly keepRemovedMs: number;
   private readonly metrics: ProxyMetrics | null;
+  private here: SidecarLocality = { node: '', zone: '' };
 
   constructor(keepRemovedMs = 30_000, metrics: ProxyMetrics | null = null) {
     this.keepRemovedMs = keepRemovedMs;
@@ -22,6 +24,17 @@ export class ClusterSet {
 
   values(): IterableIterator<Cluster> {
     return this.byName.values();
+  }
+
+  /** Where this sidecar runs: every cluster, now and later, prefers endpoints near it (balance/locality.ts). */
+  setLocality(here: SidecarLocality): void {
+    this.here = { node: here.node, zone: here.zone };
+    for (const c of this.byName.values()) c.setLocality(this.here);
+    for (const r of this.removed.values()) r.cluster.setLocality(this.here);
+  }
+
+  get locality(): SidecarLocality {
+    return this.here;
   }
 
   /** Adds, updates and removes clusters; removed ones drain in the background. */
@@ -41,7 +54,7 @@ export class ClusterSet {
         back.cluster.update(spec);
         this.byName.set(spec.name, back.cluster);
       } else {
-        this.byName.set(spec.name, new Cluster(spec, this.metrics?.resilience(spec.name)));
+        this.byName.set(spec.name, new Cluster(spec, this.metrics?.resilience(spec.name), this.here));
       }
     }
     for (const [name, c] of this.byName) {

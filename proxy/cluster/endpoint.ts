@@ -28,6 +28,12 @@ export class Endpoint {
   timesEjected = 0;
   /** Slow-path (undici) requests in flight here. */
   slowActive = 0;
+  /** Where it runs and the EndpointSlice hints (null: none), from the snapshot; locality as seen from this sidecar (balance/locality.ts). */
+  node = '';
+  zone = '';
+  forZones: readonly string[] | null = null;
+  forNodes: readonly string[] | null = null;
+  locality = 3;
   readonly cluster: Cluster;
   private pool: Pool | null = null;
   private raw: UpstreamPool | null = null;
