@@ -106,6 +106,8 @@ export interface MeshConfig {
   env: Record<string, string>;
   /** base_normal option MTLS_MODE; absent: the mesh default (discover --mtls-mode). */
   mtlsMode?: MtlsMode;
+  /** base_normal option LOCALITY_FAILOVER [NO]: without topology hints, prefer endpoints in the sidecar's zone, then any. */
+  localityFailover?: boolean;
 }
 
 type Kind = 'int' | 'list' | 'prefix' | 'headers' | 'lb' | 'string' | 'flag';
@@ -358,6 +360,7 @@ export function parseMeshConfig(raw: unknown, namespace: string, app: string): M
 
   const env: Record<string, string> = {};
   let mtlsMode: MtlsMode | undefined;
+  let localityFailover = false;
   const normal = raw.base_normal;
   if (normal !== undefined && normal !== null) {
     if (!isObject(normal)) throw new ConfigError(`${appWhere}: base_normal must be an object`);
@@ -368,8 +371,12 @@ export function parseMeshConfig(raw: unknown, namespace: string, app: string): M
         } catch (err) {
           throw new ConfigError((err as Error).message);
         }
+      } else if (k === 'LOCALITY_FAILOVER') {
+        localityFailover = parseFlag(v, `${appWhere}: invalid option LOCALITY_FAILOVER=${show(v)}`);
       } else env[k] = String(v);
     }
   }
-  return mtlsMode === undefined ? { ports, dependencies, env } : { ports, dependencies, env, mtlsMode };
+  const config: MeshConfig = mtlsMode === undefined ? { ports, dependencies, env } : { ports, dependencies, env, mtlsMode };
+  if (localityFailover) config.localityFailover = true;
+  return config;
 }

@@ -101,6 +101,7 @@ export function buildSnapshot(app: App, topology: Topology): Snapshot {
         tcpIdleTimeoutS: o.tcpIdleTimeoutS,
       },
       endpoints,
+      ...(config.localityFailover ? { localityFailover: true } : {}),
     });
   }
   clusters.sort((a, b) => (a.name < b.name ? -1 : 1));

@@ -34,6 +34,44 @@ function bool(v: unknown, where: string, fallback: boolean): boolean {
   return v;
 }
 
+// Kubernetes label values (a zone) and node names (DNS subdomains), as the API server checks them.
+const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$/;
+const NODE_NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
+export const TRAFFIC_DISTRIBUTIONS = ['PreferClose', 'PreferSameZone', 'PreferSameNode'] as const;
+export type TrafficDistribution = typeof TRAFFIC_DISTRIBUTIONS[number];
+
+function zoneName(v: unknown, where: string): string {
+  if (typeof v !== 'string' || !LABEL_VALUE.test(v)) throw new ConfigError(`${where}=${JSON.stringify(v)}: expected a zone name (a Kubernetes label value: letters, digits, '-', '_', '.', at most 63)`);
+  return v;
+}
+
+function nodeName(v: unknown, where: string): string {
+  if (typeof v !== 'string' || !NODE_NAME.test(v)) throw new ConfigError(`${where}=${JSON.stringify(v)}: expected a node name (a lower-case DNS subdomain)`);
+  return v;
+}
+
+/** hints.forZones / hints.forNodes: names, or { name } objects as in an EndpointSlice. */
+function hintList(v: unknown, where: string, check: (x: unknown, where: string) => string): string[] {
+  if (!Array.isArray(v) || v.length === 0) throw new ConfigError(`${where}: expected a non-empty list of names`);
+  const out = v.map((x, i) => {
+    if (isObject(x)) {
+      checkKeys(x, ['name'], `${where}[${i}]`);
+      return check(x.name, `${where}[${i}].name`);
+    }
+    return check(x, `${where}[${i}]`);
+  });
+  return [...new Set(out)];
+}
+
+function parseHints(v: unknown, where: string): { forZones?: string[]; forNodes?: string[] } {
+  if (!isObject(v)) throw new ConfigError(`${where}: expected an object with forZones and/or forNodes`);
+  checkKeys(v, ['forZones', 'forNodes'], where);
+  const out: { forZones?: string[]; forNodes?: string[] } = {};
+  if (v.forZones !== undefined) out.forZones = hintList(v.forZones, `${where}.forZones`, zoneName);
+  if (v.forNodes !== undefined) out.forNodes = hintList(v.forNodes, `${where}.forNodes`, nodeName);
+  return out;
+}
+
 function checkKeys(obj: Record<string, unknown>, allowed: string[], where: string): void {
   for (const k of Object.keys(obj)) {
     if (!allowed.includes(k)) throw new ConfigError(`${where}: unknown field ${k}; expected ${allowed.join(', ')}`);
@@ -46,6 +84,8 @@ function parseEndpoint(raw: unknown, svc: { where: string; ports: ServicePort[] 
   const targets = new Map<number, number>();
   let weight = 1;
   let zone = '';
+  let node = '';
+  let hints: { forZones?: string[]; forNodes?: string[] } | null = null;
   let ready = true;
   let serving = true;
   let terminating = false;
@@ -58,7 +98,7 @@ function parseEndpoint(raw: unknown, svc: { where: string; ports: ServicePort[] 
       targets.set(svc.ports[0].port, parseInteger(m[2], `${where}: port`, 1, 65535));
     }
   } else if (isObject(raw)) {
-    checkKeys(raw, ['address', 'port', 'ports', 'weight', 'zone', 'ready', 'serving', 'terminating'], where);
+    checkKeys(raw, ['address', 'port', 'ports', 'weight', 'zone', 'node', 'hints', 'ready', 'serving', 'terminating'], where);
     if (typeof raw.address !== 'string') throw new ConfigError(`${where}: address is required`);
     address = raw.address;
     if (raw.port !== undefined) {
@@ -74,7 +114,9 @@ function parseEndpoint(raw: unknown, svc: { where: string; ports: ServicePort[] 
       }
     }
     if (raw.weight !== undefined) weight = parseInteger(raw.weight, `${where}: weight=${JSON.stringify(raw.weight)}`, 1, 1000000);
-    if (raw.zone !== undefined) zone = String(raw.zone);
+    if (raw.zone !== undefined) zone = zoneName(raw.zone, `${where}: zone`);
+    if (raw.node !== undefined) node = nodeName(raw.node, `${where}: node`);
+    if (raw.hints !== undefined) hints = parseHints(raw.hints, `${where}: hints`);
     ready = bool(raw.ready, `${where}: ready`, true);
     serving = bool(raw.serving, `${where}: serving`, ready);
     terminating = bool(raw.terminating, `${where}: terminating`, false);
@@ -84,15 +126,31 @@ function parseEndpoint(raw: unknown, svc: { where: string; ports: ServicePort[] 
   if (!IPV4.test(address) && !HOST.test(address)) throw new ConfigError(`${where}: address ${JSON.stringify(address)} is not an IPv4 address or host name`);
   const out = new Map<number, Endpoint>();
   for (const p of svc.ports) {
-    out.set(p.port, { address, port: targets.get(p.port) ?? p.port, weight, zone, ready, serving, terminating });
+    const ep: Endpoint = { address, port: targets.get(p.port) ?? p.port, weight, zone, ready, serving, terminating };
+    if (node !== '') ep.node = node;
+    if (hints?.forZones) ep.forZones = hints.forZones;
+    if (hints?.forNodes) ep.forNodes = hints.forNodes;
+    out.set(p.port, ep);
   }
   return out;
+}
+
+/**
+ * What the EndpointSlice controller does for trafficDistribution, for endpoints that give no hints of
+ * their own: PreferSameZone (and its older name PreferClose) hints each endpoint for its own zone, when
+ * every endpoint has one; PreferSameNode also hints each for its own node, when every endpoint has one.
+ */
+function deriveHints(endpoints: Endpoint[], mode: TrafficDistribution): void {
+  const bare = endpoints.filter((e) => e.forZones === undefined && e.forNodes === undefined);
+  if (bare.length === 0) return;
+  if (bare.every((e) => e.zone !== '')) for (const e of bare) e.forZones = [e.zone];
+  if (mode === 'PreferSameNode' && bare.every((e) => e.node !== undefined)) for (const e of bare) e.forNodes = [e.node!];
 }
 
 function parseService(raw: unknown, index: number): Service {
   const at = `services[${index}]`;
   if (!isObject(raw)) throw new ConfigError(`${at} must be an object`);
-  checkKeys(raw, ['name', 'namespace', 'address', 'ports', 'endpoints'], at);
+  checkKeys(raw, ['name', 'namespace', 'address', 'ports', 'endpoints', 'trafficDistribution'], at);
   const svcName = name(raw.name, `${at}.name`);
   const namespace = raw.namespace === undefined ? 'default' : name(raw.namespace, `${at}.namespace`);
   const where = `service ${namespace}/${svcName}`;
@@ -115,10 +173,18 @@ function parseService(raw: unknown, index: number): Service {
     ports.push({ name: typeof entry.name === 'string' ? entry.name : String(port), port, protocol });
   }
   if (ports.length === 0) throw new ConfigError(`${where}: needs at least one port`);
+  let trafficDistribution: TrafficDistribution | null = null;
+  if (raw.trafficDistribution !== undefined && raw.trafficDistribution !== null) {
+    if (!TRAFFIC_DISTRIBUTIONS.includes(raw.trafficDistribution as TrafficDistribution)) {
+      throw new ConfigError(`${where}: trafficDistribution=${JSON.stringify(raw.trafficDistribution)}: expected one of ${TRAFFIC_DISTRIBUTIONS.join(', ')}`);
+    }
+    trafficDistribution = raw.trafficDistribution as TrafficDistribution;
+  }
   const endpoints = new Map<number, Endpoint[]>(ports.map((p) => [p.port, []]));
   for (const [i, e] of list(raw.endpoints, `${where}: endpoints`).entries()) {
     for (const [port, ep] of parseEndpoint(e, { where, ports }, i)) endpoints.get(port)!.push(ep);
   }
+  if (trafficDistribution !== null) for (const eps of endpoints.values()) deriveHints(eps, trafficDistribution);
   return { namespace, name: svcName, address, ports, endpoints };
 }
 
