@@ -13,6 +13,7 @@ import { SnapshotApplier } from './config/snapshotApplier.ts';
 import { ListenerSet } from './listener/listenerSet.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { MeshTls } from './tls/meshTls.ts';
+import { lookUpZone, parseLocalityFlags } from './config/localityLookup.ts';
 import { DEFAULT_WARM_UP_REQUESTS, parseWarmUpRequests, warmUp } from './warmUp.ts';
 import type { DnsResponder, DnsResponderOptions } from '../dns/main.ts';
 
@@ -33,6 +34,8 @@ export const proxyFlags: FlagSpec[] = [
   { name: 'access-log-sample', type: 'int', default: 1, description: 'With --access-log, log 1 request in this many' },
   { name: 'warm-up-requests', type: 'int', default: DEFAULT_WARM_UP_REQUESTS, description: 'Requests the sidecar sends through a private loopback listener before it reports ready, so its request path is compiled before the first real request (0: none)' },
   { name: 'log-level', type: 'string', default: 'info', description: 'Log level: debug, info, warn, error' },
+  { name: 'node', type: 'string', description: 'The node this pod runs on (the injector passes spec.nodeName): prefer endpoints hinted for it (docs/proxy.md, Locality)' },
+  { name: 'zone', type: 'string', description: 'The zone this pod runs in; without it, discover is asked for the --node\'s topology.kubernetes.io/zone label' },
 ];
 
 export interface ProxyOptions {
@@ -60,6 +63,9 @@ export interface ProxyOptions {
   waitSeconds?: number;
   /** Host the DNS responder in this process, fed with every snapshot's names (as in a pod). */
   dns?: DnsResponderOptions;
+  /** Where this sidecar runs (proxy/balance/locality.ts); a node without a zone asks discover for the zone. */
+  node?: string;
+  zone?: string;
 }
 
 export interface Proxy {
@@ -114,6 +120,7 @@ export function proxyOptions(values: FlagValues, env: NodeJS.ProcessEnv = proces
     accessLogSample: typeof values['access-log-sample'] === 'number' ? values['access-log-sample'] : undefined,
     logLevel: str(values['log-level']),
     warmUpRequests: values['warm-up-requests'] === undefined ? undefined : parseWarmUpRequests(values['warm-up-requests']),
+    ...parseLocalityFlags(values),
   };
 }
 
@@ -126,6 +133,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const metrics = new ProxyMetrics();
   const accessLog = opts.accessLog ? new AccessLog(log, opts.accessLogSample ?? 1) : null;
   const clusters = new ClusterSet(drainTimeoutMs + 10_000, metrics);
+  clusters.setLocality({ node: opts.node ?? '', zone: opts.zone ?? '' });
   const listeners = new ListenerSet({
     log, metrics, accessLog, drainTimeoutMs,
     requestHeadTimeoutMs: opts.requestHeadTimeoutMs ?? 60_000,
@@ -202,6 +210,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     warmed = true;
   });
   await client.start();
+  const zoneLookup = opts.node && !opts.zone ? lookUpZone({ url, node: opts.node, tokenFile: opts.tokenFile, log, onZone: (zone) => clusters.setLocality({ node: opts.node!, zone }) }) : null;
 
   return {
     adminPort,
@@ -218,6 +227,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     close() {
       closing ??= (async () => {
         stopWarmUp.abort(new Error('closing'));
+        zoneLookup?.abort();
         await warming;
         client.close();
         meshTls.close();

@@ -1,0 +1,166 @@
+// Topology-aware routing through a real sidecar: three endpoints in zone a, three in zone b, the
+// sidecar in zone a. PreferSameZone keeps every request in zone a; killing zone a under load moves
+// traffic to zone b with no failure beyond the requests in flight, and it comes back when they return.
+// Without hints it spreads over all six.
+import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
+import t, { type Test } from 'tap';
+import { request } from 'undici';
+import { freePort, randomLoopback, startSidecar } from '../fixtures.ts';
+import { configDump, metric, openLoad } from '../resilience/load.ts';
+
+interface ZoneBackend { name: string; zone: string; address: string; port: number; server: Server | null; sockets: Set<Socket>; requests: number }
+
+async function listen(b: ZoneBackend): Promise<void> {
+  const server = createServer((req, res) => {
+    b.requests++;
+    req.resume();
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(b.name) });
+    res.end(b.name);
+  });
+  server.on('connection', (s: Socket) => {
+    b.sockets.add(s);
+    s.on('close', () => b.sockets.delete(s));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(b.port, b.address, () => resolve());
+  });
+  b.server = server;
+}
+
+/** Killed: the listening socket closes (connections refused) and open connections are cut. */
+function kill(b: ZoneBackend): void {
+  b.server?.close();
+  for (const s of b.sockets) s.destroy();
+  b.server = null;
+}
+
+async function sixBackends(t: Test): Promise<ZoneBackend[]> {
+  const out: ZoneBackend[] = [];
+  for (const [i, zone] of ['a', 'a', 'a', 'b', 'b', 'b'].entries()) {
+    const b: ZoneBackend = { name: `${zone}-${i + 1}`, zone, address: randomLoopback(), port: await freePort(), server: null, sockets: new Set(), requests: 0 };
+    await listen(b);
+    out.push(b);
+  }
+  t.teardown(() => {
+    for (const b of out) kill(b);
+  });
+  return out;
+}
+
+function topology(bs: ZoneBackend[], address: string, port: number, trafficDistribution: string | null): string {
+  return `services:
+  - name: api
+    address: ${address}
+    ports: [{ port: ${port}, protocol: http }]
+${trafficDistribution ? `    trafficDistribution: ${trafficDistribution}\n` : ''}    endpoints:
+${bs.map((b) => `      - { address: ${b.address}, port: ${b.port}, zone: ${b.zone} }`).join('\n')}
+apps:
+  - name: web
+    config:
+      base_services:
+        - { depend_service_alias: api, port: ${port}, protocol: http, options: { ConsecutiveErrors: 1, MaxEjectionPercent: 100, BaseEjectionTimeMS: 1000, IntervalMS: 200, RetryAttempts: 3, MaxActiveRetries: 100 } }
+`;
+}
+
+async function get(url: string): Promise<string> {
+  const r = await request(url);
+  const body = await r.body.text();
+  if (r.statusCode !== 200) throw new Error(`status ${r.statusCode}: ${body}`);
+  return body;
+}
+
+async function zonesOf(url: string, n: number, concurrency = 10): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  let next = 0;
+  await Promise.all(Array.from({ length: concurrency }, async () => {
+    while (next < n) {
+      next++;
+      const body = await get(url);
+      out[body] = (out[body] ?? 0) + 1;
+    }
+  }));
+  return out;
+}
+
+const sumZone = (tally: Record<string, number>, zone: string) => Object.entries(tally).filter(([k]) => k.startsWith(`${zone}-`)).reduce((s, [, n]) => s + n, 0);
+
+t.test('PreferSameZone: all in zone a; zone a killed under load: zone b, no failure beyond those in flight; back when it returns', async (t) => {
+  const bs = await sixBackends(t);
+  const port = await freePort();
+  const address = randomLoopback();
+  const s = await startSidecar(t, topology(bs, address, port, 'PreferSameZone'), { zone: 'a' });
+  const url = `http://${address}:${port}/`;
+
+  const first = await zonesOf(url, 1000);
+  t.equal(sumZone(first, 'a'), 1000, `1,000 requests all in zone a (${JSON.stringify(first)})`);
+  t.equal(Object.keys(first).length, 3, 'spread over the three zone-a endpoints');
+  t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_upstream_requests_by_locality_total', { locality: 'same_zone' }), 1000, 'counted as same zone');
+  t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_upstream_requests_by_locality_total', { locality: 'other_zone' }), 0, 'none to the other zone');
+
+  const KILL_AT = 1500;
+  const BACK_AT = 4000;
+  let killedAt = -1;
+  let backAt = -1;
+  let restarting: Promise<void> | null = null;
+  const zoneB = () => bs.slice(3).reduce((n, b) => n + b.requests, 0);
+  const bBefore = zoneB();
+  let bAtBack = 0;
+  const { outcomes, failed } = await openLoad(url, 200, 6, {
+    onTick: (ms) => {
+      if (killedAt < 0 && ms >= KILL_AT) {
+        killedAt = ms;
+        for (const b of bs.slice(0, 3)) kill(b);
+      }
+      if (backAt < 0 && ms >= BACK_AT) {
+        backAt = ms;
+        bAtBack = zoneB();
+        restarting = Promise.all(bs.slice(0, 3).map((b) => listen(b))).then(() => {});
+      }
+    },
+  });
+  await restarting;
+  t.ok(killedAt > 0 && backAt > 0, 'killed and restarted during the load');
+  // In flight at the kill: sent before it and answered after it.
+  const inFlight = outcomes.filter((o) => o.at <= killedAt && o.at + o.ms >= killedAt).length;
+  t.ok(failed.length <= inFlight, `failures (${failed.length}) no more than the requests in flight at the kill (${inFlight}): ${JSON.stringify(failed.slice(0, 3))}`);
+  t.same(failed.filter((o) => o.at > killedAt), [], 'no request sent after the kill failed');
+  t.ok(bAtBack - bBefore > 300, `zone b took the traffic while zone a was down (${bAtBack - bBefore} requests)`);
+
+  // The ejections run out (1 s x times ejected) and zone a takes the traffic back.
+  const until = Date.now() + 20_000;
+  let tier = '';
+  while (Date.now() < until) {
+    const dump = await configDump(s.proxy.adminPort) as { policies: { clusters: Array<{ locality: { tier: string } }> } };
+    tier = dump.policies.clusters[0].locality.tier;
+    if (tier === 'zone') break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  t.equal(tier, 'zone', 'the cluster is back on its zone-a endpoints');
+  const back = await zonesOf(url, 300);
+  t.equal(sumZone(back, 'a'), 300, `after the return all in zone a again (${JSON.stringify(back)})`);
+});
+
+t.test('without hints, traffic spreads over all six', async (t) => {
+  const bs = await sixBackends(t);
+  const port = await freePort();
+  const address = randomLoopback();
+  const s = await startSidecar(t, topology(bs, address, port, null), { zone: 'a' });
+  const tally = await zonesOf(`http://${address}:${port}/`, 1200);
+  t.equal(Object.keys(tally).length, 6, `all six endpoints used (${JSON.stringify(tally)})`);
+  for (const [k, n] of Object.entries(tally)) t.ok(n > 100, `${k}: ${n} of 1200`);
+  t.ok(await metric(s.proxy.adminPort, 'shoal_proxy_upstream_requests_by_locality_total', { locality: 'other_zone' }) > 300, 'other-zone attempts counted');
+});
+
+t.test('a sidecar whose zone is unknown uses all six; the locality in /config_dump says why', async (t) => {
+  const bs = await sixBackends(t);
+  const port = await freePort();
+  const address = randomLoopback();
+  const s = await startSidecar(t, topology(bs, address, port, 'PreferSameZone'));
+  const tally = await zonesOf(`http://${address}:${port}/`, 600);
+  t.equal(Object.keys(tally).length, 6, `all six endpoints used (${JSON.stringify(tally)})`);
+  const dump = await configDump(s.proxy.adminPort) as { policies: { clusters: Array<{ locality: Record<string, unknown> }> } };
+  t.match(dump.policies.clusters[0].locality, { node: '', zone: '', tier: 'all' });
+  t.ok(await metric(s.proxy.adminPort, 'shoal_proxy_upstream_requests_by_locality_total', { locality: 'unknown' }) >= 600, 'counted as unknown');
+});
