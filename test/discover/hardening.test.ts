@@ -16,10 +16,7 @@ import type { Snapshot } from '../../shared/snapshot.ts';
 import { parseFlags } from '../../shared/flags.ts';
 import { discoverFlags, discoverOptionsFromFlags, startDiscover } from '../../discover/main.ts';
 import { TWO_APPS, withDiscover, type TestDiscover } from '../lib/discover.ts';
-import { meshConfigMap } from '../lib/fakeKubeApi.ts';
-import {
-  childEnv, fakeCluster, OPERATOR_TOKEN, seedWebAndApi, snapshot as kubeSnapshot, startKubeDiscover, stopCli, until, type Running,
-} from './kubernetes/harness.ts';
+import { childEnv, stopCli, until, type Running } from './kubernetes/discoverClient.ts';
 
 const CLI = join(import.meta.dirname, '..', '..', 'cli.ts');
 
@@ -291,42 +288,4 @@ t.test('static discover listens on 127.0.0.1 by default; --host or SHOAL_HOST se
 
   const fromEnv = await start([], { SHOAL_HOST: '0.0.0.0' });
   t.equal(fromEnv.address, '0.0.0.0', 'SHOAL_HOST too');
-});
-
-t.test('Kubernetes: 20 concurrent PUTs all answered 200, the ConfigMap, GET and the snapshot end on the last one; default host 0.0.0.0', async (t) => {
-  const env = await fakeCluster(t);
-  seedWebAndApi(env.api);
-  const d = await startKubeDiscover(t, env);
-  const order: number[] = [];
-  const put = (i: number) => request(`${d.url}/v1/resources/default/web/mesh`, {
-    method: 'PUT', headers: { authorization: `Bearer ${OPERATOR_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify(webConfig(5000 + i)),
-  }).then(async (res) => {
-    order.push(i);
-    return { status: res.statusCode, text: await res.body.text() };
-  });
-  const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => put(i)));
-  t.same(answers.map((a) => a.status), Array(20).fill(200), `every PUT answered 200 (${answers.filter((a) => a.status !== 200).map((a) => a.text).join(', ')})`);
-  const last = order.filter((i) => answers[i].status === 200).at(-1)!;
-  const expected = webConfig(5000 + last);
-  t.same(JSON.parse(env.api.get('ConfigMap', 'default', 'shoal-mesh-web')!.data['plugin-config']), expected, 'the ConfigMap holds the last PUT answered');
-  await until('the watch delivered the last write', async () => (await kubeSnapshot(d, 'default', 'web')).json.clusters?.[0]?.policy.requestTimeoutMs === 5000 + last);
-  const resource = await request(`${d.url}/v1/resources/default/web/mesh`, { headers: { authorization: `Bearer ${OPERATOR_TOKEN}` } });
-  t.same(await resource.body.json(), expected, 'GET /v1/resources agrees');
-
-  const plain = await startDiscover({ kubernetes: { kubeconfigFile: env.kubeconfig, tokenAudience: 'shoal' }, port: 0, log: createLogger('discover', 'silent') });
-  t.teardown(() => plain.close());
-  t.equal((plain.server.server.address() as AddressInfo).address, '0.0.0.0', 'Kubernetes mode still listens on every interface by default');
-});
-
-t.test('Kubernetes: a mesh ConfigMap over the limits is refused and the app keeps its last good config', async (t) => {
-  const env = await fakeCluster(t);
-  seedWebAndApi(env.api);
-  const d = await startKubeDiscover(t, env);
-  const before = (await kubeSnapshot(d, 'default', 'web')).json as Snapshot;
-  t.equal(before.clusters.length, 1);
-  env.api.apply(meshConfigMap('default', 'web', 'mesh', { base_services: Array.from({ length: MESH_CONFIG_LIMITS.dependencies + 1 }, (_, i) => ({ depend_service_alias: `svc-${i}`, port: 80 })) }));
-  await until('the refusal in the snapshot', async () => ((await kubeSnapshot(d, 'default', 'web')).json as Snapshot).status.errors.some((e) => /at most 1000/.test(e)));
-  const after = (await kubeSnapshot(d, 'default', 'web')).json as Snapshot;
-  t.match(after.status.errors[0], /mesh config refused, last good config in force: ConfigMap default\/shoal-mesh-web: app default\/web: base_services has 1001 entries; at most 1000 are allowed/);
-  t.same(after.clusters.map((c) => c.name), ['api.default:8080'], 'the last good config stays in force');
 });
