@@ -165,7 +165,7 @@ function onTopology(store: SnapshotStore, log: Logger) {
 interface WiredSource {
   close(): Promise<void>;
   writer: ConfigWriter | null;
-  extra: Pick<ServerOptions, 'readGuard' | 'readiness' | 'refusal'>;
+  extra: Pick<ServerOptions, 'readGuard' | 'readiness' | 'refusal' | 'nodeZone'>;
   // Called once the server listens: loads the first state (Kubernetes) in the background.
   start(): Promise<void>;
   webhook?: () => Promise<{ port: number; close(): Promise<void> }>;
@@ -207,7 +207,7 @@ async function wireSource(opts: DiscoverOptions, store: SnapshotStore, metrics: 
   return {
     close: () => source.close(),
     writer: source.write,
-    extra: { readGuard, readiness: () => source.health(), refusal: (ns: string, app: string) => source.refusal(ns, app) },
+    extra: { readGuard, readiness: () => source.health(), refusal: (ns: string, app: string) => source.refusal(ns, app), nodeZone: (node: string) => source.nodeZone(node) },
     start: () => source.start(),
     webhook: wh ? async () => {
       const { startWebhook } = await import('./webhook/webhookServer.ts');

@@ -8,6 +8,7 @@ import type { DiscoverMetrics } from '../metrics.ts';
 import { snapshotRoutes } from './snapshotRoutes.ts';
 import { resourceRoutes, type ConfigWriter } from './resourceRoutes.ts';
 import { healthRoutes, type Readiness } from './healthRoutes.ts';
+import { localityRoutes } from './localityRoutes.ts';
 import { identityRoutes, type IdentityService } from '../identity/identityRoutes.ts';
 
 export interface ServerOptions {
@@ -20,6 +21,8 @@ export interface ServerOptions {
   readGuard?: preHandlerAsyncHookHandler;
   readiness?: Readiness;
   refusal?: (namespace: string, app: string) => string | undefined;
+  /** A node's zone label, for sidecars with --node and no --zone (localityRoutes.ts); absent: no Node information. */
+  nodeZone?: (node: string) => string | undefined;
   /** Identity (issue 10): the mesh CA's routes, when discover runs it. */
   identity?: IdentityService;
 }
@@ -55,6 +58,7 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
   snapshotRoutes(app, opts);
   resourceRoutes(app, opts);
   healthRoutes(app, opts);
+  localityRoutes(app, opts);
   if (opts.identity) identityRoutes(app, opts.identity, opts.log, opts.registry);
   app.get('/docs/json', { schema: { hide: true } }, async () => app.swagger());
   await app.ready();

@@ -157,6 +157,8 @@ function sidecarContainer(opts: {
     { name: 'SHOAL_CLUSTER_DOMAIN', value: config.clusterDomain },
     { name: 'SHOAL_TOKEN_FILE', value: TOKEN_FILE },
     { name: 'SHOAL_STATE_FILE', value: STATE_FILE },
+    // The sidecar's node, for topology-aware routing; discover answers its zone (docs/proxy.md, Locality).
+    { name: 'SHOAL_NODE', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
     { name: 'NODE_OPTIONS', value: SIDECAR_NODE_OPTIONS },
     ...Object.entries(opts.pluginEnv).map(([name, value]) => ({ name, value })),
   ];

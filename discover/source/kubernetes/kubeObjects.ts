@@ -67,6 +67,7 @@ export function serviceModel(svc: V1Service, slices: Iterable<V1EndpointSlice>):
             address, port: target.port, weight: 1, zone: e.zone ?? '',
             ready, serving: c.serving ?? ready, terminating: c.terminating ?? false,
           };
+          addTopology(ep, e);
           const key = `${sp.port}|${address}|${target.port}`;
           const prev = seen.get(key);
           if (prev) {
@@ -80,6 +81,16 @@ export function serviceModel(svc: V1Service, slices: Iterable<V1EndpointSlice>):
     }
   }
   return { namespace, name, address: pinned && /^127\./.test(pinned) && pinned !== '127.0.0.1' ? pinned : null, ports, endpoints };
+}
+
+/** nodeName and the topology hints (hints.forZones, hints.forNodes) of a slice endpoint, when set. */
+function addTopology(ep: Endpoint, e: { nodeName?: string; hints?: { forZones?: Array<{ name?: string }>; forNodes?: Array<{ name?: string }> } }): void {
+  if (e.nodeName) ep.node = e.nodeName;
+  const names = (xs: Array<{ name?: string }> | undefined) => [...new Set((xs ?? []).map((x) => x.name ?? '').filter((x) => x !== ''))];
+  const zones = names(e.hints?.forZones);
+  const nodes = names(e.hints?.forNodes);
+  if (zones.length > 0) ep.forZones = zones;
+  if (nodes.length > 0) ep.forNodes = nodes;
 }
 
 export interface MeshConfigMapResult {

@@ -3,7 +3,7 @@
 // dependencies or config changed.
 import {
   CoreV1Api, HttpMethod, KubeConfig, ListWatch, RequestContext, Watch,
-  type Informer, type KubernetesObject, type ListPromise, type V1ConfigMap, type V1EndpointSlice, type V1Service,
+  type Informer, type KubernetesObject, type ListPromise, type V1ConfigMap, type V1EndpointSlice, type V1Node, type V1Service,
 } from '@kubernetes/client-node';
 import { fetch } from 'undici';
 import type { Logger } from '../../../shared/log.ts';
@@ -34,7 +34,13 @@ interface Watched<T extends KubernetesObject> {
   // A start() in flight (first list or a restart): close() waits for it and stops again, since
   // client-node opens the watch after its list without checking whether stop() came meanwhile.
   starting: Promise<void> | null;
+  // Not needed to serve snapshots (Nodes only give sidecars their zone): readiness does not wait for it.
+  optional?: boolean;
+  // The status of the last failure (403: RBAC says no, 404: not served), which ends an optional informer's retries.
+  lastStatus?: number;
 }
+
+export const ZONE_LABEL = 'topology.kubernetes.io/zone';
 
 const BACKOFF_BASE_MS = 200;
 const COALESCE_MS = 5;
@@ -53,6 +59,8 @@ export class KubernetesSource {
   private readonly slices = new Map<string, Map<string, V1EndpointSlice>>();
   private readonly sliceOwner = new Map<string, string>();
   private readonly configMaps = new Map<string, V1ConfigMap>();
+  // Node name -> its topology.kubernetes.io/zone label ('' without one).
+  private readonly nodeZones = new Map<string, string>();
   // App key -> keys of the mesh ConfigMaps labelled for it (normally one).
   private readonly configMapsByApp = new Map<string, Set<string>>();
   private readonly topology: Topology;
@@ -66,7 +74,7 @@ export class KubernetesSource {
   private flushTimer: NodeJS.Timeout | null = null;
   private started = false;
   private stopped = false;
-  private readonly watched: Array<Watched<V1Service> | Watched<V1EndpointSlice> | Watched<V1ConfigMap>> = [];
+  private readonly watched: Array<Watched<V1Service> | Watched<V1EndpointSlice> | Watched<V1ConfigMap> | Watched<V1Node>> = [];
 
   constructor(opts: KubernetesSourceOptions) {
     this.opts = opts;
@@ -84,7 +92,11 @@ export class KubernetesSource {
     cms.on('add', (o) => this.onConfigMap(o, false));
     cms.on('update', (o) => this.onConfigMap(o, false));
     cms.on('delete', (o) => this.onConfigMap(o, true));
-    this.watched.push(this.watch('services', svc), this.watch('endpointslices', eps), this.watch('configmaps', cms));
+    const nodes = this.informer<V1Node>('/api/v1/nodes', () => this.list('/api/v1/nodes'));
+    nodes.on('add', (o) => this.onNode(o, false));
+    nodes.on('update', (o) => this.onNode(o, false));
+    nodes.on('delete', (o) => this.onNode(o, true));
+    this.watched.push(this.watch('services', svc), this.watch('endpointslices', eps), this.watch('configmaps', cms), this.watch('nodes', nodes, true));
   }
 
   /**
@@ -126,8 +138,8 @@ export class KubernetesSource {
     return new ListWatch<T>(path, new Watch(this.opts.kubeConfig), list as ListPromise<T>, false, labelSelector, undefined, { delayFn });
   }
 
-  private watch<T extends KubernetesObject>(name: string, informer: Informer<T>): Watched<T> {
-    const w: Watched<T> = { name, informer, listed: false, downSince: null, restartTimer: null, failures: 0, starting: null };
+  private watch<T extends KubernetesObject>(name: string, informer: Informer<T>, optional = false): Watched<T> {
+    const w: Watched<T> = { name, informer, listed: false, downSince: null, restartTimer: null, failures: 0, starting: null, optional };
     // client-node's informer stops after any error but 410 (which it handles by relisting): restart it.
     informer.on('error', (err?: unknown) => this.onWatchError(w, err));
     return w;
@@ -144,7 +156,8 @@ export class KubernetesSource {
 
   /** Starts every informer; resolves once each has listed once (the first full state). */
   async start(): Promise<void> {
-    await Promise.all(this.watched.map((w) => this.startOne(w as Watched<KubernetesObject>)));
+    for (const w of this.watched) if (w.optional) void this.startOne(w as Watched<KubernetesObject>);
+    await Promise.all(this.watched.filter((w) => !w.optional).map((w) => this.startOne(w as Watched<KubernetesObject>)));
     this.started = true;
     this.flush();
   }
@@ -159,6 +172,10 @@ export class KubernetesSource {
         w.listed = true;
         w.downSince = null;
         w.failures = 0;
+        return;
+      }
+      if (w.optional && (w.lastStatus === 403 || w.lastStatus === 404)) {
+        this.opts.log.warn({ informer: w.name, status: w.lastStatus }, `cannot list ${w.name}; going on without them (sidecars with --node and no --zone get no zone: give discover ${w.name} get, list, watch)`);
         return;
       }
       // The first list failed; wait out the backoff and try again.
@@ -177,6 +194,7 @@ export class KubernetesSource {
     w.failures++;
     w.downSince ??= Date.now();
     const e = err as { message?: string; statusCode?: number; code?: number } | undefined;
+    w.lastStatus = e?.statusCode ?? e?.code;
     this.opts.log.warn({ informer: w.name, error: e?.message ?? String(err), status: e?.statusCode ?? e?.code, failures: w.failures }, 'watch failed; restarting with backoff');
     if (!w.listed || w.restartTimer) return;
     w.restartTimer = setTimeout(() => {
@@ -196,10 +214,10 @@ export class KubernetesSource {
 
   /** Ready once every informer listed, and while none has been down longer than staleAfterMs. */
   health(): { ready: boolean; message: string } {
-    const notListed = this.watched.filter((w) => !w.listed).map((w) => w.name);
+    const notListed = this.watched.filter((w) => !w.listed && !w.optional).map((w) => w.name);
     if (notListed.length > 0 || !this.started) return { ready: false, message: `waiting for the first list of ${notListed.join(', ') || 'the informers'}` };
     const now = Date.now();
-    const stale = this.watched.filter((w) => w.downSince !== null && now - w.downSince > this.opts.staleAfterMs).map((w) => w.name);
+    const stale = this.watched.filter((w) => !w.optional && w.downSince !== null && now - w.downSince > this.opts.staleAfterMs).map((w) => w.name);
     if (stale.length > 0) return { ready: false, message: `watch of ${stale.join(', ')} down for more than ${this.opts.staleAfterMs} ms` };
     return { ready: true, message: 'ready' };
   }
@@ -232,6 +250,22 @@ export class KubernetesSource {
     if (!m) this.slices.set(owner, (m = new Map()));
     m.set(sliceKey, slice);
     this.markService(owner);
+  }
+
+  private onNode(node: V1Node, deleted: boolean): void {
+    const name = node.metadata?.name ?? '';
+    if (deleted) this.nodeZones.delete(name);
+    else this.nodeZones.set(name, node.metadata?.labels?.[ZONE_LABEL] ?? '');
+    // The informer caches every Node it saw; only the name and labels matter here, and a Node's
+    // status (images, conditions) is tens of KB: drop the rest from the cached object.
+    delete node.status;
+    delete node.spec;
+    if (node.metadata) delete node.metadata.managedFields;
+  }
+
+  /** A node's zone label ('' without one); undefined for a node not (yet) seen. */
+  nodeZone(name: string): string | undefined {
+    return this.nodeZones.get(name);
   }
 
   private onConfigMap(cm: V1ConfigMap, deleted: boolean): void {

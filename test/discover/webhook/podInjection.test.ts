@@ -131,7 +131,7 @@ t.test('a Deployment\'s pod with two containers', async (t) => {
 
   const names = sidecar.env.map((e: any) => e.name);
   t.same(names, ['DB_HOST', 'DB_URL', 'POD_IP', 'MEM_LIMIT', 'DISCOVER_URL', 'PLUGIN_ID', 'NAMESPACE', 'SERVICE_ALIAS',
-    'SHOAL_DNS_UPSTREAM', 'SHOAL_CLUSTER_DOMAIN', 'SHOAL_TOKEN_FILE', 'SHOAL_STATE_FILE', 'NODE_OPTIONS', 'REGION'], 'app env first, in order; shoal\'s and Node\'s own names dropped from the copy; plugin env last');
+    'SHOAL_DNS_UPSTREAM', 'SHOAL_CLUSTER_DOMAIN', 'SHOAL_TOKEN_FILE', 'SHOAL_STATE_FILE', 'SHOAL_NODE', 'NODE_OPTIONS', 'REGION'], 'app env first, in order; shoal\'s and Node\'s own names dropped from the copy; plugin env last');
   const env = Object.fromEntries(sidecar.env.map((e: any) => [e.name, e]));
   t.ok(names.indexOf('DB_HOST') < names.indexOf('DB_URL'), '$(DB_HOST) is defined before DB_URL uses it');
   t.equal(env.DB_URL.value, 'postgres://$(DB_HOST):5432/orders', '$(VAR) reference kept as is');
@@ -144,6 +144,7 @@ t.test('a Deployment\'s pod with two containers', async (t) => {
   t.equal(env.SHOAL_DNS_UPSTREAM.value, '10.96.0.10');
   t.equal(env.SHOAL_TOKEN_FILE.value, '/var/run/secrets/shoal/token');
   t.equal(env.SHOAL_STATE_FILE.value, '/var/lib/shoal/snapshot.json');
+  t.same(env.SHOAL_NODE.valueFrom, { fieldRef: { fieldPath: 'spec.nodeName' } }, 'the node by the downward API, for topology-aware routing');
   t.equal(env.NODE_OPTIONS.value, '--max-semi-space-size=1 --v8-pool-size=1', 'the app\'s NODE_OPTIONS (its --require) never reaches the sidecar');
   t.equal(env.REGION.value, 'eu-west-1', 'plugin variable in the sidecar');
   t.same(sidecar.envFrom, [{ configMapRef: { name: 'checkout-settings' } }], 'envFrom shared too');
