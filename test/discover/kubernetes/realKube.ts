@@ -143,6 +143,48 @@ export class Api {
   }
 }
 
+/** The collection path of a namespaced object (Service, EndpointSlice, ConfigMap, Pod, ServiceAccount, Event). */
+export function collectionPath(obj: { apiVersion: string; kind: string; metadata: { namespace?: string } }): string {
+  const plural = `${obj.kind.toLowerCase()}s`;
+  const base = obj.apiVersion.includes('/') ? `/apis/${obj.apiVersion}` : `/api/${obj.apiVersion}`;
+  return `${base}/namespaces/${obj.metadata.namespace ?? 'default'}/${plural}`;
+}
+
+/** Creates OBJ, or replaces it (at its current resourceVersion) when it exists: kubectl apply for one object. */
+export async function applyObject(api: Api, obj: any): Promise<any> {
+  const coll = collectionPath(obj);
+  const created = await api.req('POST', coll, obj);
+  if (created.status === 201) return created.json;
+  if (created.status !== 409) throw new Error(`create ${obj.kind} ${obj.metadata.name}: ${created.status} ${JSON.stringify(created.json).slice(0, 400)}`);
+  const current = await api.ok('GET', `${coll}/${obj.metadata.name}`);
+  return api.ok('PUT', `${coll}/${obj.metadata.name}`, { ...obj, metadata: { ...obj.metadata, resourceVersion: current.metadata.resourceVersion } });
+}
+
+/** Deletes OBJ now (grace period 0). */
+export async function deleteObject(api: Api, obj: { apiVersion: string; kind: string; metadata: { name: string; namespace?: string } }): Promise<void> {
+  await api.ok('DELETE', `${collectionPath(obj)}/${obj.metadata.name}`, { apiVersion: 'v1', kind: 'DeleteOptions', gracePeriodSeconds: 0 });
+}
+
+/** A token of ServiceAccount NS/SA (created when missing) from the real TokenRequest API. */
+export async function serviceAccountToken(api: Api, ns: string, sa: string, audiences: string[] = [AUDIENCE], expirationSeconds = 3600): Promise<string> {
+  const made = await api.req('POST', `/api/v1/namespaces/${ns}/serviceaccounts`, { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: sa, namespace: ns } });
+  if (made.status !== 201 && made.status !== 409) throw new Error(`create serviceaccount ${ns}/${sa}: ${made.status} ${JSON.stringify(made.json)}`);
+  const r = await api.ok('POST', `/api/v1/namespaces/${ns}/serviceaccounts/${sa}/token`, {
+    apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { audiences, expirationSeconds },
+  });
+  return r.status.token as string;
+}
+
+/** A kubeconfig (JSON is YAML) for the API server with a bearer TOKEN instead of the admin certificate. */
+export function tokenKubeconfig(k: TestKube, token: string): string {
+  return JSON.stringify({
+    apiVersion: 'v1', kind: 'Config', 'current-context': 'test',
+    clusters: [{ name: 'test', cluster: { server: k.cluster.server, 'certificate-authority-data': readFileSync(k.cluster.caFile).toString('base64') } }],
+    users: [{ name: 'test', user: { token } }],
+    contexts: [{ name: 'test', context: { cluster: 'test', user: 'test' } }],
+  });
+}
+
 /** A Service with N Pods (10.244.NET.1..N) bound to the Node and made Ready, and app `web` depending on it. */
 export async function seedApp(api: Api, ns: string, net: number, n = 3, deps = ['api']): Promise<string[]> {
   await api.service(ns, 'api');
@@ -213,6 +255,11 @@ export interface Running {
 
 /** discover --kubernetes with the admin kubeconfig, in-process; its log lines are kept (and printed with SHOAL_TEST_LOG). */
 export async function startRealDiscover(t: Test, k: TestKube, staleAfterMs = 30_000): Promise<Running> {
+  return startDiscoverWith(t, k.kubeconfig, { staleAfterMs });
+}
+
+/** startRealDiscover with any kubeconfig file; with wait false it returns before discover is ready. */
+export async function startDiscoverWith(t: Test, kubeconfigFile: string, opts: { staleAfterMs?: number; wait?: boolean } = {}): Promise<Running> {
   const logs: Array<Record<string, any>> = [];
   const log = createLogger('discover', 'info', {
     write(line: string) {
@@ -224,11 +271,11 @@ export async function startRealDiscover(t: Test, k: TestKube, staleAfterMs = 30_
     },
   });
   const d = await startDiscover({
-    kubernetes: { kubeconfigFile: k.kubeconfig, staleAfterMs, tokenAudience: AUDIENCE },
+    kubernetes: { kubeconfigFile, staleAfterMs: opts.staleAfterMs ?? 30_000, tokenAudience: AUDIENCE },
     host: '127.0.0.1', port: 0, writeToken: OPERATOR_TOKEN, log,
   });
   t.teardown(() => d.close());
-  await d.ready;
+  if (opts.wait !== false) await d.ready;
   return { d, logs };
 }
 
