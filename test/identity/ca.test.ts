@@ -1,8 +1,8 @@
 // The mesh CA on discover: CSRs signed for the identity a token proves; bad CSRs, expired tokens and
 // tokens for another namespace refused with a clear error and nothing signed.
 import t from 'tap';
-import { generateKeyPairSync, X509Certificate } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync, sign, X509Certificate } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -10,7 +10,8 @@ import { startDiscover } from '../../discover/main.ts';
 import { CertificateAuthority } from '../../discover/identity/certificateAuthority.ts';
 import { createLogger } from '../../shared/log.ts';
 import { createCsr } from '../../proxy/tls/csr.ts';
-import { withFakeKubeApi } from '../lib/fakeKubeApi.ts';
+import { kubeForFile } from '../lib/kube.ts';
+import { Api, serviceAccountToken } from '../discover/kubernetes/realKube.ts';
 import { renderSnapshot } from '../../discover/get.ts';
 
 const TOPOLOGY = `
@@ -136,27 +137,49 @@ t.test('CA from a Secret-like directory; a mismatched key is refused', async (t)
   t.throws(() => CertificateAuthority.load('Bad Domain', ca.certPem, keyPem), /invalid trust domain/);
 });
 
-t.test('kubernetes mode: TokenReview decides, expired and foreign tokens refused', async (t) => {
-  const api = await withFakeKubeApi(t);
-  api.addToken('fake-admin-token', { username: 'fake-admin', groups: ['system:masters', 'system:authenticated'] });
-  api.addToken('web-sa', { namespace: 'default', serviceAccount: 'web', audiences: ['shoal'] });
-  api.addToken('expired-sa', { namespace: 'default', serviceAccount: 'web', audiences: ['shoal'], expired: true });
-  api.addToken('ops-sa', { namespace: 'ops', serviceAccount: 'web', audiences: ['shoal'] });
+t.test('kubernetes mode: the real TokenReview decides; expired and foreign tokens refused', async (t) => {
+  // A control plane of its own, for this test only (the file's other tests need none, and run without Go).
+  const kube = kubeForFile(t, import.meta.filename);
+  if (!kube) return;
+  const k = await kube.up();
+  const api = new Api(k);
+  await api.namespace('ops');
+  // Service-account tokens from the API server's TokenRequest, audience shoal.
+  const webSa = await serviceAccountToken(api, 'default', 'web');
+  const opsSa = await serviceAccountToken(api, 'ops', 'web');
+  // TokenRequest gives at least 10 minutes: an expired token is web's own, its times moved an hour back and
+  // signed again with the cluster's service-account key, as the API server would have signed it then.
+  const saKey = readFileSync(join(k.cluster.dir, 'sa.key'), 'utf8');
+  const expiredSa = resigned(webSa, saKey, 7200);
   const { ca } = await CertificateAuthority.generate('cluster.local');
   const d = await startDiscover({
-    kubernetes: { kubeConfig: api.kubeConfig('fake-admin-token'), tokenAudience: 'shoal' }, host: '127.0.0.1', port: 0,
+    kubernetes: { kubeconfigFile: k.kubeconfig, tokenAudience: 'shoal' }, host: '127.0.0.1', port: 0,
     log: createLogger('discover', 'silent'), identity: { trustDomain: 'cluster.local', ca, tokenAudience: 'shoal' },
   });
   t.teardown(() => d.close());
+  await d.ready;
   const want = 'spiffe://cluster.local/ns/default/sa/web';
-  const ok = await post(d.url, 'web-sa', { csr: await csrFor(want) });
-  t.equal(ok.status, 200, JSON.stringify(ok.body));
+  const ok = await post(d.url, webSa, { csr: await csrFor(want) });
+  t.equal(ok.status, 200, `web's TokenRequest token gets a certificate${ok.status === 200 ? '' : `: ${JSON.stringify(ok.body)}`}`);
   t.equal(ok.body.spiffeId, want);
-  const expired = await post(d.url, 'expired-sa', { csr: await csrFor(want) });
+  // The same token signed again without moving its times is taken: the refusal below is the expiry's.
+  const control = await post(d.url, resigned(webSa, saKey, 0), { csr: await csrFor(want) });
+  t.equal(control.status, 200, `a token signed again by the test is accepted when current${control.status === 200 ? '' : `: ${JSON.stringify(control.body)}`}`);
+  const expired = await post(d.url, expiredSa, { csr: await csrFor(want) });
   t.equal(expired.status, 401);
   t.match(expired.body.message, /token refused: TokenReview did not authenticate the token/);
-  const foreign = await post(d.url, 'ops-sa', { csr: await csrFor(want) });
+  const foreign = await post(d.url, opsSa, { csr: await csrFor(want) });
   t.equal(foreign.status, 403);
   t.match(foreign.body.message, /but the token is for spiffe:\/\/cluster.local\/ns\/ops\/sa\/web: refused; nothing signed/);
-  t.equal(ca.issued, 1);
+  t.equal(ca.issued, 2, 'only the two current tokens got certificates');
 });
+
+/** TOKEN (an ES256 JWT) with iat, nbf and exp moved SHIFTS seconds back, signed again with KEY. */
+function resigned(token: string, key: string, shiftS: number): string {
+  const [head, body] = token.split('.');
+  const claims = JSON.parse(Buffer.from(body, 'base64url').toString());
+  for (const c of ['iat', 'nbf', 'exp']) if (typeof claims[c] === 'number') claims[c] -= shiftS;
+  const input = `${head}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}`;
+  const sig = sign('sha256', Buffer.from(input), { key, dsaEncoding: 'ieee-p1363' });
+  return `${input}.${sig.toString('base64url')}`;
+}
