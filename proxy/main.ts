@@ -15,6 +15,7 @@ import { ProxyMetrics } from './metrics.ts';
 import { MeshTls } from './tls/meshTls.ts';
 import { lookUpZone, parseLocalityFlags } from './config/localityLookup.ts';
 import { DEFAULT_WARM_UP_REQUESTS, parseWarmUpRequests, warmUp } from './warmUp.ts';
+import { parseTracingFlags, tracingFlags, type TracingOptions } from './tracing/tracingFlags.ts';
 import type { DnsResponder, DnsResponderOptions } from '../dns/main.ts';
 
 export const proxyFlags: FlagSpec[] = [
@@ -34,11 +35,12 @@ export const proxyFlags: FlagSpec[] = [
   { name: 'access-log-sample', type: 'int', default: 1, description: 'With --access-log, log 1 request in this many' },
   { name: 'warm-up-requests', type: 'int', default: DEFAULT_WARM_UP_REQUESTS, description: 'Requests the sidecar sends through a private loopback listener before it reports ready, so its request path is compiled before the first real request (0: none)' },
   { name: 'log-level', type: 'string', default: 'info', description: 'Log level: debug, info, warn, error' },
+  ...tracingFlags,
   { name: 'node', type: 'string', description: 'The node this pod runs on (the injector passes spec.nodeName): prefer endpoints hinted for it (docs/proxy.md, Locality)' },
   { name: 'zone', type: 'string', description: 'The zone this pod runs in; without it, discover is asked for the --node\'s topology.kubernetes.io/zone label' },
 ];
 
-export interface ProxyOptions {
+export interface ProxyOptions extends TracingOptions {
   discoverUrl: string;
   namespace?: string;
   app?: string;
@@ -120,6 +122,7 @@ export function proxyOptions(values: FlagValues, env: NodeJS.ProcessEnv = proces
     accessLogSample: typeof values['access-log-sample'] === 'number' ? values['access-log-sample'] : undefined,
     logLevel: str(values['log-level']),
     warmUpRequests: values['warm-up-requests'] === undefined ? undefined : parseWarmUpRequests(values['warm-up-requests']),
+    ...parseTracingFlags(values),
     ...parseLocalityFlags(values),
   };
 }
@@ -132,6 +135,8 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const drainTimeoutMs = opts.drainTimeoutMs ?? 20_000;
   const metrics = new ProxyMetrics();
   const accessLog = opts.accessLog ? new AccessLog(log, opts.accessLogSample ?? 1) : null;
+  // Tracing's code loads only when it is on: off, the request paths see a null tracer and nothing more.
+  const tracing = opts.otlpEndpoint ? (await import('./tracing/startTracing.ts')).startTracing({ url: opts.otlpEndpoint, ratio: opts.traceSampleRatio, namespace: ns, app, log, registry: metrics.registry }) : null;
   const clusters = new ClusterSet(drainTimeoutMs + 10_000, metrics);
   clusters.setLocality({ node: opts.node ?? '', zone: opts.zone ?? '' });
   const listeners = new ListenerSet({
@@ -232,6 +237,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
         client.close();
         meshTls.close();
         await drain();
+        await tracing?.close();
         listeners.destroy();
         await clusters.destroy();
         await dns?.close();

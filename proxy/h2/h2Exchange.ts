@@ -20,6 +20,7 @@ import {
 } from './endpointSessions.ts';
 import { encodeGrpcMessage, grpcStatusOf, formatGrpcTimeout, GrpcStatus, parseGrpcTimeout } from './grpc.ts';
 import type { GrpcStats } from './grpcMetrics.ts';
+import { tracer, type RequestTrace } from '../tracing/tracer.ts';
 
 /** A request body up to this size is kept while it streams, so the call can be sent again elsewhere. */
 const REPLAY_LIMIT = 64 * 1024;
@@ -127,6 +128,8 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
   private trailers: OutgoingHttpHeaders | null = null;
   private error: ShoalError | '' = '';
   done = false;
+  /** Sampled or propagated trace (proxy/tracing); null when tracing is off. */
+  private trace: RequestTrace | null = null;
 
   constructor(down: Downstream, site: H2Site, backend: RouteBackend, endpoint: Endpoint, start: number, grpc: boolean, hashKey: string | undefined) {
     this.down = down;
@@ -140,6 +143,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     this.requestEnded = down.bodyless;
     this.perTryMs = backend.cluster.policy.perTryTimeoutMs ?? 0;
     this.headers = this.upstreamHeaders();
+    if (tracer !== null && (this.trace = tracer.beginHeaders(down.headers, start, site, grpc)) !== null) this.headers.traceparent = this.trace.traceparent;
   }
 
   /** The client's headers for the upstream: x-forwarded-*, x-request-id added; grpc-timeout capped. */
@@ -580,6 +584,10 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     if (this.stats !== null) this.stats.count(status === 499 ? GrpcStatus.CANCELLED : this.grpcStatus < 0 ? GrpcStatus.UNKNOWN : this.grpcStatus);
     const seconds = (performance.now() - this.start) / 1000;
     this.backend.latency.observe(seconds);
+    if (this.trace !== null) {
+      const h = this.down.headers;
+      this.trace.end(one(h[':method']) ?? '', one(h[':path']) ?? '', one(h[':authority']) ?? one(h.host) ?? '', this.down.remoteAddress, status, this.error, c.name, this.endpoint, this.attempt, this.grpc ? (status === 499 ? 1 : this.grpcStatus) : -1);
+    }
     const al = this.site.accessLog;
     if (al !== null && al.sampled()) {
       const h = this.down.headers;

@@ -20,6 +20,7 @@ import { nextRequestId } from './requestId.ts';
 import { forwardedClientCert } from '../tls/meshTls.ts';
 import { sendMadeUp, upstreamError, type ShoalError } from './madeUpResponse.ts';
 import type { RouteBackend } from './routeTable.ts';
+import { setTraceparent, tracer, type RequestTrace } from '../tracing/tracer.ts';
 
 /** What a request needs to know about the listener it came in on. */
 export interface ForwardSite {
@@ -210,6 +211,8 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
   /** The body idle timer is set on the client socket for this request. */
   private idleArmed = false;
   private receiveTimer: NodeJS.Timeout | null = null;
+  /** Sampled or propagated trace (proxy/tracing); null when tracing is off. */
+  private trace: RequestTrace | null = null;
 
   constructor(req: IncomingMessage, res: ServerResponse, site: ForwardSite, backend: RouteBackend, endpoint: Endpoint, start: number) {
     this.req = req;
@@ -224,6 +227,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
   dispatch(): void {
     const req = this.req;
     this.requestId = upstreamHeaders(req, this.headers);
+    if (tracer !== null && (this.trace = tracer.beginRaw(req.rawHeaders, this.start, this.site, false)) !== null) setTraceparent(this.headers, this.trace);
     this.body = hasBody(req) ? req : null;
     this.endpoint.active++;
     this.endpoint.slowActive++;
@@ -575,6 +579,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     this.backend.stats.count(status);
     const seconds = (performance.now() - this.start) / 1000;
     this.backend.latency.observe(seconds);
+    if (this.trace !== null) this.trace.end(this.req.method ?? '', this.req.url ?? '', this.req.headers.host ?? '', this.sock?.remoteAddress ?? '', status, this.error, this.backend.cluster.name, this.endpoint, this.attempts, -1);
     const al = this.site.accessLog;
     if (al !== null && al.sampled()) {
       al.write({

@@ -16,6 +16,7 @@ import { Framing, incompleteHeadError, parseResponseHead } from './responseHead.
 import type { ClientConnection } from './clientConnection.ts';
 import type { RequestHead } from './requestHead.ts';
 import type { UpstreamConnection, UpstreamUser } from './upstreamPool.ts';
+import { tracer, type RequestTrace } from '../../tracing/tracer.ts';
 
 const SINGLE_WRITE_MAX = 16 * 1024;
 const BODY_NONE = Framing.None;
@@ -75,6 +76,8 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
   private closeClient = false;
   private done = false;
   private error: ShoalError | '' = '';
+  /** Sampled or propagated trace (proxy/tracing); null when tracing is off. */
+  private trace: RequestTrace | null = null;
 
   constructor(client: ClientConnection, head: RequestHead, backend: RouteBackend, endpoint: Endpoint, start: number) {
     this.client = client;
@@ -89,6 +92,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     this.endpoint.active++;
     cluster.active++;
     cluster.budget.request(this.start);
+    if (tracer !== null) this.trace = tracer.beginRaw(this.head.raw, this.start, this.client.listener, false);
     this.upstreamHead = this.buildUpstreamHead();
     // RequestTimeoutMS counts from the request's arrival over every attempt: armed once, here.
     this.backend.deadlines?.arm(this, this.start);
@@ -208,6 +212,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
       switch (classify(name, true)) {
         case Hop.Keep:
           if (h.listed !== null && h.listed.includes(name.toLowerCase())) continue;
+          if (this.trace !== null && name.length === 11 && name.toLowerCase() === 'traceparent') continue; // replaced below
           s += `${name}: ${raw[i + 1]}\r\n`;
           continue;
         case Hop.ForwardedFor:
@@ -236,6 +241,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
       s += `x-request-id: ${requestId}\r\n`;
     }
     this.requestId = requestId;
+    if (this.trace !== null) s += `traceparent: ${this.trace.traceparent}\r\n`;
     return `${s}\r\n`;
   }
 
@@ -496,6 +502,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     const seconds = (performance.now() - this.start) / 1000;
     this.backend.latency.observe(seconds);
     const l = this.client.listener;
+    if (this.trace !== null) this.trace.end(this.head.method, this.head.path, this.head.host, this.client.remoteAddress, status, this.error, this.backend.cluster.name, this.endpoint, this.attempts, -1);
     const al = l.accessLog;
     if (al !== null && al.sampled()) {
       al.write({
