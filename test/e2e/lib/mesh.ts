@@ -6,7 +6,9 @@
 //   api-N    the backend on 127.0.0.1:8080 + shoal proxy inbound on 0.0.0.0:65380 -> 127.0.0.1:8080
 //   cache-N  a TCP server on 0.0.0.0:6379 (no sidecar)
 //   disc     shoal discover on 0.0.0.0:6100: --static FILE (variant 1) or --kubernetes against the
-//            fake API server in this process, reached through a Unix-socket relay (variant 2)
+//            test file's real control plane (test/lib/kube.ts) on the host's loopback, reached through
+//            a Unix-socket relay (variant 2): Services, Pods and mesh ConfigMaps are written through the
+//            API, the EndpointSlices are the controller's, the sidecars' tokens come from TokenRequest
 //   dnsup    dnsmasq on its address, port 53, knowing only outside.e2e.test, and an HTTP server
 //            answering "outside" on port 8081 there
 import { existsSync, readdirSync, renameSync, statSync, writeFileSync } from 'node:fs';
@@ -17,7 +19,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { NetnsCluster, type Pod, type Proc } from './netns.ts';
 import type { LoadResult } from './loadClient.ts';
 import { unixToTcp } from './kubeRelay.ts';
-import { endpointSlice, meshConfigMap, service, startFakeKubeApi, type FakeKubeApi, type EndpointSpec } from '../../lib/fakeKubeApi.ts';
+import type { KubeForFile, TestKube } from '../../lib/kube.ts';
+import { meshConfigMap, service } from '../../lib/kubeFixtures.ts';
+import { Api, applyObject, serviceAccountToken } from '../../discover/kubernetes/realKube.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, '..', '..', '..');
@@ -79,6 +83,8 @@ export interface MeshOptions {
   apiPods?: number;
   /** Drain timeout of every sidecar, seconds. */
   drainTimeoutS?: number;
+  /** The test file's control plane (kubeForFile): the kubernetes variant needs it. */
+  kube?: KubeForFile;
 }
 
 export type EndpointState = 'ready' | 'terminating';
@@ -110,7 +116,10 @@ export class Mesh {
   cache: Pod[] = [];
   discover!: Proc;
   webSidecar!: Proc;
-  kube: FakeKubeApi | null = null;
+  kube: TestKube | null = null;
+  private kubeApi: Api | null = null;
+  /** The api pods written to the API server, and how far: created Ready, or deleted gracefully (terminating). */
+  private readonly kubePods = new Map<string, EndpointState>();
   private kubeSocket: Server | null = null;
   private kubeconfig = '';
   private topologyFile = '';
@@ -396,47 +405,72 @@ export class Mesh {
     this.topologyFile = file;
   }
 
-  private apiSlice() {
-    const endpoints: EndpointSpec[] = this.api.map((a) => ({ ip: a.pod.ip, pod: a.name, ...Mesh.conditions(a.state) }));
-    return endpointSlice('default', 'api-e2e01', 'api', endpoints, [{ name: 'http', port: API_LISTEN_PORT, appProtocol: 'http' }]);
-  }
-
   private async startKube(): Promise<void> {
-    const kube = await startFakeKubeApi();
+    if (!this.opts.kube) throw new Error('the kubernetes variant needs MeshOptions.kube (kubeForFile of the test file)');
+    const kube = await this.opts.kube.up();
+    const api = new Api(kube);
     this.kube = kube;
-    const admin = `admin-${this.cluster.prefix}`;
-    kube.addToken(admin, { username: 'e2e-admin', groups: ['system:masters', 'system:authenticated'] });
+    this.kubeApi = api;
+    // The Node the pods are bound to (there is no kubelet: their status is written as one would).
+    await api.node();
     for (const app of ['web', 'api']) {
-      const token = `${app}-${Math.random().toString(36).slice(2)}`;
-      kube.addToken(token, { namespace: 'default', serviceAccount: app, audiences: ['shoal'] });
       const file = join(this.dir, `${app}.token`);
-      writeFileSync(file, token);
+      writeFileSync(file, await serviceAccountToken(api, 'default', app));
       this.tokens.set(app, file);
     }
     // The Service's targetPort is the sidecar's listen port, as the injector rewrites it.
-    kube.apply(service('default', 'api', [{ name: 'http', port: API_PORT, targetPort: API_LISTEN_PORT, appProtocol: 'http' }]));
-    kube.apply(this.apiSlice());
-    kube.apply(service('default', 'cache', [{ name: 'tcp', port: CACHE_PORT }]));
-    kube.apply(endpointSlice('default', 'cache-e2e01', 'cache', this.cache.map((p) => ({ ip: p.ip, pod: p.name, ready: true, serving: true, terminating: false })), [{ name: 'tcp', port: CACHE_PORT }]));
-    kube.apply(meshConfigMap('default', 'web', 'mesh', this.webConfig()));
-    kube.apply(meshConfigMap('default', 'api', 'mesh', this.apiConfig()));
-    this.kubeconfig = await kube.writeKubeconfigFile(this.dir, admin);
+    await applyObject(api, service('default', 'api', [{ name: 'http', port: API_PORT, targetPort: API_LISTEN_PORT, appProtocol: 'http' }]));
+    await applyObject(api, service('default', 'cache', [{ name: 'tcp', port: CACHE_PORT }]));
+    for (const p of this.cache) {
+      await api.pod('default', p.name, 'cache');
+      await api.setPodStatus('default', p.name, p.ip, true);
+    }
+    await applyObject(api, meshConfigMap('default', 'web', 'mesh', this.webConfig()));
+    await applyObject(api, meshConfigMap('default', 'api', 'mesh', this.apiConfig()));
+    this.kubeconfig = kube.kubeconfig;
+    // In disc's namespace the relay listens on the API server's own address and port, so the kubeconfig
+    // (and the serving certificate's 127.0.0.1) hold there too.
+    const port = Number(new URL(kube.cluster.server).port);
     const sock = join(this.dir, 'kube.sock');
-    this.kubeSocket = await unixToTcp(sock, '127.0.0.1', kube.port);
-    const relay = this.cluster.spawn(this.disc, 'kube-relay', NODE, [KUBE_RELAY, '127.0.0.1', String(kube.port), sock]);
+    this.kubeSocket = await unixToTcp(sock, '127.0.0.1', port);
+    const relay = this.cluster.spawn(this.disc, 'kube-relay', NODE, [KUBE_RELAY, '127.0.0.1', String(port), sock]);
     await relay.waitFor(/ready/);
   }
 
-  /** Tells discover the current api endpoints (topology edit or EndpointSlice update). */
+  /**
+   * Brings the API server's api Pods to the mesh's: a new one is created and made Ready (the
+   * EndpointSlice controller adds it), a retiring one is deleted gracefully (with no kubelet to
+   * confirm, it stays terminating and serving), a gone one is deleted at once (its endpoint goes).
+   */
+  private async syncKubePods(api: Api): Promise<void> {
+    for (const a of this.api) {
+      const was = this.kubePods.get(a.name);
+      if (was === undefined) {
+        await api.pod('default', a.name, 'api');
+        await api.setPodStatus('default', a.name, a.pod.ip, true);
+        this.kubePods.set(a.name, 'ready');
+      }
+      if (a.state === 'terminating' && this.kubePods.get(a.name) !== 'terminating') {
+        await api.ok('DELETE', `/api/v1/namespaces/default/pods/${a.name}`);
+        this.kubePods.set(a.name, 'terminating');
+      }
+    }
+    for (const name of [...this.kubePods.keys()]) {
+      if (this.api.some((a) => a.name === name)) continue;
+      await api.ok('DELETE', `/api/v1/namespaces/default/pods/${name}`, { apiVersion: 'v1', kind: 'DeleteOptions', gracePeriodSeconds: 0 });
+      this.kubePods.delete(name);
+    }
+  }
+
+  /** Tells discover the current api endpoints (topology edit, or Pods in the API server). */
   async publish(): Promise<void> {
-    if (this.kube) this.kube.apply(this.apiSlice());
+    if (this.kubeApi) await this.syncKubePods(this.kubeApi);
     else this.writeTopology();
   }
 
   async destroy(opts: { keepDir?: boolean } = {}): Promise<void> {
     await this.cluster.destroy(opts);
     this.kubeSocket?.close();
-    await this.kube?.close();
   }
 }
 
