@@ -23,6 +23,12 @@ const FORBIDDEN: Record<string, string> = {
   'js-yaml': 'discover and the CLI only',
   undici: 'loaded lazily by the slow path, never at start',
   pino: 'discover only (discover/log.ts); the sidecar writes the same JSON lines with shared/log.ts, ~7 MB less RSS',
+  // The OpenTelemetry SDK is a devDependency: the encoder is compared with it (docs/performance.md, Tracing).
+  '@opentelemetry/api': 'tests only: the sidecar writes OTLP JSON itself (proxy/tracing/otlpJson.ts)',
+  '@opentelemetry/core': 'tests only: the sidecar writes OTLP JSON itself (proxy/tracing/otlpJson.ts)',
+  '@opentelemetry/sdk-trace-base': 'tests only: the sidecar writes OTLP JSON itself (proxy/tracing/otlpJson.ts)',
+  '@opentelemetry/otlp-transformer': 'tests only: the sidecar writes OTLP JSON itself (proxy/tracing/otlpJson.ts)',
+  '@opentelemetry/exporter-trace-otlp-http': 'tests only: the sidecar exports with proxy/tracing/spanExporter.ts',
 };
 
 // Loaded first (--import): records every package file resolved, by import or require, ESM or CommonJS,
@@ -65,6 +71,20 @@ function checkForbidden(t: Test, { files, askedBy }: Loaded): void {
 
 t.test('importing the sidecar loads none of the packages it does not need', async (t) => {
   const script = `await import(${JSON.stringify(join(root, 'proxy', 'main.ts'))}); await import(${JSON.stringify(join(root, 'dns', 'main.ts'))});`;
+  checkForbidden(t, await loadedBy(t, ['--input-type=module', '-e', script]));
+});
+
+t.test('the sidecar with tracing on loads none of them either', async (t) => {
+  // Tracing's modules are imported only when --otlp-endpoint is set (proxy/main.ts): load and run them.
+  const script = `await import(${JSON.stringify(join(root, 'proxy', 'main.ts'))});
+const { startTracing } = await import(${JSON.stringify(join(root, 'proxy', 'tracing', 'startTracing.ts'))});
+const { createLogger } = await import(${JSON.stringify(join(root, 'shared', 'log.ts'))});
+const { Registry } = await import(${JSON.stringify(join(root, 'shared', 'promText.ts'))});
+const tr = startTracing({ url: 'http://127.0.0.1:9', namespace: 'default', app: 'web', log: createLogger('t', 'silent'), registry: new Registry() });
+const { tracer } = await import(${JSON.stringify(join(root, 'proxy', 'tracing', 'tracer.ts'))});
+tracer.beginRaw(['traceparent', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'], performance.now(), { name: 'x', direction: 'outbound' }, false)
+  .end('GET', '/', 'x', '127.0.0.1', 200, '', 'x', { key: '127.0.0.2:80', address: '127.0.0.2', port: 80 }, 0, -1);
+await tr.close();`;
   checkForbidden(t, await loadedBy(t, ['--input-type=module', '-e', script]));
 });
 

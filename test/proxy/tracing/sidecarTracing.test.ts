@@ -5,6 +5,9 @@
 import t from 'tap';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { request } from 'undici';
 import { freePort, httpBackend, randomLoopback, service, startSidecar } from '../fixtures.ts';
 import { echoClient, echoServer, grpc, unary } from '../h2/grpcFixtures.ts';
@@ -22,6 +25,18 @@ async function metric(adminPort: number, re: RegExp): Promise<number> {
   const m = re.exec(text);
   return m ? Number(m[1]) : 0;
 }
+
+t.test('tracing off: of proxy/tracing/, the sidecar loads only the null tracer and the flags', async (t) => {
+  const root = join(import.meta.dirname, '..', '..', '..');
+  // Every project module under proxy/tracing/ that a process resolves, printed at exit.
+  const hook = `import { registerHooks } from 'node:module';
+const seen = new Set();
+registerHooks({ resolve(spec, ctx, next) { const r = next(spec, ctx); const m = /\\/proxy\\/tracing\\/([^/]+)$/.exec(r.url); if (m) seen.add(m[1]); return r; } });
+process.on('exit', () => process.stderr.write('TRACING ' + JSON.stringify([...seen].sort()) + '\\n'));`;
+  const { stderr } = await promisify(execFile)(process.execPath, ['--import', `data:text/javascript,${encodeURIComponent(hook)}`, '--input-type=module', '-e',
+    `await import(${JSON.stringify(join(root, 'proxy', 'main.ts'))});`], { cwd: root });
+  t.same(JSON.parse(/^TRACING (.*)$/m.exec(stderr)![1]), ['tracer.ts', 'tracingFlags.ts'], 'sidecarTracer, spanExporter, otlpJson and traceContext stay unloaded');
+});
 
 t.test('tracing off (the default): no tracer, trace headers pass as they came, none added', async (t) => {
   const api = await httpBackend(t, 'api-1');
