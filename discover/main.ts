@@ -188,7 +188,7 @@ async function wireSource(opts: DiscoverOptions, store: SnapshotStore, metrics: 
   }
   // Loaded only in Kubernetes mode: client-node takes a second to import.
   const { KubernetesSource, loadKubeConfig } = await import('./source/kubernetes/kubernetesSource.ts');
-  const { requireReader, tokenReviewer, eventRecorder } = await import('./http/readAuth.ts');
+  const { requireReader, tokenReviewer, accessReviewer, eventRecorder } = await import('./http/readAuth.ts');
   const k = opts.kubernetes!;
   const kubeConfig = k.kubeConfig ?? loadKubeConfig(k.kubeconfigFile, k.inClusterPathPrefix);
   const source = new KubernetesSource({
@@ -202,7 +202,9 @@ async function wireSource(opts: DiscoverOptions, store: SnapshotStore, metrics: 
   // Snapshots are answered 503 until the first full list: a 404 would tell a sidecar its app is gone.
   const notReady = () => (store.ready ? null : source.health().message);
   const reviewer = k.insecureReads ? null : tokenReviewer(kubeConfig, k.tokenAudience ?? 'shoal', log);
-  const readGuard = requireReader({ reviewer, operatorToken: opts.writeToken ?? '', readers: (ns, app) => source.readers(ns, app), notReady, log });
+  // People (and tools) read with their own Kubernetes credential, authorized by the API server's RBAC.
+  const authorizer = k.insecureReads ? null : accessReviewer(kubeConfig, log);
+  const readGuard = requireReader({ reviewer, authorizer, operatorToken: opts.writeToken ?? '', readers: (ns, app) => source.readers(ns, app), notReady, log });
   const wh = k.webhook;
   return {
     close: () => source.close(),
