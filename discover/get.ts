@@ -6,12 +6,15 @@ import type { FlagSpec } from '../shared/flags.ts';
 import { UsageError } from '../shared/flags.ts';
 import type { Snapshot } from '../shared/snapshot.ts';
 import { identitySection } from './identity/identityView.ts';
+import { kubeconfigToken } from './kubeconfigToken.ts';
 
 export const getFlags: FlagSpec[] = [
   { name: 'discover', type: 'string', default: 'http://127.0.0.1:6100', description: 'Base URL of discover' },
   { name: 'output', short: 'o', type: 'string', default: 'table', description: 'Output format: table, json or yaml' },
-  { name: 'token', type: 'string', default: '', description: 'Bearer token for discover (the operator token, or a service-account token allowed to read the app)' },
-  { name: 'token-file', type: 'string', default: '', description: 'A file holding the bearer token (e.g. a projected service-account token)' },
+  { name: 'token', type: 'string', default: '', description: 'Bearer token for discover (the operator token, or a Kubernetes token allowed to read the app); default: the kubeconfig user\'s token' },
+  { name: 'token-file', type: 'string', default: '', description: 'A file holding the bearer token (e.g. from kubectl create token)' },
+  { name: 'kubeconfig', type: 'string', default: '', description: 'Read as this kubeconfig\'s user (its token, token file or exec plugin): default $KUBECONFIG, then ~/.kube/config, used when discover asks for a token' },
+  { name: 'context', type: 'string', default: '', description: 'The kubeconfig context whose user reads (default: the current context)' },
 ];
 
 function table(rows: string[][]): string {
@@ -72,21 +75,43 @@ export async function getCommand(positional: string[], values: Record<string, un
       throw new UsageError(`cannot read --token-file ${JSON.stringify(tokenFile)}: ${(err as Error).message}`);
     }
   }
-  let res;
-  try {
-    res = await request(url, { headersTimeout: 10_000, bodyTimeout: 10_000, headers: token ? { authorization: `Bearer ${token}` } : {} });
-  } catch (err) {
-    throw new Error(`cannot reach discover at ${base}: ${(err as Error).message}`);
-  }
-  const text = await res.body.text();
+  const kube = { file: String(values.kubeconfig ?? ''), context: String(values.context ?? '') };
+  const kubeChosen = kube.file !== '' || kube.context !== '';
+  if (token !== '' && kubeChosen) throw new UsageError('give --token/--token-file or --kubeconfig/--context, not both');
+  const get = async (bearerToken: string) => {
+    try {
+      const res = await request(url, { headersTimeout: 10_000, bodyTimeout: 10_000, headers: bearerToken ? { authorization: `Bearer ${bearerToken}` } : {} });
+      return { status: res.statusCode, text: await res.body.text() };
+    } catch (err) {
+      throw new Error(`cannot reach discover at ${base}: ${(err as Error).message}`);
+    }
+  };
+  // The kubeconfig's credential is a key to the API server: it is sent only to a discover that asks
+  // for a token (401), or at once when --kubeconfig or --context says to.
+  let kubeUser = '';
+  const fromKubeconfig = async (why: string) => {
+    try {
+      const k = await kubeconfigToken(kube);
+      kubeUser = k.where;
+      return k.token;
+    } catch (err) {
+      throw new Error(`${why}: ${(err as Error).message}`);
+    }
+  };
+  if (token === '' && kubeChosen) token = await fromKubeconfig('no token for discover from the kubeconfig');
+  let res = await get(token);
+  if (res.status === 401 && token === '') res = await get(await fromKubeconfig(`discover at ${base} wants a token (--token-file, or your kubeconfig's) and the kubeconfig has none it can use`));
+  const text = res.text;
   // discover's error bodies say why (a refused mesh config, a token that may not read the app).
   let why = text.slice(0, 500);
   try {
     why = (JSON.parse(text) as { message?: string }).message ?? why;
   } catch { /* not JSON: the raw text */ }
-  if (res.statusCode === 404) throw new Error(`discover at ${base} has no app ${m[1]}/${m[2]}: ${why}`);
-  if (res.statusCode === 401) throw new Error(`discover at ${base} wants a token (--token or --token-file): ${why}`);
-  if (res.statusCode !== 200) throw new Error(`discover at ${base} answered ${res.statusCode}: ${why}`);
+  const as = kubeUser ? ` (reading as ${kubeUser})` : '';
+  if (res.status === 404) throw new Error(`discover at ${base} has no app ${m[1]}/${m[2]}: ${why}`);
+  if (res.status === 401) throw new Error(`discover at ${base} refused the token${as}: ${why}`);
+  if (res.status === 403) throw new Error(`discover at ${base} denied reading ${m[1]}/${m[2]}${as}: ${why}`);
+  if (res.status !== 200) throw new Error(`discover at ${base} answered ${res.status}${as}: ${why}`);
   const snap = JSON.parse(text) as Snapshot;
   if (format === 'json') return JSON.stringify(snap, null, 2) + '\n';
   if (format === 'yaml') return toYaml(snap);
