@@ -137,6 +137,9 @@ t.test('CA from a Secret-like directory; a mismatched key is refused', async (t)
   t.throws(() => CertificateAuthority.load('Bad Domain', ca.certPem, keyPem), /invalid trust domain/);
 });
 
+// The Kubernetes test starts a control plane: 20-60 s on a loaded 2-core machine, with tap's 120 s for the whole file.
+t.setTimeout(240_000);
+
 t.test('kubernetes mode: the real TokenReview decides; expired and foreign tokens refused', async (t) => {
   // A control plane of its own, for this test only (the file's other tests need none, and run without Go).
   const kube = kubeForFile(t, import.meta.filename);

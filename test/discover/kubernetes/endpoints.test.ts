@@ -19,6 +19,8 @@ import { makeCerts } from '../webhook/fixtures.ts';
 import { endpointsOf, longPoll, OPERATOR_TOKEN, runCli, snapshot, stopCli, until, waiters } from './discoverClient.ts';
 import { Api, applyObject, deleteObject, endpointsIn, latest, seedApp, startRealDiscover, untilEndpoints } from './realKube.ts';
 
+// A control plane start and a cold start of the CLI: 90-100 s on a loaded 2-core machine, close to tap's 120 s.
+t.setTimeout(240_000);
 const kube = kubeForFile(t, import.meta.filename);
 
 /** A Ready Pod APP-I of app APP with IP. */
