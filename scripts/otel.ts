@@ -175,8 +175,11 @@ export function readSpans(file: string): CollectedSpan[] {
   return out;
 }
 
-/** Starts the collector with its state in dir: OTLP/HTTP on a free loopback port, spans to dir/traces.jsonl. */
-export async function startCollector(dir: string, log: Log = stderrLog): Promise<Collector> {
+/**
+ * Starts the collector with its state in dir: OTLP/HTTP on a free loopback port, spans to dir/traces.jsonl.
+ * rotateMb: keep the file under that size (one old file kept), for runs that send far more than a test reads.
+ */
+export async function startCollector(dir: string, log: Log = stderrLog, opts: { rotateMb?: number } = {}): Promise<Collector> {
   const binary = await ensureCollector(log);
   const port = await freePort();
   const file = join(dir, 'traces.jsonl');
@@ -191,7 +194,7 @@ exporters:
   file:
     path: ${file}
     flush_interval: 100ms
-service:
+${opts.rotateMb ? `    rotation:\n      max_megabytes: ${opts.rotateMb}\n      max_backups: 1\n` : ''}service:
   telemetry:
     metrics:
       level: none

@@ -110,6 +110,7 @@ export interface ShoalSidecar {
   /** Port of the L4 listener in front of tcpBackendPort, when given. */
   tcpPort?: number;
   pid: number;
+  adminPort: number;
   close(): Promise<void>;
 }
 
@@ -117,7 +118,7 @@ export interface ShoalSidecar {
  * shoal as in a pod: discover (in this process, from dist/) serving a static topology, and the
  * sidecar in its own process (bench/lib/proxySidecarChild.mjs, plain JavaScript from dist/).
  */
-export async function startShoal(group: ProcessGroup, dir: string, opts: { backendPort: number; tcpBackendPort?: number; cpus?: string; nodeOptions?: string[]; apiOptions?: string }): Promise<ShoalSidecar> {
+export async function startShoal(group: ProcessGroup, dir: string, opts: { backendPort: number; tcpBackendPort?: number; cpus?: string; nodeOptions?: string[]; apiOptions?: string; sidecarOptions?: Record<string, unknown> }): Promise<ShoalSidecar> {
   const { startDiscover } = await import(join(root, 'dist', 'discover', 'main.js')) as typeof import('../../discover/main.ts');
   const { createLogger } = await import(join(root, 'dist', 'shared', 'log.js')) as typeof import('../../shared/log.ts');
   const l7Port = await freePort();
@@ -141,13 +142,14 @@ ${tcpPort ? `        - { depend_service_alias: bulk, port: ${tcpPort}, protocol:
   try {
     const { info } = await group.jsonChild(...pinned(opts.cpus, process.execPath, [...DEPLOYED_NODE_FLAGS, ...(opts.nodeOptions ?? []), join(here, 'proxySidecarChild.mjs'), JSON.stringify({
       discoverUrl: `${discover.url}/v1/resources/default/web/mesh`, adminHost: '127.0.0.1', adminPort: 0,
-      inboundAddress: '127.0.0.1', stateFile: join(dir, 'state.json'), drainTimeoutMs: 1000,
+      inboundAddress: '127.0.0.1', stateFile: join(dir, 'state.json'), drainTimeoutMs: 1000, ...opts.sidecarOptions,
     })]));
     const sidecar: ShoalSidecar = {
       l7Url: `http://${l7Address}:${l7Port}/`,
       l4Url: `http://${l4Address}:${l4Port}/`,
       tcpPort,
       pid: info.pid,
+      adminPort: info.adminPort,
       close: () => discover.close(),
     };
     await waitHttp(sidecar.l7Url);

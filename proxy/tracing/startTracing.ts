@@ -15,12 +15,15 @@ export interface Tracing {
   close(): Promise<void>;
 }
 
+/** The package's version: package.json two folders up from the sources, three from the built dist/. */
 function shoalVersion(): string {
-  try {
-    return (JSON.parse(readFileSync(join(import.meta.dirname, '..', '..', 'package.json'), 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown';
+  for (const up of [['..', '..'], ['..', '..', '..']]) {
+    try {
+      const pkg = JSON.parse(readFileSync(join(import.meta.dirname, ...up, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'shoal' && typeof pkg.version === 'string') return pkg.version;
+    } catch { /* not there */ }
   }
+  return 'unknown';
 }
 
 export function startTracing(o: { url: URL | string; ratio?: number; namespace: string; app: string; log: Logger; registry: Registry; maxQueue?: number; batchSize?: number; intervalMs?: number }): Tracing {
