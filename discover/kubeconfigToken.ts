@@ -66,7 +66,12 @@ export async function kubeconfigToken(choice: KubeconfigChoice): Promise<Kubecon
       else {
         const more = new KubeConfig();
         more.loadFromFile(f);
-        kc.mergeConfig(more, Boolean(kc.currentContext)); // the first current-context wins, as in kubectl
+        // As kubectl merges: the first file naming a cluster, user or context wins, and the first current-context
+        // (client-node's mergeConfig throws on a name seen twice instead).
+        for (const c of more.clusters) if (!kc.getCluster(c.name)) kc.addCluster(c);
+        for (const u of more.users) if (!kc.getUser(u.name)) kc.addUser(u);
+        for (const x of more.contexts) if (!kc.getContextObject(x.name)) kc.addContext(x);
+        if (!kc.currentContext && more.currentContext) kc.setCurrentContext(more.currentContext);
       }
     } catch (err) {
       throw new Error(`cannot load kubeconfig ${f}: ${(err as Error).message}`);
