@@ -1,12 +1,13 @@
 // tracing: what spans cost the sidecar. Three sidecars on the same L7 route to the 1 KB nginx backend,
 // tracing off, on at 1% and on at 100%, the two traced ones exporting to a real OpenTelemetry Collector
 // (scripts/otel.ts: OTLP receiver, file exporter), beside nginx (1 worker) in the same rounds: wrk's max rps
-// and the sidecar's RSS after each run. Opt-in (needs Go for the collector): npm run bench -- --scenario tracing
+// and the sidecar's RSS after each run; then the sidecars' CPU per 1,000 requests at a fixed 1,000 rps
+// (the paced client), which a busy machine disturbs far less than a maximum rate. Opt-in (needs Go for the collector): npm run bench -- --scenario tracing
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { interleave, errorShare, ratio, proxyCpu, profileArgs, atMost, type ScenarioContext } from '../lib/context.ts';
 import { startBackend, startNginxProxy, startShoal, type ShoalSidecar } from '../lib/httpPeers.ts';
-import { wrk } from '../lib/loadClients.ts';
+import { paced, wrk } from '../lib/loadClients.ts';
 import { memMb, ProcessGroup } from '../lib/processes.ts';
 import type { Row, ScenarioResult } from '../lib/report.ts';
 import { figure, median } from '../lib/stats.ts';
@@ -47,6 +48,8 @@ export async function runTracing(ctx: ScenarioContext): Promise<ScenarioResult> 
   const rps: Record<string, number[]> = {};
   const p99: Record<string, number[]> = {};
   const rss: Record<string, number[]> = {};
+  const cpuPer1k: Record<string, number[]> = {};
+  const pacedRps = 1000;
   const errors: string[] = [];
   const failed = new Set<string>();
   const keys: Key[] = ['nginx-1', 'shoal-off', 'shoal-1pct', 'shoal-100pct'];
@@ -90,6 +93,21 @@ export async function runTracing(ctx: ScenarioContext): Promise<ScenarioResult> 
         errors.push(`${labels[key]}: ${(err as Error).message}`);
       }
     }, ctx.smoke);
+    // CPU per request at a fixed rate: the cost of tracing in CPU time, whatever else the machine does.
+    const shoals = keys.filter((k) => sidecars[k as Exclude<Key, 'nginx-1'>]) as Exclude<Key, 'nginx-1'>[];
+    for (const k of shoals) cpuPer1k[k] = [];
+    await interleave(shoals, ctx.rounds, async (key, round) => {
+      if (failed.has(key)) return;
+      try {
+        const s = sidecars[key]!;
+        const res = await paced(urls[key]!, ctx.smoke ? 100 : pacedRps, ctx.duration, s.pid, errorShare(ctx));
+        cpuPer1k[key].push((res.cpuSeconds! * 1000) / (res.requests / 1000));
+        ctx.log(`tracing round ${round + 1} ${key} at ${pacedRps} rps: CPU ${(res.cpuSeconds! * 1000).toFixed(0)} ms for ${res.requests} requests`);
+      } catch (err) {
+        failed.add(key);
+        errors.push(`${labels[key]} at ${pacedRps} rps: ${(err as Error).message}`);
+      }
+    }, ctx.smoke);
     // Let the last batches go out before the counters are read.
     await new Promise((r) => setTimeout(r, 1500));
     for (const k of ['shoal-1pct', 'shoal-100pct'] as const) {
@@ -110,7 +128,7 @@ export async function runTracing(ctx: ScenarioContext): Promise<ScenarioResult> 
     return {
       contender: k,
       label: labels[k],
-      figures: { rps: figure(rps[k], 0), p99: figure(p99[k], 3), ...(rss[k].length ? { rssMb: figure(rss[k], 1) } : {}) },
+      figures: { rps: figure(rps[k], 0), p99: figure(p99[k], 3), ...(rss[k].length ? { rssMb: figure(rss[k], 1) } : {}), ...(cpuPer1k[k]?.length ? { cpuPer1k: figure(cpuPer1k[k], 1) } : {}) },
       ratios: { vsNginx1: ratio(med(k), med('nginx-1')), vsOff: k === 'nginx-1' ? null : ratio(med(k), med('shoal-off')) },
       text: k in exported ? { spans: `${exported[k]} exported, ${dropped[k]} dropped` } : {},
     };
@@ -120,11 +138,15 @@ export async function runTracing(ctx: ScenarioContext): Promise<ScenarioResult> 
   const rpsLoss = offRps && pctRps ? Math.round((1 - pctRps / offRps) * 1000) / 10 : null;
   const offRss = medRss('shoal-off');
   const pctRss = medRss('shoal-1pct');
+  const medCpu = (k: string) => (cpuPer1k[k]?.length ? median(cpuPer1k[k]) : undefined);
+  const cpuOff = medCpu('shoal-off');
+  const cpu1 = medCpu('shoal-1pct');
+  const cpuAddedPct = cpuOff && cpu1 ? Math.round((cpu1 / cpuOff - 1) * 1000) / 10 : null;
   const rssAdded = offRss !== undefined && pctRss !== undefined ? Math.round((pctRss - offRss) * 10) / 10 : null;
   return {
     scenario: 'tracing',
     title: 'tracing: the sidecar with tracing off, at 1% and at 100%, beside nginx',
-    method: `wrk -t2 -c${connections} for ${ctx.duration} s per contender (keep-alive HTTP/1.1 GET, 1 KB body, no trace headers: every trace starts at the sidecar and the ratio decides), ${ctx.rounds} rounds interleaved with the order rotated each round, after a 1 s warm-up each. Three sidecar processes with the same L7 route to the nginx backend, one per tracing setting, the traced ones exporting OTLP/HTTP JSON to a real OpenTelemetry Collector (OTLP receiver, file exporter; not pinned). RSS of each sidecar is read from /proc right after each of its runs.${cpu ? ` Single-process proxies are pinned to CPU ${cpu}.` : ''}`,
+    method: `wrk -t2 -c${connections} for ${ctx.duration} s per contender (keep-alive HTTP/1.1 GET, 1 KB body, no trace headers: every trace starts at the sidecar and the ratio decides), ${ctx.rounds} rounds interleaved with the order rotated each round, after a 1 s warm-up each. Three sidecar processes with the same L7 route to the nginx backend, one per tracing setting, the traced ones exporting OTLP/HTTP JSON to a real OpenTelemetry Collector (OTLP receiver, file exporter; not pinned). RSS of each sidecar is read from /proc right after each of its runs. Then each sidecar gets ${pacedRps} rps from the paced client for ${ctx.duration} s a round, and its user+system CPU seconds over the run, per 1,000 requests, are read from /proc.${cpu ? ` Single-process proxies are pinned to CPU ${cpu}.` : ''}`,
     command: ctx.command,
     date: new Date().toISOString(),
     machine: ctx.machine,
@@ -135,6 +157,7 @@ export async function runTracing(ctx: ScenarioContext): Promise<ScenarioResult> 
       { key: 'vsOff', label: '× tracing off', unit: '', kind: 'ratio' },
       { key: 'p99', label: 'p99', unit: 'ms', kind: 'figure' },
       { key: 'rssMb', label: 'RSS after the run', unit: 'MB', kind: 'figure' },
+      { key: 'cpuPer1k', label: `CPU per 1,000 requests at ${pacedRps} rps`, unit: 'ms', kind: 'figure' },
       { key: 'spans', label: 'spans', unit: '', kind: 'text' },
     ],
     rows,
@@ -144,7 +167,7 @@ export async function runTracing(ctx: ScenarioContext): Promise<ScenarioResult> 
       atMost('RSS added by tracing at 1%', 5, rssAdded, 'MB'),
     ],
     notes: [
-      `At 1%: ${rpsLoss ?? 'n/a'}% fewer rps than tracing off (medians), ${rssAdded ?? 'n/a'} MB more RSS.`,
+      `At 1%: ${rpsLoss ?? 'n/a'}% fewer rps than tracing off (medians), ${rssAdded ?? 'n/a'} MB more RSS, ${cpuAddedPct ?? 'n/a'}% more CPU per request at ${pacedRps} rps (at saturation, CPU per request is what bounds rps).`,
     ],
     errors,
   };

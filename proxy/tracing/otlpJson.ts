@@ -56,11 +56,24 @@ function value(v: AttributeValue): string {
   }
 }
 
+// `{"key":"<name>","value":` per attribute name: the sidecar uses a few dozen names, escaped once each.
+const KEY_PREFIX = new Map<AttributeValue, string>();
+const KEY_PREFIX_MAX = 1024;
+
+function keyPrefix(k: AttributeValue): string {
+  let p = KEY_PREFIX.get(k);
+  if (p === undefined) {
+    p = `{"key":${JSON.stringify(String(k))},"value":`;
+    if (KEY_PREFIX.size < KEY_PREFIX_MAX) KEY_PREFIX.set(k, p);
+  }
+  return p;
+}
+
 function attributes(a: AttributeValue[]): string {
   let s = '[';
   for (let i = 0; i < a.length; i += 2) {
     if (i > 0) s += ',';
-    s += `{"key":${JSON.stringify(a[i])},"value":${value(a[i + 1])}}`;
+    s += `${keyPrefix(a[i])}${value(a[i + 1])}}`;
   }
   return `${s}]`;
 }
