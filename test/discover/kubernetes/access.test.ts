@@ -15,7 +15,7 @@ import { getCommand } from '../../../discover/get.ts';
 import { ACCESS_CACHE_TTL_MS } from '../../../discover/http/readAuth.ts';
 import { kubeForFile, run } from '../../lib/kube.ts';
 import { makeCerts } from '../webhook/fixtures.ts';
-import { AUDIENCE, call, childEnv, longPoll, OPERATOR_TOKEN, snapshot, until, waiters } from './harness.ts';
+import { AUDIENCE, call, childEnv, longPoll, OPERATOR_TOKEN, snapshot, until, waiters } from './discoverClient.ts';
 import { Api, startRealDiscover } from './realKube.ts';
 import { apiRequests, bindClusterRole, bindRole, requestToken, serviceAccount, startDiscoverAs, userKubeconfig } from './kubeUsers.ts';
 

@@ -8,7 +8,7 @@ import { createLogger } from '../../../shared/log.ts';
 import { startDiscover, type Discover } from '../../../discover/main.ts';
 import type { TestKube } from '../../lib/kube.ts';
 import type { Api } from './realKube.ts';
-import { AUDIENCE, OPERATOR_TOKEN } from './harness.ts';
+import { AUDIENCE, OPERATOR_TOKEN } from './discoverClient.ts';
 
 /** Creates ServiceAccount NS/NAME (no error when it exists). */
 export async function serviceAccount(api: Api, ns: string, name: string): Promise<void> {

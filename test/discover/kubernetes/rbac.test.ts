@@ -14,7 +14,7 @@ import { createLogger } from '../../../shared/log.ts';
 import { eventRecorder } from '../../../discover/http/readAuth.ts';
 import { loadKubeConfig } from '../../../discover/source/kubernetes/kubernetesSource.ts';
 import { kubeForFile, type TestKube } from '../../lib/kube.ts';
-import { AUDIENCE, call, longPoll, OPERATOR_TOKEN, snapshot, until, waiters } from './harness.ts';
+import { AUDIENCE, call, longPoll, OPERATOR_TOKEN, snapshot, until, waiters } from './discoverClient.ts';
 import { Api, endpointsIn, latest, seedApp } from './realKube.ts';
 import { bindRole, requestToken, serviceAccount, startDiscoverAs, userKubeconfig } from './kubeUsers.ts';
 
