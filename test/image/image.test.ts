@@ -179,6 +179,9 @@ if (image) {
     // As in a Kubernetes pod, where a native sidecar gets SIGTERM after the app containers have stopped:
     // the client stops sending new requests, then the sidecar is signalled with the ones in flight.
     await podmanOk(['kill', '--signal', 'USR1', client]);
+    // The client handles the signal on its event loop: SIGTERM goes only once it has stopped sending.
+    const stoppedLine = await waitFor('the client to stop sending', async () =>
+      (await podmanOk(['logs', client])).split('\n').find((l) => l.startsWith('stopped ')) ?? null, 15_000);
     const signalled = Date.now();
     const stop = await podman(['stop', '-t', String(DRAIN_TIMEOUT_S + 20), sidecar], { timeoutMs: 60_000 });
     const stopMs = Date.now() - signalled;
@@ -188,7 +191,6 @@ if (image) {
       const line = (await podmanOk(['logs', client])).split('\n').find((l) => l.startsWith('result '));
       return line ? JSON.parse(line.slice(7)) as { sent: number; ok: number; failures: Record<string, number>; ends: number[] } : null;
     }, 30_000);
-    const stoppedLine = (await podmanOk(['logs', client])).split('\n').find((l) => l.startsWith('stopped ')) ?? '';
     const completedAfterSignal = result.ends.filter((e) => e >= signalled).length;
     t.ok(result.sent >= RATE * 4, `the client sent ${result.sent} requests at ${RATE}/s`);
     t.equal(result.ok, result.sent, `every request answered 200 "api" (${result.ok}/${result.sent}; failures ${JSON.stringify(result.failures)})`);

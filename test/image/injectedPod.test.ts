@@ -175,8 +175,8 @@ if (image) {
     t.ok(http.by['api-1'] >= 10 && http.by['api-2'] >= 10, 'each got a fair share of 40');
 
     // Inbound: from another container on the network to the pod's address on the remapped port.
-    const podIp = inspect.NetworkSettings.Networks?.[net]?.IPAddress
-      || JSON.parse(await podmanOk(['inspect', `${podName}-infra`].filter(Boolean))).at(0)?.NetworkSettings?.Networks?.[net]?.IPAddress;
+    // The sidecar shares the pod's network namespace: its address on the network is the pod's.
+    const podIp: string | undefined = inspect.NetworkSettings.Networks?.[net]?.IPAddress;
     t.ok(podIp, `the pod's address on ${net}: ${podIp}`);
     t.same(http.peers, [podIp], `the backends saw the pod's address (${JSON.stringify(http.peers)})`);
     const inbound = await podman(['run', '--rm', '--network', net, '--entrypoint', 'node', ref, '-e',
