@@ -135,7 +135,7 @@ export class KubernetesSource {
         if (!this.stopped) resolve();
       }, ms).unref();
     });
-    return new ListWatch<T>(path, new Watch(this.opts.kubeConfig), list as ListPromise<T>, false, labelSelector, undefined, { delayFn });
+    return new ListWatch<T>(path, new StoppableWatch(this.opts.kubeConfig, () => this.stopped), list as ListPromise<T>, false, labelSelector, undefined, { delayFn });
   }
 
   private watch<T extends KubernetesObject>(name: string, informer: Informer<T>, optional = false): Watched<T> {
@@ -476,6 +476,32 @@ export class KubernetesSource {
         await w.informer.stop();
       }
     }
+  }
+}
+
+/**
+ * A Watch that opens nothing once the source stopped. client-node's informer reopens its watch on
+ * its own after a clean end or a 410 relist; its stop() aborts only a request it already holds, so
+ * a stop() during that list, or while the watch request is connecting, would leave a watch open
+ * after close(). The watch is aborted at once in both cases (no done callback: nothing to restart).
+ */
+class StoppableWatch extends Watch {
+  private readonly isStopped: () => boolean;
+
+  constructor(kc: KubeConfig, isStopped: () => boolean) {
+    super(kc);
+    this.isStopped = isStopped;
+  }
+
+  override async watch(path: string, queryParams: Record<string, string | number | boolean | undefined>, callback: (phase: string, apiObj: any, watchObj?: any) => void, done: (err: any) => void): Promise<AbortController> {
+    if (this.isStopped()) {
+      const aborted = new AbortController();
+      aborted.abort();
+      return aborted;
+    }
+    const controller = await super.watch(path, queryParams, callback, done);
+    if (this.isStopped()) controller.abort();
+    return controller;
   }
 }
 
