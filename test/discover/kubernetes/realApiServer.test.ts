@@ -6,7 +6,7 @@
 import t from 'tap';
 import type { Snapshot } from '../../../shared/snapshot.ts';
 import { kubeForFile } from '../../lib/kube.ts';
-import { longPoll, until, waiters } from './harness.ts';
+import { longPoll, until, waiters } from './discoverClient.ts';
 import { Api, endpointsIn, latest, seedApp, startRealDiscover, untilEndpoints } from './realKube.ts';
 
 const kube = kubeForFile(t, import.meta.filename);

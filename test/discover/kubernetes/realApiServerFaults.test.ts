@@ -8,7 +8,7 @@ import { request } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { startComponent, stopComponent } from '../../../scripts/kube.ts';
 import { kubeForFile, type TestKube } from '../../lib/kube.ts';
-import { longPoll, until } from './harness.ts';
+import { longPoll, until } from './discoverClient.ts';
 import {
   Api, endpointsIn, etcdBump, etcdCompact, etcdDelete, latest, seedApp, sleep, startRealDiscover, untilEndpoints, watchFailures, whenSlices,
 } from './realKube.ts';

@@ -6,7 +6,7 @@
 import t from 'tap';
 import type { Discover } from '../../../discover/main.ts';
 import { kubeForFile } from '../../lib/kube.ts';
-import { OPERATOR_TOKEN, until, waiters } from './harness.ts';
+import { OPERATOR_TOKEN, until, waiters } from './discoverClient.ts';
 import { Api, endpointsIn, latest, startRealDiscover } from './realKube.ts';
 
 const kube = kubeForFile(t, import.meta.filename);

@@ -1,7 +1,7 @@
 // Carries TCP connections made inside a namespace to a Unix socket in the file system, which
-// every namespace shares: discover in its namespace reaches the fake Kubernetes API server that
-// runs in the test's process (which listens on that socket) without any address outside the
-// namespaces. `node kubeRelay.ts HOST PORT SOCKET` prints "ready" once listening.
+// every namespace shares: discover in its namespace reaches the test's kube-apiserver, which
+// listens on the host's loopback, through the test process (unixToTcp carries that socket to the
+// API server) without any address outside the namespaces. `node kubeRelay.ts HOST PORT SOCKET` prints "ready" once listening.
 import { connect, createServer, type Server, type Socket } from 'node:net';
 
 /** Joins two sockets both ways; either side's end or error closes the other. */
