@@ -40,6 +40,9 @@ export class Cluster {
   tiers: LocalityTier[] = [{ kind: 'all', endpoints: [] }];
   /** The tier the balancer holds now; a wider one while the preferred one is unhealthy. */
   tier: LocalityTier['kind'] = 'all';
+  /** While a more local tier is chosen: where its retries go (the next tier's healthy endpoints outside it); else empty. */
+  spill: Endpoint[] = [];
+  private spillNext = 0;
   private readonly retiring = new Set<Promise<void>>();
 
   constructor(spec: ClusterSpec, stats: ResilienceStats = new ResilienceStats(spec.name), here?: SidecarLocality) {
@@ -103,31 +106,50 @@ export class Cluster {
   }
 
   /**
-   * Gives the balancer the non-ejected endpoints of the most local tier that has enough of them
-   * (healthy share at or above HealthyPanicThreshold); then of all endpoints, and all of them while
-   * their healthy share is below the threshold (panic: better some errors than everything on a few).
+   * Gives the balancer the non-ejected endpoints of the most local tier that has enough healthy ones
+   * (share at or above HealthyPanicThreshold, counting the failing ones the ejection cap kept in as
+   * unhealthy: leaving for a wider set costs no capacity). Else all endpoints less the ejected ones
+   * and the failing ones of the narrower sets passed over, or all of them while what is left is below
+   * the threshold (panic: better some errors than everything on a few).
    */
   rebalance(): void {
     const all = this.endpoints;
+    const failing = this.outlier.failing;
     let healthy = 0;
     for (let i = 0; i < all.length; i++) if (all[i].ejectedUntil === 0) healthy++;
     this.stats.ejected = all.length - healthy;
     const threshold = this.policy.healthyPanicThreshold;
-    for (let t = 0; t < this.tiers.length - 1; t++) {
-      const local = this.tiers[t].endpoints;
+    const tiers = this.tiers;
+    for (let t = 0; t < tiers.length - 1; t++) {
+      const local = tiers[t].endpoints;
+      let notEjected = 0;
       let up = 0;
-      for (let i = 0; i < local.length; i++) if (local[i].ejectedUntil === 0) up++;
+      for (let i = 0; i < local.length; i++) {
+        if (local[i].ejectedUntil !== 0) continue;
+        notEjected++;
+        if (!failing.has(local[i])) up++;
+      }
       if (up > 0 && up * 100 >= threshold * local.length) {
-        this.tier = this.tiers[t].kind;
+        this.tier = tiers[t].kind;
         this.stats.panic = 0;
-        this.balancer.update(up === local.length ? local : local.filter((e) => e.ejectedUntil === 0));
+        this.balancer.update(notEjected === local.length ? local : local.filter((e) => e.ejectedUntil === 0));
+        // Retries go one set wider: the endpoints of the next tier outside this one, healthy.
+        const mine = new Set(local);
+        this.spill = tiers[t + 1].endpoints.filter((e) => !mine.has(e) && e.ejectedUntil === 0 && !failing.has(e));
         return;
       }
     }
-    const panic = healthy < all.length && healthy * 100 < threshold * all.length;
+    let usable = healthy === all.length ? all : all.filter((e) => e.ejectedUntil === 0);
+    if (tiers.length > 1 && failing.size > 0) {
+      const passedOver = new Set<Endpoint>();
+      for (let t = 0; t < tiers.length - 1; t++) for (const e of tiers[t].endpoints) if (failing.has(e)) passedOver.add(e);
+      if (passedOver.size > 0) usable = usable.filter((e) => !passedOver.has(e));
+    }
+    const panic = usable.length < all.length && usable.length * 100 < threshold * all.length;
     this.tier = 'all';
     this.stats.panic = panic ? 1 : 0;
-    this.balancer.update(healthy === all.length || panic ? all : all.filter((e) => e.ejectedUntil === 0));
+    this.spill = [];
+    this.balancer.update(panic ? all : usable);
   }
 
   pick(hashKey: string | undefined): Endpoint | null {
@@ -136,25 +158,53 @@ export class Cluster {
     return e;
   }
 
-  /** An endpoint for a retry: another one than `tried` when there is one. */
+  /**
+   * An endpoint for a retry. While a more local set is chosen, one of the next wider set outside it
+   * (as Envoy's previous_priorities retry priority does): a failure there may be the whole set's,
+   * and one dead zone then costs no request while retries are allowed. Else another one than `tried`
+   * when there is one.
+   */
   pickOther(tried: Endpoint): Endpoint | null {
+    const spill = this.spill;
+    if (spill.length > 0) {
+      let i = this.spillNext % spill.length;
+      if (spill[i] === tried) i = (i + 1) % spill.length;
+      this.spillNext = i + 1;
+      const x = spill[i];
+      if (x !== tried) {
+        this.stats.byLocality[x.locality]++;
+        return x;
+      }
+    }
     let e = this.balancer.pick(undefined);
     for (let i = 0; i < 4 && e === tried; i++) e = this.balancer.pick(undefined);
     if (e === tried) {
-      // The balancer sees only tried (the others are ejected, or other zones): any other endpoint beats a known failure.
+      // The balancer sees only tried (the others are ejected, or other zones): any other endpoint beats a known failure, a healthy one first.
+      let other: Endpoint | null = null;
       for (const x of this.endpoints) {
         if (x === tried) continue;
-        this.stats.byLocality[x.locality]++;
-        return x;
+        other ??= x;
+        if (x.ejectedUntil === 0 && !this.outlier.failing.has(x)) {
+          other = x;
+          break;
+        }
+      }
+      if (other !== null) {
+        this.stats.byLocality[other.locality]++;
+        return other;
       }
     }
     if (e !== null) this.stats.byLocality[e.locality]++;
     return e;
   }
 
-  /** May this request be retried now? Takes a retry from the budget when it says yes. */
+  /**
+   * May this request be retried now? Takes a retry from the budget when it says yes. With locality
+   * sets, MaxActiveRetries does not apply, only the budget: a retry there leaves the set that failed
+   * (pickOther), and when a zone dies every request caught in it needs one at once.
+   */
   admitRetry(now: number): boolean {
-    if (this.activeRetries >= this.policy.maxActiveRetries) {
+    if (this.activeRetries >= this.policy.maxActiveRetries && this.tiers.length === 1) {
       this.stats.retriesMaxActive++;
       return false;
     }
@@ -173,7 +223,7 @@ export class Cluster {
     return {
       cluster: this.name,
       locality: {
-        node: this.here.node, zone: this.here.zone, localityFailover: this.localityFailover, tier: this.tier,
+        node: this.here.node, zone: this.here.zone, localityFailover: this.localityFailover, tier: this.tier, retriesTo: this.spill.map((e) => e.key),
         tiers: this.tiers.map((t) => ({ kind: t.kind, endpoints: t.endpoints.map((e) => e.key) })),
       },
       timeouts: { connectTimeoutMs: p.connectTimeoutMs, requestTimeoutMs: p.requestTimeoutMs, perTryTimeoutMs: p.perTryTimeoutMs ?? 0, tcpIdleTimeoutS: p.tcpIdleTimeoutS },
@@ -190,6 +240,7 @@ export class Cluster {
         intervalMs: p.intervalMs, healthyPanicThreshold: p.healthyPanicThreshold, panic: this.stats.panic === 1,
         endpoints: this.endpoints.map((e) => ({
           endpoint: e.key, ejected: e.ejectedUntil !== 0, ejectedForMs: e.ejectedUntil === 0 ? 0 : Math.max(0, Math.round(e.ejectedUntil - now)),
+          failing: this.outlier.failing.has(e),
           timesEjected: e.timesEjected, consecutiveErrors: e.consecutiveErrors,
         })),
       },
@@ -206,6 +257,7 @@ export class Cluster {
     for (const e of this.endpoints) this.retireEndpoint(e);
     this.endpoints = [];
     this.retier();
+    this.spill = [];
     this.balancer.update([]);
     this.outlier.stop();
     await Promise.all([...this.retiring]);
@@ -216,6 +268,7 @@ export class Cluster {
     await Promise.all(this.endpoints.map((e) => e.destroy()));
     this.endpoints = [];
     this.retier();
+    this.spill = [];
     this.balancer.update([]);
   }
 }

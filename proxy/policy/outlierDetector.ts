@@ -3,6 +3,9 @@
 // MaxEjectionPercent of the cluster is ejected, but one endpoint always may be, and never the last
 // healthy one. A sweep every IntervalMS (running only while something is ejected or remembered)
 // returns endpoints whose time is up and lowers the multiplier of those that stayed healthy.
+// An endpoint that crossed ConsecutiveErrors but was kept in by that cap is `failing` until a
+// success (its count reset) or until its would-be ejection time passes, seen by the same sweep:
+// locality (cluster.ts) leaves its set for a wider one on it, which costs no capacity.
 import type { Endpoint } from '../cluster/endpoint.ts';
 import type { ResilienceStats } from '../metrics.ts';
 import type { ClusterPolicy } from '../../shared/snapshot.ts';
@@ -19,6 +22,8 @@ export class OutlierDetector {
   private readonly host: OutlierHost;
   private sweeper: NodeJS.Timeout | null = null;
   private sweepEveryMs = 0;
+  /** Endpoints kept in only by the MaxEjectionPercent cap (or as the last healthy one), and until when they would have been ejected. */
+  readonly failing = new Map<Endpoint, number>();
 
   constructor(host: OutlierHost) {
     this.host = host;
@@ -34,8 +39,14 @@ export class OutlierDetector {
     const allowed = Math.max(1, Math.floor((eps.length * p.maxEjectionPercent) / 100));
     if (ejected >= allowed || eps.length - ejected <= 1 || !eps.includes(e)) {
       this.host.stats.ejectionsSkipped++;
+      if (!this.failing.has(e) && eps.includes(e)) {
+        this.failing.set(e, performance.now() + p.baseEjectionTimeMs * (e.timesEjected + 1));
+        this.host.rebalance();
+        this.ensureSweeping();
+      }
       return;
     }
+    this.failing.delete(e);
     e.timesEjected++;
     e.ejectedUntil = performance.now() + p.baseEjectionTimeMs * e.timesEjected;
     e.consecutiveErrors = 0;
@@ -57,6 +68,18 @@ export class OutlierDetector {
   sweep(now = performance.now()): void {
     let changed = false;
     let remembered = false;
+    if (this.failing.size > 0) {
+      const threshold = this.host.policy.consecutiveErrors;
+      for (const [e, until] of this.failing) {
+        // A success reset its count (the exchanges set it to 0); or its time is up, as an ejection's would be.
+        const expired = now >= until;
+        if (expired || e.consecutiveErrors < threshold || e.ejectedUntil !== 0 || e.retired) {
+          this.failing.delete(e);
+          if (expired) e.consecutiveErrors = 0;
+          changed = true;
+        } else remembered = true;
+      }
+    }
     for (const e of this.host.endpoints) {
       if (e.ejectedUntil !== 0) {
         if (now >= e.ejectedUntil) {
@@ -74,6 +97,7 @@ export class OutlierDetector {
   }
 
   stop(): void {
+    this.failing.clear();
     if (this.sweeper !== null) clearInterval(this.sweeper);
     this.sweeper = null;
   }

@@ -128,3 +128,131 @@ t.test('without hints, picks spread over all six; with LOCALITY_FAILOVER they st
   f.rebalance();
   t.same(zonesPicked(f, 300), { b: 300 }, 'zone a ejected: then any');
 });
+
+/** The shipped outlier defaults: ConsecutiveErrors 5, BaseEjectionTimeMS 30 s, MaxEjectionPercent 10%. */
+const defaults = { ...policy, maxEjectionPercent: 10 };
+const failTimes = (c: Cluster, e: Endpoint, n: number) => {
+  for (let i = 0; i < n; i++) c.outlier.failure(e);
+};
+
+t.test('default MaxEjectionPercent: a dead zone gives way although only one of its endpoints may be ejected', async (t) => {
+  const c = new Cluster({ ...spec(hinted()), policy: defaults }, undefined, { node: 'n9', zone: 'a' });
+  const [a1, a2, a3] = c.endpoints;
+  failTimes(c, a1, 5);
+  t.ok(a1.ejectedUntil > 0, 'the first to cross ConsecutiveErrors is ejected (10% of six, at least one)');
+  t.equal(c.tier, 'zone', '2 of 3 left: still zone a');
+  failTimes(c, a2, 4);
+  t.equal(c.outlier.failing.size, 0, 'below ConsecutiveErrors: not failing');
+  c.outlier.failure(a2);
+  t.equal(a2.ejectedUntil, 0, 'the second is not ejected: the cap');
+  t.ok(c.outlier.failing.has(a2), 'but failing');
+  t.equal(c.stats.ejectionsSkipped, 1);
+  t.equal(c.tier, 'all', '1 of 3 healthy in zone a (33% < 50%): the wider set at once');
+  const mid = new Map<Endpoint, number>();
+  for (let i = 0; i < 3000; i++) {
+    const e = c.pick(undefined)!;
+    mid.set(e, (mid.get(e) ?? 0) + 1);
+  }
+  t.notOk(mid.has(a1) || mid.has(a2), 'neither the ejected nor the failing zone-a endpoint is picked');
+  t.ok((mid.get(a3) ?? 0) > 0 && c.endpoints.slice(3).every((e) => (mid.get(e) ?? 0) > 0), 'the healthy zone-a endpoint and zone b share the load');
+  failTimes(c, a3, 5);
+  const start = performance.now();
+  t.same(zonesPicked(c, 300), { b: 300 }, 'the whole zone failing: all in zone b');
+  t.equal(c.stats.panic, 0, 'zone b is half the cluster: no panic');
+  t.equal(c.applied().outlierDetection && (c.applied().outlierDetection as { endpoints: Array<{ failing: boolean }> }).endpoints.filter((e) => e.failing).length, 2, '/config_dump shows the two failing ones');
+
+  c.outlier.sweep(start + 10_000);
+  t.equal(c.tier, 'all', 'a sweep before the would-be ejection time changes nothing');
+  t.equal(c.outlier.failing.size, 2);
+  c.outlier.sweep(start + 30_000);
+  t.equal(c.outlier.failing.size, 0, 'past BaseEjectionTimeMS x (times ejected + 1): failing ends');
+  t.equal(a1.ejectedUntil, 0, 'and the ejection too');
+  t.equal(a2.consecutiveErrors, 0, 'counting starts again, as after an ejection');
+  t.equal(c.tier, 'zone', 'zone a again');
+  t.same(zonesPicked(c, 300), { a: 300 });
+});
+
+t.test('a success ends failing at the next sweep; failing needs ConsecutiveErrors again', async (t) => {
+  const c = new Cluster({ ...spec(hinted()), policy: { ...defaults, healthyPanicThreshold: 30 } }, undefined, { node: 'n9', zone: 'a' });
+  const [a1, a2] = c.endpoints;
+  failTimes(c, a1, 5);
+  failTimes(c, a2, 5);
+  t.ok(c.outlier.failing.has(a2));
+  t.equal(c.tier, 'zone', '1 of 3 at threshold 30%: zone a kept');
+  const picked = new Set<Endpoint>();
+  for (let i = 0; i < 300; i++) picked.add(c.pick(undefined)!);
+  t.ok(picked.has(a2), 'the set kept, the cap keeps the failing endpoint in it (its capacity)');
+  failTimes(c, c.endpoints[2], 5);
+  t.equal(c.tier, 'all', 'no healthy endpoint left in zone a: the wider set');
+  a2.consecutiveErrors = 0; // what an exchange does on a response below 500
+  c.outlier.failure(a2);
+  t.ok(c.outlier.failing.has(a2), 'still failing until the sweep sees it');
+  c.outlier.sweep(performance.now());
+  t.notOk(c.outlier.failing.has(a2), 'a success since it crossed: failing ends at the sweep');
+  t.equal(c.tier, 'zone', 'a2 healthy (1 of 3 at 30%): zone a again');
+  failTimes(c, a2, 3);
+  t.notOk(c.outlier.failing.has(a2), 'four failures in a row since: not yet');
+  c.outlier.failure(a2);
+  t.ok(c.outlier.failing.has(a2), 'the fifth: failing again');
+  t.equal(c.tier, 'all');
+});
+
+t.test('without locality the cap stands: a failing endpoint stays in the balancer', async (t) => {
+  const bare = [1, 2, 3].map((i) => ep(i, 'a')).concat([4, 5, 6].map((i) => ep(i, 'b')));
+  const c = new Cluster({ ...spec(bare), policy: defaults }, undefined, { node: '', zone: 'a' });
+  failTimes(c, c.endpoints[0], 5);
+  failTimes(c, c.endpoints[1], 5);
+  t.ok(c.endpoints[0].ejectedUntil > 0 && c.outlier.failing.has(c.endpoints[1]), 'one ejected, one failing');
+  const picked = new Set<Endpoint>();
+  for (let i = 0; i < 3000; i++) picked.add(c.pick(undefined)!);
+  t.equal(picked.size, 5, 'every endpoint but the ejected one, the failing one included');
+  t.ok(picked.has(c.endpoints[1]));
+});
+
+t.test('retries go one set wider while a local set is chosen', async (t) => {
+  const c = new Cluster({ ...spec(hinted()), policy: defaults }, undefined, { node: 'n9', zone: 'a' });
+  const [a1, , , b1, b2, b3] = c.endpoints;
+  t.same(c.spill, [b1, b2, b3], 'zone a chosen: retries to zone b');
+  const seen = new Map<Endpoint, number>();
+  for (let i = 0; i < 300; i++) {
+    const e = c.pickOther(a1)!;
+    seen.set(e, (seen.get(e) ?? 0) + 1);
+  }
+  t.same([...seen.keys()].map((e) => e.zone), ['b', 'b', 'b'], 'a retry after a zone-a attempt: zone b, each of its endpoints');
+  for (const n of seen.values()) t.equal(n, 100, 'in turn');
+  for (let i = 0; i < 30; i++) t.not(c.pickOther(b2), b2, 'a second retry after a zone-b attempt: another zone-b endpoint');
+  failTimes(c, b1, 5);
+  t.same(c.spill, [b2, b3], 'an ejected endpoint is not retried to');
+  for (const e of c.endpoints.slice(0, 3)) failTimes(c, e, 5);
+  t.equal(c.tier, 'all');
+  t.equal(c.stats.panic, 1, 'b2 and b3 alone are 33% of six: panic, all six');
+  c.policy = { ...c.policy, healthyPanicThreshold: 30 };
+  c.rebalance();
+  t.equal(c.stats.panic, 0, 'at threshold 30%: b2 and b3');
+  t.same(c.spill, [], 'on the widest set: no wider one');
+  for (let i = 0; i < 30; i++) {
+    const e = c.pickOther(b2)!;
+    t.ok(e === b3 || e === b2, `a retry within the balancer's set (${e.key})`);
+  }
+  const before = c.stats.byLocality[2];
+  const c2 = new Cluster({ ...spec(hinted()), policy: defaults }, c.stats, { node: 'n9', zone: 'a' });
+  c2.pickOther(c2.endpoints[0]);
+  t.equal(c.stats.byLocality[2], before + 1, 'a retry counts its locality once');
+});
+
+t.test('with locality sets the retry budget bounds retries, not MaxActiveRetries', async (t) => {
+  const zoned = new Cluster({ ...spec(hinted()), policy: defaults }, undefined, { node: 'n9', zone: 'a' });
+  const flat = new Cluster({ ...spec(hinted()), policy: defaults }, undefined, { node: '', zone: '' });
+  const now = performance.now();
+  for (const c of [zoned, flat]) for (let i = 0; i < 1000; i++) c.budget.request(now);
+  for (const c of [zoned, flat]) {
+    c.activeRetries = defaults.maxActiveRetries;
+  }
+  t.notOk(flat.admitRetry(now), 'one set: MaxActiveRetries (3) retries in flight refuse a fourth');
+  t.equal(flat.stats.retriesMaxActive, 1);
+  let admitted = 0;
+  while (zoned.admitRetry(now)) admitted++;
+  t.equal(admitted, 210, 'zone a preferred: retries go on until the budget (20% of 1,000 + 10) is spent');
+  t.equal(zoned.stats.retriesBudgetExhausted, 1);
+  t.equal(zoned.stats.retriesMaxActive, 0);
+});
