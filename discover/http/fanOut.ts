@@ -28,7 +28,7 @@ const { writeSync } = require('node:fs');
 const ctl = new Int32Array(workerData.ctl);
 ${writeShare.toString()}
 parentPort.on('message', (m) => {
-  Atomics.store(ctl, 1, writeShare(m.fds, m.wire, m.out, m.next, m.chunk));
+  Atomics.store(ctl, 1, writeShare(m.fds, m.wire, m.out, m.next, m.chunk, m.spans));
   Atomics.store(ctl, 0, 1);
   Atomics.notify(ctl, 0);
 });
@@ -43,10 +43,11 @@ const CHUNK = 8;
 /**
  * Claims CHUNK descriptors at a time from the shared counter `next` and write(2)s wire to each,
  * until none are left; every thread of a job runs it, so a thread that gets less CPU writes fewer.
- * out[i]: bytes written, 0 for a full socket buffer, -1 for a broken socket. Returns how many this
- * thread wrote.
+ * With spans, descriptor i gets its own part of wire: spans[2i] bytes in, spans[2i+1] long (one job
+ * answers the waiters of many apps, each with its app's answer). out[i]: bytes written, 0 for a
+ * full socket buffer, -1 for a broken socket. Returns how many this thread wrote.
  */
-export function writeShare(fds: Int32Array, wire: Uint8Array, out: Int32Array, next: Int32Array, chunk: number): number {
+export function writeShare(fds: Int32Array, wire: Uint8Array, out: Int32Array, next: Int32Array, chunk: number, spans?: Int32Array | null): number {
   let mine = 0;
   for (;;) {
     const from = Atomics.add(next, 0, chunk);
@@ -54,7 +55,7 @@ export function writeShare(fds: Int32Array, wire: Uint8Array, out: Int32Array, n
     const to = Math.min(from + chunk, fds.length);
     for (let i = from; i < to; i++) {
       try {
-        out[i] = writeSync(fds[i], wire, 0, wire.length);
+        out[i] = spans ? writeSync(fds[i], wire, spans[2 * i], spans[2 * i + 1]) : writeSync(fds[i], wire, 0, wire.length);
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code;
         out[i] = code === 'EAGAIN' || code === 'EWOULDBLOCK' ? 0 : -1;
@@ -123,16 +124,17 @@ export class FanOutWriters {
    * still UNWRITTEN). It resolves once that thread is gone; only then may their sockets be closed
    * (a closed descriptor's number can be reused at once by a new connection, which a late write
    * would then corrupt). `eventLoopWrites: false` leaves all the writing to the writers (tests
-   * use it to check their path on its own).
+   * use it to check their path on its own). With spans (see writeShare), each descriptor gets its
+   * own part of wire; wire and spans are then shared memory too.
    */
-  run(wire: Buffer, fds: Int32Array, out: Int32Array, eventLoopWrites = true): { unfinished?: Promise<void> } {
+  run(wire: Uint8Array, fds: Int32Array, out: Int32Array, eventLoopWrites = true, spans?: Int32Array): { unfinished?: Promise<void> } {
     const next = new Int32Array(new SharedArrayBuffer(4));
     const writers = this.writers.filter((w) => w.online);
     for (const w of writers) {
       Atomics.store(w.ctl, 0, 0);
-      w.worker.postMessage({ fds, out, wire, next, chunk: CHUNK });
+      w.worker.postMessage({ fds, out, wire, next, chunk: CHUNK, spans });
     }
-    if (eventLoopWrites) writeShare(fds, wire, out, next, CHUNK);
+    if (eventLoopWrites) writeShare(fds, wire, out, next, CHUNK, spans);
     const gone: Promise<void>[] = [];
     for (const w of writers) {
       // A writer that hangs must not hang discover: a second at most, then it leaves the pool.

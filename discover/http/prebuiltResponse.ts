@@ -73,6 +73,15 @@ function idleFd(socket: Socket): number {
  * answers together (see fanOut.ts), so the kernel's per-socket work runs on several cores.
  */
 export function sendPrebuiltAll(list: ServerResponse[], p: Prebuilt, fanOut?: FanOutWriters): void {
+  sendPrebuiltEach(list, list.map(() => p), fanOut);
+}
+
+/**
+ * Like sendPrebuiltAll, with each waiter's own answer: one change wakes the waiters of many apps
+ * (the dependents of a Service), and together they are enough to share out to the writer threads
+ * even when each app has only a few. list[i] gets answers[i].
+ */
+export function sendPrebuiltEach(list: ServerResponse[], answers: Prebuilt[], fanOut?: FanOutWriters): void {
   // Per waiter: 0 not yet written, 1 written (end() finishes it), 2 left alone (closed later).
   const state = new Uint8Array(list.length);
   const threads = fanOut?.threads ?? 0;
@@ -91,10 +100,27 @@ export function sendPrebuiltAll(list: ServerResponse[], p: Prebuilt, fanOut?: Fa
     const fds = new Int32Array(new SharedArrayBuffer(fdList.length * 4));
     fds.set(fdList);
     const out = new Int32Array(new SharedArrayBuffer(fdList.length * 4)).fill(UNWRITTEN);
-    const { unfinished } = fdList.length > 0 ? fanOut!.run(p.wire, fds, out) : {};
+    let wire: Uint8Array = answers[0]?.wire;
+    let spans: Int32Array | undefined;
+    if (idx.some((i) => answers[i] !== answers[idx[0]])) {
+      // Several answers: each distinct one copied once into shared memory, and a span per descriptor.
+      const at = new Map<Prebuilt, number>();
+      let size = 0;
+      for (const i of idx) if (!at.has(answers[i])) { at.set(answers[i], size); size += answers[i].wire.length; }
+      const shared = new Uint8Array(new SharedArrayBuffer(size));
+      for (const [a, offset] of at) shared.set(a.wire, offset);
+      wire = shared;
+      spans = new Int32Array(new SharedArrayBuffer(idx.length * 8));
+      for (let k = 0; k < idx.length; k++) {
+        spans[2 * k] = at.get(answers[idx[k]])!;
+        spans[2 * k + 1] = answers[idx[k]].wire.length;
+      }
+    } else if (idx.length > 0) wire = answers[idx[0]].wire;
+    const { unfinished } = fdList.length > 0 ? fanOut!.run(wire, fds, out, true, spans) : {};
     for (let k = 0; k < out.length; k++) {
       const i = idx[k];
       const res = list[i];
+      const p = answers[i];
       const n = out[k];
       if (n === p.wire.length) {
         markWritten(res);
@@ -116,10 +142,10 @@ export function sendPrebuiltAll(list: ServerResponse[], p: Prebuilt, fanOut?: Fa
       }
     }
   }
-  for (let i = 0; i < list.length; i++) if (state[i] === 0 && !list[i].destroyed && writeWire(list[i], p)) state[i] = 1;
+  for (let i = 0; i < list.length; i++) if (state[i] === 0 && !list[i].destroyed && writeWire(list[i], answers[i])) state[i] = 1;
   for (let i = 0; i < list.length; i++) {
     const res = list[i];
     if (state[i] === 1) res.end();
-    else if (state[i] === 0 && !res.destroyed) sendPrebuilt(res, p);
+    else if (state[i] === 0 && !res.destroyed) sendPrebuilt(res, answers[i]);
   }
 }

@@ -1,8 +1,9 @@
 // Builds one app's snapshot from the topology: listeners, routes, clusters, DNS names.
+import { createHash } from 'node:crypto';
 import { allocateListenPorts, allocateLoopbacks } from '../../shared/allocation.ts';
 import type { Dependency } from '../../shared/meshConfig.ts';
 import {
-  SNAPSHOT_SCHEMA_VERSION, clusterName, snapshotVersion,
+  SNAPSHOT_SCHEMA_VERSION, clusterName,
   type Cluster, type DnsName, type Endpoint, type InboundListener, type ListenerMode, type OutboundListener,
   type Protocol, type Route, type Snapshot,
 } from '../../shared/snapshot.ts';
@@ -31,18 +32,80 @@ function matchKey(prefix: string, headers: Dependency['options']['headers']): st
   return JSON.stringify([prefix, headers.map((h) => [h.name, h.value]).sort()]);
 }
 
-/** The input an app's snapshot depends on; equal inputs mean the snapshot need not be rebuilt. */
-export function snapshotInputs(app: App, topology: Topology): string {
-  const services = app.config.dependencies.map((d) => {
+/**
+ * Per-apply memo of the input pieces that many apps share (a changed Service is a dependency of
+ * all of them, the mesh identity of every app): each is serialised once per apply, not per app.
+ * Made fresh for each apply, so objects changed in place between applies are read again.
+ */
+export interface InputsMemo {
+  services: Map<Service, string>;
+  identity: Map<object, string>;
+}
+
+export function inputsMemo(): InputsMemo {
+  return { services: new Map(), identity: new Map() };
+}
+
+function serviceInput(svc: Service, memo: InputsMemo | undefined): string {
+  let s = memo?.services.get(svc);
+  if (s === undefined) {
+    s = JSON.stringify([svc.namespace, svc.name, svc.address, svc.ports, [...svc.endpoints]]);
+    memo?.services.set(svc, s);
+  }
+  return s;
+}
+
+/**
+ * The input an app's snapshot depends on; equal inputs mean the snapshot need not be rebuilt.
+ * A JSON array of its pieces, each serialised on its own (so shared pieces can be memoised).
+ */
+export function snapshotInputs(app: App, topology: Topology, memo?: InputsMemo): string {
+  let services = '';
+  for (const d of app.config.dependencies) {
     const svc = topology.services.get(serviceKey(d.namespace, d.service));
-    return svc ? [svc.namespace, svc.name, svc.address, svc.ports, [...svc.endpoints]] : [d.namespace, d.service, null];
-  });
+    services += (services === '' ? '' : ',') + (svc ? serviceInput(svc, memo) : JSON.stringify([d.namespace, d.service, null]));
+  }
+  let out = `[${JSON.stringify(topology.clusterDomain)},${JSON.stringify(app.pluginId)},${JSON.stringify(app.config)},${JSON.stringify(app.problems ?? [])},[${services}]`;
   // Identity (issue 10): the CA's bundle and the readers of dependencies shape the snapshot too.
-  const identity = topology.identity ? [topology.identity, app.config.dependencies.map((d) => topology.apps.get(`${d.namespace}/${d.service}`)?.readers ?? [])] : null;
-  return JSON.stringify([topology.clusterDomain, app.pluginId, app.config, app.problems ?? [], services, ...(identity ? [identity] : [])]);
+  if (topology.identity) {
+    let identity = memo?.identity.get(topology.identity);
+    if (identity === undefined) {
+      identity = JSON.stringify(topology.identity);
+      memo?.identity.set(topology.identity, identity);
+    }
+    out += `,[${identity},${JSON.stringify(app.config.dependencies.map((d) => topology.apps.get(`${d.namespace}/${d.service}`)?.readers ?? []))}]`;
+  }
+  return out + ']';
+}
+
+// allocateLoopbacks hashes every identity (sha256) on each build; its answer depends only on the
+// identities and the pinned addresses, so it is kept per app's set of them (a rebuilt app asks for
+// the same set again). Bounded: emptied when full.
+const LOOPBACK_MEMO_MAX = 20_000;
+const loopbackMemo = new Map<string, Map<string, string>>();
+
+function loopbacksOf(identities: string[], pinned: Map<string, string>): Map<string, string> {
+  let key = identities.join('\n') + '\n\n';
+  for (const [k, v] of pinned) key += `${k}=${v}\n`;
+  let addresses = loopbackMemo.get(key);
+  if (addresses === undefined) {
+    if (loopbackMemo.size >= LOOPBACK_MEMO_MAX) loopbackMemo.clear();
+    addresses = allocateLoopbacks(identities, pinned);
+    loopbackMemo.set(key, addresses);
+  }
+  return addresses;
 }
 
 export function buildSnapshot(app: App, topology: Topology): Snapshot {
+  return buildSnapshotBody(app, topology).snapshot;
+}
+
+/**
+ * The snapshot and its body, JSON.stringify(snapshot) exactly. The content is serialised once: the
+ * version is the hash of that text (what snapshotVersion computes) and the body is the same text
+ * with the version put in its place, second after schemaVersion.
+ */
+export function buildSnapshotBody(app: App, topology: Topology): { snapshot: Snapshot; body: string } {
   const errors: string[] = [...(app.problems ?? [])];
   const { config } = app;
   const depName = (d: Dependency) => (d.namespace === app.namespace ? d.service : `${d.service}.${d.namespace}`);
@@ -123,7 +186,7 @@ export function buildSnapshot(app: App, topology: Topology): Snapshot {
   const pinned = new Map<string, string>();
   for (const [key, svc] of services) if (svc?.address) pinned.set(key, svc.address);
   const identities = [...services.keys(), ...[...sharedDomains].map((d) => `domain/${d}`)];
-  const addresses = allocateLoopbacks(identities, pinned);
+  const addresses = loopbacksOf(identities, pinned);
   const addressOf = (d: Dependency) => addresses.get(serviceKey(d.namespace, d.service))!;
 
   const listeners = new Map<string, OutboundListener>();
@@ -211,10 +274,16 @@ export function buildSnapshot(app: App, topology: Topology): Snapshot {
     status: { errors },
   };
   if (topology.identity) addIdentity(snap, app, topology, topology.identity);
-  // Key order is fixed here so the content hash is the same on every replica.
-  const version = snapshotVersion(snap);
-  return {
+  // Key order is fixed here so the content hash is the same on every replica: the text hashed is
+  // JSON.stringify of the snapshot without its version, as snapshotVersion hashes it.
+  const content = JSON.stringify(snap);
+  const version = createHash('sha256').update(content).digest('hex').slice(0, 16);
+  const head = `{"schemaVersion":${JSON.stringify(snap.schemaVersion)},`;
+  if (!content.startsWith(head)) throw new Error('snapshot serialisation does not start with its schemaVersion');
+  const body = `${head}"version":${JSON.stringify(version)},${content.slice(head.length)}`;
+  const snapshot: Snapshot = {
     schemaVersion: snap.schemaVersion, version, namespace: snap.namespace, app: snap.app, pluginId: snap.pluginId,
     inbound, outbound, clusters, dns, status: snap.status, ...(snap.identity ? { identity: snap.identity } : {}),
   };
+  return { snapshot, body };
 }

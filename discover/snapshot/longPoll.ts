@@ -46,8 +46,10 @@ export class LongPollRegistry {
     this.count++;
     const tagged = res as TaggedResponse;
     tagged[WAITER] = w;
+    // The listener stays when the waiter is answered (onClose then finds no waiter): a response
+    // waits once, and taking it off again costs a search of its listeners per waiter woken.
+    if (tagged[OWNER] !== this) res.on('close', onClose);
     tagged[OWNER] = this;
-    res.once('close', onClose);
     if (!this.timer) {
       this.lastTick = Math.floor(performance.now() / TICK_MS);
       this.timer = setInterval(() => this.sweep(), TICK_MS);
@@ -65,7 +67,6 @@ export class LongPollRegistry {
       if (bucket.size === 0) this.wheel.delete(w.deadlineTick);
     }
     this.count--;
-    w.res.removeListener('close', onClose);
     (w.res as TaggedResponse)[WAITER] = undefined;
     return true;
   }

@@ -4,10 +4,10 @@ import type { Snapshot } from '../../shared/snapshot.ts';
 import type { Logger } from '../../shared/log.ts';
 import type { DiscoverMetrics } from '../metrics.ts';
 import { appKey, type App, type Topology } from '../topology/model.ts';
-import { buildSnapshot, snapshotInputs } from './builder.ts';
+import { buildSnapshotBody, inputsMemo, snapshotInputs } from './builder.ts';
 import { LongPollRegistry, type Waiter } from './longPoll.ts';
 import type { FanOutWriters } from '../http/fanOut.ts';
-import { FAN_OUT_MIN, prebuild, sendPrebuilt, sendPrebuiltAll, type Prebuilt } from '../http/prebuiltResponse.ts';
+import { FAN_OUT_MIN, prebuild, sendPrebuilt, sendPrebuiltEach, type Prebuilt } from '../http/prebuiltResponse.ts';
 
 export interface SnapshotEntry {
   app: App;
@@ -72,44 +72,60 @@ export class SnapshotStore {
       candidates = [...new Set(affected)].map((k) => [k, topology.apps.get(k)] as [string, App | undefined]);
     }
     const removedKeys: string[] = [];
+    const memo = inputsMemo();
+    // The waiters this change wakes, over every app it rebuilt, and each one's answer.
+    const woken: ServerResponse[] = [];
+    const answers: Prebuilt[] = [];
     for (const [key, app] of candidates) {
       if (!app) {
         if (next.delete(key)) removedKeys.push(key);
         continue;
       }
-      const inputs = snapshotInputs(app, topology);
+      const inputs = snapshotInputs(app, topology, memo);
       const prev = this.entries.get(key);
       if (prev && prev.inputs === inputs) {
         next.set(key, prev);
         continue;
       }
       result.rebuilt++;
-      const snapshot = buildSnapshot(app, topology);
+      const built = buildSnapshotBody(app, topology);
+      const snapshot = built.snapshot;
+      // The same App object (a change of a Service it depends on) has the same resource.
+      const resource = prev && prev.app === app ? prev.resource : Buffer.from(JSON.stringify(app.spec));
       if (prev && prev.snapshot.version === snapshot.version) {
-        next.set(key, { ...prev, app, inputs, resource: Buffer.from(JSON.stringify(app.spec)) });
+        next.set(key, { ...prev, app, inputs, resource });
         continue;
       }
-      const body = Buffer.from(JSON.stringify(snapshot));
+      const body = Buffer.from(built.body);
       const etag = `"${snapshot.version}"`;
       const entry: SnapshotEntry = {
         app, snapshot, body, etag, inputs,
         response: prebuild(200, 'OK', ['content-type', 'application/json; charset=utf-8', 'content-length', String(body.length), 'etag', etag, 'cache-control', 'no-cache'], body),
         notModified: prebuild(304, 'Not Modified', ['etag', etag, 'cache-control', 'no-cache'], Buffer.alloc(0)),
-        resource: Buffer.from(JSON.stringify(app.spec)),
+        resource,
       };
       next.set(key, entry);
       if (snapshot.status.errors.length > 0) this.log.warn({ app: key, errors: snapshot.status.errors }, 'snapshot built with problems');
-      // Wake this app's waiters now rather than after every rebuild: their answers go out (and the
-      // sidecars read them on the other core) while the next apps are rebuilt. Nothing else runs
-      // before apply returns, so a woken sidecar's next poll sees the committed state.
       if (prev) {
         result.changed++;
-        result.woken += this.wake(key, entry);
+        for (const w of this.waiters.take(key)) {
+          woken.push(w.res);
+          answers.push(entry.response);
+        }
       }
     }
     if (next !== this.entries) for (const k of this.entries.keys()) if (!next.has(k)) removedKeys.push(k);
     this.entries = next;
     this.topology = topology;
+    // Every woken waiter is answered in one pass once the apps are rebuilt: a change of a Service
+    // that many apps depend on wakes a few waiters of each, and together they are enough to share
+    // out to the writer threads (fanOut.ts). Nothing else runs before apply returns, so a woken
+    // sidecar's next poll sees the committed state.
+    if (woken.length > 0) {
+      sendPrebuiltEach(woken, answers, this.fanOut);
+      this.metrics.snapshotsServed.inc({ result: 'woken' }, woken.length);
+      result.woken = woken.length;
+    }
     for (const key of removedKeys) {
       result.removed++;
       for (const w of this.waiters.take(key)) this.answerGone(w.res);
@@ -128,13 +144,6 @@ export class SnapshotStore {
 
   waiting(namespace: string, app: string): number {
     return this.waiters.waiting(appKey(namespace, app));
-  }
-
-  private wake(key: string, entry: SnapshotEntry): number {
-    const woken = this.waiters.take(key);
-    sendPrebuiltAll(woken.map((w) => w.res), entry.response, this.fanOut);
-    this.metrics.snapshotsServed.inc({ result: 'woken' }, woken.length);
-    return woken.length;
   }
 
   private expire(w: Waiter): void {
