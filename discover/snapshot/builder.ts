@@ -66,7 +66,7 @@ export function snapshotInputs(app: App, topology: Topology, memo?: InputsMemo):
     services += (services === '' ? '' : ',') + (svc ? serviceInput(svc, memo) : JSON.stringify([d.namespace, d.service, null]));
   }
   let out = `[${JSON.stringify(topology.clusterDomain)},${JSON.stringify(app.pluginId)},${JSON.stringify(app.config)},${JSON.stringify(app.problems ?? [])},[${services}]`;
-  // Identity (issue 10): the CA's bundle and the readers of dependencies shape the snapshot too.
+  // Identity: the CA's bundle and the readers of dependencies shape the snapshot too.
   if (topology.identity) {
     let identity = memo?.identity.get(topology.identity);
     if (identity === undefined) {
