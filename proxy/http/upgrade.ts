@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import type { Endpoint } from '../cluster/endpoint.ts';
 import { clientOf } from './h1/clientConnection.ts';
 import { downstreamHeaders, upstreamHeaders, type ForwardSite } from './forward.ts';
+import { setTraceparent, tracer, type RequestTrace } from '../tracing/tracer.ts';
 import { ERROR_STATUS, upstreamError, type ShoalError } from './madeUpResponse.ts';
 import type { RouteBackend } from './routeTable.ts';
 
@@ -43,6 +44,9 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
   /** Upgraded: the request stays in flight (MaxRequests, least-request balancing) until the tunnel closes. */
   private tunnel = false;
   private released = false;
+  /** Sampled or propagated trace (proxy/tracing), its spans ending with the handshake; null when tracing is off. */
+  private trace: RequestTrace | null = null;
+  private error = '';
 
   constructor(req: IncomingMessage, socket: Duplex, head: Buffer, site: ForwardSite, backend: RouteBackend, endpoint: Endpoint, start: number) {
     this.req = req;
@@ -60,6 +64,7 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
     if (c) c.handedBusy++;
     const headers: string[] = [];
     upstreamHeaders(this.req, headers);
+    if (tracer !== null && (this.trace = tracer.beginRaw(this.req.rawHeaders, this.start, this.site, false)) !== null) setTraceparent(headers, this.trace);
     this.endpoint.active++;
     this.backend.cluster.active++;
     this.socket.on('error', destroyPeer);
@@ -119,6 +124,7 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
 
   onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
     const e = upstreamError(err as Error & { code?: string });
+    this.error = e;
     this.backend.errors.labels(this.backend.cluster.name, e).inc();
     if (this.status === 0) this.status = rawMadeUp(this.socket, e, `${this.backend.cluster.name} ${this.endpoint.key}: ${err.message}`);
     else this.socket.destroy();
@@ -131,6 +137,7 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
     if (!this.tunnel) this.release();
     this.backend.stats.count(this.status);
     this.backend.latency.observe((performance.now() - this.start) / 1000);
+    if (this.trace !== null) this.trace.end(this.req.method ?? '', this.req.url ?? '', this.req.headers.host ?? '', this.req.socket?.remoteAddress ?? '', this.status, this.error, this.backend.cluster.name, this.endpoint, 0, -1);
   }
 
   private release(): void {

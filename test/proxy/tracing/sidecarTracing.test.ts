@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { connect } from 'node:net';
 import { request } from 'undici';
 import { freePort, httpBackend, randomLoopback, service, startSidecar } from '../fixtures.ts';
 import { echoClient, echoServer, grpc, unary } from '../h2/grpcFixtures.ts';
@@ -129,4 +130,59 @@ t.test('gRPC on the HTTP/2 path: server and client spans with RPC attributes and
       t.notOk(server.status.code, 'server span: NOT_FOUND is not the server\'s fault');
     }
   }
+});
+
+t.test('an upgrade (WebSocket) is traced through its handshake; its traceparent reaches the upstream', async (t) => {
+  const posted: { resourceSpans: { scopeSpans: { spans: { kind: number; traceId: string; parentSpanId?: string; spanId: string; attributes: { key: string; value: Record<string, unknown> }[] }[] }[] }[] }[] = [];
+  const stand = createServer((req, res) => {
+    let body = '';
+    req.setEncoding('utf8').on('data', (d) => { body += d; }).on('end', () => {
+      posted.push(JSON.parse(body));
+      res.end('{}');
+    });
+  });
+  await new Promise<void>((r) => stand.listen(0, '127.0.0.1', r));
+  t.teardown(() => {
+    stand.closeAllConnections();
+    stand.close();
+  });
+  let upstreamTraceparent = '';
+  const ws = await httpBackend(t, 'ws-1');
+  ws.server.on('upgrade', (req, socket) => {
+    upstreamTraceparent = String(req.headers.traceparent ?? '');
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n');
+    socket.on('data', (d: Buffer) => socket.write(d));
+    socket.on('end', () => socket.end());
+    upgraded.push(socket);
+  });
+  // Upgraded sockets leave node's connection tracking: the server's close would wait for them.
+  const upgraded: import('node:stream').Duplex[] = [];
+  t.teardown(() => { for (const s of upgraded) s.destroy(); });
+  const address = randomLoopback();
+  const port = await freePort();
+  await startSidecar(t, topology('ws', address, port, [ws.endpoint]), { otlpEndpoint: `http://127.0.0.1:${(stand.address() as AddressInfo).port}`, traceSampleRatio: 1 });
+  const traceId = '6af7651916cd43dd8448eb211c80319c';
+  const echoed = await new Promise<string>((resolve, reject) => {
+    const c = connect(port, address, () => c.write(`GET /chat HTTP/1.1\r\nhost: ${address}:${port}\r\nconnection: upgrade\r\nupgrade: websocket\r\ntraceparent: 00-${traceId}-b7ad6b7169203331-01\r\n\r\n`));
+    let got = '';
+    c.on('data', (d) => {
+      got += d;
+      if (got.includes('\r\n\r\n') && !got.includes('ping')) c.write('ping');
+      if (got.endsWith('ping')) {
+        c.destroy();
+        resolve(got);
+      }
+    });
+    c.on('error', reject);
+    c.on('close', () => reject(new Error(`closed before the echo, after: ${JSON.stringify(got)}`)));
+  });
+  t.match(echoed, /^HTTP\/1.1 101/, 'the upgrade goes through');
+  const spans = () => posted.flatMap((p) => p.resourceSpans.flatMap((r) => r.scopeSpans.flatMap((s) => s.spans))).filter((s) => s.traceId === traceId);
+  const until = Date.now() + 10_000;
+  while (spans().length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+  const all = spans();
+  t.equal(all.length, 2, 'a server and a client span');
+  const client = all.find((s) => s.kind === 3);
+  t.equal(upstreamTraceparent, `00-${traceId}-${client?.spanId}-01`, 'the upstream gets the client span as parent');
+  t.equal(client?.attributes.find((a) => a.key === 'http.response.status_code')?.value.intValue, 101);
 });
