@@ -11,6 +11,10 @@ import {
 
 export interface InjectorConfig {
   sidecarImage: string;
+  /** The sidecar's --otlp-endpoint (SHOAL_OTLP_ENDPOINT); empty or unset: no tracing. */
+  otlpEndpoint?: string;
+  /** The sidecar's --trace-sample-ratio (SHOAL_TRACE_SAMPLE_RATIO); empty or unset: the sidecar's default. */
+  traceSampleRatio?: string;
   imagePullPolicy?: 'Always' | 'IfNotPresent' | 'Never';
   /** discover's base URL, e.g. http://shoal-discover.shoal.svc:6100 */
   discoverUrl: string;
@@ -159,6 +163,8 @@ function sidecarContainer(opts: {
     { name: 'SHOAL_STATE_FILE', value: STATE_FILE },
     // The sidecar's node, for topology-aware routing; discover answers its zone (docs/proxy.md, Locality).
     { name: 'SHOAL_NODE', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } },
+    ...(config.otlpEndpoint ? [{ name: 'SHOAL_OTLP_ENDPOINT', value: config.otlpEndpoint }] : []),
+    ...(config.otlpEndpoint && config.traceSampleRatio ? [{ name: 'SHOAL_TRACE_SAMPLE_RATIO', value: config.traceSampleRatio }] : []),
     { name: 'NODE_OPTIONS', value: SIDECAR_NODE_OPTIONS },
     ...Object.entries(opts.pluginEnv).map(([name, value]) => ({ name, value })),
   ];

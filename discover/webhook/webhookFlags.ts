@@ -3,6 +3,7 @@
 import type { FlagSpec, FlagValues } from '../../shared/flags.ts';
 import type { InjectorConfig } from './podInjector.ts';
 import { startWebhook, type WebhookOptions } from './webhookServer.ts';
+import { parseOtlpEndpoint, parseSampleRatio } from '../../proxy/tracing/tracingFlags.ts';
 
 export { startWebhook };
 export type { WebhookOptions };
@@ -22,6 +23,8 @@ export const webhookFlags: FlagSpec[] = [
   { name: 'proxy-cpu-limit', type: 'string', default: '', description: 'With --webhook: the sidecar\'s CPU limit (none when empty)' },
   { name: 'sidecar-token-expiration', type: 'int', default: 3600, description: 'With --webhook: lifetime in seconds of the sidecar\'s projected token' },
   { name: 'legacy-sidecar', type: 'bool', default: false, description: 'With --webhook: for Kubernetes before 1.29, inject a regular first container with a postStart wait instead of a native sidecar' },
+  { name: 'sidecar-otlp-endpoint', type: 'string', default: '', description: 'With --webhook: the OpenTelemetry collector sidecars export spans to by OTLP/HTTP (their --otlp-endpoint); empty: no tracing' },
+  { name: 'sidecar-trace-sample-ratio', type: 'string', default: '', description: 'With --webhook and --sidecar-otlp-endpoint: the share of new traces sidecars sample, 0 to 1 (their --trace-sample-ratio); empty: the sidecar\'s default' },
   { name: 'app-keeps-port-names', type: 'bool', default: false, description: 'With --webhook: for Kubernetes before 1.32, keep target-port names on the app container (pointing at the listen port)' },
 ];
 
@@ -33,6 +36,21 @@ function str(v: unknown, fallback: string): string {
 export function webhookOptionsFromFlags(values: FlagValues): Pick<WebhookOptions, 'host' | 'port' | 'certFile' | 'keyFile' | 'injector'> {
   const pullPolicy = str(values['sidecar-image-pull-policy'], 'IfNotPresent');
   if (!['Always', 'IfNotPresent', 'Never'].includes(pullPolicy)) throw new Error(`invalid --sidecar-image-pull-policy=${JSON.stringify(pullPolicy)}: expected Always, IfNotPresent or Never`);
+  // Checked here, with the sidecar's own rules, so a bad value stops discover instead of every sidecar.
+  const otlpEndpoint = str(values['sidecar-otlp-endpoint'], '');
+  const sampleRatio = str(values['sidecar-trace-sample-ratio'], '');
+  const flagged = (flag: string, f: () => unknown) => {
+    try {
+      f();
+    } catch (err) {
+      throw new Error(`invalid --${flag}: ${(err as Error).message.replace(/^--[-a-z]+ /, '')}`);
+    }
+  };
+  if (otlpEndpoint !== '') flagged('sidecar-otlp-endpoint', () => parseOtlpEndpoint(otlpEndpoint));
+  if (sampleRatio !== '') {
+    if (otlpEndpoint === '') throw new Error('--sidecar-trace-sample-ratio needs --sidecar-otlp-endpoint (without a collector sidecars do not trace)');
+    flagged('sidecar-trace-sample-ratio', () => parseSampleRatio(sampleRatio));
+  }
   const injector: InjectorConfig = {
     sidecarImage: str(values['sidecar-image'], ''),
     imagePullPolicy: pullPolicy as InjectorConfig['imagePullPolicy'],
@@ -47,6 +65,8 @@ export function webhookOptionsFromFlags(values: FlagValues): Pick<WebhookOptions
     tokenExpirationSeconds: Number(values['sidecar-token-expiration'] ?? 3600),
     legacySidecar: values['legacy-sidecar'] === true,
     appKeepsPortNames: values['app-keeps-port-names'] === true,
+    otlpEndpoint,
+    traceSampleRatio: sampleRatio,
   };
   return {
     host: str(values.host, '0.0.0.0'),

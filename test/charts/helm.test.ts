@@ -349,7 +349,8 @@ if (kube) {
       },
       // Helm merges maps: the default matchLabels must be removed with null to replace the selector.
       webhook: { failurePolicy: 'Fail', timeoutSeconds: 10, port: 8443, namespaceSelector: { matchLabels: null, matchExpressions: [{ key: 'mesh', operator: 'In', values: ['shoal'] }] } },
-      injector: { dnsUpstream: '10.96.0.53', sidecarMode: 'legacy', portNamesOnApp: 'always', tokenExpirationSeconds: 7200, proxy: { cpu: '50m', memory: '32Mi', memoryLimit: '96Mi', cpuLimit: '500m' } },
+      injector: { dnsUpstream: '10.96.0.53', sidecarMode: 'legacy', portNamesOnApp: 'always', tokenExpirationSeconds: 7200, proxy: { cpu: '50m', memory: '32Mi', memoryLimit: '96Mi', cpuLimit: '500m' },
+        tracing: { otlpEndpoint: 'http://otel-collector.observability.svc:4318', sampleRatio: 0 } },
       metrics: { prometheusScrape: false },
     };
     const objects = await template(k, { values, server: true });
@@ -386,6 +387,8 @@ if (kube) {
     t.equal(v['proxy-memory-limit'], '96Mi');
     t.equal(v['fanout-threads'], '0');
     t.equal(v['log-level'], 'debug');
+    t.equal(v['sidecar-otlp-endpoint'], 'http://otel-collector.observability.svc:4318', 'the sidecars\' collector');
+    t.equal(v['sidecar-trace-sample-ratio'], '0', 'a ratio of 0 is passed, not taken for unset');
     t.match(await notes(k, values), /Sidecar mode: legacy/);
 
     const single = await template(k, { values: { discover: { replicas: 1 } }, server: true });
@@ -438,7 +441,7 @@ if (kube) {
     const r = await k.helm(['template', 'shoal', chartDir, '--namespace', NS]);
     t.not(r.code, 0, 'without a cluster and without injector.dnsUpstream');
     t.match(r.stderr, /set injector\.dnsUpstream/, 'the chart says what to set');
-    for (const [set, why] of [['webhook.failurePolicy=Maybe', 'failurePolicy'], ['discover.replica=3', 'replica'], ['injector.dnsUpstream=kube-dns', 'dnsUpstream']]) {
+    for (const [set, why] of [['webhook.failurePolicy=Maybe', 'failurePolicy'], ['discover.replica=3', 'replica'], ['injector.dnsUpstream=kube-dns', 'dnsUpstream'], ['injector.tracing.sampleRatio=2', 'sampleRatio'], ['injector.tracing.otlpEndpoint=otel:4318', 'otlpEndpoint']]) {
       const bad = await k.helm(['template', 'shoal', chartDir, '--set', set]);
       t.not(bad.code, 0, `refused: ${set}`);
       t.match(bad.stderr, why, `${set}: the schema's error names the value`);

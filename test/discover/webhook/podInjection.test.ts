@@ -320,6 +320,18 @@ t.test('legacy mode (before 1.29): first regular container with a postStart wait
   t.equal(out.metadata.annotations['kubectl.kubernetes.io/default-container'], 'app', 'kubectl logs/exec still land in the app');
 });
 
+t.test('tracing: the collector and sample ratio the chart sets reach the sidecar as SHOAL_OTLP_ENDPOINT and SHOAL_TRACE_SAMPLE_RATIO', async (t) => {
+  const w = await startTestWebhook({}, { otlpEndpoint: 'http://otel-collector.observability.svc:4318', traceSampleRatio: '0.01' });
+  t.teardown(() => w.close());
+  const pod = deploymentPod();
+  pod.spec.containers[0].env = [...(pod.spec.containers[0].env ?? []), { name: 'SHOAL_OTLP_ENDPOINT', value: 'http://app-own:4318' }];
+  const out = patched(pod, await admitPod(t, w, pod));
+  validates(t, out);
+  const env = out.spec.initContainers[0].env.filter((e: any) => e.name.startsWith('SHOAL_OTLP') || e.name.startsWith('SHOAL_TRACE'));
+  t.same(env, [{ name: 'SHOAL_OTLP_ENDPOINT', value: 'http://otel-collector.observability.svc:4318' }, { name: 'SHOAL_TRACE_SAMPLE_RATIO', value: '0.01' }],
+    'the chart\'s collector and ratio, once each: the app\'s own SHOAL_* variables never reach the sidecar');
+});
+
 t.test('before 1.32: target-port names stay on the app container, pointing at the listen port', async (t) => {
   const w = await startTestWebhook({}, { appKeepsPortNames: true });
   t.teardown(() => w.close());

@@ -123,4 +123,10 @@ t.test('flags and their SHOAL_* twins give the webhook options', async (t) => {
   t.equal(o.injector.appKeepsPortNames, false);
   t.equal(o.injector.discoverUrl, 'http://shoal-discover.shoal.svc:6100');
   t.throws(() => webhookOptionsFromFlags({ ...values, 'sidecar-image-pull-policy': 'Sometimes' }), /sidecar-image-pull-policy/);
+  t.equal(o.injector.otlpEndpoint, '', 'no tracing by default');
+  const traced = webhookOptionsFromFlags({ ...values, 'sidecar-otlp-endpoint': 'http://otel:4318', 'sidecar-trace-sample-ratio': '0.05' });
+  t.same([traced.injector.otlpEndpoint, traced.injector.traceSampleRatio], ['http://otel:4318', '0.05']);
+  t.throws(() => webhookOptionsFromFlags({ ...values, 'sidecar-otlp-endpoint': 'otel:4318' }), /invalid --sidecar-otlp-endpoint: .*http:\/\/ or https:\/\/ URL/, 'a collector that is not a URL stops discover, naming the flag');
+  t.throws(() => webhookOptionsFromFlags({ ...values, 'sidecar-otlp-endpoint': 'http://otel:4318', 'sidecar-trace-sample-ratio': '5%' }), /invalid --sidecar-trace-sample-ratio: .*0 to 1/);
+  t.throws(() => webhookOptionsFromFlags({ ...values, 'sidecar-trace-sample-ratio': '0.5' }), /needs --sidecar-otlp-endpoint/, 'a ratio without a collector is a mistake, said so');
 });
