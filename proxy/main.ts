@@ -28,7 +28,7 @@ export const proxyFlags: FlagSpec[] = [
   { name: 'admin-host', type: 'string', default: '0.0.0.0', description: 'Address of the admin endpoint (/ready, /metrics, /config_dump)' },
   { name: 'admin-port', type: 'int', default: 65533, description: 'Port of the admin endpoint' },
   { name: 'inbound-address', type: 'string', default: '0.0.0.0', description: 'Address the inbound listen ports bind' },
-  { name: 'drain-timeout', type: 'int', default: 20, description: 'Seconds to let requests in flight finish on SIGTERM' },
+  { name: 'drain-timeout', type: 'int', default: 20, description: 'Seconds a drain (SIGTERM, POST /drain) takes at most: listeners accept until 1 s without traffic (at most half of this), then requests in flight finish' },
   { name: 'request-receive-timeout', type: 'int', default: 300, description: 'Seconds an HTTP/1 request may take to arrive whole, body included, from its first byte (408 after that; 0: no bound). Bounds a client that sends a body a byte at a time' },
   { name: 'request-head-timeout', type: 'int', default: 60, description: 'Seconds a client has to send a whole request head, from its first byte, and the most a request body may stay silent (408 after that)' },
   { name: 'access-log', type: 'bool', default: false, description: 'Log one JSON line per request (format in docs/proxy.md)' },
@@ -81,7 +81,7 @@ export interface Proxy {
   readonly dns: DnsResponder | null;
   /** Resolves when the first snapshot is applied. */
   whenReady(): Promise<void>;
-  /** Stops accepting, lets in-flight requests finish up to the drain timeout. */
+  /** Serves on, discouraging new requests, until traffic stops (listenerSet.ts drain); then stops accepting and lets what is in flight finish, all within the drain timeout. */
   drain(): Promise<void>;
   /** Drains (if not done yet), then closes the admin endpoint, pools and the config client. */
   close(): Promise<void>;
@@ -164,7 +164,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   let closing: Promise<void> | null = null;
   const drain = (): Promise<void> => {
     draining ??= (async () => {
-      log.info({ timeoutMs: drainTimeoutMs, listeners: listeners.size }, 'draining: no new connections, finishing requests in flight');
+      log.info({ timeoutMs: drainTimeoutMs, listeners: listeners.size }, 'draining: still accepting, discouraging new requests, until traffic stops');
       await listeners.drain(drainTimeoutMs);
       log.info('drained');
     })();

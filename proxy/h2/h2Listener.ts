@@ -27,8 +27,9 @@ import { peerDenied, peerOf, type Peer } from '../tls/meshTls.ts';
 const { createServer: createHttpServer } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
-// Idle keep-alive HTTP/1.1 connections close only after this grace when draining (as on the L7 listener).
-const IDLE_CLOSE_GRACE_MS = 500;
+// A shutdown notice: GOAWAY with the highest stream id there is, so every stream the client has sent
+// is still served while it learns to open no more here (RFC 9113 6.8, as Envoy and nghttp2 send it).
+const NOTICE_LAST_STREAM_ID = 2 ** 31 - 1;
 // How often node:http checks request heads against headersTimeout (see onNetListening).
 const HEAD_CHECK_INTERVAL_MS = 1000;
 
@@ -124,7 +125,20 @@ function onSession(this: TaggedH2, session: TaggedSession): void {
   session.once('close', onSessionClose);
   session.on('error', onSessionError);
   session.once('connect', onSessionConnect);
-  if (l.draining) session.close();
+  if (l.draining) {
+    // Accepted while the sidecar drains: served, told to go after its first stream; once the
+    // listener no longer accepts, the final GOAWAY at once.
+    if (l.server.listening) session.once('stream', onFirstStreamWhileDraining);
+    else session.close();
+  }
+}
+
+function onFirstStreamWhileDraining(this: TaggedSession): void {
+  notice(this);
+}
+
+function notice(session: ServerHttp2Session): void {
+  if (!session.closed && !session.destroyed) session.goaway(0, NOTICE_LAST_STREAM_ID);
 }
 
 function onSessionConnect(this: TaggedSession): void {
@@ -184,7 +198,6 @@ export class H2Listener implements H2Site {
   open = 0;
   table: RouteTable;
   private isDraining = false;
-  private idleTimer: NodeJS.Timeout | null = null;
   private headTimeoutMs = 60_000;
   readonly closeAfter = (): boolean => this.isDraining;
 
@@ -241,16 +254,26 @@ export class H2Listener implements H2Site {
     return this.isDraining;
   }
 
-  /** Draining: GOAWAY to every HTTP/2 client (streams in flight finish), HTTP/1.1 connections close when idle. */
+  /**
+   * Draining, still accepting: a shutdown notice to every HTTP/2 client (the streams it has sent are
+   * served), Connection: close on HTTP/1.1 responses. closeSessions and closeIdleConnections follow
+   * once the listener no longer accepts (listenerSet.ts drainListener).
+   */
   set draining(v: boolean) {
     if (!v || this.isDraining) return;
     this.isDraining = true;
+    for (const s of this.sessions) notice(s);
+  }
+
+  /** No longer accepting: the final GOAWAY (the last stream it processed) to every session; each closes once its streams finish. */
+  closeSessions(): void {
     for (const s of this.sessions) if (!s.closed) s.close();
-    this.idleTimer = setTimeout(() => {
-      this.idleTimer = null;
-      this.httpServer.closeIdleConnections();
-    }, IDLE_CLOSE_GRACE_MS);
-    this.idleTimer.unref();
+  }
+
+  /** Closes HTTP/1.1 connections between requests, and connections that have sent nothing yet. */
+  closeIdleConnections(): void {
+    this.httpServer.closeIdleConnections();
+    for (const s of this.sockets) if (s.bytesRead === 0) s.destroy();
   }
 
   /** Applies OPEN_LIMIT limits (inbound), as the HTTP/1.1 listener does. */
@@ -339,7 +362,6 @@ export class H2Listener implements H2Site {
 
   /** Closes every connection now, and lets go of the upstream pools. */
   destroyAll(): void {
-    if (this.idleTimer) clearTimeout(this.idleTimer);
     for (const s of this.sessions) s.destroy();
     for (const s of this.sockets) s.destroy();
     for (const p of this.pools) p.release(this);

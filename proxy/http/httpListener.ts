@@ -98,6 +98,7 @@ export class HttpListener implements ForwardSite {
   readonly keepAliveTimeoutMs = 60_000;
   private headTimeoutMs = 60_000;
   readonly connections: Gauge.Internal<'listener' | 'direction'>;
+  /** Responses say Connection: close (the sidecar or this listener drains); it may still accept. */
   draining = false;
   /** Downstream connections open now (upgraded ones included). */
   open = 0;
@@ -198,7 +199,7 @@ export class HttpListener implements ForwardSite {
     c.closeIfIdle();
   }
 
-  /** Drain: closes connections that are between requests, on both paths. */
+  /** Drain, once the listener no longer accepts: closes connections between requests (or before their first), on both paths. */
   closeIdleConnections(): void {
     this.httpServer.closeIdleConnections();
     for (const c of this.clients) c.closeIfIdle();

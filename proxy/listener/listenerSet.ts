@@ -1,5 +1,6 @@
 // Every listener of the applied snapshot, reconciled per snapshot: new ones bound, changed ones get a
-// new route table in place (no rebind, no dropped connection), removed ones drain then close.
+// new route table in place (no rebind, no dropped connection), removed ones drain then close. The
+// whole sidecar's drain (SIGTERM, POST /drain) keeps every listener accepting until traffic stops.
 import { Server as NetServer } from 'node:net';
 import type { Logger } from '../../shared/log.ts';
 import type { AccessLog } from '../accessLog.ts';
@@ -16,6 +17,11 @@ const BIND_RETRY_MS = 1000;
 // Idle keep-alive connections are closed only after this grace: a request already on the wire but
 // not yet read must not meet a closing socket.
 const IDLE_CLOSE_GRACE_MS = 500;
+// The sidecar's drain stops accepting once it has seen no new connection, no new request and nothing
+// in flight for this long: long enough to span a client's pause between requests, short enough that
+// a sidecar with no traffic left (its app already exited) is gone in about a second.
+export const DRAIN_QUIET_MS = 1000;
+const DRAIN_POLL_MS = 50;
 
 type Listener = HttpListener | TcpListener | H2Listener;
 
@@ -30,27 +36,23 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
-/** Stops accepting, lets work in flight finish (responses say Connection: close), then closes what is left. */
-export async function drainListener(l: Listener, timeoutMs: number): Promise<void> {
+/**
+ * Stops accepting, lets work in flight finish (responses say Connection: close, HTTP/2 clients get a
+ * final GOAWAY), then closes what is left. Idle connections close after idleGraceMs.
+ */
+export async function drainListener(l: Listener, timeoutMs: number, idleGraceMs = IDLE_CLOSE_GRACE_MS): Promise<void> {
   l.draining = true;
   // net's close only: http.Server#close would also cut idle keep-alive sockets at once.
   if (l.server.listening) NetServer.prototype.close.call(l.server);
+  if (l instanceof H2Listener) l.closeSessions();
   const started = performance.now();
   for (;;) {
     const elapsed = performance.now() - started;
-    if (l instanceof HttpListener) {
-      if (elapsed >= IDLE_CLOSE_GRACE_MS || elapsed >= timeoutMs) l.closeIdleConnections();
-      if (l.open === 0) return;
-      if (elapsed >= timeoutMs) {
-        l.destroyAll();
-        return;
-      }
-    } else {
-      if (l.open === 0) return;
-      if (elapsed >= timeoutMs) {
-        l.destroyAll();
-        return;
-      }
+    if (!(l instanceof TcpListener) && (elapsed >= idleGraceMs || elapsed >= timeoutMs)) l.closeIdleConnections();
+    if (l.open === 0) return;
+    if (elapsed >= timeoutMs) {
+      l.destroyAll();
+      return;
     }
     await sleep(50);
   }
@@ -69,6 +71,8 @@ export class ListenerSet {
   private readonly requestHeadTimeoutMs: number;
   private readonly requestReceiveTimeoutMs: number;
   private closed = false;
+  /** The clusters of the applied snapshot: the drain reads what is in flight from them. */
+  private clusters: ClusterSet | null = null;
   /** Workload identity (proxy/tls): the mTLS gate put in front of inbound listeners. */
   meshTls: MeshTls | null = null;
 
@@ -109,6 +113,7 @@ export class ListenerSet {
   /** Reconciles to specs. Resolves when every new listener has had its first bind attempt. */
   async apply(specs: readonly ListenerSpec[], clusters: ClusterSet): Promise<void> {
     if (this.closed) return;
+    this.clusters = clusters;
     const wanted = new Map(specs.map((s) => [s.key, s]));
     for (const [key, e] of this.entries) {
       const s = wanted.get(key);
@@ -181,16 +186,73 @@ export class ListenerSet {
     this.draining.add(p);
   }
 
-  /** SIGTERM: stop accepting everywhere, finish in flight up to the drain timeout. */
+  /**
+   * The sidecar's drain (SIGTERM, POST /drain). Every listener keeps accepting, and discourages:
+   * HTTP/1 responses say Connection: close, HTTP/2 clients get a GOAWAY that still takes every stream
+   * they have sent (a new session gets it after its first stream), TCP is served as before. Clients
+   * that have not yet learned the pod is going (an endpoint list not yet updated, an app still
+   * shutting down) are served rather than refused. Once nothing has come or been in flight for
+   * DRAIN_QUIET_MS, or half the timeout has passed under load that never stops (so the last
+   * requests taken have the other half), the listeners stop accepting and what is in flight gets
+   * until the timeout.
+   */
   async drain(timeoutMs = this.drainTimeoutMs): Promise<void> {
     this.closed = true;
-    const all: Promise<void>[] = [...this.draining];
+    const started = performance.now();
+    const open: Listener[] = [];
     for (const e of this.entries.values()) {
       if (e.retry) clearTimeout(e.retry);
-      if (e.bound) all.push(drainListener(e.listener, timeoutMs));
+      if (e.bound) open.push(e.listener);
       else e.listener.server.close();
     }
-    await Promise.all(all);
+    let lastSeen = started;
+    const seen = () => {
+      lastSeen = performance.now();
+    };
+    // Only while draining: a listener of its own on each server marks every new connection.
+    for (const l of open) {
+      l.draining = true;
+      l.server.prependListener('connection', seen);
+    }
+    const acceptUntil = started + timeoutMs / 2;
+    let picks = this.picks();
+    // No listener bound (no snapshot yet): nothing to keep accepting on.
+    let quiet = open.length === 0;
+    while (!quiet) {
+      const now = performance.now();
+      if (now - lastSeen >= DRAIN_QUIET_MS) {
+        quiet = true;
+        break;
+      }
+      if (now >= acceptUntil) break;
+      await sleep(Math.min(DRAIN_POLL_MS, acceptUntil - now));
+      const p = this.picks();
+      if (p !== picks || this.inFlight() > 0) seen();
+      picks = p;
+    }
+    for (const l of open) l.server.removeListener('connection', seen);
+    const left = Math.max(0, started + timeoutMs - performance.now());
+    const why = open.length === 0 ? 'no listener bound' : quiet ? `nothing new for ${DRAIN_QUIET_MS} ms` : 'traffic still coming at half the drain timeout';
+    this.ctx.log.info({ quiet, acceptedForMs: Math.round(performance.now() - started), leftMs: Math.round(left) }, `drain: ${why}, no longer accepting`);
+    // Quiet for a second: an idle connection is not about to carry a request, no grace needed.
+    await Promise.all([...this.draining, ...open.map((l) => drainListener(l, left, quiet ? 0 : IDLE_CLOSE_GRACE_MS))]);
+  }
+
+  /**
+   * Endpoints picked so far over every cluster (a first attempt, a retry, a TCP connection): grows
+   * with every routed request, read from counters the request path keeps anyway.
+   */
+  private picks(): number {
+    let n = 0;
+    if (this.clusters) for (const c of this.clusters.values()) for (const x of c.stats.byLocality) n += x;
+    return n;
+  }
+
+  /** Requests, tunnels and TCP connections in flight over every cluster (the MaxRequests/MaxConnections count). */
+  private inFlight(): number {
+    let n = 0;
+    if (this.clusters) for (const c of this.clusters.values()) n += c.active;
+    return n;
   }
 
   /** Closes every listener and connection now. */

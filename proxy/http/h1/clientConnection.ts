@@ -231,8 +231,10 @@ export class ClientConnection {
       return;
     }
     if (this.socket.isPaused() && !this.blocked) this.socket.resume();
-    if (this.listener.draining && this.pending === null) {
-      // Draining: the response said nothing about closing (it was already out); close when idle.
+    if (this.listener.draining && this.pending === null && !this.listener.server.listening) {
+      // No longer accepting: the response said nothing about closing (it was already out); close when
+      // idle. While the listener still accepts, the connection stays: the client's next request on it
+      // is answered with Connection: close, where closing now could cross a request it is sending.
       this.listener.maybeCloseIdle(this);
       return;
     }
