@@ -3,9 +3,11 @@
 // close), stops accepting once traffic has stopped for a second or at half the drain timeout, and
 // exits within the drain timeout. The load: 200 requests a second, half on keep-alive connections
 // (undici), half on a new connection each (node:http without an agent), one in five taking 400 ms.
-// POST /drain does the same without the exit; the DNS responder answers until the sidecar closes.
+// POST /drain does the same without the exit (TCP listeners too); the DNS responder answers until
+// the sidecar closes.
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { get as httpGet } from 'node:http';
+import { connect as netConnect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -247,16 +249,37 @@ t.test('SIGTERM with no traffic (an idle keep-alive connection open): exit withi
   t.equal(logTime(s, /no longer accepting/)?.quiet, true, 'it stopped accepting because nothing came');
 });
 
-t.test('POST /drain: /ready 503 at once, the listener serves on (Connection: close) until quiet, then refuses; DNS answers throughout; no exit', async (t) => {
+/** Connects to address:port and reads until the far end closes: what a TCP (L4) listener relayed, or the error code. */
+function tcpRead(address: string, port: number): Promise<string> {
+  return new Promise((resolve) => {
+    let got = '';
+    const c = netConnect(port, address);
+    c.setEncoding('utf8');
+    c.on('data', (d: string) => { got += d; });
+    c.on('end', () => resolve(got));
+    c.on('error', (e: Error & { code?: string }) => resolve(e.code ?? e.message));
+  });
+}
+
+t.test('POST /drain: /ready 503 at once, HTTP and TCP listeners serve on (Connection: close) until quiet, then refuse; DNS answers throughout; no exit', async (t) => {
   const b = await httpBackend(t, 'api-1');
+  // A TCP backend that writes its name and closes.
+  const cache = createNetServer((c) => c.end('cache-1'));
+  const cacheAddress = randomLoopback();
+  await new Promise<void>((r) => cache.listen(0, cacheAddress, r));
+  t.teardown(() => new Promise<void>((r) => cache.close(() => r())));
   const port = await freePort();
   const address = randomLoopback();
-  const s = await startSidecar(t, `services:\n${service('api', address, port, [b.endpoint])}apps:
+  const tcpPort = await freePort();
+  const tcpAddress = randomLoopback();
+  const s = await startSidecar(t, `services:\n${service('api', address, port, [b.endpoint])}${service('cache', tcpAddress, tcpPort, [`${cacheAddress}:${(cache.address() as AddressInfo).port}`], 'tcp')}apps:
   - name: web
     config:
       base_services:
         - { depend_service_alias: api, port: ${port}, protocol: http }
+        - { depend_service_alias: cache, port: ${tcpPort}, protocol: tcp }
 `, { drainTimeoutMs: 10_000, dns: { host: '127.0.0.1', port: 0, upstreams: [] } });
+  t.equal(await tcpRead(tcpAddress, tcpPort), 'cache-1', 'the TCP listener relays cache');
   const admin = `http://127.0.0.1:${s.proxy.adminPort}`;
   const dig = async () => (await promisify(execFile)('dig', ['@127.0.0.1', '-p', String(s.proxy.dns!.udpPort), '+short', '+tries=1', '+time=2', 'api.default.svc.cluster.local'])).stdout.trim();
   t.equal(await dig(), address, 'DNS answers api with its listener address');
@@ -269,11 +292,13 @@ t.test('POST /drain: /ready 503 at once, the listener serves on (Connection: clo
   t.equal(await during.body.text(), 'api-1', 'the listener still serves');
   t.equal(during.headers.connection, 'close', 'with Connection: close');
   t.equal(await dig(), address, 'DNS answers during the drain');
+  t.equal(await tcpRead(tcpAddress, tcpPort), 'cache-1', 'the TCP listener still accepts and relays');
   await s.proxy.drain();
   const drainedMs = Date.now() - started;
   t.ok(drainedMs >= DRAIN_QUIET_MS && drainedMs < DRAIN_QUIET_MS + 1500, `the drain ended ${drainedMs} ms after POST /drain (a quiet ${DRAIN_QUIET_MS} ms after the last request)`);
   const after = await request(`http://${address}:${port}/`).then(() => 'answered', (e: Error & { code?: string }) => e.code);
   t.equal(after, 'ECONNREFUSED', 'then the listener no longer accepts');
+  t.equal(await tcpRead(tcpAddress, tcpPort), 'ECONNREFUSED', 'nor does the TCP listener');
   t.equal(await readyStatus(s.proxy.adminPort), 503, 'the sidecar is still up (POST /drain does not exit): /ready 503');
   t.equal(await dig(), address, 'and DNS still answers, until the sidecar closes');
 });
