@@ -51,6 +51,8 @@ export interface ProxyOptions extends TracingOptions {
   adminPort?: number;
   inboundAddress?: string;
   drainTimeoutMs?: number;
+  /** A drain stops accepting after this long with nothing new (1 s); in-process test sidecars shorten it. */
+  drainQuietMs?: number;
   /** A request head must arrive whole within this long of its first byte. */
   requestHeadTimeoutMs?: number;
   /** An HTTP/1 request, body included, must arrive whole within this long (0: no bound). */
@@ -140,7 +142,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const clusters = new ClusterSet(drainTimeoutMs + 10_000, metrics);
   clusters.setLocality({ node: opts.node ?? '', zone: opts.zone ?? '' });
   const listeners = new ListenerSet({
-    log, metrics, accessLog, drainTimeoutMs,
+    log, metrics, accessLog, drainTimeoutMs, drainQuietMs: opts.drainQuietMs,
     requestHeadTimeoutMs: opts.requestHeadTimeoutMs ?? 60_000,
     requestReceiveTimeoutMs: opts.requestReceiveTimeoutMs ?? 300_000,
   });

@@ -68,6 +68,8 @@ export class ListenerSet {
   private readonly draining = new Set<Promise<void>>();
   private readonly ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null };
   private readonly drainTimeoutMs: number;
+  /** How long nothing new must come before a drain stops accepting (DRAIN_QUIET_MS; tests shorten it). */
+  private readonly drainQuietMs: number;
   private readonly requestHeadTimeoutMs: number;
   private readonly requestReceiveTimeoutMs: number;
   private closed = false;
@@ -76,9 +78,10 @@ export class ListenerSet {
   /** Workload identity (proxy/tls): the mTLS gate put in front of inbound listeners. */
   meshTls: MeshTls | null = null;
 
-  constructor(ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null; drainTimeoutMs: number; requestHeadTimeoutMs?: number; requestReceiveTimeoutMs?: number }) {
+  constructor(ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null; drainTimeoutMs: number; drainQuietMs?: number; requestHeadTimeoutMs?: number; requestReceiveTimeoutMs?: number }) {
     this.ctx = ctx;
     this.drainTimeoutMs = ctx.drainTimeoutMs;
+    this.drainQuietMs = ctx.drainQuietMs ?? DRAIN_QUIET_MS;
     this.requestHeadTimeoutMs = ctx.requestHeadTimeoutMs ?? 60_000;
     this.requestReceiveTimeoutMs = ctx.requestReceiveTimeoutMs ?? 300_000;
   }
@@ -220,7 +223,7 @@ export class ListenerSet {
     let quiet = open.length === 0;
     while (!quiet) {
       const now = performance.now();
-      if (now - lastSeen >= DRAIN_QUIET_MS) {
+      if (now - lastSeen >= this.drainQuietMs) {
         quiet = true;
         break;
       }
@@ -232,7 +235,7 @@ export class ListenerSet {
     }
     for (const l of open) l.server.removeListener('connection', seen);
     const left = Math.max(0, started + timeoutMs - performance.now());
-    const why = open.length === 0 ? 'no listener bound' : quiet ? `nothing new for ${DRAIN_QUIET_MS} ms` : 'traffic still coming at half the drain timeout';
+    const why = open.length === 0 ? 'no listener bound' : quiet ? `nothing new for ${this.drainQuietMs} ms` : 'traffic still coming at half the drain timeout';
     this.ctx.log.info({ quiet, acceptedForMs: Math.round(performance.now() - started), leftMs: Math.round(left) }, `drain: ${why}, no longer accepting`);
     // Quiet for a second: an idle connection is not about to carry a request, no grace needed.
     await Promise.all([...this.draining, ...open.map((l) => drainListener(l, left, quiet ? 0 : IDLE_CLOSE_GRACE_MS))]);

@@ -90,6 +90,8 @@ export async function startSidecar(t: Test, topology: string, opts: Partial<Prox
     adminPort: 0,
     inboundAddress: randomLoopback(),
     drainTimeoutMs: 2000,
+    // Teardown needs no second of quiet: the drain itself is tested with the CLI's (test/proxy/drain.test.ts).
+    drainQuietMs: 100,
     log: createLogger('proxy', process.env.SHOAL_TEST_LOG ?? 'silent'),
     ...opts,
   });

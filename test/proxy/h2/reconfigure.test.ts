@@ -76,7 +76,7 @@ t.test('draining (SIGTERM): calls in flight on an h2 listener complete; the list
       base_services:
         - { depend_service_alias: echo, port: ${port}, protocol: grpc }
 `;
-  const sidecar = await startSidecar(t, topo, { drainTimeoutMs: 3000 });
+  const sidecar = await startSidecar(t, topo, { drainTimeoutMs: 3000, drainQuietMs: 1000 });
   const c = echoClient(t, `${address}:${port}`);
   await unary(c, {});
   const inFlight = Array.from({ length: 5 }, () => unary(c, { delayMs: 600 }));
@@ -117,7 +117,7 @@ t.test('draining, node:http2 client: GOAWAY naming the highest stream id, the st
       base_services:
         - { depend_service_alias: api, port: ${port}, protocol: http2 }
 `;
-  const sidecar = await startSidecar(t, topo, { drainTimeoutMs: 10_000 });
+  const sidecar = await startSidecar(t, topo, { drainTimeoutMs: 10_000, drainQuietMs: 1000 });
   const url = `http://${address}:${port}`;
   const open = (): ClientHttp2Session => {
     const s = connect(url);
