@@ -180,7 +180,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
 
   const admin = createAdminServer({
     ready: isReady,
-    readiness: () => ({ version: applier.current?.version ?? null, warmingUp: !warmed, listeners: listeners.status().filter((l) => !l.bound).map((l) => `${l.name} (${l.key}) not bound`), draining: draining !== null }),
+    readiness: () => ({ version: applier.current?.version ?? null, warmingUp: !warmed, listeners: listeners.status().filter((l) => !l.bound).map((l) => `${l.name} (${l.key}) not bound${l.error ? `: ${l.error}` : ''}`), draining: draining !== null }),
     configDump: () => ({
       version: applier.current?.version ?? null,
       snapshot: applier.current,

@@ -10,6 +10,7 @@ import { HttpListener } from '../http/httpListener.ts';
 import { RouteTable } from '../http/routeTable.ts';
 import type { ProxyMetrics } from '../metrics.ts';
 import { TcpListener, TcpRoute } from '../tcp/tcpListener.ts';
+import { bindFailure } from './bindConflict.ts';
 import type { ListenerSpec } from './listenerSpec.ts';
 import type { MeshTls } from '../tls/meshTls.ts';
 
@@ -30,6 +31,8 @@ interface Entry {
   listener: Listener;
   bound: boolean;
   retry: NodeJS.Timeout | null;
+  /** Why the last bind failed (bindConflict.ts), until it binds. */
+  error?: string;
 }
 
 function sleep(ms: number): Promise<void> {
@@ -96,8 +99,8 @@ export class ListenerSet {
     return this.entries.size;
   }
 
-  status(): Array<{ name: string; key: string; mode: string; direction: string; bound: boolean }> {
-    return [...this.entries.values()].map((e) => ({ name: e.spec.name, key: e.spec.key, mode: e.spec.mode, direction: e.spec.direction, bound: e.bound }));
+  status(): Array<{ name: string; key: string; mode: string; direction: string; bound: boolean; error?: string }> {
+    return [...this.entries.values()].map((e) => ({ name: e.spec.name, key: e.spec.key, mode: e.spec.mode, direction: e.spec.direction, bound: e.bound, ...(e.bound || !e.error ? {} : { error: e.error }) }));
   }
 
   /** Inbound limits as applied (/config_dump): 0 = unlimited. */
@@ -156,7 +159,8 @@ export class ListenerSet {
       const onError = (err: NodeJS.ErrnoException) => {
         server.off('listening', onListening);
         this.ctx.metrics.listenerErrors.labels(e.spec.name).inc();
-        this.ctx.log.error({ listener: e.spec.name, address: e.spec.key, error: err.message }, `cannot bind ${e.spec.key}; retrying every ${BIND_RETRY_MS} ms, not ready until bound`);
+        e.error = bindFailure(err, e.spec.address, e.spec.port);
+        this.ctx.log.error({ listener: e.spec.name, address: e.spec.key, error: e.error }, `cannot bind ${e.spec.key}; retrying every ${BIND_RETRY_MS} ms, not ready until bound`);
         if (this.entries.get(e.spec.key) === e && !this.closed) {
           e.retry = setTimeout(() => {
             e.retry = null;
@@ -169,6 +173,7 @@ export class ListenerSet {
       const onListening = () => {
         server.off('error', onError);
         e.bound = true;
+        e.error = undefined;
         this.ctx.log.debug({ listener: e.spec.name, address: e.spec.key, mode: e.spec.mode }, 'listener bound');
         resolve();
       };
