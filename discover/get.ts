@@ -29,7 +29,7 @@ export function renderSnapshot(s: Snapshot): string {
     out.push('', 'PROBLEMS');
     for (const e of s.status.errors) out.push(`  ${e}`);
   }
-  if (s.identity) out.push('', ...identitySection(s)); // workload identity (issue 10)
+  if (s.identity) out.push('', ...identitySection(s)); // workload identity (docs/identity.md)
   out.push('', 'INBOUND');
   out.push(s.inbound.length === 0 ? '  (none)' : table([
     ['LISTEN', 'TO', 'PROTOCOL', 'MODE', 'LIMITS'],

@@ -61,7 +61,7 @@ export interface DiscoverOptions {
   port: number;
   writeToken?: string;
   log?: Logger;
-  /** Identity (issue 10): run the mesh CA (docs/identity.md). */
+  /** Workload identity: run the mesh CA (docs/identity.md). */
   identity?: IdentityOptions;
   /** Fan-out writer threads (discover/http/fanOut.ts); default: defaultFanOutThreads(). */
   fanOutThreads?: number;
@@ -235,7 +235,7 @@ export async function startDiscover(opts: DiscoverOptions): Promise<Discover> {
   const registry = createRegistry('discover');
   const metrics = createDiscoverMetrics(registry);
   const store = new SnapshotStore(metrics, log);
-  // Identity (issue 10): the CA first, so the first snapshots already carry the trust bundle.
+  // Workload identity (docs/identity.md): the CA first, so the first snapshots already carry the trust bundle.
   const k8s = opts.kubernetes;
   const identity = opts.identity ? await setupIdentity(opts.identity, k8s ? async () => k8s.kubeConfig ?? (await import('./source/kubernetes/kubernetesSource.ts')).loadKubeConfig(k8s.kubeconfigFile) : null, log) : undefined;
   store.identity = identity?.mesh;

@@ -20,7 +20,7 @@ export interface InboundListener {
   protocol: Protocol;
   mode: ListenerMode;
   limits: { rps: number; burst: number; connections: number };
-  /** Identity (issue 10): who may connect; absent means everyone. */
+  /** Workload identity (docs/identity.md): who may connect; absent means everyone. */
   authz?: AuthzPolicy;
 }
 
@@ -57,7 +57,7 @@ export interface Endpoint {
   ready: boolean;
   serving: boolean;
   terminating: boolean;
-  /** Identity (issue 10): a sidecar listens here; the peer is reached over mutual TLS. */
+  /** Workload identity (docs/identity.md): a sidecar listens here; the peer is reached over mutual TLS. */
   meshed?: boolean;
   /** The node the endpoint runs on (EndpointSlice nodeName); absent: unknown. */
   node?: string;
@@ -95,7 +95,7 @@ export interface Cluster {
   hashHeader: string;
   policy: ClusterPolicy;
   endpoints: Endpoint[];
-  /** Identity (issue 10): SPIFFE IDs a meshed endpoint of this cluster may present. */
+  /** Workload identity (docs/identity.md): SPIFFE IDs a meshed endpoint of this cluster may present. */
   peerIdentities?: string[];
   /** Without hints, prefer endpoints in the sidecar's zone, then any (base_normal LOCALITY_FAILOVER); absent: false. */
   localityFailover?: boolean;
@@ -105,7 +105,7 @@ export interface DnsName { name: string; address: string }
 
 export interface SnapshotStatus { errors: string[] }
 
-/** Identity (issue 10): present when discover runs the mesh CA. */
+/** Workload identity (docs/identity.md): present when discover runs the mesh CA. */
 export interface SnapshotIdentity {
   trustDomain: string;
   /** The SPIFFE ID this app's sidecar is expected to hold. */

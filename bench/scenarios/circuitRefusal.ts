@@ -101,7 +101,7 @@ export async function runCircuitRefusal(ctx: ScenarioContext, opts: { sidecarNod
   const nginxMax = rows.find((r) => r.contender === 'nginx' && !r.error)?.figures.maxMs?.median;
   for (const r of rows) if (!r.error) r.ratios.maxVsNginx = ratio(r.figures.maxMs.median, nginxMax);
   const shoal = rows.find((r) => r.contender === 'shoal' && !r.error);
-  // The reading: every refusal under 5 ms, so the slowest of every measured burst counts.
+  // The target is every refusal under 5 ms (README, Performance), so the slowest of every measured burst counts.
   const worst = (key: string) => (runs[key]?.length ? Math.max(...runs[key].flatMap((b) => b.times)) : null);
   const slowBursts = (key: string) => (runs[key] ?? []).filter((b) => b.times.some((x) => x >= 5));
   // A slow burst whose first refusal was already late waited before the proxy ran at all (its CPU

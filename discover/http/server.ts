@@ -23,7 +23,7 @@ export interface ServerOptions {
   refusal?: (namespace: string, app: string) => string | undefined;
   /** A node's zone label, for sidecars with --node and no --zone (localityRoutes.ts); absent: no Node information. */
   nodeZone?: (node: string) => string | undefined;
-  /** Identity (issue 10): the mesh CA's routes, when discover runs it. */
+  /** Workload identity (docs/identity.md): the mesh CA's routes, when discover runs it. */
   identity?: IdentityService;
 }
 

@@ -33,7 +33,7 @@ export class SnapshotStore {
   private readonly metrics: DiscoverMetrics;
   private readonly log: Logger;
   topology: Topology | null = null;
-  /** Identity (issue 10): the mesh CA's trust domain and bundle, added to every topology applied. */
+  /** Workload identity (docs/identity.md): the mesh CA's trust domain and bundle, added to every topology applied. */
   identity: Topology['identity'];
   /** Writer threads that share out the answers of a change that wakes many waiters (fanOut.ts). */
   fanOut: FanOutWriters | undefined;

@@ -32,7 +32,7 @@ export interface App {
 
 export interface Topology {
   clusterDomain: string;
-  /** Identity (issue 10): set by discover when it runs the mesh CA. */
+  /** Workload identity (docs/identity.md): set by discover when it runs the mesh CA. */
   identity?: import('../identity/snapshotIdentity.ts').MeshIdentity;
   services: Map<string, Service>;
   apps: Map<string, App>;

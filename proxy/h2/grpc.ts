@@ -17,7 +17,7 @@ const GRPC_STATUS_OF: Record<string, number> = {
   'rate-limited': GrpcStatus.UNAVAILABLE,
   'no-route': GrpcStatus.UNIMPLEMENTED,
   'bad-request': 3, // INVALID_ARGUMENT
-  denied: 7, // PERMISSION_DENIED: the mesh authorization policy (proxy/tls, issue 10)
+  denied: 7, // PERMISSION_DENIED: the mesh authorization policy (proxy/tls, docs/identity.md)
 };
 
 /** The gRPC status a made-up error is reported as; UNAVAILABLE for one this table does not know yet. */

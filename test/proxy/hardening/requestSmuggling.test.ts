@@ -107,7 +107,7 @@ async function marker(t: Test, w: Wire, app: LenientApp, name: string): Promise<
   await waitFor(() => app.seen.some(([, p]) => p === `/marker-${name}`), `the app to see marker ${name}`, 10_000);
 }
 
-/** The issue's vector: one request to llhttp (a bad one), two to a lenient server. */
+/** The smuggling vector: one request to llhttp (a bad one), two to a lenient server. */
 const SMUGGLE = (first: string, second: string) => `GET ${first}\tHTTP/1.1\nHost:\tx\n\n${second}\tHTTP/1.1\nX:\ty HTTP/1.1\r\nHost: app\r\n\r\n`;
 
 const REFUSED: [string, string, RegExp][] = [
