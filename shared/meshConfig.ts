@@ -1,5 +1,5 @@
-// The per-app mesh config, compatible with the reference ResourceSpec, and its parsing into typed
-// values with defaults. Option values may arrive as strings ("80"), as in the reference.
+// The per-app mesh config, the ResourceSpec of the earlier mesh shoal replaces (docs/static-topology.md, "The mesh
+// config format"), and its parsing into typed values with defaults. Option values may arrive as strings ("80").
 import type { HeaderMatch, LbPolicy, Protocol } from './snapshot.ts';
 import { parseAuthzPolicy, type AuthzPolicy } from './authzPolicy.ts';
 import { parseMtlsMode, type MtlsMode } from './identity.ts';
@@ -113,7 +113,7 @@ export interface MeshConfig {
 type Kind = 'int' | 'list' | 'prefix' | 'headers' | 'lb' | 'string' | 'flag';
 interface OptionSpec { key: keyof DependencyOptions; kind: Kind; min?: number; max?: number }
 
-// Reference option name -> typed field. Units are what the name says; ConnectionTimeout is read as ms.
+// Option name (the earlier mesh's) -> typed field. Units are what the name says; ConnectionTimeout is read as ms.
 const DEPENDENCY_OPTIONS: Record<string, OptionSpec> = {
   Domains: { key: 'domains', kind: 'list' },
   Prefix: { key: 'prefix', kind: 'prefix' },

@@ -161,7 +161,7 @@ ${tcpPort ? `        - { depend_service_alias: bulk, port: ${tcpPort}, protocol:
   }
 }
 
-/** The bare node:http server answering the same 1 KB body: the reference for RSS and CPU. */
+/** The bare node:http server answering the same 1 KB body: the baseline for RSS and CPU. */
 export async function startBareServer(group: ProcessGroup, cpus?: string): Promise<{ url: string; pid: number }> {
   const { info } = await group.jsonChild(...pinned(cpus, process.execPath, [...DEPLOYED_NODE_FLAGS, join(here, 'proxyBareServerChild.mjs')]));
   return { url: `http://127.0.0.1:${info.port}/`, pid: info.pid };

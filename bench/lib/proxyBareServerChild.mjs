@@ -1,4 +1,4 @@
-// The reference for RSS and CPU: a bare node:http server answering the same 1 KB body.
+// The baseline for RSS and CPU: a bare node:http server answering the same 1 KB body.
 import { createServer } from 'node:http';
 
 const body = Buffer.alloc(1024, 'x');

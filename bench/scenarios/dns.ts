@@ -104,7 +104,7 @@ export async function runDnsBench(opts: DnsBenchOptions) {
   try {
     // The upstream both forward to: every name under ext.test, TTL one hour so the cache holds.
     const upstream = await dnsmasq(['--address=/ext.test/10.9.8.7', '--local-ttl=3600'], 'n0.ext.test');
-    // The reference: dnsmasq holding the same names (TTL 5 like shoal) and caching forwarded answers.
+    // The baseline: dnsmasq holding the same names (TTL 5 like shoal) and caching forwarded answers.
     const reference = await dnsmasq([...names.map((n) => `--host-record=${n.name},${n.address}`), '--local-ttl=5',
       `--server=127.0.0.1#${upstream.port}`, '--cache-size=10000'], 'api.default.svc.cluster.local');
     const shoal = await nodeChild('dnsResponderChild.ts', [distMain, `127.0.0.1:${upstream.port}`, JSON.stringify(names)], opts.nodeArgs);

@@ -1,4 +1,4 @@
-// GET and PUT /v1/resources/{namespace}/{app}/{plugin_id}: the app's mesh config, reference-compatible.
+// GET and PUT /v1/resources/{namespace}/{app}/{plugin_id}: the app's mesh config, in the earlier mesh's format (docs/static-topology.md).
 import type { FastifyInstance, FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
 import { ConfigError, parseMeshConfig, resourceSpecSchema, type ResourceSpec } from '../../shared/meshConfig.ts';
 import type { SnapshotStore } from '../snapshot/store.ts';

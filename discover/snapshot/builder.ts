@@ -220,7 +220,7 @@ export function buildSnapshotBody(app: App, topology: Topology): { snapshot: Sna
   const ownPorts = new Set(config.ports.map((p) => p.port));
   for (const d of config.dependencies) {
     addRoute(addressOf(d), d.port, d.protocol, `${depName(d)}:${d.port}`, ['*'], d);
-    // Reference apps dial 127.0.0.1:<port>; bind it where that is unambiguous and not the app's own port.
+    // Apps written for the earlier mesh dial 127.0.0.1:<port> (docs/static-topology.md); bind it where that is unambiguous and not the app's own port.
     if (portUse.get(d.port) === 1 && !ownPorts.has(d.port)) addRoute('127.0.0.1', d.port, d.protocol, `127.0.0.1:${d.port}`, ['*'], d);
   }
   for (const g of groups.values()) {

@@ -8,7 +8,7 @@ export const ANNOTATION_APP = 'shoal.dev/app';
 export const ANNOTATION_PLUGIN_ID = 'shoal.dev/plugin-id';
 /** Marker of an injected pod; its value is the sidecar mode ("native" or "legacy"). */
 export const ANNOTATION_INJECTED = 'shoal.dev/injected';
-/** The reference's label on a Service whose numeric targetPort was rewritten: the original port(s). */
+/** The earlier mesh's label on a Service whose numeric targetPort was rewritten: the original port(s) (docs/injection.md). */
 export const LABEL_ORIGIN_PORT = 'origin_port';
 export const LABEL_PART_OF = 'app.kubernetes.io/part-of';
 

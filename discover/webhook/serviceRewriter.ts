@@ -1,4 +1,4 @@
-// Points a Service's numeric targetPorts at the sidecars' listen ports (the reference's scheme). Pure: no I/O.
+// Points a Service's numeric targetPorts at the sidecars' listen ports (the earlier mesh's scheme: docs/injection.md). Pure: no I/O.
 // Named targetPorts need nothing: the injector gives the name to the sidecar's port.
 import { allocateListenPorts, LISTEN_PORT_MAX, LISTEN_PORT_MIN } from '../../shared/allocation.ts';
 import { pointer, setMetadataEntries, type JsonPatchOp } from './jsonPatch.ts';
