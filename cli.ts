@@ -19,7 +19,7 @@ interface Command {
   usage: string;
   summary: string;
   // Imports only this command's modules: the sidecar (`shoal proxy`, in every pod) never loads discover's
-  // fastify, Kubernetes client and YAML parsers (about 25 MB of RSS).
+  // fastify, Kubernetes client and YAML parsers (tens of MB of RSS: docs/performance.md).
   load(): Promise<Loaded>;
 }
 

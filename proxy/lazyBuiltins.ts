@@ -1,6 +1,6 @@
 // node:tls and node:http2, loaded the first time a snapshot needs them (mTLS on, an HTTP/2 or gRPC
-// listener or cluster). A sidecar with neither never pays for them: measured on Node 24,
-// require('node:tls') adds ~5.5 MB RSS to a process and node:http2 ~3.8 MB more. createRequire keeps
+// listener or cluster). A sidecar with neither never pays for them (their RSS, measured:
+// docs/performance.md, "Choices in the code, measured"). createRequire keeps
 // the load synchronous, so call sites stay as they were.
 import { createRequire } from 'node:module';
 

@@ -1,8 +1,8 @@
 // One log format for every piece: JSON lines on stdout, as pino writes them
 // ({"level":30,"time":<ms>,"piece":"proxy","name":"shoal-proxy",...fields,"msg":"..."}).
 // The sidecar and the DNS responder write them with the small writer below: pino, with the
-// worker-thread transport machinery it loads, costs a sidecar about 7 MB of resident memory
-// (measured: require('pino') takes a bare process from 43.5 to 50.7 MB), and a sidecar runs in
+// worker-thread transport machinery it loads, costs a sidecar megabytes of resident memory
+// (measured: docs/performance.md, "Choices in the code, measured"), and a sidecar runs in
 // every pod. discover, one per cluster, logs through pino (discover/log.ts), in the same format.
 
 export interface LogFn {

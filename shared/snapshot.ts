@@ -300,7 +300,8 @@ interface SchemaValidator {
 }
 
 // The schema compiled ahead of time (scripts/generateSnapshotValidator.ts), so the sidecar never loads ajv's
-// compiler (about 20 MB of RSS). If the schema changed without regenerating (a test says so), compile it here.
+// compiler (megabytes of RSS: docs/performance.md). If the schema changed without regenerating (a test says
+// so), compile it here.
 export const snapshotValidatorSource: 'generated' | 'compiled' = generatedSchemaHash === snapshotSchemaHash() ? 'generated' : 'compiled';
 const validate: SchemaValidator = snapshotValidatorSource === 'generated' ? generatedValidate as SchemaValidator : compileSnapshotSchema();
 

@@ -1,7 +1,7 @@
 // Writes a response whose status line, headers and body were serialized once per snapshot version.
 // Node's ServerResponse formats and encodes the head on every answer; for a change that wakes
-// thousands of long-poll waiters that is most of the cost (measured: 32 ms against 12.6 ms for
-// 1,000 answers). The fast path writes the prebuilt bytes and then lets ServerResponse finish as if
+// thousands of long-poll waiters that is most of the cost (measured: docs/performance.md, "Choices
+// in the code, measured"). The fast path writes the prebuilt bytes and then lets ServerResponse finish as if
 // it had sent them, so keep-alive, pipelining and 'finish' bookkeeping stay Node's own.
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
@@ -68,7 +68,7 @@ function idleFd(socket: Socket): number {
 /**
  * The same answer to many waiters: every socket's bytes go out first, then ServerResponse finishes
  * each one (its end() and 'finish' bookkeeping costs about as much as the write). The last waiter's
- * answer leaves sooner; measured over 1,000 waiters, client-side p99 36.5 ms -> 25.2 ms (loaded machine).
+ * answer leaves sooner (measured: docs/performance.md, "Choices in the code, measured").
  * With fan-out writers, this thread and the writer threads write the idle plain-TCP sockets'
  * answers together (see fanOut.ts), so the kernel's per-socket work runs on several cores.
  */

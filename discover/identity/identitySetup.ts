@@ -72,7 +72,8 @@ function readCaDir(dir: string): { cert: string; key: string; roots: string } {
 }
 
 export async function setupIdentity(o: IdentityOptions, kubeConfig: (() => Promise<KubeConfig>) | null, log: Logger): Promise<{ service: IdentityService; mesh: MeshIdentity }> {
-  // Loaded here, not at import: @peculiar/x509 costs about 140 ms and 20 MB, only where the CA runs.
+  // Loaded here, not at import: @peculiar/x509 costs start-up time and memory (docs/performance.md), only where
+  // the CA runs.
   const { CertificateAuthority } = await import('./certificateAuthority.ts');
   let ca = o.ca;
   if (!ca && o.caDir) {

@@ -1,8 +1,8 @@
 // Loads a topology file's YAML one list item at a time, reusing the items an earlier load parsed.
 //
-// An edit to a topology file usually changes one line; parsing the whole file again took 1.5-10 ms
-// for 100 services and 101 apps (bench topology, 27 KB), most of an edit's time before the answers
-// go out. The file is cut where YAML's own structure cuts it: top-level keys at column 0, and the
+// An edit to a topology file usually changes one line; parsing the whole file again was most of an
+// edit's time before the answers go out (measured: docs/performance.md, "Choices in the code,
+// measured"). The file is cut where YAML's own structure cuts it: top-level keys at column 0, and the
 // items of a top-level block sequence at the sequence's indentation. Each item is parsed on its
 // own, and an item whose text is unchanged comes back as the very same object.
 //

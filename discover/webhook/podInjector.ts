@@ -66,8 +66,7 @@ const isShoalVar = (name: string) => SHOAL_VARS.has(name) || name.startsWith('SH
 /**
  * The sidecar's Node settings, set explicitly so an envFrom source cannot replace them: 1 MB
  * young-generation semi-spaces (as in the image) and one V8 worker thread instead of four (a
- * sidecar's heap is small). Measured at 1,000 rps (bench sidecar-footprint): RSS 68.1 -> 66.7 MB
- * with the thread pool of one, CPU per request unchanged within the noise.
+ * sidecar's heap is small). Measured: docs/performance.md, "Choices in the code, measured".
  */
 export const SIDECAR_NODE_OPTIONS = '--max-semi-space-size=1 --v8-pool-size=1';
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
