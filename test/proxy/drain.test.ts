@@ -278,7 +278,7 @@ t.test('POST /drain: /ready 503 at once, HTTP and TCP listeners serve on (Connec
       base_services:
         - { depend_service_alias: api, port: ${port}, protocol: http }
         - { depend_service_alias: cache, port: ${tcpPort}, protocol: tcp }
-`, { drainTimeoutMs: 10_000, dns: { host: '127.0.0.1', port: 0, upstreams: [] } });
+`, { drainTimeoutMs: 10_000, drainQuietMs: DRAIN_QUIET_MS, dns: { host: '127.0.0.1', port: 0, upstreams: [] } });
   t.equal(await tcpRead(tcpAddress, tcpPort), 'cache-1', 'the TCP listener relays cache');
   const admin = `http://127.0.0.1:${s.proxy.adminPort}`;
   const dig = async () => (await promisify(execFile)('dig', ['@127.0.0.1', '-p', String(s.proxy.dns!.udpPort), '+short', '+tries=1', '+time=2', 'api.default.svc.cluster.local'])).stdout.trim();
