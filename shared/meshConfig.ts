@@ -22,7 +22,7 @@ const portValueSchema = { anyOf: [{ type: 'integer', minimum: 1, maximum: 65535 
 export const resourceSpecSchema = {
   $id: 'shoal/resourceSpec',
   title: 'ResourceSpec',
-  description: 'One app\'s mesh config (reference-compatible). Option values may be strings or typed values.',
+  description: 'One app\'s mesh config (the ResourceSpec format: docs/static-topology.md, "The mesh config format"). Option values may be strings or typed values.',
   type: 'object',
   properties: {
     base_ports: {

@@ -303,8 +303,8 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
     curveTitle: 'Time from edit to answer, by percentile of sidecars',
     targets: [
       below('propagation p99 at 1,000 sidecars', 100, p99At1000, 'ms'),
-      ...(counts.includes(1000) ? [below('long-poll wake p99 at 1,000 waiters (issue 2)', 20, p99At1000, 'ms')] : []),
-      ...(counts.includes(10000) ? [below('long-poll wake p99 at 10,000 waiters (issue 2)', 200, p99At10000, 'ms')] : []),
+      ...(counts.includes(1000) ? [below('long-poll wake p99 at 1,000 waiters', 20, p99At1000, 'ms')] : []),
+      ...(counts.includes(10000) ? [below('long-poll wake p99 at 10,000 waiters', 200, p99At10000, 'ms')] : []),
     ],
     notes: [
       ...clientNotes,

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { ConfigError, defaultDependencyOptions, parseMeshConfig } from '../../shared/meshConfig.ts';
 
-t.test('reference-shaped config with string values parses to typed options', async (t) => {
+t.test('a ResourceSpec-shaped config with string values parses to typed options', async (t) => {
   const cfg = parseMeshConfig({
     base_ports: [{ port: '8000', protocol: 'http', options: { OPEN_LIMIT: 'YES', LIMIT_RPS: '100', LIMIT_BURST: '20' } }],
     base_services: [
