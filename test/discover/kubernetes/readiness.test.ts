@@ -143,6 +143,9 @@ if (kube) {
     const refused = () => logs.filter((l) => l.msg === 'watch failed; restarting with backoff' && l.informer === 'configmaps' && l.status === 403).length;
     await until('the ConfigMap list refused', () => refused() >= 1, 20_000);
     t.equal((await call(d.url, 'GET', '/healthz')).status, 200, 'alive while listing');
+    // The refusal can come before the other lists are done: wait for them (they are allowed), then
+    // discover must still be waiting on ConfigMaps alone.
+    await until('the allowed informers listed', async () => !/services|endpointslices/.test(String((await call(d.url, 'GET', '/readyz')).json?.message ?? '')), 20_000).catch(() => undefined);
     const r = await call(d.url, 'GET', '/readyz');
     t.equal(r.status, 503, 'not ready');
     t.match(r.json.message, /configmaps/, 'names the informer it waits for');
