@@ -24,19 +24,98 @@ export interface InboundListener {
   authz?: AuthzPolicy;
 }
 
-export interface HeaderMatch { name: string; value: string }
+/** absent type: Exact. Header names match case-insensitively; RegularExpression values match the whole value. */
+export interface HeaderMatch { name: string; value: string; type?: 'Exact' | 'RegularExpression' }
 
-export interface WeightedBackend { cluster: string; weight: number }
+/** A query parameter match (Gateway API HTTPQueryParamMatch): names match exactly (case-sensitive). */
+export interface QueryMatch { name: string; value: string; type?: 'Exact' | 'RegularExpression' }
+
+/**
+ * Gateway API HTTPPathMatch. PathPrefix matches whole segments ("/foo" matches "/foo" and "/foo/bar", not
+ * "/foobar"); RegularExpression matches the whole path (without the query), as ECMAScript RegExp.
+ */
+export interface PathMatch { type: 'Exact' | 'PathPrefix' | 'RegularExpression'; value: string }
+
+export interface HeaderValue { name: string; value: string }
+
+/** Gateway API HTTPHeaderFilter: set replaces, add appends, remove deletes (names case-insensitive). */
+export interface HeaderModifier { set?: HeaderValue[]; add?: HeaderValue[]; remove?: string[] }
+
+/** Gateway API HTTPPathModifier. ReplacePrefixMatch replaces the part the route's PathPrefix match matched. */
+export interface PathModifier { type: 'ReplaceFullPath' | 'ReplacePrefixMatch'; value: string }
+
+/** Gateway API HTTPRequestRedirectFilter: the sidecar answers itself; absent fields keep the request's. */
+export interface RequestRedirect {
+  scheme?: string;
+  hostname?: string;
+  port?: number;
+  path?: PathModifier;
+  statusCode: 301 | 302 | 303 | 307 | 308;
+}
+
+/** Gateway API HTTPURLRewriteFilter. */
+export interface UrlRewrite { hostname?: string; path?: PathModifier }
+
+/** Gateway API HTTPRequestMirrorFilter: a copy of the request goes to cluster; its response is dropped. */
+export interface Mirror {
+  cluster: string;
+  /** Share of requests mirrored, 0..100 (fractions allowed: 12.5); absent: 100. */
+  percent?: number;
+}
+
+/** Gateway API HTTPRouteRetry (experimental), mapped onto the sidecar's retries (and its retry budget). */
+export interface RouteRetry {
+  /** Response status codes that are retried (the spec's default set when the route names none: none). */
+  codes: number[];
+  /** Retries after the first attempt. */
+  attempts: number;
+  /** Wait before each retry; 0: the sidecar's own backoff. */
+  backoffMs: number;
+}
+
+export interface WeightedBackend {
+  cluster: string;
+  weight: number;
+  /**
+   * The backendRef does not resolve (missing Service, port or kind): this backend's share of requests
+   * gets a 500 from the sidecar (Gateway API), cluster names nothing the snapshot holds.
+   */
+  unresolved?: boolean;
+  /** Filters of the backendRef itself, applied after the route's. */
+  requestHeaders?: HeaderModifier;
+  responseHeaders?: HeaderModifier;
+  mirrors?: Mirror[];
+}
 
 export interface Route {
   // Host names this route answers to; ["*"] matches any Host.
   domains: string[];
+  /** String prefix of the path (mesh config). A route with `path` keeps prefix "/" and matches by `path`. */
   prefix: string;
   headers: HeaderMatch[];
+  /** Empty only with `redirect`, or when the rule has no backend at all (every request then gets a 500). */
   backends: WeightedBackend[];
   // Retry non-idempotent methods (POST...) after the request was sent: on 502/503/504, resets and
   // request timeouts. Absent: false. A request whose body was already sent is never retried.
   retryNonIdempotent?: boolean;
+  // From here on, Gateway API HTTPRoute/GRPCRoute rules (docs/gateway-api.md); every field is optional and
+  // absent means what a mesh-config route does. discover orders routes by the spec's precedence: first match wins.
+  path?: PathMatch;
+  /** HTTP method, upper case. */
+  method?: string;
+  query?: QueryMatch[];
+  requestHeaders?: HeaderModifier;
+  responseHeaders?: HeaderModifier;
+  redirect?: RequestRedirect;
+  rewrite?: UrlRewrite;
+  mirrors?: Mirror[];
+  /** HTTPRouteTimeouts.request: the whole exchange, retries included; 0: no timeout. Absent: the cluster's. */
+  timeoutMs?: number;
+  /** HTTPRouteTimeouts.backendRequest: one attempt; absent: the cluster's per-try timeout. */
+  backendTimeoutMs?: number;
+  retry?: RouteRetry;
+  /** Where the route came from, e.g. "HTTPRoute default/canary rule 0 match 1"; shown by shoal get. */
+  source?: string;
 }
 
 export interface OutboundListener {
@@ -136,6 +215,38 @@ const modeSchema = { type: 'string', enum: ['l4', 'l7'] } as const;
 const nonNegative = { type: 'integer', minimum: 0 } as const;
 const positive = { type: 'integer', minimum: 1 } as const;
 
+const headerValuesSchema = {
+  type: 'array',
+  items: {
+    type: 'object', additionalProperties: false, required: ['name', 'value'],
+    properties: { name: { type: 'string', minLength: 1 }, value: { type: 'string' } },
+  },
+} as const;
+
+const headerModifierSchema = {
+  type: 'object', additionalProperties: false,
+  properties: {
+    set: headerValuesSchema,
+    add: headerValuesSchema,
+    remove: { type: 'array', items: { type: 'string', minLength: 1 } },
+  },
+} as const;
+
+const pathModifierSchema = {
+  type: 'object', additionalProperties: false, required: ['type', 'value'],
+  properties: { type: { type: 'string', enum: ['ReplaceFullPath', 'ReplacePrefixMatch'] }, value: { type: 'string' } },
+} as const;
+
+const mirrorsSchema = {
+  type: 'array',
+  items: {
+    type: 'object', additionalProperties: false, required: ['cluster'],
+    properties: { cluster: { type: 'string', minLength: 1 }, percent: { type: 'number', minimum: 0, maximum: 100 } },
+  },
+} as const;
+
+const matchTypeSchema = { type: 'string', enum: ['Exact', 'RegularExpression'] } as const;
+
 export const routeSchema = {
   type: 'object',
   additionalProperties: false,
@@ -147,17 +258,64 @@ export const routeSchema = {
       type: 'array',
       items: {
         type: 'object', additionalProperties: false, required: ['name', 'value'],
-        properties: { name: { type: 'string', minLength: 1 }, value: { type: 'string' } },
+        properties: { name: { type: 'string', minLength: 1 }, value: { type: 'string' }, type: matchTypeSchema },
       },
     },
     backends: {
-      type: 'array', minItems: 1,
+      type: 'array',
       items: {
         type: 'object', additionalProperties: false, required: ['cluster', 'weight'],
-        properties: { cluster: { type: 'string', minLength: 1 }, weight: nonNegative },
+        properties: {
+          cluster: { type: 'string', minLength: 1 },
+          weight: nonNegative,
+          unresolved: { type: 'boolean', description: 'The ref does not resolve: its share of requests gets a 500' },
+          requestHeaders: headerModifierSchema,
+          responseHeaders: headerModifierSchema,
+          mirrors: mirrorsSchema,
+        },
       },
     },
     retryNonIdempotent: { type: 'boolean', description: 'Retry non-idempotent methods after the request was sent (502/503/504, reset, timeout); absent means false' },
+    path: {
+      type: 'object', additionalProperties: false, required: ['type', 'value'],
+      properties: { type: { type: 'string', enum: ['Exact', 'PathPrefix', 'RegularExpression'] }, value: { type: 'string', minLength: 1 } },
+    },
+    method: { type: 'string', pattern: '^[A-Z]+$' },
+    query: {
+      type: 'array',
+      items: {
+        type: 'object', additionalProperties: false, required: ['name', 'value'],
+        properties: { name: { type: 'string', minLength: 1 }, value: { type: 'string' }, type: matchTypeSchema },
+      },
+    },
+    requestHeaders: headerModifierSchema,
+    responseHeaders: headerModifierSchema,
+    redirect: {
+      type: 'object', additionalProperties: false, required: ['statusCode'],
+      properties: {
+        scheme: { type: 'string', minLength: 1 },
+        hostname: { type: 'string', minLength: 1 },
+        port: portSchema,
+        path: pathModifierSchema,
+        statusCode: { type: 'integer', enum: [301, 302, 303, 307, 308] },
+      },
+    },
+    rewrite: {
+      type: 'object', additionalProperties: false,
+      properties: { hostname: { type: 'string', minLength: 1 }, path: pathModifierSchema },
+    },
+    mirrors: mirrorsSchema,
+    timeoutMs: nonNegative,
+    backendTimeoutMs: nonNegative,
+    retry: {
+      type: 'object', additionalProperties: false, required: ['codes', 'attempts', 'backoffMs'],
+      properties: {
+        codes: { type: 'array', items: { type: 'integer', minimum: 400, maximum: 599 } },
+        attempts: nonNegative,
+        backoffMs: nonNegative,
+      },
+    },
+    source: { type: 'string' },
   },
 } as const;
 
@@ -325,8 +483,25 @@ export function snapshotError(value: unknown): string | null {
   const clusters = new Set(snap.clusters.map((c) => c.name));
   for (const l of snap.outbound) {
     for (const r of l.routes) {
+      if (r.backends.length === 0 && (l.mode === 'l4' || (r.redirect === undefined && r.source === undefined))) {
+        return `invalid snapshot: listener ${l.name} has a route without backends`;
+      }
       for (const b of r.backends) {
-        if (!clusters.has(b.cluster)) return `invalid snapshot: listener ${l.name} routes to unknown cluster ${b.cluster}`;
+        if (b.unresolved !== true && !clusters.has(b.cluster)) return `invalid snapshot: listener ${l.name} routes to unknown cluster ${b.cluster}`;
+        for (const m of b.mirrors ?? []) if (!clusters.has(m.cluster)) return `invalid snapshot: listener ${l.name} mirrors to unknown cluster ${m.cluster}`;
+      }
+      for (const m of r.mirrors ?? []) if (!clusters.has(m.cluster)) return `invalid snapshot: listener ${l.name} mirrors to unknown cluster ${m.cluster}`;
+      const regexes = [
+        ...(r.path?.type === 'RegularExpression' ? [r.path.value] : []),
+        ...r.headers.filter((h) => h.type === 'RegularExpression').map((h) => h.value),
+        ...(r.query ?? []).filter((q) => q.type === 'RegularExpression').map((q) => q.value),
+      ];
+      for (const re of regexes) {
+        try {
+          new RegExp(re);
+        } catch (err) {
+          return `invalid snapshot: listener ${l.name} has a route with an invalid regular expression ${JSON.stringify(re)}: ${(err as Error).message}`;
+        }
       }
     }
   }

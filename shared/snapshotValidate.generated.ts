@@ -6,19 +6,19 @@ import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 
 /** sha256 of JSON.stringify(snapshotSchema) this was generated from; snapshot.ts compares it at load. */
-export const schemaHash = "8fe6ff6a27a5f8c646d4748d960a4b69e46022e0d2f984584a5cce91ed391101";
+export const schemaHash = "adf95e26b990c0fde19ba7e60ca1b2f982d0f75c5fe83c7a684da4e637449d7b";
 
 export const validate = validate10;
 export default validate10;
-const schema11 = {"$id":"shoal/snapshot","title":"Snapshot","description":"Everything one app's sidecar needs: listeners, routes, clusters with endpoints, DNS names.","type":"object","additionalProperties":false,"required":["schemaVersion","version","namespace","app","pluginId","inbound","outbound","clusters","dns","status"],"properties":{"schemaVersion":{"type":"integer","const":1},"version":{"type":"string","pattern":"^[0-9a-f]{16}$","description":"Content hash; the ETag"},"namespace":{"type":"string","minLength":1},"app":{"type":"string","minLength":1},"pluginId":{"type":"string"},"inbound":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","listenPort","port","protocol","mode","limits"],"properties":{"name":{"type":"string"},"listenPort":{"type":"integer","minimum":1,"maximum":65535},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"mode":{"type":"string","enum":["l4","l7"]},"limits":{"type":"object","additionalProperties":false,"required":["rps","burst","connections"],"description":"0 means unlimited","properties":{"rps":{"type":"integer","minimum":0},"burst":{"type":"integer","minimum":0},"connections":{"type":"integer","minimum":0}}},"authz":{"type":"object","additionalProperties":false,"required":["rules"],"description":"Who may connect to this inbound port (absent: everyone)","properties":{"rules":{"type":"array","minItems":1,"items":{"type":"object","additionalProperties":false,"required":["namespace","serviceAccount","methods","prefixes"],"properties":{"namespace":{"type":"string","minLength":1},"serviceAccount":{"type":"string","minLength":1},"methods":{"type":"array","items":{"type":"string","pattern":"^[A-Z]+$"}},"prefixes":{"type":"array","items":{"type":"string","pattern":"^/"}}}}}}}}}},"outbound":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","address","port","protocol","mode","routes"],"properties":{"name":{"type":"string"},"address":{"type":"string","pattern":"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"mode":{"type":"string","enum":["l4","l7"]},"routes":{"type":"array","minItems":1,"items":{"type":"object","additionalProperties":false,"required":["domains","prefix","headers","backends"],"properties":{"domains":{"type":"array","items":{"type":"string","minLength":1}},"prefix":{"type":"string","pattern":"^/"},"headers":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","value"],"properties":{"name":{"type":"string","minLength":1},"value":{"type":"string"}}}},"backends":{"type":"array","minItems":1,"items":{"type":"object","additionalProperties":false,"required":["cluster","weight"],"properties":{"cluster":{"type":"string","minLength":1},"weight":{"type":"integer","minimum":0}}}},"retryNonIdempotent":{"type":"boolean","description":"Retry non-idempotent methods after the request was sent (502/503/504, reset, timeout); absent means false"}}}}}}},"clusters":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","service","namespace","port","protocol","lbPolicy","hashHeader","policy","endpoints"],"properties":{"name":{"type":"string","minLength":1},"service":{"type":"string","minLength":1},"namespace":{"type":"string","minLength":1},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"lbPolicy":{"type":"string","enum":["least_request","round_robin","random","hash"]},"hashHeader":{"type":"string"},"policy":{"type":"object","additionalProperties":false,"required":["connectTimeoutMs","requestTimeoutMs","retryAttempts","maxActiveRetries","maxConnections","maxRequests","maxPendingRequests","maxRequestsPerConnection","consecutiveErrors","baseEjectionTimeMs","maxEjectionPercent","intervalMs","healthyPanicThreshold","tcpIdleTimeoutS"],"properties":{"connectTimeoutMs":{"type":"integer","minimum":1},"requestTimeoutMs":{"type":"integer","minimum":1},"retryAttempts":{"type":"integer","minimum":0},"maxActiveRetries":{"type":"integer","minimum":0},"maxConnections":{"type":"integer","minimum":1},"maxRequests":{"type":"integer","minimum":1},"maxPendingRequests":{"type":"integer","minimum":0},"maxRequestsPerConnection":{"type":"integer","minimum":0},"consecutiveErrors":{"type":"integer","minimum":1},"baseEjectionTimeMs":{"type":"integer","minimum":0},"maxEjectionPercent":{"type":"integer","minimum":0,"maximum":100},"intervalMs":{"type":"integer","minimum":1},"healthyPanicThreshold":{"type":"integer","minimum":0,"maximum":100},"tcpIdleTimeoutS":{"type":"integer","minimum":1},"perTryTimeoutMs":{"type":"integer","minimum":0,"description":"Bound on one attempt, to its response head; absent or 0 means none"}}},"endpoints":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["address","port","weight","zone","ready","serving","terminating"],"properties":{"address":{"type":"string","minLength":1},"port":{"type":"integer","minimum":1,"maximum":65535},"weight":{"type":"integer","minimum":1},"zone":{"type":"string"},"ready":{"type":"boolean"},"serving":{"type":"boolean"},"terminating":{"type":"boolean"},"meshed":{"type":"boolean","description":"A sidecar listens here: reached over mutual TLS"},"node":{"type":"string","minLength":1,"description":"The node the endpoint runs on"},"forZones":{"type":"array","items":{"type":"string","minLength":1},"description":"Zones whose clients should use this endpoint (EndpointSlice hints.forZones)"},"forNodes":{"type":"array","items":{"type":"string","minLength":1},"description":"Nodes whose clients should use this endpoint (EndpointSlice hints.forNodes)"}}}},"peerIdentities":{"type":"array","items":{"type":"string","pattern":"^spiffe://"},"description":"SPIFFE IDs meshed endpoints may present"},"localityFailover":{"type":"boolean","description":"Without hints, prefer endpoints in the sidecar's zone, then any; absent means false"}}}},"dns":{"type":"array","description":"Lower-case names without the trailing dot; \"*.x\" matches names below x","items":{"type":"object","additionalProperties":false,"required":["name","address"],"properties":{"name":{"type":"string","minLength":1},"address":{"type":"string","pattern":"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"}}}},"status":{"type":"object","additionalProperties":false,"required":["errors"],"properties":{"errors":{"type":"array","items":{"type":"string"}}}},"identity":{"type":"object","additionalProperties":false,"required":["trustDomain","spiffeId","mtlsMode","trustBundle"],"description":"Workload identity: present when discover runs the mesh CA","properties":{"trustDomain":{"type":"string","minLength":1},"spiffeId":{"type":"string","pattern":"^spiffe://"},"mtlsMode":{"type":"string","enum":["permissive","strict"]},"trustBundle":{"type":"array","minItems":1,"items":{"type":"string","pattern":"^-----BEGIN CERTIFICATE-----"}}}}}};
+const schema11 = {"$id":"shoal/snapshot","title":"Snapshot","description":"Everything one app's sidecar needs: listeners, routes, clusters with endpoints, DNS names.","type":"object","additionalProperties":false,"required":["schemaVersion","version","namespace","app","pluginId","inbound","outbound","clusters","dns","status"],"properties":{"schemaVersion":{"type":"integer","const":1},"version":{"type":"string","pattern":"^[0-9a-f]{16}$","description":"Content hash; the ETag"},"namespace":{"type":"string","minLength":1},"app":{"type":"string","minLength":1},"pluginId":{"type":"string"},"inbound":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","listenPort","port","protocol","mode","limits"],"properties":{"name":{"type":"string"},"listenPort":{"type":"integer","minimum":1,"maximum":65535},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"mode":{"type":"string","enum":["l4","l7"]},"limits":{"type":"object","additionalProperties":false,"required":["rps","burst","connections"],"description":"0 means unlimited","properties":{"rps":{"type":"integer","minimum":0},"burst":{"type":"integer","minimum":0},"connections":{"type":"integer","minimum":0}}},"authz":{"type":"object","additionalProperties":false,"required":["rules"],"description":"Who may connect to this inbound port (absent: everyone)","properties":{"rules":{"type":"array","minItems":1,"items":{"type":"object","additionalProperties":false,"required":["namespace","serviceAccount","methods","prefixes"],"properties":{"namespace":{"type":"string","minLength":1},"serviceAccount":{"type":"string","minLength":1},"methods":{"type":"array","items":{"type":"string","pattern":"^[A-Z]+$"}},"prefixes":{"type":"array","items":{"type":"string","pattern":"^/"}}}}}}}}}},"outbound":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","address","port","protocol","mode","routes"],"properties":{"name":{"type":"string"},"address":{"type":"string","pattern":"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"mode":{"type":"string","enum":["l4","l7"]},"routes":{"type":"array","minItems":1,"items":{"type":"object","additionalProperties":false,"required":["domains","prefix","headers","backends"],"properties":{"domains":{"type":"array","items":{"type":"string","minLength":1}},"prefix":{"type":"string","pattern":"^/"},"headers":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","value"],"properties":{"name":{"type":"string","minLength":1},"value":{"type":"string"},"type":{"type":"string","enum":["Exact","RegularExpression"]}}}},"backends":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["cluster","weight"],"properties":{"cluster":{"type":"string","minLength":1},"weight":{"type":"integer","minimum":0},"unresolved":{"type":"boolean","description":"The ref does not resolve: its share of requests gets a 500"},"requestHeaders":{"type":"object","additionalProperties":false,"properties":{"set":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","value"],"properties":{"name":{"type":"string","minLength":1},"value":{"type":"string"}}}},"add":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","value"],"properties":{"name":{"type":"string","minLength":1},"value":{"type":"string"}}}},"remove":{"type":"array","items":{"type":"string","minLength":1}}}},"responseHeaders":{"type":"object","additionalProperties":false,"properties":{"set":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","value"],"properties":{"name":{"type":"string","minLength":1},"value":{"type":"string"}}}},"add":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","value"],"properties":{"name":{"type":"string","minLength":1},"value":{"type":"string"}}}},"remove":{"type":"array","items":{"type":"string","minLength":1}}}},"mirrors":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["cluster"],"properties":{"cluster":{"type":"string","minLength":1},"percent":{"type":"number","minimum":0,"maximum":100}}}}}}},"retryNonIdempotent":{"type":"boolean","description":"Retry non-idempotent methods after the request was sent (502/503/504, reset, timeout); absent means false"},"path":{"type":"object","additionalProperties":false,"required":["type","value"],"properties":{"type":{"type":"string","enum":["Exact","PathPrefix","RegularExpression"]},"value":{"type":"string","minLength":1}}},"method":{"type":"string","pattern":"^[A-Z]+$"},"query":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","value"],"properties":{"name":{"type":"string","minLength":1},"value":{"type":"string"},"type":{"type":"string","enum":["Exact","RegularExpression"]}}}},"requestHeaders":{"type":"object","additionalProperties":false,"properties":{"set":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","value"],"properties":{"name":{"type":"string","minLength":1},"value":{"type":"string"}}}},"add":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","value"],"properties":{"name":{"type":"string","minLength":1},"value":{"type":"string"}}}},"remove":{"type":"array","items":{"type":"string","minLength":1}}}},"responseHeaders":{"type":"object","additionalProperties":false,"properties":{"set":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","value"],"properties":{"name":{"type":"string","minLength":1},"value":{"type":"string"}}}},"add":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","value"],"properties":{"name":{"type":"string","minLength":1},"value":{"type":"string"}}}},"remove":{"type":"array","items":{"type":"string","minLength":1}}}},"redirect":{"type":"object","additionalProperties":false,"required":["statusCode"],"properties":{"scheme":{"type":"string","minLength":1},"hostname":{"type":"string","minLength":1},"port":{"type":"integer","minimum":1,"maximum":65535},"path":{"type":"object","additionalProperties":false,"required":["type","value"],"properties":{"type":{"type":"string","enum":["ReplaceFullPath","ReplacePrefixMatch"]},"value":{"type":"string"}}},"statusCode":{"type":"integer","enum":[301,302,303,307,308]}}},"rewrite":{"type":"object","additionalProperties":false,"properties":{"hostname":{"type":"string","minLength":1},"path":{"type":"object","additionalProperties":false,"required":["type","value"],"properties":{"type":{"type":"string","enum":["ReplaceFullPath","ReplacePrefixMatch"]},"value":{"type":"string"}}}}},"mirrors":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["cluster"],"properties":{"cluster":{"type":"string","minLength":1},"percent":{"type":"number","minimum":0,"maximum":100}}}},"timeoutMs":{"type":"integer","minimum":0},"backendTimeoutMs":{"type":"integer","minimum":0},"retry":{"type":"object","additionalProperties":false,"required":["codes","attempts","backoffMs"],"properties":{"codes":{"type":"array","items":{"type":"integer","minimum":400,"maximum":599}},"attempts":{"type":"integer","minimum":0},"backoffMs":{"type":"integer","minimum":0}}},"source":{"type":"string"}}}}}}},"clusters":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["name","service","namespace","port","protocol","lbPolicy","hashHeader","policy","endpoints"],"properties":{"name":{"type":"string","minLength":1},"service":{"type":"string","minLength":1},"namespace":{"type":"string","minLength":1},"port":{"type":"integer","minimum":1,"maximum":65535},"protocol":{"type":"string","enum":["http","http2","grpc","tcp"]},"lbPolicy":{"type":"string","enum":["least_request","round_robin","random","hash"]},"hashHeader":{"type":"string"},"policy":{"type":"object","additionalProperties":false,"required":["connectTimeoutMs","requestTimeoutMs","retryAttempts","maxActiveRetries","maxConnections","maxRequests","maxPendingRequests","maxRequestsPerConnection","consecutiveErrors","baseEjectionTimeMs","maxEjectionPercent","intervalMs","healthyPanicThreshold","tcpIdleTimeoutS"],"properties":{"connectTimeoutMs":{"type":"integer","minimum":1},"requestTimeoutMs":{"type":"integer","minimum":1},"retryAttempts":{"type":"integer","minimum":0},"maxActiveRetries":{"type":"integer","minimum":0},"maxConnections":{"type":"integer","minimum":1},"maxRequests":{"type":"integer","minimum":1},"maxPendingRequests":{"type":"integer","minimum":0},"maxRequestsPerConnection":{"type":"integer","minimum":0},"consecutiveErrors":{"type":"integer","minimum":1},"baseEjectionTimeMs":{"type":"integer","minimum":0},"maxEjectionPercent":{"type":"integer","minimum":0,"maximum":100},"intervalMs":{"type":"integer","minimum":1},"healthyPanicThreshold":{"type":"integer","minimum":0,"maximum":100},"tcpIdleTimeoutS":{"type":"integer","minimum":1},"perTryTimeoutMs":{"type":"integer","minimum":0,"description":"Bound on one attempt, to its response head; absent or 0 means none"}}},"endpoints":{"type":"array","items":{"type":"object","additionalProperties":false,"required":["address","port","weight","zone","ready","serving","terminating"],"properties":{"address":{"type":"string","minLength":1},"port":{"type":"integer","minimum":1,"maximum":65535},"weight":{"type":"integer","minimum":1},"zone":{"type":"string"},"ready":{"type":"boolean"},"serving":{"type":"boolean"},"terminating":{"type":"boolean"},"meshed":{"type":"boolean","description":"A sidecar listens here: reached over mutual TLS"},"node":{"type":"string","minLength":1,"description":"The node the endpoint runs on"},"forZones":{"type":"array","items":{"type":"string","minLength":1},"description":"Zones whose clients should use this endpoint (EndpointSlice hints.forZones)"},"forNodes":{"type":"array","items":{"type":"string","minLength":1},"description":"Nodes whose clients should use this endpoint (EndpointSlice hints.forNodes)"}}}},"peerIdentities":{"type":"array","items":{"type":"string","pattern":"^spiffe://"},"description":"SPIFFE IDs meshed endpoints may present"},"localityFailover":{"type":"boolean","description":"Without hints, prefer endpoints in the sidecar's zone, then any; absent means false"}}}},"dns":{"type":"array","description":"Lower-case names without the trailing dot; \"*.x\" matches names below x","items":{"type":"object","additionalProperties":false,"required":["name","address"],"properties":{"name":{"type":"string","minLength":1},"address":{"type":"string","pattern":"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"}}}},"status":{"type":"object","additionalProperties":false,"required":["errors"],"properties":{"errors":{"type":"array","items":{"type":"string"}}}},"identity":{"type":"object","additionalProperties":false,"required":["trustDomain","spiffeId","mtlsMode","trustBundle"],"description":"Workload identity: present when discover runs the mesh CA","properties":{"trustDomain":{"type":"string","minLength":1},"spiffeId":{"type":"string","pattern":"^spiffe://"},"mtlsMode":{"type":"string","enum":["permissive","strict"]},"trustBundle":{"type":"array","minItems":1,"items":{"type":"string","pattern":"^-----BEGIN CERTIFICATE-----"}}}}}};
 const func2 = Object.prototype.hasOwnProperty;
 const func3 = require("ajv/dist/runtime/ucs2length").default;
 const pattern0 = new RegExp("^[0-9a-f]{16}$", "u");
 const pattern1 = new RegExp("^[A-Z]+$", "u");
 const pattern2 = new RegExp("^/", "u");
 const pattern3 = new RegExp("^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$", "u");
-const pattern5 = new RegExp("^spiffe://", "u");
-const pattern8 = new RegExp("^-----BEGIN CERTIFICATE-----", "u");
+const pattern6 = new RegExp("^spiffe://", "u");
+const pattern9 = new RegExp("^-----BEGIN CERTIFICATE-----", "u");
 
 function validate10(data, {instancePath="", parentData, parentDataProperty, rootData=data}={}){
 /*# sourceURL="shoal/snapshot" */;
@@ -743,7 +743,7 @@ return false;
 else {
 const _errs75 = errors;
 for(const key6 in data33){
-if(!(((((key6 === "domains") || (key6 === "prefix")) || (key6 === "headers")) || (key6 === "backends")) || (key6 === "retryNonIdempotent"))){
+if(!(func2.call(schema11.properties.outbound.items.properties.routes.items.properties, key6))){
 validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5,schemaPath:"#/properties/outbound/items/properties/routes/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key6},message:"must NOT have additional properties"}];
 return false;
 break;
@@ -830,7 +830,7 @@ return false;
 else {
 const _errs86 = errors;
 for(const key7 in data38){
-if(!((key7 === "name") || (key7 === "value"))){
+if(!(((key7 === "name") || (key7 === "value")) || (key7 === "type"))){
 validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/headers/" + i7,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/headers/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key7},message:"must NOT have additional properties"}];
 return false;
 break;
@@ -869,6 +869,24 @@ var valid15 = _errs89 === errors;
 else {
 var valid15 = true;
 }
+if(valid15){
+if(data38.type !== undefined){
+let data41 = data38.type;
+const _errs91 = errors;
+if(typeof data41 !== "string"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/headers/" + i7+"/type",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/headers/items/properties/type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+if(!((data41 === "Exact") || (data41 === "RegularExpression"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/headers/" + i7+"/type",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/headers/items/properties/type/enum",keyword:"enum",params:{allowedValues: schema11.properties.outbound.items.properties.routes.items.properties.headers.items.properties.type.enum},message:"must be equal to one of the allowed values"}];
+return false;
+}
+var valid15 = _errs91 === errors;
+}
+else {
+var valid15 = true;
+}
+}
 }
 }
 }
@@ -896,43 +914,38 @@ var valid12 = true;
 }
 if(valid12){
 if(data33.backends !== undefined){
-let data41 = data33.backends;
-const _errs91 = errors;
-if(errors === _errs91){
-if(Array.isArray(data41)){
-if(data41.length < 1){
-validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/minItems",keyword:"minItems",params:{limit: 1},message:"must NOT have fewer than 1 items"}];
-return false;
-}
-else {
-var valid16 = true;
-const len8 = data41.length;
-for(let i8=0; i8<len8; i8++){
-let data42 = data41[i8];
+let data42 = data33.backends;
 const _errs93 = errors;
 if(errors === _errs93){
-if(data42 && typeof data42 == "object" && !Array.isArray(data42)){
+if(Array.isArray(data42)){
+var valid16 = true;
+const len8 = data42.length;
+for(let i8=0; i8<len8; i8++){
+let data43 = data42[i8];
+const _errs95 = errors;
+if(errors === _errs95){
+if(data43 && typeof data43 == "object" && !Array.isArray(data43)){
 let missing8;
-if(((data42.cluster === undefined) && (missing8 = "cluster")) || ((data42.weight === undefined) && (missing8 = "weight"))){
+if(((data43.cluster === undefined) && (missing8 = "cluster")) || ((data43.weight === undefined) && (missing8 = "weight"))){
 validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/required",keyword:"required",params:{missingProperty: missing8},message:"must have required property '"+missing8+"'"}];
 return false;
 }
 else {
-const _errs95 = errors;
-for(const key8 in data42){
-if(!((key8 === "cluster") || (key8 === "weight"))){
+const _errs97 = errors;
+for(const key8 in data43){
+if(!((((((key8 === "cluster") || (key8 === "weight")) || (key8 === "unresolved")) || (key8 === "requestHeaders")) || (key8 === "responseHeaders")) || (key8 === "mirrors"))){
 validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key8},message:"must NOT have additional properties"}];
 return false;
 break;
 }
 }
-if(_errs95 === errors){
-if(data42.cluster !== undefined){
-let data43 = data42.cluster;
-const _errs96 = errors;
-if(errors === _errs96){
-if(typeof data43 === "string"){
-if(func3(data43) < 1){
+if(_errs97 === errors){
+if(data43.cluster !== undefined){
+let data44 = data43.cluster;
+const _errs98 = errors;
+if(errors === _errs98){
+if(typeof data44 === "string"){
+if(func3(data44) < 1){
 validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/cluster",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/cluster/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
 return false;
 }
@@ -942,31 +955,621 @@ validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i
 return false;
 }
 }
-var valid17 = _errs96 === errors;
+var valid17 = _errs98 === errors;
 }
 else {
 var valid17 = true;
 }
 if(valid17){
-if(data42.weight !== undefined){
-let data44 = data42.weight;
-const _errs98 = errors;
-if(!(((typeof data44 == "number") && (!(data44 % 1) && !isNaN(data44))) && (isFinite(data44)))){
+if(data43.weight !== undefined){
+let data45 = data43.weight;
+const _errs100 = errors;
+if(!(((typeof data45 == "number") && (!(data45 % 1) && !isNaN(data45))) && (isFinite(data45)))){
 validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/weight",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/weight/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs98){
-if((typeof data44 == "number") && (isFinite(data44))){
-if(data44 < 0 || isNaN(data44)){
+if(errors === _errs100){
+if((typeof data45 == "number") && (isFinite(data45))){
+if(data45 < 0 || isNaN(data45)){
 validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/weight",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/weight/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
 }
-var valid17 = _errs98 === errors;
+var valid17 = _errs100 === errors;
 }
 else {
 var valid17 = true;
+}
+if(valid17){
+if(data43.unresolved !== undefined){
+const _errs102 = errors;
+if(typeof data43.unresolved !== "boolean"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/unresolved",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/unresolved/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
+return false;
+}
+var valid17 = _errs102 === errors;
+}
+else {
+var valid17 = true;
+}
+if(valid17){
+if(data43.requestHeaders !== undefined){
+let data47 = data43.requestHeaders;
+const _errs104 = errors;
+if(errors === _errs104){
+if(data47 && typeof data47 == "object" && !Array.isArray(data47)){
+const _errs106 = errors;
+for(const key9 in data47){
+if(!(((key9 === "set") || (key9 === "add")) || (key9 === "remove"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key9},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs106 === errors){
+if(data47.set !== undefined){
+let data48 = data47.set;
+const _errs107 = errors;
+if(errors === _errs107){
+if(Array.isArray(data48)){
+var valid19 = true;
+const len9 = data48.length;
+for(let i9=0; i9<len9; i9++){
+let data49 = data48[i9];
+const _errs109 = errors;
+if(errors === _errs109){
+if(data49 && typeof data49 == "object" && !Array.isArray(data49)){
+let missing9;
+if(((data49.name === undefined) && (missing9 = "name")) || ((data49.value === undefined) && (missing9 = "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders/set/" + i9,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/properties/set/items/required",keyword:"required",params:{missingProperty: missing9},message:"must have required property '"+missing9+"'"}];
+return false;
+}
+else {
+const _errs111 = errors;
+for(const key10 in data49){
+if(!((key10 === "name") || (key10 === "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders/set/" + i9,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/properties/set/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key10},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs111 === errors){
+if(data49.name !== undefined){
+let data50 = data49.name;
+const _errs112 = errors;
+if(errors === _errs112){
+if(typeof data50 === "string"){
+if(func3(data50) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders/set/" + i9+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/properties/set/items/properties/name/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders/set/" + i9+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/properties/set/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid20 = _errs112 === errors;
+}
+else {
+var valid20 = true;
+}
+if(valid20){
+if(data49.value !== undefined){
+const _errs114 = errors;
+if(typeof data49.value !== "string"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders/set/" + i9+"/value",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/properties/set/items/properties/value/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid20 = _errs114 === errors;
+}
+else {
+var valid20 = true;
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders/set/" + i9,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/properties/set/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid19 = _errs109 === errors;
+if(!valid19){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders/set",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/properties/set/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid18 = _errs107 === errors;
+}
+else {
+var valid18 = true;
+}
+if(valid18){
+if(data47.add !== undefined){
+let data52 = data47.add;
+const _errs116 = errors;
+if(errors === _errs116){
+if(Array.isArray(data52)){
+var valid21 = true;
+const len10 = data52.length;
+for(let i10=0; i10<len10; i10++){
+let data53 = data52[i10];
+const _errs118 = errors;
+if(errors === _errs118){
+if(data53 && typeof data53 == "object" && !Array.isArray(data53)){
+let missing10;
+if(((data53.name === undefined) && (missing10 = "name")) || ((data53.value === undefined) && (missing10 = "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders/add/" + i10,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/properties/add/items/required",keyword:"required",params:{missingProperty: missing10},message:"must have required property '"+missing10+"'"}];
+return false;
+}
+else {
+const _errs120 = errors;
+for(const key11 in data53){
+if(!((key11 === "name") || (key11 === "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders/add/" + i10,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/properties/add/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key11},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs120 === errors){
+if(data53.name !== undefined){
+let data54 = data53.name;
+const _errs121 = errors;
+if(errors === _errs121){
+if(typeof data54 === "string"){
+if(func3(data54) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders/add/" + i10+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/properties/add/items/properties/name/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders/add/" + i10+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/properties/add/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid22 = _errs121 === errors;
+}
+else {
+var valid22 = true;
+}
+if(valid22){
+if(data53.value !== undefined){
+const _errs123 = errors;
+if(typeof data53.value !== "string"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders/add/" + i10+"/value",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/properties/add/items/properties/value/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid22 = _errs123 === errors;
+}
+else {
+var valid22 = true;
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders/add/" + i10,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/properties/add/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid21 = _errs118 === errors;
+if(!valid21){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders/add",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/properties/add/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid18 = _errs116 === errors;
+}
+else {
+var valid18 = true;
+}
+if(valid18){
+if(data47.remove !== undefined){
+let data56 = data47.remove;
+const _errs125 = errors;
+if(errors === _errs125){
+if(Array.isArray(data56)){
+var valid23 = true;
+const len11 = data56.length;
+for(let i11=0; i11<len11; i11++){
+let data57 = data56[i11];
+const _errs127 = errors;
+if(errors === _errs127){
+if(typeof data57 === "string"){
+if(func3(data57) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders/remove/" + i11,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/properties/remove/items/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders/remove/" + i11,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/properties/remove/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid23 = _errs127 === errors;
+if(!valid23){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders/remove",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/properties/remove/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid18 = _errs125 === errors;
+}
+else {
+var valid18 = true;
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/requestHeaders",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/requestHeaders/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid17 = _errs104 === errors;
+}
+else {
+var valid17 = true;
+}
+if(valid17){
+if(data43.responseHeaders !== undefined){
+let data58 = data43.responseHeaders;
+const _errs129 = errors;
+if(errors === _errs129){
+if(data58 && typeof data58 == "object" && !Array.isArray(data58)){
+const _errs131 = errors;
+for(const key12 in data58){
+if(!(((key12 === "set") || (key12 === "add")) || (key12 === "remove"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key12},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs131 === errors){
+if(data58.set !== undefined){
+let data59 = data58.set;
+const _errs132 = errors;
+if(errors === _errs132){
+if(Array.isArray(data59)){
+var valid25 = true;
+const len12 = data59.length;
+for(let i12=0; i12<len12; i12++){
+let data60 = data59[i12];
+const _errs134 = errors;
+if(errors === _errs134){
+if(data60 && typeof data60 == "object" && !Array.isArray(data60)){
+let missing11;
+if(((data60.name === undefined) && (missing11 = "name")) || ((data60.value === undefined) && (missing11 = "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders/set/" + i12,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/properties/set/items/required",keyword:"required",params:{missingProperty: missing11},message:"must have required property '"+missing11+"'"}];
+return false;
+}
+else {
+const _errs136 = errors;
+for(const key13 in data60){
+if(!((key13 === "name") || (key13 === "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders/set/" + i12,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/properties/set/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key13},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs136 === errors){
+if(data60.name !== undefined){
+let data61 = data60.name;
+const _errs137 = errors;
+if(errors === _errs137){
+if(typeof data61 === "string"){
+if(func3(data61) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders/set/" + i12+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/properties/set/items/properties/name/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders/set/" + i12+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/properties/set/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid26 = _errs137 === errors;
+}
+else {
+var valid26 = true;
+}
+if(valid26){
+if(data60.value !== undefined){
+const _errs139 = errors;
+if(typeof data60.value !== "string"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders/set/" + i12+"/value",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/properties/set/items/properties/value/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid26 = _errs139 === errors;
+}
+else {
+var valid26 = true;
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders/set/" + i12,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/properties/set/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid25 = _errs134 === errors;
+if(!valid25){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders/set",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/properties/set/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid24 = _errs132 === errors;
+}
+else {
+var valid24 = true;
+}
+if(valid24){
+if(data58.add !== undefined){
+let data63 = data58.add;
+const _errs141 = errors;
+if(errors === _errs141){
+if(Array.isArray(data63)){
+var valid27 = true;
+const len13 = data63.length;
+for(let i13=0; i13<len13; i13++){
+let data64 = data63[i13];
+const _errs143 = errors;
+if(errors === _errs143){
+if(data64 && typeof data64 == "object" && !Array.isArray(data64)){
+let missing12;
+if(((data64.name === undefined) && (missing12 = "name")) || ((data64.value === undefined) && (missing12 = "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders/add/" + i13,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/properties/add/items/required",keyword:"required",params:{missingProperty: missing12},message:"must have required property '"+missing12+"'"}];
+return false;
+}
+else {
+const _errs145 = errors;
+for(const key14 in data64){
+if(!((key14 === "name") || (key14 === "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders/add/" + i13,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/properties/add/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key14},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs145 === errors){
+if(data64.name !== undefined){
+let data65 = data64.name;
+const _errs146 = errors;
+if(errors === _errs146){
+if(typeof data65 === "string"){
+if(func3(data65) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders/add/" + i13+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/properties/add/items/properties/name/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders/add/" + i13+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/properties/add/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid28 = _errs146 === errors;
+}
+else {
+var valid28 = true;
+}
+if(valid28){
+if(data64.value !== undefined){
+const _errs148 = errors;
+if(typeof data64.value !== "string"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders/add/" + i13+"/value",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/properties/add/items/properties/value/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid28 = _errs148 === errors;
+}
+else {
+var valid28 = true;
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders/add/" + i13,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/properties/add/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid27 = _errs143 === errors;
+if(!valid27){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders/add",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/properties/add/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid24 = _errs141 === errors;
+}
+else {
+var valid24 = true;
+}
+if(valid24){
+if(data58.remove !== undefined){
+let data67 = data58.remove;
+const _errs150 = errors;
+if(errors === _errs150){
+if(Array.isArray(data67)){
+var valid29 = true;
+const len14 = data67.length;
+for(let i14=0; i14<len14; i14++){
+let data68 = data67[i14];
+const _errs152 = errors;
+if(errors === _errs152){
+if(typeof data68 === "string"){
+if(func3(data68) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders/remove/" + i14,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/properties/remove/items/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders/remove/" + i14,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/properties/remove/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid29 = _errs152 === errors;
+if(!valid29){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders/remove",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/properties/remove/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid24 = _errs150 === errors;
+}
+else {
+var valid24 = true;
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/responseHeaders",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/responseHeaders/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid17 = _errs129 === errors;
+}
+else {
+var valid17 = true;
+}
+if(valid17){
+if(data43.mirrors !== undefined){
+let data69 = data43.mirrors;
+const _errs154 = errors;
+if(errors === _errs154){
+if(Array.isArray(data69)){
+var valid30 = true;
+const len15 = data69.length;
+for(let i15=0; i15<len15; i15++){
+let data70 = data69[i15];
+const _errs156 = errors;
+if(errors === _errs156){
+if(data70 && typeof data70 == "object" && !Array.isArray(data70)){
+let missing13;
+if((data70.cluster === undefined) && (missing13 = "cluster")){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/mirrors/" + i15,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/mirrors/items/required",keyword:"required",params:{missingProperty: missing13},message:"must have required property '"+missing13+"'"}];
+return false;
+}
+else {
+const _errs158 = errors;
+for(const key15 in data70){
+if(!((key15 === "cluster") || (key15 === "percent"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/mirrors/" + i15,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/mirrors/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key15},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs158 === errors){
+if(data70.cluster !== undefined){
+let data71 = data70.cluster;
+const _errs159 = errors;
+if(errors === _errs159){
+if(typeof data71 === "string"){
+if(func3(data71) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/mirrors/" + i15+"/cluster",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/mirrors/items/properties/cluster/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/mirrors/" + i15+"/cluster",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/mirrors/items/properties/cluster/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid31 = _errs159 === errors;
+}
+else {
+var valid31 = true;
+}
+if(valid31){
+if(data70.percent !== undefined){
+let data72 = data70.percent;
+const _errs161 = errors;
+if(errors === _errs161){
+if((typeof data72 == "number") && (isFinite(data72))){
+if(data72 > 100 || isNaN(data72)){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/mirrors/" + i15+"/percent",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/mirrors/items/properties/percent/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100},message:"must be <= 100"}];
+return false;
+}
+else {
+if(data72 < 0 || isNaN(data72)){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/mirrors/" + i15+"/percent",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/mirrors/items/properties/percent/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/mirrors/" + i15+"/percent",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/mirrors/items/properties/percent/type",keyword:"type",params:{type: "number"},message:"must be number"}];
+return false;
+}
+}
+var valid31 = _errs161 === errors;
+}
+else {
+var valid31 = true;
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/mirrors/" + i15,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/mirrors/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid30 = _errs156 === errors;
+if(!valid30){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backends/" + i8+"/mirrors",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backends/items/properties/mirrors/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid17 = _errs154 === errors;
+}
+else {
+var valid17 = true;
+}
+}
+}
+}
 }
 }
 }
@@ -977,10 +1580,9 @@ validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i
 return false;
 }
 }
-var valid16 = _errs93 === errors;
+var valid16 = _errs95 === errors;
 if(!valid16){
 break;
-}
 }
 }
 }
@@ -989,22 +1591,1277 @@ validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i
 return false;
 }
 }
-var valid12 = _errs91 === errors;
+var valid12 = _errs93 === errors;
 }
 else {
 var valid12 = true;
 }
 if(valid12){
 if(data33.retryNonIdempotent !== undefined){
-const _errs100 = errors;
+const _errs163 = errors;
 if(typeof data33.retryNonIdempotent !== "boolean"){
 validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/retryNonIdempotent",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/retryNonIdempotent/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
 return false;
 }
-var valid12 = _errs100 === errors;
+var valid12 = _errs163 === errors;
 }
 else {
 var valid12 = true;
+}
+if(valid12){
+if(data33.path !== undefined){
+let data74 = data33.path;
+const _errs165 = errors;
+if(errors === _errs165){
+if(data74 && typeof data74 == "object" && !Array.isArray(data74)){
+let missing14;
+if(((data74.type === undefined) && (missing14 = "type")) || ((data74.value === undefined) && (missing14 = "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/path",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/path/required",keyword:"required",params:{missingProperty: missing14},message:"must have required property '"+missing14+"'"}];
+return false;
+}
+else {
+const _errs167 = errors;
+for(const key16 in data74){
+if(!((key16 === "type") || (key16 === "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/path",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/path/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key16},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs167 === errors){
+if(data74.type !== undefined){
+let data75 = data74.type;
+const _errs168 = errors;
+if(typeof data75 !== "string"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/path/type",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/path/properties/type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+if(!(((data75 === "Exact") || (data75 === "PathPrefix")) || (data75 === "RegularExpression"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/path/type",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/path/properties/type/enum",keyword:"enum",params:{allowedValues: schema11.properties.outbound.items.properties.routes.items.properties.path.properties.type.enum},message:"must be equal to one of the allowed values"}];
+return false;
+}
+var valid32 = _errs168 === errors;
+}
+else {
+var valid32 = true;
+}
+if(valid32){
+if(data74.value !== undefined){
+let data76 = data74.value;
+const _errs170 = errors;
+if(errors === _errs170){
+if(typeof data76 === "string"){
+if(func3(data76) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/path/value",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/path/properties/value/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/path/value",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/path/properties/value/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid32 = _errs170 === errors;
+}
+else {
+var valid32 = true;
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/path",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/path/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid12 = _errs165 === errors;
+}
+else {
+var valid12 = true;
+}
+if(valid12){
+if(data33.method !== undefined){
+let data77 = data33.method;
+const _errs172 = errors;
+if(errors === _errs172){
+if(typeof data77 === "string"){
+if(!pattern1.test(data77)){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/method",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/method/pattern",keyword:"pattern",params:{pattern: "^[A-Z]+$"},message:"must match pattern \""+"^[A-Z]+$"+"\""}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/method",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/method/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid12 = _errs172 === errors;
+}
+else {
+var valid12 = true;
+}
+if(valid12){
+if(data33.query !== undefined){
+let data78 = data33.query;
+const _errs174 = errors;
+if(errors === _errs174){
+if(Array.isArray(data78)){
+var valid33 = true;
+const len16 = data78.length;
+for(let i16=0; i16<len16; i16++){
+let data79 = data78[i16];
+const _errs176 = errors;
+if(errors === _errs176){
+if(data79 && typeof data79 == "object" && !Array.isArray(data79)){
+let missing15;
+if(((data79.name === undefined) && (missing15 = "name")) || ((data79.value === undefined) && (missing15 = "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/query/" + i16,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/query/items/required",keyword:"required",params:{missingProperty: missing15},message:"must have required property '"+missing15+"'"}];
+return false;
+}
+else {
+const _errs178 = errors;
+for(const key17 in data79){
+if(!(((key17 === "name") || (key17 === "value")) || (key17 === "type"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/query/" + i16,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/query/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key17},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs178 === errors){
+if(data79.name !== undefined){
+let data80 = data79.name;
+const _errs179 = errors;
+if(errors === _errs179){
+if(typeof data80 === "string"){
+if(func3(data80) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/query/" + i16+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/query/items/properties/name/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/query/" + i16+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/query/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid34 = _errs179 === errors;
+}
+else {
+var valid34 = true;
+}
+if(valid34){
+if(data79.value !== undefined){
+const _errs181 = errors;
+if(typeof data79.value !== "string"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/query/" + i16+"/value",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/query/items/properties/value/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid34 = _errs181 === errors;
+}
+else {
+var valid34 = true;
+}
+if(valid34){
+if(data79.type !== undefined){
+let data82 = data79.type;
+const _errs183 = errors;
+if(typeof data82 !== "string"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/query/" + i16+"/type",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/query/items/properties/type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+if(!((data82 === "Exact") || (data82 === "RegularExpression"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/query/" + i16+"/type",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/query/items/properties/type/enum",keyword:"enum",params:{allowedValues: schema11.properties.outbound.items.properties.routes.items.properties.query.items.properties.type.enum},message:"must be equal to one of the allowed values"}];
+return false;
+}
+var valid34 = _errs183 === errors;
+}
+else {
+var valid34 = true;
+}
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/query/" + i16,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/query/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid33 = _errs176 === errors;
+if(!valid33){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/query",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/query/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid12 = _errs174 === errors;
+}
+else {
+var valid12 = true;
+}
+if(valid12){
+if(data33.requestHeaders !== undefined){
+let data83 = data33.requestHeaders;
+const _errs185 = errors;
+if(errors === _errs185){
+if(data83 && typeof data83 == "object" && !Array.isArray(data83)){
+const _errs187 = errors;
+for(const key18 in data83){
+if(!(((key18 === "set") || (key18 === "add")) || (key18 === "remove"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key18},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs187 === errors){
+if(data83.set !== undefined){
+let data84 = data83.set;
+const _errs188 = errors;
+if(errors === _errs188){
+if(Array.isArray(data84)){
+var valid36 = true;
+const len17 = data84.length;
+for(let i17=0; i17<len17; i17++){
+let data85 = data84[i17];
+const _errs190 = errors;
+if(errors === _errs190){
+if(data85 && typeof data85 == "object" && !Array.isArray(data85)){
+let missing16;
+if(((data85.name === undefined) && (missing16 = "name")) || ((data85.value === undefined) && (missing16 = "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders/set/" + i17,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/properties/set/items/required",keyword:"required",params:{missingProperty: missing16},message:"must have required property '"+missing16+"'"}];
+return false;
+}
+else {
+const _errs192 = errors;
+for(const key19 in data85){
+if(!((key19 === "name") || (key19 === "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders/set/" + i17,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/properties/set/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key19},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs192 === errors){
+if(data85.name !== undefined){
+let data86 = data85.name;
+const _errs193 = errors;
+if(errors === _errs193){
+if(typeof data86 === "string"){
+if(func3(data86) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders/set/" + i17+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/properties/set/items/properties/name/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders/set/" + i17+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/properties/set/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid37 = _errs193 === errors;
+}
+else {
+var valid37 = true;
+}
+if(valid37){
+if(data85.value !== undefined){
+const _errs195 = errors;
+if(typeof data85.value !== "string"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders/set/" + i17+"/value",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/properties/set/items/properties/value/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid37 = _errs195 === errors;
+}
+else {
+var valid37 = true;
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders/set/" + i17,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/properties/set/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid36 = _errs190 === errors;
+if(!valid36){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders/set",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/properties/set/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid35 = _errs188 === errors;
+}
+else {
+var valid35 = true;
+}
+if(valid35){
+if(data83.add !== undefined){
+let data88 = data83.add;
+const _errs197 = errors;
+if(errors === _errs197){
+if(Array.isArray(data88)){
+var valid38 = true;
+const len18 = data88.length;
+for(let i18=0; i18<len18; i18++){
+let data89 = data88[i18];
+const _errs199 = errors;
+if(errors === _errs199){
+if(data89 && typeof data89 == "object" && !Array.isArray(data89)){
+let missing17;
+if(((data89.name === undefined) && (missing17 = "name")) || ((data89.value === undefined) && (missing17 = "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders/add/" + i18,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/properties/add/items/required",keyword:"required",params:{missingProperty: missing17},message:"must have required property '"+missing17+"'"}];
+return false;
+}
+else {
+const _errs201 = errors;
+for(const key20 in data89){
+if(!((key20 === "name") || (key20 === "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders/add/" + i18,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/properties/add/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key20},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs201 === errors){
+if(data89.name !== undefined){
+let data90 = data89.name;
+const _errs202 = errors;
+if(errors === _errs202){
+if(typeof data90 === "string"){
+if(func3(data90) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders/add/" + i18+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/properties/add/items/properties/name/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders/add/" + i18+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/properties/add/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid39 = _errs202 === errors;
+}
+else {
+var valid39 = true;
+}
+if(valid39){
+if(data89.value !== undefined){
+const _errs204 = errors;
+if(typeof data89.value !== "string"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders/add/" + i18+"/value",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/properties/add/items/properties/value/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid39 = _errs204 === errors;
+}
+else {
+var valid39 = true;
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders/add/" + i18,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/properties/add/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid38 = _errs199 === errors;
+if(!valid38){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders/add",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/properties/add/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid35 = _errs197 === errors;
+}
+else {
+var valid35 = true;
+}
+if(valid35){
+if(data83.remove !== undefined){
+let data92 = data83.remove;
+const _errs206 = errors;
+if(errors === _errs206){
+if(Array.isArray(data92)){
+var valid40 = true;
+const len19 = data92.length;
+for(let i19=0; i19<len19; i19++){
+let data93 = data92[i19];
+const _errs208 = errors;
+if(errors === _errs208){
+if(typeof data93 === "string"){
+if(func3(data93) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders/remove/" + i19,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/properties/remove/items/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders/remove/" + i19,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/properties/remove/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid40 = _errs208 === errors;
+if(!valid40){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders/remove",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/properties/remove/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid35 = _errs206 === errors;
+}
+else {
+var valid35 = true;
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/requestHeaders",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/requestHeaders/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid12 = _errs185 === errors;
+}
+else {
+var valid12 = true;
+}
+if(valid12){
+if(data33.responseHeaders !== undefined){
+let data94 = data33.responseHeaders;
+const _errs210 = errors;
+if(errors === _errs210){
+if(data94 && typeof data94 == "object" && !Array.isArray(data94)){
+const _errs212 = errors;
+for(const key21 in data94){
+if(!(((key21 === "set") || (key21 === "add")) || (key21 === "remove"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key21},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs212 === errors){
+if(data94.set !== undefined){
+let data95 = data94.set;
+const _errs213 = errors;
+if(errors === _errs213){
+if(Array.isArray(data95)){
+var valid42 = true;
+const len20 = data95.length;
+for(let i20=0; i20<len20; i20++){
+let data96 = data95[i20];
+const _errs215 = errors;
+if(errors === _errs215){
+if(data96 && typeof data96 == "object" && !Array.isArray(data96)){
+let missing18;
+if(((data96.name === undefined) && (missing18 = "name")) || ((data96.value === undefined) && (missing18 = "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders/set/" + i20,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/properties/set/items/required",keyword:"required",params:{missingProperty: missing18},message:"must have required property '"+missing18+"'"}];
+return false;
+}
+else {
+const _errs217 = errors;
+for(const key22 in data96){
+if(!((key22 === "name") || (key22 === "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders/set/" + i20,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/properties/set/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key22},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs217 === errors){
+if(data96.name !== undefined){
+let data97 = data96.name;
+const _errs218 = errors;
+if(errors === _errs218){
+if(typeof data97 === "string"){
+if(func3(data97) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders/set/" + i20+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/properties/set/items/properties/name/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders/set/" + i20+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/properties/set/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid43 = _errs218 === errors;
+}
+else {
+var valid43 = true;
+}
+if(valid43){
+if(data96.value !== undefined){
+const _errs220 = errors;
+if(typeof data96.value !== "string"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders/set/" + i20+"/value",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/properties/set/items/properties/value/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid43 = _errs220 === errors;
+}
+else {
+var valid43 = true;
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders/set/" + i20,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/properties/set/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid42 = _errs215 === errors;
+if(!valid42){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders/set",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/properties/set/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid41 = _errs213 === errors;
+}
+else {
+var valid41 = true;
+}
+if(valid41){
+if(data94.add !== undefined){
+let data99 = data94.add;
+const _errs222 = errors;
+if(errors === _errs222){
+if(Array.isArray(data99)){
+var valid44 = true;
+const len21 = data99.length;
+for(let i21=0; i21<len21; i21++){
+let data100 = data99[i21];
+const _errs224 = errors;
+if(errors === _errs224){
+if(data100 && typeof data100 == "object" && !Array.isArray(data100)){
+let missing19;
+if(((data100.name === undefined) && (missing19 = "name")) || ((data100.value === undefined) && (missing19 = "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders/add/" + i21,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/properties/add/items/required",keyword:"required",params:{missingProperty: missing19},message:"must have required property '"+missing19+"'"}];
+return false;
+}
+else {
+const _errs226 = errors;
+for(const key23 in data100){
+if(!((key23 === "name") || (key23 === "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders/add/" + i21,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/properties/add/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key23},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs226 === errors){
+if(data100.name !== undefined){
+let data101 = data100.name;
+const _errs227 = errors;
+if(errors === _errs227){
+if(typeof data101 === "string"){
+if(func3(data101) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders/add/" + i21+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/properties/add/items/properties/name/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders/add/" + i21+"/name",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/properties/add/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid45 = _errs227 === errors;
+}
+else {
+var valid45 = true;
+}
+if(valid45){
+if(data100.value !== undefined){
+const _errs229 = errors;
+if(typeof data100.value !== "string"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders/add/" + i21+"/value",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/properties/add/items/properties/value/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid45 = _errs229 === errors;
+}
+else {
+var valid45 = true;
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders/add/" + i21,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/properties/add/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid44 = _errs224 === errors;
+if(!valid44){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders/add",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/properties/add/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid41 = _errs222 === errors;
+}
+else {
+var valid41 = true;
+}
+if(valid41){
+if(data94.remove !== undefined){
+let data103 = data94.remove;
+const _errs231 = errors;
+if(errors === _errs231){
+if(Array.isArray(data103)){
+var valid46 = true;
+const len22 = data103.length;
+for(let i22=0; i22<len22; i22++){
+let data104 = data103[i22];
+const _errs233 = errors;
+if(errors === _errs233){
+if(typeof data104 === "string"){
+if(func3(data104) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders/remove/" + i22,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/properties/remove/items/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders/remove/" + i22,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/properties/remove/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid46 = _errs233 === errors;
+if(!valid46){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders/remove",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/properties/remove/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid41 = _errs231 === errors;
+}
+else {
+var valid41 = true;
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/responseHeaders",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/responseHeaders/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid12 = _errs210 === errors;
+}
+else {
+var valid12 = true;
+}
+if(valid12){
+if(data33.redirect !== undefined){
+let data105 = data33.redirect;
+const _errs235 = errors;
+if(errors === _errs235){
+if(data105 && typeof data105 == "object" && !Array.isArray(data105)){
+let missing20;
+if((data105.statusCode === undefined) && (missing20 = "statusCode")){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/required",keyword:"required",params:{missingProperty: missing20},message:"must have required property '"+missing20+"'"}];
+return false;
+}
+else {
+const _errs237 = errors;
+for(const key24 in data105){
+if(!(((((key24 === "scheme") || (key24 === "hostname")) || (key24 === "port")) || (key24 === "path")) || (key24 === "statusCode"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key24},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs237 === errors){
+if(data105.scheme !== undefined){
+let data106 = data105.scheme;
+const _errs238 = errors;
+if(errors === _errs238){
+if(typeof data106 === "string"){
+if(func3(data106) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect/scheme",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/properties/scheme/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect/scheme",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/properties/scheme/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid47 = _errs238 === errors;
+}
+else {
+var valid47 = true;
+}
+if(valid47){
+if(data105.hostname !== undefined){
+let data107 = data105.hostname;
+const _errs240 = errors;
+if(errors === _errs240){
+if(typeof data107 === "string"){
+if(func3(data107) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect/hostname",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/properties/hostname/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect/hostname",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/properties/hostname/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid47 = _errs240 === errors;
+}
+else {
+var valid47 = true;
+}
+if(valid47){
+if(data105.port !== undefined){
+let data108 = data105.port;
+const _errs242 = errors;
+if(!(((typeof data108 == "number") && (!(data108 % 1) && !isNaN(data108))) && (isFinite(data108)))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect/port",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/properties/port/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs242){
+if((typeof data108 == "number") && (isFinite(data108))){
+if(data108 > 65535 || isNaN(data108)){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect/port",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/properties/port/maximum",keyword:"maximum",params:{comparison: "<=", limit: 65535},message:"must be <= 65535"}];
+return false;
+}
+else {
+if(data108 < 1 || isNaN(data108)){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect/port",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/properties/port/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+return false;
+}
+}
+}
+}
+var valid47 = _errs242 === errors;
+}
+else {
+var valid47 = true;
+}
+if(valid47){
+if(data105.path !== undefined){
+let data109 = data105.path;
+const _errs244 = errors;
+if(errors === _errs244){
+if(data109 && typeof data109 == "object" && !Array.isArray(data109)){
+let missing21;
+if(((data109.type === undefined) && (missing21 = "type")) || ((data109.value === undefined) && (missing21 = "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect/path",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/properties/path/required",keyword:"required",params:{missingProperty: missing21},message:"must have required property '"+missing21+"'"}];
+return false;
+}
+else {
+const _errs246 = errors;
+for(const key25 in data109){
+if(!((key25 === "type") || (key25 === "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect/path",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/properties/path/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key25},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs246 === errors){
+if(data109.type !== undefined){
+let data110 = data109.type;
+const _errs247 = errors;
+if(typeof data110 !== "string"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect/path/type",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/properties/path/properties/type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+if(!((data110 === "ReplaceFullPath") || (data110 === "ReplacePrefixMatch"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect/path/type",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/properties/path/properties/type/enum",keyword:"enum",params:{allowedValues: schema11.properties.outbound.items.properties.routes.items.properties.redirect.properties.path.properties.type.enum},message:"must be equal to one of the allowed values"}];
+return false;
+}
+var valid48 = _errs247 === errors;
+}
+else {
+var valid48 = true;
+}
+if(valid48){
+if(data109.value !== undefined){
+const _errs249 = errors;
+if(typeof data109.value !== "string"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect/path/value",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/properties/path/properties/value/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid48 = _errs249 === errors;
+}
+else {
+var valid48 = true;
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect/path",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/properties/path/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid47 = _errs244 === errors;
+}
+else {
+var valid47 = true;
+}
+if(valid47){
+if(data105.statusCode !== undefined){
+let data112 = data105.statusCode;
+const _errs251 = errors;
+if(!(((typeof data112 == "number") && (!(data112 % 1) && !isNaN(data112))) && (isFinite(data112)))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect/statusCode",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/properties/statusCode/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(!(((((data112 === 301) || (data112 === 302)) || (data112 === 303)) || (data112 === 307)) || (data112 === 308))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect/statusCode",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/properties/statusCode/enum",keyword:"enum",params:{allowedValues: schema11.properties.outbound.items.properties.routes.items.properties.redirect.properties.statusCode.enum},message:"must be equal to one of the allowed values"}];
+return false;
+}
+var valid47 = _errs251 === errors;
+}
+else {
+var valid47 = true;
+}
+}
+}
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/redirect",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/redirect/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid12 = _errs235 === errors;
+}
+else {
+var valid12 = true;
+}
+if(valid12){
+if(data33.rewrite !== undefined){
+let data113 = data33.rewrite;
+const _errs253 = errors;
+if(errors === _errs253){
+if(data113 && typeof data113 == "object" && !Array.isArray(data113)){
+const _errs255 = errors;
+for(const key26 in data113){
+if(!((key26 === "hostname") || (key26 === "path"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/rewrite",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/rewrite/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key26},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs255 === errors){
+if(data113.hostname !== undefined){
+let data114 = data113.hostname;
+const _errs256 = errors;
+if(errors === _errs256){
+if(typeof data114 === "string"){
+if(func3(data114) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/rewrite/hostname",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/rewrite/properties/hostname/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/rewrite/hostname",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/rewrite/properties/hostname/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid49 = _errs256 === errors;
+}
+else {
+var valid49 = true;
+}
+if(valid49){
+if(data113.path !== undefined){
+let data115 = data113.path;
+const _errs258 = errors;
+if(errors === _errs258){
+if(data115 && typeof data115 == "object" && !Array.isArray(data115)){
+let missing22;
+if(((data115.type === undefined) && (missing22 = "type")) || ((data115.value === undefined) && (missing22 = "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/rewrite/path",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/rewrite/properties/path/required",keyword:"required",params:{missingProperty: missing22},message:"must have required property '"+missing22+"'"}];
+return false;
+}
+else {
+const _errs260 = errors;
+for(const key27 in data115){
+if(!((key27 === "type") || (key27 === "value"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/rewrite/path",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/rewrite/properties/path/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key27},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs260 === errors){
+if(data115.type !== undefined){
+let data116 = data115.type;
+const _errs261 = errors;
+if(typeof data116 !== "string"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/rewrite/path/type",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/rewrite/properties/path/properties/type/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+if(!((data116 === "ReplaceFullPath") || (data116 === "ReplacePrefixMatch"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/rewrite/path/type",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/rewrite/properties/path/properties/type/enum",keyword:"enum",params:{allowedValues: schema11.properties.outbound.items.properties.routes.items.properties.rewrite.properties.path.properties.type.enum},message:"must be equal to one of the allowed values"}];
+return false;
+}
+var valid50 = _errs261 === errors;
+}
+else {
+var valid50 = true;
+}
+if(valid50){
+if(data115.value !== undefined){
+const _errs263 = errors;
+if(typeof data115.value !== "string"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/rewrite/path/value",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/rewrite/properties/path/properties/value/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid50 = _errs263 === errors;
+}
+else {
+var valid50 = true;
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/rewrite/path",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/rewrite/properties/path/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid49 = _errs258 === errors;
+}
+else {
+var valid49 = true;
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/rewrite",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/rewrite/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid12 = _errs253 === errors;
+}
+else {
+var valid12 = true;
+}
+if(valid12){
+if(data33.mirrors !== undefined){
+let data118 = data33.mirrors;
+const _errs265 = errors;
+if(errors === _errs265){
+if(Array.isArray(data118)){
+var valid51 = true;
+const len23 = data118.length;
+for(let i23=0; i23<len23; i23++){
+let data119 = data118[i23];
+const _errs267 = errors;
+if(errors === _errs267){
+if(data119 && typeof data119 == "object" && !Array.isArray(data119)){
+let missing23;
+if((data119.cluster === undefined) && (missing23 = "cluster")){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/mirrors/" + i23,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/mirrors/items/required",keyword:"required",params:{missingProperty: missing23},message:"must have required property '"+missing23+"'"}];
+return false;
+}
+else {
+const _errs269 = errors;
+for(const key28 in data119){
+if(!((key28 === "cluster") || (key28 === "percent"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/mirrors/" + i23,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/mirrors/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key28},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs269 === errors){
+if(data119.cluster !== undefined){
+let data120 = data119.cluster;
+const _errs270 = errors;
+if(errors === _errs270){
+if(typeof data120 === "string"){
+if(func3(data120) < 1){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/mirrors/" + i23+"/cluster",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/mirrors/items/properties/cluster/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+return false;
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/mirrors/" + i23+"/cluster",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/mirrors/items/properties/cluster/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid52 = _errs270 === errors;
+}
+else {
+var valid52 = true;
+}
+if(valid52){
+if(data119.percent !== undefined){
+let data121 = data119.percent;
+const _errs272 = errors;
+if(errors === _errs272){
+if((typeof data121 == "number") && (isFinite(data121))){
+if(data121 > 100 || isNaN(data121)){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/mirrors/" + i23+"/percent",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/mirrors/items/properties/percent/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100},message:"must be <= 100"}];
+return false;
+}
+else {
+if(data121 < 0 || isNaN(data121)){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/mirrors/" + i23+"/percent",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/mirrors/items/properties/percent/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/mirrors/" + i23+"/percent",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/mirrors/items/properties/percent/type",keyword:"type",params:{type: "number"},message:"must be number"}];
+return false;
+}
+}
+var valid52 = _errs272 === errors;
+}
+else {
+var valid52 = true;
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/mirrors/" + i23,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/mirrors/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid51 = _errs267 === errors;
+if(!valid51){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/mirrors",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/mirrors/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid12 = _errs265 === errors;
+}
+else {
+var valid12 = true;
+}
+if(valid12){
+if(data33.timeoutMs !== undefined){
+let data122 = data33.timeoutMs;
+const _errs274 = errors;
+if(!(((typeof data122 == "number") && (!(data122 % 1) && !isNaN(data122))) && (isFinite(data122)))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/timeoutMs",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/timeoutMs/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs274){
+if((typeof data122 == "number") && (isFinite(data122))){
+if(data122 < 0 || isNaN(data122)){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/timeoutMs",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/timeoutMs/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+var valid12 = _errs274 === errors;
+}
+else {
+var valid12 = true;
+}
+if(valid12){
+if(data33.backendTimeoutMs !== undefined){
+let data123 = data33.backendTimeoutMs;
+const _errs276 = errors;
+if(!(((typeof data123 == "number") && (!(data123 % 1) && !isNaN(data123))) && (isFinite(data123)))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backendTimeoutMs",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backendTimeoutMs/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs276){
+if((typeof data123 == "number") && (isFinite(data123))){
+if(data123 < 0 || isNaN(data123)){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/backendTimeoutMs",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/backendTimeoutMs/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+var valid12 = _errs276 === errors;
+}
+else {
+var valid12 = true;
+}
+if(valid12){
+if(data33.retry !== undefined){
+let data124 = data33.retry;
+const _errs278 = errors;
+if(errors === _errs278){
+if(data124 && typeof data124 == "object" && !Array.isArray(data124)){
+let missing24;
+if((((data124.codes === undefined) && (missing24 = "codes")) || ((data124.attempts === undefined) && (missing24 = "attempts"))) || ((data124.backoffMs === undefined) && (missing24 = "backoffMs"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/retry",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/retry/required",keyword:"required",params:{missingProperty: missing24},message:"must have required property '"+missing24+"'"}];
+return false;
+}
+else {
+const _errs280 = errors;
+for(const key29 in data124){
+if(!(((key29 === "codes") || (key29 === "attempts")) || (key29 === "backoffMs"))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/retry",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/retry/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key29},message:"must NOT have additional properties"}];
+return false;
+break;
+}
+}
+if(_errs280 === errors){
+if(data124.codes !== undefined){
+let data125 = data124.codes;
+const _errs281 = errors;
+if(errors === _errs281){
+if(Array.isArray(data125)){
+var valid54 = true;
+const len24 = data125.length;
+for(let i24=0; i24<len24; i24++){
+let data126 = data125[i24];
+const _errs283 = errors;
+if(!(((typeof data126 == "number") && (!(data126 % 1) && !isNaN(data126))) && (isFinite(data126)))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/retry/codes/" + i24,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/retry/properties/codes/items/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs283){
+if((typeof data126 == "number") && (isFinite(data126))){
+if(data126 > 599 || isNaN(data126)){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/retry/codes/" + i24,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/retry/properties/codes/items/maximum",keyword:"maximum",params:{comparison: "<=", limit: 599},message:"must be <= 599"}];
+return false;
+}
+else {
+if(data126 < 400 || isNaN(data126)){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/retry/codes/" + i24,schemaPath:"#/properties/outbound/items/properties/routes/items/properties/retry/properties/codes/items/minimum",keyword:"minimum",params:{comparison: ">=", limit: 400},message:"must be >= 400"}];
+return false;
+}
+}
+}
+}
+var valid54 = _errs283 === errors;
+if(!valid54){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/retry/codes",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/retry/properties/codes/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid53 = _errs281 === errors;
+}
+else {
+var valid53 = true;
+}
+if(valid53){
+if(data124.attempts !== undefined){
+let data127 = data124.attempts;
+const _errs285 = errors;
+if(!(((typeof data127 == "number") && (!(data127 % 1) && !isNaN(data127))) && (isFinite(data127)))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/retry/attempts",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/retry/properties/attempts/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs285){
+if((typeof data127 == "number") && (isFinite(data127))){
+if(data127 < 0 || isNaN(data127)){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/retry/attempts",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/retry/properties/attempts/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+var valid53 = _errs285 === errors;
+}
+else {
+var valid53 = true;
+}
+if(valid53){
+if(data124.backoffMs !== undefined){
+let data128 = data124.backoffMs;
+const _errs287 = errors;
+if(!(((typeof data128 == "number") && (!(data128 % 1) && !isNaN(data128))) && (isFinite(data128)))){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/retry/backoffMs",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/retry/properties/backoffMs/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs287){
+if((typeof data128 == "number") && (isFinite(data128))){
+if(data128 < 0 || isNaN(data128)){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/retry/backoffMs",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/retry/properties/backoffMs/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+var valid53 = _errs287 === errors;
+}
+else {
+var valid53 = true;
+}
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/retry",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/retry/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid12 = _errs278 === errors;
+}
+else {
+var valid12 = true;
+}
+if(valid12){
+if(data33.source !== undefined){
+const _errs289 = errors;
+if(typeof data33.source !== "string"){
+validate10.errors = [{instancePath:instancePath+"/outbound/" + i4+"/routes/" + i5+"/source",schemaPath:"#/properties/outbound/items/properties/routes/items/properties/source/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid12 = _errs289 === errors;
+}
+else {
+var valid12 = true;
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
 }
 }
 }
@@ -1066,901 +2923,901 @@ var valid0 = true;
 }
 if(valid0){
 if(data.clusters !== undefined){
-let data46 = data.clusters;
-const _errs102 = errors;
-if(errors === _errs102){
-if(Array.isArray(data46)){
-var valid18 = true;
-const len9 = data46.length;
-for(let i9=0; i9<len9; i9++){
-let data47 = data46[i9];
-const _errs104 = errors;
-if(errors === _errs104){
-if(data47 && typeof data47 == "object" && !Array.isArray(data47)){
-let missing9;
-if((((((((((data47.name === undefined) && (missing9 = "name")) || ((data47.service === undefined) && (missing9 = "service"))) || ((data47.namespace === undefined) && (missing9 = "namespace"))) || ((data47.port === undefined) && (missing9 = "port"))) || ((data47.protocol === undefined) && (missing9 = "protocol"))) || ((data47.lbPolicy === undefined) && (missing9 = "lbPolicy"))) || ((data47.hashHeader === undefined) && (missing9 = "hashHeader"))) || ((data47.policy === undefined) && (missing9 = "policy"))) || ((data47.endpoints === undefined) && (missing9 = "endpoints"))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9,schemaPath:"#/properties/clusters/items/required",keyword:"required",params:{missingProperty: missing9},message:"must have required property '"+missing9+"'"}];
+let data130 = data.clusters;
+const _errs291 = errors;
+if(errors === _errs291){
+if(Array.isArray(data130)){
+var valid55 = true;
+const len25 = data130.length;
+for(let i25=0; i25<len25; i25++){
+let data131 = data130[i25];
+const _errs293 = errors;
+if(errors === _errs293){
+if(data131 && typeof data131 == "object" && !Array.isArray(data131)){
+let missing25;
+if((((((((((data131.name === undefined) && (missing25 = "name")) || ((data131.service === undefined) && (missing25 = "service"))) || ((data131.namespace === undefined) && (missing25 = "namespace"))) || ((data131.port === undefined) && (missing25 = "port"))) || ((data131.protocol === undefined) && (missing25 = "protocol"))) || ((data131.lbPolicy === undefined) && (missing25 = "lbPolicy"))) || ((data131.hashHeader === undefined) && (missing25 = "hashHeader"))) || ((data131.policy === undefined) && (missing25 = "policy"))) || ((data131.endpoints === undefined) && (missing25 = "endpoints"))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25,schemaPath:"#/properties/clusters/items/required",keyword:"required",params:{missingProperty: missing25},message:"must have required property '"+missing25+"'"}];
 return false;
 }
 else {
-const _errs106 = errors;
-for(const key9 in data47){
-if(!(func2.call(schema11.properties.clusters.items.properties, key9))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9,schemaPath:"#/properties/clusters/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key9},message:"must NOT have additional properties"}];
+const _errs295 = errors;
+for(const key30 in data131){
+if(!(func2.call(schema11.properties.clusters.items.properties, key30))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25,schemaPath:"#/properties/clusters/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key30},message:"must NOT have additional properties"}];
 return false;
 break;
 }
 }
-if(_errs106 === errors){
-if(data47.name !== undefined){
-let data48 = data47.name;
-const _errs107 = errors;
-if(errors === _errs107){
-if(typeof data48 === "string"){
-if(func3(data48) < 1){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/name",schemaPath:"#/properties/clusters/items/properties/name/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+if(_errs295 === errors){
+if(data131.name !== undefined){
+let data132 = data131.name;
+const _errs296 = errors;
+if(errors === _errs296){
+if(typeof data132 === "string"){
+if(func3(data132) < 1){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/name",schemaPath:"#/properties/clusters/items/properties/name/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
 return false;
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/name",schemaPath:"#/properties/clusters/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/name",schemaPath:"#/properties/clusters/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 }
-var valid19 = _errs107 === errors;
+var valid56 = _errs296 === errors;
 }
 else {
-var valid19 = true;
+var valid56 = true;
 }
-if(valid19){
-if(data47.service !== undefined){
-let data49 = data47.service;
-const _errs109 = errors;
-if(errors === _errs109){
-if(typeof data49 === "string"){
-if(func3(data49) < 1){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/service",schemaPath:"#/properties/clusters/items/properties/service/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
-return false;
-}
-}
-else {
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/service",schemaPath:"#/properties/clusters/items/properties/service/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-}
-var valid19 = _errs109 === errors;
-}
-else {
-var valid19 = true;
-}
-if(valid19){
-if(data47.namespace !== undefined){
-let data50 = data47.namespace;
-const _errs111 = errors;
-if(errors === _errs111){
-if(typeof data50 === "string"){
-if(func3(data50) < 1){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/namespace",schemaPath:"#/properties/clusters/items/properties/namespace/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+if(valid56){
+if(data131.service !== undefined){
+let data133 = data131.service;
+const _errs298 = errors;
+if(errors === _errs298){
+if(typeof data133 === "string"){
+if(func3(data133) < 1){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/service",schemaPath:"#/properties/clusters/items/properties/service/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
 return false;
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/namespace",schemaPath:"#/properties/clusters/items/properties/namespace/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/service",schemaPath:"#/properties/clusters/items/properties/service/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 }
-var valid19 = _errs111 === errors;
+var valid56 = _errs298 === errors;
 }
 else {
-var valid19 = true;
+var valid56 = true;
 }
-if(valid19){
-if(data47.port !== undefined){
-let data51 = data47.port;
-const _errs113 = errors;
-if(!(((typeof data51 == "number") && (!(data51 % 1) && !isNaN(data51))) && (isFinite(data51)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/port",schemaPath:"#/properties/clusters/items/properties/port/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+if(valid56){
+if(data131.namespace !== undefined){
+let data134 = data131.namespace;
+const _errs300 = errors;
+if(errors === _errs300){
+if(typeof data134 === "string"){
+if(func3(data134) < 1){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/namespace",schemaPath:"#/properties/clusters/items/properties/namespace/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
 return false;
 }
-if(errors === _errs113){
-if((typeof data51 == "number") && (isFinite(data51))){
-if(data51 > 65535 || isNaN(data51)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/port",schemaPath:"#/properties/clusters/items/properties/port/maximum",keyword:"maximum",params:{comparison: "<=", limit: 65535},message:"must be <= 65535"}];
-return false;
 }
 else {
-if(data51 < 1 || isNaN(data51)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/port",schemaPath:"#/properties/clusters/items/properties/port/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/namespace",schemaPath:"#/properties/clusters/items/properties/namespace/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 }
-}
-}
-var valid19 = _errs113 === errors;
+var valid56 = _errs300 === errors;
 }
 else {
-var valid19 = true;
+var valid56 = true;
 }
-if(valid19){
-if(data47.protocol !== undefined){
-let data52 = data47.protocol;
-const _errs115 = errors;
-if(typeof data52 !== "string"){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/protocol",schemaPath:"#/properties/clusters/items/properties/protocol/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+if(valid56){
+if(data131.port !== undefined){
+let data135 = data131.port;
+const _errs302 = errors;
+if(!(((typeof data135 == "number") && (!(data135 % 1) && !isNaN(data135))) && (isFinite(data135)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/port",schemaPath:"#/properties/clusters/items/properties/port/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(!((((data52 === "http") || (data52 === "http2")) || (data52 === "grpc")) || (data52 === "tcp"))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/protocol",schemaPath:"#/properties/clusters/items/properties/protocol/enum",keyword:"enum",params:{allowedValues: schema11.properties.clusters.items.properties.protocol.enum},message:"must be equal to one of the allowed values"}];
-return false;
-}
-var valid19 = _errs115 === errors;
-}
-else {
-var valid19 = true;
-}
-if(valid19){
-if(data47.lbPolicy !== undefined){
-let data53 = data47.lbPolicy;
-const _errs117 = errors;
-if(typeof data53 !== "string"){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/lbPolicy",schemaPath:"#/properties/clusters/items/properties/lbPolicy/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-if(!((((data53 === "least_request") || (data53 === "round_robin")) || (data53 === "random")) || (data53 === "hash"))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/lbPolicy",schemaPath:"#/properties/clusters/items/properties/lbPolicy/enum",keyword:"enum",params:{allowedValues: schema11.properties.clusters.items.properties.lbPolicy.enum},message:"must be equal to one of the allowed values"}];
-return false;
-}
-var valid19 = _errs117 === errors;
-}
-else {
-var valid19 = true;
-}
-if(valid19){
-if(data47.hashHeader !== undefined){
-const _errs119 = errors;
-if(typeof data47.hashHeader !== "string"){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/hashHeader",schemaPath:"#/properties/clusters/items/properties/hashHeader/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-var valid19 = _errs119 === errors;
-}
-else {
-var valid19 = true;
-}
-if(valid19){
-if(data47.policy !== undefined){
-let data55 = data47.policy;
-const _errs121 = errors;
-if(errors === _errs121){
-if(data55 && typeof data55 == "object" && !Array.isArray(data55)){
-let missing10;
-if(((((((((((((((data55.connectTimeoutMs === undefined) && (missing10 = "connectTimeoutMs")) || ((data55.requestTimeoutMs === undefined) && (missing10 = "requestTimeoutMs"))) || ((data55.retryAttempts === undefined) && (missing10 = "retryAttempts"))) || ((data55.maxActiveRetries === undefined) && (missing10 = "maxActiveRetries"))) || ((data55.maxConnections === undefined) && (missing10 = "maxConnections"))) || ((data55.maxRequests === undefined) && (missing10 = "maxRequests"))) || ((data55.maxPendingRequests === undefined) && (missing10 = "maxPendingRequests"))) || ((data55.maxRequestsPerConnection === undefined) && (missing10 = "maxRequestsPerConnection"))) || ((data55.consecutiveErrors === undefined) && (missing10 = "consecutiveErrors"))) || ((data55.baseEjectionTimeMs === undefined) && (missing10 = "baseEjectionTimeMs"))) || ((data55.maxEjectionPercent === undefined) && (missing10 = "maxEjectionPercent"))) || ((data55.intervalMs === undefined) && (missing10 = "intervalMs"))) || ((data55.healthyPanicThreshold === undefined) && (missing10 = "healthyPanicThreshold"))) || ((data55.tcpIdleTimeoutS === undefined) && (missing10 = "tcpIdleTimeoutS"))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy",schemaPath:"#/properties/clusters/items/properties/policy/required",keyword:"required",params:{missingProperty: missing10},message:"must have required property '"+missing10+"'"}];
+if(errors === _errs302){
+if((typeof data135 == "number") && (isFinite(data135))){
+if(data135 > 65535 || isNaN(data135)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/port",schemaPath:"#/properties/clusters/items/properties/port/maximum",keyword:"maximum",params:{comparison: "<=", limit: 65535},message:"must be <= 65535"}];
 return false;
 }
 else {
-const _errs123 = errors;
-for(const key10 in data55){
-if(!(func2.call(schema11.properties.clusters.items.properties.policy.properties, key10))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy",schemaPath:"#/properties/clusters/items/properties/policy/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key10},message:"must NOT have additional properties"}];
+if(data135 < 1 || isNaN(data135)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/port",schemaPath:"#/properties/clusters/items/properties/port/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+return false;
+}
+}
+}
+}
+var valid56 = _errs302 === errors;
+}
+else {
+var valid56 = true;
+}
+if(valid56){
+if(data131.protocol !== undefined){
+let data136 = data131.protocol;
+const _errs304 = errors;
+if(typeof data136 !== "string"){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/protocol",schemaPath:"#/properties/clusters/items/properties/protocol/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+if(!((((data136 === "http") || (data136 === "http2")) || (data136 === "grpc")) || (data136 === "tcp"))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/protocol",schemaPath:"#/properties/clusters/items/properties/protocol/enum",keyword:"enum",params:{allowedValues: schema11.properties.clusters.items.properties.protocol.enum},message:"must be equal to one of the allowed values"}];
+return false;
+}
+var valid56 = _errs304 === errors;
+}
+else {
+var valid56 = true;
+}
+if(valid56){
+if(data131.lbPolicy !== undefined){
+let data137 = data131.lbPolicy;
+const _errs306 = errors;
+if(typeof data137 !== "string"){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/lbPolicy",schemaPath:"#/properties/clusters/items/properties/lbPolicy/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+if(!((((data137 === "least_request") || (data137 === "round_robin")) || (data137 === "random")) || (data137 === "hash"))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/lbPolicy",schemaPath:"#/properties/clusters/items/properties/lbPolicy/enum",keyword:"enum",params:{allowedValues: schema11.properties.clusters.items.properties.lbPolicy.enum},message:"must be equal to one of the allowed values"}];
+return false;
+}
+var valid56 = _errs306 === errors;
+}
+else {
+var valid56 = true;
+}
+if(valid56){
+if(data131.hashHeader !== undefined){
+const _errs308 = errors;
+if(typeof data131.hashHeader !== "string"){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/hashHeader",schemaPath:"#/properties/clusters/items/properties/hashHeader/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+var valid56 = _errs308 === errors;
+}
+else {
+var valid56 = true;
+}
+if(valid56){
+if(data131.policy !== undefined){
+let data139 = data131.policy;
+const _errs310 = errors;
+if(errors === _errs310){
+if(data139 && typeof data139 == "object" && !Array.isArray(data139)){
+let missing26;
+if(((((((((((((((data139.connectTimeoutMs === undefined) && (missing26 = "connectTimeoutMs")) || ((data139.requestTimeoutMs === undefined) && (missing26 = "requestTimeoutMs"))) || ((data139.retryAttempts === undefined) && (missing26 = "retryAttempts"))) || ((data139.maxActiveRetries === undefined) && (missing26 = "maxActiveRetries"))) || ((data139.maxConnections === undefined) && (missing26 = "maxConnections"))) || ((data139.maxRequests === undefined) && (missing26 = "maxRequests"))) || ((data139.maxPendingRequests === undefined) && (missing26 = "maxPendingRequests"))) || ((data139.maxRequestsPerConnection === undefined) && (missing26 = "maxRequestsPerConnection"))) || ((data139.consecutiveErrors === undefined) && (missing26 = "consecutiveErrors"))) || ((data139.baseEjectionTimeMs === undefined) && (missing26 = "baseEjectionTimeMs"))) || ((data139.maxEjectionPercent === undefined) && (missing26 = "maxEjectionPercent"))) || ((data139.intervalMs === undefined) && (missing26 = "intervalMs"))) || ((data139.healthyPanicThreshold === undefined) && (missing26 = "healthyPanicThreshold"))) || ((data139.tcpIdleTimeoutS === undefined) && (missing26 = "tcpIdleTimeoutS"))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy",schemaPath:"#/properties/clusters/items/properties/policy/required",keyword:"required",params:{missingProperty: missing26},message:"must have required property '"+missing26+"'"}];
+return false;
+}
+else {
+const _errs312 = errors;
+for(const key31 in data139){
+if(!(func2.call(schema11.properties.clusters.items.properties.policy.properties, key31))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy",schemaPath:"#/properties/clusters/items/properties/policy/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key31},message:"must NOT have additional properties"}];
 return false;
 break;
 }
 }
-if(_errs123 === errors){
-if(data55.connectTimeoutMs !== undefined){
-let data56 = data55.connectTimeoutMs;
-const _errs124 = errors;
-if(!(((typeof data56 == "number") && (!(data56 % 1) && !isNaN(data56))) && (isFinite(data56)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/connectTimeoutMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/connectTimeoutMs/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+if(_errs312 === errors){
+if(data139.connectTimeoutMs !== undefined){
+let data140 = data139.connectTimeoutMs;
+const _errs313 = errors;
+if(!(((typeof data140 == "number") && (!(data140 % 1) && !isNaN(data140))) && (isFinite(data140)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/connectTimeoutMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/connectTimeoutMs/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs124){
-if((typeof data56 == "number") && (isFinite(data56))){
-if(data56 < 1 || isNaN(data56)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/connectTimeoutMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/connectTimeoutMs/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+if(errors === _errs313){
+if((typeof data140 == "number") && (isFinite(data140))){
+if(data140 < 1 || isNaN(data140)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/connectTimeoutMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/connectTimeoutMs/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
 return false;
 }
 }
 }
-var valid20 = _errs124 === errors;
+var valid57 = _errs313 === errors;
 }
 else {
-var valid20 = true;
+var valid57 = true;
 }
-if(valid20){
-if(data55.requestTimeoutMs !== undefined){
-let data57 = data55.requestTimeoutMs;
-const _errs126 = errors;
-if(!(((typeof data57 == "number") && (!(data57 % 1) && !isNaN(data57))) && (isFinite(data57)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/requestTimeoutMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/requestTimeoutMs/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+if(valid57){
+if(data139.requestTimeoutMs !== undefined){
+let data141 = data139.requestTimeoutMs;
+const _errs315 = errors;
+if(!(((typeof data141 == "number") && (!(data141 % 1) && !isNaN(data141))) && (isFinite(data141)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/requestTimeoutMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/requestTimeoutMs/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs126){
-if((typeof data57 == "number") && (isFinite(data57))){
-if(data57 < 1 || isNaN(data57)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/requestTimeoutMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/requestTimeoutMs/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+if(errors === _errs315){
+if((typeof data141 == "number") && (isFinite(data141))){
+if(data141 < 1 || isNaN(data141)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/requestTimeoutMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/requestTimeoutMs/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
 return false;
 }
 }
 }
-var valid20 = _errs126 === errors;
+var valid57 = _errs315 === errors;
 }
 else {
-var valid20 = true;
+var valid57 = true;
 }
-if(valid20){
-if(data55.retryAttempts !== undefined){
-let data58 = data55.retryAttempts;
-const _errs128 = errors;
-if(!(((typeof data58 == "number") && (!(data58 % 1) && !isNaN(data58))) && (isFinite(data58)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/retryAttempts",schemaPath:"#/properties/clusters/items/properties/policy/properties/retryAttempts/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+if(valid57){
+if(data139.retryAttempts !== undefined){
+let data142 = data139.retryAttempts;
+const _errs317 = errors;
+if(!(((typeof data142 == "number") && (!(data142 % 1) && !isNaN(data142))) && (isFinite(data142)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/retryAttempts",schemaPath:"#/properties/clusters/items/properties/policy/properties/retryAttempts/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs128){
-if((typeof data58 == "number") && (isFinite(data58))){
-if(data58 < 0 || isNaN(data58)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/retryAttempts",schemaPath:"#/properties/clusters/items/properties/policy/properties/retryAttempts/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+if(errors === _errs317){
+if((typeof data142 == "number") && (isFinite(data142))){
+if(data142 < 0 || isNaN(data142)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/retryAttempts",schemaPath:"#/properties/clusters/items/properties/policy/properties/retryAttempts/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
 }
-var valid20 = _errs128 === errors;
+var valid57 = _errs317 === errors;
 }
 else {
-var valid20 = true;
+var valid57 = true;
 }
-if(valid20){
-if(data55.maxActiveRetries !== undefined){
-let data59 = data55.maxActiveRetries;
-const _errs130 = errors;
-if(!(((typeof data59 == "number") && (!(data59 % 1) && !isNaN(data59))) && (isFinite(data59)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/maxActiveRetries",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxActiveRetries/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+if(valid57){
+if(data139.maxActiveRetries !== undefined){
+let data143 = data139.maxActiveRetries;
+const _errs319 = errors;
+if(!(((typeof data143 == "number") && (!(data143 % 1) && !isNaN(data143))) && (isFinite(data143)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/maxActiveRetries",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxActiveRetries/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs130){
-if((typeof data59 == "number") && (isFinite(data59))){
-if(data59 < 0 || isNaN(data59)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/maxActiveRetries",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxActiveRetries/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+if(errors === _errs319){
+if((typeof data143 == "number") && (isFinite(data143))){
+if(data143 < 0 || isNaN(data143)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/maxActiveRetries",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxActiveRetries/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
 }
-var valid20 = _errs130 === errors;
+var valid57 = _errs319 === errors;
 }
 else {
-var valid20 = true;
+var valid57 = true;
 }
-if(valid20){
-if(data55.maxConnections !== undefined){
-let data60 = data55.maxConnections;
-const _errs132 = errors;
-if(!(((typeof data60 == "number") && (!(data60 % 1) && !isNaN(data60))) && (isFinite(data60)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/maxConnections",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxConnections/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+if(valid57){
+if(data139.maxConnections !== undefined){
+let data144 = data139.maxConnections;
+const _errs321 = errors;
+if(!(((typeof data144 == "number") && (!(data144 % 1) && !isNaN(data144))) && (isFinite(data144)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/maxConnections",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxConnections/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs132){
-if((typeof data60 == "number") && (isFinite(data60))){
-if(data60 < 1 || isNaN(data60)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/maxConnections",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxConnections/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+if(errors === _errs321){
+if((typeof data144 == "number") && (isFinite(data144))){
+if(data144 < 1 || isNaN(data144)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/maxConnections",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxConnections/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
 return false;
 }
 }
 }
-var valid20 = _errs132 === errors;
+var valid57 = _errs321 === errors;
 }
 else {
-var valid20 = true;
+var valid57 = true;
 }
-if(valid20){
-if(data55.maxRequests !== undefined){
-let data61 = data55.maxRequests;
-const _errs134 = errors;
-if(!(((typeof data61 == "number") && (!(data61 % 1) && !isNaN(data61))) && (isFinite(data61)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/maxRequests",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxRequests/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+if(valid57){
+if(data139.maxRequests !== undefined){
+let data145 = data139.maxRequests;
+const _errs323 = errors;
+if(!(((typeof data145 == "number") && (!(data145 % 1) && !isNaN(data145))) && (isFinite(data145)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/maxRequests",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxRequests/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs134){
-if((typeof data61 == "number") && (isFinite(data61))){
-if(data61 < 1 || isNaN(data61)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/maxRequests",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxRequests/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+if(errors === _errs323){
+if((typeof data145 == "number") && (isFinite(data145))){
+if(data145 < 1 || isNaN(data145)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/maxRequests",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxRequests/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
 return false;
 }
 }
 }
-var valid20 = _errs134 === errors;
+var valid57 = _errs323 === errors;
 }
 else {
-var valid20 = true;
+var valid57 = true;
 }
-if(valid20){
-if(data55.maxPendingRequests !== undefined){
-let data62 = data55.maxPendingRequests;
-const _errs136 = errors;
-if(!(((typeof data62 == "number") && (!(data62 % 1) && !isNaN(data62))) && (isFinite(data62)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/maxPendingRequests",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxPendingRequests/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+if(valid57){
+if(data139.maxPendingRequests !== undefined){
+let data146 = data139.maxPendingRequests;
+const _errs325 = errors;
+if(!(((typeof data146 == "number") && (!(data146 % 1) && !isNaN(data146))) && (isFinite(data146)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/maxPendingRequests",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxPendingRequests/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs136){
-if((typeof data62 == "number") && (isFinite(data62))){
-if(data62 < 0 || isNaN(data62)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/maxPendingRequests",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxPendingRequests/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+if(errors === _errs325){
+if((typeof data146 == "number") && (isFinite(data146))){
+if(data146 < 0 || isNaN(data146)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/maxPendingRequests",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxPendingRequests/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
 }
-var valid20 = _errs136 === errors;
+var valid57 = _errs325 === errors;
 }
 else {
-var valid20 = true;
+var valid57 = true;
 }
-if(valid20){
-if(data55.maxRequestsPerConnection !== undefined){
-let data63 = data55.maxRequestsPerConnection;
-const _errs138 = errors;
-if(!(((typeof data63 == "number") && (!(data63 % 1) && !isNaN(data63))) && (isFinite(data63)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/maxRequestsPerConnection",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxRequestsPerConnection/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+if(valid57){
+if(data139.maxRequestsPerConnection !== undefined){
+let data147 = data139.maxRequestsPerConnection;
+const _errs327 = errors;
+if(!(((typeof data147 == "number") && (!(data147 % 1) && !isNaN(data147))) && (isFinite(data147)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/maxRequestsPerConnection",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxRequestsPerConnection/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs138){
-if((typeof data63 == "number") && (isFinite(data63))){
-if(data63 < 0 || isNaN(data63)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/maxRequestsPerConnection",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxRequestsPerConnection/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+if(errors === _errs327){
+if((typeof data147 == "number") && (isFinite(data147))){
+if(data147 < 0 || isNaN(data147)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/maxRequestsPerConnection",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxRequestsPerConnection/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
 }
-var valid20 = _errs138 === errors;
+var valid57 = _errs327 === errors;
 }
 else {
-var valid20 = true;
+var valid57 = true;
 }
-if(valid20){
-if(data55.consecutiveErrors !== undefined){
-let data64 = data55.consecutiveErrors;
-const _errs140 = errors;
-if(!(((typeof data64 == "number") && (!(data64 % 1) && !isNaN(data64))) && (isFinite(data64)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/consecutiveErrors",schemaPath:"#/properties/clusters/items/properties/policy/properties/consecutiveErrors/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+if(valid57){
+if(data139.consecutiveErrors !== undefined){
+let data148 = data139.consecutiveErrors;
+const _errs329 = errors;
+if(!(((typeof data148 == "number") && (!(data148 % 1) && !isNaN(data148))) && (isFinite(data148)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/consecutiveErrors",schemaPath:"#/properties/clusters/items/properties/policy/properties/consecutiveErrors/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs140){
-if((typeof data64 == "number") && (isFinite(data64))){
-if(data64 < 1 || isNaN(data64)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/consecutiveErrors",schemaPath:"#/properties/clusters/items/properties/policy/properties/consecutiveErrors/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+if(errors === _errs329){
+if((typeof data148 == "number") && (isFinite(data148))){
+if(data148 < 1 || isNaN(data148)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/consecutiveErrors",schemaPath:"#/properties/clusters/items/properties/policy/properties/consecutiveErrors/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
 return false;
 }
 }
 }
-var valid20 = _errs140 === errors;
+var valid57 = _errs329 === errors;
 }
 else {
-var valid20 = true;
+var valid57 = true;
 }
-if(valid20){
-if(data55.baseEjectionTimeMs !== undefined){
-let data65 = data55.baseEjectionTimeMs;
-const _errs142 = errors;
-if(!(((typeof data65 == "number") && (!(data65 % 1) && !isNaN(data65))) && (isFinite(data65)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/baseEjectionTimeMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/baseEjectionTimeMs/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+if(valid57){
+if(data139.baseEjectionTimeMs !== undefined){
+let data149 = data139.baseEjectionTimeMs;
+const _errs331 = errors;
+if(!(((typeof data149 == "number") && (!(data149 % 1) && !isNaN(data149))) && (isFinite(data149)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/baseEjectionTimeMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/baseEjectionTimeMs/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs142){
-if((typeof data65 == "number") && (isFinite(data65))){
-if(data65 < 0 || isNaN(data65)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/baseEjectionTimeMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/baseEjectionTimeMs/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+if(errors === _errs331){
+if((typeof data149 == "number") && (isFinite(data149))){
+if(data149 < 0 || isNaN(data149)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/baseEjectionTimeMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/baseEjectionTimeMs/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
 }
-var valid20 = _errs142 === errors;
+var valid57 = _errs331 === errors;
 }
 else {
-var valid20 = true;
+var valid57 = true;
 }
-if(valid20){
-if(data55.maxEjectionPercent !== undefined){
-let data66 = data55.maxEjectionPercent;
-const _errs144 = errors;
-if(!(((typeof data66 == "number") && (!(data66 % 1) && !isNaN(data66))) && (isFinite(data66)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/maxEjectionPercent",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxEjectionPercent/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+if(valid57){
+if(data139.maxEjectionPercent !== undefined){
+let data150 = data139.maxEjectionPercent;
+const _errs333 = errors;
+if(!(((typeof data150 == "number") && (!(data150 % 1) && !isNaN(data150))) && (isFinite(data150)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/maxEjectionPercent",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxEjectionPercent/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs144){
-if((typeof data66 == "number") && (isFinite(data66))){
-if(data66 > 100 || isNaN(data66)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/maxEjectionPercent",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxEjectionPercent/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100},message:"must be <= 100"}];
-return false;
-}
-else {
-if(data66 < 0 || isNaN(data66)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/maxEjectionPercent",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxEjectionPercent/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
-return false;
-}
-}
-}
-}
-var valid20 = _errs144 === errors;
-}
-else {
-var valid20 = true;
-}
-if(valid20){
-if(data55.intervalMs !== undefined){
-let data67 = data55.intervalMs;
-const _errs146 = errors;
-if(!(((typeof data67 == "number") && (!(data67 % 1) && !isNaN(data67))) && (isFinite(data67)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/intervalMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/intervalMs/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-if(errors === _errs146){
-if((typeof data67 == "number") && (isFinite(data67))){
-if(data67 < 1 || isNaN(data67)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/intervalMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/intervalMs/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
-return false;
-}
-}
-}
-var valid20 = _errs146 === errors;
-}
-else {
-var valid20 = true;
-}
-if(valid20){
-if(data55.healthyPanicThreshold !== undefined){
-let data68 = data55.healthyPanicThreshold;
-const _errs148 = errors;
-if(!(((typeof data68 == "number") && (!(data68 % 1) && !isNaN(data68))) && (isFinite(data68)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/healthyPanicThreshold",schemaPath:"#/properties/clusters/items/properties/policy/properties/healthyPanicThreshold/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
-return false;
-}
-if(errors === _errs148){
-if((typeof data68 == "number") && (isFinite(data68))){
-if(data68 > 100 || isNaN(data68)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/healthyPanicThreshold",schemaPath:"#/properties/clusters/items/properties/policy/properties/healthyPanicThreshold/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100},message:"must be <= 100"}];
+if(errors === _errs333){
+if((typeof data150 == "number") && (isFinite(data150))){
+if(data150 > 100 || isNaN(data150)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/maxEjectionPercent",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxEjectionPercent/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100},message:"must be <= 100"}];
 return false;
 }
 else {
-if(data68 < 0 || isNaN(data68)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/healthyPanicThreshold",schemaPath:"#/properties/clusters/items/properties/policy/properties/healthyPanicThreshold/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+if(data150 < 0 || isNaN(data150)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/maxEjectionPercent",schemaPath:"#/properties/clusters/items/properties/policy/properties/maxEjectionPercent/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
 return false;
 }
 }
 }
 }
-var valid20 = _errs148 === errors;
+var valid57 = _errs333 === errors;
 }
 else {
-var valid20 = true;
+var valid57 = true;
 }
-if(valid20){
-if(data55.tcpIdleTimeoutS !== undefined){
-let data69 = data55.tcpIdleTimeoutS;
-const _errs150 = errors;
-if(!(((typeof data69 == "number") && (!(data69 % 1) && !isNaN(data69))) && (isFinite(data69)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/tcpIdleTimeoutS",schemaPath:"#/properties/clusters/items/properties/policy/properties/tcpIdleTimeoutS/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+if(valid57){
+if(data139.intervalMs !== undefined){
+let data151 = data139.intervalMs;
+const _errs335 = errors;
+if(!(((typeof data151 == "number") && (!(data151 % 1) && !isNaN(data151))) && (isFinite(data151)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/intervalMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/intervalMs/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs150){
-if((typeof data69 == "number") && (isFinite(data69))){
-if(data69 < 1 || isNaN(data69)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/tcpIdleTimeoutS",schemaPath:"#/properties/clusters/items/properties/policy/properties/tcpIdleTimeoutS/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+if(errors === _errs335){
+if((typeof data151 == "number") && (isFinite(data151))){
+if(data151 < 1 || isNaN(data151)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/intervalMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/intervalMs/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
 return false;
 }
 }
 }
-var valid20 = _errs150 === errors;
+var valid57 = _errs335 === errors;
 }
 else {
-var valid20 = true;
+var valid57 = true;
 }
-if(valid20){
-if(data55.perTryTimeoutMs !== undefined){
-let data70 = data55.perTryTimeoutMs;
-const _errs152 = errors;
-if(!(((typeof data70 == "number") && (!(data70 % 1) && !isNaN(data70))) && (isFinite(data70)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/perTryTimeoutMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/perTryTimeoutMs/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+if(valid57){
+if(data139.healthyPanicThreshold !== undefined){
+let data152 = data139.healthyPanicThreshold;
+const _errs337 = errors;
+if(!(((typeof data152 == "number") && (!(data152 % 1) && !isNaN(data152))) && (isFinite(data152)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/healthyPanicThreshold",schemaPath:"#/properties/clusters/items/properties/policy/properties/healthyPanicThreshold/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs152){
-if((typeof data70 == "number") && (isFinite(data70))){
-if(data70 < 0 || isNaN(data70)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy/perTryTimeoutMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/perTryTimeoutMs/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
-return false;
-}
-}
-}
-var valid20 = _errs152 === errors;
-}
-else {
-var valid20 = true;
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-else {
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/policy",schemaPath:"#/properties/clusters/items/properties/policy/type",keyword:"type",params:{type: "object"},message:"must be object"}];
-return false;
-}
-}
-var valid19 = _errs121 === errors;
-}
-else {
-var valid19 = true;
-}
-if(valid19){
-if(data47.endpoints !== undefined){
-let data71 = data47.endpoints;
-const _errs154 = errors;
-if(errors === _errs154){
-if(Array.isArray(data71)){
-var valid21 = true;
-const len10 = data71.length;
-for(let i10=0; i10<len10; i10++){
-let data72 = data71[i10];
-const _errs156 = errors;
-if(errors === _errs156){
-if(data72 && typeof data72 == "object" && !Array.isArray(data72)){
-let missing11;
-if((((((((data72.address === undefined) && (missing11 = "address")) || ((data72.port === undefined) && (missing11 = "port"))) || ((data72.weight === undefined) && (missing11 = "weight"))) || ((data72.zone === undefined) && (missing11 = "zone"))) || ((data72.ready === undefined) && (missing11 = "ready"))) || ((data72.serving === undefined) && (missing11 = "serving"))) || ((data72.terminating === undefined) && (missing11 = "terminating"))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10,schemaPath:"#/properties/clusters/items/properties/endpoints/items/required",keyword:"required",params:{missingProperty: missing11},message:"must have required property '"+missing11+"'"}];
+if(errors === _errs337){
+if((typeof data152 == "number") && (isFinite(data152))){
+if(data152 > 100 || isNaN(data152)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/healthyPanicThreshold",schemaPath:"#/properties/clusters/items/properties/policy/properties/healthyPanicThreshold/maximum",keyword:"maximum",params:{comparison: "<=", limit: 100},message:"must be <= 100"}];
 return false;
 }
 else {
-const _errs158 = errors;
-for(const key11 in data72){
-if(!(func2.call(schema11.properties.clusters.items.properties.endpoints.items.properties, key11))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10,schemaPath:"#/properties/clusters/items/properties/endpoints/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key11},message:"must NOT have additional properties"}];
+if(data152 < 0 || isNaN(data152)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/healthyPanicThreshold",schemaPath:"#/properties/clusters/items/properties/policy/properties/healthyPanicThreshold/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+}
+var valid57 = _errs337 === errors;
+}
+else {
+var valid57 = true;
+}
+if(valid57){
+if(data139.tcpIdleTimeoutS !== undefined){
+let data153 = data139.tcpIdleTimeoutS;
+const _errs339 = errors;
+if(!(((typeof data153 == "number") && (!(data153 % 1) && !isNaN(data153))) && (isFinite(data153)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/tcpIdleTimeoutS",schemaPath:"#/properties/clusters/items/properties/policy/properties/tcpIdleTimeoutS/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs339){
+if((typeof data153 == "number") && (isFinite(data153))){
+if(data153 < 1 || isNaN(data153)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/tcpIdleTimeoutS",schemaPath:"#/properties/clusters/items/properties/policy/properties/tcpIdleTimeoutS/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+return false;
+}
+}
+}
+var valid57 = _errs339 === errors;
+}
+else {
+var valid57 = true;
+}
+if(valid57){
+if(data139.perTryTimeoutMs !== undefined){
+let data154 = data139.perTryTimeoutMs;
+const _errs341 = errors;
+if(!(((typeof data154 == "number") && (!(data154 % 1) && !isNaN(data154))) && (isFinite(data154)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/perTryTimeoutMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/perTryTimeoutMs/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+return false;
+}
+if(errors === _errs341){
+if((typeof data154 == "number") && (isFinite(data154))){
+if(data154 < 0 || isNaN(data154)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy/perTryTimeoutMs",schemaPath:"#/properties/clusters/items/properties/policy/properties/perTryTimeoutMs/minimum",keyword:"minimum",params:{comparison: ">=", limit: 0},message:"must be >= 0"}];
+return false;
+}
+}
+}
+var valid57 = _errs341 === errors;
+}
+else {
+var valid57 = true;
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/policy",schemaPath:"#/properties/clusters/items/properties/policy/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid56 = _errs310 === errors;
+}
+else {
+var valid56 = true;
+}
+if(valid56){
+if(data131.endpoints !== undefined){
+let data155 = data131.endpoints;
+const _errs343 = errors;
+if(errors === _errs343){
+if(Array.isArray(data155)){
+var valid58 = true;
+const len26 = data155.length;
+for(let i26=0; i26<len26; i26++){
+let data156 = data155[i26];
+const _errs345 = errors;
+if(errors === _errs345){
+if(data156 && typeof data156 == "object" && !Array.isArray(data156)){
+let missing27;
+if((((((((data156.address === undefined) && (missing27 = "address")) || ((data156.port === undefined) && (missing27 = "port"))) || ((data156.weight === undefined) && (missing27 = "weight"))) || ((data156.zone === undefined) && (missing27 = "zone"))) || ((data156.ready === undefined) && (missing27 = "ready"))) || ((data156.serving === undefined) && (missing27 = "serving"))) || ((data156.terminating === undefined) && (missing27 = "terminating"))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26,schemaPath:"#/properties/clusters/items/properties/endpoints/items/required",keyword:"required",params:{missingProperty: missing27},message:"must have required property '"+missing27+"'"}];
+return false;
+}
+else {
+const _errs347 = errors;
+for(const key32 in data156){
+if(!(func2.call(schema11.properties.clusters.items.properties.endpoints.items.properties, key32))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26,schemaPath:"#/properties/clusters/items/properties/endpoints/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key32},message:"must NOT have additional properties"}];
 return false;
 break;
 }
 }
-if(_errs158 === errors){
-if(data72.address !== undefined){
-let data73 = data72.address;
-const _errs159 = errors;
-if(errors === _errs159){
-if(typeof data73 === "string"){
-if(func3(data73) < 1){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/address",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/address/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+if(_errs347 === errors){
+if(data156.address !== undefined){
+let data157 = data156.address;
+const _errs348 = errors;
+if(errors === _errs348){
+if(typeof data157 === "string"){
+if(func3(data157) < 1){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/address",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/address/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
 return false;
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/address",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/address/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/address",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/address/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 }
-var valid22 = _errs159 === errors;
+var valid59 = _errs348 === errors;
 }
 else {
-var valid22 = true;
+var valid59 = true;
 }
-if(valid22){
-if(data72.port !== undefined){
-let data74 = data72.port;
-const _errs161 = errors;
-if(!(((typeof data74 == "number") && (!(data74 % 1) && !isNaN(data74))) && (isFinite(data74)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/port",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/port/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+if(valid59){
+if(data156.port !== undefined){
+let data158 = data156.port;
+const _errs350 = errors;
+if(!(((typeof data158 == "number") && (!(data158 % 1) && !isNaN(data158))) && (isFinite(data158)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/port",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/port/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs161){
-if((typeof data74 == "number") && (isFinite(data74))){
-if(data74 > 65535 || isNaN(data74)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/port",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/port/maximum",keyword:"maximum",params:{comparison: "<=", limit: 65535},message:"must be <= 65535"}];
+if(errors === _errs350){
+if((typeof data158 == "number") && (isFinite(data158))){
+if(data158 > 65535 || isNaN(data158)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/port",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/port/maximum",keyword:"maximum",params:{comparison: "<=", limit: 65535},message:"must be <= 65535"}];
 return false;
 }
 else {
-if(data74 < 1 || isNaN(data74)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/port",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/port/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+if(data158 < 1 || isNaN(data158)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/port",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/port/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
 return false;
 }
 }
 }
 }
-var valid22 = _errs161 === errors;
+var valid59 = _errs350 === errors;
 }
 else {
-var valid22 = true;
+var valid59 = true;
 }
-if(valid22){
-if(data72.weight !== undefined){
-let data75 = data72.weight;
-const _errs163 = errors;
-if(!(((typeof data75 == "number") && (!(data75 % 1) && !isNaN(data75))) && (isFinite(data75)))){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/weight",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/weight/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
+if(valid59){
+if(data156.weight !== undefined){
+let data159 = data156.weight;
+const _errs352 = errors;
+if(!(((typeof data159 == "number") && (!(data159 % 1) && !isNaN(data159))) && (isFinite(data159)))){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/weight",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/weight/type",keyword:"type",params:{type: "integer"},message:"must be integer"}];
 return false;
 }
-if(errors === _errs163){
-if((typeof data75 == "number") && (isFinite(data75))){
-if(data75 < 1 || isNaN(data75)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/weight",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/weight/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
+if(errors === _errs352){
+if((typeof data159 == "number") && (isFinite(data159))){
+if(data159 < 1 || isNaN(data159)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/weight",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/weight/minimum",keyword:"minimum",params:{comparison: ">=", limit: 1},message:"must be >= 1"}];
 return false;
 }
 }
 }
-var valid22 = _errs163 === errors;
+var valid59 = _errs352 === errors;
 }
 else {
-var valid22 = true;
+var valid59 = true;
 }
-if(valid22){
-if(data72.zone !== undefined){
-const _errs165 = errors;
-if(typeof data72.zone !== "string"){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/zone",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/zone/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+if(valid59){
+if(data156.zone !== undefined){
+const _errs354 = errors;
+if(typeof data156.zone !== "string"){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/zone",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/zone/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
-var valid22 = _errs165 === errors;
+var valid59 = _errs354 === errors;
 }
 else {
-var valid22 = true;
+var valid59 = true;
 }
-if(valid22){
-if(data72.ready !== undefined){
-const _errs167 = errors;
-if(typeof data72.ready !== "boolean"){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/ready",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/ready/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
+if(valid59){
+if(data156.ready !== undefined){
+const _errs356 = errors;
+if(typeof data156.ready !== "boolean"){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/ready",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/ready/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
 return false;
 }
-var valid22 = _errs167 === errors;
+var valid59 = _errs356 === errors;
 }
 else {
-var valid22 = true;
+var valid59 = true;
 }
-if(valid22){
-if(data72.serving !== undefined){
-const _errs169 = errors;
-if(typeof data72.serving !== "boolean"){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/serving",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/serving/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
+if(valid59){
+if(data156.serving !== undefined){
+const _errs358 = errors;
+if(typeof data156.serving !== "boolean"){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/serving",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/serving/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
 return false;
 }
-var valid22 = _errs169 === errors;
+var valid59 = _errs358 === errors;
 }
 else {
-var valid22 = true;
+var valid59 = true;
 }
-if(valid22){
-if(data72.terminating !== undefined){
-const _errs171 = errors;
-if(typeof data72.terminating !== "boolean"){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/terminating",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/terminating/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
+if(valid59){
+if(data156.terminating !== undefined){
+const _errs360 = errors;
+if(typeof data156.terminating !== "boolean"){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/terminating",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/terminating/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
 return false;
 }
-var valid22 = _errs171 === errors;
+var valid59 = _errs360 === errors;
 }
 else {
-var valid22 = true;
+var valid59 = true;
 }
-if(valid22){
-if(data72.meshed !== undefined){
-const _errs173 = errors;
-if(typeof data72.meshed !== "boolean"){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/meshed",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/meshed/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
+if(valid59){
+if(data156.meshed !== undefined){
+const _errs362 = errors;
+if(typeof data156.meshed !== "boolean"){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/meshed",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/meshed/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
 return false;
 }
-var valid22 = _errs173 === errors;
+var valid59 = _errs362 === errors;
 }
 else {
-var valid22 = true;
+var valid59 = true;
 }
-if(valid22){
-if(data72.node !== undefined){
-let data81 = data72.node;
-const _errs175 = errors;
-if(errors === _errs175){
-if(typeof data81 === "string"){
-if(func3(data81) < 1){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/node",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/node/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
-return false;
-}
-}
-else {
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/node",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/node/type",keyword:"type",params:{type: "string"},message:"must be string"}];
-return false;
-}
-}
-var valid22 = _errs175 === errors;
-}
-else {
-var valid22 = true;
-}
-if(valid22){
-if(data72.forZones !== undefined){
-let data82 = data72.forZones;
-const _errs177 = errors;
-if(errors === _errs177){
-if(Array.isArray(data82)){
-var valid23 = true;
-const len11 = data82.length;
-for(let i11=0; i11<len11; i11++){
-let data83 = data82[i11];
-const _errs179 = errors;
-if(errors === _errs179){
-if(typeof data83 === "string"){
-if(func3(data83) < 1){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/forZones/" + i11,schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forZones/items/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+if(valid59){
+if(data156.node !== undefined){
+let data165 = data156.node;
+const _errs364 = errors;
+if(errors === _errs364){
+if(typeof data165 === "string"){
+if(func3(data165) < 1){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/node",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/node/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
 return false;
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/forZones/" + i11,schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forZones/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/node",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/node/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 }
-var valid23 = _errs179 === errors;
-if(!valid23){
-break;
-}
-}
+var valid59 = _errs364 === errors;
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/forZones",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forZones/type",keyword:"type",params:{type: "array"},message:"must be array"}];
-return false;
+var valid59 = true;
 }
-}
-var valid22 = _errs177 === errors;
-}
-else {
-var valid22 = true;
-}
-if(valid22){
-if(data72.forNodes !== undefined){
-let data84 = data72.forNodes;
-const _errs181 = errors;
-if(errors === _errs181){
-if(Array.isArray(data84)){
-var valid24 = true;
-const len12 = data84.length;
-for(let i12=0; i12<len12; i12++){
-let data85 = data84[i12];
-const _errs183 = errors;
-if(errors === _errs183){
-if(typeof data85 === "string"){
-if(func3(data85) < 1){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/forNodes/" + i12,schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forNodes/items/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+if(valid59){
+if(data156.forZones !== undefined){
+let data166 = data156.forZones;
+const _errs366 = errors;
+if(errors === _errs366){
+if(Array.isArray(data166)){
+var valid60 = true;
+const len27 = data166.length;
+for(let i27=0; i27<len27; i27++){
+let data167 = data166[i27];
+const _errs368 = errors;
+if(errors === _errs368){
+if(typeof data167 === "string"){
+if(func3(data167) < 1){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/forZones/" + i27,schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forZones/items/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
 return false;
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/forNodes/" + i12,schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forNodes/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/forZones/" + i27,schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forZones/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 }
-var valid24 = _errs183 === errors;
-if(!valid24){
+var valid60 = _errs368 === errors;
+if(!valid60){
 break;
 }
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10+"/forNodes",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forNodes/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/forZones",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forZones/type",keyword:"type",params:{type: "array"},message:"must be array"}];
 return false;
 }
 }
-var valid22 = _errs181 === errors;
+var valid59 = _errs366 === errors;
 }
 else {
-var valid22 = true;
+var valid59 = true;
 }
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-else {
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints/" + i10,schemaPath:"#/properties/clusters/items/properties/endpoints/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+if(valid59){
+if(data156.forNodes !== undefined){
+let data168 = data156.forNodes;
+const _errs370 = errors;
+if(errors === _errs370){
+if(Array.isArray(data168)){
+var valid61 = true;
+const len28 = data168.length;
+for(let i28=0; i28<len28; i28++){
+let data169 = data168[i28];
+const _errs372 = errors;
+if(errors === _errs372){
+if(typeof data169 === "string"){
+if(func3(data169) < 1){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/forNodes/" + i28,schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forNodes/items/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
 return false;
 }
 }
-var valid21 = _errs156 === errors;
-if(!valid21){
+else {
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/forNodes/" + i28,schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forNodes/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid61 = _errs372 === errors;
+if(!valid61){
 break;
 }
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/endpoints",schemaPath:"#/properties/clusters/items/properties/endpoints/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26+"/forNodes",schemaPath:"#/properties/clusters/items/properties/endpoints/items/properties/forNodes/type",keyword:"type",params:{type: "array"},message:"must be array"}];
 return false;
 }
 }
-var valid19 = _errs154 === errors;
+var valid59 = _errs370 === errors;
 }
 else {
-var valid19 = true;
+var valid59 = true;
 }
-if(valid19){
-if(data47.peerIdentities !== undefined){
-let data86 = data47.peerIdentities;
-const _errs185 = errors;
-if(errors === _errs185){
-if(Array.isArray(data86)){
-var valid25 = true;
-const len13 = data86.length;
-for(let i13=0; i13<len13; i13++){
-let data87 = data86[i13];
-const _errs187 = errors;
-if(errors === _errs187){
-if(typeof data87 === "string"){
-if(!pattern5.test(data87)){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/peerIdentities/" + i13,schemaPath:"#/properties/clusters/items/properties/peerIdentities/items/pattern",keyword:"pattern",params:{pattern: "^spiffe://"},message:"must match pattern \""+"^spiffe://"+"\""}];
-return false;
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/peerIdentities/" + i13,schemaPath:"#/properties/clusters/items/properties/peerIdentities/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints/" + i26,schemaPath:"#/properties/clusters/items/properties/endpoints/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
 return false;
 }
 }
-var valid25 = _errs187 === errors;
-if(!valid25){
+var valid58 = _errs345 === errors;
+if(!valid58){
 break;
 }
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/peerIdentities",schemaPath:"#/properties/clusters/items/properties/peerIdentities/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/endpoints",schemaPath:"#/properties/clusters/items/properties/endpoints/type",keyword:"type",params:{type: "array"},message:"must be array"}];
 return false;
 }
 }
-var valid19 = _errs185 === errors;
+var valid56 = _errs343 === errors;
 }
 else {
-var valid19 = true;
+var valid56 = true;
 }
-if(valid19){
-if(data47.localityFailover !== undefined){
-const _errs189 = errors;
-if(typeof data47.localityFailover !== "boolean"){
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9+"/localityFailover",schemaPath:"#/properties/clusters/items/properties/localityFailover/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
-return false;
-}
-var valid19 = _errs189 === errors;
-}
-else {
-var valid19 = true;
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-}
-else {
-validate10.errors = [{instancePath:instancePath+"/clusters/" + i9,schemaPath:"#/properties/clusters/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+if(valid56){
+if(data131.peerIdentities !== undefined){
+let data170 = data131.peerIdentities;
+const _errs374 = errors;
+if(errors === _errs374){
+if(Array.isArray(data170)){
+var valid62 = true;
+const len29 = data170.length;
+for(let i29=0; i29<len29; i29++){
+let data171 = data170[i29];
+const _errs376 = errors;
+if(errors === _errs376){
+if(typeof data171 === "string"){
+if(!pattern6.test(data171)){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/peerIdentities/" + i29,schemaPath:"#/properties/clusters/items/properties/peerIdentities/items/pattern",keyword:"pattern",params:{pattern: "^spiffe://"},message:"must match pattern \""+"^spiffe://"+"\""}];
 return false;
 }
 }
-var valid18 = _errs104 === errors;
-if(!valid18){
+else {
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/peerIdentities/" + i29,schemaPath:"#/properties/clusters/items/properties/peerIdentities/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+return false;
+}
+}
+var valid62 = _errs376 === errors;
+if(!valid62){
+break;
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/peerIdentities",schemaPath:"#/properties/clusters/items/properties/peerIdentities/type",keyword:"type",params:{type: "array"},message:"must be array"}];
+return false;
+}
+}
+var valid56 = _errs374 === errors;
+}
+else {
+var valid56 = true;
+}
+if(valid56){
+if(data131.localityFailover !== undefined){
+const _errs378 = errors;
+if(typeof data131.localityFailover !== "boolean"){
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25+"/localityFailover",schemaPath:"#/properties/clusters/items/properties/localityFailover/type",keyword:"type",params:{type: "boolean"},message:"must be boolean"}];
+return false;
+}
+var valid56 = _errs378 === errors;
+}
+else {
+var valid56 = true;
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+}
+else {
+validate10.errors = [{instancePath:instancePath+"/clusters/" + i25,schemaPath:"#/properties/clusters/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+return false;
+}
+}
+var valid55 = _errs293 === errors;
+if(!valid55){
 break;
 }
 }
@@ -1970,91 +3827,91 @@ validate10.errors = [{instancePath:instancePath+"/clusters",schemaPath:"#/proper
 return false;
 }
 }
-var valid0 = _errs102 === errors;
+var valid0 = _errs291 === errors;
 }
 else {
 var valid0 = true;
 }
 if(valid0){
 if(data.dns !== undefined){
-let data89 = data.dns;
-const _errs191 = errors;
-if(errors === _errs191){
-if(Array.isArray(data89)){
-var valid26 = true;
-const len14 = data89.length;
-for(let i14=0; i14<len14; i14++){
-let data90 = data89[i14];
-const _errs193 = errors;
-if(errors === _errs193){
-if(data90 && typeof data90 == "object" && !Array.isArray(data90)){
-let missing12;
-if(((data90.name === undefined) && (missing12 = "name")) || ((data90.address === undefined) && (missing12 = "address"))){
-validate10.errors = [{instancePath:instancePath+"/dns/" + i14,schemaPath:"#/properties/dns/items/required",keyword:"required",params:{missingProperty: missing12},message:"must have required property '"+missing12+"'"}];
+let data173 = data.dns;
+const _errs380 = errors;
+if(errors === _errs380){
+if(Array.isArray(data173)){
+var valid63 = true;
+const len30 = data173.length;
+for(let i30=0; i30<len30; i30++){
+let data174 = data173[i30];
+const _errs382 = errors;
+if(errors === _errs382){
+if(data174 && typeof data174 == "object" && !Array.isArray(data174)){
+let missing28;
+if(((data174.name === undefined) && (missing28 = "name")) || ((data174.address === undefined) && (missing28 = "address"))){
+validate10.errors = [{instancePath:instancePath+"/dns/" + i30,schemaPath:"#/properties/dns/items/required",keyword:"required",params:{missingProperty: missing28},message:"must have required property '"+missing28+"'"}];
 return false;
 }
 else {
-const _errs195 = errors;
-for(const key12 in data90){
-if(!((key12 === "name") || (key12 === "address"))){
-validate10.errors = [{instancePath:instancePath+"/dns/" + i14,schemaPath:"#/properties/dns/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key12},message:"must NOT have additional properties"}];
+const _errs384 = errors;
+for(const key33 in data174){
+if(!((key33 === "name") || (key33 === "address"))){
+validate10.errors = [{instancePath:instancePath+"/dns/" + i30,schemaPath:"#/properties/dns/items/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key33},message:"must NOT have additional properties"}];
 return false;
 break;
 }
 }
-if(_errs195 === errors){
-if(data90.name !== undefined){
-let data91 = data90.name;
-const _errs196 = errors;
-if(errors === _errs196){
-if(typeof data91 === "string"){
-if(func3(data91) < 1){
-validate10.errors = [{instancePath:instancePath+"/dns/" + i14+"/name",schemaPath:"#/properties/dns/items/properties/name/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
+if(_errs384 === errors){
+if(data174.name !== undefined){
+let data175 = data174.name;
+const _errs385 = errors;
+if(errors === _errs385){
+if(typeof data175 === "string"){
+if(func3(data175) < 1){
+validate10.errors = [{instancePath:instancePath+"/dns/" + i30+"/name",schemaPath:"#/properties/dns/items/properties/name/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
 return false;
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/dns/" + i14+"/name",schemaPath:"#/properties/dns/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate10.errors = [{instancePath:instancePath+"/dns/" + i30+"/name",schemaPath:"#/properties/dns/items/properties/name/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 }
-var valid27 = _errs196 === errors;
+var valid64 = _errs385 === errors;
 }
 else {
-var valid27 = true;
+var valid64 = true;
 }
-if(valid27){
-if(data90.address !== undefined){
-let data92 = data90.address;
-const _errs198 = errors;
-if(errors === _errs198){
-if(typeof data92 === "string"){
-if(!pattern3.test(data92)){
-validate10.errors = [{instancePath:instancePath+"/dns/" + i14+"/address",schemaPath:"#/properties/dns/items/properties/address/pattern",keyword:"pattern",params:{pattern: "^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"},message:"must match pattern \""+"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"+"\""}];
+if(valid64){
+if(data174.address !== undefined){
+let data176 = data174.address;
+const _errs387 = errors;
+if(errors === _errs387){
+if(typeof data176 === "string"){
+if(!pattern3.test(data176)){
+validate10.errors = [{instancePath:instancePath+"/dns/" + i30+"/address",schemaPath:"#/properties/dns/items/properties/address/pattern",keyword:"pattern",params:{pattern: "^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"},message:"must match pattern \""+"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"+"\""}];
 return false;
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/dns/" + i14+"/address",schemaPath:"#/properties/dns/items/properties/address/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate10.errors = [{instancePath:instancePath+"/dns/" + i30+"/address",schemaPath:"#/properties/dns/items/properties/address/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 }
-var valid27 = _errs198 === errors;
+var valid64 = _errs387 === errors;
 }
 else {
-var valid27 = true;
+var valid64 = true;
 }
 }
 }
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/dns/" + i14,schemaPath:"#/properties/dns/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
+validate10.errors = [{instancePath:instancePath+"/dns/" + i30,schemaPath:"#/properties/dns/items/type",keyword:"type",params:{type: "object"},message:"must be object"}];
 return false;
 }
 }
-var valid26 = _errs193 === errors;
-if(!valid26){
+var valid63 = _errs382 === errors;
+if(!valid63){
 break;
 }
 }
@@ -2064,47 +3921,47 @@ validate10.errors = [{instancePath:instancePath+"/dns",schemaPath:"#/properties/
 return false;
 }
 }
-var valid0 = _errs191 === errors;
+var valid0 = _errs380 === errors;
 }
 else {
 var valid0 = true;
 }
 if(valid0){
 if(data.status !== undefined){
-let data93 = data.status;
-const _errs200 = errors;
-if(errors === _errs200){
-if(data93 && typeof data93 == "object" && !Array.isArray(data93)){
-let missing13;
-if((data93.errors === undefined) && (missing13 = "errors")){
-validate10.errors = [{instancePath:instancePath+"/status",schemaPath:"#/properties/status/required",keyword:"required",params:{missingProperty: missing13},message:"must have required property '"+missing13+"'"}];
+let data177 = data.status;
+const _errs389 = errors;
+if(errors === _errs389){
+if(data177 && typeof data177 == "object" && !Array.isArray(data177)){
+let missing29;
+if((data177.errors === undefined) && (missing29 = "errors")){
+validate10.errors = [{instancePath:instancePath+"/status",schemaPath:"#/properties/status/required",keyword:"required",params:{missingProperty: missing29},message:"must have required property '"+missing29+"'"}];
 return false;
 }
 else {
-const _errs202 = errors;
-for(const key13 in data93){
-if(!(key13 === "errors")){
-validate10.errors = [{instancePath:instancePath+"/status",schemaPath:"#/properties/status/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key13},message:"must NOT have additional properties"}];
+const _errs391 = errors;
+for(const key34 in data177){
+if(!(key34 === "errors")){
+validate10.errors = [{instancePath:instancePath+"/status",schemaPath:"#/properties/status/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key34},message:"must NOT have additional properties"}];
 return false;
 break;
 }
 }
-if(_errs202 === errors){
-if(data93.errors !== undefined){
-let data94 = data93.errors;
-const _errs203 = errors;
-if(errors === _errs203){
-if(Array.isArray(data94)){
-var valid29 = true;
-const len15 = data94.length;
-for(let i15=0; i15<len15; i15++){
-const _errs205 = errors;
-if(typeof data94[i15] !== "string"){
-validate10.errors = [{instancePath:instancePath+"/status/errors/" + i15,schemaPath:"#/properties/status/properties/errors/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+if(_errs391 === errors){
+if(data177.errors !== undefined){
+let data178 = data177.errors;
+const _errs392 = errors;
+if(errors === _errs392){
+if(Array.isArray(data178)){
+var valid66 = true;
+const len31 = data178.length;
+for(let i31=0; i31<len31; i31++){
+const _errs394 = errors;
+if(typeof data178[i31] !== "string"){
+validate10.errors = [{instancePath:instancePath+"/status/errors/" + i31,schemaPath:"#/properties/status/properties/errors/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
-var valid29 = _errs205 === errors;
-if(!valid29){
+var valid66 = _errs394 === errors;
+if(!valid66){
 break;
 }
 }
@@ -2123,38 +3980,38 @@ validate10.errors = [{instancePath:instancePath+"/status",schemaPath:"#/properti
 return false;
 }
 }
-var valid0 = _errs200 === errors;
+var valid0 = _errs389 === errors;
 }
 else {
 var valid0 = true;
 }
 if(valid0){
 if(data.identity !== undefined){
-let data96 = data.identity;
-const _errs207 = errors;
-if(errors === _errs207){
-if(data96 && typeof data96 == "object" && !Array.isArray(data96)){
-let missing14;
-if(((((data96.trustDomain === undefined) && (missing14 = "trustDomain")) || ((data96.spiffeId === undefined) && (missing14 = "spiffeId"))) || ((data96.mtlsMode === undefined) && (missing14 = "mtlsMode"))) || ((data96.trustBundle === undefined) && (missing14 = "trustBundle"))){
-validate10.errors = [{instancePath:instancePath+"/identity",schemaPath:"#/properties/identity/required",keyword:"required",params:{missingProperty: missing14},message:"must have required property '"+missing14+"'"}];
+let data180 = data.identity;
+const _errs396 = errors;
+if(errors === _errs396){
+if(data180 && typeof data180 == "object" && !Array.isArray(data180)){
+let missing30;
+if(((((data180.trustDomain === undefined) && (missing30 = "trustDomain")) || ((data180.spiffeId === undefined) && (missing30 = "spiffeId"))) || ((data180.mtlsMode === undefined) && (missing30 = "mtlsMode"))) || ((data180.trustBundle === undefined) && (missing30 = "trustBundle"))){
+validate10.errors = [{instancePath:instancePath+"/identity",schemaPath:"#/properties/identity/required",keyword:"required",params:{missingProperty: missing30},message:"must have required property '"+missing30+"'"}];
 return false;
 }
 else {
-const _errs209 = errors;
-for(const key14 in data96){
-if(!((((key14 === "trustDomain") || (key14 === "spiffeId")) || (key14 === "mtlsMode")) || (key14 === "trustBundle"))){
-validate10.errors = [{instancePath:instancePath+"/identity",schemaPath:"#/properties/identity/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key14},message:"must NOT have additional properties"}];
+const _errs398 = errors;
+for(const key35 in data180){
+if(!((((key35 === "trustDomain") || (key35 === "spiffeId")) || (key35 === "mtlsMode")) || (key35 === "trustBundle"))){
+validate10.errors = [{instancePath:instancePath+"/identity",schemaPath:"#/properties/identity/additionalProperties",keyword:"additionalProperties",params:{additionalProperty: key35},message:"must NOT have additional properties"}];
 return false;
 break;
 }
 }
-if(_errs209 === errors){
-if(data96.trustDomain !== undefined){
-let data97 = data96.trustDomain;
-const _errs210 = errors;
-if(errors === _errs210){
-if(typeof data97 === "string"){
-if(func3(data97) < 1){
+if(_errs398 === errors){
+if(data180.trustDomain !== undefined){
+let data181 = data180.trustDomain;
+const _errs399 = errors;
+if(errors === _errs399){
+if(typeof data181 === "string"){
+if(func3(data181) < 1){
 validate10.errors = [{instancePath:instancePath+"/identity/trustDomain",schemaPath:"#/properties/identity/properties/trustDomain/minLength",keyword:"minLength",params:{limit: 1},message:"must NOT have fewer than 1 characters"}];
 return false;
 }
@@ -2164,18 +4021,18 @@ validate10.errors = [{instancePath:instancePath+"/identity/trustDomain",schemaPa
 return false;
 }
 }
-var valid30 = _errs210 === errors;
+var valid67 = _errs399 === errors;
 }
 else {
-var valid30 = true;
+var valid67 = true;
 }
-if(valid30){
-if(data96.spiffeId !== undefined){
-let data98 = data96.spiffeId;
-const _errs212 = errors;
-if(errors === _errs212){
-if(typeof data98 === "string"){
-if(!pattern5.test(data98)){
+if(valid67){
+if(data180.spiffeId !== undefined){
+let data182 = data180.spiffeId;
+const _errs401 = errors;
+if(errors === _errs401){
+if(typeof data182 === "string"){
+if(!pattern6.test(data182)){
 validate10.errors = [{instancePath:instancePath+"/identity/spiffeId",schemaPath:"#/properties/identity/properties/spiffeId/pattern",keyword:"pattern",params:{pattern: "^spiffe://"},message:"must match pattern \""+"^spiffe://"+"\""}];
 return false;
 }
@@ -2185,58 +4042,58 @@ validate10.errors = [{instancePath:instancePath+"/identity/spiffeId",schemaPath:
 return false;
 }
 }
-var valid30 = _errs212 === errors;
+var valid67 = _errs401 === errors;
 }
 else {
-var valid30 = true;
+var valid67 = true;
 }
-if(valid30){
-if(data96.mtlsMode !== undefined){
-let data99 = data96.mtlsMode;
-const _errs214 = errors;
-if(typeof data99 !== "string"){
+if(valid67){
+if(data180.mtlsMode !== undefined){
+let data183 = data180.mtlsMode;
+const _errs403 = errors;
+if(typeof data183 !== "string"){
 validate10.errors = [{instancePath:instancePath+"/identity/mtlsMode",schemaPath:"#/properties/identity/properties/mtlsMode/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
-if(!((data99 === "permissive") || (data99 === "strict"))){
+if(!((data183 === "permissive") || (data183 === "strict"))){
 validate10.errors = [{instancePath:instancePath+"/identity/mtlsMode",schemaPath:"#/properties/identity/properties/mtlsMode/enum",keyword:"enum",params:{allowedValues: schema11.properties.identity.properties.mtlsMode.enum},message:"must be equal to one of the allowed values"}];
 return false;
 }
-var valid30 = _errs214 === errors;
+var valid67 = _errs403 === errors;
 }
 else {
-var valid30 = true;
+var valid67 = true;
 }
-if(valid30){
-if(data96.trustBundle !== undefined){
-let data100 = data96.trustBundle;
-const _errs216 = errors;
-if(errors === _errs216){
-if(Array.isArray(data100)){
-if(data100.length < 1){
+if(valid67){
+if(data180.trustBundle !== undefined){
+let data184 = data180.trustBundle;
+const _errs405 = errors;
+if(errors === _errs405){
+if(Array.isArray(data184)){
+if(data184.length < 1){
 validate10.errors = [{instancePath:instancePath+"/identity/trustBundle",schemaPath:"#/properties/identity/properties/trustBundle/minItems",keyword:"minItems",params:{limit: 1},message:"must NOT have fewer than 1 items"}];
 return false;
 }
 else {
-var valid31 = true;
-const len16 = data100.length;
-for(let i16=0; i16<len16; i16++){
-let data101 = data100[i16];
-const _errs218 = errors;
-if(errors === _errs218){
-if(typeof data101 === "string"){
-if(!pattern8.test(data101)){
-validate10.errors = [{instancePath:instancePath+"/identity/trustBundle/" + i16,schemaPath:"#/properties/identity/properties/trustBundle/items/pattern",keyword:"pattern",params:{pattern: "^-----BEGIN CERTIFICATE-----"},message:"must match pattern \""+"^-----BEGIN CERTIFICATE-----"+"\""}];
+var valid68 = true;
+const len32 = data184.length;
+for(let i32=0; i32<len32; i32++){
+let data185 = data184[i32];
+const _errs407 = errors;
+if(errors === _errs407){
+if(typeof data185 === "string"){
+if(!pattern9.test(data185)){
+validate10.errors = [{instancePath:instancePath+"/identity/trustBundle/" + i32,schemaPath:"#/properties/identity/properties/trustBundle/items/pattern",keyword:"pattern",params:{pattern: "^-----BEGIN CERTIFICATE-----"},message:"must match pattern \""+"^-----BEGIN CERTIFICATE-----"+"\""}];
 return false;
 }
 }
 else {
-validate10.errors = [{instancePath:instancePath+"/identity/trustBundle/" + i16,schemaPath:"#/properties/identity/properties/trustBundle/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
+validate10.errors = [{instancePath:instancePath+"/identity/trustBundle/" + i32,schemaPath:"#/properties/identity/properties/trustBundle/items/type",keyword:"type",params:{type: "string"},message:"must be string"}];
 return false;
 }
 }
-var valid31 = _errs218 === errors;
-if(!valid31){
+var valid68 = _errs407 === errors;
+if(!valid68){
 break;
 }
 }
@@ -2247,10 +4104,10 @@ validate10.errors = [{instancePath:instancePath+"/identity/trustBundle",schemaPa
 return false;
 }
 }
-var valid30 = _errs216 === errors;
+var valid67 = _errs405 === errors;
 }
 else {
-var valid30 = true;
+var valid67 = true;
 }
 }
 }
@@ -2263,7 +4120,7 @@ validate10.errors = [{instancePath:instancePath+"/identity",schemaPath:"#/proper
 return false;
 }
 }
-var valid0 = _errs207 === errors;
+var valid0 = _errs396 === errors;
 }
 else {
 var valid0 = true;
