@@ -1,0 +1,461 @@
+// Compiles the Gateway API routes of the mesh profile (GAMMA: HTTPRoute/GRPCRoute whose parentRefs name a
+// Service) into the snapshot routes of the Services' callers. docs/gateway-api.md says what is supported.
+//
+// Which routes a caller in namespace N uses for Service S (namespace M), port P (GEP-1294):
+// - routes attach to (S, P) through a parentRef {group: "", kind: Service, name: S, namespace: M} whose port
+//   is P or absent (all ports);
+// - consumer routes (route in N, N != M) apply only to callers in N, producer routes (route in M) to every
+//   caller; when N has any consumer route for (S, P), N's callers use those alone;
+// - within the group used, GRPCRoutes win over HTTPRoutes on the same (S, P): the HTTPRoutes are Conflicted;
+// - invalid routes (validate.ts errors) attach nowhere; rules shoal cannot carry out answer 500.
+import { clusterName, type HeaderModifier, type Mirror, type Protocol, type Route, type WeightedBackend } from '../../shared/snapshot.ts';
+import { routeKey, serviceKey, type GatewayRoute, type Service, type Topology } from '../topology/model.ts';
+import { checkRoute, durationMs, type RouteCheck } from './validate.ts';
+
+type Obj = Record<string, any>;
+
+/** One valid route attached to one port of a Service, through its parentRefs[parentIndex]. */
+export interface Attachment {
+  check: RouteCheck;
+  kind: GatewayRoute['kind'];
+  /** The route's namespace. */
+  namespace: string;
+  name: string;
+  service: Service;
+  port: number;
+  parentIndex: number;
+  role: 'producer' | 'consumer';
+}
+
+/** A parentRef is the mesh profile's when it names a Service (group "" and kind Service, as the route gives them). */
+export function isServiceParent(ref: Obj): boolean {
+  return ref !== null && typeof ref === 'object' && ref.group === '' && ref.kind === 'Service';
+}
+
+/** The Service a parentRef or backendRef names, by key (its namespace defaults to the route's). */
+export function refKey(ref: Obj, routeNamespace: string): string {
+  return serviceKey(typeof ref.namespace === 'string' && ref.namespace !== '' ? ref.namespace : routeNamespace, String(ref.name));
+}
+
+interface ParentLink {
+  check: RouteCheck;
+  parentIndex: number;
+  /** parentRef.port; 0: every port. */
+  port: number;
+}
+
+/** The valid routes by the Service keys their parentRefs name (whether or not the Service exists). */
+export interface RouteIndex {
+  byParent: Map<string, ParentLink[]>;
+}
+
+// The index depends on the route objects alone (not on Services), so it is kept per routes map and used
+// again while the map holds the same objects (a source may change the map in place: checked each time).
+const indexes = new WeakMap<Map<string, GatewayRoute>, { routes: GatewayRoute[]; index: RouteIndex }>();
+
+export function routeIndex(topology: Topology): RouteIndex {
+  const routes = topology.routes ?? new Map<string, GatewayRoute>();
+  const known = indexes.get(routes);
+  if (known && known.routes.length === routes.size) {
+    let i = 0;
+    let same = true;
+    for (const r of routes.values()) if (known.routes[i++] !== r) { same = false; break; }
+    if (same) return known.index;
+  }
+  const byParent = new Map<string, ParentLink[]>();
+  for (const route of routes.values()) {
+    const check = checkRoute(route);
+    if (check.errors.length > 0) continue;
+    const ns = route.metadata.namespace;
+    for (const [i, ref] of ((check.object.spec.parentRefs ?? []) as Obj[]).entries()) {
+      if (!isServiceParent(ref)) continue;
+      const key = refKey(ref, ns);
+      let list = byParent.get(key);
+      if (!list) byParent.set(key, (list = []));
+      list.push({ check, parentIndex: i, port: typeof ref.port === 'number' ? ref.port : 0 });
+    }
+  }
+  const index = { byParent };
+  indexes.set(routes, { routes: [...routes.values()], index });
+  return index;
+}
+
+/** Every valid route attached to `svc`:`port`. */
+export function attachments(index: RouteIndex, svc: Service, port: number): Attachment[] {
+  const out: Attachment[] = [];
+  if (!svc.ports.some((p) => p.port === port)) return out;
+  for (const l of index.byParent.get(serviceKey(svc.namespace, svc.name)) ?? []) {
+    if (l.port !== 0 && l.port !== port) continue;
+    const md = l.check.route.metadata;
+    out.push({
+      check: l.check, kind: l.check.route.kind, namespace: md.namespace, name: md.name, service: svc, port, parentIndex: l.parentIndex,
+      role: md.namespace === svc.namespace ? 'producer' : 'consumer',
+    });
+  }
+  return out;
+}
+
+/**
+ * The routes a caller in `callerNamespace` uses for one Service port, and the routes left out there because
+ * a GRPCRoute wins over them (Conflicted).
+ */
+export function routesInForce(index: RouteIndex, callerNamespace: string, svc: Service, port: number): { used: Attachment[]; conflicted: Attachment[] } {
+  const all = attachments(index, svc, port);
+  const consumer = callerNamespace === svc.namespace ? [] : all.filter((a) => a.role === 'consumer' && a.namespace === callerNamespace);
+  const group = consumer.length > 0 ? consumer : all.filter((a) => a.role === 'producer');
+  return splitConflicts(group);
+}
+
+function splitConflicts(group: Attachment[]): { used: Attachment[]; conflicted: Attachment[] } {
+  // One attachment per route (a route naming the same Service port twice, via port and without, counts once).
+  const seen = new Set<GatewayRoute>();
+  const unique = group.filter((a) => !seen.has(a.check.route) && seen.add(a.check.route));
+  if (!unique.some((a) => a.kind === 'GRPCRoute')) return { used: unique, conflicted: [] };
+  return { used: unique.filter((a) => a.kind === 'GRPCRoute'), conflicted: unique.filter((a) => a.kind !== 'GRPCRoute') };
+}
+
+/** Whether a route is Conflicted on its (Service, port) for the callers it applies to (its own namespace's group). */
+export function conflictedOn(index: RouteIndex, a: Attachment): boolean {
+  const group = attachments(index, a.service, a.port).filter((b) => b.namespace === a.namespace);
+  return splitConflicts(group).conflicted.some((b) => b.check.route === a.check.route);
+}
+
+// ---- backends ----
+
+export interface BackendResolution {
+  cluster: string;
+  /** Absent: resolved. */
+  problem?: { reason: 'BackendNotFound' | 'InvalidKind'; message: string };
+  service?: Service;
+  port?: number;
+}
+
+export function resolveBackend(ref: Obj, routeNamespace: string, services: Map<string, Service>): BackendResolution {
+  const ns = typeof ref.namespace === 'string' && ref.namespace !== '' ? ref.namespace : routeNamespace;
+  const group = typeof ref.group === 'string' ? ref.group : '';
+  const kind = typeof ref.kind === 'string' ? ref.kind : 'Service';
+  const port = typeof ref.port === 'number' ? ref.port : 0;
+  if (group !== '' || kind !== 'Service') {
+    return { cluster: `${group === '' ? '' : `${group}/`}${kind}/${ref.name}.${ns}:${port}`, problem: { reason: 'InvalidKind', message: `backendRef ${group === '' ? 'core' : group}/${kind} ${ns}/${ref.name}: only Services are supported` } };
+  }
+  const cluster = clusterName(String(ref.name), ns, port);
+  const svc = services.get(serviceKey(ns, String(ref.name)));
+  if (!svc) return { cluster, problem: { reason: 'BackendNotFound', message: `backendRef Service ${ns}/${ref.name} not found` } };
+  if (!svc.ports.some((p) => p.port === port)) return { cluster, problem: { reason: 'BackendNotFound', message: `backendRef Service ${ns}/${ref.name} has no port ${port}` } };
+  return { cluster, service: svc, port };
+}
+
+/** The Services a rule's backends and mirrors name, resolved or not (inputs of the callers' snapshots). */
+export function referencedServices(check: RouteCheck): string[] {
+  const out = new Set<string>();
+  const ns = check.route.metadata.namespace;
+  const fromFilters = (fs: Obj[] | undefined) => {
+    for (const f of fs ?? []) if (f.type === 'RequestMirror' && f.requestMirror?.backendRef) out.add(refKey(f.requestMirror.backendRef, ns));
+  };
+  for (const rule of (check.object.spec?.rules ?? []) as Obj[]) {
+    fromFilters(rule.filters);
+    for (const b of (rule.backendRefs ?? []) as Obj[]) {
+      out.add(refKey(b, ns));
+      fromFilters(b.filters);
+    }
+  }
+  return [...out].sort();
+}
+
+// ---- compiling rules into snapshot routes ----
+
+/** A cluster a compiled route needs besides the caller's own dependencies. */
+export interface BackendCluster {
+  name: string;
+  service: Service;
+  port: number;
+}
+
+export interface CompiledRoutes {
+  /** In precedence order: the first that matches wins. */
+  routes: Route[];
+  /** Clusters the routes (and their mirrors) send to, resolved ones only. */
+  backends: BackendCluster[];
+  /** The attachments in force, for shoal get and status. */
+  used: Attachment[];
+}
+
+function headerModifier(f: Obj | undefined): HeaderModifier | undefined {
+  if (!f) return undefined;
+  const out: HeaderModifier = {};
+  if (Array.isArray(f.set) && f.set.length > 0) out.set = f.set.map((h: Obj) => ({ name: h.name, value: h.value }));
+  if (Array.isArray(f.add) && f.add.length > 0) out.add = f.add.map((h: Obj) => ({ name: h.name, value: h.value }));
+  if (Array.isArray(f.remove) && f.remove.length > 0) out.remove = [...f.remove];
+  return out;
+}
+
+function mirrorPercent(m: Obj): number | undefined {
+  if (typeof m.percent === 'number') return m.percent === 100 ? undefined : m.percent;
+  if (m.fraction) {
+    const p = (m.fraction.numerator / (m.fraction.denominator ?? 100)) * 100;
+    return p >= 100 ? undefined : p;
+  }
+  return undefined;
+}
+
+interface FilterOut {
+  requestHeaders?: HeaderModifier;
+  responseHeaders?: HeaderModifier;
+  mirrors?: Mirror[];
+  redirect?: Route['redirect'];
+  rewrite?: Route['rewrite'];
+}
+
+function applyFilters(filters: Obj[] | undefined, ns: string, services: Map<string, Service>, need: Map<string, BackendCluster>): FilterOut {
+  const out: FilterOut = {};
+  for (const f of filters ?? []) {
+    if (f.type === 'RequestHeaderModifier') out.requestHeaders = headerModifier(f.requestHeaderModifier);
+    else if (f.type === 'ResponseHeaderModifier') out.responseHeaders = headerModifier(f.responseHeaderModifier);
+    else if (f.type === 'RequestMirror') {
+      const r = resolveBackend(f.requestMirror.backendRef, ns, services);
+      // A mirror that does not resolve mirrors nothing (ResolvedRefs False says so).
+      if (r.problem) continue;
+      need.set(r.cluster, { name: r.cluster, service: r.service!, port: r.port! });
+      const m: Mirror = { cluster: r.cluster };
+      const pct = mirrorPercent(f.requestMirror);
+      if (pct !== undefined) m.percent = pct;
+      (out.mirrors ??= []).push(m);
+    } else if (f.type === 'RequestRedirect') {
+      const rr = f.requestRedirect as Obj;
+      out.redirect = { statusCode: rr.statusCode ?? 302 };
+      if (rr.scheme) out.redirect.scheme = rr.scheme;
+      if (rr.hostname) out.redirect.hostname = rr.hostname;
+      if (typeof rr.port === 'number') out.redirect.port = rr.port;
+      if (rr.path) out.redirect.path = { type: rr.path.type, value: rr.path.type === 'ReplaceFullPath' ? rr.path.replaceFullPath : rr.path.replacePrefixMatch };
+    } else if (f.type === 'URLRewrite') {
+      const ur = f.urlRewrite as Obj;
+      out.rewrite = {};
+      if (ur.hostname) out.rewrite.hostname = ur.hostname;
+      if (ur.path) out.rewrite.path = { type: ur.path.type, value: ur.path.type === 'ReplaceFullPath' ? ur.path.replaceFullPath : ur.path.replacePrefixMatch };
+    }
+  }
+  return out;
+}
+
+function grpcPath(m: Obj | undefined): Route['path'] {
+  if (!m || (!m.service && !m.method)) return { type: 'PathPrefix', value: '/' };
+  if ((m.type ?? 'Exact') === 'Exact') {
+    if (m.service && m.method) return { type: 'Exact', value: `/${m.service}/${m.method}` };
+    if (m.service) return { type: 'PathPrefix', value: `/${m.service}/` };
+    return { type: 'RegularExpression', value: `/[^/]+/${m.method}` };
+  }
+  return { type: 'RegularExpression', value: `/(?:${m.service ?? '[^/]+'})/(?:${m.method ?? '[^/]+'})` };
+}
+
+/** Sort keys of one compiled match (the spec's precedence, then the route's age and name, then rule and match order). */
+interface Ranked {
+  route: Route;
+  kind: GatewayRoute['kind'];
+  created: string;
+  id: string;
+  rule: number;
+  match: number;
+  // HTTPRoute
+  pathRank: number;
+  pathLen: number;
+  method: number;
+  headers: number;
+  query: number;
+  // GRPCRoute
+  serviceLen: number;
+  methodLen: number;
+}
+
+const PATH_RANK: Record<string, number> = { Exact: 0, PathPrefix: 1, RegularExpression: 2 };
+
+/**
+ * HTTPRoute (httproute_types.go, HTTPRouteRule.Matches): Exact path; PathPrefix, most characters first;
+ * RegularExpression (implementation-specific: after every prefix); a method match; most header matches;
+ * most query param matches. GRPCRoute (grpcroute_types.go): most characters of service, then of method;
+ * most header matches. Then, for both: the oldest route (creationTimestamp; a route without one, as in a
+ * static file, ties), then "{namespace}/{name}" alphabetically, then rule order, then match order.
+ */
+export function precedence(a: Ranked, b: Ranked): number {
+  const spec = a.kind === 'GRPCRoute'
+    ? (b.serviceLen - a.serviceLen) || (b.methodLen - a.methodLen) || (b.headers - a.headers)
+    : (a.pathRank - b.pathRank) || (a.pathRank === 1 ? b.pathLen - a.pathLen : 0) || (b.method - a.method) || (b.headers - a.headers) || (b.query - a.query);
+  if (spec !== 0) return spec;
+  if (a.created !== '' && b.created !== '' && a.created !== b.created) {
+    const ta = Date.parse(a.created);
+    const tb = Date.parse(b.created);
+    if (ta !== tb) return ta - tb;
+  }
+  if (a.id !== b.id) return a.id < b.id ? -1 : 1;
+  return (a.rule - b.rule) || (a.match - b.match);
+}
+
+/** Gateway API route source text: "HTTPRoute default/canary rule 0 match 1". */
+export function sourceOf(kind: string, ns: string, name: string, rule: number, match: number, ruleName?: string): string {
+  return `${kind} ${ns}/${name} rule ${ruleName ? `${rule} (${ruleName})` : rule} match ${match}`;
+}
+
+/** The route's rules as snapshot routes with their sort keys. `retryAttempts`: the caller's own, for a retry without attempts. */
+function compileAttachment(a: Attachment, services: Map<string, Service>, need: Map<string, BackendCluster>): Ranked[] {
+  const out: Ranked[] = [];
+  const { check } = a;
+  const ns = a.namespace;
+  const created = check.route.metadata.creationTimestamp ?? '';
+  const id = `${ns}/${a.name}`;
+  for (const [ri, rule] of ((check.object.spec.rules ?? []) as Obj[]).entries()) {
+    const unsupported = check.unsupported.get(ri);
+    const matches: Obj[] = Array.isArray(rule.matches) && rule.matches.length > 0 ? rule.matches : [{}];
+    // A rule shoal cannot carry out answers 500 (no backends) rather than let its requests fall to another rule.
+    const filters = unsupported ? {} : applyFilters(rule.filters, ns, services, need);
+    const backends: WeightedBackend[] = [];
+    if (!unsupported) {
+      for (const b of (rule.backendRefs ?? []) as Obj[]) {
+        const r = resolveBackend(b, ns, services);
+        const wb: WeightedBackend = { cluster: r.cluster, weight: typeof b.weight === 'number' ? b.weight : 1 };
+        if (r.problem) wb.unresolved = true;
+        else {
+          need.set(r.cluster, { name: r.cluster, service: r.service!, port: r.port! });
+          const bf = applyFilters(b.filters, ns, services, need);
+          if (bf.requestHeaders) wb.requestHeaders = bf.requestHeaders;
+          if (bf.responseHeaders) wb.responseHeaders = bf.responseHeaders;
+          if (bf.mirrors) wb.mirrors = bf.mirrors;
+        }
+        backends.push(wb);
+      }
+    }
+    for (const [mi, m] of matches.entries()) {
+      const route: Route = { domains: ['*'], prefix: '/', headers: [], backends: backends.map((b) => ({ ...b })) };
+      let pathRank = 1;
+      let pathLen = 1;
+      let serviceLen = 0;
+      let methodLen = 0;
+      if (a.kind === 'HTTPRoute') {
+        const path = (m.path ?? { type: 'PathPrefix', value: '/' }) as { type: 'Exact' | 'PathPrefix' | 'RegularExpression'; value: string };
+        route.path = { type: path.type, value: path.value };
+        pathRank = PATH_RANK[path.type] ?? 2;
+        pathLen = path.value.length;
+        if (typeof m.method === 'string') route.method = m.method;
+        if (Array.isArray(m.queryParams) && m.queryParams.length > 0) {
+          route.query = m.queryParams.map((q: Obj) => (q.type === 'RegularExpression' ? { name: q.name, value: q.value, type: 'RegularExpression' as const } : { name: q.name, value: q.value }));
+        }
+      } else {
+        route.path = grpcPath(m.method);
+        serviceLen = typeof m.method?.service === 'string' ? m.method.service.length : 0;
+        methodLen = typeof m.method?.method === 'string' ? m.method.method.length : 0;
+      }
+      for (const h of (m.headers ?? []) as Obj[]) {
+        route.headers.push(h.type === 'RegularExpression' ? { name: h.name, value: h.value, type: 'RegularExpression' } : { name: h.name, value: h.value });
+      }
+      if (!unsupported) {
+        if (filters.requestHeaders) route.requestHeaders = filters.requestHeaders;
+        if (filters.responseHeaders) route.responseHeaders = filters.responseHeaders;
+        if (filters.redirect) route.redirect = filters.redirect;
+        if (filters.rewrite) route.rewrite = filters.rewrite;
+        if (filters.mirrors) route.mirrors = filters.mirrors.map((x) => ({ ...x }));
+        if (rule.timeouts?.request !== undefined) route.timeoutMs = durationMs(rule.timeouts.request);
+        if (rule.timeouts?.backendRequest !== undefined) route.backendTimeoutMs = durationMs(rule.timeouts.backendRequest);
+        if (rule.retry) {
+          route.retry = {
+            codes: Array.isArray(rule.retry.codes) ? [...rule.retry.codes] : [],
+            attempts: typeof rule.retry.attempts === 'number' ? rule.retry.attempts : 1,
+            backoffMs: typeof rule.retry.backoff === 'string' ? durationMs(rule.retry.backoff) : 0,
+          };
+        }
+      }
+      route.source = sourceOf(a.kind, ns, a.name, ri, mi, typeof rule.name === 'string' ? rule.name : undefined) + (unsupported ? ' (not supported: answers 500)' : '');
+      out.push({
+        route, kind: a.kind, created, id, rule: ri, match: mi, pathRank, pathLen,
+        method: route.method ? 1 : 0, headers: route.headers.length, query: route.query?.length ?? 0, serviceLen, methodLen,
+      });
+    }
+  }
+  return out;
+}
+
+/**
+ * The snapshot routes a caller in `callerNamespace` uses for `svc`:`port`, in precedence order, or null when
+ * no route applies there (the caller's mesh config routes as before).
+ */
+export function compileFor(topology: Topology, callerNamespace: string, svc: Service, port: number): CompiledRoutes | null {
+  const index = routeIndex(topology);
+  const { used } = routesInForce(index, callerNamespace, svc, port);
+  if (used.length === 0) return null;
+  const need = new Map<string, BackendCluster>();
+  const ranked: Ranked[] = [];
+  for (const a of used) ranked.push(...compileAttachment(a, topology.services, need));
+  ranked.sort(precedence);
+  return { routes: ranked.map((r) => r.route), backends: [...need.values()].sort((x, y) => (x.name < y.name ? -1 : 1)), used };
+}
+
+/** The protocol a route's backend cluster speaks: its Service port's, unless that says only tcp (then the listener's). */
+export function backendProtocol(b: BackendCluster, listener: Protocol): Protocol {
+  const p = b.service.ports.find((x) => x.port === b.port)?.protocol ?? listener;
+  return p === 'tcp' ? listener : p;
+}
+
+/**
+ * The input of one caller's snapshot that routes shape: for each Service port it depends on, the routes in
+ * force there (their objects) and the Services they send to. Equal text, equal compiled routes.
+ */
+export function routeInputs(topology: Topology, callerNamespace: string, deps: Array<{ namespace: string; service: string; port: number }>, serviceText: (s: Service) => string): string {
+  if (!topology.routes || topology.routes.size === 0) return '';
+  const index = routeIndex(topology);
+  let out = '';
+  for (const d of deps) {
+    const svc = topology.services.get(serviceKey(d.namespace, d.service));
+    if (!svc) continue;
+    const { used } = routesInForce(index, callerNamespace, svc, d.port);
+    if (used.length === 0) continue;
+    out += `${JSON.stringify([d.namespace, d.service, d.port])}:`;
+    for (const a of used) {
+      out += routeText(a.check);
+      for (const k of referencedServices(a.check)) {
+        const s = topology.services.get(k);
+        out += s ? serviceText(s) : JSON.stringify([k, null]);
+      }
+    }
+  }
+  return out;
+}
+
+const texts = new WeakMap<RouteCheck, string>();
+function routeText(c: RouteCheck): string {
+  let t = texts.get(c);
+  if (t === undefined) {
+    t = JSON.stringify([c.key, c.route.metadata.creationTimestamp ?? '', c.object.spec, [...c.unsupported.keys()]]);
+    texts.set(c, t);
+  }
+  return t;
+}
+
+/**
+ * The apps whose snapshots a change of routes (or of Services routes send to) can change, from `prev` to
+ * `next`: callers of the parent Services of every route added, removed or changed (by object identity), and
+ * callers of Services whose routes send to a Service in `changedServices`. For sources that pass the apps a
+ * change affects to the snapshot store.
+ */
+export function appsAffectedByRoutes(prev: Topology | null, next: Topology, changedServices: Set<string>): Set<string> {
+  const parents = new Set<string>();
+  const prevRoutes = prev?.routes ?? new Map<string, GatewayRoute>();
+  const nextRoutes = next.routes ?? new Map<string, GatewayRoute>();
+  const parentKeys = (r: GatewayRoute) => {
+    const spec = (r.spec ?? {}) as Obj;
+    return Array.isArray(spec.parentRefs) ? spec.parentRefs.filter((p: Obj) => p && typeof p === 'object' && typeof p.name === 'string').map((p: Obj) => refKey(p, r.metadata?.namespace ?? '')) : [];
+  };
+  for (const [k, r] of nextRoutes) if (prevRoutes.get(k) !== r) for (const p of parentKeys(r)) parents.add(p);
+  for (const [k, r] of prevRoutes) if (nextRoutes.get(k) !== r) for (const p of parentKeys(r)) parents.add(p);
+  if (changedServices.size > 0) {
+    for (const r of nextRoutes.values()) {
+      const c = checkRoute(r);
+      if (c.errors.length > 0) continue;
+      if (referencedServices(c).some((s) => changedServices.has(s))) for (const p of parentKeys(r)) parents.add(p);
+    }
+  }
+  const out = new Set<string>();
+  if (parents.size === 0) return out;
+  for (const [k, app] of next.apps) {
+    if (app.config.dependencies.some((d) => parents.has(serviceKey(d.namespace, d.service)))) out.add(k);
+  }
+  return out;
+}
+
+export { routeKey };

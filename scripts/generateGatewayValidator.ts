@@ -1,0 +1,147 @@
+// Writes discover/gateway/crdValidate.generated.ts: the OpenAPI schemas of the pinned Gateway API release's
+// HTTPRoute and GRPCRoute CRDs (experimental channel, version v1) compiled by ajv ahead of time (standalone
+// code), and the CEL rules (x-kubernetes-validations) those schemas carry, as data, so discover checks routes
+// as the API server would without Go, the module cache or ajv's compiler at run time.
+// Run after changing the pinned release (gateway/go.mod); test/discover/gateway/validate.test.ts fails while
+// the checked-in module is stale.
+//   node scripts/generateGatewayValidator.ts [--check]
+//
+// What is done to the schemas before compiling, so ajv judges an object as the API server does:
+// - `default`s are applied while validating (ajv useDefaults), as the API server defaults before it validates;
+// - objects with `properties` refuse fields they do not name (kubectl's default strict field validation);
+// - `format: int32|int64` become the bounds of those integers; descriptions and `status` are left out;
+// - x-kubernetes-validations are taken out into `celRules` (path, rule, message) for discover/gateway/validate.ts.
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Ajv } from 'ajv';
+import standalone from 'ajv/dist/standalone/index.js';
+import { load as parseYaml } from 'js-yaml';
+
+export const generatedPath = join(import.meta.dirname, '..', 'discover', 'gateway', 'crdValidate.generated.ts');
+export const GATEWAY_AJV_OPTIONS = { strict: false, useDefaults: true, allErrors: false } as const;
+
+export interface CelRule {
+  kind: 'HTTPRoute' | 'GRPCRoute';
+  /** Where the rule sits: dotted fields from the object's root, `[]` for each list item, e.g. spec.rules[].filters[]. */
+  path: string;
+  rule: string;
+  message: string;
+}
+
+type Schema = Record<string, unknown>;
+
+function isObject(v: unknown): v is Schema {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** The schema as ajv should judge it (see the top of this file); CEL rules go to `cel`. */
+export function prepareSchema(schema: Schema, kind: CelRule['kind'], cel: CelRule[], path = ''): Schema {
+  const out: Schema = {};
+  for (const [k, v] of Object.entries(schema)) {
+    if (k === 'description') continue;
+    if (k === 'x-kubernetes-validations') {
+      for (const r of v as Array<{ rule: string; message?: string; messageExpression?: string }>) {
+        cel.push({ kind, path, rule: r.rule, message: r.message ?? r.messageExpression ?? r.rule });
+      }
+      continue;
+    }
+    if (k.startsWith('x-kubernetes-')) continue;
+    if (k === 'format') {
+      if (v === 'int32') Object.assign(out, { minimum: Math.max(-2147483648, (schema.minimum as number | undefined) ?? -Infinity), maximum: Math.min(2147483647, (schema.maximum as number | undefined) ?? Infinity) });
+      else if (v === 'int64') Object.assign(out, { minimum: Math.max(Number.MIN_SAFE_INTEGER, (schema.minimum as number | undefined) ?? -Infinity), maximum: Math.min(Number.MAX_SAFE_INTEGER, (schema.maximum as number | undefined) ?? Infinity) });
+      continue;
+    }
+    if (k === 'minimum' || k === 'maximum') {
+      if (!('format' in schema)) out[k] = v;
+      continue;
+    }
+    if (k === 'properties' && isObject(v)) {
+      const props: Schema = {};
+      for (const [name, sub] of Object.entries(v)) {
+        if (path === '' && name === 'status') continue;
+        props[name] = prepareSchema(sub as Schema, kind, cel, path === '' ? name : `${path}.${name}`);
+      }
+      out.properties = props;
+      if (!('additionalProperties' in schema)) out.additionalProperties = false;
+      continue;
+    }
+    if (k === 'items' && isObject(v)) {
+      out.items = prepareSchema(v, kind, cel, `${path}[]`);
+      continue;
+    }
+    out[k] = v;
+  }
+  return out;
+}
+
+export interface CrdSchemas {
+  bundleVersion: string;
+  /** sha256 of the CRD files' text this was generated from. */
+  crdHash: string;
+  schemas: Record<CelRule['kind'], Schema>;
+  cel: CelRule[];
+}
+
+/** The v1 schemas of the HTTPRoute and GRPCRoute CRDs in `files` (the experimental channel's CRD files). */
+export function readCrdSchemas(files: string[]): CrdSchemas {
+  const hash = createHash('sha256');
+  const schemas: Partial<Record<CelRule['kind'], Schema>> = {};
+  const cel: CelRule[] = [];
+  let bundleVersion = '';
+  for (const file of files) {
+    const text = readFileSync(file, 'utf8');
+    const crd = parseYaml(text) as { metadata: { annotations?: Record<string, string> }; spec: { names: { kind: string }; versions: Array<{ name: string; schema: { openAPIV3Schema: Schema } }> } };
+    const kind = crd.spec.names.kind;
+    if (kind !== 'HTTPRoute' && kind !== 'GRPCRoute') continue;
+    hash.update(text);
+    bundleVersion = crd.metadata.annotations?.['gateway.networking.k8s.io/bundle-version'] ?? '';
+    const v1 = crd.spec.versions.find((v) => v.name === 'v1');
+    if (!v1) throw new Error(`${file}: no version v1`);
+    schemas[kind] = prepareSchema(v1.schema.openAPIV3Schema, kind, cel);
+  }
+  if (!schemas.HTTPRoute || !schemas.GRPCRoute) throw new Error('the CRD files hold no HTTPRoute or no GRPCRoute');
+  return { bundleVersion, crdHash: hash.digest('hex'), schemas: schemas as CrdSchemas['schemas'], cel };
+}
+
+/** The module's text, from the CRD files and the ajv installed now. */
+export function generateGatewayValidator(files: string[]): string {
+  const { bundleVersion, crdHash, schemas, cel } = readCrdSchemas(files);
+  const ajv = new Ajv({ ...GATEWAY_AJV_OPTIONS, code: { source: true, esm: true, lines: false } });
+  ajv.addSchema({ ...schemas.HTTPRoute, $id: 'HTTPRoute' });
+  ajv.addSchema({ ...schemas.GRPCRoute, $id: 'GRPCRoute' });
+  const code = standalone.default(ajv, { validateHTTPRoute: 'HTTPRoute', validateGRPCRoute: 'GRPCRoute' });
+  const ajvVersion = (JSON.parse(readFileSync(join(import.meta.dirname, '..', 'node_modules', 'ajv', 'package.json'), 'utf8')) as { version: string }).version;
+  const body = code.replace(/^"use strict";\n?/, '');
+  return `// @ts-nocheck
+// Generated by scripts/generateGatewayValidator.ts from the HTTPRoute and GRPCRoute CRDs (experimental channel, v1)
+// of Gateway API ${bundleVersion} with ajv ${ajvVersion} (standalone code). Do not edit: run node scripts/generateGatewayValidator.ts.
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+
+export const bundleVersion = ${JSON.stringify(bundleVersion)};
+/** sha256 of the CRD files this was generated from. */
+export const crdHash = ${JSON.stringify(crdHash)};
+
+/** The CRDs' CEL rules (x-kubernetes-validations): discover/gateway/validate.ts implements each by its message. */
+export const celRules = ${JSON.stringify(cel, null, 0).replace(/\},\{/g, '},\n  {')};
+
+${body}${body.endsWith('\n') ? '' : '\n'}`;
+}
+
+if (import.meta.main) {
+  const { crdFiles } = await import('./gateway.ts');
+  const text = generateGatewayValidator(crdFiles('experimental'));
+  if (process.argv.includes('--check')) {
+    let current = '';
+    try {
+      current = readFileSync(generatedPath, 'utf8');
+    } catch { /* missing: stale */ }
+    const stale = current !== text;
+    process.stdout.write(stale ? `${generatedPath} is stale: run node scripts/generateGatewayValidator.ts\n` : `${generatedPath} is up to date\n`);
+    process.exit(stale ? 1 : 0);
+  }
+  writeFileSync(generatedPath, text);
+  process.stdout.write(`wrote ${generatedPath} (${text.length} bytes)\n`);
+}
