@@ -3,6 +3,7 @@
 // One shared ticker (TICK_MS) expires the heads of every queue. Arming and disarming are a few field
 // writes on the holder (an intrusive list): nothing is allocated per request (a cluster with
 // PerTryTimeoutMS adds one TryDeadline per request, in that timeout's queue).
+import { realClock, type Clock, type IntervalHandle } from './clock.ts';
 
 export interface DeadlineHolder {
   deadlineAt: number;
@@ -15,41 +16,71 @@ export interface DeadlineHolder {
 /** How late a deadline may fire at most, on top of its timeout. */
 export const TICK_MS = 10;
 // The ticker stops after this many ticks with nothing armed, so an idle sidecar wakes no one.
-const IDLE_TICKS_BEFORE_STOP = 100;
+export const IDLE_TICKS_BEFORE_STOP = 100;
 
-const queues = new Map<number, DeadlineQueue>();
-let ticker: NodeJS.Timeout | null = null;
-let idleTicks = 0;
+/**
+ * The queues of one clock and their shared ticker. The sidecar has one (on the real clock, behind
+ * deadlineQueue()); tests make their own on a manual clock.
+ */
+export class DeadlineScheduler {
+  readonly clock: Clock;
+  private readonly queues = new Map<number, DeadlineQueue>();
+  /** The running ticker; null while stopped (nothing armed for IDLE_TICKS_BEFORE_STOP ticks). */
+  ticker: IntervalHandle | null = null;
+  private idleTicks = 0;
+  // The interval only schedules the check: run from setImmediate, it comes after the poll phase, so an
+  // answer that arrived while the event loop was stalled is read before its deadline is judged.
+  private readonly expireAllFn = (): void => this.expireAll();
+  private readonly tick = (): void => {
+    setImmediate(this.expireAllFn);
+  };
 
-// The interval only schedules the check: run from setImmediate, it comes after the poll phase, so an
-// answer that arrived while the event loop was stalled is read before its deadline is judged.
-function tick(): void {
-  setImmediate(expireAll);
-}
-
-function expireAll(): void {
-  const now = performance.now();
-  let armed = 0;
-  for (const q of queues.values()) {
-    if (q.size > 0) q.expire(now);
-    armed += q.size;
+  constructor(clock: Clock = realClock) {
+    this.clock = clock;
   }
-  if (armed > 0) {
-    idleTicks = 0;
-  } else if (++idleTicks > IDLE_TICKS_BEFORE_STOP && ticker !== null) {
-    clearInterval(ticker);
-    ticker = null;
+
+  /** The shared queue for one timeout; null for 0 (no deadline). Resolve once per snapshot, not per request. */
+  queue(timeoutMs: number): DeadlineQueue | null {
+    if (!(timeoutMs > 0)) return null;
+    let q = this.queues.get(timeoutMs);
+    if (!q) this.queues.set(timeoutMs, (q = new DeadlineQueue(timeoutMs, this)));
+    return q;
+  }
+
+  /** Starts the ticker; a queue calls it when it arms while the ticker is stopped. */
+  start(): void {
+    if (this.ticker !== null) return;
+    this.idleTicks = 0;
+    this.ticker = this.clock.setInterval(this.tick, TICK_MS);
+  }
+
+  /** Fires every deadline that is due at the clock's reading; stops the ticker once idle long enough. */
+  expireAll(): void {
+    const now = this.clock.now();
+    let armed = 0;
+    for (const q of this.queues.values()) {
+      if (q.size > 0) q.expire(now);
+      armed += q.size;
+    }
+    if (armed > 0) {
+      this.idleTicks = 0;
+    } else if (++this.idleTicks > IDLE_TICKS_BEFORE_STOP && this.ticker !== null) {
+      this.clock.clearInterval(this.ticker);
+      this.ticker = null;
+    }
   }
 }
 
 export class DeadlineQueue {
   readonly timeoutMs: number;
+  readonly scheduler: DeadlineScheduler;
   size = 0;
   private head: DeadlineHolder | null = null;
   private tail: DeadlineHolder | null = null;
 
-  constructor(timeoutMs: number) {
+  constructor(timeoutMs: number, scheduler: DeadlineScheduler) {
     this.timeoutMs = timeoutMs;
+    this.scheduler = scheduler;
   }
 
   /** (Re)arms h to fire timeoutMs after now. */
@@ -63,11 +94,7 @@ export class DeadlineQueue {
     else this.tail.deadlineNext = h;
     this.tail = h;
     this.size++;
-    if (ticker === null) {
-      idleTicks = 0;
-      ticker = setInterval(tick, TICK_MS);
-      ticker.unref();
-    }
+    if (this.scheduler.ticker === null) this.scheduler.start();
   }
 
   unlink(h: DeadlineHolder): void {
@@ -124,10 +151,9 @@ export function disarm(h: DeadlineHolder): void {
   h.deadlineQueue?.unlink(h);
 }
 
-/** The shared queue for one timeout; null for 0 (no deadline). Resolve once per snapshot, not per request. */
+const sidecarDeadlines = new DeadlineScheduler();
+
+/** The sidecar's shared queue for one timeout; null for 0 (no deadline). Resolve once per snapshot, not per request. */
 export function deadlineQueue(timeoutMs: number): DeadlineQueue | null {
-  if (!(timeoutMs > 0)) return null;
-  let q = queues.get(timeoutMs);
-  if (!q) queues.set(timeoutMs, (q = new DeadlineQueue(timeoutMs)));
-  return q;
+  return sidecarDeadlines.queue(timeoutMs);
 }

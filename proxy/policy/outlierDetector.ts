@@ -9,6 +9,7 @@
 import type { Endpoint } from '../cluster/endpoint.ts';
 import type { ResilienceStats } from '../metrics.ts';
 import type { ClusterPolicy } from '../../shared/snapshot.ts';
+import { realClock, type Clock, type IntervalHandle } from './clock.ts';
 
 export interface OutlierHost {
   readonly endpoints: readonly Endpoint[];
@@ -20,13 +21,15 @@ export interface OutlierHost {
 
 export class OutlierDetector {
   private readonly host: OutlierHost;
-  private sweeper: NodeJS.Timeout | null = null;
+  private readonly clock: Clock;
+  private sweeper: IntervalHandle | null = null;
   private sweepEveryMs = 0;
   /** Endpoints kept in only by the MaxEjectionPercent cap (or as the last healthy one), and until when they would have been ejected. */
   readonly failing = new Map<Endpoint, number>();
 
-  constructor(host: OutlierHost) {
+  constructor(host: OutlierHost, clock: Clock = realClock) {
     this.host = host;
+    this.clock = clock;
   }
 
   /** A failed attempt at e (the caller has already bumped nothing). */
@@ -40,7 +43,7 @@ export class OutlierDetector {
     if (ejected >= allowed || eps.length - ejected <= 1 || !eps.includes(e)) {
       this.host.stats.ejectionsSkipped++;
       if (!this.failing.has(e) && eps.includes(e)) {
-        this.failing.set(e, performance.now() + p.baseEjectionTimeMs * (e.timesEjected + 1));
+        this.failing.set(e, this.clock.now() + p.baseEjectionTimeMs * (e.timesEjected + 1));
         this.host.rebalance();
         this.ensureSweeping();
       }
@@ -48,7 +51,7 @@ export class OutlierDetector {
     }
     this.failing.delete(e);
     e.timesEjected++;
-    e.ejectedUntil = performance.now() + p.baseEjectionTimeMs * e.timesEjected;
+    e.ejectedUntil = this.clock.now() + p.baseEjectionTimeMs * e.timesEjected;
     e.consecutiveErrors = 0;
     this.host.stats.ejections++;
     this.host.rebalance();
@@ -58,14 +61,13 @@ export class OutlierDetector {
   private ensureSweeping(): void {
     const every = this.host.policy.intervalMs;
     if (this.sweeper !== null && this.sweepEveryMs === every) return;
-    if (this.sweeper !== null) clearInterval(this.sweeper);
+    if (this.sweeper !== null) this.clock.clearInterval(this.sweeper);
     this.sweepEveryMs = every;
-    this.sweeper = setInterval(() => this.sweep(), every);
-    this.sweeper.unref();
+    this.sweeper = this.clock.setInterval(() => this.sweep(), every);
   }
 
   /** Returns endpoints whose ejection time is up; healthy ones earn their multiplier back. */
-  sweep(now = performance.now()): void {
+  sweep(now = this.clock.now()): void {
     let changed = false;
     let remembered = false;
     if (this.failing.size > 0) {
@@ -98,7 +100,7 @@ export class OutlierDetector {
 
   stop(): void {
     this.failing.clear();
-    if (this.sweeper !== null) clearInterval(this.sweeper);
+    if (this.sweeper !== null) this.clock.clearInterval(this.sweeper);
     this.sweeper = null;
   }
 }

@@ -1,6 +1,7 @@
 // The retry budget of one cluster: over a sliding window, retries may add at most RETRY_RATIO of the
 // requests plus a small floor, so retries never multiply an outage. Counted in one-second buckets
 // rolled forward from the request's own clock reading: no timer.
+import { realClock, type Clock } from './clock.ts';
 
 export const RETRY_RATIO = 0.2;
 export const RETRY_FLOOR = 10;
@@ -12,6 +13,12 @@ export class RetryBudget {
   private second = 0;
   private requestSum = 0;
   private retrySum = 0;
+  private readonly clock: Clock;
+
+  /** clock: read only by `window` (config dump); requests and retries bring their own reading. */
+  constructor(clock: Clock = realClock) {
+    this.clock = clock;
+  }
 
   private roll(now: number): number {
     const s = Math.floor(now / 1000);
@@ -50,7 +57,7 @@ export class RetryBudget {
   }
 
   get window(): { requests: number; retries: number } {
-    this.roll(performance.now());
+    this.roll(this.clock.now());
     return { requests: this.requestSum, retries: this.retrySum };
   }
 }

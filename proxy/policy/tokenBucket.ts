@@ -1,5 +1,6 @@
 // An inbound rate limit (LIMIT_RPS with LIMIT_BURST): a token bucket refilled from the caller's own
 // clock reading, so admission costs a few arithmetic operations and no timer.
+import { realClock } from './clock.ts';
 
 export class TokenBucket {
   readonly rps: number;
@@ -7,7 +8,7 @@ export class TokenBucket {
   private tokens: number;
   private last: number;
 
-  constructor(rps: number, burst: number, now = performance.now()) {
+  constructor(rps: number, burst: number, now = realClock.now()) {
     this.rps = rps;
     this.burst = Math.max(1, burst);
     this.tokens = this.burst;
