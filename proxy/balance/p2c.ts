@@ -23,7 +23,9 @@ export class P2cBalancer implements Balancer {
     // Compare active/weight without dividing: a.active * b.weight vs b.active * a.weight.
     const la = a.active * b.weight;
     const lb = b.active * a.weight;
-    if (la === lb) return Math.random() < 0.5 ? a : b;
+    // A tie (always, at idle) goes to the first choice: drawn by weight, so weights hold when nothing is
+    // in flight. A coin flip between the two would split 50/50 between any two endpoints, whatever their weights.
+    if (la === lb) return a;
     return la < lb ? a : b;
   }
 }
