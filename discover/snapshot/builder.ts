@@ -9,6 +9,7 @@ import {
 } from '../../shared/snapshot.ts';
 import { serviceKey, type App, type Service, type Topology } from '../topology/model.ts';
 import { addIdentity } from '../identity/snapshotIdentity.ts';
+import { backendProtocol, compileFor, routeInputs, type CompiledRoutes } from '../gateway/compile.ts';
 
 function modeOf(protocol: Protocol): ListenerMode {
   return protocol === 'tcp' ? 'l4' : 'l7';
@@ -40,10 +41,14 @@ function matchKey(prefix: string, headers: Dependency['options']['headers']): st
 export interface InputsMemo {
   services: Map<Service, string>;
   identity: Map<object, string>;
+  /** A Service port's endpoint list -> its usable endpoints, shared by the apps built in this apply. */
+  endpoints: Map<readonly Endpoint[], { plain?: Endpoint[]; identity?: Endpoint[] }>;
+  /** Each shared list's JSON, made at its first serialisation (after addIdentity). */
+  endpointJson: Map<Endpoint[], string>;
 }
 
 export function inputsMemo(): InputsMemo {
-  return { services: new Map(), identity: new Map() };
+  return { services: new Map(), identity: new Map(), endpoints: new Map(), endpointJson: new Map() };
 }
 
 function serviceInput(svc: Service, memo: InputsMemo | undefined): string {
@@ -66,6 +71,9 @@ export function snapshotInputs(app: App, topology: Topology, memo?: InputsMemo):
     services += (services === '' ? '' : ',') + (svc ? serviceInput(svc, memo) : JSON.stringify([d.namespace, d.service, null]));
   }
   let out = `[${JSON.stringify(topology.clusterDomain)},${JSON.stringify(app.pluginId)},${JSON.stringify(app.config)},${JSON.stringify(app.problems ?? [])},[${services}]`;
+  // Gateway API routes in force for the app's dependencies, and the Services they send to (absent: none).
+  const routes = routeInputs(topology, app.namespace, app.config.dependencies, (s) => serviceInput(s, memo));
+  if (routes !== '') out += `,${JSON.stringify(routes)}`;
   // Identity: the CA's bundle and the readers of dependencies shape the snapshot too.
   if (topology.identity) {
     let identity = memo?.identity.get(topology.identity);
@@ -105,7 +113,7 @@ export function buildSnapshot(app: App, topology: Topology): Snapshot {
  * version is the hash of that text (what snapshotVersion computes) and the body is the same text
  * with the version put in its place, second after schemaVersion.
  */
-export function buildSnapshotBody(app: App, topology: Topology): { snapshot: Snapshot; body: string } {
+export function buildSnapshotBody(app: App, topology: Topology, memo?: InputsMemo): { snapshot: Snapshot; body: string } {
   const errors: string[] = [...(app.problems ?? [])];
   const { config } = app;
   const depName = (d: Dependency) => (d.namespace === app.namespace ? d.service : `${d.service}.${d.namespace}`);
@@ -167,6 +175,30 @@ export function buildSnapshotBody(app: App, topology: Topology): { snapshot: Sna
       ...(config.localityFailover ? { localityFailover: true } : {}),
     });
   }
+  // Gateway API routes (docs/gateway-api.md) in force for each dependency: they replace its mesh-config
+  // route. Their backends and mirrors that are not dependencies get clusters of their own, with the options
+  // (timeouts, retries, limits) of the dependency whose routes send there and the protocol of their port.
+  const gateway = new Map<Dependency, CompiledRoutes>();
+  if (topology.routes && topology.routes.size > 0) {
+    for (const d of config.dependencies) {
+      const svc = services.get(serviceKey(d.namespace, d.service));
+      const compiled = svc ? compileFor(topology, app.namespace, svc, d.port) : null;
+      if (!compiled) continue;
+      if (d.protocol === 'tcp') {
+        errors.push(`dependency ${depName(d)}:${d.port}: ${compiled.used.map((a) => `${a.kind} ${a.namespace}/${a.name}`).join(', ')} not applied: the dependency is tcp (routes need http, http2 or grpc)`);
+        continue;
+      }
+      gateway.set(d, compiled);
+      const own = clusters.find((c) => c.name === clusterName(d.service, d.namespace, d.port))!;
+      for (const b of compiled.backends) {
+        if (clusters.some((c) => c.name === b.name)) continue;
+        clusters.push({
+          ...own, name: b.name, service: b.service.name, namespace: b.service.namespace, port: b.port,
+          protocol: backendProtocol(b, d.protocol), policy: { ...own.policy }, endpoints: usableEndpoints(b.service.endpoints.get(b.port) ?? []),
+        });
+      }
+    }
+  }
   clusters.sort((a, b) => (a.name < b.name ? -1 : 1));
 
   // Domain groups: dependencies that share a Domains entry on a port share one address and listener.
@@ -190,6 +222,8 @@ export function buildSnapshotBody(app: App, topology: Topology): { snapshot: Sna
   const addressOf = (d: Dependency) => addresses.get(serviceKey(d.namespace, d.service))!;
 
   const listeners = new Map<string, OutboundListener>();
+  // Listeners whose routes are Gateway API routes, already in the spec's precedence order.
+  const gatewayListeners = new Set<OutboundListener>();
   const addRoute = (address: string, port: number, protocol: Protocol, name: string, domains: string[], d: Dependency) => {
     const key = `${address}:${port}`;
     let l = listeners.get(key);
@@ -198,6 +232,18 @@ export function buildSnapshotBody(app: App, topology: Topology): { snapshot: Sna
       listeners.set(key, l);
     } else if (l.protocol !== protocol) {
       errors.push(`dependency ${depName(d)}:${port}: protocol ${protocol} conflicts with ${l.protocol} on ${key}; left out`);
+      return;
+    }
+    // On the dependency's own listeners (not a Domains listener shared with others), its Gateway API routes
+    // replace the mesh-config route (Prefix, Headers and Weight).
+    const compiled = domains.length === 1 && domains[0] === '*' ? gateway.get(d) : undefined;
+    if (compiled && l.routes.length === 0) {
+      l.routes = compiled.routes.map((r) => structuredClone(r));
+      gatewayListeners.add(l);
+      return;
+    }
+    if (gatewayListeners.has(l)) {
+      errors.push(`dependency ${depName(d)}:${port}: listener ${key} carries Gateway API routes; the dependency's mesh route is left out`);
       return;
     }
     const mk = matchKey(d.options.prefix, d.options.headers);
@@ -229,7 +275,7 @@ export function buildSnapshotBody(app: App, topology: Topology): { snapshot: Sna
     for (const d of g.members) addRoute(address, g.port, d.protocol, `${g.domain}:${g.port}`, [g.domain], d);
   }
   const outbound = [...listeners.values()]
-    .map((l) => ({ ...l, routes: l.routes.sort(routeOrder) }))
+    .map((l) => ({ ...l, routes: gatewayListeners.has(l) ? l.routes : l.routes.sort(routeOrder) }))
     .sort((a, b) => (a.address === b.address ? a.port - b.port : a.address < b.address ? -1 : 1));
   for (const l of outbound) {
     if (l.mode === 'l4' && l.routes.length > 1) {

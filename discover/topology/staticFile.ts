@@ -7,7 +7,9 @@ import { ConfigError, parseInteger, parseMeshConfig, parseProtocol, type Resourc
 import { isLoopbackAddress } from '../../shared/allocation.ts';
 import type { Endpoint } from '../../shared/snapshot.ts';
 import { PLUGIN_ID } from './names.ts';
-import { appKey, serviceKey, type App, type Service, type ServicePort, type Topology } from './model.ts';
+import { appKey, routeKey, serviceKey, type App, type GatewayRoute, type Service, type ServicePort, type Topology } from './model.ts';
+import { routeProblems } from '../gateway/validate.ts';
+import { appsAffectedByRoutes } from '../gateway/compile.ts';
 
 const NAME = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const HOST = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/i;
@@ -202,6 +204,44 @@ function parseApp(raw: unknown, index: number): App {
 }
 
 /**
+ * One entry of `routes:`: an HTTPRoute or GRPCRoute as applied to Kubernetes (apiVersion, kind, metadata,
+ * spec; the namespace defaults to default). Checked as the API server and shoal would (discover/gateway/
+ * validate.ts): anything wrong refuses the file, naming the route and the field.
+ */
+function parseRoute(raw: unknown, index: number): GatewayRoute {
+  const at = `routes[${index}]`;
+  if (!isObject(raw)) throw new ConfigError(`${at} must be an object (an HTTPRoute or GRPCRoute)`);
+  checkKeys(raw, ['apiVersion', 'kind', 'metadata', 'spec'], at);
+  if (!isObject(raw.metadata)) throw new ConfigError(`${at}.metadata: expected an object with name`);
+  checkKeys(raw.metadata, ['name', 'namespace', 'labels', 'annotations', 'creationTimestamp', 'generation'], `${at}.metadata`);
+  const md = raw.metadata;
+  const namespace = md.namespace === undefined ? 'default' : md.namespace;
+  let created: string | undefined;
+  if (md.creationTimestamp !== undefined) {
+    // YAML reads an unquoted timestamp as a date.
+    created = md.creationTimestamp instanceof Date ? md.creationTimestamp.toISOString().replace(/\.000Z$/, 'Z') : String(md.creationTimestamp);
+    if (Number.isNaN(Date.parse(created))) throw new ConfigError(`${at}.metadata.creationTimestamp=${JSON.stringify(created)}: expected an RFC 3339 time`);
+  }
+  const route: GatewayRoute = {
+    apiVersion: raw.apiVersion as string,
+    kind: raw.kind as GatewayRoute['kind'],
+    metadata: {
+      name: md.name as string,
+      namespace: namespace as string,
+      generation: typeof md.generation === 'number' ? md.generation : 1,
+      ...(created !== undefined ? { creationTimestamp: created } : {}),
+    },
+    spec: raw.spec as Record<string, unknown>,
+  };
+  const problems = routeProblems(route);
+  if (problems.length > 0) {
+    const what = typeof md.name === 'string' ? `${String(raw.kind)} ${String(namespace)}/${md.name}` : at;
+    throw new ConfigError(`route ${what} (${at}): ${problems[0]}${problems.length > 1 ? ` (and ${problems.length - 1} more: ${problems.slice(1, 4).join('; ')})` : ''}`);
+  }
+  return route;
+}
+
+/**
  * What one parse leaves for the next: each entry's parsed form, keyed by its raw JSON. An entry
  * that did not change is not checked again and comes back as the same object, so a caller can
  * tell changed services and apps apart by identity (parsed entries are never mutated).
@@ -209,6 +249,8 @@ function parseApp(raw: unknown, index: number): App {
 export interface ParseMemo {
   services: Map<string, Service>;
   apps: Map<string, App>;
+  /** Parsed routes by their raw JSON (absent in a memo made before routes existed). */
+  routes?: Map<string, GatewayRoute>;
   /** The file's pieces as loadYamlChunked parsed them: an unchanged item comes back as the same raw object. */
   chunks: ChunkCache;
 }
@@ -241,10 +283,10 @@ export function parseStaticTopologyWith(text: string, memo?: ParseMemo): { topol
   }
   if (doc === null || doc === undefined) doc = {};
   if (!isObject(doc)) throw new ConfigError('topology must be a mapping with services and apps');
-  checkKeys(doc, ['clusterDomain', 'services', 'apps'], 'topology');
+  checkKeys(doc, ['clusterDomain', 'services', 'apps', 'routes'], 'topology');
   const clusterDomain = doc.clusterDomain === undefined ? 'cluster.local' : String(doc.clusterDomain).replace(/\.$/, '').toLowerCase();
   if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(clusterDomain)) throw new ConfigError(`topology: clusterDomain ${JSON.stringify(doc.clusterDomain)} is not a domain`);
-  const next: ParseMemo = { services: new Map(), apps: new Map(), chunks };
+  const next: ParseMemo = { services: new Map(), apps: new Map(), routes: new Map(), chunks };
   const services = new Map<string, Service>();
   for (const [i, raw] of list(doc.services, 'services').entries()) {
     const rawKey = rawKeyOf(raw);
@@ -270,7 +312,18 @@ export function parseStaticTopologyWith(text: string, memo?: ParseMemo): { topol
     if (apps.has(key)) throw new ConfigError(`app ${key} is listed twice`);
     apps.set(key, app);
   }
-  return { topology: { clusterDomain, services, apps }, memo: next };
+  const routes = new Map<string, GatewayRoute>();
+  for (const [i, raw] of list(doc.routes, 'routes').entries()) {
+    const rawKey = rawKeyOf(raw);
+    const route = next.routes!.get(rawKey) ?? memo?.routes?.get(rawKey) ?? parseRoute(raw, i);
+    next.routes!.set(rawKey, route);
+    const key = routeKey(route.kind, route.metadata.namespace, route.metadata.name);
+    if (routes.has(key)) throw new ConfigError(`route ${key} is listed twice`);
+    routes.set(key, route);
+  }
+  const topology: Topology = { clusterDomain, services, apps };
+  if (routes.size > 0) topology.routes = routes;
+  return { topology, memo: next };
 }
 
 /**
@@ -286,6 +339,8 @@ export function affectedApps(prev: Topology | null, next: Topology): Set<string>
   for (const k of prev.services.keys()) if (!next.services.has(k)) changed.add(k);
   for (const [k, a] of next.apps) if (prev.apps.get(k) !== a) { affected.add(k); changed.add(k); }
   for (const k of prev.apps.keys()) if (!next.apps.has(k)) { affected.add(k); changed.add(k); }
+  // Gateway API routes: callers of the Services whose routes changed, or whose routes send to a changed Service.
+  for (const k of appsAffectedByRoutes(prev, next, changed)) affected.add(k);
   if (changed.size === 0) return affected;
   for (const [k, a] of next.apps) {
     if (affected.has(k)) continue;
