@@ -1,5 +1,5 @@
 // Builds one app's snapshot from the topology: listeners, routes, clusters, DNS names.
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { allocateListenPorts, allocateLoopbacks } from '../../shared/allocation.ts';
 import type { Dependency } from '../../shared/meshConfig.ts';
 import {
@@ -22,6 +22,54 @@ export function usableEndpoints(all: readonly Endpoint[]): Endpoint[] {
   return chosen
     .map((e) => ({ ...e }))
     .sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.port - b.port));
+}
+
+/**
+ * A Service port's usable endpoints are the same for every app that depends on it: a change of one
+ * Service rebuilds each of its dependents, and without this each would copy, sort and serialise the
+ * same list again. Kept per apply (InputsMemo), per source list and per identity state (addIdentity
+ * marks meshed endpoints in place, the same way for every app). The lists are shared between the
+ * snapshots of one apply: nothing may change them after the build.
+ */
+function sharedEndpoints(source: readonly Endpoint[], identity: boolean, memo: InputsMemo | undefined): Endpoint[] {
+  if (memo === undefined) return usableEndpoints(source);
+  let m = memo.endpoints.get(source);
+  if (m === undefined) memo.endpoints.set(source, (m = {}));
+  const hit = identity ? m.identity : m.plain;
+  if (hit !== undefined) return hit;
+  const eps = usableEndpoints(source);
+  if (identity) m.identity = eps;
+  else m.plain = eps;
+  return eps;
+}
+
+/** Stands in for a cluster's endpoints while the snapshot is serialised; random, so no content can collide with it. */
+const ENDPOINTS_MARK = `shoal-endpoints-${randomUUID()}-`;
+
+/**
+ * JSON.stringify(snap), with each cluster's endpoints taken from the shared lists' JSON instead of
+ * serialised again. Same text: the placeholder takes the endpoints' place in each cluster's keys.
+ */
+function stringifySnapshot(snap: Omit<Snapshot, 'version'>, memo: InputsMemo | undefined): string {
+  if (memo === undefined) return JSON.stringify(snap);
+  const clusters = snap.clusters;
+  const text = JSON.stringify({ ...snap, clusters: clusters.map((c, i) => ({ ...c, endpoints: `${ENDPOINTS_MARK}${i}` })) });
+  let out = '';
+  let from = 0;
+  for (let i = 0; i < clusters.length; i++) {
+    const mark = `"${ENDPOINTS_MARK}${i}"`;
+    const at = text.indexOf(mark, from);
+    if (at < 0) throw new Error(`snapshot serialisation lost the endpoints of cluster ${clusters[i].name}`);
+    const eps = clusters[i].endpoints;
+    let json = memo.endpointJson.get(eps);
+    if (json === undefined) {
+      json = JSON.stringify(eps);
+      memo.endpointJson.set(eps, json);
+    }
+    out += text.slice(from, at) + json;
+    from = at + mark.length;
+  }
+  return out + text.slice(from);
 }
 
 // Most specific first: longer prefixes, then more header matches.
@@ -144,7 +192,7 @@ export function buildSnapshotBody(app: App, topology: Topology, memo?: InputsMem
     let endpoints: Endpoint[] = [];
     if (!svc) errors.push(`dependency ${depName(d)}:${d.port}: service ${key} not found`);
     else if (!svc.endpoints.has(d.port)) errors.push(`dependency ${depName(d)}:${d.port}: service ${key} has no port ${d.port}`);
-    else endpoints = usableEndpoints(svc.endpoints.get(d.port)!);
+    else endpoints = sharedEndpoints(svc.endpoints.get(d.port)!, topology.identity !== undefined, memo);
     const o = d.options;
     clusters.push({
       name: clusterName(d.service, d.namespace, d.port),
@@ -322,7 +370,7 @@ export function buildSnapshotBody(app: App, topology: Topology, memo?: InputsMem
   if (topology.identity) addIdentity(snap, app, topology, topology.identity);
   // Key order is fixed here so the content hash is the same on every replica: the text hashed is
   // JSON.stringify of the snapshot without its version, as snapshotVersion hashes it.
-  const content = JSON.stringify(snap);
+  const content = stringifySnapshot(snap, memo);
   const version = createHash('sha256').update(content).digest('hex').slice(0, 16);
   const head = `{"schemaVersion":${JSON.stringify(snap.schemaVersion)},`;
   if (!content.startsWith(head)) throw new Error('snapshot serialisation does not start with its schemaVersion');

@@ -88,7 +88,7 @@ export class SnapshotStore {
         continue;
       }
       result.rebuilt++;
-      const built = buildSnapshotBody(app, topology);
+      const built = buildSnapshotBody(app, topology, memo);
       const snapshot = built.snapshot;
       // The same App object (a change of a Service it depends on) has the same resource.
       const resource = prev && prev.app === app ? prev.resource : Buffer.from(JSON.stringify(app.spec));

@@ -22,9 +22,15 @@ t.test('body is JSON.stringify(snapshot) and the version is snapshotVersion, byt
   const kinds = { errors: 0, identity: 0, meshed: 0 };
   for (let seed = 1; seed <= SEEDS; seed++) {
     const topo = randomTopology(seed);
+    // One apply's memo: the apps share their dependencies' endpoint lists and those lists' JSON.
+    const memo = inputsMemo();
     for (const app of topo.apps.values()) {
       const { snapshot, body } = buildSnapshotBody(app, topo);
       snapshots++;
+      if (buildSnapshotBody(app, topo, memo).body !== body) {
+        bad++;
+        if (bad <= 3) t.fail(`seed ${seed}, ${app.namespace}/${app.name}: built with the apply's memo, the body differs`);
+      }
       if (body !== JSON.stringify(snapshot) || snapshot.version !== snapshotVersion(snapshot) || snapshotError(JSON.parse(body)) !== null) {
         bad++;
         if (bad <= 3) t.fail(`seed ${seed}, ${app.namespace}/${app.name}: body or version differs`);
