@@ -22,7 +22,10 @@ export class RetryBudget {
 
   private roll(now: number): number {
     const s = Math.floor(now / 1000);
-    if (s === this.second) return s % RETRY_WINDOW_S;
+    // A reading from a second already rolled past (a request dispatched after it waited, counted with
+    // its arrival time) counts in the current second: moving the window back would clear the current
+    // second's bucket on the next roll forward, losing its requests and retries.
+    if (s <= this.second) return this.second % RETRY_WINDOW_S;
     if (s - this.second >= RETRY_WINDOW_S) {
       this.requests.fill(0);
       this.retries.fill(0);

@@ -72,6 +72,7 @@ export class KubernetesSource {
   private dirtyApps = new Set<string>();
   private flushScheduled = false;
   private flushTimer: NodeJS.Timeout | null = null;
+  private lastFlushAt = -Infinity;
   private started = false;
   private stopped = false;
   private readonly watched: Array<Watched<V1Service> | Watched<V1EndpointSlice> | Watched<V1ConfigMap> | Watched<V1Node>> = [];
@@ -308,12 +309,16 @@ export class KubernetesSource {
     if (this.flushScheduled || !this.started) return;
     this.flushScheduled = true;
     // One apply per burst: a relist, a multi-slice update or pods of a rolling update landing
-    // together become a single change.
+    // together become a single change. The first event after a quiet spell applies at the next
+    // timer tick (events delivered together still land in it); events within COALESCE_MS of the
+    // last apply wait for the rest of that window, so a long burst costs one apply per window.
+    const sinceLast = performance.now() - this.lastFlushAt;
     this.flushTimer = setTimeout(() => {
       this.flushTimer = null;
       this.flushScheduled = false;
+      this.lastFlushAt = performance.now();
       this.flush();
-    }, COALESCE_MS);
+    }, sinceLast >= COALESCE_MS ? 0 : COALESCE_MS - sinceLast);
   }
 
   private flush(): void {
