@@ -17,6 +17,7 @@ const GRPC_STATUS_OF: Record<string, number> = {
   'rate-limited': GrpcStatus.UNAVAILABLE,
   'no-route': GrpcStatus.UNIMPLEMENTED,
   'bad-request': 3, // INVALID_ARGUMENT
+  'no-backend': 13, // INTERNAL: HTTP 500, as the Gateway API asks for an unresolved backendRef
   denied: 7, // PERMISSION_DENIED: the mesh authorization policy (proxy/tls, docs/identity.md)
 };
 

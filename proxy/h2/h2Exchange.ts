@@ -21,6 +21,13 @@ import {
 import { encodeGrpcMessage, grpcStatusOf, formatGrpcTimeout, GrpcStatus, parseGrpcTimeout } from './grpc.ts';
 import type { GrpcStats } from './grpcMetrics.ts';
 import { tracer, type RequestTrace } from '../tracing/tracer.ts';
+import { rewriteAuthority, rewriteTarget, sampled } from '../l7/routeFilters.ts';
+import { BodyCopy, mirrorH2 } from '../l7/mirror.ts';
+import type { MirrorTarget } from '../http/routeTable.ts';
+
+function onBackoffOver(ex: H2Exchange): void {
+  ex.backoffOver();
+}
 
 /** A request body up to this size is kept while it streams, so the call can be sent again elsewhere. */
 const REPLAY_LIMIT = 64 * 1024;
@@ -130,6 +137,11 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
   done = false;
   /** Sampled or propagated trace (proxy/tracing); null when tracing is off. */
   private trace: RequestTrace | null = null;
+  /** RequestMirror destinations sampled for this request; null: none. */
+  private mirrors: MirrorTarget[] | null = null;
+  /** The request body copied for the mirrors while it streams (bounded: proxy/l7/mirror.ts). */
+  private mirrorBody: BodyCopy | null = null;
+  private backoff: NodeJS.Timeout | null = null;
 
   constructor(down: Downstream, site: H2Site, backend: RouteBackend, endpoint: Endpoint, start: number, grpc: boolean, hashKey: string | undefined) {
     this.down = down;
@@ -141,8 +153,18 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     this.hashKey = hashKey;
     this.stats = grpc ? site.grpcStats(backend) : null;
     this.requestEnded = down.bodyless;
-    this.perTryMs = backend.cluster.policy.perTryTimeoutMs ?? 0;
+    this.perTryMs = backend.perTryTimeoutMs;
     this.headers = this.upstreamHeaders();
+    const f = backend.filters;
+    if (f !== null) {
+      // Gateway API filters: request header modifiers (route, then backendRef), URL rewrite.
+      if (f.requestHeaders !== null) f.requestHeaders.applyRecord(this.headers);
+      if (f.rewrite !== null) {
+        this.headers[':path'] = rewriteTarget(f.rewrite, String(this.headers[':path'] ?? '/'), f.matchedPrefix);
+        if (f.rewrite.hostname !== undefined) this.headers[':authority'] = rewriteAuthority(f.rewrite, String(this.headers[':authority'] ?? ''));
+      }
+      if (f.mirrors !== null) this.mirrors = f.mirrors.filter((m) => sampled(m.spec));
+    }
     if (tracer !== null && (this.trace = tracer.beginHeaders(down.headers, start, site, grpc)) !== null) this.headers.traceparent = this.trace.traceparent;
   }
 
@@ -173,7 +195,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
       this.requestId = nextRequestId();
       out['x-request-id'] = this.requestId;
     }
-    const limit = this.backend.cluster.policy.requestTimeoutMs;
+    const limit = this.backend.requestTimeoutMs;
     const asked = this.grpc ? parseGrpcTimeout(h['grpc-timeout']) : null;
     const ms = asked === null ? limit : limit > 0 && limit < asked ? limit : asked;
     if (ms > 0) {
@@ -201,7 +223,24 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
       // node:http only reports the response's close after the request was read.
       this.down.body.resume();
     }
+    if (this.mirrors !== null && this.mirrors.length > 0) {
+      if (this.requestEnded) this.sendMirrors(null);
+      else this.mirrorBody = new BodyCopy();
+    }
     this.send();
+  }
+
+  /** RequestMirror: copies go out once the request (with its body, up to the limit) is whole; never waited for. */
+  private sendMirrors(body: Buffer | null): void {
+    const headers = { ...this.headers };
+    delete headers['grpc-timeout'];
+    for (const m of this.mirrors!) mirrorH2(m.cluster, headers, body, this.site.drainMs, (p) => this.site.use(p));
+    this.mirrors = null;
+  }
+
+  backoffOver(): void {
+    this.backoff = null;
+    if (!this.done) this.send();
   }
 
   private send(): void {
@@ -251,6 +290,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
   // Downstream request body -> upstream.
 
   downstreamData(chunk: Buffer): void {
+    if (this.mirrorBody !== null) this.mirrorBody.add(chunk);
     if (this.replay !== null) {
       if (this.replayBytes + chunk.length <= REPLAY_LIMIT) {
         this.replay.push(chunk);
@@ -266,6 +306,11 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
 
   downstreamEnd(): void {
     this.requestEnded = true;
+    const mb = this.mirrorBody;
+    if (mb !== null) {
+      this.mirrorBody = null;
+      if (!mb.over) this.sendMirrors(mb.take());
+    }
     this.stopWatchingIdle();
     const up = this.upstream;
     if (up !== null && !up.destroyed) up.end();
@@ -331,7 +376,10 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     // A gRPC stream the upstream took up is the upstream's to bound (long quiet streams are normal).
     if (this.grpc) this.stopWatchingIdle();
     const out = responseHeaders(headers);
+    const f = this.backend.filters;
+    if (f !== null && f.responseHeaders !== null) f.responseHeaders.applyRecord(out);
     if (endStream) {
+      if (!this.grpc && this.backend.retryRoute && this.backend.retriesStatus(this.status) && this.retry(!idempotent(one(this.down.headers[':method']) ?? ''))) return;
       // Trailers-only (gRPC errors): the head is the trailers.
       const gs = headers['grpc-status'];
       if (gs !== undefined) this.grpcStatus = Number(gs);
@@ -346,6 +394,8 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
       return;
     }
     if (this.status >= 500) this.failed(Failure.Status);
+    // The route's retry codes (Gateway API HTTPRouteRetry) on plain HTTP/2; gRPC retries UNAVAILABLE (below).
+    if (!this.grpc && this.backend.retryRoute && this.backend.retriesStatus(this.status) && this.retry(!idempotent(one(this.down.headers[':method']) ?? ''))) return;
     if (this.grpc && this.requestEnded && this.backend.retryNonIdempotent && this.mayRetry()) {
       this.held = out;
       return;
@@ -456,7 +506,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
 
   /** Whether a failure now could still be retried (the response has not reached the client). */
   private mayRetry(): boolean {
-    return this.attempt < this.backend.cluster.policy.retryAttempts && this.replay !== null && !this.down.headersSent;
+    return this.attempt < this.backend.retryAttempts && this.replay !== null && !this.down.headersSent;
   }
 
   /**
@@ -489,6 +539,12 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     this.status = 0;
     this.grpcStatus = -1;
     this.upstreamError = null;
+    const wait = this.backend.retryBackoffMs;
+    if (wait > 0) {
+      // The route's retry backoff (Gateway API HTTPRouteRetry.backoff); the deadline keeps counting.
+      this.backoff = setTimeout(onBackoffOver, wait, this);
+      return true;
+    }
     this.send();
     return true;
   }
@@ -556,6 +612,11 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
   private finish(status: number): void {
     if (this.done) return;
     this.done = true;
+    if (this.backoff !== null) {
+      clearTimeout(this.backoff);
+      this.backoff = null;
+    }
+    this.mirrorBody = null;
     if (this.deadlineTimer !== null) clearTimeout(this.deadlineTimer);
     this.deadlineTimer = null;
     // A body still coming keeps its idle bound: a client that then goes silent is cut (downstreamIdle).

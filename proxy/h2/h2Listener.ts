@@ -22,6 +22,7 @@ import { encodeGrpcMessage, grpcStatusOf, isGrpc } from './grpc.ts';
 import { grpcStats, type GrpcStats } from './grpcMetrics.ts';
 import { H2Exchange, type H2Site } from './h2Exchange.ts';
 import { peerDenied, peerOf, type Peer } from '../tls/meshTls.ts';
+import { redirectLocation } from '../l7/routeFilters.ts';
 
 // node:http through require, as in proxy/http/httpListener.ts (its ESM namespace loads undici).
 const { createServer: createHttpServer } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
@@ -313,12 +314,29 @@ export class H2Listener implements H2Site {
       this.refuse(down, grpc, this.name, 'rate-limited', `${this.name} allows ${this.limiter.rps} requests per second (LIMIT_RPS)`, null);
       return;
     }
-    const route = this.table.match(one(h[':authority']) ?? one(h.host), path, h);
+    const route = this.table.match(one(h[':authority']) ?? one(h.host), path, h, one(h[':method']) ?? '');
     if (route === null) {
       this.refuse(down, grpc, this.name, 'no-route', `no route on ${this.name} for host ${JSON.stringify(one(h[':authority']) ?? '')} path ${JSON.stringify(path)}`, null);
       return;
     }
+    if (route.redirect !== null) {
+      // Gateway API RequestRedirect: the sidecar answers itself.
+      down.body.resume();
+      const location = redirectLocation(route.redirect, { scheme: 'http', authority: one(h[':authority']) ?? one(h.host) ?? '', target: path }, route.matchedPrefix);
+      if (down instanceof H1Downstream) {
+        if (this.isDraining) down.res.shouldKeepAlive = false;
+        down.res.writeHead(route.redirect.statusCode, ['location', location, 'content-length', '0']);
+        down.res.end();
+      } else {
+        down.respond({ ':status': route.redirect.statusCode, location, 'content-length': 0 }, true, false);
+      }
+      return;
+    }
     const backend = route.backend();
+    if (backend === null && route.noBackendIs500) {
+      this.refuse(down, grpc, route.name, 'no-backend', `${route.name}: no backend to send to (unresolved backendRef or none)`, null);
+      return;
+    }
     const cluster = backend?.cluster;
     const hashKey = cluster && cluster.hashHeader !== '' ? one(h[cluster.hashHeader]) : undefined;
     const endpoint = cluster ? cluster.pick(hashKey) : null;

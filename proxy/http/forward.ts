@@ -21,6 +21,9 @@ import { forwardedClientCert } from '../tls/meshTls.ts';
 import { sendMadeUp, upstreamError, type ShoalError } from './madeUpResponse.ts';
 import type { RouteBackend } from './routeTable.ts';
 import { setTraceparent, tracer, type RequestTrace } from '../tracing/tracer.ts';
+import { rewriteAuthority, rewriteTarget, sampled } from '../l7/routeFilters.ts';
+import { BodyCopy, mirrorH1 } from '../l7/mirror.ts';
+import type { MirrorTarget } from './routeTable.ts';
 
 /** What a request needs to know about the listener it came in on. */
 export interface ForwardSite {
@@ -74,6 +77,24 @@ function onBodyEnd(this: TaggedRequest): void {
 
 function takeTurn(f: ForwardRequest): void {
   f.takeTurn();
+}
+
+function onBackoffOver(f: ForwardRequest): void {
+  f.backoffOver();
+}
+
+/** A request body streaming to the upstream, copied for mirrors on the way (at most MIRROR_BODY_LIMIT bytes). */
+type CopiedBody = IncomingMessage & { [MIRROR_COPY]?: { copy: BodyCopy; send: (body: Buffer) => void } | null };
+const MIRROR_COPY = Symbol('shoal.mirror.copy');
+
+function onCopyData(this: CopiedBody, chunk: Buffer): void {
+  this[MIRROR_COPY]?.copy.add(chunk);
+}
+
+function onCopyEnd(this: CopiedBody): void {
+  const m = this[MIRROR_COPY];
+  this[MIRROR_COPY] = null;
+  if (m && !m.copy.over) m.send(m.copy.take());
 }
 
 /**
@@ -159,6 +180,20 @@ export function downstreamHeaders(raw: Buffer[] | string[]): string[] {
   return out;
 }
 
+/** A body longer than this (by its Content-Length) is not mirrored; a chunked one is cut off at the same size. */
+const MIRROR_LIMIT = 64 * 1024;
+
+/** Replaces the Host in a flat header list (URLRewrite hostname). */
+function replaceHost(headers: string[], host: string): void {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i].length === 4 && headers[i].toLowerCase() === 'host') {
+      headers[i + 1] = host;
+      return;
+    }
+  }
+  headers.push('host', host);
+}
+
 function hasBody(req: IncomingMessage): boolean {
   const len = req.headers['content-length'];
   if (len !== undefined) return len !== '0';
@@ -213,6 +248,10 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
   private receiveTimer: NodeJS.Timeout | null = null;
   /** Sampled or propagated trace (proxy/tracing); null when tracing is off. */
   private trace: RequestTrace | null = null;
+  /** The request-target sent upstream (a URLRewrite may change it). */
+  private target = '';
+  /** The route's retry backoff timer, while it runs. */
+  private backoff: NodeJS.Timeout | null = null;
 
   constructor(req: IncomingMessage, res: ServerResponse, site: ForwardSite, backend: RouteBackend, endpoint: Endpoint, start: number) {
     this.req = req;
@@ -227,6 +266,17 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
   dispatch(): void {
     const req = this.req;
     this.requestId = upstreamHeaders(req, this.headers);
+    this.target = req.url as string;
+    const f = this.backend.filters;
+    if (f !== null) {
+      // Gateway API filters: request header modifiers (route, then backendRef), URL rewrite, mirrors.
+      if (f.requestHeaders !== null) this.headers = f.requestHeaders.applyList(this.headers);
+      if (f.rewrite !== null) {
+        this.target = rewriteTarget(f.rewrite, this.target, f.matchedPrefix);
+        if (f.rewrite.hostname !== undefined) replaceHost(this.headers, rewriteAuthority(f.rewrite, req.headers.host ?? ''));
+      }
+      if (f.mirrors !== null) this.mirror(f.mirrors);
+    }
     if (tracer !== null && (this.trace = tracer.beginRaw(req.rawHeaders, this.start, this.site, false)) !== null) setTraceparent(this.headers, this.trace);
     this.body = hasBody(req) ? req : null;
     this.endpoint.active++;
@@ -241,7 +291,8 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     this.client = c ?? null;
     if (c) c.handedBusy++;
     this.backend.deadlines?.arm(this, this.start);
-    if (cluster.tryDeadlines !== null) this.tryDeadline = new TryDeadline(this, cluster.tryDeadlines);
+    const tq = this.backend.tryDeadlines;
+    if (tq !== null) this.tryDeadline = new TryDeadline(this, tq);
     // node:http emits a pipelined request as soon as its head is read, while the one before it may
     // still be streaming its body upstream: sent now, it could overtake that one (another pooled
     // connection). It waits until the one before it has finished.
@@ -255,6 +306,34 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
       return;
     }
     this.send();
+  }
+
+  /**
+   * RequestMirror: a copy to each sampled mirror cluster. A bodiless request goes at once; a body is
+   * copied as it streams to the upstream and the copies go when it has ended, unless it passed
+   * MIRROR_BODY_LIMIT (then no mirror: docs/proxy.md).
+   */
+  private mirror(mirrors: MirrorTarget[]): void {
+    const chosen = mirrors.filter((m) => sampled(m.spec));
+    if (chosen.length === 0) return;
+    const headers = this.headers.slice();
+    const method = this.req.method ?? 'GET';
+    const target = this.target;
+    const send = (body: Buffer | null) => {
+      for (const m of chosen) mirrorH1(m.cluster, method, target, headers, body, m.cluster.policy.requestTimeoutMs);
+    };
+    if (!hasBody(this.req)) {
+      send(null);
+      return;
+    }
+    const len = Number(this.req.headers['content-length']);
+    if (len > MIRROR_LIMIT) return;
+    const b = this.req as CopiedBody;
+    b[MIRROR_COPY] = { copy: new BodyCopy(), send };
+    b.on('data', onCopyData);
+    // on('data') would start the body flowing before undici takes it: undici resumes it when it sends.
+    b.pause();
+    b.once('end', onCopyEnd);
   }
 
   /** The request before this one on the connection finished: this one's turn. */
@@ -307,7 +386,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     }
     this.endpoint.http().dispatch({
       method: this.req.method as Dispatcher.HttpMethod,
-      path: this.req.url as string,
+      path: this.target,
       headers: this.headers,
       body: this.body,
       // The wait for the head is this request's deadlines (above); RequestTimeoutMS bounds silence mid-body.
@@ -421,7 +500,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
   /** Whether this failure may be retried now; takes a retry from the budget when so. */
   private retryAllowed(connectFailed: boolean): boolean {
     const cluster = this.backend.cluster;
-    if (this.attempts >= cluster.policy.retryAttempts || this.res.headersSent || this.done) return false;
+    if (this.attempts >= this.backend.retryAttempts || this.res.headersSent || this.done) return false;
     // RequestTimeoutMS bounds all attempts: once it fired (unlinked), no time is left for another.
     if (this.deadlineQueue === null && this.backend.deadlines !== null) return false;
     // A body that was sent (any of it read from the client) cannot be replayed.
@@ -445,7 +524,18 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     this.endpoint = next;
     this.controller = null;
     this.discarding = false;
+    const wait = this.backend.retryBackoffMs;
+    if (wait > 0) {
+      // The route's retry backoff (Gateway API HTTPRouteRetry.backoff): RequestTimeoutMS keeps counting.
+      this.backoff = setTimeout(onBackoffOver, wait, this);
+      return;
+    }
     this.send();
+  }
+
+  backoffOver(): void {
+    this.backoff = null;
+    if (!this.done) this.send();
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -471,17 +561,20 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
       const cluster = this.backend.cluster;
       cluster.stats.fail5xx++;
       cluster.outlier.failure(this.endpoint);
-      if (this.retryAllowed(false)) {
-        this.discarding = true;
-        return;
-      }
+    }
+    // 502-504, or the route's retry codes (Gateway API HTTPRouteRetry).
+    if (this.backend.retriesStatus(statusCode) && this.retryAllowed(false)) {
+      this.discarding = true;
+      return;
     }
     // The head is here: the deadline is met (undici's bodyTimeout bounds silence from now on).
     disarm(this);
     const res = this.res;
     if (this.site.draining) res.shouldKeepAlive = false;
     const raw = controller.rawHeaders;
-    const out = Array.isArray(raw) ? downstreamHeaders(raw) : downstreamHeaders(Object.entries(headers).flatMap(([k, v]) => Array.isArray(v) ? v.flatMap((x) => [k, String(x)]) : [k, String(v)]));
+    let out = Array.isArray(raw) ? downstreamHeaders(raw) : downstreamHeaders(Object.entries(headers).flatMap(([k, v]) => Array.isArray(v) ? v.flatMap((x) => [k, String(x)]) : [k, String(v)]));
+    const f = this.backend.filters;
+    if (f !== null && f.responseHeaders !== null) out = f.responseHeaders.applyList(out);
     try {
       if (statusMessage) res.writeHead(statusCode, statusMessage, out);
       else res.writeHead(statusCode, out);
@@ -563,6 +656,10 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
   private finish(status: number): void {
     if (this.done) return;
     this.done = true;
+    if (this.backoff !== null) {
+      clearTimeout(this.backoff);
+      this.backoff = null;
+    }
     this.unpend();
     if (this.deadlineQueue !== null) disarm(this);
     if (this.tryDeadline !== null) disarm(this.tryDeadline);

@@ -19,6 +19,7 @@ import { inboundDenied } from '../tls/meshTls.ts';
 import type { Gauge } from 'prom-client';
 import type { ShoalError } from './madeUpResponse.ts';
 import { madeUpHead } from './h1/exchange.ts';
+import { REDIRECT_REASON, redirectLocation } from '../l7/routeFilters.ts';
 import { TokenBucket } from '../policy/tokenBucket.ts';
 import type { ListenerLimits } from '../listener/listenerSpec.ts';
 
@@ -206,7 +207,12 @@ export class HttpListener implements ForwardSite {
   }
 
   private route(req: IncomingMessage): CompiledRoute | null {
-    return this.table.match(req.headers.host, req.url as string, req.headers);
+    return this.table.match(req.headers.host, req.url as string, req.headers, req.method ?? '');
+  }
+
+  /** Gateway API RequestRedirect: the Location for this request. */
+  private location(route: CompiledRoute, req: IncomingMessage): string {
+    return redirectLocation(route.redirect!, { scheme: 'http', authority: req.headers.host ?? '', target: req.url ?? '/' }, route.matchedPrefix);
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
@@ -238,7 +244,20 @@ export class HttpListener implements ForwardSite {
       sendMadeUp(res, 'no-route', `no route on ${this.name} for host ${JSON.stringify(req.headers.host ?? '')} path ${JSON.stringify(req.url)}`, this.draining);
       return;
     }
+    if (route.redirect !== null) {
+      req.resume();
+      if (this.draining) res.shouldKeepAlive = false;
+      res.writeHead(route.redirect.statusCode, ['location', this.location(route, req), 'content-length', '0']);
+      res.end();
+      return;
+    }
     const backend = route.backend();
+    if (backend === null && route.noBackendIs500) {
+      req.resume();
+      this.metrics.madeUp.labels(route.name, 'no-backend').inc();
+      sendMadeUp(res, 'no-backend', `${route.name}: no backend to send to (unresolved backendRef or none)`, this.draining);
+      return;
+    }
     const cluster = backend?.cluster;
     const endpoint = cluster ? cluster.pick(cluster.hashHeader === '' ? undefined : header(req, cluster.hashHeader)) : null;
     if (backend === null || endpoint === null) {
@@ -283,7 +302,16 @@ export class HttpListener implements ForwardSite {
       rawMadeUp(socket, 'no-route', `no route on ${this.name} for ${req.url}`);
       return;
     }
+    if (route.redirect !== null) {
+      if (socket.writable) socket.end(`HTTP/1.1 ${route.redirect.statusCode} ${REDIRECT_REASON[route.redirect.statusCode] ?? 'Found'}\r\nlocation: ${this.location(route, req)}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+      return;
+    }
     const backend = route.backend();
+    if (backend === null && route.noBackendIs500) {
+      this.metrics.madeUp.labels(route.name, 'no-backend').inc();
+      rawMadeUp(socket, 'no-backend', `${route.name}: no backend to send to (unresolved backendRef or none)`);
+      return;
+    }
     const cluster = backend?.cluster;
     // MaxRequests counts a tunnel for its whole life (upgrade.ts), as the TCP path counts a connection.
     if (backend !== null && cluster!.active >= cluster!.policy.maxRequests) {

@@ -2,7 +2,7 @@
 // Never a hung or silently reset socket while the client can still be told.
 import type { ServerResponse } from 'node:http';
 
-export type ShoalError = 'no-endpoints' | 'circuit-open' | 'overloaded' | 'connect-timeout' | 'request-timeout' | 'upstream-reset' | 'rate-limited' | 'no-route' | 'denied' | 'bad-request';
+export type ShoalError = 'no-endpoints' | 'circuit-open' | 'overloaded' | 'connect-timeout' | 'request-timeout' | 'upstream-reset' | 'rate-limited' | 'no-route' | 'denied' | 'bad-request' | 'no-backend';
 
 export const ERROR_STATUS: Record<ShoalError, number> = {
   'no-endpoints': 503,
@@ -15,6 +15,7 @@ export const ERROR_STATUS: Record<ShoalError, number> = {
   'no-route': 404,
   denied: 403, // mesh authorization policy (proxy/tls)
   'bad-request': 400, // a request the sidecar will not forward: the client's error, never an endpoint's
+  'no-backend': 500, // Gateway API: the route's backendRef does not resolve, or the rule has no backend (docs/proxy.md)
 };
 
 /**

@@ -1,12 +1,16 @@
 // An L7 listener's routes, compiled once per snapshot: host sets, prefixes, header matches and
-// weighted backends holding their clusters and metric children directly. Matching allocates nothing.
+// weighted backends holding their clusters and metric children directly. Matching allocates nothing
+// for mesh-config routes; Gateway API matches (path Exact/PathPrefix/RegularExpression, method, query,
+// header regexes: regexes compiled here, once) cost a substring only for a regex or a query match.
+// Filters (proxy/l7/routeFilters.ts) are resolved per backend here, so the paths read fields only.
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Counter } from 'prom-client';
-import type { Route } from '../../shared/snapshot.ts';
+import type { Mirror, RequestRedirect, Route, RouteRetry, UrlRewrite, WeightedBackend } from '../../shared/snapshot.ts';
 import type { Cluster } from '../cluster/cluster.ts';
 import type { ClusterSet } from '../cluster/clusterSet.ts';
 import type { LatencyStats, ProxyMetrics, RequestStats } from '../metrics.ts';
 import { deadlineQueue, type DeadlineQueue } from '../policy/deadlines.ts';
+import { CompiledHeaderModifier, queryParam } from '../l7/routeFilters.ts';
 
 /** One weighted backend of a route: where requests go, and where they are counted. */
 export class RouteBackend {
@@ -15,23 +19,113 @@ export class RouteBackend {
   readonly stats: RequestStats;
   readonly latency: LatencyStats;
   readonly errors: Counter<'dependency' | 'error'>;
-  /** The request deadline (the cluster's RequestTimeoutMS); null: none. */
+  /** The request deadline (the route's timeoutMs, else the cluster's RequestTimeoutMS); null: none. */
   readonly deadlines: DeadlineQueue | null;
   readonly requestTimeoutMs: number;
   /** The route allows retrying non-idempotent methods after the request was sent (5xx, reset, timeout). */
   readonly retryNonIdempotent: boolean;
+  /**
+   * Gateway API filters and policy of the route and of this backendRef (proxy/l7/routeFilters.ts); null
+   * for a route that has none (mesh config), so the paths test one field and go on as before.
+   */
+  readonly filters: BackendFilters | null;
+  /** The route's backendTimeoutMs as a deadline queue; undefined: the cluster's PerTryTimeoutMS. */
+  private readonly ownTry: DeadlineQueue | null | undefined;
+  private readonly retry: RouteRetry | undefined;
+  private readonly retryCodes: Set<number> | null;
 
-  constructor(cluster: Cluster, route: string, metrics: ProxyMetrics, retryNonIdempotent = false) {
+  constructor(cluster: Cluster, route: string, metrics: ProxyMetrics, retryNonIdempotent = false, spec?: Route, wb?: WeightedBackend, clusters?: ClusterSet, matchedPrefix = '/') {
     this.cluster = cluster;
     this.route = route;
-    this.requestTimeoutMs = cluster.policy.requestTimeoutMs;
+    this.requestTimeoutMs = spec?.timeoutMs ?? cluster.policy.requestTimeoutMs;
     this.deadlines = deadlineQueue(this.requestTimeoutMs);
     this.retryNonIdempotent = retryNonIdempotent;
     this.stats = metrics.requests(cluster.name, route);
     this.latency = metrics.latency(cluster.name);
     this.errors = metrics.madeUp;
+    this.ownTry = spec?.backendTimeoutMs === undefined ? undefined : deadlineQueue(spec.backendTimeoutMs);
+    this.retry = spec?.retry;
+    this.retryCodes = spec?.retry === undefined ? null : new Set(spec.retry.codes);
+    this.filters = spec !== undefined && clusters !== undefined ? BackendFilters.of(spec, wb, clusters, matchedPrefix) : null;
+  }
+
+  /** The per-attempt deadline (the route's backendTimeoutMs, else the cluster's PerTryTimeoutMS); null: none. */
+  get tryDeadlines(): DeadlineQueue | null {
+    return this.ownTry === undefined ? this.cluster.tryDeadlines : this.ownTry;
+  }
+
+  /** The per-attempt bound in ms (0: none), for the paths that keep their own timer (HTTP/2). */
+  get perTryTimeoutMs(): number {
+    return this.ownTry === undefined ? this.cluster.policy.perTryTimeoutMs ?? 0 : this.ownTry?.timeoutMs ?? 0;
+  }
+
+  /** Retries after the first attempt: the route's retry.attempts, else the cluster's RetryAttempts. */
+  get retryAttempts(): number {
+    return this.retry === undefined ? this.cluster.policy.retryAttempts : this.retry.attempts;
+  }
+
+  /** The route names its own retry (Gateway API HTTPRouteRetry). */
+  get retryRoute(): boolean {
+    return this.retry !== undefined;
+  }
+
+  /** Wait before a retry (ms); 0: none. */
+  get retryBackoffMs(): number {
+    return this.retry?.backoffMs ?? 0;
+  }
+
+  /** Whether a response with this status is retried: the route's retry codes, else 502, 503 and 504. */
+  retriesStatus(status: number): boolean {
+    return this.retryCodes === null ? status >= 502 && status <= 504 : this.retryCodes.has(status);
   }
 }
+
+/** A mirror destination, resolved: the cluster and its share. */
+export interface MirrorTarget { cluster: Cluster; spec: Mirror }
+
+/** What the paths do to a request sent to one backend of a Gateway API route, besides forwarding it. */
+export class BackendFilters {
+  /** Route then backendRef request header modifiers; null: none. */
+  readonly requestHeaders: CompiledHeaderModifier | null;
+  readonly responseHeaders: CompiledHeaderModifier | null;
+  readonly rewrite: UrlRewrite | null;
+  readonly mirrors: MirrorTarget[] | null;
+  /** The route's PathPrefix value (ReplacePrefixMatch is relative to it); "/" otherwise. */
+  readonly matchedPrefix: string;
+
+  private constructor(req: CompiledHeaderModifier | null, res: CompiledHeaderModifier | null, rewrite: UrlRewrite | null, mirrors: MirrorTarget[] | null, matchedPrefix: string) {
+    this.requestHeaders = req;
+    this.responseHeaders = res;
+    this.rewrite = rewrite;
+    this.mirrors = mirrors;
+    this.matchedPrefix = matchedPrefix;
+  }
+
+  static of(spec: Route, wb: WeightedBackend | undefined, clusters: ClusterSet, matchedPrefix: string): BackendFilters | null {
+    const req = new CompiledHeaderModifier([spec.requestHeaders, wb?.requestHeaders]);
+    const res = new CompiledHeaderModifier([spec.responseHeaders, wb?.responseHeaders]);
+    const mirrors: MirrorTarget[] = [];
+    for (const m of [...spec.mirrors ?? [], ...wb?.mirrors ?? []]) {
+      const c = clusters.get(m.cluster);
+      // A mirror whose cluster the snapshot does not hold has nowhere to go (and never affects the request).
+      if (c !== undefined && (m.percent ?? 100) > 0) mirrors.push({ cluster: c, spec: m });
+    }
+    const rewrite = spec.rewrite !== undefined && (spec.rewrite.hostname !== undefined || spec.rewrite.path !== undefined) ? spec.rewrite : null;
+    if (req.empty && res.empty && mirrors.length === 0 && rewrite === null) return null;
+    return new BackendFilters(req.empty ? null : req, res.empty ? null : res, rewrite, mirrors.length === 0 ? null : mirrors, matchedPrefix);
+  }
+}
+
+/** Compiles a whole-value regular expression; null when it does not compile (the match then never matches). */
+function fullMatch(source: string): RegExp | null {
+  try {
+    return new RegExp(`^(?:${source})$`);
+  } catch {
+    return null;
+  }
+}
+
+const NEVER = /(?!)/;
 
 export class CompiledRoute {
   readonly name: string;
@@ -40,48 +134,144 @@ export class CompiledRoute {
   readonly prefix: string;
   readonly headerNames: string[];
   readonly headerValues: string[];
+  /** Per header match: its regular expression, or null for an exact one; null when every match is exact. */
+  private readonly headerRes: (RegExp | null)[] | null;
   readonly backends: RouteBackend[];
   private readonly cumulative: number[];
+  /** Per share in cumulative: its backend, or null for an unresolved backendRef (a 500). */
+  private readonly picks: (RouteBackend | null)[];
   private readonly total: number;
+  /** The route uses Gateway API matches (path, method, query): checked after the mesh-config ones. */
+  private readonly extended: boolean;
+  /** 0: none, 1: Exact, 2: PathPrefix, 3: RegularExpression. */
+  private readonly pathKind: number;
+  private readonly pathValue: string;
+  private readonly pathRe: RegExp | null;
+  private readonly method: string | null;
+  private readonly queryNames: string[];
+  private readonly queryValues: string[];
+  private readonly queryRes: (RegExp | null)[];
+  /** Gateway API RequestRedirect: the sidecar answers itself. */
+  readonly redirect: RequestRedirect | null;
+  /** The route's PathPrefix value (ReplacePrefixMatch is relative to it); "/" otherwise. */
+  readonly matchedPrefix: string;
+  /**
+   * No backend to send to is a 500 (Gateway API: no backendRefs, unresolved ones, all weights 0), not
+   * the 503 no-endpoints a mesh-config route gives.
+   */
+  readonly noBackendIs500: boolean;
 
   constructor(listenerName: string, spec: Route, clusters: ClusterSet, metrics: ProxyMetrics) {
-    const hdr = spec.headers.map((h) => `${h.name}=${h.value}`).join(',');
-    this.name = `${listenerName}${spec.prefix}${hdr === '' ? '' : `{${hdr}}`}`;
+    const hdr = spec.headers.map((h) => `${h.name}${h.type === 'RegularExpression' ? '~' : '='}${h.value}`).join(',');
+    const ext = `${spec.method ?? ''}${spec.path ? `${spec.path.type === 'Exact' ? '=' : spec.path.type === 'PathPrefix' ? '' : '~'}${spec.path.value}` : ''}${spec.query?.length ? `?${spec.query.map((q) => `${q.name}${q.type === 'RegularExpression' ? '~' : '='}${q.value}`).join('&')}` : ''}`;
+    this.name = `${listenerName}${spec.path === undefined ? spec.prefix : ''}${ext === '' ? '' : ext}${hdr === '' ? '' : `{${hdr}}`}`;
     this.domains = spec.domains.includes('*') || spec.domains.length === 0 ? null : new Set(spec.domains.map((d) => d.toLowerCase()));
     this.prefix = spec.prefix;
     this.headerNames = spec.headers.map((h) => h.name.toLowerCase());
     this.headerValues = spec.headers.map((h) => h.value);
+    this.headerRes = spec.headers.some((h) => h.type === 'RegularExpression') ? spec.headers.map((h) => h.type === 'RegularExpression' ? fullMatch(h.value) ?? NEVER : null) : null;
+    const p = spec.path;
+    this.pathKind = p === undefined ? 0 : p.type === 'Exact' ? 1 : p.type === 'PathPrefix' ? 2 : 3;
+    // PathPrefix by whole segments; a trailing "/" of the value is ignored ("/" matches every path).
+    this.pathValue = p === undefined ? '' : p.type === 'PathPrefix' && p.value.endsWith('/') ? p.value.slice(0, -1) : p.value;
+    this.pathRe = p?.type === 'RegularExpression' ? fullMatch(p.value) ?? NEVER : null;
+    this.method = spec.method === undefined || spec.method === '' ? null : spec.method.toUpperCase();
+    const q = spec.query ?? [];
+    this.queryNames = q.map((x) => x.name);
+    this.queryValues = q.map((x) => x.value);
+    this.queryRes = q.map((x) => x.type === 'RegularExpression' ? fullMatch(x.value) ?? NEVER : null);
+    this.extended = this.pathKind !== 0 || this.method !== null || q.length > 0;
+    this.redirect = spec.redirect ?? null;
+    this.matchedPrefix = p?.type === 'PathPrefix' ? p.value : '/';
     this.backends = [];
     this.cumulative = [];
+    this.picks = [];
+    const gateway = spec.path !== undefined || spec.method !== undefined || spec.query !== undefined || spec.source !== undefined
+      || spec.backends.length === 0 || spec.backends.some((b) => b.unresolved === true);
+    this.noBackendIs500 = gateway;
     let sum = 0;
     for (const b of spec.backends) {
+      if (b.weight === 0) continue;
+      if (b.unresolved === true) {
+        sum += b.weight;
+        this.picks.push(null);
+        this.cumulative.push(sum);
+        continue;
+      }
       const c = clusters.get(b.cluster);
-      if (!c || b.weight === 0) continue;
+      if (!c) {
+        if (!gateway) continue;
+        // A Gateway API backendRef naming a cluster this snapshot lacks: its share is a 500 too.
+        sum += b.weight;
+        this.picks.push(null);
+        this.cumulative.push(sum);
+        continue;
+      }
       sum += b.weight;
-      this.backends.push(new RouteBackend(c, this.name, metrics, spec.retryNonIdempotent === true));
+      const rb = new RouteBackend(c, this.name, metrics, spec.retryNonIdempotent === true, gateway ? spec : undefined, b, clusters, this.matchedPrefix);
+      this.backends.push(rb);
+      this.picks.push(rb);
       this.cumulative.push(sum);
     }
     this.total = sum;
   }
 
-  /** headers: node's parsed object, or the fast path's flat raw list. */
-  matches(host: string, path: string, headers: IncomingHttpHeaders | string[]): boolean {
+  /** headers: node's parsed object, or the fast path's flat raw list. method: upper case as sent. */
+  matches(host: string, path: string, headers: IncomingHttpHeaders | string[], method: string): boolean {
     if (this.domains !== null && !this.domains.has(host)) return false;
     if (this.prefix !== '/' && !path.startsWith(this.prefix)) return false;
     for (let i = 0; i < this.headerNames.length; i++) {
       const v = Array.isArray(headers) ? rawHeaderValue(headers, this.headerNames[i]) : headers[this.headerNames[i]];
-      if (v !== this.headerValues[i]) return false;
+      if (this.headerRes !== null && this.headerRes[i] !== null) {
+        if (v === undefined || !this.headerRes[i]!.test(typeof v === 'string' ? v : String(v))) return false;
+      } else if (v !== this.headerValues[i]) return false;
+    }
+    return !this.extended || this.matchesExtended(path, method);
+  }
+
+  private matchesExtended(target: string, method: string): boolean {
+    if (this.method !== null && method !== this.method) return false;
+    const q = target.indexOf('?');
+    const len = q < 0 ? target.length : q;
+    switch (this.pathKind) {
+      case 1:
+        if (len !== this.pathValue.length || !target.startsWith(this.pathValue)) return false;
+        break;
+      case 2: {
+        const v = this.pathValue;
+        if (v.length > len || !target.startsWith(v)) return false;
+        if (len !== v.length && target.charCodeAt(v.length) !== 47 /* / */) return false;
+        break;
+      }
+      case 3:
+        if (!this.pathRe!.test(q < 0 ? target : target.slice(0, q))) return false;
+        break;
+      default:
+        break;
+    }
+    const names = this.queryNames;
+    if (names.length === 0) return true;
+    if (q < 0) return false;
+    const query = target.slice(q + 1);
+    for (let i = 0; i < names.length; i++) {
+      const v = queryParam(query, names[i]);
+      if (v === null) return false;
+      const re = this.queryRes[i];
+      if (re === null ? v !== this.queryValues[i] : !re.test(v)) return false;
     }
     return true;
   }
 
-  /** A backend by weight; null when every backend has weight 0. */
+  /**
+   * A backend by weight; null when there is none to send to: every backend has weight 0 (mesh config:
+   * 503 no-endpoints), or (noBackendIs500) the draw fell on an unresolved backendRef, or there is none.
+   */
   backend(): RouteBackend | null {
-    const n = this.backends.length;
-    if (n <= 1) return n === 1 ? this.backends[0] : null;
+    const n = this.picks.length;
+    if (n <= 1) return n === 1 ? this.picks[0] : null;
     const r = Math.random() * this.total;
-    for (let i = 0; i < n; i++) if (this.cumulative[i] > r) return this.backends[i];
-    return this.backends[n - 1];
+    for (let i = 0; i < n; i++) if (this.cumulative[i] > r) return this.picks[i];
+    return this.picks[n - 1];
   }
 }
 
@@ -95,10 +285,10 @@ export class RouteTable {
     this.anyHost = this.routes.every((r) => r.domains === null);
   }
 
-  match(hostHeader: string | undefined, path: string, headers: IncomingHttpHeaders | string[]): CompiledRoute | null {
+  match(hostHeader: string | undefined, path: string, headers: IncomingHttpHeaders | string[], method: string): CompiledRoute | null {
     const host = this.anyHost || hostHeader === undefined ? '' : hostOnly(hostHeader);
     const routes = this.routes;
-    for (let i = 0; i < routes.length; i++) if (routes[i].matches(host, path, headers)) return routes[i];
+    for (let i = 0; i < routes.length; i++) if (routes[i].matches(host, path, headers, method)) return routes[i];
     return null;
   }
 }

@@ -9,6 +9,7 @@ import { clientOf } from './h1/clientConnection.ts';
 import { downstreamHeaders, upstreamHeaders, type ForwardSite } from './forward.ts';
 import { setTraceparent, tracer, type RequestTrace } from '../tracing/tracer.ts';
 import { ERROR_STATUS, upstreamError, type ShoalError } from './madeUpResponse.ts';
+import { rewriteAuthority, rewriteTarget } from '../l7/routeFilters.ts';
 import type { RouteBackend } from './routeTable.ts';
 
 function head(status: number, message: string, headers: string[]): string {
@@ -62,15 +63,30 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
     // A tunnel is never idle: drain leaves it to the drain timeout.
     const c = clientOf(this.socket as Socket);
     if (c) c.handedBusy++;
-    const headers: string[] = [];
+    let headers: string[] = [];
     upstreamHeaders(this.req, headers);
+    let target = this.req.url as string;
+    const f = this.backend.filters;
+    if (f !== null) {
+      // Gateway API filters as on the other paths: request header modifiers, URL rewrite (no mirror of a tunnel).
+      if (f.requestHeaders !== null) headers = f.requestHeaders.applyList(headers);
+      if (f.rewrite !== null) {
+        target = rewriteTarget(f.rewrite, target, f.matchedPrefix);
+        if (f.rewrite.hostname !== undefined) {
+          const host = rewriteAuthority(f.rewrite, this.req.headers.host ?? '');
+          const i = headers.findIndex((n, j) => j % 2 === 0 && n.toLowerCase() === 'host');
+          if (i >= 0) headers[i + 1] = host;
+          else headers.push('host', host);
+        }
+      }
+    }
     if (tracer !== null && (this.trace = tracer.beginRaw(this.req.rawHeaders, this.start, this.site, false)) !== null) setTraceparent(headers, this.trace);
     this.endpoint.active++;
     this.backend.cluster.active++;
     this.socket.on('error', destroyPeer);
     this.endpoint.http().dispatch({
       method: this.req.method as Dispatcher.HttpMethod,
-      path: this.req.url as string,
+      path: target,
       headers,
       body: null,
       upgrade: this.req.headers.upgrade ?? 'websocket',

@@ -8,6 +8,7 @@ import type { Test } from 'tap';
 import { createLogger } from '../../shared/log.ts';
 import { startProxy, type Proxy, type ProxyOptions } from '../../proxy/main.ts';
 import { withDiscover, type TestDiscover } from '../lib/discover.ts';
+import { snapshotError, snapshotVersion, type Route, type Snapshot } from '../../shared/snapshot.ts';
 
 /** A loopback address no other test picks by chance (never 127.0.0.1, no .0/.255). */
 export function randomLoopback(): string {
@@ -138,4 +139,93 @@ export async function tally(n: number, fetchOne: (i: number) => Promise<string>)
 
 export function uniqueName(prefix: string): string {
   return `${prefix}${Math.random().toString(36).slice(2, 8)}`;
+}
+
+/** A sidecar fed by a snapshot the test edits directly (routes discover does not write yet, e.g. Gateway API ones). */
+export interface RoutedSidecar {
+  proxy: Proxy;
+  /** The snapshot as served now (edit through setRoutes). */
+  snapshot: Snapshot;
+  /** Replaces an outbound listener's routes and waits until the sidecar has applied them. */
+  setRoutes(listener: string, routes: Route[]): Promise<void>;
+}
+
+/**
+ * discover builds the snapshot from the topology; a small stand-in then serves it (long-poll as discover
+ * does), so a test can put any Route the contract allows on a listener. Cluster names: snapshot.clusters.
+ */
+export async function startRoutedSidecar(t: Test, topology: string, opts: Partial<ProxyOptions> = {}): Promise<RoutedSidecar> {
+  const discover = await withDiscover(t, topology);
+  const got = await fetch(`${discover.url}/v2/snapshot/default/web`);
+  if (got.status !== 200) throw new Error(`discover answered ${got.status} for web's snapshot`);
+  let snapshot = await got.json() as Snapshot;
+  let n = 0;
+  const waiters = new Set<() => void>();
+  const server = createServer((req, res) => {
+    const asked = new URL(req.url ?? '/', 'http://x').searchParams.get('version');
+    const answer = () => {
+      if (asked !== null && asked === snapshot.version) {
+        res.writeHead(304);
+        res.end();
+        return;
+      }
+      const body = JSON.stringify(snapshot);
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+    };
+    if (asked !== null && asked === snapshot.version) {
+      // Long-poll: answer at the next edit, or after a second.
+      const done = () => {
+        clearTimeout(timer);
+        waiters.delete(done);
+        answer();
+      };
+      const timer = setTimeout(done, 1000);
+      waiters.add(done);
+      return;
+    }
+    answer();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => new Promise<void>((resolve) => {
+    for (const w of [...waiters]) w();
+    server.closeAllConnections();
+    server.close(() => resolve());
+  }));
+  const port = (server.address() as AddressInfo).port;
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-proxy-test-'));
+  const proxy = await startProxy({
+    discoverUrl: `http://127.0.0.1:${port}/v2/snapshot/default/web`,
+    stateFile: join(dir, 'state.json'),
+    adminHost: '127.0.0.1',
+    adminPort: 0,
+    inboundAddress: randomLoopback(),
+    drainTimeoutMs: 2000,
+    drainQuietMs: 100,
+    waitSeconds: 1,
+    log: createLogger('proxy', process.env.SHOAL_TEST_LOG ?? 'silent'),
+    ...opts,
+  });
+  t.teardown(async () => {
+    await proxy.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await proxy.whenReady();
+  return {
+    proxy,
+    get snapshot() { return snapshot; },
+    async setRoutes(listener: string, routes: Route[]) {
+      const next = structuredClone(snapshot);
+      const l = next.outbound.find((x) => x.name === listener);
+      if (!l) throw new Error(`no outbound listener ${listener} in ${next.outbound.map((x) => x.name).join(', ')}`);
+      l.routes = routes;
+      n++;
+      next.version = snapshotVersion(next);
+      const err = snapshotError(next);
+      if (err !== null) throw new Error(err);
+      snapshot = next;
+      for (const w of [...waiters]) w();
+      await waitFor(() => proxy.version === next.version, `the sidecar to apply ${next.version}`);
+    },
+  };
 }

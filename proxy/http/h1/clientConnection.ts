@@ -7,6 +7,7 @@ import type { Cluster } from '../../cluster/cluster.ts';
 import { Exchange, madeUpHead } from './exchange.ts';
 import { parseRequestHead, rawHeader, type RequestHead } from './requestHead.ts';
 import { inboundDenied } from '../../tls/meshTls.ts';
+import { REDIRECT_REASON, redirectLocation } from '../../l7/routeFilters.ts';
 
 const MAX_HEAD = 16 * 1024;
 /**
@@ -181,12 +182,22 @@ export class ClientConnection {
       l.rateLimited();
       return madeUpHead('rate-limited', `${l.name} allows ${l.limiter.rps} requests per second (LIMIT_RPS)`, close, `retry-after: ${l.limiter.retryAfterS()}\r\n`);
     }
-    const route = l.table.match(head.host, head.path, head.raw);
+    const route = l.table.match(head.host, head.path, head.raw, head.method);
     if (route === null) {
       l.madeUp(l.name, 'no-route');
       return madeUpHead('no-route', `no route on ${l.name} for host ${JSON.stringify(head.host)} path ${JSON.stringify(head.path)}`, close);
     }
+    if (route.redirect !== null) {
+      // Gateway API RequestRedirect: the sidecar answers itself.
+      const location = redirectLocation(route.redirect, { scheme: 'http', authority: head.host, target: head.path }, route.matchedPrefix);
+      const status = route.redirect.statusCode;
+      return `HTTP/1.1 ${status} ${REDIRECT_REASON[status] ?? 'Found'}\r\nlocation: ${location}\r\ncontent-length: 0\r\n${close ? 'connection: close\r\n' : ''}\r\n`;
+    }
     const backend = route.backend();
+    if (backend === null && route.noBackendIs500) {
+      l.madeUp(route.name, 'no-backend');
+      return madeUpHead('no-backend', `${route.name}: no backend to send to (unresolved backendRef or none)`, close);
+    }
     const cluster = backend?.cluster;
     // MaxRequests: over it a request fails at once, it never queues; checked before the balancer
     // picks, so a refused request costs no pick (and does not move round robin on).

@@ -17,6 +17,12 @@ import type { ClientConnection } from './clientConnection.ts';
 import type { RequestHead } from './requestHead.ts';
 import type { UpstreamConnection, UpstreamUser } from './upstreamPool.ts';
 import { tracer, type RequestTrace } from '../../tracing/tracer.ts';
+import { rewriteAuthority, rewriteTarget, sampled } from '../../l7/routeFilters.ts';
+import { mirrorH1 } from '../../l7/mirror.ts';
+
+function onBackoffOver(ex: Exchange): void {
+  ex.backoffOver();
+}
 
 const SINGLE_WRITE_MAX = 16 * 1024;
 const BODY_NONE = Framing.None;
@@ -25,7 +31,7 @@ const BODY_CHUNKED = Framing.Chunked;
 const BODY_UNTIL_CLOSE = Framing.UntilClose;
 
 
-const REASONS: Record<number, string> = { 200: 'OK', 204: 'No Content', 301: 'Moved Permanently', 302: 'Found', 304: 'Not Modified', 400: 'Bad Request', 404: 'Not Found', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
+const REASONS: Record<number, string> = { 200: 'OK', 204: 'No Content', 301: 'Moved Permanently', 302: 'Found', 303: 'See Other', 304: 'Not Modified', 307: 'Temporary Redirect', 308: 'Permanent Redirect', 400: 'Bad Request', 404: 'Not Found', 429: 'Too Many Requests', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
 
 /** A complete made-up response as one string; extra: more header lines, each ending in CRLF. */
 export function madeUpHead(error: ShoalError, detail: string, close: boolean, extra = ''): string {
@@ -96,7 +102,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     this.upstreamHead = this.buildUpstreamHead();
     // RequestTimeoutMS counts from the request's arrival over every attempt: armed once, here.
     this.backend.deadlines?.arm(this, this.start);
-    const tq = cluster.tryDeadlines;
+    const tq = this.backend.tryDeadlines;
     if (tq !== null) {
       this.tryDeadline = new TryDeadline(this, tq);
       tq.arm(this.tryDeadline, this.start);
@@ -167,7 +173,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
    */
   private retryAllowed(why: Failure): boolean {
     const cluster = this.backend.cluster;
-    if (this.attempts >= cluster.policy.retryAttempts) return false;
+    if (this.attempts >= this.backend.retryAttempts) return false;
     // RequestTimeoutMS is the bound over all attempts: once it fired (unlinked), nothing is left for another.
     if (this.deadlineQueue === null && this.backend.deadlines !== null) return false;
     if (why !== Failure.ConnectFailure && why !== Failure.ConnectTimeout && !this.backend.retryNonIdempotent && !idempotent(this.head.method)) return false;
@@ -195,6 +201,23 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     this.headBuf = null;
     this.gotBytes = false;
     this.retried = false;
+    const wait = this.backend.retryBackoffMs;
+    if (wait > 0) {
+      // The route's retry backoff (Gateway API HTTPRouteRetry.backoff): RequestTimeoutMS keeps counting.
+      this.backoff = setTimeout(onBackoffOver, wait, this);
+      return;
+    }
+    this.startAttempt();
+  }
+
+  private backoff: NodeJS.Timeout | null = null;
+
+  backoffOver(): void {
+    this.backoff = null;
+    if (!this.done) this.startAttempt();
+  }
+
+  private startAttempt(): void {
     const td = this.tryDeadline;
     if (td !== null) td.queue.arm(td, performance.now());
     this.acquire();
@@ -202,8 +225,18 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
 
   private buildUpstreamHead(): string {
     const h = this.head;
-    const raw = h.raw;
-    let s = `${h.method} ${h.path} HTTP/1.1\r\n`;
+    const f = this.backend.filters;
+    let raw = h.raw;
+    let target = h.path;
+    if (f !== null) {
+      // Gateway API filters: request header modifiers (route, then backendRef), URL rewrite.
+      if (f.requestHeaders !== null) raw = f.requestHeaders.applyList(raw);
+      if (f.rewrite !== null) {
+        target = rewriteTarget(f.rewrite, target, f.matchedPrefix);
+        if (f.rewrite.hostname !== undefined) raw = withHost(raw, rewriteAuthority(f.rewrite, h.host));
+      }
+    }
+    let s = `${h.method} ${target} HTTP/1.1\r\n`;
     let xff: string | null = null;
     let proto = false;
     let requestId = '';
@@ -242,7 +275,22 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     }
     this.requestId = requestId;
     if (this.trace !== null) s += `traceparent: ${this.trace.traceparent}\r\n`;
+    if (f !== null && f.mirrors !== null && this.attempts === 0) this.mirror(f.mirrors, target, raw);
     return `${s}\r\n`;
+  }
+
+  /** RequestMirror: a bodiless copy (the fast path carries no bodies) to each sampled mirror cluster. */
+  private mirror(mirrors: NonNullable<NonNullable<RouteBackend['filters']>['mirrors']>, target: string, raw: string[]): void {
+    let headers: string[] | null = null;
+    for (const m of mirrors) {
+      if (!sampled(m.spec)) continue;
+      if (headers === null) {
+        headers = [];
+        for (let i = 0; i < raw.length; i += 2) if (classify(raw[i], true) !== Hop.Drop) headers.push(raw[i], raw[i + 1]);
+        if (!headers.some((v, i) => i % 2 === 0 && v.toLowerCase() === 'x-request-id')) headers.push('x-request-id', this.requestId);
+      }
+      mirrorH1(m.cluster, this.head.method, target, headers, null, m.cluster.policy.requestTimeoutMs);
+    }
   }
 
   /** A new connection is being opened for this exchange: held so a deadline or an abort can close it. */
@@ -298,13 +346,15 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
       this.scanner = r.framing === BODY_CHUNKED ? new ChunkedScanner() : null;
       this.upstreamKeepAlive = r.keepAlive;
       this.closeClient = r.close;
-      this.responseHead = r.head;
+      const f = this.backend.filters;
+      this.responseHead = f !== null && f.responseHeaders !== null ? f.responseHeaders.applyHead(r.head) : r.head;
       if (r.status >= 502 && r.status <= 504) {
         const cluster = this.backend.cluster;
         cluster.stats.fail5xx++;
         cluster.outlier.failure(this.endpoint);
-        if (this.retryAllowed(Failure.Status5xx)) return this.discardAndRetry(conn, buf, end + 4);
       }
+      // 502-504, or the route's retry codes (Gateway API HTTPRouteRetry).
+      if (this.backend.retriesStatus(r.status) && this.retryAllowed(Failure.Status5xx)) return this.discardAndRetry(conn, buf, end + 4);
       this.writeBody(buf, end + 4, true);
       return;
     }
@@ -494,6 +544,10 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
   private finish(status: number): void {
     if (this.done) return;
     this.done = true;
+    if (this.backoff !== null) {
+      clearTimeout(this.backoff);
+      this.backoff = null;
+    }
     if (this.deadlineQueue !== null) disarm(this);
     this.endpoint.active--;
     this.backend.cluster.active--;
@@ -512,4 +566,20 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
       });
     }
   }
+}
+
+/** The raw list with its Host replaced (URLRewrite hostname). */
+function withHost(raw: readonly string[], host: string): string[] {
+  const out: string[] = [];
+  let set = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i].length === 4 && raw[i].toLowerCase() === 'host') {
+      if (!set) out.push(raw[i], host);
+      set = true;
+      continue;
+    }
+    out.push(raw[i], raw[i + 1]);
+  }
+  if (!set) out.push('host', host);
+  return out;
 }
