@@ -17,7 +17,8 @@ export const demoFlags: FlagSpec[] = [
   { name: 'log-level', type: 'string', default: 'warn', description: 'Log level of the demo\'s pieces' },
 ];
 
-// namespace default: web depends on api (HTTP, 3 endpoints) and cache (TCP, 2 endpoints).
+// namespace default: web depends on api (HTTP, 3 endpoints), cache (TCP, 2 endpoints) and shop (HTTP), whose
+// callers an HTTPRoute sends 90/10 to shop-v1 and shop-v2, and always to shop-v2 with the header x-canary: always.
 export const DEMO_TOPOLOGY = `# shoal demo topology: edit this file while the demo runs; discover pushes the change.
 clusterDomain: cluster.local
 services:
@@ -29,6 +30,16 @@ services:
     address: 127.0.0.3
     ports: [{ port: 6379, protocol: tcp }]
     endpoints: [127.0.11.1:6379, 127.0.11.2:6379]
+  # shop is a routing frontend without endpoints of its own: the HTTPRoute below says where its callers go.
+  - name: shop
+    address: 127.0.0.4
+    ports: [{ port: 9080, protocol: http }]
+  - name: shop-v1
+    ports: [{ port: 9080, protocol: http }]
+    endpoints: [127.0.12.1:9080]
+  - name: shop-v2
+    ports: [{ port: 9080, protocol: http }]
+    endpoints: [127.0.12.2:9080]
 apps:
   - name: web
     pluginId: mesh
@@ -38,11 +49,27 @@ apps:
       base_services:
         - { depend_service_alias: api, port: 8080, protocol: http, options: { LBPolicy: round_robin } }
         - { depend_service_alias: cache, port: 6379, protocol: tcp }
+        - { depend_service_alias: shop, port: 9080, protocol: http }
+# Gateway API routes as applied to Kubernetes (docs/gateway-api.md): a canary of shop, for all its callers.
+routes:
+  - apiVersion: gateway.networking.k8s.io/v1
+    kind: HTTPRoute
+    metadata: { name: shop-canary }
+    spec:
+      parentRefs: [{ group: "", kind: Service, name: shop, port: 9080 }]
+      rules:
+        - matches: [{ headers: [{ name: x-canary, value: always }] }]
+          backendRefs: [{ name: shop-v2, port: 9080 }]
+        - backendRefs:
+            - { name: shop-v1, port: 9080, weight: 90 }
+            - { name: shop-v2, port: 9080, weight: 10 }
 `;
 
 export interface DemoBackends {
   api: HttpServer[];
   cache: TcpServer[];
+  /** shop-v1 and shop-v2. */
+  shop: HttpServer[];
   web: HttpServer;
   close(): Promise<void>;
 }
@@ -57,11 +84,20 @@ function listen(server: HttpServer | TcpServer, host: string, port: number): Pro
   });
 }
 
-/** The demo's workloads: api-1..3 answer their name over HTTP, cache-1..2 write theirs on connect, web answers "web". */
+/**
+ * The demo's workloads: api-1..3 answer their name over HTTP, cache-1..2 write theirs on connect, shop-v1 and
+ * shop-v2 answer their name over HTTP, web answers "web".
+ */
 export async function startDemoBackends(): Promise<DemoBackends> {
   const api = [1, 2, 3].map((i) => createHttpServer((req, res) => {
     req.resume();
     const body = `api-${i}`;
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length });
+    res.end(body);
+  }));
+  const shop = [1, 2].map((i) => createHttpServer((req, res) => {
+    req.resume();
+    const body = `shop-v${i}`;
     res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length });
     res.end(body);
   }));
@@ -74,11 +110,12 @@ export async function startDemoBackends(): Promise<DemoBackends> {
     res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 3 });
     res.end('web');
   });
-  const all: Array<HttpServer | TcpServer> = [...api, ...cache, web];
+  const all: Array<HttpServer | TcpServer> = [...api, ...cache, ...shop, web];
   try {
     await Promise.all([
       ...api.map((s, i) => listen(s, `127.0.10.${i + 1}`, 8080)),
       ...cache.map((s, i) => listen(s, `127.0.11.${i + 1}`, 6379)),
+      ...shop.map((s, i) => listen(s, `127.0.12.${i + 1}`, 9080)),
       listen(web, '127.0.0.1', 8000),
     ]);
   } catch (err) {
@@ -86,7 +123,7 @@ export async function startDemoBackends(): Promise<DemoBackends> {
     throw err;
   }
   return {
-    api, cache, web,
+    api, cache, shop, web,
     async close() {
       await Promise.all(all.map((s) => new Promise<void>((resolve) => {
         if ('closeAllConnections' in s) s.closeAllConnections();
@@ -158,8 +195,10 @@ export function describeDemo(demo: Demo): string {
     `  discover         ${d}   (topology: ${demo.topologyFile}; edit it and watch the push)`,
     '  api-1..3         127.0.10.1-3:8080   HTTP, answer api-1, api-2, api-3',
     '  cache-1..2       127.0.11.1-2:6379   TCP, write cache-1, cache-2 on connect',
+    '  shop-v1, shop-v2 127.0.12.1-2:9080   HTTP, answer shop-v1, shop-v2',
     '  web (the app)    127.0.0.1:8000      HTTP',
     `  web's sidecar    api -> 127.0.0.2:8080 (HTTP, round robin), cache -> 127.0.0.3:6379 (TCP),`,
+    '                   shop -> 127.0.0.4:9080 (HTTP; HTTPRoute shop-canary: 90/10 over shop-v1/shop-v2),',
     `                   inbound 127.0.0.1:65400 -> web, admin http://127.0.0.1:${demo.proxy.adminPort}, DNS 127.0.0.1:${demo.proxy.dns?.udpPort}`,
     '',
     'Try:',
@@ -167,6 +206,8 @@ export function describeDemo(demo: Demo): string {
     `  dig @127.0.0.1 -p ${demo.proxy.dns?.udpPort} +short api.default.svc.cluster.local   # 127.0.0.2`,
     '  curl http://127.0.0.1:65400/                      # web, through the sidecar\'s inbound listener',
     '  curl -s --max-time 1 telnet://127.0.0.3:6379      # cache-1 or cache-2, over TCP',
+    '  curl http://127.0.0.4:9080/                       # shop-v1 about nine times in ten, else shop-v2 (HTTPRoute)',
+    '  curl -H \'x-canary: always\' http://127.0.0.4:9080/   # shop-v2: the route\'s header match',
     `  curl http://127.0.0.1:${demo.proxy.adminPort}/config_dump`,
     `  curl ${d}/v2/snapshot/default/web`,
     `  curl ${d}/v1/resources/default/web/mesh`,
