@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { request } from 'undici';
 import type { FlagSpec } from '../shared/flags.ts';
 import { UsageError } from '../shared/flags.ts';
-import type { Snapshot } from '../shared/snapshot.ts';
+import type { HeaderModifier, OutboundListener, Route, Snapshot } from '../shared/snapshot.ts';
 import { identitySection } from './identity/identityView.ts';
 import { kubeconfigToken } from './kubeconfigToken.ts';
 
@@ -20,6 +20,75 @@ export const getFlags: FlagSpec[] = [
 function table(rows: string[][]): string {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('   ')).join('\n');
+}
+
+/** A route's match: mesh-config routes as before (domains, prefix, [header=value]); Gateway API routes by their fields. */
+export function matchText(r: Route): string {
+  if (r.path === undefined && r.method === undefined && r.query === undefined) {
+    return `${r.domains.join(',')}${r.prefix}${r.headers.map((h) => ` [${h.name}${h.type === 'RegularExpression' ? '~' : '='}${h.value}]`).join('')}`;
+  }
+  const parts: string[] = [];
+  if (r.method) parts.push(r.method);
+  const p = r.path ?? { type: 'PathPrefix', value: r.prefix };
+  parts.push(p.type === 'Exact' ? `path = ${p.value}` : p.type === 'PathPrefix' ? `path ${p.value}*` : `path ~ ${p.value}`);
+  for (const h of r.headers) parts.push(`[${h.name}${h.type === 'RegularExpression' ? '~' : '='}${h.value}]`);
+  for (const q of r.query ?? []) parts.push(`?${q.name}${q.type === 'RegularExpression' ? '~' : '='}${q.value}`);
+  return parts.join(' ');
+}
+
+function modifierText(what: string, m: HeaderModifier | undefined): string[] {
+  if (!m) return [];
+  return [
+    ...(m.set ?? []).map((h) => `${what} set ${h.name}: ${h.value}`),
+    ...(m.add ?? []).map((h) => `${what} add ${h.name}: ${h.value}`),
+    ...(m.remove ?? []).map((n) => `${what} remove ${n}`),
+  ];
+}
+
+/** What a route does with a request it matches. */
+export function actionText(r: Route): string {
+  const out: string[] = [];
+  if (r.redirect) {
+    const d = r.redirect;
+    const to = [d.scheme && `${d.scheme}://`, d.hostname, d.port && `:${d.port}`, d.path && (d.path.type === 'ReplaceFullPath' ? d.path.value : `${d.path.value}(+rest)`)].filter(Boolean).join('');
+    out.push(`redirect ${d.statusCode}${to ? ` ${to}` : ''}`);
+  } else if (r.backends.length === 0) {
+    out.push('500 (no backend)');
+  } else {
+    const total = r.backends.reduce((n, b) => n + b.weight, 0);
+    out.push(r.backends.map((b) => {
+      let t = b.unresolved ? `${b.cluster} (unresolved: 500)` : b.cluster;
+      if (r.backends.length > 1) t += ` ${total > 0 ? Math.round((b.weight / total) * 1000) / 10 : 0}%`;
+      const extra = [...modifierText('request', b.requestHeaders), ...modifierText('response', b.responseHeaders), ...(b.mirrors ?? []).map((m) => `mirror ${m.cluster}${m.percent !== undefined ? ` ${m.percent}%` : ''}`)];
+      return extra.length > 0 ? `${t} {${extra.join('; ')}}` : t;
+    }).join(', '));
+  }
+  if (r.rewrite) out.push(`rewrite${r.rewrite.hostname ? ` host ${r.rewrite.hostname}` : ''}${r.rewrite.path ? ` path ${r.rewrite.path.type === 'ReplaceFullPath' ? r.rewrite.path.value : `${r.rewrite.path.value}(+rest)`}` : ''}`);
+  out.push(...modifierText('request', r.requestHeaders), ...modifierText('response', r.responseHeaders));
+  for (const m of r.mirrors ?? []) out.push(`mirror ${m.cluster}${m.percent !== undefined ? ` ${m.percent}%` : ''}`);
+  if (r.timeoutMs !== undefined) out.push(`timeout ${r.timeoutMs === 0 ? 'none' : `${r.timeoutMs}ms`}`);
+  if (r.backendTimeoutMs !== undefined) out.push(`per-try timeout ${r.backendTimeoutMs}ms`);
+  if (r.retry) out.push(`retry ${r.retry.attempts}x${r.retry.codes.length > 0 ? ` on ${r.retry.codes.join(',')}` : ''}${r.retry.backoffMs > 0 ? ` backoff ${r.retry.backoffMs}ms` : ''}`);
+  return out.join('; ');
+}
+
+/**
+ * ROUTES: for each dependency's listener, the routes in force in the order they are tried, and where each
+ * came from (a Gateway API route's rule and match, or the app's mesh config). The 127.0.0.1 aliases of a
+ * dependency's listener carry the same routes and are left out.
+ */
+export function routesSection(s: Snapshot): string[] {
+  const listeners = s.outbound.filter((l: OutboundListener) => l.mode === 'l7' && !l.name.startsWith('127.0.0.1:'));
+  if (listeners.length === 0) return ['  (none)'];
+  const out: string[] = [];
+  for (const l of listeners) {
+    out.push(`  ${l.name} (${l.address}:${l.port})`);
+    l.routes.forEach((r, i) => {
+      out.push(`    ${i + 1}. ${matchText(r)} -> ${actionText(r)}`);
+      out.push(`       from ${r.source ?? 'mesh config'}`);
+    });
+  }
+  return out;
 }
 
 export function renderSnapshot(s: Snapshot): string {
@@ -40,11 +109,12 @@ export function renderSnapshot(s: Snapshot): string {
   out.push(s.outbound.length === 0 ? '  (none)' : table([
     ['LISTEN', 'PROTOCOL', 'MODE', 'ROUTES'],
     ...s.outbound.map((l) => [`${l.address}:${l.port}`, l.protocol, l.mode, l.routes.map((r) => {
-      const match = `${r.domains.join(',')}${r.prefix}${r.headers.map((h) => ` [${h.name}=${h.value}]`).join('')}`;
       const to = r.backends.map((b) => (r.backends.length > 1 ? `${b.cluster} ${b.weight}` : b.cluster)).join(', ');
-      return `${match} -> ${to}`;
+      return `${matchText(r)} -> ${to}`;
     }).join('; ')]),
   ]));
+  out.push('', 'ROUTES');
+  out.push(...routesSection(s));
   out.push('', 'CLUSTERS');
   out.push(s.clusters.length === 0 ? '  (none)' : table([
     ['CLUSTER', 'PROTOCOL', 'LB', 'ENDPOINTS'],
