@@ -9,6 +9,7 @@ import { WriteRefused } from '../topology/names.ts';
 import type { Logger } from '../../shared/log.ts';
 import type { Topology } from '../topology/model.ts';
 import { affectedApps, parseStaticTopologyWith, type ParseMemo } from '../topology/staticFile.ts';
+import { routeStatuses } from '../gateway/status.ts';
 
 export interface StaticSourceOptions {
   file: string;
@@ -35,6 +36,8 @@ export class StaticSource {
   private tmpCounter = 0;
   private current: Topology | null = null;
   private memo: ParseMemo | undefined;
+  // The route problems last logged, so an edit elsewhere does not log them again.
+  private routeProblems = '';
 
   constructor(opts: StaticSourceOptions) {
     this.opts = opts;
@@ -106,6 +109,31 @@ export class StaticSource {
     this.current = topology;
     this.memo = memo;
     this.opts.onTopology(topology, affected);
+    this.logRouteProblems(topology);
+  }
+
+  /**
+   * A static file has no status to write to: what Kubernetes would show in a route's status (a parentRef
+   * port the Service lacks, a backend that does not resolve, a route a GRPCRoute wins over) is logged.
+   */
+  private logRouteProblems(topology: Topology): void {
+    if (!topology.routes || topology.routes.size === 0) {
+      this.routeProblems = '';
+      return;
+    }
+    const problems: Array<{ route: string; parent: string; condition: string; reason: string; message: string }> = [];
+    for (const [route, status] of routeStatuses(topology)) {
+      for (const p of status.parents) {
+        for (const c of p.conditions) {
+          if (c.status === 'False') problems.push({ route, parent: `${p.parentRef.namespace ?? ''}${p.parentRef.namespace ? '/' : ''}${p.parentRef.name}${p.parentRef.port ? `:${p.parentRef.port}` : ''}`, condition: c.type, reason: c.reason, message: c.message });
+        }
+      }
+      if (status.parents.length === 0) problems.push({ route, parent: '', condition: 'Accepted', reason: 'NoMatchingParent', message: 'no parentRef names a Service in the topology: the route applies to no caller' });
+    }
+    const text = JSON.stringify(problems);
+    if (text === this.routeProblems) return;
+    this.routeProblems = text;
+    for (const p of problems) this.opts.log.warn(p, 'Gateway API route not fully in force');
   }
 
   /**
