@@ -3,7 +3,9 @@
 // kube/helm/go.mod), started on loopback with their own CA, serving certificates, service-account keys
 // and an admin kubeconfig. No kubelet and no scheduler: a test binds Pods to a Node object itself
 // (spec.nodeName) and sets their status through the status subresource, as a kubelet would.
-//   npm run kube -- up DIR     build if needed, start in the background, write DIR/kubeconfig, print `ready`
+//   npm run kube -- up DIR     build if needed, start in the background, install the Gateway API CRDs
+//                              (experimental channel of the release gateway/go.mod pins; --no-gateway-api: none),
+//                              write DIR/kubeconfig, print `ready`
 //   npm run kube -- down DIR   stop them and remove what `up` wrote into DIR
 //   npm run kube -- build      only build (prints the build's time)
 // Binaries go to .cache/kube/bin/<hash>/ (ignored), rebuilt only when the pinned versions, the build recipe
@@ -16,6 +18,7 @@ import {
 import { request } from 'node:https';
 import { createServer, type AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
+import { load as parseYaml } from 'js-yaml';
 
 export const root = resolve(import.meta.dirname, '..');
 const kubeModule = join(root, 'kube');
@@ -361,6 +364,77 @@ export function apiGet(server: string, tls: TlsFiles, path: string, timeoutMs = 
   });
 }
 
+/** METHOD PATH with a JSON BODY to the API server with the admin certificate: the status and body. */
+export function apiSend(server: string, tls: TlsFiles, method: string, path: string, body: unknown, timeoutMs = 30_000): Promise<{ status: number; body: string }> {
+  const url = new URL(path, server);
+  const data = JSON.stringify(body);
+  return new Promise((resolveSend, reject) => {
+    const req = request({
+      host: url.hostname, port: url.port, path: url.pathname + url.search, method, agent: false, ...tls, timeout: timeoutMs,
+      headers: { 'content-type': 'application/json', accept: 'application/json', 'content-length': String(Buffer.byteLength(data)) },
+    }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolveSend({ status: res.statusCode ?? 0, body: text }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer in ${timeoutMs} ms`)));
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+const CRD_PATH = '/apis/apiextensions.k8s.io/v1/customresourcedefinitions';
+
+/**
+ * Installs the Gateway API CRDs of a channel (scripts/gateway.ts crdFiles: the release gateway/go.mod
+ * pins, read from Go's module cache) into the control plane in DIR, and waits until every one is
+ * Established and each served version answers a list. CRDs already there are left as they are.
+ * Returns their names.
+ */
+export async function installGatewayCrds(dir: string, channel: 'standard' | 'experimental' = 'experimental', timeoutMs = 60_000): Promise<string[]> {
+  dir = resolve(dir);
+  const state = readState(dir);
+  if (!state) throw new Error(`${dir}: no control plane (no state.json)`);
+  // Imported here: scripts/gateway.ts imports this module.
+  const { crdFiles } = await import('./gateway.ts');
+  const tls = tlsFiles(dir);
+  // All at once: the API server compiles each schema's validation rules as it stores it, and the
+  // Established wait overlaps with the later ones.
+  type Crd = { kind?: string; metadata?: { name?: string }; spec?: { group?: string; names?: { plural?: string }; versions?: Array<{ name: string; served?: boolean }> } };
+  const crds = await Promise.all(crdFiles(channel).map(async (file) => {
+    const crd = parseYaml(readFileSync(file, 'utf8')) as Crd;
+    if (crd?.kind !== 'CustomResourceDefinition' || !crd.metadata?.name) throw new Error(`${file}: not a CustomResourceDefinition`);
+    const r = await apiSend(state.server, tls, 'POST', CRD_PATH, crd);
+    if (r.status !== 201 && r.status !== 409) throw new Error(`create CRD ${crd.metadata.name} (${file}): ${r.status} ${r.body.slice(0, 300)}`);
+    return crd;
+  }));
+  const deadline = Date.now() + timeoutMs;
+  for (const crd of crds) {
+    const name = crd.metadata!.name!;
+    for (;;) {
+      const r = await apiGet(state.server, tls, `${CRD_PATH}/${name}`);
+      const conditions = r.status === 200 ? ((JSON.parse(r.body) as { status?: { conditions?: Array<{ type: string; status: string }> } }).status?.conditions ?? []) : [];
+      if (conditions.some((c) => c.type === 'Established' && c.status === 'True')) break;
+      if (Date.now() > deadline) throw new Error(`CRD ${name} not Established within ${timeoutMs / 1000} s: ${JSON.stringify(conditions)}`);
+      await sleep(50);
+    }
+    // Established is not yet listable: for a moment after it, a list answers 429 "storage is
+    // (re)initializing" (the watch cache is filling). Wait for a list of each served version.
+    for (const v of (crd.spec?.versions ?? []).filter((x) => x.served !== false)) {
+      const path = `/apis/${crd.spec?.group}/${v.name}/${crd.spec?.names?.plural}?limit=1`;
+      for (;;) {
+        const r = await apiGet(state.server, tls, path);
+        if (r.status === 200) break;
+        if (Date.now() > deadline) throw new Error(`GET ${path}: still ${r.status} ${r.body.slice(0, 200)} after ${timeoutMs / 1000} s`);
+        await sleep(50);
+      }
+    }
+  }
+  return crds.map((c) => c.metadata!.name!);
+}
+
 /** Polls CHECK until it returns true; fails early when the component died, with its log's tail. */
 async function waitFor(what: string, c: Component, timeoutMs: number, check: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -440,7 +514,12 @@ export function kubeCluster(dir: string): KubeCluster | null {
  * returns once the API server is ready and the controllers work. They keep running after this process
  * exits: kubeDown(DIR) stops them.
  */
-export async function kubeUp(dir: string, log: Log = stderrLog): Promise<KubeCluster> {
+export interface KubeUpOptions {
+  /** Install the Gateway API CRDs (experimental channel) and wait until they are Established and listable; default true. */
+  gatewayApi?: boolean;
+}
+
+export async function kubeUp(dir: string, log: Log = stderrLog, opts: KubeUpOptions = {}): Promise<KubeCluster> {
   dir = resolve(dir);
   const bins = await ensureBuilt(log);
   const old = readState(dir);
@@ -505,17 +584,26 @@ export async function kubeUp(dir: string, log: Log = stderrLog): Promise<KubeClu
     created: [...PKI_FILES, 'kubeconfig', 'controller-manager.kubeconfig', 'etcd', 'etcd.log', 'kube-apiserver.log', 'kube-controller-manager.log', 'state.json'],
   };
   writeState(dir, state);
+  let crds: Promise<string> | null = null;
   try {
     for (const name of COMPONENTS) {
       components[name].pid = launch(components[name]);
       writeState(dir, state);
       await waitReady(name, dir, state);
+      // The CRDs go in once the API server answers, while kube-controller-manager starts.
+      if (name === 'kube-apiserver' && opts.gatewayApi !== false) {
+        const crdStart = Date.now();
+        crds = installGatewayCrds(dir).then((names) => `, ${names.length} Gateway API CRDs served ${((Date.now() - crdStart) / 1000).toFixed(1)} s after the API server was ready`);
+        crds.catch(() => undefined); // awaited below
+      }
     }
+    if (crds) crds = Promise.resolve(await crds);
   } catch (err) {
+    await crds?.catch(() => undefined);
     await kubeDown(dir, { keepLogs: true });
     throw err;
   }
-  log(`kube: up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${server}, etcd ${etcdUrl}, kubeconfig ${f('kubeconfig')}`);
+  log(`kube: up in ${((Date.now() - started) / 1000).toFixed(1)} s${crds ? await crds : ''}: ${server}, etcd ${etcdUrl}, kubeconfig ${f('kubeconfig')}`);
   return kubeCluster(dir)!;
 }
 
@@ -534,7 +622,9 @@ export async function kubeDown(dir: string, opts: { keepLogs?: boolean } = {}): 
   } catch { /* not empty, or gone */ }
 }
 
-if (import.meta.main) {
+// Not a top-level await: installGatewayCrds imports scripts/gateway.ts, which imports this module, and
+// that import would wait for this module's evaluation to finish, which would wait for it.
+async function main(): Promise<void> {
   const [command, dir] = process.argv.slice(2);
   try {
     if (command === 'build') {
@@ -542,12 +632,14 @@ if (import.meta.main) {
       const helm = await ensureHelm();
       process.stdout.write(`${[bins.etcd, bins.kubeApiserver, bins.kubeControllerManager, helm].join('\n')}\n`);
     } else if (command === 'up' && dir) {
-      await kubeUp(dir);
+      const extra = process.argv.slice(4);
+      if (extra.some((a) => a !== '--no-gateway-api')) throw new Error(`up: unknown option ${extra.find((a) => a !== '--no-gateway-api')} (only --no-gateway-api)`);
+      await kubeUp(dir, stderrLog, { gatewayApi: !extra.includes('--no-gateway-api') });
       process.stdout.write('ready\n');
     } else if (command === 'down' && dir) {
       await kubeDown(dir);
     } else {
-      process.stderr.write('usage: npm run kube -- up DIR | down DIR | build\n');
+      process.stderr.write('usage: npm run kube -- up DIR [--no-gateway-api] | down DIR | build\n');
       process.exit(2);
     }
   } catch (err) {
@@ -555,3 +647,5 @@ if (import.meta.main) {
     process.exit(1);
   }
 }
+
+if (import.meta.main) void main();

@@ -5,7 +5,9 @@
 //   if (kube) t.test('...', async (t) => { const k = await kube.up(); await k.kubectlOk(['get', 'ns']); });
 //
 // One control plane per test file: the first `up()` starts it (about 5 s once the binaries exist), the
-// root test's teardown stops it with kubeDown. Its state lives in a folder under os.tmpdir().
+// root test's teardown stops it with kubeDown. Its state lives in a folder under os.tmpdir(). It serves
+// the Gateway API (the experimental channel's CRDs of the release gateway/go.mod pins, Established and
+// listable before `up()` resolves) unless the file asks for none: kubeForFile(t, file, { gatewayApi: false }).
 //
 // When the toolchain is missing (no Go, openssl or kubectl), the file's tests are skipped with one line
 // on stderr and a plan skip naming what is missing, and the line is appended to the file named by
@@ -15,7 +17,7 @@ import { appendFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import type { Test } from 'tap';
-import { ensureHelm, goMissing, kubeCluster, kubeDown, kubeUp, root, type KubeCluster } from '../../scripts/kube.ts';
+import { ensureHelm, goMissing, kubeCluster, kubeDown, kubeUp, root, type KubeCluster, type KubeUpOptions } from '../../scripts/kube.ts';
 
 export const KUBECTL = existsSync('/usr/bin/kubectl') ? '/usr/bin/kubectl' : 'kubectl';
 
@@ -135,7 +137,7 @@ export interface KubeForFile {
  * The control plane of the test file FILE (pass import.meta.filename), whose root test is T; or null
  * when the toolchain is missing, after planning the file as skipped with the reason (stderr too).
  */
-export function kubeForFile(t: Test, file: string): KubeForFile | null {
+export function kubeForFile(t: Test, file: string, opts: KubeUpOptions = {}): KubeForFile | null {
   const name = relative(root, file);
   const why = kubeMissing();
   if (why) {
@@ -172,7 +174,7 @@ export function kubeForFile(t: Test, file: string): KubeForFile | null {
         });
         // A build (the first on a machine: many minutes) and the start are reported on stderr.
         const helmBinary = await ensureHelm();
-        const cluster = await kubeUp(join(dir, 'cluster'));
+        const cluster = await kubeUp(join(dir, 'cluster'), undefined, opts);
         return new TestKube(cluster, helmBinary, join(dir, 'helm'));
       })();
       return started;
