@@ -272,8 +272,9 @@ export function checkRoute(route: GatewayRoute): RouteCheck {
   const key = routeKey(kind, md.namespace, md.name);
   const errors: string[] = [];
   const unsupported = new Map<number, string[]>();
-  // The CRD schema defaults in place: judge a copy, keep the route as given.
-  const object = structuredClone({ apiVersion: route?.apiVersion, kind, metadata: route?.metadata, spec: route?.spec }) as Obj;
+  // The CRD schema defaults in place: judge a copy, keep the route as given. A JSON copy, as the API server
+  // receives it: no object shared between two places (YAML aliases), which defaulting one would change in both.
+  const object = JSON.parse(JSON.stringify({ apiVersion: route?.apiVersion, kind, metadata: route?.metadata ?? {}, spec: route?.spec ?? null })) as Obj;
   if (kind !== 'HTTPRoute' && kind !== 'GRPCRoute') errors.push(`kind: Unsupported value ${JSON.stringify(kind)}: expected HTTPRoute or GRPCRoute`);
   else if (route.apiVersion !== GATEWAY_API_VERSION) errors.push(`apiVersion: Unsupported value ${JSON.stringify(route.apiVersion)}: expected ${GATEWAY_API_VERSION}`);
   if (typeof md.name !== 'string' || md.name.length > 253 || !NAME.test(md.name)) errors.push(`metadata.name: Invalid value ${JSON.stringify(md.name)}: expected a lower-case DNS subdomain`);

@@ -1,0 +1,169 @@
+// Routes are checked as the API server would check them (the pinned CRDs' schemas, compiled ahead of time,
+// and their CEL rules), then against what shoal can carry out; every error names the field.
+import t from 'tap';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { load as parseYaml, loadAll } from 'js-yaml';
+import { celRules } from '../../../discover/gateway/crdValidate.generated.ts';
+import { celCheck, checkRoute, durationMs, fieldPath, routeProblems } from '../../../discover/gateway/validate.ts';
+import type { GatewayRoute } from '../../../discover/topology/model.ts';
+
+/** The pinned module's folders, or why they cannot be had (no Go, no module cache): the tests that need them skip. */
+async function pinned(): Promise<{ crds: string[]; conformance: string } | string> {
+  try {
+    const { crdFiles, moduleDir, GATEWAY_CONFORMANCE } = await import('../../../scripts/gateway.ts');
+    return { crds: crdFiles('experimental'), conformance: moduleDir(GATEWAY_CONFORMANCE) };
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+let n = 0;
+function route(spec: Record<string, unknown>, kind: GatewayRoute['kind'] = 'HTTPRoute', extra: Partial<GatewayRoute> = {}): GatewayRoute {
+  return { apiVersion: 'gateway.networking.k8s.io/v1', kind, metadata: { name: `r${n++}`, namespace: 'default' }, spec, ...extra };
+}
+const parent = { group: '', kind: 'Service', name: 'api' };
+const backend = { name: 'api-v1', port: 8080 };
+
+t.test('the checked-in validator is what the generator writes from the pinned CRDs now', async (t) => {
+  const p = await pinned();
+  if (typeof p === 'string') return t.skip(`the pinned Gateway API module is not available: ${p}`);
+  const { generateGatewayValidator, generatedPath } = await import('../../../scripts/generateGatewayValidator.ts');
+  t.ok(readFileSync(generatedPath, 'utf8') === generateGatewayValidator(p.crds),
+    'discover/gateway/crdValidate.generated.ts is up to date (if not: npx node scripts/generateGatewayValidator.ts, then commit it)');
+});
+
+t.test('every CEL rule of the CRDs has an implementation', async (t) => {
+  const rules = celRules as Array<{ kind: string; path: string; message: string }>;
+  t.ok(rules.length > 50, `${rules.length} rules`);
+  const missing = rules.filter((r) => celCheck(r.message) === undefined).map((r) => `${r.kind} ${r.path}: ${r.message}`);
+  t.same(missing, [], 'no CEL rule without an implementation in validate.ts');
+});
+
+t.test('valid routes pass, and the CRD defaults are applied as the API server applies them', async (t) => {
+  const c = checkRoute(route({ parentRefs: [parent], rules: [{ backendRefs: [backend] }] }));
+  t.same(c.errors, []);
+  t.same(c.unsupported.size, 0);
+  t.same(c.object.spec.rules[0].matches, [{ path: { type: 'PathPrefix', value: '/' } }], 'a rule without matches matches PathPrefix /');
+  t.same(c.object.spec.rules[0].backendRefs[0], { name: 'api-v1', port: 8080, group: '', kind: 'Service', weight: 1 }, 'backendRef defaults');
+  const g = checkRoute(route({ parentRefs: [parent], rules: [{ matches: [{ method: { service: 'shop.Cart', method: 'Add' }, headers: [{ name: 'x', value: 'y' }] }], backendRefs: [backend] }] }, 'GRPCRoute'));
+  t.same(g.errors, []);
+  t.equal(g.object.spec.rules[0].matches[0].method.type, 'Exact');
+  t.equal(g.object.spec.rules[0].matches[0].headers[0].type, 'Exact');
+  const full = checkRoute(route({
+    parentRefs: [{ ...parent, port: 8080 }, { ...parent, port: 9090 }],
+    rules: [{
+      name: 'main',
+      matches: [{ path: { type: 'Exact', value: '/a' }, method: 'GET', headers: [{ name: 'x', type: 'RegularExpression', value: '^v[0-9]+$' }], queryParams: [{ name: 'q', value: '1' }] }],
+      filters: [
+        { type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'a', value: 'b' }], add: [{ name: 'c', value: 'd' }], remove: ['e'] } },
+        { type: 'ResponseHeaderModifier', responseHeaderModifier: { set: [{ name: 'a', value: 'b' }] } },
+        { type: 'RequestMirror', requestMirror: { backendRef: { name: 'shadow', port: 80 }, fraction: { numerator: 1, denominator: 8 } } },
+        { type: 'URLRewrite', urlRewrite: { hostname: 'x.example', path: { type: 'ReplaceFullPath', replaceFullPath: '/b' } } },
+      ],
+      backendRefs: [{ ...backend, weight: 90 }, { name: 'api-v2', port: 8080, weight: 10, filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'v', value: '2' }] } }] }],
+      timeouts: { request: '10s', backendRequest: '2s' },
+      retry: { codes: [503], attempts: 2, backoff: '100ms' },
+    }],
+  }));
+  t.same(full.errors, [], 'every field shoal supports, together');
+  t.same(full.unsupported.size, 0);
+});
+
+t.test('the mesh conformance manifests of the pinned release are valid', async (t) => {
+  const p = await pinned();
+  if (typeof p === 'string') return t.skip(`the pinned Gateway API module is not available: ${p}`);
+  const dir = join(p.conformance, 'tests', 'mesh');
+  const files = readdirSync(dir).filter((f) => f.endsWith('.yaml')).map((f) => join(dir, f));
+  let count = 0;
+  for (const file of files) {
+    for (const doc of loadAll(readFileSync(file, 'utf8')) as GatewayRoute[]) {
+      if (!doc || (doc.kind !== 'HTTPRoute' && doc.kind !== 'GRPCRoute')) continue;
+      count++;
+      t.same(routeProblems(doc), [], `${file.split('/').pop()}: ${doc.kind} ${doc.metadata.namespace}/${doc.metadata.name}`);
+    }
+  }
+  t.ok(count >= 15, `${count} routes checked`);
+});
+
+// [what, spec, kind, the error's start]
+const BAD: Array<[string, Record<string, unknown>, GatewayRoute['kind'], string]> = [
+  ['an unknown field', { parentRefs: [parent], rules: [{ backendRefs: [backend], bogus: 1 }] }, 'HTTPRoute', 'spec.rules[0]: unknown field "bogus"'],
+  ['a path type the enum lacks', { rules: [{ matches: [{ path: { type: 'Glob', value: '/a' } }] }] }, 'HTTPRoute', 'spec.rules[0].matches[0].path.type: Unsupported value'],
+  ['a relative path (CEL)', { rules: [{ matches: [{ path: { type: 'PathPrefix', value: 'a' } }] }] }, 'HTTPRoute', "spec.rules[0].matches[0].path: Invalid value: value must be an absolute path"],
+  ['a path with //', { rules: [{ matches: [{ path: { type: 'Exact', value: '/a//b' } }] }] }, 'HTTPRoute', "spec.rules[0].matches[0].path: Invalid value: must not contain '//'"],
+  ['a Service backendRef without port', { rules: [{ backendRefs: [{ name: 'x' }] }] }, 'HTTPRoute', 'spec.rules[0].backendRefs[0]: Invalid value: Must have port for Service reference'],
+  ['a weight out of range', { rules: [{ backendRefs: [{ ...backend, weight: 1000001 }] }] }, 'HTTPRoute', 'spec.rules[0].backendRefs[0].weight: must be <= 1000000'],
+  ['a header name with a space', { rules: [{ matches: [{ headers: [{ name: 'a b', value: 'c' }] }] }] }, 'HTTPRoute', 'spec.rules[0].matches[0].headers[0].name: must match pattern'],
+  ['a redirect with backendRefs', { rules: [{ filters: [{ type: 'RequestRedirect', requestRedirect: { statusCode: 301 } }], backendRefs: [backend] }] }, 'HTTPRoute', 'spec.rules[0]: Invalid value: RequestRedirect filter must not be used together with backendRefs'],
+  ['redirect and rewrite together', { rules: [{ filters: [{ type: 'RequestRedirect', requestRedirect: {} }, { type: 'URLRewrite', urlRewrite: {} }] }] }, 'HTTPRoute', 'spec.rules[0].filters: Invalid value: May specify either'],
+  ['a filter without its field', { rules: [{ filters: [{ type: 'RequestHeaderModifier' }], backendRefs: [backend] }] }, 'HTTPRoute', 'spec.rules[0].filters[0]: Invalid value: filter.requestHeaderModifier must be specified'],
+  ['a filter repeated', { rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: {} }, { type: 'RequestHeaderModifier', requestHeaderModifier: {} }], backendRefs: [backend] }] }, 'HTTPRoute', 'spec.rules[0].filters: Invalid value: RequestHeaderModifier filter cannot be repeated'],
+  ['ReplacePrefixMatch without one PathPrefix match', { rules: [{ matches: [{ path: { type: 'Exact', value: '/a' } }], filters: [{ type: 'URLRewrite', urlRewrite: { path: { type: 'ReplacePrefixMatch', replacePrefixMatch: '/b' } } }], backendRefs: [backend] }] }, 'HTTPRoute', 'spec.rules[0]: Invalid value: When using URLRewrite filter with path.replacePrefixMatch'],
+  ['replaceFullPath with the wrong type', { rules: [{ filters: [{ type: 'URLRewrite', urlRewrite: { path: { type: 'ReplacePrefixMatch', replaceFullPath: '/b' } } }], backendRefs: [backend] }] }, 'HTTPRoute', "spec.rules[0].filters[0].urlRewrite.path: Invalid value:"],
+  ['mirror percent and fraction', { rules: [{ filters: [{ type: 'RequestMirror', requestMirror: { backendRef: backend, percent: 5, fraction: { numerator: 1 } } }], backendRefs: [backend] }] }, 'HTTPRoute', 'spec.rules[0].filters[0].requestMirror: Invalid value: Only one of percent or fraction'],
+  ['a fraction over 1', { rules: [{ filters: [{ type: 'RequestMirror', requestMirror: { backendRef: backend, fraction: { numerator: 3, denominator: 2 } } }], backendRefs: [backend] }] }, 'HTTPRoute', 'spec.rules[0].filters[0].requestMirror.fraction: Invalid value: numerator must be less than or equal to denominator'],
+  ['backendRequest longer than request', { rules: [{ backendRefs: [backend], timeouts: { request: '1s', backendRequest: '2s' } }] }, 'HTTPRoute', 'spec.rules[0].timeouts: Invalid value: backendRequest timeout cannot be longer than request timeout'],
+  ['a duration Gateway API does not allow', { rules: [{ backendRefs: [backend], timeouts: { request: '1.5s' } }] }, 'HTTPRoute', 'spec.rules[0].timeouts.request: must match pattern'],
+  ['retry attempts 0', { rules: [{ backendRefs: [backend], retry: { attempts: 0 } }] }, 'HTTPRoute', 'spec.rules[0].retry.attempts: must be >= 1'],
+  ['a retry code below 400', { rules: [{ backendRefs: [backend], retry: { codes: [302] } }] }, 'HTTPRoute', 'spec.rules[0].retry.codes[0]: must be >= 400'],
+  ['two rules of one name', { rules: [{ name: 'a', backendRefs: [backend] }, { name: 'a', backendRefs: [backend] }] }, 'HTTPRoute', 'spec.rules: Invalid value: Rule name must be unique'],
+  ['a parent named twice without port', { parentRefs: [parent, parent] }, 'HTTPRoute', 'spec.parentRefs: Invalid value: sectionName or port must be unique'],
+  ['a parent twice, once with port', { parentRefs: [parent, { ...parent, port: 80 }] }, 'HTTPRoute', 'spec.parentRefs: Invalid value: sectionName or port must be specified'],
+  ['more than 16 rules', { rules: Array.from({ length: 17 }, () => ({ backendRefs: [backend] })) }, 'HTTPRoute', 'spec.rules: must NOT have more than 16 items'],
+  ['a gRPC method with a dot', { rules: [{ matches: [{ method: { service: 'a.B', method: 'x.y' } }] }] }, 'GRPCRoute', 'spec.rules[0].matches[0].method: Invalid value: method must only contain valid characters'],
+  ['a gRPC method match with neither service nor method', { rules: [{ matches: [{ method: { type: 'Exact' } }] }] }, 'GRPCRoute', "spec.rules[0].matches[0].method: Invalid value: One or both of 'service' or 'method' must be specified"],
+  ['an HTTPRoute field on a GRPCRoute', { rules: [{ backendRefs: [backend], timeouts: { request: '1s' } }] }, 'GRPCRoute', 'spec.rules[0]: unknown field "timeouts"'],
+  ['a URLRewrite on a GRPCRoute', { rules: [{ filters: [{ type: 'URLRewrite', urlRewrite: {} }] }] }, 'GRPCRoute', 'spec.rules[0].filters[0]: unknown field "urlRewrite"'],
+  ['a filter type the enum lacks', { rules: [{ filters: [{ type: 'Compress' }] }] }, 'HTTPRoute', 'spec.rules[0].filters[0].type: Unsupported value'],
+];
+
+t.test('invalid routes: the first error names the field', async (t) => {
+  for (const [what, spec, kind, expected] of BAD) {
+    const c = checkRoute(route(spec, kind));
+    t.ok(c.errors.length > 0 && c.errors[0].startsWith(expected), `${what}: ${JSON.stringify(c.errors[0])} starts with ${JSON.stringify(expected)}`);
+  }
+});
+
+t.test('metadata, apiVersion and kind', async (t) => {
+  t.match(checkRoute(route({}, 'HTTPRoute', { apiVersion: 'gateway.networking.k8s.io/v1beta1' })).errors[0], /^apiVersion: Unsupported value/);
+  t.match(checkRoute({ ...route({}), kind: 'TCPRoute' as GatewayRoute['kind'] }).errors[0], /^kind: Unsupported value "TCPRoute"/);
+  t.match(checkRoute(route({}, 'HTTPRoute', { metadata: { name: 'Bad_Name', namespace: 'default' } })).errors[0], /^metadata\.name: Invalid value "Bad_Name"/);
+  t.match(checkRoute(route({}, 'HTTPRoute', { metadata: { name: 'ok', namespace: 'a.b' } })).errors[0], /^metadata\.namespace: Invalid value/);
+  t.same(checkRoute(route({})).errors, [], 'an empty spec is valid (it attaches nowhere)');
+});
+
+t.test("what shoal cannot carry out makes the rule unsupported, naming the field", async (t) => {
+  const cases: Array<[string, Record<string, unknown>, GatewayRoute['kind'], string]> = [
+    ['ExtensionRef', { rules: [{ filters: [{ type: 'ExtensionRef', extensionRef: { group: 'x.io', kind: 'F', name: 'f' } }], backendRefs: [backend] }] }, 'HTTPRoute', 'spec.rules[0].filters[0].type: ExtensionRef filters are not supported by shoal'],
+    ['CORS', { rules: [{ filters: [{ type: 'CORS', cors: { allowOrigins: ['https://a.example'] } }], backendRefs: [backend] }] }, 'HTTPRoute', 'spec.rules[0].filters[0].type: CORS filters are not supported by shoal'],
+    ['ExternalAuth', { rules: [{ filters: [{ type: 'ExternalAuth', externalAuth: { protocol: 'HTTP', http: {}, backendRef: backend } }], backendRefs: [backend] }] }, 'HTTPRoute', 'spec.rules[0].filters[0].type: ExternalAuth filters are not supported by shoal'],
+    ['a rewrite on a backendRef', { rules: [{ backendRefs: [{ ...backend, filters: [{ type: 'URLRewrite', urlRewrite: { hostname: 'a' } }] }] }] }, 'HTTPRoute', 'spec.rules[0].backendRefs[0].filters[0].type: URLRewrite filters on a backendRef are not supported by shoal'],
+    ['session persistence', { rules: [{ backendRefs: [backend], sessionPersistence: { type: 'Cookie', sessionName: 's' } }] }, 'HTTPRoute', 'spec.rules[0].sessionPersistence: session persistence is not supported by shoal'],
+    ['a path regex ECMAScript cannot compile', { rules: [{ matches: [{ path: { type: 'RegularExpression', value: '/a(' } }], backendRefs: [backend] }] }, 'HTTPRoute', 'spec.rules[0].matches[0].path.value: regular expression "/a(" does not compile'],
+    ['an RE2-only header regex', { rules: [{ matches: [{ headers: [{ name: 'x', type: 'RegularExpression', value: '(?P<n>a)' }] }], backendRefs: [backend] }] }, 'HTTPRoute', 'spec.rules[0].matches[0].headers[0].value: regular expression'],
+    ['a query regex', { rules: [{ matches: [{ queryParams: [{ name: 'q', type: 'RegularExpression', value: '[' }] }], backendRefs: [backend] }] }, 'HTTPRoute', 'spec.rules[0].matches[0].queryParams[0].value: regular expression'],
+    ['a gRPC service regex', { rules: [{ matches: [{ method: { type: 'RegularExpression', service: '(' } }], backendRefs: [backend] }] }, 'GRPCRoute', 'spec.rules[0].matches[0].method.service: regular expression'],
+    ['a gRPC ExtensionRef', { rules: [{ filters: [{ type: 'ExtensionRef', extensionRef: { group: 'x.io', kind: 'F', name: 'f' } }], backendRefs: [backend] }] }, 'GRPCRoute', 'spec.rules[0].filters[0].type: ExtensionRef filters are not supported by shoal'],
+  ];
+  for (const [what, spec, kind, expected] of cases) {
+    const c = checkRoute(route(spec, kind));
+    t.same(c.errors, [], `${what}: valid for the API server`);
+    const problems = [...c.unsupported.values()].flat();
+    t.ok(problems.length === 1 && problems[0].startsWith(expected), `${what}: ${JSON.stringify(problems)}`);
+    t.same([...c.unsupported.keys()], [0], `${what}: rule 0 is the unsupported one`);
+  }
+  const two = checkRoute(route({ rules: [{ backendRefs: [backend] }, { filters: [{ type: 'CORS', cors: {} }], backendRefs: [backend] }] }));
+  t.same([...two.unsupported.keys()], [1], 'only the rule with the unsupported filter');
+});
+
+t.test('helpers', async (t) => {
+  t.equal(fieldPath('/spec/rules/0/matches/12/path'), 'spec.rules[0].matches[12].path');
+  t.equal(durationMs('1h2m3s4ms'), 3_723_004);
+  t.equal(durationMs('0s'), 0);
+  t.equal(durationMs('500ms'), 500);
+  const r = route({ parentRefs: [parent] });
+  t.equal(checkRoute(r), checkRoute(r), 'memoised per object');
+  t.same(r.spec, { parentRefs: [parent] }, 'the route itself is not defaulted in place');
+  t.same(parseYaml('a: 1'), { a: 1 });
+});
