@@ -34,6 +34,13 @@ export class ManualClock implements Clock {
     this.intervals.delete(iv);
   }
 
+  /** When the earliest interval is due next; null while none runs. */
+  nextDue(): number | null {
+    let due: number | null = null;
+    for (const iv of this.intervals) if (due === null || iv.due < due) due = iv.due;
+    return due;
+  }
+
   /** Intervals running now. */
   get timers(): number {
     return this.intervals.size;

@@ -4,3 +4,5 @@
 import './balancers.ts';
 import './tokenBucket.ts';
 import './retryBudget.ts';
+import './outlierDetector.ts';
+import './deadlines.ts';
