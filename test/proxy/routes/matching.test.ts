@@ -4,8 +4,8 @@
 import t from 'tap';
 import { H1_PATHS, route, routeSetup } from './routeFixtures.ts';
 
-t.test('path, method, query and header matches route every request to its backend', async (t) => {
-  const s = await routeSetup(t, ['exact', 'prefix', 'regex', 'method', 'query', 'queryre', 'header', 'fallback']);
+for (const protocol of ['http', 'http2'] as const) t.test(`${protocol} listener: path, method, query and header matches route every request to its backend`, async (t) => {
+  const s = await routeSetup(t, ['exact', 'prefix', 'regex', 'method', 'query', 'queryre', 'header', 'fallback'], { protocol });
   const c = s.cluster;
   await s.setRoutes([
     route(c.exact, { path: { type: 'Exact', value: '/exact' } }),
@@ -41,7 +41,7 @@ t.test('path, method, query and header matches route every request to its backen
     ['GET', '/h', { 'x-user': 'admin-Bob' }, 'fallback'],
     ['GET', '/h', { 'x-user': 'xadmin-bob' }, 'fallback'],
   ];
-  for (const path of H1_PATHS) {
+  for (const path of protocol === 'http' ? H1_PATHS : ['h2c'] as const) {
     for (const [method, target, headers, want] of cases) {
       const r = await s.send(path, method, target, headers);
       t.equal(r.body, want, `${path}: ${method} ${target} ${JSON.stringify(headers)} goes to ${want}`);
@@ -49,13 +49,13 @@ t.test('path, method, query and header matches route every request to its backen
   }
 });
 
-t.test('header and query matches route 100% of 200 requests right, over both HTTP/1.1 paths', async (t) => {
-  const s = await routeSetup(t, ['hit', 'miss']);
+for (const protocol of ['http', 'http2'] as const) t.test(`${protocol} listener: header and query matches route 100% of 200 requests right`, async (t) => {
+  const s = await routeSetup(t, ['hit', 'miss'], { protocol });
   await s.setRoutes([
     route(s.cluster.hit, { headers: [{ name: 'x-canary', value: 'true' }], query: [{ name: 'tenant', value: 't1' }] }),
     route(s.cluster.miss),
   ]);
-  for (const path of H1_PATHS) {
+  for (const path of protocol === 'http' ? H1_PATHS : ['h2c'] as const) {
     const got: Record<string, number> = {};
     for (let i = 0; i < 200; i++) {
       const hit = i % 2 === 0;
@@ -67,13 +67,13 @@ t.test('header and query matches route 100% of 200 requests right, over both HTT
   }
 });
 
-t.test('a 90/10 weighted split over 2,000 requests lands within 3% per backend', async (t) => {
-  const s = await routeSetup(t, ['stable', 'canary']);
+for (const protocol of ['http', 'http2'] as const) t.test(`${protocol} listener: a 90/10 weighted split over 2,000 requests lands within 3% per backend`, async (t) => {
+  const s = await routeSetup(t, ['stable', 'canary'], { protocol });
   await s.setRoutes([{
     domains: ['*'], prefix: '/', headers: [], path: { type: 'PathPrefix', value: '/' }, source: 'HTTPRoute default/split rule 0',
     backends: [{ cluster: s.cluster.stable, weight: 90 }, { cluster: s.cluster.canary, weight: 10 }],
   }]);
-  for (const path of H1_PATHS) {
+  for (const path of protocol === 'http' ? H1_PATHS : ['h2c'] as const) {
     const got: Record<string, number> = { stable: 0, canary: 0 };
     const n = 2000;
     // 8 at a time: the split is per request, whatever the concurrency.
