@@ -1,0 +1,89 @@
+// routeStatuses(): one entry per parentRef naming a Service shoal serves, with the spec's Accepted and
+// ResolvedRefs conditions and reasons.
+import t from 'tap';
+import { routeStatuses, type RouteStatusWrite } from '../../../discover/gateway/status.ts';
+import { parseStaticTopology } from '../../../discover/topology/staticFile.ts';
+import { routeKey, type GatewayRoute, type Topology } from '../../../discover/topology/model.ts';
+
+const BASE = `
+services:
+  - { name: api, namespace: prod, ports: [{ port: 80, protocol: http }, { port: 81, protocol: http }], endpoints: ["10.0.0.1"] }
+  - { name: api-v1, namespace: prod, ports: [{ port: 80, protocol: http }], endpoints: ["10.0.1.1"] }
+  - { name: grpc, namespace: prod, ports: [{ port: 50051, protocol: grpc }], endpoints: ["10.0.4.1"] }
+`;
+function mk(kind: GatewayRoute['kind'], ns: string, name: string, spec: Record<string, unknown>, generation = 4): GatewayRoute {
+  return { apiVersion: 'gateway.networking.k8s.io/v1', kind, metadata: { name, namespace: ns, generation }, spec };
+}
+function statuses(...routes: GatewayRoute[]): Map<string, RouteStatusWrite> {
+  const top: Topology = parseStaticTopology(BASE);
+  top.routes = new Map(routes.map((r) => [routeKey(r.kind, r.metadata.namespace, r.metadata.name), r]));
+  return routeStatuses(top);
+}
+const api = (extra: Record<string, unknown> = {}) => ({ group: '', kind: 'Service', name: 'api', ...extra });
+const v1 = { name: 'api-v1', port: 80 };
+const cond = (s: RouteStatusWrite, parent: number, type: string) => s.parents[parent].conditions.find((c) => c.type === type)!;
+
+t.test('an attached route with resolved references', async (t) => {
+  const s = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api({ port: 80 }), { name: 'some-gateway' }, api({ name: 'nowhere' })], rules: [{ backendRefs: [v1] }] })).get('HTTPRoute/prod/r')!;
+  t.equal(s.generation, 4);
+  t.equal(s.parents.length, 1, 'a Gateway parent and a Service shoal does not know are skipped');
+  t.same(s.parents[0].parentRef, { group: '', kind: 'Service', name: 'api', port: 80 });
+  t.equal(s.parents[0].controllerName, 'shoal.dev/mesh');
+  t.same(s.parents[0].conditions.map((c) => [c.type, c.status, c.reason, c.observedGeneration]), [['Accepted', 'True', 'Accepted', 4], ['ResolvedRefs', 'True', 'ResolvedRefs', 4]]);
+  t.match(cond(s, 0, 'Accepted').message, /Service prod\/api port 80 \(producer route: applies to every caller\)/);
+  t.notOk(s.parents[0].conditions.some((c) => 'lastTransitionTime' in c), 'no lastTransitionTime: the writer adds it');
+});
+
+t.test('a consumer route names its namespace; the parentRef is echoed as given', async (t) => {
+  const s = statuses(mk('HTTPRoute', 'team-a', 'c', { parentRefs: [api({ namespace: 'prod' })], rules: [{ backendRefs: [{ ...v1, namespace: 'prod' }] }] })).get('HTTPRoute/team-a/c')!;
+  t.same(s.parents[0].parentRef, { group: '', kind: 'Service', namespace: 'prod', name: 'api' });
+  t.match(cond(s, 0, 'Accepted').message, /ports 80, 81 \(consumer route: applies to callers in namespace team-a\)/);
+  t.equal(cond(s, 0, 'ResolvedRefs').status, 'True', 'cross-namespace backends need no ReferenceGrant in the mesh (GEP-1294)');
+});
+
+t.test('a parentRef port the Service lacks: NoMatchingParent', async (t) => {
+  const s = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api({ port: 80 }), api({ port: 9 })], rules: [{ backendRefs: [v1] }] })).get('HTTPRoute/prod/r')!;
+  t.same(s.parents.map((p) => [p.parentRef.port, cond({ ...s, parents: [p] }, 0, 'Accepted').reason]), [[80, 'Accepted'], [9, 'NoMatchingParent']]);
+  t.match(s.parents[1].conditions[0].message, /has no port 9/);
+});
+
+t.test('backends that do not resolve: ResolvedRefs False with the spec\'s reason', async (t) => {
+  const missing = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api()], rules: [{ backendRefs: [v1, { name: 'gone', port: 80 }] }] })).get('HTTPRoute/prod/r')!;
+  t.same([cond(missing, 0, 'Accepted').status, cond(missing, 0, 'ResolvedRefs').status, cond(missing, 0, 'ResolvedRefs').reason], ['True', 'False', 'BackendNotFound']);
+  t.match(cond(missing, 0, 'ResolvedRefs').message, /spec\.rules\[0\]\.backendRefs\[1\]: backendRef Service prod\/gone not found/);
+  const port = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api()], rules: [{ backendRefs: [{ name: 'api-v1', port: 99 }] }] })).get('HTTPRoute/prod/r')!;
+  t.equal(cond(port, 0, 'ResolvedRefs').reason, 'BackendNotFound');
+  t.match(cond(port, 0, 'ResolvedRefs').message, /has no port 99/);
+  const kind = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api()], rules: [{ backendRefs: [{ name: 'gone', port: 80 }, { group: 'x.io', kind: 'Thing', name: 't' }] }] })).get('HTTPRoute/prod/r')!;
+  t.equal(cond(kind, 0, 'ResolvedRefs').reason, 'InvalidKind', 'InvalidKind first');
+  const mirror = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api()], rules: [{ filters: [{ type: 'RequestMirror', requestMirror: { backendRef: { name: 'gone', port: 80 } } }], backendRefs: [v1] }] })).get('HTTPRoute/prod/r')!;
+  t.match(cond(mirror, 0, 'ResolvedRefs').message, /filters\[0\]\.requestMirror\.backendRef/, 'mirrors count too');
+});
+
+t.test('invalid and unsupported routes: Accepted False UnsupportedValue', async (t) => {
+  const bad = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api()], rules: [{ matches: [{ path: { type: 'PathPrefix', value: 'x' } }], backendRefs: [v1] }] })).get('HTTPRoute/prod/r')!;
+  t.same([cond(bad, 0, 'Accepted').status, cond(bad, 0, 'Accepted').reason], ['False', 'UnsupportedValue']);
+  t.match(cond(bad, 0, 'Accepted').message, /spec\.rules\[0\]\.matches\[0\]\.path/);
+  const cors = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api()], rules: [{ filters: [{ type: 'CORS', cors: {} }], backendRefs: [v1] }] })).get('HTTPRoute/prod/r')!;
+  t.same([cond(cors, 0, 'Accepted').status, cond(cors, 0, 'Accepted').reason], ['False', 'UnsupportedValue'], 'every rule unsupported');
+  t.match(cond(cors, 0, 'Accepted').message, /CORS filters are not supported/);
+  const partly = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api()], rules: [{ backendRefs: [v1] }, { filters: [{ type: 'CORS', cors: {} }], backendRefs: [v1] }] })).get('HTTPRoute/prod/r')!;
+  t.equal(cond(partly, 0, 'Accepted').status, 'True', 'some rules supported: accepted');
+  t.match(cond(partly, 0, 'Accepted').message, /rule 1 not supported .*get a 500/);
+});
+
+t.test('an HTTPRoute on a Service port a GRPCRoute of its namespace also names: Conflicted', async (t) => {
+  const all = statuses(
+    mk('GRPCRoute', 'prod', 'g', { parentRefs: [{ group: '', kind: 'Service', name: 'grpc' }], rules: [{ backendRefs: [{ name: 'grpc', port: 50051 }] }] }),
+    mk('HTTPRoute', 'prod', 'h', { parentRefs: [{ group: '', kind: 'Service', name: 'grpc' }], rules: [{ backendRefs: [{ name: 'grpc', port: 50051 }] }] }),
+    mk('HTTPRoute', 'team-a', 'h', { parentRefs: [{ group: '', kind: 'Service', name: 'grpc', namespace: 'prod' }], rules: [{ backendRefs: [{ name: 'grpc', namespace: 'prod', port: 50051 }] }] }),
+  );
+  t.same([cond(all.get('GRPCRoute/prod/g')!, 0, 'Accepted').reason, cond(all.get('HTTPRoute/prod/h')!, 0, 'Accepted').reason], ['Accepted', 'Conflicted']);
+  t.equal(cond(all.get('HTTPRoute/prod/h')!, 0, 'Accepted').status, 'False');
+  t.equal(cond(all.get('HTTPRoute/team-a/h')!, 0, 'Accepted').reason, 'Accepted', 'a consumer HTTPRoute in another namespace is its own group');
+});
+
+t.test('a route without Service parents has an entry with no parents', async (t) => {
+  const s = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [{ name: 'gw' }], rules: [{ backendRefs: [v1] }] }, 1));
+  t.same(s.get('HTTPRoute/prod/r'), { generation: 1, parents: [] });
+});
