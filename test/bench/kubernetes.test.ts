@@ -61,6 +61,8 @@ if (kube) {
     t.ok(r.timeToReadyMs > 0 && r.discoverRssMb.peak > 0, `discover ready in ${r.timeToReadyMs} ms, peak RSS ${r.discoverRssMb.peak} MB`);
     t.equal(r.propagation.samples, 200, 'every client got every one of the 2 changes');
     t.equal(r.propagation.p99PerRoundMs.length, 2);
+    t.equal(r.propagation.warmup.p99PerRoundMs.length, 1, 'one warm-up round, reported apart');
+    t.ok(r.propagation.warmup.p99WithWarmupMs > 0, 'and the p99 with it counted');
     t.ok(r.propagation.p99Ms >= r.propagation.p50Ms && r.propagation.maxMs >= r.propagation.p99Ms, 'p50 <= p99 <= max');
     for (const n of ['kube-apiserver', 'etcd', 'kube-controller-manager'] as const) {
       const c = r.components[n];
