@@ -1,0 +1,157 @@
+// The Gateway API mesh conformance cases (GAMMA: HTTPRoute/GRPCRoute whose parentRefs name a
+// Service) of the pinned release, run against shoal: the cases as transcribed in
+// conformance/cases.ts, one control plane and one mesh for all (lib/harness.ts), the cases in
+// sequence, each case's manifests applied from the module and deleted after it. Prints
+//   gateway-api mesh conformance: N passed, N failed, N not applicable of 22
+// with every case's name and verdict at the end. A case passes as the official runner passes it:
+// every request converges (3 consecutive answers compareRequest accepts, within 30 s), and for the
+// weight cases one of up to 10 batches of 500 requests lands within 5 points of each weight.
+import t, { type Test } from 'tap';
+import { kubeForFile } from '../lib/kube.ts';
+import { cleanLeftovers, destroyAllSync, NetnsCluster, netnsUnavailable } from '../e2e/lib/netns.ts';
+import { CASES, NOT_APPLICABLE, testCaseName, type ConformanceCase, type Step } from './conformance/cases.ts';
+import {
+  awaitConvergence, beyondOfficialChecks, compareRequest, planRequest, weightedDistribution,
+  WEIGHT_MAX_TEST_RETRIES, WEIGHT_TOTAL_REQUESTS, type Convergence,
+} from './conformance/compare.ts';
+import { MeshHarness, sidecarDown } from './lib/harness.ts';
+import type { ClientRequest } from './lib/meshClient.ts';
+
+type Verdict = 'pass' | 'fail' | 'n/a';
+interface CaseResult { c: ConformanceCase; verdict: Verdict; why: string }
+
+const kube = kubeForFile(t, import.meta.filename);
+
+function summary(results: CaseResult[]): string {
+  const n = (v: Verdict) => results.filter((r) => r.verdict === v).length;
+  const lines = [`gateway-api mesh conformance: ${n('pass')} passed, ${n('fail')} failed, ${n('n/a')} not applicable of ${CASES.length}`];
+  for (const r of results) {
+    const tag = { pass: 'PASS', fail: 'FAIL', 'n/a': 'N/A ' }[r.verdict];
+    lines.push(`  ${tag} ${r.c.ShortName} (tests/mesh/${r.c.goFile})${r.why ? `: ${r.why}` : ''}`);
+  }
+  return lines.join('\n');
+}
+
+function opFor(h: MeshHarness, step: Step): { op: ClientRequest; plan: ReturnType<typeof planRequest> } {
+  const plan = planRequest(step.exp, h.podIps());
+  const op: ClientRequest = plan.protocol === 'grpc'
+    ? { op: 'grpc', host: plan.host, port: plan.port, authority: plan.hostHeader, proto: h.grpcProto }
+    : { op: 'http', host: plan.host, port: plan.port, hostHeader: plan.hostHeader, path: plan.path, method: plan.method, headers: plan.headers };
+  return { op, plan };
+}
+
+/** MakeRequestAndExpectEventuallyConsistentResponse for one step. */
+async function converge(h: MeshHarness, step: Step): Promise<Convergence> {
+  const { op, plan } = opFor(h, step);
+  return awaitConvergence(async () => {
+    const [r] = await h.send(step.caller, op);
+    return { error: compareRequest(step.exp, r), result: r, notes: beyondOfficialChecks(step.exp, plan, r) };
+  });
+}
+
+/** The weight check: up to 10 batches of 500 requests (10 at a time); passes when one batch is within tolerance. */
+async function weights(h: MeshHarness, step: Step, expected: Record<string, number>): Promise<{ ok: boolean; tries: string[] }> {
+  const { op } = opFor(h, step);
+  const tries: string[] = [];
+  for (let i = 0; i < WEIGHT_MAX_TEST_RETRIES; i++) {
+    const results = await h.send(step.caller, { ...op, count: WEIGHT_TOTAL_REQUESTS, concurrency: 10, brief: true } as ClientRequest);
+    const counts: Record<string, number> = {};
+    for (const r of results) counts[r.hostname || `(no pod: ${r.code ?? r.error})`] = (counts[r.hostname || `(no pod: ${r.code ?? r.error})`] ?? 0) + 1;
+    const err = weightedDistribution(results.map((r) => r.hostname), expected);
+    tries.push(`batch ${i + 1}: ${JSON.stringify(counts)}${err ? ` -> ${err.replace(/\n/g, '; ')}` : ' -> within tolerance'}`);
+    if (err === null) return { ok: true, tries };
+  }
+  return { ok: false, tries };
+}
+
+async function runCase(t: Test, h: MeshHarness, c: ConformanceCase): Promise<string> {
+  const failures: string[] = [];
+  await h.apply(c.Manifests);
+  try {
+    // The steps of a case run side by side (the official runner runs most of them as parallel subtests):
+    // a case whose feature is missing costs one convergence window, not one per step.
+    const outcomes = await Promise.all(c.steps.map(async (step, i) => ({ step, i, conv: await converge(h, step) })));
+    for (const { step, i, conv } of outcomes) {
+      const name = `${testCaseName(step.exp, i)}${step.caller === 'consumer' ? ' (from the consumer namespace)' : ''}`;
+      const detail = conv.ok
+        ? `converged after ${conv.attempts} attempts in ${conv.ms} ms`
+        : `not converged after ${conv.attempts} attempts in ${conv.ms} ms: ${conv.last}`;
+      t.ok(conv.ok, `${name}: ${detail}`, conv.ok ? {} : { last: conv.lastResult });
+      if (conv.notes.length > 0) t.comment(`${c.ShortName} / ${name}: beyond the official checks: ${conv.notes.join('; ')}`);
+      if (!conv.ok) failures.push(`${name}: ${conv.last}`);
+    }
+    if (c.kind === 'weights' && failures.length === 0) {
+      const w = await weights(h, c.steps[0], c.weights!);
+      for (const line of w.tries) t.comment(`${c.ShortName}: ${line}`);
+      t.ok(w.ok, `the answers follow the weights ${JSON.stringify(c.weights)} within 5 points (${w.tries.length} batch(es) of ${WEIGHT_TOTAL_REQUESTS})`);
+      if (!w.ok) failures.push(`weights: ${w.tries[w.tries.length - 1]}`);
+    }
+  } finally {
+    const down = sidecarDown(h);
+    if (down) failures.push(down);
+    const note = await h.clean(c.Manifests);
+    if (note) t.comment(`${c.ShortName}: cleanup did not return to the base mesh: ${note}`);
+  }
+  return failures.join(' | ');
+}
+
+if (kube) {
+  const why = netnsUnavailable();
+  if (why !== null) {
+    if (process.env.CI === 'true') t.fail(`the mesh conformance cases cannot run: ${why} (they need root and ip netns)`);
+    else t.test('gateway-api mesh conformance', { skip: `not run: ${why} (it needs root and ip netns)` }, () => {});
+  } else {
+    // Setup (a minute on a busy machine) and, at worst, every case failing after its 30 s window.
+    t.setTimeout(CASES.length * 45_000 + 240_000);
+    t.on('timeout', destroyAllSync);
+    t.test('gateway-api mesh conformance', async (t) => {
+      const removed = cleanLeftovers();
+      if (removed.length > 0) t.comment(`removed leftovers of dead runs: ${removed.join(', ')}`);
+      const results: CaseResult[] = [];
+      const started = Date.now();
+      const k = await kube.up();
+      const cluster = new NetnsCluster('gw');
+      let h: MeshHarness;
+      try {
+        h = await MeshHarness.start(t, k, cluster, (m) => t.comment(m));
+      } catch (err) {
+        const logs = cluster.logs();
+        await cluster.destroy({ keepDir: true });
+        for (const c of CASES) results.push({ c, verdict: NOT_APPLICABLE[c.ShortName] ? 'n/a' : 'fail', why: NOT_APPLICABLE[c.ShortName] ?? 'the harness did not start' });
+        const text = summary(results);
+        t.comment(text);
+        console.error(`\n${text}\n`);
+        throw new Error(`the mesh for the conformance cases did not start: ${(err as Error).message}\n${logs}\nlogs kept in ${cluster.dir}`);
+      }
+      t.teardown(async () => {
+        const failed = t.counts.fail > 0;
+        if (failed) t.comment(`process logs (last lines):\n${h.cluster.logs()}\nlogs kept in ${h.cluster.dir}`);
+        await h.destroy({ keepDir: failed });
+      });
+      t.comment(`mesh up in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+      for (const c of CASES) {
+        const na = NOT_APPLICABLE[c.ShortName];
+        if (na) {
+          results.push({ c, verdict: 'n/a', why: na });
+          t.test(`${c.ShortName} (tests/mesh/${c.goFile})`, { skip: `not applicable to shoal: ${na}` }, () => {});
+          continue;
+        }
+        const caseStarted = Date.now();
+        let why = '';
+        await t.test(`${c.ShortName} (tests/mesh/${c.goFile}): ${c.Description}`, async (t) => {
+          try {
+            why = await runCase(t, h, c);
+          } catch (err) {
+            why = `harness error: ${(err as Error).message}`;
+            throw err;
+          }
+        });
+        results.push({ c, verdict: why === '' ? 'pass' : 'fail', why: why.length > 300 ? `${why.slice(0, 300)}...` : why });
+        t.comment(`${c.ShortName}: ${why === '' ? 'passed' : 'failed'} in ${((Date.now() - caseStarted) / 1000).toFixed(1)} s`);
+      }
+      const text = summary(results);
+      t.comment(text);
+      console.error(`\n${text}\n(${((Date.now() - started) / 1000).toFixed(0)} s)\n`);
+    });
+  }
+}
