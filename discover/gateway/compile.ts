@@ -42,6 +42,8 @@ interface ParentLink {
   parentIndex: number;
   /** parentRef.port; 0: every port. */
   port: number;
+  /** parentRef.sectionName: for a Service, the port's name; '': any. */
+  sectionName: string;
 }
 
 /** The valid routes by the Service keys their parentRefs name (whether or not the Service exists). */
@@ -72,7 +74,7 @@ export function routeIndex(topology: Topology): RouteIndex {
       const key = refKey(ref, ns);
       let list = byParent.get(key);
       if (!list) byParent.set(key, (list = []));
-      list.push({ check, parentIndex: i, port: typeof ref.port === 'number' ? ref.port : 0 });
+      list.push({ check, parentIndex: i, port: typeof ref.port === 'number' ? ref.port : 0, sectionName: typeof ref.sectionName === 'string' ? ref.sectionName : '' });
     }
   }
   const index = { byParent };
@@ -83,9 +85,11 @@ export function routeIndex(topology: Topology): RouteIndex {
 /** Every valid route attached to `svc`:`port`. */
 export function attachments(index: RouteIndex, svc: Service, port: number): Attachment[] {
   const out: Attachment[] = [];
-  if (!svc.ports.some((p) => p.port === port)) return out;
+  const sp = svc.ports.find((p) => p.port === port);
+  if (!sp) return out;
   for (const l of index.byParent.get(serviceKey(svc.namespace, svc.name)) ?? []) {
     if (l.port !== 0 && l.port !== port) continue;
+    if (l.sectionName !== '' && l.sectionName !== sp.name) continue;
     const md = l.check.route.metadata;
     out.push({
       check: l.check, kind: l.check.route.kind, namespace: md.namespace, name: md.name, service: svc, port, parentIndex: l.parentIndex,

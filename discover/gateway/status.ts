@@ -16,7 +16,8 @@ export interface RouteCondition {
 }
 
 export interface RouteParentStatus {
-  parentRef: { group: ''; kind: 'Service'; namespace?: string; name: string; port?: number };
+  /** The parentRef as the route gives it (sectionName, a Service port's name, only when the route sets it). */
+  parentRef: { group: ''; kind: 'Service'; namespace?: string; name: string; port?: number; sectionName?: string };
   controllerName: 'shoal.dev/mesh';
   conditions: RouteCondition[];
 }
@@ -79,17 +80,21 @@ export function routeStatuses(topology: Topology): Map<string, RouteStatusWrite>
       const parentRef: RouteParentStatus['parentRef'] = { group: '', kind: 'Service', name: ref.name };
       if (typeof ref.namespace === 'string' && ref.namespace !== '') parentRef.namespace = ref.namespace;
       if (typeof ref.port === 'number') parentRef.port = ref.port;
+      if (typeof ref.sectionName === 'string' && ref.sectionName !== '') parentRef.sectionName = ref.sectionName;
+      // sectionName names a Service port; the ports the parentRef selects.
+      const selected = svc.ports.filter((p) => (typeof ref.port !== 'number' || p.port === ref.port) && (typeof ref.sectionName !== 'string' || ref.sectionName === '' || p.name === ref.sectionName));
       const cond = (type: RouteCondition['type'], ok: boolean, reason: string, message: string): RouteCondition =>
         ({ type, status: ok ? 'True' : 'False', reason, message, observedGeneration: generation });
       let accepted: RouteCondition;
       if (check.errors.length > 0) {
         accepted = cond('Accepted', false, 'UnsupportedValue', `invalid route: ${check.errors.slice(0, 3).join('; ')}`);
-      } else if (typeof ref.port === 'number' && !svc.ports.some((p) => p.port === ref.port)) {
-        accepted = cond('Accepted', false, 'NoMatchingParent', `Service ${svcKey} has no port ${ref.port} (it has ${svc.ports.map((p) => p.port).join(', ')})`);
+      } else if (selected.length === 0) {
+        const wanted = [typeof ref.port === 'number' ? `port ${ref.port}` : '', typeof ref.sectionName === 'string' && ref.sectionName !== '' ? `port named ${ref.sectionName}` : ''].filter(Boolean).join(' and ');
+        accepted = cond('Accepted', false, 'NoMatchingParent', `Service ${svcKey} has no ${wanted} (it has ${svc.ports.map((p) => `${p.port} (${p.name})`).join(', ')})`);
       } else if (rules > 0 && unsupported.size === rules) {
         accepted = cond('Accepted', false, 'UnsupportedValue', [...check.unsupported.values()].flat().slice(0, 3).join('; '));
       } else {
-        const mine = svc.ports.filter((p) => typeof ref.port !== 'number' || p.port === ref.port)
+        const mine = selected
           .flatMap((p) => attachments(index, svc, p.port).filter((a) => a.check === check && a.parentIndex === i));
         const conflicted = mine.filter((a) => conflictedOn(index, a));
         const role = md.namespace === svc.namespace ? 'producer route: applies to every caller' : `consumer route: applies to callers in namespace ${md.namespace}`;

@@ -45,6 +45,10 @@ t.test('a parentRef port the Service lacks: NoMatchingParent', async (t) => {
   const s = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api({ port: 80 }), api({ port: 9 })], rules: [{ backendRefs: [v1] }] })).get('HTTPRoute/prod/r')!;
   t.same(s.parents.map((p) => [p.parentRef.port, cond({ ...s, parents: [p] }, 0, 'Accepted').reason]), [[80, 'Accepted'], [9, 'NoMatchingParent']]);
   t.match(s.parents[1].conditions[0].message, /has no port 9/);
+  const named = statuses(mk('HTTPRoute', 'prod', 'n', { parentRefs: [api({ sectionName: '81' }), api({ sectionName: 'grpc' })], rules: [{ backendRefs: [v1] }] })).get('HTTPRoute/prod/n')!;
+  t.match(named.parents[0].conditions[0].message, /attached to Service prod\/api port 81 /, 'sectionName selects the port of that name');
+  t.same(named.parents[0].parentRef, { group: '', kind: 'Service', name: 'api', sectionName: '81' }, 'and is echoed');
+  t.same([named.parents[1].conditions[0].reason, named.parents[1].conditions[0].message], ['NoMatchingParent', 'Service prod/api has no port named grpc (it has 80 (80), 81 (81))']);
 });
 
 t.test('backends that do not resolve: ResolvedRefs False with the spec\'s reason', async (t) => {
