@@ -51,6 +51,8 @@ export interface DiscoverOptions {
     inClusterPathPrefix?: string;
     clusterDomain?: string;
     staleAfterMs?: number;
+    // How often to look again for the Gateway API while it is not served (default 30 s; tests shorten it).
+    gatewayRecheckMs?: number;
     tokenAudience?: string;
     insecureReads?: boolean;
     // The injection webhook (discover/webhook/): served beside the API when set.
@@ -196,6 +198,7 @@ async function wireSource(opts: DiscoverOptions, store: SnapshotStore, metrics: 
     clusterDomain: k.clusterDomain ?? 'cluster.local',
     log,
     staleAfterMs: k.staleAfterMs ?? 60_000,
+    gatewayRecheckMs: k.gatewayRecheckMs,
     onTopology: onTopology(store, log),
     onConfigError: () => metrics.configErrors.inc({ source: 'kubernetes' }),
   });

@@ -3,7 +3,8 @@ import type { FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
 import type { SnapshotStore } from '../snapshot/store.ts';
 
-export type Readiness = () => { ready: boolean; message: string };
+// details: what works only in part while ready (e.g. no Gateway API routes: their CRDs are not installed).
+export type Readiness = () => { ready: boolean; message: string; details?: string[] };
 
 export function healthRoutes(app: FastifyInstance, opts: { store: SnapshotStore; registry: Registry; readiness?: Readiness }): void {
   const { store, registry } = opts;
@@ -11,7 +12,8 @@ export function healthRoutes(app: FastifyInstance, opts: { store: SnapshotStore;
   app.get('/healthz', { schema: { summary: 'Alive' } }, async () => ({ status: 'ok' }));
   app.get('/readyz', { schema: { summary: 'Ready once the first full state is loaded (and, on Kubernetes, while the watches are fresh)' } }, async (_req, reply) => {
     const r = readiness();
-    return r.ready && store.ready ? { status: 'ready' } : reply.code(503).send({ status: 'not ready', message: r.message });
+    const details = r.details && r.details.length > 0 ? { details: r.details } : {};
+    return r.ready && store.ready ? { status: 'ready', ...details } : reply.code(503).send({ status: 'not ready', message: r.message, ...details });
   });
   app.get('/metrics', { schema: { summary: 'Prometheus metrics', hide: false } }, async (_req, reply) =>
     reply.type(registry.contentType).send(await registry.metrics()));

@@ -1,6 +1,7 @@
-// The Kubernetes source: informers on Services, EndpointSlices and mesh ConfigMaps, kept as an
-// incremental topology. Every burst of events becomes one apply that touches only the apps whose
-// dependencies or config changed.
+// The Kubernetes source: informers on Services, EndpointSlices, mesh ConfigMaps and the Gateway API's
+// HTTPRoutes and GRPCRoutes, kept as an incremental topology. Every burst of events becomes one apply
+// that touches only the apps whose dependencies, config or routes changed; after each apply the routes'
+// status is written (routeStatus.ts).
 import {
   CoreV1Api, HttpMethod, KubeConfig, ListWatch, RequestContext, Watch,
   type Informer, type KubernetesObject, type ListPromise, type V1ConfigMap, type V1EndpointSlice, type V1Node, type V1Service,
@@ -8,7 +9,10 @@ import {
 import { fetch } from 'undici';
 import type { Logger } from '../../../shared/log.ts';
 import type { ResourceSpec } from '../../../shared/meshConfig.ts';
-import { appKey, serviceKey, type App, type Topology } from '../../topology/model.ts';
+import { appKey, routeKey, serviceKey, type App, type GatewayRoute, type Topology } from '../../topology/model.ts';
+import { appsAffectedByRoutes } from '../../gateway/compile.ts';
+import { routeStatuses } from '../../gateway/status.ts';
+import { RouteStatusWriter, type RouteStatusesFn } from './routeStatus.ts';
 import { LABEL_VALUE, WriteRefused } from '../../topology/names.ts';
 import {
   APP_LABEL, PLUGIN_CONFIG_KEY, PLUGIN_LABEL, appFromConfigMap, serviceKeyOf, serviceModel, sliceServiceKey,
@@ -22,7 +26,20 @@ export interface KubernetesSourceOptions {
   staleAfterMs: number;
   onTopology: (t: Topology, affectedApps: Set<string> | undefined) => void;
   onConfigError: (message: string) => void;
+  // While the Gateway API is not served (its CRDs not installed: the route list 404s, or RBAC says 403),
+  // how often discover looks again. Default 30 s.
+  gatewayRecheckMs?: number;
+  // The status of each route (default: discover/gateway/status.ts); written after each apply.
+  routeStatuses?: RouteStatusesFn;
 }
+
+/** The Gateway API route kinds discover watches, and their resources. */
+export const ROUTE_KINDS = [
+  { kind: 'HTTPRoute', plural: 'httproutes' },
+  { kind: 'GRPCRoute', plural: 'grpcroutes' },
+] as const satisfies ReadonlyArray<{ kind: GatewayRoute['kind']; plural: string }>;
+export const GATEWAY_API_PATH = '/apis/gateway.networking.k8s.io/v1';
+const GATEWAY_RECHECK_MS = 30_000;
 
 interface Watched<T extends KubernetesObject> {
   name: string;
@@ -38,6 +55,10 @@ interface Watched<T extends KubernetesObject> {
   optional?: boolean;
   // The status of the last failure (403: RBAC says no, 404: not served), which ends an optional informer's retries.
   lastStatus?: number;
+  // A Gateway API route informer: a 404 or 403 means "no routes" (checked again later), not a failure.
+  route?: boolean;
+  // Set while the route API is not served or not allowed: the status that said so, and the next look.
+  unavailable?: { status: number; recheck: NodeJS.Timeout | null } | null;
 }
 
 export const ZONE_LABEL = 'topology.kubernetes.io/zone';
@@ -59,6 +80,9 @@ export class KubernetesSource {
   private readonly slices = new Map<string, Map<string, V1EndpointSlice>>();
   private readonly sliceOwner = new Map<string, string>();
   private readonly configMaps = new Map<string, V1ConfigMap>();
+  // routeKey -> the route as last seen (copied into topology.routes at the next flush).
+  private readonly routeObjs = new Map<string, GatewayRoute>();
+  private readonly statusWriter: RouteStatusWriter;
   // Node name -> its topology.kubernetes.io/zone label ('' without one).
   private readonly nodeZones = new Map<string, string>();
   // App key -> keys of the mesh ConfigMaps labelled for it (normally one).
@@ -70,17 +94,18 @@ export class KubernetesSource {
   private readonly writes = new Map<string, Promise<void>>();
   private dirtyServices = new Set<string>();
   private dirtyApps = new Set<string>();
+  private dirtyRoutes = new Set<string>();
   private flushScheduled = false;
   private flushTimer: NodeJS.Timeout | null = null;
   private lastFlushAt = -Infinity;
   private started = false;
   private stopped = false;
-  private readonly watched: Array<Watched<V1Service> | Watched<V1EndpointSlice> | Watched<V1ConfigMap> | Watched<V1Node>> = [];
+  private readonly watched: Array<Watched<V1Service> | Watched<V1EndpointSlice> | Watched<V1ConfigMap> | Watched<V1Node> | Watched<KubernetesObject>> = [];
 
   constructor(opts: KubernetesSourceOptions) {
     this.opts = opts;
     this.core = opts.kubeConfig.makeApiClient(CoreV1Api);
-    this.topology = { clusterDomain: opts.clusterDomain, services: new Map(), apps: new Map() };
+    this.topology = { clusterDomain: opts.clusterDomain, services: new Map(), apps: new Map(), routes: new Map() };
     const svc = this.informer<V1Service>('/api/v1/services', () => this.list('/api/v1/services'));
     const eps = this.informer<V1EndpointSlice>('/apis/discovery.k8s.io/v1/endpointslices', () => this.list('/apis/discovery.k8s.io/v1/endpointslices'));
     const cms = this.informer<V1ConfigMap>('/api/v1/configmaps', () => this.list('/api/v1/configmaps', APP_LABEL), APP_LABEL);
@@ -98,6 +123,23 @@ export class KubernetesSource {
     nodes.on('update', (o) => this.onNode(o, false));
     nodes.on('delete', (o) => this.onNode(o, true));
     this.watched.push(this.watch('services', svc), this.watch('endpointslices', eps), this.watch('configmaps', cms), this.watch('nodes', nodes, true));
+    for (const { kind, plural } of ROUTE_KINDS) {
+      const path = `${GATEWAY_API_PATH}/${plural}`;
+      const inf = this.informer<KubernetesObject>(path, () => this.list(path));
+      inf.on('add', (o) => this.onRoute(kind, o, false));
+      inf.on('update', (o) => this.onRoute(kind, o, false));
+      inf.on('delete', (o) => this.onRoute(kind, o, true));
+      const w = this.watch(plural, inf);
+      w.route = true;
+      this.watched.push(w);
+    }
+    this.statusWriter = new RouteStatusWriter({
+      log: opts.log,
+      routeStatuses: opts.routeStatuses ?? routeStatuses,
+      send: (method, path, body) => this.send(method, path, body),
+      current: (key) => this.routeObjs.get(key),
+      onWritten: (key, obj, sentVersion) => this.onStatusWritten(key, obj, sentVersion),
+    });
   }
 
   /**
@@ -124,6 +166,25 @@ export class KubernetesSource {
     }
     const list = JSON.parse(text) as { items?: unknown[]; metadata?: { resourceVersion?: string } };
     return { items: list.items ?? [], metadata: list.metadata };
+  }
+
+  /** One request to the API server with a JSON body, authenticated as the lists are: its status and parsed body. */
+  private async send(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
+    const kc = this.opts.kubeConfig;
+    const cluster = kc.getCurrentCluster();
+    if (!cluster) throw new Error('the kubeconfig has no current cluster');
+    const url = new URL(cluster.server.replace(/\/+$/, '') + path);
+    const ctx = new RequestContext(url.toString(), method === 'PUT' ? HttpMethod.PUT : HttpMethod.GET);
+    await kc.applySecurityAuthentication(ctx);
+    const headers: Record<string, string> = { ...ctx.getHeaders(), accept: 'application/json' };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const res = await fetch(url, {
+      method, headers, body: body === undefined ? undefined : JSON.stringify(body), dispatcher: ctx.getDispatcher(), signal: AbortSignal.timeout(30_000),
+    });
+    const text = await res.text();
+    let json: unknown = text;
+    try { json = JSON.parse(text); } catch { /* not JSON */ }
+    return { status: res.status, json };
   }
 
   /**
@@ -173,6 +234,14 @@ export class KubernetesSource {
         w.listed = true;
         w.downSince = null;
         w.failures = 0;
+        if (w.route && w.unavailable) {
+          w.unavailable = null;
+          this.opts.log.info({ informer: w.name }, `the Gateway API serves ${w.name} now: watching them`);
+        }
+        return;
+      }
+      if (w.route && (w.lastStatus === 403 || w.lastStatus === 404)) {
+        this.routesUnavailable(w, w.lastStatus);
         return;
       }
       if (w.optional && (w.lastStatus === 403 || w.lastStatus === 404)) {
@@ -196,6 +265,11 @@ export class KubernetesSource {
     w.downSince ??= Date.now();
     const e = err as { message?: string; statusCode?: number; code?: number } | undefined;
     w.lastStatus = e?.statusCode ?? e?.code;
+    if (w.route && (w.lastStatus === 404 || w.lastStatus === 403)) {
+      // The first list (startOne) says so itself; later, the CRD was deleted or the permission taken away.
+      if (w.listed) this.routesUnavailable(w, w.lastStatus);
+      return;
+    }
     this.opts.log.warn({ informer: w.name, error: e?.message ?? String(err), status: e?.statusCode ?? e?.code, failures: w.failures }, 'watch failed; restarting with backoff');
     if (!w.listed || w.restartTimer) return;
     w.restartTimer = setTimeout(() => {
@@ -213,14 +287,66 @@ export class KubernetesSource {
     }, this.backoff(w.failures));
   }
 
-  /** Ready once every informer listed, and while none has been down longer than staleAfterMs. */
-  health(): { ready: boolean; message: string } {
-    const notListed = this.watched.filter((w) => !w.listed && !w.optional).map((w) => w.name);
-    if (notListed.length > 0 || !this.started) return { ready: false, message: `waiting for the first list of ${notListed.join(', ') || 'the informers'}` };
+  /**
+   * Ready once every informer listed (a route API that is not served counts as listed: no routes), and
+   * while none has been down longer than staleAfterMs. `details`: what works in part (no routes).
+   */
+  health(): { ready: boolean; message: string; details?: string[] } {
+    const details = this.routeDetails();
+    const notListed = this.watched.filter((w) => !w.listed && !w.optional && !w.unavailable).map((w) => w.name);
+    if (notListed.length > 0 || !this.started) return { ready: false, message: `waiting for the first list of ${notListed.join(', ') || 'the informers'}`, details };
     const now = Date.now();
-    const stale = this.watched.filter((w) => !w.optional && w.downSince !== null && now - w.downSince > this.opts.staleAfterMs).map((w) => w.name);
-    if (stale.length > 0) return { ready: false, message: `watch of ${stale.join(', ')} down for more than ${this.opts.staleAfterMs} ms` };
-    return { ready: true, message: 'ready' };
+    const stale = this.watched.filter((w) => !w.optional && !w.unavailable && w.downSince !== null && now - w.downSince > this.opts.staleAfterMs).map((w) => w.name);
+    if (stale.length > 0) return { ready: false, message: `watch of ${stale.join(', ')} down for more than ${this.opts.staleAfterMs} ms`, details };
+    return { ready: true, message: 'ready', details };
+  }
+
+  private routeDetails(): string[] | undefined {
+    const off = this.watched.filter((w) => w.route && w.unavailable);
+    if (off.length === 0) return undefined;
+    const why = (status: number) => (status === 404 ? 'not served: the Gateway API CRDs are not installed' : 'forbidden: discover\'s RBAC lacks get, list, watch on them');
+    return [`no Gateway API routes: ${off.map((w) => `${w.name} ${w.unavailable!.status} (${why(w.unavailable!.status)})`).join(', ')}; checking again every ${Math.round(this.recheckMs / 1000)} s`];
+  }
+
+  private get recheckMs(): number {
+    return this.opts.gatewayRecheckMs ?? GATEWAY_RECHECK_MS;
+  }
+
+  /**
+   * A route API answered 404 (its CRD is not installed, or was deleted) or 403: discover goes on without
+   * those routes, says so once (log and /readyz details), and looks again every recheckMs.
+   */
+  private routesUnavailable(w: Watched<KubernetesObject>, status: number): void {
+    if (this.stopped) return;
+    const first = !w.unavailable;
+    if (w.unavailable?.recheck) clearTimeout(w.unavailable.recheck);
+    w.unavailable = { status, recheck: null };
+    if (w.restartTimer) {
+      clearTimeout(w.restartTimer);
+      w.restartTimer = null;
+    }
+    if (w.listed) {
+      // Served before: the routes went with their CRD (or can no longer be seen).
+      w.listed = false;
+      void w.informer.stop();
+      const kind = ROUTE_KINDS.find((k) => k.plural === w.name)!.kind;
+      for (const key of this.routeObjs.keys()) if (key.startsWith(`${kind}/`)) this.markRoute(key, undefined);
+    }
+    w.downSince = null;
+    w.failures = 0;
+    if (first) {
+      this.opts.log.warn({ informer: w.name, status },
+        status === 404
+          ? `${w.name} are not served (the Gateway API CRDs are not installed): going on without them; checking again every ${Math.round(this.recheckMs / 1000)} s`
+          : `${w.name} may not be listed (403): going on without them (give discover get, list, watch on ${w.name}.gateway.networking.k8s.io); checking again every ${Math.round(this.recheckMs / 1000)} s`);
+    }
+    const timer = setTimeout(() => {
+      if (this.stopped || w.unavailable?.recheck !== timer) return;
+      w.unavailable.recheck = null;
+      void this.startOne(w);
+    }, this.recheckMs);
+    timer.unref();
+    w.unavailable.recheck = timer;
   }
 
   private onService(svc: V1Service, deleted: boolean): void {
@@ -295,6 +421,50 @@ export class KubernetesSource {
     }
   }
 
+  private onRoute(kind: GatewayRoute['kind'], obj: KubernetesObject, deleted: boolean): void {
+    const md = obj.metadata ?? {};
+    const key = routeKey(kind, md.namespace ?? 'default', md.name ?? '');
+    const prev = this.routeObjs.get(key);
+    if (deleted) {
+      if (prev) this.markRoute(key, undefined);
+      return;
+    }
+    const raw = obj as KubernetesObject & { spec?: Record<string, unknown>; status?: Record<string, unknown> };
+    if (prev && prev.metadata.uid === md.uid && prev.metadata.generation === md.generation && JSON.stringify(prev.spec) === JSON.stringify(raw.spec ?? {})) {
+      // Only the status (a controller's write, shoal's own included) or the metadata changed: nothing
+      // that shapes a snapshot, so no apply. Kept in place for the next status comparison.
+      prev.status = raw.status;
+      prev.metadata.resourceVersion = md.resourceVersion;
+      return;
+    }
+    this.markRoute(key, {
+      apiVersion: raw.apiVersion ?? 'gateway.networking.k8s.io/v1',
+      kind,
+      metadata: {
+        name: md.name ?? '', namespace: md.namespace ?? 'default', generation: md.generation, uid: md.uid, resourceVersion: md.resourceVersion,
+        // The API's text (lists and watch events here are plain JSON); a Date, should one come, as that text.
+        creationTimestamp: creationText(md.creationTimestamp as unknown),
+      },
+      spec: raw.spec ?? {},
+      status: raw.status,
+    });
+  }
+
+  private markRoute(key: string, route: GatewayRoute | undefined): void {
+    if (route) this.routeObjs.set(key, route);
+    else this.routeObjs.delete(key);
+    this.dirtyRoutes.add(key);
+    this.schedule();
+  }
+
+  /** A status write the API accepted: its answer becomes the cached object, unless the watch brought a newer one. */
+  private onStatusWritten(key: string, obj: { metadata?: { resourceVersion?: string }; status?: Record<string, unknown> }, sentVersion: string | undefined): void {
+    const r = this.routeObjs.get(key);
+    if (!r || r.metadata.resourceVersion !== sentVersion) return;
+    r.status = obj.status;
+    r.metadata.resourceVersion = obj.metadata?.resourceVersion;
+  }
+
   private markService(key: string): void {
     this.dirtyServices.add(key);
     this.schedule();
@@ -324,9 +494,19 @@ export class KubernetesSource {
   private flush(): void {
     const services = this.dirtyServices;
     const apps = this.dirtyApps;
+    const routes = this.dirtyRoutes;
     this.dirtyServices = new Set();
     this.dirtyApps = new Set();
-    if (services.size === 0 && apps.size === 0) return;
+    this.dirtyRoutes = new Set();
+    if (services.size === 0 && apps.size === 0 && routes.size === 0) return;
+    const topologyRoutes = this.topology.routes!;
+    // The routes before this change, for appsAffectedByRoutes (same objects where unchanged).
+    const before: Topology | null = routes.size > 0 || (services.size > 0 && topologyRoutes.size > 0) ? { ...this.topology, routes: new Map(topologyRoutes) } : null;
+    for (const key of routes) {
+      const r = this.routeObjs.get(key);
+      if (r) topologyRoutes.set(key, r);
+      else topologyRoutes.delete(key);
+    }
     for (const key of services) {
       const svc = this.services.get(key);
       if (svc) this.topology.services.set(key, serviceModel(svc, this.slices.get(key)?.values() ?? []));
@@ -338,7 +518,10 @@ export class KubernetesSource {
       affected.add(key);
     }
     for (const key of services) for (const a of this.dependents.get(key) ?? []) affected.add(a);
+    // Callers of a route's parent Services, when it changed or a Service it sends to did.
+    if (before) for (const a of appsAffectedByRoutes(before, this.topology, services)) affected.add(a);
     this.opts.onTopology(this.topology, affected);
+    if (topologyRoutes.size > 0 || routes.size > 0) this.statusWriter.reconcile(this.topology);
   }
 
   /** An app's mesh ConfigMaps, oldest first (the first one is in force; client-node parses the timestamps to Dates). */
@@ -471,8 +654,10 @@ export class KubernetesSource {
     if (this.flushTimer) clearTimeout(this.flushTimer);
     for (const w of this.watched) {
       if (w.restartTimer) clearTimeout(w.restartTimer);
+      if (w.unavailable?.recheck) clearTimeout(w.unavailable.recheck);
       await w.informer.stop();
     }
+    await this.statusWriter.close();
     // A start() in flight opens its watch after the list even when stop() came meanwhile: let it
     // finish (a list is bounded by its request timeout) and stop once more.
     for (const w of this.watched) {
@@ -508,6 +693,12 @@ class StoppableWatch extends Watch {
     if (this.isStopped()) controller.abort();
     return controller;
   }
+}
+
+function creationText(t: unknown): string | undefined {
+  if (typeof t === 'string') return t;
+  if (t instanceof Date) return t.toISOString().replace(/\.000Z$/, 'Z');
+  return undefined;
 }
 
 /** A kubeconfig file, or the pod's service account (token, CA and namespace under pathPrefix). */

@@ -49,7 +49,9 @@ function parseDocTable(doc: string): Set<string> {
     const groups = cells[0].split(',').map((g) => g.trim().replace(/^`(.*)`$/, '$1').replace(/^""$/, ''));
     for (const g of groups) {
       for (const r of cells[1].split(',').map((x) => x.trim())) {
-        for (const v of cells[2].split(',').map((x) => x.trim())) rules.add(`${g === '' ? r : `${r}.${g}`} [] ${v}`);
+        // kubectl names a subresource after the group: httproutes.gateway.networking.k8s.io/status.
+        const [res, sub] = r.split('/');
+        for (const v of cells[2].split(',').map((x) => x.trim())) rules.add(`${g === '' ? res : `${res}.${g}`}${sub ? `/${sub}` : ''} [] ${v}`);
       }
     }
   }
