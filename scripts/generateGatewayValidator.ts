@@ -10,7 +10,8 @@
 // - `default`s are applied while validating (ajv useDefaults), as the API server defaults before it validates;
 // - objects with `properties` refuse fields they do not name (kubectl's default strict field validation);
 // - `format: int32|int64` become the bounds of those integers; descriptions and `status` are left out;
-// - x-kubernetes-validations are taken out into `celRules` (path, rule, message) for discover/gateway/validate.ts.
+// - x-kubernetes-validations are taken out into `celRules` (path, rule, message), and x-kubernetes-list-type map
+//   and set into `listRules` (path, type, keys), for discover/gateway/validate.ts.
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -29,6 +30,14 @@ export interface CelRule {
   message: string;
 }
 
+/** A list the API server keeps unique: `set` by value, `map` by the values of `keys`. */
+export interface ListRule {
+  kind: CelRule['kind'];
+  path: string;
+  type: 'map' | 'set';
+  keys?: string[];
+}
+
 type Schema = Record<string, unknown>;
 
 function isObject(v: unknown): v is Schema {
@@ -36,7 +45,7 @@ function isObject(v: unknown): v is Schema {
 }
 
 /** The schema as ajv should judge it (see the top of this file); CEL rules go to `cel`. */
-export function prepareSchema(schema: Schema, kind: CelRule['kind'], cel: CelRule[], path = ''): Schema {
+export function prepareSchema(schema: Schema, kind: CelRule['kind'], cel: CelRule[], lists: ListRule[], path = ''): Schema {
   const out: Schema = {};
   for (const [k, v] of Object.entries(schema)) {
     if (k === 'description') continue;
@@ -44,6 +53,10 @@ export function prepareSchema(schema: Schema, kind: CelRule['kind'], cel: CelRul
       for (const r of v as Array<{ rule: string; message?: string; messageExpression?: string }>) {
         cel.push({ kind, path, rule: r.rule, message: r.message ?? r.messageExpression ?? r.rule });
       }
+      continue;
+    }
+    if (k === 'x-kubernetes-list-type' && (v === 'map' || v === 'set')) {
+      lists.push({ kind, path, type: v, ...(v === 'map' ? { keys: schema['x-kubernetes-list-map-keys'] as string[] } : {}) });
       continue;
     }
     if (k.startsWith('x-kubernetes-')) continue;
@@ -60,14 +73,14 @@ export function prepareSchema(schema: Schema, kind: CelRule['kind'], cel: CelRul
       const props: Schema = {};
       for (const [name, sub] of Object.entries(v)) {
         if (path === '' && name === 'status') continue;
-        props[name] = prepareSchema(sub as Schema, kind, cel, path === '' ? name : `${path}.${name}`);
+        props[name] = prepareSchema(sub as Schema, kind, cel, lists, path === '' ? name : `${path}.${name}`);
       }
       out.properties = props;
       if (!('additionalProperties' in schema)) out.additionalProperties = false;
       continue;
     }
     if (k === 'items' && isObject(v)) {
-      out.items = prepareSchema(v, kind, cel, `${path}[]`);
+      out.items = prepareSchema(v, kind, cel, lists, `${path}[]`);
       continue;
     }
     out[k] = v;
@@ -81,6 +94,7 @@ export interface CrdSchemas {
   crdHash: string;
   schemas: Record<CelRule['kind'], Schema>;
   cel: CelRule[];
+  lists: ListRule[];
 }
 
 /** The v1 schemas of the HTTPRoute and GRPCRoute CRDs in `files` (the experimental channel's CRD files). */
@@ -88,6 +102,7 @@ export function readCrdSchemas(files: string[]): CrdSchemas {
   const hash = createHash('sha256');
   const schemas: Partial<Record<CelRule['kind'], Schema>> = {};
   const cel: CelRule[] = [];
+  const lists: ListRule[] = [];
   let bundleVersion = '';
   for (const file of files) {
     const text = readFileSync(file, 'utf8');
@@ -98,15 +113,15 @@ export function readCrdSchemas(files: string[]): CrdSchemas {
     bundleVersion = crd.metadata.annotations?.['gateway.networking.k8s.io/bundle-version'] ?? '';
     const v1 = crd.spec.versions.find((v) => v.name === 'v1');
     if (!v1) throw new Error(`${file}: no version v1`);
-    schemas[kind] = prepareSchema(v1.schema.openAPIV3Schema, kind, cel);
+    schemas[kind] = prepareSchema(v1.schema.openAPIV3Schema, kind, cel, lists);
   }
   if (!schemas.HTTPRoute || !schemas.GRPCRoute) throw new Error('the CRD files hold no HTTPRoute or no GRPCRoute');
-  return { bundleVersion, crdHash: hash.digest('hex'), schemas: schemas as CrdSchemas['schemas'], cel };
+  return { bundleVersion, crdHash: hash.digest('hex'), schemas: schemas as CrdSchemas['schemas'], cel, lists };
 }
 
 /** The module's text, from the CRD files and the ajv installed now. */
 export function generateGatewayValidator(files: string[]): string {
-  const { bundleVersion, crdHash, schemas, cel } = readCrdSchemas(files);
+  const { bundleVersion, crdHash, schemas, cel, lists } = readCrdSchemas(files);
   const ajv = new Ajv({ ...GATEWAY_AJV_OPTIONS, code: { source: true, esm: true, lines: false } });
   ajv.addSchema({ ...schemas.HTTPRoute, $id: 'HTTPRoute' });
   ajv.addSchema({ ...schemas.GRPCRoute, $id: 'GRPCRoute' });
@@ -126,6 +141,9 @@ export const crdHash = ${JSON.stringify(crdHash)};
 
 /** The CRDs' CEL rules (x-kubernetes-validations): discover/gateway/validate.ts implements each by its message. */
 export const celRules = ${JSON.stringify(cel, null, 0).replace(/\},\{/g, '},\n  {')};
+
+/** The lists the API server keeps unique (x-kubernetes-list-type map: by their keys; set: by value). */
+export const listRules = ${JSON.stringify(lists, null, 0).replace(/\},\{/g, '},\n  {')};
 
 ${body}${body.endsWith('\n') ? '' : '\n'}`;
 }

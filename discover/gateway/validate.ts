@@ -2,7 +2,7 @@
 // of time into crdValidate.generated.ts, then their CEL rules, implemented here one by one), then against what
 // shoal can carry out. Errors name the field path (spec.rules[0].matches[1].path.value: ...).
 import { routeKey, type GatewayRoute } from '../topology/model.ts';
-import { celRules, validateGRPCRoute, validateHTTPRoute } from './crdValidate.generated.ts';
+import { celRules, listRules, validateGRPCRoute, validateHTTPRoute } from './crdValidate.generated.ts';
 
 export const GATEWAY_API_VERSION = 'gateway.networking.k8s.io/v1';
 
@@ -198,6 +198,30 @@ export function celErrors(kind: GatewayRoute['kind'], obj: unknown): string[] {
   return out;
 }
 
+/**
+ * The lists the API server keeps unique (x-kubernetes-list-type): a `map` list may not hold two items with the
+ * same keys (two header matches of one name), a `set` list the same value twice.
+ */
+export function listErrors(kind: GatewayRoute['kind'], obj: unknown): string[] {
+  const out: string[] = [];
+  for (const r of listRules as Array<{ kind: string; path: string; type: 'map' | 'set'; keys?: string[] }>) {
+    if (r.kind !== kind) continue;
+    for (const [value, where] of at(obj, r.path)) {
+      if (!Array.isArray(value)) continue;
+      const seen = new Set<string>();
+      for (const [i, item] of value.entries()) {
+        const id = r.type === 'map' ? JSON.stringify((r.keys ?? []).map((k) => (item as Obj)?.[k] ?? null)) : JSON.stringify(item);
+        if (seen.has(id)) {
+          const shown = r.type === 'map' ? JSON.stringify(Object.fromEntries((r.keys ?? []).map((k) => [k, (item as Obj)?.[k]]))) : id;
+          out.push(`${where}[${i}]: Duplicate value: ${shown}`);
+        }
+        seen.add(id);
+      }
+    }
+  }
+  return out;
+}
+
 // ---- shoal's own checks: what the mesh cannot carry out makes the rule invalid ----
 
 const SUPPORTED_FILTERS: Record<GatewayRoute['kind'], string[]> = {
@@ -284,7 +308,7 @@ export function checkRoute(route: GatewayRoute): RouteCheck {
     else {
       const validate = (kind === 'HTTPRoute' ? validateHTTPRoute : validateGRPCRoute) as SchemaValidator;
       if (!validate(object)) errors.push(schemaError(validate));
-      else errors.push(...celErrors(kind, object));
+      else errors.push(...listErrors(kind, object), ...celErrors(kind, object));
     }
   }
   if (errors.length === 0) {

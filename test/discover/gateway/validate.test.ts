@@ -4,7 +4,7 @@ import t from 'tap';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { load as parseYaml, loadAll } from 'js-yaml';
-import { celRules } from '../../../discover/gateway/crdValidate.generated.ts';
+import { celRules, listRules } from '../../../discover/gateway/crdValidate.generated.ts';
 import { celCheck, checkRoute, durationMs, fieldPath, routeProblems } from '../../../discover/gateway/validate.ts';
 import type { GatewayRoute } from '../../../discover/topology/model.ts';
 
@@ -35,7 +35,8 @@ t.test('the checked-in validator is what the generator writes from the pinned CR
     'discover/gateway/crdValidate.generated.ts is up to date (if not: npx node scripts/generateGatewayValidator.ts, then commit it)');
 });
 
-t.test('every CEL rule of the CRDs has an implementation', async (t) => {
+t.test('every CEL rule of the CRDs has an implementation; the unique lists are known', async (t) => {
+  t.ok((listRules as unknown[]).length > 20, `${(listRules as unknown[]).length} lists kept unique`);
   const rules = celRules as Array<{ kind: string; path: string; message: string }>;
   t.ok(rules.length > 50, `${rules.length} rules`);
   const missing = rules.filter((r) => celCheck(r.message) === undefined).map((r) => `${r.kind} ${r.path}: ${r.message}`);
@@ -115,6 +116,10 @@ const BAD: Array<[string, Record<string, unknown>, GatewayRoute['kind'], string]
   ['a gRPC method with a dot', { rules: [{ matches: [{ method: { service: 'a.B', method: 'x.y' } }] }] }, 'GRPCRoute', 'spec.rules[0].matches[0].method: Invalid value: method must only contain valid characters'],
   ['a gRPC method match with neither service nor method', { rules: [{ matches: [{ method: { type: 'Exact' } }] }] }, 'GRPCRoute', "spec.rules[0].matches[0].method: Invalid value: One or both of 'service' or 'method' must be specified"],
   ['an HTTPRoute field on a GRPCRoute', { rules: [{ backendRefs: [backend], timeouts: { request: '1s' } }] }, 'GRPCRoute', 'spec.rules[0]: unknown field "timeouts"'],
+  ['two header matches of one name (a map list)', { rules: [{ matches: [{ headers: [{ name: 'x', value: '1' }, { name: 'x', value: '2' }] }] }] }, 'HTTPRoute', 'spec.rules[0].matches[0].headers[1]: Duplicate value: {"name":"x"}'],
+  ['a header set twice', { rules: [{ filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'a', value: '1' }, { name: 'a', value: '2' }] } }], backendRefs: [backend] }] }, 'HTTPRoute', 'spec.rules[0].filters[0].requestHeaderModifier.set[1]: Duplicate value: {"name":"a"}'],
+  ['a retry code twice (a set list)', { rules: [{ backendRefs: [backend], retry: { codes: [503, 503] } }] }, 'HTTPRoute', 'spec.rules[0].retry.codes[1]: Duplicate value: 503'],
+  ['a gRPC header match twice', { rules: [{ matches: [{ headers: [{ name: 'x', value: '1' }, { name: 'x', value: '1' }] }] }] }, 'GRPCRoute', 'spec.rules[0].matches[0].headers[1]: Duplicate value'],
   ['a URLRewrite on a GRPCRoute', { rules: [{ filters: [{ type: 'URLRewrite', urlRewrite: {} }] }] }, 'GRPCRoute', 'spec.rules[0].filters[0]: unknown field "urlRewrite"'],
   ['a filter type the enum lacks', { rules: [{ filters: [{ type: 'Compress' }] }] }, 'HTTPRoute', 'spec.rules[0].filters[0].type: Unsupported value'],
 ];
