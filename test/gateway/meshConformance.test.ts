@@ -64,8 +64,38 @@ async function weights(h: MeshHarness, step: Step, expected: Record<string, numb
   return { ok: false, tries };
 }
 
+/**
+ * A control, before the case's manifests: each step sent to the base mesh. A case with manifests
+ * must have a step the base mesh fails (else passing it would prove nothing about its routes); the steps
+ * the base mesh already satisfies are named (MeshFrontend's pod-IP step, MeshPorts' excluded port...).
+ */
+async function control(t: Test, h: MeshHarness, c: ConformanceCase): Promise<boolean> {
+  if (c.Manifests.length === 0) return true;
+  if (c.kind === 'weights') {
+    // Its request converges on the base mesh too; what the route changes is the split: one batch must miss the weights.
+    // (Two batches at most: the base mesh's even split lands within 5 points of 70/30 only by a rare chance.)
+    const { op } = opFor(h, c.steps[0]);
+    let err: string | null = null;
+    for (let i = 0; i < 2 && err === null; i++) {
+      const results = await h.send(c.steps[0].caller, { ...op, count: WEIGHT_TOTAL_REQUESTS, concurrency: 10, brief: true } as ClientRequest);
+      err = weightedDistribution(results.map((r) => r.hostname), c.weights!);
+    }
+    return t.ok(err !== null, `control: a batch of ${WEIGHT_TOTAL_REQUESTS} on the base mesh (no route of the case) misses the weights: ${err?.replace(/\n/g, '; ') ?? 'two did not'}`);
+  }
+  const already: string[] = [];
+  for (const [i, step] of c.steps.entries()) {
+    // Six tries: a step that wants one backend of a Service the base mesh balances over two passes one by chance.
+    const { op } = opFor(h, step);
+    const rs = await h.send(step.caller, { ...op, count: 6 } as ClientRequest);
+    if (rs.every((r) => compareRequest(step.exp, r) === null)) already.push(testCaseName(step.exp, i));
+  }
+  if (already.length > 0) t.comment(`${c.ShortName}: without the case's manifests the base mesh already answers as expected to: ${already.join('; ')}`);
+  return t.ok(already.length < c.steps.length, `control: the base mesh (no route of the case) fails ${c.steps.length - already.length} of the ${c.steps.length} step(s)`);
+}
+
 async function runCase(t: Test, h: MeshHarness, c: ConformanceCase): Promise<string> {
   const failures: string[] = [];
+  if (!(await control(t, h, c))) failures.push('harness control: the base mesh already answers as the case expects');
   await h.apply(c.Manifests);
   try {
     // The steps of a case run side by side (the official runner runs most of them as parallel subtests):
