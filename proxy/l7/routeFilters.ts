@@ -117,7 +117,9 @@ export function splitTarget(target: string): { path: string; query: string } {
  */
 export function replacePrefix(path: string, prefix: string, replacement: string): string {
   const p = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
-  const rest = path.startsWith(p) ? path.slice(p.length) : path;
+  let rest = path.startsWith(p) ? path.slice(p.length) : path;
+  // Prefix "/" matched the whole of "/": nothing is left to append.
+  if (p === '' && rest === '/') rest = '';
   const r = replacement.endsWith('/') ? replacement.slice(0, -1) : replacement;
   let out = r + rest;
   if (out === '') out = '/';

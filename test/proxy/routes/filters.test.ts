@@ -129,6 +129,16 @@ for (const [protocol, paths] of PROTOCOLS) {
     const withBody = s.backends.mirror.seen.filter((x) => x.method === 'POST');
     for (const x of withBody) t.equal(x.body, `body-${x.url.split('/').pop()}`, `mirror copy of ${x.url} carries the body`);
     if (protocol === 'http') t.ok(withBody.length > 0, 'bodies were mirrored');
+    // A body over the mirror copy's bound (64 KiB) is forwarded whole but not mirrored.
+    const big = 'x'.repeat(100 * 1024);
+    const before = s.backends.mirror.requests;
+    for (const path of paths as readonly Path[]) {
+      if (path === 'fast') continue; // the fast path takes no bodies
+      const r = await s.send(path, 'POST', '/big', { 'x-echo': '1' }, big);
+      t.equal((JSON.parse(r.body) as { body: string }).body.length, big.length, `${path}: main got the whole big body`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    t.equal(s.backends.mirror.requests, before, 'no mirror of a body over the bound');
   });
 
   t.test(`${protocol}: unresolved backends and routes without backends get a 500`, async (t) => {
