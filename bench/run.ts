@@ -21,6 +21,7 @@ import { runKubernetesScenario } from './scenarios/kubernetesDiscover.ts';
 import { runSidecarFootprint } from './scenarios/sidecarFootprint.ts';
 import { runTcpThroughput } from './scenarios/tcpThroughput.ts';
 import { runTracing } from './scenarios/tracing.ts';
+import { runRouteTable } from './scenarios/routeTable.ts';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -45,6 +46,7 @@ const SCENARIOS: Record<string, Scenario> = {
 /** Scenarios run only when named: not part of the default run's 15-minute budget. */
 const OPT_IN: Record<string, Scenario> = {
   tracing: { run: runTracing, tools: ['wrk', 'nginx'], describe: '(opt-in) rps and RSS with tracing off, at 1% and at 100% (spans to a real OpenTelemetry Collector; needs Go), beside nginx' },
+  'route-table': { run: runRouteTable, tools: ['wrk', 'nginx'], describe: '(opt-in) L7 rps with 20 Gateway API rules (the request matching the last) vs 1 route, same sidecar' },
   kubernetes: { run: runKubernetesScenario, tools: [], describe: '(opt-in) discover --kubernetes against a real kube-apiserver holding 10,000 Services and 100,000 endpoints (bench/kubernetes.ts; needs Go)' },
 };
 
