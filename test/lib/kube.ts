@@ -8,6 +8,11 @@
 // root test's teardown stops it with kubeDown. Its state lives in a folder under os.tmpdir(). It serves
 // the Gateway API (the experimental channel's CRDs of the release gateway/go.mod pins, Established and
 // listable before `up()` resolves) unless the file asks for none: kubeForFile(t, file, { gatewayApi: false }).
+// The 13 CRDs (1.4 MB of YAML, their validation rules compiled by the API server) cost kube-apiserver about
+// 4-4.5 CPU-seconds; they go in while kube-controller-manager starts, which hides part of it: on the shared
+// 2-core machine, a start took a median 2 s longer at a load average of 4 (then waiting for Established
+// only) and 6 s longer at 8 (Established and listable); node scripts/kube.ts up DIR with and without
+// --no-gateway-api, six pairs each.
 //
 // When the toolchain is missing (no Go, openssl or kubectl), the file's tests are skipped with one line
 // on stderr and a plan skip naming what is missing, and the line is appended to the file named by
