@@ -6,6 +6,7 @@
 // with every case's name and verdict at the end. A case passes as the official runner passes it:
 // every request converges (3 consecutive answers compareRequest accepts, within 30 s), and for the
 // weight cases one of up to 10 batches of 500 requests lands within 5 points of each weight.
+//   SHOAL_GATEWAY_CASES=MeshPorts,MeshBasic npx tap test/gateway/meshConformance.test.ts   only these (the others: not run)
 import t, { type Test } from 'tap';
 import { kubeForFile } from '../lib/kube.ts';
 import { cleanLeftovers, destroyAllSync, NetnsCluster, netnsUnavailable } from '../e2e/lib/netns.ts';
@@ -17,16 +18,21 @@ import {
 import { MeshHarness, sidecarDown } from './lib/harness.ts';
 import type { ClientRequest } from './lib/meshClient.ts';
 
-type Verdict = 'pass' | 'fail' | 'n/a';
+type Verdict = 'pass' | 'fail' | 'n/a' | 'not run';
 interface CaseResult { c: ConformanceCase; verdict: Verdict; why: string }
 
 const kube = kubeForFile(t, import.meta.filename);
+const only = process.env.SHOAL_GATEWAY_CASES ? new Set(process.env.SHOAL_GATEWAY_CASES.split(',').map((s) => s.trim()).filter((s) => s !== '')) : null;
+for (const name of only ?? []) {
+  if (!CASES.some((c) => c.ShortName === name)) throw new Error(`SHOAL_GATEWAY_CASES names ${name}, which is no case (${CASES.map((c) => c.ShortName).join(', ')})`);
+}
 
 function summary(results: CaseResult[]): string {
   const n = (v: Verdict) => results.filter((r) => r.verdict === v).length;
-  const lines = [`gateway-api mesh conformance: ${n('pass')} passed, ${n('fail')} failed, ${n('n/a')} not applicable of ${CASES.length}`];
+  const notRun = n('not run') > 0 ? `, ${n('not run')} not run` : '';
+  const lines = [`gateway-api mesh conformance: ${n('pass')} passed, ${n('fail')} failed, ${n('n/a')} not applicable${notRun} of ${CASES.length}`];
   for (const r of results) {
-    const tag = { pass: 'PASS', fail: 'FAIL', 'n/a': 'N/A ' }[r.verdict];
+    const tag = { pass: 'PASS', fail: 'FAIL', 'n/a': 'N/A ', 'not run': 'SKIP' }[r.verdict];
     lines.push(`  ${tag} ${r.c.ShortName} (tests/mesh/${r.c.goFile})${r.why ? `: ${r.why}` : ''}`);
   }
   return lines.join('\n');
@@ -147,7 +153,10 @@ if (kube) {
       } catch (err) {
         const logs = cluster.logs();
         await cluster.destroy({ keepDir: true });
-        for (const c of CASES) results.push({ c, verdict: NOT_APPLICABLE[c.ShortName] ? 'n/a' : 'fail', why: NOT_APPLICABLE[c.ShortName] ?? 'the harness did not start' });
+        for (const c of CASES) {
+          if (only && !only.has(c.ShortName)) results.push({ c, verdict: 'not run', why: 'not in SHOAL_GATEWAY_CASES' });
+          else results.push({ c, verdict: NOT_APPLICABLE[c.ShortName] ? 'n/a' : 'fail', why: NOT_APPLICABLE[c.ShortName] ?? 'the harness did not start' });
+        }
         const text = summary(results);
         t.comment(text);
         console.error(`\n${text}\n`);
@@ -161,6 +170,10 @@ if (kube) {
       t.comment(`mesh up in ${((Date.now() - started) / 1000).toFixed(1)} s`);
       for (const c of CASES) {
         const na = NOT_APPLICABLE[c.ShortName];
+        if (only && !only.has(c.ShortName)) {
+          results.push({ c, verdict: 'not run', why: 'not in SHOAL_GATEWAY_CASES' });
+          continue;
+        }
         if (na) {
           results.push({ c, verdict: 'n/a', why: na });
           t.test(`${c.ShortName} (tests/mesh/${c.goFile})`, { skip: `not applicable to shoal: ${na}` }, () => {});

@@ -333,7 +333,7 @@ function kubectlOk(kube: TestKube, args: string[]): Promise<string> {
  * installed them: kubectl apply (server-side: the CRDs exceed the last-applied annotation's size),
  * then wait until every one is Established. Returns what it installed, or null when they were there.
  */
-async function ensureGatewayCrds(kube: TestKube): Promise<string | null> {
+export async function ensureGatewayCrds(kube: TestKube): Promise<string | null> {
   const needed = ['httproutes.gateway.networking.k8s.io', 'grpcroutes.gateway.networking.k8s.io'];
   const have = await kube.kubectl(['get', 'crd', ...needed, '-o', 'name']);
   if (have.code === 0) {
