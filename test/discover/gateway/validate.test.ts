@@ -88,6 +88,24 @@ t.test('the mesh conformance manifests of the pinned release are valid', { skip:
   t.ok(count >= 15, `${count} routes checked`);
 });
 
+t.test('every route the pinned conformance suite applies to an API server passes its checks', { skip: noModule }, async (t) => {
+  // Gateway-bound routes too: what a real API server accepts, shoal's API-server checks must accept.
+  const p = module as Exclude<typeof module, string>;
+  const dir = join(p.conformance, 'tests');
+  const wrong: string[] = [];
+  let count = 0;
+  for (const f of readdirSync(dir).filter((x) => x.endsWith('.yaml'))) {
+    for (const doc of loadAll(readFileSync(join(dir, f), 'utf8')) as GatewayRoute[]) {
+      if (!doc || (doc.kind !== 'HTTPRoute' && doc.kind !== 'GRPCRoute') || doc.apiVersion !== 'gateway.networking.k8s.io/v1') continue;
+      count++;
+      const c = checkRoute(doc);
+      if (c.errors.length > 0) wrong.push(`${f}: ${doc.kind} ${doc.metadata.namespace}/${doc.metadata.name}: ${c.errors.join('; ')}`);
+    }
+  }
+  t.ok(count >= 100, `${count} routes checked`);
+  t.same(wrong, [], 'none refused');
+});
+
 // [what, spec, kind, the error's start]
 const BAD: Array<[string, Record<string, unknown>, GatewayRoute['kind'], string]> = [
   ['an unknown field', { parentRefs: [parent], rules: [{ backendRefs: [backend], bogus: 1 }] }, 'HTTPRoute', 'spec.rules[0]: unknown field "bogus"'],
