@@ -7,6 +7,21 @@
 // every request converges (3 consecutive answers compareRequest accepts, within 30 s), and for the
 // weight cases one of up to 10 batches of 500 requests lands within 5 points of each weight.
 //   SHOAL_GATEWAY_CASES=MeshPorts,MeshBasic npx tap test/gateway/meshConformance.test.ts   only these (the others: not run)
+//
+// What the harness does differently from the official runner (the cases are as they are):
+//   - no kubelet: the Deployments' Pods are bound and given a kubelet's status by the harness, and run
+//     as echo-basic (the module's own echo server) in network namespaces, since the EndpointSlice
+//     controller refuses loopback pod addresses (lib/harness.ts);
+//   - no `kubectl exec ... client`: lib/meshClient.ts sends the requests beside the caller's sidecar, in
+//     a network namespace of its own (echo-basic holds 8080 and 7070 on the wildcard address, the ports
+//     the cases call; see lib/harness.ts), and maps echo-basic's JSON onto compareRequest's fields;
+//   - the steps of a case run side by side (the official runner runs most as parallel subtests), so a
+//     case whose feature is missing costs one 30 s window;
+//   - before its manifests, each case is sent to the base mesh once (a control: at least one step must
+//     fail there, or the split must miss the weights), and after it the harness waits until the callers'
+//     snapshots are the base mesh's again before the next case;
+//   - what the case states but the mesh runner does not check (the path the backend saw, a redirect's
+//     Location) is reported in comments, without changing the verdict.
 import t, { type Test } from 'tap';
 import { kubeForFile } from '../lib/kube.ts';
 import { cleanLeftovers, destroyAllSync, NetnsCluster, netnsUnavailable } from '../e2e/lib/netns.ts';
