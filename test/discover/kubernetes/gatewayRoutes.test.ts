@@ -7,7 +7,8 @@
 // leaves when the route stops naming the Service; a route whose only rule has a regex ECMAScript cannot
 // compile is Accepted False and changes no snapshot; no write loop (the route's resourceVersion stays put).
 // Then the CRDs are deleted: a discover started without them is ready, serves, says once that routes are
-// off (log and /readyz details), and picks routes up once the CRDs are installed again.
+// off (log and /readyz details), and picks routes up once the CRDs are installed again; deleted once more
+// while it runs, the routes leave the snapshots and /readyz says so again.
 import t, { type Test } from 'tap';
 import { request } from 'node:https';
 import { readFileSync } from 'node:fs';
@@ -255,7 +256,7 @@ if (kube) {
     t.same(routesFrom(after, ns, 'bad-regex'), [], 'with nothing from the route', { todo });
   });
 
-  t.test('without the CRDs: discover starts, serves and says once that routes are off (log, /readyz details); it picks them up when the CRDs come', async (t) => {
+  t.test('without the CRDs: discover starts, serves and says once that routes are off (log, /readyz details); it picks them up when the CRDs come, and drops them when they go', async (t) => {
     const k = await kube.up();
     const api = new Api(k);
     const ns = 'nocrds';
@@ -268,7 +269,9 @@ if (kube) {
     const started = performance.now();
     const { d, logs } = await startWith(t, k, 500);
     t.comment(`ready ${(performance.now() - started).toFixed(0)} ms after the start, without the Gateway API`);
-    t.equal((await latest(d, ns)).app, 'web', 'the caller\'s snapshot is served');
+    const first = await latest(d, ns);
+    t.equal(first.app, 'web', 'the caller\'s snapshot is served');
+    const noRoute = first.version;
     const ready = await call(d.url, 'GET', '/readyz');
     t.equal(ready.status, 200, '/readyz: ready');
     t.match(ready.json.details?.[0], /no Gateway API routes: httproutes 404 .*grpcroutes 404 .*checking again every 1 s/, `/readyz details say routes are off: ${ready.json.details?.[0]}`);
@@ -287,5 +290,18 @@ if (kube) {
     t.same(readyAgain.json, { status: 'ready' }, '/readyz has no details any more');
     await until('shoal\'s status entry', async () => shoalEntries(await getRoute(k, ns, 'to-v2')).length === 1, 10_000);
     t.pass('and its status is written');
+
+    // The CRDs deleted while discover runs: their routes leave the snapshots, and the looks resume.
+    const withRoute = await latest(d, ns);
+    await k.kubectlOk(['delete', 'crd', 'httproutes.gateway.networking.k8s.io', 'grpcroutes.gateway.networking.k8s.io', '--wait=true'], { timeoutMs: 120_000 });
+    await until('the route gone from web\'s snapshot', async () => routesFrom(await latest(d, ns), ns, 'to-v2').length === 0, 30_000);
+    const gone = await latest(d, ns);
+    t.not(gone.version, withRoute.version, 'the CRD deleted: web\'s snapshot lost the route');
+    t.equal(gone.version, noRoute, 'and is again the one it had before the route (same version)');
+    await until('/readyz details again', async () => /httproutes 404/.test(String((await call(d.url, 'GET', '/readyz')).json?.details?.[0])), 30_000);
+    const readyWithout = await call(d.url, 'GET', '/readyz');
+    t.equal(readyWithout.status, 200, 'still ready, without routes');
+    t.match(readyWithout.json.details?.[0], /no Gateway API routes: httproutes 404/, 'and /readyz says routes are off again');
+    t.same(logs.filter((l) => l.level >= 50), [], 'no error logged');
   });
 }
