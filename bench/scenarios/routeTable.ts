@@ -115,7 +115,8 @@ export async function runRouteTable(ctx: ScenarioContext): Promise<ScenarioResul
   let closeDiscover = async () => {};
   try {
     const dir = mkdtempSync(join(ctx.dir, 'route-table-'));
-    const backendPort = await startBackend(group, dir);
+    // ctx.dir, as the other scenarios: nginx (as nobody) must be able to read the file it serves.
+    const backendPort = await startBackend(group, ctx.dir);
     const { snapshot, close } = await routedSnapshot(dir, backendPort, plain, routed);
     closeDiscover = close;
     const body = JSON.stringify(snapshot);
@@ -136,7 +137,14 @@ export async function runRouteTable(ctx: ScenarioContext): Promise<ScenarioResul
     })]));
     const urls: Record<string, string> = { plain: `http://${plain.address}:${plain.port}${TARGET}`, routed: `http://${routed.address}:${routed.port}${TARGET}` };
     await waitHttp(urls.plain);
-    await waitHttp(urls.routed);
+    // Without the header the last rule wants the routed listener answers 404 no-route: wait for a 200 with it.
+    for (let i = 0; ; i++) {
+      const res = await fetch(urls.routed, { headers: { [HEADER[0]]: HEADER[1] } }).catch(() => null);
+      await res?.arrayBuffer();
+      if (res?.status === 200) break;
+      if (i >= 100) throw new Error(`${urls.routed} did not come up (status ${res?.status ?? 'none'})`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
     const clients = clientCpus(ctx);
     if (!ctx.smoke) for (const k of ['plain', 'routed']) await wrkWithHeader(urls[k], 1, connections, clients, 1).catch(() => undefined);
     await interleave(['plain', 'routed'], ctx.rounds, async (key, round) => {

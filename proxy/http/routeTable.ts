@@ -127,6 +127,31 @@ function fullMatch(source: string): RegExp | null {
 
 const NEVER = /(?!)/;
 
+/**
+ * The plain characters every match of a (whole-path) regex starts with: "/r13/[0-9]+" -> "/r13/". Stops at
+ * the first special character; a character a quantifier follows is not certain, nor is anything before an
+ * alternation bar.
+ */
+export function literalStart(source: string): string {
+  // A top-level alternation: no common start is known.
+  let depth = 0;
+  let inClass = false;
+  for (let j = 0; j < source.length; j++) {
+    const c = source[j];
+    if (c === '\\') j++;
+    else if (inClass) inClass = c !== ']';
+    else if (c === '[') inClass = true;
+    else if (c === '(') depth++;
+    else if (c === ')') depth--;
+    else if (c === '|' && depth === 0) return '';
+  }
+  let i = 0;
+  while (i < source.length && !'\\^$.|?*+()[]{}'.includes(source[i])) i++;
+  const next = source[i];
+  if (next === '?' || next === '*' || next === '{') i--;
+  return i > 0 ? source.slice(0, i) : '';
+}
+
 export class CompiledRoute {
   readonly name: string;
   /** null: any Host. */
@@ -173,7 +198,7 @@ export class CompiledRoute {
     const p = spec.path;
     this.pathKind = p === undefined ? 0 : p.type === 'Exact' ? 1 : p.type === 'PathPrefix' ? 2 : 3;
     // PathPrefix by whole segments; a trailing "/" of the value is ignored ("/" matches every path).
-    this.pathValue = p === undefined ? '' : p.type === 'PathPrefix' && p.value.endsWith('/') ? p.value.slice(0, -1) : p.value;
+    this.pathValue = p === undefined ? '' : p.type === 'PathPrefix' && p.value.endsWith('/') ? p.value.slice(0, -1) : p.type === 'RegularExpression' ? literalStart(p.value) : p.value;
     this.pathRe = p?.type === 'RegularExpression' ? fullMatch(p.value) ?? NEVER : null;
     this.method = spec.method === undefined || spec.method === '' ? null : spec.method.toUpperCase();
     const q = spec.query ?? [];
@@ -216,21 +241,27 @@ export class CompiledRoute {
     this.total = sum;
   }
 
-  /** headers: node's parsed object, or the fast path's flat raw list. method: upper case as sent. */
-  matches(host: string, path: string, headers: IncomingHttpHeaders | string[], method: string): boolean {
+  /** The table's slot of each header match (HeaderCache); set by the table. */
+  headerSlots: number[] = [];
+
+  /** headers: node's parsed object, or the fast path's flat raw list (read through the table's cache). method: upper case as sent. */
+  matches(host: string, path: string, headers: HeaderCache, method: string): boolean {
     if (this.domains !== null && !this.domains.has(host)) return false;
     if (this.prefix !== '/' && !path.startsWith(this.prefix)) return false;
+    // Path and method before headers: the cheap tests first (a header costs a scan of the list).
+    if (this.extended && !this.matchesPath(path, method)) return false;
     for (let i = 0; i < this.headerNames.length; i++) {
-      const v = Array.isArray(headers) ? rawHeaderValue(headers, this.headerNames[i]) : headers[this.headerNames[i]];
+      const v = headers.value(this.headerSlots[i]);
       if (this.headerRes !== null && this.headerRes[i] !== null) {
         if (v === undefined || !this.headerRes[i]!.test(typeof v === 'string' ? v : String(v))) return false;
       } else if (v !== this.headerValues[i]) return false;
     }
-    return !this.extended || this.matchesExtended(path, method);
+    return this.queryNames.length === 0 || this.matchesQuery(path);
   }
 
-  private matchesExtended(target: string, method: string): boolean {
+  private matchesPath(target: string, method: string): boolean {
     if (this.method !== null && method !== this.method) return false;
+    if (this.pathKind === 0) return true;
     const q = target.indexOf('?');
     const len = q < 0 ? target.length : q;
     switch (this.pathKind) {
@@ -244,13 +275,18 @@ export class CompiledRoute {
         break;
       }
       case 3:
-        if (!this.pathRe!.test(q < 0 ? target : target.slice(0, q))) return false;
+        // The regex's literal start, when it has one, rules most paths out without running it.
+        if (!target.startsWith(this.pathValue) || !this.pathRe!.test(q < 0 ? target : target.slice(0, q))) return false;
         break;
       default:
         break;
     }
+    return true;
+  }
+
+  private matchesQuery(target: string): boolean {
     const names = this.queryNames;
-    if (names.length === 0) return true;
+    const q = target.indexOf('?');
     if (q < 0) return false;
     const query = target.slice(q + 1);
     for (let i = 0; i < names.length; i++) {
@@ -275,23 +311,76 @@ export class CompiledRoute {
   }
 }
 
+/**
+ * The header values the routes of one table look at, each looked up once per request however many routes
+ * test it (20 rules on x-tenant: one scan of the list, not 20). Reused from request to request: matching is
+ * synchronous, so one per table is enough, and it allocates nothing.
+ */
+export class HeaderCache {
+  readonly names: string[];
+  private readonly values: (string | string[] | undefined)[];
+  private readonly seen: number[];
+  private gen = 0;
+  private headers: IncomingHttpHeaders | string[] = [];
+
+  constructor(names: string[]) {
+    this.names = names;
+    this.values = names.map(() => undefined);
+    this.seen = names.map(() => 0);
+  }
+
+  reset(headers: IncomingHttpHeaders | string[]): void {
+    this.headers = headers;
+    // A wrap after 2^53 requests is not a concern.
+    this.gen++;
+  }
+
+  value(slot: number): string | string[] | undefined {
+    if (this.seen[slot] === this.gen) return this.values[slot];
+    const h = this.headers;
+    const v = Array.isArray(h) ? rawHeaderValue(h, this.names[slot]) : h[this.names[slot]];
+    this.values[slot] = v;
+    this.seen[slot] = this.gen;
+    return v;
+  }
+}
+
 export class RouteTable {
   readonly routes: CompiledRoute[];
   /** No route looks at Host: skip parsing it. */
   readonly anyHost: boolean;
+  private readonly headers: HeaderCache;
 
   constructor(listenerName: string, specs: readonly Route[], clusters: ClusterSet, metrics: ProxyMetrics) {
     this.routes = specs.map((r) => new CompiledRoute(listenerName, r, clusters, metrics));
     this.anyHost = this.routes.every((r) => r.domains === null);
+    const names: string[] = [];
+    for (const r of this.routes) {
+      r.headerSlots = r.headerNames.map((n) => {
+        const i = names.indexOf(n);
+        return i >= 0 ? i : names.push(n) - 1;
+      });
+    }
+    this.headers = new HeaderCache(names);
   }
 
   match(hostHeader: string | undefined, path: string, headers: IncomingHttpHeaders | string[], method: string): CompiledRoute | null {
     const host = this.anyHost || hostHeader === undefined ? '' : hostOnly(hostHeader);
     const routes = this.routes;
-    for (let i = 0; i < routes.length; i++) if (routes[i].matches(host, path, headers, method)) return routes[i];
+    const cache = this.headers;
+    cache.reset(headers);
+    for (let i = 0; i < routes.length; i++) {
+      if (routes[i].matches(host, path, cache, method)) {
+        cache.reset(EMPTY); // holds no request's headers past the match
+        return routes[i];
+      }
+    }
+    cache.reset(EMPTY);
     return null;
   }
 }
+
+const EMPTY: string[] = [];
 
 /** "API.example:8080" -> "api.example"; IPv6 literals keep their brackets. */
 export function hostOnly(host: string): string {
@@ -304,7 +393,18 @@ export function hostOnly(host: string): string {
 function rawHeaderValue(raw: string[], lowerName: string): string | undefined {
   let out: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i].length === lowerName.length && raw[i].toLowerCase() === lowerName) out = out === undefined ? raw[i + 1] : `${out}, ${raw[i + 1]}`;
+    if (raw[i].length === lowerName.length && sameLower(raw[i], lowerName)) out = out === undefined ? raw[i + 1] : `${out}, ${raw[i + 1]}`;
   }
   return out;
+}
+
+/** name equals lowerName ignoring ASCII case, without making a lower-case copy. Same lengths. */
+function sameLower(name: string, lowerName: string): boolean {
+  if (name === lowerName) return true;
+  for (let i = 0; i < name.length; i++) {
+    let c = name.charCodeAt(i);
+    if (c >= 65 && c <= 90) c += 32;
+    if (c !== lowerName.charCodeAt(i)) return false;
+  }
+  return true;
 }

@@ -1,5 +1,6 @@
 // The protocol-neutral pieces of Gateway API filters (proxy/l7/routeFilters.ts), on their own.
 import t from 'tap';
+import { literalStart } from '../../../proxy/http/routeTable.ts';
 import { CompiledHeaderModifier, modifyPath, queryParam, redirectLocation, replacePrefix, rewriteAuthority } from '../../../proxy/l7/routeFilters.ts';
 
 t.test('ReplacePrefixMatch by whole segments, trailing slashes as the spec says', async (t) => {
@@ -59,4 +60,18 @@ t.test('header modifiers: route then backend; protected names untouched', async 
   t.same(rec, { ':path': '/', 'x-c': ['1', '2'], 'x-b': 'backend' }, 'records: add appends a value');
   t.equal(m.applyHead('HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n'), 'HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-b: backend\r\nx-c: 2\r\n\r\n', 'head blocks');
   t.ok(new CompiledHeaderModifier([{ set: [{ name: ':authority', value: 'x' }, { name: 'transfer-encoding', value: 'chunked' }] }]).empty, 'pseudo and framing headers are ignored');
+});
+
+t.test('a path regex\'s literal start, checked before the regex runs, is only what every match starts with', async (t) => {
+  const cases: [string, string][] = [
+    ['/r13/[0-9]+', '/r13/'], ['/index\\.(html|htm)', '/index'], ['/a|/b', ''], ['/ab?c', '/a'], ['/ab*', '/a'],
+    ['/abc+', '/abc'], ['.*', ''], ['/x{2}', '/'], ['/[|]x', '/'], ['^/x', ''],
+  ];
+  for (const [re, want] of cases) {
+    t.equal(literalStart(re), want, re);
+    // Whatever the regex matches starts with it.
+    for (const sample of ['/r13/7', '/index.html', '/a', '/b', '/ac', '/abc', '/abcc', '/xx', '/|x', '/x']) {
+      if (new RegExp(`^(?:${re})$`).test(sample)) t.ok(sample.startsWith(want), `${re} matches ${sample}, which starts with ${JSON.stringify(want)}`);
+    }
+  }
 });
