@@ -173,6 +173,8 @@ export interface BackendCluster {
   name: string;
   service: Service;
   port: number;
+  /** A GRPCRoute sends there: the cluster speaks HTTP/2. */
+  grpc: boolean;
 }
 
 export interface CompiledRoutes {
@@ -210,7 +212,7 @@ interface FilterOut {
   rewrite?: Route['rewrite'];
 }
 
-function applyFilters(filters: Obj[] | undefined, ns: string, services: Map<string, Service>, need: Map<string, BackendCluster>): FilterOut {
+function applyFilters(filters: Obj[] | undefined, ns: string, services: Map<string, Service>, need: Map<string, BackendCluster>, grpc: boolean): FilterOut {
   const out: FilterOut = {};
   for (const f of filters ?? []) {
     if (f.type === 'RequestHeaderModifier') out.requestHeaders = headerModifier(f.requestHeaderModifier);
@@ -219,7 +221,7 @@ function applyFilters(filters: Obj[] | undefined, ns: string, services: Map<stri
       const r = resolveBackend(f.requestMirror.backendRef, ns, services);
       // A mirror that does not resolve mirrors nothing (ResolvedRefs False says so).
       if (r.problem) continue;
-      need.set(r.cluster, { name: r.cluster, service: r.service!, port: r.port! });
+      need.set(r.cluster, { name: r.cluster, service: r.service!, port: r.port!, grpc });
       const m: Mirror = { cluster: r.cluster };
       const pct = mirrorPercent(f.requestMirror);
       if (pct !== undefined) m.percent = pct;
@@ -309,7 +311,8 @@ function compileAttachment(a: Attachment, services: Map<string, Service>, need: 
     const unsupported = check.unsupported.get(ri);
     const matches: Obj[] = Array.isArray(rule.matches) && rule.matches.length > 0 ? rule.matches : [{}];
     // A rule shoal cannot carry out answers 500 (no backends) rather than let its requests fall to another rule.
-    const filters = unsupported ? {} : applyFilters(rule.filters, ns, services, need);
+    const grpc = a.kind === 'GRPCRoute';
+    const filters = unsupported ? {} : applyFilters(rule.filters, ns, services, need, grpc);
     const backends: WeightedBackend[] = [];
     if (!unsupported) {
       for (const b of (rule.backendRefs ?? []) as Obj[]) {
@@ -317,8 +320,8 @@ function compileAttachment(a: Attachment, services: Map<string, Service>, need: 
         const wb: WeightedBackend = { cluster: r.cluster, weight: typeof b.weight === 'number' ? b.weight : 1 };
         if (r.problem) wb.unresolved = true;
         else {
-          need.set(r.cluster, { name: r.cluster, service: r.service!, port: r.port! });
-          const bf = applyFilters(b.filters, ns, services, need);
+          need.set(r.cluster, { name: r.cluster, service: r.service!, port: r.port!, grpc });
+          const bf = applyFilters(b.filters, ns, services, need, grpc);
           if (bf.requestHeaders) wb.requestHeaders = bf.requestHeaders;
           if (bf.responseHeaders) wb.responseHeaders = bf.responseHeaders;
           if (bf.mirrors) wb.mirrors = bf.mirrors;
@@ -390,9 +393,13 @@ export function compileFor(topology: Topology, callerNamespace: string, svc: Ser
   return { routes: ranked.map((r) => r.route), backends: [...need.values()].sort((x, y) => (x.name < y.name ? -1 : 1)), used };
 }
 
-/** The protocol a route's backend cluster speaks: its Service port's, unless that says only tcp (then the listener's). */
+/**
+ * The protocol a route's backend cluster speaks: its Service port's, unless that says only tcp (then the
+ * listener's). A GRPCRoute's backend speaks HTTP/2 whatever its port says: grpc, or http2 on an http2 listener.
+ */
 export function backendProtocol(b: BackendCluster, listener: Protocol): Protocol {
   const p = b.service.ports.find((x) => x.port === b.port)?.protocol ?? listener;
+  if (b.grpc && p !== 'grpc' && p !== 'http2') return listener === 'http2' ? 'http2' : 'grpc';
   return p === 'tcp' ? listener : p;
 }
 

@@ -227,6 +227,11 @@ t.test('GRPCRoute: method matches become paths; GRPCRoute wins over HTTPRoute on
   const snap = buildSnapshot(top.apps.get('prod/front')!, top);
   t.equal(snapshotError(snap), null);
   t.equal(snap.outbound.find((l) => l.name === 'grpc:50051')!.protocol, 'grpc');
+  // A GRPCRoute backend whose port says http or tcp still speaks HTTP/2.
+  const g2 = topo(mk('GRPCRoute', 'prod', 'g', { parentRefs: [grpcParent], rules: [{ backendRefs: [{ name: 'api-v1', port: 80 }, { name: 'shadow', port: 80 }] }] }));
+  const s2 = buildSnapshot(g2.apps.get('prod/front')!, g2);
+  t.same(s2.clusters.filter((c) => c.name !== 'api.prod:80' && c.name !== 'grpc.prod:50051').map((c) => [c.name, c.protocol]), [['api-v1.prod:80', 'grpc'], ['shadow.prod:80', 'grpc']]);
+  t.equal(snapshotError(s2), null);
 });
 
 t.test('the route wins over the mesh config for routing; a tcp dependency keeps its mesh route', async (t) => {
