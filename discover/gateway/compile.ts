@@ -422,6 +422,8 @@ export function routeInputs(topology: Topology, callerNamespace: string, deps: A
       for (const k of referencedServices(a.check)) {
         const s = topology.services.get(k);
         out += s ? serviceText(s) : JSON.stringify([k, null]);
+        // Workload identity: the readers of the app named like a backend shape its cluster's peer identities.
+        if (topology.identity) out += JSON.stringify(topology.apps.get(k)?.readers ?? []);
       }
     }
   }
