@@ -209,3 +209,39 @@ for (const [protocol, paths] of PROTOCOLS) {
     }
   });
 }
+
+t.test('upgrade requests (node:http path): redirects, no-backend 500s and rewrites apply to them too', async (t) => {
+  const s = await routeSetup(t, ['a']);
+  let upgradedUrl = '';
+  s.backends.a.server.on('upgrade', (req, socket) => {
+    upgradedUrl = req.url ?? '';
+    socket.end('HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n');
+  });
+  await s.setRoutes([
+    { ...route(s.cluster.a), backends: [], path: { type: 'PathPrefix', value: '/old' }, redirect: { path: { type: 'ReplacePrefixMatch', value: '/new' }, statusCode: 301 } },
+    { ...route(s.cluster.a), backends: [], path: { type: 'PathPrefix', value: '/none' } },
+    { ...route(s.cluster.a), path: { type: 'PathPrefix', value: '/ws' }, rewrite: { path: { type: 'ReplacePrefixMatch', value: '/socket' } } },
+  ]);
+  const { connect } = await import('node:net');
+  const [host, port] = s.authority.split(':');
+  const raw = (target: string) => new Promise<string>((resolve) => {
+    const c = connect(Number(port), host);
+    let out = '';
+    c.on('data', (d) => {
+      out += d.toString('latin1');
+      if (out.includes('\r\n\r\n')) c.destroy();
+    });
+    c.on('close', () => resolve(out));
+    c.on('error', () => resolve(out));
+    c.write(`GET ${target} HTTP/1.1\r\nhost: echo\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n`);
+  });
+  const rd = await raw('/old/chat');
+  t.match(rd, /^HTTP\/1\.1 301 /, 'redirect status');
+  t.match(rd, /\r\nlocation: http:\/\/echo\/new\/chat\r\n/i, 'redirect Location');
+  const none = await raw('/none');
+  t.match(none, /^HTTP\/1\.1 500 /, 'no backend: 500');
+  t.match(none, /\r\nx-shoal-error: no-backend\r\n/i, 'x-shoal-error no-backend');
+  const up = await raw('/ws/chat');
+  t.match(up, /^HTTP\/1\.1 101 /, 'upgraded');
+  t.equal(upgradedUrl, '/socket/chat', 'the upstream saw the rewritten path');
+});

@@ -86,3 +86,13 @@ for (const protocol of ['http', 'http2'] as const) t.test(`${protocol} listener:
     t.equal(got.stable + got.canary, n, `${path}: nothing else answered`);
   }
 });
+
+t.test('the two HTTP/1.1 clients of these tests take the two paths they are named for', async (t) => {
+  const s = await routeSetup(t, ['a']);
+  await s.setRoutes([route(s.cluster.a, { path: { type: 'PathPrefix', value: '/' } })]);
+  // undici (the node:http path's upstream client) says Connection: keep-alive; the fast path writes no Connection header.
+  const fast = JSON.parse((await s.send('fast', 'GET', '/p', { 'x-echo': '1' })).body) as { headers: Record<string, string> };
+  const node = JSON.parse((await s.send('node', 'GET', '/p', { 'x-echo': '1' })).body) as { headers: Record<string, string> };
+  t.equal(fast.headers.connection, undefined, 'fast: the fast path sent it');
+  t.equal(node.headers.connection, 'keep-alive', 'node: undici sent it');
+});
