@@ -180,3 +180,87 @@ t.test('the demo topology: a 90/10 canary and a header match for shop, api as be
   t.same(api.routes.map((r) => [r.prefix, r.backends, r.source]), [['/', [{ cluster: 'api.default:8080', weight: 100 }], undefined]], 'api keeps its mesh-config route');
   t.same(web.clusters.find((c) => c.name === 'api.default:8080')!.endpoints.map((e) => e.address), ['127.0.10.1', '127.0.10.2', '127.0.10.3']);
 });
+
+t.test('over 200 random edits with routes, applying only the affected apps gives what a full rebuild gives', async (t) => {
+  let seed = 7;
+  const rnd = (n: number) => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return Math.floor(seed / 65536) % n; // the high bits: the low ones of this generator cycle fast
+  };
+  const NS = ['a', 'b'];
+  interface R { ns: string; parent: string; port: number | null; backends: Array<[string, number]>; header: boolean }
+  const svcs = new Map<string, string[]>();
+  const apps = new Map<string, string[]>();
+  const routes = new Map<string, R>();
+  for (let i = 0; i < 6; i++) svcs.set(`${NS[i % 2]}/svc-${i}`, [`10.0.${i}.1`]);
+  for (let i = 0; i < 6; i++) apps.set(`${NS[i % 2]}/app-${i}`, [`${NS[(i + 1) % 2]}/svc-${(i + 1) % 6}`, `${NS[(i + 2) % 2]}/svc-${(i + 2) % 6}`]);
+  const svcName = () => `svc-${rnd(7)}`;
+  const anySvc = () => { const n = rnd(7); return `${NS[n % 2]}/svc-${n}`; };
+  const render = (): string => {
+    const lines = ['services:'];
+    for (const [k, eps] of svcs) {
+      const [ns, name] = k.split('/');
+      lines.push(`  - { name: ${name}, namespace: ${ns}, ports: [{ port: 80, protocol: http }, { port: 81, protocol: http }], endpoints: [${eps.join(', ')}] }`);
+    }
+    lines.push('apps:');
+    for (const [k, deps] of apps) {
+      const [ns, name] = k.split('/');
+      lines.push(`  - { name: ${name}, namespace: ${ns}, config: { base_services: [${deps.map((d) => `{ depend_service_alias: ${d.split('/')[1]}.${d.split('/')[0]}, port: 80 }`).join(', ')}] } }`);
+    }
+    lines.push('routes:');
+    for (const [name, r] of routes) {
+      const [pns, pname] = r.parent.split('/');
+      lines.push(`  - apiVersion: gateway.networking.k8s.io/v1
+    kind: HTTPRoute
+    metadata: { name: ${name}, namespace: ${r.ns} }
+    spec:
+      parentRefs: [{ group: "", kind: Service, name: ${pname}, namespace: ${pns}${r.port ? `, port: ${r.port}` : ''} }]
+      rules:
+        - ${r.header ? 'matches: [{ headers: [{ name: x, value: "1" }] }]\n          ' : ''}backendRefs: [${r.backends.map(([b, w]) => `{ name: ${b.split('/')[1]}, namespace: ${b.split('/')[0]}, port: 80, weight: ${w} }`).join(', ')}]`);
+    }
+    return `${lines.join('\n')}\n`;
+  };
+  const edits = [
+    () => { const k = anySvc(); const eps = svcs.get(k); if (eps) eps.push(`10.1.${rnd(250)}.${rnd(250)}`); },
+    () => { const k = anySvc(); if (svcs.has(k)) svcs.delete(k); else svcs.set(k, [`10.2.${rnd(250)}.1`]); },
+    () => { const k = `${NS[rnd(2)]}/app-${rnd(7)}`; if (apps.has(k)) apps.delete(k); else apps.set(k, [anySvc()]); },
+    () => { const name = `r-${rnd(5)}`; if (routes.has(name)) routes.delete(name); else routes.set(name, { ns: NS[rnd(2)], parent: anySvc(), port: rnd(3) === 0 ? 81 : rnd(2) === 0 ? 80 : null, backends: [[anySvc(), 1 + rnd(9)]], header: rnd(2) === 0 }); },
+    () => { const r = routes.get(`r-${rnd(5)}`); if (r) r.backends = [[anySvc(), 1 + rnd(9)], [`${NS[rnd(2)]}/${svcName()}`, rnd(5)]]; },
+    () => { const r = routes.get(`r-${rnd(5)}`); if (r) { r.ns = NS[rnd(2)]; r.header = !r.header; } },
+  ];
+  const log = createLogger('discover', 'silent');
+  const dir = mkdtempSync(join(tmpdir(), 'shoal-routes-fuzz-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'topology.yaml');
+  writeFileSync(file, render());
+  const store = new SnapshotStore(createDiscoverMetrics(new Registry()), log);
+  t.teardown(() => store.close());
+  let partial = 0;
+  let whole = 0;
+  const problems: Error[] = [];
+  const source = new StaticSource({ file, log, onTopology: (top, affected) => { if (affected) partial++; else whole++; store.apply(top, affected); }, onError: (err) => problems.push(err) });
+  t.teardown(() => source.close());
+  await source.start();
+  let mismatches = 0;
+  let withRoutes = 0;
+  for (let i = 0; i < 200; i++) {
+    edits[rnd(edits.length)]();
+    const text = render();
+    writeFileSync(file, text);
+    await source.reload();
+    const fresh = parseStaticTopology(text);
+    if (fresh.routes && fresh.routes.size > 0) withRoutes++;
+    const full = new SnapshotStore(createDiscoverMetrics(new Registry()), log);
+    full.apply(fresh);
+    for (const key of apps.keys()) {
+      const [ns, app] = key.split('/');
+      if (store.get(ns, app)?.etag !== full.get(ns, app)?.etag) mismatches++;
+    }
+    full.close();
+  }
+  t.equal(mismatches, 0, 'every app\'s snapshot matches a full rebuild after every edit');
+  t.same(problems, [], 'every file was valid');
+  t.equal(whole, 1, `only the first load rebuilt everything; every edit took the partial path (${partial} times)`);
+  t.ok(partial > 100, `${partial} edits changed the file`);
+  t.ok(withRoutes > 150, `most topologies had routes (${withRoutes} of 200)`);
+});
