@@ -3,13 +3,13 @@
 //
 // Which routes a caller in namespace N uses for Service S (namespace M), port P (GEP-1294):
 // - routes attach to (S, P) through a parentRef {group: "", kind: Service, name: S, namespace: M} whose port
-//   is P or absent (all ports);
+//   is P or absent (all ports), and whose sectionName, if any, is the name of port P;
 // - consumer routes (route in N, N != M) apply only to callers in N, producer routes (route in M) to every
 //   caller; when N has any consumer route for (S, P), N's callers use those alone;
 // - within the group used, GRPCRoutes win over HTTPRoutes on the same (S, P): the HTTPRoutes are Conflicted;
 // - invalid routes (validate.ts errors) attach nowhere; rules shoal cannot carry out answer 500.
 import { clusterName, type HeaderModifier, type Mirror, type Protocol, type Route, type WeightedBackend } from '../../shared/snapshot.ts';
-import { routeKey, serviceKey, type GatewayRoute, type Service, type Topology } from '../topology/model.ts';
+import { serviceKey, type GatewayRoute, type Service, type Topology } from '../topology/model.ts';
 import { checkRoute, durationMs, type RouteCheck } from './validate.ts';
 
 type Obj = Record<string, any>;
@@ -300,7 +300,7 @@ export function sourceOf(kind: string, ns: string, name: string, rule: number, m
   return `${kind} ${ns}/${name} rule ${ruleName ? `${rule} (${ruleName})` : rule} match ${match}`;
 }
 
-/** The route's rules as snapshot routes with their sort keys. `retryAttempts`: the caller's own, for a retry without attempts. */
+/** The route's rules as snapshot routes with their sort keys. */
 function compileAttachment(a: Attachment, services: Map<string, Service>, need: Map<string, BackendCluster>): Ranked[] {
   const out: Ranked[] = [];
   const { check } = a;
@@ -471,4 +471,3 @@ export function appsAffectedByRoutes(prev: Topology | null, next: Topology, chan
   return out;
 }
 
-export { routeKey };
