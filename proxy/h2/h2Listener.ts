@@ -334,7 +334,7 @@ export class H2Listener implements H2Site {
     }
     const backend = route.backend();
     if (backend === null && route.noBackendIs500) {
-      this.refuse(down, grpc, route.name, 'no-backend', `${route.name}: no backend to send to (unresolved backendRef or none)`, null);
+      this.refuse(down, grpc, route.name, 'no-backend', route.noBackendDetail(), null);
       return;
     }
     const cluster = backend?.cluster;

@@ -255,7 +255,7 @@ export class HttpListener implements ForwardSite {
     if (backend === null && route.noBackendIs500) {
       req.resume();
       this.metrics.madeUp.labels(route.name, 'no-backend').inc();
-      sendMadeUp(res, 'no-backend', `${route.name}: no backend to send to (unresolved backendRef or none)`, this.draining);
+      sendMadeUp(res, 'no-backend', route.noBackendDetail(), this.draining);
       return;
     }
     const cluster = backend?.cluster;
@@ -309,7 +309,7 @@ export class HttpListener implements ForwardSite {
     const backend = route.backend();
     if (backend === null && route.noBackendIs500) {
       this.metrics.madeUp.labels(route.name, 'no-backend').inc();
-      rawMadeUp(socket, 'no-backend', `${route.name}: no backend to send to (unresolved backendRef or none)`);
+      rawMadeUp(socket, 'no-backend', route.noBackendDetail());
       return;
     }
     const cluster = backend?.cluster;

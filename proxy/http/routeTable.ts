@@ -10,7 +10,7 @@ import type { Cluster } from '../cluster/cluster.ts';
 import type { ClusterSet } from '../cluster/clusterSet.ts';
 import type { LatencyStats, ProxyMetrics, RequestStats } from '../metrics.ts';
 import { deadlineQueue, type DeadlineQueue } from '../policy/deadlines.ts';
-import { CompiledHeaderModifier, queryParam } from '../l7/routeFilters.ts';
+import { CompiledHeaderModifier, queryParam, unsafeFilters } from '../l7/routeFilters.ts';
 
 /** One weighted backend of a route: where requests go, and where they are counted. */
 export class RouteBackend {
@@ -185,6 +185,8 @@ export class CompiledRoute {
    * the 503 no-endpoints a mesh-config route gives.
    */
   readonly noBackendIs500: boolean;
+  /** Why the rule's filters cannot be executed (then every request gets the 500); null: they can. */
+  readonly refused: string | null;
 
   constructor(listenerName: string, spec: Route, clusters: ClusterSet, metrics: ProxyMetrics) {
     const hdr = spec.headers.map((h) => `${h.name}${h.type === 'RegularExpression' ? '~' : '='}${h.value}`).join(',');
@@ -206,16 +208,18 @@ export class CompiledRoute {
     this.queryValues = q.map((x) => x.value);
     this.queryRes = q.map((x) => x.type === 'RegularExpression' ? fullMatch(x.value) ?? NEVER : null);
     this.extended = this.pathKind !== 0 || this.method !== null || q.length > 0;
-    this.redirect = spec.redirect ?? null;
+    // Filters that would break the head the sidecar writes (a CR in a header value...): the rule answers 500.
+    this.refused = unsafeFilters(spec);
+    this.redirect = this.refused === null ? spec.redirect ?? null : null;
     this.matchedPrefix = p?.type === 'PathPrefix' ? p.value : '/';
     this.backends = [];
     this.cumulative = [];
     this.picks = [];
     const gateway = spec.path !== undefined || spec.method !== undefined || spec.query !== undefined || spec.source !== undefined
       || spec.backends.length === 0 || spec.backends.some((b) => b.unresolved === true);
-    this.noBackendIs500 = gateway;
+    this.noBackendIs500 = gateway || this.refused !== null;
     let sum = 0;
-    for (const b of spec.backends) {
+    for (const b of this.refused === null ? spec.backends : []) {
       if (b.weight === 0) continue;
       if (b.unresolved === true) {
         sum += b.weight;
@@ -296,6 +300,11 @@ export class CompiledRoute {
       if (re === null ? v !== this.queryValues[i] : !re.test(v)) return false;
     }
     return true;
+  }
+
+  /** The made-up 500's detail when backend() gives null on a Gateway API route. */
+  noBackendDetail(): string {
+    return this.refused === null ? `${this.name}: no backend to send to (unresolved backendRef or none)` : `${this.name}: filters refused: ${this.refused}`;
   }
 
   /**

@@ -2,7 +2,7 @@
 // once per snapshot and executed the same way by every L7 path: the HTTP/1.1 fast path (proxy/http/h1), node:http
 // with undici (proxy/http/forward.ts, upgrade.ts) and HTTP/2 / gRPC (proxy/h2). Protocol-neutral on purpose:
 // header lists are flat [name, value, name, value, ...] arrays or plain records, paths are strings.
-import type { HeaderModifier, Mirror, PathModifier, RequestRedirect, UrlRewrite } from '../../shared/snapshot.ts';
+import type { HeaderModifier, Mirror, PathModifier, RequestRedirect, Route, UrlRewrite } from '../../shared/snapshot.ts';
 
 /** Header names no filter may touch: framing and connection management stay the sidecar's. */
 const PROTECTED = new Set(['connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade', 'te', 'proxy-connection', 'trailer']);
@@ -98,6 +98,36 @@ export class CompiledHeaderModifier {
     for (let i = 0; i < this.addNames.length; i++) out += `\r\n${this.addNames[i]}: ${this.addValues[i]}`;
     return `${out}\r\n\r\n`;
   }
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// Header values as llhttp takes them: HTAB, SP, visible ASCII, obs-text; never CR, LF, NUL or another control.
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+// A path or host the sidecar writes into a request line or a Location: visible ASCII only.
+const VISIBLE = /^[\x21-\x7e]*$/;
+
+/**
+ * Why a route's filters cannot be executed safely (a header name that is not a token, a value, path or host
+ * with a control byte or a space: it would break or smuggle the head the sidecar writes), or null.
+ */
+export function unsafeFilters(r: Route): string | null {
+  const mods: [string, HeaderModifier | undefined][] = [['requestHeaders', r.requestHeaders], ['responseHeaders', r.responseHeaders]];
+  for (const b of r.backends) mods.push([`backend ${b.cluster} requestHeaders`, b.requestHeaders], [`backend ${b.cluster} responseHeaders`, b.responseHeaders]);
+  for (const [where, m] of mods) {
+    if (m === undefined) continue;
+    for (const h of [...m.set ?? [], ...m.add ?? []]) {
+      if (!TOKEN.test(h.name)) return `${where}: header name ${JSON.stringify(h.name)} is not a token`;
+      if (!FIELD_VALUE.test(h.value)) return `${where}: the value of ${h.name} has a byte a header value cannot hold`;
+    }
+    for (const n of m.remove ?? []) if (!TOKEN.test(n)) return `${where}: header name ${JSON.stringify(n)} is not a token`;
+  }
+  const checks: [string, string | undefined][] = [
+    ['rewrite hostname', r.rewrite?.hostname], ['rewrite path', r.rewrite?.path?.value],
+    ['redirect scheme', r.redirect?.scheme], ['redirect hostname', r.redirect?.hostname], ['redirect path', r.redirect?.path?.value],
+  ];
+  for (const [where, v] of checks) if (v !== undefined && !VISIBLE.test(v)) return `${where} ${JSON.stringify(v)} has a space or a control byte`;
+  if (r.redirect?.scheme !== undefined && !/^[A-Za-z][A-Za-z0-9+.-]*$/.test(r.redirect.scheme)) return `redirect scheme ${JSON.stringify(r.redirect.scheme)} is not a URI scheme`;
+  return null;
 }
 
 function allowed(lowerName: string): boolean {

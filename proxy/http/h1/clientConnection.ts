@@ -196,7 +196,7 @@ export class ClientConnection {
     const backend = route.backend();
     if (backend === null && route.noBackendIs500) {
       l.madeUp(route.name, 'no-backend');
-      return madeUpHead('no-backend', `${route.name}: no backend to send to (unresolved backendRef or none)`, close);
+      return madeUpHead('no-backend', route.noBackendDetail(), close);
     }
     const cluster = backend?.cluster;
     // MaxRequests: over it a request fails at once, it never queues; checked before the balancer

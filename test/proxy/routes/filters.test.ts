@@ -245,3 +245,15 @@ t.test('upgrade requests (node:http path): redirects, no-backend 500s and rewrit
   t.match(up, /^HTTP\/1\.1 101 /, 'upgraded');
   t.equal(upgradedUrl, '/socket/chat', 'the upstream saw the rewritten path');
 });
+
+t.test('a rule whose filters would break the head (a CR LF in a header value) answers 500 and sends nothing', async (t) => {
+  const s = await routeSetup(t, ['a']);
+  await s.setRoutes([{ ...route(s.cluster.a), requestHeaders: { set: [{ name: 'x-a', value: 'v\r\nx-smuggled: 1' }] } }]);
+  for (const path of ['fast', 'node'] as const) {
+    const r = await s.send(path, 'GET', '/x');
+    t.equal(r.status, 500, `${path}: 500`);
+    t.equal(r.headers['x-shoal-error'], 'no-backend', `${path}: x-shoal-error no-backend`);
+    t.match(r.body, /filters refused: requestHeaders: the value of x-a/, `${path}: the body says why`);
+  }
+  t.equal(s.backends.a.requests, 0, 'nothing reached the backend');
+});

@@ -1,7 +1,7 @@
 // The protocol-neutral pieces of Gateway API filters (proxy/l7/routeFilters.ts), on their own.
 import t from 'tap';
 import { literalStart } from '../../../proxy/http/routeTable.ts';
-import { CompiledHeaderModifier, modifyPath, queryParam, redirectLocation, replacePrefix, rewriteAuthority } from '../../../proxy/l7/routeFilters.ts';
+import { CompiledHeaderModifier, modifyPath, queryParam, redirectLocation, replacePrefix, rewriteAuthority, unsafeFilters } from '../../../proxy/l7/routeFilters.ts';
 
 t.test('ReplacePrefixMatch by whole segments, trailing slashes as the spec says', async (t) => {
   const cases: [string, string, string, string][] = [
@@ -74,4 +74,15 @@ t.test('a path regex\'s literal start, checked before the regex runs, is only wh
       if (new RegExp(`^(?:${re})$`).test(sample)) t.ok(sample.startsWith(want), `${re} matches ${sample}, which starts with ${JSON.stringify(want)}`);
     }
   }
+});
+
+t.test('filters that would break the head the sidecar writes are refused, saying which', async (t) => {
+  const base = { domains: ['*'], prefix: '/', headers: [], backends: [{ cluster: 'c', weight: 1 }] };
+  t.equal(unsafeFilters({ ...base, requestHeaders: { set: [{ name: 'x-a', value: 'fine value\there' }] } }), null);
+  t.match(unsafeFilters({ ...base, requestHeaders: { set: [{ name: 'x-a', value: 'a\r\nx-injected: 1' }] } }), /requestHeaders: the value of x-a/);
+  t.match(unsafeFilters({ ...base, responseHeaders: { add: [{ name: 'bad name', value: 'v' }] } }), /not a token/);
+  t.match(unsafeFilters({ ...base, backends: [{ cluster: 'c', weight: 1, requestHeaders: { remove: ['a:b'] } }] }), /backend c requestHeaders/);
+  t.match(unsafeFilters({ ...base, rewrite: { path: { type: 'ReplaceFullPath', value: '/a b' } } }), /rewrite path/);
+  t.match(unsafeFilters({ ...base, redirect: { hostname: 'evil\r\n', statusCode: 302 } }), /redirect hostname/);
+  t.match(unsafeFilters({ ...base, redirect: { scheme: 'ht tp', statusCode: 302 } }), /redirect scheme/);
 });
