@@ -440,34 +440,49 @@ function routeText(c: RouteCheck): string {
   return t;
 }
 
+/** The Services (by key) a route's parentRefs name, as the route gives them (valid or not). */
+export function routeParents(route: GatewayRoute): string[] {
+  const spec = (route.spec ?? {}) as Obj;
+  if (!Array.isArray(spec.parentRefs)) return [];
+  return spec.parentRefs.filter((p: Obj) => p && typeof p === 'object' && typeof p.name === 'string').map((p: Obj) => refKey(p, route.metadata?.namespace ?? ''));
+}
+
+/** The parent Services of the valid routes that send to (or mirror to) any Service in `services`. */
+export function parentsRoutingTo(topology: Topology, services: Set<string>): Set<string> {
+  const out = new Set<string>();
+  if (services.size === 0) return out;
+  for (const r of topology.routes?.values() ?? []) {
+    const c = checkRoute(r);
+    if (c.errors.length > 0) continue;
+    if (referencedServices(c).some((s) => services.has(s))) for (const p of routeParents(r)) out.add(p);
+  }
+  return out;
+}
+
+/** The apps (by key) with a dependency on any Service in `services`. */
+export function callersOf(topology: Topology, services: Set<string>): Set<string> {
+  const out = new Set<string>();
+  if (services.size === 0) return out;
+  for (const [k, app] of topology.apps) {
+    if (app.config.dependencies.some((d) => services.has(serviceKey(d.namespace, d.service)))) out.add(k);
+  }
+  return out;
+}
+
 /**
  * The apps whose snapshots a change of routes (or of Services routes send to) can change, from `prev` to
  * `next`: callers of the parent Services of every route added, removed or changed (by object identity), and
- * callers of Services whose routes send to a Service in `changedServices`. For sources that pass the apps a
- * change affects to the snapshot store.
+ * callers of Services whose routes send to a Service in `changedServices`. For a source that keeps each
+ * topology (the static file); one that changes its topology in place can call callersOf(topology,
+ * routeParents(old) + routeParents(new) + parentsRoutingTo(topology, changed Services)) itself.
  */
 export function appsAffectedByRoutes(prev: Topology | null, next: Topology, changedServices: Set<string>): Set<string> {
   const parents = new Set<string>();
   const prevRoutes = prev?.routes ?? new Map<string, GatewayRoute>();
   const nextRoutes = next.routes ?? new Map<string, GatewayRoute>();
-  const parentKeys = (r: GatewayRoute) => {
-    const spec = (r.spec ?? {}) as Obj;
-    return Array.isArray(spec.parentRefs) ? spec.parentRefs.filter((p: Obj) => p && typeof p === 'object' && typeof p.name === 'string').map((p: Obj) => refKey(p, r.metadata?.namespace ?? '')) : [];
-  };
-  for (const [k, r] of nextRoutes) if (prevRoutes.get(k) !== r) for (const p of parentKeys(r)) parents.add(p);
-  for (const [k, r] of prevRoutes) if (nextRoutes.get(k) !== r) for (const p of parentKeys(r)) parents.add(p);
-  if (changedServices.size > 0) {
-    for (const r of nextRoutes.values()) {
-      const c = checkRoute(r);
-      if (c.errors.length > 0) continue;
-      if (referencedServices(c).some((s) => changedServices.has(s))) for (const p of parentKeys(r)) parents.add(p);
-    }
-  }
-  const out = new Set<string>();
-  if (parents.size === 0) return out;
-  for (const [k, app] of next.apps) {
-    if (app.config.dependencies.some((d) => parents.has(serviceKey(d.namespace, d.service)))) out.add(k);
-  }
-  return out;
+  for (const [k, r] of nextRoutes) if (prevRoutes.get(k) !== r) for (const p of routeParents(r)) parents.add(p);
+  for (const [k, r] of prevRoutes) if (nextRoutes.get(k) !== r) for (const p of routeParents(r)) parents.add(p);
+  for (const p of parentsRoutingTo(next, changedServices)) parents.add(p);
+  return callersOf(next, parents);
 }
 
