@@ -92,7 +92,7 @@ export function routeStatuses(topology: Topology): Map<string, RouteStatusWrite>
         const wanted = [typeof ref.port === 'number' ? `port ${ref.port}` : '', typeof ref.sectionName === 'string' && ref.sectionName !== '' ? `port named ${ref.sectionName}` : ''].filter(Boolean).join(' and ');
         accepted = cond('Accepted', false, 'NoMatchingParent', `Service ${svcKey} has no ${wanted} (it has ${svc.ports.map((p) => `${p.port} (${p.name})`).join(', ')})`);
       } else if (rules > 0 && unsupported.size === rules) {
-        accepted = cond('Accepted', false, 'UnsupportedValue', [...check.unsupported.values()].flat().slice(0, 3).join('; '));
+        accepted = cond('Accepted', false, 'UnsupportedValue', `${[...check.unsupported.values()].flat().slice(0, 3).join('; ')}; the requests the route matches get a 500 (a filter shoal cannot carry out is not skipped)`);
       } else {
         const mine = selected
           .flatMap((p) => attachments(index, svc, p.port).filter((a) => a.check === check && a.parentIndex === i));
