@@ -201,6 +201,10 @@ t.test('a rule shoal cannot carry out answers 500; the route\'s other rules work
     ['/', 1, 'HTTPRoute prod/r rule 1 match 0'],
   ]);
   t.equal(snapshotError(snap), null);
+  const auth = topo(mk('HTTPRoute', 'prod', 'auth', { parentRefs: [apiParent()], rules: [{ filters: [{ type: 'ExternalAuth', externalAuth: { protocol: 'HTTP', http: {}, backendRef: { name: 'api-v1', port: 80 } } }], backendRefs: [to('api-v1')] }] }));
+  const sa = buildSnapshot(auth.apps.get('team-b/web')!, auth);
+  t.same(sa.outbound.find((l) => l.name === 'api.prod:80')!.routes.map((r) => [r.backends.length, r.source]), [[0, 'HTTPRoute prod/auth rule 0 match 0 (not supported: answers 500)']],
+    'a route with no supported rule still answers 500: an ExternalAuth is not skipped');
   const invalid = topo(mk('HTTPRoute', 'prod', 'bad', { parentRefs: [apiParent()], rules: [{ matches: [{ path: { type: 'PathPrefix', value: 'no-slash' } }], backendRefs: [to('api-v1')] }] }));
   const plain = topo();
   t.equal(buildSnapshot(invalid.apps.get('team-b/web')!, invalid).version, buildSnapshot(plain.apps.get('team-b/web')!, plain).version, 'an invalid route changes nothing');
