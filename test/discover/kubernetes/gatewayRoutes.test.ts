@@ -5,7 +5,8 @@
 // kept while a condition holds; one write per change between them), read back with kubectl; another
 // controller's parents entry survives; shoal's entry
 // leaves when the route stops naming the Service; a route whose only rule has a regex ECMAScript cannot
-// compile is Accepted False and changes no snapshot; no write loop (the route's resourceVersion stays put).
+// compile is Accepted False and changes no snapshot; no write loop (the route's resourceVersion stays put);
+// a GRPCRoute's status goes through grpcroutes/status.
 // Then the CRDs are deleted: a discover started without them is ready, serves, says once that routes are
 // off (log and /readyz details), and picks routes up once the CRDs are installed again; deleted once more
 // while it runs, the routes leave the snapshots and /readyz says so again.
@@ -254,6 +255,25 @@ if (kube) {
     const todo = 'compile.ts attaches routes that are Accepted False (every rule unsupported)';
     t.equal(after.version, before.version, 'web\'s snapshot is the one it had (same version)', { todo });
     t.same(routesFrom(after, ns, 'bad-regex'), [], 'with nothing from the route', { todo });
+  });
+
+  t.test('a GRPCRoute: in the topology, and its status written through grpcroutes/status', async (t) => {
+    const k = await kube.up();
+    const api = new Api(k);
+    const ns = 'grpc';
+    await seed(api, ns, 45);
+    const { d, logs } = await startWith(t, k);
+    await kubectlApply(k, {
+      apiVersion: 'gateway.networking.k8s.io/v1', kind: 'GRPCRoute', metadata: { name: 'greeter', namespace: ns },
+      spec: { parentRefs: [{ group: '', kind: 'Service', name: 'api', port: 8080 }], rules: [{ matches: [{ method: { service: 'helloworld.Greeter' } }], backendRefs: [{ name: 'api-v2', port: 8080 }] }] },
+    });
+    await until('the GRPCRoute in discover\'s topology', () => d.store.topology?.routes?.has(routeKey('GRPCRoute', ns, 'greeter')) === true, 10_000);
+    let route: any;
+    await until('shoal\'s status entry', async () => shoalEntries(route = await k.getJson(['grpcroute', 'greeter', '-n', ns])).length === 1, 10_000);
+    const entry = shoalEntries(route)[0];
+    t.same(entry.parentRef, { group: '', kind: 'Service', name: 'api', port: 8080 }, 'for the Service parent');
+    t.equal(condition(entry, 'Accepted')?.observedGeneration, route.metadata.generation, `Accepted ${condition(entry, 'Accepted')?.status} (${condition(entry, 'Accepted')?.reason}), for this generation`);
+    t.same(logs.filter((l) => l.level >= 40), [], 'no warning or error in discover\'s log');
   });
 
   t.test('without the CRDs: discover starts, serves and says once that routes are off (log, /readyz details); it picks them up when the CRDs come, and drops them when they go', async (t) => {
