@@ -473,7 +473,8 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
       return;
     }
     // The call's own deadline says nothing about the endpoint; RequestTimeoutMS with no response head does.
-    if (!this.callDeadline || !this.gotResponse) this.failed(Failure.Timeout);
+    // (Not while waiting to retry: no attempt is out then.)
+    if (this.backoff === null && (!this.callDeadline || !this.gotResponse)) this.failed(Failure.Timeout);
     this.detachUpstream(H2_CANCEL);
     this.madeUp('request-timeout', this.callDeadline
       ? `${this.backend.cluster.name}: deadline of ${ms} ms exceeded (grpc-timeout, at most RequestTimeoutMS)`
@@ -482,7 +483,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
 
   /** PerTryTimeoutMS passed in this attempt with no response head: retried while the deadline has time left, else 504. */
   tryDeadlineHit(): void {
-    if (this.done || this.gotResponse) return;
+    if (this.done || this.gotResponse || this.backoff !== null) return;
     const now = performance.now();
     if (!this.requestEnded) {
       // Still receiving the body: the attempt is judged from when the endpoint could have answered.
@@ -541,7 +542,10 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     this.upstreamError = null;
     const wait = this.backend.retryBackoffMs;
     if (wait > 0) {
-      // The route's retry backoff (Gateway API HTTPRouteRetry.backoff); the deadline keeps counting.
+      // The route's retry backoff (Gateway API HTTPRouteRetry.backoff); the deadline keeps counting, the
+      // next attempt's PerTryTimeoutMS starts with it (send).
+      this.tryDeadlineAt = 0;
+      this.armTimer(performance.now());
       this.backoff = setTimeout(onBackoffOver, wait, this);
       return true;
     }

@@ -473,7 +473,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
 
   /** PerTryTimeoutMS passed in this attempt with no response head: retried while RequestTimeoutMS has time left, else 504. */
   onTryDeadline(): void {
-    if (this.done || this.waiting || this.discarding || this.res.headersSent) return;
+    if (this.done || this.waiting || this.discarding || this.res.headersSent || this.backoff !== null) return;
     const td = this.tryDeadline!;
     if (this.body !== null && !this.req.complete) {
       // Still receiving the body: the attempt is judged from when the endpoint could have answered.
@@ -526,7 +526,9 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     this.discarding = false;
     const wait = this.backend.retryBackoffMs;
     if (wait > 0) {
-      // The route's retry backoff (Gateway API HTTPRouteRetry.backoff): RequestTimeoutMS keeps counting.
+      // The route's retry backoff (Gateway API HTTPRouteRetry.backoff): RequestTimeoutMS keeps counting;
+      // the next attempt's PerTryTimeoutMS starts with it (send).
+      if (this.tryDeadline !== null) disarm(this.tryDeadline);
       this.backoff = setTimeout(onBackoffOver, wait, this);
       return;
     }

@@ -124,6 +124,11 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
    */
   onDeadline(): void {
     if (this.done) return;
+    if (this.backoff !== null) {
+      // Waiting to retry: no attempt is out, nothing to blame on an endpoint.
+      this.fail('request-timeout', `${this.backend.cluster.name}: RequestTimeoutMS (${this.backend.deadlines!.timeoutMs} ms) passed while waiting to retry`);
+      return;
+    }
     const conn = this.releaseUpstream();
     const detail = `${this.backend.cluster.name} ${this.endpoint.key}: no response within RequestTimeoutMS (${this.backend.deadlines!.timeoutMs} ms)`;
     if (this.status >= 200) {
@@ -141,7 +146,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
   /** PerTryTimeoutMS passed in this attempt with no response head: the attempt fails, and may be retried while RequestTimeoutMS has time left. */
   onTryDeadline(): void {
     // A response head already came: the per-try bound is met (mid-body silence is RequestTimeoutMS's).
-    if (this.done || this.status !== 0) return;
+    if (this.done || this.status !== 0 || this.backoff !== null) return;
     const conn = this.releaseUpstream();
     const connected = conn !== null && conn.connected;
     const detail = `${this.backend.cluster.name} ${this.endpoint.key}: no response within PerTryTimeoutMS (${this.tryDeadline!.queue.timeoutMs} ms)`;
@@ -203,7 +208,9 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     this.retried = false;
     const wait = this.backend.retryBackoffMs;
     if (wait > 0) {
-      // The route's retry backoff (Gateway API HTTPRouteRetry.backoff): RequestTimeoutMS keeps counting.
+      // The route's retry backoff (Gateway API HTTPRouteRetry.backoff): RequestTimeoutMS keeps counting;
+      // the next attempt's PerTryTimeoutMS starts with it.
+      if (this.tryDeadline !== null) disarm(this.tryDeadline);
       this.backoff = setTimeout(onBackoffOver, wait, this);
       return;
     }

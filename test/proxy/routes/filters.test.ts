@@ -191,6 +191,7 @@ for (const [protocol, paths] of PROTOCOLS) {
     await s.setRoutes([
       { ...route(s.cluster.a), path: { type: 'PathPrefix', value: '/retry' }, retry: { codes: [500, 429], attempts: 2, backoffMs: 100 } },
       { ...route(s.cluster.a), path: { type: 'PathPrefix', value: '/noretry' }, retry: { codes: [429], attempts: 2, backoffMs: 0 } },
+      { ...route(s.cluster.a), path: { type: 'PathPrefix', value: '/slowretry' }, timeoutMs: 150, retry: { codes: [500], attempts: 2, backoffMs: 300 } },
     ]);
     for (const path of paths as readonly Path[]) {
       const before = s.backends.a.requests;
@@ -202,6 +203,13 @@ for (const [protocol, paths] of PROTOCOLS) {
       t.ok(ms >= 190, `${path}: two backoffs of 100 ms (${Math.round(ms)})`);
       const over = await s.send(path, 'GET', '/retry', { 'x-fail-key': `${path}-o`, 'x-fail-times': '5', 'x-fail-code': '429' });
       t.equal(over.status, 429, `${path}: attempts spent: the last answer goes to the client`);
+      // The whole request's bound passes while waiting to retry: 504 request-timeout, no further attempt.
+      const b = s.backends.a.requests;
+      const cut = await s.send(path, 'GET', '/slowretry', { 'x-fail-key': `${path}-s`, 'x-fail-times': '3', 'x-fail-code': '500' });
+      t.equal(cut.status, 504, `${path}: timeoutMs passed during the backoff: 504`);
+      t.equal(cut.headers['x-shoal-error'], 'request-timeout', `${path}: request-timeout`);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      t.equal(s.backends.a.requests - b, 1, `${path}: no attempt after the deadline`);
       const n = s.backends.a.requests;
       const no = await s.send(path, 'GET', '/noretry', { 'x-fail-key': `${path}-n`, 'x-fail-times': '1', 'x-fail-code': '503' });
       t.equal(no.status, 503, `${path}: a code the route does not name is not retried`);
