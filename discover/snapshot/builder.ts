@@ -242,7 +242,7 @@ export function buildSnapshotBody(app: App, topology: Topology, memo?: InputsMem
         if (clusters.some((c) => c.name === b.name)) continue;
         clusters.push({
           ...own, name: b.name, service: b.service.name, namespace: b.service.namespace, port: b.port,
-          protocol: backendProtocol(b, d.protocol), policy: { ...own.policy }, endpoints: usableEndpoints(b.service.endpoints.get(b.port) ?? []),
+          protocol: backendProtocol(b, d.protocol), policy: { ...own.policy }, endpoints: sharedEndpoints(b.service.endpoints.get(b.port) ?? [], topology.identity !== undefined, memo),
         });
       }
     }
