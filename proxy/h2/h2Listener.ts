@@ -325,10 +325,16 @@ export class H2Listener implements H2Site {
       const location = redirectLocation(route.redirect, { scheme: 'http', authority: one(h[':authority']) ?? one(h.host) ?? '', target: path }, route.matchedPrefix);
       if (down instanceof H1Downstream) {
         if (this.isDraining) down.res.shouldKeepAlive = false;
-        down.res.writeHead(route.redirect.statusCode, ['location', location, 'content-length', '0']);
+        down.res.writeHead(route.redirect.statusCode, route.redirectResponse(location));
         down.res.end();
       } else {
-        down.respond({ ':status': route.redirect.statusCode, location, 'content-length': 0 }, true, false);
+        const h = route.redirectResponse(location);
+        const out: Record<string, string | string[] | number> = { ':status': route.redirect.statusCode };
+        for (let i = 0; i < h.length; i += 2) {
+          const prev = out[h[i]];
+          out[h[i]] = prev === undefined ? h[i + 1] : Array.isArray(prev) ? [...prev, h[i + 1]] : [String(prev), h[i + 1]];
+        }
+        down.respond(out, true, false);
       }
       return;
     }

@@ -247,7 +247,7 @@ export class HttpListener implements ForwardSite {
     if (route.redirect !== null) {
       req.resume();
       if (this.draining) res.shouldKeepAlive = false;
-      res.writeHead(route.redirect.statusCode, ['location', this.location(route, req), 'content-length', '0']);
+      res.writeHead(route.redirect.statusCode, route.redirectResponse(this.location(route, req)));
       res.end();
       return;
     }
@@ -303,7 +303,10 @@ export class HttpListener implements ForwardSite {
       return;
     }
     if (route.redirect !== null) {
-      if (socket.writable) socket.end(`HTTP/1.1 ${route.redirect.statusCode} ${REDIRECT_REASON[route.redirect.statusCode] ?? 'Found'}\r\nlocation: ${this.location(route, req)}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+      const h = route.redirectResponse(this.location(route, req));
+      let head = `HTTP/1.1 ${route.redirect.statusCode} ${REDIRECT_REASON[route.redirect.statusCode] ?? 'Found'}\r\n`;
+      for (let i = 0; i < h.length; i += 2) head += `${h[i]}: ${h[i + 1]}\r\n`;
+      if (socket.writable) socket.end(`${head}connection: close\r\n\r\n`);
       return;
     }
     const backend = route.backend();

@@ -178,6 +178,8 @@ export class CompiledRoute {
   private readonly queryRes: (RegExp | null)[];
   /** Gateway API RequestRedirect: the sidecar answers itself. */
   readonly redirect: RequestRedirect | null;
+  /** The rule's response header modifier, for the redirect the sidecar answers; null: none. */
+  readonly redirectHeaders: CompiledHeaderModifier | null;
   /** The route's PathPrefix value (ReplacePrefixMatch is relative to it); "/" otherwise. */
   readonly matchedPrefix: string;
   /**
@@ -211,6 +213,8 @@ export class CompiledRoute {
     // Filters that would break the head the sidecar writes (a CR in a header value...): the rule answers 500.
     this.refused = unsafeFilters(spec);
     this.redirect = this.refused === null ? spec.redirect ?? null : null;
+    const rh = this.redirect === null ? null : new CompiledHeaderModifier([spec.responseHeaders]);
+    this.redirectHeaders = rh === null || rh.empty ? null : rh;
     this.matchedPrefix = p?.type === 'PathPrefix' ? p.value : '/';
     this.backends = [];
     this.cumulative = [];
@@ -300,6 +304,12 @@ export class CompiledRoute {
       if (re === null ? v !== this.queryValues[i] : !re.test(v)) return false;
     }
     return true;
+  }
+
+  /** The redirect's response header list: Location, an empty body, the rule's response header modifier. */
+  redirectResponse(location: string): string[] {
+    const h = ['location', location, 'content-length', '0'];
+    return this.redirectHeaders === null ? h : this.redirectHeaders.applyList(h);
   }
 
   /** The made-up 500's detail when backend() gives null on a Gateway API route. */

@@ -191,7 +191,10 @@ export class ClientConnection {
       // Gateway API RequestRedirect: the sidecar answers itself.
       const location = redirectLocation(route.redirect, { scheme: 'http', authority: head.host, target: head.path }, route.matchedPrefix);
       const status = route.redirect.statusCode;
-      return `HTTP/1.1 ${status} ${REDIRECT_REASON[status] ?? 'Found'}\r\nlocation: ${location}\r\ncontent-length: 0\r\n${close ? 'connection: close\r\n' : ''}\r\n`;
+      const h = route.redirectResponse(location);
+      let out = `HTTP/1.1 ${status} ${REDIRECT_REASON[status] ?? 'Found'}\r\n`;
+      for (let i = 0; i < h.length; i += 2) out += `${h[i]}: ${h[i + 1]}\r\n`;
+      return `${out}${close ? 'connection: close\r\n' : ''}\r\n`;
     }
     const backend = route.backend();
     if (backend === null && route.noBackendIs500) {

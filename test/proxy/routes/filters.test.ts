@@ -52,6 +52,7 @@ for (const [protocol, paths] of PROTOCOLS) {
       rd('/scheme-port', { scheme: 'https', port: 8443, statusCode: 303 }),
       rd('/scheme', { scheme: 'https', statusCode: 301 }),
       rd('/host-only', { hostname: 'example.org', statusCode: 302 }),
+      { ...rd('/with-headers', { statusCode: 302, path: { type: 'ReplaceFullPath', value: '/h' } }), responseHeaders: { set: [{ name: 'x-redirected', value: 'yes' }] } },
       route(s.cluster.a),
     ]);
     const cases: [string, string, number, string][] = [
@@ -76,6 +77,9 @@ for (const [protocol, paths] of PROTOCOLS) {
         t.equal(r.status, status, `${path}: ${host}${target} status`);
         t.equal(r.headers.location, location, `${path}: ${host}${target} Location`);
       }
+      const wh = await s.send(path, 'GET', '/with-headers', { host: 'echo' });
+      t.equal(wh.headers.location, 'http://echo/h', `${path}: redirect with the rule's response header modifier`);
+      t.equal(wh.headers['x-redirected'], 'yes', `${path}: the redirect carries the rule's response headers`);
       t.equal(s.backends.a.requests, 0, `${path}: no redirect reached a backend`);
     }
   });
