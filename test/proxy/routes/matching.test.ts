@@ -96,3 +96,25 @@ t.test('the two HTTP/1.1 clients of these tests take the two paths they are name
   t.equal(fast.headers.connection, undefined, 'fast: the fast path sent it');
   t.equal(node.headers.connection, 'keep-alive', 'node: undici sent it');
 });
+
+t.test('other real clients: curl (redirect, query match) and undici (header regex match)', async (t) => {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const { request } = await import('undici');
+  const run = promisify(execFile);
+  const s = await routeSetup(t, ['hit', 'miss']);
+  await s.setRoutes([
+    { ...route(s.cluster.hit), backends: [], path: { type: 'Exact', value: '/go' }, redirect: { scheme: 'https', hostname: 'example.org', statusCode: 308 } },
+    route(s.cluster.hit, { query: [{ name: 'q', value: 'a b' }] }),
+    route(s.cluster.hit, { headers: [{ name: 'x-who', value: 'w[0-9]', type: 'RegularExpression' }] }),
+    route(s.cluster.miss),
+  ]);
+  const { stdout } = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code} %{redirect_url}', `${s.url}/go?x=1`]);
+  t.equal(stdout, '308 https://example.org/go?x=1', 'curl: redirect');
+  const q = await run('curl', ['-s', `${s.url}/p?q=a%20b`]);
+  t.equal(q.stdout, 'hit', 'curl: query match on the decoded value');
+  const u = await request(`${s.url}/u`, { headers: { 'x-who': 'w7' } });
+  t.equal(await u.body.text(), 'hit', 'undici: header regex match');
+  const u2 = await request(`${s.url}/u`, { headers: { 'x-who': 'w77' } });
+  t.equal(await u2.body.text(), 'miss', 'undici: the regex matches the whole value only');
+});
