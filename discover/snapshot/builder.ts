@@ -93,10 +93,15 @@ export interface InputsMemo {
   endpoints: Map<readonly Endpoint[], { plain?: Endpoint[]; identity?: Endpoint[] }>;
   /** Each shared list's JSON, made at its first serialisation (after addIdentity). */
   endpointJson: Map<Endpoint[], string>;
+  /**
+   * Gateway API routes compiled for a caller namespace, Service and port (null: none apply), shared by the
+   * apps built in this apply: their Route objects are shared between snapshots, nothing may change them.
+   */
+  routes?: Map<string, CompiledRoutes | null>;
 }
 
 export function inputsMemo(): InputsMemo {
-  return { services: new Map(), identity: new Map(), endpoints: new Map(), endpointJson: new Map() };
+  return { services: new Map(), identity: new Map(), endpoints: new Map(), endpointJson: new Map(), routes: new Map() };
 }
 
 function serviceInput(svc: Service, memo: InputsMemo | undefined): string {
@@ -230,7 +235,13 @@ export function buildSnapshotBody(app: App, topology: Topology, memo?: InputsMem
   if (topology.routes && topology.routes.size > 0) {
     for (const d of config.dependencies) {
       const svc = services.get(serviceKey(d.namespace, d.service));
-      const compiled = svc ? compileFor(topology, app.namespace, svc, d.port) : null;
+      let compiled: CompiledRoutes | null = null;
+      if (svc) {
+        const key = `${app.namespace}\n${serviceKey(d.namespace, d.service)}\n${d.port}`;
+        const known = memo?.routes?.get(key);
+        compiled = known !== undefined ? known : compileFor(topology, app.namespace, svc, d.port);
+        if (known === undefined) memo?.routes?.set(key, compiled);
+      }
       if (!compiled) continue;
       if (d.protocol === 'tcp') {
         errors.push(`dependency ${depName(d)}:${d.port}: ${compiled.used.map((a) => `${a.kind} ${a.namespace}/${a.name}`).join(', ')} not applied: the dependency is tcp (routes need http, http2 or grpc)`);
@@ -286,7 +297,8 @@ export function buildSnapshotBody(app: App, topology: Topology, memo?: InputsMem
     // replace the mesh-config route (Prefix, Headers and Weight).
     const compiled = domains.length === 1 && domains[0] === '*' ? gateway.get(d) : undefined;
     if (compiled && l.routes.length === 0) {
-      l.routes = compiled.routes.map((r) => structuredClone(r));
+      // Shared with the other listeners and snapshots using them (InputsMemo.routes): never changed.
+      l.routes = compiled.routes.slice();
       gatewayListeners.add(l);
       return;
     }
