@@ -10,7 +10,7 @@ import { fetch } from 'undici';
 import type { Logger } from '../../../shared/log.ts';
 import type { ResourceSpec } from '../../../shared/meshConfig.ts';
 import { appKey, routeKey, serviceKey, type App, type GatewayRoute, type Topology } from '../../topology/model.ts';
-import { appsAffectedByRoutes } from '../../gateway/compile.ts';
+import { parentsRoutingTo, routeParents } from '../../gateway/compile.ts';
 import { routeStatuses } from '../../gateway/status.ts';
 import { RouteStatusWriter, type RouteStatusesFn } from './routeStatus.ts';
 import { LABEL_VALUE, WriteRefused } from '../../topology/names.ts';
@@ -500,10 +500,14 @@ export class KubernetesSource {
     this.dirtyRoutes = new Set();
     if (services.size === 0 && apps.size === 0 && routes.size === 0) return;
     const topologyRoutes = this.topology.routes!;
-    // The routes before this change, for appsAffectedByRoutes (same objects where unchanged).
-    const before: Topology | null = routes.size > 0 || (services.size > 0 && topologyRoutes.size > 0) ? { ...this.topology, routes: new Map(topologyRoutes) } : null;
+    // Parent Services of the routes that changed, before and after: their callers are affected.
+    const routeParentKeys = new Set<string>();
     for (const key of routes) {
+      const was = topologyRoutes.get(key);
       const r = this.routeObjs.get(key);
+      if (was === r) continue;
+      for (const p of was ? routeParents(was) : []) routeParentKeys.add(p);
+      for (const p of r ? routeParents(r) : []) routeParentKeys.add(p);
       if (r) topologyRoutes.set(key, r);
       else topologyRoutes.delete(key);
     }
@@ -518,8 +522,9 @@ export class KubernetesSource {
       affected.add(key);
     }
     for (const key of services) for (const a of this.dependents.get(key) ?? []) affected.add(a);
-    // Callers of a route's parent Services, when it changed or a Service it sends to did.
-    if (before) for (const a of appsAffectedByRoutes(before, this.topology, services)) affected.add(a);
+    // Callers of a route's parent Services, when the route changed or a Service it sends to did.
+    if (topologyRoutes.size > 0) for (const p of parentsRoutingTo(this.topology, services)) routeParentKeys.add(p);
+    for (const p of routeParentKeys) for (const a of this.dependents.get(p) ?? []) affected.add(a);
     this.opts.onTopology(this.topology, affected);
     if (topologyRoutes.size > 0 || routes.size > 0) this.statusWriter.reconcile(this.topology);
   }

@@ -1,6 +1,7 @@
 // Gateway API routes (the mesh profile: parentRefs naming a Service) on a real API server that serves
 // the Gateway API CRDs (test/lib/kube.ts installs them): an HTTPRoute applied with kubectl changes the
-// snapshot of a caller within 1 s, and deleting it brings back the previous snapshot (same version); the
+// snapshot of a caller within 1 s, a change of the endpoints of its backend (no dependency of the caller)
+// reaches the caller too, and deleting the route brings back the previous snapshot (same version); the
 // status two discover replicas write (controllerName shoal.dev/mesh, observedGeneration, lastTransitionTime
 // kept while a condition holds; one write per change between them), read back with kubectl; another
 // controller's parents entry survives; shoal's entry
@@ -21,7 +22,7 @@ import { installGatewayCrds } from '../../../scripts/kube.ts';
 import { kubeForFile, type TestKube } from '../../lib/kube.ts';
 import { endpointSlice, meshConfigMap, service } from '../../lib/kubeFixtures.ts';
 import { AUDIENCE, call, longPoll, OPERATOR_TOKEN, until, waiters } from './discoverClient.ts';
-import { Api, applyObject, latest } from './realKube.ts';
+import { Api, applyObject, endpointsIn, latest } from './realKube.ts';
 
 // A control plane start with the CRDs, two discovers and many kubectl runs on a loaded 2-core machine.
 t.setTimeout(300_000);
@@ -162,9 +163,19 @@ if (kube) {
     t.ok(listeners.every((l) => l.routes.filter((r) => got.includes(r)).length === 1), 'once per listener');
     t.ok(got.every((r) => JSON.stringify(r.path) === JSON.stringify({ type: 'PathPrefix', value: '/v2' })), 'matching its path');
     t.ok(got.every((r) => JSON.stringify(r.backends.map((b) => b.cluster)) === JSON.stringify([`api-v2.${ns}:8080`])), 'sending to api-v2');
-    t.ok(withRoute.clusters.some((c) => c.name === `api-v2.${ns}:8080`), 'with a cluster for api-v2');
+    t.same(endpointsIn(withRoute, `api-v2.${ns}:8080`), ['10.244.41.2:8080'], 'with a cluster for api-v2 and its endpoint');
 
-    const polledBack = longPoll(d, ns, 'web', withRoute.version, 20);
+    // api-v2 is no dependency of web: only the route sends there. A change of its endpoints still reaches web.
+    const polledBackend = longPoll(d, ns, 'web', withRoute.version, 20);
+    await waiters(d, ns, 'web');
+    await applyObject(api, endpointSlice(ns, 'api-v2-1', 'api-v2', [{ ip: '10.244.41.2', ready: true }, { ip: '10.244.41.9', ready: true }], [{ name: 'http', port: 8080 }]));
+    const moved = await polledBackend;
+    t.equal(moved.status, 200, 'a new endpoint of the route\'s backend wakes the caller');
+    t.same(endpointsIn(moved.json as Snapshot, `api-v2.${ns}:8080`), ['10.244.41.2:8080', '10.244.41.9:8080'], 'with both endpoints of api-v2');
+    await applyObject(api, endpointSlice(ns, 'api-v2-1', 'api-v2', [{ ip: '10.244.41.2', ready: true }], [{ name: 'http', port: 8080 }]));
+    await until('api-v2 back to one endpoint', async () => JSON.stringify(endpointsIn(await latest(d, ns), `api-v2.${ns}:8080`)) === JSON.stringify(['10.244.41.2:8080']));
+
+    const polledBack = longPoll(d, ns, 'web', (await latest(d, ns)).version, 20);
     await waiters(d, ns, 'web');
     await k.kubectlOk(['delete', 'httproute', 'to-v2', '-n', ns]);
     const back = await polledBack;
