@@ -210,7 +210,7 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
           status = res.statusCode;
           text = await res.body.text();
         } catch (err) {
-          if (attempt >= 5) throw new Error(`${method} ${path}: ${(err as Error).message}`);
+          if (attempt >= 5) throw new Error(`${method} ${path}: ${(err as Error).message}`, { cause: err });
         }
         // A create retried after a lost answer may find its object there already.
         if ((status >= 200 && status < 300) || (status === 409 && method === 'POST' && attempt > 0)) {

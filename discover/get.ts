@@ -153,7 +153,7 @@ export async function getCommand(positional: string[], values: Record<string, un
       const res = await request(url, { headersTimeout: 10_000, bodyTimeout: 10_000, headers: bearerToken ? { authorization: `Bearer ${bearerToken}` } : {} });
       return { status: res.statusCode, text: await res.body.text() };
     } catch (err) {
-      throw new Error(`cannot reach discover at ${base}: ${(err as Error).message}`);
+      throw new Error(`cannot reach discover at ${base}: ${(err as Error).message}`, { cause: err });
     }
   };
   // The kubeconfig's credential is a key to the API server: it is sent only to a discover that asks
@@ -165,7 +165,7 @@ export async function getCommand(positional: string[], values: Record<string, un
       kubeUser = k.where;
       return k.token;
     } catch (err) {
-      throw new Error(`${why}: ${(err as Error).message}`);
+      throw new Error(`${why}: ${(err as Error).message}`, { cause: err });
     }
   };
   if (token === '' && kubeChosen) token = await fromKubeconfig('no token for discover from the kubeconfig');

@@ -74,7 +74,7 @@ export async function kubeconfigToken(choice: KubeconfigChoice): Promise<Kubecon
         if (!kc.currentContext && more.currentContext) kc.setCurrentContext(more.currentContext);
       }
     } catch (err) {
-      throw new Error(`cannot load kubeconfig ${f}: ${(err as Error).message}`);
+      throw new Error(`cannot load kubeconfig ${f}: ${(err as Error).message}`, { cause: err });
     }
   }
   const fileNames = files.join(':');
@@ -95,7 +95,7 @@ export async function kubeconfigToken(choice: KubeconfigChoice): Promise<Kubecon
     try {
       token = readFileSync(tokenFile, 'utf8').trim();
     } catch (err) {
-      throw new Error(`cannot read the tokenFile of ${where}: ${(err as Error).message}`);
+      throw new Error(`cannot read the tokenFile of ${where}: ${(err as Error).message}`, { cause: err });
     }
     if (token === '') throw new Error(`the tokenFile ${tokenFile} of ${where} is empty`);
     return { token, where };
@@ -104,7 +104,7 @@ export async function kubeconfigToken(choice: KubeconfigChoice): Promise<Kubecon
   try {
     await kc.applyToHTTPSOptions(opts);
   } catch (err) {
-    throw new Error(`cannot get a token for ${where}: ${(err as Error).message.trim() || 'its credential plugin failed'}`);
+    throw new Error(`cannot get a token for ${where}: ${(err as Error).message.trim() || 'its credential plugin failed'}`, { cause: err });
   }
   const auth = opts.headers.Authorization ?? opts.headers.authorization ?? '';
   const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);

@@ -239,7 +239,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     try {
       await bindUdp(udp.socket, opts.host, opts.port);
     } catch (err) {
-      throw new Error(`dns: cannot listen on udp ${opts.host}:${opts.port}: ${(err as Error).message}`);
+      throw new Error(`dns: cannot listen on udp ${opts.host}:${opts.port}: ${(err as Error).message}`, { cause: err });
     }
     try {
       udp.socket.setRecvBufferSize(RECV_BUFFER);
@@ -264,7 +264,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     } catch (err) {
       udp.socket.close();
       if (opts.port === 0 && (err as NodeJS.ErrnoException).code === 'EADDRINUSE' && attempt < 20) continue;
-      throw new Error(`dns: cannot listen on tcp ${opts.host}:${port}: ${(err as Error).message}`);
+      throw new Error(`dns: cannot listen on tcp ${opts.host}:${port}: ${(err as Error).message}`, { cause: err });
     }
     return {
       udpPort: port,

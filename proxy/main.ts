@@ -206,7 +206,7 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
       dns = await startDnsResponder({ ...opts.dns, log: opts.dns.log ?? log.child({ component: 'dns' }), registry: metrics.registry });
     } catch (err) {
       await new Promise<void>((resolve) => admin.close(() => resolve()));
-      throw new Error(`the DNS responder could not start on ${opts.dns.host}:${opts.dns.port}: ${(err as Error).message}`);
+      throw new Error(`the DNS responder could not start on ${opts.dns.host}:${opts.dns.port}: ${(err as Error).message}`, { cause: err });
     }
     const responder = dns;
     applier.onSnapshot((s) => responder.setNames(s.dns));

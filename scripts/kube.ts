@@ -218,7 +218,7 @@ function openssl(args: string[], cwd: string): void {
   try {
     execFileSync('openssl', args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   } catch (err) {
-    throw new Error(`openssl ${args.join(' ')}: ${String((err as { stderr?: Buffer }).stderr ?? err).trim()}`);
+    throw new Error(`openssl ${args.join(' ')}: ${String((err as { stderr?: Buffer }).stderr ?? err).trim()}`, { cause: err });
   }
 }
 

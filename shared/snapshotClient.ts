@@ -144,7 +144,7 @@ export class SnapshotClient {
     try {
       return readFileSync(this.opts.tokenFile, 'utf8').trim();
     } catch (err) {
-      throw new Error(`cannot read the token file ${this.opts.tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new Error(`cannot read the token file ${this.opts.tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
     }
   }
 

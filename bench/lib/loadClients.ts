@@ -140,7 +140,7 @@ export async function iperf3(host: string, port: number, seconds: number, cpus?:
   } catch (err) {
     const e = err as { stdout?: string; message: string };
     const reason = e.stdout ? (JSON.parse(e.stdout) as { error?: string }).error : undefined;
-    throw new Error(`iperf3 to port ${port}: ${reason ?? e.message}`);
+    throw new Error(`iperf3 to port ${port}: ${reason ?? e.message}`, { cause: err });
   }
   const j = JSON.parse(stdout) as { end: { sum_received: { bits_per_second: number }; sum_sent: { retransmits?: number } }; error?: string };
   if (j.error) throw new Error(`iperf3 to port ${port}: ${j.error}`);

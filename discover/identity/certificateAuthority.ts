@@ -108,14 +108,14 @@ export class CertificateAuthority {
     try {
       nodeCert = new NodeX509(certPem);
     } catch (e) {
-      throw new Error(`CA certificate: not a PEM certificate (${(e as Error).message})`);
+      throw new Error(`CA certificate: not a PEM certificate (${(e as Error).message})`, { cause: e });
     }
     if (!nodeCert.ca) throw new Error('CA certificate: basicConstraints does not say CA:TRUE');
     let priv;
     try {
       priv = createPrivateKey(keyPem);
     } catch (e) {
-      throw new Error(`CA key: not a PEM private key (${(e as Error).message})`);
+      throw new Error(`CA key: not a PEM private key (${(e as Error).message})`, { cause: e });
     }
     if (!nodeCert.checkPrivateKey(priv)) throw new Error('CA key does not match the CA certificate');
     if (new Date(nodeCert.validTo).getTime() < Date.now()) throw new Error(`CA certificate expired on ${nodeCert.validTo}`);

@@ -65,7 +65,7 @@ function readCaDir(dir: string): { cert: string; key: string; roots: string } {
       return readFileSync(join(dir, name), 'utf8');
     } catch (e) {
       if (optional) return '';
-      throw new Error(`CA directory ${dir}: cannot read ${name}: ${(e as Error).message}`);
+      throw new Error(`CA directory ${dir}: cannot read ${name}: ${(e as Error).message}`, { cause: e });
     }
   };
   return { cert: read('tls.crt'), key: read('tls.key'), roots: read('ca.crt', true) };

@@ -43,7 +43,7 @@ export function fileTokenVerifier(file: string): TokenVerifier {
     try {
       doc = parseYaml(await readFile(file, 'utf8')) as { tokens?: StaticToken[] };
     } catch (err) {
-      throw new Error(`identity tokens file ${file}: ${(err as Error).message}`);
+      throw new Error(`identity tokens file ${file}: ${(err as Error).message}`, { cause: err });
     }
     const entry = (doc?.tokens ?? []).find((t) => t && t.token === token);
     if (!entry) return { refused: 'unknown token' };

@@ -43,7 +43,7 @@ export function webhookOptionsFromFlags(values: FlagValues): Pick<WebhookOptions
     try {
       f();
     } catch (err) {
-      throw new Error(`invalid --${flag}: ${(err as Error).message.replace(/^--[-a-z]+ /, '')}`);
+      throw new Error(`invalid --${flag}: ${(err as Error).message.replace(/^--[-a-z]+ /, '')}`, { cause: err });
     }
   };
   if (otlpEndpoint !== '') flagged('sidecar-otlp-endpoint', () => parseOtlpEndpoint(otlpEndpoint));

@@ -175,7 +175,7 @@ if (kube) {
         const text = summary(results);
         t.comment(text);
         console.error(`\n${text}\n`);
-        throw new Error(`the mesh for the conformance cases did not start: ${(err as Error).message}\n${logs}\nlogs kept in ${cluster.dir}`);
+        throw new Error(`the mesh for the conformance cases did not start: ${(err as Error).message}\n${logs}\nlogs kept in ${cluster.dir}`, { cause: err });
       }
       t.teardown(async () => {
         const failed = t.counts.fail > 0;

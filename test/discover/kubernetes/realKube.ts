@@ -302,7 +302,7 @@ export async function untilEndpoints(d: Discover, ns: string, cluster: string, w
       return JSON.stringify(last) === JSON.stringify(w);
     }, ms);
   } catch (err) {
-    throw new Error(`${(err as Error).message}; last seen ${JSON.stringify(last)}`);
+    throw new Error(`${(err as Error).message}; last seen ${JSON.stringify(last)}`, { cause: err });
   }
   return performance.now() - t0;
 }

@@ -140,7 +140,7 @@ export class Mesh {
     } catch (err) {
       const logs = m.cluster.logs();
       await m.destroy();
-      throw new Error(`${(err as Error).message}\n${logs}`);
+      throw new Error(`${(err as Error).message}\n${logs}`, { cause: err });
     }
     return m;
   }

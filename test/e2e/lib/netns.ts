@@ -55,7 +55,7 @@ function ipSync(...args: string[]): void {
     execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (err) {
     const stderr = String((err as { stderr?: Buffer }).stderr ?? '').trim();
-    throw new Error(`ip ${args.join(' ')} failed: ${stderr || (err as Error).message}`);
+    throw new Error(`ip ${args.join(' ')} failed: ${stderr || (err as Error).message}`, { cause: err });
   }
 }
 
