@@ -7,10 +7,12 @@
 // - consumer routes (route in N, N != M) apply only to callers in N, producer routes (route in M) to every
 //   caller; when N has any consumer route for (S, P), N's callers use those alone;
 // - within the group used, GRPCRoutes win over HTTPRoutes on the same (S, P): the HTTPRoutes are Conflicted;
-// - invalid routes (validate.ts errors) attach nowhere; rules shoal cannot carry out answer 500.
+// - routes not in force (invalid for the API server, or with no rule shoal can carry out) attach nowhere, as
+//   if absent; a rule shoal cannot carry out is dropped (nothing of it reaches a snapshot); an ExtensionRef
+//   filter (shoal defines none) is not skipped: the requests it would have processed get a 500.
 import { clusterName, type HeaderModifier, type Mirror, type Protocol, type Route, type WeightedBackend } from '../../shared/snapshot.ts';
 import { serviceKey, type GatewayRoute, type Service, type Topology } from '../topology/model.ts';
-import { checkRoute, durationMs, type RouteCheck } from './validate.ts';
+import { checkRoute, durationMs, inForce, type RouteCheck } from './validate.ts';
 
 type Obj = Record<string, any>;
 
@@ -46,7 +48,7 @@ interface ParentLink {
   sectionName: string;
 }
 
-/** The valid routes by the Service keys their parentRefs name (whether or not the Service exists). */
+/** The routes in force (validate.ts inForce) by the Service keys their parentRefs name (whether or not the Service exists). */
 export interface RouteIndex {
   byParent: Map<string, ParentLink[]>;
 }
@@ -67,7 +69,7 @@ export function routeIndex(topology: Topology): RouteIndex {
   const byParent = new Map<string, ParentLink[]>();
   for (const route of routes.values()) {
     const check = checkRoute(route);
-    if (check.errors.length > 0) continue;
+    if (!inForce(check)) continue;
     const ns = route.metadata.namespace;
     for (const [i, ref] of ((check.object.spec.parentRefs ?? []) as Obj[]).entries()) {
       if (!isServiceParent(ref)) continue;
@@ -149,14 +151,18 @@ export function resolveBackend(ref: Obj, routeNamespace: string, services: Map<s
   return { cluster, service: svc, port };
 }
 
-/** The Services a rule's backends and mirrors name, resolved or not (inputs of the callers' snapshots). */
+/**
+ * The Services the backends and mirrors of a route's rules name, resolved or not (inputs of the callers'
+ * snapshots); dropped rules name none.
+ */
 export function referencedServices(check: RouteCheck): string[] {
   const out = new Set<string>();
   const ns = check.route.metadata.namespace;
   const fromFilters = (fs: Obj[] | undefined) => {
     for (const f of fs ?? []) if (f.type === 'RequestMirror' && f.requestMirror?.backendRef) out.add(refKey(f.requestMirror.backendRef, ns));
   };
-  for (const rule of (check.object.spec?.rules ?? []) as Obj[]) {
+  for (const [i, rule] of ((check.object.spec?.rules ?? []) as Obj[]).entries()) {
+    if (check.unsupported.has(i)) continue;
     fromFilters(rule.filters);
     for (const b of (rule.backendRefs ?? []) as Obj[]) {
       out.add(refKey(b, ns));
@@ -308,17 +314,22 @@ function compileAttachment(a: Attachment, services: Map<string, Service>, need: 
   const created = check.route.metadata.creationTimestamp ?? '';
   const id = `${ns}/${a.name}`;
   for (const [ri, rule] of ((check.object.spec.rules ?? []) as Obj[]).entries()) {
-    const unsupported = check.unsupported.get(ri);
+    // A rule shoal cannot carry out is dropped: its requests go where they would without it.
+    if (check.unsupported.has(ri)) continue;
+    const ext = check.extensionRefs.get(ri);
+    // An ExtensionRef filter on the rule is not skipped: every request the rule matches gets a 500 (no
+    // backends), rather than go through unfiltered or fall to another rule.
+    const unresolvedFilter = ext?.rule === true;
     const matches: Obj[] = Array.isArray(rule.matches) && rule.matches.length > 0 ? rule.matches : [{}];
-    // A rule shoal cannot carry out answers 500 (no backends) rather than let its requests fall to another rule.
     const grpc = a.kind === 'GRPCRoute';
-    const filters = unsupported ? {} : applyFilters(rule.filters, ns, services, need, grpc);
+    const filters = unresolvedFilter ? {} : applyFilters(rule.filters, ns, services, need, grpc);
     const backends: WeightedBackend[] = [];
-    if (!unsupported) {
-      for (const b of (rule.backendRefs ?? []) as Obj[]) {
+    if (!unresolvedFilter) {
+      for (const [bi, b] of ((rule.backendRefs ?? []) as Obj[]).entries()) {
         const r = resolveBackend(b, ns, services);
         const wb: WeightedBackend = { cluster: r.cluster, weight: typeof b.weight === 'number' ? b.weight : 1 };
-        if (r.problem) wb.unresolved = true;
+        // A backendRef with an ExtensionRef filter: its share of requests gets a 500, as an unresolved one's.
+        if (r.problem || ext?.backends.has(bi)) wb.unresolved = true;
         else {
           need.set(r.cluster, { name: r.cluster, service: r.service!, port: r.port!, grpc });
           const bf = applyFilters(b.filters, ns, services, need, grpc);
@@ -352,7 +363,7 @@ function compileAttachment(a: Attachment, services: Map<string, Service>, need: 
       for (const h of (m.headers ?? []) as Obj[]) {
         route.headers.push(h.type === 'RegularExpression' ? { name: h.name, value: h.value, type: 'RegularExpression' } : { name: h.name, value: h.value });
       }
-      if (!unsupported) {
+      if (!unresolvedFilter) {
         if (filters.requestHeaders) route.requestHeaders = filters.requestHeaders;
         if (filters.responseHeaders) route.responseHeaders = filters.responseHeaders;
         if (filters.redirect) route.redirect = filters.redirect;
@@ -368,7 +379,7 @@ function compileAttachment(a: Attachment, services: Map<string, Service>, need: 
           };
         }
       }
-      route.source = sourceOf(a.kind, ns, a.name, ri, mi, typeof rule.name === 'string' ? rule.name : undefined) + (unsupported ? ' (not supported: answers 500)' : '');
+      route.source = sourceOf(a.kind, ns, a.name, ri, mi, typeof rule.name === 'string' ? rule.name : undefined) + (unresolvedFilter ? ' (ExtensionRef filter: answers 500)' : '');
       out.push({
         route, kind: a.kind, created, id, rule: ri, match: mi, pathRank, pathLen,
         method: route.method ? 1 : 0, headers: route.headers.length, query: route.query?.length ?? 0, serviceLen, methodLen,
@@ -447,13 +458,13 @@ export function routeParents(route: GatewayRoute): string[] {
   return spec.parentRefs.filter((p: Obj) => p && typeof p === 'object' && typeof p.name === 'string').map((p: Obj) => refKey(p, route.metadata?.namespace ?? ''));
 }
 
-/** The parent Services of the valid routes that send to (or mirror to) any Service in `services`. */
+/** The parent Services of the routes in force that send to (or mirror to) any Service in `services`. */
 export function parentsRoutingTo(topology: Topology, services: Set<string>): Set<string> {
   const out = new Set<string>();
   if (services.size === 0) return out;
   for (const r of topology.routes?.values() ?? []) {
     const c = checkRoute(r);
-    if (c.errors.length > 0) continue;
+    if (!inForce(c)) continue;
     if (referencedServices(c).some((s) => services.has(s))) for (const p of routeParents(r)) out.add(p);
   }
   return out;

@@ -1,14 +1,16 @@
 // The status shoal reports for each Gateway API route it knows: one entry per parentRef naming a Service
-// shoal serves, with the Accepted and ResolvedRefs conditions of the spec (apis/v1/shared_types.go).
+// shoal serves, with the Accepted and ResolvedRefs conditions of the spec (apis/v1/shared_types.go), and
+// PartiallyInvalid when some of an accepted route's rules are dropped (shoal takes the spec's "Drop Rule(s)"
+// approach: the other rules are in force).
 // The Kubernetes source writes these (and adds lastTransitionTime); the static source only shows them.
 import { routeKey, type Topology } from '../topology/model.ts';
 import { attachments, conflictedOn, isServiceParent, refKey, resolveBackend, routeIndex } from './compile.ts';
-import { checkRoute } from './validate.ts';
+import { checkRoute, inForce, type RouteCheck } from './validate.ts';
 
 export const CONTROLLER_NAME = 'shoal.dev/mesh';
 
 export interface RouteCondition {
-  type: 'Accepted' | 'ResolvedRefs';
+  type: 'Accepted' | 'ResolvedRefs' | 'PartiallyInvalid';
   status: 'True' | 'False';
   reason: string;
   message: string;
@@ -29,8 +31,11 @@ export interface RouteStatusWrite {
 
 type Obj = Record<string, any>;
 
-/** The ResolvedRefs condition's status, reason and message for a route's (valid) spec. */
-function resolvedRefs(spec: Obj, ns: string, topology: Topology, unsupported: Set<number>): { ok: boolean; reason: string; message: string } {
+/** The ResolvedRefs condition's status, reason and message for a route's (valid) spec, its dropped rules left out. */
+function resolvedRefs(c: RouteCheck, topology: Topology): { ok: boolean; reason: string; message: string } {
+  const spec = c.object.spec as Obj;
+  const ns = c.route.metadata.namespace;
+  const unsupported = c.unsupported;
   const problems: Array<{ reason: string; message: string }> = [];
   const check = (ref: Obj, where: string) => {
     if (!ref || typeof ref !== 'object') return;
@@ -44,17 +49,46 @@ function resolvedRefs(spec: Obj, ns: string, topology: Topology, unsupported: Se
   const rules = Array.isArray(spec.rules) ? spec.rules as Obj[] : [];
   for (const [i, rule] of rules.entries()) {
     if (unsupported.has(i)) continue;
+    // ExtensionRef filters: shoal defines none, so the reference is to a kind it does not know (InvalidKind).
+    for (const [k, f] of (Array.isArray(rule.filters) ? rule.filters as Obj[] : []).entries()) {
+      if (f?.type === 'ExtensionRef') problems.push({ reason: 'InvalidKind', message: `spec.rules[${i}].filters[${k}].extensionRef: ${extensionText(f)}` });
+    }
+    for (const [j, b] of (Array.isArray(rule.backendRefs) ? rule.backendRefs as Obj[] : []).entries()) {
+      for (const [k, f] of (Array.isArray(b?.filters) ? b.filters as Obj[] : []).entries()) {
+        if (f?.type === 'ExtensionRef') problems.push({ reason: 'InvalidKind', message: `spec.rules[${i}].backendRefs[${j}].filters[${k}].extensionRef: ${extensionText(f)}` });
+      }
+    }
     mirrors(rule.filters, `spec.rules[${i}]`);
     for (const [j, b] of (Array.isArray(rule.backendRefs) ? rule.backendRefs as Obj[] : []).entries()) {
       check(b, `spec.rules[${i}].backendRefs[${j}]`);
       mirrors(b?.filters, `spec.rules[${i}].backendRefs[${j}]`);
     }
   }
-  if (problems.length === 0) return { ok: true, reason: 'ResolvedRefs', message: 'all backend references resolve' };
+  if (problems.length === 0) {
+    const inUse = rules.some((_, i) => !unsupported.has(i));
+    return { ok: true, reason: 'ResolvedRefs', message: inUse || rules.length === 0 ? 'all backend references resolve' : 'no rule in force: no reference to resolve' };
+  }
   // InvalidKind before BackendNotFound: the first reason the spec lists.
   const first = problems.find((p) => p.reason === 'InvalidKind') ?? problems[0];
   const more = problems.length > 1 ? ` (and ${problems.length - 1} more: ${problems.slice(0, 5).filter((p) => p !== first).map((p) => p.message).join('; ')})` : '';
-  return { ok: false, reason: first.reason, message: `${first.message}${more}; requests routed to a reference that does not resolve get a 500` };
+  return { ok: false, reason: first.reason, message: `${first.message}${more}; requests routed to a reference that does not resolve, or that an unresolved filter would have processed, get a 500` };
+}
+
+function extensionText(f: Obj): string {
+  const r = (f.extensionRef ?? {}) as Obj;
+  return `ExtensionRef filter ${typeof r.group === 'string' && r.group !== '' ? r.group : 'core'}/${r.kind} ${r.name} does not resolve (shoal defines no extension filters)`;
+}
+
+/** "rule 1", "rules 1, 3" (with their names when they have one). */
+function rulesText(check: RouteCheck, rules: number[], word = 'rule'): string {
+  const all = (check.object.spec?.rules ?? []) as Obj[];
+  return `${word}${rules.length > 1 ? 's' : ''} ${rules.map((i) => (typeof all[i]?.name === 'string' ? `${i} (${all[i].name})` : `${i}`)).join(', ')}`;
+}
+
+/** The problems of the dropped rules, at most `n`, and how many more. */
+function droppedText(check: RouteCheck, n = 3): string {
+  const all = [...check.unsupported.values()].flat();
+  return all.slice(0, n).join('; ') + (all.length > n ? ` (and ${all.length - n} more)` : '');
 }
 
 /** The status of every route in the topology, by routeKey(): what shoal, as the mesh, says of each Service parent. */
@@ -69,9 +103,8 @@ export function routeStatuses(topology: Topology): Map<string, RouteStatusWrite>
     const spec = (check.errors.length === 0 ? check.object.spec : route.spec) as Obj | undefined;
     const refs = Array.isArray(spec?.parentRefs) ? spec!.parentRefs as Obj[] : [];
     const parents: RouteParentStatus[] = [];
-    const unsupported = new Set(check.unsupported.keys());
-    const rules = Array.isArray(spec?.rules) ? spec!.rules.length as number : 0;
-    const refsCondition = check.errors.length === 0 ? resolvedRefs(spec!, md.namespace, topology, unsupported) : null;
+    const dropped = [...check.unsupported.keys()];
+    const refsCondition = check.errors.length === 0 ? resolvedRefs(check, topology) : null;
     for (const [i, ref] of refs.entries()) {
       if (!isServiceParent(ref) || typeof ref.name !== 'string') continue;
       const svcKey = refKey(ref, md.namespace);
@@ -86,13 +119,14 @@ export function routeStatuses(topology: Topology): Map<string, RouteStatusWrite>
       const cond = (type: RouteCondition['type'], ok: boolean, reason: string, message: string): RouteCondition =>
         ({ type, status: ok ? 'True' : 'False', reason, message, observedGeneration: generation });
       let accepted: RouteCondition;
+      let partly: RouteCondition | null = null;
       if (check.errors.length > 0) {
-        accepted = cond('Accepted', false, 'UnsupportedValue', `invalid route: ${check.errors.slice(0, 3).join('; ')}`);
+        accepted = cond('Accepted', false, 'UnsupportedValue', `invalid route: ${check.errors.slice(0, 3).join('; ')}; it changes nothing for traffic`);
+      } else if (!inForce(check)) {
+        accepted = cond('Accepted', false, 'UnsupportedValue', `no rule shoal can carry out: ${droppedText(check)}; the route changes nothing for traffic`);
       } else if (selected.length === 0) {
         const wanted = [typeof ref.port === 'number' ? `port ${ref.port}` : '', typeof ref.sectionName === 'string' && ref.sectionName !== '' ? `port named ${ref.sectionName}` : ''].filter(Boolean).join(' and ');
         accepted = cond('Accepted', false, 'NoMatchingParent', `Service ${svcKey} has no ${wanted} (it has ${svc.ports.map((p) => `${p.port} (${p.name})`).join(', ')})`);
-      } else if (rules > 0 && unsupported.size === rules) {
-        accepted = cond('Accepted', false, 'UnsupportedValue', `${[...check.unsupported.values()].flat().slice(0, 3).join('; ')}; the requests the route matches get a 500 (a filter shoal cannot carry out is not skipped)`);
       } else {
         const mine = selected
           .flatMap((p) => attachments(index, svc, p.port).filter((a) => a.check === check && a.parentIndex === i));
@@ -103,14 +137,18 @@ export function routeStatuses(topology: Topology): Map<string, RouteStatusWrite>
         } else {
           let message = `attached to Service ${svcKey} port${mine.length === 1 ? '' : 's'} ${mine.map((a) => a.port).join(', ')} (${role})`;
           if (conflicted.length > 0) message += `; not on port${conflicted.length > 1 ? 's' : ''} ${conflicted.map((a) => a.port).join(', ')}, where a GRPCRoute wins`;
-          if (unsupported.size > 0) message += `; rule${unsupported.size > 1 ? 's' : ''} ${[...unsupported].join(', ')} not supported (${[...check.unsupported.values()].flat()[0]}): requests they match get a 500`;
+          if (dropped.length > 0) {
+            message += `; ${rulesText(check, dropped)} dropped (PartiallyInvalid)`;
+            // The spec: the message starts with "Dropped Rule" and says which rules; Accepted stays True.
+            partly = cond('PartiallyInvalid', true, 'UnsupportedValue', `Dropped ${rulesText(check, dropped, 'Rule')}: ${droppedText(check)}; the other rules are in force`);
+          }
           accepted = cond('Accepted', true, 'Accepted', message);
         }
       }
       const resolved = refsCondition
         ? cond('ResolvedRefs', refsCondition.ok, refsCondition.reason, refsCondition.message)
         : cond('ResolvedRefs', false, 'UnsupportedValue', 'the route is invalid: its references were not resolved');
-      parents.push({ parentRef, controllerName: CONTROLLER_NAME, conditions: [accepted, resolved] });
+      parents.push({ parentRef, controllerName: CONTROLLER_NAME, conditions: partly ? [accepted, resolved, partly] : [accepted, resolved] });
     }
     out.set(key, { generation, parents });
   }

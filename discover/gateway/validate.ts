@@ -17,8 +17,24 @@ export interface RouteCheck {
   object: Record<string, any>;
   /** What the API server would refuse (schema, CEL, metadata): the route changes nothing. */
   errors: string[];
-  /** Rules shoal cannot carry out (unsupported filters or fields, regexes ECMAScript cannot compile), by index. */
+  /**
+   * Rules shoal cannot carry out (unsupported filters or fields, regexes ECMAScript cannot compile), by index:
+   * they are dropped, and contribute nothing to any snapshot.
+   */
   unsupported: Map<number, string[]>;
+  /**
+   * ExtensionRef filters of the rules that are not dropped, by rule index. shoal defines no extension filters,
+   * so their references never resolve, and the spec says such a filter MUST NOT be skipped: the requests it
+   * would have processed get an error response (500). `rule`: one on the rule itself (every request the rule
+   * matches); `backends`: the backendRefs carrying one (their share of requests). `problems` name the fields.
+   */
+  extensionRefs: Map<number, ExtensionRefUse>;
+}
+
+export interface ExtensionRefUse {
+  rule: boolean;
+  backends: Set<number>;
+  problems: string[];
 }
 
 interface SchemaValidator {
@@ -240,15 +256,39 @@ function regexProblem(re: string, where: string): string | null {
   }
 }
 
-function ruleProblems(kind: GatewayRoute['kind'], rule: Obj, i: number): string[] {
-  const out: string[] = [];
+/** Which of a rule's ExtensionRef filters (rule or backendRef level), with the problems naming them. */
+function ruleExtensionRefs(rule: Obj, i: number): ExtensionRefUse | null {
   const w = `spec.rules[${i}]`;
+  const use: ExtensionRefUse = { rule: false, backends: new Set(), problems: [] };
+  const named = (f: Obj) => {
+    const r = (f.extensionRef ?? {}) as Obj;
+    return `${str(r.group) === '' ? 'core' : r.group}/${r.kind} ${r.name}`;
+  };
   for (const [j, f] of ((rule.filters ?? []) as Obj[]).entries()) {
-    if (!SUPPORTED_FILTERS[kind].includes(f.type)) out.push(`${w}.filters[${j}].type: ${f.type} filters are not supported by shoal`);
+    if (f.type !== 'ExtensionRef') continue;
+    use.rule = true;
+    use.problems.push(`${w}.filters[${j}].type: ExtensionRef filters are not supported by shoal (${named(f)} does not resolve)`);
   }
   for (const [j, b] of ((rule.backendRefs ?? []) as Obj[]).entries()) {
     for (const [k, f] of ((b.filters ?? []) as Obj[]).entries()) {
-      if (!SUPPORTED_BACKEND_FILTERS.includes(f.type)) out.push(`${w}.backendRefs[${j}].filters[${k}].type: ${f.type} filters on a backendRef are not supported by shoal`);
+      if (f.type !== 'ExtensionRef') continue;
+      use.backends.add(j);
+      use.problems.push(`${w}.backendRefs[${j}].filters[${k}].type: ExtensionRef filters are not supported by shoal (${named(f)} does not resolve)`);
+    }
+  }
+  return use.problems.length > 0 ? use : null;
+}
+
+function ruleProblems(kind: GatewayRoute['kind'], rule: Obj, i: number): string[] {
+  const out: string[] = [];
+  const w = `spec.rules[${i}]`;
+  // ExtensionRef filters are not among these: ruleExtensionRefs() has them.
+  for (const [j, f] of ((rule.filters ?? []) as Obj[]).entries()) {
+    if (f.type !== 'ExtensionRef' && !SUPPORTED_FILTERS[kind].includes(f.type)) out.push(`${w}.filters[${j}].type: ${f.type} filters are not supported by shoal`);
+  }
+  for (const [j, b] of ((rule.backendRefs ?? []) as Obj[]).entries()) {
+    for (const [k, f] of ((b.filters ?? []) as Obj[]).entries()) {
+      if (f.type !== 'ExtensionRef' && !SUPPORTED_BACKEND_FILTERS.includes(f.type)) out.push(`${w}.backendRefs[${j}].filters[${k}].type: ${f.type} filters on a backendRef are not supported by shoal`);
     }
   }
   if (has(rule, 'sessionPersistence')) out.push(`${w}.sessionPersistence: session persistence is not supported by shoal`);
@@ -286,7 +326,8 @@ const checked = new WeakMap<GatewayRoute, RouteCheck>();
 
 /**
  * Checks `route` (memoised per object: routes in a topology are not changed in place). Never throws:
- * whatever is wrong is in `errors` (the whole route) or `unsupported` (single rules).
+ * whatever is wrong is in `errors` (the whole route), `unsupported` (single rules, dropped) or
+ * `extensionRefs` (filters whose requests get a 500).
  */
 export function checkRoute(route: GatewayRoute): RouteCheck {
   const known = checked.get(route);
@@ -296,6 +337,7 @@ export function checkRoute(route: GatewayRoute): RouteCheck {
   const key = routeKey(kind, md.namespace, md.name);
   const errors: string[] = [];
   const unsupported = new Map<number, string[]>();
+  const extensionRefs = new Map<number, ExtensionRefUse>();
   // The CRD schema defaults in place: judge a copy, keep the route as given. A JSON copy, as the API server
   // receives it: no object shared between two places (YAML aliases), which defaulting one would change in both.
   const object = JSON.parse(JSON.stringify({ apiVersion: route?.apiVersion, kind, metadata: route?.metadata ?? {}, spec: route?.spec ?? null })) as Obj;
@@ -315,15 +357,33 @@ export function checkRoute(route: GatewayRoute): RouteCheck {
     for (const [i, rule] of ((object.spec.rules ?? []) as Obj[]).entries()) {
       const p = ruleProblems(kind, rule, i);
       if (p.length > 0) unsupported.set(i, p);
+      else {
+        const e = ruleExtensionRefs(rule, i);
+        if (e) extensionRefs.set(i, e);
+      }
     }
   }
-  const result: RouteCheck = { key, route, object, errors, unsupported };
+  const result: RouteCheck = { key, route, object, errors, unsupported, extensionRefs };
   checked.set(route, result);
   return result;
 }
 
-/** Every problem of `route`, refused and unsupported alike (for a static file, where either refuses the load). */
+/**
+ * Every problem of `route`, refused, unsupported and ExtensionRef alike (for a static file, where any refuses
+ * the load). A rule both unsupported and with an ExtensionRef names only its unsupported fields.
+ */
 export function routeProblems(route: GatewayRoute): string[] {
   const c = checkRoute(route);
-  return [...c.errors, ...[...c.unsupported.values()].flat()];
+  return [...c.errors, ...[...c.unsupported.values()].flat(), ...[...c.extensionRefs.values()].flatMap((e) => e.problems)];
+}
+
+/**
+ * Whether the route is in force for the callers it attaches to: it is valid for the API server and has a
+ * rule shoal carries out (one not dropped), or no rule at all. A route that is not leaves the callers' routing
+ * as it would be without it.
+ */
+export function inForce(c: RouteCheck): boolean {
+  if (c.errors.length > 0) return false;
+  const rules = Array.isArray(c.object.spec?.rules) ? (c.object.spec.rules as unknown[]).length : 0;
+  return rules === 0 || c.unsupported.size < rules;
 }

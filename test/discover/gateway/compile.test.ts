@@ -189,25 +189,76 @@ t.test('filters, timeouts and retry become the snapshot route\'s fields', async 
   t.equal(main.retryNonIdempotent, undefined);
 });
 
-t.test('a rule shoal cannot carry out answers 500; the route\'s other rules work', async (t) => {
+t.test('rules shoal cannot carry out are dropped; a route with none it can is not in force (the snapshot is byte for byte the one without it)', async (t) => {
+  const plain = topo();
+  const snapOf = (top: Topology, app = 'team-b/web') => buildSnapshot(top.apps.get(app)!, top);
+  const body = (s: Snapshot) => JSON.stringify(s);
+  const apiRoutes = (s: Snapshot) => s.outbound.find((l) => l.name === 'api.prod:80')!.routes;
+  const cors = { matches: [{ path: { type: 'PathPrefix', value: '/cors' } }], filters: [{ type: 'CORS', cors: { allowOrigins: ['https://a.example'] } }], backendRefs: [to('api-v1')] };
+  const auth = { filters: [{ type: 'ExternalAuth', externalAuth: { protocol: 'HTTP', http: {}, backendRef: { name: 'shadow', port: 80 } } }], backendRefs: [to('api-v1')] };
+  const badRegex = { matches: [{ path: { type: 'RegularExpression', value: '/x/(unclosed' } }], backendRefs: [to('api-v1')] };
+  const re2 = { matches: [{ headers: [{ name: 'x-user', type: 'RegularExpression', value: '(?P<n>a)' }] }], backendRefs: [to('shadow')] };
+  const good = { matches: [{ path: { type: 'PathPrefix', value: '/v2' } }], backendRefs: [to('api-v2')] };
+
+  // All good: every rule in force.
+  const allGood = topo(mk('HTTPRoute', 'prod', 'r', { parentRefs: [apiParent()], rules: [good, { backendRefs: [to('api-v1')] }] }));
+  t.same(apiRoutes(snapOf(allGood)).map((r) => [r.path?.value, r.backends.map((b) => b.cluster), r.source]), [
+    ['/v2', ['api-v2.prod:80'], 'HTTPRoute prod/r rule 0 match 0'],
+    ['/', ['api-v1.prod:80'], 'HTTPRoute prod/r rule 1 match 0'],
+  ], 'all good: both rules in force');
+
+  // Partly dropped: the good rules only, exactly as a route holding the good rules alone would give (the
+  // sources keep the rule indexes of the route as written).
+  const partly = topo(mk('HTTPRoute', 'prod', 'r', { parentRefs: [apiParent()], rules: [cors, good, badRegex, re2, auth] }));
+  const sp = snapOf(partly);
+  t.same(apiRoutes(sp).map((r) => [r.path?.value, r.backends.map((b) => b.cluster), r.source]), [['/v2', ['api-v2.prod:80'], 'HTTPRoute prod/r rule 1 match 0']],
+    'partly dropped: rule 1 alone is in force; the CORS, bad-regex, RE2-only and ExternalAuth rules contribute nothing');
+  t.notOk(sp.clusters.some((c) => c.name === 'api-v1.prod:80' || c.name === 'shadow.prod:80'), 'no cluster for the backends of the dropped rules');
+  const alone = topo(mk('HTTPRoute', 'prod', 'r', { parentRefs: [apiParent()], rules: [good] }));
+  const unversioned = (x: string) => x.replace(/"version":"[0-9a-f]+"/, '"version":""');
+  t.equal(unversioned(body(sp).replaceAll('rule 1 match', 'rule 0 match')), unversioned(body(snapOf(alone))), 'the same snapshot as the route with its good rule alone (but for the rule index in the sources, and so the version)');
+  t.equal(snapshotError(sp), null);
+  // Without the route, a request for /v1 goes to the Service (the mesh config's route); the dropped rules do
+  // not take it from there: the route's only snapshot route is /v2.
+  t.notOk(apiRoutes(sp).some((r) => r.backends.length === 0), 'no route answering 500');
+
+  // None good: as if the route were absent, for every caller, byte for byte.
+  for (const [what, rules] of [['a regex ECMAScript cannot compile', [badRegex]], ['CORS', [cors]], ['ExternalAuth', [auth]], ['all four at once', [cors, badRegex, re2, auth]]] as const) {
+    const none = topo(mk('HTTPRoute', 'prod', 'bad', { parentRefs: [apiParent()], rules: [...rules] }));
+    for (const app of ['team-a/web', 'team-b/web', 'prod/front']) {
+      t.equal(body(snapOf(none, app)), body(snapOf(plain, app)), `none good (${what}): ${app}'s snapshot is the one without the route`);
+      t.equal(snapshotInputs(none.apps.get(app)!, none), snapshotInputs(plain.apps.get(app)!, plain), `and its inputs too (${what}, ${app})`);
+    }
+  }
+  // Beside another route: the other route's routing, unchanged.
+  const other = mk('HTTPRoute', 'prod', 'other', { parentRefs: [apiParent()], rules: [{ backendRefs: [to('api-v2')] }] });
+  const withBad = topo(other, mk('HTTPRoute', 'prod', 'a-bad', { parentRefs: [apiParent()], rules: [badRegex] }));
+  t.equal(body(snapOf(withBad)), body(snapOf(topo(other))), 'none good beside a good route: the good route\'s routing alone');
+  // A GRPCRoute with no good rule does not win over the HTTPRoutes of its Service port.
+  const grpcParent = { group: '', kind: 'Service', name: 'grpc' };
+  const h = mk('HTTPRoute', 'prod', 'h', { parentRefs: [grpcParent], rules: [{ backendRefs: [{ name: 'grpc', port: 50051 }] }] });
+  const badGrpc = topo(h, mk('GRPCRoute', 'prod', 'g', { parentRefs: [grpcParent], rules: [{ matches: [{ method: { type: 'RegularExpression', service: '(' } }], backendRefs: [{ name: 'grpc', port: 50051 }] }] }));
+  t.equal(body(snapOf(badGrpc, 'prod/front')), body(snapOf(topo(h), 'prod/front')), 'a GRPCRoute with no good rule: the HTTPRoute stays in force');
+
+  // Invalid for the API server: not in force either.
+  const invalid = topo(mk('HTTPRoute', 'prod', 'bad', { parentRefs: [apiParent()], rules: [{ matches: [{ path: { type: 'PathPrefix', value: 'no-slash' } }], backendRefs: [to('api-v1')] }] }));
+  t.equal(body(snapOf(invalid)), body(snapOf(plain)), 'an invalid route changes nothing');
+});
+
+t.test('ExtensionRef filters are not skipped: the requests they would process get a 500', async (t) => {
+  const ext = { type: 'ExtensionRef', extensionRef: { group: 'x.io', kind: 'Filter', name: 'f' } };
   const top = topo(mk('HTTPRoute', 'prod', 'r', { parentRefs: [apiParent()], rules: [
-    { matches: [{ path: { type: 'PathPrefix', value: '/cors' } }], filters: [{ type: 'CORS', cors: { allowOrigins: ['https://a.example'] } }], backendRefs: [to('api-v1')] },
-    { backendRefs: [to('api-v2')] },
+    { matches: [{ path: { type: 'PathPrefix', value: '/ext' } }], filters: [ext, { type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'a', value: 'b' }] } }], backendRefs: [to('shadow')] },
+    { backendRefs: [to('api-v1', 3), { ...to('api-v2', 1), filters: [ext] }] },
   ] }));
   const snap = buildSnapshot(top.apps.get('team-b/web')!, top);
   const rs = snap.outbound.find((l) => l.name === 'api.prod:80')!.routes;
-  t.same(rs.map((r) => [r.path?.value, r.backends.length, r.source]), [
-    ['/cors', 0, 'HTTPRoute prod/r rule 0 match 0 (not supported: answers 500)'],
-    ['/', 1, 'HTTPRoute prod/r rule 1 match 0'],
-  ]);
+  t.same(rs.map((r) => [r.path?.value, r.backends, r.requestHeaders, r.source]), [
+    ['/ext', [], undefined, 'HTTPRoute prod/r rule 0 match 0 (ExtensionRef filter: answers 500)'],
+    ['/', [{ cluster: 'api-v1.prod:80', weight: 3 }, { cluster: 'api-v2.prod:80', weight: 1, unresolved: true }], undefined, 'HTTPRoute prod/r rule 1 match 0'],
+  ], 'a rule\'s ExtensionRef: its matches answer 500, none of its other filters or backends used; a backendRef\'s: its share answers 500');
+  t.notOk(snap.clusters.some((c) => c.name === 'shadow.prod:80' || c.name === 'api-v2.prod:80'), 'no cluster for a backend whose requests get a 500');
   t.equal(snapshotError(snap), null);
-  const auth = topo(mk('HTTPRoute', 'prod', 'auth', { parentRefs: [apiParent()], rules: [{ filters: [{ type: 'ExternalAuth', externalAuth: { protocol: 'HTTP', http: {}, backendRef: { name: 'api-v1', port: 80 } } }], backendRefs: [to('api-v1')] }] }));
-  const sa = buildSnapshot(auth.apps.get('team-b/web')!, auth);
-  t.same(sa.outbound.find((l) => l.name === 'api.prod:80')!.routes.map((r) => [r.backends.length, r.source]), [[0, 'HTTPRoute prod/auth rule 0 match 0 (not supported: answers 500)']],
-    'a route with no supported rule still answers 500: an ExternalAuth is not skipped');
-  const invalid = topo(mk('HTTPRoute', 'prod', 'bad', { parentRefs: [apiParent()], rules: [{ matches: [{ path: { type: 'PathPrefix', value: 'no-slash' } }], backendRefs: [to('api-v1')] }] }));
-  const plain = topo();
-  t.equal(buildSnapshot(invalid.apps.get('team-b/web')!, invalid).version, buildSnapshot(plain.apps.get('team-b/web')!, plain).version, 'an invalid route changes nothing');
 });
 
 t.test('GRPCRoute: method matches become paths; GRPCRoute wins over HTTPRoute on the same Service port', async (t) => {

@@ -1,5 +1,5 @@
-// routeStatuses(): one entry per parentRef naming a Service shoal serves, with the spec's Accepted and
-// ResolvedRefs conditions and reasons.
+// routeStatuses(): one entry per parentRef naming a Service shoal serves, with the spec's Accepted,
+// ResolvedRefs and PartiallyInvalid conditions and reasons.
 import t from 'tap';
 import { routeStatuses, type RouteStatusWrite } from '../../../discover/gateway/status.ts';
 import { parseStaticTopology } from '../../../discover/topology/staticFile.ts';
@@ -64,16 +64,45 @@ t.test('backends that do not resolve: ResolvedRefs False with the spec\'s reason
   t.match(cond(mirror, 0, 'ResolvedRefs').message, /filters\[0\]\.requestMirror\.backendRef/, 'mirrors count too');
 });
 
-t.test('invalid and unsupported routes: Accepted False UnsupportedValue', async (t) => {
+t.test('invalid routes and routes with no good rule: Accepted False UnsupportedValue, no PartiallyInvalid', async (t) => {
   const bad = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api()], rules: [{ matches: [{ path: { type: 'PathPrefix', value: 'x' } }], backendRefs: [v1] }] })).get('HTTPRoute/prod/r')!;
   t.same([cond(bad, 0, 'Accepted').status, cond(bad, 0, 'Accepted').reason], ['False', 'UnsupportedValue']);
-  t.match(cond(bad, 0, 'Accepted').message, /spec\.rules\[0\]\.matches\[0\]\.path/);
-  const cors = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api()], rules: [{ filters: [{ type: 'CORS', cors: {} }], backendRefs: [v1] }] })).get('HTTPRoute/prod/r')!;
-  t.same([cond(cors, 0, 'Accepted').status, cond(cors, 0, 'Accepted').reason], ['False', 'UnsupportedValue'], 'every rule unsupported');
-  t.match(cond(cors, 0, 'Accepted').message, /CORS filters are not supported/);
-  const partly = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api()], rules: [{ backendRefs: [v1] }, { filters: [{ type: 'CORS', cors: {} }], backendRefs: [v1] }] })).get('HTTPRoute/prod/r')!;
-  t.equal(cond(partly, 0, 'Accepted').status, 'True', 'some rules supported: accepted');
-  t.match(cond(partly, 0, 'Accepted').message, /rule 1 not supported .*get a 500/);
+  t.match(cond(bad, 0, 'Accepted').message, /spec\.rules\[0\]\.matches\[0\]\.path.*it changes nothing for traffic/);
+  t.notOk(cond(bad, 0, 'PartiallyInvalid'), 'an invalid route is not PartiallyInvalid');
+  const cors = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api()], rules: [{ filters: [{ type: 'CORS', cors: {} }], backendRefs: [v1] }, { matches: [{ path: { type: 'RegularExpression', value: '/a(' } }], backendRefs: [v1] }] })).get('HTTPRoute/prod/r')!;
+  t.same([cond(cors, 0, 'Accepted').status, cond(cors, 0, 'Accepted').reason], ['False', 'UnsupportedValue'], 'no rule shoal can carry out');
+  t.match(cond(cors, 0, 'Accepted').message, /^no rule shoal can carry out: spec\.rules\[0\]\.filters\[0\]\.type: CORS filters are not supported by shoal; spec\.rules\[1\]\.matches\[0\]\.path\.value: regular expression "\/a\(" does not compile.*; the route changes nothing for traffic$/, 'naming what is unsupported');
+  t.notOk(cond(cors, 0, 'PartiallyInvalid'), 'a fully invalid route is not PartiallyInvalid (the spec)');
+  t.same(cond(cors, 0, 'ResolvedRefs').status, 'True', 'no rule in force: no reference to resolve');
+});
+
+t.test('some rules dropped: Accepted True, PartiallyInvalid True UnsupportedValue naming them ("Dropped Rule")', async (t) => {
+  const good = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api()], rules: [{ backendRefs: [v1] }, { name: 'two', backendRefs: [v1] }] })).get('HTTPRoute/prod/r')!;
+  t.same(good.parents[0].conditions.map((c) => c.type), ['Accepted', 'ResolvedRefs'], 'all good: no PartiallyInvalid');
+  const partly = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api()], rules: [
+    { backendRefs: [v1] },
+    { name: 'cors', filters: [{ type: 'CORS', cors: {} }], backendRefs: [{ name: 'gone', port: 80 }] },
+    { matches: [{ headers: [{ name: 'x', type: 'RegularExpression', value: '(?P<n>a)' }] }], backendRefs: [v1] },
+  ] })).get('HTTPRoute/prod/r')!;
+  t.same(partly.parents[0].conditions.map((c) => [c.type, c.status, c.reason, c.observedGeneration]), [
+    ['Accepted', 'True', 'Accepted', 4], ['ResolvedRefs', 'True', 'ResolvedRefs', 4], ['PartiallyInvalid', 'True', 'UnsupportedValue', 4],
+  ], 'a dropped rule\'s backend (gone) is not looked at: ResolvedRefs True');
+  t.match(cond(partly, 0, 'PartiallyInvalid').message, /^Dropped Rules 1 \(cors\), 2: spec\.rules\[1\]\.filters\[0\]\.type: CORS filters are not supported by shoal; spec\.rules\[2\]\.matches\[0\]\.headers\[0\]\.value: regular expression/);
+  t.match(cond(partly, 0, 'Accepted').message, /; rules 1 \(cors\), 2 dropped \(PartiallyInvalid\)$/);
+  const one = statuses(mk('GRPCRoute', 'prod', 'g', { parentRefs: [{ group: '', kind: 'Service', name: 'grpc' }], rules: [{ backendRefs: [{ name: 'grpc', port: 50051 }] }, { matches: [{ method: { type: 'RegularExpression', method: '(' } }], backendRefs: [{ name: 'grpc', port: 50051 }] }] })).get('GRPCRoute/prod/g')!;
+  t.match(cond(one, 0, 'PartiallyInvalid').message, /^Dropped Rule 1: spec\.rules\[1\]\.matches\[0\]\.method\.method: regular expression/, 'GRPCRoute too');
+  // Not accepted for another reason (no such port): no PartiallyInvalid (the spec: only beside Accepted True).
+  const noPort = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api({ port: 9 })], rules: [{ backendRefs: [v1] }, { filters: [{ type: 'CORS', cors: {} }], backendRefs: [v1] }] })).get('HTTPRoute/prod/r')!;
+  t.same(noPort.parents[0].conditions.map((c) => [c.type, c.status]), [['Accepted', 'False'], ['ResolvedRefs', 'True']]);
+});
+
+t.test('ExtensionRef filters: the route stays accepted, ResolvedRefs False InvalidKind', async (t) => {
+  const ext = { type: 'ExtensionRef', extensionRef: { group: 'x.io', kind: 'Filter', name: 'f' } };
+  const s = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api()], rules: [{ filters: [ext], backendRefs: [v1] }] })).get('HTTPRoute/prod/r')!;
+  t.same(s.parents[0].conditions.map((c) => [c.type, c.status, c.reason]), [['Accepted', 'True', 'Accepted'], ['ResolvedRefs', 'False', 'InvalidKind']], 'no PartiallyInvalid: the rule is in force (its requests get a 500)');
+  t.match(cond(s, 0, 'ResolvedRefs').message, /^spec\.rules\[0\]\.filters\[0\]\.extensionRef: ExtensionRef filter x\.io\/Filter f does not resolve .*get a 500$/);
+  const onBackend = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [api()], rules: [{ backendRefs: [{ ...v1, filters: [ext] }] }] })).get('HTTPRoute/prod/r')!;
+  t.match(cond(onBackend, 0, 'ResolvedRefs').message, /^spec\.rules\[0\]\.backendRefs\[0\]\.filters\[0\]\.extensionRef: /);
 });
 
 t.test('an HTTPRoute on a Service port a GRPCRoute of its namespace also names: Conflicted', async (t) => {

@@ -5,7 +5,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { load as parseYaml, loadAll } from 'js-yaml';
 import { celRules, listRules } from '../../../discover/gateway/crdValidate.generated.ts';
-import { celCheck, checkRoute, durationMs, fieldPath, routeProblems } from '../../../discover/gateway/validate.ts';
+import { celCheck, checkRoute, durationMs, fieldPath, inForce, routeProblems } from '../../../discover/gateway/validate.ts';
 import type { GatewayRoute } from '../../../discover/topology/model.ts';
 import { BAD, GOOD, UNSUPPORTED, backend, parent } from './cases.ts';
 
@@ -125,17 +125,29 @@ t.test('metadata, apiVersion and kind', async (t) => {
   t.same(checkRoute(route({})).errors, [], 'an empty spec is valid (it attaches nowhere)');
 });
 
-t.test("what shoal cannot carry out makes the rule unsupported, naming the field", async (t) => {
+t.test("what shoal cannot carry out makes the rule unsupported (dropped), naming the field; an ExtensionRef is not dropped", async (t) => {
   const cases = UNSUPPORTED;
   for (const [what, spec, kind, expected] of cases) {
     const c = checkRoute(route(spec, kind));
     t.same(c.errors, [], `${what}: valid for the API server`);
-    const problems = [...c.unsupported.values()].flat();
+    // ExtensionRef filters keep their rule in force (its requests get a 500); the rest drop it.
+    const extension = what.includes('ExtensionRef');
+    const problems = extension ? [...c.extensionRefs.values()].flatMap((e) => e.problems) : [...c.unsupported.values()].flat();
     t.ok(problems.length === 1 && problems[0].startsWith(expected), `${what}: ${JSON.stringify(problems)}`);
-    t.same([...c.unsupported.keys()], [0], `${what}: rule 0 is the unsupported one`);
+    t.same([...(extension ? c.extensionRefs : c.unsupported).keys()], [0], `${what}: rule 0 is the one`);
+    t.same([...(extension ? c.unsupported : c.extensionRefs).keys()], [], `${what}: ${extension ? 'not dropped' : 'no ExtensionRef'}`);
+    t.same(routeProblems(route(spec, kind)), problems, `${what}: a static file refuses it`);
+    t.equal(inForce(c), extension, `${what}: the route (one rule) is ${extension ? '' : 'not '}in force`);
   }
   const two = checkRoute(route({ rules: [{ backendRefs: [backend] }, { filters: [{ type: 'CORS', cors: {} }], backendRefs: [backend] }] }));
   t.same([...two.unsupported.keys()], [1], 'only the rule with the unsupported filter');
+  t.equal(inForce(two), true, 'a route with a good rule is in force');
+  const both = checkRoute(route({ rules: [{ filters: [{ type: 'CORS', cors: {} }, { type: 'ExtensionRef', extensionRef: { group: 'x.io', kind: 'F', name: 'f' } }], backendRefs: [backend] }] }));
+  t.same([[...both.unsupported.keys()], [...both.extensionRefs.keys()]], [[0], []], 'a rule both unsupported and with an ExtensionRef is dropped');
+  const onBackend = checkRoute(route({ rules: [{ backendRefs: [backend, { ...backend, filters: [{ type: 'ExtensionRef', extensionRef: { group: 'x.io', kind: 'F', name: 'f' } }] }] }] }));
+  t.same([onBackend.extensionRefs.get(0)?.rule, [...onBackend.extensionRefs.get(0)?.backends ?? []]], [false, [1]], 'an ExtensionRef on a backendRef: that backend');
+  t.equal(inForce(checkRoute(route({ rules: [] }, 'GRPCRoute'))), true, 'no rule at all (a GRPCRoute may have none): nothing dropped');
+  t.equal(inForce(checkRoute(route({ rules: [{ matches: [{ path: { type: 'PathPrefix', value: 'x' } }] }] }))), false, 'an invalid route is not in force');
 });
 
 t.test('helpers', async (t) => {
