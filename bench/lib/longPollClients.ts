@@ -68,7 +68,7 @@ async function open(n: number): Promise<void> {
   }
 }
 
-process.on('message', async (msg: { type: string; version?: string; versions?: Record<string, string> }) => {
+process.on('message', (msg: { type: string; version?: string; versions?: Record<string, string> }) => {
   if (msg.type === 'wait') {
     version = msg.version ?? '';
     versions = msg.versions ?? {};

@@ -35,7 +35,7 @@ export const DEFAULT_INTERVAL_MS = 1000;
 export const DEFAULT_TIMEOUT_MS = 10_000;
 
 function onTick(e: SpanExporter): void {
-  e.flush();
+  void e.flush(); // never rejects: a failed export is counted and logged by sendAll
 }
 
 export class SpanExporter {
@@ -84,7 +84,7 @@ export class SpanExporter {
       return;
     }
     this.queue.push(span);
-    if (this.queue.length >= this.batchSize && this.inFlight === null) this.flush();
+    if (this.queue.length >= this.batchSize && this.inFlight === null) void this.flush();
   }
 
   /** Sends what is queued, a batch at a time; resolves when the queue was emptied or an export failed. */

@@ -19,7 +19,7 @@ async function fakeUpstream(t: Test, answer: (q: Received) => Reply | Promise<Re
   const udp: UdpSocket = createSocket('udp4');
   await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
   const port = udp.address().port;
-  udp.on('message', async (raw, rinfo) => {
+  udp.on('message', (raw, rinfo) => void (async () => {
     const q = { raw, packet: dnsPacket.decode(raw), tcp: false, port: rinfo.port };
     received.push(q);
     const out = await answer(q);
@@ -31,10 +31,10 @@ async function fakeUpstream(t: Test, answer: (q: Received) => Reply | Promise<Re
         // closed
       }
     }
-  });
+  })().catch((err: unknown) => t.fail(`fake upstream (udp): ${String(err)}`)));
   const tcp: Server = createServer((s) => {
     let buf = Buffer.alloc(0);
-    s.on('data', async (c: Buffer) => {
+    s.on('data', (c: Buffer) => void (async () => {
       buf = Buffer.concat([buf, c]);
       if (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0)) return;
       const raw = buf.subarray(2, 2 + buf.readUInt16BE(0));
@@ -45,7 +45,7 @@ async function fakeUpstream(t: Test, answer: (q: Received) => Reply | Promise<Re
       const prefix = Buffer.alloc(2);
       prefix.writeUInt16BE(out.length);
       s.end(Buffer.concat([prefix, out]));
-    });
+    })().catch((err: unknown) => { t.fail(`fake upstream (tcp): ${String(err)}`); s.destroy(); }));
     s.on('error', () => undefined);
   });
   try {

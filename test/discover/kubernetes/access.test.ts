@@ -109,7 +109,7 @@ if (kube) {
     let held!: () => void;
     const holding = new Promise<void>((r) => { held = r; });
     let holds = 0;
-    const hook = createServer({ cert: readFileSync(certs.certFile), key: readFileSync(certs.keyFile) }, async (req: IncomingMessage, res) => {
+    const hook = createServer({ cert: readFileSync(certs.certFile), key: readFileSync(certs.keyFile) }, (req: IncomingMessage, res) => void (async () => {
       let body = '';
       for await (const chunk of req) body += chunk;
       const review = JSON.parse(body);
@@ -126,7 +126,7 @@ if (kube) {
       }
       res.setHeader('content-type', 'application/json');
       res.end(JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', response: { uid: review.request.uid, allowed: true } }));
-    });
+    })().catch((err: unknown) => { res.statusCode = 500; res.end(String(err)); }));
     await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
     t.teardown(() => new Promise<void>((r) => { release(); hook.closeAllConnections(); hook.close(() => r()); }));
     const name = `shoal-test-hold-${ns}`;

@@ -63,7 +63,7 @@ apps:
     });
     child.on('exit', (code) => reject(new Error(`sidecar exited early with ${code}: ${stderr}`)));
   });
-  exited.then((code) => {
+  void exited.then((code) => {
     if (stderr !== '') t.comment(`sidecar stderr (exit ${code}): ${stderr.slice(0, 2000)}`);
   });
   return { child, adminPort, address, port: snap.inbound[0].listenPort, exited };

@@ -63,7 +63,7 @@ t.test('spans go in batches of batchSize as OTLP JSON', async (t) => {
 t.test('a full queue drops new spans and counts them; it never grows past its bound', async (t) => {
   let release: () => void = () => {};
   const hold = new Promise<void>((r) => { release = r; });
-  const c = await collectorStub(t, (_req, res) => { hold.then(() => res.end('{}')); });
+  const c = await collectorStub(t, (_req, res) => { void hold.then(() => res.end('{}')); });
   const { e, count } = exporter(t, c.url, { maxQueue: 50, batchSize: 10 });
   for (let i = 0; i < 500; i++) e.add(span(i));
   t.ok(e.queued <= 50, `queue held at most 50 (${e.queued})`);
