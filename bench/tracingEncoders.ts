@@ -17,11 +17,9 @@ const rounds = Number(values.rounds);
 const FLAGS = ['--max-semi-space-size=1', '--v8-pool-size=1', '--expose-gc'];
 
 let spans = 0;
-let bytes = 0;
 const sink = createServer((req, res) => {
   let body = '';
   req.setEncoding('utf8').on('data', (d) => { body += d; }).on('end', () => {
-    bytes += body.length;
     const doc = JSON.parse(body) as { resourceSpans: { scopeSpans: { spans: unknown[] }[] }[] };
     for (const rs of doc.resourceSpans) for (const ss of rs.scopeSpans) spans += ss.spans.length;
     res.setHeader('content-type', 'application/json');

@@ -20,7 +20,7 @@ export async function runSidecarFootprint(ctx: ScenarioContext, opts: { rates?: 
   const samples: Record<string, Sample[]> = {};
   const failed = new Set<string>();
   let sidecar: ShoalSidecar | undefined;
-  let idleRss: Record<string, number> = {};
+  let idleRss: Record<string, number>;
   try {
     const backendPort = await startBackend(group, ctx.dir);
     try {

@@ -152,7 +152,7 @@ export class CertificateAuthority {
     } catch (e) {
       throw new CsrError(`bad CSR: not a PEM PKCS#10 certificate request (${(e as Error).message})`);
     }
-    let ok = false;
+    let ok: boolean;
     try {
       ok = await csr.verify();
     } catch (e) {

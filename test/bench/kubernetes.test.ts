@@ -39,7 +39,7 @@ if (kube) {
     }
     const out = mkdtempSync(join(tmpdir(), 'shoal-bench-k8s-smoke-'));
     t.teardown(() => rmSync(out, { recursive: true, force: true }));
-    let stderr = '';
+    let stderr: string;
     let code = 0;
     try {
       ({ stderr } = await run(process.execPath, [join(root, 'bench', 'run.ts'), '--scenario', 'kubernetes', '--smoke', '--no-pin', '--out', out],

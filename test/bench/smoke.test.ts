@@ -55,7 +55,7 @@ t.test('--smoke writes a report, a chart and figures for every contender of ever
   const out = mkdtempSync(join(tmpdir(), 'shoal-bench-smoke-'));
   t.teardown(() => rmSync(out, { recursive: true, force: true }));
   const started = Date.now();
-  let stderr = '';
+  let stderr: string;
   let code = 0;
   try {
     ({ stderr } = await run(process.execPath, [join(root, 'bench', 'run.ts'), '--smoke', '--out', out], { cwd: root, env, timeout: 100_000, maxBuffer: 16 << 20 }));

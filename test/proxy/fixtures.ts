@@ -159,7 +159,6 @@ export async function startRoutedSidecar(t: Test, topology: string, opts: Partia
   const got = await fetch(`${discover.url}/v2/snapshot/default/web`);
   if (got.status !== 200) throw new Error(`discover answered ${got.status} for web's snapshot`);
   let snapshot = await got.json() as Snapshot;
-  let n = 0;
   const waiters = new Set<() => void>();
   const server = createServer((req, res) => {
     const asked = new URL(req.url ?? '/', 'http://x').searchParams.get('version');
@@ -219,7 +218,6 @@ export async function startRoutedSidecar(t: Test, topology: string, opts: Partia
       const l = next.outbound.find((x) => x.name === listener);
       if (!l) throw new Error(`no outbound listener ${listener} in ${next.outbound.map((x) => x.name).join(', ')}`);
       l.routes = routes;
-      n++;
       next.version = snapshotVersion(next);
       const err = snapshotError(next);
       if (err !== null) throw new Error(err);

@@ -29,7 +29,7 @@ const readyz = (base: string) => fetch(`${base}/readyz`, { signal: AbortSignal.t
 function connectionsTo(port: number): number {
   const inodes = new Set<string>();
   for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    let text = '';
+    let text: string;
     try { text = readFileSync(table, 'utf8'); } catch { continue; }
     for (const line of text.split('\n').slice(1)) {
       const f = line.trim().split(/\s+/);
