@@ -101,7 +101,8 @@ t.test('nanos writes epoch milliseconds as integer nanoseconds, exact to the mic
   }
   t.pass('2000 random microsecond times written exactly');
   t.equal(nanos(1700000000000), '1700000000000000000', 'a whole millisecond');
-  t.equal(nanos(1700000000000.9999999), '1700000000001000000', 'a fraction that rounds up carries into the milliseconds');
+  // 1700000000000.9999999 is the double 1700000000001 exactly: the largest double below it is .999755859375 ms, 999.76 us.
+  t.equal(nanos(1700000000000.999755859375), '1700000000001000000', 'a fraction that rounds up carries into the milliseconds');
 });
 
 t.test('the encoder writes what the SDK\'s JSON serializer writes, span for span', async (t) => {
