@@ -33,12 +33,16 @@ const { default: ts } = await import('typescript');
 function lintProgram() {
   const configPath = ts.findConfigFile(import.meta.dirname, ts.sys.fileExists, 'tsconfig.eslint.json');
   if (configPath === undefined) throw new Error('eslint.config.js: tsconfig.eslint.json not found');
-  const parsed = ts.getParsedCommandLineOfConfigFile(configPath, {}, {
-    ...ts.sys,
-    onUnRecoverableConfigFileDiagnostic(diagnostic) {
-      throw new Error(`eslint.config.js: ${ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n')}`);
+  const parsed = ts.getParsedCommandLineOfConfigFile(
+    configPath,
+    {},
+    {
+      ...ts.sys,
+      onUnRecoverableConfigFileDiagnostic(diagnostic) {
+        throw new Error(`eslint.config.js: ${ts.flattenDiagnosticMessageText(diagnostic.messageText, '\n')}`);
+      },
     },
-  });
+  );
   if (parsed === undefined) throw new Error(`eslint.config.js: cannot read ${configPath}`);
   const host = ts.createCompilerHost(parsed.options, true);
   const getSourceFile = host.getSourceFile.bind(host);
@@ -107,9 +111,10 @@ export default tseslint.config(
       // Plain JavaScript correctness beyond js.configs.recommended (which has no-fallthrough, no-unreachable, ...).
       eqeqeq: ['error', 'smart'],
       'no-self-compare': 'error',
-      'no-unmodified-loop-condition': 'error',
       'array-callback-return': 'error',
       'no-constructor-return': 'error',
+      // Readability, not correctness.
+      'no-regex-spaces': 'off',
       // Style, not correctness (typescript-eslint's eslint-recommended turns them on).
       'prefer-const': 'off',
       'no-var': 'off',
