@@ -7,7 +7,11 @@ import { helpText, parseFlags, UsageError, type FlagSpec, type FlagValues } from
 /** Concatenates flag lists; a name defined twice (cluster-domain) keeps its first definition. */
 function mergeFlags(...lists: FlagSpec[][]): FlagSpec[] {
   const seen = new Set<string>();
-  return lists.flat().filter((f) => !seen.has(f.name) && seen.add(f.name) !== undefined);
+  return lists.flat().filter((f) => {
+    if (seen.has(f.name)) return false;
+    seen.add(f.name);
+    return true;
+  });
 }
 
 interface Loaded {

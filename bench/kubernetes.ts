@@ -376,7 +376,7 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
       const e = slice.endpoints[0];
       const ready = !(e.conditions?.ready ?? true);
       e.conditions = { ready, serving: true, terminating: !ready };
-      const answered = clients.map((c) => once<{ statuses: Record<string, number>; stale: number }>(c, 'answered'));
+      const answered = clients.map((c) => once<{ statuses: Record<string, number>; stale?: number }>(c, 'answered'));
       await sleep(50);
       const cpu0 = cpuSeconds(discover.pid!);
       const start = process.hrtime.bigint();

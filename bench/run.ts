@@ -32,7 +32,7 @@ interface Scenario {
 }
 
 /** A scenario whose toolchain is missing throws an error with `skipped: true` (bench/kubernetes.ts without Go). */
-const isSkip = (err: unknown): err is Error => (err as { skipped?: unknown })?.skipped === true;
+const isSkip = (err: unknown): err is Error => (err as { skipped?: unknown } | null | undefined)?.skipped === true;
 
 const SCENARIOS: Record<string, Scenario> = {
   'http-max': { run: runHttpMax, tools: ['wrk', 'nginx', 'haproxy'], describe: 'max rps and latency: direct, shoal L7/L4, nginx, haproxy, http-proxy' },

@@ -404,7 +404,7 @@ export async function installGatewayCrds(dir: string, channel: 'standard' | 'exp
   // Established wait overlaps with the later ones.
   type Crd = { kind?: string; metadata?: { name?: string }; spec?: { group?: string; names?: { plural?: string }; versions?: Array<{ name: string; served?: boolean }> } };
   const crds = await Promise.all(crdFiles(channel).map(async (file) => {
-    const crd = parseYaml(readFileSync(file, 'utf8')) as Crd;
+    const crd = parseYaml(readFileSync(file, 'utf8')) as Crd | null;
     if (crd?.kind !== 'CustomResourceDefinition' || !crd.metadata?.name) throw new Error(`${file}: not a CustomResourceDefinition`);
     const r = await apiSend(state.server, tls, 'POST', CRD_PATH, crd);
     if (r.status !== 201 && r.status !== 409) throw new Error(`create CRD ${crd.metadata.name} (${file}): ${r.status} ${r.body.slice(0, 300)}`);

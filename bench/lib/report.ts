@@ -72,7 +72,7 @@ const fmt = (x: number): string => {
 };
 
 function cell(row: Row, col: Column): string {
-  if (row.error) return col === undefined ? '' : '—';
+  if (row.error) return '—';
   if (col.kind === 'ratio') {
     const r = row.ratios[col.key];
     return r === null || r === undefined ? '—' : `${r.toFixed(2)}×`;

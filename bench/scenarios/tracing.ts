@@ -117,7 +117,7 @@ export async function runTracing(ctx: ScenarioContext): Promise<ScenarioResult> 
       dropped = { ...dropped, [k]: await metric(s.adminPort, /^shoal_proxy_trace_spans_dropped_total\{[^}]*\} (\d+)/gm) };
     }
   } finally {
-    for (const s of Object.values(sidecars)) await s?.close();
+    for (const s of Object.values(sidecars)) await s.close();
     await group.stop();
     await collector?.stop();
   }

@@ -45,7 +45,7 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
   });
   app.setErrorHandler((err: Error & { statusCode?: number; validation?: unknown; code?: string }, req, reply) => {
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      const limit = req.routeOptions.bodyLimit ?? app.initialConfig.bodyLimit;
+      const limit = req.routeOptions.bodyLimit; // the route's limit, else the server's
       return reply.code(413).send({ error: 'too_large', message: `the request body is larger than the limit of ${limit} bytes (${+(limit / 1048576).toFixed(2)} MiB)` });
     }
     if (err.validation || (err.statusCode && err.statusCode < 500)) {

@@ -39,9 +39,9 @@ interface StaticToken { token: string; namespace: string; serviceAccount: string
  */
 export function fileTokenVerifier(file: string): TokenVerifier {
   return async (token) => {
-    let doc: { tokens?: StaticToken[] };
+    let doc: { tokens?: (StaticToken | null)[] } | null; // an empty file is null
     try {
-      doc = parseYaml(await readFile(file, 'utf8')) as { tokens?: StaticToken[] };
+      doc = parseYaml(await readFile(file, 'utf8')) as { tokens?: (StaticToken | null)[] } | null;
     } catch (err) {
       throw new Error(`identity tokens file ${file}: ${(err as Error).message}`, { cause: err });
     }

@@ -637,7 +637,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
       else cluster.stats.failConnect++;
     } else if (e === 'request-timeout') cluster.stats.failRequestTimeout++;
     else cluster.stats.failReset++;
-    if (!this.discarding) cluster.outlier.failure(this.endpoint);
+    cluster.outlier.failure(this.endpoint);
     if (this.retryAllowed(connectFailed)) {
       this.retry();
       return;

@@ -114,7 +114,7 @@ for (const [name, yaml, re] of badTopologies) {
       caught = err;
     }
     t.type(caught, ConfigError);
-    t.match((caught as Error)?.message, re);
+    t.match((caught as Error | undefined)?.message, re);
   });
 }
 

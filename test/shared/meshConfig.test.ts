@@ -62,7 +62,7 @@ for (const [name, raw, re] of bad) {
       caught = err;
     }
     t.type(caught, ConfigError);
-    t.match((caught as Error)?.message, re);
+    t.match((caught as Error | undefined)?.message, re);
   });
 }
 

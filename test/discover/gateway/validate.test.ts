@@ -9,6 +9,10 @@ import { celCheck, checkRoute, durationMs, fieldPath, inForce, routeProblems } f
 import type { GatewayRoute } from '../../../discover/topology/model.ts';
 import { BAD, GOOD, UNSUPPORTED, backend, parent } from './cases.ts';
 
+/** A document of the suite's YAML files is of any kind, or null when empty. */
+type SuiteDoc = { kind?: unknown; apiVersion?: unknown } | null;
+const isRoute = (doc: SuiteDoc): doc is GatewayRoute => doc !== null && (doc.kind === 'HTTPRoute' || doc.kind === 'GRPCRoute');
+
 /** The pinned module's folders, or why they cannot be had (no Go, no module cache): the tests that need them skip. */
 async function pinned(): Promise<{ crds: string[]; conformance: string } | string> {
   try {
@@ -78,8 +82,8 @@ t.test('the mesh conformance manifests of the pinned release are valid', { skip:
   const files = readdirSync(dir).filter((f) => f.endsWith('.yaml')).map((f) => join(dir, f));
   let count = 0;
   for (const file of files) {
-    for (const doc of loadAll(readFileSync(file, 'utf8')) as GatewayRoute[]) {
-      if (!doc || (doc.kind !== 'HTTPRoute' && doc.kind !== 'GRPCRoute')) continue;
+    for (const doc of loadAll(readFileSync(file, 'utf8')) as SuiteDoc[]) {
+      if (!isRoute(doc)) continue;
       count++;
       t.same(routeProblems(doc), [], `${file.split('/').pop()}: ${doc.kind} ${doc.metadata.namespace}/${doc.metadata.name}`);
     }
@@ -94,8 +98,8 @@ t.test('every route the pinned conformance suite applies to an API server passes
   const wrong: string[] = [];
   let count = 0;
   for (const f of readdirSync(dir).filter((x) => x.endsWith('.yaml'))) {
-    for (const doc of loadAll(readFileSync(join(dir, f), 'utf8')) as GatewayRoute[]) {
-      if (!doc || (doc.kind !== 'HTTPRoute' && doc.kind !== 'GRPCRoute') || doc.apiVersion !== 'gateway.networking.k8s.io/v1') continue;
+    for (const doc of loadAll(readFileSync(join(dir, f), 'utf8')) as SuiteDoc[]) {
+      if (!isRoute(doc) || doc.apiVersion !== 'gateway.networking.k8s.io/v1') continue;
       count++;
       const c = checkRoute(doc);
       if (c.errors.length > 0) wrong.push(`${f}: ${doc.kind} ${doc.metadata.namespace}/${doc.metadata.name}: ${c.errors.join('; ')}`);

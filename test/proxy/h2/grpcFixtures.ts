@@ -64,7 +64,7 @@ export async function echoServer(t: Test, name: string, overrides: Handlers = {}
         s.watching--;
       };
       call.once('cancelled', stop);
-      call.once('close', () => { if (timer) clearInterval(timer); });
+      call.once('close', () => clearInterval(timer));
     },
     ...overrides,
   };

@@ -123,7 +123,7 @@ apps:
         - { port: ${appPort}, protocol: http }
 `, { inboundAddress, ...opts });
   let listen = 0;
-  s.proxy.onSnapshot((snap) => (listen = snap.inbound[0].listenPort ?? 0));
+  s.proxy.onSnapshot((snap) => (listen = snap.inbound[0].listenPort));
   return { address: inboundAddress, port: listen };
 }
 
