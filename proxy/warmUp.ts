@@ -183,11 +183,13 @@ export async function warmUp(requests: number, log: Logger, deadlineMs = WARM_UP
       // Refusals: LIMIT requests held at the upstream fill MaxRequests; every other one is a 503.
       const holders = await Promise.all(Array.from({ length: LIMIT }, open));
       for (const h of holders) void h.send('GET /hold HTTP/1.1\r\nhost: shoal-warm-up\r\n\r\n').then(count, () => {});
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by the deadline timer while this loop awaits
       while (held.length < LIMIT && !over) await new Promise((r) => setTimeout(r, 1));
       await Promise.all(keep.map((c) => loop(c, Math.ceil((requests * 0.3) / LIMIT), get)));
       for (const res of held.splice(0)) res.end('held');
       // New connections: accept, the fast path's set-up, one request each.
       const fresh = Math.ceil(requests * 0.2);
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by the deadline timer while this loop awaits
       for (let i = 0; i < fresh && !over; i += 10) {
         await Promise.all(Array.from({ length: Math.min(10, fresh - i) }, async () => {
           const c = await open();

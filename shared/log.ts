@@ -71,6 +71,7 @@ function value(v: unknown): string {
     if (code !== undefined) e.code = code;
     return JSON.stringify(e);
   }
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- JSON.stringify returns undefined for undefined, functions and symbols
   return JSON.stringify(v) ?? 'null';
 }
 
@@ -134,6 +135,7 @@ class JsonLogger implements Logger {
   private write(level: number, a: object | string, msg?: string): void {
     let line = `{"level":${level},"time":${Date.now()}${this.bound}`;
     if (typeof a === 'string') msg = a;
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- a caller's cast can hand null: logging must not throw
     else if (a !== null && typeof a === 'object') line += fields(a);
     if (msg !== undefined) line += `,"msg":${JSON.stringify(String(msg))}`;
     this.sink.write(`${line}}\n`);

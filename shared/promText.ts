@@ -99,6 +99,7 @@ export class Registry implements prom.Registry {
 
   async getMetricsAsJSON(): ReturnType<prom.Registry['getMetricsAsJSON']> {
     const defaults = Object.entries(this.#defaultLabels);
+    // eslint-disable-next-line @typescript-eslint/await-thenable -- get() returns MetricData or a Promise of it: Promise.all takes both
     const all = await Promise.all([...this.#metrics.values()].map((m) => m.get()));
     for (const data of all) {
       if (defaults.length === 0) continue;
@@ -117,7 +118,9 @@ export class Registry implements prom.Registry {
     const lines = [`# HELP ${name} ${escapeText(data.help)}`, `# TYPE ${name} ${data.type}`];
     const defaults = this.#defaultLabels;
     const hasDefaults = Object.keys(defaults).length > 0;
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- a get() result made in JavaScript may omit values or labels
     for (const v of data.values ?? []) {
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- a get() result made in JavaScript may omit values or labels
       let labels = v.labels ?? {};
       // prom-client's order: the sample's labels, then defaults it lacks, then the series' shared labels.
       if (hasDefaults) labels = { ...labels, ...defaults, ...labels };
@@ -172,6 +175,7 @@ abstract class Metric<T extends string> {
   abstract readonly type: 'counter' | 'gauge' | 'histogram';
 
   constructor(config: Config<T>) {
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- checks what a JavaScript caller hands the constructor
     if (typeof config !== 'object' || config === null) throw new TypeError('constructor expected a config object');
     if (!config.name) throw new Error('Missing mandatory name parameter');
     if (!config.help) throw new Error(`Missing mandatory help parameter for metric ${config.name}`);
@@ -272,6 +276,7 @@ export class Counter<T extends string = string> extends ValueMetric<T> implement
     } else {
       value = a;
     }
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- prom-client takes null from JavaScript callers; so does this
     if (value === undefined || value === null) value = 1;
     if (!Number.isFinite(value)) throw new TypeError(`Value is not a valid number: ${value}`);
     if (value < 0) throw new Error('It is not possible to decrease a counter');

@@ -277,6 +277,7 @@ export class SnapshotClient {
         if (refused) await sleep(1000, this.abort.signal);
         else if (held === '' && this.version === '') await sleep(base, this.abort.signal);
       } catch (err) {
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- aborted by stop() while the poll was awaited
         if (this.abort.signal.aborted) break;
         this.pollFailed(err as Error);
         if (!this.current) await this.loadStateFile();

@@ -258,8 +258,10 @@ export interface ParseMemo {
 /** Each raw entry's JSON, for the memo's keys: an entry reused from the chunk cache is not serialized again. */
 const rawKeys = new WeakMap<object, string>();
 function rawKeyOf(raw: unknown): string {
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- JSON.stringify returns undefined for undefined, functions and symbols
   if (typeof raw !== 'object' || raw === null) return JSON.stringify(raw) ?? '';
   let key = rawKeys.get(raw);
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- JSON.stringify returns undefined for undefined, functions and symbols
   if (key === undefined) rawKeys.set(raw, (key = JSON.stringify(raw) ?? ''));
   return key;
 }

@@ -90,6 +90,7 @@ function allow(uid: string, patch: JsonPatchOp[], warnings: string[]): Admission
 /** Decides one review. Throws MalformedReviewError for a body that is no AdmissionReview v1. */
 export function admit(body: unknown, config: InjectorConfig): AdmissionOutcome {
   const req = parseAdmissionReview(body);
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the API server's JSON may carry null or omit it whatever the type says
   const core = (req.kind.group ?? '') === '' && req.kind.version === 'v1' && (req.subResource ?? '') === '';
   const object = req.object as Record<string, unknown> | undefined;
   const meta = isObject(object?.metadata) ? object.metadata : {};

@@ -344,6 +344,7 @@ export function injectPod(pod: Pod, namespace: string, config: InjectorConfig): 
   });
   // Container ops above use the original indices, so the sidecar goes in after them.
   if (config.legacySidecar) ops.push({ op: 'add', path: '/spec/containers/0', value: sidecar });
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the API server's JSON may carry null or omit it whatever the type says
   else if (spec.initContainers === undefined || spec.initContainers === null) ops.push({ op: 'add', path: '/spec/initContainers', value: [sidecar] });
   else ops.push({ op: 'add', path: '/spec/initContainers/0', value: sidecar });
 
@@ -354,6 +355,7 @@ export function injectPod(pod: Pod, namespace: string, config: InjectorConfig): 
     },
     { name: STATE_VOLUME, emptyDir: { sizeLimit: '16Mi' } },
   ];
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the API server's JSON may carry null or omit it whatever the type says
   if (spec.volumes === undefined || spec.volumes === null) ops.push({ op: 'add', path: '/spec/volumes', value: volumes });
   else for (const v of volumes) ops.push({ op: 'add', path: '/spec/volumes/-', value: v });
 
@@ -368,6 +370,7 @@ export function injectPod(pod: Pod, namespace: string, config: InjectorConfig): 
   // Lets the non-root sidecar bind 53 (and inbound ports below 1024); a namespaced, safe sysctl.
   const sysctl = { name: UNPRIVILEGED_PORT_SYSCTL, value: '53' };
   const sc = spec.securityContext;
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the API server's JSON may carry null or omit it whatever the type says
   if (sc === undefined || sc === null) ops.push({ op: 'add', path: '/spec/securityContext', value: { sysctls: [sysctl] } });
   else if (!Array.isArray(sc.sysctls)) ops.push({ op: 'add', path: '/spec/securityContext/sysctls', value: [sysctl] });
   else {
@@ -386,6 +389,7 @@ export function injectPod(pod: Pod, namespace: string, config: InjectorConfig): 
   if (!Object.keys(annotations).some((k) => k.startsWith('prometheus.io/'))) {
     Object.assign(marks, { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(ADMIN_PORT), 'prometheus.io/path': '/metrics' });
   }
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the API server's JSON may carry null or omit it whatever the type says
   setMetadataEntries(ops, meta.annotations, 'annotations', marks, pod.metadata !== undefined && pod.metadata !== null);
 
   return { outcome: 'injected', reason: '', patch: ops, warnings, events, app, portMap };

@@ -70,6 +70,7 @@ export function rewriteService(svc: Service): ServiceRewrite {
   const portMap: Record<string, number> = previousMap(meta.annotations?.[ANNOTATION_PORT_MAP]);
   for (const [port, l] of listen) portMap[String(port)] = l;
   const origins = Object.keys(portMap).map(Number).sort((a, b) => a - b);
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the API server's JSON may carry null or omit it whatever the type says
   const hasMeta = svc.metadata !== undefined && svc.metadata !== null;
   // A label value allows [A-Za-z0-9_.-]: several origins are joined with "_".
   let origin = origins.join('_');

@@ -97,6 +97,7 @@ export function lookUpZone(opts: ZoneLookupOptions): AbortController {
         }
         if (attempt === 0) opts.log.info({ node: opts.node, status, answer: body.slice(0, 200) }, 'the node\'s zone is not known yet; asking again');
       } catch (err) {
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- aborted by stop() while this request was awaited
         if (stop.signal.aborted) return;
         if (attempt === 0) opts.log.info({ node: opts.node, error: (err as Error).message }, 'could not ask discover for the node\'s zone; asking again');
       }

@@ -269,6 +269,7 @@ export class H1Downstream implements Downstream {
   watchIdle(ms: number): void {
     const req = this.req as TaggedRequest;
     const socket = req.socket;
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- Node's typings say Socket, but req.socket is null once the socket is detached
     if (socket === null || socket.destroyed) return;
     if (ms > 0 && req[DOWN] === undefined) {
       req[DOWN] = this;

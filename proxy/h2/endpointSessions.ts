@@ -93,6 +93,7 @@ function onConnectTimeout(u: UpstreamSession): void {
 
 function confirmConnectTimeout(u: UpstreamSession): void {
   if (u.connected || u.session.destroyed) return;
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- an Http2Session's socket is undefined once it is destroyed; Node's typings do not say so
   if (u.session.socket?.connecting === false) {
     if (u.mesh !== null) {
       u.connectTimer = setTimeout(onHandshakeTimeout, HANDSHAKE_TIMEOUT_MS, u);

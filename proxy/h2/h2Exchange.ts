@@ -438,6 +438,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
   upstreamClosed(up: Up): void {
     if (up !== this.upstream || this.done) return;
     // A clean end was handled in upstreamEnd; here the stream was reset or its connection failed.
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- rstCode is undefined until the stream has closed; Node's typings say number
     const code = up.rstCode ?? 0;
     const err = this.upstreamError as (Error & { code?: string }) | null;
     const neverConnected = this.upSession !== null && !this.upSession.connected;

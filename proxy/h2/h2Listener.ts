@@ -120,6 +120,7 @@ function onSniff(this: TaggedSocket, chunk: Buffer): void {
 function onSession(this: TaggedH2, session: TaggedSession): void {
   const l = this[LISTENER];
   session[LISTENER] = l;
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- an Http2Session's socket is undefined once it is destroyed; Node's typings do not say so
   session.remoteAddress = session.socket?.remoteAddress ?? '';
   if (l.direction === 'inbound') session.peer = peerOf(session.socket as unknown as Socket);
   l.sessions.add(session);

@@ -78,6 +78,7 @@ function onMirrorClose(this: MirrorStream): void {
   if (!c) return;
   this[MIRROR] = null;
   c.active--;
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- rstCode is undefined until the stream has closed; Node's typings say number
   if (this.rstCode !== undefined && this.rstCode !== 0) mirrorStats.failed++;
 }
 

@@ -27,6 +27,7 @@ e2eSuite('e2e, hard failure of an api pod', {
     const samples: Array<{ at: number; ejected: number; ejections: number; failures: number }> = [];
     let sampling = true;
     const sampler = (async () => {
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by another task while this one awaited (TypeScript keeps the narrowing across await)
       while (sampling) {
         const m = await mesh.metrics(mesh.web);
         samples.push({

@@ -43,6 +43,7 @@ ${extra ? `        - { depend_service_alias: extra, port: ${extraPort}, protocol
   const started = Date.now();
   const load = (async () => {
     let sent = 0;
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by another task while this one awaited (TypeScript keeps the narrowing across await)
     while (!stop) {
       const due = Math.floor(((Date.now() - started) / 1000) * 500);
       while (sent < due) fire(sent++ % 10 === 0 ? '/slow' : '/');

@@ -57,8 +57,10 @@ export function serviceModel(svc: V1Service, slices: Iterable<V1EndpointSlice>):
       if (slice.addressType !== 'IPv4' && slice.addressType !== 'FQDN') continue;
       for (const sp of ports) {
         const target = (slice.ports ?? []).find((x) => (x.name ?? '') === sp.name && (x.protocol ?? 'TCP') === 'TCP');
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the API server's JSON may carry null or omit it whatever the type says
         if (!target || target.port === undefined || target.port === null) continue;
         for (const e of slice.endpoints ?? []) {
+          // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the API server's JSON may carry null or omit it whatever the type says
           const address = e.addresses?.[0];
           if (!address) continue;
           const c = e.conditions ?? {};

@@ -229,6 +229,7 @@ export class KubernetesSource {
       if (this.stopped) return;
       const before = w.failures;
       await this.startInformer(w);
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by stop() while startInformer was awaited (TypeScript keeps the narrowing across await)
       if (this.stopped) return;
       if (w.failures === before) {
         w.listed = true;

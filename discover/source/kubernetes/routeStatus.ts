@@ -59,7 +59,9 @@ function entryText(e: Obj, routeNamespace: string): string {
 export function mergeParents(route: Pick<GatewayRoute, 'metadata' | 'status'>, want: RouteParentStatus[], now: Date): Obj[] | null {
   const ns = route.metadata.namespace;
   const existing = Array.isArray(route.status?.parents) ? route.status.parents as Obj[] : [];
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- status.parents comes from the API server: an entry may be null
   const others = existing.filter((p) => p?.controllerName !== CONTROLLER_NAME);
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- status.parents comes from the API server: an entry may be null
   const mineBefore = existing.filter((p) => p?.controllerName === CONTROLLER_NAME);
   const at = timeText(now);
   const mine = want.map((w) => {
@@ -69,6 +71,7 @@ export function mergeParents(route: Pick<GatewayRoute, 'metadata' | 'status'>, w
       parentRef: w.parentRef,
       controllerName: CONTROLLER_NAME,
       conditions: w.conditions.map((c) => {
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- status.parents comes from the API server: an entry may be null
         const was = oldConditions.find((o) => o?.type === c.type);
         const since = was && was.status === c.status && typeof was.lastTransitionTime === 'string' ? was.lastTransitionTime : at;
         return { type: c.type, status: c.status, reason: c.reason, message: c.message, observedGeneration: c.observedGeneration, lastTransitionTime: since };

@@ -254,6 +254,7 @@ if (kube) {
     let polling = true;
     const poller = (async () => {
       let version = (await latest(d, ns)).version;
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by another task while this one awaited (TypeScript keeps the narrowing across await)
       while (polling) {
         const a = await longPoll(d, ns, 'web', version, 1);
         if (a.status === 304) continue;
@@ -272,6 +273,7 @@ if (kube) {
       }
     })();
     const readyWatch = (async () => {
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by another task while this one awaited (TypeScript keeps the narrowing across await)
       while (polling) {
         const code = await readyz(d.url);
         if (code !== 200) notReady.push(code);

@@ -75,6 +75,7 @@ if (kube) {
     const pollAnswers: number[] = [];
     let watching = true;
     const readyWatch = (async () => {
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by another task while this one awaited (TypeScript keeps the narrowing across await)
       while (watching) {
         const code = await fetch(`${d.url}/readyz`).then((r) => r.status, () => 0);
         if (code !== 200) notReady.push(code);
@@ -83,6 +84,7 @@ if (kube) {
     })();
     const poller = (async () => {
       let version = (await latest(d, ns)).version;
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by another task while this one awaited (TypeScript keeps the narrowing across await)
       while (watching) {
         const a = await longPoll(d, ns, 'web', version, 1);
         pollAnswers.push(a.status);

@@ -179,6 +179,7 @@ async function load(o: { url: string; rps: number; durationMs?: number; timeoutM
   }, 2);
   await stopped;
   clearInterval(timer);
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by the pause/resume messages while the run was awaited
   rec.r.activeMs = Math.round(activeMs + (paused ? 0 : performance.now() - since));
   await Promise.all(inflight);
   agent.destroy();

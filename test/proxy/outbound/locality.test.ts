@@ -137,6 +137,7 @@ async function killZoneA(t: Test, options: string, returnWithinMs: number): Prom
       }
     },
   });
+  // eslint-disable-next-line @typescript-eslint/await-thenable -- assigned a Promise by the listener callback while the requests were awaited
   await restarting;
   const retries: Record<string, number> = {};
   for (const result of ['sent', 'budget_exhausted', 'max_active_retries']) retries[result] = await metric(s.proxy.adminPort, 'shoal_proxy_retries_total', { result });
