@@ -31,6 +31,7 @@ export interface Attachment {
 
 /** A parentRef is the mesh profile's when it names a Service (group "" and kind Service, as the route gives them). */
 export function isServiceParent(ref: Obj): boolean {
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the route is what a file or the API server held: any entry may be missing or null whatever the type says
   return ref !== null && typeof ref === 'object' && ref.group === '' && ref.kind === 'Service';
 }
 
@@ -453,8 +454,10 @@ function routeText(c: RouteCheck): string {
 
 /** The Services (by key) a route's parentRefs name, as the route gives them (valid or not). */
 export function routeParents(route: GatewayRoute): string[] {
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the route is what a file or the API server held: any entry may be missing or null whatever the type says
   const spec = (route.spec ?? {}) as Obj;
   if (!Array.isArray(spec.parentRefs)) return [];
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the route is what a file or the API server held: any entry may be missing or null whatever the type says
   return spec.parentRefs.filter((p: Obj) => p && typeof p === 'object' && typeof p.name === 'string').map((p: Obj) => refKey(p, route.metadata?.namespace ?? ''));
 }
 

@@ -38,6 +38,7 @@ function resolvedRefs(c: RouteCheck, topology: Topology): { ok: boolean; reason:
   const unsupported = c.unsupported;
   const problems: Array<{ reason: string; message: string }> = [];
   const check = (ref: Obj, where: string) => {
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the route is what a file or the API server held: any entry may be missing or null whatever the type says
     if (!ref || typeof ref !== 'object') return;
     const r = resolveBackend(ref, ns, topology.services);
     if (r.problem) problems.push({ reason: r.problem.reason, message: `${where}: ${r.problem.message}` });
@@ -51,16 +52,20 @@ function resolvedRefs(c: RouteCheck, topology: Topology): { ok: boolean; reason:
     if (unsupported.has(i)) continue;
     // ExtensionRef filters: shoal defines none, so the reference is to a kind it does not know (InvalidKind).
     for (const [k, f] of (Array.isArray(rule.filters) ? rule.filters as Obj[] : []).entries()) {
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the route is what a file or the API server held: any entry may be missing or null whatever the type says
       if (f?.type === 'ExtensionRef') problems.push({ reason: 'InvalidKind', message: `spec.rules[${i}].filters[${k}].extensionRef: ${extensionText(f)}` });
     }
     for (const [j, b] of (Array.isArray(rule.backendRefs) ? rule.backendRefs as Obj[] : []).entries()) {
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the route is what a file or the API server held: any entry may be missing or null whatever the type says
       for (const [k, f] of (Array.isArray(b?.filters) ? b.filters as Obj[] : []).entries()) {
+        // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the route is what a file or the API server held: any entry may be missing or null whatever the type says
         if (f?.type === 'ExtensionRef') problems.push({ reason: 'InvalidKind', message: `spec.rules[${i}].backendRefs[${j}].filters[${k}].extensionRef: ${extensionText(f)}` });
       }
     }
     mirrors(rule.filters, `spec.rules[${i}]`);
     for (const [j, b] of (Array.isArray(rule.backendRefs) ? rule.backendRefs as Obj[] : []).entries()) {
       check(b, `spec.rules[${i}].backendRefs[${j}]`);
+      // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the route is what a file or the API server held: any entry may be missing or null whatever the type says
       mirrors(b?.filters, `spec.rules[${i}].backendRefs[${j}]`);
     }
   }
@@ -96,6 +101,7 @@ export function routeStatuses(topology: Topology): Map<string, RouteStatusWrite>
   const out = new Map<string, RouteStatusWrite>();
   const index = routeIndex(topology);
   for (const route of topology.routes?.values() ?? []) {
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the route is what a file or the API server held: any entry may be missing or null whatever the type says
     const md = route.metadata ?? ({} as typeof route.metadata);
     const key = routeKey(route.kind, md.namespace, md.name);
     const generation = typeof md.generation === 'number' ? md.generation : 0;

@@ -68,7 +68,7 @@ function schemaError(v: SchemaValidator): string {
 // ---- CEL rules (x-kubernetes-validations), by the message the CRD gives each ----
 
 type Obj = Record<string, any>;
-const has = (o: Obj | undefined, k: string): boolean => o !== undefined && o !== null && o[k] !== undefined && o[k] !== null;
+const has = (o: Obj | null | undefined, k: string): boolean => o !== undefined && o !== null && o[k] !== undefined && o[k] !== null;
 const str = (v: unknown): string => (typeof v === 'string' ? v : '');
 const num = (v: unknown): number => (typeof v === 'number' ? v : 0);
 
@@ -226,9 +226,9 @@ export function listErrors(kind: GatewayRoute['kind'], obj: unknown): string[] {
       if (!Array.isArray(value)) continue;
       const seen = new Set<string>();
       for (const [i, item] of value.entries()) {
-        const id = r.type === 'map' ? JSON.stringify((r.keys ?? []).map((k) => (item as Obj)?.[k] ?? null)) : JSON.stringify(item);
+        const id = r.type === 'map' ? JSON.stringify((r.keys ?? []).map((k) => (item as Obj | null)?.[k] ?? null)) : JSON.stringify(item);
         if (seen.has(id)) {
-          const shown = r.type === 'map' ? JSON.stringify(Object.fromEntries((r.keys ?? []).map((k) => [k, (item as Obj)?.[k]]))) : id;
+          const shown = r.type === 'map' ? JSON.stringify(Object.fromEntries((r.keys ?? []).map((k) => [k, (item as Obj | null)?.[k]]))) : id;
           out.push(`${where}[${i}]: Duplicate value: ${shown}`);
         }
         seen.add(id);
@@ -332,15 +332,18 @@ const checked = new WeakMap<GatewayRoute, RouteCheck>();
 export function checkRoute(route: GatewayRoute): RouteCheck {
   const known = checked.get(route);
   if (known) return known;
-  const md = (route?.metadata ?? {}) as GatewayRoute['metadata'];
-  const kind = route?.kind;
+  // What a file or the API server held: any field may be missing, the route itself null.
+  const given = route as Partial<GatewayRoute> | null | undefined;
+  const md = (given?.metadata ?? {}) as GatewayRoute['metadata'];
+  const kind = given?.kind as GatewayRoute['kind']; // anything else is reported just below
   const key = routeKey(kind, md.namespace, md.name);
   const errors: string[] = [];
   const unsupported = new Map<number, string[]>();
   const extensionRefs = new Map<number, ExtensionRefUse>();
   // The CRD schema defaults in place: judge a copy, keep the route as given. A JSON copy, as the API server
   // receives it: no object shared between two places (YAML aliases), which defaulting one would change in both.
-  const object = JSON.parse(JSON.stringify({ apiVersion: route?.apiVersion, kind, metadata: route?.metadata ?? {}, spec: route?.spec ?? null })) as Obj;
+  const object = JSON.parse(JSON.stringify({ apiVersion: given?.apiVersion, kind, metadata: given?.metadata ?? {}, spec: given?.spec ?? null })) as Obj;
+  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the kind is what the route held, not yet checked: this is its check
   if (kind !== 'HTTPRoute' && kind !== 'GRPCRoute') errors.push(`kind: Unsupported value ${JSON.stringify(kind)}: expected HTTPRoute or GRPCRoute`);
   else if (route.apiVersion !== GATEWAY_API_VERSION) errors.push(`apiVersion: Unsupported value ${JSON.stringify(route.apiVersion)}: expected ${GATEWAY_API_VERSION}`);
   if (typeof md.name !== 'string' || md.name.length > 253 || !NAME.test(md.name)) errors.push(`metadata.name: Invalid value ${JSON.stringify(md.name)}: expected a lower-case DNS subdomain`);
