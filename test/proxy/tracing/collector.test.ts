@@ -52,9 +52,8 @@ async function sidecar(t: Test, name: string, discoverUrl: string, opts: Record<
 
 async function spansOf(c: Collector, traceId: string, n: number, waitMs = 20_000): Promise<CollectedSpan[]> {
   const until = Date.now() + waitMs;
-  let spans: CollectedSpan[];
   while (Date.now() < until) {
-    spans = c.spans().filter((s) => s.traceId === traceId);
+    const spans = c.spans().filter((s) => s.traceId === traceId);
     if (spans.length >= n) break;
     await new Promise((r) => setTimeout(r, 100));
   }
