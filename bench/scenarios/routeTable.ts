@@ -2,7 +2,8 @@
 // outbound listeners to the same backend: "plain" with the one mesh-config route every listener has,
 // "routed" with 20 Gateway API rules (exact, prefix, header, header regex, path regex, method) where the
 // request only matches the last. wrk (keep-alive GET with the header the last rule wants) against each,
-// interleaved; the figure is routed rps / plain rps (target: at most 5% fewer).
+// interleaved; the figure is routed rps / plain rps (target: at most 5% fewer), with the sidecar's CPU time
+// per request beside it (steadier than rps when other work shares the machine).
 import { execFile } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import { mkdtempSync, writeFileSync } from 'node:fs';
@@ -13,7 +14,7 @@ import { promisify } from 'node:util';
 import type { Route, Snapshot } from '../../shared/snapshot.ts';
 import { atLeast, clientCpus, errorShare, interleave, profileArgs, proxyCpu, ratio, type ScenarioContext } from '../lib/context.ts';
 import { DEPLOYED_NODE_FLAGS, root, startBackend } from '../lib/httpPeers.ts';
-import { freePort, pinned, ProcessGroup, waitHttp } from '../lib/processes.ts';
+import { cpuSeconds, freePort, pinned, ProcessGroup, waitHttp } from '../lib/processes.ts';
 import type { Row, ScenarioResult } from '../lib/report.ts';
 import { CURVE_PERCENTILES, figure, median } from '../lib/stats.ts';
 
@@ -56,7 +57,7 @@ end
   return luaFile;
 }
 
-async function wrkWithHeader(url: string, seconds: number, connections: number, cpus: string | undefined, maxErrorShare: number): Promise<{ rps: number; latencyMs: Record<string, number> }> {
+async function wrkWithHeader(url: string, seconds: number, connections: number, cpus: string | undefined, maxErrorShare: number): Promise<{ rps: number; requests: number; latencyMs: Record<string, number> }> {
   const [cmd, args] = pinned(cpus, 'wrk', ['-c', String(connections), '-t', '2', '-d', `${seconds}s`, '-s', wrkLua(), url]);
   const { stdout } = await run(cmd, args, { maxBuffer: 1 << 20 });
   const m = /WRKJSON (\{.*\})/.exec(stdout);
@@ -66,7 +67,7 @@ async function wrkWithHeader(url: string, seconds: number, connections: number, 
   if (j.non2xx > maxErrorShare * j.requests || j.socketErrors > maxErrorShare * j.requests) throw new Error(`wrk ${url}: ${j.non2xx} non-2xx and ${j.socketErrors} socket errors in ${j.requests} requests`);
   const latencyMs: Record<string, number> = {};
   for (const p of CURVE_PERCENTILES) latencyMs[String(p)] = j[`p${p}`] / 1000;
-  return { rps: j.requests / (j.durationUs / 1e6), latencyMs };
+  return { rps: j.requests / (j.durationUs / 1e6), requests: j.requests, latencyMs };
 }
 
 /** discover (built) writes the snapshot; a stand-in serves it with the routed listener's 20 rules. */
@@ -107,6 +108,9 @@ export async function runRouteTable(ctx: ScenarioContext): Promise<ScenarioResul
   const group = new ProcessGroup();
   const errors: string[] = [];
   const rps: Record<string, number[]> = { plain: [], routed: [] };
+  // The sidecar's CPU time per request: steadier than rps on a machine other work shares.
+  const cpuUs: Record<string, number[]> = { plain: [], routed: [] };
+  let pid = 0;
   const curves: Record<string, Record<string, number>[]> = { plain: [], routed: [] };
   const cpu = proxyCpu(ctx);
   const plain = { address: '127.77.1.1', port: await freePort() };
@@ -131,10 +135,11 @@ export async function runRouteTable(ctx: ScenarioContext): Promise<ScenarioResul
     });
     await new Promise<void>((resolve) => stub!.listen(0, '127.0.0.1', resolve));
     const stubPort = (stub.address() as AddressInfo).port;
-    await group.jsonChild(...pinned(cpu, process.execPath, [...DEPLOYED_NODE_FLAGS, ...profileArgs(ctx, 'sidecar'), join(root, 'bench', 'lib', 'proxySidecarChild.mjs'), JSON.stringify({
+    const { info } = await group.jsonChild(...pinned(cpu, process.execPath, [...DEPLOYED_NODE_FLAGS, ...profileArgs(ctx, 'sidecar'), join(root, 'bench', 'lib', 'proxySidecarChild.mjs'), JSON.stringify({
       discoverUrl: `http://127.0.0.1:${stubPort}/v2/snapshot/default/web`, adminHost: '127.0.0.1', adminPort: 0,
       inboundAddress: '127.0.0.1', stateFile: join(dir, 'state.json'), drainTimeoutMs: 1000,
     })]));
+    pid = info.pid;
     const urls: Record<string, string> = { plain: `http://${plain.address}:${plain.port}${TARGET}`, routed: `http://${routed.address}:${routed.port}${TARGET}` };
     await waitHttp(urls.plain);
     // Without the header the last rule wants the routed listener answers 404 no-route: wait for a 200 with it.
@@ -149,10 +154,13 @@ export async function runRouteTable(ctx: ScenarioContext): Promise<ScenarioResul
     if (!ctx.smoke) for (const k of ['plain', 'routed']) await wrkWithHeader(urls[k], 1, connections, clients, 1).catch(() => undefined);
     await interleave(['plain', 'routed'], ctx.rounds, async (key, round) => {
       try {
+        const cpu0 = cpuSeconds(pid);
         const r = await wrkWithHeader(urls[key], ctx.duration, connections, clients, errorShare(ctx));
+        const us = ((cpuSeconds(pid) - cpu0) * 1e6) / r.requests;
         rps[key].push(r.rps);
+        cpuUs[key].push(us);
         curves[key].push(r.latencyMs);
-        ctx.log(`route-table round ${round + 1} ${key}: ${Math.round(r.rps)} rps, p99 ${r.latencyMs['99']} ms`);
+        ctx.log(`route-table round ${round + 1} ${key}: ${Math.round(r.rps)} rps, ${us.toFixed(1)} µs sidecar CPU per request, p99 ${r.latencyMs['99']} ms`);
       } catch (err) {
         errors.push(`${key}: ${(err as Error).message}`);
       }
@@ -171,14 +179,14 @@ export async function runRouteTable(ctx: ScenarioContext): Promise<ScenarioResul
     return {
       contender: k,
       label: k === 'plain' ? 'shoal L7, 1 route' : 'shoal L7, 20 Gateway API rules (last matches)',
-      figures: { rps: figure(rps[k], 0), p50: figure(curves[k].map((x) => x['50']), 3), p99: figure(curves[k].map((x) => x['99']), 3) },
-      ratios: { vsPlain: ratio(med(k), med('plain')) },
+      figures: { rps: figure(rps[k], 0), cpuUs: figure(cpuUs[k], 1), p50: figure(curves[k].map((x) => x['50']), 3), p99: figure(curves[k].map((x) => x['99']), 3) },
+      ratios: { vsPlain: ratio(med(k), med('plain')), cpuVsPlain: ratio(cpuUs[k].length ? median(cpuUs[k]) : undefined, cpuUs.plain.length ? median(cpuUs.plain) : undefined) },
     };
   });
   return {
     scenario: 'route-table',
     title: 'route-table: Gateway API route matching cost on the L7 fast path',
-    method: `One sidecar process${cpu ? ` pinned to CPU ${cpu}` : ''} with two outbound L7 listeners to the same nginx backend: "plain" has the single mesh-config route; "routed" has 20 Gateway API rules (4 Exact paths, 4 PathPrefix, 4 header matches, 4 path regexes, 2 header regexes, a method match) and the request (GET ${TARGET}, ${HEADER[0]}: ${HEADER[1]}) matches only the 20th (path regex + header + method). wrk -t2 -c${connections} for ${ctx.duration} s per listener, ${ctx.rounds} rounds interleaved.`,
+    method: `One sidecar process${cpu ? ` pinned to CPU ${cpu}` : ''} with two outbound L7 listeners to the same nginx backend: "plain" has the single mesh-config route; "routed" has 20 Gateway API rules (4 Exact paths, 4 PathPrefix, 4 header matches, 4 path regexes, 2 header regexes, a method match) and the request (GET ${TARGET}, ${HEADER[0]}: ${HEADER[1]}) matches only the 20th (path regex + header + method). wrk -t2 -c${connections} for ${ctx.duration} s per listener, ${ctx.rounds} rounds interleaved. Sidecar CPU per request: the process's user+system CPU time over a round (/proc) divided by the requests wrk completed in it.`,
     command: ctx.command,
     date: new Date().toISOString(),
     machine: ctx.machine,
@@ -186,6 +194,8 @@ export async function runRouteTable(ctx: ScenarioContext): Promise<ScenarioResul
     columns: [
       { key: 'rps', label: 'rps', unit: '', kind: 'figure' },
       { key: 'vsPlain', label: '× 1 route', unit: '', kind: 'ratio' },
+      { key: 'cpuUs', label: 'sidecar CPU per request', unit: 'µs', kind: 'figure' },
+      { key: 'cpuVsPlain', label: 'CPU × 1 route', unit: '', kind: 'ratio' },
       { key: 'p50', label: 'p50', unit: 'ms', kind: 'figure' },
       { key: 'p99', label: 'p99', unit: 'ms', kind: 'figure' },
     ],
@@ -194,6 +204,6 @@ export async function runRouteTable(ctx: ScenarioContext): Promise<ScenarioResul
     targets: [atLeast('20-rule route table rps vs 1 route', 0.95, ratio(med('routed'), med('plain')), '1 route')],
     notes: [],
     errors,
-    raw: { rps, curves },
+    raw: { rps, cpuUs, curves },
   };
 }
