@@ -6,7 +6,9 @@
 // installed as the devDependency alias `typescript-6`: package.json's `overrides` lets typescript-eslint install
 // beside TypeScript 7, and the resolve hook below sends every `typescript` import made in this ESLint process to
 // `typescript-6`. Nothing else (tsc, build, tests) sees TypeScript 6. Needs Node 24's module.registerHooks:
-// run it through npm (node_modules/.bin/node is Node 24).
+// run it through npm (node_modules/.bin/node is Node 24). Both packages ship a `tsc` bin: `npm ci` links
+// node_modules/.bin/tsc to TypeScript 7 (the first in path order), but an `npm install` that adds typescript-6 to an
+// older node_modules can leave .bin/tsc on TypeScript 6 or missing: run `npm ci` then.
 import module from 'node:module';
 
 if (typeof module.registerHooks !== 'function') {
