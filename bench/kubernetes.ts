@@ -124,7 +124,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const r2 = (x: number) => Math.round(x * 100) / 100;
 
 /** Runs `fn` over ITEMS with at most `limit` calls in flight; the first failure stops the rest. */
-async function bounded<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+export async function bounded<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   let failed = false;
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {

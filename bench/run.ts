@@ -18,6 +18,7 @@ import { runDnsScenario } from './scenarios/dns.ts';
 import { runHttpFixedRate } from './scenarios/httpFixedRate.ts';
 import { runHttpMax } from './scenarios/httpMax.ts';
 import { runKubernetesScenario } from './scenarios/kubernetesDiscover.ts';
+import { runGatewayRoutesScenario } from './scenarios/gatewayRoutes.ts';
 import { runSidecarFootprint } from './scenarios/sidecarFootprint.ts';
 import { runTcpThroughput } from './scenarios/tcpThroughput.ts';
 import { runTracing } from './scenarios/tracing.ts';
@@ -48,6 +49,7 @@ const OPT_IN: Record<string, Scenario> = {
   tracing: { run: runTracing, tools: ['wrk', 'nginx'], describe: '(opt-in) rps and RSS with tracing off, at 1% and at 100% (spans to a real OpenTelemetry Collector; needs Go), beside nginx' },
   'route-table': { run: runRouteTable, tools: ['wrk', 'nginx'], describe: '(opt-in) L7 rps with 20 Gateway API rules (the request matching the last) vs 1 route, same sidecar' },
   kubernetes: { run: runKubernetesScenario, tools: [], describe: '(opt-in) discover --kubernetes against a real kube-apiserver holding 10,000 Services and 100,000 endpoints (bench/kubernetes.ts; needs Go)' },
+  'gateway-routes': { run: runGatewayRoutesScenario, tools: [], describe: '(opt-in) one HTTPRoute change among 1,000 routes over 500 Services on a real kube-apiserver: discover\'s apply time and propagation to 1,000 sidecars (bench/gatewayRoutes.ts; needs Go)' },
 };
 
 const usage = `usage: npm run bench [-- options]
