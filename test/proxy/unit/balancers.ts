@@ -69,7 +69,11 @@ t.test('random: uniform and weighted shares within 1.5 percentage points over 20
     }
     b.update([endpoint('a', { weight: 1 }), endpoint('b', { weight: 2 }), endpoint('c', { weight: 7 }), endpoint('d', { weight: 0 })]);
     const w = countPicks(() => b.pick(), n);
-    for (const [key, want] of [['a', 0.1], ['b', 0.2], ['c', 0.7]] as const) {
+    for (const [key, want] of [
+      ['a', 0.1],
+      ['b', 0.2],
+      ['c', 0.7],
+    ] as const) {
       const s = share(w, key, n);
       t.ok(Math.abs(s - want) < 0.015, `weight ${want * 10} of 10: ${(s * 100).toFixed(2)}% (${want * 100}% ± 1.5)`);
     }
@@ -111,13 +115,21 @@ t.test('least request at idle honours weights (no requests in flight: a tie on e
     t.ok(Math.abs(s - 0.75) < 0.015, `weight 3 of 4: ${(s * 100).toFixed(2)}% (75% ± 1.5)`);
     b.update([endpoint('x', { weight: 1 }), endpoint('y', { weight: 2 }), endpoint('z', { weight: 5 })]);
     const c3 = countPicks(() => b.pick(), n);
-    for (const [key, want] of [['x', 1 / 8], ['y', 2 / 8], ['z', 5 / 8]] as const) {
+    for (const [key, want] of [
+      ['x', 1 / 8],
+      ['y', 2 / 8],
+      ['z', 5 / 8],
+    ] as const) {
       const got = share(c3, key, n);
       t.ok(Math.abs(got - want) < 0.015, `${key}: ${(got * 100).toFixed(2)}% (${(want * 100).toFixed(1)}% ± 1.5)`);
     }
     b.update(endpoints(4));
     const u = countPicks(() => b.pick(), n);
-    for (let i = 0; i < 4; i++) t.ok(Math.abs(share(u, `e${i}`, n) - 0.25) < 0.015, `equal weights, idle: e${i} ${(share(u, `e${i}`, n) * 100).toFixed(2)}% (25% ± 1.5)`);
+    for (let i = 0; i < 4; i++)
+      t.ok(
+        Math.abs(share(u, `e${i}`, n) - 0.25) < 0.015,
+        `equal weights, idle: e${i} ${(share(u, `e${i}`, n) * 100).toFixed(2)}% (25% ± 1.5)`,
+      );
   });
 });
 
@@ -199,10 +211,13 @@ t.test('ring hash: removing an endpoint moves only its own keys; adding one move
       break;
     }
   }
-  t.ok(changed / n > 0.11 && changed / n < 0.23, `${((changed / n) * 100).toFixed(1)}% of the keys moved to the sixth endpoint (about 1/6)`);
+  t.ok(
+    changed / n > 0.11 && changed / n < 0.23,
+    `${((changed / n) * 100).toFixed(1)}% of the keys moved to the sixth endpoint (about 1/6)`,
+  );
 });
 
-t.test('ring hash: weights scale an endpoint\'s share of keys; no key falls back to weighted random', async (t) => {
+t.test("ring hash: weights scale an endpoint's share of keys; no key falls back to weighted random", async (t) => {
   const b = new RingHashBalancer();
   b.update([endpoint('h', { weight: 3 }), endpoint('l1'), endpoint('l2')]);
   const n = 20_000;
@@ -227,15 +242,19 @@ t.test('locality of an endpoint as seen from the sidecar', async (t) => {
   t.equal(localityOf({ node: 'n1', zone: 'b' }, here), SAME_NODE, 'same node wins over a zone label');
   t.equal(localityOf({ node: 'n2', zone: 'a' }, here), SAME_ZONE);
   t.equal(localityOf({ node: 'n2', zone: 'b' }, here), OTHER_ZONE);
-  t.equal(localityOf({ node: 'n2', zone: '' }, here), UNKNOWN_LOCALITY, 'the endpoint\'s zone unknown');
-  t.equal(localityOf({ node: 'n2', zone: 'a' }, { node: 'n1', zone: '' }), UNKNOWN_LOCALITY, 'the sidecar\'s zone unknown');
+  t.equal(localityOf({ node: 'n2', zone: '' }, here), UNKNOWN_LOCALITY, "the endpoint's zone unknown");
+  t.equal(localityOf({ node: 'n2', zone: 'a' }, { node: 'n1', zone: '' }), UNKNOWN_LOCALITY, "the sidecar's zone unknown");
   t.equal(localityOf({ node: '', zone: 'a' }, { node: '', zone: 'a' }), SAME_ZONE, 'an empty node name never matches as the same node');
 });
 
 t.test('locality tiers: most local first, always ending with all; failover by zone only without hints', async (t) => {
   const kinds = (eps: Endpoint[], here: { node: string; zone: string }, failover = false): string[] =>
     localityTiers(eps, here, failover).map((x) => `${x.kind}:${x.endpoints.map((e) => e.key).join(',')}`);
-  const zoned = [endpoint('a1', { zone: 'a', node: 'n1' }), endpoint('a2', { zone: 'a', node: 'n2' }), endpoint('b1', { zone: 'b', node: 'n3' })];
+  const zoned = [
+    endpoint('a1', { zone: 'a', node: 'n1' }),
+    endpoint('a2', { zone: 'a', node: 'n2' }),
+    endpoint('b1', { zone: 'b', node: 'n3' }),
+  ];
   t.same(kinds(zoned, { node: 'n1', zone: 'a' }), ['all:a1,a2,b1'], 'no hints, no failover: one tier');
   t.same(kinds(zoned, { node: 'n1', zone: 'a' }, true), ['same-zone:a1,a2', 'all:a1,a2,b1'], 'failover: this zone, then all');
   t.same(kinds(zoned, { node: 'n1', zone: 'c' }, true), ['all:a1,a2,b1'], 'failover, nothing in this zone: all');
@@ -248,7 +267,11 @@ t.test('locality tiers: most local first, always ending with all; failover by zo
     endpoint('a2', { zone: 'a', forZones: ['a'], forNodes: ['n2'] }),
     endpoint('b1', { zone: 'b', forZones: ['b'], forNodes: ['n3'] }),
   ];
-  t.same(kinds(hinted, { node: 'n1', zone: 'a' }, true), ['node:a1', 'zone:a1,a2', 'all:a1,a2,b1'], 'hints: node, zone, all; failover adds nothing');
+  t.same(
+    kinds(hinted, { node: 'n1', zone: 'a' }, true),
+    ['node:a1', 'zone:a1,a2', 'all:a1,a2,b1'],
+    'hints: node, zone, all; failover adds nothing',
+  );
   t.same(kinds(hinted, { node: 'n9', zone: 'b' }), ['zone:b1', 'all:a1,a2,b1'], 'no node hint here: zone hints');
   const partly = hinted.map((e, i) => (i === 2 ? endpoint(e.key, { zone: 'b' }) : e));
   t.same(kinds(partly, { node: 'n1', zone: 'a' }), ['all:a1,a2,b1'], 'one endpoint without hints: hints ignored, as kube-proxy does');

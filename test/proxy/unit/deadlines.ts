@@ -4,7 +4,14 @@
 import { setImmediate as turn } from 'node:timers/promises';
 import t from 'tap';
 import {
-  deadlineQueue, DeadlineScheduler, disarm, IDLE_TICKS_BEFORE_STOP, TICK_MS, TryDeadline, type DeadlineHolder, type DeadlineQueue,
+  deadlineQueue,
+  DeadlineScheduler,
+  disarm,
+  IDLE_TICKS_BEFORE_STOP,
+  TICK_MS,
+  TryDeadline,
+  type DeadlineHolder,
+  type DeadlineQueue,
 } from '../../../proxy/policy/deadlines.ts';
 import { ManualClock } from './manualClock.ts';
 
@@ -89,15 +96,15 @@ t.test('the ticker fires a deadline at the first tick at or after it: on the bou
   t.same(late.fired, [70], `the tick at 70 ms: 5 ms late, within TICK_MS (${TICK_MS})`);
 });
 
-t.test('one queue per timeout, each firing in arming order; the sidecar\'s queues are shared', async (t) => {
+t.test("one queue per timeout, each firing in arming order; the sidecar's queues are shared", async (t) => {
   const clock = new ManualClock(0);
   const sched = new DeadlineScheduler(clock);
   t.equal(sched.queue(100), sched.queue(100), 'the same timeout, the same queue');
   t.equal(sched.queue(0), null, 'timeout 0: no deadline');
   t.equal(sched.queue(-5), null);
   t.equal(sched.queue(Number.NaN), null);
-  t.equal(deadlineQueue(15_000), deadlineQueue(15_000), 'the sidecar\'s own scheduler shares queues too');
-  t.not(deadlineQueue(15_000), sched.queue(15_000), 'a test scheduler is apart from the sidecar\'s');
+  t.equal(deadlineQueue(15_000), deadlineQueue(15_000), "the sidecar's own scheduler shares queues too");
+  t.not(deadlineQueue(15_000), sched.queue(15_000), "a test scheduler is apart from the sidecar's");
   const log: string[] = [];
   const short = sched.queue(20)!;
   const long = sched.queue(50)!;

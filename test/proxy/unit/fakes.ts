@@ -16,9 +16,21 @@ export interface FakeEndpointInit {
 /** An endpoint named `name` (its key), weight 1 and idle unless told otherwise. */
 export function endpoint(name: string, init: FakeEndpointInit = {}): Endpoint {
   const e = {
-    key: name, address: name, port: 80, weight: init.weight ?? 1, active: init.active ?? 0, retired: false,
-    consecutiveErrors: 0, ejectedUntil: 0, timesEjected: 0, slowActive: 0,
-    node: init.node ?? '', zone: init.zone ?? '', forZones: init.forZones ?? null, forNodes: init.forNodes ?? null, locality: 3,
+    key: name,
+    address: name,
+    port: 80,
+    weight: init.weight ?? 1,
+    active: init.active ?? 0,
+    retired: false,
+    consecutiveErrors: 0,
+    ejectedUntil: 0,
+    timesEjected: 0,
+    slowActive: 0,
+    node: init.node ?? '',
+    zone: init.zone ?? '',
+    forZones: init.forZones ?? null,
+    forNodes: init.forNodes ?? null,
+    locality: 3,
   };
   return e as unknown as Endpoint;
 }

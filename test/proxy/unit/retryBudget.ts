@@ -41,7 +41,11 @@ t.test('the window gives spent retries back as their second leaves it', async (t
   requestsAt(b, 6_000, 50);
   t.equal(retriesAt(b, 6_000, 100), 10, 'five seconds on: the 100 requests still count, 50 more give 10 retries');
   t.equal(retriesAt(b, 10_999, 100), 0, 'the last instant of second 10: all spent');
-  t.equal(retriesAt(b, 11_000, 100), 10, 'second 11: second 1 (100 requests, 30 retries) left the window; 50 requests and 10 spent leave 10');
+  t.equal(
+    retriesAt(b, 11_000, 100),
+    10,
+    'second 11: second 1 (100 requests, 30 retries) left the window; 50 requests and 10 spent leave 10',
+  );
   clock.advanceTo(11_000);
   t.same(b.window, { requests: 50, retries: 20 });
   clock.advanceTo(16_000);
