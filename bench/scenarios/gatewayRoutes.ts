@@ -57,8 +57,10 @@ export async function runGatewayRoutesScenario(ctx: ScenarioContext): Promise<Sc
     notes: [
       `Per round: p99 ${p.p99PerRoundMs.join(', ')} ms; apply ${r.apply.applyMsPerRound.join(', ')} ms (rebuilt ${r.apply.rebuiltPerRound.join(', ')} apps); API write ${p.apiWriteMs.join(', ')} ms; discover CPU ${p.discoverCpuMsPerRound.join(', ')} ms (10 ms ticks). Over all rounds: p50 ${p.p50Ms} ms, p99 ${p.p99Ms} ms, max ${p.maxMs} ms (${p.samples} samples); with the warm-up rounds counted, p99 ${p.warmup.p99WithWarmupMs} ms.`,
       `Loading: ${r.loading.writes} writes in ${(r.loading.ms / 1000).toFixed(1)} s (${r.loading.writesPerSecond} writes/s, ${r.loading.retries} retried); Services and slices ${(r.loading.phasesMs.servicesAndSlices / 1000).toFixed(1)} s, routes ${(r.loading.phasesMs.routes / 1000).toFixed(1)} s, ConfigMaps ${(r.loading.phasesMs.configMaps / 1000).toFixed(1)} s. app-0's snapshot holds ${c.routeRulesInSnapshot} route entries from HTTPRoutes.`,
-      `discover: ready in ${r.timeToReadyMs} ms (lists and first build ${r.listAndBuildMs ?? 'n/a'} ms, ${r.discoverCpuSecondsToReady} CPU-seconds), its log quiet ${r.settleMs} ms later (route status writes); RSS ${r.discoverRssMb.afterReady} MB after ready, ${r.discoverRssMb.afterRounds} MB after the rounds, peak ${r.discoverRssMb.peak} MB.`,
-      `Control plane during the rounds: ${Object.entries(r.components)
+      `discover: ready in ${r.timeToReadyMs} ms (lists and first build ${r.listAndBuildMs ?? 'n/a'} ms, ${r.discoverCpuSecondsToReady} CPU-seconds), every HTTPRoute's status written by it ${r.statusWrittenMs} ms later, the rounds started ${r.settleMs} ms after ready; RSS ${r.discoverRssMb.afterReady} MB after ready, ${r.discoverRssMb.afterRounds} MB after the rounds, peak ${r.discoverRssMb.peak} MB.`,
+      `Control plane during the rounds (${r.otherRoutesWrittenDuringRounds} HTTPRoutes other than the changed one written): ${Object.entries(
+        r.components,
+      )
         .map(([n, x]) => `${n} ${x.cpuSecondsRounds} CPU-s, RSS ${x.rssMbEnd} MB`)
         .join('; ')}.`,
       `Load average (1 min, sampled every 5 s) on ${r.machine.cores} shared cores: ${la.load.min}-${la.load.max} loading, ${la.discoverStart.min}-${la.discoverStart.max} during discover's start, ${la.rounds.min}-${la.rounds.max} in the rounds; ${r.loadAverage.atStart.join(' ')} at start, ${r.loadAverage.atEnd.join(' ')} at the end.`,

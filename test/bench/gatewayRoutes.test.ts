@@ -119,6 +119,11 @@ if (kube) {
     );
     t.same(r.apply.rebuiltPerRound, [10, 10], "each change rebuilt the 10 dependent apps' snapshots");
     t.equal(r.propagation.apiWriteMs.length, 2);
+    t.ok(
+      r.statusWrittenMs >= 0 && r.settleMs >= r.statusWrittenMs,
+      `every route's status written ${r.statusWrittenMs} ms after ready, rounds from ${r.settleMs} ms`,
+    );
+    t.equal(r.otherRoutesWrittenDuringRounds, 0, 'a change of one route rewrites no other route');
     t.ok(r.loadAverage.during.rounds.samples >= 1, 'the load average is sampled in the rounds');
     t.equal(report.targets.length, 1, 'the propagation target is judged');
     t.match(readFileSync(join(out, name!.replace(/json$/, 'md')), 'utf8'), /Per round: p99 .* ms; apply .* ms \(rebuilt 10, 10 apps\)/);
