@@ -457,8 +457,9 @@ export function routeParents(route: GatewayRoute): string[] {
   // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the route is what a file or the API server held: any entry may be missing or null whatever the type says
   const spec = (route.spec ?? {}) as Obj;
   if (!Array.isArray(spec.parentRefs)) return [];
-  // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the route is what a file or the API server held: any entry may be missing or null whatever the type says
-  return spec.parentRefs.filter((p: Obj) => p && typeof p === 'object' && typeof p.name === 'string').map((p: Obj) => refKey(p, route.metadata?.namespace ?? ''));
+  const ns = (route.metadata as GatewayRoute['metadata'] | undefined)?.namespace ?? '';
+  const refs = spec.parentRefs as unknown[];
+  return refs.filter((p): p is Obj => p !== null && typeof p === 'object' && typeof (p as Obj).name === 'string').map((p) => refKey(p, ns));
 }
 
 /** The parent Services of the routes in force that send to (or mirror to) any Service in `services`. */

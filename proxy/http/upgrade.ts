@@ -153,8 +153,8 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
     if (!this.tunnel) this.release();
     this.backend.stats.count(this.status);
     this.backend.latency.observe((performance.now() - this.start) / 1000);
-    // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- Node's typings say Socket, but req.socket is null once the socket is detached
-    if (this.trace !== null) this.trace.end(this.req.method ?? '', this.req.url ?? '', this.req.headers.host ?? '', this.req.socket?.remoteAddress ?? '', this.status, this.error, this.backend.cluster.name, this.endpoint, 0, -1);
+    // req.socket is null once the socket is detached (Node's typings say Socket).
+    if (this.trace !== null) this.trace.end(this.req.method ?? '', this.req.url ?? '', this.req.headers.host ?? '', (this.req.socket as Socket | null)?.remoteAddress ?? '', this.status, this.error, this.backend.cluster.name, this.endpoint, 0, -1);
   }
 
   private release(): void {
