@@ -6,10 +6,11 @@
 // svc-0. discover runs the built JavaScript (dist/cli.js); long-poll clients hold the snapshots of the
 // D apps. A round flips the split weights of one route of svc-0 (a PUT through the API) and is timed
 // from the write until every client holds the new version; discover's own apply time for the change is
-// read from its 'topology applied' log line (applyMs, rebuilt). Warm-up rounds are reported apart.
+// read from its 'topology applied' log line (applyMs, rebuilt). Warm-up rounds are reported apart. As a
+// baseline, EndpointSlice changes of svc-0 (the same apps rebuilt) are interleaved with the route changes.
 //   npm run build && npx node bench/gatewayRoutes.ts [--services 500] [--endpoints-per-service 10]
 //     [--routes-per-service 2] [--apps 500] [--dependents 100] [--clients 1000] [--rounds 10] [--warmup 2]
-//     [--concurrency 32] [--smoke] [--out FILE]
+//     [--concurrency 32] [--no-baseline] [--cpu-prof DIR] [--smoke] [--out FILE]
 // Without Go (or openssl) the control plane cannot be built: the run is skipped with one loud line.
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -42,6 +43,8 @@ export interface GatewayRoutesBenchOptions {
   warmupRounds: number;
   /** Writes in flight at once while loading the cluster. */
   concurrency: number;
+  /** Interleave as many EndpointSlice changes of the same Service (same apps rebuilt) as a baseline. */
+  baseline: boolean;
   cpuProfDir?: string;
   log?: (line: string) => void;
 }
@@ -100,6 +103,17 @@ export interface GatewayRoutesBenchResult {
     discoverCpuMsPerRound: number[];
     warmup: { rounds: number; p99PerRoundMs: number[]; maxPerRoundMs: number[]; p99WithWarmupMs: number };
   };
+  /** The EndpointSlice changes interleaved with the route changes (same Service, same apps), or null. */
+  baseline: {
+    rounds: number;
+    p50Ms: number;
+    p99Ms: number;
+    p99PerRoundMs: number[];
+    applyMsPerRound: number[];
+    applyP50Ms: number;
+    discoverCpuMsPerRound: number[];
+    apiWriteMs: number[];
+  } | null;
   components: Record<ComponentName, { cpuSecondsRounds: number; rssMbEnd: number }>;
   loadAverage: LoadAverageFigures;
   targets: Record<string, { target: string; measured: number; met: boolean }>;
@@ -115,6 +129,7 @@ export const SMOKE: GatewayRoutesBenchOptions = {
   rounds: 2,
   warmupRounds: 1,
   concurrency: 16,
+  baseline: true,
 };
 export const FULL: GatewayRoutesBenchOptions = {
   services: 500,
@@ -126,6 +141,7 @@ export const FULL: GatewayRoutesBenchOptions = {
   rounds: 10,
   warmupRounds: 2,
   concurrency: 32,
+  baseline: true,
 };
 
 type Phase = 'start' | 'load' | 'discoverStart' | 'rounds';
@@ -507,7 +523,27 @@ export async function runGatewayRoutesBench(opts: GatewayRoutesBenchOptions): Pr
     const warmupP99: number[] = [];
     const warmupMax: number[] = [];
     const withWarmup: number[] = [];
-    for (let r = -opts.warmupRounds; r < opts.rounds; r++) {
+    // The baseline, interleaved with the route changes (the machine is shared: load drifts): an
+    // EndpointSlice update of svc-0 (one endpoint flips ready), the same 100 apps rebuilt.
+    const slicePath = `/apis/discovery.k8s.io/v1/namespaces/${nsOf(0)}/endpointslices/svc-0-bench`;
+    const baseline = {
+      latencies: [] as number[],
+      p99PerRoundMs: [] as number[],
+      applyMs: [] as number[],
+      cpuMs: [] as number[],
+      apiWriteMs: [] as number[],
+    };
+    // Warm-up route changes (reported apart), one warm-up endpoint change (not reported), then route
+    // and endpoint changes in turn.
+    const schedule: Array<{ kind: 'route' | 'endpoints'; r: number }> = [
+      ...Array.from({ length: opts.warmupRounds }, (_, i) => ({ kind: 'route' as const, r: i - opts.warmupRounds })),
+      ...(opts.baseline ? [{ kind: 'endpoints' as const, r: -1 }] : []),
+      ...Array.from({ length: opts.rounds }, (_, i) => [
+        { kind: 'route' as const, r: i },
+        ...(opts.baseline ? [{ kind: 'endpoints' as const, r: i }] : []),
+      ]).flat(),
+    ];
+    for (const { kind, r } of schedule) {
       const versions: Record<string, string> = {};
       await bounded(paths, 50, async (p) => {
         versions[p] = (await snapshotOf(p)).version;
@@ -516,18 +552,27 @@ export async function runGatewayRoutesBench(opts: GatewayRoutesBenchOptions): Pr
       for (const c of clients) c.send({ type: 'wait', versions });
       await Promise.all(sent);
       while ((await waiting()) < opts.clients) await sleep(10);
-      // The change: svc-0-r0's split flips between 90/10 and 10/90.
-      const route = await api('GET', routePath);
-      const split = route.spec.rules[0].backendRefs as Array<{ weight: number }>;
-      const next = split[0].weight === 90 ? [10, 90] : [90, 10];
-      split[0].weight = next[0];
-      split[1].weight = next[1];
+      // The change: svc-0-r0's split flips between 90/10 and 10/90 (or, for the baseline, an endpoint
+      // of svc-0's slice flips between ready and terminating).
+      const path = kind === 'route' ? routePath : slicePath;
+      const obj = await api('GET', path);
+      let next = [0, 0];
+      if (kind === 'route') {
+        const split = obj.spec.rules[0].backendRefs as Array<{ weight: number }>;
+        next = split[0].weight === 90 ? [10, 90] : [90, 10];
+        split[0].weight = next[0];
+        split[1].weight = next[1];
+      } else {
+        const e = obj.endpoints[0];
+        const ready = !(e.conditions?.ready ?? true);
+        e.conditions = { ready, serving: true, terminating: !ready };
+      }
       const answered = clients.map((c) => once<{ statuses: Record<string, number>; stale?: number }>(c, 'answered'));
       await sleep(50);
       const mark = lines.length;
       const cpu0 = cpuSeconds(discover.pid!);
       const start = process.hrtime.bigint();
-      await api('PUT', routePath, route);
+      await api('PUT', path, obj);
       const apiMs = Number(process.hrtime.bigint() - start) / 1e6;
       const statuses = await Promise.all(answered);
       const roundCpuMs = Math.round((cpuSeconds(discover.pid!) - cpu0) * 1000);
@@ -542,10 +587,10 @@ export async function runGatewayRoutesBench(opts: GatewayRoutesBenchOptions): Pr
       const stale = statuses.reduce((a, s) => a + (s.stale ?? 0), 0);
       if (ok !== opts.clients || stale > 0)
         throw new Error(
-          `round ${r}: ${ok} of ${opts.clients} clients got 200, ${stale} got the version they held (${JSON.stringify(statuses)})`,
+          `${kind} round ${r}: ${ok} of ${opts.clients} clients got 200, ${stale} got the version they held (${JSON.stringify(statuses)})`,
         );
       // The new split is what the snapshot carries.
-      const now = weightsIn((await snapshotOf(paths[0])).json);
+      const now = kind === 'route' ? weightsIn((await snapshotOf(paths[0])).json) : [];
       if (!now.every((w) => w === next.join('/')))
         throw new Error(`round ${r}: svc-0-r0's split in app-0's snapshot is ${now.join(', ')}, not ${next.join('/')}`);
       // discover's apply of the change (the log line may trail the answers through the pipe); then the
@@ -553,12 +598,23 @@ export async function runGatewayRoutesBench(opts: GatewayRoutesBenchOptions): Pr
       let applied: Record<string, any> | undefined;
       for (let i = 0; i < 100 && !(applied = lines.slice(mark).find((l) => l.msg === 'topology applied' && l.rebuilt > 0)); i++)
         await sleep(20);
-      if (!applied) throw new Error(`round ${r}: no 'topology applied' line with rebuilt apps after the write`);
+      if (!applied) throw new Error(`${kind} round ${r}: no 'topology applied' line with rebuilt apps after the write`);
       await sleep(300);
       const appliedLines = lines.slice(mark).filter((l) => l.msg === 'topology applied');
       const round = times.flatMap((t) => t.times.map((x) => Number(BigInt(x) - start) / 1e6)).sort((a, b) => a - b);
-      withWarmup.push(...round);
       const summary = `p50 ${percentile(round, 50).toFixed(1)} ms, p99 ${percentile(round, 99).toFixed(1)} ms, max ${round[round.length - 1].toFixed(1)} ms; apply ${applied.applyMs} ms (${applied.rebuilt} rebuilt), API write ${apiMs.toFixed(1)} ms, discover CPU ${roundCpuMs} ms`;
+      if (kind === 'endpoints') {
+        if (r >= 0) {
+          baseline.latencies.push(...round);
+          baseline.p99PerRoundMs.push(r2(percentile(round, 99)));
+          baseline.applyMs.push(applied.applyMs);
+          baseline.cpuMs.push(roundCpuMs);
+          baseline.apiWriteMs.push(r2(apiMs));
+        }
+        log(`${r < 0 ? 'warm-up ' : ''}baseline round ${r < 0 ? 1 : r + 1} (EndpointSlice change): ${summary}`);
+        continue;
+      }
+      withWarmup.push(...round);
       if (r < 0) {
         warmupP99.push(r2(percentile(round, 99)));
         warmupMax.push(r2(round[round.length - 1]));
@@ -669,6 +725,22 @@ export async function runGatewayRoutesBench(opts: GatewayRoutesBenchOptions): Pr
           p99WithWarmupMs: r2(percentile(withWarmup, 99)),
         },
       },
+      baseline: opts.baseline
+        ? (() => {
+            const lat = [...baseline.latencies].sort((a, b) => a - b);
+            const ap = [...baseline.applyMs].sort((a, b) => a - b);
+            return {
+              rounds: baseline.p99PerRoundMs.length,
+              p50Ms: r2(percentile(lat, 50)),
+              p99Ms: r2(percentile(lat, 99)),
+              p99PerRoundMs: baseline.p99PerRoundMs,
+              applyMsPerRound: baseline.applyMs,
+              applyP50Ms: r2(percentile(ap, 50)),
+              discoverCpuMsPerRound: baseline.cpuMs,
+              apiWriteMs: baseline.apiWriteMs,
+            };
+          })()
+        : null,
       components,
       loadAverage: {
         atStart: machine.loadAverageAtStart,
@@ -741,6 +813,12 @@ export function renderTable(r: GatewayRoutesBenchResult): string {
         ? 'none'
         : `${p.warmup.rounds}, not counted above: p99 ${p.warmup.p99PerRoundMs.join(', ')} ms, apply ${r.apply.warmupApplyMs.join(', ')} ms; p99 with them ${p.warmup.p99WithWarmupMs} ms`,
     ],
+    [
+      'baseline (EndpointSlice change)',
+      r.baseline === null
+        ? 'not run'
+        : `p50 ${r.baseline.p50Ms} ms, p99 ${r.baseline.p99Ms} ms; p99 per round ${r.baseline.p99PerRoundMs.join(', ')} ms; apply ${r.baseline.applyMsPerRound.join(', ')} ms; discover CPU ${r.baseline.discoverCpuMsPerRound.join(', ')} ms`,
+    ],
     ['API write per round', `${p.apiWriteMs.join(', ')} ms`],
     ['discover CPU per round', `${p.discoverCpuMsPerRound.join(', ')} ms (write -> every client answered; 10 ms ticks)`],
     ['control plane in rounds', `${names(r)}; ${r.otherRoutesWrittenDuringRounds} other HTTPRoutes written`],
@@ -762,6 +840,7 @@ function names(r: GatewayRoutesBenchResult): string {
 
 if (import.meta.main) {
   const { values } = parseArgs({
+    allowNegative: true,
     options: {
       services: { type: 'string', default: String(FULL.services) },
       'endpoints-per-service': { type: 'string', default: String(FULL.endpointsPerService) },
@@ -772,6 +851,7 @@ if (import.meta.main) {
       rounds: { type: 'string', default: String(FULL.rounds) },
       warmup: { type: 'string', default: String(FULL.warmupRounds) },
       concurrency: { type: 'string', default: String(FULL.concurrency) },
+      baseline: { type: 'boolean', default: true },
       'cpu-prof': { type: 'string' },
       smoke: { type: 'boolean', default: false },
       out: { type: 'string' },
@@ -789,6 +869,7 @@ if (import.meta.main) {
         rounds: Number(values.rounds),
         warmupRounds: Number(values.warmup),
         concurrency: Number(values.concurrency),
+        baseline: values.baseline,
         cpuProfDir: values['cpu-prof'],
       };
   try {

@@ -119,6 +119,11 @@ if (kube) {
     );
     t.same(r.apply.rebuiltPerRound, [10, 10], "each change rebuilt the 10 dependent apps' snapshots");
     t.equal(r.propagation.apiWriteMs.length, 2);
+    t.equal(r.baseline?.rounds, 2, 'as many EndpointSlice changes, interleaved, as the baseline');
+    t.ok(
+      r.baseline!.applyMsPerRound.every((ms) => ms > 0) && r.baseline!.p99Ms > 0,
+      `baseline apply ${r.baseline!.applyMsPerRound.join(', ')} ms`,
+    );
     t.ok(
       r.statusWrittenMs >= 0 && r.settleMs >= r.statusWrittenMs,
       `every route's status written ${r.statusWrittenMs} ms after ready, rounds from ${r.settleMs} ms`,
