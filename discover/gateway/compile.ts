@@ -157,6 +157,18 @@ export function resolveBackend(ref: Obj, routeNamespace: string, services: Map<s
  * snapshots); dropped rules name none.
  */
 export function referencedServices(check: RouteCheck): string[] {
+  let known = referenced.get(check);
+  if (known === undefined) {
+    known = referencedOf(check);
+    referenced.set(check, known);
+  }
+  return known;
+}
+
+// A route's check is memoised per route object (validate.ts), and these depend on it alone. Shared: never changed.
+const referenced = new WeakMap<RouteCheck, string[]>();
+
+function referencedOf(check: RouteCheck): string[] {
   const out = new Set<string>();
   const ns = check.route.metadata.namespace;
   const fromFilters = (fs: Obj[] | undefined) => {
@@ -421,25 +433,72 @@ export function backendProtocol(b: BackendCluster, listener: Protocol): Protocol
  */
 export function routeInputs(topology: Topology, callerNamespace: string, deps: Array<{ namespace: string; service: string; port: number }>, serviceText: (s: Service) => string): string {
   if (!topology.routes || topology.routes.size === 0) return '';
-  const index = routeIndex(topology);
   let out = '';
   for (const d of deps) {
     const svc = topology.services.get(serviceKey(d.namespace, d.service));
-    if (!svc) continue;
-    const { used } = routesInForce(index, callerNamespace, svc, d.port);
-    if (used.length === 0) continue;
-    out += `${JSON.stringify([d.namespace, d.service, d.port])}:`;
-    for (const a of used) {
-      out += routeText(a.check);
-      for (const k of referencedServices(a.check)) {
-        const s = topology.services.get(k);
-        out += s ? serviceText(s) : JSON.stringify([k, null]);
-        // Workload identity: the readers of the app named like a backend shape its cluster's peer identities.
-        if (topology.identity) out += JSON.stringify(topology.apps.get(k)?.readers ?? []);
-      }
-    }
+    if (svc) out += routesAt(topology, callerNamespace, svc, d.port, undefined, serviceText)?.text ?? '';
   }
   return out;
+}
+
+/**
+ * The routes in force for a caller namespace on one Service port, with what they were compiled from: the
+ * attachments' checks, and the text of the parent Service and of the Services the routes name (and, with
+ * workload identity, those Services' readers). Kept across applies (RoutesCache) while the checks are the
+ * same objects (route objects are replaced on change, never edited in place: checkRoute relies on it) and
+ * the texts are equal (read afresh each apply, so a Service edited in place is seen).
+ */
+export interface RoutesAt {
+  svc: Service;
+  checks: RouteCheck[];
+  /** The parent Service's text. */
+  parent: string;
+  /** This port's part of routeInputs(): equal text (and parent), equal compiled routes. */
+  text: string;
+  /** Compiled on first use (compileFor). */
+  compiled?: CompiledRoutes | null;
+}
+
+/** RoutesAt by caller namespace, Service key and port. */
+export type RoutesCache = Map<string, RoutesAt>;
+
+/**
+ * The routes in force for `callerNamespace` on `svc`:`port` (null: none), taken from `cache` (or `previous`,
+ * a cache being replaced) when nothing they depend on changed, else made again and put in `cache`.
+ * `serviceText` is a Service's input text (builder.ts serviceInput).
+ */
+export function routesAt(topology: Topology, callerNamespace: string, svc: Service, port: number, cache: RoutesCache | undefined, serviceText: (s: Service) => string, previous?: RoutesCache): RoutesAt | null {
+  const { used } = routesInForce(routeIndex(topology), callerNamespace, svc, port);
+  if (used.length === 0) return null;
+  let text = `${JSON.stringify([svc.namespace, svc.name, port])}:`;
+  for (const a of used) {
+    text += routeText(a.check);
+    for (const k of referencedServices(a.check)) {
+      const s = topology.services.get(k);
+      text += s ? serviceText(s) : JSON.stringify([k, null]);
+      // Workload identity: the readers of the app named like a backend shape its cluster's peer identities.
+      if (topology.identity) text += JSON.stringify(topology.apps.get(k)?.readers ?? []);
+    }
+  }
+  const parent = serviceText(svc);
+  const key = `${callerNamespace}\n${serviceKey(svc.namespace, svc.name)}\n${port}`;
+  const known = cache?.get(key) ?? previous?.get(key);
+  if (
+    known !== undefined && known.svc === svc && known.text === text && known.parent === parent &&
+    known.checks.length === used.length && known.checks.every((c, i) => c === used[i].check)
+  ) {
+    if (cache !== undefined && cache.get(key) !== known) cache.set(key, known);
+    return known;
+  }
+  const at: RoutesAt = { svc, checks: used.map((a) => a.check), parent, text };
+  cache?.set(key, at);
+  return at;
+}
+
+/** The compiled routes of `at` (compiled once, then shared: nothing may change them). */
+export function compiledAt(topology: Topology, callerNamespace: string, at: RoutesAt, port: number): CompiledRoutes | null {
+  if (at.compiled === undefined) at.compiled = compileFor(topology, callerNamespace, at.svc, port);
+  return at.compiled;
 }
 
 const texts = new WeakMap<RouteCheck, string>();

@@ -9,7 +9,7 @@ import {
 } from '../../shared/snapshot.ts';
 import { serviceKey, type App, type Service, type Topology } from '../topology/model.ts';
 import { addIdentity } from '../identity/snapshotIdentity.ts';
-import { backendProtocol, compileFor, routeInputs, type CompiledRoutes } from '../gateway/compile.ts';
+import { backendProtocol, compileFor, compiledAt, routesAt, type CompiledRoutes, type RoutesAt, type RoutesCache } from '../gateway/compile.ts';
 
 function modeOf(protocol: Protocol): ListenerMode {
   return protocol === 'tcp' ? 'l4' : 'l7';
@@ -46,28 +46,67 @@ function sharedEndpoints(source: readonly Endpoint[], identity: boolean, memo: I
 /** Stands in for a cluster's endpoints while the snapshot is serialised; random, so no content can collide with it. */
 const ENDPOINTS_MARK = `shoal-endpoints-${randomUUID()}-`;
 
+/** Stands in for a listener's Gateway API routes while the snapshot is serialised; random, as ENDPOINTS_MARK. */
+const ROUTES_MARK = `shoal-routes-${randomUUID()}-`;
+
 /**
- * JSON.stringify(snap), with each cluster's endpoints taken from the shared lists' JSON instead of
- * serialised again. Same text: the placeholder takes the endpoints' place in each cluster's keys.
+ * Compiled Gateway API routes -> their JSON, made at their first serialisation. The compiled routes are
+ * kept across applies while their inputs are unchanged (RoutesCache) and never changed: neither is their text.
  */
-function stringifySnapshot(snap: Omit<Snapshot, 'version'>, memo: InputsMemo | undefined): string {
+const routesJson = new WeakMap<readonly Route[], string>();
+
+function routesText(routes: readonly Route[]): string {
+  let json = routesJson.get(routes);
+  if (json === undefined) {
+    json = JSON.stringify(routes);
+    routesJson.set(routes, json);
+  }
+  return json;
+}
+
+/**
+ * JSON.stringify(snap), with each cluster's endpoints taken from the shared lists' JSON, and each listener's
+ * Gateway API routes (`gatewayRoutes`: the listener's routes -> the compiled list they copy) from the compiled
+ * routes' JSON, instead of serialised again. Same text: each placeholder takes the place of what it stands for
+ * in its object's keys (listeners come before clusters in a snapshot's keys, so the marks are met in order).
+ */
+function stringifySnapshot(snap: Omit<Snapshot, 'version'>, memo: InputsMemo | undefined, gatewayRoutes?: Map<Route[], readonly Route[]>): string {
   if (memo === undefined) return JSON.stringify(snap);
   const clusters = snap.clusters;
-  const text = JSON.stringify({ ...snap, clusters: clusters.map((c, i) => ({ ...c, endpoints: `${ENDPOINTS_MARK}${i}` })) });
+  const pieces: Array<{ mark: string; what: string; json: () => string }> = [];
+  let outbound = snap.outbound;
+  if (gatewayRoutes !== undefined && gatewayRoutes.size > 0) {
+    outbound = snap.outbound.map((l) => {
+      const compiled = gatewayRoutes.get(l.routes);
+      // Only a listener that still holds exactly the compiled routes (same entries, same order).
+      if (compiled === undefined || compiled.length !== l.routes.length || !l.routes.every((r, i) => r === compiled[i])) return l;
+      const mark = `${ROUTES_MARK}${pieces.length}`;
+      pieces.push({ mark: `"${mark}"`, what: `the routes of listener ${l.name}`, json: () => routesText(compiled) });
+      return { ...l, routes: mark as unknown as Route[] };
+    });
+  }
+  for (const [i, c] of clusters.entries()) {
+    pieces.push({
+      mark: `"${ENDPOINTS_MARK}${i}"`, what: `the endpoints of cluster ${c.name}`,
+      json: () => {
+        const eps = c.endpoints;
+        let json = memo.endpointJson.get(eps);
+        if (json === undefined) {
+          json = JSON.stringify(eps);
+          memo.endpointJson.set(eps, json);
+        }
+        return json;
+      },
+    });
+  }
+  const text = JSON.stringify({ ...snap, outbound, clusters: clusters.map((c, i) => ({ ...c, endpoints: `${ENDPOINTS_MARK}${i}` })) });
   let out = '';
   let from = 0;
-  for (let i = 0; i < clusters.length; i++) {
-    const mark = `"${ENDPOINTS_MARK}${i}"`;
-    const at = text.indexOf(mark, from);
-    if (at < 0) throw new Error(`snapshot serialisation lost the endpoints of cluster ${clusters[i].name}`);
-    const eps = clusters[i].endpoints;
-    let json = memo.endpointJson.get(eps);
-    if (json === undefined) {
-      json = JSON.stringify(eps);
-      memo.endpointJson.set(eps, json);
-    }
-    out += text.slice(from, at) + json;
-    from = at + mark.length;
+  for (const p of pieces) {
+    const at = text.indexOf(p.mark, from);
+    if (at < 0) throw new Error(`snapshot serialisation lost ${p.what}`);
+    out += text.slice(from, at) + p.json();
+    from = at + p.mark.length;
   }
   return out + text.slice(from);
 }
@@ -94,14 +133,32 @@ export interface InputsMemo {
   /** Each shared list's JSON, made at its first serialisation (after addIdentity). */
   endpointJson: Map<Endpoint[], string>;
   /**
-   * Gateway API routes compiled for a caller namespace, Service and port (null: none apply), shared by the
-   * apps built in this apply: their Route objects are shared between snapshots, nothing may change them.
+   * Gateway API routes in force for a caller namespace, Service and port (null: none apply), as found in this
+   * apply: their compiled Route objects are shared between snapshots, nothing may change them.
    */
-  routes?: Map<string, CompiledRoutes | null>;
+  routes: Map<string, RoutesAt | null>;
+  /**
+   * The same, kept across applies (the store's): an entry is used again while the routes, the parent Service
+   * and the Services the routes name are the same objects. `previousRoutes`: a cache being replaced (read only).
+   */
+  routesCache?: RoutesCache;
+  previousRoutes?: RoutesCache;
 }
 
-export function inputsMemo(): InputsMemo {
-  return { services: new Map(), identity: new Map(), endpoints: new Map(), endpointJson: new Map(), routes: new Map() };
+export function inputsMemo(routesCache?: RoutesCache, previousRoutes?: RoutesCache): InputsMemo {
+  return { services: new Map(), identity: new Map(), endpoints: new Map(), endpointJson: new Map(), routes: new Map(), routesCache, previousRoutes };
+}
+
+/** The Gateway API routes in force for an app of `callerNamespace` on `svc`:`port` (null: none). */
+function routesFor(topology: Topology, callerNamespace: string, svc: Service, port: number, memo: InputsMemo | undefined): RoutesAt | null {
+  if (memo === undefined) return routesAt(topology, callerNamespace, svc, port, undefined, (s) => serviceInput(s, undefined));
+  const key = `${callerNamespace}\n${serviceKey(svc.namespace, svc.name)}\n${port}`;
+  let at = memo.routes.get(key);
+  if (at === undefined) {
+    at = routesAt(topology, callerNamespace, svc, port, memo.routesCache, (s) => serviceInput(s, memo), memo.previousRoutes);
+    memo.routes.set(key, at);
+  }
+  return at;
 }
 
 function serviceInput(svc: Service, memo: InputsMemo | undefined): string {
@@ -125,7 +182,14 @@ export function snapshotInputs(app: App, topology: Topology, memo?: InputsMemo):
   }
   let out = `[${JSON.stringify(topology.clusterDomain)},${JSON.stringify(app.pluginId)},${JSON.stringify(app.config)},${JSON.stringify(app.problems ?? [])},[${services}]`;
   // Gateway API routes in force for the app's dependencies, and the Services they send to (absent: none).
-  const routes = routeInputs(topology, app.namespace, app.config.dependencies, (s) => serviceInput(s, memo));
+  // (routeInputs() in compile.ts, one Service port's part at a time, kept while nothing it depends on changed.)
+  let routes = '';
+  if (topology.routes && topology.routes.size > 0) {
+    for (const d of app.config.dependencies) {
+      const svc = topology.services.get(serviceKey(d.namespace, d.service));
+      if (svc) routes += routesFor(topology, app.namespace, svc, d.port, memo)?.text ?? '';
+    }
+  }
   if (routes !== '') out += `,${JSON.stringify(routes)}`;
   // Identity: the CA's bundle and the readers of dependencies shape the snapshot too.
   if (topology.identity) {
@@ -237,10 +301,11 @@ export function buildSnapshotBody(app: App, topology: Topology, memo?: InputsMem
       const svc = services.get(serviceKey(d.namespace, d.service));
       let compiled: CompiledRoutes | null = null;
       if (svc) {
-        const key = `${app.namespace}\n${serviceKey(d.namespace, d.service)}\n${d.port}`;
-        const known = memo?.routes?.get(key);
-        compiled = known !== undefined ? known : compileFor(topology, app.namespace, svc, d.port);
-        if (known === undefined) memo?.routes?.set(key, compiled);
+        if (memo === undefined) compiled = compileFor(topology, app.namespace, svc, d.port);
+        else {
+          const at = routesFor(topology, app.namespace, svc, d.port, memo);
+          compiled = at === null ? null : compiledAt(topology, app.namespace, at, d.port);
+        }
       }
       if (!compiled) continue;
       if (d.protocol === 'tcp') {
@@ -283,6 +348,8 @@ export function buildSnapshotBody(app: App, topology: Topology, memo?: InputsMem
   const listeners = new Map<string, OutboundListener>();
   // Listeners whose routes are Gateway API routes, already in the spec's precedence order.
   const gatewayListeners = new Set<OutboundListener>();
+  // Their routes (a copy) -> the compiled list, whose JSON is spliced into the body (stringifySnapshot).
+  const gatewayRoutes = new Map<Route[], readonly Route[]>();
   const addRoute = (address: string, port: number, protocol: Protocol, name: string, domains: string[], d: Dependency) => {
     const key = `${address}:${port}`;
     let l = listeners.get(key);
@@ -300,6 +367,7 @@ export function buildSnapshotBody(app: App, topology: Topology, memo?: InputsMem
       // Shared with the other listeners and snapshots using them (InputsMemo.routes): never changed.
       l.routes = compiled.routes.slice();
       gatewayListeners.add(l);
+      gatewayRoutes.set(l.routes, compiled.routes);
       return;
     }
     if (gatewayListeners.has(l)) {
@@ -382,7 +450,7 @@ export function buildSnapshotBody(app: App, topology: Topology, memo?: InputsMem
   if (topology.identity) addIdentity(snap, app, topology, topology.identity);
   // Key order is fixed here so the content hash is the same on every replica: the text hashed is
   // JSON.stringify of the snapshot without its version, as snapshotVersion hashes it.
-  const content = stringifySnapshot(snap, memo);
+  const content = stringifySnapshot(snap, memo, gatewayRoutes);
   const version = createHash('sha256').update(content).digest('hex').slice(0, 16);
   const head = `{"schemaVersion":${JSON.stringify(snap.schemaVersion)},`;
   if (!content.startsWith(head)) throw new Error('snapshot serialisation does not start with its schemaVersion');

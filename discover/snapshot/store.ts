@@ -6,8 +6,12 @@ import type { DiscoverMetrics } from '../metrics.ts';
 import { appKey, type App, type Topology } from '../topology/model.ts';
 import { buildSnapshotBody, inputsMemo, snapshotInputs } from './builder.ts';
 import { LongPollRegistry, type Waiter } from './longPoll.ts';
+import type { RoutesCache } from '../gateway/compile.ts';
 import type { FanOutWriters } from '../http/fanOut.ts';
 import { FAN_OUT_MIN, prebuild, sendPrebuilt, sendPrebuiltEach, type Prebuilt } from '../http/prebuiltResponse.ts';
+
+/** Past this many entries (apps come and go between full applies) the routes cache is made again. */
+const ROUTES_CACHE_MAX = 100_000;
 
 export interface SnapshotEntry {
   app: App;
@@ -30,6 +34,12 @@ export interface ApplyResult {
 export class SnapshotStore {
   private entries = new Map<string, SnapshotEntry>();
   private readonly waiters: LongPollRegistry;
+  /**
+   * Gateway API routes as compiled for each caller namespace and Service port, kept across applies while
+   * their inputs are the same objects (builder.ts routesFor): a change compiles only the routes it touches.
+   * Made again on each full apply (from the entries still in use), so entries of gone apps do not pile up.
+   */
+  private routesCache: RoutesCache = new Map();
   private readonly metrics: DiscoverMetrics;
   private readonly log: Logger;
   topology: Topology | null = null;
@@ -72,7 +82,13 @@ export class SnapshotStore {
       candidates = [...new Set(affected)].map((k) => [k, topology.apps.get(k)] as [string, App | undefined]);
     }
     const removedKeys: string[] = [];
-    const memo = inputsMemo();
+    let memo;
+    if (next === this.entries && this.routesCache.size < ROUTES_CACHE_MAX) memo = inputsMemo(this.routesCache);
+    else {
+      const previous = this.routesCache;
+      this.routesCache = new Map();
+      memo = inputsMemo(this.routesCache, previous);
+    }
     // The waiters this change wakes, over every app it rebuilt, and each one's answer.
     const woken: ServerResponse[] = [];
     const answers: Prebuilt[] = [];

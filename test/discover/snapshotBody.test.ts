@@ -11,7 +11,7 @@ import { createDiscoverMetrics } from '../../discover/metrics.ts';
 import { createLogger } from '../../shared/log.ts';
 import { snapshotError, snapshotVersion } from '../../shared/snapshot.ts';
 import type { Service, Topology } from '../../discover/topology/model.ts';
-import { randomTopology } from './snapshotFixtures.ts';
+import { random, randomTopology } from './snapshotFixtures.ts';
 
 const SEEDS = 300;
 
@@ -73,4 +73,78 @@ t.test('the inputs memo gives the same inputs as none, and a Service changed in 
   for (const a of dependents) t.equal(store.get(a.namespace, a.name)!.body.toString(), JSON.stringify(full.get(a.namespace, a.name)!.snapshot), `${a.name}: body`);
   store.close();
   full.close();
+});
+
+t.test('with Gateway API routes: the body is JSON.stringify(snapshot), with the apply memo or without', async (t) => {
+  let snapshots = 0;
+  let routed = 0;
+  let bad = 0;
+  for (let seed = 1; seed <= SEEDS; seed++) {
+    const topo = randomTopology(seed, { routes: true });
+    const memo = inputsMemo(new Map());
+    for (const app of topo.apps.values()) {
+      const { snapshot, body } = buildSnapshotBody(app, topo);
+      snapshots++;
+      if (snapshot.outbound.some((l) => l.routes.some((r) => r.source !== undefined))) routed++;
+      const withMemo = buildSnapshotBody(app, topo, memo);
+      if (withMemo.body !== body || body !== JSON.stringify(snapshot) || JSON.stringify(withMemo.snapshot) !== body || snapshot.version !== snapshotVersion(snapshot) || snapshotError(JSON.parse(body)) !== null) {
+        bad++;
+        if (bad <= 3) t.fail(`seed ${seed}, ${app.namespace}/${app.name}: body or version differs`);
+      }
+      if (snapshotInputs(app, topo, memo) !== snapshotInputs(app, topo)) {
+        bad++;
+        if (bad <= 3) t.fail(`seed ${seed}, ${app.namespace}/${app.name}: inputs differ with the memo`);
+      }
+    }
+  }
+  t.equal(bad, 0, `all ${snapshots} snapshots`);
+  t.ok(routed > 100, `${routed} snapshots carry Gateway API routes`);
+});
+
+t.test('a store applying changes one by one (routes kept across applies) gives what a full build gives', async (t) => {
+  const log = createLogger('discover', 'silent');
+  let compared = 0;
+  let bad = 0;
+  for (let seed = 1; seed <= 60; seed++) {
+    const rnd = random(seed * 7919);
+    const topo = randomTopology(seed, { routes: true });
+    topo.routes ??= new Map();
+    const store = new SnapshotStore(createDiscoverMetrics(new Registry()), log);
+    store.apply(topo);
+    for (let step = 0; step < 8; step++) {
+      // One edit: a route replaced with other weights or removed, a Service replaced with an endpoint
+      // flipped, or a Service's endpoints flipped in place.
+      const routes = [...topo.routes!.entries()];
+      const services = [...topo.services.entries()];
+      const kind = rnd(4);
+      if (kind === 0 && routes.length > 0) {
+        const [key, r] = routes[rnd(routes.length)];
+        const spec = JSON.parse(JSON.stringify(r.spec));
+        for (const rule of spec.rules ?? []) for (const b of rule.backendRefs ?? []) b.weight = rnd(50);
+        topo.routes!.set(key, { ...r, spec });
+      } else if (kind === 1 && routes.length > 0) {
+        topo.routes!.delete(routes[rnd(routes.length)][0]);
+      } else if (kind === 2 && services.length > 0) {
+        const [key, s] = services[rnd(services.length)];
+        topo.services.set(key, { ...s, endpoints: new Map([...s.endpoints].map(([p, eps]) => [p, eps.map((e, i) => (i === 0 ? { ...e, ready: !e.ready } : e))])) });
+      } else if (services.length > 0) {
+        for (const eps of services[rnd(services.length)][1].endpoints.values()) for (const e of eps) e.ready = !e.ready;
+      }
+      store.apply(topo, [...topo.apps.keys()]);
+      const full = new SnapshotStore(createDiscoverMetrics(new Registry()), log);
+      full.apply(topo);
+      for (const app of topo.apps.values()) {
+        compared++;
+        const got = store.get(app.namespace, app.name)!.body.toString();
+        const want = full.get(app.namespace, app.name)!.body.toString();
+        if (got !== want || got !== JSON.stringify(buildSnapshot(app, topo))) {
+          bad++;
+          if (bad <= 3) t.fail(`seed ${seed}, step ${step}, ${app.namespace}/${app.name}: incremental body differs from a full build`);
+        }
+      }
+      full.close();
+    }
+    store.close();
+  }
+  t.equal(bad, 0, `all ${compared} snapshots`);
 });

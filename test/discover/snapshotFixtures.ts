@@ -16,7 +16,12 @@ export function random(seed: number): (n: number) => number {
   };
 }
 
-export function randomTopology(seed: number): Topology {
+/**
+ * With `routes`, Gateway API HTTPRoutes too (drawn after everything else, so the rest is the same as
+ * without): producer and consumer routes on existing, missing and wrong-port parents, path, header and
+ * method matches, weighted splits over existing and missing backends, header filters, mirrors, timeouts.
+ */
+export function randomTopology(seed: number, opts: { routes?: boolean } = {}): Topology {
   const rnd = random(seed);
   const namespaces = ['default', 'shop', 'data'];
   let y = `clusterDomain: ${rnd(3) === 0 ? 'corp.local' : 'cluster.local'}\nservices:\n`;
@@ -61,7 +66,51 @@ export function randomTopology(seed: number): Topology {
     const normal = rnd(3) === 0 ? ', base_normal: { LOCALITY_FAILOVER: "true" }' : '';
     y += `  - { name: app-${a}, namespace: ${ns}, config: { base_ports: [{ port: ${8000 + rnd(3)}, protocol: http }], base_services: [${deps.join(', ')}]${normal} } }\n`;
   }
+  if (opts.routes) y += randomRoutes(rnd, svcs, namespaces);
   const topology = parseStaticTopology(y);
   if (rnd(2) === 0) topology.identity = { trustDomain: 'mesh.test', trustBundle: [`-----BEGIN CERTIFICATE-----\nMII${seed}\n-----END CERTIFICATE-----\n`], defaultMode: 'permissive' };
   return topology;
+}
+
+/** The `routes:` section of a random topology (JSON flow entries). */
+function randomRoutes(rnd: (n: number) => number, svcs: Array<{ ns: string; port: number }>, namespaces: string[]): string {
+  let y = 'routes:\n';
+  const count = rnd(6);
+  for (let r = 0; r < count; r++) {
+    const ns = namespaces[rnd(3)];
+    const p = rnd(svcs.length + 1);
+    const parent = svcs[p] ?? { ns, port: 80 };
+    const parentRef: Record<string, unknown> = { group: '', kind: 'Service', name: `svc-${p}` };
+    if (parent.ns !== ns || rnd(4) === 0) parentRef.namespace = parent.ns;
+    if (rnd(2) === 0) parentRef.port = rnd(6) === 0 ? 9999 : parent.port;
+    const rules = [];
+    for (let k = 0; k < 1 + rnd(3); k++) {
+      const matches = [];
+      for (let m = 0; m < rnd(3); m++) {
+        const match: Record<string, unknown> = { path: { type: ['PathPrefix', 'Exact'][rnd(2)], value: `/p${rnd(4)}${rnd(2) === 0 ? '/x' : ''}` } };
+        if (rnd(3) === 0) match.headers = [{ name: `x-h${rnd(2)}`, value: `v${rnd(3)}` }];
+        if (rnd(4) === 0) match.method = ['GET', 'POST'][rnd(2)];
+        matches.push(match);
+      }
+      const backendRefs = [];
+      for (let b = 0; b < 1 + rnd(2); b++) {
+        const j = rnd(svcs.length + 1);
+        // Mostly a Service of the route's namespace (no ReferenceGrant needed); sometimes a missing one.
+        const same = svcs.findIndex((x) => x.ns === ns);
+        const target = rnd(4) === 0 ? j : same >= 0 ? same : j;
+        backendRefs.push({ name: `svc-${target}`, port: svcs[target]?.port ?? 80, weight: rnd(3) === 0 ? 0 : 1 + rnd(100) });
+      }
+      const rule: Record<string, unknown> = { backendRefs };
+      if (matches.length > 0) rule.matches = matches;
+      const filters = [];
+      if (rnd(3) === 0) filters.push({ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'x-route', value: `r${r}` }] } });
+      if (rnd(4) === 0) filters.push({ type: 'RequestMirror', requestMirror: { backendRef: { name: `svc-${rnd(svcs.length)}`, port: 80 } } });
+      if (filters.length > 0) rule.filters = filters;
+      if (rnd(3) === 0) rule.timeouts = { request: `${1 + rnd(9)}s` };
+      rules.push(rule);
+    }
+    const route = { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: `route-${r}`, namespace: ns }, spec: { parentRefs: [parentRef], rules } };
+    y += `  - ${JSON.stringify(route)}\n`;
+  }
+  return y;
 }
