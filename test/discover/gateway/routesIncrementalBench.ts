@@ -108,7 +108,7 @@ for (let round = 0; round < ROUNDS; round++) {
   topology.routes!.set(r0, routeVersions[v]);
   let affected = appsAffectedByRoutes({ ...topology, routes: prevRoutes }, topology, new Set());
   t0 = performance.now();
-  let res = store.apply(topology, affected);
+  const res = store.apply(topology, affected);
   routeTimes.push(performance.now() - t0);
   rebuilt = res.rebuilt;
   t0 = performance.now();
@@ -118,7 +118,7 @@ for (let round = 0; round < ROUNDS; round++) {
   topology.services.set(s0, svcVersions[v]);
   affected = new Set([...callersOf(topology, new Set([s0])), ...appsAffectedByRoutes(topology, topology, new Set([s0]))]);
   t0 = performance.now();
-  res = store.apply(topology, affected);
+  store.apply(topology, affected);
   svcTimes.push(performance.now() - t0);
 }
 console.log(`route change (${rebuilt} apps rebuilt): apply median ${median(routeTimes).toFixed(2)} ms (min ${Math.min(...routeTimes).toFixed(2)})`);
