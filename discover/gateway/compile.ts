@@ -465,10 +465,10 @@ export type RoutesCache = Map<string, RoutesAt>;
 /**
  * The routes in force for `callerNamespace` on `svc`:`port` (null: none), taken from `cache` (or `previous`,
  * a cache being replaced) when nothing they depend on changed, else made again and put in `cache`.
- * `serviceText` is a Service's input text (builder.ts serviceInput).
+ * `serviceText` is a Service's input text (builder.ts serviceInput); `index`, routeIndex(topology).
  */
-export function routesAt(topology: Topology, callerNamespace: string, svc: Service, port: number, cache: RoutesCache | undefined, serviceText: (s: Service) => string, previous?: RoutesCache): RoutesAt | null {
-  const { used } = routesInForce(routeIndex(topology), callerNamespace, svc, port);
+export function routesAt(topology: Topology, callerNamespace: string, svc: Service, port: number, cache: RoutesCache | undefined, serviceText: (s: Service) => string, previous?: RoutesCache, index = routeIndex(topology)): RoutesAt | null {
+  const { used } = routesInForce(index, callerNamespace, svc, port);
   if (used.length === 0) return null;
   let text = `${JSON.stringify([svc.namespace, svc.name, port])}:`;
   for (const a of used) {

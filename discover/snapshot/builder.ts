@@ -9,7 +9,7 @@ import {
 } from '../../shared/snapshot.ts';
 import { serviceKey, type App, type Service, type Topology } from '../topology/model.ts';
 import { addIdentity } from '../identity/snapshotIdentity.ts';
-import { backendProtocol, compileFor, compiledAt, routesAt, type CompiledRoutes, type RoutesAt, type RoutesCache } from '../gateway/compile.ts';
+import { backendProtocol, compileFor, compiledAt, routeIndex, routesAt, type CompiledRoutes, type RouteIndex, type RoutesAt, type RoutesCache } from '../gateway/compile.ts';
 
 function modeOf(protocol: Protocol): ListenerMode {
   return protocol === 'tcp' ? 'l4' : 'l7';
@@ -143,6 +143,8 @@ export interface InputsMemo {
    */
   routesCache?: RoutesCache;
   previousRoutes?: RoutesCache;
+  /** The routes' index (routeIndex), found once per apply: checking that it is current reads every route. */
+  routeIndex?: RouteIndex;
 }
 
 export function inputsMemo(routesCache?: RoutesCache, previousRoutes?: RoutesCache): InputsMemo {
@@ -155,7 +157,8 @@ function routesFor(topology: Topology, callerNamespace: string, svc: Service, po
   const key = `${callerNamespace}\n${serviceKey(svc.namespace, svc.name)}\n${port}`;
   let at = memo.routes.get(key);
   if (at === undefined) {
-    at = routesAt(topology, callerNamespace, svc, port, memo.routesCache, (s) => serviceInput(s, memo), memo.previousRoutes);
+    memo.routeIndex ??= routeIndex(topology);
+    at = routesAt(topology, callerNamespace, svc, port, memo.routesCache, (s) => serviceInput(s, memo), memo.previousRoutes, memo.routeIndex);
     memo.routes.set(key, at);
   }
   return at;
@@ -172,7 +175,7 @@ function serviceInput(svc: Service, memo: InputsMemo | undefined): string {
 
 /**
  * The input an app's snapshot depends on; equal inputs mean the snapshot need not be rebuilt.
- * A JSON array of its pieces, each serialised on its own (so shared pieces can be memoised).
+ * A text of its pieces, each serialised on its own (so shared pieces can be memoised).
  */
 export function snapshotInputs(app: App, topology: Topology, memo?: InputsMemo): string {
   let services = '';
@@ -190,7 +193,8 @@ export function snapshotInputs(app: App, topology: Topology, memo?: InputsMemo):
       if (svc) routes += routesFor(topology, app.namespace, svc, d.port, memo)?.text ?? '';
     }
   }
-  if (routes !== '') out += `,${JSON.stringify(routes)}`;
+  // Length-prefixed rather than a JSON string: the text is long and full of quotes, and only ever compared.
+  if (routes !== '') out += `,${routes.length}:${routes}`;
   // Identity: the CA's bundle and the readers of dependencies shape the snapshot too.
   if (topology.identity) {
     let identity = memo?.identity.get(topology.identity);
