@@ -4,7 +4,7 @@
 // approach: the other rules are in force).
 // The Kubernetes source writes these (and adds lastTransitionTime); the static source only shows them.
 import { routeKey, type Topology } from '../topology/model.ts';
-import { attachments, conflictedOn, isServiceParent, refKey, resolveBackend, routeIndex } from './compile.ts';
+import { attachments, conflictedOn, isServiceParent, refKey, resolveBackend, routeIndex, routeParents } from './compile.ts';
 import { checkRoute, inForce, type RouteCheck } from './validate.ts';
 
 export const CONTROLLER_NAME = 'shoal.dev/mesh';
@@ -96,11 +96,32 @@ function droppedText(check: RouteCheck, n = 3): string {
   return all.slice(0, n).join('; ') + (all.length > n ? ` (and ${all.length - n} more)` : '');
 }
 
-/** The status of every route in the topology, by routeKey(): what shoal, as the mesh, says of each Service parent. */
-export function routeStatuses(topology: Topology): Map<string, RouteStatusWrite> {
+/**
+ * The routes whose status a change can have changed: those in `changedRoutes` (by routeKey) and every route
+ * with a parentRef naming a Service in `parents`. A route's status depends on the route, its parent Services,
+ * the other routes on those Services (Conflicted) and the Services its rules name; so `parents` holds the
+ * Services changed, the parents (before and after) of the routes changed, and the parents of the routes that
+ * name a changed Service (parentsRoutingTo).
+ */
+export function routesTouched(topology: Topology, changedRoutes: Iterable<string>, parents: Set<string>): Set<string> {
+  const out = new Set<string>();
+  for (const k of changedRoutes) if (topology.routes?.has(k)) out.add(k);
+  if (parents.size === 0) return out;
+  for (const [k, r] of topology.routes ?? []) if (!out.has(k) && routeParents(r).some((p) => parents.has(p))) out.add(k);
+  return out;
+}
+
+/**
+ * The status of every route in the topology (or only of those in `only`), by routeKey(): what shoal, as the
+ * mesh, says of each Service parent.
+ */
+export function routeStatuses(topology: Topology, only?: Iterable<string>): Map<string, RouteStatusWrite> {
   const out = new Map<string, RouteStatusWrite>();
   const index = routeIndex(topology);
-  for (const route of topology.routes?.values() ?? []) {
+  const routes = only === undefined
+    ? topology.routes?.values() ?? []
+    : [...only].map((k) => topology.routes?.get(k)).filter((r): r is NonNullable<typeof r> => r !== undefined);
+  for (const route of routes) {
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the route is what a file or the API server held: any entry may be missing or null whatever the type says
     const md = route.metadata ?? ({} as typeof route.metadata);
     const key = routeKey(route.kind, md.namespace, md.name);

@@ -11,7 +11,7 @@ import type { Logger } from '../../../shared/log.ts';
 import type { ResourceSpec } from '../../../shared/meshConfig.ts';
 import { appKey, routeKey, serviceKey, type App, type GatewayRoute, type Topology } from '../../topology/model.ts';
 import { parentsRoutingTo, routeParents } from '../../gateway/compile.ts';
-import { routeStatuses } from '../../gateway/status.ts';
+import { routeStatuses, routesTouched } from '../../gateway/status.ts';
 import { RouteStatusWriter, type RouteStatusesFn } from './routeStatus.ts';
 import { LABEL_VALUE, WriteRefused } from '../../topology/names.ts';
 import {
@@ -527,7 +527,8 @@ export class KubernetesSource {
     if (topologyRoutes.size > 0) for (const p of parentsRoutingTo(this.topology, services)) routeParentKeys.add(p);
     for (const p of routeParentKeys) for (const a of this.dependents.get(p) ?? []) affected.add(a);
     this.opts.onTopology(this.topology, affected);
-    if (topologyRoutes.size > 0 || routes.size > 0) this.statusWriter.reconcile(this.topology);
+    // Only the routes whose parents, backends or selves changed have their status computed again.
+    if (topologyRoutes.size > 0 || routes.size > 0) this.statusWriter.reconcile(this.topology, routesTouched(this.topology, routes, new Set([...routeParentKeys, ...services])));
   }
 
   /** An app's mesh ConfigMaps, oldest first (the first one is in force; client-node parses the timestamps to Dates). */

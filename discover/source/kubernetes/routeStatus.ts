@@ -18,7 +18,10 @@ const MAX_PARENTS = 32;
 const WRITE_ATTEMPTS = 3;
 const RETRY_MS = 5_000;
 
-export type RouteStatusesFn = (topology: Topology) => Map<string, RouteStatusWrite>;
+/** Every route's status, or (with `only`) at least the status of those routes. */
+export type RouteStatusesFn = (topology: Topology, only?: Set<string>) => Map<string, RouteStatusWrite>;
+
+const NO_PARENTS: RouteParentStatus[] = [];
 
 type Obj = Record<string, any>;
 
@@ -90,6 +93,11 @@ export class RouteStatusWriter {
   private readonly opts: RouteStatusWriterOptions;
   // routeKey -> shoal's entries as last computed.
   private readonly desired = new Map<string, RouteParentStatus[]>();
+  // routeKey -> its status as last computed (null: none yet), so an apply recomputes only what it touched.
+  private statuses: Map<string, RouteStatusWrite> | null = null;
+  // A route whose status said what shoal wants (mergeParents null): the status object and the entries
+  // compared. The same three again need no comparison (status objects are replaced, never edited in place).
+  private readonly settled = new WeakMap<GatewayRoute, { status: unknown; want: RouteParentStatus[] }>();
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly again = new Set<string>();
   private readonly retries = new Map<string, NodeJS.Timeout>();
@@ -103,22 +111,42 @@ export class RouteStatusWriter {
     return this.opts.now?.() ?? new Date();
   }
 
-  /** After an apply: computes every route's status and writes those that differ from what the route holds. */
-  reconcile(topology: Topology): void {
+  /**
+   * After an apply: computes the routes' status and writes those that differ from what the route holds.
+   * `touched` (status.ts routesTouched): the routes whose status the apply can have changed; the others keep
+   * the status last computed. Absent: every route's is computed. Every route is compared with what it holds.
+   */
+  reconcile(topology: Topology, touched?: Set<string>): void {
     if (this.closed) return;
     let statuses: Map<string, RouteStatusWrite>;
     try {
-      statuses = this.opts.routeStatuses(topology);
+      if (touched !== undefined && this.statuses !== null) {
+        statuses = this.statuses;
+        const fresh = this.opts.routeStatuses(topology, touched);
+        for (const key of touched) {
+          const s = fresh.get(key);
+          if (s) statuses.set(key, s);
+          else statuses.delete(key);
+        }
+        for (const key of statuses.keys()) if (!topology.routes?.has(key)) statuses.delete(key);
+      } else {
+        statuses = this.opts.routeStatuses(topology);
+      }
     } catch (err) {
+      this.statuses = null;
       this.opts.log.error({ error: (err as Error).message }, 'computing the routes\' status failed; status not written');
       return;
     }
+    this.statuses = statuses;
     const now = this.now();
     for (const key of this.desired.keys()) if (!topology.routes?.has(key)) this.desired.delete(key);
     for (const [key, route] of topology.routes ?? []) {
-      const want = statuses.get(key)?.parents ?? [];
+      const want = statuses.get(key)?.parents ?? NO_PARENTS;
       this.desired.set(key, want);
+      const s = this.settled.get(route);
+      if (s !== undefined && s.status === route.status && s.want === want) continue;
       if (mergeParents(route, want, now) !== null) this.enqueue(key);
+      else this.settled.set(route, { status: route.status, want });
     }
   }
 

@@ -120,3 +120,77 @@ t.test('a route without Service parents has an entry with no parents', async (t)
   const s = statuses(mk('HTTPRoute', 'prod', 'r', { parentRefs: [{ name: 'gw' }], rules: [{ backendRefs: [v1] }] }, 1));
   t.same(s.get('HTTPRoute/prod/r'), { generation: 1, parents: [] });
 });
+
+t.test('recomputing only the routes a change touched gives what recomputing every route gives', async (t) => {
+  const { randomTopology, random } = await import('../snapshotFixtures.ts');
+  const { parentsRoutingTo, routeParents } = await import('../../../discover/gateway/compile.ts');
+  const { routesTouched } = await import('../../../discover/gateway/status.ts');
+  const text = (m: Map<string, RouteStatusWrite>) => JSON.stringify([...m].sort((a, b) => (a[0] < b[0] ? -1 : 1)));
+  let steps = 0;
+  let partial = 0;
+  let bad = 0;
+  for (let seed = 1; seed <= 120; seed++) {
+    const rnd = random(seed * 104729);
+    const topo = randomTopology(seed, { routes: true });
+    topo.routes ??= new Map();
+    let kept = routeStatuses(topo);
+    for (let step = 0; step < 10; step++) {
+      const changedRoutes = new Set<string>();
+      const parents = new Set<string>();
+      const changedServices = new Set<string>();
+      const setRoute = (key: string, r: GatewayRoute | undefined) => {
+        const was = topo.routes!.get(key);
+        for (const p of was ? routeParents(was) : []) parents.add(p);
+        for (const p of r ? routeParents(r) : []) parents.add(p);
+        if (r) topo.routes!.set(key, r);
+        else topo.routes!.delete(key);
+        changedRoutes.add(key);
+      };
+      const routes = [...topo.routes!.entries()];
+      const services = [...topo.services.entries()];
+      const kind = rnd(6);
+      if (kind === 0 && routes.length > 0) {
+        // Other weights, or another parent port.
+        const [key, r] = routes[rnd(routes.length)];
+        const spec = JSON.parse(JSON.stringify(r.spec));
+        if (rnd(2) === 0) for (const rule of spec.rules ?? []) for (const b of rule.backendRefs ?? []) b.weight = rnd(50);
+        else for (const p of spec.parentRefs ?? []) p.port = [80, 8080, 5432][rnd(3)];
+        setRoute(key, { ...r, metadata: { ...r.metadata, generation: step + 2 }, spec });
+      } else if (kind === 1 && routes.length > 0) {
+        setRoute(routes[rnd(routes.length)][0], undefined);
+      } else if (kind === 2 && routes.length > 0) {
+        // A GRPCRoute on the parent of an HTTPRoute, in its namespace: Conflicted.
+        const [, r] = routes[rnd(routes.length)];
+        const g = mk('GRPCRoute', r.metadata.namespace, `g-${step}`, { parentRefs: r.spec.parentRefs, rules: [{ backendRefs: (r.spec.rules as any[])?.[0]?.backendRefs ?? [] }] });
+        setRoute(routeKey('GRPCRoute', r.metadata.namespace, `g-${step}`), g);
+      } else if (kind === 3 && services.length > 0) {
+        const [key] = services[rnd(services.length)];
+        topo.services.delete(key);
+        changedServices.add(key);
+      } else if (services.length > 0) {
+        // A Service replaced with another port (or, from a deleted one, back).
+        const [key, s] = services[rnd(services.length)];
+        const port = [80, 8080, 5432][rnd(3)];
+        topo.services.set(key, { ...s, ports: [{ name: String(port), port, protocol: port === 5432 ? 'tcp' : 'http' }], endpoints: new Map([[port, []]]) });
+        changedServices.add(key);
+      }
+      for (const k of changedServices) parents.add(k);
+      for (const p of parentsRoutingTo(topo, changedServices)) parents.add(p);
+      const touched = routesTouched(topo, changedRoutes, parents);
+      if (touched.size < topo.routes!.size) partial++;
+      const fresh = routeStatuses(topo, touched);
+      const next = new Map(kept);
+      for (const k of touched) next.set(k, fresh.get(k)!);
+      for (const k of next.keys()) if (!topo.routes!.has(k)) next.delete(k);
+      const full = routeStatuses(topo);
+      steps++;
+      if (text(next) !== text(full)) {
+        bad++;
+        if (bad <= 3) t.fail(`seed ${seed}, step ${step} (edit ${kind}): the touched routes' status differs from a full computation`);
+      }
+      kept = full;
+    }
+  }
+  t.equal(bad, 0, `all ${steps} changes`);
+  t.ok(partial > steps / 3, `${partial} of them recomputed only some routes`);
+});
