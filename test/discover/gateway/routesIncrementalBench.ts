@@ -85,6 +85,13 @@ const s0 = serviceKey('ns-0', 'svc-0');
 const routeVersions = [parsed.routes!.get(r0)!, alt.routes!.get(r0)!] as GatewayRoute[];
 const svcVersions = [parsed.services.get(s0)!, alt.services.get(s0)!];
 
+// Memory at each phase (with --expose-gc, after a collection: what is held, not what waits to be freed).
+const mem = (phase: string) => {
+  (globalThis as { gc?: () => void }).gc?.();
+  const m = process.memoryUsage();
+  console.log(`${phase}: heap used ${(m.heapUsed / 1e6).toFixed(0)} MB, external ${(m.external / 1e6).toFixed(0)} MB, rss ${(m.rss / 1e6).toFixed(0)} MB`);
+};
+mem('topology parsed');
 const log = createLogger('discover', 'silent');
 const store = new SnapshotStore(createDiscoverMetrics(new Registry()), log);
 // The Kubernetes source's way: one topology object whose maps change in place.
@@ -92,6 +99,7 @@ const topology: Topology = { ...parsed, services: new Map(parsed.services), rout
 let t0 = performance.now();
 store.apply(topology);
 console.log(`full apply of ${topology.apps.size} apps: ${(performance.now() - t0).toFixed(1)} ms`);
+mem('after the full apply');
 const app0 = JSON.parse(store.get('ns-0', 'app-0')!.body.toString());
 const entries = app0.outbound.reduce((n: number, l: { routes: unknown[] }) => n + l.routes.length, 0);
 console.log(`app-0: ${entries} route entries over ${app0.outbound.length} listeners, body ${store.get('ns-0', 'app-0')!.body.length} bytes`);
