@@ -446,14 +446,14 @@ export function routeInputs(topology: Topology, callerNamespace: string, deps: A
  * attachments' checks, and the text of the parent Service and of the Services the routes name (and, with
  * workload identity, those Services' readers). Kept across applies (RoutesCache) while the checks are the
  * same objects (route objects are replaced on change, never edited in place: checkRoute relies on it) and
- * the texts are equal (read afresh each apply, so a Service edited in place is seen).
+ * those texts are equal (read afresh each apply, so a Service edited in place is seen).
  */
 export interface RoutesAt {
   svc: Service;
   checks: RouteCheck[];
-  /** The parent Service's text. */
-  parent: string;
-  /** This port's part of routeInputs(): equal text (and parent), equal compiled routes. */
+  /** The parent Service's text, then each named Service's text (and, with workload identity, its readers). */
+  parts: string[];
+  /** This port's part of routeInputs(): equal checks and parts, equal text and compiled routes. */
   text: string;
   /** Compiled on first use (compileFor). */
   compiled?: CompiledRoutes | null;
@@ -470,27 +470,36 @@ export type RoutesCache = Map<string, RoutesAt>;
 export function routesAt(topology: Topology, callerNamespace: string, svc: Service, port: number, cache: RoutesCache | undefined, serviceText: (s: Service) => string, previous?: RoutesCache, index = routeIndex(topology)): RoutesAt | null {
   const { used } = routesInForce(index, callerNamespace, svc, port);
   if (used.length === 0) return null;
-  let text = `${JSON.stringify([svc.namespace, svc.name, port])}:`;
+  // What the routes depend on besides their checks, compared piece by piece: no text is made when they match.
+  const parts = [serviceText(svc)];
   for (const a of used) {
-    text += routeText(a.check);
     for (const k of referencedServices(a.check)) {
       const s = topology.services.get(k);
-      text += s ? serviceText(s) : JSON.stringify([k, null]);
+      parts.push(s ? serviceText(s) : JSON.stringify([k, null]));
       // Workload identity: the readers of the app named like a backend shape its cluster's peer identities.
-      if (topology.identity) text += JSON.stringify(topology.apps.get(k)?.readers ?? []);
+      if (topology.identity) parts.push(JSON.stringify(topology.apps.get(k)?.readers ?? []));
     }
   }
-  const parent = serviceText(svc);
   const key = `${callerNamespace}\n${serviceKey(svc.namespace, svc.name)}\n${port}`;
   const known = cache?.get(key) ?? previous?.get(key);
   if (
-    known !== undefined && known.svc === svc && known.text === text && known.parent === parent &&
-    known.checks.length === used.length && known.checks.every((c, i) => c === used[i].check)
+    known !== undefined && known.svc === svc &&
+    known.checks.length === used.length && known.checks.every((c, i) => c === used[i].check) &&
+    known.parts.length === parts.length && known.parts.every((p, i) => p === parts[i])
   ) {
     if (cache !== undefined && cache.get(key) !== known) cache.set(key, known);
     return known;
   }
-  const at: RoutesAt = { svc, checks: used.map((a) => a.check), parent, text };
+  let text = `${JSON.stringify([svc.namespace, svc.name, port])}:`;
+  let i = 1;
+  for (const a of used) {
+    text += routeText(a.check);
+    for (let n = referencedServices(a.check).length; n > 0; n--) {
+      text += parts[i++];
+      if (topology.identity) text += parts[i++];
+    }
+  }
+  const at: RoutesAt = { svc, checks: used.map((a) => a.check), parts, text };
   cache?.set(key, at);
   return at;
 }
