@@ -161,7 +161,7 @@ t.test('recomputing only the routes a change touched gives what recomputing ever
       } else if (kind === 2 && routes.length > 0) {
         // A GRPCRoute on the parent of an HTTPRoute, in its namespace: Conflicted.
         const [, r] = routes[rnd(routes.length)];
-        const g = mk('GRPCRoute', r.metadata.namespace, `g-${step}`, { parentRefs: r.spec.parentRefs, rules: [{ backendRefs: (r.spec.rules as any[])?.[0]?.backendRefs ?? [] }] });
+        const g = mk('GRPCRoute', r.metadata.namespace, `g-${step}`, { parentRefs: r.spec.parentRefs, rules: [{ backendRefs: (r.spec.rules as any[] | undefined)?.[0]?.backendRefs ?? [] }] });
         setRoute(routeKey('GRPCRoute', r.metadata.namespace, `g-${step}`), g);
       } else if (kind === 3 && services.length > 0) {
         const [key] = services[rnd(services.length)];
