@@ -33,10 +33,13 @@ function onSignals(close: () => Promise<void>): void {
     if (stopping) return;
     stopping = true;
     process.stderr.write(`\n${signal}: stopping\n`);
-    close().then(() => process.exit(0), (err) => {
-      process.stderr.write(`error while stopping: ${(err as Error).message}\n`);
-      process.exit(1);
-    });
+    close().then(
+      () => process.exit(0),
+      (err) => {
+        process.stderr.write(`error while stopping: ${(err as Error).message}\n`);
+        process.exit(1);
+      },
+    );
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
@@ -49,7 +52,11 @@ const commands: Record<string, Command> = {
     usage: 'shoal discover (--static FILE.yaml | --kubernetes [--kubeconfig FILE] [--webhook]) [--port 6100]',
     summary: 'Serve every app its snapshot (listeners, routes, endpoints, DNS names) with long-poll push.',
     async load() {
-      const [{ discoverFlags, discoverOptionsFromFlags, startDiscover }, { webhookFlags }, { createDiscoverLogger }] = await Promise.all([import('./discover/main.ts'), import('./discover/webhook/webhookFlags.ts'), import('./discover/log.ts')]);
+      const [{ discoverFlags, discoverOptionsFromFlags, startDiscover }, { webhookFlags }, { createDiscoverLogger }] = await Promise.all([
+        import('./discover/main.ts'),
+        import('./discover/webhook/webhookFlags.ts'),
+        import('./discover/log.ts'),
+      ]);
       return {
         flags: mergeFlags(discoverFlags, webhookFlags),
         async run(_pos, v) {
@@ -63,11 +70,16 @@ const commands: Record<string, Command> = {
     usage: 'shoal proxy [--discover-url URL] [--admin-port 65533] [--dns-port 53 --dns-upstream IP]',
     summary: 'The sidecar: outbound load balancing, inbound port remap and the DNS responder, fed by discover.',
     async load() {
-      const [{ proxyFlags, proxyOptions, startProxy }, { dnsFlags, dnsOptionsFromFlags }] = await Promise.all([import('./proxy/main.ts'), import('./dns/main.ts')]);
+      const [{ proxyFlags, proxyOptions, startProxy }, { dnsFlags, dnsOptionsFromFlags }] = await Promise.all([
+        import('./proxy/main.ts'),
+        import('./dns/main.ts'),
+      ]);
       return {
-        flags: mergeFlags(proxyFlags, [
-          { name: 'dns', type: 'bool', default: true, description: 'Run the DNS responder in the sidecar (--no-dns turns it off)' },
-        ], dnsFlags.filter((f) => f.name !== 'dns-names')),
+        flags: mergeFlags(
+          proxyFlags,
+          [{ name: 'dns', type: 'bool', default: true, description: 'Run the DNS responder in the sidecar (--no-dns turns it off)' }],
+          dnsFlags.filter((f) => f.name !== 'dns-names'),
+        ),
         async run(_pos, v) {
           const opts = proxyOptions(v);
           const log = createLogger('proxy', opts.logLevel ?? 'info');
@@ -101,7 +113,12 @@ const commands: Record<string, Command> = {
       return {
         flags: demoFlags,
         async run(_pos, v) {
-          const demo = await startDemo({ discoverPort: Number(v['discover-port']), adminPort: Number(v['admin-port']), dnsPort: Number(v['dns-port']), logLevel: String(v['log-level']) });
+          const demo = await startDemo({
+            discoverPort: Number(v['discover-port']),
+            adminPort: Number(v['admin-port']),
+            dnsPort: Number(v['dns-port']),
+            logLevel: String(v['log-level']),
+          });
           process.stdout.write(describeDemo(demo));
           onSignals(() => demo.close());
         },
@@ -110,7 +127,7 @@ const commands: Record<string, Command> = {
   },
   get: {
     usage: 'shoal get NAMESPACE/APP [--discover URL] [-o table|json|yaml]',
-    summary: 'Show what an app\'s sidecar receives: listeners, routes, endpoints and DNS names.',
+    summary: "Show what an app's sidecar receives: listeners, routes, endpoints and DNS names.",
     async load() {
       const { getCommand, getFlags } = await import('./discover/get.ts');
       return {

@@ -12,9 +12,9 @@ import { startProxy, type Proxy } from './proxy/main.ts';
 
 export const demoFlags: FlagSpec[] = [
   { name: 'discover-port', type: 'int', default: 6100, description: 'Port of discover on 127.0.0.1' },
-  { name: 'admin-port', type: 'int', default: 65533, description: 'Port of the sidecar\'s admin endpoint on 127.0.0.1' },
-  { name: 'dns-port', type: 'int', default: 5353, description: 'Port of the sidecar\'s DNS responder on 127.0.0.1 (UDP and TCP)' },
-  { name: 'log-level', type: 'string', default: 'warn', description: 'Log level of the demo\'s pieces' },
+  { name: 'admin-port', type: 'int', default: 65533, description: "Port of the sidecar's admin endpoint on 127.0.0.1" },
+  { name: 'dns-port', type: 'int', default: 5353, description: "Port of the sidecar's DNS responder on 127.0.0.1 (UDP and TCP)" },
+  { name: 'log-level', type: 'string', default: 'warn', description: "Log level of the demo's pieces" },
 ];
 
 // namespace default: web depends on api (HTTP, 3 endpoints), cache (TCP, 2 endpoints) and shop (HTTP), whose
@@ -89,22 +89,28 @@ function listen(server: HttpServer | TcpServer, host: string, port: number): Pro
  * shop-v2 answer their name over HTTP, web answers "web".
  */
 export async function startDemoBackends(): Promise<DemoBackends> {
-  const api = [1, 2, 3].map((i) => createHttpServer((req, res) => {
-    req.resume();
-    const body = `api-${i}`;
-    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length });
-    res.end(body);
-  }));
-  const shop = [1, 2].map((i) => createHttpServer((req, res) => {
-    req.resume();
-    const body = `shop-v${i}`;
-    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length });
-    res.end(body);
-  }));
-  const cache = [1, 2].map((i) => createTcpServer((sock) => {
-    sock.on('error', () => sock.destroy());
-    sock.end(`cache-${i}\n`);
-  }));
+  const api = [1, 2, 3].map((i) =>
+    createHttpServer((req, res) => {
+      req.resume();
+      const body = `api-${i}`;
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length });
+      res.end(body);
+    }),
+  );
+  const shop = [1, 2].map((i) =>
+    createHttpServer((req, res) => {
+      req.resume();
+      const body = `shop-v${i}`;
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': body.length });
+      res.end(body);
+    }),
+  );
+  const cache = [1, 2].map((i) =>
+    createTcpServer((sock) => {
+      sock.on('error', () => sock.destroy());
+      sock.end(`cache-${i}\n`);
+    }),
+  );
   const web = createHttpServer((req, res) => {
     req.resume();
     res.writeHead(200, { 'content-type': 'text/plain', 'content-length': 3 });
@@ -123,12 +129,20 @@ export async function startDemoBackends(): Promise<DemoBackends> {
     throw err;
   }
   return {
-    api, cache, shop, web,
+    api,
+    cache,
+    shop,
+    web,
     async close() {
-      await Promise.all(all.map((s) => new Promise<void>((resolve) => {
-        if ('closeAllConnections' in s) s.closeAllConnections();
-        s.close(() => resolve());
-      })));
+      await Promise.all(
+        all.map(
+          (s) =>
+            new Promise<void>((resolve) => {
+              if ('closeAllConnections' in s) s.closeAllConnections();
+              s.close(() => resolve());
+            }),
+        ),
+      );
     },
   };
 }
@@ -161,7 +175,12 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
   try {
     const backends = await startDemoBackends();
     cleanups.push(() => backends.close());
-    const discover = await startDiscover({ staticFile: topologyFile, host: '127.0.0.1', port: opts.discoverPort, log: createDiscoverLogger(opts.logLevel) });
+    const discover = await startDiscover({
+      staticFile: topologyFile,
+      host: '127.0.0.1',
+      port: opts.discoverPort,
+      log: createDiscoverLogger(opts.logLevel),
+    });
     cleanups.push(() => discover.close());
     // web's sidecar: outbound on the loopbacks the snapshot assigns, inbound on 127.0.0.1:65400 -> web,
     // DNS on 127.0.0.1:<dns-port> with no upstream (the demo sends nothing beyond loopback).
@@ -173,12 +192,22 @@ export async function startDemo(opts: DemoOptions): Promise<Demo> {
       inboundAddress: '127.0.0.1',
       drainTimeoutMs: 1000,
       log: createLogger('proxy', opts.logLevel),
-      dns: { host: '127.0.0.1', port: opts.dnsPort ?? 5353, upstreams: [], clusterDomain: 'cluster.local', log: createLogger('dns', opts.logLevel) },
+      dns: {
+        host: '127.0.0.1',
+        port: opts.dnsPort ?? 5353,
+        upstreams: [],
+        clusterDomain: 'cluster.local',
+        log: createLogger('dns', opts.logLevel),
+      },
     });
     cleanups.push(() => proxy.close());
     await proxy.whenReady();
     return {
-      dir, topologyFile, discover, proxy, backends,
+      dir,
+      topologyFile,
+      discover,
+      proxy,
+      backends,
       close: unwind,
     };
   } catch (err) {
@@ -204,10 +233,10 @@ export function describeDemo(demo: Demo): string {
     'Try:',
     '  curl http://127.0.0.2:8080/                       # api-1, api-2, api-3 in turn, through the sidecar',
     `  dig @127.0.0.1 -p ${demo.proxy.dns?.udpPort} +short api.default.svc.cluster.local   # 127.0.0.2`,
-    '  curl http://127.0.0.1:65400/                      # web, through the sidecar\'s inbound listener',
+    "  curl http://127.0.0.1:65400/                      # web, through the sidecar's inbound listener",
     '  curl -s --max-time 1 telnet://127.0.0.3:6379      # cache-1 or cache-2, over TCP',
     '  curl http://127.0.0.4:9080/                       # shop-v1 about nine times in ten, else shop-v2 (HTTPRoute)',
-    '  curl -H \'x-canary: always\' http://127.0.0.4:9080/   # shop-v2: the route\'s header match',
+    "  curl -H 'x-canary: always' http://127.0.0.4:9080/   # shop-v2: the route's header match",
     `  curl http://127.0.0.1:${demo.proxy.adminPort}/config_dump`,
     `  curl ${d}/v2/snapshot/default/web`,
     `  curl ${d}/v1/resources/default/web/mesh`,

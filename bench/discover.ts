@@ -26,17 +26,44 @@ const smoke = values.smoke;
 const waiters = smoke ? [200] : values.waiters!.split(',').map(Number);
 const rounds = smoke ? 2 : Number(values.rounds);
 const duration = smoke ? 1 : Number(values.duration);
-if (waiters.some((n) => !Number.isInteger(n) || n < 1) || !Number.isInteger(rounds) || rounds < 1 || !Number.isInteger(duration) || duration < 1 || !['c', 'node'].includes(values.client!)) {
-  console.error(`--waiters takes whole numbers separated by commas (got ${JSON.stringify(values.waiters)}); --rounds and --duration whole numbers of at least 1; --client c or node (got ${JSON.stringify(values.client)})`);
+if (
+  waiters.some((n) => !Number.isInteger(n) || n < 1) ||
+  !Number.isInteger(rounds) ||
+  rounds < 1 ||
+  !Number.isInteger(duration) ||
+  duration < 1 ||
+  !['c', 'node'].includes(values.client!)
+) {
+  console.error(
+    `--waiters takes whole numbers separated by commas (got ${JSON.stringify(values.waiters)}); --rounds and --duration whole numbers of at least 1; --client c or node (got ${JSON.stringify(values.client)})`,
+  );
   process.exit(2);
 }
 const dir = mkdtempSync(join(tmpdir(), 'shoal-bench-discover-'));
 const client = values.client as 'c' | 'node';
 const command = `npx node bench/discover.ts --waiters ${waiters.join(',')} --rounds ${rounds} --duration ${duration} --client ${client} --fanout-threads ${values['fanout-threads']}${smoke ? ' --smoke' : ''}`;
 try {
-  const r = await runDiscoverPropagation({ duration, rounds, smoke: false, pin: false, dir, machine: machineInfo(), command, log: (m) => console.error(m) },
-    { waiters, snapshotRps: hasCommand('wrk'), client, fanOutThreads: values['fanout-threads'] });
-  console.log(JSON.stringify({ benchmark: 'discover', date: r.date, command, machine: r.machine, snapshotRps: r.settings.snapshotRps, rows: r.rows.map(({ curve: _c, ...row }) => row), targets: r.targets, notes: r.notes, errors: r.errors }, null, 2));
+  const r = await runDiscoverPropagation(
+    { duration, rounds, smoke: false, pin: false, dir, machine: machineInfo(), command, log: (m) => console.error(m) },
+    { waiters, snapshotRps: hasCommand('wrk'), client, fanOutThreads: values['fanout-threads'] },
+  );
+  console.log(
+    JSON.stringify(
+      {
+        benchmark: 'discover',
+        date: r.date,
+        command,
+        machine: r.machine,
+        snapshotRps: r.settings.snapshotRps,
+        rows: r.rows.map(({ curve: _c, ...row }) => row),
+        targets: r.targets,
+        notes: r.notes,
+        errors: r.errors,
+      },
+      null,
+      2,
+    ),
+  );
   if (r.errors.length) process.exitCode = 1;
 } finally {
   rmSync(dir, { recursive: true, force: true });

@@ -26,7 +26,11 @@ const smoke = values.smoke;
 const rounds = smoke ? 1 : Number(values.rounds);
 const duration = smoke ? 1 : Number(values.duration);
 const clients = Number(values.clients);
-for (const [name, v] of [['--rounds', rounds], ['--duration', duration], ['--clients', clients]] as const) {
+for (const [name, v] of [
+  ['--rounds', rounds],
+  ['--duration', duration],
+  ['--clients', clients],
+] as const) {
   if (!Number.isInteger(v) || v < 1) {
     console.error(`${name} must be a whole number of at least 1, got ${JSON.stringify(values[name.slice(2) as 'rounds'])}`);
     process.exit(2);
@@ -37,11 +41,24 @@ if (tools.missing.length) {
   console.error(`missing ${tools.missing.join(', ')}`);
   process.exit(2);
 }
-const result = await runDnsBench({ rounds, duration, clients, pin: values.pin, codec: values.codec, dns2: values.dns2, log: (m) => console.error(m) });
+const result = await runDnsBench({
+  rounds,
+  duration,
+  clients,
+  pin: values.pin,
+  codec: values.codec,
+  dns2: values.dns2,
+  log: (m) => console.error(m),
+});
 const out = {
   ...result,
   command: `npx node bench/dns.ts --rounds ${rounds} --duration ${duration} --clients ${clients}${values.pin ? ' --pin' : ''}${values.codec ? ' --codec' : ''}${smoke ? ' --smoke' : ''}`,
-  machine: { cpus: cpus().length, model: cpus()[0]?.model, node: process.version, note: 'dnsperf, dnsmasq and shoal share these cores: figures are noisy' },
+  machine: {
+    cpus: cpus().length,
+    model: cpus()[0]?.model,
+    node: process.version,
+    note: 'dnsperf, dnsmasq and shoal share these cores: figures are noisy',
+  },
 };
 console.log(JSON.stringify(out, null, 2));
 if (values.out) writeFileSync(values.out, `${JSON.stringify(out, null, 2)}\n`);

@@ -69,10 +69,22 @@ export interface KubernetesBenchResult {
   machine: ReturnType<typeof machineInfo>;
   /** The control plane: versions as built, and how long `kube up` took (binaries already built). */
   controlPlane: { kubernetes: string; etcd: string; upMs: number };
-  cluster: { namespaces: number; services: number; endpoints: number; endpointSlices: number; apps: number; dependents: number; clients: number };
+  cluster: {
+    namespaces: number;
+    services: number;
+    endpoints: number;
+    endpointSlices: number;
+    apps: number;
+    dependents: number;
+    clients: number;
+  };
   /** Writing the cluster through the API with `concurrency` writes in flight. */
   loading: {
-    concurrency: number; writes: number; retries: number; ms: number; writesPerSecond: number;
+    concurrency: number;
+    writes: number;
+    retries: number;
+    ms: number;
+    writesPerSecond: number;
     phasesMs: { namespaces: number; servicesAndSlices: number; configMaps: number };
   };
   /** From spawning discover until /readyz answered 200 (includes Node's start). */
@@ -84,8 +96,15 @@ export interface KubernetesBenchResult {
   /** kube-apiserver, etcd and kube-controller-manager, from /proc of their pids. */
   components: Record<ComponentName, ComponentFigures>;
   propagation: {
-    rounds: number; samples: number; p50Ms: number; p99Ms: number; maxMs: number;
-    p99PerRoundMs: number[]; maxPerRoundMs: number[]; apiWriteMs: number[]; discoverCpuMsPerRound: number[];
+    rounds: number;
+    samples: number;
+    p50Ms: number;
+    p99Ms: number;
+    maxMs: number;
+    p99PerRoundMs: number[];
+    maxPerRoundMs: number[];
+    apiWriteMs: number[];
+    discoverCpuMsPerRound: number[];
     /** The warm-up rounds (before the measured ones), and the p99 over them and the measured rounds together. */
     warmup: { rounds: number; p99PerRoundMs: number[]; maxPerRoundMs: number[]; p99WithWarmupMs: number };
   };
@@ -108,14 +127,32 @@ export function kubernetesBenchMissing(): string | null {
   try {
     execFileSync('openssl', ['version'], { stdio: 'ignore' });
   } catch {
-    missing.push('no openssl (the control plane\'s certificates are made with it)');
+    missing.push("no openssl (the control plane's certificates are made with it)");
   }
   return missing.length ? missing.join('; ') : null;
 }
 
 /** The small run: a few hundred objects, used by the smoke test (test/bench/kubernetes.test.ts). */
-export const SMOKE: KubernetesBenchOptions = { services: 200, endpoints: 2000, clients: 100, rounds: 2, warmupRounds: 1, apps: 50, dependents: 10, concurrency: 16 };
-export const FULL: KubernetesBenchOptions = { services: 10000, endpoints: 100000, clients: 1000, rounds: 10, warmupRounds: 2, apps: 1000, dependents: 100, concurrency: 32 };
+export const SMOKE: KubernetesBenchOptions = {
+  services: 200,
+  endpoints: 2000,
+  clients: 100,
+  rounds: 2,
+  warmupRounds: 1,
+  apps: 50,
+  dependents: 10,
+  concurrency: 16,
+};
+export const FULL: KubernetesBenchOptions = {
+  services: 10000,
+  endpoints: 100000,
+  clients: 1000,
+  rounds: 10,
+  warmupRounds: 2,
+  apps: 1000,
+  dependents: 100,
+  concurrency: 32,
+};
 
 type Phase = 'start' | 'load' | 'discoverStart' | 'rounds';
 const NAMESPACES = 50;
@@ -127,16 +164,18 @@ const r2 = (x: number) => Math.round(x * 100) / 100;
 export async function bounded<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
   let failed = false;
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (!failed && next < items.length) {
-      try {
-        await fn(items[next++]);
-      } catch (err) {
-        failed = true;
-        throw err;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (!failed && next < items.length) {
+        try {
+          await fn(items[next++]);
+        } catch (err) {
+          failed = true;
+          throw err;
+        }
       }
-    }
-  }));
+    }),
+  );
 }
 
 /** Runs the whole scenario and returns its figures (also used by bench/run.ts). */
@@ -148,7 +187,10 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
   const dependents = Math.min(opts.dependents ?? 100, apps);
   const concurrency = opts.concurrency ?? 32;
   const perService = Math.max(1, Math.round(opts.endpoints / opts.services));
-  if (perService > 1000) throw new Error(`--endpoints ${opts.endpoints} over --services ${opts.services} is ${perService} endpoints per Service: one EndpointSlice holds at most 1000`);
+  if (perService > 1000)
+    throw new Error(
+      `--endpoints ${opts.endpoints} over --services ${opts.services} is ${perService} endpoints per Service: one EndpointSlice holds at most 1000`,
+    );
   const cli = join(root, 'dist', 'cli.js');
   if (!existsSync(cli)) throw new Error('dist/cli.js is missing: run npm run build first');
 
@@ -169,7 +211,11 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
   const killCluster = () => {
     if (clusterStopped) return;
     for (const pid of Object.values(kubeCluster(clusterDir)?.pids ?? {})) {
-      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
     }
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
@@ -192,7 +238,8 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
 
     agent = new Agent({
       connect: { ca: readFileSync(cluster.caFile), cert: readFileSync(cluster.adminCertFile), key: readFileSync(cluster.adminKeyFile) },
-      connections: concurrency, keepAliveTimeout: 60_000,
+      connections: concurrency,
+      keepAliveTimeout: 60_000,
     });
     let writes = 0;
     let retries = 0;
@@ -203,7 +250,8 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
         let text = '';
         try {
           const res = await request(`${cluster.server}${path}`, {
-            method, dispatcher: agent,
+            method,
+            dispatcher: agent,
             headers: { accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
             body: body === undefined ? undefined : JSON.stringify(body),
           });
@@ -230,7 +278,9 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
     sampleLoad();
     const nsOf = (i: number) => `ns-${i % NAMESPACES}`;
     const namespaces = Array.from({ length: Math.min(NAMESPACES, opts.services) }, (_, i) => nsOf(i));
-    log(`loading ${opts.services} Services with ${perService} endpoints each in ${namespaces.length} namespaces, and ${apps} mesh ConfigMaps (${concurrency} writes in flight) ...`);
+    log(
+      `loading ${opts.services} Services with ${perService} endpoints each in ${namespaces.length} namespaces, and ${apps} mesh ConfigMaps (${concurrency} writes in flight) ...`,
+    );
     const loadStart = performance.now();
     await bounded(namespaces, concurrency, async (ns) => {
       await api('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
@@ -238,29 +288,43 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
     const nsMs = performance.now() - loadStart;
     const ipOf = (n: number) => `10.${244 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`;
     let loaded = 0;
-    await bounded(Array.from({ length: opts.services }, (_, i) => i), concurrency, async (i) => {
-      const ns = nsOf(i);
-      const name = `svc-${i}`;
-      // Selector-less: no controller makes its endpoints; the slice below is the only one.
-      await api('POST', `/api/v1/namespaces/${ns}/services`, {
-        apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: ns },
-        spec: { ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP', appProtocol: 'http' }] },
-      });
-      await api('POST', `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices`, {
-        apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
-        metadata: { name: `${name}-bench`, namespace: ns, labels: { 'kubernetes.io/service-name': name, 'endpointslice.kubernetes.io/managed-by': MANAGED_BY } },
-        addressType: 'IPv4',
-        endpoints: Array.from({ length: perService }, (_, j) => {
-          const n = i * perService + j + 1;
-          return {
-            addresses: [ipOf(n)], conditions: { ready: true, serving: true, terminating: false },
-            nodeName: `node-${n % 100}`, zone: `zone-${j % 3}`, targetRef: { kind: 'Pod', namespace: ns, name: `${name}-${j}` },
-          };
-        }),
-        ports: [{ name: 'http', port: 8080, protocol: 'TCP', appProtocol: 'http' }],
-      });
-      if (++loaded % 1000 === 0) log(`  ${loaded} Services and slices in ${((performance.now() - loadStart) / 1000).toFixed(1)} s`);
-    });
+    await bounded(
+      Array.from({ length: opts.services }, (_, i) => i),
+      concurrency,
+      async (i) => {
+        const ns = nsOf(i);
+        const name = `svc-${i}`;
+        // Selector-less: no controller makes its endpoints; the slice below is the only one.
+        await api('POST', `/api/v1/namespaces/${ns}/services`, {
+          apiVersion: 'v1',
+          kind: 'Service',
+          metadata: { name, namespace: ns },
+          spec: { ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP', appProtocol: 'http' }] },
+        });
+        await api('POST', `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices`, {
+          apiVersion: 'discovery.k8s.io/v1',
+          kind: 'EndpointSlice',
+          metadata: {
+            name: `${name}-bench`,
+            namespace: ns,
+            labels: { 'kubernetes.io/service-name': name, 'endpointslice.kubernetes.io/managed-by': MANAGED_BY },
+          },
+          addressType: 'IPv4',
+          endpoints: Array.from({ length: perService }, (_, j) => {
+            const n = i * perService + j + 1;
+            return {
+              addresses: [ipOf(n)],
+              conditions: { ready: true, serving: true, terminating: false },
+              nodeName: `node-${n % 100}`,
+              zone: `zone-${j % 3}`,
+              targetRef: { kind: 'Pod', namespace: ns, name: `${name}-${j}` },
+            };
+          }),
+          ports: [{ name: 'http', port: 8080, protocol: 'TCP', appProtocol: 'http' }],
+        });
+        if (++loaded % 1000 === 0) log(`  ${loaded} Services and slices in ${((performance.now() - loadStart) / 1000).toFixed(1)} s`);
+      },
+    );
     const servicesMs = performance.now() - loadStart - nsMs;
 
     // app-i (in ns-(i%50)) depends on 5 Services; the first `dependents` apps also on svc-0, the one that changes.
@@ -269,17 +333,38 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
       const deps = i < dependents ? [0, ...others.slice(0, 4)] : others.slice(0, 5);
       const spec = {
         base_ports: [{ port: 8080, protocol: 'http' }],
-        base_services: deps.map((j) => ({ depend_service_alias: nsOf(j) === nsOf(i) ? `svc-${j}` : `svc-${j}.${nsOf(j)}`, port: 80, protocol: 'http' })),
+        base_services: deps.map((j) => ({
+          depend_service_alias: nsOf(j) === nsOf(i) ? `svc-${j}` : `svc-${j}.${nsOf(j)}`,
+          port: 80,
+          protocol: 'http',
+        })),
       };
-      return { ns: nsOf(i), deps: deps.length, body: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: `shoal-mesh-app-${i}`, namespace: nsOf(i), labels: { 'shoal.dev/app': `app-${i}`, 'shoal.dev/plugin-id': 'mesh' } }, data: { 'plugin-config': JSON.stringify(spec) } } };
+      return {
+        ns: nsOf(i),
+        deps: deps.length,
+        body: {
+          apiVersion: 'v1',
+          kind: 'ConfigMap',
+          metadata: {
+            name: `shoal-mesh-app-${i}`,
+            namespace: nsOf(i),
+            labels: { 'shoal.dev/app': `app-${i}`, 'shoal.dev/plugin-id': 'mesh' },
+          },
+          data: { 'plugin-config': JSON.stringify(spec) },
+        },
+      };
     });
-    await bounded(configMaps, concurrency, async (c) => { await api('POST', `/api/v1/namespaces/${c.ns}/configmaps`, c.body); });
+    await bounded(configMaps, concurrency, async (c) => {
+      await api('POST', `/api/v1/namespaces/${c.ns}/configmaps`, c.body);
+    });
     const loadMs = performance.now() - loadStart;
     const configMapsMs = loadMs - nsMs - servicesMs;
     const loadWrites = writes;
     cpuMarks.push(cpuOf());
     const rssAfterLoad = rssOf();
-    log(`loaded ${loadWrites} objects in ${(loadMs / 1000).toFixed(1)} s (${Math.round(loadWrites / (loadMs / 1000))} writes/s, ${retries} retried)`);
+    log(
+      `loaded ${loadWrites} objects in ${(loadMs / 1000).toFixed(1)} s (${Math.round(loadWrites / (loadMs / 1000))} writes/s, ${retries} retried)`,
+    );
 
     // 2. discover, from the built JavaScript, with the admin kubeconfig; time to ready is from spawn to /readyz 200.
     phase = 'discoverStart';
@@ -287,12 +372,33 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
     log('starting discover (dist/cli.js discover --kubernetes) ...');
     const nodeArgs = opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : [];
     const t0 = performance.now();
-    const discover = spawn(process.execPath, [...nodeArgs, cli, 'discover', '--kubernetes', '--kubeconfig', cluster.kubeconfig, '--host', '127.0.0.1', '--port', '0', '--insecure-reads', '--log-level', 'info'],
-      { stdio: ['ignore', 'pipe', 'inherit'] });
+    const discover = spawn(
+      process.execPath,
+      [
+        ...nodeArgs,
+        cli,
+        'discover',
+        '--kubernetes',
+        '--kubeconfig',
+        cluster.kubeconfig,
+        '--host',
+        '127.0.0.1',
+        '--port',
+        '0',
+        '--insecure-reads',
+        '--log-level',
+        'info',
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     children.push(discover);
     const lines: Array<Record<string, any>> = [];
     createInterface({ input: discover.stdout! }).on('line', (l) => {
-      try { lines.push(JSON.parse(l)); } catch { /* not a log line */ }
+      try {
+        lines.push(JSON.parse(l));
+      } catch {
+        /* not a log line */
+      }
     });
     let stopping = false;
     discover.once('exit', (code, signal) => {
@@ -331,10 +437,14 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
       return { version: String(res.headers.etag).replace(/"/g, ''), json: JSON.parse(text) };
     };
     // What was loaded is what discover serves: app-0's dependencies, each with every endpoint of its slice.
-    const first = (await snapshotOf(`/v2/snapshot/${nsOf(0)}/app-0`)).json as { clusters: Array<{ name: string; endpoints: Array<{ port: number; ready: boolean }> }> };
+    const first = (await snapshotOf(`/v2/snapshot/${nsOf(0)}/app-0`)).json as {
+      clusters: Array<{ name: string; endpoints: Array<{ port: number; ready: boolean }> }>;
+    };
     const short = first.clusters.filter((c) => c.endpoints.length !== perService || c.endpoints.some((e) => e.port !== 8080 || !e.ready));
     if (first.clusters.length !== configMaps[0].deps || short.length) {
-      throw new Error(`app-0's snapshot does not hold what was loaded: ${first.clusters.length} clusters (want ${configMaps[0].deps}), not ${perService} ready endpoints on 8080: ${short.map((c) => c.name).join(', ')}`);
+      throw new Error(
+        `app-0's snapshot does not hold what was loaded: ${first.clusters.length} clusters (want ${configMaps[0].deps}), not ${perService} ready endpoints on 8080: ${short.map((c) => c.name).join(', ')}`,
+      );
     }
 
     // 3. Clients: spread over the dependent apps' snapshots, in two processes.
@@ -342,8 +452,15 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
     sampleLoad();
     const paths = Array.from({ length: dependents }, (_, i) => `/v2/snapshot/${nsOf(i)}/app-${i}`);
     const procs = opts.clients >= 500 ? 2 : 1;
-    const clients = Array.from({ length: procs }, (_, i) => fork(join(root, 'bench', 'lib', 'longPollClients.ts'),
-      ['127.0.0.1', String(port), paths[0], String(Math.floor(opts.clients / procs) + (i < opts.clients % procs ? 1 : 0)), paths.join(',')]));
+    const clients = Array.from({ length: procs }, (_, i) =>
+      fork(join(root, 'bench', 'lib', 'longPollClients.ts'), [
+        '127.0.0.1',
+        String(port),
+        paths[0],
+        String(Math.floor(opts.clients / procs) + (i < opts.clients % procs ? 1 : 0)),
+        paths.join(','),
+      ]),
+    );
     children.push(...clients);
     await Promise.all(clients.map((c) => once(c, 'open')));
     const waiting = async () => {
@@ -367,7 +484,9 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
     const withWarmup: number[] = [];
     for (let r = -warmupRounds; r < opts.rounds; r++) {
       const versions: Record<string, string> = {};
-      await bounded(paths, 50, async (p) => { versions[p] = (await snapshotOf(p)).version; });
+      await bounded(paths, 50, async (p) => {
+        versions[p] = (await snapshotOf(p)).version;
+      });
       const sent = clients.map((c) => once(c, 'sent'));
       for (const c of clients) c.send({ type: 'wait', versions });
       await Promise.all(sent);
@@ -384,14 +503,19 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
       const apiMs = Number(process.hrtime.bigint() - start) / 1e6;
       const statuses = await Promise.all(answered);
       const roundCpuMs = Math.round((cpuSeconds(discover.pid!) - cpu0) * 1000);
-      const times = await Promise.all(clients.map((c) => {
-        const p = once<{ times: string[] }>(c, 'times');
-        c.send({ type: 'report' });
-        return p;
-      }));
+      const times = await Promise.all(
+        clients.map((c) => {
+          const p = once<{ times: string[] }>(c, 'times');
+          c.send({ type: 'report' });
+          return p;
+        }),
+      );
       const ok = statuses.reduce((a, s) => a + (s.statuses['200'] ?? 0), 0);
       const stale = statuses.reduce((a, s) => a + (s.stale ?? 0), 0);
-      if (ok !== opts.clients || stale > 0) throw new Error(`round ${r}: ${ok} of ${opts.clients} clients got 200, ${stale} got the version they held (${JSON.stringify(statuses)})`);
+      if (ok !== opts.clients || stale > 0)
+        throw new Error(
+          `round ${r}: ${ok} of ${opts.clients} clients got 200, ${stale} got the version they held (${JSON.stringify(statuses)})`,
+        );
       const round = times.flatMap((t) => t.times.map((x) => Number(BigInt(x) - start) / 1e6)).sort((a, b) => a - b);
       withWarmup.push(...round);
       const summary = `p50 ${percentile(round, 50).toFixed(1)} ms, p99 ${percentile(round, 99).toFixed(1)} ms, max ${round[round.length - 1].toFixed(1)} ms`;
@@ -412,27 +536,47 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
     withWarmup.sort((a, b) => a - b);
     cpuMarks.push(cpuOf());
     const mem = memMb(discover.pid!);
-    const components = Object.fromEntries(names.map((n) => {
-      const m = memMb(pids()[n]);
-      const [atUp, afterLoad, afterReady, end] = cpuMarks.map((c) => c[n]);
-      return [n, {
-        cpuSeconds: { start: r2(atUp), load: r2(afterLoad - atUp), discoverStart: r2(afterReady - afterLoad), rounds: r2(end - afterReady), total: r2(end) },
-        rssMb: { afterLoad: rssAfterLoad[n], afterDiscoverReady: rssAfterReady[n], end: m.rss, peak: m.peak },
-      } satisfies ComponentFigures];
-    })) as Record<ComponentName, ComponentFigures>;
+    const components = Object.fromEntries(
+      names.map((n) => {
+        const m = memMb(pids()[n]);
+        const [atUp, afterLoad, afterReady, end] = cpuMarks.map((c) => c[n]);
+        return [
+          n,
+          {
+            cpuSeconds: {
+              start: r2(atUp),
+              load: r2(afterLoad - atUp),
+              discoverStart: r2(afterReady - afterLoad),
+              rounds: r2(end - afterReady),
+              total: r2(end),
+            },
+            rssMb: { afterLoad: rssAfterLoad[n], afterDiscoverReady: rssAfterReady[n], end: m.rss, peak: m.peak },
+          } satisfies ComponentFigures,
+        ];
+      }),
+    ) as Record<ComponentName, ComponentFigures>;
     for (const c of clients) c.send({ type: 'exit' });
     stopping = true;
 
     clearInterval(sampler);
     sampleLoad();
     const stats = (xs: number[]) => ({
-      min: r2(Math.min(...xs)), mean: r2(xs.reduce((a, b) => a + b, 0) / xs.length), max: r2(Math.max(...xs)), samples: xs.length,
+      min: r2(Math.min(...xs)),
+      mean: r2(xs.reduce((a, b) => a + b, 0) / xs.length),
+      max: r2(Math.max(...xs)),
+      samples: xs.length,
     });
     const of = (p: Phase) => loadSamples.filter((s) => s.phase === p).map((s) => s.load1);
     const atEnd = loadavg().map(r2);
     const loadAverage: LoadAverageFigures = {
-      atStart: machine.loadAverageAtStart, atEnd,
-      during: { load: stats(of('load')), discoverStart: stats(of('discoverStart')), rounds: stats(of('rounds')), whole: stats(loadSamples.map((s) => s.load1)) },
+      atStart: machine.loadAverageAtStart,
+      atEnd,
+      during: {
+        load: stats(of('load')),
+        discoverStart: stats(of('discoverStart')),
+        rounds: stats(of('rounds')),
+        whole: stats(loadSamples.map((s) => s.load1)),
+      },
     };
     const result: KubernetesBenchResult = {
       scenario: 'kubernetes',
@@ -443,9 +587,21 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
         etcd: pinnedVersion(join(root, 'kube'), 'go.etcd.io/etcd/server/v3'),
         upMs,
       },
-      cluster: { namespaces: namespaces.length, services: opts.services, endpoints: perService * opts.services, endpointSlices: opts.services, apps, dependents, clients: opts.clients },
+      cluster: {
+        namespaces: namespaces.length,
+        services: opts.services,
+        endpoints: perService * opts.services,
+        endpointSlices: opts.services,
+        apps,
+        dependents,
+        clients: opts.clients,
+      },
       loading: {
-        concurrency, writes: loadWrites, retries, ms: Math.round(loadMs), writesPerSecond: Math.round(loadWrites / (loadMs / 1000)),
+        concurrency,
+        writes: loadWrites,
+        retries,
+        ms: Math.round(loadMs),
+        writesPerSecond: Math.round(loadWrites / (loadMs / 1000)),
         phasesMs: { namespaces: Math.round(nsMs), servicesAndSlices: Math.round(servicesMs), configMaps: Math.round(configMapsMs) },
       },
       timeToReadyMs,
@@ -454,11 +610,21 @@ export async function runKubernetesBench(opts: KubernetesBenchOptions): Promise<
       discoverCpuSecondsToReady: r2(cpuToReady),
       components,
       propagation: {
-        rounds: opts.rounds, samples: latencies.length,
-        p50Ms: r2(percentile(latencies, 50)), p99Ms: r2(percentile(latencies, 99)), maxMs: r2(latencies[latencies.length - 1]),
-        p99PerRoundMs: p99PerRound, maxPerRoundMs: maxPerRound, apiWriteMs: apiWriteMs.map(r2),
+        rounds: opts.rounds,
+        samples: latencies.length,
+        p50Ms: r2(percentile(latencies, 50)),
+        p99Ms: r2(percentile(latencies, 99)),
+        maxMs: r2(latencies[latencies.length - 1]),
+        p99PerRoundMs: p99PerRound,
+        maxPerRoundMs: maxPerRound,
+        apiWriteMs: apiWriteMs.map(r2),
         discoverCpuMsPerRound: cpuMs,
-        warmup: { rounds: warmupRounds, p99PerRoundMs: warmupP99, maxPerRoundMs: warmupMax, p99WithWarmupMs: r2(percentile(withWarmup, 99)) },
+        warmup: {
+          rounds: warmupRounds,
+          p99PerRoundMs: warmupP99,
+          maxPerRoundMs: warmupMax,
+          p99WithWarmupMs: r2(percentile(withWarmup, 99)),
+        },
       },
       loadAverage,
       loadAverageAtEnd: atEnd,
@@ -493,19 +659,39 @@ export function renderTable(r: KubernetesBenchResult): string {
   const during = (k: keyof LoadAverageFigures['during']) => `${la.during[k].min}-${la.during[k].max} (mean ${la.during[k].mean})`;
   const rows = [
     ['control plane', `Kubernetes ${r.controlPlane.kubernetes}, etcd ${r.controlPlane.etcd}; up in ${r.controlPlane.upMs} ms`],
-    ['cluster', `${r.cluster.services} Services in ${r.cluster.namespaces} namespaces, ${r.cluster.endpoints} endpoints in ${r.cluster.endpointSlices} EndpointSlices, ${r.cluster.apps} apps (${r.cluster.dependents} depend on the changed Service), ${r.cluster.clients} long-poll clients`],
-    ['loading', `${r.loading.writes} writes in ${r.loading.ms} ms (${r.loading.writesPerSecond}/s, ${r.loading.concurrency} in flight, ${r.loading.retries} retried): Services and slices ${r.loading.phasesMs.servicesAndSlices} ms, ConfigMaps ${r.loading.phasesMs.configMaps} ms`],
+    [
+      'cluster',
+      `${r.cluster.services} Services in ${r.cluster.namespaces} namespaces, ${r.cluster.endpoints} endpoints in ${r.cluster.endpointSlices} EndpointSlices, ${r.cluster.apps} apps (${r.cluster.dependents} depend on the changed Service), ${r.cluster.clients} long-poll clients`,
+    ],
+    [
+      'loading',
+      `${r.loading.writes} writes in ${r.loading.ms} ms (${r.loading.writesPerSecond}/s, ${r.loading.concurrency} in flight, ${r.loading.retries} retried): Services and slices ${r.loading.phasesMs.servicesAndSlices} ms, ConfigMaps ${r.loading.phasesMs.configMaps} ms`,
+    ],
     ['time to ready', `${r.timeToReadyMs} ms (lists + first build: ${r.listAndBuildMs} ms; CPU ${r.discoverCpuSecondsToReady} s)`],
-    ['discover RSS', `${r.discoverRssMb.afterReady} MB after ready, ${r.discoverRssMb.afterRounds} MB after the rounds, peak ${r.discoverRssMb.peak} MB`],
-    ['propagation', `p50 ${r.propagation.p50Ms} ms, p99 ${r.propagation.p99Ms} ms, max ${r.propagation.maxMs} ms over ${r.propagation.rounds} rounds (${r.propagation.samples} samples)`],
+    [
+      'discover RSS',
+      `${r.discoverRssMb.afterReady} MB after ready, ${r.discoverRssMb.afterRounds} MB after the rounds, peak ${r.discoverRssMb.peak} MB`,
+    ],
+    [
+      'propagation',
+      `p50 ${r.propagation.p50Ms} ms, p99 ${r.propagation.p99Ms} ms, max ${r.propagation.maxMs} ms over ${r.propagation.rounds} rounds (${r.propagation.samples} samples)`,
+    ],
     ['p99 per round', r.propagation.p99PerRoundMs.join(', ') + ' ms'],
-    ['warm-up rounds', r.propagation.warmup.rounds === 0 ? 'none' : `${r.propagation.warmup.rounds} before these, not counted above: p99 per round ${r.propagation.warmup.p99PerRoundMs.join(', ')} ms; p99 with them counted ${r.propagation.warmup.p99WithWarmupMs} ms`],
+    [
+      'warm-up rounds',
+      r.propagation.warmup.rounds === 0
+        ? 'none'
+        : `${r.propagation.warmup.rounds} before these, not counted above: p99 per round ${r.propagation.warmup.p99PerRoundMs.join(', ')} ms; p99 with them counted ${r.propagation.warmup.p99WithWarmupMs} ms`,
+    ],
     ['API write per round', r.propagation.apiWriteMs.join(', ') + ' ms'],
     ['discover CPU per round', r.propagation.discoverCpuMsPerRound.join(', ') + ' ms (write -> every client answered)'],
     ['kube-apiserver', c('kube-apiserver')],
     ['etcd', c('etcd')],
     ['kube-controller-manager', c('kube-controller-manager')],
-    ['load average (1 min)', `loading ${during('load')}, discover's start ${during('discoverStart')}, rounds ${during('rounds')}; ${la.atStart.join(' ')} at start, ${la.atEnd.join(' ')} at end (${r.machine.cores} cores)`],
+    [
+      'load average (1 min)',
+      `loading ${during('load')}, discover's start ${during('discoverStart')}, rounds ${during('rounds')}; ${la.atStart.join(' ')} at start, ${la.atEnd.join(' ')} at end (${r.machine.cores} cores)`,
+    ],
     ...Object.entries(r.targets).map(([k, t]) => [`target: ${k}`, `${t.target}: ${t.measured} ${t.met ? 'met' : 'MISSED'}`]),
   ];
   const w = Math.max(...rows.map((x) => x[0].length));
@@ -532,13 +718,21 @@ if (import.meta.main) {
   const opts: KubernetesBenchOptions = smoke
     ? { ...SMOKE }
     : {
-      services: Number(values.services), endpoints: Number(values.endpoints), clients: Number(values.clients), rounds: Number(values.rounds),
-      warmupRounds: Number(values.warmup),
-      apps: Number(values.apps), dependents: Number(values.dependents), concurrency: Number(values.concurrency), cpuProfDir: values['cpu-prof'],
-    };
+        services: Number(values.services),
+        endpoints: Number(values.endpoints),
+        clients: Number(values.clients),
+        rounds: Number(values.rounds),
+        warmupRounds: Number(values.warmup),
+        apps: Number(values.apps),
+        dependents: Number(values.dependents),
+        concurrency: Number(values.concurrency),
+        cpuProfDir: values['cpu-prof'],
+      };
   for (const [k, v] of Object.entries(opts)) {
     if (typeof v === 'number' && !(Number.isInteger(v) && (v > 0 || (k === 'warmupRounds' && v === 0)))) {
-      console.error(`--${k === 'warmupRounds' ? 'warmup' : k} must be a ${k === 'warmupRounds' ? 'non-negative' : 'positive'} integer, got ${v}`);
+      console.error(
+        `--${k === 'warmupRounds' ? 'warmup' : k} must be a ${k === 'warmupRounds' ? 'non-negative' : 'positive'} integer, got ${v}`,
+      );
       process.exit(2);
     }
   }

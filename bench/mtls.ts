@@ -33,10 +33,12 @@ const CONNECTIONS = Number(values.connections);
 
 if (!existsSync(join(root, 'dist', 'proxy', 'main.js'))) throw new Error('bench/mtls.ts runs the built sidecar: npm run build first');
 const dist = (p: string) => join(root, 'dist', p);
-const { startDiscover } = await import(dist('discover/main.js')) as typeof import('../discover/main.ts');
-const { CertificateAuthority } = await import(dist('discover/identity/certificateAuthority.js')) as typeof import('../discover/identity/certificateAuthority.ts');
-const { createCsr } = await import(dist('proxy/tls/csr.js')) as typeof import('../proxy/tls/csr.ts');
-const { createLogger } = await import(dist('shared/log.js')) as typeof import('../shared/log.ts');
+const { startDiscover } = (await import(dist('discover/main.js'))) as typeof import('../discover/main.ts');
+const { CertificateAuthority } = (await import(
+  dist('discover/identity/certificateAuthority.js')
+)) as typeof import('../discover/identity/certificateAuthority.ts');
+const { createCsr } = (await import(dist('proxy/tls/csr.js'))) as typeof import('../proxy/tls/csr.ts');
+const { createLogger } = (await import(dist('shared/log.js'))) as typeof import('../shared/log.ts');
 
 const dir = mkdtempSync(join(tmpdir(), 'shoal-bench-mtls-'));
 chmodSync(dir, 0o755);
@@ -49,7 +51,10 @@ async function main(): Promise<void> {
   await waitHttp(`http://127.0.0.1:${backendPort}/`);
   const { ca } = await CertificateAuthority.generate('bench.local');
   const tokens = join(dir, 'tokens.yaml');
-  writeFileSync(tokens, 'tokens:\n  - { token: api-token, namespace: default, serviceAccount: api }\n  - { token: web-token, namespace: default, serviceAccount: web }\n');
+  writeFileSync(
+    tokens,
+    'tokens:\n  - { token: api-token, namespace: default, serviceAccount: api }\n  - { token: web-token, namespace: default, serviceAccount: web }\n',
+  );
   for (const app of ['api', 'web']) writeFileSync(join(dir, `${app}.token`), `${app}-token\n`);
 
   // Two sidecar pairs, identical but for identity: plaintext (no CA) and mTLS (strict).
@@ -58,7 +63,9 @@ async function main(): Promise<void> {
     const webAddr = mtls ? '127.91.0.2' : '127.90.0.2';
     const apiInbound = mtls ? '127.91.0.3' : '127.90.0.3';
     const topology = join(dir, `${name}.yaml`);
-    writeFileSync(topology, `services:
+    writeFileSync(
+      topology,
+      `services:
   - { name: api, address: ${webAddr}, ports: [{ port: ${svcPort}, protocol: http }], endpoints: ["${apiInbound}:${listenPort}"] }
 apps:
   - name: api
@@ -68,19 +75,37 @@ apps:
   - name: web
     config:
       base_services: [{ depend_service_alias: api, port: ${svcPort}, protocol: http }]
-`);
+`,
+    );
     const d = await startDiscover({
-      staticFile: topology, host: '127.0.0.1', port: 0, log,
+      staticFile: topology,
+      host: '127.0.0.1',
+      port: 0,
+      log,
       identity: mtls ? { trustDomain: 'bench.local', ca, tokensFile: tokens, certTtlMs: 86_400_000 } : undefined,
     });
     closers.push(() => d.close());
     const pids: number[] = [];
-    for (const [app, inbound] of [['api', apiInbound], ['web', '127.0.0.1']] as const) {
+    for (const [app, inbound] of [
+      ['api', apiInbound],
+      ['web', '127.0.0.1'],
+    ] as const) {
       const prof = values.profile ? ['--cpu-prof', '--cpu-prof-dir', join(values.profile, `${name}-${app}`)] : [];
-      const { info } = await group.jsonChild(...pinned(undefined, process.execPath, [...prof, join(root, 'bench', 'lib', 'proxySidecarChild.mjs'), JSON.stringify({
-        discoverUrl: `${d.url}/v1/resources/default/${app}/mesh`, adminHost: '127.0.0.1', adminPort: 0, inboundAddress: inbound,
-        stateFile: join(dir, `${name}-${app}.state.json`), drainTimeoutMs: 1000, tokenFile: join(dir, `${app}.token`),
-      })]));
+      const { info } = await group.jsonChild(
+        ...pinned(undefined, process.execPath, [
+          ...prof,
+          join(root, 'bench', 'lib', 'proxySidecarChild.mjs'),
+          JSON.stringify({
+            discoverUrl: `${d.url}/v1/resources/default/${app}/mesh`,
+            adminHost: '127.0.0.1',
+            adminPort: 0,
+            inboundAddress: inbound,
+            stateFile: join(dir, `${name}-${app}.state.json`),
+            drainTimeoutMs: 1000,
+            tokenFile: join(dir, `${app}.token`),
+          }),
+        ]),
+      );
       pids.push(info.pid);
     }
     const url = `http://${webAddr}:${svcPort}/`;
@@ -96,7 +121,11 @@ apps:
   // nginx: a front proxy and an inbound proxy, plaintext and mTLS between them.
   const cert = async (sa: string) => {
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-    const issued = await ca.sign(createCsr(privateKey, publicKey, `spiffe://bench.local/ns/default/sa/${sa}`), { namespace: 'default', serviceAccount: sa }, 86_400_000);
+    const issued = await ca.sign(
+      createCsr(privateKey, publicKey, `spiffe://bench.local/ns/default/sa/${sa}`),
+      { namespace: 'default', serviceAccount: sa },
+      86_400_000,
+    );
     const keyFile = join(dir, `${sa}.key`);
     const certFile = join(dir, `${sa}.crt`);
     writeFileSync(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o644 });
@@ -111,7 +140,12 @@ apps:
   const nginxPlainFront = await freePort();
   const nginxTlsIn = await freePort();
   const nginxTlsFront = await freePort();
-  startNginx(group, dir, 'nginx', 1, `  upstream app { server 127.0.0.1:${backendPort}; keepalive 64; }
+  startNginx(
+    group,
+    dir,
+    'nginx',
+    1,
+    `  upstream app { server 127.0.0.1:${backendPort}; keepalive 64; }
   upstream plain_in { server 127.0.0.1:${nginxPlainIn}; keepalive 64; }
   upstream tls_in { server 127.0.0.1:${nginxTlsIn}; keepalive 64; }
   server { listen 127.0.0.1:${nginxPlainIn}; location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; } }
@@ -138,7 +172,8 @@ apps:
       proxy_ssl_verify off;
       proxy_ssl_session_reuse on;
     }
-  }`);
+  }`,
+  );
   const nginxPlainUrl = `http://127.0.0.1:${nginxPlainFront}/`;
   const nginxTlsUrl = `http://127.0.0.1:${nginxTlsFront}/`;
   await waitHttp(nginxPlainUrl);
@@ -149,7 +184,11 @@ apps:
     nginxTls = false;
   }
 
-  const contenders: Array<[string, string]> = [['shoal plaintext', plainUrl], ['shoal mTLS', mtlsUrl], ['nginx plaintext', nginxPlainUrl]];
+  const contenders: Array<[string, string]> = [
+    ['shoal plaintext', plainUrl],
+    ['shoal mTLS', mtlsUrl],
+    ['nginx plaintext', nginxPlainUrl],
+  ];
   if (nginxTls) contenders.push(['nginx mTLS', nginxTlsUrl]);
   else console.log(`nginx mTLS: not measured (see ${join(dir, 'nginx', 'error.log')})`);
   const rps: Record<string, number[]> = {};
@@ -189,14 +228,21 @@ apps:
   console.log(`\nmedians of ${ROUNDS} rounds, ${SECONDS} s each, wrk -c ${CONNECTIONS} -t 2 (keep-alive), paced at ${RATE} rps:`);
   console.log('| path | max rps | p50 at rate (ms) | p99 at rate (ms) |');
   console.log('|---|---|---|---|');
-  for (const [name] of contenders) console.log(`| ${name} | ${med(rps[name]).toFixed(0)} | ${med(p50[name]).toFixed(2)} | ${med(p99[name]).toFixed(2)} |`);
+  for (const [name] of contenders)
+    console.log(`| ${name} | ${med(rps[name]).toFixed(0)} | ${med(p50[name]).toFixed(2)} | ${med(p99[name]).toFixed(2)} |`);
   const cpuCost = med(cpuUs['shoal mTLS']) / med(cpuUs['shoal plaintext']) - 1;
-  console.log(`\nshoal sidecars' CPU per request (both hops): plaintext ${med(cpuUs['shoal plaintext']).toFixed(0)} us, mTLS ${med(cpuUs['shoal mTLS']).toFixed(0)} us (+${(cpuCost * 100).toFixed(1)}%): CPU-bound, that is ${((1 - 1 / (1 + cpuCost)) * 100).toFixed(1)}% fewer rps`);
+  console.log(
+    `\nshoal sidecars' CPU per request (both hops): plaintext ${med(cpuUs['shoal plaintext']).toFixed(0)} us, mTLS ${med(cpuUs['shoal mTLS']).toFixed(0)} us (+${(cpuCost * 100).toFixed(1)}%): CPU-bound, that is ${((1 - 1 / (1 + cpuCost)) * 100).toFixed(1)}% fewer rps`,
+  );
   const cost = 1 - med(rps['shoal mTLS']) / med(rps['shoal plaintext']);
-  console.log(`\nshoal: mTLS costs ${(cost * 100).toFixed(1)}% of plaintext rps (target <= 25%); adds ${(med(p99['shoal mTLS']) - med(p99['shoal plaintext'])).toFixed(2)} ms p99 at ${RATE} rps`);
+  console.log(
+    `\nshoal: mTLS costs ${(cost * 100).toFixed(1)}% of plaintext rps (target <= 25%); adds ${(med(p99['shoal mTLS']) - med(p99['shoal plaintext'])).toFixed(2)} ms p99 at ${RATE} rps`,
+  );
   if (nginxTls) {
     const ncost = 1 - med(rps['nginx mTLS']) / med(rps['nginx plaintext']);
-    console.log(`nginx: mTLS costs ${(ncost * 100).toFixed(1)}% of plaintext rps; adds ${(med(p99['nginx mTLS']) - med(p99['nginx plaintext'])).toFixed(2)} ms p99`);
+    console.log(
+      `nginx: mTLS costs ${(ncost * 100).toFixed(1)}% of plaintext rps; adds ${(med(p99['nginx mTLS']) - med(p99['nginx plaintext'])).toFixed(2)} ms p99`,
+    );
   }
 }
 

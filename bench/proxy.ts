@@ -36,14 +36,21 @@ const rounds = smoke ? 1 : Number(values.rounds);
 const duration = smoke ? 1 : Number(values.duration);
 const connections = Number(values.connections);
 const rate = Number(values.rate);
-for (const [flag, v] of [['rounds', rounds], ['duration', duration], ['connections', connections], ['rate', rate]] as const) {
+for (const [flag, v] of [
+  ['rounds', rounds],
+  ['duration', duration],
+  ['connections', connections],
+  ['rate', rate],
+] as const) {
   if (!Number.isInteger(v) || v < 1) {
     console.error(`--${flag} must be a whole number of at least 1, got ${JSON.stringify(values[flag])}`);
     process.exit(2);
   }
 }
 const sidecarNodeOptions = values['sidecar-node-options']!.split(' ').filter((x) => x !== '');
-const tools = ensureTools(['wrk', 'nginx', ...(values.all ? ['haproxy'] : []), ...(values.pin ? ['taskset'] : [])], (m) => console.error(m));
+const tools = ensureTools(['wrk', 'nginx', ...(values.all ? ['haproxy'] : []), ...(values.pin ? ['taskset'] : [])], (m) =>
+  console.error(m),
+);
 if (tools.missing.length) {
   console.error(`missing ${tools.missing.join(', ')}`);
   process.exit(2);
@@ -55,10 +62,34 @@ const dir = mkdtempSync(join(tmpdir(), 'shoal-bench-proxy-'));
 const ctx: ScenarioContext = { duration, rounds, smoke, pin: values.pin, dir, machine, command, log: (m) => console.error(m) };
 try {
   const httpMax = await runHttpMax(ctx, { connections, contenders, sidecarNodeOptions });
-  const httpFixedRate = await runHttpFixedRate(ctx, { rate, contenders: contenders.filter((c) => !c.endsWith('-multi')), sidecarNodeOptions });
+  const httpFixedRate = await runHttpFixedRate(ctx, {
+    rate,
+    contenders: contenders.filter((c) => !c.endsWith('-multi')),
+    sidecarNodeOptions,
+  });
   const sidecarFootprint = await runSidecarFootprint(ctx, { rates: [0, rate], sidecarNodeOptions });
-  const slim = (r: typeof httpMax) => ({ title: r.title, method: r.method, rows: r.rows.map(({ curve: _c, ...row }) => row), targets: r.targets, errors: r.errors });
-  console.log(JSON.stringify({ benchmark: 'proxy', date: new Date().toISOString(), command, machine, httpMax: slim(httpMax), httpFixedRate: slim(httpFixedRate), sidecarFootprint: slim(sidecarFootprint) }, null, 2));
+  const slim = (r: typeof httpMax) => ({
+    title: r.title,
+    method: r.method,
+    rows: r.rows.map(({ curve: _c, ...row }) => row),
+    targets: r.targets,
+    errors: r.errors,
+  });
+  console.log(
+    JSON.stringify(
+      {
+        benchmark: 'proxy',
+        date: new Date().toISOString(),
+        command,
+        machine,
+        httpMax: slim(httpMax),
+        httpFixedRate: slim(httpFixedRate),
+        sidecarFootprint: slim(sidecarFootprint),
+      },
+      null,
+      2,
+    ),
+  );
   const errors = [httpMax, httpFixedRate, sidecarFootprint].flatMap((r) => r.errors);
   if (errors.length) {
     console.error(`could not run: ${errors.join('; ')}`);

@@ -36,20 +36,62 @@ interface Scenario {
 const isSkip = (err: unknown): err is Error => (err as { skipped?: unknown } | null | undefined)?.skipped === true;
 
 const SCENARIOS: Record<string, Scenario> = {
-  'http-max': { run: runHttpMax, tools: ['wrk', 'nginx', 'haproxy'], describe: 'max rps and latency: direct, shoal L7/L4, nginx, haproxy, http-proxy' },
-  'http-fixed-rate': { run: runHttpFixedRate, tools: ['nginx', 'haproxy'], describe: 'added latency at 1,000 rps, coordinated omission corrected' },
-  'tcp-throughput': { run: runTcpThroughput, tools: ['iperf3', 'nginx', 'haproxy'], describe: 'iperf3 through shoal L4, haproxy mode tcp, direct' },
-  dns: { run: runDnsScenario, tools: ['dnsperf', 'dnsmasq', 'dig'], describe: 'dnsperf against shoal\'s responder and dnsmasq' },
-  'discover-propagation': { run: runDiscoverPropagation, tools: [], describe: 'edit → every long-polling sidecar, 100/1,000/10,000 sidecars' },
-  'circuit-refusal': { run: runCircuitRefusal, tools: ['nginx'], describe: 'MaxRequests: 40 requests over a limit of 10 refused at once, beside nginx limit_conn' },
-  'sidecar-footprint': { run: runSidecarFootprint, tools: ['nginx'], describe: 'RSS and CPU per 1,000 requests at 0/1,000/5,000 rps beside bare node:http' },
+  'http-max': {
+    run: runHttpMax,
+    tools: ['wrk', 'nginx', 'haproxy'],
+    describe: 'max rps and latency: direct, shoal L7/L4, nginx, haproxy, http-proxy',
+  },
+  'http-fixed-rate': {
+    run: runHttpFixedRate,
+    tools: ['nginx', 'haproxy'],
+    describe: 'added latency at 1,000 rps, coordinated omission corrected',
+  },
+  'tcp-throughput': {
+    run: runTcpThroughput,
+    tools: ['iperf3', 'nginx', 'haproxy'],
+    describe: 'iperf3 through shoal L4, haproxy mode tcp, direct',
+  },
+  dns: { run: runDnsScenario, tools: ['dnsperf', 'dnsmasq', 'dig'], describe: "dnsperf against shoal's responder and dnsmasq" },
+  'discover-propagation': {
+    run: runDiscoverPropagation,
+    tools: [],
+    describe: 'edit → every long-polling sidecar, 100/1,000/10,000 sidecars',
+  },
+  'circuit-refusal': {
+    run: runCircuitRefusal,
+    tools: ['nginx'],
+    describe: 'MaxRequests: 40 requests over a limit of 10 refused at once, beside nginx limit_conn',
+  },
+  'sidecar-footprint': {
+    run: runSidecarFootprint,
+    tools: ['nginx'],
+    describe: 'RSS and CPU per 1,000 requests at 0/1,000/5,000 rps beside bare node:http',
+  },
 };
 /** Scenarios run only when named: not part of the default run's 15-minute budget. */
 const OPT_IN: Record<string, Scenario> = {
-  tracing: { run: runTracing, tools: ['wrk', 'nginx'], describe: '(opt-in) rps and RSS with tracing off, at 1% and at 100% (spans to a real OpenTelemetry Collector; needs Go), beside nginx' },
-  'route-table': { run: runRouteTable, tools: ['wrk', 'nginx'], describe: '(opt-in) L7 rps with 20 Gateway API rules (the request matching the last) vs 1 route, same sidecar' },
-  kubernetes: { run: runKubernetesScenario, tools: [], describe: '(opt-in) discover --kubernetes against a real kube-apiserver holding 10,000 Services and 100,000 endpoints (bench/kubernetes.ts; needs Go)' },
-  'gateway-routes': { run: runGatewayRoutesScenario, tools: [], describe: '(opt-in) one HTTPRoute change among 1,000 routes over 500 Services on a real kube-apiserver: discover\'s apply time and propagation to 1,000 sidecars (bench/gatewayRoutes.ts; needs Go)' },
+  tracing: {
+    run: runTracing,
+    tools: ['wrk', 'nginx'],
+    describe: '(opt-in) rps and RSS with tracing off, at 1% and at 100% (spans to a real OpenTelemetry Collector; needs Go), beside nginx',
+  },
+  'route-table': {
+    run: runRouteTable,
+    tools: ['wrk', 'nginx'],
+    describe: '(opt-in) L7 rps with 20 Gateway API rules (the request matching the last) vs 1 route, same sidecar',
+  },
+  kubernetes: {
+    run: runKubernetesScenario,
+    tools: [],
+    describe:
+      '(opt-in) discover --kubernetes against a real kube-apiserver holding 10,000 Services and 100,000 endpoints (bench/kubernetes.ts; needs Go)',
+  },
+  'gateway-routes': {
+    run: runGatewayRoutesScenario,
+    tools: [],
+    describe:
+      "(opt-in) one HTTPRoute change among 1,000 routes over 500 Services on a real kube-apiserver: discover's apply time and propagation to 1,000 sidecars (bench/gatewayRoutes.ts; needs Go)",
+  },
 };
 
 const usage = `usage: npm run bench [-- options]
@@ -62,7 +104,9 @@ const usage = `usage: npm run bench [-- options]
   --profile               run shoal's processes under node --cpu-prof; profiles and a summary of where
                           the time went go to DIR/<date>-profiles/ (figures then include the profiler's cost)
 scenarios:
-${Object.entries({ ...SCENARIOS, ...OPT_IN }).map(([k, s]) => `  ${k.padEnd(22)}${s.describe}`).join('\n')}`;
+${Object.entries({ ...SCENARIOS, ...OPT_IN })
+  .map(([k, s]) => `  ${k.padEnd(22)}${s.describe}`)
+  .join('\n')}`;
 
 function parseFlags() {
   try {
@@ -89,10 +133,17 @@ if (values.help) {
   console.log(usage);
   process.exit(0);
 }
-const names = values.scenario ? values.scenario.split(',').map((s) => s.trim()).filter(Boolean) : Object.keys(SCENARIOS);
+const names = values.scenario
+  ? values.scenario
+      .split(',')
+      .map((s) => s.trim())
+      .filter(Boolean)
+  : Object.keys(SCENARIOS);
 const unknown = names.filter((n) => !SCENARIOS[n] && !OPT_IN[n]);
 if (unknown.length) {
-  console.error(`unknown scenario ${unknown.map((u) => JSON.stringify(u)).join(', ')}: expected one of ${Object.keys({ ...SCENARIOS, ...OPT_IN }).join(', ')}`);
+  console.error(
+    `unknown scenario ${unknown.map((u) => JSON.stringify(u)).join(', ')}: expected one of ${Object.keys({ ...SCENARIOS, ...OPT_IN }).join(', ')}`,
+  );
   process.exit(2);
 }
 const scenarioOf = (n: string): Scenario => SCENARIOS[n] ?? OPT_IN[n];
@@ -127,7 +178,9 @@ for (const a of tools.actions) log(a);
 const machine = machineInfo();
 const pin = values.pin && tools.found.concat(tools.installed).includes('taskset');
 const command = `npm run bench --${values.scenario ? ` --scenario ${names.join(',')}` : ''}${values.duration ? ` --duration ${duration}` : ''}${values.rounds ? ` --rounds ${rounds}` : ''}${smoke ? ' --smoke' : ''}${values.pin ? '' : ' --no-pin'}${values.profile ? ' --profile' : ''}`;
-log(`bench on ${machine.cores} cores (${machine.cpuModel}), Node ${machine.node}; scenarios ${names.join(', ')}; ${duration} s x ${rounds} rounds${pin ? '; pinning single-process contenders' : ''}`);
+log(
+  `bench on ${machine.cores} cores (${machine.cpuModel}), Node ${machine.node}; scenarios ${names.join(', ')}; ${duration} s x ${rounds} rounds${pin ? '; pinning single-process contenders' : ''}`,
+);
 
 mkdirSync(outDir, { recursive: true });
 const summary: { scenario: string; seconds: number; files: string[]; targets: Target[]; errors: string[]; skipped?: string }[] = [];
@@ -146,23 +199,50 @@ async function runScenario(name: string): Promise<void> {
     if (isSkip(err)) {
       // Loud, and no report: a skipped scenario has no figures to write (nor to overwrite).
       log(`*** ${err.message} ***`);
-      summary.push({ scenario: name, seconds: Math.round((performance.now() - t0) / 100) / 10, files: [], targets: [], errors: [], skipped: err.message });
+      summary.push({
+        scenario: name,
+        seconds: Math.round((performance.now() - t0) / 100) / 10,
+        files: [],
+        targets: [],
+        errors: [],
+        skipped: err.message,
+      });
       return;
     }
     result = {
-      scenario: name, title: name, method: 'The scenario could not run.', command, date: new Date().toISOString(), machine, settings: {},
-      columns: [], rows: [], bars: [], targets: [], notes: [], errors: [`${name}: ${(err as Error).stack ?? (err as Error).message}`],
+      scenario: name,
+      title: name,
+      method: 'The scenario could not run.',
+      command,
+      date: new Date().toISOString(),
+      machine,
+      settings: {},
+      columns: [],
+      rows: [],
+      bars: [],
+      targets: [],
+      notes: [],
+      errors: [`${name}: ${(err as Error).stack ?? (err as Error).message}`],
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
   const seconds = Math.round((performance.now() - t0) / 100) / 10;
   const base = `${date}-${name}`;
-  writeFileSync(join(outDir, `${base}.json`), `${JSON.stringify({ ...result, wallSeconds: seconds, toolActions: tools.actions }, null, 2)}\n`);
+  writeFileSync(
+    join(outDir, `${base}.json`),
+    `${JSON.stringify({ ...result, wallSeconds: seconds, toolActions: tools.actions }, null, 2)}\n`,
+  );
   writeFileSync(join(outDir, `${base}.svg`), renderSvg(result));
   writeFileSync(join(outDir, `${base}.md`), renderMarkdown(result, `${base}.svg`));
   if (profileDir) writeProfileSummaries(profileDir);
-  summary.push({ scenario: name, seconds, files: [`${base}.json`, `${base}.md`, `${base}.svg`], targets: result.targets, errors: result.errors });
+  summary.push({
+    scenario: name,
+    seconds,
+    files: [`${base}.json`, `${base}.md`, `${base}.svg`],
+    targets: result.targets,
+    errors: result.errors,
+  });
   for (const e of result.errors) log(`could not run: ${e}`);
   log(`${name} done in ${seconds} s`);
 }
@@ -173,8 +253,15 @@ function writeProfileSummaries(dir: string): void {
     if (!sub.endsWith('.cpuprofile')) continue;
     const file = join(dir, sub);
     const s = summarize(JSON.parse(readFileSync(file, 'utf8')));
-    const lines = [`${file}: busy ${s.totalMs} ms (idle ${s.idleMs} ms not counted)`, '', 'self time by file:', ...s.byFile.map(([k, ms]) => `${((ms / s.totalMs) * 100).toFixed(1).padStart(5)}% ${k}`),
-      '', 'self time by function:', ...s.byFunction.map(([k, ms]) => `${((ms / s.totalMs) * 100).toFixed(1).padStart(5)}% ${k}`)];
+    const lines = [
+      `${file}: busy ${s.totalMs} ms (idle ${s.idleMs} ms not counted)`,
+      '',
+      'self time by file:',
+      ...s.byFile.map(([k, ms]) => `${((ms / s.totalMs) * 100).toFixed(1).padStart(5)}% ${k}`),
+      '',
+      'self time by function:',
+      ...s.byFunction.map(([k, ms]) => `${((ms / s.totalMs) * 100).toFixed(1).padStart(5)}% ${k}`),
+    ];
     writeFileSync(file.replace(/\.cpuprofile$/, '.txt'), `${lines.join('\n')}\n`);
     log(`profile summary: ${file.replace(/\.cpuprofile$/, '.txt')}`);
   }
@@ -193,21 +280,33 @@ const md = [
   `# Benchmark run ${startedAt.toISOString().slice(0, 16).replace('T', ' ')} UTC`,
   '',
   `Machine: ${m.cores} cores, ${m.cpuModel}, ${m.memoryGb} GB, Linux ${m.kernel}, Node ${m.node}; load average at start ${m.loadAverageAtStart.join(' ')}.`,
-  `Tools: ${Object.entries(m.tools).map(([k, v]) => `${k} ${v}`).join(', ')}.${tools.actions.length ? ` ${tools.actions.join('; ')}.` : ' All found, nothing installed.'}`,
+  `Tools: ${Object.entries(m.tools)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ')}.${tools.actions.length ? ` ${tools.actions.join('; ')}.` : ' All found, nothing installed.'}`,
   `Command: \`${command}\` (${duration} s per run, ${rounds} rounds; took ${Math.floor(totalSeconds / 60)} min ${totalSeconds % 60} s).`,
   '',
   '| Scenario | Target | Goal | Measured | Met | Margin |',
   '|---|---|---|---:|---|---|',
-  ...targets.map((t) => `| ${t.scenario} | ${t.name} | ${t.goal} | ${t.measured === null ? 'n/a' : t.measured} | ${t.met === null ? 'not measured' : t.met ? 'met' : '**missed**'} | ${t.margin} |`),
+  ...targets.map(
+    (t) =>
+      `| ${t.scenario} | ${t.name} | ${t.goal} | ${t.measured === null ? 'n/a' : t.measured} | ${t.met === null ? 'not measured' : t.met ? 'met' : '**missed**'} | ${t.margin} |`,
+  ),
   '',
   '| Scenario | Report | Chart | Took |',
   '|---|---|---|---:|',
-  ...summary.map((s) => (s.skipped ? `| ${s.scenario} | ${s.skipped} | | ${s.seconds} s |` : `| ${s.scenario} | [${s.files[1]}](${s.files[1]}) | [${s.files[2]}](${s.files[2]}) | ${s.seconds} s |`)),
+  ...summary.map((s) =>
+    s.skipped
+      ? `| ${s.scenario} | ${s.skipped} | | ${s.seconds} s |`
+      : `| ${s.scenario} | [${s.files[1]}](${s.files[1]}) | [${s.files[2]}](${s.files[2]}) | ${s.seconds} s |`,
+  ),
   '',
   ...(errors.length ? ['Could not run:', '', ...errors.map((e) => `- ${e.split('\n')[0]}`), ''] : []),
 ].join('\n');
 writeFileSync(join(outDir, `${date}-run.md`), md);
-writeFileSync(join(outDir, `${date}-run.json`), `${JSON.stringify({ date: startedAt.toISOString(), command, machine, toolActions: tools.actions, totalSeconds, scenarios: summary }, null, 2)}\n`);
+writeFileSync(
+  join(outDir, `${date}-run.json`),
+  `${JSON.stringify({ date: startedAt.toISOString(), command, machine, toolActions: tools.actions, totalSeconds, scenarios: summary }, null, 2)}\n`,
+);
 log(`wrote ${relative(process.cwd(), outDir) || '.'}/${date}-*.{json,md,svg} in ${totalSeconds} s`);
 if (errors.length) {
   log(`${errors.length} contender(s) could not run`);

@@ -6,7 +6,11 @@ import { SidecarTracer } from '../dist/proxy/tracing/sidecarTracer.js';
 
 const ratio = Number(process.argv[2] ?? '0.01');
 let spans = 0;
-const tracer = new SidecarTracer(ratio, { add() { spans++; } });
+const tracer = new SidecarTracer(ratio, {
+  add() {
+    spans++;
+  },
+});
 const site = { name: 'api.default:8080', direction: 'outbound' };
 const endpoint = { key: '10.0.0.7:8080', address: '10.0.0.7', port: 8080 };
 const raw = ['Host', '127.77.0.7:8080', 'User-Agent', 'wrk', 'Accept', '*/*'];
@@ -18,6 +22,6 @@ for (let round = 0; round < 5; round++) {
     sink += t.traceparent.length;
     t.end('GET', '/', '127.77.0.7:8080', '127.0.0.1', 200, '', 'api.default:8080', endpoint, 0, -1);
   }
-  process.stdout.write(`round ${round + 1}: ${((performance.now() - t0) / 1e6 * 1e6).toFixed(0)} ns per request at ratio ${ratio}\n`);
+  process.stdout.write(`round ${round + 1}: ${(((performance.now() - t0) / 1e6) * 1e6).toFixed(0)} ns per request at ratio ${ratio}\n`);
 }
 process.stdout.write(`${spans} spans recorded (${sink > 0 ? 'traceparent made for every request' : 'no traceparent'})\n`);

@@ -43,7 +43,8 @@ function kubeconfigFiles(file: string): string[] {
  */
 function tokenFileOf(files: string[], userName: string): string {
   for (const f of files) {
-    const users = (parseYaml(readFileSync(f, 'utf8')) as { users?: Array<{ name?: string; user?: { tokenFile?: string } }> } | null)?.users ?? [];
+    const users =
+      (parseYaml(readFileSync(f, 'utf8')) as { users?: Array<{ name?: string; user?: { tokenFile?: string } }> } | null)?.users ?? [];
     const u = users.find((x) => x.name === userName);
     if (u) return u.user?.tokenFile ? resolve(dirname(f), u.user.tokenFile) : '';
   }
@@ -79,14 +80,32 @@ export async function kubeconfigToken(choice: KubeconfigChoice): Promise<Kubecon
   }
   const fileNames = files.join(':');
   const context = choice.context || kc.getCurrentContext();
-  if (!context) throw new Error(`kubeconfig ${fileNames} has no current context: pass --context (one of: ${kc.getContexts().map((c) => c.name).join(', ') || 'none'})`);
-  if (!kc.getContextObject(context)) throw new Error(`kubeconfig ${fileNames} has no context ${JSON.stringify(context)} (it has: ${kc.getContexts().map((c) => c.name).join(', ') || 'none'})`);
+  if (!context)
+    throw new Error(
+      `kubeconfig ${fileNames} has no current context: pass --context (one of: ${
+        kc
+          .getContexts()
+          .map((c) => c.name)
+          .join(', ') || 'none'
+      })`,
+    );
+  if (!kc.getContextObject(context))
+    throw new Error(
+      `kubeconfig ${fileNames} has no context ${JSON.stringify(context)} (it has: ${
+        kc
+          .getContexts()
+          .map((c) => c.name)
+          .join(', ') || 'none'
+      })`,
+    );
   kc.setCurrentContext(context);
   const user = kc.getCurrentUser();
   const where = `kubeconfig user ${JSON.stringify(user?.name ?? '')} (context ${JSON.stringify(context)} in ${fileNames})`;
   if (!user) throw new Error(`${where} is not defined in the kubeconfig`);
   if (user.impersonateUser) {
-    throw new Error(`${where} impersonates ${JSON.stringify(user.impersonateUser)} (as:): discover would see the user behind it, not the one impersonated, so shoal get refuses; use a context without impersonation`);
+    throw new Error(
+      `${where} impersonates ${JSON.stringify(user.impersonateUser)} (as:): discover would see the user behind it, not the one impersonated, so shoal get refuses; use a context without impersonation`,
+    );
   }
   // As in client-go, a token file wins over an inline token (it is what gets rotated).
   const tokenFile = tokenFileOf(files, user.name);
@@ -109,10 +128,14 @@ export async function kubeconfigToken(choice: KubeconfigChoice): Promise<Kubecon
   const auth = opts.headers.Authorization ?? opts.headers.authorization ?? '';
   const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
   if (m) return { token: m[1], where };
-  const todo = 'get a token and pass it with --token-file: a service account\'s (kubectl create token NAME -n NAMESPACE --duration 1h > token; NAME needs get on the app\'s ConfigMap shoal-mesh-APP), or use a kubeconfig user with a token, a token file or an exec plugin';
+  const todo =
+    "get a token and pass it with --token-file: a service account's (kubectl create token NAME -n NAMESPACE --duration 1h > token; NAME needs get on the app's ConfigMap shoal-mesh-APP), or use a kubeconfig user with a token, a token file or an exec plugin";
   if (user.certData || user.certFile) {
-    throw new Error(`${where} signs in with a client certificate only, which discover cannot check: a certificate proves who you are in the TLS handshake with the API server, and discover gets plain HTTP requests it can only verify by handing a bearer token to a TokenReview. To read with shoal get, ${todo}`);
+    throw new Error(
+      `${where} signs in with a client certificate only, which discover cannot check: a certificate proves who you are in the TLS handshake with the API server, and discover gets plain HTTP requests it can only verify by handing a bearer token to a TokenReview. To read with shoal get, ${todo}`,
+    );
   }
-  if (user.username) throw new Error(`${where} has a username and password, which discover cannot check (the API server has no review for them); ${todo}`);
+  if (user.username)
+    throw new Error(`${where} has a username and password, which discover cannot check (the API server has no review for them); ${todo}`);
   throw new Error(`${where} has no credential: ${todo}`);
 }

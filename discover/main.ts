@@ -27,18 +27,48 @@ const AUTO_FANOUT_MAX = 3;
 
 export const discoverFlags: FlagSpec[] = [
   { name: 'static', type: 'string', description: 'Serve from this topology YAML file (watched for edits)' },
-  { name: 'kubernetes', type: 'bool', default: false, description: 'Serve from the Kubernetes API: Services, EndpointSlices and mesh ConfigMaps' },
+  {
+    name: 'kubernetes',
+    type: 'bool',
+    default: false,
+    description: 'Serve from the Kubernetes API: Services, EndpointSlices and mesh ConfigMaps',
+  },
   { name: 'kubeconfig', type: 'string', description: 'With --kubernetes: a kubeconfig file (default: the in-cluster service account)' },
   { name: 'cluster-domain', type: 'string', default: 'cluster.local', description: 'With --kubernetes: the cluster DNS domain' },
   { name: 'stale-after', type: 'int', default: 60, description: 'With --kubernetes: seconds a watch may stay down before /readyz fails' },
   { name: 'token-audience', type: 'string', default: 'shoal', description: 'With --kubernetes: the audience sidecar tokens must carry' },
-  { name: 'insecure-reads', type: 'bool', default: false, description: 'With --kubernetes: serve snapshots without checking the caller\'s token' },
-  { name: 'host', type: 'string', description: 'Address to listen on (default: 127.0.0.1 with --static, which serves every app to whoever reaches it; 0.0.0.0 with --kubernetes, which checks sidecar tokens)' },
+  {
+    name: 'insecure-reads',
+    type: 'bool',
+    default: false,
+    description: "With --kubernetes: serve snapshots without checking the caller's token",
+  },
+  {
+    name: 'host',
+    type: 'string',
+    description:
+      'Address to listen on (default: 127.0.0.1 with --static, which serves every app to whoever reaches it; 0.0.0.0 with --kubernetes, which checks sidecar tokens)',
+  },
   { name: 'port', type: 'int', default: 6100, description: 'Port to listen on' },
-  { name: 'write-token', type: 'string', default: '', description: 'Bearer token that PUT /v1/resources requires (and that may read every app); writes are off without one' },
-  { name: 'write-token-file', type: 'string', default: '', description: 'A file holding the write token (e.g. a mounted Secret), instead of --write-token' },
+  {
+    name: 'write-token',
+    type: 'string',
+    default: '',
+    description: 'Bearer token that PUT /v1/resources requires (and that may read every app); writes are off without one',
+  },
+  {
+    name: 'write-token-file',
+    type: 'string',
+    default: '',
+    description: 'A file holding the write token (e.g. a mounted Secret), instead of --write-token',
+  },
   { name: 'log-level', type: 'string', default: 'info', description: 'Log level: debug, info, warn, error' },
-  { name: 'fanout-threads', type: 'string', default: 'auto', description: `Threads that write one change's answers to many long-poll waiters beside the event loop (started at ${FAN_OUT_MIN} waiters): auto (one per CPU beyond the first, at most ${AUTO_FANOUT_MAX}) or 0 to ${MAX_FANOUT_THREADS}` },
+  {
+    name: 'fanout-threads',
+    type: 'string',
+    default: 'auto',
+    description: `Threads that write one change's answers to many long-poll waiters beside the event loop (started at ${FAN_OUT_MIN} waiters): auto (one per CPU beyond the first, at most ${AUTO_FANOUT_MAX}) or 0 to ${MAX_FANOUT_THREADS}`,
+  },
   ...identityFlags,
 ];
 
@@ -68,7 +98,6 @@ export interface DiscoverOptions {
   /** Fan-out writer threads (discover/http/fanOut.ts); default: defaultFanOutThreads(). */
   fanOutThreads?: number;
 }
-
 
 /**
  * One writer per CPU beyond the one the event loop runs on, at most 3: the event loop still has
@@ -103,7 +132,8 @@ export interface Discover {
 /** Options of `shoal discover` from its parsed flags (discoverFlags + webhookFlags). Throws UsageError on a bad combination. */
 export function discoverOptionsFromFlags(v: FlagValues, log: Logger): DiscoverOptions {
   if (!v.static === !v.kubernetes) throw new UsageError('discover needs one source: --static FILE.yaml or --kubernetes');
-  if (v.webhook && !v.kubernetes) throw new UsageError('--webhook needs --kubernetes: the webhook reads mesh configs from the cluster and records events there');
+  if (v.webhook && !v.kubernetes)
+    throw new UsageError('--webhook needs --kubernetes: the webhook reads mesh configs from the cluster and records events there');
   let writeToken = String(v['write-token'] ?? '');
   const tokenFile = String(v['write-token-file'] ?? '');
   if (tokenFile !== '') {
@@ -128,14 +158,16 @@ export function discoverOptionsFromFlags(v: FlagValues, log: Logger): DiscoverOp
   return {
     identity,
     staticFile: v.static ? String(v.static) : undefined,
-    kubernetes: v.kubernetes ? {
-      kubeconfigFile: v.kubeconfig ? String(v.kubeconfig) : undefined,
-      clusterDomain: String(v['cluster-domain'] ?? 'cluster.local'),
-      staleAfterMs: Number(v['stale-after'] ?? 60) * 1000,
-      tokenAudience: String(v['token-audience'] ?? 'shoal'),
-      insecureReads: Boolean(v['insecure-reads']),
-      webhook,
-    } : undefined,
+    kubernetes: v.kubernetes
+      ? {
+          kubeconfigFile: v.kubeconfig ? String(v.kubeconfig) : undefined,
+          clusterDomain: String(v['cluster-domain'] ?? 'cluster.local'),
+          staleAfterMs: Number(v['stale-after'] ?? 60) * 1000,
+          tokenAudience: String(v['token-audience'] ?? 'shoal'),
+          insecureReads: Boolean(v['insecure-reads']),
+          webhook,
+        }
+      : undefined,
     host: v.host ? String(v.host) : undefined,
     port: Number(v.port ?? 6100),
     writeToken,
@@ -207,23 +239,37 @@ async function wireSource(opts: DiscoverOptions, store: SnapshotStore, metrics: 
   const reviewer = k.insecureReads ? null : tokenReviewer(kubeConfig, k.tokenAudience ?? 'shoal', log);
   // People (and tools) read with their own Kubernetes credential, authorized by the API server's RBAC.
   const authorizer = k.insecureReads ? null : accessReviewer(kubeConfig, log);
-  const readGuard = requireReader({ reviewer, authorizer, operatorToken: opts.writeToken ?? '', readers: (ns, app) => source.readers(ns, app), notReady, log });
+  const readGuard = requireReader({
+    reviewer,
+    authorizer,
+    operatorToken: opts.writeToken ?? '',
+    readers: (ns, app) => source.readers(ns, app),
+    notReady,
+    log,
+  });
   const wh = k.webhook;
   return {
     close: () => source.close(),
     writer: source.write,
-    extra: { readGuard, readiness: () => source.health(), refusal: (ns: string, app: string) => source.refusal(ns, app), nodeZone: (node: string) => source.nodeZone(node) },
+    extra: {
+      readGuard,
+      readiness: () => source.health(),
+      refusal: (ns: string, app: string) => source.refusal(ns, app),
+      nodeZone: (node: string) => source.nodeZone(node),
+    },
     start: () => source.start(),
-    webhook: wh ? async () => {
-      const { startWebhook } = await import('./webhook/webhookServer.ts');
-      return startWebhook({
-        ...wh,
-        pluginEnv: (ns, app) => source.pluginEnv(ns, app),
-        explicitListenPorts: (ns, app) => source.explicitListenPorts(ns, app),
-        recordEvent: eventRecorder(kubeConfig, log),
-        log,
-      });
-    } : undefined,
+    webhook: wh
+      ? async () => {
+          const { startWebhook } = await import('./webhook/webhookServer.ts');
+          return startWebhook({
+            ...wh,
+            pluginEnv: (ns, app) => source.pluginEnv(ns, app),
+            explicitListenPorts: (ns, app) => source.explicitListenPorts(ns, app),
+            recordEvent: eventRecorder(kubeConfig, log),
+            log,
+          });
+        }
+      : undefined,
   };
 }
 
@@ -240,13 +286,30 @@ export async function startDiscover(opts: DiscoverOptions): Promise<Discover> {
   const store = new SnapshotStore(metrics, log);
   // Workload identity (docs/identity.md): the CA first, so the first snapshots already carry the trust bundle.
   const k8s = opts.kubernetes;
-  const identity = opts.identity ? await setupIdentity(opts.identity, k8s ? async () => k8s.kubeConfig ?? (await import('./source/kubernetes/kubernetesSource.ts')).loadKubeConfig(k8s.kubeconfigFile) : null, log) : undefined;
+  const identity = opts.identity
+    ? await setupIdentity(
+        opts.identity,
+        k8s
+          ? async () => k8s.kubeConfig ?? (await import('./source/kubernetes/kubernetesSource.ts')).loadKubeConfig(k8s.kubeconfigFile)
+          : null,
+        log,
+      )
+    : undefined;
   store.identity = identity?.mesh;
   const fanOutThreads = opts.fanOutThreads ?? defaultFanOutThreads();
   if (fanOutThreads > 0) store.fanOut = new FanOutWriters(fanOutThreads);
   const listenHost = opts.host ?? (k8s ? '0.0.0.0' : '127.0.0.1');
   const source = await wireSource(opts, store, metrics, log);
-  const server = await createServer({ store, metrics, registry, log, writer: source.writer, writeToken: opts.writeToken ?? '', ...source.extra, identity: identity?.service });
+  const server = await createServer({
+    store,
+    metrics,
+    registry,
+    log,
+    writer: source.writer,
+    writeToken: opts.writeToken ?? '',
+    ...source.extra,
+    identity: identity?.service,
+  });
   let webhook: { port: number; close(): Promise<void> } | undefined;
   try {
     await server.listen({ host: listenHost, port: opts.port });
@@ -261,15 +324,24 @@ export async function startDiscover(opts: DiscoverOptions): Promise<Discover> {
   log.info({ source: opts.kubernetes ? 'kubernetes' : 'static', host: listenHost, port }, 'discover listening');
   if (!isLoopbackHost(listenHost)) {
     if (!opts.kubernetes) {
-      log.warn({ host: listenHost, port, writes: opts.writeToken ? 'need the write token' : 'off' },
-        'static discover serves every app\'s snapshot and mesh config to anyone who can reach this address: it has no read authentication; listen on 127.0.0.1 (the default) unless the network is trusted');
+      log.warn(
+        { host: listenHost, port, writes: opts.writeToken ? 'need the write token' : 'off' },
+        "static discover serves every app's snapshot and mesh config to anyone who can reach this address: it has no read authentication; listen on 127.0.0.1 (the default) unless the network is trusted",
+      );
     } else if (opts.kubernetes.insecureReads) {
-      log.warn({ host: listenHost, port }, '--insecure-reads: every app\'s snapshot is served to anyone who can reach this address, without a token');
+      log.warn(
+        { host: listenHost, port },
+        "--insecure-reads: every app's snapshot is served to anyone who can reach this address, without a token",
+      );
     }
   }
   const started = performance.now();
   const ready = source.start().then(() => {
-    if (opts.kubernetes) log.info({ ms: Math.round(performance.now() - started), apps: store.topology?.apps.size ?? 0, services: store.topology?.services.size ?? 0 }, 'first full state loaded: ready');
+    if (opts.kubernetes)
+      log.info(
+        { ms: Math.round(performance.now() - started), apps: store.topology?.apps.size ?? 0, services: store.topology?.services.size ?? 0 },
+        'first full state loaded: ready',
+      );
   });
   // Never unhandled: the source retries on its own and only stops when closed.
   ready.catch((err: Error) => log.error({ error: err.message }, 'source failed to start'));

@@ -101,8 +101,14 @@ export class AnswerCache {
     const e = this.entries.get(hash);
     if (e === undefined) return null;
     const c = e.question;
-    if (c.qtype !== q.qtype || c.qclass !== q.qclass || c.flags !== flags ||
-        c.name.length !== q.nameEnd - HEADER_LEN || !nameEquals(query, HEADER_LEN, c.name)) return null;
+    if (
+      c.qtype !== q.qtype ||
+      c.qclass !== q.qclass ||
+      c.flags !== flags ||
+      c.name.length !== q.nameEnd - HEADER_LEN ||
+      !nameEquals(query, HEADER_LEN, c.name)
+    )
+      return null;
     const now = this.now();
     if (now >= e.expiresAt) {
       this.remove(hash);

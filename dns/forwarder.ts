@@ -14,7 +14,15 @@ import type { DnsMetrics } from './metrics.ts';
 import type { Upstream } from './upstreams.ts';
 import { throttledWarn } from './logThrottle.ts';
 import {
-  HEADER_LEN, Query, RCODE_NXDOMAIN, RCODE_REFUSED, RCODE_SERVFAIL, emptyAnswer, inspectAnswer, parseQuery, sameQuestion,
+  HEADER_LEN,
+  Query,
+  RCODE_NXDOMAIN,
+  RCODE_REFUSED,
+  RCODE_SERVFAIL,
+  emptyAnswer,
+  inspectAnswer,
+  parseQuery,
+  sameQuestion,
   type AnswerFacts,
 } from './wire.ts';
 
@@ -376,8 +384,13 @@ export class Forwarder {
       const msg = buf.subarray(2, 2 + need);
       sock.destroy();
       if (p.done || p.tcp !== sock) return;
-      if (msg.length < HEADER_LEN || msg.readUInt16BE(0) !== p.id || msg[4] !== 0 || msg[5] !== 1 ||
-          !sameQuestion(msg, HEADER_LEN, p.wire, HEADER_LEN, p.questionEnd - HEADER_LEN)) {
+      if (
+        msg.length < HEADER_LEN ||
+        msg.readUInt16BE(0) !== p.id ||
+        msg[4] !== 0 ||
+        msg[5] !== 1 ||
+        !sameQuestion(msg, HEADER_LEN, p.wire, HEADER_LEN, p.questionEnd - HEADER_LEN)
+      ) {
         this.onTryFailed(p, 'malformed');
         return;
       }

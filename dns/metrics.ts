@@ -13,7 +13,9 @@ const TYPE_SLOTS = [1, 2, 5, 6, 12, 15, 16, 28, 33, 35, 43, 48, 64, 65, 251, 252
 const OTHER_SLOT = TYPE_SLOTS.length;
 const NONE_SLOT = TYPE_SLOTS.length + 1;
 const SLOT_OF = new Int16Array(65536).fill(OTHER_SLOT);
-TYPE_SLOTS.forEach((t, i) => { SLOT_OF[t] = i; });
+TYPE_SLOTS.forEach((t, i) => {
+  SLOT_OF[t] = i;
+});
 const SLOT_LABELS = [...TYPE_SLOTS.map(typeLabel), 'other', 'none'];
 
 export class DnsMetrics {
@@ -23,7 +25,16 @@ export class DnsMetrics {
   private readonly counts = new Float64Array(SLOT_LABELS.length * RESULTS.length);
   private readonly reported = new Float64Array(SLOT_LABELS.length * RESULTS.length);
 
-  constructor(registry: Registry | undefined, gauges: { cacheEntries: () => number; cacheBytes: () => number; localNames: () => number; inflight: () => number; tcpConnections: () => number }) {
+  constructor(
+    registry: Registry | undefined,
+    gauges: {
+      cacheEntries: () => number;
+      cacheBytes: () => number;
+      localNames: () => number;
+      inflight: () => number;
+      tcpConnections: () => number;
+    },
+  ) {
     const registers = registry ? [registry] : [];
     const counts = this.counts;
     const reported = this.reported;
@@ -63,11 +74,46 @@ export class DnsMetrics {
       help: 'Truncated UDP answers from upstream retried over TCP',
       registers,
     });
-    new Gauge({ name: 'shoal_dns_cache_entries', help: 'Answers held in the forwarding cache', registers, collect() { this.set(gauges.cacheEntries()); } });
-    new Gauge({ name: 'shoal_dns_cache_bytes', help: 'Bytes of answers held in the forwarding cache', registers, collect() { this.set(gauges.cacheBytes()); } });
-    new Gauge({ name: 'shoal_dns_local_names', help: 'Names (and wildcards) answered locally', registers, collect() { this.set(gauges.localNames()); } });
-    new Gauge({ name: 'shoal_dns_inflight', help: 'Distinct queries waiting for an upstream', registers, collect() { this.set(gauges.inflight()); } });
-    new Gauge({ name: 'shoal_dns_tcp_connections', help: 'TCP client connections open', registers, collect() { this.set(gauges.tcpConnections()); } });
+    new Gauge({
+      name: 'shoal_dns_cache_entries',
+      help: 'Answers held in the forwarding cache',
+      registers,
+      collect() {
+        this.set(gauges.cacheEntries());
+      },
+    });
+    new Gauge({
+      name: 'shoal_dns_cache_bytes',
+      help: 'Bytes of answers held in the forwarding cache',
+      registers,
+      collect() {
+        this.set(gauges.cacheBytes());
+      },
+    });
+    new Gauge({
+      name: 'shoal_dns_local_names',
+      help: 'Names (and wildcards) answered locally',
+      registers,
+      collect() {
+        this.set(gauges.localNames());
+      },
+    });
+    new Gauge({
+      name: 'shoal_dns_inflight',
+      help: 'Distinct queries waiting for an upstream',
+      registers,
+      collect() {
+        this.set(gauges.inflight());
+      },
+    });
+    new Gauge({
+      name: 'shoal_dns_tcp_connections',
+      help: 'TCP client connections open',
+      registers,
+      collect() {
+        this.set(gauges.tcpConnections());
+      },
+    });
   }
 
   /** Counts one query; qtype -1 for a packet too broken to have one. */

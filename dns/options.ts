@@ -8,17 +8,52 @@ import type { DnsName } from '../shared/snapshot.ts';
 export const dnsFlags: FlagSpec[] = [
   { name: 'dns-host', type: 'string', default: '127.0.0.1', description: 'Address the DNS responder listens on (UDP and TCP)' },
   { name: 'dns-port', type: 'int', default: 53, description: 'Port the DNS responder listens on (UDP and TCP)' },
-  { name: 'dns-upstream', type: 'list', default: [], description: 'Resolvers for every name that is not local, ip[:port] comma list (the cluster DNS); none: such names are refused' },
-  { name: 'cluster-domain', type: 'string', default: 'cluster.local', description: 'The cluster\'s DNS domain' },
+  {
+    name: 'dns-upstream',
+    type: 'list',
+    default: [],
+    description: 'Resolvers for every name that is not local, ip[:port] comma list (the cluster DNS); none: such names are refused',
+  },
+  { name: 'cluster-domain', type: 'string', default: 'cluster.local', description: "The cluster's DNS domain" },
   { name: 'dns-ttl', type: 'int', default: 5, description: 'TTL in seconds of local answers' },
   { name: 'dns-cache-size', type: 'int', default: 10000, description: 'Forwarded answers kept in the cache (0 turns caching off)' },
-  { name: 'dns-cache-max-bytes', type: 'int', default: 16 * 1024 * 1024, description: 'Bytes of forwarded answers kept in the cache at most' },
+  {
+    name: 'dns-cache-max-bytes',
+    type: 'int',
+    default: 16 * 1024 * 1024,
+    description: 'Bytes of forwarded answers kept in the cache at most',
+  },
   { name: 'dns-cache-max-ttl', type: 'int', default: 3600, description: 'Longest time in seconds a forwarded answer is cached' },
-  { name: 'dns-negative-max-ttl', type: 'int', default: 300, description: 'Longest time in seconds a negative answer (NXDOMAIN, no data) is cached' },
-  { name: 'dns-upstream-timeout-ms', type: 'int', default: 2000, description: 'Time to wait for one upstream try before the next upstream is tried' },
-  { name: 'dns-max-inflight', type: 'int', default: 1024, description: 'Distinct queries waiting for an upstream at once; more get SERVFAIL' },
-  { name: 'dns-allow-remote', type: 'bool', default: false, description: 'Also answer clients outside 127.0.0.0/8 (off: the responder is no open resolver)' },
-  { name: 'dns-names', type: 'list', default: [], description: 'Static local names, name=address comma list (standalone use; the sidecar takes them from its snapshot)' },
+  {
+    name: 'dns-negative-max-ttl',
+    type: 'int',
+    default: 300,
+    description: 'Longest time in seconds a negative answer (NXDOMAIN, no data) is cached',
+  },
+  {
+    name: 'dns-upstream-timeout-ms',
+    type: 'int',
+    default: 2000,
+    description: 'Time to wait for one upstream try before the next upstream is tried',
+  },
+  {
+    name: 'dns-max-inflight',
+    type: 'int',
+    default: 1024,
+    description: 'Distinct queries waiting for an upstream at once; more get SERVFAIL',
+  },
+  {
+    name: 'dns-allow-remote',
+    type: 'bool',
+    default: false,
+    description: 'Also answer clients outside 127.0.0.0/8 (off: the responder is no open resolver)',
+  },
+  {
+    name: 'dns-names',
+    type: 'list',
+    default: [],
+    description: 'Static local names, name=address comma list (standalone use; the sidecar takes them from its snapshot)',
+  },
 ];
 
 export interface DnsResponderOptions {

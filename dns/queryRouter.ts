@@ -5,8 +5,21 @@ import type { Forwarder, ReplyTarget } from './forwarder.ts';
 import type { LocalZone } from './localZone.ts';
 import type { DnsMetrics } from './metrics.ts';
 import {
-  CLASS_IN, Query, RCODE_NOTIMP, RCODE_REFUSED, RCODE_SERVFAIL, TYPE_A, TYPE_ANY, TYPE_AXFR, TYPE_IXFR, TYPE_MAILA,
-  TYPE_MAILB, emptyAnswer, localAnswer, nameKey, parseQuery,
+  CLASS_IN,
+  Query,
+  RCODE_NOTIMP,
+  RCODE_REFUSED,
+  RCODE_SERVFAIL,
+  TYPE_A,
+  TYPE_ANY,
+  TYPE_AXFR,
+  TYPE_IXFR,
+  TYPE_MAILA,
+  TYPE_MAILB,
+  emptyAnswer,
+  localAnswer,
+  nameKey,
+  parseQuery,
 } from './wire.ts';
 
 const RCODE_BADVERS = 16;

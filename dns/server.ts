@@ -249,8 +249,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     const port = udp.socket.address().port;
     // Half-open: a client may send its queries and FIN, then read the answers (RFC 7766).
     const tcp = createServer({ pauseOnConnect: false, allowHalfOpen: true, highWaterMark: TCP_HIGH_WATER }, (socket) => {
-      if (connections.size >= opts.maxTcpConnections ||
-          (!opts.allowRemote && !(socket.remoteAddress ?? '').startsWith('127.'))) {
+      if (connections.size >= opts.maxTcpConnections || (!opts.allowRemote && !(socket.remoteAddress ?? '').startsWith('127.'))) {
         opts.metrics.count(-1, 'dropped');
         socket.destroy();
         return;

@@ -13,7 +13,9 @@ export function parseUpstream(text: string): Upstream {
   const m = /^([0-9.]+)(?::([0-9]{1,5}))?$/.exec(text.trim());
   const port = m?.[2] === undefined ? 53 : Number(m[2]);
   if (!m || !isIPv4(m[1]) || port < 1 || port > 65535) {
-    throw new Error(`invalid DNS upstream ${JSON.stringify(text)}: expected an IPv4 address with an optional port (10.96.0.10 or 10.96.0.10:53)`);
+    throw new Error(
+      `invalid DNS upstream ${JSON.stringify(text)}: expected an IPv4 address with an optional port (10.96.0.10 or 10.96.0.10:53)`,
+    );
   }
   return { host: m[1], port, label: `${m[1]}:${port}` };
 }
@@ -37,7 +39,9 @@ export function refuseSelf(upstreams: Upstream[], host: string, port: number): v
     if (u.port !== port) continue;
     const self = u.host === host || (wildcard && (u.host.startsWith('127.') || u.host === '0.0.0.0' || own.has(u.host)));
     if (self) {
-      throw new Error(`DNS upstream ${u.label} is this responder itself (listening on ${host}:${port}): forwarding would loop; pass the cluster DNS as the upstream (SHOAL_DNS_UPSTREAM)`);
+      throw new Error(
+        `DNS upstream ${u.label} is this responder itself (listening on ${host}:${port}): forwarding would loop; pass the cluster DNS as the upstream (SHOAL_DNS_UPSTREAM)`,
+      );
     }
   }
 }

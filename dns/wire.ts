@@ -373,8 +373,23 @@ export function sameQuestion(a: Buffer, aStart: number, b: Buffer, bStart: numbe
 }
 
 const TYPE_NAMES: Record<number, string> = {
-  1: 'A', 2: 'NS', 5: 'CNAME', 6: 'SOA', 12: 'PTR', 15: 'MX', 16: 'TXT', 28: 'AAAA', 33: 'SRV',
-  35: 'NAPTR', 43: 'DS', 48: 'DNSKEY', 64: 'SVCB', 65: 'HTTPS', 251: 'IXFR', 252: 'AXFR', 255: 'ANY',
+  1: 'A',
+  2: 'NS',
+  5: 'CNAME',
+  6: 'SOA',
+  12: 'PTR',
+  15: 'MX',
+  16: 'TXT',
+  28: 'AAAA',
+  33: 'SRV',
+  35: 'NAPTR',
+  43: 'DS',
+  48: 'DNSKEY',
+  64: 'SVCB',
+  65: 'HTTPS',
+  251: 'IXFR',
+  252: 'AXFR',
+  255: 'ANY',
 };
 
 /** The metric label of a query type: common ones by name, the rest as "other". */

@@ -34,10 +34,21 @@ export class AccessLog {
   }
 
   write(e: AccessEntry): void {
-    this.log.info({
-      dir: e.direction, listener: e.listener, method: e.method, path: e.path, host: e.host, status: e.status,
-      duration_ms: Math.round(e.durationMs * 1000) / 1000, cluster: e.cluster, upstream: e.upstream,
-      request_id: e.requestId, error: e.error || undefined,
-    }, 'access');
+    this.log.info(
+      {
+        dir: e.direction,
+        listener: e.listener,
+        method: e.method,
+        path: e.path,
+        host: e.host,
+        status: e.status,
+        duration_ms: Math.round(e.durationMs * 1000) / 1000,
+        cluster: e.cluster,
+        upstream: e.upstream,
+        request_id: e.requestId,
+        error: e.error || undefined,
+      },
+      'access',
+    );
   }
 }

@@ -19,25 +19,74 @@ import { parseTracingFlags, tracingFlags, type TracingOptions } from './tracing/
 import type { DnsResponder, DnsResponderOptions } from '../dns/main.ts';
 
 export const proxyFlags: FlagSpec[] = [
-  { name: 'discover-url', type: 'string', description: 'Where the mesh config lives: http://<discover>:6100/v1/resources/{ns}/{app}/{plugin_id} (plain DISCOVER_URL is read too)' },
-  { name: 'namespace', type: 'string', description: 'The app\'s namespace when the discover URL does not name it (plain NAMESPACE is read too)' },
+  {
+    name: 'discover-url',
+    type: 'string',
+    description: 'Where the mesh config lives: http://<discover>:6100/v1/resources/{ns}/{app}/{plugin_id} (plain DISCOVER_URL is read too)',
+  },
+  {
+    name: 'namespace',
+    type: 'string',
+    description: "The app's namespace when the discover URL does not name it (plain NAMESPACE is read too)",
+  },
   { name: 'app', type: 'string', description: 'The app when the discover URL does not name it (plain SERVICE_ALIAS is read too)' },
-  { name: 'plugin-id', type: 'string', description: 'The app\'s mesh plugin id (plain PLUGIN_ID is read too)' },
-  { name: 'token-file', type: 'string', description: 'File with the bearer token sent to discover (the projected service-account token; read at every poll)' },
-  { name: 'state-file', type: 'string', description: 'Where the last applied snapshot is kept, to start from when discover is down (default: <tmp>/shoal/<ns>_<app>.snapshot.json)' },
+  { name: 'plugin-id', type: 'string', description: "The app's mesh plugin id (plain PLUGIN_ID is read too)" },
+  {
+    name: 'token-file',
+    type: 'string',
+    description: 'File with the bearer token sent to discover (the projected service-account token; read at every poll)',
+  },
+  {
+    name: 'state-file',
+    type: 'string',
+    description:
+      'Where the last applied snapshot is kept, to start from when discover is down (default: <tmp>/shoal/<ns>_<app>.snapshot.json)',
+  },
   { name: 'admin-host', type: 'string', default: '0.0.0.0', description: 'Address of the admin endpoint (/ready, /metrics, /config_dump)' },
   { name: 'admin-port', type: 'int', default: 65533, description: 'Port of the admin endpoint' },
   { name: 'inbound-address', type: 'string', default: '0.0.0.0', description: 'Address the inbound listen ports bind' },
-  { name: 'drain-timeout', type: 'int', default: 20, description: 'Seconds a drain (SIGTERM, POST /drain) takes at most: listeners accept until 1 s without traffic (at most half of this), then requests in flight finish' },
-  { name: 'request-receive-timeout', type: 'int', default: 300, description: 'Seconds an HTTP/1 request may take to arrive whole, body included, from its first byte (408 after that; 0: no bound). Bounds a client that sends a body a byte at a time' },
-  { name: 'request-head-timeout', type: 'int', default: 60, description: 'Seconds a client has to send a whole request head, from its first byte, and the most a request body may stay silent (408 after that)' },
+  {
+    name: 'drain-timeout',
+    type: 'int',
+    default: 20,
+    description:
+      'Seconds a drain (SIGTERM, POST /drain) takes at most: listeners accept until 1 s without traffic (at most half of this), then requests in flight finish',
+  },
+  {
+    name: 'request-receive-timeout',
+    type: 'int',
+    default: 300,
+    description:
+      'Seconds an HTTP/1 request may take to arrive whole, body included, from its first byte (408 after that; 0: no bound). Bounds a client that sends a body a byte at a time',
+  },
+  {
+    name: 'request-head-timeout',
+    type: 'int',
+    default: 60,
+    description:
+      'Seconds a client has to send a whole request head, from its first byte, and the most a request body may stay silent (408 after that)',
+  },
   { name: 'access-log', type: 'bool', default: false, description: 'Log one JSON line per request (format in docs/proxy.md)' },
   { name: 'access-log-sample', type: 'int', default: 1, description: 'With --access-log, log 1 request in this many' },
-  { name: 'warm-up-requests', type: 'int', default: DEFAULT_WARM_UP_REQUESTS, description: 'Requests the sidecar sends through a private loopback listener before it reports ready, so its request path is compiled before the first real request (0: none)' },
+  {
+    name: 'warm-up-requests',
+    type: 'int',
+    default: DEFAULT_WARM_UP_REQUESTS,
+    description:
+      'Requests the sidecar sends through a private loopback listener before it reports ready, so its request path is compiled before the first real request (0: none)',
+  },
   { name: 'log-level', type: 'string', default: 'info', description: 'Log level: debug, info, warn, error' },
   ...tracingFlags,
-  { name: 'node', type: 'string', description: 'The node this pod runs on (the injector passes spec.nodeName): prefer endpoints hinted for it (docs/proxy.md, Locality)' },
-  { name: 'zone', type: 'string', description: 'The zone this pod runs in; without it, discover is asked for the --node\'s topology.kubernetes.io/zone label' },
+  {
+    name: 'node',
+    type: 'string',
+    description: 'The node this pod runs on (the injector passes spec.nodeName): prefer endpoints hinted for it (docs/proxy.md, Locality)',
+  },
+  {
+    name: 'zone',
+    type: 'string',
+    description: "The zone this pod runs in; without it, discover is asked for the --node's topology.kubernetes.io/zone label",
+  },
 ];
 
 export interface ProxyOptions extends TracingOptions {
@@ -91,13 +140,15 @@ export interface Proxy {
 
 /** --request-head-timeout: whole seconds, 1 to 3600. */
 function parseRequestHeadTimeout(v: unknown): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 3600) throw new Error(`--request-head-timeout must be whole seconds from 1 to 3600, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 3600)
+    throw new Error(`--request-head-timeout must be whole seconds from 1 to 3600, got ${JSON.stringify(v)}`);
   return v * 1000;
 }
 
 /** --request-receive-timeout: whole seconds, 0 (no bound) to 86400. */
 function parseRequestReceiveTimeout(v: unknown): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 86400) throw new Error(`--request-receive-timeout must be whole seconds from 0 (no bound) to 86400, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 86400)
+    throw new Error(`--request-receive-timeout must be whole seconds from 0 (no bound) to 86400, got ${JSON.stringify(v)}`);
   return v * 1000;
 }
 
@@ -106,7 +157,8 @@ const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== 
 /** ProxyOptions from parsed flags, with the sidecar's plain env names (DISCOVER_URL, ...) as fallbacks. */
 export function proxyOptions(values: FlagValues, env: NodeJS.ProcessEnv = process.env): ProxyOptions {
   const discoverUrl = str(values['discover-url']) ?? str(env.DISCOVER_URL);
-  if (!discoverUrl) throw new Error('proxy needs --discover-url (or DISCOVER_URL): http://<discover>:6100/v1/resources/{ns}/{app}/{plugin_id}');
+  if (!discoverUrl)
+    throw new Error('proxy needs --discover-url (or DISCOVER_URL): http://<discover>:6100/v1/resources/{ns}/{app}/{plugin_id}');
   return {
     discoverUrl,
     namespace: str(values.namespace) ?? str(env.NAMESPACE),
@@ -118,8 +170,10 @@ export function proxyOptions(values: FlagValues, env: NodeJS.ProcessEnv = proces
     adminPort: typeof values['admin-port'] === 'number' ? values['admin-port'] : undefined,
     inboundAddress: str(values['inbound-address']),
     drainTimeoutMs: typeof values['drain-timeout'] === 'number' ? values['drain-timeout'] * 1000 : undefined,
-    requestHeadTimeoutMs: values['request-head-timeout'] === undefined ? undefined : parseRequestHeadTimeout(values['request-head-timeout']),
-    requestReceiveTimeoutMs: values['request-receive-timeout'] === undefined ? undefined : parseRequestReceiveTimeout(values['request-receive-timeout']),
+    requestHeadTimeoutMs:
+      values['request-head-timeout'] === undefined ? undefined : parseRequestHeadTimeout(values['request-head-timeout']),
+    requestReceiveTimeoutMs:
+      values['request-receive-timeout'] === undefined ? undefined : parseRequestReceiveTimeout(values['request-receive-timeout']),
     accessLog: values['access-log'] === true,
     accessLogSample: typeof values['access-log-sample'] === 'number' ? values['access-log-sample'] : undefined,
     logLevel: str(values['log-level']),
@@ -138,11 +192,24 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const metrics = new ProxyMetrics();
   const accessLog = opts.accessLog ? new AccessLog(log, opts.accessLogSample ?? 1) : null;
   // Tracing's code loads only when it is on: off, the request paths see a null tracer and nothing more.
-  const tracing = opts.otlpEndpoint ? (await import('./tracing/startTracing.ts')).startTracing({ url: opts.otlpEndpoint, ratio: opts.traceSampleRatio, namespace: ns, app, log, registry: metrics.registry }) : null;
+  const tracing = opts.otlpEndpoint
+    ? (await import('./tracing/startTracing.ts')).startTracing({
+        url: opts.otlpEndpoint,
+        ratio: opts.traceSampleRatio,
+        namespace: ns,
+        app,
+        log,
+        registry: metrics.registry,
+      })
+    : null;
   const clusters = new ClusterSet(drainTimeoutMs + 10_000, metrics);
   clusters.setLocality({ node: opts.node ?? '', zone: opts.zone ?? '' });
   const listeners = new ListenerSet({
-    log, metrics, accessLog, drainTimeoutMs, drainQuietMs: opts.drainQuietMs,
+    log,
+    metrics,
+    accessLog,
+    drainTimeoutMs,
+    drainQuietMs: opts.drainQuietMs,
     requestHeadTimeoutMs: opts.requestHeadTimeoutMs ?? 60_000,
     requestReceiveTimeoutMs: opts.requestReceiveTimeoutMs ?? 300_000,
   });
@@ -166,7 +233,10 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   let closing: Promise<void> | null = null;
   const drain = (): Promise<void> => {
     draining ??= (async () => {
-      log.info({ timeoutMs: drainTimeoutMs, listeners: listeners.size }, 'draining: still accepting, discouraging new requests, until traffic stops');
+      log.info(
+        { timeoutMs: drainTimeoutMs, listeners: listeners.size },
+        'draining: still accepting, discouraging new requests, until traffic stops',
+      );
       await listeners.drain(drainTimeoutMs);
       log.info('drained');
     })();
@@ -178,18 +248,29 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
   const stopWarmUp = new AbortController();
   const isReady = () => warmed && applier.current !== null && listeners.allBound && draining === null;
 
-  const admin = createAdminServer({
-    ready: isReady,
-    readiness: () => ({ version: applier.current?.version ?? null, warmingUp: !warmed, listeners: listeners.status().filter((l) => !l.bound).map((l) => `${l.name} (${l.key}) not bound${l.error ? `: ${l.error}` : ''}`), draining: draining !== null }),
-    configDump: () => ({
-      version: applier.current?.version ?? null,
-      snapshot: applier.current,
-      listeners: listeners.status(),
-      // Every resilience policy as the sidecar applies it (units in the names), with its live state.
-      policies: { clusters: [...clusters.values()].map((c) => c.applied()), inbound: listeners.limits() },
-    }),
-    drain,
-  }, metrics.registry);
+  const admin = createAdminServer(
+    {
+      ready: isReady,
+      readiness: () => ({
+        version: applier.current?.version ?? null,
+        warmingUp: !warmed,
+        listeners: listeners
+          .status()
+          .filter((l) => !l.bound)
+          .map((l) => `${l.name} (${l.key}) not bound${l.error ? `: ${l.error}` : ''}`),
+        draining: draining !== null,
+      }),
+      configDump: () => ({
+        version: applier.current?.version ?? null,
+        snapshot: applier.current,
+        listeners: listeners.status(),
+        // Every resilience policy as the sidecar applies it (units in the names), with its live state.
+        policies: { clusters: [...clusters.values()].map((c) => c.applied()), inbound: listeners.limits() },
+      }),
+      drain,
+    },
+    metrics.registry,
+  );
   await new Promise<void>((resolve, reject) => {
     admin.once('error', reject);
     admin.listen(opts.adminPort ?? 65533, opts.adminHost ?? '0.0.0.0', () => {
@@ -211,13 +292,25 @@ export async function startProxy(opts: ProxyOptions): Promise<Proxy> {
     const responder = dns;
     applier.onSnapshot((s) => responder.setNames(s.dns));
   }
-  log.info({ admin: `${opts.adminHost ?? '0.0.0.0'}:${adminPort}`, discover: url, stateFile, pluginId: opts.pluginId ?? null }, 'sidecar starting');
+  log.info(
+    { admin: `${opts.adminHost ?? '0.0.0.0'}:${adminPort}`, discover: url, stateFile, pluginId: opts.pluginId ?? null },
+    'sidecar starting',
+  );
   // The request path warms up beside the first config fetch; ready waits for both.
   warming = warmUp(warmUpRequests, log, undefined, stopWarmUp.signal).then(() => {
     warmed = true;
   });
   await client.start();
-  const zoneLookup = opts.node && !opts.zone ? lookUpZone({ url, node: opts.node, tokenFile: opts.tokenFile, log, onZone: (zone) => clusters.setLocality({ node: opts.node!, zone }) }) : null;
+  const zoneLookup =
+    opts.node && !opts.zone
+      ? lookUpZone({
+          url,
+          node: opts.node,
+          tokenFile: opts.tokenFile,
+          log,
+          onZone: (zone) => clusters.setLocality({ node: opts.node!, zone }),
+        })
+      : null;
 
   return {
     adminPort,

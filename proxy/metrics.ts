@@ -75,7 +75,11 @@ export class ResilienceStats {
   }
 }
 
-interface MetricValue { labels: Record<string, string | number>; value: number; metricName?: string }
+interface MetricValue {
+  labels: Record<string, string | number>;
+  value: number;
+  metricName?: string;
+}
 
 /** A prom-client-compatible metric whose values are read from the stats objects at scrape time. */
 class ScrapedMetric {
@@ -117,55 +121,166 @@ export class ProxyMetrics {
   constructor(registry: Registry = createRegistry('proxy')) {
     this.registry = registry;
     const r = [registry];
-    registry.registerMetric(new ScrapedMetric('shoal_proxy_requests_total', 'HTTP requests by dependency (cluster), route and status class', 'counter', () => {
-      const out: MetricValue[] = [];
-      for (const st of this.requestStats.values()) {
-        for (let i = 0; i < 5; i++) if (st.byClass[i] > 0) out.push({ labels: { dependency: st.dependency, route: st.route, status_class: CLASSES[i] }, value: st.byClass[i] });
-      }
-      return out;
-    }) as never);
-    registry.registerMetric(new ScrapedMetric('shoal_proxy_request_duration_seconds', 'HTTP request latency through the sidecar, first byte in to last byte out, per dependency', 'histogram', () => {
-      const out: MetricValue[] = [];
-      for (const h of this.latencyStats.values()) {
-        let acc = 0;
-        for (let i = 0; i < BUCKETS.length; i++) {
-          acc += h.buckets[i];
-          out.push({ labels: { le: BUCKETS[i], dependency: h.dependency }, value: acc, metricName: 'shoal_proxy_request_duration_seconds_bucket' });
+    registry.registerMetric(
+      new ScrapedMetric('shoal_proxy_requests_total', 'HTTP requests by dependency (cluster), route and status class', 'counter', () => {
+        const out: MetricValue[] = [];
+        for (const st of this.requestStats.values()) {
+          for (let i = 0; i < 5; i++)
+            if (st.byClass[i] > 0)
+              out.push({ labels: { dependency: st.dependency, route: st.route, status_class: CLASSES[i] }, value: st.byClass[i] });
         }
-        out.push({ labels: { le: '+Inf', dependency: h.dependency }, value: h.count, metricName: 'shoal_proxy_request_duration_seconds_bucket' });
-        out.push({ labels: { dependency: h.dependency }, value: h.sum, metricName: 'shoal_proxy_request_duration_seconds_sum' });
-        out.push({ labels: { dependency: h.dependency }, value: h.count, metricName: 'shoal_proxy_request_duration_seconds_count' });
-      }
-      return out;
-    }) as never);
-    this.scraped('shoal_proxy_retries_total', 'Retries by dependency: sent, or not sent because the budget (20% of requests + floor) or MaxActiveRetries said no', 'counter', 'result', {
-      sent: (x) => x.retries, budget_exhausted: (x) => x.retriesBudgetExhausted, max_active_retries: (x) => x.retriesMaxActive,
-    });
-    this.scraped('shoal_proxy_circuit_overflow_total', 'Requests (L7) or connections (L4) refused at once by a circuit breaker limit', 'counter', 'limit', {
-      max_requests: (x) => x.overflowMaxRequests, max_pending_requests: (x) => x.overflowMaxPending, max_connections: (x) => x.overflowMaxConnections,
-    });
-    this.scraped('shoal_proxy_pending_requests_total', 'Requests that waited for an upstream connection (MaxConnections busy)', 'counter', null, { '': (x) => x.queued });
+        return out;
+      }) as never,
+    );
+    registry.registerMetric(
+      new ScrapedMetric(
+        'shoal_proxy_request_duration_seconds',
+        'HTTP request latency through the sidecar, first byte in to last byte out, per dependency',
+        'histogram',
+        () => {
+          const out: MetricValue[] = [];
+          for (const h of this.latencyStats.values()) {
+            let acc = 0;
+            for (let i = 0; i < BUCKETS.length; i++) {
+              acc += h.buckets[i];
+              out.push({
+                labels: { le: BUCKETS[i], dependency: h.dependency },
+                value: acc,
+                metricName: 'shoal_proxy_request_duration_seconds_bucket',
+              });
+            }
+            out.push({
+              labels: { le: '+Inf', dependency: h.dependency },
+              value: h.count,
+              metricName: 'shoal_proxy_request_duration_seconds_bucket',
+            });
+            out.push({ labels: { dependency: h.dependency }, value: h.sum, metricName: 'shoal_proxy_request_duration_seconds_sum' });
+            out.push({ labels: { dependency: h.dependency }, value: h.count, metricName: 'shoal_proxy_request_duration_seconds_count' });
+          }
+          return out;
+        },
+      ) as never,
+    );
+    this.scraped(
+      'shoal_proxy_retries_total',
+      'Retries by dependency: sent, or not sent because the budget (20% of requests + floor) or MaxActiveRetries said no',
+      'counter',
+      'result',
+      {
+        sent: (x) => x.retries,
+        budget_exhausted: (x) => x.retriesBudgetExhausted,
+        max_active_retries: (x) => x.retriesMaxActive,
+      },
+    );
+    this.scraped(
+      'shoal_proxy_circuit_overflow_total',
+      'Requests (L7) or connections (L4) refused at once by a circuit breaker limit',
+      'counter',
+      'limit',
+      {
+        max_requests: (x) => x.overflowMaxRequests,
+        max_pending_requests: (x) => x.overflowMaxPending,
+        max_connections: (x) => x.overflowMaxConnections,
+      },
+    );
+    this.scraped(
+      'shoal_proxy_pending_requests_total',
+      'Requests that waited for an upstream connection (MaxConnections busy)',
+      'counter',
+      null,
+      { '': (x) => x.queued },
+    );
     this.scraped('shoal_proxy_upstream_failures_total', 'Failed attempts at an endpoint (retried or not), by reason', 'counter', 'reason', {
-      'connect-failure': (x) => x.failConnect, 'connect-timeout': (x) => x.failConnectTimeout, 'request-timeout': (x) => x.failRequestTimeout,
-      'upstream-reset': (x) => x.failReset, '5xx': (x) => x.fail5xx,
+      'connect-failure': (x) => x.failConnect,
+      'connect-timeout': (x) => x.failConnectTimeout,
+      'request-timeout': (x) => x.failRequestTimeout,
+      'upstream-reset': (x) => x.failReset,
+      '5xx': (x) => x.fail5xx,
     });
-    this.scraped('shoal_proxy_outlier_ejections_total', 'Outlier ejections: done, or skipped because MaxEjectionPercent or the last healthy endpoint forbade them', 'counter', 'result', {
-      ejected: (x) => x.ejections, skipped: (x) => x.ejectionsSkipped,
-    });
+    this.scraped(
+      'shoal_proxy_outlier_ejections_total',
+      'Outlier ejections: done, or skipped because MaxEjectionPercent or the last healthy endpoint forbade them',
+      'counter',
+      'result',
+      {
+        ejected: (x) => x.ejections,
+        skipped: (x) => x.ejectionsSkipped,
+      },
+    );
     this.scraped('shoal_proxy_outlier_ejected_endpoints', 'Endpoints ejected now, per dependency', 'gauge', null, { '': (x) => x.ejected });
-    this.scraped('shoal_proxy_upstream_requests_by_locality_total', 'Attempts (L7 requests and retries; L4 connections) by where the endpoint runs as seen from this sidecar: same node, same zone, other zone, unknown (either zone unknown)', 'counter', 'locality', {
-      same_node: (x) => x.byLocality[0], same_zone: (x) => x.byLocality[1], other_zone: (x) => x.byLocality[2], unknown: (x) => x.byLocality[3],
+    this.scraped(
+      'shoal_proxy_upstream_requests_by_locality_total',
+      'Attempts (L7 requests and retries; L4 connections) by where the endpoint runs as seen from this sidecar: same node, same zone, other zone, unknown (either zone unknown)',
+      'counter',
+      'locality',
+      {
+        same_node: (x) => x.byLocality[0],
+        same_zone: (x) => x.byLocality[1],
+        other_zone: (x) => x.byLocality[2],
+        unknown: (x) => x.byLocality[3],
+      },
+    );
+    this.scraped(
+      'shoal_proxy_outlier_panic',
+      '1 while healthy endpoints are below HealthyPanicThreshold and the dependency balances over all',
+      'gauge',
+      null,
+      { '': (x) => x.panic },
+    );
+    this.inboundLimited = new Counter({
+      name: 'shoal_proxy_inbound_limited_total',
+      help: 'Inbound requests (429 rate-limited) or connections refused by OPEN_LIMIT limits, by listener and limit',
+      labelNames: ['listener', 'limit'],
+      registers: r,
     });
-    this.scraped('shoal_proxy_outlier_panic', '1 while healthy endpoints are below HealthyPanicThreshold and the dependency balances over all', 'gauge', null, { '': (x) => x.panic });
-    this.inboundLimited = new Counter({ name: 'shoal_proxy_inbound_limited_total', help: 'Inbound requests (429 rate-limited) or connections refused by OPEN_LIMIT limits, by listener and limit', labelNames: ['listener', 'limit'], registers: r });
-    this.madeUp = new Counter({ name: 'shoal_proxy_errors_total', help: 'Responses the sidecar made up itself, by dependency and x-shoal-error', labelNames: ['dependency', 'error'], registers: r });
-    this.connections = new Gauge({ name: 'shoal_proxy_connections_active', help: 'Downstream connections open, by listener and direction', labelNames: ['listener', 'direction'], registers: r });
-    this.connectionsTotal = new Counter({ name: 'shoal_proxy_tcp_connections_total', help: 'L4 connections forwarded, by dependency and direction', labelNames: ['dependency', 'direction'], registers: r });
-    this.endpoints = new Gauge({ name: 'shoal_proxy_endpoints', help: 'Endpoints per cluster in the applied snapshot', labelNames: ['cluster'], registers: r });
-    this.configVersion = new Gauge({ name: 'shoal_proxy_config_version', help: 'The applied snapshot version (value 1 on the current version label)', labelNames: ['version'], registers: r });
-    this.configApplied = new Counter({ name: 'shoal_proxy_config_applied_total', help: 'Snapshots applied, by source (discover or state-file)', labelNames: ['source'], registers: r });
-    this.configErrors = new Counter({ name: 'shoal_proxy_config_errors_total', help: 'Snapshots refused (invalid, wrong app) and failed polls of discover', labelNames: ['kind'], registers: r });
-    this.listenerErrors = new Counter({ name: 'shoal_proxy_listener_errors_total', help: 'Failed attempts to bind a listener', labelNames: ['listener'], registers: r });
+    this.madeUp = new Counter({
+      name: 'shoal_proxy_errors_total',
+      help: 'Responses the sidecar made up itself, by dependency and x-shoal-error',
+      labelNames: ['dependency', 'error'],
+      registers: r,
+    });
+    this.connections = new Gauge({
+      name: 'shoal_proxy_connections_active',
+      help: 'Downstream connections open, by listener and direction',
+      labelNames: ['listener', 'direction'],
+      registers: r,
+    });
+    this.connectionsTotal = new Counter({
+      name: 'shoal_proxy_tcp_connections_total',
+      help: 'L4 connections forwarded, by dependency and direction',
+      labelNames: ['dependency', 'direction'],
+      registers: r,
+    });
+    this.endpoints = new Gauge({
+      name: 'shoal_proxy_endpoints',
+      help: 'Endpoints per cluster in the applied snapshot',
+      labelNames: ['cluster'],
+      registers: r,
+    });
+    this.configVersion = new Gauge({
+      name: 'shoal_proxy_config_version',
+      help: 'The applied snapshot version (value 1 on the current version label)',
+      labelNames: ['version'],
+      registers: r,
+    });
+    this.configApplied = new Counter({
+      name: 'shoal_proxy_config_applied_total',
+      help: 'Snapshots applied, by source (discover or state-file)',
+      labelNames: ['source'],
+      registers: r,
+    });
+    this.configErrors = new Counter({
+      name: 'shoal_proxy_config_errors_total',
+      help: 'Snapshots refused (invalid, wrong app) and failed polls of discover',
+      labelNames: ['kind'],
+      registers: r,
+    });
+    this.listenerErrors = new Counter({
+      name: 'shoal_proxy_listener_errors_total',
+      help: 'Failed attempts to bind a listener',
+      labelNames: ['listener'],
+      registers: r,
+    });
   }
 
   /** The stats object of one dependency and route; the same object across snapshots. */
@@ -177,18 +292,26 @@ export class ProxyMetrics {
   }
 
   /** A metric read at scrape from every dependency's ResilienceStats, one series per field (and label value). */
-  private scraped(name: string, help: string, type: 'counter' | 'gauge', label: string | null, fields: Record<string, (x: ResilienceStats) => number>): void {
-    this.registry.registerMetric(new ScrapedMetric(name, help, type, () => {
-      const out: MetricValue[] = [];
-      for (const st of this.resilienceStats.values()) {
-        for (const [value, read] of Object.entries(fields)) {
-          const v = read(st);
-          if (type === 'counter' && v === 0) continue;
-          out.push({ labels: label === null ? { dependency: st.dependency } : { dependency: st.dependency, [label]: value }, value: v });
+  private scraped(
+    name: string,
+    help: string,
+    type: 'counter' | 'gauge',
+    label: string | null,
+    fields: Record<string, (x: ResilienceStats) => number>,
+  ): void {
+    this.registry.registerMetric(
+      new ScrapedMetric(name, help, type, () => {
+        const out: MetricValue[] = [];
+        for (const st of this.resilienceStats.values()) {
+          for (const [value, read] of Object.entries(fields)) {
+            const v = read(st);
+            if (type === 'counter' && v === 0) continue;
+            out.push({ labels: label === null ? { dependency: st.dependency } : { dependency: st.dependency, [label]: value }, value: v });
+          }
         }
-      }
-      return out;
-    }) as never);
+        return out;
+      }) as never,
+    );
   }
 
   resilience(dependency: string): ResilienceStats {

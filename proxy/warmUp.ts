@@ -108,12 +108,28 @@ class WarmClient {
 
 function clusterSpec(name: string, port: number, deadlineMs: number): ClusterSpec {
   return {
-    name, service: name, namespace: 'shoal-warm-up', port, protocol: 'http', lbPolicy: 'least_request', hashHeader: '',
+    name,
+    service: name,
+    namespace: 'shoal-warm-up',
+    port,
+    protocol: 'http',
+    lbPolicy: 'least_request',
+    hashHeader: '',
     policy: {
-      connectTimeoutMs: 1000, requestTimeoutMs: deadlineMs, retryAttempts: 0, maxActiveRetries: 0,
-      maxConnections: 64, maxRequests: LIMIT, maxPendingRequests: 64, maxRequestsPerConnection: 0,
-      consecutiveErrors: 1_000_000, baseEjectionTimeMs: 1000, maxEjectionPercent: 0, intervalMs: 60_000,
-      healthyPanicThreshold: 0, tcpIdleTimeoutS: 60,
+      connectTimeoutMs: 1000,
+      requestTimeoutMs: deadlineMs,
+      retryAttempts: 0,
+      maxActiveRetries: 0,
+      maxConnections: 64,
+      maxRequests: LIMIT,
+      maxPendingRequests: 64,
+      maxRequestsPerConnection: 0,
+      consecutiveErrors: 1_000_000,
+      baseEjectionTimeMs: 1000,
+      maxEjectionPercent: 0,
+      intervalMs: 60_000,
+      healthyPanicThreshold: 0,
+      tcpIdleTimeoutS: 60,
     },
     endpoints: [{ address: '127.0.0.1', port, weight: 1, zone: '', ready: true, serving: true, terminating: false }],
   };
@@ -191,22 +207,27 @@ export async function warmUp(requests: number, log: Logger, deadlineMs = WARM_UP
       const fresh = Math.ceil(requests * 0.2);
       // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by the deadline timer while this loop awaits
       for (let i = 0; i < fresh && !over; i += 10) {
-        await Promise.all(Array.from({ length: Math.min(10, fresh - i) }, async () => {
-          const c = await open();
-          count(await c.send(get));
-          c.close();
-        }));
+        await Promise.all(
+          Array.from({ length: Math.min(10, fresh - i) }, async () => {
+            const c = await open();
+            count(await c.send(get));
+            c.close();
+          }),
+        );
       }
     })();
-    await Promise.race([work, new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        over = true;
-        reject(new Error(`not done after ${deadlineMs} ms`));
-      }, deadlineMs);
-      // The sidecar is closing (SIGTERM during start): stop now rather than at the deadline.
-      if (signal?.aborted) reject(signal.reason);
-      signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
-    })]);
+    await Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          over = true;
+          reject(new Error(`not done after ${deadlineMs} ms`));
+        }, deadlineMs);
+        // The sidecar is closing (SIGTERM during start): stop now rather than at the deadline.
+        if (signal?.aborted) reject(signal.reason);
+        signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
+      }),
+    ]);
     const ms = performance.now() - started;
     log.info({ answered, ms: Math.round(ms) }, 'request path warmed up');
     return { answered, ms };

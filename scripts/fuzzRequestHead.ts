@@ -32,7 +32,11 @@ if (args.help) {
 const count = Number(args.cases);
 const seed = args.seed === undefined ? Math.floor(Math.random() * 2 ** 32) : Number(args.seed);
 const maxFailures = Number(args['max-failures']);
-for (const [name, v] of [['--cases', count], ['--seed', seed], ['--max-failures', maxFailures]] as const) {
+for (const [name, v] of [
+  ['--cases', count],
+  ['--seed', seed],
+  ['--max-failures', maxFailures],
+] as const) {
   if (!Number.isSafeInteger(v) || v < 0) {
     console.error(`${name}: expected a whole number >= 0\n${usage}`);
     process.exit(2);
@@ -53,14 +57,22 @@ const started = Date.now();
 let lastReport = started;
 try {
   const { stats, failures } = await fuzz(ll, {
-    seed, count, maxFailures, parse, batch: 5000,
+    seed,
+    count,
+    maxFailures,
+    parse,
+    batch: 5000,
     progress(done, s) {
       if (Date.now() - lastReport < 10_000) return;
       lastReport = Date.now();
-      console.log(`${done} inputs, ${Math.round(done / ((Date.now() - started) / 1000))}/s: served ${s.accepted}, handed off (llhttp accepts) ${s.handedOff}, rejected by both ${s.rejected}`);
+      console.log(
+        `${done} inputs, ${Math.round(done / ((Date.now() - started) / 1000))}/s: served ${s.accepted}, handed off (llhttp accepts) ${s.handedOff}, rejected by both ${s.rejected}`,
+      );
     },
   });
-  console.log(`${stats.inputs} inputs in ${((Date.now() - started) / 1000).toFixed(1)} s: heads served and read identically by llhttp ${stats.accepted}; handed off although llhttp accepts ${stats.handedOff}; rejected by both ${stats.rejected}; no complete head ${stats.noHead}`);
+  console.log(
+    `${stats.inputs} inputs in ${((Date.now() - started) / 1000).toFixed(1)} s: heads served and read identically by llhttp ${stats.accepted}; handed off although llhttp accepts ${stats.handedOff}; rejected by both ${stats.rejected}; no complete head ${stats.noHead}`,
+  );
   for (const f of failures) console.log(describeFailure(f));
   if (failures.length > 0) {
     console.log(`${failures.length} disagreement(s) (stopped after ${maxFailures}); replay with --seed ${seed}`);

@@ -16,7 +16,7 @@ function arg(name: string): number | undefined {
   return v;
 }
 
-const seed = arg('seed') ?? (Date.now() & 0x7fffffff);
+const seed = arg('seed') ?? Date.now() & 0x7fffffff;
 const only = arg('only');
 const cases = arg('cases') ?? 100_000;
 const ll = new Llhttp();
@@ -25,7 +25,7 @@ try {
   // Every case depends on (seed, index) only: --only N runs case N alone.
   const r = only === undefined ? await runFuzz(ll, seed, cases, 20) : await runFuzz(ll, seed, only + 1, 2, only);
   const failures = r.failures;
-  const s = (((performance.now() - t0) / 1000).toFixed(1));
+  const s = ((performance.now() - t0) / 1000).toFixed(1);
   console.log(`seed ${seed}: ${r.responses.cases} responses, ${r.chunked.cases} chunked bodies in ${s} s`);
   console.log('responses:', JSON.stringify(r.responses));
   console.log('chunked:  ', JSON.stringify(r.chunked));

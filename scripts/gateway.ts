@@ -43,7 +43,8 @@ export function crdFiles(channel: CrdChannel = 'experimental'): string[] {
 export const ECHO_BASIC = `${GATEWAY_CONFORMANCE}/echo-basic`;
 const cacheDir = join(root, '.cache', 'gateway');
 /** Bumped when the build command below changes, so binaries built the old way are rebuilt. */
-const RECIPE = 'echo-basic-build-1: nice -n 10 go build -p 1 -trimpath -buildvcs=false -ldflags "-s -w" sigs.k8s.io/gateway-api/conformance/echo-basic';
+const RECIPE =
+  'echo-basic-build-1: nice -n 10 go build -p 1 -trimpath -buildvcs=false -ldflags "-s -w" sigs.k8s.io/gateway-api/conformance/echo-basic';
 
 type Log = (message: string) => void;
 const stderrLog: Log = (m) => process.stderr.write(`${m}\n`);
@@ -94,7 +95,9 @@ export async function ensureEchoBasic(log: Log = stderrLog): Promise<string> {
       let holder = NaN;
       try {
         holder = Number(readFileSync(join(lock, 'pid'), 'utf8'));
-      } catch { /* being written or removed */ }
+      } catch {
+        /* being written or removed */
+      }
       if (Number.isInteger(holder) && !alive(holder)) rmSync(lock, { recursive: true, force: true });
       else await sleep(1000);
       if (existsSync(binary)) return binary;
@@ -109,11 +112,27 @@ export async function ensureEchoBasic(log: Log = stderrLog): Promise<string> {
     const what = `echo-basic (${GATEWAY_CONFORMANCE} as gateway/go.mod pins it)`;
     log(`gateway: building ${what} with ${goVersion()} into ${out} (niced, one compile at a time)`);
     const started = Date.now();
-    const args = ['-n', '10', 'go', 'build', '-p', '1', '-trimpath', '-buildvcs=false', '-ldflags', '-s -w', '-o', join(tmp, 'echo-basic'), ECHO_BASIC];
+    const args = [
+      '-n',
+      '10',
+      'go',
+      'build',
+      '-p',
+      '1',
+      '-trimpath',
+      '-buildvcs=false',
+      '-ldflags',
+      '-s -w',
+      '-o',
+      join(tmp, 'echo-basic'),
+      ECHO_BASIC,
+    ];
     await new Promise<void>((resolveBuild, reject) => {
       const child = spawn('nice', args, { cwd: gatewayModule, stdio: ['ignore', 'ignore', 'pipe'] });
       let text = '';
-      child.stderr.on('data', (d) => { text += d; });
+      child.stderr.on('data', (d) => {
+        text += d;
+      });
       child.on('error', reject);
       child.on('close', (code, signal) => {
         if (code === 0) resolveBuild();
@@ -122,7 +141,10 @@ export async function ensureEchoBasic(log: Log = stderrLog): Promise<string> {
     });
     const seconds = Math.round((Date.now() - started) / 100) / 10;
     const size = statSync(join(tmp, 'echo-basic')).size;
-    writeFileSync(join(tmp, 'build.json'), `${JSON.stringify({ what, go: goVersion(), seconds, size, builtAt: new Date().toISOString() }, null, 2)}\n`);
+    writeFileSync(
+      join(tmp, 'build.json'),
+      `${JSON.stringify({ what, go: goVersion(), seconds, size, builtAt: new Date().toISOString() }, null, 2)}\n`,
+    );
     renameSync(tmp, out);
     const parent = join(out, '..');
     for (const name of readdirSync(parent)) {

@@ -15,7 +15,9 @@ export const generatedPath = join(import.meta.dirname, '..', 'shared', 'snapshot
 export function generateSnapshotValidator(): string {
   const ajv = new Ajv({ ...SNAPSHOT_AJV_OPTIONS, code: { source: true, esm: true, lines: true } });
   const code = standalone.default(ajv, ajv.compile(snapshotSchema));
-  const ajvVersion = (JSON.parse(readFileSync(join(import.meta.dirname, '..', 'node_modules', 'ajv', 'package.json'), 'utf8')) as { version: string }).version;
+  const ajvVersion = (
+    JSON.parse(readFileSync(join(import.meta.dirname, '..', 'node_modules', 'ajv', 'package.json'), 'utf8')) as { version: string }
+  ).version;
   // ajv writes require() for its runtime helpers even in ESM output: give the module a require of its own.
   const body = code.replace(/^"use strict";\n?/, '');
   return `// @ts-nocheck
@@ -35,7 +37,9 @@ if (import.meta.main) {
   const text = generateSnapshotValidator();
   if (process.argv.includes('--check')) {
     const stale = readFileSync(generatedPath, 'utf8') !== text;
-    process.stdout.write(stale ? `${generatedPath} is stale: run node scripts/generateSnapshotValidator.ts\n` : `${generatedPath} is up to date\n`);
+    process.stdout.write(
+      stale ? `${generatedPath} is stale: run node scripts/generateSnapshotValidator.ts\n` : `${generatedPath} is up to date\n`,
+    );
     process.exit(stale ? 1 : 0);
   }
   writeFileSync(generatedPath, text);

@@ -45,10 +45,19 @@ export function run(file: string, args: string[], opts: RunOptions = {}): Promis
     const child = spawn(file, args, { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; if (opts.echo) process.stderr.write(d); });
-    child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; if (opts.echo) process.stderr.write(d); });
+    child.stdout.setEncoding('utf8').on('data', (d) => {
+      stdout += d;
+      if (opts.echo) process.stderr.write(d);
+    });
+    child.stderr.setEncoding('utf8').on('data', (d) => {
+      stderr += d;
+      if (opts.echo) process.stderr.write(d);
+    });
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
-    child.on('error', (err) => { clearTimeout(timer); reject(err); });
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       resolveRun({ code: code ?? (signal ? 128 : 1), stdout, stderr });
@@ -74,8 +83,12 @@ function commandMissing(cmd: string, args: string[]): boolean {
 
 /** Debian packages the image build and tests need, by the command that shows each is there. */
 export const PODMAN_PACKAGES: Array<[string, string]> = [
-  ['podman', 'podman'], ['runc', 'runc'], ['netavark', 'netavark'], ['aardvark-dns', 'aardvark-dns'],
-  ['catatonit', 'catatonit'], ['debootstrap', 'debootstrap'],
+  ['podman', 'podman'],
+  ['runc', 'runc'],
+  ['netavark', 'netavark'],
+  ['aardvark-dns', 'aardvark-dns'],
+  ['catatonit', 'catatonit'],
+  ['debootstrap', 'debootstrap'],
 ];
 
 /** What this machine lacks to build and run the image, or null. */
@@ -174,30 +187,60 @@ async function ensureRootfs(log: Log): Promise<string> {
   rmSync(tmp, { recursive: true, force: true });
   rmSync(stamp, { force: true });
   await sh('debootstrap', '/usr/sbin/debootstrap', ['--variant=minbase', 'bookworm', tmp, DEBIAN_MIRROR], log);
-  writeFileSync(join(tmp, 'etc', 'dpkg', 'dpkg.cfg.d', 'docker'), [
-    'path-exclude /usr/share/doc/*', 'path-include /usr/share/doc/*/copyright', 'path-exclude /usr/share/man/*',
-    'path-exclude /usr/share/groff/*', 'path-exclude /usr/share/info/*', 'path-exclude /usr/share/locale/*',
-    'path-exclude /usr/share/lintian/*', 'path-exclude /usr/share/linda/*', '',
-  ].join('\n'));
-  writeFileSync(join(tmp, 'etc', 'apt', 'apt.conf.d', 'docker-clean'),
-    'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };\nBinary::apt::APT::Keep-Downloaded-Packages "false";\n');
+  writeFileSync(
+    join(tmp, 'etc', 'dpkg', 'dpkg.cfg.d', 'docker'),
+    [
+      'path-exclude /usr/share/doc/*',
+      'path-include /usr/share/doc/*/copyright',
+      'path-exclude /usr/share/man/*',
+      'path-exclude /usr/share/groff/*',
+      'path-exclude /usr/share/info/*',
+      'path-exclude /usr/share/locale/*',
+      'path-exclude /usr/share/lintian/*',
+      'path-exclude /usr/share/linda/*',
+      '',
+    ].join('\n'),
+  );
+  writeFileSync(
+    join(tmp, 'etc', 'apt', 'apt.conf.d', 'docker-clean'),
+    'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };\nBinary::apt::APT::Keep-Downloaded-Packages "false";\n',
+  );
   // As Debian's container images: no translations downloaded, no suggested packages kept.
   writeFileSync(join(tmp, 'etc', 'apt', 'apt.conf.d', 'docker-no-languages'), 'Acquire::Languages "none";\n');
   writeFileSync(join(tmp, 'etc', 'apt', 'apt.conf.d', 'docker-autoremove-suggests'), 'Apt::AutoRemove::SuggestsImportant "false";\n');
   rmSync(join(tmp, 'etc', 'apt', 'sources.list'), { force: true });
-  writeFileSync(join(tmp, 'etc', 'apt', 'sources.list.d', 'debian.sources'), [
-    'Types: deb', 'URIs: http://deb.debian.org/debian', 'Suites: bookworm bookworm-updates', 'Components: main',
-    'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg', '',
-    'Types: deb', 'URIs: http://deb.debian.org/debian-security', 'Suites: bookworm-security', 'Components: main',
-    'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg', '',
-  ].join('\n'));
-  await sh('slimming the root filesystem', 'sh', ['-c', [
-    `cd '${tmp}'`,
-    'find usr/share/doc -mindepth 1 -not -name copyright -not -type d -delete',
-    'find usr/share/doc -mindepth 1 -type d -empty -delete',
-    'rm -rf usr/share/man/* usr/share/groff/* usr/share/info/* usr/share/locale/* usr/share/lintian/* usr/share/linda/*',
-    'rm -rf var/lib/apt/lists/* var/cache/apt/*.bin var/cache/apt/archives/*.deb var/log/*.log var/log/apt/* tmp/*',
-  ].join(' && ')], log);
+  writeFileSync(
+    join(tmp, 'etc', 'apt', 'sources.list.d', 'debian.sources'),
+    [
+      'Types: deb',
+      'URIs: http://deb.debian.org/debian',
+      'Suites: bookworm bookworm-updates',
+      'Components: main',
+      'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg',
+      '',
+      'Types: deb',
+      'URIs: http://deb.debian.org/debian-security',
+      'Suites: bookworm-security',
+      'Components: main',
+      'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg',
+      '',
+    ].join('\n'),
+  );
+  await sh(
+    'slimming the root filesystem',
+    'sh',
+    [
+      '-c',
+      [
+        `cd '${tmp}'`,
+        'find usr/share/doc -mindepth 1 -not -name copyright -not -type d -delete',
+        'find usr/share/doc -mindepth 1 -type d -empty -delete',
+        'rm -rf usr/share/man/* usr/share/groff/* usr/share/info/* usr/share/locale/* usr/share/lintian/* usr/share/linda/*',
+        'rm -rf var/lib/apt/lists/* var/cache/apt/*.bin var/cache/apt/archives/*.deb var/log/*.log var/log/apt/* tmp/*',
+      ].join(' && '),
+    ],
+    log,
+  );
   rmSync(dir, { recursive: true, force: true });
   renameSync(tmp, dir);
   writeFileSync(stamp, ROOTFS_RECIPE);
@@ -226,7 +269,8 @@ export async function ensureBaseImages(log: Log = stderrLog): Promise<void> {
   for (const ref of bases) if (!(await imageExists(fullName(ref)))) missing.push(ref);
   if (missing.length === 0) return;
   for (const ref of missing) {
-    if (!/^node:24[-.\w]*$/.test(ref)) throw new Error(`the Dockerfile names ${ref}: only node:24* base images can be made here (no registry is reached)`);
+    if (!/^node:24[-.\w]*$/.test(ref))
+      throw new Error(`the Dockerfile names ${ref}: only node:24* base images can be made here (no registry is reached)`);
   }
   const started = Date.now();
   log(`making base images here (never pulled): ${missing.join(', ')}`);
@@ -239,21 +283,31 @@ export async function ensureBaseImages(log: Log = stderrLog): Promise<void> {
   await sh('copying the root filesystem', 'cp', ['-a', rootfs, tree], log);
   const npmDir = join(tree, 'usr', 'local', 'lib', 'node_modules', 'npm');
   mkdirSync(npmDir, { recursive: true });
-  await sh('installing node and npm', 'sh', ['-c', [
-    `install -m 0755 '${node.path}' '${tree}/usr/local/bin/node'`,
-    `tar -xzf '${npmTgz}' -C '${npmDir}' --strip-components=1 --no-same-owner`,
-    `ln -s ../lib/node_modules/npm/bin/npm-cli.js '${tree}/usr/local/bin/npm'`,
-    `ln -s ../lib/node_modules/npm/bin/npx-cli.js '${tree}/usr/local/bin/npx'`,
-    `chroot '${tree}' groupadd --gid 1000 node`,
-    `chroot '${tree}' useradd --uid 1000 --gid node --shell /bin/bash --create-home node`,
-    `chroot '${tree}' node --version`,
-    `chroot '${tree}' npm --version`,
-  ].join(' && ')], log);
+  await sh(
+    'installing node and npm',
+    'sh',
+    [
+      '-c',
+      [
+        `install -m 0755 '${node.path}' '${tree}/usr/local/bin/node'`,
+        `tar -xzf '${npmTgz}' -C '${npmDir}' --strip-components=1 --no-same-owner`,
+        `ln -s ../lib/node_modules/npm/bin/npm-cli.js '${tree}/usr/local/bin/npm'`,
+        `ln -s ../lib/node_modules/npm/bin/npx-cli.js '${tree}/usr/local/bin/npx'`,
+        `chroot '${tree}' groupadd --gid 1000 node`,
+        `chroot '${tree}' useradd --uid 1000 --gid node --shell /bin/bash --create-home node`,
+        `chroot '${tree}' node --version`,
+        `chroot '${tree}' npm --version`,
+      ].join(' && '),
+    ],
+    log,
+  );
   const tar = join(cacheDir, 'node-rootfs.tar');
   await sh('packing the root filesystem', 'tar', ['--numeric-owner', '-C', tree, '-cf', tar, '.'], log);
   const changes = [
-    `ENV NODE_VERSION=${node.version}`, 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
-    'CMD ["node"]', `LABEL dev.shoal.made-here="debootstrap bookworm minbase + node ${node.version} + npm ${NPM_VERSION}"`,
+    `ENV NODE_VERSION=${node.version}`,
+    'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    'CMD ["node"]',
+    `LABEL dev.shoal.made-here="debootstrap bookworm minbase + node ${node.version} + npm ${NPM_VERSION}"`,
   ].flatMap((c) => ['--change', c]);
   const first = fullName(missing[0]);
   await podmanOk(['import', ...changes, '--message', 'made by scripts/image.ts', tar, first], { timeoutMs: 10 * 60_000 });
@@ -268,7 +322,9 @@ function npmTrustMounts(): string[] {
   let cafile = '';
   try {
     cafile = execFileSync('npm', ['config', 'get', 'cafile'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
-  } catch { /* no npm config: the build's npm uses Node's own CAs */ }
+  } catch {
+    /* no npm config: the build's npm uses Node's own CAs */
+  }
   if (!cafile || cafile === 'null' || cafile === 'undefined' || !existsSync(cafile)) return [];
   const npmrc = join(cacheDir, 'build-npmrc');
   writeFileSync(npmrc, 'cafile=/run/shoal-build/ca.crt\n');
@@ -291,7 +347,10 @@ export async function buildImage(log: Log = stderrLog, echo = true): Promise<Bui
   // The build's RUN steps fetch npm packages and Debian's tini: they use the host's network, and npm trusts
   // what the machine's npm trusts (a registry reached through a TLS-inspecting proxy signs with its own CA).
   // Mounted for the RUN steps only: nothing of the machine ends up in a layer.
-  const r = await podman(['build', '--pull=never', '--network=host', '--layers', ...npmTrustMounts(), '-t', IMAGE, '-f', join(root, 'Dockerfile'), root], { echo, timeoutMs: 60 * 60_000 });
+  const r = await podman(
+    ['build', '--pull=never', '--network=host', '--layers', ...npmTrustMounts(), '-t', IMAGE, '-f', join(root, 'Dockerfile'), root],
+    { echo, timeoutMs: 60 * 60_000 },
+  );
   ok(`podman build -t ${IMAGE}`, r);
   const seconds = (Date.now() - started) / 1000;
   const sizeBytes = Number((await podmanOk(['image', 'inspect', '--format', '{{.Size}}', IMAGE])).trim());
@@ -325,8 +384,12 @@ export async function imageContents(image: string, dirs: string[]): Promise<Reco
     const out: Record<string, SizedEntry[]> = {};
     for (const dir of dirs) {
       const abs = join(mount, dir);
-      if (!existsSync(abs)) { out[dir] = []; continue; }
-      out[dir] = readdirSync(abs).map((name) => ({ path: join(dir, name), bytes: duBytes(join(abs, name), new Set()) }))
+      if (!existsSync(abs)) {
+        out[dir] = [];
+        continue;
+      }
+      out[dir] = readdirSync(abs)
+        .map((name) => ({ path: join(dir, name), bytes: duBytes(join(abs, name), new Set()) }))
         .sort((a, b) => b.bytes - a.bytes);
     }
     return out;
@@ -336,7 +399,16 @@ export async function imageContents(image: string, dirs: string[]): Promise<Reco
 }
 
 /** The folders whose entries `npm run image -- contents` lists. */
-export const CONTENT_DIRS = ['/', '/usr', '/usr/lib', '/usr/local/bin', '/usr/local/lib/node_modules', '/app', '/app/node_modules', '/app/dist'];
+export const CONTENT_DIRS = [
+  '/',
+  '/usr',
+  '/usr/lib',
+  '/usr/local/bin',
+  '/usr/local/lib/node_modules',
+  '/app',
+  '/app/node_modules',
+  '/app/dist',
+];
 
 export function mb(bytes: number): string {
   return `${(bytes / 1e6).toFixed(1)} MB`;
@@ -347,7 +419,13 @@ async function main(): Promise<void> {
   if (cmd === 'build') {
     const r = await buildImage();
     const layers = await podmanOk(['history', '--format', '{{.Size}}\t{{.CreatedBy}}', r.image]);
-    process.stdout.write(`\nlayers of ${r.image} (newest first):\n${layers.split('\n').filter(Boolean).map((l) => `  ${l.slice(0, 150)}`).join('\n')}\n`);
+    process.stdout.write(
+      `\nlayers of ${r.image} (newest first):\n${layers
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => `  ${l.slice(0, 150)}`)
+        .join('\n')}\n`,
+    );
     process.stdout.write(`built ${r.image} in ${r.seconds.toFixed(1)} s; image size ${mb(r.sizeBytes)}\n`);
   } else if (cmd === 'base') {
     await ensureBaseImages();
@@ -359,7 +437,8 @@ async function main(): Promise<void> {
     for (const [dir, entries] of Object.entries(listing)) {
       process.stdout.write(`${dir}\n`);
       for (const e of entries.slice(0, 12)) process.stdout.write(`  ${mb(e.bytes).padStart(9)}  ${e.path}\n`);
-      if (entries.length > 12) process.stdout.write(`  ${mb(entries.slice(12).reduce((s, e) => s + e.bytes, 0)).padStart(9)}  (${entries.length - 12} more)\n`);
+      if (entries.length > 12)
+        process.stdout.write(`  ${mb(entries.slice(12).reduce((s, e) => s + e.bytes, 0)).padStart(9)}  (${entries.length - 12} more)\n`);
     }
   } else {
     throw new Error(`unknown command ${JSON.stringify(cmd)}: expected build, base or contents`);

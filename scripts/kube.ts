@@ -13,7 +13,17 @@
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash, generateKeyPairSync } from 'node:crypto';
 import {
-  closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, rmdirSync, statSync, writeFileSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  rmdirSync,
+  statSync,
+  writeFileSync,
 } from 'node:fs';
 import { request } from 'node:https';
 import { createServer, type AddressInfo } from 'node:net';
@@ -67,10 +77,20 @@ interface State {
 
 /** The controllers kube-controller-manager runs: enough for a cluster's objects to behave as in one. */
 export const CONTROLLERS = [
-  'serviceaccount-controller', 'serviceaccount-token-controller', 'root-ca-certificate-publisher-controller',
-  'namespace-controller', 'garbage-collector-controller', 'clusterrole-aggregation-controller',
-  'endpointslice-controller', 'endpointslice-mirroring-controller', 'endpoints-controller',
-  'deployment-controller', 'replicaset-controller', 'daemonset-controller', 'statefulset-controller', 'job-controller',
+  'serviceaccount-controller',
+  'serviceaccount-token-controller',
+  'root-ca-certificate-publisher-controller',
+  'namespace-controller',
+  'garbage-collector-controller',
+  'clusterrole-aggregation-controller',
+  'endpointslice-controller',
+  'endpointslice-mirroring-controller',
+  'endpoints-controller',
+  'deployment-controller',
+  'replicaset-controller',
+  'daemonset-controller',
+  'statefulset-controller',
+  'job-controller',
 ];
 
 export const SERVICE_CLUSTER_IP_RANGE = '10.96.0.0/16';
@@ -146,7 +166,9 @@ async function buildOnce(what: string, moduleDir: string, out: string, packages:
       let holder = NaN;
       try {
         holder = Number(readFileSync(join(lock, 'pid'), 'utf8'));
-      } catch { /* being written or removed */ }
+      } catch {
+        /* being written or removed */
+      }
       if (Number.isInteger(holder) && !alive(holder)) rmSync(lock, { recursive: true, force: true });
       else await sleep(2000);
       if (existsSync(out)) return;
@@ -163,7 +185,9 @@ async function buildOnce(what: string, moduleDir: string, out: string, packages:
     const stderr = await new Promise<string>((resolveBuild, reject) => {
       const child = spawn('go', args, { cwd: moduleDir, stdio: ['ignore', 'ignore', 'pipe'] });
       let text = '';
-      child.stderr.on('data', (d) => { text += d; });
+      child.stderr.on('data', (d) => {
+        text += d;
+      });
       child.on('error', reject);
       child.on('close', (code, signal) => {
         if (code === 0) resolveBuild(text);
@@ -172,14 +196,19 @@ async function buildOnce(what: string, moduleDir: string, out: string, packages:
     });
     const seconds = Math.round((Date.now() - started) / 100) / 10;
     const sizes = Object.fromEntries(readdirSync(tmp).map((f) => [f, statSync(join(tmp, f)).size]));
-    writeFileSync(join(tmp, 'build.json'), `${JSON.stringify({ what, go: goVersion(), seconds, sizes, packages, ldflags, builtAt: new Date().toISOString(), stderr }, null, 2)}\n`);
+    writeFileSync(
+      join(tmp, 'build.json'),
+      `${JSON.stringify({ what, go: goVersion(), seconds, sizes, packages, ldflags, builtAt: new Date().toISOString(), stderr }, null, 2)}\n`,
+    );
     renameSync(tmp, out);
     // Binaries of earlier pins (about 250 MB each) are not used again: only a change of the pins rebuilds.
     const parent = join(out, '..');
     for (const name of readdirSync(parent)) {
       if (/^[0-9a-f]{16}$/.test(name) && join(parent, name) !== out) rmSync(join(parent, name), { recursive: true, force: true });
     }
-    const mb = Object.entries(sizes).map(([f, s]) => `${f} ${(s / 1048576).toFixed(1)} MB`).join(', ');
+    const mb = Object.entries(sizes)
+      .map(([f, s]) => `${f} ${(s / 1048576).toFixed(1)} MB`)
+      .join(', ');
     log(`kube: built ${what} in ${seconds} s (${mb})`);
   } finally {
     rmSync(tmp, { recursive: true, force: true }); // left only by a failed build
@@ -197,17 +226,33 @@ export async function ensureBuilt(log: Log = stderrLog): Promise<KubeBinaries> {
   const ldflags = ['k8s.io/client-go/pkg/version', 'k8s.io/component-base/version']
     .flatMap((p) => [`-X ${p}.gitVersion=${k8s}`, `-X ${p}.gitMajor=${major}`, `-X ${p}.gitMinor=${minor}`, `-X ${p}.gitTreeState=clean`])
     .join(' ');
-  await buildOnce(`kube-apiserver and kube-controller-manager (k8s.io/kubernetes ${k8s}), etcd (go.etcd.io/etcd/server/v3 ${etcd})`,
-    kubeModule, out, ['k8s.io/kubernetes/cmd/kube-apiserver', 'k8s.io/kubernetes/cmd/kube-controller-manager', './cmd/etcd'], ldflags, log);
-  return { etcd: join(out, 'etcd'), kubeApiserver: join(out, 'kube-apiserver'), kubeControllerManager: join(out, 'kube-controller-manager') };
+  await buildOnce(
+    `kube-apiserver and kube-controller-manager (k8s.io/kubernetes ${k8s}), etcd (go.etcd.io/etcd/server/v3 ${etcd})`,
+    kubeModule,
+    out,
+    ['k8s.io/kubernetes/cmd/kube-apiserver', 'k8s.io/kubernetes/cmd/kube-controller-manager', './cmd/etcd'],
+    ldflags,
+    log,
+  );
+  return {
+    etcd: join(out, 'etcd'),
+    kubeApiserver: join(out, 'kube-apiserver'),
+    kubeControllerManager: join(out, 'kube-controller-manager'),
+  };
 }
 
 /** helm as kube/helm/go.mod pins it; builds it the first time. */
 export async function ensureHelm(log: Log = stderrLog): Promise<string> {
   const out = join(cacheDir, 'helm', buildHash(helmModule, []));
   const helm = pinnedVersion(helmModule, 'helm.sh/helm/v4');
-  await buildOnce(`helm (helm.sh/helm/v4 ${helm})`, helmModule, out, ['helm.sh/helm/v4/cmd/helm'],
-    `-X helm.sh/helm/v4/internal/version.version=${helm} -X helm.sh/helm/v4/internal/version.gitTreeState=clean`, log);
+  await buildOnce(
+    `helm (helm.sh/helm/v4 ${helm})`,
+    helmModule,
+    out,
+    ['helm.sh/helm/v4/cmd/helm'],
+    `-X helm.sh/helm/v4/internal/version.version=${helm} -X helm.sh/helm/v4/internal/version.gitTreeState=clean`,
+    log,
+  );
   return join(out, 'helm');
 }
 
@@ -224,25 +269,95 @@ function openssl(args: string[], cwd: string): void {
 
 /** A certificate NAME.crt/NAME.key signed by ca.crt, for SUBJECT, with the given extensions. */
 function issue(dir: string, name: string, subject: string, extensions: string[]): void {
-  openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`,
-    '-out', `${name}.csr`, '-subj', subject], dir);
+  openssl(
+    [
+      'req',
+      '-new',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      `${name}.key`,
+      '-out',
+      `${name}.csr`,
+      '-subj',
+      subject,
+    ],
+    dir,
+  );
   writeFileSync(join(dir, `${name}.ext`), `${extensions.join('\n')}\n`);
-  openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`,
-    '-days', '365', '-sha256', '-extfile', `${name}.ext`], dir);
+  openssl(
+    [
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${name}.crt`,
+      '-days',
+      '365',
+      '-sha256',
+      '-extfile',
+      `${name}.ext`,
+    ],
+    dir,
+  );
   rmSync(join(dir, `${name}.csr`));
   rmSync(join(dir, `${name}.ext`));
 }
 
-const PKI_FILES = ['ca.crt', 'ca.key', 'ca.srl', 'apiserver.crt', 'apiserver.key', 'admin.crt', 'admin.key',
-  'controller-manager.crt', 'controller-manager.key', 'sa.key', 'sa.pub'];
+const PKI_FILES = [
+  'ca.crt',
+  'ca.key',
+  'ca.srl',
+  'apiserver.crt',
+  'apiserver.key',
+  'admin.crt',
+  'admin.key',
+  'controller-manager.crt',
+  'controller-manager.key',
+  'sa.key',
+  'sa.pub',
+];
 
 function makePki(dir: string): void {
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt',
-    '-days', '365', '-sha256', '-subj', '/CN=shoal-test-kubernetes-ca',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign'], dir);
+  openssl(
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.crt',
+      '-days',
+      '365',
+      '-sha256',
+      '-subj',
+      '/CN=shoal-test-kubernetes-ca',
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign,cRLSign',
+    ],
+    dir,
+  );
   const client = ['basicConstraints=critical,CA:FALSE', 'keyUsage=critical,digitalSignature', 'extendedKeyUsage=clientAuth'];
   issue(dir, 'apiserver', '/CN=kube-apiserver', [
-    'basicConstraints=critical,CA:FALSE', 'keyUsage=critical,digitalSignature', 'extendedKeyUsage=serverAuth',
+    'basicConstraints=critical,CA:FALSE',
+    'keyUsage=critical,digitalSignature',
+    'extendedKeyUsage=serverAuth',
     'subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.96.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local',
   ]);
   issue(dir, 'admin', '/O=system:masters/CN=shoal-admin', client);
@@ -351,13 +466,18 @@ function tlsFiles(dir: string): TlsFiles {
 export function apiGet(server: string, tls: TlsFiles, path: string, timeoutMs = 5000): Promise<{ status: number; body: string }> {
   const url = new URL(path, server);
   return new Promise((resolveGet, reject) => {
-    const req = request({ host: url.hostname, port: url.port, path: url.pathname + url.search, method: 'GET', agent: false, ...tls, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => { body += d; });
-      res.on('end', () => resolveGet({ status: res.statusCode ?? 0, body }));
-      res.on('error', reject);
-    });
+    const req = request(
+      { host: url.hostname, port: url.port, path: url.pathname + url.search, method: 'GET', agent: false, ...tls, timeout: timeoutMs },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => {
+          body += d;
+        });
+        res.on('end', () => resolveGet({ status: res.statusCode ?? 0, body }));
+        res.on('error', reject);
+      },
+    );
     req.on('timeout', () => req.destroy(new Error(`GET ${path}: no answer in ${timeoutMs} ms`)));
     req.on('error', reject);
     req.end();
@@ -365,20 +485,38 @@ export function apiGet(server: string, tls: TlsFiles, path: string, timeoutMs = 
 }
 
 /** METHOD PATH with a JSON BODY to the API server with the admin certificate: the status and body. */
-export function apiSend(server: string, tls: TlsFiles, method: string, path: string, body: unknown, timeoutMs = 30_000): Promise<{ status: number; body: string }> {
+export function apiSend(
+  server: string,
+  tls: TlsFiles,
+  method: string,
+  path: string,
+  body: unknown,
+  timeoutMs = 30_000,
+): Promise<{ status: number; body: string }> {
   const url = new URL(path, server);
   const data = JSON.stringify(body);
   return new Promise((resolveSend, reject) => {
-    const req = request({
-      host: url.hostname, port: url.port, path: url.pathname + url.search, method, agent: false, ...tls, timeout: timeoutMs,
-      headers: { 'content-type': 'application/json', accept: 'application/json', 'content-length': String(Buffer.byteLength(data)) },
-    }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d) => { text += d; });
-      res.on('end', () => resolveSend({ status: res.statusCode ?? 0, body: text }));
-      res.on('error', reject);
-    });
+    const req = request(
+      {
+        host: url.hostname,
+        port: url.port,
+        path: url.pathname + url.search,
+        method,
+        agent: false,
+        ...tls,
+        timeout: timeoutMs,
+        headers: { 'content-type': 'application/json', accept: 'application/json', 'content-length': String(Buffer.byteLength(data)) },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => {
+          text += d;
+        });
+        res.on('end', () => resolveSend({ status: res.statusCode ?? 0, body: text }));
+        res.on('error', reject);
+      },
+    );
     req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer in ${timeoutMs} ms`)));
     req.on('error', reject);
     req.end(data);
@@ -393,7 +531,11 @@ const CRD_PATH = '/apis/apiextensions.k8s.io/v1/customresourcedefinitions';
  * Established and each served version answers a list. CRDs already there are left as they are.
  * Returns their names.
  */
-export async function installGatewayCrds(dir: string, channel: 'standard' | 'experimental' = 'experimental', timeoutMs = 60_000): Promise<string[]> {
+export async function installGatewayCrds(
+  dir: string,
+  channel: 'standard' | 'experimental' = 'experimental',
+  timeoutMs = 60_000,
+): Promise<string[]> {
   dir = resolve(dir);
   const state = readState(dir);
   if (!state) throw new Error(`${dir}: no control plane (no state.json)`);
@@ -402,20 +544,30 @@ export async function installGatewayCrds(dir: string, channel: 'standard' | 'exp
   const tls = tlsFiles(dir);
   // All at once: the API server compiles each schema's validation rules as it stores it, and the
   // Established wait overlaps with the later ones.
-  type Crd = { kind?: string; metadata?: { name?: string }; spec?: { group?: string; names?: { plural?: string }; versions?: Array<{ name: string; served?: boolean }> } };
-  const crds = await Promise.all(crdFiles(channel).map(async (file) => {
-    const crd = parseYaml(readFileSync(file, 'utf8')) as Crd | null;
-    if (crd?.kind !== 'CustomResourceDefinition' || !crd.metadata?.name) throw new Error(`${file}: not a CustomResourceDefinition`);
-    const r = await apiSend(state.server, tls, 'POST', CRD_PATH, crd);
-    if (r.status !== 201 && r.status !== 409) throw new Error(`create CRD ${crd.metadata.name} (${file}): ${r.status} ${r.body.slice(0, 300)}`);
-    return crd;
-  }));
+  type Crd = {
+    kind?: string;
+    metadata?: { name?: string };
+    spec?: { group?: string; names?: { plural?: string }; versions?: Array<{ name: string; served?: boolean }> };
+  };
+  const crds = await Promise.all(
+    crdFiles(channel).map(async (file) => {
+      const crd = parseYaml(readFileSync(file, 'utf8')) as Crd | null;
+      if (crd?.kind !== 'CustomResourceDefinition' || !crd.metadata?.name) throw new Error(`${file}: not a CustomResourceDefinition`);
+      const r = await apiSend(state.server, tls, 'POST', CRD_PATH, crd);
+      if (r.status !== 201 && r.status !== 409)
+        throw new Error(`create CRD ${crd.metadata.name} (${file}): ${r.status} ${r.body.slice(0, 300)}`);
+      return crd;
+    }),
+  );
   const deadline = Date.now() + timeoutMs;
   for (const crd of crds) {
     const name = crd.metadata!.name!;
     for (;;) {
       const r = await apiGet(state.server, tls, `${CRD_PATH}/${name}`);
-      const conditions = r.status === 200 ? ((JSON.parse(r.body) as { status?: { conditions?: Array<{ type: string; status: string }> } }).status?.conditions ?? []) : [];
+      const conditions =
+        r.status === 200
+          ? ((JSON.parse(r.body) as { status?: { conditions?: Array<{ type: string; status: string }> } }).status?.conditions ?? [])
+          : [];
       if (conditions.some((c) => c.type === 'Established' && c.status === 'True')) break;
       if (Date.now() > deadline) throw new Error(`CRD ${name} not Established within ${timeoutMs / 1000} s: ${JSON.stringify(conditions)}`);
       await sleep(50);
@@ -446,7 +598,8 @@ async function waitFor(what: string, c: Component, timeoutMs: number, check: () 
       last = (err as Error).message;
     }
     if (!runs(c.pid, c.binary)) throw new Error(`${what}: ${c.binary.split('/').pop()} exited; the end of ${c.log}:\n${logTail(c.log)}`);
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs / 1000} s (${last}); the end of ${c.log}:\n${logTail(c.log)}`);
+    if (Date.now() > deadline)
+      throw new Error(`${what}: not within ${timeoutMs / 1000} s (${last}); the end of ${c.log}:\n${logTail(c.log)}`);
     await sleep(100);
   }
 }
@@ -464,8 +617,12 @@ async function waitReady(name: ComponentName, dir: string, state: State, timeout
   } else {
     // The controllers work once the ServiceAccount controller has made the default namespace's account.
     const tls = tlsFiles(dir);
-    await waitFor('kube-controller-manager (the default ServiceAccount)', c, timeoutMs,
-      async () => (await apiGet(state.server, tls, '/api/v1/namespaces/default/serviceaccounts/default')).status === 200);
+    await waitFor(
+      'kube-controller-manager (the default ServiceAccount)',
+      c,
+      timeoutMs,
+      async () => (await apiGet(state.server, tls, '/api/v1/namespaces/default/serviceaccounts/default')).status === 200,
+    );
   }
 }
 
@@ -504,8 +661,14 @@ export function kubeCluster(dir: string): KubeCluster | null {
   if (!state) return null;
   const pids = Object.fromEntries(COMPONENTS.map((n) => [n, state.components[n].pid])) as Record<ComponentName, number>;
   return {
-    dir, server: state.server, kubeconfig: join(dir, 'kubeconfig'), caFile: join(dir, 'ca.crt'),
-    adminCertFile: join(dir, 'admin.crt'), adminKeyFile: join(dir, 'admin.key'), etcdUrl: state.etcdUrl, pids,
+    dir,
+    server: state.server,
+    kubeconfig: join(dir, 'kubeconfig'),
+    caFile: join(dir, 'ca.crt'),
+    adminCertFile: join(dir, 'admin.crt'),
+    adminKeyFile: join(dir, 'admin.key'),
+    etcdUrl: state.etcdUrl,
+    pids,
   };
 }
 
@@ -535,53 +698,87 @@ export async function kubeUp(dir: string, log: Log = stderrLog, opts: KubeUpOpti
   const server = `https://127.0.0.1:${apiPort}`;
   const f = (name: string) => join(dir, name);
   writeFileSync(f('kubeconfig'), kubeconfig(server, dir, 'shoal-admin', 'admin.crt', 'admin.key'), { mode: 0o600 });
-  writeFileSync(f('controller-manager.kubeconfig'),
-    kubeconfig(server, dir, 'system:kube-controller-manager', 'controller-manager.crt', 'controller-manager.key'), { mode: 0o600 });
+  writeFileSync(
+    f('controller-manager.kubeconfig'),
+    kubeconfig(server, dir, 'system:kube-controller-manager', 'controller-manager.crt', 'controller-manager.key'),
+    { mode: 0o600 },
+  );
   const peer = `http://127.0.0.1:${peerPort}`;
   const components: Record<ComponentName, Component> = {
     etcd: {
-      binary: bins.etcd, log: f('etcd.log'), pid: 0,
+      binary: bins.etcd,
+      log: f('etcd.log'),
+      pid: 0,
       args: [
-        '--name=shoal-test', `--data-dir=${f('etcd')}`,
-        `--listen-client-urls=${etcdUrl}`, `--advertise-client-urls=${etcdUrl}`,
-        `--listen-peer-urls=${peer}`, `--initial-advertise-peer-urls=${peer}`, `--initial-cluster=shoal-test=${peer}`,
+        '--name=shoal-test',
+        `--data-dir=${f('etcd')}`,
+        `--listen-client-urls=${etcdUrl}`,
+        `--advertise-client-urls=${etcdUrl}`,
+        `--listen-peer-urls=${peer}`,
+        `--initial-advertise-peer-urls=${peer}`,
+        `--initial-cluster=shoal-test=${peer}`,
         // Test data: thrown away afterwards, so no fsync (the machine's disk is shared by parallel tests).
-        '--unsafe-no-fsync', '--log-level=warn',
+        '--unsafe-no-fsync',
+        '--log-level=warn',
       ],
     },
     'kube-apiserver': {
-      binary: bins.kubeApiserver, log: f('kube-apiserver.log'), pid: 0,
+      binary: bins.kubeApiserver,
+      log: f('kube-apiserver.log'),
+      pid: 0,
       args: [
         `--etcd-servers=${etcdUrl}`,
-        '--bind-address=127.0.0.1', '--advertise-address=127.0.0.1', `--secure-port=${apiPort}`,
+        '--bind-address=127.0.0.1',
+        '--advertise-address=127.0.0.1',
+        `--secure-port=${apiPort}`,
         // The API server refuses to publish a loopback address as the `kubernetes` Service's endpoint, and
         // there is no other: that Service keeps no endpoints (no Pod here talks to it through a ClusterIP).
         '--endpoint-reconciler-type=none',
-        `--tls-cert-file=${f('apiserver.crt')}`, `--tls-private-key-file=${f('apiserver.key')}`, `--client-ca-file=${f('ca.crt')}`,
+        `--tls-cert-file=${f('apiserver.crt')}`,
+        `--tls-private-key-file=${f('apiserver.key')}`,
+        `--client-ca-file=${f('ca.crt')}`,
         '--authorization-mode=Node,RBAC',
         '--enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultTolerationSeconds,NodeRestriction,' +
           'MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy,ResourceQuota',
         `--service-account-issuer=${SERVICE_ACCOUNT_ISSUER}`,
-        `--service-account-key-file=${f('sa.pub')}`, `--service-account-signing-key-file=${f('sa.key')}`,
+        `--service-account-key-file=${f('sa.pub')}`,
+        `--service-account-signing-key-file=${f('sa.key')}`,
         `--service-cluster-ip-range=${SERVICE_CLUSTER_IP_RANGE}`,
-        '--allow-privileged=true', '--profiling=false',
+        '--allow-privileged=true',
+        '--profiling=false',
       ],
     },
     'kube-controller-manager': {
-      binary: bins.kubeControllerManager, log: f('kube-controller-manager.log'), pid: 0,
+      binary: bins.kubeControllerManager,
+      log: f('kube-controller-manager.log'),
+      pid: 0,
       args: [
         `--kubeconfig=${f('controller-manager.kubeconfig')}`,
         `--controllers=${CONTROLLERS.join(',')}`,
         '--use-service-account-credentials=true',
-        `--service-account-private-key-file=${f('sa.key')}`, `--root-ca-file=${f('ca.crt')}`,
+        `--service-account-private-key-file=${f('sa.key')}`,
+        `--root-ca-file=${f('ca.crt')}`,
         `--service-cluster-ip-range=${SERVICE_CLUSTER_IP_RANGE}`,
-        '--leader-elect=false', '--secure-port=0', '--profiling=false',
+        '--leader-elect=false',
+        '--secure-port=0',
+        '--profiling=false',
       ],
     },
   };
   const state: State = {
-    server, etcdUrl, components,
-    created: [...PKI_FILES, 'kubeconfig', 'controller-manager.kubeconfig', 'etcd', 'etcd.log', 'kube-apiserver.log', 'kube-controller-manager.log', 'state.json'],
+    server,
+    etcdUrl,
+    components,
+    created: [
+      ...PKI_FILES,
+      'kubeconfig',
+      'controller-manager.kubeconfig',
+      'etcd',
+      'etcd.log',
+      'kube-apiserver.log',
+      'kube-controller-manager.log',
+      'state.json',
+    ],
   };
   writeState(dir, state);
   let crds: Promise<string> | null = null;
@@ -593,7 +790,10 @@ export async function kubeUp(dir: string, log: Log = stderrLog, opts: KubeUpOpti
       // The CRDs go in once the API server answers, while kube-controller-manager starts.
       if (name === 'kube-apiserver' && opts.gatewayApi !== false) {
         const crdStart = Date.now();
-        crds = installGatewayCrds(dir).then((names) => `, ${names.length} Gateway API CRDs served ${((Date.now() - crdStart) / 1000).toFixed(1)} s after the API server was ready`);
+        crds = installGatewayCrds(dir).then(
+          (names) =>
+            `, ${names.length} Gateway API CRDs served ${((Date.now() - crdStart) / 1000).toFixed(1)} s after the API server was ready`,
+        );
         crds.catch(() => undefined); // awaited below
       }
     }
@@ -603,7 +803,9 @@ export async function kubeUp(dir: string, log: Log = stderrLog, opts: KubeUpOpti
     await kubeDown(dir, { keepLogs: true });
     throw err;
   }
-  log(`kube: up in ${((Date.now() - started) / 1000).toFixed(1)} s${crds ? await crds : ''}: ${server}, etcd ${etcdUrl}, kubeconfig ${f('kubeconfig')}`);
+  log(
+    `kube: up in ${((Date.now() - started) / 1000).toFixed(1)} s${crds ? await crds : ''}: ${server}, etcd ${etcdUrl}, kubeconfig ${f('kubeconfig')}`,
+  );
   return kubeCluster(dir)!;
 }
 
@@ -619,7 +821,9 @@ export async function kubeDown(dir: string, opts: { keepLogs?: boolean } = {}): 
   }
   try {
     rmdirSync(dir); // only when nothing else is left in it
-  } catch { /* not empty, or gone */ }
+  } catch {
+    /* not empty, or gone */
+  }
 }
 
 // Not a top-level await: installGatewayCrds imports scripts/gateway.ts, which imports this module, and
@@ -633,7 +837,8 @@ async function main(): Promise<void> {
       process.stdout.write(`${[bins.etcd, bins.kubeApiserver, bins.kubeControllerManager, helm].join('\n')}\n`);
     } else if (command === 'up' && dir) {
       const extra = process.argv.slice(4);
-      if (extra.some((a) => a !== '--no-gateway-api')) throw new Error(`up: unknown option ${extra.find((a) => a !== '--no-gateway-api')} (only --no-gateway-api)`);
+      if (extra.some((a) => a !== '--no-gateway-api'))
+        throw new Error(`up: unknown option ${extra.find((a) => a !== '--no-gateway-api')} (only --no-gateway-api)`);
       await kubeUp(dir, stderrLog, { gatewayApi: !extra.includes('--no-gateway-api') });
       process.stdout.write('ready\n');
     } else if (command === 'down' && dir) {

@@ -65,7 +65,9 @@ export async function ensureCollector(log: Log = stderrLog): Promise<string> {
       let holder = NaN;
       try {
         holder = Number(readFileSync(join(lock, 'pid'), 'utf8'));
-      } catch { /* being written or removed */ }
+      } catch {
+        /* being written or removed */
+      }
       if (Number.isInteger(holder) && !alive(holder)) rmSync(lock, { recursive: true, force: true });
       else await sleep(2000);
       if (existsSync(binary)) return binary;
@@ -79,11 +81,27 @@ export async function ensureCollector(log: Log = stderrLog): Promise<string> {
     const what = `otelcol (go.opentelemetry.io/collector/otelcol ${pinnedVersion(otelModule, 'go.opentelemetry.io/collector/otelcol')}, fileexporter ${pinnedVersion(otelModule, 'github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter')})`;
     log(`otel: building ${what} with ${goVersion()} into ${out} (niced, one compile at a time: the first build takes many minutes)`);
     const started = Date.now();
-    const args = ['-n', '10', 'go', 'build', '-p', '1', '-trimpath', '-buildvcs=false', '-ldflags', '-s -w', '-o', join(tmp, 'otelcol'), './cmd/otelcol'];
+    const args = [
+      '-n',
+      '10',
+      'go',
+      'build',
+      '-p',
+      '1',
+      '-trimpath',
+      '-buildvcs=false',
+      '-ldflags',
+      '-s -w',
+      '-o',
+      join(tmp, 'otelcol'),
+      './cmd/otelcol',
+    ];
     await new Promise<void>((resolveBuild, reject) => {
       const child = spawn('nice', args, { cwd: otelModule, stdio: ['ignore', 'ignore', 'pipe'] });
       let text = '';
-      child.stderr.on('data', (d) => { text += d; });
+      child.stderr.on('data', (d) => {
+        text += d;
+      });
       child.on('error', reject);
       child.on('close', (code, signal) => {
         if (code === 0) resolveBuild();
@@ -92,7 +110,10 @@ export async function ensureCollector(log: Log = stderrLog): Promise<string> {
     });
     const seconds = Math.round((Date.now() - started) / 100) / 10;
     const size = statSync(join(tmp, 'otelcol')).size;
-    writeFileSync(join(tmp, 'build.json'), `${JSON.stringify({ what, go: goVersion(), seconds, size, builtAt: new Date().toISOString() }, null, 2)}\n`);
+    writeFileSync(
+      join(tmp, 'build.json'),
+      `${JSON.stringify({ what, go: goVersion(), seconds, size, builtAt: new Date().toISOString() }, null, 2)}\n`,
+    );
     renameSync(tmp, out);
     const parent = join(out, '..');
     for (const name of readdirSync(parent)) {
@@ -141,7 +162,12 @@ export interface CollectedSpan {
   resource: Record<string, string | number | boolean>;
 }
 
-interface AnyValue { stringValue?: string; intValue?: string | number; boolValue?: boolean; doubleValue?: number }
+interface AnyValue {
+  stringValue?: string;
+  intValue?: string | number;
+  boolValue?: boolean;
+  doubleValue?: number;
+}
 function flatten(kvs: { key: string; value: AnyValue }[] | undefined): Record<string, string | number | boolean> {
   const out: Record<string, string | number | boolean> = {};
   for (const { key, value } of kvs ?? []) {
@@ -161,7 +187,12 @@ export function readSpans(file: string): CollectedSpan[] {
   lines.pop(); // the collector may be writing the last line: only lines that end are whole
   for (const line of lines) {
     if (line.trim() === '') continue;
-    const req = JSON.parse(line) as { resourceSpans?: { resource?: { attributes?: { key: string; value: AnyValue }[] }; scopeSpans?: { spans?: (Omit<CollectedSpan, 'attrs' | 'resource'> & { attributes?: { key: string; value: AnyValue }[] })[] }[] }[] };
+    const req = JSON.parse(line) as {
+      resourceSpans?: {
+        resource?: { attributes?: { key: string; value: AnyValue }[] };
+        scopeSpans?: { spans?: (Omit<CollectedSpan, 'attrs' | 'resource'> & { attributes?: { key: string; value: AnyValue }[] })[] }[];
+      }[];
+    };
     for (const rs of req.resourceSpans ?? []) {
       const resource = flatten(rs.resource?.attributes);
       for (const ss of rs.scopeSpans ?? []) {
@@ -185,7 +216,9 @@ export async function startCollector(dir: string, log: Log = stderrLog, opts: { 
   const file = join(dir, 'traces.jsonl');
   const config = join(dir, 'otelcol.yaml');
   // No telemetry endpoint of its own (it would listen on :8888), spans flushed to the file every 100 ms.
-  writeFileSync(config, `receivers:
+  writeFileSync(
+    config,
+    `receivers:
   otlp:
     protocols:
       http:
@@ -202,10 +235,13 @@ ${opts.rotateMb ? `    rotation:\n      max_megabytes: ${opts.rotateMb}\n      m
     traces:
       receivers: [otlp]
       exporters: [file]
-`);
+`,
+  );
   let logText = '';
   const child: ChildProcess = spawn(binary, ['--config', `file:${config}`], { stdio: ['ignore', 'ignore', 'pipe'] });
-  child.stderr!.setEncoding('utf8').on('data', (d) => { logText += d; });
+  child.stderr!.setEncoding('utf8').on('data', (d) => {
+    logText += d;
+  });
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 30_000;
@@ -219,7 +255,9 @@ ${opts.rotateMb ? `    rotation:\n      max_megabytes: ${opts.rotateMb}\n      m
     await sleep(50);
   }
   return {
-    url, file, pid: child.pid!,
+    url,
+    file,
+    pid: child.pid!,
     spans: () => readSpans(file),
     async stop() {
       if (child.exitCode === null) {

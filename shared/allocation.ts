@@ -7,7 +7,9 @@ export const LISTEN_PORT_MAX = 65400;
 const LISTEN_PORT_SLOTS = LISTEN_PORT_MAX - LISTEN_PORT_MIN + 1;
 
 function hashedLoopback(identity: string, attempt: number): string {
-  const digest = createHash('sha256').update(attempt === 0 ? identity : `${identity}#${attempt}`).digest();
+  const digest = createHash('sha256')
+    .update(attempt === 0 ? identity : `${identity}#${attempt}`)
+    .digest();
   const a = digest[0];
   const b = digest[1];
   const c = digest[2];
@@ -16,8 +18,13 @@ function hashedLoopback(identity: string, attempt: number): string {
 
 function reserved(address: string): boolean {
   // 127.0.0.1 is the app's own loopback; network and broadcast forms confuse some resolvers.
-  return address === '127.0.0.1' || address === '127.0.0.0' || address === '127.255.255.255' ||
-    address.endsWith('.0') || address.endsWith('.255');
+  return (
+    address === '127.0.0.1' ||
+    address === '127.0.0.0' ||
+    address === '127.255.255.255' ||
+    address.endsWith('.0') ||
+    address.endsWith('.255')
+  );
 }
 
 export function isLoopbackAddress(address: string): boolean {

@@ -43,7 +43,9 @@ export function parseAuthzPolicy(text: string, where: string, l7: boolean): Auth
     } else {
       const m = /^ns\/([^/]+)\/sa\/([^/]+)$/.exec(source);
       if (!m || !NAME_PATTERN.test(m[1]) || !NAME_PATTERN.test(m[2])) {
-        throw new AuthzPolicyError(`${where}: invalid ALLOW source ${JSON.stringify(source)}: expected ns/<namespace>/sa/<service-account> ('*' or a trailing '*' allowed) or '*'`);
+        throw new AuthzPolicyError(
+          `${where}: invalid ALLOW source ${JSON.stringify(source)}: expected ns/<namespace>/sa/<service-account> ('*' or a trailing '*' allowed) or '*'`,
+        );
       }
       namespace = m[1];
       serviceAccount = m[2];
@@ -55,17 +57,23 @@ export function parseAuthzPolicy(text: string, where: string, l7: boolean): Auth
       else if (token === '*') continue;
       else {
         for (const method of token.split(',')) {
-          if (!METHOD.test(method)) throw new AuthzPolicyError(`${where}: invalid ALLOW rule ${JSON.stringify(part)}: ${JSON.stringify(method)} is neither an upper-case method nor a path starting with /`);
+          if (!METHOD.test(method))
+            throw new AuthzPolicyError(
+              `${where}: invalid ALLOW rule ${JSON.stringify(part)}: ${JSON.stringify(method)} is neither an upper-case method nor a path starting with /`,
+            );
           methods.push(method);
         }
       }
     }
     if (!l7 && (methods.length > 0 || prefixes.length > 0)) {
-      throw new AuthzPolicyError(`${where}: invalid ALLOW rule ${JSON.stringify(part)}: a tcp port can only allow sources, not methods or paths`);
+      throw new AuthzPolicyError(
+        `${where}: invalid ALLOW rule ${JSON.stringify(part)}: a tcp port can only allow sources, not methods or paths`,
+      );
     }
     rules.push({ namespace, serviceAccount, methods, prefixes });
   }
-  if (rules.length === 0) throw new AuthzPolicyError(`${where}: ALLOW is empty: give at least one source (remove the option to allow everyone)`);
+  if (rules.length === 0)
+    throw new AuthzPolicyError(`${where}: ALLOW is empty: give at least one source (remove the option to allow everyone)`);
   return { rules };
 }
 
@@ -76,7 +84,12 @@ function nameMatches(pattern: string, name: string): boolean {
 }
 
 /** Whether a caller may pass. source null: no verified identity. method/path undefined: L4 (connection level). */
-export function authzAllows(policy: AuthzPolicy | undefined, source: { namespace: string; serviceAccount: string } | null, method?: string, path?: string): boolean {
+export function authzAllows(
+  policy: AuthzPolicy | undefined,
+  source: { namespace: string; serviceAccount: string } | null,
+  method?: string,
+  path?: string,
+): boolean {
   if (policy === undefined) return true;
   if (source === null) return false;
   for (const r of policy.rules) {
@@ -95,17 +108,32 @@ export function authzMayConnect(policy: AuthzPolicy | undefined, source: { names
 
 export function renderAuthzPolicy(policy: AuthzPolicy | undefined): string {
   if (policy === undefined) return 'allow all';
-  return policy.rules.map((r) => [r.namespace === '*' && r.serviceAccount === '*' ? '*' : `ns/${r.namespace}/sa/${r.serviceAccount}`, r.methods.join(','), ...r.prefixes].filter((x) => x !== '').join(' ')).join('; ');
+  return policy.rules
+    .map((r) =>
+      [
+        r.namespace === '*' && r.serviceAccount === '*' ? '*' : `ns/${r.namespace}/sa/${r.serviceAccount}`,
+        r.methods.join(','),
+        ...r.prefixes,
+      ]
+        .filter((x) => x !== '')
+        .join(' '),
+    )
+    .join('; ');
 }
 
 export const authzPolicySchema = {
-  type: 'object', additionalProperties: false, required: ['rules'],
+  type: 'object',
+  additionalProperties: false,
+  required: ['rules'],
   description: 'Who may connect to this inbound port (absent: everyone)',
   properties: {
     rules: {
-      type: 'array', minItems: 1,
+      type: 'array',
+      minItems: 1,
       items: {
-        type: 'object', additionalProperties: false, required: ['namespace', 'serviceAccount', 'methods', 'prefixes'],
+        type: 'object',
+        additionalProperties: false,
+        required: ['namespace', 'serviceAccount', 'methods', 'prefixes'],
         properties: {
           namespace: { type: 'string', minLength: 1 },
           serviceAccount: { type: 'string', minLength: 1 },

@@ -31,14 +31,21 @@ function convert(spec: FlagSpec, raw: string, source: string): string | number |
       throw new UsageError(`invalid ${source}=${JSON.stringify(raw)}: expected true or false`);
     }
     case 'list':
-      return raw.split(',').map((s) => s.trim()).filter((s) => s !== '');
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== '');
     default:
       return raw;
   }
 }
 
 /** Parses argv against specs. Returns the values and the positional arguments. */
-export function parseFlags(specs: FlagSpec[], argv: string[], env: NodeJS.ProcessEnv = process.env): { values: FlagValues; positional: string[] } {
+export function parseFlags(
+  specs: FlagSpec[],
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): { values: FlagValues; positional: string[] } {
   const byName = new Map<string, FlagSpec>();
   for (const s of specs) {
     byName.set(s.name, s);
@@ -85,7 +92,10 @@ export function parseFlags(specs: FlagSpec[], argv: string[], env: NodeJS.Proces
 export function helpText(usage: string, summary: string, specs: FlagSpec[]): string {
   const rows = specs.map((s) => {
     const flag = `${s.short ? `-${s.short}, ` : ''}--${s.name}${s.type === 'bool' ? '' : ` <${s.type === 'int' ? 'n' : 'value'}>`}`;
-    const def = s.default === undefined || (Array.isArray(s.default) && s.default.length === 0) ? '' : ` (default: ${Array.isArray(s.default) ? s.default.join(',') : s.default})`;
+    const def =
+      s.default === undefined || (Array.isArray(s.default) && s.default.length === 0)
+        ? ''
+        : ` (default: ${Array.isArray(s.default) ? s.default.join(',') : s.default})`;
     return [flag, `${s.description}${def}`, `env ${envName(s.name)}`];
   });
   const w0 = Math.max(...rows.map((r) => r[0].length), 10);

@@ -114,12 +114,13 @@ class JsonLogger implements Logger {
   /** Disabled levels are no-ops, so a debug line costs nothing when it is off. */
   set level(name: string) {
     const threshold = LEVELS[name];
-    if (threshold === undefined) throw new Error(`unknown log level ${JSON.stringify(name)}: expected one of ${Object.keys(LEVELS).join(', ')}`);
+    if (threshold === undefined)
+      throw new Error(`unknown log level ${JSON.stringify(name)}: expected one of ${Object.keys(LEVELS).join(', ')}`);
     this.threshold = threshold;
     this.name = name;
     for (const n of NAMES) {
       const number = LEVELS[n];
-      this[n] = number >= threshold ? ((a: object | string, msg?: string) => this.write(number, a, msg)) as LogFn : noop;
+      this[n] = number >= threshold ? (((a: object | string, msg?: string) => this.write(number, a, msg)) as LogFn) : noop;
     }
   }
 

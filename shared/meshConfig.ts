@@ -17,18 +17,25 @@ export interface ResourceSpec {
 }
 
 const optionValueSchema = { anyOf: [{ type: 'string' }, { type: 'number' }, { type: 'boolean' }] } as const;
-const portValueSchema = { anyOf: [{ type: 'integer', minimum: 1, maximum: 65535 }, { type: 'string', pattern: '^[0-9]+$' }] } as const;
+const portValueSchema = {
+  anyOf: [
+    { type: 'integer', minimum: 1, maximum: 65535 },
+    { type: 'string', pattern: '^[0-9]+$' },
+  ],
+} as const;
 
 export const resourceSpecSchema = {
   $id: 'shoal/resourceSpec',
   title: 'ResourceSpec',
-  description: 'One app\'s mesh config (the ResourceSpec format: docs/static-topology.md, "The mesh config format"). Option values may be strings or typed values.',
+  description:
+    'One app\'s mesh config (the ResourceSpec format: docs/static-topology.md, "The mesh config format"). Option values may be strings or typed values.',
   type: 'object',
   properties: {
     base_ports: {
       type: 'array',
       items: {
-        type: 'object', required: ['port'],
+        type: 'object',
+        required: ['port'],
         properties: {
           port: portValueSchema,
           listen_port: portValueSchema,
@@ -40,7 +47,8 @@ export const resourceSpecSchema = {
     base_services: {
       type: 'array',
       items: {
-        type: 'object', required: ['depend_service_alias', 'port'],
+        type: 'object',
+        required: ['depend_service_alias', 'port'],
         properties: {
           depend_service_alias: { type: 'string', minLength: 1 },
           port: portValueSchema,
@@ -111,7 +119,12 @@ export interface MeshConfig {
 }
 
 type Kind = 'int' | 'list' | 'prefix' | 'headers' | 'lb' | 'string' | 'flag';
-interface OptionSpec { key: keyof DependencyOptions; kind: Kind; min?: number; max?: number }
+interface OptionSpec {
+  key: keyof DependencyOptions;
+  kind: Kind;
+  min?: number;
+  max?: number;
+}
 
 // Option name (the earlier mesh's) -> typed field. Units are what the name says; ConnectionTimeout is read as ms.
 const DEPENDENCY_OPTIONS: Record<string, OptionSpec> = {
@@ -186,7 +199,14 @@ export const MESH_CONFIG_LIMITS = {
 const INBOUND_OPTIONS = ['OPEN_LIMIT', 'LIMIT_RPS', 'LIMIT_BURST', 'LIMIT_CONNECTIONS', 'ALLOW'];
 const LB_POLICIES: readonly LbPolicy[] = ['least_request', 'round_robin', 'random', 'hash'];
 const PROTOCOL_ALIASES: Record<string, Protocol> = {
-  http: 'http', 'http/1.1': 'http', http2: 'http2', h2c: 'http2', grpc: 'grpc', tcp: 'tcp', mysql: 'tcp', redis: 'tcp',
+  http: 'http',
+  'http/1.1': 'http',
+  http2: 'http2',
+  h2c: 'http2',
+  grpc: 'grpc',
+  tcp: 'tcp',
+  mysql: 'tcp',
+  redis: 'tcp',
 };
 const SERVICE_NAME = /^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const DOMAIN = /^(\*\.)?([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$/;
@@ -233,7 +253,10 @@ function parseDependencyOption(opts: DependencyOptions, name: string, value: Opt
       (opts[spec.key] as number) = parseInteger(value, at, spec.min, spec.max);
       return;
     case 'list': {
-      const domains = String(value).split(',').map((d) => d.trim().toLowerCase().replace(/\.$/, '')).filter((d) => d !== '');
+      const domains = String(value)
+        .split(',')
+        .map((d) => d.trim().toLowerCase().replace(/\.$/, ''))
+        .filter((d) => d !== '');
       for (const d of domains) {
         if (d !== '*' && !DOMAIN.test(d)) throw new ConfigError(`${at}: ${show(d)} is not a domain name`);
       }
@@ -246,7 +269,8 @@ function parseDependencyOption(opts: DependencyOptions, name: string, value: Opt
       return;
     case 'headers':
       opts.headers = parseHeaders(value, at);
-      if (opts.headers.length > MESH_CONFIG_LIMITS.headers) throw new ConfigError(`${at}: ${opts.headers.length} header matches; at most ${MESH_CONFIG_LIMITS.headers} are allowed`);
+      if (opts.headers.length > MESH_CONFIG_LIMITS.headers)
+        throw new ConfigError(`${at}: ${opts.headers.length} header matches; at most ${MESH_CONFIG_LIMITS.headers} are allowed`);
       return;
     case 'lb': {
       const lb = String(value).toLowerCase() as LbPolicy;
@@ -293,31 +317,41 @@ export function parseMeshConfig(raw: unknown, namespace: string, app: string): M
   const seenPorts = new Set<number>();
   const basePorts = raw.base_ports ?? [];
   if (!Array.isArray(basePorts)) throw new ConfigError(`${appWhere}: base_ports must be a list`);
-  if (basePorts.length > MESH_CONFIG_LIMITS.ports) throw new ConfigError(`${appWhere}: base_ports has ${basePorts.length} entries; at most ${MESH_CONFIG_LIMITS.ports} are allowed`);
+  if (basePorts.length > MESH_CONFIG_LIMITS.ports)
+    throw new ConfigError(`${appWhere}: base_ports has ${basePorts.length} entries; at most ${MESH_CONFIG_LIMITS.ports} are allowed`);
   for (const [i, entry] of basePorts.entries()) {
     if (!isObject(entry)) throw new ConfigError(`${appWhere}: base_ports[${i}] must be an object`);
     const port = parseInteger(entry.port, `${appWhere}: base_ports[${i}].port=${show(entry.port)}`, 1, 65535);
     const where = `${appWhere}, port ${port}`;
     if (seenPorts.has(port)) throw new ConfigError(`${where}: listed twice in base_ports`);
     seenPorts.add(port);
-    const listenPort = entry.listen_port === undefined || entry.listen_port === null || entry.listen_port === ''
-      ? null
-      : parseInteger(entry.listen_port, `${where}: invalid listen_port=${show(entry.listen_port)}`, 65301, 65400);
+    const listenPort =
+      entry.listen_port === undefined || entry.listen_port === null || entry.listen_port === ''
+        ? null
+        : parseInteger(entry.listen_port, `${where}: invalid listen_port=${show(entry.listen_port)}`, 65301, 65400);
     const options = optionsOf(entry.options, where);
     for (const k of Object.keys(options)) {
-      if (!INBOUND_OPTIONS.includes(k)) throw new ConfigError(`${where}: unknown option ${k}; known options: ${INBOUND_OPTIONS.join(', ')}`);
+      if (!INBOUND_OPTIONS.includes(k))
+        throw new ConfigError(`${where}: unknown option ${k}; known options: ${INBOUND_OPTIONS.join(', ')}`);
     }
     const limitsSet = options.LIMIT_RPS !== undefined || options.LIMIT_BURST !== undefined || options.LIMIT_CONNECTIONS !== undefined;
     // OPEN_LIMIT defaults to NO, but a LIMIT_* value with no OPEN_LIMIT at all is taken as meant.
-    const open = options.OPEN_LIMIT === undefined ? limitsSet : parseFlag(options.OPEN_LIMIT, `${where}: invalid option OPEN_LIMIT=${show(options.OPEN_LIMIT)}`);
-    const limit = (name: string) => options[name] === undefined
-      ? 0
-      : parseInteger(options[name], `${where}: invalid option ${name}=${show(options[name])}`, 0);
+    const open =
+      options.OPEN_LIMIT === undefined
+        ? limitsSet
+        : parseFlag(options.OPEN_LIMIT, `${where}: invalid option OPEN_LIMIT=${show(options.OPEN_LIMIT)}`);
+    const limit = (name: string) =>
+      options[name] === undefined ? 0 : parseInteger(options[name], `${where}: invalid option ${name}=${show(options[name])}`, 0);
     const rps = limit('LIMIT_RPS');
     const connections = limit('LIMIT_CONNECTIONS');
     const burst = options.LIMIT_BURST === undefined ? rps : limit('LIMIT_BURST');
     const protocol = parseProtocol(entry.protocol, where, 'http');
-    const inboundPort: InboundPort = { port, listenPort, protocol, limits: open ? { rps, burst, connections } : { rps: 0, burst: 0, connections: 0 } };
+    const inboundPort: InboundPort = {
+      port,
+      listenPort,
+      protocol,
+      limits: open ? { rps, burst, connections } : { rps: 0, burst: 0, connections: 0 },
+    };
     if (options.ALLOW !== undefined) {
       try {
         // HTTP/2 and gRPC ports decide per request too (proxy/h2): methods and paths allowed on every port but tcp.
@@ -333,14 +367,24 @@ export function parseMeshConfig(raw: unknown, namespace: string, app: string): M
   const seenDeps = new Set<string>();
   const baseServices = raw.base_services ?? [];
   if (!Array.isArray(baseServices)) throw new ConfigError(`${appWhere}: base_services must be a list`);
-  if (baseServices.length > MESH_CONFIG_LIMITS.dependencies) throw new ConfigError(`${appWhere}: base_services has ${baseServices.length} entries; at most ${MESH_CONFIG_LIMITS.dependencies} are allowed`);
+  if (baseServices.length > MESH_CONFIG_LIMITS.dependencies)
+    throw new ConfigError(
+      `${appWhere}: base_services has ${baseServices.length} entries; at most ${MESH_CONFIG_LIMITS.dependencies} are allowed`,
+    );
   let domains = 0;
   for (const [i, entry] of baseServices.entries()) {
     if (!isObject(entry)) throw new ConfigError(`${appWhere}: base_services[${i}] must be an object`);
     const alias = typeof entry.depend_service_alias === 'string' ? entry.depend_service_alias.trim().toLowerCase() : '';
     const [service, otherNamespace, extra] = alias.split('.');
-    if (!service || !SERVICE_NAME.test(service) || extra !== undefined || (otherNamespace !== undefined && !SERVICE_NAME.test(otherNamespace))) {
-      throw new ConfigError(`${appWhere}: base_services[${i}].depend_service_alias=${show(entry.depend_service_alias)}: expected a service name or name.namespace`);
+    if (
+      !service ||
+      !SERVICE_NAME.test(service) ||
+      extra !== undefined ||
+      (otherNamespace !== undefined && !SERVICE_NAME.test(otherNamespace))
+    ) {
+      throw new ConfigError(
+        `${appWhere}: base_services[${i}].depend_service_alias=${show(entry.depend_service_alias)}: expected a service name or name.namespace`,
+      );
     }
     const port = parseInteger(entry.port, `${appWhere}, dependency ${alias}: invalid port=${show(entry.port)}`, 1, 65535);
     const where = `${appWhere}, dependency ${alias}:${port}`;
@@ -349,12 +393,18 @@ export function parseMeshConfig(raw: unknown, namespace: string, app: string): M
     const protocol = parseProtocol(entry.protocol, where, 'http');
     const opts = defaultDependencyOptions();
     for (const [name, value] of Object.entries(optionsOf(entry.options, where))) parseDependencyOption(opts, name, value, where);
-    if (opts.lbPolicy === 'hash' && opts.hashHeader === '') throw new ConfigError(`${where}: invalid option LBPolicy="hash": needs HashHeader`);
+    if (opts.lbPolicy === 'hash' && opts.hashHeader === '')
+      throw new ConfigError(`${where}: invalid option LBPolicy="hash": needs HashHeader`);
     if (protocol === 'tcp' && (opts.prefix !== '/' || opts.headers.length > 0)) {
-      throw new ConfigError(`${where}: invalid option ${opts.prefix !== '/' ? 'Prefix' : 'Headers'}: tcp dependencies cannot route by path or header`);
+      throw new ConfigError(
+        `${where}: invalid option ${opts.prefix !== '/' ? 'Prefix' : 'Headers'}: tcp dependencies cannot route by path or header`,
+      );
     }
     domains += opts.domains.length;
-    if (domains > MESH_CONFIG_LIMITS.domains) throw new ConfigError(`${where}: invalid option Domains: the app's dependencies name more than ${MESH_CONFIG_LIMITS.domains} domains in all`);
+    if (domains > MESH_CONFIG_LIMITS.domains)
+      throw new ConfigError(
+        `${where}: invalid option Domains: the app's dependencies name more than ${MESH_CONFIG_LIMITS.domains} domains in all`,
+      );
     dependencies.push({ service, namespace: otherNamespace ?? namespace, port, protocol, options: opts });
   }
 

@@ -39,7 +39,9 @@ function procStatus(): Record<string, number> {
 }
 
 function readMaxFds(): number {
-  const line = readFileSync('/proc/self/limits', 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+  const line = readFileSync('/proc/self/limits', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('Max open files'));
   return Number(line?.split(/ {2,}/)[1]);
 }
 
@@ -51,7 +53,12 @@ export function registerProcessMetrics(registry: Registry, prefix: string): void
   const p = prefix;
   const all: Collectable[] = [
     metric(`${p}process_cpu_user_seconds_total`, 'Total user CPU time spent in seconds.', 'counter', () => process.cpuUsage().user / 1e6),
-    metric(`${p}process_cpu_system_seconds_total`, 'Total system CPU time spent in seconds.', 'counter', () => process.cpuUsage().system / 1e6),
+    metric(
+      `${p}process_cpu_system_seconds_total`,
+      'Total system CPU time spent in seconds.',
+      'counter',
+      () => process.cpuUsage().system / 1e6,
+    ),
     metric(`${p}process_cpu_seconds_total`, 'Total user and system CPU time spent in seconds.', 'counter', () => {
       const u = process.cpuUsage();
       return (u.user + u.system) / 1e6;
@@ -80,39 +87,75 @@ export function registerProcessMetrics(registry: Registry, prefix: string): void
     ['p99', 'The 99th percentile of the recorded event loop delays.', (h) => h.percentile(99)],
   ];
   let resetQueued = false;
-  all.push(metric(`${p}nodejs_eventloop_lag_seconds`, 'Lag of event loop in seconds.', 'gauge', () => new Promise<number>((resolve) => {
-    const t0 = process.hrtime.bigint();
-    setImmediate(() => resolve(Number(process.hrtime.bigint() - t0) / 1e9));
-  })));
+  all.push(
+    metric(
+      `${p}nodejs_eventloop_lag_seconds`,
+      'Lag of event loop in seconds.',
+      'gauge',
+      () =>
+        new Promise<number>((resolve) => {
+          const t0 = process.hrtime.bigint();
+          setImmediate(() => resolve(Number(process.hrtime.bigint() - t0) / 1e9));
+        }),
+    ),
+  );
   for (const [stat, help, pick] of delays) {
-    all.push(metric(`${p}nodejs_eventloop_lag_${stat}_seconds`, help, 'gauge', () => {
-      // Every statistic of one scrape reads the same interval; the next turn of the loop starts a new one.
-      if (!resetQueued) {
-        resetQueued = true;
-        setImmediate(() => {
-          resetQueued = false;
-          delay.reset();
-        });
-      }
-      return delay.count > 0 ? pick(delay) / 1e9 : 0;
-    }));
+    all.push(
+      metric(`${p}nodejs_eventloop_lag_${stat}_seconds`, help, 'gauge', () => {
+        // Every statistic of one scrape reads the same interval; the next turn of the loop starts a new one.
+        if (!resetQueued) {
+          resetQueued = true;
+          setImmediate(() => {
+            resetQueued = false;
+            delay.reset();
+          });
+        }
+        return delay.count > 0 ? pick(delay) / 1e9 : 0;
+      }),
+    );
   }
   all.push(
-    metric(`${p}nodejs_active_resources`, 'Number of active resources that are currently keeping the event loop alive, grouped by async resource type.', 'gauge', () => {
-      const byType = new Map<string, number>();
-      for (const t of process.getActiveResourcesInfo()) byType.set(t, (byType.get(t) ?? 0) + 1);
-      return [...byType].map(([type, value]) => ({ labels: { type }, value }));
-    }),
-    metric(`${p}nodejs_active_resources_total`, 'Total number of active resources.', 'gauge', () => process.getActiveResourcesInfo().length),
+    metric(
+      `${p}nodejs_active_resources`,
+      'Number of active resources that are currently keeping the event loop alive, grouped by async resource type.',
+      'gauge',
+      () => {
+        const byType = new Map<string, number>();
+        for (const t of process.getActiveResourcesInfo()) byType.set(t, (byType.get(t) ?? 0) + 1);
+        return [...byType].map(([type, value]) => ({ labels: { type }, value }));
+      },
+    ),
+    metric(
+      `${p}nodejs_active_resources_total`,
+      'Total number of active resources.',
+      'gauge',
+      () => process.getActiveResourcesInfo().length,
+    ),
     metric(`${p}nodejs_heap_size_total_bytes`, 'Process heap size from Node.js in bytes.', 'gauge', () => process.memoryUsage().heapTotal),
-    metric(`${p}nodejs_heap_size_used_bytes`, 'Process heap size used from Node.js in bytes.', 'gauge', () => process.memoryUsage().heapUsed),
+    metric(
+      `${p}nodejs_heap_size_used_bytes`,
+      'Process heap size used from Node.js in bytes.',
+      'gauge',
+      () => process.memoryUsage().heapUsed,
+    ),
     metric(`${p}nodejs_external_memory_bytes`, 'Node.js external memory size in bytes.', 'gauge', () => process.memoryUsage().external),
   );
-  for (const [kind, field] of [['total', 'space_size'], ['used', 'space_used_size'], ['available', 'space_available_size']] as const) {
-    all.push(metric(`${p}nodejs_heap_space_size_${kind}_bytes`, `Process heap space size ${kind} from Node.js in bytes.`, 'gauge', () =>
-      getHeapSpaceStatistics().map((s) => ({ labels: { space: s.space_name.replace(/_space$/, '') }, value: s[field] }))));
+  for (const [kind, field] of [
+    ['total', 'space_size'],
+    ['used', 'space_used_size'],
+    ['available', 'space_available_size'],
+  ] as const) {
+    all.push(
+      metric(`${p}nodejs_heap_space_size_${kind}_bytes`, `Process heap space size ${kind} from Node.js in bytes.`, 'gauge', () =>
+        getHeapSpaceStatistics().map((s) => ({ labels: { space: s.space_name.replace(/_space$/, '') }, value: s[field] })),
+      ),
+    );
   }
   const [major, minor, patch] = process.versions.node.split('.').map(Number);
-  all.push(metric(`${p}nodejs_version_info`, 'Node.js version info.', 'gauge', () => [{ labels: { version: process.version, major, minor, patch }, value: 1 }]));
+  all.push(
+    metric(`${p}nodejs_version_info`, 'Node.js version info.', 'gauge', () => [
+      { labels: { version: process.version, major, minor, patch }, value: 1 },
+    ]),
+  );
   for (const m of all) registry.registerMetric(m);
 }

@@ -50,7 +50,8 @@ export class Registry implements prom.Registry {
 
   /** Only the Prometheus text format is written; OpenMetrics is refused by name. */
   setContentType(contentType: string): void {
-    if (contentType !== PROMETHEUS_CONTENT_TYPE) throw new Error(`content type ${JSON.stringify(contentType)} is not supported: this registry writes ${PROMETHEUS_CONTENT_TYPE}`);
+    if (contentType !== PROMETHEUS_CONTENT_TYPE)
+      throw new Error(`content type ${JSON.stringify(contentType)} is not supported: this registry writes ${PROMETHEUS_CONTENT_TYPE}`);
   }
 
   registerMetric(metric: Collectable | prom.Metric<string>): void {
@@ -162,9 +163,14 @@ interface Config<T extends string> {
 }
 
 /** This Registry or prom-client's: a metric registers itself in each it is given. */
-interface RegistryLike { registerMetric(metric: never): void }
+interface RegistryLike {
+  registerMetric(metric: never): void;
+}
 
-interface Series<T extends string> { labels: LabelValues<T>; value: number }
+interface Series<T extends string> {
+  labels: LabelValues<T>;
+  value: number;
+}
 
 /** The parts every metric shares: name checks, label checks and the series key. */
 abstract class Metric<T extends string> {
@@ -180,7 +186,8 @@ abstract class Metric<T extends string> {
     if (!config.name) throw new Error('Missing mandatory name parameter');
     if (!config.help) throw new Error(`Missing mandatory help parameter for metric ${config.name}`);
     if (!METRIC_NAME.test(config.name)) throw new Error(`Invalid metric name ${JSON.stringify(config.name)}: expected ${METRIC_NAME}`);
-    for (const l of config.labelNames ?? []) if (!LABEL_NAME.test(l)) throw new Error(`Invalid label name ${JSON.stringify(l)} on metric ${config.name}: expected ${LABEL_NAME}`);
+    for (const l of config.labelNames ?? [])
+      if (!LABEL_NAME.test(l)) throw new Error(`Invalid label name ${JSON.stringify(l)} on metric ${config.name}: expected ${LABEL_NAME}`);
     if (config.enableExemplars) throw new Error(`metric ${config.name}: exemplars need OpenMetrics, which this registry does not write`);
     this.name = config.name;
     this.help = config.help;
@@ -205,7 +212,8 @@ abstract class Metric<T extends string> {
 
   protected check(labels: object): void {
     for (const n in labels) {
-      if (!this.labelNames.includes(n as T)) throw new Error(`Added label "${n}" is not included in initial labelset: [ ${this.labelNames.map((x) => `'${x}'`).join(', ')} ]`);
+      if (!this.labelNames.includes(n as T))
+        throw new Error(`Added label "${n}" is not included in initial labelset: [ ${this.labelNames.map((x) => `'${x}'`).join(', ')} ]`);
     }
   }
 
@@ -213,7 +221,9 @@ abstract class Metric<T extends string> {
   protected labelArgs(args: unknown[]): LabelValues<T> {
     if (typeof args[0] === 'object' && args[0] !== null) return args[0] as LabelValues<T>;
     if (args.length !== this.labelNames.length) {
-      throw new Error(`Invalid number of arguments (${args.length}): "${args.join(', ')}" for label names (${this.labelNames.length}): "${this.labelNames.join(', ')}".`);
+      throw new Error(
+        `Invalid number of arguments (${args.length}): "${args.join(', ')}" for label names (${this.labelNames.length}): "${this.labelNames.join(', ')}".`,
+      );
     }
     const out: LabelValues<T> = {};
     for (let i = 0; i < args.length; i++) out[this.labelNames[i]] = args[i] as string;
@@ -376,7 +386,12 @@ export class Gauge<T extends string = string> extends ValueMetric<T> implements 
 
 const DEFAULT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-interface HistogramSeries<T extends string> { labels: LabelValues<T>; counts: Float64Array; sum: number; count: number }
+interface HistogramSeries<T extends string> {
+  labels: LabelValues<T>;
+  counts: Float64Array;
+  sum: number;
+  count: number;
+}
 
 export class Histogram<T extends string = string> extends Metric<T> implements prom.Histogram<T> {
   readonly type = 'histogram';
@@ -446,7 +461,9 @@ export class Histogram<T extends string = string> extends Metric<T> implements p
       observe: (value: number) => this.observe(labels, value),
       startTimer: () => {
         const stop = this.startTimer(labels);
-        return (end?: LabelValues<T>) => { stop(end); };
+        return (end?: LabelValues<T>) => {
+          stop(end);
+        };
       },
     };
   }
@@ -484,7 +501,11 @@ export class Histogram<T extends string = string> extends Metric<T> implements p
 
   async get(): Promise<PromData<prom.Histogram<T>>> {
     const data = await this.getForPromString();
-    data.values = data.values.map(({ labels, sharedLabels, value, metricName }) => ({ labels: { ...labels, ...sharedLabels }, value, metricName }));
+    data.values = data.values.map(({ labels, sharedLabels, value, metricName }) => ({
+      labels: { ...labels, ...sharedLabels },
+      value,
+      metricName,
+    }));
     return data as unknown as PromData<prom.Histogram<T>>;
   }
 }

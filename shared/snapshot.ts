@@ -25,24 +25,45 @@ export interface InboundListener {
 }
 
 /** absent type: Exact. Header names match case-insensitively; RegularExpression values match the whole value. */
-export interface HeaderMatch { name: string; value: string; type?: 'Exact' | 'RegularExpression' }
+export interface HeaderMatch {
+  name: string;
+  value: string;
+  type?: 'Exact' | 'RegularExpression';
+}
 
 /** A query parameter match (Gateway API HTTPQueryParamMatch): names match exactly (case-sensitive). */
-export interface QueryMatch { name: string; value: string; type?: 'Exact' | 'RegularExpression' }
+export interface QueryMatch {
+  name: string;
+  value: string;
+  type?: 'Exact' | 'RegularExpression';
+}
 
 /**
  * Gateway API HTTPPathMatch. PathPrefix matches whole segments ("/foo" matches "/foo" and "/foo/bar", not
  * "/foobar"); RegularExpression matches the whole path (without the query), as ECMAScript RegExp.
  */
-export interface PathMatch { type: 'Exact' | 'PathPrefix' | 'RegularExpression'; value: string }
+export interface PathMatch {
+  type: 'Exact' | 'PathPrefix' | 'RegularExpression';
+  value: string;
+}
 
-export interface HeaderValue { name: string; value: string }
+export interface HeaderValue {
+  name: string;
+  value: string;
+}
 
 /** Gateway API HTTPHeaderFilter: set replaces, add appends, remove deletes (names case-insensitive). */
-export interface HeaderModifier { set?: HeaderValue[]; add?: HeaderValue[]; remove?: string[] }
+export interface HeaderModifier {
+  set?: HeaderValue[];
+  add?: HeaderValue[];
+  remove?: string[];
+}
 
 /** Gateway API HTTPPathModifier. ReplacePrefixMatch replaces the part the route's PathPrefix match matched. */
-export interface PathModifier { type: 'ReplaceFullPath' | 'ReplacePrefixMatch'; value: string }
+export interface PathModifier {
+  type: 'ReplaceFullPath' | 'ReplacePrefixMatch';
+  value: string;
+}
 
 /** Gateway API HTTPRequestRedirectFilter: the sidecar answers itself; absent fields keep the request's. */
 export interface RequestRedirect {
@@ -54,7 +75,10 @@ export interface RequestRedirect {
 }
 
 /** Gateway API HTTPURLRewriteFilter. */
-export interface UrlRewrite { hostname?: string; path?: PathModifier }
+export interface UrlRewrite {
+  hostname?: string;
+  path?: PathModifier;
+}
 
 /** Gateway API HTTPRequestMirrorFilter: a copy of the request goes to cluster; its response is dropped. */
 export interface Mirror {
@@ -180,9 +204,14 @@ export interface Cluster {
   localityFailover?: boolean;
 }
 
-export interface DnsName { name: string; address: string }
+export interface DnsName {
+  name: string;
+  address: string;
+}
 
-export interface SnapshotStatus { errors: string[] }
+export interface SnapshotStatus {
+  errors: string[];
+}
 
 /** Workload identity (docs/identity.md): present when discover runs the mesh CA. */
 export interface SnapshotIdentity {
@@ -218,13 +247,16 @@ const positive = { type: 'integer', minimum: 1 } as const;
 const headerValuesSchema = {
   type: 'array',
   items: {
-    type: 'object', additionalProperties: false, required: ['name', 'value'],
+    type: 'object',
+    additionalProperties: false,
+    required: ['name', 'value'],
     properties: { name: { type: 'string', minLength: 1 }, value: { type: 'string' } },
   },
 } as const;
 
 const headerModifierSchema = {
-  type: 'object', additionalProperties: false,
+  type: 'object',
+  additionalProperties: false,
   properties: {
     set: headerValuesSchema,
     add: headerValuesSchema,
@@ -233,14 +265,18 @@ const headerModifierSchema = {
 } as const;
 
 const pathModifierSchema = {
-  type: 'object', additionalProperties: false, required: ['type', 'value'],
+  type: 'object',
+  additionalProperties: false,
+  required: ['type', 'value'],
   properties: { type: { type: 'string', enum: ['ReplaceFullPath', 'ReplacePrefixMatch'] }, value: { type: 'string' } },
 } as const;
 
 const mirrorsSchema = {
   type: 'array',
   items: {
-    type: 'object', additionalProperties: false, required: ['cluster'],
+    type: 'object',
+    additionalProperties: false,
+    required: ['cluster'],
     properties: { cluster: { type: 'string', minLength: 1 }, percent: { type: 'number', minimum: 0, maximum: 100 } },
   },
 } as const;
@@ -257,14 +293,18 @@ export const routeSchema = {
     headers: {
       type: 'array',
       items: {
-        type: 'object', additionalProperties: false, required: ['name', 'value'],
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'value'],
         properties: { name: { type: 'string', minLength: 1 }, value: { type: 'string' }, type: matchTypeSchema },
       },
     },
     backends: {
       type: 'array',
       items: {
-        type: 'object', additionalProperties: false, required: ['cluster', 'weight'],
+        type: 'object',
+        additionalProperties: false,
+        required: ['cluster', 'weight'],
         properties: {
           cluster: { type: 'string', minLength: 1 },
           weight: nonNegative,
@@ -275,23 +315,32 @@ export const routeSchema = {
         },
       },
     },
-    retryNonIdempotent: { type: 'boolean', description: 'Retry non-idempotent methods after the request was sent (502/503/504, reset, timeout); absent means false' },
+    retryNonIdempotent: {
+      type: 'boolean',
+      description: 'Retry non-idempotent methods after the request was sent (502/503/504, reset, timeout); absent means false',
+    },
     path: {
-      type: 'object', additionalProperties: false, required: ['type', 'value'],
+      type: 'object',
+      additionalProperties: false,
+      required: ['type', 'value'],
       properties: { type: { type: 'string', enum: ['Exact', 'PathPrefix', 'RegularExpression'] }, value: { type: 'string', minLength: 1 } },
     },
     method: { type: 'string', pattern: '^[A-Z]+$' },
     query: {
       type: 'array',
       items: {
-        type: 'object', additionalProperties: false, required: ['name', 'value'],
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'value'],
         properties: { name: { type: 'string', minLength: 1 }, value: { type: 'string' }, type: matchTypeSchema },
       },
     },
     requestHeaders: headerModifierSchema,
     responseHeaders: headerModifierSchema,
     redirect: {
-      type: 'object', additionalProperties: false, required: ['statusCode'],
+      type: 'object',
+      additionalProperties: false,
+      required: ['statusCode'],
       properties: {
         scheme: { type: 'string', minLength: 1 },
         hostname: { type: 'string', minLength: 1 },
@@ -301,14 +350,17 @@ export const routeSchema = {
       },
     },
     rewrite: {
-      type: 'object', additionalProperties: false,
+      type: 'object',
+      additionalProperties: false,
       properties: { hostname: { type: 'string', minLength: 1 }, path: pathModifierSchema },
     },
     mirrors: mirrorsSchema,
     timeoutMs: nonNegative,
     backendTimeoutMs: nonNegative,
     retry: {
-      type: 'object', additionalProperties: false, required: ['codes', 'attempts', 'backoffMs'],
+      type: 'object',
+      additionalProperties: false,
+      required: ['codes', 'attempts', 'backoffMs'],
       properties: {
         codes: { type: 'array', items: { type: 'integer', minimum: 400, maximum: 599 } },
         attempts: nonNegative,
@@ -322,7 +374,7 @@ export const routeSchema = {
 export const snapshotSchema = {
   $id: 'shoal/snapshot',
   title: 'Snapshot',
-  description: 'Everything one app\'s sidecar needs: listeners, routes, clusters with endpoints, DNS names.',
+  description: "Everything one app's sidecar needs: listeners, routes, clusters with endpoints, DNS names.",
   type: 'object',
   additionalProperties: false,
   required: ['schemaVersion', 'version', 'namespace', 'app', 'pluginId', 'inbound', 'outbound', 'clusters', 'dns', 'status'],
@@ -335,7 +387,8 @@ export const snapshotSchema = {
     inbound: {
       type: 'array',
       items: {
-        type: 'object', additionalProperties: false,
+        type: 'object',
+        additionalProperties: false,
         required: ['name', 'listenPort', 'port', 'protocol', 'mode', 'limits'],
         properties: {
           name: { type: 'string' },
@@ -344,7 +397,9 @@ export const snapshotSchema = {
           protocol: protocolSchema,
           mode: modeSchema,
           limits: {
-            type: 'object', additionalProperties: false, required: ['rps', 'burst', 'connections'],
+            type: 'object',
+            additionalProperties: false,
+            required: ['rps', 'burst', 'connections'],
             description: '0 means unlimited',
             properties: { rps: nonNegative, burst: nonNegative, connections: nonNegative },
           },
@@ -355,7 +410,8 @@ export const snapshotSchema = {
     outbound: {
       type: 'array',
       items: {
-        type: 'object', additionalProperties: false,
+        type: 'object',
+        additionalProperties: false,
         required: ['name', 'address', 'port', 'protocol', 'mode', 'routes'],
         properties: {
           name: { type: 'string' },
@@ -370,7 +426,8 @@ export const snapshotSchema = {
     clusters: {
       type: 'array',
       items: {
-        type: 'object', additionalProperties: false,
+        type: 'object',
+        additionalProperties: false,
         required: ['name', 'service', 'namespace', 'port', 'protocol', 'lbPolicy', 'hashHeader', 'policy', 'endpoints'],
         properties: {
           name: { type: 'string', minLength: 1 },
@@ -381,24 +438,51 @@ export const snapshotSchema = {
           lbPolicy: { type: 'string', enum: ['least_request', 'round_robin', 'random', 'hash'] },
           hashHeader: { type: 'string' },
           policy: {
-            type: 'object', additionalProperties: false,
-            required: ['connectTimeoutMs', 'requestTimeoutMs', 'retryAttempts', 'maxActiveRetries', 'maxConnections',
-              'maxRequests', 'maxPendingRequests', 'maxRequestsPerConnection', 'consecutiveErrors', 'baseEjectionTimeMs',
-              'maxEjectionPercent', 'intervalMs', 'healthyPanicThreshold', 'tcpIdleTimeoutS'],
+            type: 'object',
+            additionalProperties: false,
+            required: [
+              'connectTimeoutMs',
+              'requestTimeoutMs',
+              'retryAttempts',
+              'maxActiveRetries',
+              'maxConnections',
+              'maxRequests',
+              'maxPendingRequests',
+              'maxRequestsPerConnection',
+              'consecutiveErrors',
+              'baseEjectionTimeMs',
+              'maxEjectionPercent',
+              'intervalMs',
+              'healthyPanicThreshold',
+              'tcpIdleTimeoutS',
+            ],
             properties: {
-              connectTimeoutMs: positive, requestTimeoutMs: positive, retryAttempts: nonNegative,
-              maxActiveRetries: nonNegative, maxConnections: positive, maxRequests: positive,
-              maxPendingRequests: nonNegative, maxRequestsPerConnection: nonNegative, consecutiveErrors: positive,
-              baseEjectionTimeMs: nonNegative, maxEjectionPercent: { type: 'integer', minimum: 0, maximum: 100 },
-              intervalMs: positive, healthyPanicThreshold: { type: 'integer', minimum: 0, maximum: 100 },
+              connectTimeoutMs: positive,
+              requestTimeoutMs: positive,
+              retryAttempts: nonNegative,
+              maxActiveRetries: nonNegative,
+              maxConnections: positive,
+              maxRequests: positive,
+              maxPendingRequests: nonNegative,
+              maxRequestsPerConnection: nonNegative,
+              consecutiveErrors: positive,
+              baseEjectionTimeMs: nonNegative,
+              maxEjectionPercent: { type: 'integer', minimum: 0, maximum: 100 },
+              intervalMs: positive,
+              healthyPanicThreshold: { type: 'integer', minimum: 0, maximum: 100 },
               tcpIdleTimeoutS: positive,
-              perTryTimeoutMs: { type: 'integer', minimum: 0, description: 'Bound on one attempt, to its response head; absent or 0 means none' },
+              perTryTimeoutMs: {
+                type: 'integer',
+                minimum: 0,
+                description: 'Bound on one attempt, to its response head; absent or 0 means none',
+              },
             },
           },
           endpoints: {
             type: 'array',
             items: {
-              type: 'object', additionalProperties: false,
+              type: 'object',
+              additionalProperties: false,
               required: ['address', 'port', 'weight', 'zone', 'ready', 'serving', 'terminating'],
               properties: {
                 address: { type: 'string', minLength: 1 },
@@ -410,13 +494,28 @@ export const snapshotSchema = {
                 terminating: { type: 'boolean' },
                 meshed: { type: 'boolean', description: 'A sidecar listens here: reached over mutual TLS' },
                 node: { type: 'string', minLength: 1, description: 'The node the endpoint runs on' },
-                forZones: { type: 'array', items: { type: 'string', minLength: 1 }, description: 'Zones whose clients should use this endpoint (EndpointSlice hints.forZones)' },
-                forNodes: { type: 'array', items: { type: 'string', minLength: 1 }, description: 'Nodes whose clients should use this endpoint (EndpointSlice hints.forNodes)' },
+                forZones: {
+                  type: 'array',
+                  items: { type: 'string', minLength: 1 },
+                  description: 'Zones whose clients should use this endpoint (EndpointSlice hints.forZones)',
+                },
+                forNodes: {
+                  type: 'array',
+                  items: { type: 'string', minLength: 1 },
+                  description: 'Nodes whose clients should use this endpoint (EndpointSlice hints.forNodes)',
+                },
               },
             },
           },
-          peerIdentities: { type: 'array', items: { type: 'string', pattern: '^spiffe://' }, description: 'SPIFFE IDs meshed endpoints may present' },
-          localityFailover: { type: 'boolean', description: 'Without hints, prefer endpoints in the sidecar\'s zone, then any; absent means false' },
+          peerIdentities: {
+            type: 'array',
+            items: { type: 'string', pattern: '^spiffe://' },
+            description: 'SPIFFE IDs meshed endpoints may present',
+          },
+          localityFailover: {
+            type: 'boolean',
+            description: "Without hints, prefer endpoints in the sidecar's zone, then any; absent means false",
+          },
         },
       },
     },
@@ -424,16 +523,22 @@ export const snapshotSchema = {
       type: 'array',
       description: 'Lower-case names without the trailing dot; "*.x" matches names below x',
       items: {
-        type: 'object', additionalProperties: false, required: ['name', 'address'],
+        type: 'object',
+        additionalProperties: false,
+        required: ['name', 'address'],
         properties: { name: { type: 'string', minLength: 1 }, address: { type: 'string', pattern: ipv4 } },
       },
     },
     status: {
-      type: 'object', additionalProperties: false, required: ['errors'],
+      type: 'object',
+      additionalProperties: false,
+      required: ['errors'],
       properties: { errors: { type: 'array', items: { type: 'string' } } },
     },
     identity: {
-      type: 'object', additionalProperties: false, required: ['trustDomain', 'spiffeId', 'mtlsMode', 'trustBundle'],
+      type: 'object',
+      additionalProperties: false,
+      required: ['trustDomain', 'spiffeId', 'mtlsMode', 'trustBundle'],
       description: 'Workload identity: present when discover runs the mesh CA',
       properties: {
         trustDomain: { type: 'string', minLength: 1 },
@@ -461,7 +566,8 @@ interface SchemaValidator {
 // compiler (megabytes of RSS: docs/performance.md). If the schema changed without regenerating (a test says
 // so), compile it here.
 export const snapshotValidatorSource: 'generated' | 'compiled' = generatedSchemaHash === snapshotSchemaHash() ? 'generated' : 'compiled';
-const validate: SchemaValidator = snapshotValidatorSource === 'generated' ? generatedValidate as SchemaValidator : compileSnapshotSchema();
+const validate: SchemaValidator =
+  snapshotValidatorSource === 'generated' ? (generatedValidate as SchemaValidator) : compileSnapshotSchema();
 
 /** snapshotSchema compiled by ajv now (what the generated module holds, built at load). */
 export function compileSnapshotSchema(): SchemaValidator {
@@ -471,8 +577,12 @@ export function compileSnapshotSchema(): SchemaValidator {
 
 // Checks shape and cross-references; returns null when valid, else a message saying where it is wrong.
 export function snapshotError(value: unknown): string | null {
-  if (typeof value === 'object' && value !== null && 'schemaVersion' in value &&
-      (value as { schemaVersion: unknown }).schemaVersion !== SNAPSHOT_SCHEMA_VERSION) {
+  if (
+    typeof value === 'object' &&
+    value !== null &&
+    'schemaVersion' in value &&
+    (value as { schemaVersion: unknown }).schemaVersion !== SNAPSHOT_SCHEMA_VERSION
+  ) {
     return `unsupported snapshot schemaVersion ${JSON.stringify((value as { schemaVersion: unknown }).schemaVersion)}: this build reads ${SNAPSHOT_SCHEMA_VERSION}`;
   }
   if (!validate(value)) {
@@ -487,10 +597,13 @@ export function snapshotError(value: unknown): string | null {
         return `invalid snapshot: listener ${l.name} has a route without backends`;
       }
       for (const b of r.backends) {
-        if (b.unresolved !== true && !clusters.has(b.cluster)) return `invalid snapshot: listener ${l.name} routes to unknown cluster ${b.cluster}`;
-        for (const m of b.mirrors ?? []) if (!clusters.has(m.cluster)) return `invalid snapshot: listener ${l.name} mirrors to unknown cluster ${m.cluster}`;
+        if (b.unresolved !== true && !clusters.has(b.cluster))
+          return `invalid snapshot: listener ${l.name} routes to unknown cluster ${b.cluster}`;
+        for (const m of b.mirrors ?? [])
+          if (!clusters.has(m.cluster)) return `invalid snapshot: listener ${l.name} mirrors to unknown cluster ${m.cluster}`;
       }
-      for (const m of r.mirrors ?? []) if (!clusters.has(m.cluster)) return `invalid snapshot: listener ${l.name} mirrors to unknown cluster ${m.cluster}`;
+      for (const m of r.mirrors ?? [])
+        if (!clusters.has(m.cluster)) return `invalid snapshot: listener ${l.name} mirrors to unknown cluster ${m.cluster}`;
       const regexes = [
         ...(r.path?.type === 'RegularExpression' ? [r.path.value] : []),
         ...r.headers.filter((h) => h.type === 'RegularExpression').map((h) => h.value),

@@ -44,10 +44,16 @@ export function snapshotUrl(discoverUrl: string, namespace = '', app = ''): stri
   try {
     u = new URL(discoverUrl);
   } catch {
-    throw new Error(`invalid DISCOVER_URL ${JSON.stringify(discoverUrl)}: expected http://<discover>:6100/v1/resources/{namespace}/{app}/{plugin_id}`);
+    throw new Error(
+      `invalid DISCOVER_URL ${JSON.stringify(discoverUrl)}: expected http://<discover>:6100/v1/resources/{namespace}/{app}/{plugin_id}`,
+    );
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error(`invalid DISCOVER_URL ${JSON.stringify(discoverUrl)}: expected an http(s) URL`);
-  const parts = u.pathname.split('/').filter((p) => p !== '').map(decodeURIComponent);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:')
+    throw new Error(`invalid DISCOVER_URL ${JSON.stringify(discoverUrl)}: expected an http(s) URL`);
+  const parts = u.pathname
+    .split('/')
+    .filter((p) => p !== '')
+    .map(decodeURIComponent);
   let ns = namespace;
   let name = app;
   if (parts[0] === 'v1' && parts[1] === 'resources' && parts.length >= 4) {
@@ -59,7 +65,8 @@ export function snapshotUrl(discoverUrl: string, namespace = '', app = ''): stri
   } else if (parts.length > 0) {
     throw new Error(`invalid DISCOVER_URL ${JSON.stringify(discoverUrl)}: expected path /v1/resources/{namespace}/{app}/{plugin_id}`);
   }
-  if (ns === '' || name === '') throw new Error(`DISCOVER_URL ${JSON.stringify(discoverUrl)} names no namespace and app; set NAMESPACE and SERVICE_ALIAS`);
+  if (ns === '' || name === '')
+    throw new Error(`DISCOVER_URL ${JSON.stringify(discoverUrl)} names no namespace and app; set NAMESPACE and SERVICE_ALIAS`);
   return `${u.protocol}//${u.host}/v2/snapshot/${encodeURIComponent(ns)}/${encodeURIComponent(name)}`;
 }
 
@@ -132,7 +139,10 @@ export class SnapshotClient {
 
   constructor(opts: SnapshotClientOptions) {
     this.opts = opts;
-    const parts = new URL(opts.url).pathname.split('/').filter((p) => p !== '').map(decodeURIComponent);
+    const parts = new URL(opts.url).pathname
+      .split('/')
+      .filter((p) => p !== '')
+      .map(decodeURIComponent);
     this.namespace = parts[2] ?? '';
     this.app = parts[3] ?? '';
     this.first = new Promise((resolve) => (this.firstResolve = resolve));
@@ -144,7 +154,10 @@ export class SnapshotClient {
     try {
       return readFileSync(this.opts.tokenFile, 'utf8').trim();
     } catch (err) {
-      throw new Error(`cannot read the token file ${this.opts.tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err });
+      throw new Error(
+        `cannot read the token file ${this.opts.tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        { cause: err },
+      );
     }
   }
 
@@ -189,7 +202,8 @@ export class SnapshotClient {
     try {
       text = readFileSync(file, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.opts.log.error({ file, error: (err as Error).message }, 'state file unreadable');
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
+        this.opts.log.error({ file, error: (err as Error).message }, 'state file unreadable');
       else this.opts.log.warn({ file }, 'discover unreachable and no state file yet; waiting for discover');
       return;
     }
@@ -255,7 +269,11 @@ export class SnapshotClient {
   /** One request: the snapshot on 200, 'unchanged' on 304, 'refused' for a bad body; throws when discover is unreachable or answers 5xx. */
   private async fetch(version: string, waitS: number, timeoutMs: number): Promise<Snapshot | 'unchanged' | 'refused'> {
     const q = version === '' ? '' : `?version=${version}${waitS > 0 ? `&wait=${waitS}s` : ''}`;
-    const { status, body } = await get(`${this.opts.url}${q}`, AbortSignal.any([this.abort.signal, AbortSignal.timeout(timeoutMs)]), this.token());
+    const { status, body } = await get(
+      `${this.opts.url}${q}`,
+      AbortSignal.any([this.abort.signal, AbortSignal.timeout(timeoutMs)]),
+      this.token(),
+    );
     if (status === 304) return 'unchanged';
     if (status !== 200) throw new Error(`discover answered ${status}: ${body.slice(0, 200)}`);
     return this.check(body, `discover ${this.opts.url}`) ?? 'refused';

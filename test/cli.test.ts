@@ -48,7 +48,13 @@ t.test('help lists commands, and each command lists its flags with env twins', a
 t.test('a topology with a bad option is refused at start: non-zero exit naming app, dependency and option', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'shoal-cli-'));
   const file = join(dir, 'bad.yaml');
-  writeFileSync(file, TWO_APPS.replace('{ depend_service_alias: api, port: 8080, protocol: http }', '{ depend_service_alias: api, port: 8080, protocol: http, options: { MaxRequests: ten } }'));
+  writeFileSync(
+    file,
+    TWO_APPS.replace(
+      '{ depend_service_alias: api, port: 8080, protocol: http }',
+      '{ depend_service_alias: api, port: 8080, protocol: http, options: { MaxRequests: ten } }',
+    ),
+  );
   const r = await shoal(['discover', '--static', file, '--port', '0', '--host', '127.0.0.1']);
   t.equal(r.code, 1);
   t.match(r.stderr, /invalid configuration: app default\/web, dependency api:8080: invalid option MaxRequests="ten": expected an integer/);
@@ -116,10 +122,31 @@ t.test('shoal proxy: needs a discover URL; runs the sidecar with its DNS respond
 
   const d = await withDiscover(t, TWO_APPS);
   const dir = mkdtempSync(join(tmpdir(), 'shoal-cli-proxy-'));
-  const child = spawn(process.execPath, [CLI, 'proxy', '--admin-host', '127.0.0.1', '--admin-port', '0', '--inbound-address', '127.0.0.1',
-    '--dns-port', '0', '--state-file', join(dir, 'state.json'), '--drain-timeout', '1', '--log-level', 'info'], {
-    env: { ...process.env, DISCOVER_URL: `${d.url}/v1/resources/default/worker/mesh` }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      CLI,
+      'proxy',
+      '--admin-host',
+      '127.0.0.1',
+      '--admin-port',
+      '0',
+      '--inbound-address',
+      '127.0.0.1',
+      '--dns-port',
+      '0',
+      '--state-file',
+      join(dir, 'state.json'),
+      '--drain-timeout',
+      '1',
+      '--log-level',
+      'info',
+    ],
+    {
+      env: { ...process.env, DISCOVER_URL: `${d.url}/v1/resources/default/worker/mesh` },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   t.teardown(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
   });
@@ -131,13 +158,18 @@ t.test('shoal proxy: needs a discover URL; runs the sidecar with its DNS respond
     while ((nl = buf.indexOf('\n')) >= 0) {
       const line = buf.slice(0, nl);
       buf = buf.slice(nl + 1);
-      try { lines.push(JSON.parse(line)); } catch { /* not a log line */ }
+      try {
+        lines.push(JSON.parse(line));
+      } catch {
+        /* not a log line */
+      }
     }
   });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   const until = Date.now() + 20_000;
   const find = (msg: string) => lines.find((l) => l.msg === msg);
-  while (!(find('dns listening') && find('sidecar starting')) && Date.now() < until && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+  while (!(find('dns listening') && find('sidecar starting')) && Date.now() < until && child.exitCode === null)
+    await new Promise((r) => setTimeout(r, 50));
   const dnsPort = String(find('dns listening')?.port);
   const admin = String(find('sidecar starting')?.admin);
   t.match(admin, /^127\.0\.0\.1:\d+$/, 'admin address logged');
@@ -145,15 +177,18 @@ t.test('shoal proxy: needs a discover URL; runs the sidecar with its DNS respond
 
   let ready = '';
   while (Date.now() < until && ready !== '200') {
-    ready = (await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `http://${admin}/ready`]).catch(() => ({ stdout: '' }))).stdout;
+    ready = (await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `http://${admin}/ready`]).catch(() => ({ stdout: '' })))
+      .stdout;
     if (ready !== '200') await new Promise((r) => setTimeout(r, 50));
   }
   t.equal(ready, '200', 'ready once the first snapshot is applied');
-  const snapshot = JSON.parse((await run('curl', ['-s', `${d.url}/v2/snapshot/default/worker`])).stdout) as { dns: Array<{ name: string; address: string }> };
+  const snapshot = JSON.parse((await run('curl', ['-s', `${d.url}/v2/snapshot/default/worker`])).stdout) as {
+    dns: Array<{ name: string; address: string }>;
+  };
   const db = snapshot.dns.find((n) => n.name === 'db.default.svc.cluster.local');
   t.ok(db, 'the snapshot names db');
   const { stdout } = await run('dig', ['@127.0.0.1', '-p', dnsPort, '+short', '+tries=1', '+time=2', 'db']);
-  t.equal(stdout.trim(), db?.address, 'the hosted DNS responder answers the snapshot\'s names');
+  t.equal(stdout.trim(), db?.address, "the hosted DNS responder answers the snapshot's names");
   t.ok(/^127\./.test(stdout.trim()) && stdout.trim() !== '127.0.0.1', 'a loopback address of its own');
 
   child.kill('SIGTERM');

@@ -15,7 +15,9 @@ async function curl(url: string): Promise<string> {
 
 t.test('shoal demo: sidecar balances api, DNS answers its names, an edit is pushed, SIGINT stops it', async (t) => {
   // Port 0 for discover, admin and DNS; the workloads and the outbound listeners keep their fixed loopbacks.
-  const child = spawn(process.execPath, [CLI, 'demo', '--discover-port', '0', '--admin-port', '0', '--dns-port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [CLI, 'demo', '--discover-port', '0', '--admin-port', '0', '--dns-port', '0'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   let err = '';
   child.stdout.on('data', (c: Buffer) => (out += c.toString()));
@@ -25,7 +27,8 @@ t.test('shoal demo: sidecar balances api, DNS answers its names, an edit is push
     if (child.exitCode === null) child.kill('SIGKILL');
   });
   const deadline = Date.now() + 30_000;
-  while (!out.includes('Ctrl-C stops everything') && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 50));
+  while (!out.includes('Ctrl-C stops everything') && Date.now() < deadline && child.exitCode === null)
+    await new Promise((r) => setTimeout(r, 50));
   t.match(out, /shoal demo is running/, `demo started (stderr: ${err.slice(0, 500)})`);
   const discover = /discover\s+(http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1];
   const admin = /admin (http:\/\/127\.0\.0\.1:\d+)/.exec(out)?.[1];

@@ -6,7 +6,12 @@
 // extra first burst (the proxy's refusal path not yet compiled), kept apart from the measured ones.
 import { connect, type Socket } from 'node:net';
 
-interface Job { url: string; hold: number; burst: number; rounds: number }
+interface Job {
+  url: string;
+  hold: number;
+  burst: number;
+  rounds: number;
+}
 const job = JSON.parse(process.argv[2]) as Job;
 const target = new URL(job.url);
 

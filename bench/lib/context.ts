@@ -48,7 +48,12 @@ export function errorShare(ctx: ScenarioContext): number {
  * Runs `fn` for each key in an order rotated every round, so drift on a shared machine hits all
  * alike. `together` (smoke runs only: figures do not matter there) runs a round's keys at once.
  */
-export async function interleave<K extends string>(keys: K[], rounds: number, fn: (key: K, round: number) => Promise<void>, together = false): Promise<void> {
+export async function interleave<K extends string>(
+  keys: K[],
+  rounds: number,
+  fn: (key: K, round: number) => Promise<void>,
+  together = false,
+): Promise<void> {
   for (let r = 0; r < rounds; r++) {
     if (together) await Promise.all(keys.map((k) => fn(k, r)));
     else for (let i = 0; i < keys.length; i++) await fn(keys[(i + r) % keys.length], r);
@@ -59,14 +64,28 @@ export async function interleave<K extends string>(keys: K[], rounds: number, fn
 export function atLeast(name: string, goal: number, measured: number | null, what: string): Target {
   if (measured === null) return { name, goal: `≥ ${goal}× ${what}`, measured: null, met: null, margin: 'not measured' };
   const pct = Math.round((measured / goal - 1) * 100);
-  return { name, goal: `≥ ${goal}× ${what}`, measured, met: measured >= goal, margin: `${measured.toFixed(2)}× is ${Math.abs(pct)}% ${pct >= 0 ? 'above' : 'below'} the goal` };
+  return {
+    name,
+    goal: `≥ ${goal}× ${what}`,
+    measured,
+    met: measured >= goal,
+    margin: `${measured.toFixed(2)}× is ${Math.abs(pct)}% ${pct >= 0 ? 'above' : 'below'} the goal`,
+  };
 }
 
 /** A target "at most limit unit". */
 export function atMost(name: string, limit: number, measured: number | null, unit: string): Target {
-  if (measured === null || !Number.isFinite(measured)) return { name, goal: `≤ ${limit} ${unit}`, measured: null, met: null, margin: 'not measured' };
+  if (measured === null || !Number.isFinite(measured))
+    return { name, goal: `≤ ${limit} ${unit}`, measured: null, met: null, margin: 'not measured' };
   const d = measured - limit;
-  return { name, goal: `≤ ${limit} ${unit}`, measured, met: measured <= limit, margin: d <= 0 ? `${(-d).toFixed(2)} ${unit} under the limit` : `${d.toFixed(2)} ${unit} over the limit (${Math.round((d / limit) * 100)}%)` };
+  return {
+    name,
+    goal: `≤ ${limit} ${unit}`,
+    measured,
+    met: measured <= limit,
+    margin:
+      d <= 0 ? `${(-d).toFixed(2)} ${unit} under the limit` : `${d.toFixed(2)} ${unit} over the limit (${Math.round((d / limit) * 100)}%)`,
+  };
 }
 
 export const below = (name: string, limit: number, measured: number | null, unit: string): Target => {

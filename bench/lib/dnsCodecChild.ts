@@ -23,10 +23,17 @@ if (codec === 'dns-packet') {
     if (!question) return;
     const address = table.get(question.name.toLowerCase());
     const answers: dnsPacket.Answer[] = address && question.type === 'A' ? [{ type: 'A', name: question.name, ttl: 5, data: address }] : [];
-    socket.send(dnsPacket.encode({
-      type: 'response', id: q.id, flags: dnsPacket.AUTHORITATIVE_ANSWER | dnsPacket.RECURSION_AVAILABLE | (q.flags! & dnsPacket.RECURSION_DESIRED),
-      questions: q.questions, answers,
-    }), rinfo.port, rinfo.address);
+    socket.send(
+      dnsPacket.encode({
+        type: 'response',
+        id: q.id,
+        flags: dnsPacket.AUTHORITATIVE_ANSWER | dnsPacket.RECURSION_AVAILABLE | (q.flags! & dnsPacket.RECURSION_DESIRED),
+        questions: q.questions,
+        answers,
+      }),
+      rinfo.port,
+      rinfo.address,
+    );
   });
   socket.bind(0, '127.0.0.1', () => process.stdout.write(`port ${socket.address().port}\n`));
 } else if (codec === 'dns2') {

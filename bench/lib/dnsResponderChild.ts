@@ -7,7 +7,10 @@ const [distMain, upstream, namesJson] = process.argv.slice(2);
 const { startDnsResponder } = await import(pathToFileURL(distMain).href);
 const { createLogger } = await import(pathToFileURL(distMain.replace(/dns\/main\.js$/, 'shared/log.js')).href);
 const r = await startDnsResponder({
-  host: '127.0.0.1', port: 0, upstreams: upstream ? [upstream] : [], names: JSON.parse(namesJson),
+  host: '127.0.0.1',
+  port: 0,
+  upstreams: upstream ? [upstream] : [],
+  names: JSON.parse(namesJson),
   log: createLogger('dns', 'warn'),
 });
 process.stdout.write(`port ${r.udpPort}\n`);

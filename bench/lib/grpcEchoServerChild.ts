@@ -6,10 +6,13 @@ import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 
 const proto = join(dirname(fileURLToPath(import.meta.url)), '../../test/proxy/h2/echo.proto');
-const pkg = grpc.loadPackageDefinition(loadSync(proto, { defaults: true })) as unknown as { shoal: { test: { Echo: grpc.ServiceClientConstructor } } };
+const pkg = grpc.loadPackageDefinition(loadSync(proto, { defaults: true })) as unknown as {
+  shoal: { test: { Echo: grpc.ServiceClientConstructor } };
+};
 const server = new grpc.Server();
 server.addService(pkg.shoal.test.Echo.service, {
-  Unary: (call: grpc.ServerUnaryCall<{ data: Buffer }, unknown>, cb: grpc.sendUnaryData<unknown>) => cb(null, { server: 'bench', data: call.request.data }),
+  Unary: (call: grpc.ServerUnaryCall<{ data: Buffer }, unknown>, cb: grpc.sendUnaryData<unknown>) =>
+    cb(null, { server: 'bench', data: call.request.data }),
   Bidi: (call: grpc.ServerDuplexStream<unknown, unknown>) => call.end(),
   Watch: (call: grpc.ServerWritableStream<unknown, unknown>) => call.end(),
 });

@@ -11,7 +11,9 @@ const inFlight = Number(inFlightArg ?? 32);
 const durationMs = Number(durationArg ?? 5000);
 const payload = Buffer.alloc(Number(payloadArg ?? 100), 1);
 const proto = join(dirname(fileURLToPath(import.meta.url)), '../../test/proxy/h2/echo.proto');
-const pkg = grpc.loadPackageDefinition(loadSync(proto, { defaults: true })) as unknown as { shoal: { test: { Echo: grpc.ServiceClientConstructor } } };
+const pkg = grpc.loadPackageDefinition(loadSync(proto, { defaults: true })) as unknown as {
+  shoal: { test: { Echo: grpc.ServiceClientConstructor } };
+};
 type Unary = (m: unknown, cb: (err: grpc.ServiceError | null) => void) => void;
 const client = new pkg.shoal.test.Echo(target, grpc.credentials.createInsecure()) as unknown as grpc.Client & { Unary: Unary };
 
@@ -24,15 +26,17 @@ const latencies: number[] = [];
 
 function one(): Promise<void> {
   const start = performance.now();
-  return new Promise((resolve) => client.Unary({ data: payload }, (err) => {
-    total++;
-    if (measuring) {
-      if (err) errors++;
-      else calls++;
-      latencies.push(performance.now() - start);
-    }
-    resolve();
-  }));
+  return new Promise((resolve) =>
+    client.Unary({ data: payload }, (err) => {
+      total++;
+      if (measuring) {
+        if (err) errors++;
+        else calls++;
+        latencies.push(performance.now() - start);
+      }
+      resolve();
+    }),
+  );
 }
 
 async function worker(): Promise<void> {
@@ -49,7 +53,8 @@ const seconds = (performance.now() - t0) / 1000;
 stop = true;
 await Promise.all(workers);
 latencies.sort((a, b) => a - b);
-const q = (p: number) => latencies.length === 0 ? null : Math.round(latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] * 1000) / 1000;
+const q = (p: number) =>
+  latencies.length === 0 ? null : Math.round(latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] * 1000) / 1000;
 process.stdout.write(`${JSON.stringify({ calls, errors, seconds, p50Ms: q(0.5), p99Ms: q(0.99), total })}\n`);
 client.close();
 process.exit(0);

@@ -6,7 +6,8 @@ import { connect, type ClientHttp2Session } from 'node:http2';
 import { H2CClient } from 'undici';
 
 const [kind, target, inFlightArg, durationArg] = process.argv.slice(2);
-if (kind !== 'node-http2' && kind !== 'undici') throw new Error(`h2ClientChild: unknown client ${JSON.stringify(kind)}: expected node-http2 or undici`);
+if (kind !== 'node-http2' && kind !== 'undici')
+  throw new Error(`h2ClientChild: unknown client ${JSON.stringify(kind)}: expected node-http2 or undici`);
 const inFlight = Number(inFlightArg ?? 64);
 const durationMs = Number(durationArg ?? 3000);
 // Msg { data: 100 bytes } as a length-prefixed gRPC message.
@@ -38,8 +39,12 @@ function one(): Promise<void> {
     if (session !== null) {
       const st = session.request(headers);
       let status = '';
-      st.on('response', (h) => { if (h['grpc-status'] !== undefined) status = String(h['grpc-status']); });
-      st.on('trailers', (h) => { status = String(h['grpc-status']); });
+      st.on('response', (h) => {
+        if (h['grpc-status'] !== undefined) status = String(h['grpc-status']);
+      });
+      st.on('trailers', (h) => {
+        status = String(h['grpc-status']);
+      });
       st.on('data', () => {});
       st.on('error', () => {});
       st.on('close', () => {
@@ -49,19 +54,22 @@ function one(): Promise<void> {
       st.end(body);
       return;
     }
-    undici!.dispatch({ method: 'POST', path: headers[':path'], headers: { 'content-type': 'application/grpc', te: 'trailers' }, body }, {
-      onRequestStart() {},
-      onResponseStart() {},
-      onResponseData() {},
-      onResponseEnd(_c, trailers) {
-        done(trailers['grpc-status'] === '0');
-        resolve();
+    undici!.dispatch(
+      { method: 'POST', path: headers[':path'], headers: { 'content-type': 'application/grpc', te: 'trailers' }, body },
+      {
+        onRequestStart() {},
+        onResponseStart() {},
+        onResponseData() {},
+        onResponseEnd(_c, trailers) {
+          done(trailers['grpc-status'] === '0');
+          resolve();
+        },
+        onResponseError() {
+          done(false);
+          resolve();
+        },
       },
-      onResponseError() {
-        done(false);
-        resolve();
-      },
-    });
+    );
   });
 }
 

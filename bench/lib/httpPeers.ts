@@ -57,20 +57,42 @@ export async function startBackend(group: ProcessGroup, dir: string): Promise<nu
 }
 
 /** nginx as a reverse proxy with upstream keep-alive. Returns its port. */
-export async function startNginxProxy(group: ProcessGroup, dir: string, workers: number, backendPort: number, cpus?: string): Promise<number> {
+export async function startNginxProxy(
+  group: ProcessGroup,
+  dir: string,
+  workers: number,
+  backendPort: number,
+  cpus?: string,
+): Promise<number> {
   const port = await freePort();
-  startNginx(group, dir, `nginx-proxy-${workers}`, workers, `  upstream backend { server 127.0.0.1:${backendPort}; keepalive 64; }
-  server { listen 127.0.0.1:${port}; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }`, cpus);
+  startNginx(
+    group,
+    dir,
+    `nginx-proxy-${workers}`,
+    workers,
+    `  upstream backend { server 127.0.0.1:${backendPort}; keepalive 64; }
+  server { listen 127.0.0.1:${port}; location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }`,
+    cpus,
+  );
   await waitHttp(`http://127.0.0.1:${port}/`);
   return port;
 }
 
 /** haproxy with `threads` threads: mode http in front of the HTTP backend, and mode tcp in front of tcpBackendPort when given. */
-export async function startHaproxy(group: ProcessGroup, dir: string, threads: number, backendPort: number, tcpBackendPort?: number, cpus?: string): Promise<{ httpPort: number; tcpPort?: number }> {
+export async function startHaproxy(
+  group: ProcessGroup,
+  dir: string,
+  threads: number,
+  backendPort: number,
+  tcpBackendPort?: number,
+  cpus?: string,
+): Promise<{ httpPort: number; tcpPort?: number }> {
   const httpPort = await freePort();
   const tcpPort = tcpBackendPort ? await freePort() : undefined;
   const file = join(dir, `haproxy-${threads}.cfg`);
-  writeFileSync(file, `global
+  writeFileSync(
+    file,
+    `global
   nbthread ${threads}
   maxconn 4096
 defaults
@@ -85,11 +107,16 @@ backend http_backend
   mode http
   http-reuse always
   server backend 127.0.0.1:${backendPort} maxconn 1000
-${tcpPort ? `listen tcp_in
+${
+  tcpPort
+    ? `listen tcp_in
   mode tcp
   bind 127.0.0.1:${tcpPort}
   server backend 127.0.0.1:${tcpBackendPort}
-` : ''}`);
+`
+    : ''
+}`,
+  );
   group.spawn(...pinned(cpus, 'haproxy', ['-db', '-f', file]));
   await waitHttp(`http://127.0.0.1:${httpPort}/`);
   return { httpPort, tcpPort };
@@ -97,7 +124,9 @@ ${tcpPort ? `listen tcp_in
 
 /** http-proxy (the npm package) with a keep-alive agent, in its own Node process. Returns port and pid. */
 export async function startHttpProxy(group: ProcessGroup, backendPort: number, cpus?: string): Promise<{ port: number; pid: number }> {
-  const { info } = await group.jsonChild(...pinned(cpus, process.execPath, ['--no-deprecation', join(here, 'httpProxyChild.mjs'), `http://127.0.0.1:${backendPort}`]));
+  const { info } = await group.jsonChild(
+    ...pinned(cpus, process.execPath, ['--no-deprecation', join(here, 'httpProxyChild.mjs'), `http://127.0.0.1:${backendPort}`]),
+  );
   await waitHttp(`http://127.0.0.1:${info.port}/`);
   return { port: info.port, pid: info.pid };
 }
@@ -118,9 +147,20 @@ export interface ShoalSidecar {
  * shoal as in a pod: discover (in this process, from dist/) serving a static topology, and the
  * sidecar in its own process (bench/lib/proxySidecarChild.mjs, plain JavaScript from dist/).
  */
-export async function startShoal(group: ProcessGroup, dir: string, opts: { backendPort: number; tcpBackendPort?: number; cpus?: string; nodeOptions?: string[]; apiOptions?: string; sidecarOptions?: Record<string, unknown> }): Promise<ShoalSidecar> {
-  const { startDiscover } = await import(join(root, 'dist', 'discover', 'main.js')) as typeof import('../../discover/main.ts');
-  const { createLogger } = await import(join(root, 'dist', 'shared', 'log.js')) as typeof import('../../shared/log.ts');
+export async function startShoal(
+  group: ProcessGroup,
+  dir: string,
+  opts: {
+    backendPort: number;
+    tcpBackendPort?: number;
+    cpus?: string;
+    nodeOptions?: string[];
+    apiOptions?: string;
+    sidecarOptions?: Record<string, unknown>;
+  },
+): Promise<ShoalSidecar> {
+  const { startDiscover } = (await import(join(root, 'dist', 'discover', 'main.js'))) as typeof import('../../discover/main.ts');
+  const { createLogger } = (await import(join(root, 'dist', 'shared', 'log.js'))) as typeof import('../../shared/log.ts');
   const l7Port = await freePort();
   const l4Port = await freePort();
   const tcpPort = opts.tcpBackendPort ? await freePort() : undefined;
@@ -128,7 +168,9 @@ export async function startShoal(group: ProcessGroup, dir: string, opts: { backe
   const l4Address = '127.77.0.4';
   const tcpAddress = '127.77.0.5';
   const topology = join(dir, 'topology.yaml');
-  writeFileSync(topology, `services:
+  writeFileSync(
+    topology,
+    `services:
   - { name: api, address: ${l7Address}, ports: [{ port: ${l7Port}, protocol: http }], endpoints: ["127.0.0.1:${opts.backendPort}"] }
   - { name: cache, address: ${l4Address}, ports: [{ port: ${l4Port}, protocol: tcp }], endpoints: ["127.0.0.1:${opts.backendPort}"] }
 ${tcpPort ? `  - { name: bulk, address: ${tcpAddress}, ports: [{ port: ${tcpPort}, protocol: tcp }], endpoints: ["127.0.0.1:${opts.tcpBackendPort}"] }\n` : ''}apps:
@@ -137,13 +179,26 @@ ${tcpPort ? `  - { name: bulk, address: ${tcpAddress}, ports: [{ port: ${tcpPort
       base_services:
         - { depend_service_alias: api, port: ${l7Port}, protocol: http${opts.apiOptions ? `, options: { ${opts.apiOptions} }` : ''} }
         - { depend_service_alias: cache, port: ${l4Port}, protocol: tcp }
-${tcpPort ? `        - { depend_service_alias: bulk, port: ${tcpPort}, protocol: tcp }\n` : ''}`);
+${tcpPort ? `        - { depend_service_alias: bulk, port: ${tcpPort}, protocol: tcp }\n` : ''}`,
+  );
   const discover = await startDiscover({ staticFile: topology, host: '127.0.0.1', port: 0, log: createLogger('discover', 'warn') });
   try {
-    const { info } = await group.jsonChild(...pinned(opts.cpus, process.execPath, [...DEPLOYED_NODE_FLAGS, ...(opts.nodeOptions ?? []), join(here, 'proxySidecarChild.mjs'), JSON.stringify({
-      discoverUrl: `${discover.url}/v1/resources/default/web/mesh`, adminHost: '127.0.0.1', adminPort: 0,
-      inboundAddress: '127.0.0.1', stateFile: join(dir, 'state.json'), drainTimeoutMs: 1000, ...opts.sidecarOptions,
-    })]));
+    const { info } = await group.jsonChild(
+      ...pinned(opts.cpus, process.execPath, [
+        ...DEPLOYED_NODE_FLAGS,
+        ...(opts.nodeOptions ?? []),
+        join(here, 'proxySidecarChild.mjs'),
+        JSON.stringify({
+          discoverUrl: `${discover.url}/v1/resources/default/web/mesh`,
+          adminHost: '127.0.0.1',
+          adminPort: 0,
+          inboundAddress: '127.0.0.1',
+          stateFile: join(dir, 'state.json'),
+          drainTimeoutMs: 1000,
+          ...opts.sidecarOptions,
+        }),
+      ]),
+    );
     const sidecar: ShoalSidecar = {
       l7Url: `http://${l7Address}:${l7Port}/`,
       l4Url: `http://${l4Address}:${l4Port}/`,
@@ -163,6 +218,8 @@ ${tcpPort ? `        - { depend_service_alias: bulk, port: ${tcpPort}, protocol:
 
 /** The bare node:http server answering the same 1 KB body: the baseline for RSS and CPU. */
 export async function startBareServer(group: ProcessGroup, cpus?: string): Promise<{ url: string; pid: number }> {
-  const { info } = await group.jsonChild(...pinned(cpus, process.execPath, [...DEPLOYED_NODE_FLAGS, join(here, 'proxyBareServerChild.mjs')]));
+  const { info } = await group.jsonChild(
+    ...pinned(cpus, process.execPath, [...DEPLOYED_NODE_FLAGS, join(here, 'proxyBareServerChild.mjs')]),
+  );
   return { url: `http://127.0.0.1:${info.port}/`, pid: info.pid };
 }

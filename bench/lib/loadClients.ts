@@ -16,7 +16,9 @@ let luaFile = '';
 function wrkLua(): string {
   if (luaFile) return luaFile;
   luaFile = join(mkdtempSync(join(tmpdir(), 'shoal-bench-wrk-')), 'percentiles.lua');
-  writeFileSync(luaFile, `done = function(summary, latency, requests)
+  writeFileSync(
+    luaFile,
+    `done = function(summary, latency, requests)
   io.write("WRKJSON {")
   for _, p in ipairs({${CURVE_PERCENTILES.join(', ')}}) do
     io.write(string.format('"p%s":%d,', tostring(p), latency:percentile(p)))
@@ -25,7 +27,8 @@ function wrkLua(): string {
   io.write(string.format('"max":%d,"requests":%d,"durationUs":%d,"socketErrors":%d,"non2xx":%d}\\n',
     latency.max, summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status))
 end
-`);
+`,
+  );
   return luaFile;
 }
 
@@ -120,7 +123,8 @@ export async function paced(url: string, rps: number, seconds: number, watchPid?
     if (pacedWaiting.size === 0) (child.channel as unknown as { unref?(): void } | undefined)?.unref?.();
   });
   out.wallSeconds = (performance.now() - t0) / 1000;
-  if (out.errors > maxErrorShare * out.requests || out.errors === out.requests) throw new Error(`paced ${url}: ${out.errors} of ${out.requests} requests failed`);
+  if (out.errors > maxErrorShare * out.requests || out.errors === out.requests)
+    throw new Error(`paced ${url}: ${out.errors} of ${out.requests} requests failed`);
   if (watchPid) {
     out.cpuSeconds = cpuSeconds(watchPid) - cpu0;
     const m = memMb(watchPid);
@@ -142,7 +146,10 @@ export async function iperf3(host: string, port: number, seconds: number, cpus?:
     const reason = e.stdout ? (JSON.parse(e.stdout) as { error?: string }).error : undefined;
     throw new Error(`iperf3 to port ${port}: ${reason ?? e.message}`, { cause: err });
   }
-  const j = JSON.parse(stdout) as { end: { sum_received: { bits_per_second: number }; sum_sent: { retransmits?: number } }; error?: string };
+  const j = JSON.parse(stdout) as {
+    end: { sum_received: { bits_per_second: number }; sum_sent: { retransmits?: number } };
+    error?: string;
+  };
   if (j.error) throw new Error(`iperf3 to port ${port}: ${j.error}`);
   return { gbps: j.end.sum_received.bits_per_second / 1e9, retransmits: j.end.sum_sent.retransmits ?? 0 };
 }

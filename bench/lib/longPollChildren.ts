@@ -47,9 +47,10 @@ export function startLongPollChild(group: ProcessGroup, kind: ClientKind, port: 
   });
   return {
     send: (msg) => void c.stdin!.write(msg.type === 'wait' ? `wait ${msg.version}\n` : `${msg.type}\n`),
-    once: <T>(type: string) => new Promise<T>((resolve, reject) => {
-      if (c.exitCode !== null) reject(new Error(`long-poll client exited (${c.exitCode}) while waiting for ${type}`));
-      else waiting.push({ type, resolve: resolve as (m: never) => void, reject });
-    }),
+    once: <T>(type: string) =>
+      new Promise<T>((resolve, reject) => {
+        if (c.exitCode !== null) reject(new Error(`long-poll client exited (${c.exitCode}) while waiting for ${type}`));
+        else waiting.push({ type, resolve: resolve as (m: never) => void, reject });
+      }),
   };
 }

@@ -56,15 +56,21 @@ function onData(c: Conn, chunk: Buffer): void {
 async function open(n: number): Promise<void> {
   const batch = 200;
   for (let i = 0; i < n; i += batch) {
-    await Promise.all(Array.from({ length: Math.min(batch, n - i) }, () => new Promise<void>((resolve, reject) => {
-      const socket = connect({ host, port }, () => resolve());
-      socket.setNoDelay(true);
-      const c: Conn = { socket, buf: Buffer.alloc(0), gotAt: 0n, need: -1 };
-      if (paths) c.path = paths[conns.length % paths.length];
-      socket.on('data', (chunk) => onData(c, chunk));
-      socket.on('error', reject);
-      conns.push(c);
-    })));
+    await Promise.all(
+      Array.from(
+        { length: Math.min(batch, n - i) },
+        () =>
+          new Promise<void>((resolve, reject) => {
+            const socket = connect({ host, port }, () => resolve());
+            socket.setNoDelay(true);
+            const c: Conn = { socket, buf: Buffer.alloc(0), gotAt: 0n, need: -1 };
+            if (paths) c.path = paths[conns.length % paths.length];
+            socket.on('data', (chunk) => onData(c, chunk));
+            socket.on('error', reject);
+            conns.push(c);
+          }),
+      ),
+    );
   }
 }
 

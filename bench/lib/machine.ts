@@ -31,6 +31,11 @@ export function machineInfo(): Machine {
     kernel: release(),
     memoryGb: Math.round(totalmem() / 2 ** 30),
     loadAverageAtStart: loadavg().map((x) => Math.round(x * 100) / 100),
-    tools: Object.fromEntries(['wrk', 'nginx-light', 'haproxy', 'dnsmasq-base', 'dnsperf', 'iperf3'].map((p) => [p, toolVersion('dpkg-query', ['-W', '-f', '${Version}', p])])),
+    tools: Object.fromEntries(
+      ['wrk', 'nginx-light', 'haproxy', 'dnsmasq-base', 'dnsperf', 'iperf3'].map((p) => [
+        p,
+        toolVersion('dpkg-query', ['-W', '-f', '${Version}', p]),
+      ]),
+    ),
   };
 }

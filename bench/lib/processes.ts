@@ -31,7 +31,11 @@ export function cpuSeconds(pid: number): number {
 export function memMb(pid: number): { rss: number; peak: number; anon: number } {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k: string) => Number(new RegExp(`${k}:\\s+([0-9]+) kB`).exec(s)?.[1] ?? NaN);
-  return { rss: Math.round(kb('VmRSS') / 102.4) / 10, peak: Math.round(kb('VmHWM') / 102.4) / 10, anon: Math.round(kb('RssAnon') / 102.4) / 10 };
+  return {
+    rss: Math.round(kb('VmRSS') / 102.4) / 10,
+    peak: Math.round(kb('VmHWM') / 102.4) / 10,
+    anon: Math.round(kb('RssAnon') / 102.4) / 10,
+  };
 }
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -73,7 +77,8 @@ export class ProcessGroup {
       child.stdout!.on('data', (d) => {
         if (ready) {
           // What a child says after it is ready (its warnings, say): the first few lines, on stderr.
-          for (const line of String(d).split('\n').filter(Boolean)) if (later++ < 5) process.stderr.write(`[${child.pid}] ${line.slice(0, 400)}\n`);
+          for (const line of String(d).split('\n').filter(Boolean))
+            if (later++ < 5) process.stderr.write(`[${child.pid}] ${line.slice(0, 400)}\n`);
           return;
         }
         out += d;

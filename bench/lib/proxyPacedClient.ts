@@ -6,7 +6,12 @@
 // benchmark pays Node's start-up once rather than per run.
 import { Pool } from 'undici';
 
-export interface PacedJob { id: number; url: string; rps: number; seconds: number }
+export interface PacedJob {
+  id: number;
+  url: string;
+  rps: number;
+  seconds: number;
+}
 
 function runJob(url: string, rps: number, seconds: number): Promise<Record<string, unknown>> {
   const u = new URL(url);
@@ -25,26 +30,42 @@ function runJob(url: string, rps: number, seconds: number): Promise<Record<strin
       const latencyMs: Record<string, number> = {};
       for (const p of [50, 75, 90, 95, 99, 99.9, 99.99]) latencyMs[String(p)] = Math.round(pct(p) * 1000) / 1000;
       const max = sorted[sorted.length - 1];
-      void pool.close().then(() => resolve({
-        requests: total, measured: sorted.length, errors, latencyMs,
-        p50: latencyMs['50'], p90: latencyMs['90'], p99: latencyMs['99'], p999: latencyMs['99.9'], max, maxMs: max,
-      }));
+      void pool.close().then(() =>
+        resolve({
+          requests: total,
+          measured: sorted.length,
+          errors,
+          latencyMs,
+          p50: latencyMs['50'],
+          p90: latencyMs['90'],
+          p99: latencyMs['99'],
+          p999: latencyMs['99.9'],
+          max,
+          maxMs: max,
+        }),
+      );
     };
     const send = (i: number, scheduled: number) => {
-      pool.request({ method: 'GET', path: u.pathname }).then(async (res) => {
-        await res.body.dump();
-        if (res.statusCode !== 200) errors++;
-        latencies[i] = performance.now() - scheduled;
-      }, () => {
-        errors++;
-        latencies[i] = performance.now() - scheduled;
-      }).finally(() => {
-        if (++done === total) finish();
-      });
+      pool
+        .request({ method: 'GET', path: u.pathname })
+        .then(
+          async (res) => {
+            await res.body.dump();
+            if (res.statusCode !== 200) errors++;
+            latencies[i] = performance.now() - scheduled;
+          },
+          () => {
+            errors++;
+            latencies[i] = performance.now() - scheduled;
+          },
+        )
+        .finally(() => {
+          if (++done === total) finish();
+        });
     };
     const timer = setInterval(() => {
       const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * rps));
-      while (sent < due) send(sent, start + (sent * 1000) / rps), sent++;
+      while (sent < due) (send(sent, start + (sent * 1000) / rps), sent++);
       if (sent >= total) clearInterval(timer);
     }, 1);
   });

@@ -87,7 +87,10 @@ export function renderMarkdown(r: ScenarioResult, svgFile: string): string {
   const lines: string[] = [`# ${r.title}`, ''];
   if (r.machine) {
     const m = r.machine;
-    lines.push(`Machine: ${m.cores} cores, ${m.cpuModel}, ${m.memoryGb} GB, Linux ${m.kernel}, Node ${m.node}; load average at start ${m.loadAverageAtStart.join(' ')}. Run ${r.date}.`, '');
+    lines.push(
+      `Machine: ${m.cores} cores, ${m.cpuModel}, ${m.memoryGb} GB, Linux ${m.kernel}, Node ${m.node}; load average at start ${m.loadAverageAtStart.join(' ')}. Run ${r.date}.`,
+      '',
+    );
   }
   lines.push(r.method, '', `Command: \`${r.command}\``, '');
   lines.push(`| Contender | ${r.columns.map((c) => (c.unit ? `${c.label} (${c.unit})` : c.label)).join(' | ')} |`);
@@ -100,10 +103,17 @@ export function renderMarkdown(r: ScenarioResult, svgFile: string): string {
     }
     lines.push(`| ${row.label}${row.error ? ' (could not run)' : ''} | ${r.columns.map((c) => cell(row, c)).join(' | ')} |`);
   }
-  lines.push('', 'Figures are medians of the rounds, with the lowest and highest round in brackets; ratios compare medians from the same run.', '');
+  lines.push(
+    '',
+    'Figures are medians of the rounds, with the lowest and highest round in brackets; ratios compare medians from the same run.',
+    '',
+  );
   if (r.targets.length) {
     lines.push('| Target | Goal | Measured | Met | Margin |', '|---|---|---:|---|---|');
-    for (const t of r.targets) lines.push(`| ${t.name} | ${t.goal} | ${t.measured === null ? 'n/a' : fmt(t.measured)} | ${t.met === null ? 'not measured' : t.met ? 'met' : '**missed**'} | ${t.margin} |`);
+    for (const t of r.targets)
+      lines.push(
+        `| ${t.name} | ${t.goal} | ${t.measured === null ? 'n/a' : fmt(t.measured)} | ${t.met === null ? 'not measured' : t.met ? 'met' : '**missed**'} | ${t.margin} |`,
+      );
     lines.push('');
   }
   lines.push(`![${r.title}](${svgFile})`, '');
@@ -117,7 +127,20 @@ export function renderMarkdown(r: ScenarioResult, svgFile: string): string {
   return lines.join('\n');
 }
 
-const PALETTE = ['#1f77b4', '#d62728', '#ff7f0e', '#2ca02c', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#bcbd22', '#7f7f7f', '#393b79', '#637939'];
+const PALETTE = [
+  '#1f77b4',
+  '#d62728',
+  '#ff7f0e',
+  '#2ca02c',
+  '#9467bd',
+  '#8c564b',
+  '#e377c2',
+  '#17becf',
+  '#bcbd22',
+  '#7f7f7f',
+  '#393b79',
+  '#637939',
+];
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 /** Ticks 1-2-5 per decade between lo and hi. */
@@ -142,7 +165,9 @@ export function renderSvg(r: ScenarioResult): string {
   y += 12;
   if (r.machine) {
     y += 16;
-    parts.push(`<text x="${W / 2}" y="${y}" font-size="12" fill="#555" text-anchor="middle">${esc(`${r.machine.cores} cores ${r.machine.cpuModel}, Node ${r.machine.node}, ${r.date.slice(0, 16).replace('T', ' ')} UTC; medians of rounds, whiskers span the rounds`)}</text>`);
+    parts.push(
+      `<text x="${W / 2}" y="${y}" font-size="12" fill="#555" text-anchor="middle">${esc(`${r.machine.cores} cores ${r.machine.cpuModel}, Node ${r.machine.node}, ${r.date.slice(0, 16).replace('T', ' ')} UTC; medians of rounds, whiskers span the rounds`)}</text>`,
+    );
   }
   const colorOf = new Map<string, string>();
   const color = (key: string) => {
@@ -155,7 +180,9 @@ export function renderSvg(r: ScenarioResult): string {
     const rows = r.rows.filter((row) => !row.error && row.figures[panel.figure]);
     if (rows.length === 0) continue;
     y += 34;
-    parts.push(`<text x="10" y="${y}" font-size="15" font-weight="bold">${esc(panel.title)}${panel.unit ? ` (${esc(panel.unit)})` : ''}</text>`);
+    parts.push(
+      `<text x="10" y="${y}" font-size="15" font-weight="bold">${esc(panel.title)}${panel.unit ? ` (${esc(panel.unit)})` : ''}</text>`,
+    );
     y += 10;
     const max = Math.max(...rows.map((row) => row.figures[panel.figure].max)) || 1;
     const scale = (v: number) => (Math.max(0, v) / max) * barMax;
@@ -172,17 +199,26 @@ export function renderSvg(r: ScenarioResult): string {
       parts.push(`<text x="${labelW - 8}" y="${y + 13}" font-size="12" text-anchor="end">${esc(row.label)}</text>`);
       parts.push(`<rect x="${labelW}" y="${y}" width="${scale(f.median).toFixed(1)}" height="18" fill="${c}" opacity="0.85"/>`);
       if (f.rounds.length > 1) {
-        parts.push(`<line x1="${(labelW + scale(f.min)).toFixed(1)}" x2="${(labelW + scale(f.max)).toFixed(1)}" y1="${y + 9}" y2="${y + 9}" stroke="#000" stroke-width="1.5"/>`);
-        for (const v of [f.min, f.max]) parts.push(`<line x1="${(labelW + scale(v)).toFixed(1)}" x2="${(labelW + scale(v)).toFixed(1)}" y1="${y + 4}" y2="${y + 14}" stroke="#000" stroke-width="1.5"/>`);
+        parts.push(
+          `<line x1="${(labelW + scale(f.min)).toFixed(1)}" x2="${(labelW + scale(f.max)).toFixed(1)}" y1="${y + 9}" y2="${y + 9}" stroke="#000" stroke-width="1.5"/>`,
+        );
+        for (const v of [f.min, f.max])
+          parts.push(
+            `<line x1="${(labelW + scale(v)).toFixed(1)}" x2="${(labelW + scale(v)).toFixed(1)}" y1="${y + 4}" y2="${y + 14}" stroke="#000" stroke-width="1.5"/>`,
+          );
       }
-      parts.push(`<text x="${(labelW + Math.max(scale(f.median), scale(f.max)) + 6).toFixed(1)}" y="${y + 13}" font-size="12">${esc(fmt(f.median))}</text>`);
+      parts.push(
+        `<text x="${(labelW + Math.max(scale(f.median), scale(f.max)) + 6).toFixed(1)}" y="${y + 13}" font-size="12">${esc(fmt(f.median))}</text>`,
+      );
       y += 18;
     }
   }
   const curved = r.rows.filter((row) => !row.error && row.curve && Object.keys(row.curve).length > 0);
   if (curved.length) {
     y += 40;
-    parts.push(`<text x="10" y="${y}" font-size="15" font-weight="bold">${esc(r.curveTitle ?? 'Latency by percentile')} (ms, log scale)</text>`);
+    parts.push(
+      `<text x="10" y="${y}" font-size="15" font-weight="bold">${esc(r.curveTitle ?? 'Latency by percentile')} (ms, log scale)</text>`,
+    );
     const top = y + 20;
     const left = 70;
     const plotW = W - left - 30;
@@ -190,8 +226,9 @@ export function renderSvg(r: ScenarioResult): string {
     const values = curved.flatMap((row) => Object.values(row.curve!)).filter((v) => v > 0);
     const lo = 10 ** Math.floor(Math.log10(Math.min(...values)));
     const hi = 10 ** Math.ceil(Math.log10(Math.max(...values)));
-    const xOf = (p: number) => left + (Math.log10(100 / (100 - p)) - Math.log10(2)) / (4 - Math.log10(2)) * plotW;
-    const yOf = (v: number) => top + plotH - ((Math.log10(Math.max(v, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo) || 1)) * plotH;
+    const xOf = (p: number) => left + ((Math.log10(100 / (100 - p)) - Math.log10(2)) / (4 - Math.log10(2))) * plotW;
+    const yOf = (v: number) =>
+      top + plotH - ((Math.log10(Math.max(v, lo)) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo) || 1)) * plotH;
     parts.push(`<rect x="${left}" y="${top}" width="${plotW}" height="${plotH}" fill="none" stroke="#999"/>`);
     for (const t of logTicks(lo, hi)) {
       parts.push(`<line x1="${left}" x2="${left + plotW}" y1="${yOf(t).toFixed(1)}" y2="${yOf(t).toFixed(1)}" stroke="#eee"/>`);
@@ -209,11 +246,15 @@ export function renderSvg(r: ScenarioResult): string {
       const c = color(row.contender);
       const dash = DASHES[groups.indexOf(row.group ?? '') % DASHES.length];
       const pts = CURVE_PERCENTILES.filter((p) => row.curve![String(p)] !== undefined).map((p) => [xOf(p), yOf(row.curve![String(p)])]);
-      parts.push(`<polyline fill="none" stroke="${c}" stroke-width="2"${dash ? ` stroke-dasharray="${dash}"` : ''} points="${pts.map(([a, b]) => `${a.toFixed(1)},${b.toFixed(1)}`).join(' ')}"/>`);
+      parts.push(
+        `<polyline fill="none" stroke="${c}" stroke-width="2"${dash ? ` stroke-dasharray="${dash}"` : ''} points="${pts.map(([a, b]) => `${a.toFixed(1)},${b.toFixed(1)}`).join(' ')}"/>`,
+      );
       for (const [a, b] of pts) parts.push(`<circle cx="${a.toFixed(1)}" cy="${b.toFixed(1)}" r="3" fill="${c}"/>`);
       const lx = left + (i % 2) * (plotW / 2);
       const ly = legendTop + Math.floor(i / 2) * 18;
-      parts.push(`<line x1="${lx}" x2="${lx + 26}" y1="${ly}" y2="${ly}" stroke="${c}" stroke-width="3"${dash ? ` stroke-dasharray="${dash}"` : ''}/>`);
+      parts.push(
+        `<line x1="${lx}" x2="${lx + 26}" y1="${ly}" y2="${ly}" stroke="${c}" stroke-width="3"${dash ? ` stroke-dasharray="${dash}"` : ''}/>`,
+      );
       parts.push(`<text x="${lx + 32}" y="${ly + 4}" font-size="12">${esc(row.group ? `${row.label}, ${row.group}` : row.label)}</text>`);
     });
     y = legendTop + Math.ceil(curved.length / 2) * 18;

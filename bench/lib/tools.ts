@@ -51,7 +51,10 @@ export function ensureTools(cmds: string[], log: (msg: string) => void): ToolRep
   const cmd = `apt-get install -y -qq --no-install-recommends ${packages.join(' ')}`;
   log(`installing ${packages.join(' ')} (${cmd})`);
   try {
-    execFileSync('apt-get', ['update', '-qq'], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+    execFileSync('apt-get', ['update', '-qq'], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+    });
     execFileSync('sh', ['-c', cmd], { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
     report.actions.push(`ran apt-get update and ${cmd}`);
   } catch (err) {

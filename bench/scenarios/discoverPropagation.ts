@@ -16,21 +16,43 @@ import { CURVE_PERCENTILES, figure, median, percentile, ratio } from '../lib/sta
 export function topology(variant: number): string {
   const lines = ['services:'];
   for (let i = 0; i < 100; i++) {
-    lines.push(`  - { name: svc-${i}, ports: [{ port: 8080, protocol: http }], endpoints: [10.1.${i}.1:8080, 10.1.${i}.2:8080, 10.1.${i}.3:8080] }`);
+    lines.push(
+      `  - { name: svc-${i}, ports: [{ port: 8080, protocol: http }], endpoints: [10.1.${i}.1:8080, 10.1.${i}.2:8080, 10.1.${i}.3:8080] }`,
+    );
   }
-  lines.push(`  - { name: api, ports: [{ port: 8080, protocol: http }], endpoints: [10.0.0.1:8080, 10.0.0.2:8080, 10.0.0.${3 + variant}:8080] }`);
+  lines.push(
+    `  - { name: api, ports: [{ port: 8080, protocol: http }], endpoints: [10.0.0.1:8080, 10.0.0.2:8080, 10.0.0.${3 + variant}:8080] }`,
+  );
   lines.push('apps:');
-  lines.push('  - { name: web, config: { base_services: [{ depend_service_alias: api, port: 8080 }, { depend_service_alias: svc-1, port: 8080 }] } }');
+  lines.push(
+    '  - { name: web, config: { base_services: [{ depend_service_alias: api, port: 8080 }, { depend_service_alias: svc-1, port: 8080 }] } }',
+  );
   for (let i = 0; i < 100; i++) {
-    lines.push(`  - { name: app-${i}, config: { base_services: [{ depend_service_alias: svc-${i}, port: 8080 }, { depend_service_alias: svc-${(i + 1) % 100}, port: 8080 }] } }`);
+    lines.push(
+      `  - { name: app-${i}, config: { base_services: [{ depend_service_alias: svc-${i}, port: 8080 }, { depend_service_alias: svc-${(i + 1) % 100}, port: 8080 }] } }`,
+    );
   }
   return lines.join('\n') + '\n';
 }
 
 /** discover's own account of one edit, from its log: watch to read, read + parse, apply (rebuild and wake). */
-interface EditLog { debounceMs: number; readParseMs: number; applyMs: number; rebuilt: number; woken: number }
+interface EditLog {
+  debounceMs: number;
+  readParseMs: number;
+  applyMs: number;
+  rebuilt: number;
+  woken: number;
+}
 
-interface Server { key: 'discover' | 'floor'; label: string; base: string; pid: number; file: string; variant: number; edits?: EditLog[] }
+interface Server {
+  key: 'discover' | 'floor';
+  label: string;
+  base: string;
+  pid: number;
+  file: string;
+  variant: number;
+  edits?: EditLog[];
+}
 
 /** The Node flags the container image gives discover (its NODE_OPTIONS; the chart does not change them). */
 export function imageNodeFlags(): string[] {
@@ -38,10 +60,33 @@ export function imageNodeFlags(): string[] {
   return m ? m[1].replace(/^"|"$/g, '').split(' ').filter(Boolean) : [];
 }
 
-async function startDiscoverChild(group: ProcessGroup, file: string, nodeArgs: string[], extra: string[]): Promise<{ base: string; pid: number; edits: EditLog[] }> {
+async function startDiscoverChild(
+  group: ProcessGroup,
+  file: string,
+  nodeArgs: string[],
+  extra: string[],
+): Promise<{ base: string; pid: number; edits: EditLog[] }> {
   const cli = join(root, 'dist', 'cli.js');
   if (!existsSync(cli)) throw new Error('dist/cli.js is missing: run npm run build first (npm run bench does)');
-  const child = group.spawn(process.execPath, [...imageNodeFlags(), ...nodeArgs, cli, 'discover', '--static', file, '--host', '127.0.0.1', '--port', '0', '--log-level', 'info', ...extra], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = group.spawn(
+    process.execPath,
+    [
+      ...imageNodeFlags(),
+      ...nodeArgs,
+      cli,
+      'discover',
+      '--static',
+      file,
+      '--host',
+      '127.0.0.1',
+      '--port',
+      '0',
+      '--log-level',
+      'info',
+      ...extra,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   let out = '';
   const port = await new Promise<number>((resolve, reject) => {
     child.stdout!.on('data', (c) => {
@@ -84,12 +129,13 @@ async function waiting(base: string): Promise<number> {
   return Number(/^shoal_discover_longpoll_waiters\{[^}]*\} ([0-9]+)/m.exec(text)?.[1] ?? 0);
 }
 
-
 /** Opens n long-poll clients against base: one C process, or up to 4 Node processes. */
 async function openClients(group: ProcessGroup, kind: ClientKind, base: string, n: number): Promise<LongPollChild[]> {
   const procs = kind === 'c' ? 1 : Math.min(4, Math.max(1, Math.ceil(n / 2500)));
   const port = Number(base.split(':')[2]);
-  const clients = Array.from({ length: procs }, (_, i) => startLongPollChild(group, kind, port, '/v2/snapshot/default/web', Math.floor(n / procs) + (i < n % procs ? 1 : 0)));
+  const clients = Array.from({ length: procs }, (_, i) =>
+    startLongPollChild(group, kind, port, '/v2/snapshot/default/web', Math.floor(n / procs) + (i < n % procs ? 1 : 0)),
+  );
   await Promise.all(clients.map((c) => c.once('open')));
   return clients;
 }
@@ -112,11 +158,13 @@ async function propagate(server: Server, clients: LongPollChild[], n: number): P
   const t0 = process.hrtime.bigint();
   renameSync(tmp, server.file);
   const statuses = await Promise.all(answered);
-  const times = await Promise.all(clients.map((c) => {
-    const p = c.once<{ times: string[] }>('times');
-    c.send({ type: 'report' });
-    return p;
-  }));
+  const times = await Promise.all(
+    clients.map((c) => {
+      const p = c.once<{ times: string[] }>('times');
+      c.send({ type: 'report' });
+      return p;
+    }),
+  );
   const ok = statuses.reduce((a, s) => a + (s.statuses['200'] ?? 0), 0);
   if (ok !== n) throw new Error(`${server.key}: ${ok} of ${n} waiters got 200 (${JSON.stringify(statuses)})`);
   return times.flatMap((t) => t.times.map((x) => Number(BigInt(x) - t0) / 1e6)).sort((a, b) => a - b);
@@ -159,7 +207,9 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
     const built = buildC('longpoll_client', ctx.log);
     if ('error' in built) {
       kind = 'node';
-      clientNotes.push(`The C client could not be built (${built.error}), so the simulated sidecars are Node processes: their reading (20-40 us an answer, in a row on one core) is part of these figures.`);
+      clientNotes.push(
+        `The C client could not be built (${built.error}), so the simulated sidecars are Node processes: their reading (20-40 us an answer, in a row on one core) is part of these figures.`,
+      );
     }
   }
   const results: Record<string, { rounds: number[][]; rssMb: number }> = {};
@@ -177,11 +227,24 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
       const file = join(d, 'topology.yaml');
       writeFileSync(file, topology(0));
       try {
-        const s = key === 'discover' ? await startDiscoverChild(group, file, profileArgs(ctx, 'discover'), opts.fanOutThreads !== undefined ? ['--fanout-threads', opts.fanOutThreads] : []) : await (async () => {
-          // The floor answers with as many bytes as discover's snapshot of web has.
-          const { info } = await group.jsonChild(process.execPath, [...imageNodeFlags(), join(root, 'bench', 'lib', 'longPollFloorChild.ts'), file, String(snapshotBytes)]);
-          return { base: `http://127.0.0.1:${info.port}`, pid: info.pid };
-        })();
+        const s =
+          key === 'discover'
+            ? await startDiscoverChild(
+                group,
+                file,
+                profileArgs(ctx, 'discover'),
+                opts.fanOutThreads !== undefined ? ['--fanout-threads', opts.fanOutThreads] : [],
+              )
+            : await (async () => {
+                // The floor answers with as many bytes as discover's snapshot of web has.
+                const { info } = await group.jsonChild(process.execPath, [
+                  ...imageNodeFlags(),
+                  join(root, 'bench', 'lib', 'longPollFloorChild.ts'),
+                  file,
+                  String(snapshotBytes),
+                ]);
+                return { base: `http://127.0.0.1:${info.port}`, pid: info.pid };
+              })();
         servers.push({ key, label: key === 'discover' ? 'shoal discover' : 'bare node:http long-poll (floor)', ...s, file, variant: 0 });
         if (key === 'discover') snapshotBytes = (await (await fetch(`${s.base}/v2/snapshot/default/web`)).arrayBuffer()).byteLength;
       } catch (err) {
@@ -233,7 +296,9 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
               const e = s.edits[s.edits.length - 1];
               if (e) (own[n] ??= []).push(e);
             }
-            ctx.log(`discover-propagation ${n} sidecars round ${r + 1} ${s.key}: p50 ${percentile(times, 50).toFixed(2)} p99 ${percentile(times, 99).toFixed(2)} max ${times[times.length - 1].toFixed(2)} ms`);
+            ctx.log(
+              `discover-propagation ${n} sidecars round ${r + 1} ${s.key}: p50 ${percentile(times, 50).toFixed(2)} p99 ${percentile(times, 99).toFixed(2)} max ${times[times.length - 1].toFixed(2)} ms`,
+            );
           } catch (err) {
             failed.add(s.key);
             errors.push(`${s.label} with ${n} sidecars: ${(err as Error).message}`);
@@ -270,9 +335,18 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
         label: s.label,
         group: g,
         figures: {
-          p50: figure(res.rounds.map((t) => percentile(t, 50)), 2),
-          p99: figure(res.rounds.map((t) => percentile(t, 99)), 2),
-          max: figure(res.rounds.map((t) => t[t.length - 1]), 2),
+          p50: figure(
+            res.rounds.map((t) => percentile(t, 50)),
+            2,
+          ),
+          p99: figure(
+            res.rounds.map((t) => percentile(t, 99)),
+            2,
+          ),
+          max: figure(
+            res.rounds.map((t) => t[t.length - 1]),
+            2,
+          ),
           rssMb: figure([res.rssMb], 1),
         },
         ratios: { p99VsFloor: ratio(per(s.key, 99), per('floor', 99)), rssVsFloor: ratio(res.rssMb, results[`floor@${n}`]?.rssMb) },
@@ -289,7 +363,15 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
     command: ctx.command,
     date: new Date().toISOString(),
     machine: ctx.machine,
-    settings: { client: kind, discoverNodeFlags: imageNodeFlags().join(' '), fanOutThreads: opts.fanOutThreads ?? 'auto', sidecars: counts, rounds: counts.map(roundsFor), snapshotBytes, snapshotRps: snapshotRps ?? null },
+    settings: {
+      client: kind,
+      discoverNodeFlags: imageNodeFlags().join(' '),
+      fanOutThreads: opts.fanOutThreads ?? 'auto',
+      sidecars: counts,
+      rounds: counts.map(roundsFor),
+      snapshotBytes,
+      snapshotRps: snapshotRps ?? null,
+    },
     columns: [
       { key: 'p50', label: 'p50', unit: 'ms', kind: 'figure' },
       { key: 'p99', label: 'p99', unit: 'ms', kind: 'figure' },
@@ -299,7 +381,10 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
       { key: 'rssVsFloor', label: 'RSS × floor', unit: '', kind: 'ratio' },
     ],
     rows,
-    bars: [{ title: 'p99 from edit to the last sidecar (lower is better)', figure: 'p99', unit: 'ms' }, { title: 'Server RSS (lower is better)', figure: 'rssMb', unit: 'MB' }],
+    bars: [
+      { title: 'p99 from edit to the last sidecar (lower is better)', figure: 'p99', unit: 'ms' },
+      { title: 'Server RSS (lower is better)', figure: 'rssMb', unit: 'MB' },
+    ],
     curveTitle: 'Time from edit to answer, by percentile of sidecars',
     targets: [
       below('propagation p99 at 1,000 sidecars', 100, p99At1000, 'ms'),
@@ -308,15 +393,26 @@ export async function runDiscoverPropagation(ctx: ScenarioContext, opts: Propaga
     ],
     notes: [
       ...clientNotes,
-      ...counts.filter((n) => firstEdit[`discover@${n}`]).map((n) => `Warm-up: before the measured rounds at ${n.toLocaleString('en-US')} sidecars each server took one unmeasured edit, whose p99 was ${firstEdit[`discover@${n}`].map((x) => x.toFixed(1)).join(', ')} ms for discover${firstEdit[`floor@${n}`] ? ` and ${firstEdit[`floor@${n}`].map((x) => x.toFixed(1)).join(', ')} ms for the floor` : ''} (code not yet compiled by V8; a discover that has served one edit is past it).`),
-      ...(snapshotRps ? [`discover snapshot requests per second (wrk -t2 -c50): full ${snapshotRps.full}, 304 ${snapshotRps.notModified}.`] : []),
-      ...counts.filter((n) => own[n]?.length).map((n) => {
-        const m = (f: (e: EditLog) => number) => median(own[n].map(f)).toFixed(2);
-        const rebuilt = [...new Set(own[n].map((e) => e.rebuilt))].join(' or ');
-        return `discover's own time per edit at ${n.toLocaleString('en-US')} sidecars (its log, median of ${own[n].length} edits): watch event to read ${m((e) => e.debounceMs)} ms, read + parse ${m((e) => e.readParseMs)} ms, apply ${m((e) => e.applyMs)} ms (rebuilt ${rebuilt} snapshot(s), then wrote the ${n.toLocaleString('en-US')} answers); the rest of the p99 is the answers crossing loopback and being read by the clients.`;
-      }),
+      ...counts
+        .filter((n) => firstEdit[`discover@${n}`])
+        .map(
+          (n) =>
+            `Warm-up: before the measured rounds at ${n.toLocaleString('en-US')} sidecars each server took one unmeasured edit, whose p99 was ${firstEdit[`discover@${n}`].map((x) => x.toFixed(1)).join(', ')} ms for discover${firstEdit[`floor@${n}`] ? ` and ${firstEdit[`floor@${n}`].map((x) => x.toFixed(1)).join(', ')} ms for the floor` : ''} (code not yet compiled by V8; a discover that has served one edit is past it).`,
+        ),
+      ...(snapshotRps
+        ? [`discover snapshot requests per second (wrk -t2 -c50): full ${snapshotRps.full}, 304 ${snapshotRps.notModified}.`]
+        : []),
+      ...counts
+        .filter((n) => own[n]?.length)
+        .map((n) => {
+          const m = (f: (e: EditLog) => number) => median(own[n].map(f)).toFixed(2);
+          const rebuilt = [...new Set(own[n].map((e) => e.rebuilt))].join(' or ');
+          return `discover's own time per edit at ${n.toLocaleString('en-US')} sidecars (its log, median of ${own[n].length} edits): watch event to read ${m((e) => e.debounceMs)} ms, read + parse ${m((e) => e.readParseMs)} ms, apply ${m((e) => e.applyMs)} ms (rebuilt ${rebuilt} snapshot(s), then wrote the ${n.toLocaleString('en-US')} answers); the rest of the p99 is the answers crossing loopback and being read by the clients.`;
+        }),
     ],
     errors,
-    raw: Object.fromEntries(Object.entries(results).map(([k, v]) => [k, { rssMb: v.rssMb, p99PerRound: v.rounds.map((t) => percentile(t, 99)) }])),
+    raw: Object.fromEntries(
+      Object.entries(results).map(([k, v]) => [k, { rssMb: v.rssMb, p99PerRound: v.rounds.map((t) => percentile(t, 99)) }]),
+    ),
   };
 }

@@ -31,7 +31,13 @@ export interface DnsBenchOptions {
 }
 
 type Server = 'shoal' | 'dnsmasq' | 'nodeUdpEcho' | 'dgramDnsPacket' | 'dns2';
-export interface DnsRun { qps: number; lost: number; latencyMs: number; rcodes: string; cpuUsPerQuery: number }
+export interface DnsRun {
+  qps: number;
+  lost: number;
+  latencyMs: number;
+  rcodes: string;
+  cpuUsPerQuery: number;
+}
 
 export async function runDnsBench(opts: DnsBenchOptions) {
   const { rounds, duration, clients, pin } = opts;
@@ -41,8 +47,12 @@ export async function runDnsBench(opts: DnsBenchOptions) {
 
   // The demo app's names: two dependencies in every search-domain form.
   const names: { name: string; address: string }[] = [];
-  for (const [dep, address] of [['api', '127.0.0.2'], ['cache', '127.0.0.3']]) {
-    for (const form of [dep, `${dep}.default`, `${dep}.default.svc`, `${dep}.default.svc.cluster.local`]) names.push({ name: form, address });
+  for (const [dep, address] of [
+    ['api', '127.0.0.2'],
+    ['cache', '127.0.0.3'],
+  ]) {
+    for (const form of [dep, `${dep}.default`, `${dep}.default.svc`, `${dep}.default.svc.cluster.local`])
+      names.push({ name: form, address });
   }
   const forwardedNames = Array.from({ length: 100 }, (_, i) => `n${i}.ext.test`);
   const dir = mkdtempSync(join(tmpdir(), 'shoal-bench-dns-'));
@@ -56,7 +66,9 @@ export async function runDnsBench(opts: DnsBenchOptions) {
   const group = new ProcessGroup();
   const digOk = (port: number, name: string): boolean => {
     try {
-      return /status: NOERROR/.test(execFileSync('dig', ['@127.0.0.1', '-p', String(port), '+time=1', '+tries=1', name], { encoding: 'utf8' }));
+      return /status: NOERROR/.test(
+        execFileSync('dig', ['@127.0.0.1', '-p', String(port), '+time=1', '+tries=1', name], { encoding: 'utf8' }),
+      );
     } catch {
       return false;
     }
@@ -71,8 +83,21 @@ export async function runDnsBench(opts: DnsBenchOptions) {
   const dnsmasq = async (args: string[], probe: string) => {
     for (let attempt = 0; attempt < 10; attempt++) {
       const port = randomInt(20000, 60000);
-      const child = group.spawn(...pinned(cpuOf(1), 'dnsmasq', ['--no-daemon', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--pid-file=',
-        `--port=${port}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--log-facility=-', ...args]), { stdio: 'ignore' });
+      const child = group.spawn(
+        ...pinned(cpuOf(1), 'dnsmasq', [
+          '--no-daemon',
+          '--conf-file=/dev/null',
+          '--no-resolv',
+          '--no-hosts',
+          '--pid-file=',
+          `--port=${port}`,
+          '--listen-address=127.0.0.1',
+          '--bind-interfaces',
+          '--log-facility=-',
+          ...args,
+        ]),
+        { stdio: 'ignore' },
+      );
       try {
         await waitFor(port, probe);
         return { port, pid: child.pid! };
@@ -83,13 +108,30 @@ export async function runDnsBench(opts: DnsBenchOptions) {
     throw new Error('dnsmasq did not start');
   };
   const nodeChild = async (script: string, args: string[], nodeArgs: string[] = []) => {
-    const { child, port } = await group.portChild(...pinned(cpuOf(1), process.execPath, [...nodeArgs, join(root, 'bench', 'lib', script), ...args]));
+    const { child, port } = await group.portChild(
+      ...pinned(cpuOf(1), process.execPath, [...nodeArgs, join(root, 'bench', 'lib', script), ...args]),
+    );
     return { port, pid: child.pid! };
   };
   function dnsperf(port: number, file: string, seconds: number, pid: number): DnsRun {
     const cpuBefore = cpuSeconds(pid);
-    const out = execFileSync(...pinned(cpuOf(0), 'dnsperf', ['-s', '127.0.0.1', '-p', String(port), '-d', file, '-l', String(seconds),
-      '-c', String(clients), '-Q', '200000']), { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    const out = execFileSync(
+      ...pinned(cpuOf(0), 'dnsperf', [
+        '-s',
+        '127.0.0.1',
+        '-p',
+        String(port),
+        '-d',
+        file,
+        '-l',
+        String(seconds),
+        '-c',
+        String(clients),
+        '-Q',
+        '200000',
+      ]),
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     const num = (re: RegExp) => Number(re.exec(out)?.[1] ?? NaN);
     const cpu = cpuSeconds(pid) - cpuBefore;
     return {
@@ -105,8 +147,15 @@ export async function runDnsBench(opts: DnsBenchOptions) {
     // The upstream both forward to: every name under ext.test, TTL one hour so the cache holds.
     const upstream = await dnsmasq(['--address=/ext.test/10.9.8.7', '--local-ttl=3600'], 'n0.ext.test');
     // The baseline: dnsmasq holding the same names (TTL 5 like shoal) and caching forwarded answers.
-    const reference = await dnsmasq([...names.map((n) => `--host-record=${n.name},${n.address}`), '--local-ttl=5',
-      `--server=127.0.0.1#${upstream.port}`, '--cache-size=10000'], 'api.default.svc.cluster.local');
+    const reference = await dnsmasq(
+      [
+        ...names.map((n) => `--host-record=${n.name},${n.address}`),
+        '--local-ttl=5',
+        `--server=127.0.0.1#${upstream.port}`,
+        '--cache-size=10000',
+      ],
+      'api.default.svc.cluster.local',
+    );
     const shoal = await nodeChild('dnsResponderChild.ts', [distMain, `127.0.0.1:${upstream.port}`, JSON.stringify(names)], opts.nodeArgs);
     // The floor: a Node UDP socket that only echoes each query back (no answer, no lookup).
     const echo = await nodeChild('dnsUdpEchoChild.ts', []);
@@ -118,7 +167,13 @@ export async function runDnsBench(opts: DnsBenchOptions) {
     dnsperf(shoal.port, forwardedFile, Math.min(1, duration), shoal.pid);
     dnsperf(reference.port, forwardedFile, Math.min(1, duration), reference.pid);
 
-    const servers: Partial<Record<Server, { port: number; pid: number }>> = { shoal, dnsmasq: reference, nodeUdpEcho: echo, ...(codec ? { dgramDnsPacket: codec } : {}), ...(dns2 ? { dns2 } : {}) };
+    const servers: Partial<Record<Server, { port: number; pid: number }>> = {
+      shoal,
+      dnsmasq: reference,
+      nodeUdpEcho: echo,
+      ...(codec ? { dgramDnsPacket: codec } : {}),
+      ...(dns2 ? { dns2 } : {}),
+    };
     const runs: Record<'local' | 'forwardedCached', Partial<Record<Server, DnsRun[]>>> = {
       local: Object.fromEntries(Object.keys(servers).map((k) => [k, []])),
       forwardedCached: { shoal: [], dnsmasq: [] },
@@ -127,13 +182,18 @@ export async function runDnsBench(opts: DnsBenchOptions) {
       // Alternate who goes first so a slow moment of the machine does not always hit the same one.
       const all = Object.keys(servers) as Server[];
       const order = r % 2 === 0 ? all : [...all].reverse();
-      for (const [kind, file] of [['local', localFile], ['forwardedCached', forwardedFile]] as const) {
+      for (const [kind, file] of [
+        ['local', localFile],
+        ['forwardedCached', forwardedFile],
+      ] as const) {
         for (const who of order) {
           const list = runs[kind][who];
           if (!list) continue;
           const run = dnsperf(servers[who]!.port, file, duration, servers[who]!.pid);
           list.push(run);
-          opts.log(`dns round ${r + 1} ${kind.padEnd(15)} ${who.padEnd(14)} ${String(run.qps).padStart(7)} qps  ${run.cpuUsPerQuery} us cpu/query  lost ${run.lost}  avg ${run.latencyMs} ms  ${run.rcodes}`);
+          opts.log(
+            `dns round ${r + 1} ${kind.padEnd(15)} ${who.padEnd(14)} ${String(run.qps).padStart(7)} qps  ${run.cpuUsPerQuery} us cpu/query  lost ${run.lost}  avg ${run.latencyMs} ms  ${run.rcodes}`,
+          );
         }
       }
     }
@@ -144,9 +204,13 @@ export async function runDnsBench(opts: DnsBenchOptions) {
       const sCpu = median(runs[kind].shoal!.map((x) => x.cpuUsPerQuery));
       const refCpu = median(runs[kind].dnsmasq!.map((x) => x.cpuUsPerQuery));
       return {
-        shoalQps: Math.round(s), dnsmasqQps: Math.round(ref), ratio: r2(s / ref),
+        shoalQps: Math.round(s),
+        dnsmasqQps: Math.round(ref),
+        ratio: r2(s / ref),
         // dnsmasq's CPU per query over shoal's: the throughput ratio on a machine where the server is the bottleneck.
-        shoalCpuUsPerQuery: sCpu, dnsmasqCpuUsPerQuery: refCpu, cpuEfficiencyRatio: r2(refCpu / sCpu),
+        shoalCpuUsPerQuery: sCpu,
+        dnsmasqCpuUsPerQuery: refCpu,
+        cpuEfficiencyRatio: r2(refCpu / sCpu),
         runs: runs[kind],
       };
     };
@@ -156,7 +220,12 @@ export async function runDnsBench(opts: DnsBenchOptions) {
       if (!list) return null;
       const qps = median(list.map((x) => x.qps));
       const cpu = median(list.map((x) => x.cpuUsPerQuery));
-      return { qps: Math.round(qps), ratio: r2(qps / local.dnsmasqQps), cpuUsPerQuery: cpu, cpuEfficiencyRatio: r2(local.dnsmasqCpuUsPerQuery / cpu) };
+      return {
+        qps: Math.round(qps),
+        ratio: r2(qps / local.dnsmasqQps),
+        cpuUsPerQuery: cpu,
+        cpuEfficiencyRatio: r2(local.dnsmasqCpuUsPerQuery / cpu),
+      };
     };
     return {
       benchmark: 'dns',
@@ -174,7 +243,11 @@ export async function runDnsBench(opts: DnsBenchOptions) {
 }
 
 const LABELS: Record<string, string> = {
-  shoal: 'shoal DNS responder', dnsmasq: 'dnsmasq', nodeUdpEcho: 'bare Node UDP echo (floor)', dgramDnsPacket: 'dgram + dns-packet', dns2: 'dns2',
+  shoal: 'shoal DNS responder',
+  dnsmasq: 'dnsmasq',
+  nodeUdpEcho: 'bare Node UDP echo (floor)',
+  dgramDnsPacket: 'dgram + dns-packet',
+  dns2: 'dns2',
 };
 
 /** The dns scenario for run.ts: the same measurement as `node bench/dns.ts`, as a report. */
@@ -183,13 +256,24 @@ export async function runDnsScenario(ctx: ScenarioContext): Promise<ScenarioResu
   let raw: Awaited<ReturnType<typeof runDnsBench>> | undefined;
   const pin = ctx.pin && (ctx.machine?.cores ?? 0) >= 2;
   try {
-    raw = await runDnsBench({ rounds: ctx.rounds, duration: ctx.smoke ? 0.5 : ctx.duration, clients: 4, pin, codec: false, nodeArgs: profileArgs(ctx, 'dns'), log: ctx.log });
+    raw = await runDnsBench({
+      rounds: ctx.rounds,
+      duration: ctx.smoke ? 0.5 : ctx.duration,
+      clients: 4,
+      pin,
+      codec: false,
+      nodeArgs: profileArgs(ctx, 'dns'),
+      log: ctx.log,
+    });
   } catch (err) {
     errors.push(`dns: ${(err as Error).message}`);
   }
   const rows: Row[] = [];
   if (raw) {
-    for (const [kind, label] of [['local', 'local names (answered from the zone)'], ['forwardedCached', 'forwarded names, answered from the cache']] as const) {
+    for (const [kind, label] of [
+      ['local', 'local names (answered from the zone)'],
+      ['forwardedCached', 'forwarded names, answered from the cache'],
+    ] as const) {
       const runs = raw[kind].runs;
       const refQps = median(runs.dnsmasq!.map((x) => x.qps));
       const refCpu = median(runs.dnsmasq!.map((x) => x.cpuUsPerQuery));
@@ -198,15 +282,31 @@ export async function runDnsScenario(ctx: ScenarioContext): Promise<ScenarioResu
           contender: who,
           label: LABELS[who],
           group: label,
-          figures: { qps: figure(list.map((x) => x.qps), 0), cpuUs: figure(list.map((x) => x.cpuUsPerQuery), 2), latencyMs: figure(list.map((x) => x.latencyMs), 3) },
-          ratios: { vsDnsmasq: Math.round((median(list.map((x) => x.qps)) / refQps) * 100) / 100, cpuVsDnsmasq: Math.round((refCpu / median(list.map((x) => x.cpuUsPerQuery))) * 100) / 100 },
+          figures: {
+            qps: figure(
+              list.map((x) => x.qps),
+              0,
+            ),
+            cpuUs: figure(
+              list.map((x) => x.cpuUsPerQuery),
+              2,
+            ),
+            latencyMs: figure(
+              list.map((x) => x.latencyMs),
+              3,
+            ),
+          },
+          ratios: {
+            vsDnsmasq: Math.round((median(list.map((x) => x.qps)) / refQps) * 100) / 100,
+            cpuVsDnsmasq: Math.round((refCpu / median(list.map((x) => x.cpuUsPerQuery))) * 100) / 100,
+          },
         });
       }
     }
   }
   return {
     scenario: 'dns',
-    title: 'dns: shoal\'s DNS responder against dnsmasq',
+    title: "dns: shoal's DNS responder against dnsmasq",
     method: `dnsperf (4 clients, up to 100 queries outstanding) for ${ctx.duration} s per server and kind, ${ctx.rounds} rounds with the order alternating; A queries only. Local: the demo app's 8 names (two dependencies in every search-domain form), which dnsmasq holds as host records. Forwarded: 100 names under ext.test that both forward to one upstream dnsmasq, after a warm-up that fills both caches. ${pin ? 'dnsperf is pinned to CPU 0 and every server to CPU 1 (taskset): both servers are single-threaded, so each gets one whole core and the load generator never competes with it.' : 'Nothing is pinned.'} "CPU efficiency × dnsmasq" is dnsmasq's CPU per query over the server's: the qps ratio a machine would see where the server is the bottleneck.`,
     command: ctx.command,
     date: new Date().toISOString(),
@@ -220,9 +320,15 @@ export async function runDnsScenario(ctx: ScenarioContext): Promise<ScenarioResu
       { key: 'latencyMs', label: 'average latency', unit: 'ms', kind: 'figure' },
     ],
     rows,
-    bars: [{ title: 'Queries per second (higher is better)', figure: 'qps', unit: 'qps' }, { title: 'Server CPU per query (lower is better)', figure: 'cpuUs', unit: 'µs' }],
+    bars: [
+      { title: 'Queries per second (higher is better)', figure: 'qps', unit: 'qps' },
+      { title: 'Server CPU per query (lower is better)', figure: 'cpuUs', unit: 'µs' },
+    ],
     targets: [atLeast('DNS local answers vs dnsmasq', 0.8, raw ? raw.local.ratio : null, 'dnsmasq')],
-    notes: ['dnsperf reports only the average latency, so this scenario has no percentile curve.', ...(raw ? [`shoal responder RSS after the run: ${raw.shoalRssMb} MB.`] : [])],
+    notes: [
+      'dnsperf reports only the average latency, so this scenario has no percentile curve.',
+      ...(raw ? [`shoal responder RSS after the run: ${raw.shoalRssMb} MB.`] : []),
+    ],
     errors,
     raw,
   };

@@ -13,8 +13,12 @@ export interface Started {
   url: string;
 }
 
-export async function startHttpContenders(group: ProcessGroup, ctx: ScenarioContext, keys: HttpContender[], opts: { sidecarNodeOptions?: string[] } = {}):
-  Promise<{ contenders: Started[]; errors: string[]; sidecar?: ShoalSidecar; backendPort: number; pinnedTo?: string }> {
+export async function startHttpContenders(
+  group: ProcessGroup,
+  ctx: ScenarioContext,
+  keys: HttpContender[],
+  opts: { sidecarNodeOptions?: string[] } = {},
+): Promise<{ contenders: Started[]; errors: string[]; sidecar?: ShoalSidecar; backendPort: number; pinnedTo?: string }> {
   const cpu = proxyCpu(ctx);
   const workers = ctx.machine?.cores ?? 2;
   const backendPort = await startBackend(group, ctx.dir);
@@ -34,7 +38,11 @@ export async function startHttpContenders(group: ProcessGroup, ctx: ScenarioCont
   const startSidecar = async () => {
     if (!keys.includes('shoal-l7') && !keys.includes('shoal-l4')) return;
     try {
-      sidecar = await startShoal(group, join(ctx.dir), { backendPort, cpus: cpu, nodeOptions: [...(opts.sidecarNodeOptions ?? []), ...profileArgs(ctx, 'sidecar')] });
+      sidecar = await startShoal(group, join(ctx.dir), {
+        backendPort,
+        cpus: cpu,
+        nodeOptions: [...(opts.sidecarNodeOptions ?? []), ...profileArgs(ctx, 'sidecar')],
+      });
     } catch (err) {
       errors.push(`shoal sidecar: ${(err as Error).message}`);
       return;
@@ -46,11 +54,31 @@ export async function startHttpContenders(group: ProcessGroup, ctx: ScenarioCont
   await Promise.all([
     attempt('direct', 'direct (no proxy)', async () => `http://127.0.0.1:${backendPort}/`),
     startSidecar(),
-    attempt('nginx-1', `nginx, 1 worker${pinNote}`, async () => `http://127.0.0.1:${await startNginxProxy(group, ctx.dir, 1, backendPort, cpu)}/`),
-    attempt('haproxy-1', `haproxy, nbthread 1${pinNote}`, async () => `http://127.0.0.1:${(await startHaproxy(group, ctx.dir, 1, backendPort, undefined, cpu)).httpPort}/`),
-    attempt('http-proxy', `http-proxy, keep-alive agent${pinNote}`, async () => `http://127.0.0.1:${(await startHttpProxy(group, backendPort, cpu)).port}/`),
-    attempt('nginx-multi', `nginx, ${workers} workers (multi)`, async () => `http://127.0.0.1:${await startNginxProxy(group, ctx.dir, workers, backendPort)}/`),
-    attempt('haproxy-multi', `haproxy, nbthread ${workers} (multi)`, async () => `http://127.0.0.1:${(await startHaproxy(group, ctx.dir, workers, backendPort)).httpPort}/`),
+    attempt(
+      'nginx-1',
+      `nginx, 1 worker${pinNote}`,
+      async () => `http://127.0.0.1:${await startNginxProxy(group, ctx.dir, 1, backendPort, cpu)}/`,
+    ),
+    attempt(
+      'haproxy-1',
+      `haproxy, nbthread 1${pinNote}`,
+      async () => `http://127.0.0.1:${(await startHaproxy(group, ctx.dir, 1, backendPort, undefined, cpu)).httpPort}/`,
+    ),
+    attempt(
+      'http-proxy',
+      `http-proxy, keep-alive agent${pinNote}`,
+      async () => `http://127.0.0.1:${(await startHttpProxy(group, backendPort, cpu)).port}/`,
+    ),
+    attempt(
+      'nginx-multi',
+      `nginx, ${workers} workers (multi)`,
+      async () => `http://127.0.0.1:${await startNginxProxy(group, ctx.dir, workers, backendPort)}/`,
+    ),
+    attempt(
+      'haproxy-multi',
+      `haproxy, nbthread ${workers} (multi)`,
+      async () => `http://127.0.0.1:${(await startHaproxy(group, ctx.dir, workers, backendPort)).httpPort}/`,
+    ),
   ]);
   // Keep the order asked for.
   contenders.sort((a, b) => keys.indexOf(a.key) - keys.indexOf(b.key));

@@ -11,7 +11,10 @@ import { startHttpContenders, type HttpContender } from './httpContenders.ts';
 export const FIXED_RATE_CONTENDERS: HttpContender[] = ['direct', 'shoal-l7', 'shoal-l4', 'nginx-1', 'haproxy-1', 'http-proxy'];
 const SHOWN = ['50', '90', '99', '99.9'];
 
-export async function runHttpFixedRate(ctx: ScenarioContext, opts: { rate?: number; contenders?: HttpContender[]; sidecarNodeOptions?: string[] } = {}): Promise<ScenarioResult> {
+export async function runHttpFixedRate(
+  ctx: ScenarioContext,
+  opts: { rate?: number; contenders?: HttpContender[]; sidecarNodeOptions?: string[] } = {},
+): Promise<ScenarioResult> {
   const rate = opts.rate ?? (ctx.smoke ? 200 : 1000);
   const group = new ProcessGroup();
   const stage = await startHttpContenders(group, ctx, opts.contenders ?? FIXED_RATE_CONTENDERS, opts);
@@ -29,19 +32,26 @@ export async function runHttpFixedRate(ctx: ScenarioContext, opts: { rate?: numb
         if (res) cold[c.key] = res.latencyMs['99'];
       }
     }
-    await interleave(stage.contenders.map((c) => c.key), ctx.rounds, async (key, round) => {
-      const c = stage.contenders.find((x) => x.key === key)!;
-      if (failed.has(key)) return;
-      try {
-        // One more second than measured: the client drops its first second as warm-up (in smoke, half of one second).
-        const res = await paced(c.url, rate, ctx.smoke ? 1 : ctx.duration + 1, undefined, errorShare(ctx));
-        runs[key][round] = res;
-        ctx.log(`http-fixed-rate round ${round + 1} ${key}: p50 ${res.latencyMs['50']} p99 ${res.latencyMs['99']} p99.9 ${res.latencyMs['99.9']} ms`);
-      } catch (err) {
-        failed.add(key);
-        errors.push(`${c.label}: ${(err as Error).message}`);
-      }
-    }, ctx.smoke);
+    await interleave(
+      stage.contenders.map((c) => c.key),
+      ctx.rounds,
+      async (key, round) => {
+        const c = stage.contenders.find((x) => x.key === key)!;
+        if (failed.has(key)) return;
+        try {
+          // One more second than measured: the client drops its first second as warm-up (in smoke, half of one second).
+          const res = await paced(c.url, rate, ctx.smoke ? 1 : ctx.duration + 1, undefined, errorShare(ctx));
+          runs[key][round] = res;
+          ctx.log(
+            `http-fixed-rate round ${round + 1} ${key}: p50 ${res.latencyMs['50']} p99 ${res.latencyMs['99']} p99.9 ${res.latencyMs['99.9']} ms`,
+          );
+        } catch (err) {
+          failed.add(key);
+          errors.push(`${c.label}: ${(err as Error).message}`);
+        }
+      },
+      ctx.smoke,
+    );
   } finally {
     await stage.sidecar?.close();
     await group.stop();
@@ -53,11 +63,17 @@ export async function runHttpFixedRate(ctx: ScenarioContext, opts: { rate?: numb
     const figures: Row['figures'] = {};
     const ratios: Row['ratios'] = {};
     for (const p of SHOWN) {
-      figures[`p${p}`] = figure(list.map((x) => x.latencyMs[p]), 3);
+      figures[`p${p}`] = figure(
+        list.map((x) => x.latencyMs[p]),
+        3,
+      );
       // Added latency: this contender minus direct in the same round.
       const added = runs[c.key].map((x, i) => (x && direct[i] ? x.latencyMs[p] - direct[i]!.latencyMs[p] : NaN)).filter(Number.isFinite);
       if (c.key !== 'direct' && added.length) figures[`added${p}`] = figure(added, 3);
-      ratios[`vsDirect${p}`] = ratio(figures[`p${p}`].median, direct.length ? median(direct.filter((x): x is PacedResult => !!x).map((x) => x.latencyMs[p])) : undefined);
+      ratios[`vsDirect${p}`] = ratio(
+        figures[`p${p}`].median,
+        direct.length ? median(direct.filter((x): x is PacedResult => !!x).map((x) => x.latencyMs[p])) : undefined,
+      );
     }
     const curve: Record<string, number> = {};
     for (const p of CURVE_PERCENTILES) curve[String(p)] = median(list.map((x) => x.latencyMs[String(p)]));
@@ -84,7 +100,13 @@ export async function runHttpFixedRate(ctx: ScenarioContext, opts: { rate?: numb
       atMost(`shoal L7 added p99 at ${rate} rps`, 1, added('shoal-l7'), 'ms'),
       atMost(`shoal L4 added p99 at ${rate} rps`, 1, added('shoal-l4'), 'ms'),
     ],
-    notes: Object.keys(cold).length ? [`p99 of each contender's warm-up run (cold, ms): ${Object.entries(cold).map(([k, v]) => `${k} ${v}`).join(', ')}.`] : [],
+    notes: Object.keys(cold).length
+      ? [
+          `p99 of each contender's warm-up run (cold, ms): ${Object.entries(cold)
+            .map(([k, v]) => `${k} ${v}`)
+            .join(', ')}.`,
+        ]
+      : [],
     errors,
     raw: { runs, coldP99Ms: cold },
   };

@@ -7,9 +7,21 @@ import type { Row, ScenarioResult } from '../lib/report.ts';
 import { CURVE_PERCENTILES, figure, median } from '../lib/stats.ts';
 import { startHttpContenders, type HttpContender } from './httpContenders.ts';
 
-export const HTTP_MAX_CONTENDERS: HttpContender[] = ['direct', 'shoal-l7', 'shoal-l4', 'nginx-1', 'haproxy-1', 'http-proxy', 'nginx-multi', 'haproxy-multi'];
+export const HTTP_MAX_CONTENDERS: HttpContender[] = [
+  'direct',
+  'shoal-l7',
+  'shoal-l4',
+  'nginx-1',
+  'haproxy-1',
+  'http-proxy',
+  'nginx-multi',
+  'haproxy-multi',
+];
 
-export async function runHttpMax(ctx: ScenarioContext, opts: { connections?: number; contenders?: HttpContender[]; sidecarNodeOptions?: string[] } = {}): Promise<ScenarioResult> {
+export async function runHttpMax(
+  ctx: ScenarioContext,
+  opts: { connections?: number; contenders?: HttpContender[]; sidecarNodeOptions?: string[] } = {},
+): Promise<ScenarioResult> {
   const connections = opts.connections ?? 50;
   const group = new ProcessGroup();
   const stage = await startHttpContenders(group, ctx, opts.contenders ?? HTTP_MAX_CONTENDERS, opts);
@@ -24,19 +36,24 @@ export async function runHttpMax(ctx: ScenarioContext, opts: { connections?: num
       curves[c.key] = [];
       if (warm) await wrk(c.url, warm, connections).catch(() => undefined);
     }
-    await interleave(stage.contenders.map((c) => c.key), ctx.rounds, async (key, round) => {
-      const c = stage.contenders.find((x) => x.key === key)!;
-      if (failed.has(key)) return;
-      try {
-        const res = await wrk(c.url, ctx.duration, connections, undefined, errorShare(ctx));
-        rps[key].push(res.rps);
-        curves[key].push(res.latencyMs);
-        ctx.log(`http-max round ${round + 1} ${key}: ${Math.round(res.rps)} rps, p99 ${res.latencyMs['99']} ms`);
-      } catch (err) {
-        failed.add(key);
-        errors.push(`${c.label}: ${(err as Error).message}`);
-      }
-    }, ctx.smoke);
+    await interleave(
+      stage.contenders.map((c) => c.key),
+      ctx.rounds,
+      async (key, round) => {
+        const c = stage.contenders.find((x) => x.key === key)!;
+        if (failed.has(key)) return;
+        try {
+          const res = await wrk(c.url, ctx.duration, connections, undefined, errorShare(ctx));
+          rps[key].push(res.rps);
+          curves[key].push(res.latencyMs);
+          ctx.log(`http-max round ${round + 1} ${key}: ${Math.round(res.rps)} rps, p99 ${res.latencyMs['99']} ms`);
+        } catch (err) {
+          failed.add(key);
+          errors.push(`${c.label}: ${(err as Error).message}`);
+        }
+      },
+      ctx.smoke,
+    );
   } finally {
     await stage.sidecar?.close();
     await group.stop();
@@ -51,14 +68,22 @@ export async function runHttpMax(ctx: ScenarioContext, opts: { connections?: num
       label: c.label,
       figures: {
         rps: figure(rps[c.key], 0),
-        p50: figure(curves[c.key].map((x) => x['50']), 3),
-        p99: figure(curves[c.key].map((x) => x['99']), 3),
+        p50: figure(
+          curves[c.key].map((x) => x['50']),
+          3,
+        ),
+        p99: figure(
+          curves[c.key].map((x) => x['99']),
+          3,
+        ),
       },
       ratios: { vsDirect: ratio(med(c.key), med('direct')), vsNginx1: ratio(med(c.key), med('nginx-1')) },
       curve,
     };
   });
-  const pinned = stage.pinnedTo ? `Single-process proxies (shoal, nginx 1 worker, haproxy nbthread 1, http-proxy) are pinned with taskset to CPU ${stage.pinnedTo}, so "one worker" means one core, as a 1-CPU limit would; Node's helper threads (GC) cannot borrow the other core. wrk, the backend and the multi-worker peers are not pinned.` : 'No process is pinned.';
+  const pinned = stage.pinnedTo
+    ? `Single-process proxies (shoal, nginx 1 worker, haproxy nbthread 1, http-proxy) are pinned with taskset to CPU ${stage.pinnedTo}, so "one worker" means one core, as a 1-CPU limit would; Node's helper threads (GC) cannot borrow the other core. wrk, the backend and the multi-worker peers are not pinned.`
+    : 'No process is pinned.';
   return {
     scenario: 'http-max',
     title: 'http-max: maximum requests per second through each proxy',

@@ -11,7 +11,11 @@ export async function runKubernetesScenario(ctx: ScenarioContext): Promise<Scena
   const opts = ctx.smoke ? SMOKE : { ...FULL, rounds: Math.max(ctx.rounds, FULL.rounds) };
   const r = await runKubernetesBench({ ...opts, cpuProfDir: ctx.profileDir, log: ctx.log });
   const targets: Target[] = Object.entries(r.targets).map(([name, t]) => ({
-    name, goal: t.target, measured: t.measured, met: t.met, margin: t.met ? 'within the target' : `${t.measured} against ${t.target}`,
+    name,
+    goal: t.target,
+    measured: t.measured,
+    met: t.met,
+    margin: t.met ? 'within the target' : `${t.measured} against ${t.target}`,
   }));
   const api = r.components['kube-apiserver'];
   const etcd = r.components.etcd;

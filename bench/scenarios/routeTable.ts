@@ -26,16 +26,32 @@ const HEADER = ['x-tenant', 'bench'] as const;
 
 /** 20 rules, the request matching only the last: each kind of match is tried (and fails) on the way. */
 export function twentyRules(cluster: string): Route[] {
-  const r = (extra: Partial<Route>): Route => ({ domains: ['*'], prefix: '/', headers: [], backends: [{ cluster, weight: 1 }], source: 'HTTPRoute bench/routes', ...extra });
+  const r = (extra: Partial<Route>): Route => ({
+    domains: ['*'],
+    prefix: '/',
+    headers: [],
+    backends: [{ cluster, weight: 1 }],
+    source: 'HTTPRoute bench/routes',
+    ...extra,
+  });
   const rules: Route[] = [];
   for (let i = 1; i <= 4; i++) rules.push(r({ path: { type: 'Exact', value: `/exact/${i}` } }));
   for (let i = 5; i <= 8; i++) rules.push(r({ path: { type: 'PathPrefix', value: `/prefix${i}` } }));
-  for (let i = 9; i <= 12; i++) rules.push(r({ path: { type: 'PathPrefix', value: '/' }, headers: [{ name: 'x-tenant', value: `tenant-${i}` }] }));
+  for (let i = 9; i <= 12; i++)
+    rules.push(r({ path: { type: 'PathPrefix', value: '/' }, headers: [{ name: 'x-tenant', value: `tenant-${i}` }] }));
   for (let i = 13; i <= 16; i++) rules.push(r({ path: { type: 'RegularExpression', value: `/r${i}/[0-9]+` } }));
-  rules.push(r({ path: { type: 'PathPrefix', value: '/' }, headers: [{ name: 'x-user', value: 'admin-[a-z]+', type: 'RegularExpression' }] }));
+  rules.push(
+    r({ path: { type: 'PathPrefix', value: '/' }, headers: [{ name: 'x-user', value: 'admin-[a-z]+', type: 'RegularExpression' }] }),
+  );
   rules.push(r({ path: { type: 'PathPrefix', value: '/' }, headers: [{ name: 'x-tenant', value: 'b[0-9]+', type: 'RegularExpression' }] }));
   rules.push(r({ path: { type: 'PathPrefix', value: '/index.html' }, method: 'POST' }));
-  rules.push(r({ path: { type: 'RegularExpression', value: '/index\\.(html|htm)' }, headers: [{ name: HEADER[0], value: HEADER[1] }], method: 'GET' }));
+  rules.push(
+    r({
+      path: { type: 'RegularExpression', value: '/index\\.(html|htm)' },
+      headers: [{ name: HEADER[0], value: HEADER[1] }],
+      method: 'GET',
+    }),
+  );
   return rules;
 }
 
@@ -43,7 +59,9 @@ let luaFile = '';
 function wrkLua(): string {
   if (luaFile) return luaFile;
   luaFile = join(mkdtempSync(join(tmpdir(), 'shoal-bench-routes-')), 'routes.lua');
-  writeFileSync(luaFile, `wrk.headers["${HEADER[0]}"] = "${HEADER[1]}"
+  writeFileSync(
+    luaFile,
+    `wrk.headers["${HEADER[0]}"] = "${HEADER[1]}"
 done = function(summary, latency, requests)
   io.write("WRKJSON {")
   for _, p in ipairs({${CURVE_PERCENTILES.join(', ')}}) do
@@ -53,30 +71,47 @@ done = function(summary, latency, requests)
   io.write(string.format('"max":%d,"requests":%d,"durationUs":%d,"socketErrors":%d,"non2xx":%d}\\n',
     latency.max, summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status))
 end
-`);
+`,
+  );
   return luaFile;
 }
 
-async function wrkWithHeader(url: string, seconds: number, connections: number, cpus: string | undefined, maxErrorShare: number): Promise<{ rps: number; requests: number; latencyMs: Record<string, number> }> {
+async function wrkWithHeader(
+  url: string,
+  seconds: number,
+  connections: number,
+  cpus: string | undefined,
+  maxErrorShare: number,
+): Promise<{ rps: number; requests: number; latencyMs: Record<string, number> }> {
   const [cmd, args] = pinned(cpus, 'wrk', ['-c', String(connections), '-t', '2', '-d', `${seconds}s`, '-s', wrkLua(), url]);
   const { stdout } = await run(cmd, args, { maxBuffer: 1 << 20 });
   const m = /WRKJSON (\{.*\})/.exec(stdout);
   if (!m) throw new Error(`wrk ${url}: no summary in its output: ${stdout.slice(0, 300)}`);
   const j = JSON.parse(m[1]) as Record<string, number>;
   if (j.requests === 0) throw new Error(`wrk ${url}: no request completed`);
-  if (j.non2xx > maxErrorShare * j.requests || j.socketErrors > maxErrorShare * j.requests) throw new Error(`wrk ${url}: ${j.non2xx} non-2xx and ${j.socketErrors} socket errors in ${j.requests} requests`);
+  if (j.non2xx > maxErrorShare * j.requests || j.socketErrors > maxErrorShare * j.requests)
+    throw new Error(`wrk ${url}: ${j.non2xx} non-2xx and ${j.socketErrors} socket errors in ${j.requests} requests`);
   const latencyMs: Record<string, number> = {};
   for (const p of CURVE_PERCENTILES) latencyMs[String(p)] = j[`p${p}`] / 1000;
   return { rps: j.requests / (j.durationUs / 1e6), requests: j.requests, latencyMs };
 }
 
 /** discover (built) writes the snapshot; a stand-in serves it with the routed listener's 20 rules. */
-async function routedSnapshot(dir: string, backendPort: number, plain: { address: string; port: number }, routed: { address: string; port: number }): Promise<{ snapshot: Snapshot; close: () => Promise<void> }> {
-  const { startDiscover } = await import(join(root, 'dist', 'discover', 'main.js')) as typeof import('../../discover/main.ts');
-  const { createLogger } = await import(join(root, 'dist', 'shared', 'log.js')) as typeof import('../../shared/log.ts');
-  const { snapshotError, snapshotVersion } = await import(join(root, 'dist', 'shared', 'snapshot.js')) as typeof import('../../shared/snapshot.ts');
+async function routedSnapshot(
+  dir: string,
+  backendPort: number,
+  plain: { address: string; port: number },
+  routed: { address: string; port: number },
+): Promise<{ snapshot: Snapshot; close: () => Promise<void> }> {
+  const { startDiscover } = (await import(join(root, 'dist', 'discover', 'main.js'))) as typeof import('../../discover/main.ts');
+  const { createLogger } = (await import(join(root, 'dist', 'shared', 'log.js'))) as typeof import('../../shared/log.ts');
+  const { snapshotError, snapshotVersion } = (await import(
+    join(root, 'dist', 'shared', 'snapshot.js')
+  )) as typeof import('../../shared/snapshot.ts');
   const topology = join(dir, 'routes-topology.yaml');
-  writeFileSync(topology, `services:
+  writeFileSync(
+    topology,
+    `services:
   - { name: plain, address: ${plain.address}, ports: [{ port: ${plain.port}, protocol: http }], endpoints: ["127.0.0.1:${backendPort}"] }
   - { name: routed, address: ${routed.address}, ports: [{ port: ${routed.port}, protocol: http }], endpoints: ["127.0.0.1:${backendPort}"] }
 apps:
@@ -85,11 +120,12 @@ apps:
       base_services:
         - { depend_service_alias: plain, port: ${plain.port}, protocol: http }
         - { depend_service_alias: routed, port: ${routed.port}, protocol: http }
-`);
+`,
+  );
   const discover = await startDiscover({ staticFile: topology, host: '127.0.0.1', port: 0, log: createLogger('discover', 'warn') });
   try {
     const res = await fetch(`${discover.url}/v2/snapshot/default/web`);
-    const snapshot = await res.json() as Snapshot;
+    const snapshot = (await res.json()) as Snapshot;
     const l = snapshot.outbound.find((x) => x.address === routed.address && x.port === routed.port);
     if (!l) throw new Error('discover wrote no listener for the routed service');
     l.routes = twentyRules(l.routes[0].backends[0].cluster);
@@ -127,7 +163,10 @@ export async function runRouteTable(ctx: ScenarioContext): Promise<ScenarioResul
     // Serves the snapshot; a long poll for the same version is held until the sidecar gives up on it.
     stub = createServer((req, res) => {
       if (req.url?.includes(`version=${snapshot.version}`)) {
-        setTimeout(() => { res.writeHead(304); res.end(); }, 20_000).unref();
+        setTimeout(() => {
+          res.writeHead(304);
+          res.end();
+        }, 20_000).unref();
         return;
       }
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
@@ -135,12 +174,26 @@ export async function runRouteTable(ctx: ScenarioContext): Promise<ScenarioResul
     });
     await new Promise<void>((resolve) => stub!.listen(0, '127.0.0.1', resolve));
     const stubPort = (stub.address() as AddressInfo).port;
-    const { info } = await group.jsonChild(...pinned(cpu, process.execPath, [...DEPLOYED_NODE_FLAGS, ...profileArgs(ctx, 'sidecar'), join(root, 'bench', 'lib', 'proxySidecarChild.mjs'), JSON.stringify({
-      discoverUrl: `http://127.0.0.1:${stubPort}/v2/snapshot/default/web`, adminHost: '127.0.0.1', adminPort: 0,
-      inboundAddress: '127.0.0.1', stateFile: join(dir, 'state.json'), drainTimeoutMs: 1000,
-    })]));
+    const { info } = await group.jsonChild(
+      ...pinned(cpu, process.execPath, [
+        ...DEPLOYED_NODE_FLAGS,
+        ...profileArgs(ctx, 'sidecar'),
+        join(root, 'bench', 'lib', 'proxySidecarChild.mjs'),
+        JSON.stringify({
+          discoverUrl: `http://127.0.0.1:${stubPort}/v2/snapshot/default/web`,
+          adminHost: '127.0.0.1',
+          adminPort: 0,
+          inboundAddress: '127.0.0.1',
+          stateFile: join(dir, 'state.json'),
+          drainTimeoutMs: 1000,
+        }),
+      ]),
+    );
     pid = info.pid;
-    const urls: Record<string, string> = { plain: `http://${plain.address}:${plain.port}${TARGET}`, routed: `http://${routed.address}:${routed.port}${TARGET}` };
+    const urls: Record<string, string> = {
+      plain: `http://${plain.address}:${plain.port}${TARGET}`,
+      routed: `http://${routed.address}:${routed.port}${TARGET}`,
+    };
     await waitHttp(urls.plain);
     // Without the header the last rule wants the routed listener answers 404 no-route: wait for a 200 with it.
     for (let i = 0; ; i++) {
@@ -152,19 +205,26 @@ export async function runRouteTable(ctx: ScenarioContext): Promise<ScenarioResul
     }
     const clients = clientCpus(ctx);
     if (!ctx.smoke) for (const k of ['plain', 'routed']) await wrkWithHeader(urls[k], 1, connections, clients, 1).catch(() => undefined);
-    await interleave(['plain', 'routed'], ctx.rounds, async (key, round) => {
-      try {
-        const cpu0 = cpuSeconds(pid);
-        const r = await wrkWithHeader(urls[key], ctx.duration, connections, clients, errorShare(ctx));
-        const us = ((cpuSeconds(pid) - cpu0) * 1e6) / r.requests;
-        rps[key].push(r.rps);
-        cpuUs[key].push(us);
-        curves[key].push(r.latencyMs);
-        ctx.log(`route-table round ${round + 1} ${key}: ${Math.round(r.rps)} rps, ${us.toFixed(1)} µs sidecar CPU per request, p99 ${r.latencyMs['99']} ms`);
-      } catch (err) {
-        errors.push(`${key}: ${(err as Error).message}`);
-      }
-    }, ctx.smoke);
+    await interleave(
+      ['plain', 'routed'],
+      ctx.rounds,
+      async (key, round) => {
+        try {
+          const cpu0 = cpuSeconds(pid);
+          const r = await wrkWithHeader(urls[key], ctx.duration, connections, clients, errorShare(ctx));
+          const us = ((cpuSeconds(pid) - cpu0) * 1e6) / r.requests;
+          rps[key].push(r.rps);
+          cpuUs[key].push(us);
+          curves[key].push(r.latencyMs);
+          ctx.log(
+            `route-table round ${round + 1} ${key}: ${Math.round(r.rps)} rps, ${us.toFixed(1)} µs sidecar CPU per request, p99 ${r.latencyMs['99']} ms`,
+          );
+        } catch (err) {
+          errors.push(`${key}: ${(err as Error).message}`);
+        }
+      },
+      ctx.smoke,
+    );
   } catch (err) {
     errors.push((err as Error).message);
   } finally {
@@ -179,8 +239,22 @@ export async function runRouteTable(ctx: ScenarioContext): Promise<ScenarioResul
     return {
       contender: k,
       label: k === 'plain' ? 'shoal L7, 1 route' : 'shoal L7, 20 Gateway API rules (last matches)',
-      figures: { rps: figure(rps[k], 0), cpuUs: figure(cpuUs[k], 1), p50: figure(curves[k].map((x) => x['50']), 3), p99: figure(curves[k].map((x) => x['99']), 3) },
-      ratios: { vsPlain: ratio(med(k), med('plain')), cpuVsPlain: ratio(cpuUs[k].length ? median(cpuUs[k]) : undefined, cpuUs.plain.length ? median(cpuUs.plain) : undefined) },
+      figures: {
+        rps: figure(rps[k], 0),
+        cpuUs: figure(cpuUs[k], 1),
+        p50: figure(
+          curves[k].map((x) => x['50']),
+          3,
+        ),
+        p99: figure(
+          curves[k].map((x) => x['99']),
+          3,
+        ),
+      },
+      ratios: {
+        vsPlain: ratio(med(k), med('plain')),
+        cpuVsPlain: ratio(cpuUs[k].length ? median(cpuUs[k]) : undefined, cpuUs.plain.length ? median(cpuUs.plain) : undefined),
+      },
     };
   });
   return {

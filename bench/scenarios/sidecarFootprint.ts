@@ -8,9 +8,18 @@ import { cpuSeconds, memMb, ProcessGroup, sleep } from '../lib/processes.ts';
 import type { Row, ScenarioResult } from '../lib/report.ts';
 import { figure, median } from '../lib/stats.ts';
 
-interface Sample { rssMb: number; peakRssMb: number; anonMb: number; cpuSeconds: number; requests: number }
+interface Sample {
+  rssMb: number;
+  peakRssMb: number;
+  anonMb: number;
+  cpuSeconds: number;
+  requests: number;
+}
 
-export async function runSidecarFootprint(ctx: ScenarioContext, opts: { rates?: number[]; sidecarNodeOptions?: string[] } = {}): Promise<ScenarioResult> {
+export async function runSidecarFootprint(
+  ctx: ScenarioContext,
+  opts: { rates?: number[]; sidecarNodeOptions?: string[] } = {},
+): Promise<ScenarioResult> {
   const rates = opts.rates ?? (ctx.smoke ? [0, 200, 1000] : [0, 1000, 5000]);
   const seconds = ctx.smoke ? 0.5 : ctx.duration;
   const group = new ProcessGroup();
@@ -24,8 +33,17 @@ export async function runSidecarFootprint(ctx: ScenarioContext, opts: { rates?: 
   try {
     const backendPort = await startBackend(group, ctx.dir);
     try {
-      sidecar = await startShoal(group, ctx.dir, { backendPort, cpus: cpu, nodeOptions: [...(opts.sidecarNodeOptions ?? []), ...profileArgs(ctx, 'sidecar')] });
-      targets.push({ key: 'shoal', label: `shoal sidecar, L7 route${cpu ? `, pinned to CPU ${cpu}` : ''}`, url: sidecar.l7Url, pid: sidecar.pid });
+      sidecar = await startShoal(group, ctx.dir, {
+        backendPort,
+        cpus: cpu,
+        nodeOptions: [...(opts.sidecarNodeOptions ?? []), ...profileArgs(ctx, 'sidecar')],
+      });
+      targets.push({
+        key: 'shoal',
+        label: `shoal sidecar, L7 route${cpu ? `, pinned to CPU ${cpu}` : ''}`,
+        url: sidecar.l7Url,
+        pid: sidecar.pid,
+      });
     } catch (err) {
       errors.push(`shoal sidecar: ${(err as Error).message}`);
     }
@@ -38,27 +56,40 @@ export async function runSidecarFootprint(ctx: ScenarioContext, opts: { rates?: 
     idleRss = Object.fromEntries(targets.map((t) => [t.key, memMb(t.pid).rss]));
     for (const rate of rates) {
       for (const t of targets) samples[`${t.key}@${rate}`] = [];
-      await interleave(targets.map((t) => t.key), ctx.rounds, async (key, round) => {
-        const t = targets.find((x) => x.key === key)!;
-        if (failed.has(key)) return;
-        try {
-          let s: Sample;
-          if (rate === 0) {
-            const cpu0 = cpuSeconds(t.pid);
-            await sleep(seconds * 1000);
-            const m = memMb(t.pid);
-            s = { rssMb: m.rss, peakRssMb: m.peak, anonMb: m.anon, cpuSeconds: cpuSeconds(t.pid) - cpu0, requests: 0 };
-          } else {
-            const res = await paced(t.url, rate, seconds, t.pid, errorShare(ctx));
-            s = { rssMb: res.rssMb!, peakRssMb: res.peakRssMb!, anonMb: res.anonMb!, cpuSeconds: res.cpuSeconds!, requests: res.requests };
+      await interleave(
+        targets.map((t) => t.key),
+        ctx.rounds,
+        async (key, round) => {
+          const t = targets.find((x) => x.key === key)!;
+          if (failed.has(key)) return;
+          try {
+            let s: Sample;
+            if (rate === 0) {
+              const cpu0 = cpuSeconds(t.pid);
+              await sleep(seconds * 1000);
+              const m = memMb(t.pid);
+              s = { rssMb: m.rss, peakRssMb: m.peak, anonMb: m.anon, cpuSeconds: cpuSeconds(t.pid) - cpu0, requests: 0 };
+            } else {
+              const res = await paced(t.url, rate, seconds, t.pid, errorShare(ctx));
+              s = {
+                rssMb: res.rssMb!,
+                peakRssMb: res.peakRssMb!,
+                anonMb: res.anonMb!,
+                cpuSeconds: res.cpuSeconds!,
+                requests: res.requests,
+              };
+            }
+            samples[`${key}@${rate}`].push(s);
+            ctx.log(
+              `sidecar-footprint round ${round + 1} ${key} at ${rate} rps: RSS ${s.rssMb} MB, CPU ${s.cpuSeconds.toFixed(2)} s for ${s.requests} requests`,
+            );
+          } catch (err) {
+            failed.add(key);
+            errors.push(`${t.label} at ${rate} rps: ${(err as Error).message}`);
           }
-          samples[`${key}@${rate}`].push(s);
-          ctx.log(`sidecar-footprint round ${round + 1} ${key} at ${rate} rps: RSS ${s.rssMb} MB, CPU ${s.cpuSeconds.toFixed(2)} s for ${s.requests} requests`);
-        } catch (err) {
-          failed.add(key);
-          errors.push(`${t.label} at ${rate} rps: ${(err as Error).message}`);
-        }
-      }, ctx.smoke);
+        },
+        ctx.smoke,
+      );
     }
   } finally {
     await sidecar?.close();
@@ -83,15 +114,36 @@ export async function runSidecarFootprint(ctx: ScenarioContext, opts: { rates?: 
         label: t.label,
         group,
         figures: {
-          rssMb: figure(list.map((s) => s.rssMb), 1),
-          peakRssMb: figure(list.map((s) => s.peakRssMb), 1),
-          anonMb: figure(list.map((s) => s.anonMb), 1),
-          cpuPerSecond: figure(list.map((s) => s.cpuSeconds / seconds), 3),
+          rssMb: figure(
+            list.map((s) => s.rssMb),
+            1,
+          ),
+          peakRssMb: figure(
+            list.map((s) => s.peakRssMb),
+            1,
+          ),
+          anonMb: figure(
+            list.map((s) => s.anonMb),
+            1,
+          ),
+          cpuPerSecond: figure(
+            list.map((s) => s.cpuSeconds / seconds),
+            3,
+          ),
           ...(rate > 0 ? { cpuPer1000: figure(list.map(per1000), 4) } : {}),
         },
         ratios: {
-          rssVsBare: ratio(stat(t.key, (s) => s.rssMb), stat('bare', (s) => s.rssMb)),
-          cpuVsBare: rate > 0 ? ratio(stat(t.key, per1000), stat('bare', per1000)) : ratio(stat(t.key, (s) => s.cpuSeconds), stat('bare', (s) => s.cpuSeconds)),
+          rssVsBare: ratio(
+            stat(t.key, (s) => s.rssMb),
+            stat('bare', (s) => s.rssMb),
+          ),
+          cpuVsBare:
+            rate > 0
+              ? ratio(stat(t.key, per1000), stat('bare', per1000))
+              : ratio(
+                  stat(t.key, (s) => s.cpuSeconds),
+                  stat('bare', (s) => s.cpuSeconds),
+                ),
         },
       });
     }
@@ -100,7 +152,11 @@ export async function runSidecarFootprint(ctx: ScenarioContext, opts: { rates?: 
   return {
     scenario: 'sidecar-footprint',
     title: 'sidecar-footprint: memory and CPU of the sidecar beside a bare node:http server',
-    method: `A fresh sidecar (routing to the 1 KB nginx backend over L7) and a bare node:http server answering the same 1 KB body, each driven by the paced client at ${rates.join(', ')} rps for ${seconds} s (0 rps: left idle), ${ctx.rounds} rounds interleaved, loads in rising order. Both run with the Node flags the sidecar gets in a pod (${DEPLOYED_NODE_FLAGS.join(' ')}). RSS is read from /proc at the end of each run (it includes some 38 MB of the node binary's file-backed pages, shared by every Node process; the private, anonymous part is shown too); CPU is user+system seconds of the process over the run, divided by the requests it served (per 1,000). Idle RSS right after start: ${Object.entries(idleRss).map(([k, v]) => `${k} ${v} MB`).join(', ')}.${cpu ? ` Both are pinned to CPU ${cpu}.` : ''}`,
+    method: `A fresh sidecar (routing to the 1 KB nginx backend over L7) and a bare node:http server answering the same 1 KB body, each driven by the paced client at ${rates.join(', ')} rps for ${seconds} s (0 rps: left idle), ${ctx.rounds} rounds interleaved, loads in rising order. Both run with the Node flags the sidecar gets in a pod (${DEPLOYED_NODE_FLAGS.join(' ')}). RSS is read from /proc at the end of each run (it includes some 38 MB of the node binary's file-backed pages, shared by every Node process; the private, anonymous part is shown too); CPU is user+system seconds of the process over the run, divided by the requests it served (per 1,000). Idle RSS right after start: ${Object.entries(
+      idleRss,
+    )
+      .map(([k, v]) => `${k} ${v} MB`)
+      .join(', ')}.${cpu ? ` Both are pinned to CPU ${cpu}.` : ''}`,
     command: ctx.command,
     date: new Date().toISOString(),
     machine: ctx.machine,
@@ -115,7 +171,10 @@ export async function runSidecarFootprint(ctx: ScenarioContext, opts: { rates?: 
       { key: 'anonMb', label: 'private (anon) RSS', unit: 'MB', kind: 'figure' },
     ],
     rows,
-    bars: [{ title: 'Resident memory (lower is better)', figure: 'rssMb', unit: 'MB' }, { title: 'CPU seconds per 1,000 requests (lower is better)', figure: 'cpuPer1000', unit: 's' }],
+    bars: [
+      { title: 'Resident memory (lower is better)', figure: 'rssMb', unit: 'MB' },
+      { title: 'CPU seconds per 1,000 requests (lower is better)', figure: 'cpuPer1000', unit: 's' },
+    ],
     targets: [atMost('sidecar RSS at 1,000 rps', 70, rss1000, 'MB')],
     notes: [],
     errors,

@@ -23,7 +23,13 @@ async function waitTcp(port: number): Promise<void> {
   throw new Error(`nothing listens on 127.0.0.1:${port}`);
 }
 
-interface Contender { key: string; label: string; host: string; port: number; pid?: number }
+interface Contender {
+  key: string;
+  label: string;
+  host: string;
+  port: number;
+  pid?: number;
+}
 
 export async function runTcpThroughput(ctx: ScenarioContext): Promise<ScenarioResult> {
   const group = new ProcessGroup();
@@ -43,8 +49,19 @@ export async function runTcpThroughput(ctx: ScenarioContext): Promise<ScenarioRe
     // shoal's sidecar and haproxy also front an HTTP backend (their HTTP listeners are not measured here).
     const backendPort = await startBackend(group, ctx.dir);
     try {
-      sidecar = await startShoal(group, ctx.dir, { backendPort, tcpBackendPort: serverPort, cpus: cpu, nodeOptions: profileArgs(ctx, 'sidecar') });
-      contenders.push({ key: 'shoal-l4', label: `shoal L4 (1 process${pinNote})`, host: '127.77.0.5', port: sidecar.tcpPort!, pid: sidecar.pid });
+      sidecar = await startShoal(group, ctx.dir, {
+        backendPort,
+        tcpBackendPort: serverPort,
+        cpus: cpu,
+        nodeOptions: profileArgs(ctx, 'sidecar'),
+      });
+      contenders.push({
+        key: 'shoal-l4',
+        label: `shoal L4 (1 process${pinNote})`,
+        host: '127.77.0.5',
+        port: sidecar.tcpPort!,
+        pid: sidecar.pid,
+      });
     } catch (err) {
       errors.push(`shoal L4: ${(err as Error).message}`);
     }
@@ -60,21 +77,25 @@ export async function runTcpThroughput(ctx: ScenarioContext): Promise<ScenarioRe
       cpuPerGb[c.key] = [];
       if (!ctx.smoke) await iperf3(c.host, c.port, 1).catch(() => undefined);
     }
-    await interleave(contenders.map((c) => c.key), ctx.rounds, async (key, round) => {
-      const c = contenders.find((x) => x.key === key)!;
-      if (failed.has(key)) return;
-      try {
-        const cpu0 = c.pid ? cpuSeconds(c.pid) : 0;
-        const res = await iperf3(c.host, c.port, ctx.duration);
-        gbps[key].push(res.gbps);
-        // The proxy's CPU per GB moved (for direct: the iperf3 server's own, as a floor).
-        if (c.pid) cpuPerGb[key].push((cpuSeconds(c.pid) - cpu0) / ((res.gbps * ctx.duration) / 8));
-        ctx.log(`tcp-throughput round ${round + 1} ${key}: ${res.gbps.toFixed(2)} Gbit/s`);
-      } catch (err) {
-        failed.add(key);
-        errors.push(`${c.label}: ${(err as Error).message}`);
-      }
-    });
+    await interleave(
+      contenders.map((c) => c.key),
+      ctx.rounds,
+      async (key, round) => {
+        const c = contenders.find((x) => x.key === key)!;
+        if (failed.has(key)) return;
+        try {
+          const cpu0 = c.pid ? cpuSeconds(c.pid) : 0;
+          const res = await iperf3(c.host, c.port, ctx.duration);
+          gbps[key].push(res.gbps);
+          // The proxy's CPU per GB moved (for direct: the iperf3 server's own, as a floor).
+          if (c.pid) cpuPerGb[key].push((cpuSeconds(c.pid) - cpu0) / ((res.gbps * ctx.duration) / 8));
+          ctx.log(`tcp-throughput round ${round + 1} ${key}: ${res.gbps.toFixed(2)} Gbit/s`);
+        } catch (err) {
+          failed.add(key);
+          errors.push(`${c.label}: ${(err as Error).message}`);
+        }
+      },
+    );
   } finally {
     await sidecar?.close();
     await group.stop();
@@ -104,7 +125,10 @@ export async function runTcpThroughput(ctx: ScenarioContext): Promise<ScenarioRe
       { key: 'cpuPerGb', label: 'CPU per GB', unit: 's', kind: 'figure' },
     ],
     rows,
-    bars: [{ title: 'Throughput (higher is better)', figure: 'gbps', unit: 'Gbit/s' }, { title: 'Proxy CPU per GB moved (lower is better)', figure: 'cpuPerGb', unit: 's' }],
+    bars: [
+      { title: 'Throughput (higher is better)', figure: 'gbps', unit: 'Gbit/s' },
+      { title: 'Proxy CPU per GB moved (lower is better)', figure: 'cpuPerGb', unit: 's' },
+    ],
     targets: [],
     notes: [],
     errors,

@@ -66,7 +66,9 @@ export async function runTracing(ctx: ScenarioContext): Promise<ScenarioResult> 
       const dir = join(ctx.dir, key);
       mkdirSync(dir, { recursive: true });
       const s = await startShoal(group, dir, {
-        backendPort, cpus: cpu, nodeOptions: profileArgs(ctx, key),
+        backendPort,
+        cpus: cpu,
+        nodeOptions: profileArgs(ctx, key),
         sidecarOptions: r === null ? {} : { otlpEndpoint: collector.url, traceSampleRatio: r },
       });
       sidecars[key] = s;
@@ -79,35 +81,49 @@ export async function runTracing(ctx: ScenarioContext): Promise<ScenarioResult> 
       rss[k] = [];
       if (warm) await wrk(urls[k]!, warm, connections).catch(() => undefined);
     }
-    await interleave(keys, ctx.rounds, async (key, round) => {
-      if (failed.has(key)) return;
-      try {
-        const res = await wrk(urls[key]!, ctx.duration, connections, undefined, errorShare(ctx));
-        rps[key].push(res.rps);
-        p99[key].push(res.latencyMs['99']);
-        const s = sidecars[key];
-        if (s) rss[key].push(memMb(s.pid).rss);
-        ctx.log(`tracing round ${round + 1} ${key}: ${Math.round(res.rps)} rps, p99 ${res.latencyMs['99']} ms${s ? `, RSS ${memMb(s.pid).rss} MB` : ''}`);
-      } catch (err) {
-        failed.add(key);
-        errors.push(`${labels[key]}: ${(err as Error).message}`);
-      }
-    }, ctx.smoke);
+    await interleave(
+      keys,
+      ctx.rounds,
+      async (key, round) => {
+        if (failed.has(key)) return;
+        try {
+          const res = await wrk(urls[key]!, ctx.duration, connections, undefined, errorShare(ctx));
+          rps[key].push(res.rps);
+          p99[key].push(res.latencyMs['99']);
+          const s = sidecars[key];
+          if (s) rss[key].push(memMb(s.pid).rss);
+          ctx.log(
+            `tracing round ${round + 1} ${key}: ${Math.round(res.rps)} rps, p99 ${res.latencyMs['99']} ms${s ? `, RSS ${memMb(s.pid).rss} MB` : ''}`,
+          );
+        } catch (err) {
+          failed.add(key);
+          errors.push(`${labels[key]}: ${(err as Error).message}`);
+        }
+      },
+      ctx.smoke,
+    );
     // CPU per request at a fixed rate: the cost of tracing in CPU time, whatever else the machine does.
     const shoals = keys.filter((k) => sidecars[k as Exclude<Key, 'nginx-1'>]) as Exclude<Key, 'nginx-1'>[];
     for (const k of shoals) cpuPer1k[k] = [];
-    await interleave(shoals, ctx.rounds, async (key, round) => {
-      if (failed.has(key)) return;
-      try {
-        const s = sidecars[key]!;
-        const res = await paced(urls[key]!, ctx.smoke ? 100 : pacedRps, ctx.duration, s.pid, errorShare(ctx));
-        cpuPer1k[key].push((res.cpuSeconds! * 1000) / (res.requests / 1000));
-        ctx.log(`tracing round ${round + 1} ${key} at ${pacedRps} rps: CPU ${(res.cpuSeconds! * 1000).toFixed(0)} ms for ${res.requests} requests`);
-      } catch (err) {
-        failed.add(key);
-        errors.push(`${labels[key]} at ${pacedRps} rps: ${(err as Error).message}`);
-      }
-    }, ctx.smoke);
+    await interleave(
+      shoals,
+      ctx.rounds,
+      async (key, round) => {
+        if (failed.has(key)) return;
+        try {
+          const s = sidecars[key]!;
+          const res = await paced(urls[key]!, ctx.smoke ? 100 : pacedRps, ctx.duration, s.pid, errorShare(ctx));
+          cpuPer1k[key].push((res.cpuSeconds! * 1000) / (res.requests / 1000));
+          ctx.log(
+            `tracing round ${round + 1} ${key} at ${pacedRps} rps: CPU ${(res.cpuSeconds! * 1000).toFixed(0)} ms for ${res.requests} requests`,
+          );
+        } catch (err) {
+          failed.add(key);
+          errors.push(`${labels[key]} at ${pacedRps} rps: ${(err as Error).message}`);
+        }
+      },
+      ctx.smoke,
+    );
     // Let the last batches go out before the counters are read.
     await new Promise((r) => setTimeout(r, 1500));
     for (const k of ['shoal-1pct', 'shoal-100pct'] as const) {
@@ -128,7 +144,12 @@ export async function runTracing(ctx: ScenarioContext): Promise<ScenarioResult> 
     return {
       contender: k,
       label: labels[k],
-      figures: { rps: figure(rps[k], 0), p99: figure(p99[k], 3), ...(rss[k].length ? { rssMb: figure(rss[k], 1) } : {}), ...(cpuPer1k[k]?.length ? { cpuPer1k: figure(cpuPer1k[k], 1) } : {}) },
+      figures: {
+        rps: figure(rps[k], 0),
+        p99: figure(p99[k], 3),
+        ...(rss[k].length ? { rssMb: figure(rss[k], 1) } : {}),
+        ...(cpuPer1k[k]?.length ? { cpuPer1k: figure(cpuPer1k[k], 1) } : {}),
+      },
       ratios: { vsNginx1: ratio(med(k), med('nginx-1')), vsOff: k === 'nginx-1' ? null : ratio(med(k), med('shoal-off')) },
       text: k in exported ? { spans: `${exported[k]} exported, ${dropped[k]} dropped` } : {},
     };
@@ -162,10 +183,7 @@ export async function runTracing(ctx: ScenarioContext): Promise<ScenarioResult> 
     ],
     rows,
     bars: [{ title: 'Requests per second (higher is better)', figure: 'rps', unit: 'rps' }],
-    targets: [
-      atMost('rps lost to tracing at 1%', 5, rpsLoss, '%'),
-      atMost('RSS added by tracing at 1%', 5, rssAdded, 'MB'),
-    ],
+    targets: [atMost('rps lost to tracing at 1%', 5, rpsLoss, '%'), atMost('RSS added by tracing at 1%', 5, rssAdded, 'MB')],
     notes: [
       `At 1%: ${rpsLoss ?? 'n/a'}% fewer rps than tracing off (medians), ${rssAdded ?? 'n/a'} MB more RSS, ${cpuAddedPct ?? 'n/a'}% more CPU per request at ${pacedRps} rps (at saturation, CPU per request is what bounds rps).`,
     ],

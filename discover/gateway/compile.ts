@@ -64,7 +64,11 @@ export function routeIndex(topology: Topology): RouteIndex {
   if (known && known.routes.length === routes.size) {
     let i = 0;
     let same = true;
-    for (const r of routes.values()) if (known.routes[i++] !== r) { same = false; break; }
+    for (const r of routes.values())
+      if (known.routes[i++] !== r) {
+        same = false;
+        break;
+      }
     if (same) return known.index;
   }
   const byParent = new Map<string, ParentLink[]>();
@@ -77,7 +81,12 @@ export function routeIndex(topology: Topology): RouteIndex {
       const key = refKey(ref, ns);
       let list = byParent.get(key);
       if (!list) byParent.set(key, (list = []));
-      list.push({ check, parentIndex: i, port: typeof ref.port === 'number' ? ref.port : 0, sectionName: typeof ref.sectionName === 'string' ? ref.sectionName : '' });
+      list.push({
+        check,
+        parentIndex: i,
+        port: typeof ref.port === 'number' ? ref.port : 0,
+        sectionName: typeof ref.sectionName === 'string' ? ref.sectionName : '',
+      });
     }
   }
   const index = { byParent };
@@ -95,7 +104,13 @@ export function attachments(index: RouteIndex, svc: Service, port: number): Atta
     if (l.sectionName !== '' && l.sectionName !== sp.name) continue;
     const md = l.check.route.metadata;
     out.push({
-      check: l.check, kind: l.check.route.kind, namespace: md.namespace, name: md.name, service: svc, port, parentIndex: l.parentIndex,
+      check: l.check,
+      kind: l.check.route.kind,
+      namespace: md.namespace,
+      name: md.name,
+      service: svc,
+      port,
+      parentIndex: l.parentIndex,
       role: md.namespace === svc.namespace ? 'producer' : 'consumer',
     });
   }
@@ -106,7 +121,12 @@ export function attachments(index: RouteIndex, svc: Service, port: number): Atta
  * The routes a caller in `callerNamespace` uses for one Service port, and the routes left out there because
  * a GRPCRoute wins over them (Conflicted).
  */
-export function routesInForce(index: RouteIndex, callerNamespace: string, svc: Service, port: number): { used: Attachment[]; conflicted: Attachment[] } {
+export function routesInForce(
+  index: RouteIndex,
+  callerNamespace: string,
+  svc: Service,
+  port: number,
+): { used: Attachment[]; conflicted: Attachment[] } {
   const all = attachments(index, svc, port);
   const consumer = callerNamespace === svc.namespace ? [] : all.filter((a) => a.role === 'consumer' && a.namespace === callerNamespace);
   const group = consumer.length > 0 ? consumer : all.filter((a) => a.role === 'producer');
@@ -143,12 +163,19 @@ export function resolveBackend(ref: Obj, routeNamespace: string, services: Map<s
   const kind = typeof ref.kind === 'string' ? ref.kind : 'Service';
   const port = typeof ref.port === 'number' ? ref.port : 0;
   if (group !== '' || kind !== 'Service') {
-    return { cluster: `${group === '' ? '' : `${group}/`}${kind}/${ref.name}.${ns}:${port}`, problem: { reason: 'InvalidKind', message: `backendRef ${group === '' ? 'core' : group}/${kind} ${ns}/${ref.name}: only Services are supported` } };
+    return {
+      cluster: `${group === '' ? '' : `${group}/`}${kind}/${ref.name}.${ns}:${port}`,
+      problem: {
+        reason: 'InvalidKind',
+        message: `backendRef ${group === '' ? 'core' : group}/${kind} ${ns}/${ref.name}: only Services are supported`,
+      },
+    };
   }
   const cluster = clusterName(String(ref.name), ns, port);
   const svc = services.get(serviceKey(ns, String(ref.name)));
   if (!svc) return { cluster, problem: { reason: 'BackendNotFound', message: `backendRef Service ${ns}/${ref.name} not found` } };
-  if (!svc.ports.some((p) => p.port === port)) return { cluster, problem: { reason: 'BackendNotFound', message: `backendRef Service ${ns}/${ref.name} has no port ${port}` } };
+  if (!svc.ports.some((p) => p.port === port))
+    return { cluster, problem: { reason: 'BackendNotFound', message: `backendRef Service ${ns}/${ref.name} has no port ${port}` } };
   return { cluster, service: svc, port };
 }
 
@@ -172,7 +199,8 @@ function referencedOf(check: RouteCheck): string[] {
   const out = new Set<string>();
   const ns = check.route.metadata.namespace;
   const fromFilters = (fs: Obj[] | undefined) => {
-    for (const f of fs ?? []) if (f.type === 'RequestMirror' && f.requestMirror?.backendRef) out.add(refKey(f.requestMirror.backendRef, ns));
+    for (const f of fs ?? [])
+      if (f.type === 'RequestMirror' && f.requestMirror?.backendRef) out.add(refKey(f.requestMirror.backendRef, ns));
   };
   for (const [i, rule] of ((check.object.spec?.rules ?? []) as Obj[]).entries()) {
     if (check.unsupported.has(i)) continue;
@@ -231,7 +259,13 @@ interface FilterOut {
   rewrite?: Route['rewrite'];
 }
 
-function applyFilters(filters: Obj[] | undefined, ns: string, services: Map<string, Service>, need: Map<string, BackendCluster>, grpc: boolean): FilterOut {
+function applyFilters(
+  filters: Obj[] | undefined,
+  ns: string,
+  services: Map<string, Service>,
+  need: Map<string, BackendCluster>,
+  grpc: boolean,
+): FilterOut {
   const out: FilterOut = {};
   for (const f of filters ?? []) {
     if (f.type === 'RequestHeaderModifier') out.requestHeaders = headerModifier(f.requestHeaderModifier);
@@ -251,12 +285,20 @@ function applyFilters(filters: Obj[] | undefined, ns: string, services: Map<stri
       if (rr.scheme) out.redirect.scheme = rr.scheme;
       if (rr.hostname) out.redirect.hostname = rr.hostname;
       if (typeof rr.port === 'number') out.redirect.port = rr.port;
-      if (rr.path) out.redirect.path = { type: rr.path.type, value: rr.path.type === 'ReplaceFullPath' ? rr.path.replaceFullPath : rr.path.replacePrefixMatch };
+      if (rr.path)
+        out.redirect.path = {
+          type: rr.path.type,
+          value: rr.path.type === 'ReplaceFullPath' ? rr.path.replaceFullPath : rr.path.replacePrefixMatch,
+        };
     } else if (f.type === 'URLRewrite') {
       const ur = f.urlRewrite as Obj;
       out.rewrite = {};
       if (ur.hostname) out.rewrite.hostname = ur.hostname;
-      if (ur.path) out.rewrite.path = { type: ur.path.type, value: ur.path.type === 'ReplaceFullPath' ? ur.path.replaceFullPath : ur.path.replacePrefixMatch };
+      if (ur.path)
+        out.rewrite.path = {
+          type: ur.path.type,
+          value: ur.path.type === 'ReplaceFullPath' ? ur.path.replaceFullPath : ur.path.replacePrefixMatch,
+        };
     }
   }
   return out;
@@ -301,9 +343,14 @@ const PATH_RANK: Record<string, number> = { Exact: 0, PathPrefix: 1, RegularExpr
  * static file, ties), then "{namespace}/{name}" alphabetically, then rule order, then match order.
  */
 export function precedence(a: Ranked, b: Ranked): number {
-  const spec = a.kind === 'GRPCRoute'
-    ? (b.serviceLen - a.serviceLen) || (b.methodLen - a.methodLen) || (b.headers - a.headers)
-    : (a.pathRank - b.pathRank) || (a.pathRank === 1 ? b.pathLen - a.pathLen : 0) || (b.method - a.method) || (b.headers - a.headers) || (b.query - a.query);
+  const spec =
+    a.kind === 'GRPCRoute'
+      ? b.serviceLen - a.serviceLen || b.methodLen - a.methodLen || b.headers - a.headers
+      : a.pathRank - b.pathRank ||
+        (a.pathRank === 1 ? b.pathLen - a.pathLen : 0) ||
+        b.method - a.method ||
+        b.headers - a.headers ||
+        b.query - a.query;
   if (spec !== 0) return spec;
   if (a.created !== '' && b.created !== '' && a.created !== b.created) {
     const ta = Date.parse(a.created);
@@ -311,7 +358,7 @@ export function precedence(a: Ranked, b: Ranked): number {
     if (ta !== tb) return ta - tb;
   }
   if (a.id !== b.id) return a.id < b.id ? -1 : 1;
-  return (a.rule - b.rule) || (a.match - b.match);
+  return a.rule - b.rule || a.match - b.match;
 }
 
 /** Gateway API route source text: "HTTPRoute default/canary rule 0 match 1". */
@@ -360,13 +407,20 @@ function compileAttachment(a: Attachment, services: Map<string, Service>, need: 
       let serviceLen = 0;
       let methodLen = 0;
       if (a.kind === 'HTTPRoute') {
-        const path = (m.path ?? { type: 'PathPrefix', value: '/' }) as { type: 'Exact' | 'PathPrefix' | 'RegularExpression'; value: string };
+        const path = (m.path ?? { type: 'PathPrefix', value: '/' }) as {
+          type: 'Exact' | 'PathPrefix' | 'RegularExpression';
+          value: string;
+        };
         route.path = { type: path.type, value: path.value };
         pathRank = PATH_RANK[path.type] ?? 2;
         pathLen = path.value.length;
         if (typeof m.method === 'string') route.method = m.method;
         if (Array.isArray(m.queryParams) && m.queryParams.length > 0) {
-          route.query = m.queryParams.map((q: Obj) => (q.type === 'RegularExpression' ? { name: q.name, value: q.value, type: 'RegularExpression' as const } : { name: q.name, value: q.value }));
+          route.query = m.queryParams.map((q: Obj) =>
+            q.type === 'RegularExpression'
+              ? { name: q.name, value: q.value, type: 'RegularExpression' as const }
+              : { name: q.name, value: q.value },
+          );
         }
       } else {
         route.path = grpcPath(m.method);
@@ -374,7 +428,9 @@ function compileAttachment(a: Attachment, services: Map<string, Service>, need: 
         methodLen = typeof m.method?.method === 'string' ? m.method.method.length : 0;
       }
       for (const h of (m.headers ?? []) as Obj[]) {
-        route.headers.push(h.type === 'RegularExpression' ? { name: h.name, value: h.value, type: 'RegularExpression' } : { name: h.name, value: h.value });
+        route.headers.push(
+          h.type === 'RegularExpression' ? { name: h.name, value: h.value, type: 'RegularExpression' } : { name: h.name, value: h.value },
+        );
       }
       if (!unresolvedFilter) {
         if (filters.requestHeaders) route.requestHeaders = filters.requestHeaders;
@@ -392,10 +448,23 @@ function compileAttachment(a: Attachment, services: Map<string, Service>, need: 
           };
         }
       }
-      route.source = sourceOf(a.kind, ns, a.name, ri, mi, typeof rule.name === 'string' ? rule.name : undefined) + (unresolvedFilter ? ' (ExtensionRef filter: answers 500)' : '');
+      route.source =
+        sourceOf(a.kind, ns, a.name, ri, mi, typeof rule.name === 'string' ? rule.name : undefined) +
+        (unresolvedFilter ? ' (ExtensionRef filter: answers 500)' : '');
       out.push({
-        route, kind: a.kind, created, id, rule: ri, match: mi, pathRank, pathLen,
-        method: route.method ? 1 : 0, headers: route.headers.length, query: route.query?.length ?? 0, serviceLen, methodLen,
+        route,
+        kind: a.kind,
+        created,
+        id,
+        rule: ri,
+        match: mi,
+        pathRank,
+        pathLen,
+        method: route.method ? 1 : 0,
+        headers: route.headers.length,
+        query: route.query?.length ?? 0,
+        serviceLen,
+        methodLen,
       });
     }
   }
@@ -431,7 +500,12 @@ export function backendProtocol(b: BackendCluster, listener: Protocol): Protocol
  * The input of one caller's snapshot that routes shape: for each Service port it depends on, the routes in
  * force there (their objects) and the Services they send to. Equal text, equal compiled routes.
  */
-export function routeInputs(topology: Topology, callerNamespace: string, deps: Array<{ namespace: string; service: string; port: number }>, serviceText: (s: Service) => string): string {
+export function routeInputs(
+  topology: Topology,
+  callerNamespace: string,
+  deps: Array<{ namespace: string; service: string; port: number }>,
+  serviceText: (s: Service) => string,
+): string {
   if (!topology.routes || topology.routes.size === 0) return '';
   let out = '';
   for (const d of deps) {
@@ -467,7 +541,16 @@ export type RoutesCache = Map<string, RoutesAt>;
  * a cache being replaced) when nothing they depend on changed, else made again and put in `cache`.
  * `serviceText` is a Service's input text (builder.ts serviceInput); `index`, routeIndex(topology).
  */
-export function routesAt(topology: Topology, callerNamespace: string, svc: Service, port: number, cache: RoutesCache | undefined, serviceText: (s: Service) => string, previous?: RoutesCache, index = routeIndex(topology)): RoutesAt | null {
+export function routesAt(
+  topology: Topology,
+  callerNamespace: string,
+  svc: Service,
+  port: number,
+  cache: RoutesCache | undefined,
+  serviceText: (s: Service) => string,
+  previous?: RoutesCache,
+  index = routeIndex(topology),
+): RoutesAt | null {
   const { used } = routesInForce(index, callerNamespace, svc, port);
   if (used.length === 0) return null;
   // What the routes depend on besides their checks, compared piece by piece: no text is made when they match.
@@ -483,9 +566,12 @@ export function routesAt(topology: Topology, callerNamespace: string, svc: Servi
   const key = `${callerNamespace}\n${serviceKey(svc.namespace, svc.name)}\n${port}`;
   const known = cache?.get(key) ?? previous?.get(key);
   if (
-    known !== undefined && known.svc === svc &&
-    known.checks.length === used.length && known.checks.every((c, i) => c === used[i].check) &&
-    known.parts.length === parts.length && known.parts.every((p, i) => p === parts[i])
+    known !== undefined &&
+    known.svc === svc &&
+    known.checks.length === used.length &&
+    known.checks.every((c, i) => c === used[i].check) &&
+    known.parts.length === parts.length &&
+    known.parts.every((p, i) => p === parts[i])
   ) {
     if (cache !== undefined && cache.get(key) !== known) cache.set(key, known);
     return known;
@@ -568,4 +654,3 @@ export function appsAffectedByRoutes(prev: Topology | null, next: Topology, chan
   for (const p of parentsRoutingTo(next, changedServices)) parents.add(p);
   return callersOf(next, parents);
 }
-

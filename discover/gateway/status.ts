@@ -45,25 +45,31 @@ function resolvedRefs(c: RouteCheck, topology: Topology): { ok: boolean; reason:
   };
   const mirrors = (fs: unknown, where: string) => {
     if (!Array.isArray(fs)) return;
-    for (const [k, f] of fs.entries()) if (f?.type === 'RequestMirror') check(f.requestMirror?.backendRef, `${where}.filters[${k}].requestMirror.backendRef`);
+    for (const [k, f] of fs.entries())
+      if (f?.type === 'RequestMirror') check(f.requestMirror?.backendRef, `${where}.filters[${k}].requestMirror.backendRef`);
   };
-  const rules = Array.isArray(spec.rules) ? spec.rules as Obj[] : [];
+  const rules = Array.isArray(spec.rules) ? (spec.rules as Obj[]) : [];
   for (const [i, rule] of rules.entries()) {
     if (unsupported.has(i)) continue;
     // ExtensionRef filters: shoal defines none, so the reference is to a kind it does not know (InvalidKind).
-    for (const [k, f] of (Array.isArray(rule.filters) ? rule.filters as Obj[] : []).entries()) {
+    for (const [k, f] of (Array.isArray(rule.filters) ? (rule.filters as Obj[]) : []).entries()) {
       // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the route is what a file or the API server held: any entry may be missing or null whatever the type says
-      if (f?.type === 'ExtensionRef') problems.push({ reason: 'InvalidKind', message: `spec.rules[${i}].filters[${k}].extensionRef: ${extensionText(f)}` });
+      if (f?.type === 'ExtensionRef')
+        problems.push({ reason: 'InvalidKind', message: `spec.rules[${i}].filters[${k}].extensionRef: ${extensionText(f)}` });
     }
-    for (const [j, b] of (Array.isArray(rule.backendRefs) ? rule.backendRefs as Obj[] : []).entries()) {
+    for (const [j, b] of (Array.isArray(rule.backendRefs) ? (rule.backendRefs as Obj[]) : []).entries()) {
       // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the route is what a file or the API server held: any entry may be missing or null whatever the type says
-      for (const [k, f] of (Array.isArray(b?.filters) ? b.filters as Obj[] : []).entries()) {
+      for (const [k, f] of (Array.isArray(b?.filters) ? (b.filters as Obj[]) : []).entries()) {
         // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the route is what a file or the API server held: any entry may be missing or null whatever the type says
-        if (f?.type === 'ExtensionRef') problems.push({ reason: 'InvalidKind', message: `spec.rules[${i}].backendRefs[${j}].filters[${k}].extensionRef: ${extensionText(f)}` });
+        if (f?.type === 'ExtensionRef')
+          problems.push({
+            reason: 'InvalidKind',
+            message: `spec.rules[${i}].backendRefs[${j}].filters[${k}].extensionRef: ${extensionText(f)}`,
+          });
       }
     }
     mirrors(rule.filters, `spec.rules[${i}]`);
-    for (const [j, b] of (Array.isArray(rule.backendRefs) ? rule.backendRefs as Obj[] : []).entries()) {
+    for (const [j, b] of (Array.isArray(rule.backendRefs) ? (rule.backendRefs as Obj[]) : []).entries()) {
       check(b, `spec.rules[${i}].backendRefs[${j}]`);
       // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the route is what a file or the API server held: any entry may be missing or null whatever the type says
       mirrors(b?.filters, `spec.rules[${i}].backendRefs[${j}]`);
@@ -71,12 +77,27 @@ function resolvedRefs(c: RouteCheck, topology: Topology): { ok: boolean; reason:
   }
   if (problems.length === 0) {
     const inUse = rules.some((_, i) => !unsupported.has(i));
-    return { ok: true, reason: 'ResolvedRefs', message: inUse || rules.length === 0 ? 'all backend references resolve' : 'no rule in force: no reference to resolve' };
+    return {
+      ok: true,
+      reason: 'ResolvedRefs',
+      message: inUse || rules.length === 0 ? 'all backend references resolve' : 'no rule in force: no reference to resolve',
+    };
   }
   // InvalidKind before BackendNotFound: the first reason the spec lists.
   const first = problems.find((p) => p.reason === 'InvalidKind') ?? problems[0];
-  const more = problems.length > 1 ? ` (and ${problems.length - 1} more: ${problems.slice(0, 5).filter((p) => p !== first).map((p) => p.message).join('; ')})` : '';
-  return { ok: false, reason: first.reason, message: `${first.message}${more}; requests routed to a reference that does not resolve, or that an unresolved filter would have processed, get a 500` };
+  const more =
+    problems.length > 1
+      ? ` (and ${problems.length - 1} more: ${problems
+          .slice(0, 5)
+          .filter((p) => p !== first)
+          .map((p) => p.message)
+          .join('; ')})`
+      : '';
+  return {
+    ok: false,
+    reason: first.reason,
+    message: `${first.message}${more}; requests routed to a reference that does not resolve, or that an unresolved filter would have processed, get a 500`,
+  };
 }
 
 function extensionText(f: Obj): string {
@@ -118,9 +139,10 @@ export function routesTouched(topology: Topology, changedRoutes: Iterable<string
 export function routeStatuses(topology: Topology, only?: Iterable<string>): Map<string, RouteStatusWrite> {
   const out = new Map<string, RouteStatusWrite>();
   const index = routeIndex(topology);
-  const routes = only === undefined
-    ? topology.routes?.values() ?? []
-    : [...only].map((k) => topology.routes?.get(k)).filter((r): r is NonNullable<typeof r> => r !== undefined);
+  const routes =
+    only === undefined
+      ? (topology.routes?.values() ?? [])
+      : [...only].map((k) => topology.routes?.get(k)).filter((r): r is NonNullable<typeof r> => r !== undefined);
   for (const route of routes) {
     // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the route is what a file or the API server held: any entry may be missing or null whatever the type says
     const md = route.metadata ?? ({} as typeof route.metadata);
@@ -128,7 +150,7 @@ export function routeStatuses(topology: Topology, only?: Iterable<string>): Map<
     const generation = typeof md.generation === 'number' ? md.generation : 0;
     const check = checkRoute(route);
     const spec = (check.errors.length === 0 ? check.object.spec : route.spec) as Obj | undefined;
-    const refs = Array.isArray(spec?.parentRefs) ? spec!.parentRefs as Obj[] : [];
+    const refs = Array.isArray(spec?.parentRefs) ? (spec!.parentRefs as Obj[]) : [];
     const parents: RouteParentStatus[] = [];
     const dropped = [...check.unsupported.keys()];
     const refsCondition = check.errors.length === 0 ? resolvedRefs(check, topology) : null;
@@ -142,32 +164,74 @@ export function routeStatuses(topology: Topology, only?: Iterable<string>): Map<
       if (typeof ref.port === 'number') parentRef.port = ref.port;
       if (typeof ref.sectionName === 'string' && ref.sectionName !== '') parentRef.sectionName = ref.sectionName;
       // sectionName names a Service port; the ports the parentRef selects.
-      const selected = svc.ports.filter((p) => (typeof ref.port !== 'number' || p.port === ref.port) && (typeof ref.sectionName !== 'string' || ref.sectionName === '' || p.name === ref.sectionName));
-      const cond = (type: RouteCondition['type'], ok: boolean, reason: string, message: string): RouteCondition =>
-        ({ type, status: ok ? 'True' : 'False', reason, message, observedGeneration: generation });
+      const selected = svc.ports.filter(
+        (p) =>
+          (typeof ref.port !== 'number' || p.port === ref.port) &&
+          (typeof ref.sectionName !== 'string' || ref.sectionName === '' || p.name === ref.sectionName),
+      );
+      const cond = (type: RouteCondition['type'], ok: boolean, reason: string, message: string): RouteCondition => ({
+        type,
+        status: ok ? 'True' : 'False',
+        reason,
+        message,
+        observedGeneration: generation,
+      });
       let accepted: RouteCondition;
       let partly: RouteCondition | null = null;
       if (check.errors.length > 0) {
-        accepted = cond('Accepted', false, 'UnsupportedValue', `invalid route: ${check.errors.slice(0, 3).join('; ')}; it changes nothing for traffic`);
+        accepted = cond(
+          'Accepted',
+          false,
+          'UnsupportedValue',
+          `invalid route: ${check.errors.slice(0, 3).join('; ')}; it changes nothing for traffic`,
+        );
       } else if (!inForce(check)) {
-        accepted = cond('Accepted', false, 'UnsupportedValue', `no rule shoal can carry out: ${droppedText(check)}; the route changes nothing for traffic`);
+        accepted = cond(
+          'Accepted',
+          false,
+          'UnsupportedValue',
+          `no rule shoal can carry out: ${droppedText(check)}; the route changes nothing for traffic`,
+        );
       } else if (selected.length === 0) {
-        const wanted = [typeof ref.port === 'number' ? `port ${ref.port}` : '', typeof ref.sectionName === 'string' && ref.sectionName !== '' ? `port named ${ref.sectionName}` : ''].filter(Boolean).join(' and ');
-        accepted = cond('Accepted', false, 'NoMatchingParent', `Service ${svcKey} has no ${wanted} (it has ${svc.ports.map((p) => `${p.port} (${p.name})`).join(', ')})`);
+        const wanted = [
+          typeof ref.port === 'number' ? `port ${ref.port}` : '',
+          typeof ref.sectionName === 'string' && ref.sectionName !== '' ? `port named ${ref.sectionName}` : '',
+        ]
+          .filter(Boolean)
+          .join(' and ');
+        accepted = cond(
+          'Accepted',
+          false,
+          'NoMatchingParent',
+          `Service ${svcKey} has no ${wanted} (it has ${svc.ports.map((p) => `${p.port} (${p.name})`).join(', ')})`,
+        );
       } else {
-        const mine = selected
-          .flatMap((p) => attachments(index, svc, p.port).filter((a) => a.check === check && a.parentIndex === i));
+        const mine = selected.flatMap((p) => attachments(index, svc, p.port).filter((a) => a.check === check && a.parentIndex === i));
         const conflicted = mine.filter((a) => conflictedOn(index, a));
-        const role = md.namespace === svc.namespace ? 'producer route: applies to every caller' : `consumer route: applies to callers in namespace ${md.namespace}`;
+        const role =
+          md.namespace === svc.namespace
+            ? 'producer route: applies to every caller'
+            : `consumer route: applies to callers in namespace ${md.namespace}`;
         if (mine.length > 0 && conflicted.length === mine.length) {
-          accepted = cond('Accepted', false, 'Conflicted', `a GRPCRoute in namespace ${md.namespace} attaches to the same Service port${mine.length > 1 ? 's' : ''} (${mine.map((a) => a.port).join(', ')}); GRPCRoute wins over HTTPRoute`);
+          accepted = cond(
+            'Accepted',
+            false,
+            'Conflicted',
+            `a GRPCRoute in namespace ${md.namespace} attaches to the same Service port${mine.length > 1 ? 's' : ''} (${mine.map((a) => a.port).join(', ')}); GRPCRoute wins over HTTPRoute`,
+          );
         } else {
           let message = `attached to Service ${svcKey} port${mine.length === 1 ? '' : 's'} ${mine.map((a) => a.port).join(', ')} (${role})`;
-          if (conflicted.length > 0) message += `; not on port${conflicted.length > 1 ? 's' : ''} ${conflicted.map((a) => a.port).join(', ')}, where a GRPCRoute wins`;
+          if (conflicted.length > 0)
+            message += `; not on port${conflicted.length > 1 ? 's' : ''} ${conflicted.map((a) => a.port).join(', ')}, where a GRPCRoute wins`;
           if (dropped.length > 0) {
             message += `; ${rulesText(check, dropped)} dropped (PartiallyInvalid)`;
             // The spec: the message starts with "Dropped Rule" and says which rules; Accepted stays True.
-            partly = cond('PartiallyInvalid', true, 'UnsupportedValue', `Dropped ${rulesText(check, dropped, 'Rule')}: ${droppedText(check)}; the other rules are in force`);
+            partly = cond(
+              'PartiallyInvalid',
+              true,
+              'UnsupportedValue',
+              `Dropped ${rulesText(check, dropped, 'Rule')}: ${droppedText(check)}; the other rules are in force`,
+            );
           }
           accepted = cond('Accepted', true, 'Accepted', message);
         }
@@ -175,7 +239,11 @@ export function routeStatuses(topology: Topology, only?: Iterable<string>): Map<
       const resolved = refsCondition
         ? cond('ResolvedRefs', refsCondition.ok, refsCondition.reason, refsCondition.message)
         : cond('ResolvedRefs', false, 'UnsupportedValue', 'the route is invalid: its references were not resolved');
-      parents.push({ parentRef, controllerName: CONTROLLER_NAME, conditions: partly ? [accepted, resolved, partly] : [accepted, resolved] });
+      parents.push({
+        parentRef,
+        controllerName: CONTROLLER_NAME,
+        conditions: partly ? [accepted, resolved, partly] : [accepted, resolved],
+      });
     }
     out.set(key, { generation, parents });
   }

@@ -50,7 +50,7 @@ export function fieldPath(pointer: string): string {
   let out = '';
   for (const raw of pointer.split('/').slice(1)) {
     const part = raw.replace(/~1/g, '/').replace(/~0/g, '~');
-    out += /^[0-9]+$/.test(part) ? `[${part}]` : (out === '' ? part : `.${part}`);
+    out += /^[0-9]+$/.test(part) ? `[${part}]` : out === '' ? part : `.${part}`;
   }
   return out;
 }
@@ -61,7 +61,8 @@ function schemaError(v: SchemaValidator): string {
   const at = fieldPath(e.instancePath) || '(object)';
   if (e.keyword === 'additionalProperties') return `${at}: unknown field ${JSON.stringify(e.params.additionalProperty)}`;
   if (e.keyword === 'required') return `${at === '(object)' ? '' : `${at}.`}${String(e.params.missingProperty)}: Required value`;
-  if (e.keyword === 'enum') return `${at}: Unsupported value: must be one of ${(e.params.allowedValues as unknown[]).map((x) => JSON.stringify(x)).join(', ')}`;
+  if (e.keyword === 'enum')
+    return `${at}: Unsupported value: must be one of ${(e.params.allowedValues as unknown[]).map((x) => JSON.stringify(x)).join(', ')}`;
   return `${at}: ${e.message ?? e.keyword}`;
 }
 
@@ -88,28 +89,45 @@ export function durationMs(d: string): number {
 
 const PATH_CHARS = /^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$/;
 const exactOrPrefix = (p: Obj) => p.type === 'Exact' || p.type === 'PathPrefix';
-const replacePrefix = (f: Obj, field: string) => has(f, field) && has(f[field], 'path') && f[field].path.type === 'ReplacePrefixMatch' && has(f[field].path, 'replacePrefixMatch');
-const onePrefixMatch = (rule: Obj) => Array.isArray(rule.matches) && rule.matches.length === 1 && has(rule.matches[0], 'path') && rule.matches[0].path.type === 'PathPrefix';
+const replacePrefix = (f: Obj, field: string) =>
+  has(f, field) && has(f[field], 'path') && f[field].path.type === 'ReplacePrefixMatch' && has(f[field].path, 'replacePrefixMatch');
+const onePrefixMatch = (rule: Obj) =>
+  Array.isArray(rule.matches) && rule.matches.length === 1 && has(rule.matches[0], 'path') && rule.matches[0].path.type === 'PathPrefix';
 const count = <T>(xs: T[] | undefined, f: (x: T) => boolean) => (xs ?? []).filter(f).length;
 
 const CEL: Record<string, (self: any) => boolean> = {
   'sectionName or port must be specified when parentRefs includes 2 or more references to the same parent': (refs: Obj[]) =>
-    refs.every((p1) => refs.every((p2) => !sameParent(p1, p2) || ((str(p1.sectionName) === '') === (str(p2.sectionName) === '') && (num(p1.port) === 0) === (num(p2.port) === 0)))),
+    refs.every((p1) =>
+      refs.every(
+        (p2) =>
+          !sameParent(p1, p2) ||
+          ((str(p1.sectionName) === '') === (str(p2.sectionName) === '') && (num(p1.port) === 0) === (num(p2.port) === 0)),
+      ),
+    ),
   'sectionName or port must be unique when parentRefs includes 2 or more references to the same parent': (refs: Obj[]) =>
-    refs.every((p1) => count(refs, (p2) => sameParent(p1, p2) && str(p1.sectionName) === str(p2.sectionName) && num(p1.port) === num(p2.port)) === 1),
-  'While 16 rules and 64 matches per rule are allowed, the total number of matches across all rules in a route must be less than 128': (rules: Obj[]) =>
-    rules.slice(0, 16).reduce((n, r) => n + (Array.isArray(r.matches) ? r.matches.length : 0), 0) <= 128,
-  'Rule name must be unique within the route': (rules: Obj[]) => rules.every((l1) => !has(l1, 'name') || count(rules, (l2) => has(l2, 'name') && l2.name === l1.name) === 1),
+    refs.every(
+      (p1) => count(refs, (p2) => sameParent(p1, p2) && str(p1.sectionName) === str(p2.sectionName) && num(p1.port) === num(p2.port)) === 1,
+    ),
+  'While 16 rules and 64 matches per rule are allowed, the total number of matches across all rules in a route must be less than 128': (
+    rules: Obj[],
+  ) => rules.slice(0, 16).reduce((n, r) => n + (Array.isArray(r.matches) ? r.matches.length : 0), 0) <= 128,
+  'Rule name must be unique within the route': (rules: Obj[]) =>
+    rules.every((l1) => !has(l1, 'name') || count(rules, (l2) => has(l2, 'name') && l2.name === l1.name) === 1),
   'RequestRedirect filter must not be used together with backendRefs': (r: Obj) =>
-    !(Array.isArray(r.backendRefs) && r.backendRefs.length > 0) || !has(r, 'filters') || r.filters.every((f: Obj) => !has(f, 'requestRedirect')),
+    !(Array.isArray(r.backendRefs) && r.backendRefs.length > 0) ||
+    !has(r, 'filters') ||
+    r.filters.every((f: Obj) => !has(f, 'requestRedirect')),
   'When using RequestRedirect filter with path.replacePrefixMatch, exactly one PathPrefix match must be specified': (r: Obj) =>
     !(count(r.filters, (f: Obj) => replacePrefix(f, 'requestRedirect')) === 1) || onePrefixMatch(r),
   'When using URLRewrite filter with path.replacePrefixMatch, exactly one PathPrefix match must be specified': (r: Obj) =>
     !(count(r.filters, (f: Obj) => replacePrefix(f, 'urlRewrite')) === 1) || onePrefixMatch(r),
-  'Within backendRefs, when using RequestRedirect filter with path.replacePrefixMatch, exactly one PathPrefix match must be specified': (r: Obj) =>
+  'Within backendRefs, when using RequestRedirect filter with path.replacePrefixMatch, exactly one PathPrefix match must be specified': (
+    r: Obj,
+  ) =>
     !(count(r.backendRefs, (b: Obj) => count(b.filters, (f: Obj) => replacePrefix(f, 'requestRedirect')) === 1) === 1) || onePrefixMatch(r),
-  'Within backendRefs, When using URLRewrite filter with path.replacePrefixMatch, exactly one PathPrefix match must be specified': (r: Obj) =>
-    !(count(r.backendRefs, (b: Obj) => count(b.filters, (f: Obj) => replacePrefix(f, 'urlRewrite')) === 1) === 1) || onePrefixMatch(r),
+  'Within backendRefs, When using URLRewrite filter with path.replacePrefixMatch, exactly one PathPrefix match must be specified': (
+    r: Obj,
+  ) => !(count(r.backendRefs, (b: Obj) => count(b.filters, (f: Obj) => replacePrefix(f, 'urlRewrite')) === 1) === 1) || onePrefixMatch(r),
   'Must have port for Service reference': (b: Obj) => !(str(b.group) === '' && b.kind === 'Service') || has(b, 'port'),
   'May specify either httpRouteFilterRequestRedirect or httpRouteFilterRequestRewrite, but not both': (fs: Obj[]) =>
     !(fs.some((f) => f.type === 'RequestRedirect') && fs.some((f) => f.type === 'URLRewrite')),
@@ -122,11 +140,15 @@ const CEL: Record<string, (self: any) => boolean> = {
   "protocol must be 'HTTP' when http is set": (a: Obj) => !has(a, 'http') || a.protocol === 'HTTP',
   'Only one of percent or fraction may be specified in HTTPRequestMirrorFilter': (m: Obj) => !(has(m, 'percent') && has(m, 'fraction')),
   'numerator must be less than or equal to denominator': (f: Obj) => num(f.numerator) <= num(f.denominator),
-  "replaceFullPath must be specified when type is set to 'ReplaceFullPath'": (p: Obj) => p.type !== 'ReplaceFullPath' || has(p, 'replaceFullPath'),
+  "replaceFullPath must be specified when type is set to 'ReplaceFullPath'": (p: Obj) =>
+    p.type !== 'ReplaceFullPath' || has(p, 'replaceFullPath'),
   "type must be 'ReplaceFullPath' when replaceFullPath is set": (p: Obj) => !has(p, 'replaceFullPath') || p.type === 'ReplaceFullPath',
-  "replacePrefixMatch must be specified when type is set to 'ReplacePrefixMatch'": (p: Obj) => p.type !== 'ReplacePrefixMatch' || has(p, 'replacePrefixMatch'),
-  "type must be 'ReplacePrefixMatch' when replacePrefixMatch is set": (p: Obj) => !has(p, 'replacePrefixMatch') || p.type === 'ReplacePrefixMatch',
-  "value must be an absolute path and start with '/' when type one of ['Exact', 'PathPrefix']": (p: Obj) => !exactOrPrefix(p) || str(p.value).startsWith('/'),
+  "replacePrefixMatch must be specified when type is set to 'ReplacePrefixMatch'": (p: Obj) =>
+    p.type !== 'ReplacePrefixMatch' || has(p, 'replacePrefixMatch'),
+  "type must be 'ReplacePrefixMatch' when replacePrefixMatch is set": (p: Obj) =>
+    !has(p, 'replacePrefixMatch') || p.type === 'ReplacePrefixMatch',
+  "value must be an absolute path and start with '/' when type one of ['Exact', 'PathPrefix']": (p: Obj) =>
+    !exactOrPrefix(p) || str(p.value).startsWith('/'),
   "must not contain '//' when type one of ['Exact', 'PathPrefix']": (p: Obj) => !exactOrPrefix(p) || !str(p.value).includes('//'),
   "must not contain '/./' when type one of ['Exact', 'PathPrefix']": (p: Obj) => !exactOrPrefix(p) || !str(p.value).includes('/./'),
   "must not contain '/../' when type one of ['Exact', 'PathPrefix']": (p: Obj) => !exactOrPrefix(p) || !str(p.value).includes('/../'),
@@ -135,11 +157,15 @@ const CEL: Record<string, (self: any) => boolean> = {
   "must not contain '#' when type one of ['Exact', 'PathPrefix']": (p: Obj) => !exactOrPrefix(p) || !str(p.value).includes('#'),
   "must not end with '/..' when type one of ['Exact', 'PathPrefix']": (p: Obj) => !exactOrPrefix(p) || !str(p.value).endsWith('/..'),
   "must not end with '/.' when type one of ['Exact', 'PathPrefix']": (p: Obj) => !exactOrPrefix(p) || !str(p.value).endsWith('/.'),
-  "type must be one of ['Exact', 'PathPrefix', 'RegularExpression']": (p: Obj) => ['Exact', 'PathPrefix', 'RegularExpression'].includes(p.type),
-  "must only contain valid characters (matching ^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$) for types ['Exact', 'PathPrefix']": (p: Obj) =>
-    !exactOrPrefix(p) || PATH_CHARS.test(str(p.value)),
+  "type must be one of ['Exact', 'PathPrefix', 'RegularExpression']": (p: Obj) =>
+    ['Exact', 'PathPrefix', 'RegularExpression'].includes(p.type),
+  "must only contain valid characters (matching ^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|[%][0-9a-fA-F]{2})+$) for types ['Exact', 'PathPrefix']":
+    (p: Obj) => !exactOrPrefix(p) || PATH_CHARS.test(str(p.value)),
   'AbsoluteTimeout must be specified when cookie lifetimeType is Permanent': (s: Obj) =>
-    !has(s, 'cookieConfig') || !has(s.cookieConfig, 'lifetimeType') || s.cookieConfig.lifetimeType !== 'Permanent' || has(s, 'absoluteTimeout'),
+    !has(s, 'cookieConfig') ||
+    !has(s.cookieConfig, 'lifetimeType') ||
+    s.cookieConfig.lifetimeType !== 'Permanent' ||
+    has(s, 'absoluteTimeout'),
   'cookieConfig can only be set with type Cookie': (s: Obj) => !has(s, 'cookieConfig') || s.type === 'Cookie',
   'backendRequest timeout cannot be longer than request timeout': (t: Obj) =>
     !(has(t, 'request') && has(t, 'backendRequest') && durationMs(t.request) !== 0 && durationMs(t.backendRequest) > durationMs(t.request)),
@@ -228,7 +254,8 @@ export function listErrors(kind: GatewayRoute['kind'], obj: unknown): string[] {
       for (const [i, item] of value.entries()) {
         const id = r.type === 'map' ? JSON.stringify((r.keys ?? []).map((k) => (item as Obj | null)?.[k] ?? null)) : JSON.stringify(item);
         if (seen.has(id)) {
-          const shown = r.type === 'map' ? JSON.stringify(Object.fromEntries((r.keys ?? []).map((k) => [k, (item as Obj | null)?.[k]]))) : id;
+          const shown =
+            r.type === 'map' ? JSON.stringify(Object.fromEntries((r.keys ?? []).map((k) => [k, (item as Obj | null)?.[k]]))) : id;
           out.push(`${where}[${i}]: Duplicate value: ${shown}`);
         }
         seen.add(id);
@@ -273,7 +300,9 @@ function ruleExtensionRefs(rule: Obj, i: number): ExtensionRefUse | null {
     for (const [k, f] of ((b.filters ?? []) as Obj[]).entries()) {
       if (f.type !== 'ExtensionRef') continue;
       use.backends.add(j);
-      use.problems.push(`${w}.backendRefs[${j}].filters[${k}].type: ExtensionRef filters are not supported by shoal (${named(f)} does not resolve)`);
+      use.problems.push(
+        `${w}.backendRefs[${j}].filters[${k}].type: ExtensionRef filters are not supported by shoal (${named(f)} does not resolve)`,
+      );
     }
   }
   return use.problems.length > 0 ? use : null;
@@ -284,11 +313,13 @@ function ruleProblems(kind: GatewayRoute['kind'], rule: Obj, i: number): string[
   const w = `spec.rules[${i}]`;
   // ExtensionRef filters are not among these: ruleExtensionRefs() has them.
   for (const [j, f] of ((rule.filters ?? []) as Obj[]).entries()) {
-    if (f.type !== 'ExtensionRef' && !SUPPORTED_FILTERS[kind].includes(f.type)) out.push(`${w}.filters[${j}].type: ${f.type} filters are not supported by shoal`);
+    if (f.type !== 'ExtensionRef' && !SUPPORTED_FILTERS[kind].includes(f.type))
+      out.push(`${w}.filters[${j}].type: ${f.type} filters are not supported by shoal`);
   }
   for (const [j, b] of ((rule.backendRefs ?? []) as Obj[]).entries()) {
     for (const [k, f] of ((b.filters ?? []) as Obj[]).entries()) {
-      if (f.type !== 'ExtensionRef' && !SUPPORTED_BACKEND_FILTERS.includes(f.type)) out.push(`${w}.backendRefs[${j}].filters[${k}].type: ${f.type} filters on a backendRef are not supported by shoal`);
+      if (f.type !== 'ExtensionRef' && !SUPPORTED_BACKEND_FILTERS.includes(f.type))
+        out.push(`${w}.backendRefs[${j}].filters[${k}].type: ${f.type} filters on a backendRef are not supported by shoal`);
     }
   }
   if (has(rule, 'sessionPersistence')) out.push(`${w}.sessionPersistence: session persistence is not supported by shoal`);
@@ -342,12 +373,18 @@ export function checkRoute(route: GatewayRoute): RouteCheck {
   const extensionRefs = new Map<number, ExtensionRefUse>();
   // The CRD schema defaults in place: judge a copy, keep the route as given. A JSON copy, as the API server
   // receives it: no object shared between two places (YAML aliases), which defaulting one would change in both.
-  const object = JSON.parse(JSON.stringify({ apiVersion: given?.apiVersion, kind, metadata: given?.metadata ?? {}, spec: given?.spec ?? null })) as Obj;
+  const object = JSON.parse(
+    JSON.stringify({ apiVersion: given?.apiVersion, kind, metadata: given?.metadata ?? {}, spec: given?.spec ?? null }),
+  ) as Obj;
   // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the kind is what the route held, not yet checked: this is its check
-  if (kind !== 'HTTPRoute' && kind !== 'GRPCRoute') errors.push(`kind: Unsupported value ${JSON.stringify(kind)}: expected HTTPRoute or GRPCRoute`);
-  else if (route.apiVersion !== GATEWAY_API_VERSION) errors.push(`apiVersion: Unsupported value ${JSON.stringify(route.apiVersion)}: expected ${GATEWAY_API_VERSION}`);
-  if (typeof md.name !== 'string' || md.name.length > 253 || !NAME.test(md.name)) errors.push(`metadata.name: Invalid value ${JSON.stringify(md.name)}: expected a lower-case DNS subdomain`);
-  if (typeof md.namespace !== 'string' || md.namespace.length > 63 || !LABEL.test(md.namespace)) errors.push(`metadata.namespace: Invalid value ${JSON.stringify(md.namespace)}: expected a lower-case DNS label`);
+  if (kind !== 'HTTPRoute' && kind !== 'GRPCRoute')
+    errors.push(`kind: Unsupported value ${JSON.stringify(kind)}: expected HTTPRoute or GRPCRoute`);
+  else if (route.apiVersion !== GATEWAY_API_VERSION)
+    errors.push(`apiVersion: Unsupported value ${JSON.stringify(route.apiVersion)}: expected ${GATEWAY_API_VERSION}`);
+  if (typeof md.name !== 'string' || md.name.length > 253 || !NAME.test(md.name))
+    errors.push(`metadata.name: Invalid value ${JSON.stringify(md.name)}: expected a lower-case DNS subdomain`);
+  if (typeof md.namespace !== 'string' || md.namespace.length > 63 || !LABEL.test(md.namespace))
+    errors.push(`metadata.namespace: Invalid value ${JSON.stringify(md.namespace)}: expected a lower-case DNS label`);
   if (errors.length === 0) {
     if (object.spec === undefined || object.spec === null) errors.push('spec: Required value');
     else {

@@ -47,7 +47,14 @@ const CHUNK = 8;
  * answers the waiters of many apps, each with its app's answer). out[i]: bytes written, 0 for a
  * full socket buffer, -1 for a broken socket. Returns how many this thread wrote.
  */
-export function writeShare(fds: Int32Array, wire: Uint8Array, out: Int32Array, next: Int32Array, chunk: number, spans?: Int32Array | null): number {
+export function writeShare(
+  fds: Int32Array,
+  wire: Uint8Array,
+  out: Int32Array,
+  next: Int32Array,
+  chunk: number,
+  spans?: Int32Array | null,
+): number {
   let mine = 0;
   for (;;) {
     const from = Atomics.add(next, 0, chunk);
@@ -89,7 +96,11 @@ export class FanOutWriters {
     this.started = true;
     for (let i = 0; i < this.wanted; i++) {
       const shared = new SharedArrayBuffer(8);
-      const worker = new Worker(WRITER, { eval: true, workerData: { ctl: shared }, resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 1 } });
+      const worker = new Worker(WRITER, {
+        eval: true,
+        workerData: { ctl: shared },
+        resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 1 },
+      });
       worker.unref();
       const writer: Writer = { worker, ctl: new Int32Array(shared), online: false };
       worker.once('online', () => (writer.online = true));
@@ -113,7 +124,10 @@ export class FanOutWriters {
 
   private drop(writer: Writer): Promise<void> {
     this.writers = this.writers.filter((w) => w !== writer);
-    return writer.worker.terminate().then(() => {}, () => {});
+    return writer.worker.terminate().then(
+      () => {},
+      () => {},
+    );
   }
 
   /**

@@ -26,9 +26,16 @@ type Internals = ServerResponse & { _header: string | null; _headerSent: boolean
 /** Whether ServerResponse is in the state the prebuilt bytes rely on (nothing sent yet, HTTP/1.1 keep-alive). */
 function canWriteWire(res: ServerResponse): boolean {
   const socket = res.socket;
-  return (res as Internals)._header === null && res.shouldKeepAlive && socket !== null && !socket.destroyed &&
-    (socket as unknown as { _httpMessage: unknown })._httpMessage === res && res.req.method !== 'HEAD' &&
-    res.req.httpVersionMajor === 1 && res.req.httpVersionMinor === 1;
+  return (
+    (res as Internals)._header === null &&
+    res.shouldKeepAlive &&
+    socket !== null &&
+    !socket.destroyed &&
+    (socket as unknown as { _httpMessage: unknown })._httpMessage === res &&
+    res.req.method !== 'HEAD' &&
+    res.req.httpVersionMajor === 1 &&
+    res.req.httpVersionMinor === 1
+  );
 }
 
 /** Tells ServerResponse its head (and body) went out, so end() finishes it without writing. */
@@ -73,7 +80,11 @@ function idleFd(socket: Socket): number {
  * answers together (see fanOut.ts), so the kernel's per-socket work runs on several cores.
  */
 export function sendPrebuiltAll(list: ServerResponse[], p: Prebuilt, fanOut?: FanOutWriters): void {
-  sendPrebuiltEach(list, list.map(() => p), fanOut);
+  sendPrebuiltEach(
+    list,
+    list.map(() => p),
+    fanOut,
+  );
 }
 
 /**
@@ -106,7 +117,11 @@ export function sendPrebuiltEach(list: ServerResponse[], answers: Prebuilt[], fa
       // Several answers: each distinct one copied once into shared memory, and a span per descriptor.
       const at = new Map<Prebuilt, number>();
       let size = 0;
-      for (const i of idx) if (!at.has(answers[i])) { at.set(answers[i], size); size += answers[i].wire.length; }
+      for (const i of idx)
+        if (!at.has(answers[i])) {
+          at.set(answers[i], size);
+          size += answers[i].wire.length;
+        }
       const shared = new Uint8Array(new SharedArrayBuffer(size));
       for (const [a, offset] of at) shared.set(a.wire, offset);
       wire = shared;

@@ -62,7 +62,10 @@ function identityOf(user: V1UserInfo | undefined, sidecarAudience: boolean): Ide
   const username = user?.username ?? '';
   const m = sidecarAudience ? SERVICE_ACCOUNT_USER.exec(username) : null;
   return {
-    username, uid: user?.uid, groups: user?.groups ?? [], extra: user?.extra,
+    username,
+    uid: user?.uid,
+    groups: user?.groups ?? [],
+    extra: user?.extra,
     sidecar: m ? { namespace: m[1], serviceAccount: m[2] } : undefined,
   };
 }
@@ -75,9 +78,12 @@ function identityOf(user: V1UserInfo | undefined, sidecarAudience: boolean): Ide
 export function tokenReviewer(kc: KubeConfig, audience: string, log: Logger, ttlMs = TOKEN_CACHE_TTL_MS): TokenReviewer {
   const api = kc.makeApiClient(AuthenticationV1Api);
   const cache = new ReviewCache<Identity | null>(ttlMs);
-  const review = async (token: string, audiences: string[] | undefined) => (await api.createTokenReview({
-    body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences } },
-  })).status;
+  const review = async (token: string, audiences: string[] | undefined) =>
+    (
+      await api.createTokenReview({
+        body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences } },
+      })
+    ).status;
   return async (token) => {
     const key = createHash('sha256').update(token).digest('base64');
     const hit = cache.get(key);
@@ -107,20 +113,30 @@ export function accessReviewer(kc: KubeConfig, log: Logger, ttlMs = ACCESS_CACHE
   const cache = new ReviewCache<boolean>(ttlMs);
   return async (identity, namespace, app) => {
     const name = readPermissionName(app);
-    const key = createHash('sha256').update(JSON.stringify([identity.username, identity.uid, identity.groups, identity.extra, namespace, name])).digest('base64');
+    const key = createHash('sha256')
+      .update(JSON.stringify([identity.username, identity.uid, identity.groups, identity.extra, namespace, name]))
+      .digest('base64');
     const hit = cache.get(key);
     if (hit) return hit.value;
     const review = await api.createSubjectAccessReview({
       body: {
-        apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview',
+        apiVersion: 'authorization.k8s.io/v1',
+        kind: 'SubjectAccessReview',
         spec: {
-          user: identity.username, uid: identity.uid, groups: identity.groups, extra: identity.extra,
+          user: identity.username,
+          uid: identity.uid,
+          groups: identity.groups,
+          extra: identity.extra,
           resourceAttributes: { namespace, verb: 'get', group: '', version: 'v1', resource: 'configmaps', name },
         },
       },
     });
     const allowed = review.status?.allowed === true;
-    if (review.status?.evaluationError) log.warn({ user: identity.username, namespace, app, error: review.status.evaluationError }, 'SubjectAccessReview reported an evaluation error');
+    if (review.status?.evaluationError)
+      log.warn(
+        { user: identity.username, namespace, app, error: review.status.evaluationError },
+        'SubjectAccessReview reported an evaluation error',
+      );
     cache.set(key, allowed);
     return allowed;
   };
@@ -158,13 +174,20 @@ export function requireReader(opts: ReadGuardOptions) {
   return async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const why = opts.notReady?.();
     if (why) {
-      await reply.code(503).header('retry-after', '1').send({ error: 'unavailable', message: `discover is not ready: ${why}` });
+      await reply
+        .code(503)
+        .header('retry-after', '1')
+        .send({ error: 'unavailable', message: `discover is not ready: ${why}` });
       return;
     }
     if (!reviewer) return;
     const token = bearer(req.headers.authorization);
     if (!token) {
-      await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized', message: 'a bearer token is required: a sidecar\'s projected service-account token, or a Kubernetes token of yours (shoal get sends the one of your kubeconfig)' });
+      await reply.code(401).header('www-authenticate', 'Bearer').send({
+        error: 'unauthorized',
+        message:
+          "a bearer token is required: a sidecar's projected service-account token, or a Kubernetes token of yours (shoal get sends the one of your kubeconfig)",
+      });
       return;
     }
     if (operatorToken !== '' && sameSecret(token, operatorToken)) return;
@@ -173,11 +196,17 @@ export function requireReader(opts: ReadGuardOptions) {
       identity = await reviewer(token);
     } catch (err) {
       log.error({ error: (err as Error).message }, 'TokenReview failed');
-      await reply.code(503).header('retry-after', '1').send({ error: 'unavailable', message: 'cannot verify the token right now: the TokenReview failed' });
+      await reply
+        .code(503)
+        .header('retry-after', '1')
+        .send({ error: 'unavailable', message: 'cannot verify the token right now: the TokenReview failed' });
       return;
     }
     if (!identity) {
-      await reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'unauthorized', message: 'the API server does not accept this token (expired, revoked, or issued for another audience)' });
+      await reply.code(401).header('www-authenticate', 'Bearer').send({
+        error: 'unauthorized',
+        message: 'the API server does not accept this token (expired, revoked, or issued for another audience)',
+      });
       return;
     }
     const { namespace: ns, app } = req.params as { namespace: string; app: string };
@@ -189,7 +218,10 @@ export function requireReader(opts: ReadGuardOptions) {
         allowed = await authorizer(identity, ns, app);
       } catch (err) {
         log.error({ error: (err as Error).message }, 'SubjectAccessReview failed');
-        await reply.code(503).header('retry-after', '1').send({ error: 'unavailable', message: 'cannot check the permission right now: the SubjectAccessReview failed' });
+        await reply
+          .code(503)
+          .header('retry-after', '1')
+          .send({ error: 'unavailable', message: 'cannot check the permission right now: the SubjectAccessReview failed' });
         return;
       }
     }
@@ -200,7 +232,9 @@ export function requireReader(opts: ReadGuardOptions) {
         ? `; a sidecar's token reads apps of its own namespace (${sc.namespace}) only`
         : `; as a sidecar's token it reads only the app named like its service account, or one whose ConfigMap lists it in the annotation shoal.dev/service-accounts`
       : '';
-    const rbac = authorizer ? `it needs get on ConfigMap ${cm} in namespace ${ns} (RBAC: verb get, resource configmaps, namespace ${ns}; check with kubectl auth can-i get configmap/${cm} -n ${ns})` : 'only sidecar tokens are checked here';
+    const rbac = authorizer
+      ? `it needs get on ConfigMap ${cm} in namespace ${ns} (RBAC: verb get, resource configmaps, namespace ${ns}; check with kubectl auth can-i get configmap/${cm} -n ${ns})`
+      : 'only sidecar tokens are checked here';
     await reply.code(403).send({ error: 'forbidden', message: `${who(identity)} may not read app ${ns}/${app}: ${rbac}${sidecarRule}` });
   };
 }
@@ -211,18 +245,26 @@ export function eventRecorder(kc: KubeConfig, log: Logger): (namespace: string, 
   const instance = hostname();
   return (namespace, podName, reason, message) => {
     const now = new Date();
-    api.createNamespacedEvent({
-      namespace,
-      body: {
-        apiVersion: 'v1', kind: 'Event',
-        // At admission a pod of a Deployment has only a generateName: the event names that.
-        metadata: { generateName: `${podName.replace(/-$/, '') || 'pod'}.`, namespace },
-        involvedObject: { apiVersion: 'v1', kind: 'Pod', namespace, name: podName },
-        reason, message, type: 'Warning',
-        source: { component: 'shoal-discover' },
-        reportingComponent: 'shoal.dev/discover', reportingInstance: instance,
-        firstTimestamp: now, lastTimestamp: now, count: 1,
-      },
-    }).catch((err: Error) => log.warn({ namespace, pod: podName, reason, error: err.message }, 'could not record an event'));
+    api
+      .createNamespacedEvent({
+        namespace,
+        body: {
+          apiVersion: 'v1',
+          kind: 'Event',
+          // At admission a pod of a Deployment has only a generateName: the event names that.
+          metadata: { generateName: `${podName.replace(/-$/, '') || 'pod'}.`, namespace },
+          involvedObject: { apiVersion: 'v1', kind: 'Pod', namespace, name: podName },
+          reason,
+          message,
+          type: 'Warning',
+          source: { component: 'shoal-discover' },
+          reportingComponent: 'shoal.dev/discover',
+          reportingInstance: instance,
+          firstTimestamp: now,
+          lastTimestamp: now,
+          count: 1,
+        },
+      })
+      .catch((err: Error) => log.warn({ namespace, pod: podName, reason, error: err.message }, 'could not record an event'));
   };
 }

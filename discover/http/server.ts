@@ -46,7 +46,10 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
   app.setErrorHandler((err: Error & { statusCode?: number; validation?: unknown; code?: string }, req, reply) => {
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
       const limit = req.routeOptions.bodyLimit; // the route's limit, else the server's
-      return reply.code(413).send({ error: 'too_large', message: `the request body is larger than the limit of ${limit} bytes (${+(limit / 1048576).toFixed(2)} MiB)` });
+      return reply.code(413).send({
+        error: 'too_large',
+        message: `the request body is larger than the limit of ${limit} bytes (${+(limit / 1048576).toFixed(2)} MiB)`,
+      });
     }
     if (err.validation || (err.statusCode && err.statusCode < 500)) {
       return reply.code(err.statusCode ?? 400).send({ error: 'bad_request', message: err.message });
@@ -54,7 +57,9 @@ export async function createServer(opts: ServerOptions): Promise<FastifyInstance
     opts.log.error({ err, url: req.url }, 'request failed');
     return reply.code(500).send({ error: 'internal', message: 'internal error' });
   });
-  app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}` }));
+  app.setNotFoundHandler((req, reply) =>
+    reply.code(404).send({ error: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}` }),
+  );
   snapshotRoutes(app, opts);
   resourceRoutes(app, opts);
   healthRoutes(app, opts);

@@ -79,7 +79,7 @@ export class CertificateAuthority {
     const err = trustDomainError(trustDomain);
     if (err) throw new Error(err);
     const alg = { name: 'ECDSA', namedCurve: 'P-256' };
-    const keys = await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify']) as CryptoKeyPair;
+    const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as CryptoKeyPair;
     const cert = await x509.X509CertificateGenerator.createSelfSigned({
       serialNumber: randomSerial(),
       name: [{ O: [trustDomain] }, { CN: ['shoal mesh root CA'] }],
@@ -95,7 +95,10 @@ export class CertificateAuthority {
       ],
     });
     const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
-    const keyPem = `-----BEGIN PRIVATE KEY-----\n${pkcs8.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '')}\n-----END PRIVATE KEY-----\n`;
+    const keyPem = `-----BEGIN PRIVATE KEY-----\n${pkcs8
+      .toString('base64')
+      .replace(/(.{64})/g, '$1\n')
+      .replace(/\n$/, '')}\n-----END PRIVATE KEY-----\n`;
     const signer = createPrivateKey(keyPem).toCryptoKey(alg, false, ['sign']) as unknown as CryptoKey;
     return { ca: new CertificateAuthority(trustDomain, cert, signer, []), keyPem };
   }
@@ -147,7 +150,8 @@ export class CertificateAuthority {
     const want = spiffeId({ trustDomain: this.trustDomain, ...who });
     let csr: x509.Pkcs10CertificateRequest;
     try {
-      if (typeof csrPem !== 'string' || !csrPem.includes('-----BEGIN CERTIFICATE REQUEST-----')) throw new Error('no PEM block "CERTIFICATE REQUEST"');
+      if (typeof csrPem !== 'string' || !csrPem.includes('-----BEGIN CERTIFICATE REQUEST-----'))
+        throw new Error('no PEM block "CERTIFICATE REQUEST"');
       csr = new x509.Pkcs10CertificateRequest(csrPem);
     } catch (e) {
       throw new CsrError(`bad CSR: not a PEM PKCS#10 certificate request (${(e as Error).message})`);
@@ -161,7 +165,8 @@ export class CertificateAuthority {
     if (!ok) throw new CsrError('bad CSR: its signature does not match its public key (proof of possession failed)');
     const alg = csr.publicKey.algorithm as Algorithm & { namedCurve?: string; modulusLength?: number };
     if (alg.name === 'ECDSA') {
-      if (alg.namedCurve !== 'P-256' && alg.namedCurve !== 'P-384') throw new CsrError(`bad CSR: EC curve ${alg.namedCurve} not accepted; use P-256 or P-384`);
+      if (alg.namedCurve !== 'P-256' && alg.namedCurve !== 'P-384')
+        throw new CsrError(`bad CSR: EC curve ${alg.namedCurve} not accepted; use P-256 or P-384`);
     } else if (alg.name === 'RSASSA-PKCS1-v1_5' || alg.name === 'RSA-PSS') {
       const bits = alg.modulusLength ?? 0;
       if (bits < 2048) throw new CsrError(`bad CSR: RSA key of ${bits} bits; at least 2048 needed`);
@@ -171,7 +176,10 @@ export class CertificateAuthority {
     for (const ext of csr.extensions) {
       if (!(ext instanceof x509.SubjectAlternativeNameExtension)) continue;
       for (const n of ext.names.items) {
-        if (n.type !== 'url') throw new CsrError(`bad CSR: asks for a ${n.type} name ${JSON.stringify(n.value)}; workload certificates carry only their SPIFFE ID`);
+        if (n.type !== 'url')
+          throw new CsrError(
+            `bad CSR: asks for a ${n.type} name ${JSON.stringify(n.value)}; workload certificates carry only their SPIFFE ID`,
+          );
         if (n.value !== want) throw new CsrError(`CSR asks for ${n.value}, but the token is for ${want}: refused`);
       }
     }

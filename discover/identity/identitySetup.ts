@@ -11,12 +11,45 @@ import type { MeshIdentity } from './snapshotIdentity.ts';
 import { fileTokenVerifier, kubernetesTokenVerifier, type TokenVerifier } from './tokenVerifier.ts';
 
 export const identityFlags: FlagSpec[] = [
-  { name: 'trust-domain', type: 'string', default: '', description: 'Run the mesh CA for this SPIFFE trust domain (e.g. cluster.local): workload certificates and mTLS between sidecars; off without it' },
-  { name: 'ca-dir', type: 'string', default: '', description: 'With --trust-domain: the CA as a mounted Secret: tls.crt, tls.key, and optionally ca.crt (old roots still trusted during a rotation)' },
-  { name: 'ca-generate', type: 'bool', default: false, description: 'With --trust-domain and no --ca-dir: generate a CA in memory (one replica only: dev runs and tests)' },
-  { name: 'cert-ttl', type: 'int', default: 86400, description: 'Lifetime of workload certificates, seconds (sidecars renew at half-life)' },
-  { name: 'mtls-mode', type: 'string', default: 'permissive', description: 'Default inbound mode for apps whose mesh config sets no MTLS_MODE: permissive (mTLS and plaintext) or strict (mTLS only)' },
-  { name: 'identity-tokens', type: 'string', default: '', description: 'Static mode: YAML file of the tokens sidecars present for certificates: tokens: [{token, namespace, serviceAccount, expires}]' },
+  {
+    name: 'trust-domain',
+    type: 'string',
+    default: '',
+    description:
+      'Run the mesh CA for this SPIFFE trust domain (e.g. cluster.local): workload certificates and mTLS between sidecars; off without it',
+  },
+  {
+    name: 'ca-dir',
+    type: 'string',
+    default: '',
+    description:
+      'With --trust-domain: the CA as a mounted Secret: tls.crt, tls.key, and optionally ca.crt (old roots still trusted during a rotation)',
+  },
+  {
+    name: 'ca-generate',
+    type: 'bool',
+    default: false,
+    description: 'With --trust-domain and no --ca-dir: generate a CA in memory (one replica only: dev runs and tests)',
+  },
+  {
+    name: 'cert-ttl',
+    type: 'int',
+    default: 86400,
+    description: 'Lifetime of workload certificates, seconds (sidecars renew at half-life)',
+  },
+  {
+    name: 'mtls-mode',
+    type: 'string',
+    default: 'permissive',
+    description: 'Default inbound mode for apps whose mesh config sets no MTLS_MODE: permissive (mTLS and plaintext) or strict (mTLS only)',
+  },
+  {
+    name: 'identity-tokens',
+    type: 'string',
+    default: '',
+    description:
+      'Static mode: YAML file of the tokens sidecars present for certificates: tokens: [{token, namespace, serviceAccount, expires}]',
+  },
 ];
 
 export interface IdentityOptions {
@@ -36,14 +69,17 @@ export interface IdentityOptions {
 export function identityOptionsFromFlags(v: FlagValues): IdentityOptions | undefined {
   const trustDomain = String(v['trust-domain'] ?? '');
   if (trustDomain === '') {
-    for (const f of ['ca-dir', 'identity-tokens']) if (v[f]) throw new UsageError(`--${f} needs --trust-domain (the mesh CA is off without it)`);
+    for (const f of ['ca-dir', 'identity-tokens'])
+      if (v[f]) throw new UsageError(`--${f} needs --trust-domain (the mesh CA is off without it)`);
     return undefined;
   }
   const err = trustDomainError(trustDomain);
   if (err) throw new UsageError(`--trust-domain: ${err}`);
   const caDir = String(v['ca-dir'] ?? '');
-  if (caDir === '' && !v['ca-generate']) throw new UsageError('--trust-domain needs the CA: --ca-dir DIR (the shoal-ca Secret mounted) or --ca-generate (in memory, dev only)');
-  if (v.static && !v['identity-tokens']) throw new UsageError('--trust-domain with --static needs --identity-tokens FILE: how sidecars prove who they are');
+  if (caDir === '' && !v['ca-generate'])
+    throw new UsageError('--trust-domain needs the CA: --ca-dir DIR (the shoal-ca Secret mounted) or --ca-generate (in memory, dev only)');
+  if (v.static && !v['identity-tokens'])
+    throw new UsageError('--trust-domain with --static needs --identity-tokens FILE: how sidecars prove who they are');
   const ttl = Number(v['cert-ttl'] ?? 86400);
   if (ttl < 60) throw new UsageError(`invalid --cert-ttl=${ttl}: at least 60 seconds`);
   let mtlsMode: MtlsMode;
@@ -53,7 +89,11 @@ export function identityOptionsFromFlags(v: FlagValues): IdentityOptions | undef
     throw new UsageError((e as Error).message);
   }
   return {
-    trustDomain, caDir: caDir || undefined, generate: Boolean(v['ca-generate']), certTtlMs: ttl * 1000, mtlsMode,
+    trustDomain,
+    caDir: caDir || undefined,
+    generate: Boolean(v['ca-generate']),
+    certTtlMs: ttl * 1000,
+    mtlsMode,
     tokensFile: v['identity-tokens'] ? String(v['identity-tokens']) : undefined,
     tokenAudience: v['token-audience'] !== undefined ? String(v['token-audience']) : undefined,
   };
@@ -71,7 +111,11 @@ function readCaDir(dir: string): { cert: string; key: string; roots: string } {
   return { cert: read('tls.crt'), key: read('tls.key'), roots: read('ca.crt', true) };
 }
 
-export async function setupIdentity(o: IdentityOptions, kubeConfig: (() => Promise<KubeConfig>) | null, log: Logger): Promise<{ service: IdentityService; mesh: MeshIdentity }> {
+export async function setupIdentity(
+  o: IdentityOptions,
+  kubeConfig: (() => Promise<KubeConfig>) | null,
+  log: Logger,
+): Promise<{ service: IdentityService; mesh: MeshIdentity }> {
   // Loaded here, not at import: @peculiar/x509 costs start-up time and memory (docs/performance.md), only where
   // the CA runs.
   const { CertificateAuthority } = await import('./certificateAuthority.ts');
@@ -83,7 +127,10 @@ export async function setupIdentity(o: IdentityOptions, kubeConfig: (() => Promi
   if (!ca) {
     if (!o.generate) throw new Error('the mesh CA needs --ca-dir or --ca-generate');
     ca = (await CertificateAuthority.generate(o.trustDomain)).ca;
-    log.warn({ trustDomain: o.trustDomain }, 'mesh CA generated in memory: fine for one replica in development, not for production (use --ca-dir with the shoal-ca Secret)');
+    log.warn(
+      { trustDomain: o.trustDomain },
+      'mesh CA generated in memory: fine for one replica in development, not for production (use --ca-dir with the shoal-ca Secret)',
+    );
   }
   let verify: TokenVerifier;
   if (o.tokensFile) verify = fileTokenVerifier(o.tokensFile);

@@ -19,7 +19,9 @@ export function kubernetesTokenVerifier(kc: KubeConfig, audience: string): Token
       body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, audiences: audience ? [audience] : undefined } },
     });
     if (!review.status?.authenticated) {
-      return { refused: `TokenReview did not authenticate the token${review.status?.error ? `: ${review.status.error}` : ' (expired, revoked, or for another audience)'}` };
+      return {
+        refused: `TokenReview did not authenticate the token${review.status?.error ? `: ${review.status.error}` : ' (expired, revoked, or for another audience)'}`,
+      };
     }
     const user = review.status.user?.username ?? '';
     const m = /^system:serviceaccount:([^:]+):([^:]+)$/.exec(user);
@@ -31,7 +33,12 @@ export function kubernetesTokenVerifier(kc: KubeConfig, audience: string): Token
   };
 }
 
-interface StaticToken { token: string; namespace: string; serviceAccount: string; expires?: string }
+interface StaticToken {
+  token: string;
+  namespace: string;
+  serviceAccount: string;
+  expires?: string;
+}
 
 /**
  * Static mode: a YAML/JSON file `tokens: [{token, namespace, serviceAccount, expires?}]`, read at
@@ -47,7 +54,8 @@ export function fileTokenVerifier(file: string): TokenVerifier {
     }
     const entry = (doc?.tokens ?? []).find((t) => t && t.token === token);
     if (!entry) return { refused: 'unknown token' };
-    if (entry.expires !== undefined && !(Date.parse(entry.expires) > Date.now())) return { refused: `the token expired at ${entry.expires}` };
+    if (entry.expires !== undefined && !(Date.parse(entry.expires) > Date.now()))
+      return { refused: `the token expired at ${entry.expires}` };
     if (!entry.namespace || !entry.serviceAccount) return { refused: 'the token has no namespace/serviceAccount in the tokens file' };
     return { namespace: entry.namespace, serviceAccount: entry.serviceAccount };
   };

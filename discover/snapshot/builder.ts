@@ -3,13 +3,31 @@ import { createHash, randomUUID } from 'node:crypto';
 import { allocateListenPorts, allocateLoopbacks } from '../../shared/allocation.ts';
 import type { Dependency } from '../../shared/meshConfig.ts';
 import {
-  SNAPSHOT_SCHEMA_VERSION, clusterName,
-  type Cluster, type DnsName, type Endpoint, type InboundListener, type ListenerMode, type OutboundListener,
-  type Protocol, type Route, type Snapshot,
+  SNAPSHOT_SCHEMA_VERSION,
+  clusterName,
+  type Cluster,
+  type DnsName,
+  type Endpoint,
+  type InboundListener,
+  type ListenerMode,
+  type OutboundListener,
+  type Protocol,
+  type Route,
+  type Snapshot,
 } from '../../shared/snapshot.ts';
 import { serviceKey, type App, type Service, type Topology } from '../topology/model.ts';
 import { addIdentity } from '../identity/snapshotIdentity.ts';
-import { backendProtocol, compileFor, compiledAt, routeIndex, routesAt, type CompiledRoutes, type RouteIndex, type RoutesAt, type RoutesCache } from '../gateway/compile.ts';
+import {
+  backendProtocol,
+  compileFor,
+  compiledAt,
+  routeIndex,
+  routesAt,
+  type CompiledRoutes,
+  type RouteIndex,
+  type RoutesAt,
+  type RoutesCache,
+} from '../gateway/compile.ts';
 
 function modeOf(protocol: Protocol): ListenerMode {
   return protocol === 'tcp' ? 'l4' : 'l7';
@@ -19,9 +37,7 @@ function modeOf(protocol: Protocol): ListenerMode {
 export function usableEndpoints(all: readonly Endpoint[]): Endpoint[] {
   const ready = all.filter((e) => e.ready);
   const chosen = ready.length > 0 ? ready : all.filter((e) => e.serving && e.terminating);
-  return chosen
-    .map((e) => ({ ...e }))
-    .sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.port - b.port));
+  return chosen.map((e) => ({ ...e })).sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : a.port - b.port));
 }
 
 /**
@@ -70,7 +86,11 @@ function routesText(routes: readonly Route[]): string {
  * routes' JSON, instead of serialised again. Same text: each placeholder takes the place of what it stands for
  * in its object's keys (listeners come before clusters in a snapshot's keys, so the marks are met in order).
  */
-function stringifySnapshot(snap: Omit<Snapshot, 'version'>, memo: InputsMemo | undefined, gatewayRoutes?: Map<Route[], readonly Route[]>): string {
+function stringifySnapshot(
+  snap: Omit<Snapshot, 'version'>,
+  memo: InputsMemo | undefined,
+  gatewayRoutes?: Map<Route[], readonly Route[]>,
+): string {
   if (memo === undefined) return JSON.stringify(snap);
   const clusters = snap.clusters;
   const pieces: Array<{ mark: string; what: string; json: () => string }> = [];
@@ -87,7 +107,8 @@ function stringifySnapshot(snap: Omit<Snapshot, 'version'>, memo: InputsMemo | u
   }
   for (const [i, c] of clusters.entries()) {
     pieces.push({
-      mark: `"${ENDPOINTS_MARK}${i}"`, what: `the endpoints of cluster ${c.name}`,
+      mark: `"${ENDPOINTS_MARK}${i}"`,
+      what: `the endpoints of cluster ${c.name}`,
       json: () => {
         const eps = c.endpoints;
         let json = memo.endpointJson.get(eps);
@@ -113,7 +134,9 @@ function stringifySnapshot(snap: Omit<Snapshot, 'version'>, memo: InputsMemo | u
 
 // Most specific first: longer prefixes, then more header matches.
 function routeOrder(a: Route, b: Route): number {
-  return b.prefix.length - a.prefix.length || b.headers.length - a.headers.length || (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0);
+  return (
+    b.prefix.length - a.prefix.length || b.headers.length - a.headers.length || (a.prefix < b.prefix ? -1 : a.prefix > b.prefix ? 1 : 0)
+  );
 }
 
 function matchKey(prefix: string, headers: Dependency['options']['headers']): string {
@@ -148,7 +171,15 @@ export interface InputsMemo {
 }
 
 export function inputsMemo(routesCache?: RoutesCache, previousRoutes?: RoutesCache): InputsMemo {
-  return { services: new Map(), identity: new Map(), endpoints: new Map(), endpointJson: new Map(), routes: new Map(), routesCache, previousRoutes };
+  return {
+    services: new Map(),
+    identity: new Map(),
+    endpoints: new Map(),
+    endpointJson: new Map(),
+    routes: new Map(),
+    routesCache,
+    previousRoutes,
+  };
 }
 
 /** The Gateway API routes in force for an app of `callerNamespace` on `svc`:`port` (null: none). */
@@ -158,7 +189,16 @@ function routesFor(topology: Topology, callerNamespace: string, svc: Service, po
   let at = memo.routes.get(key);
   if (at === undefined) {
     memo.routeIndex ??= routeIndex(topology);
-    at = routesAt(topology, callerNamespace, svc, port, memo.routesCache, (s) => serviceInput(s, memo), memo.previousRoutes, memo.routeIndex);
+    at = routesAt(
+      topology,
+      callerNamespace,
+      svc,
+      port,
+      memo.routesCache,
+      (s) => serviceInput(s, memo),
+      memo.previousRoutes,
+      memo.routeIndex,
+    );
     memo.routes.set(key, at);
   }
   return at;
@@ -313,7 +353,9 @@ export function buildSnapshotBody(app: App, topology: Topology, memo?: InputsMem
       }
       if (!compiled) continue;
       if (d.protocol === 'tcp') {
-        errors.push(`dependency ${depName(d)}:${d.port}: ${compiled.used.map((a) => `${a.kind} ${a.namespace}/${a.name}`).join(', ')} not applied: the dependency is tcp (routes need http, http2 or grpc)`);
+        errors.push(
+          `dependency ${depName(d)}:${d.port}: ${compiled.used.map((a) => `${a.kind} ${a.namespace}/${a.name}`).join(', ')} not applied: the dependency is tcp (routes need http, http2 or grpc)`,
+        );
         continue;
       }
       gateway.set(d, compiled);
@@ -321,8 +363,14 @@ export function buildSnapshotBody(app: App, topology: Topology, memo?: InputsMem
       for (const b of compiled.backends) {
         if (clusters.some((c) => c.name === b.name)) continue;
         clusters.push({
-          ...own, name: b.name, service: b.service.name, namespace: b.service.namespace, port: b.port,
-          protocol: backendProtocol(b, d.protocol), policy: { ...own.policy }, endpoints: sharedEndpoints(b.service.endpoints.get(b.port) ?? [], topology.identity !== undefined, memo),
+          ...own,
+          name: b.name,
+          service: b.service.name,
+          namespace: b.service.namespace,
+          port: b.port,
+          protocol: backendProtocol(b, d.protocol),
+          policy: { ...own.policy },
+          endpoints: sharedEndpoints(b.service.endpoints.get(b.port) ?? [], topology.identity !== undefined, memo),
         });
       }
     }
@@ -386,7 +434,12 @@ export function buildSnapshotBody(app: App, topology: Topology, memo?: InputsMem
       // A split route retries non-idempotent requests only when every dependency on it says so.
       if (existing.retryNonIdempotent && !d.options.retryNonIdempotent) delete existing.retryNonIdempotent;
     } else {
-      const route: Route = { domains, prefix: d.options.prefix, headers: d.options.headers.map((h) => ({ ...h })), backends: [{ cluster, weight: d.options.weight }] };
+      const route: Route = {
+        domains,
+        prefix: d.options.prefix,
+        headers: d.options.headers.map((h) => ({ ...h })),
+        backends: [{ cluster, weight: d.options.weight }],
+      };
       // Set only when asked for: snapshots (and their versions) without the option stay as they were.
       if (d.options.retryNonIdempotent) route.retryNonIdempotent = true;
       l.routes.push(route);
@@ -420,7 +473,8 @@ export function buildSnapshotBody(app: App, topology: Topology, memo?: InputsMem
   const dnsMap = new Map<string, string>();
   const addName = (name: string, address: string) => {
     const prev = dnsMap.get(name);
-    if (prev !== undefined && prev !== address) errors.push(`dns name ${name} is claimed by two addresses (${prev}, ${address}); ${prev} kept`);
+    if (prev !== undefined && prev !== address)
+      errors.push(`dns name ${name} is claimed by two addresses (${prev}, ${address}); ${prev} kept`);
     else dnsMap.set(name, address);
   };
   const cd = topology.clusterDomain;
@@ -460,8 +514,17 @@ export function buildSnapshotBody(app: App, topology: Topology, memo?: InputsMem
   if (!content.startsWith(head)) throw new Error('snapshot serialisation does not start with its schemaVersion');
   const body = `${head}"version":${JSON.stringify(version)},${content.slice(head.length)}`;
   const snapshot: Snapshot = {
-    schemaVersion: snap.schemaVersion, version, namespace: snap.namespace, app: snap.app, pluginId: snap.pluginId,
-    inbound, outbound, clusters, dns, status: snap.status, ...(snap.identity ? { identity: snap.identity } : {}),
+    schemaVersion: snap.schemaVersion,
+    version,
+    namespace: snap.namespace,
+    app: snap.app,
+    pluginId: snap.pluginId,
+    inbound,
+    outbound,
+    clusters,
+    dns,
+    status: snap.status,
+    ...(snap.identity ? { identity: snap.identity } : {}),
   };
   return { snapshot, body };
 }

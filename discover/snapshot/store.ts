@@ -115,8 +115,26 @@ export class SnapshotStore {
       const body = Buffer.from(built.body);
       const etag = `"${snapshot.version}"`;
       const entry: SnapshotEntry = {
-        app, snapshot, body, etag, inputs,
-        response: prebuild(200, 'OK', ['content-type', 'application/json; charset=utf-8', 'content-length', String(body.length), 'etag', etag, 'cache-control', 'no-cache'], body),
+        app,
+        snapshot,
+        body,
+        etag,
+        inputs,
+        response: prebuild(
+          200,
+          'OK',
+          [
+            'content-type',
+            'application/json; charset=utf-8',
+            'content-length',
+            String(body.length),
+            'etag',
+            etag,
+            'cache-control',
+            'no-cache',
+          ],
+          body,
+        ),
         notModified: prebuild(304, 'Not Modified', ['etag', etag, 'cache-control', 'no-cache'], Buffer.alloc(0)),
         resource,
       };

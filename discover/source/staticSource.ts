@@ -99,7 +99,10 @@ export class StaticSource {
     }
     this.lastHash = this.appliedHash = hash;
     // Where an edit's time goes before the snapshots are rebuilt (the apply logs its own time).
-    this.opts.log.info({ file: this.opts.file, debounceMs: ms(start - seen), readParseMs: ms(performance.now() - start) }, 'topology file read');
+    this.opts.log.info(
+      { file: this.opts.file, debounceMs: ms(start - seen), readParseMs: ms(performance.now() - start) },
+      'topology file read',
+    );
     this.commit(parsed.topology, parsed.memo);
   }
 
@@ -125,10 +128,24 @@ export class StaticSource {
     for (const [route, status] of routeStatuses(topology)) {
       for (const p of status.parents) {
         for (const c of p.conditions) {
-          if (c.status === 'False') problems.push({ route, parent: `${p.parentRef.namespace ?? ''}${p.parentRef.namespace ? '/' : ''}${p.parentRef.name}${p.parentRef.port ? `:${p.parentRef.port}` : ''}`, condition: c.type, reason: c.reason, message: c.message });
+          if (c.status === 'False')
+            problems.push({
+              route,
+              parent: `${p.parentRef.namespace ?? ''}${p.parentRef.namespace ? '/' : ''}${p.parentRef.name}${p.parentRef.port ? `:${p.parentRef.port}` : ''}`,
+              condition: c.type,
+              reason: c.reason,
+              message: c.message,
+            });
         }
       }
-      if (status.parents.length === 0) problems.push({ route, parent: '', condition: 'Accepted', reason: 'NoMatchingParent', message: 'no parentRef names a Service in the topology: the route applies to no caller' });
+      if (status.parents.length === 0)
+        problems.push({
+          route,
+          parent: '',
+          condition: 'Accepted',
+          reason: 'NoMatchingParent',
+          message: 'no parentRef names a Service in the topology: the route applies to no caller',
+        });
     }
     const text = JSON.stringify(problems);
     if (text === this.routeProblems) return;
@@ -156,14 +173,20 @@ export class StaticSource {
         try {
           parseStaticTopologyWith(text, this.memo);
         } catch (err) {
-          throw new WriteRefused(409, `the topology file holds an edit that was refused (${(err as Error).message}); fix the file before writing through the API`);
+          throw new WriteRefused(
+            409,
+            `the topology file holds an edit that was refused (${(err as Error).message}); fix the file before writing through the API`,
+          );
         }
       }
       const doc = parseDocument(text);
       const apps = (doc.toJS()?.apps ?? []) as Array<{ name?: string; namespace?: string; pluginId?: string }>;
       const index = apps.findIndex((a) => a.name === app && (a.namespace ?? 'default') === namespace);
       if (index >= 0 && (apps[index].pluginId ?? 'mesh') !== pluginId) {
-        throw new WriteRefused(409, `app ${namespace}/${app} already has mesh plugin ${apps[index].pluginId ?? 'mesh'}; an app has at most one`);
+        throw new WriteRefused(
+          409,
+          `app ${namespace}/${app} already has mesh plugin ${apps[index].pluginId ?? 'mesh'}; an app has at most one`,
+        );
       }
       if (index >= 0) doc.setIn(['apps', index, 'config'], doc.createNode(spec));
       else if (doc.hasIn(['apps'])) doc.addIn(['apps'], doc.createNode({ name: app, namespace, pluginId, config: spec }));
@@ -223,14 +246,20 @@ export class StaticSource {
         await dh.close();
       }
     } catch (err) {
-      this.opts.log.warn({ file: this.opts.file, error: (err as Error).message }, 'fsync of the topology folder failed; the write is in place but may not survive a crash');
+      this.opts.log.warn(
+        { file: this.opts.file, error: (err as Error).message },
+        'fsync of the topology folder failed; the write is in place but may not survive a crash',
+      );
     }
   }
 
   /** Runs `step` after every write and reload queued before it. */
   private enqueue<T>(step: () => Promise<T>): Promise<T> {
     const run = this.queue.then(step);
-    this.queue = run.then(() => undefined, () => undefined);
+    this.queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
     return run;
   }
 

@@ -9,7 +9,7 @@ export const PLUGIN_ID = /^[A-Za-z0-9][-A-Za-z0-9_.]{0,62}$/;
 /** A Kubernetes label value (the plugin id is stored in the label shoal.dev/plugin-id). */
 export const LABEL_VALUE = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
 
-const LABEL_RULE = 'expected a DNS-1123 label: at most 63 lower-case letters, digits and \'-\', starting and ending with a letter or digit';
+const LABEL_RULE = "expected a DNS-1123 label: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit";
 
 /**
  * Why the namespace, app or plugin id of an API path is not a valid name, or null when all three

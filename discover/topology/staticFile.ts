@@ -40,15 +40,19 @@ function bool(v: unknown, where: string, fallback: boolean): boolean {
 const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$/;
 const NODE_NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 export const TRAFFIC_DISTRIBUTIONS = ['PreferClose', 'PreferSameZone', 'PreferSameNode'] as const;
-export type TrafficDistribution = typeof TRAFFIC_DISTRIBUTIONS[number];
+export type TrafficDistribution = (typeof TRAFFIC_DISTRIBUTIONS)[number];
 
 function zoneName(v: unknown, where: string): string {
-  if (typeof v !== 'string' || !LABEL_VALUE.test(v)) throw new ConfigError(`${where}=${JSON.stringify(v)}: expected a zone name (a Kubernetes label value: letters, digits, '-', '_', '.', at most 63)`);
+  if (typeof v !== 'string' || !LABEL_VALUE.test(v))
+    throw new ConfigError(
+      `${where}=${JSON.stringify(v)}: expected a zone name (a Kubernetes label value: letters, digits, '-', '_', '.', at most 63)`,
+    );
   return v;
 }
 
 function nodeName(v: unknown, where: string): string {
-  if (typeof v !== 'string' || !NODE_NAME.test(v)) throw new ConfigError(`${where}=${JSON.stringify(v)}: expected a node name (a lower-case DNS subdomain)`);
+  if (typeof v !== 'string' || !NODE_NAME.test(v))
+    throw new ConfigError(`${where}=${JSON.stringify(v)}: expected a node name (a lower-case DNS subdomain)`);
   return v;
 }
 
@@ -96,7 +100,8 @@ function parseEndpoint(raw: unknown, svc: { where: string; ports: ServicePort[] 
     if (!m) throw new ConfigError(`${where}=${JSON.stringify(raw)}: expected address or address:port`);
     address = m[1];
     if (m[2] !== undefined) {
-      if (svc.ports.length !== 1) throw new ConfigError(`${where}=${JSON.stringify(raw)}: the service has ${svc.ports.length} ports; give a ports map`);
+      if (svc.ports.length !== 1)
+        throw new ConfigError(`${where}=${JSON.stringify(raw)}: the service has ${svc.ports.length} ports; give a ports map`);
       targets.set(svc.ports[0].port, parseInteger(m[2], `${where}: port`, 1, 65535));
     }
   } else if (isObject(raw)) {
@@ -104,7 +109,8 @@ function parseEndpoint(raw: unknown, svc: { where: string; ports: ServicePort[] 
     if (typeof raw.address !== 'string') throw new ConfigError(`${where}: address is required`);
     address = raw.address;
     if (raw.port !== undefined) {
-      if (svc.ports.length !== 1) throw new ConfigError(`${where}: the service has ${svc.ports.length} ports; give a ports map instead of port`);
+      if (svc.ports.length !== 1)
+        throw new ConfigError(`${where}: the service has ${svc.ports.length} ports; give a ports map instead of port`);
       targets.set(svc.ports[0].port, parseInteger(raw.port, `${where}: port=${JSON.stringify(raw.port)}`, 1, 65535));
     }
     if (raw.ports !== undefined) {
@@ -125,7 +131,8 @@ function parseEndpoint(raw: unknown, svc: { where: string; ports: ServicePort[] 
   } else {
     throw new ConfigError(`${where}: expected "address:port" or an object with address`);
   }
-  if (!IPV4.test(address) && !HOST.test(address)) throw new ConfigError(`${where}: address ${JSON.stringify(address)} is not an IPv4 address or host name`);
+  if (!IPV4.test(address) && !HOST.test(address))
+    throw new ConfigError(`${where}: address ${JSON.stringify(address)} is not an IPv4 address or host name`);
   const out = new Map<number, Endpoint>();
   for (const p of svc.ports) {
     const ep: Endpoint = { address, port: targets.get(p.port) ?? p.port, weight, zone, ready, serving, terminating };
@@ -159,7 +166,9 @@ function parseService(raw: unknown, index: number): Service {
   let address: string | null = null;
   if (raw.address !== undefined && raw.address !== null) {
     if (typeof raw.address !== 'string' || !isLoopbackAddress(raw.address) || raw.address === '127.0.0.1') {
-      throw new ConfigError(`${where}: address=${JSON.stringify(raw.address)}: expected a loopback address in 127.0.0.0/8 other than 127.0.0.1`);
+      throw new ConfigError(
+        `${where}: address=${JSON.stringify(raw.address)}: expected a loopback address in 127.0.0.0/8 other than 127.0.0.1`,
+      );
     }
     address = raw.address;
   }
@@ -178,7 +187,9 @@ function parseService(raw: unknown, index: number): Service {
   let trafficDistribution: TrafficDistribution | null = null;
   if (raw.trafficDistribution !== undefined && raw.trafficDistribution !== null) {
     if (!TRAFFIC_DISTRIBUTIONS.includes(raw.trafficDistribution as TrafficDistribution)) {
-      throw new ConfigError(`${where}: trafficDistribution=${JSON.stringify(raw.trafficDistribution)}: expected one of ${TRAFFIC_DISTRIBUTIONS.join(', ')}`);
+      throw new ConfigError(
+        `${where}: trafficDistribution=${JSON.stringify(raw.trafficDistribution)}: expected one of ${TRAFFIC_DISTRIBUTIONS.join(', ')}`,
+      );
     }
     trafficDistribution = raw.trafficDistribution as TrafficDistribution;
   }
@@ -197,7 +208,8 @@ function parseApp(raw: unknown, index: number): App {
   const appName = name(raw.name, `${at}.name`);
   const namespace = raw.namespace === undefined ? 'default' : name(raw.namespace, `${at}.namespace`);
   const pluginId = raw.pluginId === undefined ? 'mesh' : String(raw.pluginId);
-  if (!PLUGIN_ID.test(pluginId)) throw new ConfigError(`app ${namespace}/${appName}: pluginId=${JSON.stringify(pluginId)} is not a valid id`);
+  if (!PLUGIN_ID.test(pluginId))
+    throw new ConfigError(`app ${namespace}/${appName}: pluginId=${JSON.stringify(pluginId)} is not a valid id`);
   const spec = (raw.config ?? {}) as ResourceSpec;
   const config = parseMeshConfig(spec, namespace, appName);
   return { namespace, name: appName, pluginId, spec, config };
@@ -219,8 +231,10 @@ function parseRoute(raw: unknown, index: number): GatewayRoute {
   let created: string | undefined;
   if (md.creationTimestamp !== undefined) {
     // YAML reads an unquoted timestamp as a date.
-    created = md.creationTimestamp instanceof Date ? md.creationTimestamp.toISOString().replace(/\.000Z$/, 'Z') : String(md.creationTimestamp);
-    if (Number.isNaN(Date.parse(created))) throw new ConfigError(`${at}.metadata.creationTimestamp=${JSON.stringify(created)}: expected an RFC 3339 time`);
+    created =
+      md.creationTimestamp instanceof Date ? md.creationTimestamp.toISOString().replace(/\.000Z$/, 'Z') : String(md.creationTimestamp);
+    if (Number.isNaN(Date.parse(created)))
+      throw new ConfigError(`${at}.metadata.creationTimestamp=${JSON.stringify(created)}: expected an RFC 3339 time`);
   }
   const route: GatewayRoute = {
     apiVersion: raw.apiVersion as string,
@@ -236,7 +250,9 @@ function parseRoute(raw: unknown, index: number): GatewayRoute {
   const problems = routeProblems(route);
   if (problems.length > 0) {
     const what = typeof md.name === 'string' ? `${String(raw.kind)} ${String(namespace)}/${md.name}` : at;
-    throw new ConfigError(`route ${what} (${at}): ${problems[0]}${problems.length > 1 ? ` (and ${problems.length - 1} more: ${problems.slice(1, 4).join('; ')})` : ''}`);
+    throw new ConfigError(
+      `route ${what} (${at}): ${problems[0]}${problems.length > 1 ? ` (and ${problems.length - 1} more: ${problems.slice(1, 4).join('; ')})` : ''}`,
+    );
   }
   return route;
 }
@@ -287,7 +303,8 @@ export function parseStaticTopologyWith(text: string, memo?: ParseMemo): { topol
   if (!isObject(doc)) throw new ConfigError('topology must be a mapping with services and apps');
   checkKeys(doc, ['clusterDomain', 'services', 'apps', 'routes'], 'topology');
   const clusterDomain = doc.clusterDomain === undefined ? 'cluster.local' : String(doc.clusterDomain).replace(/\.$/, '').toLowerCase();
-  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(clusterDomain)) throw new ConfigError(`topology: clusterDomain ${JSON.stringify(doc.clusterDomain)} is not a domain`);
+  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(clusterDomain))
+    throw new ConfigError(`topology: clusterDomain ${JSON.stringify(doc.clusterDomain)} is not a domain`);
   const next: ParseMemo = { services: new Map(), apps: new Map(), routes: new Map(), chunks };
   const services = new Map<string, Service>();
   for (const [i, raw] of list(doc.services, 'services').entries()) {
@@ -339,8 +356,16 @@ export function affectedApps(prev: Topology | null, next: Topology): Set<string>
   const changed = new Set<string>();
   for (const [k, s] of next.services) if (prev.services.get(k) !== s) changed.add(k);
   for (const k of prev.services.keys()) if (!next.services.has(k)) changed.add(k);
-  for (const [k, a] of next.apps) if (prev.apps.get(k) !== a) { affected.add(k); changed.add(k); }
-  for (const k of prev.apps.keys()) if (!next.apps.has(k)) { affected.add(k); changed.add(k); }
+  for (const [k, a] of next.apps)
+    if (prev.apps.get(k) !== a) {
+      affected.add(k);
+      changed.add(k);
+    }
+  for (const k of prev.apps.keys())
+    if (!next.apps.has(k)) {
+      affected.add(k);
+      changed.add(k);
+    }
   // Gateway API routes: callers of the Services whose routes changed, or whose routes send to a changed Service.
   for (const k of appsAffectedByRoutes(prev, next, changed)) affected.add(k);
   if (changed.size === 0) return affected;

@@ -76,7 +76,11 @@ export function loadYamlChunked(text: string, prev: ChunkCache | undefined, next
       }
       const start = i + 1 + first;
       const indent = lines[start].length - lines[start].trimStart().length;
-      const isItem = (l: string) => l.length > indent && l.startsWith('-', indent) && (l.length === indent + 1 || l[indent + 1] === ' ') && l.slice(0, indent).trim() === '';
+      const isItem = (l: string) =>
+        l.length > indent &&
+        l.startsWith('-', indent) &&
+        (l.length === indent + 1 || l[indent + 1] === ' ') &&
+        l.slice(0, indent).trim() === '';
       if (!isItem(lines[start])) {
         // A mapping (or anything else) under the key: one piece.
         doc[key[1]] = (parsePiece(slice(lines, i, end), prev, next) as Record<string, unknown>)[key[1]];

@@ -64,15 +64,18 @@ function isObject(v: unknown): v is Record<string, unknown> {
 /** Checks the envelope the API server sends; throws MalformedReviewError naming the first problem. */
 export function parseAdmissionReview(body: unknown): AdmissionRequest {
   if (!isObject(body)) throw new MalformedReviewError('the body is not a JSON object');
-  if (body.apiVersion !== ADMISSION_API_VERSION) throw new MalformedReviewError(`apiVersion must be ${ADMISSION_API_VERSION}, got ${JSON.stringify(body.apiVersion)}`);
+  if (body.apiVersion !== ADMISSION_API_VERSION)
+    throw new MalformedReviewError(`apiVersion must be ${ADMISSION_API_VERSION}, got ${JSON.stringify(body.apiVersion)}`);
   if (body.kind !== 'AdmissionReview') throw new MalformedReviewError(`kind must be AdmissionReview, got ${JSON.stringify(body.kind)}`);
   const req = body.request;
   if (!isObject(req)) throw new MalformedReviewError('request is missing');
   if (typeof req.uid !== 'string' || req.uid === '') throw new MalformedReviewError('request.uid is missing');
-  if (!isObject(req.kind) || typeof req.kind.kind !== 'string' || typeof req.kind.version !== 'string') throw new MalformedReviewError('request.kind is missing');
+  if (!isObject(req.kind) || typeof req.kind.kind !== 'string' || typeof req.kind.version !== 'string')
+    throw new MalformedReviewError('request.kind is missing');
   if (typeof req.operation !== 'string') throw new MalformedReviewError('request.operation is missing');
   if (req.namespace !== undefined && typeof req.namespace !== 'string') throw new MalformedReviewError('request.namespace is not a string');
-  if ((req.operation === 'CREATE' || req.operation === 'UPDATE') && !isObject(req.object)) throw new MalformedReviewError('request.object is missing');
+  if ((req.operation === 'CREATE' || req.operation === 'UPDATE') && !isObject(req.object))
+    throw new MalformedReviewError('request.object is missing');
   return req as unknown as AdmissionRequest;
 }
 
@@ -94,7 +97,7 @@ export function admit(body: unknown, config: InjectorConfig): AdmissionOutcome {
   const core = (req.kind.group ?? '') === '' && req.kind.version === 'v1' && (req.subResource ?? '') === '';
   const object = req.object as Record<string, unknown> | undefined;
   const meta = isObject(object?.metadata) ? object.metadata : {};
-  const namespace = typeof meta.namespace === 'string' && meta.namespace !== '' ? meta.namespace : req.namespace ?? '';
+  const namespace = typeof meta.namespace === 'string' && meta.namespace !== '' ? meta.namespace : (req.namespace ?? '');
 
   if (core && req.kind.kind === 'Pod' && req.operation === 'CREATE') {
     const podName = [meta.name, req.name, meta.generateName].find((n): n is string => typeof n === 'string' && n !== '') ?? '';
@@ -114,7 +117,12 @@ export function admit(body: unknown, config: InjectorConfig): AdmissionOutcome {
     try {
       result = rewriteService(object as Service);
     } catch (err) {
-      return { review: allow(req.uid, [], [`shoal: Service rewrite failed: ${(err as Error).message}`]), summary: `service error: ${(err as Error).message}`, events: [], patch: [] };
+      return {
+        review: allow(req.uid, [], [`shoal: Service rewrite failed: ${(err as Error).message}`]),
+        summary: `service error: ${(err as Error).message}`,
+        events: [],
+        patch: [],
+      };
     }
     const summary = result.outcome === 'rewritten' ? 'service rewritten' : `service skipped: ${result.reason}`;
     return { review: allow(req.uid, result.patch, result.warnings), summary, events: [], patch: result.patch };

@@ -19,7 +19,13 @@ export function pointer(...tokens: Array<string | number>): string {
  * Sets metadata entries (annotations or labels) one key at a time, creating the map when absent,
  * so keys the user already has stay untouched.
  */
-export function setMetadataEntries(ops: JsonPatchOp[], current: Record<string, string> | null | undefined, field: 'annotations' | 'labels', entries: Record<string, string>, hasMetadata = true): void {
+export function setMetadataEntries(
+  ops: JsonPatchOp[],
+  current: Record<string, string> | null | undefined,
+  field: 'annotations' | 'labels',
+  entries: Record<string, string>,
+  hasMetadata = true,
+): void {
   const keys = Object.keys(entries);
   if (keys.length === 0) return;
   if (!hasMetadata) {

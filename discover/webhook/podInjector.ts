@@ -4,9 +4,24 @@ import { allocateListenPorts, LISTEN_PORT_MAX, LISTEN_PORT_MIN, preferredListenP
 import { pointer, setMetadataEntries, type JsonPatchOp } from './jsonPatch.ts';
 import type { Container, EnvVar, Handler, Pod } from './kubeShapes.ts';
 import {
-  ADMIN_PORT, ADMIN_PORT_NAME, ANNOTATION_APP, ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_PLUGIN_ID,
-  ANNOTATION_PORT_MAP, ANNOTATION_PROXY_CPU, ANNOTATION_PROXY_MEMORY, LABEL_PART_OF, SIDECAR_NAME, STATE_DIR,
-  STATE_FILE, STATE_VOLUME, TOKEN_DIR, TOKEN_FILE, TOKEN_VOLUME, UNPRIVILEGED_PORT_SYSCTL,
+  ADMIN_PORT,
+  ADMIN_PORT_NAME,
+  ANNOTATION_APP,
+  ANNOTATION_INJECT,
+  ANNOTATION_INJECTED,
+  ANNOTATION_PLUGIN_ID,
+  ANNOTATION_PORT_MAP,
+  ANNOTATION_PROXY_CPU,
+  ANNOTATION_PROXY_MEMORY,
+  LABEL_PART_OF,
+  SIDECAR_NAME,
+  STATE_DIR,
+  STATE_FILE,
+  STATE_VOLUME,
+  TOKEN_DIR,
+  TOKEN_FILE,
+  TOKEN_VOLUME,
+  UNPRIVILEGED_PORT_SYSCTL,
 } from './injectionNames.ts';
 
 export interface InjectorConfig {
@@ -83,8 +98,20 @@ export function isQuantity(value: string): boolean {
 }
 
 const SUFFIX: Record<string, number> = {
-  '': 1, m: 1e-3, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18,
-  Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, Ei: 2 ** 60,
+  '': 1,
+  m: 1e-3,
+  k: 1e3,
+  M: 1e6,
+  G: 1e9,
+  T: 1e12,
+  P: 1e15,
+  E: 1e18,
+  Ki: 2 ** 10,
+  Mi: 2 ** 20,
+  Gi: 2 ** 30,
+  Ti: 2 ** 40,
+  Pi: 2 ** 50,
+  Ei: 2 ** 60,
 };
 
 /** The value of a quantity in base units (cores, bytes), for comparisons. */
@@ -122,7 +149,10 @@ function isTcp(protocol: string | undefined): boolean {
 function containerOf(pod: Pod): { container: Container; index: number } {
   const containers = pod.spec!.containers;
   const wanted = pod.metadata?.annotations?.['kubectl.kubernetes.io/default-container'];
-  const index = Math.max(0, containers.findIndex((c) => c.name === wanted));
+  const index = Math.max(
+    0,
+    containers.findIndex((c) => c.name === wanted),
+  );
   return { container: containers[index], index };
 }
 
@@ -144,8 +174,15 @@ function sharedEnv(main: Container, pluginNames: Set<string>): EnvVar[] {
 const POST_START_WAIT = `const end=Date.now()+120000;(async()=>{for(;;){try{const r=await fetch('http://127.0.0.1:${ADMIN_PORT}/ready');if(r.ok)process.exit(0)}catch{}if(Date.now()>end)process.exit(1);await new Promise((s)=>setTimeout(s,250))}})()`;
 
 function sidecarContainer(opts: {
-  config: InjectorConfig; namespace: string; app: string; pluginId: string; main: Container;
-  ports: Array<{ name?: string; containerPort: number; protocol: 'TCP' }>; cpu: string; memory: string; memoryLimit: string;
+  config: InjectorConfig;
+  namespace: string;
+  app: string;
+  pluginId: string;
+  main: Container;
+  ports: Array<{ name?: string; containerPort: number; protocol: 'TCP' }>;
+  cpu: string;
+  memory: string;
+  memoryLimit: string;
   pluginEnv: Record<string, string>;
 }): Container {
   const { config, namespace, app, pluginId, main } = opts;
@@ -173,12 +210,18 @@ function sidecarContainer(opts: {
     image: config.sidecarImage,
     imagePullPolicy: config.imagePullPolicy ?? 'IfNotPresent',
     args: ['proxy'],
-    ports: [...opts.ports.map((p) => (p.name ? { name: p.name, containerPort: p.containerPort, protocol: p.protocol } : p)), { name: ADMIN_PORT_NAME, containerPort: ADMIN_PORT, protocol: 'TCP' }],
+    ports: [
+      ...opts.ports.map((p) => (p.name ? { name: p.name, containerPort: p.containerPort, protocol: p.protocol } : p)),
+      { name: ADMIN_PORT_NAME, containerPort: ADMIN_PORT, protocol: 'TCP' },
+    ],
     env,
     ...(main.envFrom && main.envFrom.length > 0 ? { envFrom: structuredClone(main.envFrom) } : {}),
     resources: {
       requests: { cpu: opts.cpu, memory: opts.memory },
-      limits: { ...(config.proxyCpuLimit ? { cpu: atLeast(config.proxyCpuLimit, opts.cpu) } : {}), memory: atLeast(opts.memoryLimit, opts.memory) },
+      limits: {
+        ...(config.proxyCpuLimit ? { cpu: atLeast(config.proxyCpuLimit, opts.cpu) } : {}),
+        memory: atLeast(opts.memoryLimit, opts.memory),
+      },
     },
     // Ready only once the first snapshot is applied: the app starts after that.
     startupProbe: { ...ready, periodSeconds: 1, timeoutSeconds: 1, failureThreshold: 120 },
@@ -207,11 +250,17 @@ function sidecarContainer(opts: {
   return container;
 }
 
-function rewriteHandlerPort(ops: JsonPatchOp[], handler: Handler | undefined, path: Array<string | number>, names: Map<string, number>): void {
+function rewriteHandlerPort(
+  ops: JsonPatchOp[],
+  handler: Handler | undefined,
+  path: Array<string | number>,
+  names: Map<string, number>,
+): void {
   if (!handler) return;
   for (const kind of ['httpGet', 'tcpSocket', 'grpc'] as const) {
     const port = handler[kind]?.port;
-    if (typeof port === 'string' && names.has(port)) ops.push({ op: 'replace', path: pointer(...path, kind, 'port'), value: names.get(port) });
+    if (typeof port === 'string' && names.has(port))
+      ops.push({ op: 'replace', path: pointer(...path, kind, 'port'), value: names.get(port) });
   }
 }
 
@@ -225,7 +274,7 @@ export function injectPod(pod: Pod, namespace: string, config: InjectorConfig): 
   const labels = meta.labels ?? {};
   const spec = pod.spec;
   if (!spec || !Array.isArray(spec.containers) || spec.containers.length === 0) return skipped('the pod has no containers');
-  if (labels[LABEL_PART_OF] === 'shoal') return skipped('shoal\'s own pod');
+  if (labels[LABEL_PART_OF] === 'shoal') return skipped("shoal's own pod");
 
   const optIn = annotations[ANNOTATION_INJECT];
   if (optIn !== undefined) {
@@ -235,7 +284,8 @@ export function injectPod(pod: Pod, namespace: string, config: InjectorConfig): 
   }
   const os = (spec.os as { name?: string } | undefined)?.name;
   if (os === 'windows') return skipped('Windows pod', ['shoal: Windows pods get no sidecar']);
-  if (spec.hostNetwork === true) return skipped('host-network pod', ['shoal: host-network pods get no sidecar (its DNS and ports would be the node\'s)']);
+  if (spec.hostNetwork === true)
+    return skipped('host-network pod', ["shoal: host-network pods get no sidecar (its DNS and ports would be the node's)"]);
   const all = [...spec.containers, ...(spec.initContainers ?? [])];
   if (annotations[ANNOTATION_INJECTED] !== undefined || all.some((c) => c.name === SIDECAR_NAME)) return skipped('already injected');
 
@@ -264,9 +314,11 @@ export function injectPod(pod: Pod, namespace: string, config: InjectorConfig): 
 
   // Inbound remap: every TCP port of the app containers gets its listen port.
   const declared: Array<{ ci: number; pi: number; port: number; name?: string }> = [];
-  spec.containers.forEach((c, ci) => (c.ports ?? []).forEach((p, pi) => {
-    if (isTcp(p.protocol)) declared.push({ ci, pi, port: p.containerPort, name: p.name });
-  }));
+  spec.containers.forEach((c, ci) =>
+    (c.ports ?? []).forEach((p, pi) => {
+      if (isTcp(p.protocol)) declared.push({ ci, pi, port: p.containerPort, name: p.name });
+    }),
+  );
   for (const d of declared) {
     if ((d.port >= LISTEN_PORT_MIN && d.port <= LISTEN_PORT_MAX) || d.port === ADMIN_PORT) {
       return refused(`container ${spec.containers[d.ci].name} declares port ${d.port}, which shoal's sidecar uses`);
@@ -274,8 +326,13 @@ export function injectPod(pod: Pod, namespace: string, config: InjectorConfig): 
   }
   let listenPorts: Map<number, number>;
   try {
-    const explicit = new Map([...(config.explicitListenPorts?.(namespace, app) ?? [])].filter(([port]) => declared.some((d) => d.port === port)));
-    listenPorts = allocateListenPorts(declared.map((d) => d.port), explicit);
+    const explicit = new Map(
+      [...(config.explicitListenPorts?.(namespace, app) ?? [])].filter(([port]) => declared.some((d) => d.port === port)),
+    );
+    listenPorts = allocateListenPorts(
+      declared.map((d) => d.port),
+      explicit,
+    );
   } catch (err) {
     return refused(`cannot map the pod's ports to listen ports: ${(err as Error).message}`);
   }
@@ -312,7 +369,9 @@ export function injectPod(pod: Pod, namespace: string, config: InjectorConfig): 
     if (!named) continue;
     // One name per port entry and unique names in the sidecar: a second name stays on the app, bypassing the sidecar.
     if (entry.name !== undefined || sidecarNames.has(d.name!)) {
-      warnings.push(`shoal: port name ${d.name} of container ${spec.containers[d.ci].name} stays on the app: traffic to it bypasses the sidecar`);
+      warnings.push(
+        `shoal: port name ${d.name} of container ${spec.containers[d.ci].name} stays on the app: traffic to it bypasses the sidecar`,
+      );
       continue;
     }
     entry.name = d.name;
@@ -324,8 +383,10 @@ export function injectPod(pod: Pod, namespace: string, config: InjectorConfig): 
   // Probes and hooks that named a port now use its number: the name left the container (or points elsewhere).
   for (const [ci, names] of namesByContainer) {
     const c = spec.containers[ci];
-    for (const probe of ['livenessProbe', 'readinessProbe', 'startupProbe'] as const) rewriteHandlerPort(ops, c[probe], ['spec', 'containers', ci, probe], names);
-    for (const hook of ['postStart', 'preStop'] as const) rewriteHandlerPort(ops, c.lifecycle?.[hook], ['spec', 'containers', ci, 'lifecycle', hook], names);
+    for (const probe of ['livenessProbe', 'readinessProbe', 'startupProbe'] as const)
+      rewriteHandlerPort(ops, c[probe], ['spec', 'containers', ci, probe], names);
+    for (const hook of ['postStart', 'preStop'] as const)
+      rewriteHandlerPort(ops, c.lifecycle?.[hook], ['spec', 'containers', ci, 'lifecycle', hook], names);
   }
 
   const pluginEnv: Record<string, string> = {};
@@ -338,20 +399,33 @@ export function injectPod(pod: Pod, namespace: string, config: InjectorConfig): 
   }
   const { container: main } = containerOf(pod);
   const sidecar = sidecarContainer({
-    config, namespace, app, pluginId, main, ports: sidecarPorts, cpu: cpu.value, memory: memory.value, pluginEnv,
+    config,
+    namespace,
+    app,
+    pluginId,
+    main,
+    ports: sidecarPorts,
+    cpu: cpu.value,
+    memory: memory.value,
+    pluginEnv,
     // An annotated request is also the limit: a chart-wide limit could sit below it.
-    memoryLimit: memory.fromAnnotation ? memory.value : config.proxyMemoryLimit ?? memory.value,
+    memoryLimit: memory.fromAnnotation ? memory.value : (config.proxyMemoryLimit ?? memory.value),
   });
   // Container ops above use the original indices, so the sidecar goes in after them.
   if (config.legacySidecar) ops.push({ op: 'add', path: '/spec/containers/0', value: sidecar });
   // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the API server's JSON may carry null or omit it whatever the type says
-  else if (spec.initContainers === undefined || spec.initContainers === null) ops.push({ op: 'add', path: '/spec/initContainers', value: [sidecar] });
+  else if (spec.initContainers === undefined || spec.initContainers === null)
+    ops.push({ op: 'add', path: '/spec/initContainers', value: [sidecar] });
   else ops.push({ op: 'add', path: '/spec/initContainers/0', value: sidecar });
 
   const volumes = [
     {
       name: TOKEN_VOLUME,
-      projected: { sources: [{ serviceAccountToken: { audience: config.tokenAudience, expirationSeconds: config.tokenExpirationSeconds, path: 'token' } }] },
+      projected: {
+        sources: [
+          { serviceAccountToken: { audience: config.tokenAudience, expirationSeconds: config.tokenExpirationSeconds, path: 'token' } },
+        ],
+      },
     },
     { name: STATE_VOLUME, emptyDir: { sizeLimit: '16Mi' } },
   ];
@@ -360,7 +434,8 @@ export function injectPod(pod: Pod, namespace: string, config: InjectorConfig): 
   else for (const v of volumes) ops.push({ op: 'add', path: '/spec/volumes/-', value: v });
 
   // DNS: the sidecar's responder first; the cluster DNS second, for whatever runs before the sidecar.
-  if (spec.dnsPolicy === 'None' || spec.dnsPolicy === 'Default') warnings.push(`shoal: dnsPolicy ${spec.dnsPolicy} replaced by None with shoal's resolver`);
+  if (spec.dnsPolicy === 'None' || spec.dnsPolicy === 'Default')
+    warnings.push(`shoal: dnsPolicy ${spec.dnsPolicy} replaced by None with shoal's resolver`);
   const domain = config.clusterDomain;
   const searches = [...new Set([`${namespace}.svc.${domain}`, `svc.${domain}`, domain, ...(spec.dnsConfig?.searches ?? [])])].slice(0, 32);
   const options = [...(spec.dnsConfig?.options ?? []).filter((o) => o.name !== 'ndots'), { name: 'ndots', value: '5' }];
@@ -376,7 +451,8 @@ export function injectPod(pod: Pod, namespace: string, config: InjectorConfig): 
   else {
     const at = sc.sysctls.findIndex((s) => s.name === UNPRIVILEGED_PORT_SYSCTL);
     if (at < 0) ops.push({ op: 'add', path: '/spec/securityContext/sysctls/-', value: sysctl });
-    else if (!(Number(sc.sysctls[at].value) <= 53)) ops.push({ op: 'replace', path: pointer('spec', 'securityContext', 'sysctls', at, 'value'), value: '53' });
+    else if (!(Number(sc.sysctls[at].value) <= 53))
+      ops.push({ op: 'replace', path: pointer('spec', 'securityContext', 'sysctls', at, 'value'), value: '53' });
   }
   // *_SERVICE_HOST/_PORT variables would lead the app to cluster IPs, around the mesh.
   ops.push({ op: 'add', path: '/spec/enableServiceLinks', value: false });

@@ -24,7 +24,9 @@ function previousMap(raw: string | undefined): Record<string, number> {
   try {
     const parsed = JSON.parse(raw) as unknown;
     if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return {};
-    return Object.fromEntries(Object.entries(parsed).filter(([k, v]) => /^\d+$/.test(k) && Number.isInteger(v) && inListenRange(v as number))) as Record<string, number>;
+    return Object.fromEntries(
+      Object.entries(parsed).filter(([k, v]) => /^\d+$/.test(k) && Number.isInteger(v) && inListenRange(v as number)),
+    ) as Record<string, number>;
   } catch {
     return {};
   }
@@ -38,9 +40,10 @@ function previousMap(raw: string | undefined): Record<string, number> {
 export function rewriteService(svc: Service): ServiceRewrite {
   const meta = svc.metadata ?? {};
   const spec = svc.spec;
-  if (meta.labels?.[LABEL_PART_OF] === 'shoal') return skipped('shoal\'s own Service');
+  if (meta.labels?.[LABEL_PART_OF] === 'shoal') return skipped("shoal's own Service");
   const optIn = meta.annotations?.[ANNOTATION_INJECT]?.trim().toLowerCase();
-  if (optIn === 'false' || optIn === 'disabled') return skipped(`annotation ${ANNOTATION_INJECT}="${meta.annotations![ANNOTATION_INJECT]}"`);
+  if (optIn === 'false' || optIn === 'disabled')
+    return skipped(`annotation ${ANNOTATION_INJECT}="${meta.annotations![ANNOTATION_INJECT]}"`);
   if (!spec || !Array.isArray(spec.ports) || spec.ports.length === 0) return skipped('no ports');
   if (spec.type === 'ExternalName') return skipped('ExternalName Service');
   // Without a selector the endpoints are the user's own; headless clients dial pod IPs at the app's port.
@@ -53,14 +56,18 @@ export function rewriteService(svc: Service): ServiceRewrite {
     const numeric = typeof target === 'number' ? target : /^\d+$/.test(String(target)) ? Number(target) : undefined;
     return { protocol, numeric };
   });
-  const toRewrite = targets.filter((t) => t.protocol === 'TCP' && t.numeric !== undefined && !inListenRange(t.numeric)).map((t) => t.numeric!);
+  const toRewrite = targets
+    .filter((t) => t.protocol === 'TCP' && t.numeric !== undefined && !inListenRange(t.numeric))
+    .map((t) => t.numeric!);
   if (toRewrite.length === 0) return skipped('no numeric TCP targetPort to rewrite');
 
   let listen: Map<number, number>;
   try {
     listen = allocateListenPorts(toRewrite);
   } catch (err) {
-    return skipped(`targetPorts left as they are: ${(err as Error).message}`, [`shoal: ${(err as Error).message}; targetPorts left as they are`]);
+    return skipped(`targetPorts left as they are: ${(err as Error).message}`, [
+      `shoal: ${(err as Error).message}; targetPorts left as they are`,
+    ]);
   }
   const ops: JsonPatchOp[] = [];
   targets.forEach((t, i) => {
@@ -69,7 +76,9 @@ export function rewriteService(svc: Service): ServiceRewrite {
   });
   const portMap: Record<string, number> = previousMap(meta.annotations?.[ANNOTATION_PORT_MAP]);
   for (const [port, l] of listen) portMap[String(port)] = l;
-  const origins = Object.keys(portMap).map(Number).sort((a, b) => a - b);
+  const origins = Object.keys(portMap)
+    .map(Number)
+    .sort((a, b) => a - b);
   // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- the API server's JSON may carry null or omit it whatever the type says
   const hasMeta = svc.metadata !== undefined && svc.metadata !== null;
   // A label value allows [A-Za-z0-9_.-]: several origins are joined with "_".

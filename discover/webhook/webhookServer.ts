@@ -88,12 +88,21 @@ export async function startWebhook(opts: WebhookOptions): Promise<Webhook> {
     ...(opts.explicitListenPorts ? { explicitListenPorts: opts.explicitListenPorts } : {}),
   };
   if (!injector.sidecarImage) throw new Error('the webhook needs a sidecar image (--sidecar-image)');
-  if (!injector.dnsUpstream) throw new Error('the webhook needs the cluster DNS address (--dns-upstream), the sidecar\'s upstream and the pods\' second nameserver');
-  for (const [flag, q] of [['--proxy-cpu', injector.proxyCpu], ['--proxy-memory', injector.proxyMemory], ['--proxy-memory-limit', injector.proxyMemoryLimit], ['--proxy-cpu-limit', injector.proxyCpuLimit]] as const) {
-    if (q !== undefined && q !== '' && !isQuantity(q)) throw new Error(`${flag} ${JSON.stringify(q)} is not a Kubernetes quantity (e.g. 100m, 64Mi)`);
+  if (!injector.dnsUpstream)
+    throw new Error("the webhook needs the cluster DNS address (--dns-upstream), the sidecar's upstream and the pods' second nameserver");
+  for (const [flag, q] of [
+    ['--proxy-cpu', injector.proxyCpu],
+    ['--proxy-memory', injector.proxyMemory],
+    ['--proxy-memory-limit', injector.proxyMemoryLimit],
+    ['--proxy-cpu-limit', injector.proxyCpuLimit],
+  ] as const) {
+    if (q !== undefined && q !== '' && !isQuantity(q))
+      throw new Error(`${flag} ${JSON.stringify(q)} is not a Kubernetes quantity (e.g. 100m, 64Mi)`);
   }
-  if (!isIP(injector.dnsUpstream)) throw new Error(`--dns-upstream ${JSON.stringify(injector.dnsUpstream)} is not an IP address (it becomes a pod nameserver)`);
-  if (!/^https?:\/\/[^/]+/.test(injector.discoverUrl)) throw new Error(`--discover-url ${JSON.stringify(injector.discoverUrl)} is not an http(s) URL`);
+  if (!isIP(injector.dnsUpstream))
+    throw new Error(`--dns-upstream ${JSON.stringify(injector.dnsUpstream)} is not an IP address (it becomes a pod nameserver)`);
+  if (!/^https?:\/\/[^/]+/.test(injector.discoverUrl))
+    throw new Error(`--discover-url ${JSON.stringify(injector.discoverUrl)} is not an http(s) URL`);
 
   let pair = readPair(opts.certFile, opts.keyFile);
 
@@ -117,7 +126,8 @@ export async function startWebhook(opts: WebhookOptions): Promise<Webhook> {
       const outcome = admit(body, injector);
       const r = outcome.review.response;
       const fields = { uid: r.uid, summary: outcome.summary, ops: outcome.patch.length, warnings: r.warnings };
-      if (outcome.summary === 'pod injected' || outcome.summary === 'service rewritten' || (r.warnings?.length ?? 0) > 0) log.info(fields, 'admission');
+      if (outcome.summary === 'pod injected' || outcome.summary === 'service rewritten' || (r.warnings?.length ?? 0) > 0)
+        log.info(fields, 'admission');
       else log.debug(fields, 'admission');
       for (const e of outcome.events) {
         try {
@@ -128,7 +138,8 @@ export async function startWebhook(opts: WebhookOptions): Promise<Webhook> {
       }
       return send(res, 200, outcome.review);
     } catch (err) {
-      if (err instanceof MalformedReviewError) return send(res, 400, { error: 'bad request', message: `not an AdmissionReview v1: ${err.message}` });
+      if (err instanceof MalformedReviewError)
+        return send(res, 400, { error: 'bad request', message: `not an AdmissionReview v1: ${err.message}` });
       throw err;
     }
   };
@@ -170,10 +181,11 @@ export async function startWebhook(opts: WebhookOptions): Promise<Webhook> {
   log.info({ port, path: INJECT_PATH }, 'webhook listening');
   return {
     port,
-    close: () => new Promise<void>((resolve) => {
-      for (const file of [opts.certFile, opts.keyFile]) unwatchFile(file, reload);
-      server.close(() => resolve());
-      server.closeIdleConnections();
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const file of [opts.certFile, opts.keyFile]) unwatchFile(file, reload);
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      }),
   };
 }

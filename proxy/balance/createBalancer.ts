@@ -8,9 +8,13 @@ import { RoundRobinBalancer } from './roundRobin.ts';
 
 export function createBalancer(policy: LbPolicy): Balancer {
   switch (policy) {
-    case 'round_robin': return new RoundRobinBalancer();
-    case 'random': return new RandomBalancer();
-    case 'hash': return new RingHashBalancer();
-    default: return new P2cBalancer();
+    case 'round_robin':
+      return new RoundRobinBalancer();
+    case 'random':
+      return new RandomBalancer();
+    case 'hash':
+      return new RingHashBalancer();
+    default:
+      return new P2cBalancer();
   }
 }

@@ -19,11 +19,15 @@ export function parseLocalityFlags(values: FlagValues): { node?: string; zone?: 
   const node = values.node;
   const zone = values.zone;
   if (node !== undefined && node !== '') {
-    if (typeof node !== 'string' || !NODE_NAME.test(node)) throw new Error(`--node must be a node name (a lower-case DNS subdomain), got ${JSON.stringify(node)}`);
+    if (typeof node !== 'string' || !NODE_NAME.test(node))
+      throw new Error(`--node must be a node name (a lower-case DNS subdomain), got ${JSON.stringify(node)}`);
     out.node = node;
   }
   if (zone !== undefined && zone !== '') {
-    if (typeof zone !== 'string' || !ZONE.test(zone)) throw new Error(`--zone must be a zone name (a Kubernetes label value: letters, digits, '-', '_', '.', at most 63), got ${JSON.stringify(zone)}`);
+    if (typeof zone !== 'string' || !ZONE.test(zone))
+      throw new Error(
+        `--zone must be a zone name (a Kubernetes label value: letters, digits, '-', '_', '.', at most 63), got ${JSON.stringify(zone)}`,
+      );
     out.zone = zone;
   }
   return out;
@@ -55,7 +59,9 @@ function get(url: string, token: string, signal: AbortSignal): Promise<{ status:
     const req = httpRequest(url, { headers, signal, timeout: 10_000 }, (res: IncomingMessage) => {
       let body = '';
       res.setEncoding('utf8');
-      res.on('data', (c: string) => { if (body.length < 65536) body += c; });
+      res.on('data', (c: string) => {
+        if (body.length < 65536) body += c;
+      });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
       res.on('error', reject);
     });
@@ -85,30 +91,41 @@ export function lookUpZone(opts: ZoneLookupOptions): AbortController {
         let parsed: { zone?: unknown; error?: unknown; message?: unknown } = {};
         try {
           parsed = JSON.parse(body) as typeof parsed;
-        } catch { /* not JSON: logged below */ }
+        } catch {
+          /* not JSON: logged below */
+        }
         if (status === 200 && typeof parsed.zone === 'string' && ZONE.test(parsed.zone)) {
-          opts.log.info({ node: opts.node, zone: parsed.zone }, 'zone from the node\'s topology.kubernetes.io/zone label');
+          opts.log.info({ node: opts.node, zone: parsed.zone }, "zone from the node's topology.kubernetes.io/zone label");
           opts.onZone(parsed.zone);
           return;
         }
         if (status === 200 || (status === 404 && parsed.error === 'no_node_information')) {
-          opts.log.warn({ node: opts.node, status, answer: body.slice(0, 200) }, 'discover knows no zone for this node; routing by node hints only (set --zone)');
+          opts.log.warn(
+            { node: opts.node, status, answer: body.slice(0, 200) },
+            'discover knows no zone for this node; routing by node hints only (set --zone)',
+          );
           return;
         }
-        if (attempt === 0) opts.log.info({ node: opts.node, status, answer: body.slice(0, 200) }, 'the node\'s zone is not known yet; asking again');
+        if (attempt === 0)
+          opts.log.info({ node: opts.node, status, answer: body.slice(0, 200) }, "the node's zone is not known yet; asking again");
       } catch (err) {
         // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- aborted by stop() while this request was awaited
         if (stop.signal.aborted) return;
-        if (attempt === 0) opts.log.info({ node: opts.node, error: (err as Error).message }, 'could not ask discover for the node\'s zone; asking again');
+        if (attempt === 0)
+          opts.log.info({ node: opts.node, error: (err as Error).message }, "could not ask discover for the node's zone; asking again");
       }
       const ceiling = Math.min(max, base * 2 ** Math.min(attempt, 10));
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, ceiling / 2 + Math.random() * (ceiling / 2));
         timer.unref();
-        stop.signal.addEventListener('abort', () => {
-          clearTimeout(timer);
-          resolve();
-        }, { once: true });
+        stop.signal.addEventListener(
+          'abort',
+          () => {
+            clearTimeout(timer);
+            resolve();
+          },
+          { once: true },
+        );
       });
     }
   })();

@@ -58,8 +58,11 @@ export class SnapshotApplier {
     this.metrics.configVersion.reset();
     this.metrics.configVersion.labels(snap.version).set(1);
     this.metrics.configApplied.labels(source).inc();
-    for (const e of snap.status.errors) this.log.warn({ problem: e }, 'discover reports a problem in this app\'s mesh config');
-    this.log.info({ version: snap.version, previous: previous?.version ?? null, source, listeners: unique.length, clusters: snap.clusters.length }, 'snapshot applied');
+    for (const e of snap.status.errors) this.log.warn({ problem: e }, "discover reports a problem in this app's mesh config");
+    this.log.info(
+      { version: snap.version, previous: previous?.version ?? null, source, listeners: unique.length, clusters: snap.clusters.length },
+      'snapshot applied',
+    );
     for (const fn of this.listenersOf) {
       try {
         fn(snap);

@@ -171,7 +171,17 @@ function onRequestIdle(this: TaggedRequest): void {
 }
 
 // Request headers that are hop-by-hop on HTTP/1.1 and have no place in an HTTP/2 request.
-const H1_DROP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'http2-settings', 'host', 'expect', 'trailer']);
+const H1_DROP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'http2-settings',
+  'host',
+  'expect',
+  'trailer',
+]);
 
 /** An HTTP/1.1 request on an h2 listener, forwarded upstream over HTTP/2. */
 export class H1Downstream implements Downstream {
@@ -194,9 +204,10 @@ export class H1Downstream implements Downstream {
     this.remoteAddress = req.socket.remoteAddress ?? '';
     this.peer = peerOf(req.socket);
     this.closeAfter = closeAfter;
-    this.bodyless = req.headers['content-length'] === undefined || req.headers['content-length'] === '0'
-      ? req.headers['transfer-encoding'] === undefined
-      : false;
+    this.bodyless =
+      req.headers['content-length'] === undefined || req.headers['content-length'] === '0'
+        ? req.headers['transfer-encoding'] === undefined
+        : false;
     const h = req.headers;
     const listed = connectionListed(h.connection);
     const out: IncomingHttpHeaders = {

@@ -168,7 +168,10 @@ export class EndpointSessions {
   retiring = false;
   private drainTimer: NodeJS.Timeout | null = null;
 
-  constructor(endpoint: Endpoint, opts: { connectTimeoutMs: number; maxConnections: number; maxRequestsPerConnection: number; drainMs: number }) {
+  constructor(
+    endpoint: Endpoint,
+    opts: { connectTimeoutMs: number; maxConnections: number; maxRequestsPerConnection: number; drainMs: number },
+  ) {
     this.endpoint = endpoint;
     this.connectTimeoutMs = opts.connectTimeoutMs;
     this.maxConnections = opts.maxConnections;
@@ -209,7 +212,11 @@ export class EndpointSessions {
     } catch (err) {
       // The connection went away (GOAWAY, close) since it was chosen: once more on a fresh one.
       // Invalid headers throw again there, and reach the caller.
-      if ((err as { code?: string }).code === 'ERR_HTTP2_INVALID_HEADER_VALUE' || (err as { code?: string }).code === 'ERR_HTTP2_INVALID_CONNECTION_HEADERS') throw err;
+      if (
+        (err as { code?: string }).code === 'ERR_HTTP2_INVALID_HEADER_VALUE' ||
+        (err as { code?: string }).code === 'ERR_HTTP2_INVALID_CONNECTION_HEADERS'
+      )
+        throw err;
       u.close();
       u = new UpstreamSession(this);
       this.sessions.push(u);
@@ -266,7 +273,10 @@ export class EndpointSessions {
 }
 
 /** The pool of an endpoint, created on first use with the cluster policy of that moment. */
-export function sessionsOf(endpoint: Endpoint, opts: { connectTimeoutMs: number; maxConnections: number; maxRequestsPerConnection: number; drainMs: number }): EndpointSessions {
+export function sessionsOf(
+  endpoint: Endpoint,
+  opts: { connectTimeoutMs: number; maxConnections: number; maxRequestsPerConnection: number; drainMs: number },
+): EndpointSessions {
   let p = pools.get(endpoint);
   if (p === undefined || p.retiring) {
     p = new EndpointSessions(endpoint, opts);

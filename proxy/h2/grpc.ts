@@ -3,7 +3,14 @@
 import type { ShoalError } from '../http/madeUpResponse.ts';
 
 export const GrpcStatus = {
-  OK: 0, CANCELLED: 1, UNKNOWN: 2, DEADLINE_EXCEEDED: 4, RESOURCE_EXHAUSTED: 8, UNIMPLEMENTED: 12, INTERNAL: 13, UNAVAILABLE: 14,
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  DEADLINE_EXCEEDED: 4,
+  RESOURCE_EXHAUSTED: 8,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
 } as const;
 
 /** The gRPC status of each made-up error (HTTP-to-gRPC mapping of the gRPC spec; timeouts are deadlines). */
@@ -30,7 +37,7 @@ export function grpcStatusOf(error: ShoalError): number {
 export function isGrpc(contentType: string | string[] | undefined): boolean {
   if (typeof contentType !== 'string' || !contentType.startsWith('application/grpc')) return false;
   const c = contentType.charCodeAt(16);
-  return Number.isNaN(c) || c === 0x2b /* + */ || c === 0x3b /* ; */;
+  return Number.isNaN(c) || c === 0x2b /* + */ || c === 0x3b; /* ; */
 }
 
 const UNIT_MS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };

@@ -33,7 +33,9 @@ class GrpcMetrics {
       get: () => {
         const values: Array<{ labels: Record<string, string | number>; value: number }> = [];
         for (const st of this.stats.values()) {
-          for (let i = 0; i < CODES; i++) if (st.byStatus[i] > 0) values.push({ labels: { dependency: st.dependency, route: st.route, grpc_status: i }, value: st.byStatus[i] });
+          for (let i = 0; i < CODES; i++)
+            if (st.byStatus[i] > 0)
+              values.push({ labels: { dependency: st.dependency, route: st.route, grpc_status: i }, value: st.byStatus[i] });
         }
         return { name: 'shoal_proxy_grpc_responses_total', help: HELP, type: 'counter', values, aggregator: 'sum' };
       },

@@ -16,7 +16,13 @@ import type { RouteBackend } from '../http/routeTable.ts';
 import type { Logger } from '../../shared/log.ts';
 import { H1Downstream, NO_ERROR, responseHeaders, type Downstream, type DownstreamOwner } from './downstream.ts';
 import {
-  H2_CANCEL, H2_INTERNAL_ERROR, H2_REFUSED_STREAM, sessionsOf, type EndpointSessions, type StreamOwner, type UpstreamSession,
+  H2_CANCEL,
+  H2_INTERNAL_ERROR,
+  H2_REFUSED_STREAM,
+  sessionsOf,
+  type EndpointSessions,
+  type StreamOwner,
+  type UpstreamSession,
 } from './endpointSessions.ts';
 import { encodeGrpcMessage, grpcStatusOf, formatGrpcTimeout, GrpcStatus, parseGrpcTimeout } from './grpc.ts';
 import type { GrpcStats } from './grpcMetrics.ts';
@@ -143,7 +149,15 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
   private mirrorBody: BodyCopy | null = null;
   private backoff: NodeJS.Timeout | null = null;
 
-  constructor(down: Downstream, site: H2Site, backend: RouteBackend, endpoint: Endpoint, start: number, grpc: boolean, hashKey: string | undefined) {
+  constructor(
+    down: Downstream,
+    site: H2Site,
+    backend: RouteBackend,
+    endpoint: Endpoint,
+    start: number,
+    grpc: boolean,
+    hashKey: string | undefined,
+  ) {
     this.down = down;
     this.site = site;
     this.backend = backend;
@@ -161,11 +175,13 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
       if (f.requestHeaders !== null) f.requestHeaders.applyRecord(this.headers);
       if (f.rewrite !== null) {
         this.headers[':path'] = rewriteTarget(f.rewrite, String(this.headers[':path'] ?? '/'), f.matchedPrefix);
-        if (f.rewrite.hostname !== undefined) this.headers[':authority'] = rewriteAuthority(f.rewrite, String(this.headers[':authority'] ?? ''));
+        if (f.rewrite.hostname !== undefined)
+          this.headers[':authority'] = rewriteAuthority(f.rewrite, String(this.headers[':authority'] ?? ''));
       }
       if (f.mirrors !== null) this.mirrors = f.mirrors.filter((m) => sampled(m.spec));
     }
-    if (tracer !== null && (this.trace = tracer.beginHeaders(down.headers, start, site, grpc)) !== null) this.headers.traceparent = this.trace.traceparent;
+    if (tracer !== null && (this.trace = tracer.beginHeaders(down.headers, start, site, grpc)) !== null)
+      this.headers.traceparent = this.trace.traceparent;
   }
 
   /** The client's headers for the upstream: x-forwarded-*, x-request-id added; grpc-timeout capped. */
@@ -175,13 +191,21 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     let xff: string | undefined;
     for (const name of Object.keys(h)) {
       switch (name) {
-        case 'host': continue;
-        case 'x-forwarded-for': xff = Array.isArray(h[name]) ? (h[name] as string[]).join(', ') : h[name] as string; continue;
-        case 'x-request-id': this.requestId = one(h[name]) ?? ''; break;
-        case 'grpc-timeout': continue;
+        case 'host':
+          continue;
+        case 'x-forwarded-for':
+          xff = Array.isArray(h[name]) ? (h[name] as string[]).join(', ') : (h[name] as string);
+          continue;
+        case 'x-request-id':
+          this.requestId = one(h[name]) ?? '';
+          break;
+        case 'grpc-timeout':
+          continue;
         // Only the sidecar that verified the caller may say who it is (below).
-        case 'x-forwarded-client-cert': continue;
-        default: break;
+        case 'x-forwarded-client-cert':
+          continue;
+        default:
+          break;
       }
       out[name] = h[name];
     }
@@ -247,7 +271,10 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     const c = this.backend.cluster;
     const p = c.policy;
     const pool = sessionsOf(this.endpoint, {
-      connectTimeoutMs: p.connectTimeoutMs, maxConnections: p.maxConnections, maxRequestsPerConnection: p.maxRequestsPerConnection, drainMs: this.site.drainMs,
+      connectTimeoutMs: p.connectTimeoutMs,
+      maxConnections: p.maxConnections,
+      maxRequestsPerConnection: p.maxRequestsPerConnection,
+      drainMs: this.site.drainMs,
     });
     this.site.use(pool);
     this.pool = pool;
@@ -379,7 +406,13 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     const f = this.backend.filters;
     if (f !== null && f.responseHeaders !== null) f.responseHeaders.applyRecord(out);
     if (endStream) {
-      if (!this.grpc && this.backend.retryRoute && this.backend.retriesStatus(this.status) && this.retry(!idempotent(one(this.down.headers[':method']) ?? ''))) return;
+      if (
+        !this.grpc &&
+        this.backend.retryRoute &&
+        this.backend.retriesStatus(this.status) &&
+        this.retry(!idempotent(one(this.down.headers[':method']) ?? ''))
+      )
+        return;
       // Trailers-only (gRPC errors): the head is the trailers.
       const gs = headers['grpc-status'];
       if (gs !== undefined) this.grpcStatus = Number(gs);
@@ -395,7 +428,13 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     }
     if (this.status >= 500) this.failed(Failure.Status);
     // The route's retry codes (Gateway API HTTPRouteRetry) on plain HTTP/2; gRPC retries UNAVAILABLE (below).
-    if (!this.grpc && this.backend.retryRoute && this.backend.retriesStatus(this.status) && this.retry(!idempotent(one(this.down.headers[':method']) ?? ''))) return;
+    if (
+      !this.grpc &&
+      this.backend.retryRoute &&
+      this.backend.retriesStatus(this.status) &&
+      this.retry(!idempotent(one(this.down.headers[':method']) ?? ''))
+    )
+      return;
     if (this.grpc && this.requestEnded && this.backend.retryNonIdempotent && this.mayRetry()) {
       this.held = out;
       return;
@@ -443,14 +482,16 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     const err = this.upstreamError as (Error & { code?: string }) | null;
     const neverConnected = this.upSession !== null && !this.upSession.connected;
     // Never sent: no connection, a refused stream, or a stream still pending when its connection went away.
-    const unprocessed = !this.gotResponse && (neverConnected || code === H2_REFUSED_STREAM || (err !== null && NOT_SENT.has(err.code ?? '')));
+    const unprocessed =
+      !this.gotResponse && (neverConnected || code === H2_REFUSED_STREAM || (err !== null && NOT_SENT.has(err.code ?? '')));
     const kind: ShoalError = err?.code === 'SHOAL_CONNECT_TIMEOUT' ? 'connect-timeout' : 'upstream-reset';
     this.failed(kind === 'connect-timeout' ? Failure.ConnectTimeout : neverConnected ? Failure.Connect : Failure.Reset);
     if (unprocessed && this.retry(false)) return;
     // A pending stream cancelled by its failed connection carries the connection's error (e.g. the peer's identity) as its cause.
     const cause = err?.code === 'ERR_HTTP2_STREAM_CANCEL' && err.cause instanceof Error ? err.cause : err;
     const why = cause?.message ?? (code !== 0 ? `stream reset by upstream (code ${code})` : 'upstream closed the stream');
-    if (this.site.log.isLevelEnabled('debug')) this.site.log.debug({ listener: this.site.name, upstream: this.endpoint.key, error: why }, 'upstream failed');
+    if (this.site.log.isLevelEnabled('debug'))
+      this.site.log.debug({ listener: this.site.name, upstream: this.endpoint.key, error: why }, 'upstream failed');
     this.detachUpstream(0);
     if (!this.grpc && this.down.headersSent && this.down.h2) {
       // A plain HTTP/2 response already under way: pass the reset on.
@@ -470,16 +511,19 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     const ms = Math.round(this.deadlineAt - this.start);
     if (!this.requestEnded && !this.gotResponse) {
       // The body was still coming: the client's fault, never the endpoint's.
-      this.clientTimedOut(`request body not received within ${this.callDeadline ? 'the call\'s deadline' : 'RequestTimeoutMS'} (${ms} ms)`);
+      this.clientTimedOut(`request body not received within ${this.callDeadline ? "the call's deadline" : 'RequestTimeoutMS'} (${ms} ms)`);
       return;
     }
     // The call's own deadline says nothing about the endpoint; RequestTimeoutMS with no response head does.
     // (Not while waiting to retry: no attempt is out then.)
     if (this.backoff === null && (!this.callDeadline || !this.gotResponse)) this.failed(Failure.Timeout);
     this.detachUpstream(H2_CANCEL);
-    this.madeUp('request-timeout', this.callDeadline
-      ? `${this.backend.cluster.name}: deadline of ${ms} ms exceeded (grpc-timeout, at most RequestTimeoutMS)`
-      : `${this.backend.cluster.name} ${this.endpoint.key}: no response within RequestTimeoutMS (${ms} ms)`);
+    this.madeUp(
+      'request-timeout',
+      this.callDeadline
+        ? `${this.backend.cluster.name}: deadline of ${ms} ms exceeded (grpc-timeout, at most RequestTimeoutMS)`
+        : `${this.backend.cluster.name} ${this.endpoint.key}: no response within RequestTimeoutMS (${ms} ms)`,
+    );
   }
 
   /** PerTryTimeoutMS passed in this attempt with no response head: retried while the deadline has time left, else 504. */
@@ -497,7 +541,10 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     const method = one(this.down.headers[':method']) ?? '';
     if (this.retry(!idempotent(method))) return;
     this.detachUpstream(H2_CANCEL);
-    this.madeUp('request-timeout', `${this.backend.cluster.name} ${this.endpoint.key}: no response within PerTryTimeoutMS (${this.perTryMs} ms)`);
+    this.madeUp(
+      'request-timeout',
+      `${this.backend.cluster.name} ${this.endpoint.key}: no response within PerTryTimeoutMS (${this.perTryMs} ms)`,
+    );
   }
 
   endpointGone(detail: string): void {
@@ -523,7 +570,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     if (!this.mayRetry() || !this.requestEnded || this.down.gone) return false;
     if (this.deadlineAt > 0 && performance.now() >= this.deadlineAt) return false;
     const c = this.backend.cluster;
-    const next = c.endpoints.length > 1 ? c.pickOther(this.endpoint) : c.endpoints[0] ?? null;
+    const next = c.endpoints.length > 1 ? c.pickOther(this.endpoint) : (c.endpoints[0] ?? null);
     if (next === null || next.retired) return false;
     // MaxActiveRetries and the retry budget (proxy/policy), as on the HTTP/1.1 paths: a call that
     // already holds a retry slot gives it back while it asks again.
@@ -570,11 +617,21 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     const c = this.backend.cluster;
     const st = c.stats;
     switch (why) {
-      case Failure.Connect: st.failConnect++; break;
-      case Failure.ConnectTimeout: st.failConnectTimeout++; break;
-      case Failure.Timeout: st.failRequestTimeout++; break;
-      case Failure.Reset: st.failReset++; break;
-      default: st.fail5xx++; break;
+      case Failure.Connect:
+        st.failConnect++;
+        break;
+      case Failure.ConnectTimeout:
+        st.failConnectTimeout++;
+        break;
+      case Failure.Timeout:
+        st.failRequestTimeout++;
+        break;
+      case Failure.Reset:
+        st.failReset++;
+        break;
+      default:
+        st.fail5xx++;
+        break;
     }
     c.outlier.failure(this.endpoint);
   }
@@ -600,14 +657,25 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     }
     const status = clientStatus === 408 ? 408 : ERROR_STATUS[error];
     if (down instanceof H1Downstream) {
-      this.finish(status === 408 ? sendMadeUp(down.res, error, detail, true, 408) : sendMadeUp(down.res, error, detail, this.site.draining));
+      this.finish(
+        status === 408 ? sendMadeUp(down.res, error, detail, true, 408) : sendMadeUp(down.res, error, detail, this.site.draining),
+      );
       return;
     }
     if (down.headersSent) {
       down.reset(H2_INTERNAL_ERROR);
     } else {
       const body = `${status} ${error}: ${detail}\n`;
-      down.respond({ ':status': status, 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-shoal-error': error }, false, false);
+      down.respond(
+        {
+          ':status': status,
+          'content-type': 'text/plain; charset=utf-8',
+          'content-length': Buffer.byteLength(body),
+          'x-shoal-error': error,
+        },
+        false,
+        false,
+      );
       down.write(Buffer.from(body));
       down.end(null);
     }
@@ -647,20 +715,40 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     const c = this.backend.cluster;
     c.active--;
     this.backend.stats.count(status);
-    if (this.stats !== null) this.stats.count(status === 499 ? GrpcStatus.CANCELLED : this.grpcStatus < 0 ? GrpcStatus.UNKNOWN : this.grpcStatus);
+    if (this.stats !== null)
+      this.stats.count(status === 499 ? GrpcStatus.CANCELLED : this.grpcStatus < 0 ? GrpcStatus.UNKNOWN : this.grpcStatus);
     const seconds = (performance.now() - this.start) / 1000;
     this.backend.latency.observe(seconds);
     if (this.trace !== null) {
       const h = this.down.headers;
-      this.trace.end(one(h[':method']) ?? '', one(h[':path']) ?? '', one(h[':authority']) ?? one(h.host) ?? '', this.down.remoteAddress, status, this.error, c.name, this.endpoint, this.attempt, this.grpc ? (status === 499 ? 1 : this.grpcStatus) : -1);
+      this.trace.end(
+        one(h[':method']) ?? '',
+        one(h[':path']) ?? '',
+        one(h[':authority']) ?? one(h.host) ?? '',
+        this.down.remoteAddress,
+        status,
+        this.error,
+        c.name,
+        this.endpoint,
+        this.attempt,
+        this.grpc ? (status === 499 ? 1 : this.grpcStatus) : -1,
+      );
     }
     const al = this.site.accessLog;
     if (al !== null && al.sampled()) {
       const h = this.down.headers;
       al.write({
-        direction: this.site.direction, listener: this.site.name, method: one(h[':method']) ?? '', path: one(h[':path']) ?? '',
-        host: one(h[':authority']) ?? '', status, durationMs: seconds * 1000, cluster: c.name,
-        upstream: this.endpoint.key, requestId: this.requestId, error: this.error,
+        direction: this.site.direction,
+        listener: this.site.name,
+        method: one(h[':method']) ?? '',
+        path: one(h[':path']) ?? '',
+        host: one(h[':authority']) ?? '',
+        status,
+        durationMs: seconds * 1000,
+        cluster: c.name,
+        upstream: this.endpoint.key,
+        requestId: this.requestId,
+        error: this.error,
       });
     }
   }

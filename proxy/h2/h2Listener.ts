@@ -112,8 +112,7 @@ function onSniff(this: TaggedSocket, chunk: Buffer): void {
     }
     if (alpn === false) (this as Socket & { alpnProtocol?: string | false | null }).alpnProtocol = 'h2';
     l.h2Server.emit('connection', this);
-  }
-  else l.httpServer.emit('connection', this);
+  } else l.httpServer.emit('connection', this);
   if (!isPrefix && this.isPaused()) this.resume();
 }
 
@@ -203,7 +202,13 @@ export class H2Listener implements H2Site {
   private headTimeoutMs = 60_000;
   readonly closeAfter = (): boolean => this.isDraining;
 
-  constructor(name: string, direction: 'inbound' | 'outbound', table: RouteTable, ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null }, drainMs: number) {
+  constructor(
+    name: string,
+    direction: 'inbound' | 'outbound',
+    table: RouteTable,
+    ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null },
+    drainMs: number,
+  ) {
     this.name = name;
     this.direction = direction;
     this.table = table;
@@ -224,7 +229,11 @@ export class H2Listener implements H2Site {
     // As on the L7 listener: no total bound on a request (the deadlines and the body idle bound are
     // the exchange's), headersTimeout for its head.
     const http = createHttpServer({
-      requestTimeout: 0, headersTimeout: this.headTimeoutMs, connectionsCheckingInterval: HEAD_CHECK_INTERVAL_MS, keepAliveTimeout: 60_000, noDelay: true,
+      requestTimeout: 0,
+      headersTimeout: this.headTimeoutMs,
+      connectionsCheckingInterval: HEAD_CHECK_INTERVAL_MS,
+      keepAliveTimeout: 60_000,
+      noDelay: true,
     }) as TaggedHttp;
     http[LISTENER] = this;
     http.on('request', onRequest);
@@ -283,7 +292,8 @@ export class H2Listener implements H2Site {
     const rps = limits?.rps ?? 0;
     const burst = limits?.burst || rps;
     if (rps === 0) this.limiter = null;
-    else if (this.limiter === null || this.limiter.rps !== rps || this.limiter.burst !== Math.max(1, burst)) this.limiter = new TokenBucket(rps, burst);
+    else if (this.limiter === null || this.limiter.rps !== rps || this.limiter.burst !== Math.max(1, burst))
+      this.limiter = new TokenBucket(rps, burst);
     this.maxConnections = limits?.connections ?? 0;
   }
 
@@ -317,13 +327,24 @@ export class H2Listener implements H2Site {
     }
     const route = this.table.match(one(h[':authority']) ?? one(h.host), path, h, one(h[':method']) ?? '');
     if (route === null) {
-      this.refuse(down, grpc, this.name, 'no-route', `no route on ${this.name} for host ${JSON.stringify(one(h[':authority']) ?? '')} path ${JSON.stringify(path)}`, null);
+      this.refuse(
+        down,
+        grpc,
+        this.name,
+        'no-route',
+        `no route on ${this.name} for host ${JSON.stringify(one(h[':authority']) ?? '')} path ${JSON.stringify(path)}`,
+        null,
+      );
       return;
     }
     if (route.redirect !== null) {
       // Gateway API RequestRedirect: the sidecar answers itself.
       down.body.resume();
-      const location = redirectLocation(route.redirect, { scheme: 'http', authority: one(h[':authority']) ?? one(h.host) ?? '', target: path }, route.matchedPrefix);
+      const location = redirectLocation(
+        route.redirect,
+        { scheme: 'http', authority: one(h[':authority']) ?? one(h.host) ?? '', target: path },
+        route.matchedPrefix,
+      );
       if (down instanceof H1Downstream) {
         if (this.isDraining) down.res.shouldKeepAlive = false;
         down.res.writeHead(route.redirect.statusCode, route.redirectResponse(location));
@@ -355,14 +376,28 @@ export class H2Listener implements H2Site {
     // MaxRequests, as on the HTTP/1.1 paths: over it, refused at once, never queued.
     if (cluster!.active >= cluster!.policy.maxRequests) {
       cluster!.stats.overflowMaxRequests++;
-      this.refuse(down, grpc, cluster!.name, 'overloaded', `${cluster!.name} has MaxRequests (${cluster!.policy.maxRequests}) in flight`, backend);
+      this.refuse(
+        down,
+        grpc,
+        cluster!.name,
+        'overloaded',
+        `${cluster!.name} has MaxRequests (${cluster!.policy.maxRequests}) in flight`,
+        backend,
+      );
       return;
     }
     new H2Exchange(down, this, backend, endpoint, start, grpc, hashKey).run();
   }
 
   /** A made-up answer before any upstream was chosen. */
-  private refuse(down: Downstream, grpc: boolean, dependency: string, error: ShoalError, detail: string, backend: RouteBackend | null): void {
+  private refuse(
+    down: Downstream,
+    grpc: boolean,
+    dependency: string,
+    error: ShoalError,
+    detail: string,
+    backend: RouteBackend | null,
+  ): void {
     this.metrics.madeUp.labels(dependency, error).inc();
     down.body.resume();
     if (down instanceof H1Downstream) {
@@ -372,14 +407,28 @@ export class H2Listener implements H2Site {
     }
     if (grpc) {
       const code = grpcStatusOf(error);
-      down.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(code), 'grpc-message': encodeGrpcMessage(`${error}: ${detail}`), 'x-shoal-error': error }, true, false);
+      down.respond(
+        {
+          ':status': 200,
+          'content-type': 'application/grpc',
+          'grpc-status': String(code),
+          'grpc-message': encodeGrpcMessage(`${error}: ${detail}`),
+          'x-shoal-error': error,
+        },
+        true,
+        false,
+      );
       backend?.stats.count(200);
       if (backend) this.grpcStats(backend).count(code);
       return;
     }
     const status = ERROR_STATUS[error];
     const body = `${status} ${error}: ${detail}\n`;
-    down.respond({ ':status': status, 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-shoal-error': error }, false, false);
+    down.respond(
+      { ':status': status, 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-shoal-error': error },
+      false,
+      false,
+    );
     down.write(Buffer.from(body));
     down.end(null);
     backend?.stats.count(status);

@@ -104,7 +104,8 @@ function onCopyEnd(this: CopiedBody): void {
  */
 export function unforwardable(req: IncomingMessage): string | null {
   const url = req.url ?? '';
-  if (url.charCodeAt(0) !== 47 /* / */ && !url.startsWith('http://') && !url.startsWith('https://')) return `request-target ${JSON.stringify(url)} is not a path or an absolute URL`;
+  if (url.charCodeAt(0) !== 47 /* / */ && !url.startsWith('http://') && !url.startsWith('https://'))
+    return `request-target ${JSON.stringify(url)} is not a path or an absolute URL`;
   const raw = req.rawHeaders;
   let hosts = 0;
   for (let i = 0; i < raw.length; i += 2) {
@@ -163,8 +164,8 @@ export function downstreamHeaders(raw: Buffer[] | string[]): string[] {
   const out: string[] = [];
   let listed: string[] | null = null;
   for (let i = 0; i < raw.length; i += 2) {
-    const name = typeof raw[i] === 'string' ? raw[i] as string : (raw[i] as Buffer).toString('latin1');
-    const value = typeof raw[i + 1] === 'string' ? raw[i + 1] as string : (raw[i + 1] as Buffer).toString('latin1');
+    const name = typeof raw[i] === 'string' ? (raw[i] as string) : (raw[i] as Buffer).toString('latin1');
+    const value = typeof raw[i + 1] === 'string' ? (raw[i + 1] as string) : (raw[i + 1] as Buffer).toString('latin1');
     if (classify(name, false) !== Hop.Keep) {
       if (name.length === 10 && name.toLowerCase() === 'connection') listed = connectionListed(value);
       continue;
@@ -203,8 +204,14 @@ function hasBody(req: IncomingMessage): boolean {
 /** Failures that happen before the request reached the upstream: always safe to retry. */
 function connectFailure(err: Error & { code?: string }): boolean {
   switch (err.code) {
-    case 'ECONNREFUSED': case 'UND_ERR_CONNECT_TIMEOUT': case 'EHOSTUNREACH': case 'ENETUNREACH': case 'EADDRNOTAVAIL': return true;
-    default: return false;
+    case 'ECONNREFUSED':
+    case 'UND_ERR_CONNECT_TIMEOUT':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+    case 'EADDRNOTAVAIL':
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -277,7 +284,8 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
       }
       if (f.mirrors !== null) this.mirror(f.mirrors);
     }
-    if (tracer !== null && (this.trace = tracer.beginRaw(req.rawHeaders, this.start, this.site, false)) !== null) setTraceparent(this.headers, this.trace);
+    if (tracer !== null && (this.trace = tracer.beginRaw(req.rawHeaders, this.start, this.site, false)) !== null)
+      setTraceparent(this.headers, this.trace);
     this.body = hasBody(req) ? req : null;
     this.endpoint.active++;
     this.endpoint.slowActive++;
@@ -377,22 +385,32 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
         this.error = 'circuit-open';
         this.backend.errors.labels(cluster.name, 'circuit-open').inc();
         this.req.resume();
-        this.finish(sendMadeUp(this.res, 'circuit-open', `${cluster.name}: every connection MaxConnections allows to ${this.endpoint.key} is busy and MaxPendingRequests (${cluster.policy.maxPendingRequests}) are waiting`, this.site.draining));
+        this.finish(
+          sendMadeUp(
+            this.res,
+            'circuit-open',
+            `${cluster.name}: every connection MaxConnections allows to ${this.endpoint.key} is busy and MaxPendingRequests (${cluster.policy.maxPendingRequests}) are waiting`,
+            this.site.draining,
+          ),
+        );
         return;
       }
       this.pending = true;
       cluster.pending++;
       cluster.stats.queued++;
     }
-    this.endpoint.http().dispatch({
-      method: this.req.method as Dispatcher.HttpMethod,
-      path: this.target,
-      headers: this.headers,
-      body: this.body,
-      // The wait for the head is this request's deadlines (above); RequestTimeoutMS bounds silence mid-body.
-      headersTimeout: 0,
-      bodyTimeout: this.backend.requestTimeoutMs,
-    }, this);
+    this.endpoint.http().dispatch(
+      {
+        method: this.req.method as Dispatcher.HttpMethod,
+        path: this.target,
+        headers: this.headers,
+        body: this.body,
+        // The wait for the head is this request's deadlines (above); RequestTimeoutMS bounds silence mid-body.
+        headersTimeout: 0,
+        bodyTimeout: this.backend.requestTimeoutMs,
+      },
+      this,
+    );
   }
 
   /** The whole body was read from the client: its silence no longer matters. */
@@ -494,7 +512,14 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     }
     this.error = 'request-timeout';
     this.backend.errors.labels(cluster.name, 'request-timeout').inc();
-    this.abandon(sendMadeUp(this.res, 'request-timeout', `${cluster.name} ${this.endpoint.key}: no response within PerTryTimeoutMS (${td.queue.timeoutMs} ms)`, this.site.draining));
+    this.abandon(
+      sendMadeUp(
+        this.res,
+        'request-timeout',
+        `${cluster.name} ${this.endpoint.key}: no response within PerTryTimeoutMS (${td.queue.timeoutMs} ms)`,
+        this.site.draining,
+      ),
+    );
   }
 
   /** Whether this failure may be retried now; takes a retry from the budget when so. */
@@ -554,7 +579,12 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     this.backend.cluster.pending--;
   }
 
-  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: Record<string, unknown>, statusMessage?: string): void {
+  onResponseStart(
+    controller: Dispatcher.DispatchController,
+    statusCode: number,
+    headers: Record<string, unknown>,
+    statusMessage?: string,
+  ): void {
     if (this.done) {
       controller.abort(CLIENT_GONE);
       return;
@@ -574,7 +604,11 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     const res = this.res;
     if (this.site.draining) res.shouldKeepAlive = false;
     const raw = controller.rawHeaders;
-    let out = Array.isArray(raw) ? downstreamHeaders(raw) : downstreamHeaders(Object.entries(headers).flatMap(([k, v]) => Array.isArray(v) ? v.flatMap((x) => [k, String(x)]) : [k, String(v)]));
+    let out = Array.isArray(raw)
+      ? downstreamHeaders(raw)
+      : downstreamHeaders(
+          Object.entries(headers).flatMap(([k, v]) => (Array.isArray(v) ? v.flatMap((x) => [k, String(x)]) : [k, String(v)])),
+        );
     const f = this.backend.filters;
     if (f !== null && f.responseHeaders !== null) out = f.responseHeaders.applyList(out);
     try {
@@ -644,7 +678,8 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     }
     this.error = e;
     this.backend.errors.labels(this.backend.cluster.name, e).inc();
-    if (this.site.log.isLevelEnabled('debug')) this.site.log.debug({ listener: this.site.name, upstream: this.endpoint.key, error: err.message }, 'upstream failed');
+    if (this.site.log.isLevelEnabled('debug'))
+      this.site.log.debug({ listener: this.site.name, upstream: this.endpoint.key, error: err.message }, 'upstream failed');
     const status = sendMadeUp(this.res, e, `${this.backend.cluster.name} ${this.endpoint.key}: ${err.message}`, this.site.draining);
     this.finish(status);
   }
@@ -678,13 +713,33 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     this.backend.stats.count(status);
     const seconds = (performance.now() - this.start) / 1000;
     this.backend.latency.observe(seconds);
-    if (this.trace !== null) this.trace.end(this.req.method ?? '', this.req.url ?? '', this.req.headers.host ?? '', this.sock?.remoteAddress ?? '', status, this.error, this.backend.cluster.name, this.endpoint, this.attempts, -1);
+    if (this.trace !== null)
+      this.trace.end(
+        this.req.method ?? '',
+        this.req.url ?? '',
+        this.req.headers.host ?? '',
+        this.sock?.remoteAddress ?? '',
+        status,
+        this.error,
+        this.backend.cluster.name,
+        this.endpoint,
+        this.attempts,
+        -1,
+      );
     const al = this.site.accessLog;
     if (al !== null && al.sampled()) {
       al.write({
-        direction: this.site.direction, listener: this.site.name, method: this.req.method ?? '', path: this.req.url ?? '',
-        host: this.req.headers.host ?? '', status, durationMs: seconds * 1000, cluster: this.backend.cluster.name,
-        upstream: this.endpoint.key, requestId: this.requestId, error: this.error,
+        direction: this.site.direction,
+        listener: this.site.name,
+        method: this.req.method ?? '',
+        path: this.req.url ?? '',
+        host: this.req.headers.host ?? '',
+        status,
+        durationMs: seconds * 1000,
+        cluster: this.backend.cluster.name,
+        upstream: this.endpoint.key,
+        requestId: this.requestId,
+        error: this.error,
       });
     }
   }

@@ -7,8 +7,10 @@ export type Hop = (typeof Hop)[keyof typeof Hop];
 /** What to do with one header name on the way through. */
 export function classify(name: string, request: boolean): Hop {
   switch (name.length) {
-    case 2: return name.toLowerCase() === 'te' ? Hop.Drop : Hop.Keep;
-    case 6: return request && name.toLowerCase() === 'expect' ? Hop.Drop : Hop.Keep; // the sidecar answered 100-continue itself
+    case 2:
+      return name.toLowerCase() === 'te' ? Hop.Drop : Hop.Keep;
+    case 6:
+      return request && name.toLowerCase() === 'expect' ? Hop.Drop : Hop.Keep; // the sidecar answered 100-continue itself
     case 7: {
       const l = name.toLowerCase();
       return l === 'trailer' || l === 'upgrade' ? Hop.Drop : Hop.Keep;
@@ -17,17 +19,22 @@ export function classify(name: string, request: boolean): Hop {
       const l = name.toLowerCase();
       return l === 'connection' || l === 'keep-alive' ? Hop.Drop : Hop.Keep;
     }
-    case 12: return request && name.toLowerCase() === 'x-request-id' ? Hop.RequestId : Hop.Keep;
-    case 15: return request && name.toLowerCase() === 'x-forwarded-for' ? Hop.ForwardedFor : Hop.Keep;
-    case 16: return name.toLowerCase() === 'proxy-connection' ? Hop.Drop : Hop.Keep;
+    case 12:
+      return request && name.toLowerCase() === 'x-request-id' ? Hop.RequestId : Hop.Keep;
+    case 15:
+      return request && name.toLowerCase() === 'x-forwarded-for' ? Hop.ForwardedFor : Hop.Keep;
+    case 16:
+      return name.toLowerCase() === 'proxy-connection' ? Hop.Drop : Hop.Keep;
     case 17: {
       const l = name.toLowerCase();
       if (l === 'transfer-encoding') return Hop.Drop;
       return request && l === 'x-forwarded-proto' ? Hop.ForwardedProto : Hop.Keep;
     }
     // Set by the sidecar from the verified mTLS peer only (proxy/tls): a caller's own value is dropped.
-    case 23: return request && name.toLowerCase() === 'x-forwarded-client-cert' ? Hop.Drop : Hop.Keep;
-    default: return Hop.Keep;
+    case 23:
+      return request && name.toLowerCase() === 'x-forwarded-client-cert' ? Hop.Drop : Hop.Keep;
+    default:
+      return Hop.Keep;
   }
 }
 

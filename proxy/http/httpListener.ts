@@ -111,7 +111,12 @@ export class HttpListener implements ForwardSite {
   maxConnections = 0;
   private readonly metrics: ProxyMetrics;
 
-  constructor(name: string, direction: 'inbound' | 'outbound', table: RouteTable, ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null }) {
+  constructor(
+    name: string,
+    direction: 'inbound' | 'outbound',
+    table: RouteTable,
+    ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null },
+  ) {
     this.name = name;
     this.direction = direction;
     this.table = table;
@@ -122,8 +127,11 @@ export class HttpListener implements ForwardSite {
     // requestTimeout 0: long uploads are bounded by the cluster's deadline and the body idle bound
     // (forward.ts), not by node's 5 minutes. headersTimeout: the request head bound, as on the fast path.
     const http = createServer({
-      requestTimeout: 0, headersTimeout: this.headTimeoutMs, connectionsCheckingInterval: HEAD_CHECK_INTERVAL_MS,
-      keepAliveTimeout: this.keepAliveTimeoutMs, noDelay: true,
+      requestTimeout: 0,
+      headersTimeout: this.headTimeoutMs,
+      connectionsCheckingInterval: HEAD_CHECK_INTERVAL_MS,
+      keepAliveTimeout: this.keepAliveTimeoutMs,
+      noDelay: true,
     }) as TaggedServer;
     http[LISTENER] = this;
     http.on('request', onRequest);
@@ -169,7 +177,8 @@ export class HttpListener implements ForwardSite {
     const rps = limits?.rps ?? 0;
     const burst = limits?.burst || rps;
     if (rps === 0) this.limiter = null;
-    else if (this.limiter === null || this.limiter.rps !== rps || this.limiter.burst !== Math.max(1, burst)) this.limiter = new TokenBucket(rps, burst);
+    else if (this.limiter === null || this.limiter.rps !== rps || this.limiter.burst !== Math.max(1, burst))
+      this.limiter = new TokenBucket(rps, burst);
     this.maxConnections = limits?.connections ?? 0;
   }
 
@@ -212,7 +221,11 @@ export class HttpListener implements ForwardSite {
 
   /** Gateway API RequestRedirect: the Location for this request. */
   private location(route: CompiledRoute, req: IncomingMessage): string {
-    return redirectLocation(route.redirect!, { scheme: 'http', authority: req.headers.host ?? '', target: req.url ?? '/' }, route.matchedPrefix);
+    return redirectLocation(
+      route.redirect!,
+      { scheme: 'http', authority: req.headers.host ?? '', target: req.url ?? '/' },
+      route.matchedPrefix,
+    );
   }
 
   handle(req: IncomingMessage, res: ServerResponse): void {
@@ -241,7 +254,12 @@ export class HttpListener implements ForwardSite {
     if (route === null) {
       req.resume();
       this.metrics.madeUp.labels(this.name, 'no-route').inc();
-      sendMadeUp(res, 'no-route', `no route on ${this.name} for host ${JSON.stringify(req.headers.host ?? '')} path ${JSON.stringify(req.url)}`, this.draining);
+      sendMadeUp(
+        res,
+        'no-route',
+        `no route on ${this.name} for host ${JSON.stringify(req.headers.host ?? '')} path ${JSON.stringify(req.url)}`,
+        this.draining,
+      );
       return;
     }
     if (route.redirect !== null) {
@@ -333,7 +351,10 @@ export class HttpListener implements ForwardSite {
 
 function rawBadRequest(socket: Duplex, detail: string): void {
   const body = `400 bad-request: ${detail}\n`;
-  if (socket.writable) socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-shoal-error: bad-request\r\nconnection: close\r\n\r\n${body}`);
+  if (socket.writable)
+    socket.end(
+      `HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-shoal-error: bad-request\r\nconnection: close\r\n\r\n${body}`,
+    );
 }
 
 function header(req: IncomingMessage, name: string): string | undefined {

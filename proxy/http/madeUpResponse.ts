@@ -2,7 +2,18 @@
 // Never a hung or silently reset socket while the client can still be told.
 import type { ServerResponse } from 'node:http';
 
-export type ShoalError = 'no-endpoints' | 'circuit-open' | 'overloaded' | 'connect-timeout' | 'request-timeout' | 'upstream-reset' | 'rate-limited' | 'no-route' | 'denied' | 'bad-request' | 'no-backend';
+export type ShoalError =
+  | 'no-endpoints'
+  | 'circuit-open'
+  | 'overloaded'
+  | 'connect-timeout'
+  | 'request-timeout'
+  | 'upstream-reset'
+  | 'rate-limited'
+  | 'no-route'
+  | 'denied'
+  | 'bad-request'
+  | 'no-backend';
 
 export const ERROR_STATUS: Record<ShoalError, number> = {
   'no-endpoints': 503,
@@ -22,7 +33,13 @@ export const ERROR_STATUS: Record<ShoalError, number> = {
  * Writes the made-up response if the head is not out yet; otherwise the only honest signal left is a
  * reset. status: when the same error is the client's fault (408 request-timeout for a body too slow).
  */
-export function sendMadeUp(res: ServerResponse, error: ShoalError, detail: string, closeConnection: boolean, status = ERROR_STATUS[error]): number {
+export function sendMadeUp(
+  res: ServerResponse,
+  error: ShoalError,
+  detail: string,
+  closeConnection: boolean,
+  status = ERROR_STATUS[error],
+): number {
   if (res.headersSent) {
     res.destroy();
     return status;
@@ -30,9 +47,12 @@ export function sendMadeUp(res: ServerResponse, error: ShoalError, detail: strin
   const body = `${status} ${error}: ${detail}\n`;
   if (closeConnection) res.shouldKeepAlive = false;
   res.writeHead(status, [
-    'content-type', 'text/plain; charset=utf-8',
-    'content-length', String(Buffer.byteLength(body)),
-    'x-shoal-error', error,
+    'content-type',
+    'text/plain; charset=utf-8',
+    'content-length',
+    String(Buffer.byteLength(body)),
+    'x-shoal-error',
+    error,
   ]);
   res.end(body);
   return status;
@@ -41,9 +61,12 @@ export function sendMadeUp(res: ServerResponse, error: ShoalError, detail: strin
 /** Maps an undici failure to the made-up response it deserves. */
 export function upstreamError(err: Error & { code?: string }): ShoalError {
   switch (err.code) {
-    case 'UND_ERR_CONNECT_TIMEOUT': return 'connect-timeout';
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return 'connect-timeout';
     case 'UND_ERR_HEADERS_TIMEOUT':
-    case 'UND_ERR_BODY_TIMEOUT': return 'request-timeout';
-    default: return 'upstream-reset';
+    case 'UND_ERR_BODY_TIMEOUT':
+      return 'request-timeout';
+    default:
+      return 'upstream-reset';
   }
 }

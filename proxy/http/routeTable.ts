@@ -34,7 +34,16 @@ export class RouteBackend {
   private readonly retry: RouteRetry | undefined;
   private readonly retryCodes: Set<number> | null;
 
-  constructor(cluster: Cluster, route: string, metrics: ProxyMetrics, retryNonIdempotent = false, spec?: Route, wb?: WeightedBackend, clusters?: ClusterSet, matchedPrefix = '/') {
+  constructor(
+    cluster: Cluster,
+    route: string,
+    metrics: ProxyMetrics,
+    retryNonIdempotent = false,
+    spec?: Route,
+    wb?: WeightedBackend,
+    clusters?: ClusterSet,
+    matchedPrefix = '/',
+  ) {
     this.cluster = cluster;
     this.route = route;
     this.requestTimeoutMs = spec?.timeoutMs ?? cluster.policy.requestTimeoutMs;
@@ -56,7 +65,7 @@ export class RouteBackend {
 
   /** The per-attempt bound in ms (0: none), for the paths that keep their own timer (HTTP/2). */
   get perTryTimeoutMs(): number {
-    return this.ownTry === undefined ? this.cluster.policy.perTryTimeoutMs ?? 0 : this.ownTry?.timeoutMs ?? 0;
+    return this.ownTry === undefined ? (this.cluster.policy.perTryTimeoutMs ?? 0) : (this.ownTry?.timeoutMs ?? 0);
   }
 
   /** Retries after the first attempt: the route's retry.attempts, else the cluster's RetryAttempts. */
@@ -81,7 +90,10 @@ export class RouteBackend {
 }
 
 /** A mirror destination, resolved: the cluster and its share. */
-export interface MirrorTarget { cluster: Cluster; spec: Mirror }
+export interface MirrorTarget {
+  cluster: Cluster;
+  spec: Mirror;
+}
 
 /** What the paths do to a request sent to one backend of a Gateway API route, besides forwarding it. */
 export class BackendFilters {
@@ -93,7 +105,13 @@ export class BackendFilters {
   /** The route's PathPrefix value (ReplacePrefixMatch is relative to it); "/" otherwise. */
   readonly matchedPrefix: string;
 
-  private constructor(req: CompiledHeaderModifier | null, res: CompiledHeaderModifier | null, rewrite: UrlRewrite | null, mirrors: MirrorTarget[] | null, matchedPrefix: string) {
+  private constructor(
+    req: CompiledHeaderModifier | null,
+    res: CompiledHeaderModifier | null,
+    rewrite: UrlRewrite | null,
+    mirrors: MirrorTarget[] | null,
+    matchedPrefix: string,
+  ) {
     this.requestHeaders = req;
     this.responseHeaders = res;
     this.rewrite = rewrite;
@@ -105,14 +123,21 @@ export class BackendFilters {
     const req = new CompiledHeaderModifier([spec.requestHeaders, wb?.requestHeaders]);
     const res = new CompiledHeaderModifier([spec.responseHeaders, wb?.responseHeaders]);
     const mirrors: MirrorTarget[] = [];
-    for (const m of [...spec.mirrors ?? [], ...wb?.mirrors ?? []]) {
+    for (const m of [...(spec.mirrors ?? []), ...(wb?.mirrors ?? [])]) {
       const c = clusters.get(m.cluster);
       // A mirror whose cluster the snapshot does not hold has nowhere to go (and never affects the request).
       if (c !== undefined && (m.percent ?? 100) > 0) mirrors.push({ cluster: c, spec: m });
     }
-    const rewrite = spec.rewrite !== undefined && (spec.rewrite.hostname !== undefined || spec.rewrite.path !== undefined) ? spec.rewrite : null;
+    const rewrite =
+      spec.rewrite !== undefined && (spec.rewrite.hostname !== undefined || spec.rewrite.path !== undefined) ? spec.rewrite : null;
     if (req.empty && res.empty && mirrors.length === 0 && rewrite === null) return null;
-    return new BackendFilters(req.empty ? null : req, res.empty ? null : res, rewrite, mirrors.length === 0 ? null : mirrors, matchedPrefix);
+    return new BackendFilters(
+      req.empty ? null : req,
+      res.empty ? null : res,
+      rewrite,
+      mirrors.length === 0 ? null : mirrors,
+      matchedPrefix,
+    );
   }
 }
 
@@ -198,29 +223,43 @@ export class CompiledRoute {
     this.prefix = spec.prefix;
     this.headerNames = spec.headers.map((h) => h.name.toLowerCase());
     this.headerValues = spec.headers.map((h) => h.value);
-    this.headerRes = spec.headers.some((h) => h.type === 'RegularExpression') ? spec.headers.map((h) => h.type === 'RegularExpression' ? fullMatch(h.value) ?? NEVER : null) : null;
+    this.headerRes = spec.headers.some((h) => h.type === 'RegularExpression')
+      ? spec.headers.map((h) => (h.type === 'RegularExpression' ? (fullMatch(h.value) ?? NEVER) : null))
+      : null;
     const p = spec.path;
     this.pathKind = p === undefined ? 0 : p.type === 'Exact' ? 1 : p.type === 'PathPrefix' ? 2 : 3;
     // PathPrefix by whole segments; a trailing "/" of the value is ignored ("/" matches every path).
-    this.pathValue = p === undefined ? '' : p.type === 'PathPrefix' && p.value.endsWith('/') ? p.value.slice(0, -1) : p.type === 'RegularExpression' ? literalStart(p.value) : p.value;
-    this.pathRe = p?.type === 'RegularExpression' ? fullMatch(p.value) ?? NEVER : null;
+    this.pathValue =
+      p === undefined
+        ? ''
+        : p.type === 'PathPrefix' && p.value.endsWith('/')
+          ? p.value.slice(0, -1)
+          : p.type === 'RegularExpression'
+            ? literalStart(p.value)
+            : p.value;
+    this.pathRe = p?.type === 'RegularExpression' ? (fullMatch(p.value) ?? NEVER) : null;
     this.method = spec.method === undefined || spec.method === '' ? null : spec.method.toUpperCase();
     const q = spec.query ?? [];
     this.queryNames = q.map((x) => x.name);
     this.queryValues = q.map((x) => x.value);
-    this.queryRes = q.map((x) => x.type === 'RegularExpression' ? fullMatch(x.value) ?? NEVER : null);
+    this.queryRes = q.map((x) => (x.type === 'RegularExpression' ? (fullMatch(x.value) ?? NEVER) : null));
     this.extended = this.pathKind !== 0 || this.method !== null || q.length > 0;
     // Filters that would break the head the sidecar writes (a CR in a header value...): the rule answers 500.
     this.refused = unsafeFilters(spec);
-    this.redirect = this.refused === null ? spec.redirect ?? null : null;
+    this.redirect = this.refused === null ? (spec.redirect ?? null) : null;
     const rh = this.redirect === null ? null : new CompiledHeaderModifier([spec.responseHeaders]);
     this.redirectHeaders = rh === null || rh.empty ? null : rh;
     this.matchedPrefix = p?.type === 'PathPrefix' ? p.value : '/';
     this.backends = [];
     this.cumulative = [];
     this.picks = [];
-    const gateway = spec.path !== undefined || spec.method !== undefined || spec.query !== undefined || spec.source !== undefined
-      || spec.backends.length === 0 || spec.backends.some((b) => b.unresolved === true);
+    const gateway =
+      spec.path !== undefined ||
+      spec.method !== undefined ||
+      spec.query !== undefined ||
+      spec.source !== undefined ||
+      spec.backends.length === 0 ||
+      spec.backends.some((b) => b.unresolved === true);
     this.noBackendIs500 = gateway || this.refused !== null;
     let sum = 0;
     for (const b of this.refused === null ? spec.backends : []) {
@@ -241,7 +280,16 @@ export class CompiledRoute {
         continue;
       }
       sum += b.weight;
-      const rb = new RouteBackend(c, this.name, metrics, spec.retryNonIdempotent === true, gateway ? spec : undefined, b, clusters, this.matchedPrefix);
+      const rb = new RouteBackend(
+        c,
+        this.name,
+        metrics,
+        spec.retryNonIdempotent === true,
+        gateway ? spec : undefined,
+        b,
+        clusters,
+        this.matchedPrefix,
+      );
       this.backends.push(rb);
       this.picks.push(rb);
       this.cumulative.push(sum);
@@ -314,7 +362,9 @@ export class CompiledRoute {
 
   /** The made-up 500's detail when backend() gives null on a Gateway API route. */
   noBackendDetail(): string {
-    return this.refused === null ? `${this.name}: no backend to send to (unresolved backendRef or none)` : `${this.name}: filters refused: ${this.refused}`;
+    return this.refused === null
+      ? `${this.name}: no backend to send to (unresolved backendRef or none)`
+      : `${this.name}: filters refused: ${this.refused}`;
   }
 
   /**

@@ -23,7 +23,18 @@ export function rawMadeUp(socket: Duplex, error: ShoalError, detail: string): nu
   const status = ERROR_STATUS[error];
   const body = `${status} ${error}: ${detail}\n`;
   if (socket.writable) {
-    socket.end(head(status, error, ['content-type', 'text/plain; charset=utf-8', 'content-length', String(Buffer.byteLength(body)), 'x-shoal-error', error, 'connection', 'close']) + body);
+    socket.end(
+      head(status, error, [
+        'content-type',
+        'text/plain; charset=utf-8',
+        'content-length',
+        String(Buffer.byteLength(body)),
+        'x-shoal-error',
+        error,
+        'connection',
+        'close',
+      ]) + body,
+    );
   }
   return status;
 }
@@ -49,7 +60,15 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
   private trace: RequestTrace | null = null;
   private error = '';
 
-  constructor(req: IncomingMessage, socket: Duplex, head: Buffer, site: ForwardSite, backend: RouteBackend, endpoint: Endpoint, start: number) {
+  constructor(
+    req: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    site: ForwardSite,
+    backend: RouteBackend,
+    endpoint: Endpoint,
+    start: number,
+  ) {
     this.req = req;
     this.socket = socket;
     this.head = head;
@@ -80,17 +99,21 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
         }
       }
     }
-    if (tracer !== null && (this.trace = tracer.beginRaw(this.req.rawHeaders, this.start, this.site, false)) !== null) setTraceparent(headers, this.trace);
+    if (tracer !== null && (this.trace = tracer.beginRaw(this.req.rawHeaders, this.start, this.site, false)) !== null)
+      setTraceparent(headers, this.trace);
     this.endpoint.active++;
     this.backend.cluster.active++;
     this.socket.on('error', destroyPeer);
-    this.endpoint.http().dispatch({
-      method: this.req.method as Dispatcher.HttpMethod,
-      path: target,
-      headers,
-      body: null,
-      upgrade: this.req.headers.upgrade ?? 'websocket',
-    }, this);
+    this.endpoint.http().dispatch(
+      {
+        method: this.req.method as Dispatcher.HttpMethod,
+        path: target,
+        headers,
+        body: null,
+        upgrade: this.req.headers.upgrade ?? 'websocket',
+      },
+      this,
+    );
   }
 
   onRequestStart(): void {}
@@ -154,7 +177,19 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
     this.backend.stats.count(this.status);
     this.backend.latency.observe((performance.now() - this.start) / 1000);
     // req.socket is null once the socket is detached (Node's typings say Socket).
-    if (this.trace !== null) this.trace.end(this.req.method ?? '', this.req.url ?? '', this.req.headers.host ?? '', (this.req.socket as Socket | null)?.remoteAddress ?? '', this.status, this.error, this.backend.cluster.name, this.endpoint, 0, -1);
+    if (this.trace !== null)
+      this.trace.end(
+        this.req.method ?? '',
+        this.req.url ?? '',
+        this.req.headers.host ?? '',
+        (this.req.socket as Socket | null)?.remoteAddress ?? '',
+        this.status,
+        this.error,
+        this.backend.cluster.name,
+        this.endpoint,
+        0,
+        -1,
+      );
   }
 
   private release(): void {

@@ -5,9 +5,20 @@ import type { ListenerSpec } from '../listener/listenerSpec.ts';
 
 // The app is local: connect fast, and leave request deadlines to the caller's sidecar.
 const INBOUND_POLICY: ClusterPolicy = {
-  connectTimeoutMs: 1000, requestTimeoutMs: 0, retryAttempts: 0, maxActiveRetries: 0, maxConnections: 10240,
-  maxRequests: 10240, maxPendingRequests: 1024, maxRequestsPerConnection: 0, consecutiveErrors: 5,
-  baseEjectionTimeMs: 0, maxEjectionPercent: 0, intervalMs: 10000, healthyPanicThreshold: 0, tcpIdleTimeoutS: 7200,
+  connectTimeoutMs: 1000,
+  requestTimeoutMs: 0,
+  retryAttempts: 0,
+  maxActiveRetries: 0,
+  maxConnections: 10240,
+  maxRequests: 10240,
+  maxPendingRequests: 1024,
+  maxRequestsPerConnection: 0,
+  consecutiveErrors: 5,
+  baseEjectionTimeMs: 0,
+  maxEjectionPercent: 0,
+  intervalMs: 10000,
+  healthyPanicThreshold: 0,
+  tcpIdleTimeoutS: 7200,
 };
 
 export function inboundClusterName(port: number): string {

@@ -47,7 +47,14 @@ class DropHandler implements Dispatcher.DispatchHandler {
 }
 
 /** Sends an HTTP/1.1 copy: headers a flat list (Host included), body the copied bytes (null: none). */
-export function mirrorH1(cluster: Cluster, method: string, target: string, headers: string[], body: Buffer | null, timeoutMs: number): void {
+export function mirrorH1(
+  cluster: Cluster,
+  method: string,
+  target: string,
+  headers: string[],
+  body: Buffer | null,
+  timeoutMs: number,
+): void {
   if (!admit(cluster)) {
     mirrorStats.skipped++;
     return;
@@ -61,10 +68,17 @@ export function mirrorH1(cluster: Cluster, method: string, target: string, heade
   mirrorStats.sent++;
   const h = new DropHandler(cluster);
   try {
-    ep.http().dispatch({
-      method: method as Dispatcher.HttpMethod, path: target, headers, body,
-      headersTimeout: timeoutMs, bodyTimeout: timeoutMs,
-    }, h);
+    ep.http().dispatch(
+      {
+        method: method as Dispatcher.HttpMethod,
+        path: target,
+        headers,
+        body,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      },
+      h,
+    );
   } catch {
     h.onResponseError();
   }
@@ -85,7 +99,13 @@ function onMirrorClose(this: MirrorStream): void {
 function ignore(): void {}
 
 /** Sends an HTTP/2 copy: headers with pseudo-headers; use registers the pool with the listener (its lifecycle). */
-export function mirrorH2(cluster: Cluster, headers: OutgoingHttpHeaders, body: Buffer | null, drainMs: number, use: (pool: EndpointSessions) => void): void {
+export function mirrorH2(
+  cluster: Cluster,
+  headers: OutgoingHttpHeaders,
+  body: Buffer | null,
+  drainMs: number,
+  use: (pool: EndpointSessions) => void,
+): void {
   if (!admit(cluster)) {
     mirrorStats.skipped++;
     return;
@@ -98,7 +118,12 @@ export function mirrorH2(cluster: Cluster, headers: OutgoingHttpHeaders, body: B
   const p = cluster.policy;
   let stream: MirrorStream;
   try {
-    const pool = sessionsOf(ep, { connectTimeoutMs: p.connectTimeoutMs, maxConnections: p.maxConnections, maxRequestsPerConnection: p.maxRequestsPerConnection, drainMs });
+    const pool = sessionsOf(ep, {
+      connectTimeoutMs: p.connectTimeoutMs,
+      maxConnections: p.maxConnections,
+      maxRequestsPerConnection: p.maxRequestsPerConnection,
+      drainMs,
+    });
     use(pool);
     stream = pool.request({ ...headers }, body === null).stream as MirrorStream;
   } catch {

@@ -5,7 +5,16 @@
 import type { HeaderModifier, Mirror, PathModifier, RequestRedirect, Route, UrlRewrite } from '../../shared/snapshot.ts';
 
 /** Header names no filter may touch: framing and connection management stay the sidecar's. */
-const PROTECTED = new Set(['connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade', 'te', 'proxy-connection', 'trailer']);
+const PROTECTED = new Set([
+  'connection',
+  'content-length',
+  'transfer-encoding',
+  'keep-alive',
+  'upgrade',
+  'te',
+  'proxy-connection',
+  'trailer',
+]);
 
 /** A HeaderModifier with lower-cased names, protected and pseudo-header names left out. */
 export class CompiledHeaderModifier {
@@ -49,8 +58,16 @@ export class CompiledHeaderModifier {
 
   /** A later set or remove of the same name cancels what earlier modifiers set or added. */
   private forget(n: string): void {
-    for (let i = this.setNames.length - 1; i >= 0; i--) if (this.setNames[i] === n) { this.setNames.splice(i, 1); this.setValues.splice(i, 1); }
-    for (let i = this.addNames.length - 1; i >= 0; i--) if (this.addNames[i] === n) { this.addNames.splice(i, 1); this.addValues.splice(i, 1); }
+    for (let i = this.setNames.length - 1; i >= 0; i--)
+      if (this.setNames[i] === n) {
+        this.setNames.splice(i, 1);
+        this.setValues.splice(i, 1);
+      }
+    for (let i = this.addNames.length - 1; i >= 0; i--)
+      if (this.addNames[i] === n) {
+        this.addNames.splice(i, 1);
+        this.addValues.splice(i, 1);
+      }
   }
 
   /** A flat [name, value, ...] list with the modifier applied: names set or removed dropped, then set, then added. */
@@ -111,22 +128,31 @@ const VISIBLE = /^[\x21-\x7e]*$/;
  * with a control byte or a space: it would break or smuggle the head the sidecar writes), or null.
  */
 export function unsafeFilters(r: Route): string | null {
-  const mods: [string, HeaderModifier | undefined][] = [['requestHeaders', r.requestHeaders], ['responseHeaders', r.responseHeaders]];
-  for (const b of r.backends) mods.push([`backend ${b.cluster} requestHeaders`, b.requestHeaders], [`backend ${b.cluster} responseHeaders`, b.responseHeaders]);
+  const mods: [string, HeaderModifier | undefined][] = [
+    ['requestHeaders', r.requestHeaders],
+    ['responseHeaders', r.responseHeaders],
+  ];
+  for (const b of r.backends)
+    mods.push([`backend ${b.cluster} requestHeaders`, b.requestHeaders], [`backend ${b.cluster} responseHeaders`, b.responseHeaders]);
   for (const [where, m] of mods) {
     if (m === undefined) continue;
-    for (const h of [...m.set ?? [], ...m.add ?? []]) {
+    for (const h of [...(m.set ?? []), ...(m.add ?? [])]) {
       if (!TOKEN.test(h.name)) return `${where}: header name ${JSON.stringify(h.name)} is not a token`;
       if (!FIELD_VALUE.test(h.value)) return `${where}: the value of ${h.name} has a byte a header value cannot hold`;
     }
     for (const n of m.remove ?? []) if (!TOKEN.test(n)) return `${where}: header name ${JSON.stringify(n)} is not a token`;
   }
   const checks: [string, string | undefined][] = [
-    ['rewrite hostname', r.rewrite?.hostname], ['rewrite path', r.rewrite?.path?.value],
-    ['redirect scheme', r.redirect?.scheme], ['redirect hostname', r.redirect?.hostname], ['redirect path', r.redirect?.path?.value],
+    ['rewrite hostname', r.rewrite?.hostname],
+    ['rewrite path', r.rewrite?.path?.value],
+    ['redirect scheme', r.redirect?.scheme],
+    ['redirect hostname', r.redirect?.hostname],
+    ['redirect path', r.redirect?.path?.value],
   ];
-  for (const [where, v] of checks) if (v !== undefined && !VISIBLE.test(v)) return `${where} ${JSON.stringify(v)} has a space or a control byte`;
-  if (r.redirect?.scheme !== undefined && !/^[A-Za-z][A-Za-z0-9+.-]*$/.test(r.redirect.scheme)) return `redirect scheme ${JSON.stringify(r.redirect.scheme)} is not a URI scheme`;
+  for (const [where, v] of checks)
+    if (v !== undefined && !VISIBLE.test(v)) return `${where} ${JSON.stringify(v)} has a space or a control byte`;
+  if (r.redirect?.scheme !== undefined && !/^[A-Za-z][A-Za-z0-9+.-]*$/.test(r.redirect.scheme))
+    return `redirect scheme ${JSON.stringify(r.redirect.scheme)} is not a URI scheme`;
   return null;
 }
 
@@ -228,7 +254,13 @@ export function sampled(m: Mirror): boolean {
 }
 
 /** The reason phrase of a redirect status. */
-export const REDIRECT_REASON: Record<number, string> = { 301: 'Moved Permanently', 302: 'Found', 303: 'See Other', 307: 'Temporary Redirect', 308: 'Permanent Redirect' };
+export const REDIRECT_REASON: Record<number, string> = {
+  301: 'Moved Permanently',
+  302: 'Found',
+  303: 'See Other',
+  307: 'Temporary Redirect',
+  308: 'Permanent Redirect',
+};
 
 /** A request body is copied for mirrors up to this many bytes; a longer one is not mirrored (docs/proxy.md). */
 export const MIRROR_BODY_LIMIT = 64 * 1024;
@@ -244,7 +276,10 @@ export function queryParam(query: string, name: string): string | null {
     const nameEnd = eq >= 0 && eq < amp ? eq : amp;
     if (nameEnd > i) {
       const raw = query.slice(i, nameEnd);
-      if ((raw.length === name.length && raw === name) || (raw.length !== name.length && (raw.includes('%') || raw.includes('+')) && decode(raw) === name)) {
+      if (
+        (raw.length === name.length && raw === name) ||
+        (raw.length !== name.length && (raw.includes('%') || raw.includes('+')) && decode(raw) === name)
+      ) {
         return nameEnd === amp ? '' : decode(query.slice(nameEnd + 1, amp));
       }
     }

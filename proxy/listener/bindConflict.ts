@@ -11,7 +11,10 @@ const WILDCARD_V6 = '0'.repeat(32);
 /** Is a TCP socket listening on the wildcard address (IPv4 or IPv6) at this port, per /proc/net? */
 export function wildcardListenerOn(port: number, procNet = '/proc/net'): 'v4' | 'v6' | null {
   const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
-  for (const [file, wildcard, family] of [['tcp', WILDCARD_V4, 'v4'], ['tcp6', WILDCARD_V6, 'v6']] as const) {
+  for (const [file, wildcard, family] of [
+    ['tcp', WILDCARD_V4, 'v4'],
+    ['tcp6', WILDCARD_V6, 'v6'],
+  ] as const) {
     let text: string;
     try {
       text = readFileSync(`${procNet}/${file}`, 'latin1');
@@ -36,8 +39,10 @@ export function bindFailure(err: NodeJS.ErrnoException, address: string, port: n
   const family = wildcardListenerOn(port, procNet);
   if (family === null) return err.message;
   const any = family === 'v4' ? '0.0.0.0' : '[::]';
-  return `${err.message}: a process in this pod (the app?) listens on ${any}:${port}, which takes port ${port} on every address, ` +
+  return (
+    `${err.message}: a process in this pod (the app?) listens on ${any}:${port}, which takes port ${port} on every address, ` +
     `so the sidecar cannot listen on ${address}:${port} for this dependency. An app listening on the wildcard address cannot ` +
     `share a port with a dependency: have it listen on specific addresses instead (127.0.0.1, where the sidecar forwards ` +
-    `inbound traffic, and the pod IP if probes reach it directly), or give the dependency another port`;
+    `inbound traffic, and the pod IP if probes reach it directly), or give the dependency another port`
+  );
 }

@@ -81,7 +81,15 @@ export class ListenerSet {
   /** Workload identity (proxy/tls): the mTLS gate put in front of inbound listeners. */
   meshTls: MeshTls | null = null;
 
-  constructor(ctx: { log: Logger; metrics: ProxyMetrics; accessLog: AccessLog | null; drainTimeoutMs: number; drainQuietMs?: number; requestHeadTimeoutMs?: number; requestReceiveTimeoutMs?: number }) {
+  constructor(ctx: {
+    log: Logger;
+    metrics: ProxyMetrics;
+    accessLog: AccessLog | null;
+    drainTimeoutMs: number;
+    drainQuietMs?: number;
+    requestHeadTimeoutMs?: number;
+    requestReceiveTimeoutMs?: number;
+  }) {
     this.ctx = ctx;
     this.drainTimeoutMs = ctx.drainTimeoutMs;
     this.drainQuietMs = ctx.drainQuietMs ?? DRAIN_QUIET_MS;
@@ -100,18 +108,39 @@ export class ListenerSet {
   }
 
   status(): Array<{ name: string; key: string; mode: string; direction: string; bound: boolean; error?: string }> {
-    return [...this.entries.values()].map((e) => ({ name: e.spec.name, key: e.spec.key, mode: e.spec.mode, direction: e.spec.direction, bound: e.bound, ...(e.bound || !e.error ? {} : { error: e.error }) }));
+    return [...this.entries.values()].map((e) => ({
+      name: e.spec.name,
+      key: e.spec.key,
+      mode: e.spec.mode,
+      direction: e.spec.direction,
+      bound: e.bound,
+      ...(e.bound || !e.error ? {} : { error: e.error }),
+    }));
   }
 
   /** Inbound limits as applied (/config_dump): 0 = unlimited. */
-  limits(): Array<{ listener: string; key: string; limitRps: number; limitBurst: number; limitConnections: number; openConnections: number }> {
+  limits(): Array<{
+    listener: string;
+    key: string;
+    limitRps: number;
+    limitBurst: number;
+    limitConnections: number;
+    openConnections: number;
+  }> {
     const out = [];
     for (const e of this.entries.values()) {
       if (e.spec.direction !== 'inbound') continue;
       const l = e.listener;
       if (!(l instanceof HttpListener || l instanceof TcpListener)) continue;
       const rps = l.limiter?.rps ?? 0;
-      out.push({ listener: e.spec.name, key: e.spec.key, limitRps: rps, limitBurst: rps === 0 ? 0 : l.limiter!.burst, limitConnections: l.maxConnections, openConnections: l.open });
+      out.push({
+        listener: e.spec.name,
+        key: e.spec.key,
+        limitRps: rps,
+        limitBurst: rps === 0 ? 0 : l.limiter!.burst,
+        limitConnections: l.maxConnections,
+        openConnections: l.open,
+      });
     }
     return out;
   }
@@ -132,16 +161,18 @@ export class ListenerSet {
       const e = this.entries.get(s.key);
       if (e) {
         e.spec = s;
-        if (e.listener instanceof HttpListener || e.listener instanceof H2Listener) e.listener.table = new RouteTable(s.name, s.routes, clusters, this.ctx.metrics);
+        if (e.listener instanceof HttpListener || e.listener instanceof H2Listener)
+          e.listener.table = new RouteTable(s.name, s.routes, clusters, this.ctx.metrics);
         else e.listener.route = new TcpRoute(s.routes[0], clusters, this.ctx.metrics, s.direction);
         setLimits(e.listener, s.limits);
         continue;
       }
-      const listener = s.mode === 'h2'
-        ? new H2Listener(s.name, s.direction, new RouteTable(s.name, s.routes, clusters, this.ctx.metrics), this.ctx, this.drainTimeoutMs)
-        : s.mode === 'l7'
-        ? new HttpListener(s.name, s.direction, new RouteTable(s.name, s.routes, clusters, this.ctx.metrics), this.ctx)
-        : new TcpListener(s.name, s.direction, new TcpRoute(s.routes[0], clusters, this.ctx.metrics, s.direction), this.ctx);
+      const listener =
+        s.mode === 'h2'
+          ? new H2Listener(s.name, s.direction, new RouteTable(s.name, s.routes, clusters, this.ctx.metrics), this.ctx, this.drainTimeoutMs)
+          : s.mode === 'l7'
+            ? new HttpListener(s.name, s.direction, new RouteTable(s.name, s.routes, clusters, this.ctx.metrics), this.ctx)
+            : new TcpListener(s.name, s.direction, new TcpRoute(s.routes[0], clusters, this.ctx.metrics, s.direction), this.ctx);
       setLimits(listener, s.limits);
       if (listener instanceof HttpListener || listener instanceof H2Listener) listener.requestHeadTimeoutMs = this.requestHeadTimeoutMs;
       if (listener instanceof HttpListener) listener.bodyReceiveMs = this.requestReceiveTimeoutMs;
@@ -160,7 +191,10 @@ export class ListenerSet {
         server.off('listening', onListening);
         this.ctx.metrics.listenerErrors.labels(e.spec.name).inc();
         e.error = bindFailure(err, e.spec.address, e.spec.port);
-        this.ctx.log.error({ listener: e.spec.name, address: e.spec.key, error: e.error }, `cannot bind ${e.spec.key}; retrying every ${BIND_RETRY_MS} ms, not ready until bound`);
+        this.ctx.log.error(
+          { listener: e.spec.name, address: e.spec.key, error: e.error },
+          `cannot bind ${e.spec.key}; retrying every ${BIND_RETRY_MS} ms, not ready until bound`,
+        );
         if (this.entries.get(e.spec.key) === e && !this.closed) {
           e.retry = setTimeout(() => {
             e.retry = null;
@@ -240,8 +274,16 @@ export class ListenerSet {
     }
     for (const l of open) l.server.removeListener('connection', seen);
     const left = Math.max(0, started + timeoutMs - performance.now());
-    const why = open.length === 0 ? 'no listener bound' : quiet ? `nothing new for ${this.drainQuietMs} ms` : 'traffic still coming at half the drain timeout';
-    this.ctx.log.info({ quiet, acceptedForMs: Math.round(performance.now() - started), leftMs: Math.round(left) }, `drain: ${why}, no longer accepting`);
+    const why =
+      open.length === 0
+        ? 'no listener bound'
+        : quiet
+          ? `nothing new for ${this.drainQuietMs} ms`
+          : 'traffic still coming at half the drain timeout';
+    this.ctx.log.info(
+      { quiet, acceptedForMs: Math.round(performance.now() - started), leftMs: Math.round(left) },
+      `drain: ${why}, no longer accepting`,
+    );
     // Quiet for a second: an idle connection is not about to carry a request, no grace needed.
     await Promise.all([...this.draining, ...open.map((l) => drainListener(l, left, quiet ? 0 : IDLE_CLOSE_GRACE_MS))]);
   }

@@ -15,4 +15,8 @@ export interface ListenerSpec {
   limits: ListenerLimits | null;
 }
 
-export interface ListenerLimits { rps: number; burst: number; connections: number }
+export interface ListenerLimits {
+  rps: number;
+  burst: number;
+  connections: number;
+}

@@ -136,7 +136,10 @@ class TcpConnection {
 
   private dial(endpoint: Endpoint): TaggedSocket {
     const up = meshConnect(this.cluster.policy, {
-      host: endpoint.address, port: endpoint.port, allowHalfOpen: true, noDelay: true,
+      host: endpoint.address,
+      port: endpoint.port,
+      allowHalfOpen: true,
+      noDelay: true,
       onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => onUpstreamRead(this, n, buf as Buffer) },
     }) as TaggedSocket;
     up[CONN] = this;
@@ -256,7 +259,8 @@ export class TcpListener {
     const rps = limits?.rps ?? 0;
     const burst = limits?.burst || rps;
     if (rps === 0) this.limiter = null;
-    else if (this.limiter === null || this.limiter.rps !== rps || this.limiter.burst !== Math.max(1, burst)) this.limiter = new TokenBucket(rps, burst);
+    else if (this.limiter === null || this.limiter.rps !== rps || this.limiter.burst !== Math.max(1, burst))
+      this.limiter = new TokenBucket(rps, burst);
     this.maxConnections = limits?.connections ?? 0;
   }
 

@@ -21,6 +21,9 @@ export function createCsr(privateKey: KeyObject, publicKey: KeyObject, uri: stri
   const info = seq(Buffer.from([0x02, 0x01, 0x00]), seq(), spki, tlv(0xa0, attribute));
   const signature = sign('sha256', info, privateKey);
   const der = seq(info, seq(OID_ECDSA_SHA256), tlv(0x03, Buffer.concat([Buffer.from([0]), signature])));
-  const b64 = der.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
+  const b64 = der
+    .toString('base64')
+    .replace(/(.{64})/g, '$1\n')
+    .replace(/\n$/, '');
   return `-----BEGIN CERTIFICATE REQUEST-----\n${b64}\n-----END CERTIFICATE REQUEST-----\n`;
 }

@@ -99,7 +99,10 @@ export function meshUndiciConnector(policy: ClusterPolicy, connectTimeoutMs: num
   return (opts: buildConnector.Options, callback: buildConnector.Callback) => {
     const s = m.connect({ host: opts.hostname, port: Number(opts.port), noDelay: true });
     let done = false;
-    const timer = setTimeout(() => s.destroy(Object.assign(new Error(`connect timeout after ${connectTimeoutMs} ms`), { code: 'UND_ERR_CONNECT_TIMEOUT' })), connectTimeoutMs);
+    const timer = setTimeout(
+      () => s.destroy(Object.assign(new Error(`connect timeout after ${connectTimeoutMs} ms`), { code: 'UND_ERR_CONNECT_TIMEOUT' })),
+      connectTimeoutMs,
+    );
     const finish = (err: Error | null) => {
       if (done) return;
       done = true;
@@ -158,9 +161,23 @@ export class MeshTls {
     this.caUrl = opts.caUrl.replace(/\/+$/, '');
     this.tokenFile = opts.tokenFile;
     const registers = [opts.registry];
-    this.inboundResults = new Counter({ name: 'shoal_proxy_inbound_connections_by_security_total', help: 'Inbound connections by what they proved: mtls, plaintext, refused (strict mode or bad certificate), denied (policy, L4)', labelNames: ['listener', 'result'], registers });
-    this.outboundResults = new Counter({ name: 'shoal_proxy_outbound_mtls_total', help: 'Outbound mTLS handshakes: ok, or failed (peer certificate or identity rejected, no workload certificate)', labelNames: ['result'], registers });
-    this.rotations = new Counter({ name: 'shoal_proxy_certificate_renewals_total', help: 'Workload certificates obtained from the mesh CA', registers });
+    this.inboundResults = new Counter({
+      name: 'shoal_proxy_inbound_connections_by_security_total',
+      help: 'Inbound connections by what they proved: mtls, plaintext, refused (strict mode or bad certificate), denied (policy, L4)',
+      labelNames: ['listener', 'result'],
+      registers,
+    });
+    this.outboundResults = new Counter({
+      name: 'shoal_proxy_outbound_mtls_total',
+      help: 'Outbound mTLS handshakes: ok, or failed (peer certificate or identity rejected, no workload certificate)',
+      labelNames: ['result'],
+      registers,
+    });
+    this.rotations = new Counter({
+      name: 'shoal_proxy_certificate_renewals_total',
+      help: 'Workload certificates obtained from the mesh CA',
+      registers,
+    });
   }
 
   /** True once the snapshot says the mesh CA runs. */
@@ -245,7 +262,8 @@ export class MeshTls {
   }
 
   private async fetchOnce(): Promise<void> {
-    if (!this.tokenFile) throw new Error('no --token-file: the sidecar needs its projected service-account token to ask the mesh CA for a certificate');
+    if (!this.tokenFile)
+      throw new Error('no --token-file: the sidecar needs its projected service-account token to ask the mesh CA for a certificate');
     const token = (await readFile(this.tokenFile, 'utf8')).trim();
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const csr = createCsr(privateKey, publicKey, this.ownId);
@@ -262,7 +280,13 @@ export class MeshTls {
     const ca = [...new Set([...this.bundle, ...trustBundle])];
     // The PEM stays in this process's memory: handed to OpenSSL, never written or logged.
     // sessionIdContext: OpenSSL resumes sessions of a server that verifies clients only with one set.
-    const context = nodeTls().createSecureContext({ key: key.export({ type: 'pkcs8', format: 'pem' }) as string, cert: certificate, ca, minVersion: 'TLSv1.3', sessionIdContext: 'shoal-mesh' });
+    const context = nodeTls().createSecureContext({
+      key: key.export({ type: 'pkcs8', format: 'pem' }) as string,
+      cert: certificate,
+      ca,
+      minVersion: 'TLSv1.3',
+      sessionIdContext: 'shoal-mesh',
+    });
     const issuedAt = Date.now();
     this.creds = { context, spiffeId, notAfter, issuedAt };
     this.generation++;
@@ -273,7 +297,10 @@ export class MeshTls {
     if (this.renewTimer) clearTimeout(this.renewTimer);
     this.renewTimer = setTimeout(() => void this.renew(), renewIn);
     this.renewTimer.unref();
-    this.log.info({ spiffeId, notAfter: new Date(notAfter).toISOString(), renewInMs: Math.round(renewIn) }, 'workload certificate installed');
+    this.log.info(
+      { spiffeId, notAfter: new Date(notAfter).toISOString(), renewInMs: Math.round(renewIn) },
+      'workload certificate installed',
+    );
   }
 
   /** Whether the applied snapshot marks this endpoint meshed (reached over mTLS). */
@@ -306,7 +333,9 @@ export class MeshTls {
       checkServerIdentity: (_host: string, cert: PeerCertificate) => {
         const ids = uriSans(cert.subjectaltname);
         if (ids.some((id) => want.includes(id))) return undefined;
-        return Object.assign(new Error(`peer ${key} presented ${ids.join(', ') || 'no SPIFFE ID'}, expected ${want.join(' or ')}`), { code: 'ERR_SHOAL_PEER_IDENTITY' });
+        return Object.assign(new Error(`peer ${key} presented ${ids.join(', ') || 'no SPIFFE ID'}, expected ${want.join(' or ')}`), {
+          code: 'ERR_SHOAL_PEER_IDENTITY',
+        });
       },
     } as unknown as ConnectionOptions);
     // tls.connect ignores the noDelay option (net's would honour it): without this, Nagle holds
@@ -365,7 +394,13 @@ export class MeshTls {
         return;
       }
       raw.setNoDelay(true);
-      const tls = new (nodeTls().TLSSocket)(raw, { isServer: true, secureContext: creds.context, requestCert: true, rejectUnauthorized: false, ALPNProtocols: gate.alpn });
+      const tls = new (nodeTls().TLSSocket)(raw, {
+        isServer: true,
+        secureContext: creds.context,
+        requestCert: true,
+        rejectUnauthorized: false,
+        ALPNProtocols: gate.alpn,
+      });
       tls.setTimeout(HANDSHAKE_TIMEOUT_MS, () => tls.destroy());
       tls.once('error', () => tls.destroy());
       tls.once('secure', () => {
@@ -376,7 +411,9 @@ export class MeshTls {
         let identity: WorkloadId | null = null;
         const peer = tls.getPeerX509Certificate();
         if (peer !== undefined && this.trusted(peer)) {
-          const ids = uriSans(peer.subjectAltName).map(parseSpiffeId).filter((x) => x !== null);
+          const ids = uriSans(peer.subjectAltName)
+            .map(parseSpiffeId)
+            .filter((x) => x !== null);
           identity = ids.find((x) => x.trustDomain === this.trustDomain) ?? null;
         }
         if (identity === null && gate.mode === 'strict') {
@@ -428,26 +465,35 @@ export class MeshTls {
 function postJson(url: string, token: string, body: unknown): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const data = Buffer.from(JSON.stringify(body));
-    const req = http.request(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'content-length': data.length, authorization: `Bearer ${token}` },
-      timeout: 10_000,
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let parsed: unknown;
-        try {
-          parsed = JSON.parse(text);
-        } catch {
-          parsed = null;
-        }
-        if (res.statusCode === 200 && parsed) resolve(parsed);
-        else reject(new Error(`the mesh CA answered ${res.statusCode}: ${(parsed as { message?: string } | null)?.message ?? text.slice(0, 200)}`));
-      });
-      res.on('error', reject);
-    });
+    const req = http.request(
+      url,
+      {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'content-length': data.length, authorization: `Bearer ${token}` },
+        timeout: 10_000,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            parsed = null;
+          }
+          if (res.statusCode === 200 && parsed) resolve(parsed);
+          else
+            reject(
+              new Error(
+                `the mesh CA answered ${res.statusCode}: ${(parsed as { message?: string } | null)?.message ?? text.slice(0, 200)}`,
+              ),
+            );
+        });
+        res.on('error', reject);
+      },
+    );
     req.on('timeout', () => req.destroy(new Error('the mesh CA did not answer within 10 s')));
     req.on('error', reject);
     req.end(data);

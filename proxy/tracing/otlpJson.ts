@@ -50,9 +50,12 @@ export function nanos(ms: number): string {
 
 function value(v: AttributeValue): string {
   switch (typeof v) {
-    case 'string': return `{"stringValue":${JSON.stringify(v)}}`;
-    case 'boolean': return `{"boolValue":${v}}`;
-    default: return Number.isInteger(v) ? `{"intValue":${v}}` : `{"doubleValue":${v}}`;
+    case 'string':
+      return `{"stringValue":${JSON.stringify(v)}}`;
+    case 'boolean':
+      return `{"boolValue":${v}}`;
+    default:
+      return Number.isInteger(v) ? `{"intValue":${v}}` : `{"doubleValue":${v}}`;
   }
 }
 
@@ -84,7 +87,10 @@ function span(sp: OtlpSpan): string {
   if (sp.traceState !== '') s += `,"traceState":${JSON.stringify(sp.traceState)}`;
   s += `,"name":${JSON.stringify(sp.name)},"kind":${sp.kind},"startTimeUnixNano":"${nanos(sp.startMs)}","endTimeUnixNano":"${nanos(sp.endMs)}"`;
   s += `,"attributes":${attributes(sp.attributes)},"droppedAttributesCount":0,"events":[],"droppedEventsCount":0`;
-  s += sp.statusMessage === '' ? `,"status":{"code":${sp.statusCode}}` : `,"status":{"code":${sp.statusCode},"message":${JSON.stringify(sp.statusMessage)}}`;
+  s +=
+    sp.statusMessage === ''
+      ? `,"status":{"code":${sp.statusCode}}`
+      : `,"status":{"code":${sp.statusCode},"message":${JSON.stringify(sp.statusMessage)}}`;
   return `${s},"links":[],"droppedLinksCount":0,"flags":${sp.flags}}`;
 }
 

@@ -63,7 +63,15 @@ class SampledTrace implements RequestTrace {
   private readonly site: TraceSite;
   private readonly grpc: boolean;
 
-  constructor(tracer: SidecarTracer, traceId: string, parentSpanId: string, traceState: string, start: number, site: TraceSite, grpc: boolean) {
+  constructor(
+    tracer: SidecarTracer,
+    traceId: string,
+    parentSpanId: string,
+    traceState: string,
+    start: number,
+    site: TraceSite,
+    grpc: boolean,
+  ) {
     this.tracer = tracer;
     this.traceId = traceId;
     this.parentSpanId = parentSpanId;
@@ -76,8 +84,18 @@ class SampledTrace implements RequestTrace {
     this.traceparent = `00-${traceId}-${this.clientSpanId}-01`;
   }
 
-  end(method: string, path: string, host: string, peer: string, status: number, error: string, cluster: string,
-    endpoint: TracedEndpoint | null, retries: number, grpcStatus: number): void {
+  end(
+    method: string,
+    path: string,
+    host: string,
+    peer: string,
+    status: number,
+    error: string,
+    cluster: string,
+    endpoint: TracedEndpoint | null,
+    retries: number,
+    grpcStatus: number,
+  ): void {
     const endMs = performance.timeOrigin + performance.now();
     const p = pathOnly(path);
     const known = KNOWN_METHODS.has(method);
@@ -115,7 +133,17 @@ class SampledTrace implements RequestTrace {
     if (serverError) sa.push('error.type', error !== '' ? error : status >= 500 ? String(status) : `grpc:${grpcStatus}`);
     // Client span: the request sent upstream; errors are 4xx/5xx, any non-OK gRPC status, or no answer at all.
     const ca = common.slice();
-    if (endpoint !== null) ca.push('server.address', endpoint.address, 'server.port', endpoint.port, 'network.peer.address', endpoint.address, 'network.peer.port', endpoint.port);
+    if (endpoint !== null)
+      ca.push(
+        'server.address',
+        endpoint.address,
+        'server.port',
+        endpoint.port,
+        'network.peer.address',
+        endpoint.address,
+        'network.peer.port',
+        endpoint.port,
+      );
     // A status the sidecar made up (error set) is not the upstream's answer.
     if (error === '' && status > 0) ca.push('http.response.status_code', status);
     ca.push('shoal.cluster', cluster);
@@ -127,15 +155,31 @@ class SampledTrace implements RequestTrace {
     if (this.site.name === WARM_UP_LISTENER) return;
     const remote = this.parentSpanId !== '';
     this.tracer.record({
-      traceId: this.traceId, spanId: this.serverSpanId, parentSpanId: this.parentSpanId, traceState: this.traceState,
-      name, kind: KIND_SERVER, startMs: this.startMs, endMs, attributes: sa,
-      statusCode: serverError ? STATUS_ERROR : STATUS_UNSET, statusMessage: serverError && error !== '' ? error : '',
+      traceId: this.traceId,
+      spanId: this.serverSpanId,
+      parentSpanId: this.parentSpanId,
+      traceState: this.traceState,
+      name,
+      kind: KIND_SERVER,
+      startMs: this.startMs,
+      endMs,
+      attributes: sa,
+      statusCode: serverError ? STATUS_ERROR : STATUS_UNSET,
+      statusMessage: serverError && error !== '' ? error : '',
       flags: FLAG_SAMPLED | (remote ? HAS_IS_REMOTE | IS_REMOTE : HAS_IS_REMOTE),
     });
     this.tracer.record({
-      traceId: this.traceId, spanId: this.clientSpanId, parentSpanId: this.serverSpanId, traceState: this.traceState,
-      name, kind: KIND_CLIENT, startMs: this.startMs, endMs, attributes: ca,
-      statusCode: clientError ? STATUS_ERROR : STATUS_UNSET, statusMessage: clientError && error !== '' ? error : '',
+      traceId: this.traceId,
+      spanId: this.clientSpanId,
+      parentSpanId: this.serverSpanId,
+      traceState: this.traceState,
+      name,
+      kind: KIND_CLIENT,
+      startMs: this.startMs,
+      endMs,
+      attributes: ca,
+      statusCode: clientError ? STATUS_ERROR : STATUS_UNSET,
+      statusMessage: clientError && error !== '' ? error : '',
       flags: FLAG_SAMPLED | HAS_IS_REMOTE,
     });
   }
@@ -146,7 +190,13 @@ export class SidecarTracer implements Tracer {
   private readonly exporter: SpanExporter;
   /** Reused for every request: the headers are read into it, then parsed (one thread, no reentry). */
   private readonly found: TraceHeaders = {
-    traceparent: undefined, tracestate: undefined, b3: undefined, b3TraceId: undefined, b3SpanId: undefined, b3Sampled: undefined, b3Flags: undefined,
+    traceparent: undefined,
+    tracestate: undefined,
+    b3: undefined,
+    b3TraceId: undefined,
+    b3SpanId: undefined,
+    b3Sampled: undefined,
+    b3Flags: undefined,
   };
 
   constructor(ratio: number, exporter: SpanExporter) {
@@ -175,6 +225,14 @@ export class SidecarTracer implements Tracer {
       if (parent !== null && parent.w3c) return null;
       return new UnsampledTrace(`00-${parent?.traceId ?? newTraceId()}-${parent?.spanId ?? newSpanId()}-00`);
     }
-    return new SampledTrace(this, parent?.traceId ?? newTraceId(), parent?.spanId ?? '', parent?.w3c ? h.tracestate ?? '' : '', start, site, grpc);
+    return new SampledTrace(
+      this,
+      parent?.traceId ?? newTraceId(),
+      parent?.spanId ?? '',
+      parent?.w3c ? (h.tracestate ?? '') : '',
+      start,
+      site,
+      grpc,
+    );
   }
 }

@@ -104,7 +104,11 @@ export class SpanExporter {
       const failure = await this.post(encodeTraces(this.resource, batch));
       if (failure !== null) {
         this.dropped.inc({ reason: 'export_failed' }, n);
-        if (!this.failing) this.log.warn({ collector: this.url.href, error: failure, spans: n }, 'span export failed: spans dropped (logged once until an export succeeds)');
+        if (!this.failing)
+          this.log.warn(
+            { collector: this.url.href, error: failure, spans: n },
+            'span export failed: spans dropped (logged once until an export succeeds)',
+          );
         this.failing = true;
         return;
       }
@@ -127,15 +131,23 @@ export class SpanExporter {
       const u = this.url;
       let req: ClientRequest;
       try {
-        req = this.request({
-          agent: this.agent, method: 'POST', host: u.hostname.replace(/^\[|\]$/g, ''), port: u.port || (u.protocol === 'https:' ? 443 : 80),
-          path: `${u.pathname}${u.search}`, headers: { 'content-type': 'application/json', 'content-length': bytes.length }, timeout: this.timeoutMs,
-        }, (res) => {
-          const status = res.statusCode ?? 0;
-          res.resume();
-          res.on('end', () => done(status >= 200 && status < 300 ? null : `collector answered ${status}`));
-          res.on('error', (err) => done(err.message));
-        });
+        req = this.request(
+          {
+            agent: this.agent,
+            method: 'POST',
+            host: u.hostname.replace(/^\[|\]$/g, ''),
+            port: u.port || (u.protocol === 'https:' ? 443 : 80),
+            path: `${u.pathname}${u.search}`,
+            headers: { 'content-type': 'application/json', 'content-length': bytes.length },
+            timeout: this.timeoutMs,
+          },
+          (res) => {
+            const status = res.statusCode ?? 0;
+            res.resume();
+            res.on('end', () => done(status >= 200 && status < 300 ? null : `collector answered ${status}`));
+            res.on('error', (err) => done(err.message));
+          },
+        );
       } catch (err) {
         done((err as Error).message);
         return;

@@ -17,26 +17,66 @@ export interface Tracing {
 
 /** The package's version: package.json two folders up from the sources, three from the built dist/. */
 function shoalVersion(): string {
-  for (const up of [['..', '..'], ['..', '..', '..']]) {
+  for (const up of [
+    ['..', '..'],
+    ['..', '..', '..'],
+  ]) {
     try {
       const pkg = JSON.parse(readFileSync(join(import.meta.dirname, ...up, 'package.json'), 'utf8')) as { name?: string; version?: string };
       if (pkg.name === 'shoal' && typeof pkg.version === 'string') return pkg.version;
-    } catch { /* not there */ }
+    } catch {
+      /* not there */
+    }
   }
   return 'unknown';
 }
 
-export function startTracing(o: { url: URL | string; ratio?: number; namespace: string; app: string; log: Logger; registry: Registry; maxQueue?: number; batchSize?: number; intervalMs?: number }): Tracing {
+export function startTracing(o: {
+  url: URL | string;
+  ratio?: number;
+  namespace: string;
+  app: string;
+  log: Logger;
+  registry: Registry;
+  maxQueue?: number;
+  batchSize?: number;
+  intervalMs?: number;
+}): Tracing {
   const url = typeof o.url === 'string' ? parseOtlpEndpoint(o.url) : o.url;
   const ratio = parseSampleRatio(o.ratio ?? DEFAULT_SAMPLE_RATIO);
-  const exported = new Counter({ name: 'shoal_proxy_trace_spans_exported_total', help: 'Spans the collector accepted', registers: [o.registry] });
-  const dropped = new Counter({ name: 'shoal_proxy_trace_spans_dropped_total', help: 'Spans dropped: queue_full (the collector is slower than the traffic), export_failed (the collector refused or could not be reached), shutdown', labelNames: ['reason'], registers: [o.registry] });
+  const exported = new Counter({
+    name: 'shoal_proxy_trace_spans_exported_total',
+    help: 'Spans the collector accepted',
+    registers: [o.registry],
+  });
+  const dropped = new Counter({
+    name: 'shoal_proxy_trace_spans_dropped_total',
+    help: 'Spans dropped: queue_full (the collector is slower than the traffic), export_failed (the collector refused or could not be reached), shutdown',
+    labelNames: ['reason'],
+    registers: [o.registry],
+  });
   const exporter = new SpanExporter({
-    url, log: o.log, exported: exported as Counter<never>, dropped, maxQueue: o.maxQueue, batchSize: o.batchSize, intervalMs: o.intervalMs,
+    url,
+    log: o.log,
+    exported: exported as Counter<never>,
+    dropped,
+    maxQueue: o.maxQueue,
+    batchSize: o.batchSize,
+    intervalMs: o.intervalMs,
     resource: {
       // The app's name is the service, as in the workload's own telemetry; the sidecar is told apart by its spans' shoal.* attributes.
-      attributes: ['service.name', o.app, 'service.namespace', o.namespace, 'telemetry.sdk.name', 'shoal', 'telemetry.sdk.language', 'nodejs'],
-      scopeName: 'shoal-proxy', scopeVersion: shoalVersion(),
+      attributes: [
+        'service.name',
+        o.app,
+        'service.namespace',
+        o.namespace,
+        'telemetry.sdk.name',
+        'shoal',
+        'telemetry.sdk.language',
+        'nodejs',
+      ],
+      scopeName: 'shoal-proxy',
+      scopeVersion: shoalVersion(),
     },
   });
   const tracer = new SidecarTracer(ratio, exporter);

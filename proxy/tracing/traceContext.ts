@@ -61,9 +61,15 @@ function b3SpanId(s: string): string | null {
 
 function b3Decision(s: string | undefined): boolean | null {
   switch (s) {
-    case '1': case 'd': case 'true': return true;
-    case '0': case 'false': return false;
-    default: return null;
+    case '1':
+    case 'd':
+    case 'true':
+      return true;
+    case '0':
+    case 'false':
+      return false;
+    default:
+      return null;
   }
 }
 
@@ -92,7 +98,8 @@ export function parentOf(h: TraceHeaders): ParentContext | null {
   if (h.b3TraceId !== undefined && h.b3SpanId !== undefined) {
     const traceId = b3TraceId(h.b3TraceId);
     const spanId = b3SpanId(h.b3SpanId);
-    if (traceId !== null && spanId !== null) return { traceId, spanId, sampled: h.b3Flags === '1' ? true : b3Decision(h.b3Sampled), w3c: false };
+    if (traceId !== null && spanId !== null)
+      return { traceId, spanId, sampled: h.b3Flags === '1' ? true : b3Decision(h.b3Sampled), w3c: false };
   }
   return null;
 }
@@ -108,14 +115,29 @@ export function traceHeadersOfRaw(raw: readonly string[], h: TraceHeaders): Trac
     const lower = name.toLowerCase();
     const v = raw[i + 1];
     switch (lower) {
-      case 'traceparent': h.traceparent ??= v; break;
-      case 'tracestate': h.tracestate = h.tracestate === undefined ? v : `${h.tracestate},${v}`; break;
-      case 'b3': h.b3 ??= v; break;
-      case 'x-b3-traceid': h.b3TraceId ??= v; break;
-      case 'x-b3-spanid': h.b3SpanId ??= v; break;
-      case 'x-b3-sampled': h.b3Sampled ??= v; break;
-      case 'x-b3-flags': h.b3Flags ??= v; break;
-      default: break;
+      case 'traceparent':
+        h.traceparent ??= v;
+        break;
+      case 'tracestate':
+        h.tracestate = h.tracestate === undefined ? v : `${h.tracestate},${v}`;
+        break;
+      case 'b3':
+        h.b3 ??= v;
+        break;
+      case 'x-b3-traceid':
+        h.b3TraceId ??= v;
+        break;
+      case 'x-b3-spanid':
+        h.b3SpanId ??= v;
+        break;
+      case 'x-b3-sampled':
+        h.b3Sampled ??= v;
+        break;
+      case 'x-b3-flags':
+        h.b3Flags ??= v;
+        break;
+      default:
+        break;
     }
   }
   return h;

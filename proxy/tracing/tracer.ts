@@ -27,8 +27,18 @@ export interface RequestTrace {
    * The request is over: records both spans (when sampled). status is what the client got (499 when
    * it went away), error the x-shoal-error the sidecar made up ('' for none), grpcStatus -1 for none.
    */
-  end(method: string, path: string, host: string, peer: string, status: number, error: string, cluster: string,
-    endpoint: TracedEndpoint | null, retries: number, grpcStatus: number): void;
+  end(
+    method: string,
+    path: string,
+    host: string,
+    peer: string,
+    status: number,
+    error: string,
+    cluster: string,
+    endpoint: TracedEndpoint | null,
+    retries: number,
+    grpcStatus: number,
+  ): void;
 }
 
 export interface Tracer {

@@ -5,8 +5,18 @@ import type { FlagSpec, FlagValues } from '../../shared/flags.ts';
 export const DEFAULT_SAMPLE_RATIO = 1;
 
 export const tracingFlags: FlagSpec[] = [
-  { name: 'otlp-endpoint', type: 'string', description: 'Export spans by OTLP/HTTP (JSON) to this collector: a base URL such as http://otel-collector:4318 (/v1/traces is added) or the full traces URL. Unset: no tracing (docs/proxy.md, Tracing)' },
-  { name: 'trace-sample-ratio', type: 'string', default: String(DEFAULT_SAMPLE_RATIO), description: 'With --otlp-endpoint, the share of new traces sampled, 0 to 1; a caller\'s own sampling decision always stands' },
+  {
+    name: 'otlp-endpoint',
+    type: 'string',
+    description:
+      'Export spans by OTLP/HTTP (JSON) to this collector: a base URL such as http://otel-collector:4318 (/v1/traces is added) or the full traces URL. Unset: no tracing (docs/proxy.md, Tracing)',
+  },
+  {
+    name: 'trace-sample-ratio',
+    type: 'string',
+    default: String(DEFAULT_SAMPLE_RATIO),
+    description: "With --otlp-endpoint, the share of new traces sampled, 0 to 1; a caller's own sampling decision always stands",
+  },
 ];
 
 export interface TracingOptions {
@@ -33,7 +43,8 @@ export function parseOtlpEndpoint(v: unknown): URL {
   } catch {
     throw new Error(`--otlp-endpoint must be an http:// or https:// URL, got ${JSON.stringify(v)}`);
   }
-  if ((u.protocol !== 'http:' && u.protocol !== 'https:') || u.hostname === '') throw new Error(`--otlp-endpoint must be an http:// or https:// URL, got ${JSON.stringify(v)}`);
+  if ((u.protocol !== 'http:' && u.protocol !== 'https:') || u.hostname === '')
+    throw new Error(`--otlp-endpoint must be an http:// or https:// URL, got ${JSON.stringify(v)}`);
   if (u.username !== '' || u.password !== '') throw new Error('--otlp-endpoint must not carry credentials in the URL');
   if (u.hash !== '') throw new Error(`--otlp-endpoint must not have a #fragment, got ${JSON.stringify(v)}`);
   // As OTEL_EXPORTER_OTLP_ENDPOINT: a base URL gets the signal's path.

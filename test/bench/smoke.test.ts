@@ -30,10 +30,16 @@ delete env.NODE_V8_COVERAGE;
 // CI builds before the tests; a working tree may not have, or may have edited sources since.
 // (tsc emits even when a type error elsewhere makes it exit non-zero; the bench needs only the output.)
 const stamp = join(root, 'dist', 'cli.js');
-const sources = Math.max(...['shared', 'discover', 'proxy', 'dns'].map((d) => newestSource(join(root, d))), ...['cli.ts', 'demo.ts'].map((f) => statSync(join(root, f)).mtimeMs));
+const sources = Math.max(
+  ...['shared', 'discover', 'proxy', 'dns'].map((d) => newestSource(join(root, d))),
+  ...['cli.ts', 'demo.ts'].map((f) => statSync(join(root, f)).mtimeMs),
+);
 if (!existsSync(stamp) || statSync(stamp).mtimeMs < sources) {
   try {
-    execFileSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'tsconfig.json')], { stdio: 'inherit', env });
+    execFileSync(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(root, 'tsconfig.json')], {
+      stdio: 'inherit',
+      env,
+    });
   } catch {
     // judged below by whether the bench can run
   }
@@ -58,7 +64,12 @@ t.test('--smoke writes a report, a chart and figures for every contender of ever
   let stderr: string;
   let code = 0;
   try {
-    ({ stderr } = await run(process.execPath, [join(root, 'bench', 'run.ts'), '--smoke', '--out', out], { cwd: root, env, timeout: 100_000, maxBuffer: 16 << 20 }));
+    ({ stderr } = await run(process.execPath, [join(root, 'bench', 'run.ts'), '--smoke', '--out', out], {
+      cwd: root,
+      env,
+      timeout: 100_000,
+      maxBuffer: 16 << 20,
+    }));
   } catch (err) {
     const e = err as { code: number; stderr: string };
     code = e.code;
@@ -67,18 +78,31 @@ t.test('--smoke writes a report, a chart and figures for every contender of ever
   t.equal(code, 0, `exit 0 (every contender ran); stderr tail:\n${stderr.split('\n').slice(-15).join('\n')}`);
   t.comment(`smoke run took ${Math.round((Date.now() - started) / 1000)} s`);
 
-  const date = readdirSync(out).find((f) => f.endsWith('-run.md'))?.slice(0, 10);
+  const date = readdirSync(out)
+    .find((f) => f.endsWith('-run.md'))
+    ?.slice(0, 10);
   t.ok(date, 'a run summary is written');
   const runMd = readFileSync(join(out, `${date}-run.md`), 'utf8');
   t.match(runMd, /Machine: \d+ cores, .+, Node v\d+/, 'the summary names the machine');
   const runJson = JSON.parse(readFileSync(join(out, `${date}-run.json`), 'utf8')) as { scenarios: { scenario: string }[] };
-  t.same(runJson.scenarios.map((s) => s.scenario), SCENARIOS);
+  t.same(
+    runJson.scenarios.map((s) => s.scenario),
+    SCENARIOS,
+  );
 
   for (const name of SCENARIOS) {
     const base = join(out, `${date}-${name}`);
     const result = JSON.parse(readFileSync(`${base}.json`, 'utf8')) as {
-      scenario: string; errors: string[]; machine: { cores: number; cpuModel: string; node: string };
-      rows: { contender: string; label: string; error?: string; figures: Record<string, { median: number }>; ratios: Record<string, number | null> }[];
+      scenario: string;
+      errors: string[];
+      machine: { cores: number; cpuModel: string; node: string };
+      rows: {
+        contender: string;
+        label: string;
+        error?: string;
+        figures: Record<string, { median: number }>;
+        ratios: Record<string, number | null>;
+      }[];
     };
     t.equal(result.scenario, name);
     t.same(result.errors, [], `${name}: no contender failed`);
@@ -88,7 +112,10 @@ t.test('--smoke writes a report, a chart and figures for every contender of ever
       t.notOk(row.error, `${name}/${row.contender}: ran`);
       const finite = Object.values(row.figures).filter((f) => Number.isFinite(f.median));
       t.ok(finite.length > 0, `${name}/${row.contender}: has figures`);
-      t.ok(Object.values(row.ratios).some((r) => typeof r === 'number' && Number.isFinite(r)), `${name}/${row.contender}: has a ratio to a peer`);
+      t.ok(
+        Object.values(row.ratios).some((r) => typeof r === 'number' && Number.isFinite(r)),
+        `${name}/${row.contender}: has a ratio to a peer`,
+      );
     }
     const md = readFileSync(`${base}.md`, 'utf8');
     for (const row of result.rows) t.ok(md.includes(`| ${row.label} |`), `${name}: the Markdown table has ${row.label}`);
@@ -100,15 +127,21 @@ t.test('--smoke writes a report, a chart and figures for every contender of ever
   }
   const max = readFileSync(join(out, `${date}-http-max.svg`), 'utf8');
   t.ok((max.match(/<polyline /g) ?? []).length >= 8, 'http-max draws a latency curve per contender');
-  const contenders = (JSON.parse(readFileSync(join(out, `${date}-http-max.json`), 'utf8')) as { rows: { contender: string }[] }).rows.map((r) => r.contender);
+  const contenders = (JSON.parse(readFileSync(join(out, `${date}-http-max.json`), 'utf8')) as { rows: { contender: string }[] }).rows.map(
+    (r) => r.contender,
+  );
   t.same(contenders, ['direct', 'shoal-l7', 'shoal-l4', 'nginx-1', 'haproxy-1', 'http-proxy', 'nginx-multi', 'haproxy-multi']);
 });
 
 t.test('a bad flag is a usage error naming it', async (t) => {
-  const bad = await run(process.execPath, [join(root, 'bench', 'run.ts'), '--scenario', 'nope'], { env }).catch((e: { code: number; stderr: string }) => e);
+  const bad = await run(process.execPath, [join(root, 'bench', 'run.ts'), '--scenario', 'nope'], { env }).catch(
+    (e: { code: number; stderr: string }) => e,
+  );
   t.equal((bad as { code: number }).code, 2);
   t.match((bad as { stderr: string }).stderr, /unknown scenario "nope": expected one of http-max/);
-  const dur = await run(process.execPath, [join(root, 'bench', 'run.ts'), '--duration', 'ten'], { env }).catch((e: { code: number; stderr: string }) => e);
+  const dur = await run(process.execPath, [join(root, 'bench', 'run.ts'), '--duration', 'ten'], { env }).catch(
+    (e: { code: number; stderr: string }) => e,
+  );
   t.equal((dur as { code: number }).code, 2);
   t.match((dur as { stderr: string }).stderr, /--duration must be a whole number of at least 1, got "ten"/);
 });

@@ -12,7 +12,9 @@ const templatesDir = join(chartDir, 'templates');
 const read = (file: string) => readFileSync(join(chartDir, file), 'utf8');
 
 function templateFiles(): string[] {
-  return readdirSync(templatesDir).filter((f) => /\.(yaml|tpl|txt)$/.test(f)).sort();
+  return readdirSync(templatesDir)
+    .filter((f) => /\.(yaml|tpl|txt)$/.test(f))
+    .sort();
 }
 
 t.test('Chart.yaml and values.yaml parse', async (t) => {
@@ -39,31 +41,73 @@ t.test('values.yaml validates against values.schema.json; bad values do not', as
     mutate(v);
     t.notOk(validate(v), `refused: ${why}`);
   };
-  bad((v) => { v.webhook.failurePolicy = 'Maybe'; }, 'failurePolicy not Ignore/Fail');
-  bad((v) => { v.discover.replica = 3; }, 'an unknown key (typo)');
-  bad((v) => { v.extra = true; }, 'an unknown top-level key');
-  bad((v) => { v.injector.proxy.cpu = 'lots'; }, 'a non-quantity');
-  bad((v) => { v.injector.dnsUpstream = 'kube-dns'; }, 'a DNS upstream that is no IP');
-  bad((v) => { v.injector.sidecarMode = 'sidecar'; }, 'an unknown sidecar mode');
-  bad((v) => { v.webhook.certificate.source = 'vault'; }, 'an unknown certificate source');
-  bad((v) => { v.discover.replicas = 0; }, 'zero replicas');
-  bad((v) => { v.injector.tokenExpirationSeconds = 60; }, 'a token lifetime Kubernetes refuses (< 600 s)');
-  bad((v) => { v.webhook.namespaceSelector.matchExpressions = [{ key: 'a', operator: 'Near' }]; }, 'a bad selector operator');
-  bad((v) => { v.identity.trustDomain = 'Cluster.Local'; }, 'a trust domain with upper case (SPIFFE refuses it)');
-  bad((v) => { v.identity.mtlsMode = 'sometimes'; }, 'an unknown mTLS mode');
-  bad((v) => { v.identity.certTtlSeconds = 30; }, 'a certificate lifetime discover refuses (< 60 s)');
-  bad((v) => { v.identity.ca.secretName = 'Shoal_CA'; }, 'a Secret name Kubernetes refuses');
-  bad((v) => { v.identity.ca.secret = 'shoal-ca'; }, 'an unknown identity key (typo)');
-  bad((v) => { delete v.identity.enabled; }, 'identity without enabled');
-  bad((v) => { v.discover.fanoutThreads = 9; }, 'more fan-out threads than discover takes');
-  bad((v) => { v.discover.fanoutThreads = 'many'; }, 'fan-out threads neither auto nor a number');
+  bad((v) => {
+    v.webhook.failurePolicy = 'Maybe';
+  }, 'failurePolicy not Ignore/Fail');
+  bad((v) => {
+    v.discover.replica = 3;
+  }, 'an unknown key (typo)');
+  bad((v) => {
+    v.extra = true;
+  }, 'an unknown top-level key');
+  bad((v) => {
+    v.injector.proxy.cpu = 'lots';
+  }, 'a non-quantity');
+  bad((v) => {
+    v.injector.dnsUpstream = 'kube-dns';
+  }, 'a DNS upstream that is no IP');
+  bad((v) => {
+    v.injector.sidecarMode = 'sidecar';
+  }, 'an unknown sidecar mode');
+  bad((v) => {
+    v.webhook.certificate.source = 'vault';
+  }, 'an unknown certificate source');
+  bad((v) => {
+    v.discover.replicas = 0;
+  }, 'zero replicas');
+  bad((v) => {
+    v.injector.tokenExpirationSeconds = 60;
+  }, 'a token lifetime Kubernetes refuses (< 600 s)');
+  bad((v) => {
+    v.webhook.namespaceSelector.matchExpressions = [{ key: 'a', operator: 'Near' }];
+  }, 'a bad selector operator');
+  bad((v) => {
+    v.identity.trustDomain = 'Cluster.Local';
+  }, 'a trust domain with upper case (SPIFFE refuses it)');
+  bad((v) => {
+    v.identity.mtlsMode = 'sometimes';
+  }, 'an unknown mTLS mode');
+  bad((v) => {
+    v.identity.certTtlSeconds = 30;
+  }, 'a certificate lifetime discover refuses (< 60 s)');
+  bad((v) => {
+    v.identity.ca.secretName = 'Shoal_CA';
+  }, 'a Secret name Kubernetes refuses');
+  bad((v) => {
+    v.identity.ca.secret = 'shoal-ca';
+  }, 'an unknown identity key (typo)');
+  bad((v) => {
+    delete v.identity.enabled;
+  }, 'identity without enabled');
+  bad((v) => {
+    v.discover.fanoutThreads = 9;
+  }, 'more fan-out threads than discover takes');
+  bad((v) => {
+    v.discover.fanoutThreads = 'many';
+  }, 'fan-out threads neither auto nor a number');
 
   const good = structuredClone(values);
   good.discover.podDisruptionBudget.minAvailable = '50%';
   good.discover.fanoutThreads = 0;
   good.injector.dnsUpstream = '10.96.0.10';
   good.webhook.certificate.source = 'certManager';
-  good.identity = { enabled: true, trustDomain: 'prod.example.com', mtlsMode: 'strict', certTtlSeconds: 3600, ca: { secretName: 'corp-mesh-ca', generate: true, validityDays: 365 } };
+  good.identity = {
+    enabled: true,
+    trustDomain: 'prod.example.com',
+    mtlsMode: 'strict',
+    certTtlSeconds: 3600,
+    ca: { secretName: 'corp-mesh-ca', generate: true, validityDays: 365 },
+  };
   t.ok(validate(good), 'percentages, an IP, cert-manager and identity settings are accepted');
   t.equal(values.identity.enabled, false, 'identity is off by default: existing installs do not change');
 });

@@ -8,12 +8,23 @@ import { join } from 'node:path';
 const root = join(import.meta.dirname, '..', '..');
 const text = readFileSync(join(root, 'Dockerfile'), 'utf8');
 
-interface Instruction { op: string; args: string }
-interface Stage { from: string; name?: string; steps: Instruction[] }
+interface Instruction {
+  op: string;
+  args: string;
+}
+interface Stage {
+  from: string;
+  name?: string;
+  steps: Instruction[];
+}
 
 /** Instructions with continuation lines joined and comments dropped, grouped by FROM. */
 function stages(dockerfile: string): Stage[] {
-  const joined = dockerfile.replace(/\\\n/g, ' ').split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  const joined = dockerfile
+    .replace(/\\\n/g, ' ')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
   const out: Stage[] = [];
   for (const line of joined) {
     const m = /^([A-Z]+)\s+(.*)$/.exec(line);
@@ -33,7 +44,11 @@ function stages(dockerfile: string): Stage[] {
 const all = stages(text);
 const build = all[0];
 const runtime = all[all.length - 1];
-const runs = (s: Stage) => s.steps.filter((i) => i.op === 'RUN').map((i) => i.args).join(' && ');
+const runs = (s: Stage) =>
+  s.steps
+    .filter((i) => i.op === 'RUN')
+    .map((i) => i.args)
+    .join(' && ');
 
 t.test('two stages: build on node:24, run on a slim Node 24', async (t) => {
   t.equal(all.length, 2);
@@ -51,18 +66,37 @@ t.test('the build stage installs exactly, builds the JavaScript and drops dev de
   t.ok(ci >= 0, 'npm ci');
   t.ok(compile > ci, 'npm run build after npm ci');
   t.ok(prune > compile, 'npm prune --omit=dev after the build');
-  t.ok(build.steps.some((i) => i.op === 'COPY' && /package-lock\.json/.test(i.args)), 'the lock file is copied for npm ci');
-  for (const dir of ['shared/', 'discover/', 'proxy/', 'dns/']) t.ok(build.steps.some((i) => i.op === 'COPY' && i.args.startsWith(dir)), `sources of ${dir} copied`);
+  t.ok(
+    build.steps.some((i) => i.op === 'COPY' && /package-lock\.json/.test(i.args)),
+    'the lock file is copied for npm ci',
+  );
+  for (const dir of ['shared/', 'discover/', 'proxy/', 'dns/'])
+    t.ok(
+      build.steps.some((i) => i.op === 'COPY' && i.args.startsWith(dir)),
+      `sources of ${dir} copied`,
+    );
 });
 
 t.test('the runtime takes only built output from the build stage', async (t) => {
   const copies = runtime.steps.filter((i) => i.op === 'COPY');
   t.ok(copies.length > 0);
   for (const c of copies) t.match(c.args, /--from=build/, `COPY ${c.args} comes from the build stage`);
-  t.ok(copies.some((c) => /\/src\/dist\s+\.\/dist$/.test(c.args)), 'dist copied');
-  t.ok(copies.some((c) => /\/src\/node_modules\s/.test(c.args)), 'production node_modules copied');
-  t.notOk(copies.some((c) => /\.ts\b/.test(c.args)), 'no TypeScript sources in the runtime');
-  t.ok(copies.every((c) => /--chown=0:0/.test(c.args)), 'the app is owned by root, so the runtime user cannot change it');
+  t.ok(
+    copies.some((c) => /\/src\/dist\s+\.\/dist$/.test(c.args)),
+    'dist copied',
+  );
+  t.ok(
+    copies.some((c) => /\/src\/node_modules\s/.test(c.args)),
+    'production node_modules copied',
+  );
+  t.notOk(
+    copies.some((c) => /\.ts\b/.test(c.args)),
+    'no TypeScript sources in the runtime',
+  );
+  t.ok(
+    copies.every((c) => /--chown=0:0/.test(c.args)),
+    'the app is owned by root, so the runtime user cannot change it',
+  );
 });
 
 t.test('tini is PID 1 and runs the built CLI', async (t) => {
@@ -78,14 +112,21 @@ t.test('a non-root USER (65532) that can write only /var/lib/shoal', async (t) =
   t.equal(users.length, 1);
   t.match(users[0].args, /^65532(:65532)?$/, 'numeric uid, so runAsNonRoot can verify it');
   const afterUser = runtime.steps.slice(runtime.steps.findIndex((i) => i.op === 'USER') + 1);
-  t.notOk(afterUser.some((i) => i.op === 'RUN'), 'nothing runs as root after USER');
+  t.notOk(
+    afterUser.some((i) => i.op === 'RUN'),
+    'nothing runs as root after USER',
+  );
   const r = runs(runtime);
   t.match(r, /chown 65532:65532 \/var\/lib\/shoal/, 'the state directory belongs to the runtime user');
   t.equal((r.match(/chown/g) ?? []).length, 1, 'and nothing else is handed to it');
 });
 
 t.test('.dockerignore keeps the context to what the build copies', async (t) => {
-  const ignored = readFileSync(join(root, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+  const ignored = readFileSync(join(root, '.dockerignore'), 'utf8')
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
   for (const entry of ['node_modules', 'dist', '.git', 'test']) t.ok(ignored.includes(entry), `${entry} ignored`);
-  for (const needed of ['package.json', 'package-lock.json', 'tsconfig.json', 'shared', 'discover', 'proxy', 'dns']) t.notOk(ignored.includes(needed), `${needed} kept`);
+  for (const needed of ['package.json', 'package-lock.json', 'tsconfig.json', 'shared', 'discover', 'proxy', 'dns'])
+    t.notOk(ignored.includes(needed), `${needed} kept`);
 });

@@ -33,17 +33,38 @@ t.test('weighted split behind a shared domain, cross-namespace names, cluster do
   const s = snapshotOf(CANARY);
   const shared = s.outbound.filter((l) => l.name === 'api.example:8080');
   t.equal(shared.length, 1, 'one listener for the shared domain');
-  t.same(shared[0].routes, [{ domains: ['api.example'], prefix: '/', headers: [], backends: [{ cluster: 'api-v1.default:8080', weight: 80 }, { cluster: 'api-v2.default:8080', weight: 20 }] }]);
+  t.same(shared[0].routes, [
+    {
+      domains: ['api.example'],
+      prefix: '/',
+      headers: [],
+      backends: [
+        { cluster: 'api-v1.default:8080', weight: 80 },
+        { cluster: 'api-v2.default:8080', weight: 20 },
+      ],
+    },
+  ]);
   const dns = Object.fromEntries(s.dns.map((d) => [d.name, d.address]));
   t.equal(dns['api.example'], shared[0].address, 'the domain resolves to the shared listener');
   t.not(dns['api-v1'], dns['api-v2'], 'each dependency keeps its own address');
   t.not(dns['api-v1'], shared[0].address);
   t.ok(dns['db.data.svc.corp.local'], 'cross-namespace names use the cluster domain');
   t.notOk(dns.db, 'a dependency in another namespace has no bare name');
-  t.same(s.dns.filter((d) => d.name.startsWith('api-v1')).map((d) => d.name), ['api-v1', 'api-v1.default', 'api-v1.default.svc', 'api-v1.default.svc.corp.local']);
-  t.notOk(s.outbound.some((l) => l.address === '127.0.0.1' && l.port === 8080), 'no 127.0.0.1 listener on a port shared by two dependencies (and the app\'s own)');
-  t.ok(s.outbound.some((l) => l.address === '127.0.0.1' && l.port === 5432 && l.mode === 'l4'), '127.0.0.1:5432 for the unique tcp port');
-  t.same(s.inbound, [{ name: 'inbound:8080', listenPort: 65380, port: 8080, protocol: 'http', mode: 'l7', limits: { rps: 0, burst: 0, connections: 0 } }]);
+  t.same(
+    s.dns.filter((d) => d.name.startsWith('api-v1')).map((d) => d.name),
+    ['api-v1', 'api-v1.default', 'api-v1.default.svc', 'api-v1.default.svc.corp.local'],
+  );
+  t.notOk(
+    s.outbound.some((l) => l.address === '127.0.0.1' && l.port === 8080),
+    "no 127.0.0.1 listener on a port shared by two dependencies (and the app's own)",
+  );
+  t.ok(
+    s.outbound.some((l) => l.address === '127.0.0.1' && l.port === 5432 && l.mode === 'l4'),
+    '127.0.0.1:5432 for the unique tcp port',
+  );
+  t.same(s.inbound, [
+    { name: 'inbound:8080', listenPort: 65380, port: 8080, protocol: 'http', mode: 'l7', limits: { rps: 0, burst: 0, connections: 0 } },
+  ]);
   t.same(s.status.errors, []);
 });
 
@@ -72,13 +93,34 @@ apps:
         - { depend_service_alias: c, port: 80, options: { Domains: x.test, Prefix: /v2, Headers: "x-canary:1;x-user:me" } }
 `);
   const l = s.outbound.find((x) => x.name === 'x.test:80')!;
-  t.same(l.routes.map((r) => [r.prefix, r.headers.length, r.backends[0].cluster]), [['/v2', 2, 'c.default:80'], ['/v2', 0, 'b.default:80'], ['/', 0, 'a.default:80']]);
+  t.same(
+    l.routes.map((r) => [r.prefix, r.headers.length, r.backends[0].cluster]),
+    [
+      ['/v2', 2, 'c.default:80'],
+      ['/v2', 0, 'b.default:80'],
+      ['/', 0, 'a.default:80'],
+    ],
+  );
 });
 
 t.test('endpoint conditions: ready first, serving-terminating only when none is ready', async (t) => {
-  const e = (address: string, ready: boolean, serving: boolean, terminating: boolean) => ({ address, port: 80, weight: 1, zone: '', ready, serving, terminating });
-  t.same(usableEndpoints([e('a', true, true, false), e('b', false, true, true), e('c', false, false, false)]).map((x) => x.address), ['a']);
-  t.same(usableEndpoints([e('b', false, true, true), e('c', false, false, false)]).map((x) => x.address), ['b']);
+  const e = (address: string, ready: boolean, serving: boolean, terminating: boolean) => ({
+    address,
+    port: 80,
+    weight: 1,
+    zone: '',
+    ready,
+    serving,
+    terminating,
+  });
+  t.same(
+    usableEndpoints([e('a', true, true, false), e('b', false, true, true), e('c', false, false, false)]).map((x) => x.address),
+    ['a'],
+  );
+  t.same(
+    usableEndpoints([e('b', false, true, true), e('c', false, false, false)]).map((x) => x.address),
+    ['b'],
+  );
   t.same(usableEndpoints([e('c', false, false, false)]), []);
 });
 
@@ -91,11 +133,18 @@ apps:
 `);
   t.same(s.clusters[0].endpoints, []);
   t.match(s.status.errors[0], /dependency ghost:80: service default\/ghost not found/);
-  t.ok(s.dns.some((d) => d.name === 'ghost'), 'the name still resolves, so the app gets a clear 503 rather than NXDOMAIN');
+  t.ok(
+    s.dns.some((d) => d.name === 'ghost'),
+    'the name still resolves, so the app gets a clear 503 rather than NXDOMAIN',
+  );
 });
 
 const badTopologies: Array<[string, string, RegExp]> = [
-  ['bad option', 'apps: [{ name: web, config: { base_services: [{ depend_service_alias: api, port: 80, options: { MaxRequests: ten } }] } }]', /app default\/web, dependency api:80: invalid option MaxRequests="ten": expected an integer/],
+  [
+    'bad option',
+    'apps: [{ name: web, config: { base_services: [{ depend_service_alias: api, port: 80, options: { MaxRequests: ten } }] } }]',
+    /app default\/web, dependency api:80: invalid option MaxRequests="ten": expected an integer/,
+  ],
   ['unknown field', 'services: [{ name: api, ports: [80], endpoint: [] }]', /unknown field endpoint/],
   ['bad address pin', 'services: [{ name: api, address: 10.0.0.1, ports: [80] }]', /expected a loopback address/],
   ['pin twice', 'services: [{ name: a, address: 127.0.0.9, ports: [80] }, { name: b, address: 127.0.0.9, ports: [80] }]', /already pinned/],
@@ -132,9 +181,16 @@ apps:
 `;
   const both = snapshotOf(yaml('"YES"', '"YES"'));
   const own = both.outbound.find((l) => l.name.startsWith('api-v1'))!;
-  t.equal(own.routes[0].retryNonIdempotent, true, 'the dependency\'s own route');
-  t.equal(both.outbound.find((l) => l.name === 'api.example:8080')!.routes[0].retryNonIdempotent, true, 'a split route where both ask for it');
+  t.equal(own.routes[0].retryNonIdempotent, true, "the dependency's own route");
+  t.equal(
+    both.outbound.find((l) => l.name === 'api.example:8080')!.routes[0].retryNonIdempotent,
+    true,
+    'a split route where both ask for it',
+  );
   const one = snapshotOf(yaml('"YES"', '"NO"'));
-  t.notOk('retryNonIdempotent' in one.outbound.find((l) => l.name === 'api.example:8080')!.routes[0], 'a split route where only one asks: off');
+  t.notOk(
+    'retryNonIdempotent' in one.outbound.find((l) => l.name === 'api.example:8080')!.routes[0],
+    'a split route where only one asks: off',
+  );
   t.notOk('retryNonIdempotent' in one.outbound.find((l) => l.name.startsWith('api-v2'))!.routes[0], 'NO: no field at all');
 });

@@ -25,11 +25,12 @@ t.test('snapshot over curl: keys, endpoints, ETag, If-None-Match forms', async (
   const res = await curl(`${d.url}/v2/snapshot/default/web`);
   t.equal(res.status, 200);
   const snap = JSON.parse(res.body) as Snapshot;
-  for (const key of ['schemaVersion', 'version', 'namespace', 'app', 'inbound', 'outbound', 'clusters', 'dns']) t.ok(key in snap, `has ${key}`);
+  for (const key of ['schemaVersion', 'version', 'namespace', 'app', 'inbound', 'outbound', 'clusters', 'dns'])
+    t.ok(key in snap, `has ${key}`);
   t.equal(snapshotError(snap), null, 'valid against the contract');
   const byName = Object.fromEntries(snap.clusters.map((c) => [c.name, c.endpoints.length]));
   t.same(byName, { 'api.default:8080': 3, 'cache.default:6379': 2 });
-  const etag = /^etag: (.*)$/mi.exec(res.headers)?.[1].trim();
+  const etag = /^etag: (.*)$/im.exec(res.headers)?.[1].trim();
   t.equal(etag, `"${snap.version}"`);
   for (const form of [`"${snap.version}"`, snap.version, `W/"${snap.version}"`, `"zzz", "${snap.version}"`, '*']) {
     const r = await curl('-H', `If-None-Match: ${form}`, `${d.url}/v2/snapshot/default/web`);
@@ -86,7 +87,10 @@ t.test('woken long-polls keep HTTP right: a HEAD and a request pipelined behind 
     while (!ok() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     t.ok(ok(), what);
   };
-  await until(() => got[0].includes('"status":"ok"') && got[1].includes('\r\n\r\n') && got[2].includes('"schemaVersion"'), 'all three answered');
+  await until(
+    () => got[0].includes('"status":"ok"') && got[1].includes('\r\n\r\n') && got[2].includes('"schemaVersion"'),
+    'all three answered',
+  );
   const fresh = /etag: "([^"]+)"/.exec(got[2])?.[1] ?? '';
   t.not(fresh, web.version, 'with the new version');
   t.ok(got[0].indexOf('"status":"ok"') > got[0].indexOf('"schemaVersion"'), 'the pipelined request is answered after the woken poll');
@@ -107,7 +111,16 @@ t.test('long-poll with the current version answers 304 after the wait', async (t
   const snap = await getSnapshot(d.url);
   for (const wait of ['1s', '1']) {
     // curl's own clock (time_total) leaves out the process start, which a loaded machine stretches.
-    const { stdout } = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code} %{time_total}', '--max-time', '10', `${d.url}/v2/snapshot/default/web?version=${snap.version}&wait=${wait}`]);
+    const { stdout } = await run('curl', [
+      '-s',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code} %{time_total}',
+      '--max-time',
+      '10',
+      `${d.url}/v2/snapshot/default/web?version=${snap.version}&wait=${wait}`,
+    ]);
     const [status, seconds] = stdout.split(' ');
     const took = Number(seconds) * 1000;
     t.equal(status, '304', `wait=${wait}`);
@@ -144,7 +157,7 @@ t.test('an edit wakes the waiters of the changed app within 100 ms, and only the
   for (const a of answers.slice(1)) await a.body.dump();
   t.not(fresh.version, web.version);
   t.equal(fresh.clusters.find((c) => c.name === 'api.default:8080')?.endpoints.length, 4);
-  t.notOk(workerAnswered, 'the other app\'s waiter was not woken');
+  t.notOk(workerAnswered, "the other app's waiter was not woken");
   const w = await workerWait;
   t.equal(w.statusCode, 304, 'it times out unchanged');
   await w.body.dump();
@@ -154,7 +167,12 @@ t.test('an invalid edit at runtime is refused and the last good snapshot keeps s
   const d = await withDiscover(t, TWO_APPS);
   const before = await getSnapshot(d.url);
   const waiter = request(`${d.url}/v2/snapshot/default/web?version=${before.version}&wait=1s`);
-  d.edit(TWO_APPS.replace('{ depend_service_alias: api, port: 8080, protocol: http }', '{ depend_service_alias: api, port: 8080, protocol: http, options: { MaxRequests: ten } }'));
+  d.edit(
+    TWO_APPS.replace(
+      '{ depend_service_alias: api, port: 8080, protocol: http }',
+      '{ depend_service_alias: api, port: 8080, protocol: http, options: { MaxRequests: ten } }',
+    ),
+  );
   const w = await waiter;
   t.equal(w.statusCode, 304, 'nobody is woken by a refused edit');
   await w.body.dump();
@@ -180,7 +198,12 @@ t.test('health, readiness, metrics and OpenAPI', async (t) => {
   t.match(JSON.parse(ready.body), { status: 'ready' });
   await getSnapshot(d.url);
   const metrics = await curl(`${d.url}/metrics`);
-  for (const name of ['shoal_discover_snapshots_served_total', 'shoal_discover_longpoll_waiters', 'shoal_discover_rebuild_seconds', 'shoal_discover_config_errors_total']) {
+  for (const name of [
+    'shoal_discover_snapshots_served_total',
+    'shoal_discover_longpoll_waiters',
+    'shoal_discover_rebuild_seconds',
+    'shoal_discover_config_errors_total',
+  ]) {
     t.match(metrics.body, name);
   }
   t.match(metrics.body, /shoal_discover_snapshots_served_total\{result="full",piece="discover"\} 1/);
@@ -202,10 +225,16 @@ t.test('/v1/resources: read the mesh config; writes need the token, are validate
   t.equal((await curl(`${d.url}/v1/resources/default/nope/mesh`)).status, 404, 'unknown app');
   const spec = { base_services: [{ depend_service_alias: 'api', port: 8080, protocol: 'http', options: { MaxRequests: '10' } }] };
   const body = JSON.stringify(spec);
-  const put = (...extra: string[]) => curl('-X', 'PUT', '-H', 'content-type: application/json', ...extra, `${d.url}/v1/resources/default/web/mesh`);
+  const put = (...extra: string[]) =>
+    curl('-X', 'PUT', '-H', 'content-type: application/json', ...extra, `${d.url}/v1/resources/default/web/mesh`);
   t.equal((await put('--data', body)).status, 401, 'no token');
   t.equal((await put('-H', 'authorization: Bearer wrong', '--data', body)).status, 401, 'bad token');
-  const bad = await put('-H', 'authorization: Bearer s3cret', '--data', JSON.stringify({ base_services: [{ depend_service_alias: 'api', port: 8080, options: { MaxRequests: 'ten' } }] }));
+  const bad = await put(
+    '-H',
+    'authorization: Bearer s3cret',
+    '--data',
+    JSON.stringify({ base_services: [{ depend_service_alias: 'api', port: 8080, options: { MaxRequests: 'ten' } }] }),
+  );
   t.equal(bad.status, 400);
   t.match(JSON.parse(bad.body).message, /dependency api:8080: invalid option MaxRequests="ten"/);
   const malformed = await put('-H', 'authorization: Bearer s3cret', '--data', '{not json');

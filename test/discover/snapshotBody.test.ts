@@ -43,10 +43,17 @@ t.test('body is JSON.stringify(snapshot) and the version is snapshotVersion, byt
     }
   }
   t.equal(bad, 0, `all ${snapshots} snapshots`);
-  t.ok(kinds.errors > 100 && kinds.identity > 100 && kinds.meshed > 50 && snapshots - kinds.errors > 100, `the topologies cover errors, identity and sidecar endpoints (${JSON.stringify(kinds)})`);
+  t.ok(
+    kinds.errors > 100 && kinds.identity > 100 && kinds.meshed > 50 && snapshots - kinds.errors > 100,
+    `the topologies cover errors, identity and sidecar endpoints (${JSON.stringify(kinds)})`,
+  );
   // The same topologies through the builder as it was before (JSON.stringify of buildSnapshot's
   // object, every address hashed afresh): a different digest means versions moved between releases.
-  t.equal(all.digest('hex'), '07178d1d06e0fedcf91c23d69ffab867fb69a385fc68189bedcaf0f4db051088', 'the bytes of every snapshot are what the earlier builder gave');
+  t.equal(
+    all.digest('hex'),
+    '07178d1d06e0fedcf91c23d69ffab867fb69a385fc68189bedcaf0f4db051088',
+    'the bytes of every snapshot are what the earlier builder gave',
+  );
 });
 
 t.test('the inputs memo gives the same inputs as none, and a Service changed in place is read again on the next apply', async (t) => {
@@ -64,13 +71,25 @@ t.test('the inputs memo gives the same inputs as none, and a Service changed in 
   t.ok(dependents.length > 0, `${key} has dependents`);
   const before = dependents.map((a) => store.get(a.namespace, a.name)!.etag);
   for (const eps of svc.endpoints.values()) for (const e of eps) e.ready = !e.ready;
-  const r = store.apply(topo, dependents.map((a) => `${a.namespace}/${a.name}`));
+  const r = store.apply(
+    topo,
+    dependents.map((a) => `${a.namespace}/${a.name}`),
+  );
   t.equal(r.rebuilt, dependents.length, 'every dependent rebuilt');
   const full = new SnapshotStore(createDiscoverMetrics(new Registry()), createLogger('discover', 'silent'));
   full.apply(topo);
-  t.same(dependents.map((a) => store.get(a.namespace, a.name)!.etag), dependents.map((a) => full.get(a.namespace, a.name)!.etag), 'as a full rebuild gives');
-  t.notSame(dependents.map((a) => store.get(a.namespace, a.name)!.etag), before, 'and new versions');
-  for (const a of dependents) t.equal(store.get(a.namespace, a.name)!.body.toString(), JSON.stringify(full.get(a.namespace, a.name)!.snapshot), `${a.name}: body`);
+  t.same(
+    dependents.map((a) => store.get(a.namespace, a.name)!.etag),
+    dependents.map((a) => full.get(a.namespace, a.name)!.etag),
+    'as a full rebuild gives',
+  );
+  t.notSame(
+    dependents.map((a) => store.get(a.namespace, a.name)!.etag),
+    before,
+    'and new versions',
+  );
+  for (const a of dependents)
+    t.equal(store.get(a.namespace, a.name)!.body.toString(), JSON.stringify(full.get(a.namespace, a.name)!.snapshot), `${a.name}: body`);
   store.close();
   full.close();
 });
@@ -87,7 +106,13 @@ t.test('with Gateway API routes: the body is JSON.stringify(snapshot), with the 
       snapshots++;
       if (snapshot.outbound.some((l) => l.routes.some((r) => r.source !== undefined))) routed++;
       const withMemo = buildSnapshotBody(app, topo, memo);
-      if (withMemo.body !== body || body !== JSON.stringify(snapshot) || JSON.stringify(withMemo.snapshot) !== body || snapshot.version !== snapshotVersion(snapshot) || snapshotError(JSON.parse(body)) !== null) {
+      if (
+        withMemo.body !== body ||
+        body !== JSON.stringify(snapshot) ||
+        JSON.stringify(withMemo.snapshot) !== body ||
+        snapshot.version !== snapshotVersion(snapshot) ||
+        snapshotError(JSON.parse(body)) !== null
+      ) {
         bad++;
         if (bad <= 3) t.fail(`seed ${seed}, ${app.namespace}/${app.name}: body or version differs`);
       }
@@ -126,7 +151,10 @@ t.test('a store applying changes one by one (routes kept across applies) gives w
         topo.routes!.delete(routes[rnd(routes.length)][0]);
       } else if (kind === 2 && services.length > 0) {
         const [key, s] = services[rnd(services.length)];
-        topo.services.set(key, { ...s, endpoints: new Map([...s.endpoints].map(([p, eps]) => [p, eps.map((e, i) => (i === 0 ? { ...e, ready: !e.ready } : e))])) });
+        topo.services.set(key, {
+          ...s,
+          endpoints: new Map([...s.endpoints].map(([p, eps]) => [p, eps.map((e, i) => (i === 0 ? { ...e, ready: !e.ready } : e))])),
+        });
       } else if (services.length > 0) {
         for (const eps of services[rnd(services.length)][1].endpoints.values()) for (const e of eps) e.ready = !e.ready;
       }

@@ -12,7 +12,7 @@ export function random(seed: number): (n: number) => number {
     let x = a;
     x = Math.imul(x ^ (x >>> 15), x | 1);
     x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return (((x ^ (x >>> 14)) >>> 0) % n);
+    return ((x ^ (x >>> 14)) >>> 0) % n;
   };
 }
 
@@ -36,7 +36,9 @@ export function randomTopology(seed: number, opts: { routes?: boolean } = {}): T
     for (let j = 0; j < rnd(5); j++) {
       const target = rnd(4) === 0 ? 65300 + (port % 100 || 100) : port;
       const ready = rnd(4) !== 0;
-      eps.push(`{ address: 10.${i}.${rnd(3)}.${1 + rnd(200)}, port: ${target}, zone: zone-${rnd(3)}, ready: ${ready}, terminating: ${!ready && rnd(2) === 0} }`);
+      eps.push(
+        `{ address: 10.${i}.${rnd(3)}.${1 + rnd(200)}, port: ${target}, zone: zone-${rnd(3)}, ready: ${ready}, terminating: ${!ready && rnd(2) === 0} }`,
+      );
     }
     const pinned = rnd(5) === 0 ? `, address: 127.9.${i}.${1 + rnd(200)}` : '';
     y += `  - { name: svc-${i}, namespace: ${ns}${pinned}, ports: [{ port: ${port}, protocol: ${protocol} }], endpoints: [${eps.join(', ')}] }\n`;
@@ -61,14 +63,21 @@ export function randomTopology(seed: number, opts: { routes?: boolean } = {}): T
       if (rnd(3) === 0) options.push(`Weight: ${1 + rnd(100)}`);
       if (http && rnd(4) === 0) options.push(`Prefix: /v${rnd(3)}`);
       if (http && rnd(5) === 0) options.push('RetryNonIdempotent: "true"');
-      deps.push(`{ depend_service_alias: svc-${j}.${svc.ns}, port: ${port}, protocol: ${http ? 'http' : 'tcp'}${options.length ? `, options: { ${options.join(', ')} }` : ''} }`);
+      deps.push(
+        `{ depend_service_alias: svc-${j}.${svc.ns}, port: ${port}, protocol: ${http ? 'http' : 'tcp'}${options.length ? `, options: { ${options.join(', ')} }` : ''} }`,
+      );
     }
     const normal = rnd(3) === 0 ? ', base_normal: { LOCALITY_FAILOVER: "true" }' : '';
     y += `  - { name: app-${a}, namespace: ${ns}, config: { base_ports: [{ port: ${8000 + rnd(3)}, protocol: http }], base_services: [${deps.join(', ')}]${normal} } }\n`;
   }
   if (opts.routes) y += randomRoutes(rnd, svcs, namespaces);
   const topology = parseStaticTopology(y);
-  if (rnd(2) === 0) topology.identity = { trustDomain: 'mesh.test', trustBundle: [`-----BEGIN CERTIFICATE-----\nMII${seed}\n-----END CERTIFICATE-----\n`], defaultMode: 'permissive' };
+  if (rnd(2) === 0)
+    topology.identity = {
+      trustDomain: 'mesh.test',
+      trustBundle: [`-----BEGIN CERTIFICATE-----\nMII${seed}\n-----END CERTIFICATE-----\n`],
+      defaultMode: 'permissive',
+    };
   return topology;
 }
 
@@ -87,7 +96,9 @@ function randomRoutes(rnd: (n: number) => number, svcs: Array<{ ns: string; port
     for (let k = 0; k < 1 + rnd(3); k++) {
       const matches = [];
       for (let m = 0; m < rnd(3); m++) {
-        const match: Record<string, unknown> = { path: { type: ['PathPrefix', 'Exact'][rnd(2)], value: `/p${rnd(4)}${rnd(2) === 0 ? '/x' : ''}` } };
+        const match: Record<string, unknown> = {
+          path: { type: ['PathPrefix', 'Exact'][rnd(2)], value: `/p${rnd(4)}${rnd(2) === 0 ? '/x' : ''}` },
+        };
         if (rnd(3) === 0) match.headers = [{ name: `x-h${rnd(2)}`, value: `v${rnd(3)}` }];
         if (rnd(4) === 0) match.method = ['GET', 'POST'][rnd(2)];
         matches.push(match);
@@ -103,13 +114,20 @@ function randomRoutes(rnd: (n: number) => number, svcs: Array<{ ns: string; port
       const rule: Record<string, unknown> = { backendRefs };
       if (matches.length > 0) rule.matches = matches;
       const filters = [];
-      if (rnd(3) === 0) filters.push({ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'x-route', value: `r${r}` }] } });
-      if (rnd(4) === 0) filters.push({ type: 'RequestMirror', requestMirror: { backendRef: { name: `svc-${rnd(svcs.length)}`, port: 80 } } });
+      if (rnd(3) === 0)
+        filters.push({ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'x-route', value: `r${r}` }] } });
+      if (rnd(4) === 0)
+        filters.push({ type: 'RequestMirror', requestMirror: { backendRef: { name: `svc-${rnd(svcs.length)}`, port: 80 } } });
       if (filters.length > 0) rule.filters = filters;
       if (rnd(3) === 0) rule.timeouts = { request: `${1 + rnd(9)}s` };
       rules.push(rule);
     }
-    const route = { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: `route-${r}`, namespace: ns }, spec: { parentRefs: [parentRef], rules } };
+    const route = {
+      apiVersion: 'gateway.networking.k8s.io/v1',
+      kind: 'HTTPRoute',
+      metadata: { name: `route-${r}`, namespace: ns },
+      spec: { parentRefs: [parentRef], rules },
+    };
     y += `  - ${JSON.stringify(route)}\n`;
   }
   return y;

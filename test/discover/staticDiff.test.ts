@@ -40,11 +40,23 @@ t.test('which apps an edit affects', async (t) => {
   t.same(after(BASE.replace('10.0.0.2:8080]', '10.0.0.3:8080]')), ['default/web'], 'an endpoint of api: its dependents');
   t.same(after(BASE.replace('10.3.0.1]', '10.3.0.2]')), ['default/web', 'default/worker'], 'db: both dependents');
   t.same(after(BASE.replace('10.9.0.1]', '10.9.0.2]')), [], 'a service nobody depends on: nobody');
-  t.same(after(BASE.replace("port: 5432 }] } }\n  - { name: api", "port: 5432, options: { MaxRequests: 7 } }] } }\n  - { name: api")), ['default/worker'], 'one app\'s options: that app');
+  t.same(
+    after(BASE.replace('port: 5432 }] } }\n  - { name: api', 'port: 5432, options: { MaxRequests: 7 } }] } }\n  - { name: api')),
+    ['default/worker'],
+    "one app's options: that app",
+  );
   t.same(after(BASE.replace(/ {2}- \{ name: db,.*\n/, '')), ['default/web', 'default/worker'], 'a service removed: its dependents');
   t.same(after(BASE.replace(/ {2}- \{ name: worker,.*\n/, '')), ['default/worker'], 'an app removed: that app');
-  t.same(after(`${BASE}  - { name: batch, config: { base_services: [{ depend_service_alias: api, port: 8080 }] } }\n`), ['default/batch'], 'an app added');
-  t.same(after(BASE.replace('base_ports: [{ port: 8080 }]', 'base_ports: [{ port: 8081 }]')), ['default/api', 'default/web'], 'the app named like a service: it and the service\'s dependents');
+  t.same(
+    after(`${BASE}  - { name: batch, config: { base_services: [{ depend_service_alias: api, port: 8080 }] } }\n`),
+    ['default/batch'],
+    'an app added',
+  );
+  t.same(
+    after(BASE.replace('base_ports: [{ port: 8080 }]', 'base_ports: [{ port: 8081 }]')),
+    ['default/api', 'default/web'],
+    "the app named like a service: it and the service's dependents",
+  );
   t.same(after(`clusterDomain: corp.local\n${BASE}`), ['ALL'], 'the cluster domain: every app');
   t.equal(affectedApps(null, a.topology), undefined, 'the first topology: every app');
 });
@@ -56,28 +68,59 @@ t.test('over 300 random edits, applying only the affected apps gives what a full
     seed = (seed * 1103515245 + 12345) % 2147483648;
     return seed % n;
   };
-  interface Model { svcs: Map<string, string[]>; apps: Map<string, { deps: string[]; maxRequests: number | null }>; domain: string }
+  interface Model {
+    svcs: Map<string, string[]>;
+    apps: Map<string, { deps: string[]; maxRequests: number | null }>;
+    domain: string;
+  }
   const m: Model = { svcs: new Map(), apps: new Map(), domain: 'cluster.local' };
   for (let i = 0; i < 8; i++) m.svcs.set(`svc-${i}`, [`10.0.${i}.1:80`]);
   for (let i = 0; i < 8; i++) m.apps.set(`app-${i}`, { deps: [`svc-${i}`, `svc-${(i + 3) % 8}`], maxRequests: null });
   const render = (): string => {
     const lines = [`clusterDomain: ${m.domain}`, 'services:'];
-    for (const [name, eps] of m.svcs) lines.push(`  - { name: ${name}, ports: [{ port: 80, protocol: http }], endpoints: [${eps.join(', ')}] }`);
+    for (const [name, eps] of m.svcs)
+      lines.push(`  - { name: ${name}, ports: [{ port: 80, protocol: http }], endpoints: [${eps.join(', ')}] }`);
     lines.push('apps:');
     for (const [name, a] of m.apps) {
-      const deps = a.deps.map((d) => `{ depend_service_alias: ${d}, port: 80${a.maxRequests ? `, options: { MaxRequests: ${a.maxRequests} }` : ''} }`);
+      const deps = a.deps.map(
+        (d) => `{ depend_service_alias: ${d}, port: 80${a.maxRequests ? `, options: { MaxRequests: ${a.maxRequests} }` : ''} }`,
+      );
       lines.push(`  - { name: ${name}, config: { base_services: [${deps.join(', ')}] } }`);
     }
     return `${lines.join('\n')}\n`;
   };
   const edits = [
-    () => { const s = `svc-${rnd(10)}`; const eps = m.svcs.get(s); if (eps) eps.push(`10.1.${rnd(250)}.${rnd(250)}:80`); },
-    () => { const s = `svc-${rnd(10)}`; const eps = m.svcs.get(s); if (eps && eps.length > 1) eps.splice(rnd(eps.length), 1); },
-    () => { const s = `svc-${rnd(10)}`; if (m.svcs.has(s)) m.svcs.delete(s); else m.svcs.set(s, [`10.2.${rnd(250)}.1:80`]); },
-    () => { const a = `app-${rnd(10)}`; if (m.apps.has(a)) m.apps.delete(a); else m.apps.set(a, { deps: [`svc-${rnd(10)}`], maxRequests: null }); },
-    () => { const a = m.apps.get(`app-${rnd(10)}`); if (a) a.maxRequests = rnd(3) === 0 ? null : 1 + rnd(100); },
-    () => { const a = m.apps.get(`app-${rnd(10)}`); if (a) a.deps = [`svc-${rnd(10)}`, `svc-${rnd(10)}`].filter((d, i, all) => all.indexOf(d) === i); },
-    () => { if (rnd(20) === 0) m.domain = m.domain === 'cluster.local' ? 'corp.local' : 'cluster.local'; },
+    () => {
+      const s = `svc-${rnd(10)}`;
+      const eps = m.svcs.get(s);
+      if (eps) eps.push(`10.1.${rnd(250)}.${rnd(250)}:80`);
+    },
+    () => {
+      const s = `svc-${rnd(10)}`;
+      const eps = m.svcs.get(s);
+      if (eps && eps.length > 1) eps.splice(rnd(eps.length), 1);
+    },
+    () => {
+      const s = `svc-${rnd(10)}`;
+      if (m.svcs.has(s)) m.svcs.delete(s);
+      else m.svcs.set(s, [`10.2.${rnd(250)}.1:80`]);
+    },
+    () => {
+      const a = `app-${rnd(10)}`;
+      if (m.apps.has(a)) m.apps.delete(a);
+      else m.apps.set(a, { deps: [`svc-${rnd(10)}`], maxRequests: null });
+    },
+    () => {
+      const a = m.apps.get(`app-${rnd(10)}`);
+      if (a) a.maxRequests = rnd(3) === 0 ? null : 1 + rnd(100);
+    },
+    () => {
+      const a = m.apps.get(`app-${rnd(10)}`);
+      if (a) a.deps = [`svc-${rnd(10)}`, `svc-${rnd(10)}`].filter((d, i, all) => all.indexOf(d) === i);
+    },
+    () => {
+      if (rnd(20) === 0) m.domain = m.domain === 'cluster.local' ? 'corp.local' : 'cluster.local';
+    },
   ];
   const log = createLogger('discover', 'silent');
   const incremental = new SnapshotStore(createDiscoverMetrics(new Registry()), log);
@@ -106,7 +149,7 @@ t.test('over 300 random edits, applying only the affected apps gives what a full
     full.close();
   }
   incremental.close();
-  t.equal(mismatches, 0, 'every app\'s snapshot version matches a full rebuild after every edit');
+  t.equal(mismatches, 0, "every app's snapshot version matches a full rebuild after every edit");
   t.ok(partial > 250, `most edits took the partial path (${partial} of 300)`);
   t.comment(`${rebuiltPartial} snapshots rebuilt over ${partial} partial applies`);
 });

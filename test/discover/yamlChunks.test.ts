@@ -29,7 +29,12 @@ function yamlBlocks(path: string): string[] {
 }
 
 t.test('the shipped topologies are cut and give what the whole-text parse gives', async (t) => {
-  const texts = [DEMO_TOPOLOGY, benchTopology(0), benchTopology(1), ...yamlBlocks(new URL('../../docs/static-topology.md', import.meta.url).pathname)];
+  const texts = [
+    DEMO_TOPOLOGY,
+    benchTopology(0),
+    benchTopology(1),
+    ...yamlBlocks(new URL('../../docs/static-topology.md', import.meta.url).pathname),
+  ];
   let cut = 0;
   for (const text of texts) {
     const { doc } = chunked(text);
@@ -46,7 +51,10 @@ const CORNERS: [string, string][] = [
   ['block scalar inside an item', 'apps:\n  - name: a\n    note: |\n      - not an item\n      two\n  - name: b\n'],
   ['folded scalar, keep indicator', 'apps:\n  - name: a\n    note: >+\n      x\n\n  - name: b\n'],
   ['flow sequence over lines', 'services: [\n  { name: a },\n  { name: b }\n]\napps:\n  - { name: c,\n      config: {} }\n'],
-  ['comments and blank lines everywhere', '# head\n\nservices:   # the services\n  # first\n  - name: a # inline\n\n  # between\n  - name: b\n# between top keys\napps:\n  - name: c\n'],
+  [
+    'comments and blank lines everywhere',
+    '# head\n\nservices:   # the services\n  # first\n  - name: a # inline\n\n  # between\n  - name: b\n# between top keys\napps:\n  - name: c\n',
+  ],
   ['a mapping under a key', 'clusterDomain: example.org\nextra:\n  a: 1\n  b: [1, 2]\nservices: []\n'],
   ['empty values', 'services:\napps:\n'],
   ['CRLF line ends', 'services:\r\n  - name: a\r\n  - name: b\r\napps: []\r\n'],
@@ -96,7 +104,7 @@ t.test('unchanged items come back as the same objects; 300 random edits agree wi
   const svc0 = (first.doc as { services: unknown[] }).services[0];
   t.equal((again.doc as { services: unknown[] }).services[0], svc0, 'the same object when the text is the same');
   let seed = 7;
-  const rand = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648) % n);
+  const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2147483648) % n;
   let lines = base.split('\n');
   let cache = first.cache;
   let bad = 0;
@@ -105,10 +113,12 @@ t.test('unchanged items come back as the same objects; 300 random edits agree wi
     const at = 1 + rand(lines.length - 2);
     const edit = rand(6);
     if (edit === 0) lines[at] = lines[at].replace(/10\.([0-9]+)\./, `10.${rand(250)}.`);
-    else if (edit === 1) lines.splice(at, 0, lines[at]); // a line twice (an item twice, or a key twice)
+    else if (edit === 1)
+      lines.splice(at, 0, lines[at]); // a line twice (an item twice, or a key twice)
     else if (edit === 2 && lines.length > 10) lines.splice(at, 1);
     else if (edit === 3) lines.splice(at, 0, rand(2) ? '  # a comment' : '');
-    else if (edit === 4) lines[at] = lines[at].replace('{ name', '{ name: x, name'); // a bad item
+    else if (edit === 4)
+      lines[at] = lines[at].replace('{ name', '{ name: x, name'); // a bad item
     else lines[at] = ' ' + lines[at]; // a wrong indentation
     const text = lines.join('\n');
     const before = new Set(cache.values());
@@ -118,7 +128,11 @@ t.test('unchanged items come back as the same objects; 300 random edits agree wi
       cache = new Map();
     } else {
       if (JSON.stringify(r.doc) !== JSON.stringify(expected)) bad++;
-      for (const v of r.cache.values()) if (before.has(v)) { reused++; break; }
+      for (const v of r.cache.values())
+        if (before.has(v)) {
+          reused++;
+          break;
+        }
       cache = r.cache;
     }
     // Keep the file mostly sound: go back to the base now and then.

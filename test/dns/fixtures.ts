@@ -20,7 +20,11 @@ export const DEMO_NAMES: DnsName[] = [
 
 export async function withResponder(t: Test, opts: Partial<DnsResponderOptions> = {}): Promise<DnsResponder> {
   const r = await startDnsResponder({
-    host: '127.0.0.1', port: 0, upstreams: [], log: createLogger('dns', 'silent'), ...opts,
+    host: '127.0.0.1',
+    port: 0,
+    upstreams: [],
+    log: createLogger('dns', 'silent'),
+    ...opts,
   });
   t.teardown(() => r.close());
   return r;
@@ -39,10 +43,23 @@ export interface Dnsmasq {
 export async function startDnsmasq(t: Test, records: string[]): Promise<Dnsmasq> {
   for (let attempt = 0; attempt < 10; attempt++) {
     const port = randomInt(20000, 60000);
-    const child = spawn('dnsmasq', [
-      '--no-daemon', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', '--pid-file=', `--port=${port}`,
-      '--listen-address=127.0.0.1', '--bind-interfaces', '--local-ttl=60', '--log-facility=-', ...records,
-    ], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      'dnsmasq',
+      [
+        '--no-daemon',
+        '--conf-file=/dev/null',
+        '--no-resolv',
+        '--no-hosts',
+        '--pid-file=',
+        `--port=${port}`,
+        '--listen-address=127.0.0.1',
+        '--bind-interfaces',
+        '--local-ttl=60',
+        '--log-facility=-',
+        ...records,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let log = '';
     child.stdout!.on('data', (c) => (log += c));
     child.stderr!.on('data', (c) => (log += c));
@@ -105,7 +122,10 @@ export function dig(port: number, ...args: string[]): Promise<DigResult> {
       const status = /status: ([A-Z]+)/.exec(stdout)?.[1] ?? 'NO-ANSWER';
       const flags = (/;; flags: ([a-z ]+);/.exec(stdout)?.[1] ?? '').trim().split(/\s+/).filter(Boolean);
       const section = /;; ANSWER SECTION:\n([\s\S]*?)(\n\n|$)/.exec(stdout)?.[1] ?? '';
-      const answers = section.split('\n').filter((l) => l.trim() !== '').map((l) => l.split(/\s+/).join(' '));
+      const answers = section
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .map((l) => l.split(/\s+/).join(' '));
       resolve({ status, flags, answers, stdout, ms: Date.now() - started });
     });
   });
@@ -113,7 +133,9 @@ export function dig(port: number, ...args: string[]): Promise<DigResult> {
 
 /** One query over UDP from a fresh socket; resolves with the raw answer. */
 export function udpQuery(port: number, packet: dnsPacket.Packet | Buffer, timeoutMs = 2000): Promise<Buffer> {
-  const msg = Buffer.isBuffer(packet) ? packet : dnsPacket.encode({ type: 'query', id: randomInt(65536), flags: dnsPacket.RECURSION_DESIRED, ...packet });
+  const msg = Buffer.isBuffer(packet)
+    ? packet
+    : dnsPacket.encode({ type: 'query', id: randomInt(65536), flags: dnsPacket.RECURSION_DESIRED, ...packet });
   return new Promise((resolve, reject) => {
     const s = createSocket('udp4');
     const timer = setTimeout(() => {

@@ -10,8 +10,17 @@ import { dig, rcodeOf, sleep, startDnsmasq, udpQuery, withResponder } from './fi
 
 type Reply = Buffer | null;
 // port: the query's source port (UDP only).
-interface Received { raw: Buffer; packet: dnsPacket.DecodedPacket; tcp: boolean; port: number }
-interface FakeUpstream { port: number; received: Received[]; udp: UdpSocket }
+interface Received {
+  raw: Buffer;
+  packet: dnsPacket.DecodedPacket;
+  tcp: boolean;
+  port: number;
+}
+interface FakeUpstream {
+  port: number;
+  received: Received[];
+  udp: UdpSocket;
+}
 
 /** An upstream on 127.0.0.1 (UDP and TCP, one port) whose answers the test writes. */
 async function fakeUpstream(t: Test, answer: (q: Received) => Reply | Promise<Reply>, attempt = 0): Promise<FakeUpstream> {
@@ -19,33 +28,44 @@ async function fakeUpstream(t: Test, answer: (q: Received) => Reply | Promise<Re
   const udp: UdpSocket = createSocket('udp4');
   await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
   const port = udp.address().port;
-  udp.on('message', (raw, rinfo) => void (async () => {
-    const q = { raw, packet: dnsPacket.decode(raw), tcp: false, port: rinfo.port };
-    received.push(q);
-    const out = await answer(q);
-    // A delayed answer may come after its test ended and closed this socket.
-    if (out) {
-      try {
-        udp.send(out, rinfo.port, rinfo.address);
-      } catch {
-        // closed
-      }
-    }
-  })().catch((err: unknown) => t.fail(`fake upstream (udp): ${String(err)}`)));
+  udp.on(
+    'message',
+    (raw, rinfo) =>
+      void (async () => {
+        const q = { raw, packet: dnsPacket.decode(raw), tcp: false, port: rinfo.port };
+        received.push(q);
+        const out = await answer(q);
+        // A delayed answer may come after its test ended and closed this socket.
+        if (out) {
+          try {
+            udp.send(out, rinfo.port, rinfo.address);
+          } catch {
+            // closed
+          }
+        }
+      })().catch((err: unknown) => t.fail(`fake upstream (udp): ${String(err)}`)),
+  );
   const tcp: Server = createServer((s) => {
     let buf = Buffer.alloc(0);
-    s.on('data', (c: Buffer) => void (async () => {
-      buf = Buffer.concat([buf, c]);
-      if (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0)) return;
-      const raw = buf.subarray(2, 2 + buf.readUInt16BE(0));
-      const q = { raw, packet: dnsPacket.decode(raw), tcp: true, port: 0 };
-      received.push(q);
-      const out = await answer(q);
-      if (!out) return;
-      const prefix = Buffer.alloc(2);
-      prefix.writeUInt16BE(out.length);
-      s.end(Buffer.concat([prefix, out]));
-    })().catch((err: unknown) => { t.fail(`fake upstream (tcp): ${String(err)}`); s.destroy(); }));
+    s.on(
+      'data',
+      (c: Buffer) =>
+        void (async () => {
+          buf = Buffer.concat([buf, c]);
+          if (buf.length < 2 || buf.length < 2 + buf.readUInt16BE(0)) return;
+          const raw = buf.subarray(2, 2 + buf.readUInt16BE(0));
+          const q = { raw, packet: dnsPacket.decode(raw), tcp: true, port: 0 };
+          received.push(q);
+          const out = await answer(q);
+          if (!out) return;
+          const prefix = Buffer.alloc(2);
+          prefix.writeUInt16BE(out.length);
+          s.end(Buffer.concat([prefix, out]));
+        })().catch((err: unknown) => {
+          t.fail(`fake upstream (tcp): ${String(err)}`);
+          s.destroy();
+        }),
+    );
     s.on('error', () => undefined);
   });
   try {
@@ -69,8 +89,12 @@ async function fakeUpstream(t: Test, answer: (q: Received) => Reply | Promise<Re
 
 function reply(q: Received, answers: dnsPacket.Answer[], extra: Partial<dnsPacket.Packet> = {}): Buffer {
   return dnsPacket.encode({
-    type: 'response', id: q.packet.id, flags: dnsPacket.RECURSION_AVAILABLE | dnsPacket.RECURSION_DESIRED,
-    questions: q.packet.questions, answers, ...extra,
+    type: 'response',
+    id: q.packet.id,
+    flags: dnsPacket.RECURSION_AVAILABLE | dnsPacket.RECURSION_DESIRED,
+    questions: q.packet.questions,
+    answers,
+    ...extra,
   });
 }
 
@@ -89,7 +113,12 @@ t.test('the query reaches upstream as sent: EDNS and DO kept, ID rewritten and r
   t.ok(got.flag_cd, 'CD kept');
   t.equal(got.questions![0].name, 'Signed.Example.test', 'question spelling kept');
   // Send our own ID and see it come back while upstream saw another.
-  const mine = dnsPacket.encode({ type: 'query', id: 4242, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'other.test' }] });
+  const mine = dnsPacket.encode({
+    type: 'query',
+    id: 4242,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: [{ type: 'A', name: 'other.test' }],
+  });
   const ans = await udpQuery(r.udpPort, mine);
   t.equal(ans.readUInt16BE(0), 4242, 'client ID restored');
   t.equal(up.received.length, 2);
@@ -102,8 +131,19 @@ t.test('identical queries in flight share one upstream query', async (t) => {
     return reply(q, [{ type: 'A', name: q.packet.questions![0].name, ttl: 30, data: '10.0.0.8' }]);
   });
   const r = await withResponder(t, { upstreams: [`127.0.0.1:${up.port}`], names: [] });
-  const answers = await Promise.all(Array.from({ length: 20 }, (_, i) =>
-    udpQuery(r.udpPort, dnsPacket.encode({ type: 'query', id: 1000 + i, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: i % 2 ? 'slow.test' : 'SLOW.test' }] }))));
+  const answers = await Promise.all(
+    Array.from({ length: 20 }, (_, i) =>
+      udpQuery(
+        r.udpPort,
+        dnsPacket.encode({
+          type: 'query',
+          id: 1000 + i,
+          flags: dnsPacket.RECURSION_DESIRED,
+          questions: [{ type: 'A', name: i % 2 ? 'slow.test' : 'SLOW.test' }],
+        }),
+      ),
+    ),
+  );
   t.equal(up.received.length, 1, 'one upstream query for 20 clients');
   for (const [i, a] of answers.entries()) {
     const d = dnsPacket.decode(a);
@@ -119,9 +159,14 @@ t.test('failover: a dead first upstream costs one timeout, then the next answers
   t.teardown(() => dead.close());
   const up = await startDnsmasq(t, ['--address=/ext.test/10.9.8.7']);
   const registry = new Registry();
-  const r = await withResponder(t, { upstreams: [`127.0.0.1:${dead.address().port}`, `127.0.0.1:${up.port}`], upstreamTimeoutMs: 250, registry });
+  const r = await withResponder(t, {
+    upstreams: [`127.0.0.1:${dead.address().port}`, `127.0.0.1:${up.port}`],
+    upstreamTimeoutMs: 250,
+    registry,
+  });
   r.setNames([]);
-  const failures = async () => Number(/shoal_dns_upstream_failures_total\{[^}]*reason="timeout"[^}]*\} ([0-9]+)/.exec(await registry.metrics())?.[1] ?? 0);
+  const failures = async () =>
+    Number(/shoal_dns_upstream_failures_total\{[^}]*reason="timeout"[^}]*\} ([0-9]+)/.exec(await registry.metrics())?.[1] ?? 0);
   const first = await dig(r.udpPort, 'a.ext.test');
   t.same(first.answers, ['a.ext.test. 60 IN A 10.9.8.7']);
   t.ok(first.ms >= 200, `first answer after the timeout (${first.ms} ms)`);
@@ -133,13 +178,17 @@ t.test('failover: a dead first upstream costs one timeout, then the next answers
 
 t.test('a truncated UDP answer is fetched again over TCP', async (t) => {
   const big = Array.from({ length: 40 }, (_, i) => ({ type: 'A' as const, name: 'big.test', ttl: 30, data: `10.1.0.${i + 1}` }));
-  const up = await fakeUpstream(t, (q) => q.tcp
-    ? reply(q, big)
-    : reply(q, [], { flags: dnsPacket.TRUNCATED_RESPONSE | dnsPacket.RECURSION_AVAILABLE }));
+  const up = await fakeUpstream(t, (q) =>
+    q.tcp ? reply(q, big) : reply(q, [], { flags: dnsPacket.TRUNCATED_RESPONSE | dnsPacket.RECURSION_AVAILABLE }),
+  );
   const r = await withResponder(t, { upstreams: [`127.0.0.1:${up.port}`], names: [] });
   const res = await dig(r.udpPort, '+bufsize=4096', 'big.test');
   t.equal(res.answers.length, 40, 'all 40 records');
-  t.same(up.received.map((q) => q.tcp), [false, true], 'UDP first, then TCP');
+  t.same(
+    up.received.map((q) => q.tcp),
+    [false, true],
+    'UDP first, then TCP',
+  );
   // Without EDNS the 40 records do not fit 512 bytes: the client is told to use TCP, and gets them there.
   const plain = await dig(r.udpPort, '+noedns', '+ignore', 'big.test');
   t.ok(plain.flags.includes('tc'), 'TC to a plain-DNS client');
@@ -157,7 +206,14 @@ t.test('negative answers are cached for the SOA minimum, SERVFAIL is not cached'
       return out;
     }
     const out = reply(q, [], {
-      authorities: [{ type: 'SOA', name: 'test', ttl: 600, data: { mname: 'ns.test', rname: 'h.test', serial: 1, refresh: 1, retry: 1, expire: 1, minimum: 1 } }],
+      authorities: [
+        {
+          type: 'SOA',
+          name: 'test',
+          ttl: 600,
+          data: { mname: 'ns.test', rname: 'h.test', serial: 1, refresh: 1, retry: 1, expire: 1, minimum: 1 },
+        },
+      ],
     });
     out[3] = (out[3] & 0xf0) | 3;
     return out;
@@ -204,14 +260,16 @@ t.test('TCP: queries on one connection are answered as they are ready, not in or
   };
   const ids: number[] = [];
   let buf = Buffer.alloc(0);
-  const done = new Promise<void>((resolve) => s.on('data', (c: Buffer) => {
-    buf = Buffer.concat([buf, c]);
-    while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
-      ids.push(buf.readUInt16BE(2));
-      buf = buf.subarray(2 + buf.readUInt16BE(0));
-    }
-    if (ids.length === 2) resolve();
-  }));
+  const done = new Promise<void>((resolve) =>
+    s.on('data', (c: Buffer) => {
+      buf = Buffer.concat([buf, c]);
+      while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
+        ids.push(buf.readUInt16BE(2));
+        buf = buf.subarray(2 + buf.readUInt16BE(0));
+      }
+      if (ids.length === 2) resolve();
+    }),
+  );
   s.write(Buffer.concat([frame(1, 'slow.test'), frame(2, 'api')]));
   await Promise.race([done, sleep(5000)]);
   t.same(ids, [2, 1], 'the local answer did not wait for the forwarded one');
@@ -241,9 +299,13 @@ t.test('upstream queries leave from random source ports, one query per port at a
   });
   const r = await withResponder(t, { upstreams: [`127.0.0.1:${up.port}`], names: [] });
   // 50 in flight together: each leaves from a socket of its own.
-  const burst = await Promise.all(Array.from({ length: 50 }, (_, i) =>
-    udpQuery(r.udpPort, { questions: [{ type: 'A', name: `c${i}.ports.test` }] }, 4000)));
-  t.ok(burst.every((a) => rcodeOf(a) === 0), 'all answered');
+  const burst = await Promise.all(
+    Array.from({ length: 50 }, (_, i) => udpQuery(r.udpPort, { questions: [{ type: 'A', name: `c${i}.ports.test` }] }, 4000)),
+  );
+  t.ok(
+    burst.every((a) => rcodeOf(a) === 0),
+    'all answered',
+  );
   const together = new Set(up.received.map((q) => q.port));
   t.equal(together.size, 50, `50 queries in flight together came from ${together.size} source ports`);
   const sorted = [...together].sort((a, b) => a - b);
@@ -280,10 +342,15 @@ t.test('forged answers are ignored: other source port or address, other ID, othe
   let forgedSent = 0;
   const up: FakeUpstream = await fakeUpstream(t, async (q) => {
     const name = q.packet.questions![0].name;
-    const forged = (data: string, patch: Partial<dnsPacket.Packet> = {}) => dnsPacket.encode({
-      type: 'response', id: q.packet.id, flags: dnsPacket.RECURSION_AVAILABLE | dnsPacket.RECURSION_DESIRED,
-      questions: q.packet.questions, answers: [{ type: 'A', name, ttl: 300, data }], ...patch,
-    });
+    const forged = (data: string, patch: Partial<dnsPacket.Packet> = {}) =>
+      dnsPacket.encode({
+        type: 'response',
+        id: q.packet.id,
+        flags: dnsPacket.RECURSION_AVAILABLE | dnsPacket.RECURSION_DESIRED,
+        questions: q.packet.questions,
+        answers: [{ type: 'A', name, ttl: 300, data }],
+        ...patch,
+      });
     const toResponder = (from: UdpSocket, b: Buffer) => {
       from.send(b, q.port, '127.0.0.1');
       forgedSent++;
@@ -306,7 +373,11 @@ t.test('forged answers are ignored: other source port or address, other ID, othe
   const res = await dig(r.udpPort, 'target.test');
   t.equal(forgedSent, 8, 'eight forged answers were sent first');
   t.same(res.answers, ['target.test. 300 IN A 10.0.0.1'], 'the client got the real answer, with its own spelling');
-  t.same((await dig(r.udpPort, 'target.test')).answers.map((a) => a.split(' ').pop()), ['10.0.0.1'], 'and so did the cache');
+  t.same(
+    (await dig(r.udpPort, 'target.test')).answers.map((a) => a.split(' ').pop()),
+    ['10.0.0.1'],
+    'and so did the cache',
+  );
   t.equal(up.received.length, 1, 'one upstream query');
 });
 

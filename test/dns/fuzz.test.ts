@@ -19,10 +19,18 @@ function prng(seed: number): () => number {
 }
 
 const SEEDS: Buffer[] = [
-  dnsPacket.encode({ type: 'query', id: 1, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'api.default.svc.cluster.local' }] }),
+  dnsPacket.encode({
+    type: 'query',
+    id: 1,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: [{ type: 'A', name: 'api.default.svc.cluster.local' }],
+  }),
   dnsPacket.encode({ type: 'query', id: 2, questions: [{ type: 'AAAA', name: 'x.example.internal' }] }),
   dnsPacket.encode({
-    type: 'query', id: 3, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name: 'w.ext.test' }],
+    type: 'query',
+    id: 3,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: [{ type: 'A', name: 'w.ext.test' }],
     additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 4096, flags: dnsPacket.DNSSEC_OK, options: [] } as unknown as dnsPacket.Answer],
   }),
   dnsPacket.encode({ type: 'query', id: 4, questions: [{ type: 'SRV', name: '_http._tcp.api' }] }),
@@ -49,8 +57,10 @@ function packet(rand: () => number, i: number): Buffer {
   // Header fields and label lengths set to hostile values: counts, pointers, loops.
   const field = Math.floor(rand() * 5);
   if (field === 0) b.writeUInt16BE(Math.floor(rand() * 65536), 4 + 2 * Math.floor(rand() * 4));
-  else if (field === 1) { b[12] = 0xc0; b[13] = 12; }
-  else if (field === 2) b[12] = 63;
+  else if (field === 1) {
+    b[12] = 0xc0;
+    b[13] = 12;
+  } else if (field === 2) b[12] = 63;
   else if (field === 3) b[2] = Math.floor(rand() * 256);
   else return Buffer.concat([b, Buffer.alloc(Math.floor(rand() * 100), 0xff)]);
   return b;
@@ -80,19 +90,26 @@ t.test('100,000 random and mutated packets: nothing crashes, it still answers', 
   t.ok(r.metrics.total('local') > 0, 'mutations that stayed valid were answered');
 
   // Garbage over TCP: random streams, an oversized length prefix, a half message and a hang-up.
-  const garbage = Array.from({ length: 30 }, (_, i) => new Promise<void>((resolve) => {
-    const s = connect(r.tcpPort, '127.0.0.1');
-    s.on('error', () => resolve());
-    s.on('close', () => resolve());
-    const b = Buffer.allocUnsafe(200 + i * 50);
-    for (let j = 0; j < b.length; j++) b[j] = Math.floor(rand() * 256);
-    if (i % 3 === 0) b.writeUInt16BE(60000, 0);
-    s.write(b);
-    setTimeout(() => s.destroy(), 100);
-  }));
+  const garbage = Array.from(
+    { length: 30 },
+    (_, i) =>
+      new Promise<void>((resolve) => {
+        const s = connect(r.tcpPort, '127.0.0.1');
+        s.on('error', () => resolve());
+        s.on('close', () => resolve());
+        const b = Buffer.allocUnsafe(200 + i * 50);
+        for (let j = 0; j < b.length; j++) b[j] = Math.floor(rand() * 256);
+        if (i % 3 === 0) b.writeUInt16BE(60000, 0);
+        s.write(b);
+        setTimeout(() => s.destroy(), 100);
+      }),
+  );
   await Promise.all(garbage);
 
-  for (const [name, want] of [['api', 'api. 5 IN A 127.0.0.2'], ['z.ext.test', 'z.ext.test. 60 IN A 10.9.8.7']]) {
+  for (const [name, want] of [
+    ['api', 'api. 5 IN A 127.0.0.2'],
+    ['z.ext.test', 'z.ext.test. 60 IN A 10.9.8.7'],
+  ]) {
     t.same((await dig(r.udpPort, name)).answers, [want], `udp: ${name} still answers`);
     t.same((await dig(r.udpPort, '+tcp', name)).answers, [want], `tcp: ${name} still answers`);
   }

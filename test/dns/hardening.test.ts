@@ -16,7 +16,10 @@ const MB = 1024 * 1024;
 
 function frame(id: number, name: string, type: dnsPacket.RecordType = 'A'): Buffer {
   const m = dnsPacket.encode({
-    type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name }],
+    type: 'query',
+    id,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: [{ type, name }],
     additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 4096 } as unknown as dnsPacket.Answer],
   });
   const out = Buffer.allocUnsafe(2 + m.length);
@@ -47,9 +50,15 @@ function childEnv(): NodeJS.ProcessEnv {
 }
 
 /** The responder in a child process, with a way to ask for its memory. */
-async function startChild(t: Test, upstream: string, idleMs: number): Promise<{ port: number; mem: () => Promise<MemoryReport>; child: ChildProcess }> {
+async function startChild(
+  t: Test,
+  upstream: string,
+  idleMs: number,
+): Promise<{ port: number; mem: () => Promise<MemoryReport>; child: ChildProcess }> {
   const child = fork(join(here, 'memoryResponder.ts'), [upstream, String(idleMs)], {
-    execArgv: ['--expose-gc'], env: childEnv(), stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    execArgv: ['--expose-gc'],
+    env: childEnv(),
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   t.teardown(() => {
     if (child.connected) child.send('exit');
@@ -64,23 +73,25 @@ async function startChild(t: Test, upstream: string, idleMs: number): Promise<{ 
       w(m);
     } else queue.push(m);
   });
-  const next = (what: string) => new Promise<unknown>((resolve, reject) => {
-    if (queue.length > 0) return resolve(queue.shift());
-    const timer = setTimeout(() => reject(new Error(`the responder child did not send ${what} within 20 s`)), 20_000);
-    waiting = (m) => {
-      clearTimeout(timer);
-      resolve(m);
-    };
-  });
-  const { port } = await next('its port') as { port: number };
+  const next = (what: string) =>
+    new Promise<unknown>((resolve, reject) => {
+      if (queue.length > 0) return resolve(queue.shift());
+      const timer = setTimeout(() => reject(new Error(`the responder child did not send ${what} within 20 s`)), 20_000);
+      waiting = (m) => {
+        clearTimeout(timer);
+        resolve(m);
+      };
+    });
+  const { port } = (await next('its port')) as { port: number };
   const mem = async () => {
     child.send('mem');
-    return await next('its memory') as MemoryReport;
+    return (await next('its memory')) as MemoryReport;
   };
   return { port, mem, child };
 }
 
-const fmt = (m: MemoryReport) => `rss ${(m.rss / MB).toFixed(1)} MB, external ${(m.external / MB).toFixed(1)} MB, heap ${(m.heapUsed / MB).toFixed(1)} MB`;
+const fmt = (m: MemoryReport) =>
+  `rss ${(m.rss / MB).toFixed(1)} MB, external ${(m.external / MB).toFixed(1)} MB, heap ${(m.heapUsed / MB).toFixed(1)} MB`;
 
 // Bounds for 100,000 pipelined queries. Kept, the answers alone are over 50 MB (half of them
 // are a 1 KB cached TXT answer); with reading paused the responder holds at most a few hundred
@@ -130,7 +141,10 @@ t.test('TCP: 100,000 queries pipelined without reading keep memory bounded, othe
   }
   t.comment(`peak during the flood: rss ${(peakRss / MB).toFixed(1)} MB, external ${(peakExternal / MB).toFixed(1)} MB`);
   t.ok(peakRss - before.rss < RSS_GROWTH, `RSS grew ${((peakRss - before.rss) / MB).toFixed(1)} MB (bound ${RSS_GROWTH / MB} MB)`);
-  t.ok(peakExternal - before.external < EXTERNAL_GROWTH, `external memory grew ${((peakExternal - before.external) / MB).toFixed(1)} MB (bound ${EXTERNAL_GROWTH / MB} MB)`);
+  t.ok(
+    peakExternal - before.external < EXTERNAL_GROWTH,
+    `external memory grew ${((peakExternal - before.external) / MB).toFixed(1)} MB (bound ${EXTERNAL_GROWTH / MB} MB)`,
+  );
 
   flood.destroy();
   let after = await r.mem();
@@ -140,8 +154,14 @@ t.test('TCP: 100,000 queries pipelined without reading keep memory bounded, othe
   }
   t.equal(after.tcpConnections, 0, 'the connection is gone once the client left');
   t.comment(`after the client left: ${fmt(after)}`);
-  t.ok(after.external - before.external < 2 * MB, `external memory back to ${(after.external / MB).toFixed(1)} MB (baseline ${(before.external / MB).toFixed(1)} MB)`);
-  t.ok(after.heapUsed - before.heapUsed < 8 * MB, `heap back to ${(after.heapUsed / MB).toFixed(1)} MB (baseline ${(before.heapUsed / MB).toFixed(1)} MB; the cache now holds the forwarded names)`);
+  t.ok(
+    after.external - before.external < 2 * MB,
+    `external memory back to ${(after.external / MB).toFixed(1)} MB (baseline ${(before.external / MB).toFixed(1)} MB)`,
+  );
+  t.ok(
+    after.heapUsed - before.heapUsed < 8 * MB,
+    `heap back to ${(after.heapUsed / MB).toFixed(1)} MB (baseline ${(before.heapUsed / MB).toFixed(1)} MB; the cache now holds the forwarded names)`,
+  );
   t.equal(rcodeOf(await tcpQuery(r.port, { questions: [{ type: 'A', name: 'api' }] })), 0, 'and it still answers');
 });
 
@@ -167,7 +187,7 @@ t.test(`TCP: at most ${MAX_TCP_PENDING} queries of one connection wait for the u
   // The limit is per connection: another client's query still goes upstream.
   const other = udpQuery(r.udpPort, { questions: [{ type: 'A', name: 'udp.slow.test' }] }, 1500).catch(() => null);
   await sleep(300);
-  t.ok(seen.includes('udp.slow.test'), 'another client\'s query went upstream');
+  t.ok(seen.includes('udp.slow.test'), "another client's query went upstream");
   s.destroy();
   t.same(await answers, [], 'nothing answered while the upstream is silent');
   await other;

@@ -18,7 +18,11 @@ const [upstream, idleMs] = process.argv.slice(2);
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc === undefined || process.send === undefined) throw new Error('run with fork() and --expose-gc');
 const r = await startDnsResponder({
-  host: '127.0.0.1', port: 0, upstreams: [upstream], names: DEMO_NAMES, tcpIdleMs: Number(idleMs),
+  host: '127.0.0.1',
+  port: 0,
+  upstreams: [upstream],
+  names: DEMO_NAMES,
+  tcpIdleMs: Number(idleMs),
   log: createLogger('dns', 'silent'),
 });
 process.send({ port: r.udpPort });
@@ -30,7 +34,10 @@ process.on('message', (m) => {
     const report: MemoryReport = { rss: u.rss, heapUsed: u.heapUsed, external: u.external, tcpConnections: r.tcpConnections };
     process.send!(report);
   } else if (m === 'exit') {
-    r.close().then(() => process.exit(0), () => process.exit(1));
+    r.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
   }
 });
 process.on('disconnect', () => process.exit(0));

@@ -42,7 +42,11 @@ if (why !== null) {
     const children: ReturnType<typeof spawn>[] = [];
     const cleanup = () => {
       for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      try { execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' }); } catch { /* already gone */ }
+      try {
+        execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+      } catch {
+        /* already gone */
+      }
       rmSync(etc, { recursive: true, force: true });
     };
     // Also on a crash of this process: the namespace and its /etc folder never stay behind.
@@ -51,11 +55,14 @@ if (why !== null) {
     execFileSync('ip', ['netns', 'add', ns]);
     execFileSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
     mkdirSync(etc, { recursive: true });
-    const podResolv = 'nameserver 127.0.0.1\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:2 attempts:1\n';
+    const podResolv =
+      'nameserver 127.0.0.1\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:2 attempts:1\n';
     writeFileSync(join(etc, 'resolv.conf'), podResolv);
 
     const startInNs = (...args: string[]) => {
-      const child = spawn('ip', ['netns', 'exec', ns, process.execPath, join(here, 'netnsResponder.ts'), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const child = spawn('ip', ['netns', 'exec', ns, process.execPath, join(here, 'netnsResponder.ts'), ...args], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
       children.push(child);
       return new Promise<void>((resolve, reject) => {
         let out = '';
@@ -91,7 +98,11 @@ if (why !== null) {
     const children: ReturnType<typeof spawn>[] = [];
     const cleanup = () => {
       for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      try { execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' }); } catch { /* already gone */ }
+      try {
+        execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+      } catch {
+        /* already gone */
+      }
     };
     process.once('exit', cleanup);
     t.teardown(cleanup);
@@ -99,7 +110,9 @@ if (why !== null) {
     execFileSync('ip', ['netns', 'exec', ns, 'ip', 'link', 'set', 'lo', 'up']);
     // A non-loopback address that exists only inside this namespace.
     execFileSync('ip', ['netns', 'exec', ns, 'ip', 'addr', 'add', '10.253.0.1/32', 'dev', 'lo']);
-    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, join(here, 'netnsResponder.ts'), '0.0.0.0', '5300'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, join(here, 'netnsResponder.ts'), '0.0.0.0', '5300'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     children.push(child);
     await new Promise<void>((resolve, reject) => {
       let out = '';
@@ -110,11 +123,20 @@ if (why !== null) {
       child.once('exit', (code) => reject(new Error(`responder in ${ns} exited ${code}: ${out}`)));
       setTimeout(() => reject(new Error(`responder in ${ns} not ready after 15 s: ${out}`)), 15_000).unref();
     });
-    const digIn = (...args: string[]) => new Promise<string>((resolve) => {
-      execFile('ip', ['netns', 'exec', ns, 'dig', '-p', '5300', '+time=1', '+tries=1', ...args], (_err, stdout) => resolve(stdout));
-    });
+    const digIn = (...args: string[]) =>
+      new Promise<string>((resolve) => {
+        execFile('ip', ['netns', 'exec', ns, 'dig', '-p', '5300', '+time=1', '+tries=1', ...args], (_err, stdout) => resolve(stdout));
+      });
     t.match(await digIn('@127.0.0.1', 'api'), /status: NOERROR[\s\S]*127\.0\.0\.2/, 'loopback client answered');
-    t.match(await digIn('@10.253.0.1', '-b', '10.253.0.1', 'api'), /timed out|no servers could be reached/, 'a client from 10.253.0.1 gets nothing');
-    t.match(await digIn('@10.253.0.1', '-b', '10.253.0.1', '+tcp', 'api'), /connection reset|end of file|timed out|no servers|communications error/i, 'nor over TCP');
+    t.match(
+      await digIn('@10.253.0.1', '-b', '10.253.0.1', 'api'),
+      /timed out|no servers could be reached/,
+      'a client from 10.253.0.1 gets nothing',
+    );
+    t.match(
+      await digIn('@10.253.0.1', '-b', '10.253.0.1', '+tcp', 'api'),
+      /connection reset|end of file|timed out|no servers|communications error/i,
+      'nor over TCP',
+    );
   });
 }

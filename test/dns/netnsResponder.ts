@@ -9,5 +9,8 @@ const [host = '127.0.0.1', port = '53'] = process.argv.slice(2);
 const r = await startDnsResponder({ host, port: Number(port), upstreams: [], names: DEMO_NAMES, log: createLogger('dns', 'warn') });
 process.stdout.write(`ready ${r.udpPort}\n`);
 process.on('SIGTERM', () => {
-  r.close().then(() => process.exit(0), () => process.exit(1));
+  r.close().then(
+    () => process.exit(0),
+    () => process.exit(1),
+  );
 });

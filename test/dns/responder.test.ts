@@ -16,7 +16,11 @@ t.test('dig: local names in every form answer A with aa; AAAA is NOERROR with no
     const res = await dig(r.udpPort, name, 'A');
     t.equal(res.status, 'NOERROR', `${name}: NOERROR`);
     t.ok(res.flags.includes('aa'), `${name}: aa set`);
-    t.match(res.answers, [new RegExp(`^${name.replace(/\.$/, '').replace(/\./g, '\\.')}\\. 5 IN A 127\\.0\\.0\\.2$`, 'i')], `${name}: A 127.0.0.2, TTL 5`);
+    t.match(
+      res.answers,
+      [new RegExp(`^${name.replace(/\.$/, '').replace(/\./g, '\\.')}\\. 5 IN A 127\\.0\\.0\\.2$`, 'i')],
+      `${name}: A 127.0.0.2, TTL 5`,
+    );
   }
   const explicit = await dig(r.udpPort, 'shop.example.internal', 'A');
   t.same(explicit.answers, ['shop.example.internal. 5 IN A 127.0.0.4'], 'wildcard Domains entry');
@@ -37,7 +41,7 @@ t.test('dig: unknown names go upstream, come back, then come from the cache', as
   const r = await withResponder(t, { names: DEMO_NAMES, upstreams: [`127.0.0.1:${up.port}`], registry });
   const first = await dig(r.udpPort, 'www.upstream.test');
   t.equal(first.status, 'NOERROR');
-  t.same(first.answers, ['www.upstream.test. 60 IN A 10.9.8.1'], 'dnsmasq\'s answer relayed');
+  t.same(first.answers, ['www.upstream.test. 60 IN A 10.9.8.1'], "dnsmasq's answer relayed");
   t.equal(r.metrics.total('forwarded'), 1);
   await sleep(1100);
   const second = await dig(r.udpPort, 'WWW.upstream.test');
@@ -66,7 +70,7 @@ t.test('dig: a killed upstream gives SERVFAIL within the timeout', async (t) => 
   t.same((await dig(r.udpPort, 'api')).answers, ['api. 5 IN A 127.0.0.2'], 'local names still answer');
 });
 
-t.test('Node\'s dns.promises.Resolver resolves the local names', async (t) => {
+t.test("Node's dns.promises.Resolver resolves the local names", async (t) => {
   const up = await startDnsmasq(t, UPSTREAM_RECORDS);
   const r = await withResponder(t, { names: DEMO_NAMES, upstreams: [`127.0.0.1:${up.port}`] });
   const resolver = new Resolver({ timeout: 2000, tries: 1 });
@@ -86,7 +90,7 @@ t.test('a snapshot that removes a name takes effect at once', async (t) => {
   r.setNames(DEMO_NAMES.filter((n) => !n.name.startsWith('cache')));
   const after = await dig(r.udpPort, 'cache');
   const ms = Date.now() - started;
-  t.same(after.answers, ['cache. 60 IN A 10.1.1.1'], 'no longer answered locally: dnsmasq\'s answer');
+  t.same(after.answers, ['cache. 60 IN A 10.1.1.1'], "no longer answered locally: dnsmasq's answer");
   t.ok(ms < 100 + after.ms, `took ${ms} ms including dig`);
   t.same((await dig(r.udpPort, 'api')).answers, ['api. 5 IN A 127.0.0.2'], 'the rest stays');
 });
@@ -116,18 +120,32 @@ t.test('refused: ANY, zone transfers, no upstream, other clients', async (t) => 
 });
 
 t.test('flags and their env twins give the options', async (t) => {
-  const { values } = parseFlags([...dnsFlags], ['--dns-port', '5353', '--dns-names', 'api=127.0.0.2,*.example.internal=127.0.0.4'],
-    { SHOAL_DNS_UPSTREAM: '10.96.0.10, 10.96.0.11:5353', SHOAL_CLUSTER_DOMAIN: 'corp.local' });
+  const { values } = parseFlags([...dnsFlags], ['--dns-port', '5353', '--dns-names', 'api=127.0.0.2,*.example.internal=127.0.0.4'], {
+    SHOAL_DNS_UPSTREAM: '10.96.0.10, 10.96.0.11:5353',
+    SHOAL_CLUSTER_DOMAIN: 'corp.local',
+  });
   const o = dnsOptionsFromFlags(values);
   t.match(o, {
-    host: '127.0.0.1', port: 5353, upstreams: ['10.96.0.10', '10.96.0.11:5353'], clusterDomain: 'corp.local', ttl: 5,
-    cacheSize: 10000, upstreamTimeoutMs: 2000, allowRemote: false,
-    names: [{ name: 'api', address: '127.0.0.2' }, { name: '*.example.internal', address: '127.0.0.4' }],
+    host: '127.0.0.1',
+    port: 5353,
+    upstreams: ['10.96.0.10', '10.96.0.11:5353'],
+    clusterDomain: 'corp.local',
+    ttl: 5,
+    cacheSize: 10000,
+    upstreamTimeoutMs: 2000,
+    allowRemote: false,
+    names: [
+      { name: 'api', address: '127.0.0.2' },
+      { name: '*.example.internal', address: '127.0.0.4' },
+    ],
   });
   t.throws(() => parseStaticNames(['api']), /expected name=address/);
   const r = await withResponder(t, { ...o, port: 0, upstreams: [] });
   t.same((await dig(r.udpPort, 'x.example.internal')).answers, ['x.example.internal. 5 IN A 127.0.0.4'], '--dns-names answer');
-  await t.rejects(startDnsResponder({ host: '127.0.0.1', port: 0, upstreams: [], ttl: -1, log: createLogger('dns', 'silent') }), /invalid dns option ttl=-1/);
+  await t.rejects(
+    startDnsResponder({ host: '127.0.0.1', port: 0, upstreams: [], ttl: -1, log: createLogger('dns', 'silent') }),
+    /invalid dns option ttl=-1/,
+  );
 });
 
 t.test('an upstream that is the responder itself is refused at start', async (t) => {
@@ -137,7 +155,10 @@ t.test('an upstream that is the responder itself is refused at start', async (t)
   await t.rejects(startDnsResponder({ host: '127.0.0.1', port: 0, upstreams: ['dns.example'], log }), /invalid DNS upstream "dns.example"/);
   // Port 0: the check runs again once the real port is known.
   const first = await withResponder(t, {});
-  await t.rejects(startDnsResponder({ host: '127.0.0.1', port: first.udpPort, upstreams: [`127.0.0.1:${first.udpPort}`], log }), /is this responder itself/);
+  await t.rejects(
+    startDnsResponder({ host: '127.0.0.1', port: first.udpPort, upstreams: [`127.0.0.1:${first.udpPort}`], log }),
+    /is this responder itself/,
+  );
   const other = await withResponder(t, { upstreams: [`127.0.0.1:${first.udpPort}`] });
   t.not(other.udpPort, first.udpPort, 'another responder as upstream is fine');
   t.equal(rcodeOf(await udpQuery(other.udpPort, { questions: [{ type: 'A', name: 'x.test' }] })), 5, 'chained: the first one refuses');

@@ -1,9 +1,7 @@
 // The hand-written wire code against packets built by an independent codec (dns-packet).
 import t from 'tap';
 import dnsPacket from 'dns-packet';
-import {
-  Query, aRecord, emptyAnswer, inspectAnswer, keyToName, localAnswer, nameKey, parseQuery,
-} from '../../dns/wire.ts';
+import { Query, aRecord, emptyAnswer, inspectAnswer, keyToName, localAnswer, nameKey, parseQuery } from '../../dns/wire.ts';
 import { LocalZone } from '../../dns/localZone.ts';
 import { AnswerCache, answerFlags, cacheQuestion } from '../../dns/cache.ts';
 
@@ -41,9 +39,21 @@ t.test('parseQuery refuses what is not one plain question', async (t) => {
     'cut in the name': good.subarray(0, 14),
     'cut in the type': good.subarray(0, good.length - 2),
     response: dnsPacket.encode({ type: 'response', id: 1, questions: [{ type: 'A', name: 'api' }] }),
-    'two questions': dnsPacket.encode({ type: 'query', id: 1, questions: [{ type: 'A', name: 'a' }, { type: 'A', name: 'b' }] }),
-    'an answer in a query': dnsPacket.encode({ type: 'query', id: 1, questions: [{ type: 'A', name: 'a' }], answers: [{ type: 'A', name: 'a', data: '1.2.3.4' }] }),
-    'oversized': Buffer.concat([good, Buffer.alloc(5000)]),
+    'two questions': dnsPacket.encode({
+      type: 'query',
+      id: 1,
+      questions: [
+        { type: 'A', name: 'a' },
+        { type: 'A', name: 'b' },
+      ],
+    }),
+    'an answer in a query': dnsPacket.encode({
+      type: 'query',
+      id: 1,
+      questions: [{ type: 'A', name: 'a' }],
+      answers: [{ type: 'A', name: 'a', data: '1.2.3.4' }],
+    }),
+    oversized: Buffer.concat([good, Buffer.alloc(5000)]),
   };
   const pointer = Buffer.from(good);
   pointer[12] = 0xc0;
@@ -64,7 +74,10 @@ t.test('localAnswer and emptyAnswer decode as the right answers', async (t) => {
   t.equal(a.id, 0x1234);
   t.ok(a.flag_qr && a.flag_aa && a.flag_rd && a.flag_ra);
   t.equal(a.questions![0].name, 'Api.Default', 'question spelling kept');
-  t.same((a.answers as dnsPacket.StringAnswer[]).map((r) => [r.name, r.type, r.ttl, r.data]), [['Api.Default', 'A', 5, '127.0.0.2']]);
+  t.same(
+    (a.answers as dnsPacket.StringAnswer[]).map((r) => [r.name, r.type, r.ttl, r.data]),
+    [['Api.Default', 'A', 5, '127.0.0.2']],
+  );
   const opt = a.additionals![0] as dnsPacket.OptAnswer;
   t.equal(opt.type, 'OPT');
   t.equal(opt.flag_do, true, 'DO echoed');
@@ -79,18 +92,35 @@ t.test('localAnswer and emptyAnswer decode as the right answers', async (t) => {
 
 t.test('inspectAnswer finds TTLs and the negative TTL of the SOA', async (t) => {
   const positive = dnsPacket.encode({
-    type: 'response', id: 1, flags: dnsPacket.RECURSION_AVAILABLE, questions: [{ type: 'A', name: 'a.test' }],
-    answers: [{ type: 'A', name: 'a.test', ttl: 300, data: '10.0.0.1' }, { type: 'A', name: 'a.test', ttl: 120, data: '10.0.0.2' }],
+    type: 'response',
+    id: 1,
+    flags: dnsPacket.RECURSION_AVAILABLE,
+    questions: [{ type: 'A', name: 'a.test' }],
+    answers: [
+      { type: 'A', name: 'a.test', ttl: 300, data: '10.0.0.1' },
+      { type: 'A', name: 'a.test', ttl: 120, data: '10.0.0.2' },
+    ],
     additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, options: [] } as unknown as dnsPacket.Answer],
   });
   const f = inspectAnswer(positive)!;
   t.equal(f.cacheTtl, 120, 'smallest TTL');
   t.same(f.ttls, [300, 120], 'OPT has no TTL to age');
   t.equal(positive.readUInt32BE(f.ttlOffsets[1]), 120);
-  const negative = Buffer.from(dnsPacket.encode({
-    type: 'response', id: 1, questions: [{ type: 'A', name: 'no.test' }],
-    authorities: [{ type: 'SOA', name: 'test', ttl: 900, data: { mname: 'ns.test', rname: 'h.test', serial: 1, refresh: 2, retry: 3, expire: 4, minimum: 30 } }],
-  }));
+  const negative = Buffer.from(
+    dnsPacket.encode({
+      type: 'response',
+      id: 1,
+      questions: [{ type: 'A', name: 'no.test' }],
+      authorities: [
+        {
+          type: 'SOA',
+          name: 'test',
+          ttl: 900,
+          data: { mname: 'ns.test', rname: 'h.test', serial: 1, refresh: 2, retry: 3, expire: 4, minimum: 30 },
+        },
+      ],
+    }),
+  );
   negative[3] = (negative[3] & 0xf0) | 3;
   const n = inspectAnswer(negative)!;
   t.equal(n.rcode, 3);
@@ -102,14 +132,17 @@ t.test('inspectAnswer finds TTLs and the negative TTL of the SOA', async (t) => 
 });
 
 t.test('the local zone: exact names, wildcards below their domain, never a bare *', async (t) => {
-  const { zone, skipped } = LocalZone.build([
-    { name: 'api', address: '127.0.0.2' },
-    { name: 'API.default.', address: '127.0.0.2' },
-    { name: '*.example.internal', address: '127.0.0.4' },
-    { name: '*.deep.example.internal', address: '127.0.0.7' },
-    { name: '*', address: '127.0.0.6' },
-    { name: 'bad name', address: '127.0.0.6' },
-  ], 5);
+  const { zone, skipped } = LocalZone.build(
+    [
+      { name: 'api', address: '127.0.0.2' },
+      { name: 'API.default.', address: '127.0.0.2' },
+      { name: '*.example.internal', address: '127.0.0.4' },
+      { name: '*.deep.example.internal', address: '127.0.0.7' },
+      { name: '*', address: '127.0.0.6' },
+      { name: 'bad name', address: '127.0.0.6' },
+    ],
+    5,
+  );
   t.same(skipped, ['*', 'bad name']);
   t.equal(zone.lookup(nameKey('api'))?.address, '127.0.0.2');
   t.equal(zone.lookup(nameKey('api.default'))?.address, '127.0.0.2');
@@ -125,7 +158,9 @@ t.test('the cache ages TTLs, patches the ID and question, evicts the oldest, exp
   let now = 1_000_000;
   const cache = new AnswerCache({ maxEntries: 2, maxBytes: 1 << 20, maxTtl: 3600, maxNegativeTtl: 60, now: () => now });
   const answer = dnsPacket.encode({
-    type: 'response', id: 7, questions: [{ type: 'A', name: 'a.test' }],
+    type: 'response',
+    id: 7,
+    questions: [{ type: 'A', name: 'a.test' }],
     answers: [{ type: 'A', name: 'a.test', ttl: 100, data: '10.0.0.1' }],
   });
   const f = inspectAnswer(answer)!;
@@ -143,7 +178,7 @@ t.test('the cache ages TTLs, patches the ID and question, evicts the oldest, exp
   now += 30_500;
   const got = dnsPacket.decode(hit('A.TEST')!);
   t.equal(got.id, 0x1234);
-  t.equal(got.questions![0].name, 'A.TEST', 'the client\'s spelling');
+  t.equal(got.questions![0].name, 'A.TEST', "the client's spelling");
   t.equal((got.answers![0] as dnsPacket.StringAnswer).ttl, 70, '30 s later');
   t.equal(hit('a.test', 'AAAA'), null, 'another type is another answer');
   t.equal(hit('b.test'), null);

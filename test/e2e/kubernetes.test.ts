@@ -12,11 +12,18 @@ import { e2eSuite } from './lib/suite.ts';
 const kube = kubeForFile(t, import.meta.filename);
 
 if (kube) {
-  e2eSuite('e2e, Kubernetes API: names and rolling update', {
-    // A generous connect timeout: on a shared 2-core machine a starved event loop can miss 250 ms.
-    tag: 'k8', variant: 'kubernetes', webApiOptions: { ConnectionTimeoutMS: 2000 }, kube,
-  }, async (t, mesh) => {
-    await scenarioNamesAndBalancing(t, mesh, false);
-    await scenarioRollingUpdate(t, mesh);
-  });
+  e2eSuite(
+    'e2e, Kubernetes API: names and rolling update',
+    {
+      // A generous connect timeout: on a shared 2-core machine a starved event loop can miss 250 ms.
+      tag: 'k8',
+      variant: 'kubernetes',
+      webApiOptions: { ConnectionTimeoutMS: 2000 },
+      kube,
+    },
+    async (t, mesh) => {
+      await scenarioNamesAndBalancing(t, mesh, false);
+      await scenarioRollingUpdate(t, mesh);
+    },
+  );
 }

@@ -27,25 +27,44 @@ import { kubeForFile } from '../lib/kube.ts';
 import { cleanLeftovers, destroyAllSync, NetnsCluster, netnsUnavailable } from '../e2e/lib/netns.ts';
 import { CASES, NOT_APPLICABLE, testCaseName, type ConformanceCase, type Step } from './conformance/cases.ts';
 import {
-  awaitConvergence, beyondOfficialChecks, compareRequest, planRequest, weightedDistribution,
-  WEIGHT_MAX_TEST_RETRIES, WEIGHT_TOTAL_REQUESTS, type Convergence,
+  awaitConvergence,
+  beyondOfficialChecks,
+  compareRequest,
+  planRequest,
+  weightedDistribution,
+  WEIGHT_MAX_TEST_RETRIES,
+  WEIGHT_TOTAL_REQUESTS,
+  type Convergence,
 } from './conformance/compare.ts';
 import { MeshHarness, sidecarDown } from './lib/harness.ts';
 import type { ClientRequest } from './lib/meshClient.ts';
 
 type Verdict = 'pass' | 'fail' | 'n/a' | 'not run';
-interface CaseResult { c: ConformanceCase; verdict: Verdict; why: string }
+interface CaseResult {
+  c: ConformanceCase;
+  verdict: Verdict;
+  why: string;
+}
 
 const kube = kubeForFile(t, import.meta.filename);
-const only = process.env.SHOAL_GATEWAY_CASES ? new Set(process.env.SHOAL_GATEWAY_CASES.split(',').map((s) => s.trim()).filter((s) => s !== '')) : null;
+const only = process.env.SHOAL_GATEWAY_CASES
+  ? new Set(
+      process.env.SHOAL_GATEWAY_CASES.split(',')
+        .map((s) => s.trim())
+        .filter((s) => s !== ''),
+    )
+  : null;
 for (const name of only ?? []) {
-  if (!CASES.some((c) => c.ShortName === name)) throw new Error(`SHOAL_GATEWAY_CASES names ${name}, which is no case (${CASES.map((c) => c.ShortName).join(', ')})`);
+  if (!CASES.some((c) => c.ShortName === name))
+    throw new Error(`SHOAL_GATEWAY_CASES names ${name}, which is no case (${CASES.map((c) => c.ShortName).join(', ')})`);
 }
 
 function summary(results: CaseResult[]): string {
   const n = (v: Verdict) => results.filter((r) => r.verdict === v).length;
   const notRun = n('not run') > 0 ? `, ${n('not run')} not run` : '';
-  const lines = [`gateway-api mesh conformance: ${n('pass')} passed, ${n('fail')} failed, ${n('n/a')} not applicable${notRun} of ${CASES.length}`];
+  const lines = [
+    `gateway-api mesh conformance: ${n('pass')} passed, ${n('fail')} failed, ${n('n/a')} not applicable${notRun} of ${CASES.length}`,
+  ];
   for (const r of results) {
     const tag = { pass: 'PASS', fail: 'FAIL', 'n/a': 'N/A ', 'not run': 'SKIP' }[r.verdict];
     lines.push(`  ${tag} ${r.c.ShortName} (tests/mesh/${r.c.goFile})${r.why ? `: ${r.why}` : ''}`);
@@ -55,9 +74,18 @@ function summary(results: CaseResult[]): string {
 
 function opFor(h: MeshHarness, step: Step): { op: ClientRequest; plan: ReturnType<typeof planRequest> } {
   const plan = planRequest(step.exp, h.podIps());
-  const op: ClientRequest = plan.protocol === 'grpc'
-    ? { op: 'grpc', host: plan.host, port: plan.port, authority: plan.hostHeader, proto: h.grpcProto }
-    : { op: 'http', host: plan.host, port: plan.port, hostHeader: plan.hostHeader, path: plan.path, method: plan.method, headers: plan.headers };
+  const op: ClientRequest =
+    plan.protocol === 'grpc'
+      ? { op: 'grpc', host: plan.host, port: plan.port, authority: plan.hostHeader, proto: h.grpcProto }
+      : {
+          op: 'http',
+          host: plan.host,
+          port: plan.port,
+          hostHeader: plan.hostHeader,
+          path: plan.path,
+          method: plan.method,
+          headers: plan.headers,
+        };
   return { op, plan };
 }
 
@@ -77,8 +105,12 @@ async function weights(h: MeshHarness, step: Step, expected: Record<string, numb
   for (let i = 0; i < WEIGHT_MAX_TEST_RETRIES; i++) {
     const results = await h.send(step.caller, { ...op, count: WEIGHT_TOTAL_REQUESTS, concurrency: 10, brief: true } as ClientRequest);
     const counts: Record<string, number> = {};
-    for (const r of results) counts[r.hostname || `(no pod: ${r.code ?? r.error})`] = (counts[r.hostname || `(no pod: ${r.code ?? r.error})`] ?? 0) + 1;
-    const err = weightedDistribution(results.map((r) => r.hostname), expected);
+    for (const r of results)
+      counts[r.hostname || `(no pod: ${r.code ?? r.error})`] = (counts[r.hostname || `(no pod: ${r.code ?? r.error})`] ?? 0) + 1;
+    const err = weightedDistribution(
+      results.map((r) => r.hostname),
+      expected,
+    );
     tries.push(`batch ${i + 1}: ${JSON.stringify(counts)}${err ? ` -> ${err.replace(/\n/g, '; ')}` : ' -> within tolerance'}`);
     if (err === null) return { ok: true, tries };
   }
@@ -98,10 +130,21 @@ async function control(t: Test, h: MeshHarness, c: ConformanceCase): Promise<boo
     const { op } = opFor(h, c.steps[0]);
     let err: string | null = null;
     for (let i = 0; i < 2 && err === null; i++) {
-      const results = await h.send(c.steps[0].caller, { ...op, count: WEIGHT_TOTAL_REQUESTS, concurrency: 10, brief: true } as ClientRequest);
-      err = weightedDistribution(results.map((r) => r.hostname), c.weights!);
+      const results = await h.send(c.steps[0].caller, {
+        ...op,
+        count: WEIGHT_TOTAL_REQUESTS,
+        concurrency: 10,
+        brief: true,
+      } as ClientRequest);
+      err = weightedDistribution(
+        results.map((r) => r.hostname),
+        c.weights!,
+      );
     }
-    return t.ok(err !== null, `control: a batch of ${WEIGHT_TOTAL_REQUESTS} on the base mesh (no route of the case) misses the weights: ${err?.replace(/\n/g, '; ') ?? 'two did not'}`);
+    return t.ok(
+      err !== null,
+      `control: a batch of ${WEIGHT_TOTAL_REQUESTS} on the base mesh (no route of the case) misses the weights: ${err?.replace(/\n/g, '; ') ?? 'two did not'}`,
+    );
   }
   const already: string[] = [];
   for (const [i, step] of c.steps.entries()) {
@@ -110,8 +153,12 @@ async function control(t: Test, h: MeshHarness, c: ConformanceCase): Promise<boo
     const rs = await h.send(step.caller, { ...op, count: 6 } as ClientRequest);
     if (rs.every((r) => compareRequest(step.exp, r) === null)) already.push(testCaseName(step.exp, i));
   }
-  if (already.length > 0) t.comment(`${c.ShortName}: without the case's manifests the base mesh already answers as expected to: ${already.join('; ')}`);
-  return t.ok(already.length < c.steps.length, `control: the base mesh (no route of the case) fails ${c.steps.length - already.length} of the ${c.steps.length} step(s)`);
+  if (already.length > 0)
+    t.comment(`${c.ShortName}: without the case's manifests the base mesh already answers as expected to: ${already.join('; ')}`);
+  return t.ok(
+    already.length < c.steps.length,
+    `control: the base mesh (no route of the case) fails ${c.steps.length - already.length} of the ${c.steps.length} step(s)`,
+  );
 }
 
 async function runCase(t: Test, h: MeshHarness, c: ConformanceCase): Promise<string> {
@@ -134,7 +181,10 @@ async function runCase(t: Test, h: MeshHarness, c: ConformanceCase): Promise<str
     if (c.kind === 'weights' && failures.length === 0) {
       const w = await weights(h, c.steps[0], c.weights!);
       for (const line of w.tries) t.comment(`${c.ShortName}: ${line}`);
-      t.ok(w.ok, `the answers follow the weights ${JSON.stringify(c.weights)} within 5 points (${w.tries.length} batch(es) of ${WEIGHT_TOTAL_REQUESTS})`);
+      t.ok(
+        w.ok,
+        `the answers follow the weights ${JSON.stringify(c.weights)} within 5 points (${w.tries.length} batch(es) of ${WEIGHT_TOTAL_REQUESTS})`,
+      );
       if (!w.ok) failures.push(`weights: ${w.tries[w.tries.length - 1]}`);
     }
   } finally {
@@ -170,12 +220,20 @@ if (kube) {
         await cluster.destroy({ keepDir: true });
         for (const c of CASES) {
           if (only && !only.has(c.ShortName)) results.push({ c, verdict: 'not run', why: 'not in SHOAL_GATEWAY_CASES' });
-          else results.push({ c, verdict: NOT_APPLICABLE[c.ShortName] ? 'n/a' : 'fail', why: NOT_APPLICABLE[c.ShortName] ?? 'the harness did not start' });
+          else
+            results.push({
+              c,
+              verdict: NOT_APPLICABLE[c.ShortName] ? 'n/a' : 'fail',
+              why: NOT_APPLICABLE[c.ShortName] ?? 'the harness did not start',
+            });
         }
         const text = summary(results);
         t.comment(text);
         console.error(`\n${text}\n`);
-        throw new Error(`the mesh for the conformance cases did not start: ${(err as Error).message}\n${logs}\nlogs kept in ${cluster.dir}`, { cause: err });
+        throw new Error(
+          `the mesh for the conformance cases did not start: ${(err as Error).message}\n${logs}\nlogs kept in ${cluster.dir}`,
+          { cause: err },
+        );
       }
       t.teardown(async () => {
         const failed = t.counts.fail > 0;

@@ -41,20 +41,26 @@ async function post(url: string, token: string | null, body: unknown) {
     headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
     body: JSON.stringify(body),
   });
-  return { status: res.statusCode, body: await res.body.json() as Record<string, string & string[]> };
+  return { status: res.statusCode, body: (await res.body.json()) as Record<string, string & string[]> };
 }
 
 t.test('static mode: tokens file, signing, refusals', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'shoal-ca-'));
   writeFileSync(join(dir, 'topology.yaml'), TOPOLOGY);
-  writeFileSync(join(dir, 'tokens.yaml'), `tokens:
+  writeFileSync(
+    join(dir, 'tokens.yaml'),
+    `tokens:
   - { token: web-token, namespace: default, serviceAccount: web }
   - { token: old-token, namespace: default, serviceAccount: web, expires: "2020-01-01T00:00:00Z" }
   - { token: other-ns, namespace: other, serviceAccount: web }
-`);
+`,
+  );
   const { ca } = await CertificateAuthority.generate('mesh.test');
   const d = await startDiscover({
-    staticFile: join(dir, 'topology.yaml'), host: '127.0.0.1', port: 0, log: createLogger('discover', 'silent'),
+    staticFile: join(dir, 'topology.yaml'),
+    host: '127.0.0.1',
+    port: 0,
+    log: createLogger('discover', 'silent'),
     identity: { trustDomain: 'mesh.test', ca, tokensFile: join(dir, 'tokens.yaml'), certTtlMs: 3_600_000 },
   });
   t.teardown(() => d.close());
@@ -95,7 +101,10 @@ t.test('static mode: tokens file, signing, refusals', async (t) => {
 
   const otherNs = await post(d.url, 'other-ns', { csr: await csrFor('spiffe://mesh.test/ns/default/sa/web') });
   t.equal(otherNs.status, 403);
-  t.equal(otherNs.body.message, 'CSR asks for spiffe://mesh.test/ns/default/sa/web, but the token is for spiffe://mesh.test/ns/other/sa/web: refused; nothing signed');
+  t.equal(
+    otherNs.body.message,
+    'CSR asks for spiffe://mesh.test/ns/default/sa/web, but the token is for spiffe://mesh.test/ns/other/sa/web: refused; nothing signed',
+  );
   const dnsName = await post(d.url, 'web-token', { csr: await csrFor('spiffe://mesh.test/ns/default/sa/api') });
   t.equal(dnsName.status, 403);
   t.equal(ca.issued, 1, 'nothing signed by any refusal');
@@ -105,16 +114,23 @@ t.test('static mode: tokens file, signing, refusals', async (t) => {
   t.match(metrics, /shoal_discover_certificate_requests_total\{result="bad-csr"[^}]*\} 3/);
 
   // The snapshots carry identity.
-  const api = await (await request(`${d.url}/v2/snapshot/default/api`)).body.json() as import('../../shared/snapshot.ts').Snapshot;
+  const api = (await (await request(`${d.url}/v2/snapshot/default/api`)).body.json()) as import('../../shared/snapshot.ts').Snapshot;
   t.equal(api.identity?.spiffeId, 'spiffe://mesh.test/ns/default/sa/api');
   t.equal(api.identity?.mtlsMode, 'strict');
   t.same(api.identity?.trustBundle, [ca.certPem]);
   t.same(api.inbound[0].authz, { rules: [{ namespace: 'default', serviceAccount: 'web', methods: ['GET'], prefixes: ['/v1/'] }] });
-  const web = await (await request(`${d.url}/v2/snapshot/default/web`)).body.json() as import('../../shared/snapshot.ts').Snapshot;
+  const web = (await (await request(`${d.url}/v2/snapshot/default/web`)).body.json()) as import('../../shared/snapshot.ts').Snapshot;
   t.equal(web.identity?.mtlsMode, 'permissive');
   const cluster = web.clusters.find((c) => c.service === 'api')!;
   t.same(cluster.peerIdentities, ['spiffe://mesh.test/ns/default/sa/api']);
-  t.same(cluster.endpoints.map((e) => [e.port, e.meshed ?? false]), [[8080, false], [65301, true]], 'sidecar listen ports are meshed, others not');
+  t.same(
+    cluster.endpoints.map((e) => [e.port, e.meshed ?? false]),
+    [
+      [8080, false],
+      [65301, true],
+    ],
+    'sidecar listen ports are meshed, others not',
+  );
   // shoal get shows identity, mode and policy.
   const shown = renderSnapshot(api);
   t.match(shown, /IDENTITY\n  spiffe:\/\/mesh\.test\/ns\/default\/sa\/api   MTLS strict   TRUST DOMAIN mesh\.test   ROOTS 1/);
@@ -124,7 +140,7 @@ t.test('static mode: tokens file, signing, refusals', async (t) => {
   t.match(shownWeb, /policy inbound:8080 \(listen \d+\): allow all/);
   t.match(shownWeb, /peer api\.default:8080: mtls, expects spiffe:\/\/mesh\.test\/ns\/default\/sa\/api/);
   t.match(shownWeb, /127\.0\.0\.1:65301 \(mtls\)/);
-  const bundle = await (await request(`${d.url}/v1/identity/bundle`)).body.json() as { trustBundle: string[] };
+  const bundle = (await (await request(`${d.url}/v1/identity/bundle`)).body.json()) as { trustBundle: string[] };
   t.same(bundle.trustBundle, [ca.certPem]);
 });
 
@@ -156,8 +172,11 @@ t.test('kubernetes mode: the real TokenReview decides; expired and foreign token
   const expiredSa = resigned(webSa, saKey, 7200);
   const { ca } = await CertificateAuthority.generate('cluster.local');
   const d = await startDiscover({
-    kubernetes: { kubeconfigFile: k.kubeconfig, tokenAudience: 'shoal' }, host: '127.0.0.1', port: 0,
-    log: createLogger('discover', 'silent'), identity: { trustDomain: 'cluster.local', ca, tokenAudience: 'shoal' },
+    kubernetes: { kubeconfigFile: k.kubeconfig, tokenAudience: 'shoal' },
+    host: '127.0.0.1',
+    port: 0,
+    log: createLogger('discover', 'silent'),
+    identity: { trustDomain: 'cluster.local', ca, tokenAudience: 'shoal' },
   });
   t.teardown(() => d.close());
   await d.ready;
@@ -167,7 +186,11 @@ t.test('kubernetes mode: the real TokenReview decides; expired and foreign token
   t.equal(ok.body.spiffeId, want);
   // The same token signed again without moving its times is taken: the refusal below is the expiry's.
   const control = await post(d.url, resigned(webSa, saKey, 0), { csr: await csrFor(want) });
-  t.equal(control.status, 200, `a token signed again by the test is accepted when current${control.status === 200 ? '' : `: ${JSON.stringify(control.body)}`}`);
+  t.equal(
+    control.status,
+    200,
+    `a token signed again by the test is accepted when current${control.status === 200 ? '' : `: ${JSON.stringify(control.body)}`}`,
+  );
   const expired = await post(d.url, expiredSa, { csr: await csrFor(want) });
   t.equal(expired.status, 401);
   t.match(expired.body.message, /token refused: TokenReview did not authenticate the token/);

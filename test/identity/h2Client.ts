@@ -19,15 +19,25 @@ export interface H2Answer {
 export type TlsOptions = { key?: string; cert?: string; ca: string[]; ALPNProtocols?: string[] };
 
 /** One request on a fresh HTTP/2 connection: h2c with prior knowledge, or TLS when tls is given. Never throws. */
-export function h2Get(target: string, path: string, headers: Record<string, string> = {}, tls: TlsOptions | null = null, timeoutMs = 10_000): Promise<H2Answer> {
+export function h2Get(
+  target: string,
+  path: string,
+  headers: Record<string, string> = {},
+  tls: TlsOptions | null = null,
+  timeoutMs = 10_000,
+): Promise<H2Answer> {
   return new Promise((resolve) => {
     const out: H2Answer = { status: 0, headers: {}, body: '', error: '', tlsVersion: null, alpn: null, serverSans: '' };
     const session = tls
       ? h2Connect(`https://${target}`, {
-        key: tls.key, cert: tls.cert, ca: tls.ca, minVersion: 'TLSv1.3', ALPNProtocols: tls.ALPNProtocols ?? ['h2'],
-        // The sidecar's certificate names a SPIFFE ID, no host: the chain is checked against the bundle, the name here.
-        checkServerIdentity: () => undefined,
-      })
+          key: tls.key,
+          cert: tls.cert,
+          ca: tls.ca,
+          minVersion: 'TLSv1.3',
+          ALPNProtocols: tls.ALPNProtocols ?? ['h2'],
+          // The sidecar's certificate names a SPIFFE ID, no host: the chain is checked against the bundle, the name here.
+          checkServerIdentity: () => undefined,
+        })
       : h2Connect(`http://${target}`);
     let done = false;
     const finish = () => {
@@ -82,4 +92,5 @@ export function run(cmd: string, args: string[], input = ''): Promise<{ code: nu
 /** api's inbound listen port, as host:port. */
 export const target = (m: Mesh) => `${m.apiInbound.host}:${m.apiInbound.port}`;
 /** A caller's outbound h2 listener for api, as host:port. */
-export const outbound = (m: Mesh, who: 'web' | 'other' = 'web') => (who === 'web' ? `${m.webOutbound.host}:${m.webOutbound.port}` : `${m.otherOutbound.host}:${m.otherOutbound.port}`);
+export const outbound = (m: Mesh, who: 'web' | 'other' = 'web') =>
+  who === 'web' ? `${m.webOutbound.host}:${m.webOutbound.port}` : `${m.otherOutbound.host}:${m.otherOutbound.port}`;

@@ -13,20 +13,35 @@ const OTHER_ID = `spiffe://${TRUST_DOMAIN}/ns/default/sa/other`;
 
 t.test('ALLOW on http2 and grpc ports takes methods and paths (decided per request); tcp ports sources only', async (t) => {
   for (const protocol of ['http2', 'grpc']) {
-    const cfg = parseMeshConfig({ base_ports: [{ port: 9090, protocol, options: { ALLOW: 'ns/web/sa/web POST /shoal.test.Echo/' } }] }, 'default', 'api');
-    t.same(cfg.ports[0].authz?.rules[0], { namespace: 'web', serviceAccount: 'web', methods: ['POST'], prefixes: ['/shoal.test.Echo/'] }, protocol);
+    const cfg = parseMeshConfig(
+      { base_ports: [{ port: 9090, protocol, options: { ALLOW: 'ns/web/sa/web POST /shoal.test.Echo/' } }] },
+      'default',
+      'api',
+    );
+    t.same(
+      cfg.ports[0].authz?.rules[0],
+      { namespace: 'web', serviceAccount: 'web', methods: ['POST'], prefixes: ['/shoal.test.Echo/'] },
+      protocol,
+    );
   }
-  t.throws(() => parseMeshConfig({ base_ports: [{ port: 9090, protocol: 'tcp', options: { ALLOW: 'ns/web/sa/web POST' } }] }, 'default', 'api'), /a tcp port can only allow sources/);
+  t.throws(
+    () => parseMeshConfig({ base_ports: [{ port: 9090, protocol: 'tcp', options: { ALLOW: 'ns/web/sa/web POST' } }] }, 'default', 'api'),
+    /a tcp port can only allow sources/,
+  );
 });
 
-t.test('gRPC over mTLS: web\'s calls reach api with its identity; other\'s end PERMISSION_DENIED', async (t) => {
+t.test("gRPC over mTLS: web's calls reach api with its identity; other's end PERMISSION_DENIED", async (t) => {
   const mesh = await startMesh(t, { mode: 'STRICT', protocol: 'grpc', allow: 'ns/default/sa/web', other: true });
   const web = echoClient(t, outbound(mesh, 'web'));
   const ok = await unary(web, { data: Buffer.from('hi') });
   t.equal(ok.err, null, ok.err?.message ?? 'the call succeeds');
   t.equal(ok.msg?.server, 'api');
   t.equal(ok.msg?.data.toString(), 'hi');
-  t.same(mesh.seen.at(-1)?.['x-forwarded-client-cert'], `By=spiffe://${TRUST_DOMAIN}/ns/default/sa/api;URI=${WEB_ID}`, 'the app sees web\'s verified identity in the call metadata');
+  t.same(
+    mesh.seen.at(-1)?.['x-forwarded-client-cert'],
+    `By=spiffe://${TRUST_DOMAIN}/ns/default/sa/api;URI=${WEB_ID}`,
+    "the app sees web's verified identity in the call metadata",
+  );
 
   // A bidirectional stream through both sidecars over mTLS.
   const bidi = web.Bidi();
@@ -57,7 +72,11 @@ t.test('gRPC over mTLS: web\'s calls reach api with its identity; other\'s end P
   t.equal(streamErr.code, grpc.status.PERMISSION_DENIED, 'a stream is refused the same way');
   t.equal(mesh.seen.length, seenBefore, 'nothing from other reached the app');
   t.match((await metric(mesh.api, 'shoal_proxy_errors_total')).join('\n'), /error="denied"[^}]*\} 2/, 'denials counted');
-  t.match((await metric(mesh.api, 'shoal_proxy_inbound_connections_by_security_total')).join('\n'), /result="mtls"[^}]*\} [2-9]/, 'both callers came over mTLS: the denial is the policy\'s, per request');
+  t.match(
+    (await metric(mesh.api, 'shoal_proxy_inbound_connections_by_security_total')).join('\n'),
+    /result="mtls"[^}]*\} [2-9]/,
+    "both callers came over mTLS: the denial is the policy's, per request",
+  );
 });
 
 t.test('HTTP/2 port with methods and prefixes: 403 denied for other identities, other methods and paths, and plaintext', async (t) => {

@@ -28,20 +28,24 @@ t.test('gRPC calls across certificate renewals: zero failures, new sessions take
   const failures: string[] = [];
   const started = performance.now();
   // CONCURRENCY workers, each calling, pausing, calling again.
-  await Promise.all(Array.from({ length: CONCURRENCY }, async (_, w) => {
-    for (let i = 0; performance.now() - started < SECONDS * 1000; i++) {
-      const data = Buffer.from(`${w}-${i}`);
-      const r = await unary(client, { data }, { deadline: Date.now() + 10_000 });
-      if (r.err === null && r.msg?.data.toString() === data.toString()) ok++;
-      else failures.push(`${w}-${i}: ${r.err?.message ?? 'wrong answer'}`);
-      await new Promise((resolve) => setTimeout(resolve, PAUSE_MS));
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async (_, w) => {
+      for (let i = 0; performance.now() - started < SECONDS * 1000; i++) {
+        const data = Buffer.from(`${w}-${i}`);
+        const r = await unary(client, { data }, { deadline: Date.now() + 10_000 });
+        if (r.err === null && r.msg?.data.toString() === data.toString()) ok++;
+        else failures.push(`${w}-${i}: ${r.err?.message ?? 'wrong answer'}`);
+        await new Promise((resolve) => setTimeout(resolve, PAUSE_MS));
+      }
+    }),
+  );
   const elapsed = (performance.now() - started) / 1000;
   const webRenewed = (await renewals(mesh.web)) - startWeb;
   const apiRenewed = (await renewals(mesh.api)) - startApi;
   const sessions = (await inboundMtls()) - startSessions;
-  t.comment(`${ok} calls in ${elapsed.toFixed(1)} s (${(ok / elapsed).toFixed(0)}/s); renewals: web ${webRenewed}, api ${apiRenewed}; mTLS sessions web -> api: ${sessions}`);
+  t.comment(
+    `${ok} calls in ${elapsed.toFixed(1)} s (${(ok / elapsed).toFixed(0)}/s); renewals: web ${webRenewed}, api ${apiRenewed}; mTLS sessions web -> api: ${sessions}`,
+  );
   t.same(failures.slice(0, 5), [], 'no call failed');
   t.ok(ok >= 100, `enough calls to mean something (${ok})`);
   t.ok(webRenewed >= 2, `web's certificate was renewed during the run (${webRenewed} times)`);
@@ -50,5 +54,9 @@ t.test('gRPC calls across certificate renewals: zero failures, new sessions take
   t.ok(sessions >= 2, `web opened new mTLS sessions after renewing (${sessions})`);
   t.ok(sessions <= webRenewed + 4, `sessions are reused between renewals (${sessions} for ${webRenewed} renewals)`);
   const ids = new Set(mesh.seen.map((h) => String(h['x-forwarded-client-cert'])));
-  t.same([...ids], [`By=spiffe://${TRUST_DOMAIN}/ns/default/sa/api;URI=spiffe://${TRUST_DOMAIN}/ns/default/sa/web`], 'every call arrived with web\'s verified identity');
+  t.same(
+    [...ids],
+    [`By=spiffe://${TRUST_DOMAIN}/ns/default/sa/api;URI=spiffe://${TRUST_DOMAIN}/ns/default/sa/web`],
+    "every call arrived with web's verified identity",
+  );
 });

@@ -60,7 +60,11 @@ export interface Mesh {
 }
 
 /** A certificate for `serviceAccount` in namespace default from the fixture's CA (key PEM in memory). */
-export async function workloadCert(ca: CertificateAuthority, serviceAccount: string, ttlMs = 3_600_000): Promise<{ key: string; cert: string }> {
+export async function workloadCert(
+  ca: CertificateAuthority,
+  serviceAccount: string,
+  ttlMs = 3_600_000,
+): Promise<{ key: string; cert: string }> {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const uri = `spiffe://${ca.trustDomain}/ns/default/sa/${serviceAccount}`;
   const issued = await ca.sign(createCsr(privateKey, publicKey, uri), { namespace: 'default', serviceAccount }, ttlMs);
@@ -114,7 +118,9 @@ export async function startMesh(t: Test, o: MeshOptions = {}): Promise<Mesh> {
         call.on('error', () => {});
       },
     } as grpc.UntypedServiceImplementation);
-    await new Promise<void>((resolve, reject) => server.bindAsync(`127.0.0.1:${appPort}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())));
+    await new Promise<void>((resolve, reject) =>
+      server.bindAsync(`127.0.0.1:${appPort}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
+    );
     t.teardown(() => server.forceShutdown());
   } else if (protocol === 'http2') {
     const h2 = createH2cServer();
@@ -134,10 +140,13 @@ export async function startMesh(t: Test, o: MeshOptions = {}): Promise<Mesh> {
       s.once('close', () => sessions.delete(s));
     });
     await listen(h2 as unknown as Server, '127.0.0.1', appPort);
-    t.teardown(() => new Promise<void>((resolve) => {
-      for (const s of sessions) s.destroy();
-      h2.close(() => resolve());
-    }));
+    t.teardown(
+      () =>
+        new Promise<void>((resolve) => {
+          for (const s of sessions) s.destroy();
+          h2.close(() => resolve());
+        }),
+    );
   } else {
     let app: Server;
     if (protocol === 'http') {
@@ -154,10 +163,13 @@ export async function startMesh(t: Test, o: MeshOptions = {}): Promise<Mesh> {
       app = createNetServer((s: Socket) => s.pipe(s));
     }
     await listen(app, '127.0.0.1', appPort);
-    t.teardown(() => new Promise<void>((resolve) => {
-      (app as Server & { closeAllConnections?: () => void }).closeAllConnections?.();
-      app.close(() => resolve());
-    }));
+    t.teardown(
+      () =>
+        new Promise<void>((resolve) => {
+          (app as Server & { closeAllConnections?: () => void }).closeAllConnections?.();
+          app.close(() => resolve());
+        }),
+    );
   }
 
   const apiInboundHost = randomLoopback();
@@ -185,11 +197,14 @@ export async function startMesh(t: Test, o: MeshOptions = {}): Promise<Mesh> {
   const webAddr = randomLoopback();
   const otherAddr = randomLoopback();
   const tokensFile = join(dir, 'tokens.yaml');
-  writeFileSync(tokensFile, `tokens:
+  writeFileSync(
+    tokensFile,
+    `tokens:
   - { token: api-token, namespace: default, serviceAccount: api }
   - { token: web-token, namespace: default, serviceAccount: web }
   - { token: other-token, namespace: default, serviceAccount: other }
-`);
+`,
+  );
   const apiOptions = o.allow ? `, options: { ALLOW: ${JSON.stringify(o.allow)} }` : '';
   const apiApp = `
   - name: api
@@ -213,7 +228,10 @@ apps:${apiApp}
     const file = join(dir, `topology-${caller}.yaml`);
     writeFileSync(file, topology(i === 0 ? webAddr : otherAddr, caller));
     const d = await startDiscover({
-      staticFile: file, host: '127.0.0.1', port: 0, log,
+      staticFile: file,
+      host: '127.0.0.1',
+      port: 0,
+      log,
       identity: { trustDomain: TRUST_DOMAIN, ca, tokensFile, certTtlMs: o.certTtlMs ?? 3_600_000 },
     });
     t.teardown(() => d.close());
@@ -241,7 +259,15 @@ apps:${apiApp}
   const web = await sidecar(discovers[0], 'web', randomLoopback());
   const other = o.other ? await sidecar(discovers[1], 'other', randomLoopback()) : null;
   return {
-    ca, discovers, api, web, other, seen, wire, tokensFile, dir,
+    ca,
+    discovers,
+    api,
+    web,
+    other,
+    seen,
+    wire,
+    tokensFile,
+    dir,
     apiInbound: { host: apiInboundHost, port: listenPort },
     webOutbound: { host: webAddr, port: svcPort },
     otherOutbound: { host: otherAddr, port: svcPort },

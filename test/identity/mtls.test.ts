@@ -11,12 +11,25 @@ import { CertificateAuthority } from '../../discover/identity/certificateAuthori
 import { get, metric, startMesh, workloadCert, TRUST_DOMAIN } from './meshFixture.ts';
 
 /** One HTTP/1.1 GET over TLS (or plaintext) straight to api's inbound; resolves with the answer or how it ended. */
-function rawGet(host: string, port: number, tls: { key?: string; cert?: string; ca?: string[] } | null): Promise<{ answer: string; error: string; protocol: string | null }> {
+function rawGet(
+  host: string,
+  port: number,
+  tls: { key?: string; cert?: string; ca?: string[] } | null,
+): Promise<{ answer: string; error: string; protocol: string | null }> {
   return new Promise((resolve) => {
     let answer = '';
     let protocol: string | null = null;
     const s = tls
-      ? tlsConnect({ host, port, key: tls.key, cert: tls.cert, ca: tls.ca, rejectUnauthorized: false, minVersion: 'TLSv1.3', checkServerIdentity: () => undefined })
+      ? tlsConnect({
+          host,
+          port,
+          key: tls.key,
+          cert: tls.cert,
+          ca: tls.ca,
+          rejectUnauthorized: false,
+          minVersion: 'TLSv1.3',
+          checkServerIdentity: () => undefined,
+        })
       : netConnect({ host, port });
     s.once(tls ? 'secureConnect' : 'connect', () => {
       protocol = tls ? (s as import('node:tls').TLSSocket).getProtocol() : null;
@@ -49,15 +62,22 @@ t.test('strict: sidecar to sidecar over TLS 1.3, identities checked, nothing rea
   t.equal(r.status, 200, r.body);
   t.equal(r.body, 'api-ok GET /hello?secret=plaintext-marker');
   const xfcc = mesh.seen.at(-1)?.['x-forwarded-client-cert'];
-  t.equal(xfcc, `By=spiffe://${TRUST_DOMAIN}/ns/default/sa/api;URI=spiffe://${TRUST_DOMAIN}/ns/default/sa/web`, 'the app sees the caller\'s verified identity');
+  t.equal(
+    xfcc,
+    `By=spiffe://${TRUST_DOMAIN}/ns/default/sa/api;URI=spiffe://${TRUST_DOMAIN}/ns/default/sa/web`,
+    "the app sees the caller's verified identity",
+  );
 
   // The relay saw only TLS records: a handshake first, then application data; no HTTP text.
   const up = Buffer.concat(mesh.wire.up);
   const down = Buffer.concat(mesh.wire.down);
   t.ok(up.length > 0 && down.length > 0, 'bytes went through the relay');
   t.equal(up[0], 0x16, 'the caller opens with a TLS handshake record');
-  t.equal(down[0], 0x16, 'api\'s sidecar answers with a TLS handshake record');
-  for (const [name, bytes] of [['up', up], ['down', down]] as const) {
+  t.equal(down[0], 0x16, "api's sidecar answers with a TLS handshake record");
+  for (const [name, bytes] of [
+    ['up', up],
+    ['down', down],
+  ] as const) {
     t.notOk(bytes.includes('plaintext-marker'), `${name}: the path is not on the wire in clear`);
     t.notOk(bytes.includes('HTTP/1.1'), `${name}: no HTTP text on the wire`);
     t.notOk(bytes.includes('api-ok'), `${name}: the body is not on the wire in clear`);
@@ -65,7 +85,11 @@ t.test('strict: sidecar to sidecar over TLS 1.3, identities checked, nothing rea
   // Keep-alive: a second request reuses the TLS connection (no second handshake on the wire).
   const handshakesBefore = mesh.wire.up.filter((b) => b[0] === 0x16 && b[5] === 0x01).length;
   t.equal((await get(mesh.webUrl, '/again')).status, 200);
-  t.equal(mesh.wire.up.filter((b) => b[0] === 0x16 && b[5] === 0x01).length, handshakesBefore, 'no new ClientHello for a keep-alive request');
+  t.equal(
+    mesh.wire.up.filter((b) => b[0] === 0x16 && b[5] === 0x01).length,
+    handshakesBefore,
+    'no new ClientHello for a keep-alive request',
+  );
 
   // Strict refuses what cannot prove an identity from this CA.
   const plain = await rawGet(mesh.apiInbound.host, mesh.apiInbound.port, null);
@@ -86,15 +110,41 @@ t.test('strict: sidecar to sidecar over TLS 1.3, identities checked, nothing rea
   writeFileSync(join(mesh.dir, 'web.key'), web.key);
   writeFileSync(join(mesh.dir, 'web.crt'), web.cert);
   writeFileSync(join(mesh.dir, 'bundle.pem'), mesh.ca.trustBundle.join(''));
-  const s = await run('openssl', ['s_client', '-connect', `${mesh.apiInbound.host}:${mesh.apiInbound.port}`, '-tls1_3', '-CAfile', join(mesh.dir, 'bundle.pem'),
-    '-cert', join(mesh.dir, 'web.crt'), '-key', join(mesh.dir, 'web.key'), '-verify_return_error', '-ign_eof'],
-  'GET /openssl HTTP/1.1\r\nhost: api\r\nconnection: close\r\n\r\n');
+  const s = await run(
+    'openssl',
+    [
+      's_client',
+      '-connect',
+      `${mesh.apiInbound.host}:${mesh.apiInbound.port}`,
+      '-tls1_3',
+      '-CAfile',
+      join(mesh.dir, 'bundle.pem'),
+      '-cert',
+      join(mesh.dir, 'web.crt'),
+      '-key',
+      join(mesh.dir, 'web.key'),
+      '-verify_return_error',
+      '-ign_eof',
+    ],
+    'GET /openssl HTTP/1.1\r\nhost: api\r\nconnection: close\r\n\r\n',
+  );
   t.match(s.out, /Protocol\s*:\s*TLSv1\.3/, 'openssl: TLS 1.3');
-  t.match(s.out, /Verify return code: 0 \(ok\)/, 'openssl: api\'s certificate verifies against the trust bundle');
+  t.match(s.out, /Verify return code: 0 \(ok\)/, "openssl: api's certificate verifies against the trust bundle");
   t.match(s.out, /URI:spiffe:\/\/mesh\.test\/ns\/default\/sa\/api|api-ok GET \/openssl/, 'openssl: served');
-  t.match(s.out, /api-ok GET \/openssl/, 'openssl with the mesh certificate gets the app\'s answer');
-  const noClient = await run('openssl', ['s_client', '-connect', `${mesh.apiInbound.host}:${mesh.apiInbound.port}`, '-tls1_3', '-CAfile', join(mesh.dir, 'bundle.pem'), '-ign_eof'],
-    'GET /openssl HTTP/1.1\r\nhost: api\r\nconnection: close\r\n\r\n');
+  t.match(s.out, /api-ok GET \/openssl/, "openssl with the mesh certificate gets the app's answer");
+  const noClient = await run(
+    'openssl',
+    [
+      's_client',
+      '-connect',
+      `${mesh.apiInbound.host}:${mesh.apiInbound.port}`,
+      '-tls1_3',
+      '-CAfile',
+      join(mesh.dir, 'bundle.pem'),
+      '-ign_eof',
+    ],
+    'GET /openssl HTTP/1.1\r\nhost: api\r\nconnection: close\r\n\r\n',
+  );
   t.notMatch(noClient.out, /api-ok/, 'openssl without a client certificate gets nothing from the app');
 });
 
@@ -106,10 +156,13 @@ t.test('the caller checks the peer: an endpoint presenting an unexpected identit
   const impostor = await workloadCert(mesh.ca, 'other');
   const { createServer } = await import('node:tls');
   let served = 0;
-  const srv = createServer({ key: impostor.key, cert: impostor.cert, ca: mesh.ca.trustBundle, requestCert: true, minVersion: 'TLSv1.3' }, (s) => {
-    served++;
-    s.end('HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nimpostor');
-  });
+  const srv = createServer(
+    { key: impostor.key, cert: impostor.cert, ca: mesh.ca.trustBundle, requestCert: true, minVersion: 'TLSv1.3' },
+    (s) => {
+      served++;
+      s.end('HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nimpostor');
+    },
+  );
   await new Promise<void>((resolve) => srv.listen(mesh.apiInbound.port, mesh.apiInbound.host, resolve));
   t.teardown(() => new Promise<void>((resolve) => srv.close(() => resolve())));
   const r = await get(mesh.webUrl, '/second');
@@ -128,13 +181,17 @@ t.test('permissive: mTLS callers keep their identity; plaintext and foreign cert
   t.equal(mesh.seen.at(-1)?.['x-forwarded-client-cert'], undefined, 'no identity claimed for plaintext');
   const foreign = await CertificateAuthority.generate(TRUST_DOMAIN);
   const otherCa = await rawGet(mesh.apiInbound.host, mesh.apiInbound.port, await workloadCert(foreign.ca, 'web'));
-  t.match(otherCa.answer, /^HTTP\/1.1 200 /, 'another CA\'s certificate: served');
+  t.match(otherCa.answer, /^HTTP\/1.1 200 /, "another CA's certificate: served");
   t.equal(mesh.seen.at(-1)?.['x-forwarded-client-cert'], undefined, 'but without an identity');
   const noCert = await rawGet(mesh.apiInbound.host, mesh.apiInbound.port, {});
   t.match(noCert.answer, /^HTTP\/1.1 200 /, 'TLS without a certificate: served');
   // A caller cannot forge the header.
   const forged = await new Promise<string>((resolve) => {
-    const s = netConnect(mesh.apiInbound.port, mesh.apiInbound.host, () => s.write('GET /f HTTP/1.1\r\nhost: api\r\nx-forwarded-client-cert: URI=spiffe://mesh.test/ns/default/sa/admin\r\nconnection: close\r\n\r\n'));
+    const s = netConnect(mesh.apiInbound.port, mesh.apiInbound.host, () =>
+      s.write(
+        'GET /f HTTP/1.1\r\nhost: api\r\nx-forwarded-client-cert: URI=spiffe://mesh.test/ns/default/sa/admin\r\nconnection: close\r\n\r\n',
+      ),
+    );
     let a = '';
     s.on('data', (b) => (a += b));
     s.on('close', () => resolve(a));

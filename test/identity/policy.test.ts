@@ -27,12 +27,18 @@ t.test('ALLOW parsing: clear errors, wildcards, methods and prefixes', async (t)
       return (e as Error).message;
     }
   };
-  t.equal(bad('web'), 'app default/api, port 8080: invalid option ALLOW: invalid ALLOW source "web": expected ns/<namespace>/sa/<service-account> (\'*\' or a trailing \'*\' allowed) or \'*\'');
+  t.equal(
+    bad('web'),
+    "app default/api, port 8080: invalid option ALLOW: invalid ALLOW source \"web\": expected ns/<namespace>/sa/<service-account> ('*' or a trailing '*' allowed) or '*'",
+  );
   t.match(bad('ns/web/sa/web get'), /"get" is neither an upper-case method nor a path starting with \//);
   t.match(bad('ns/web/sa/web GET', 'tcp'), /a tcp port can only allow sources, not methods or paths/);
   t.match(bad(' ; '), /ALLOW is empty/);
   t.match(bad('ns/web/sa/web'), 'accepted');
-  t.throws(() => parseMeshConfig({ base_normal: { options: { MTLS_MODE: 'sometimes' } } }, 'default', 'api'), /invalid option MTLS_MODE="sometimes": expected PERMISSIVE or STRICT/);
+  t.throws(
+    () => parseMeshConfig({ base_normal: { options: { MTLS_MODE: 'sometimes' } } }, 'default', 'api'),
+    /invalid option MTLS_MODE="sometimes": expected PERMISSIVE or STRICT/,
+  );
 });
 
 t.test('L7: only ns/default/sa/web reaches api; another identity gets 403 denied', async (t) => {
@@ -57,38 +63,43 @@ t.test('L7: only ns/default/sa/web reaches api; another identity gets 403 denied
   const del = await request(`${mesh.webUrl}/v1/items`, { method: 'DELETE' });
   t.equal(del.statusCode, 403, 'a method the rule does not list');
   await del.body.text();
-  t.equal(mesh.seen.filter((h) => String(h['x-forwarded-client-cert']).endsWith('/sa/other')).length, 0, 'nothing from other reached the app');
+  t.equal(
+    mesh.seen.filter((h) => String(h['x-forwarded-client-cert']).endsWith('/sa/other')).length,
+    0,
+    'nothing from other reached the app',
+  );
   t.match((await metric(mesh.api, 'shoal_proxy_errors_total')).join('\n'), /error="denied"[^}]*\} 4/, 'denials counted');
 });
 
-t.test('L4: another identity\'s connection is closed; web\'s is served', async (t) => {
+t.test("L4: another identity's connection is closed; web's is served", async (t) => {
   const mesh = await startMesh(t, { mode: 'PERMISSIVE', protocol: 'tcp', allow: 'ns/default/sa/web', other: true });
-  const talk = (host: string, port: number) => new Promise<{ echoed: string; closed: boolean }>((resolve) => {
-    const s = connect(port, host, () => s.write('ping'));
-    let echoed = '';
-    const timer = setTimeout(() => {
-      s.destroy();
-      resolve({ echoed, closed: false });
-    }, 3000);
-    s.on('data', (b) => {
-      echoed += b;
-      if (echoed === 'ping') {
-        clearTimeout(timer);
-        s.end();
+  const talk = (host: string, port: number) =>
+    new Promise<{ echoed: string; closed: boolean }>((resolve) => {
+      const s = connect(port, host, () => s.write('ping'));
+      let echoed = '';
+      const timer = setTimeout(() => {
+        s.destroy();
         resolve({ echoed, closed: false });
-      }
+      }, 3000);
+      s.on('data', (b) => {
+        echoed += b;
+        if (echoed === 'ping') {
+          clearTimeout(timer);
+          s.end();
+          resolve({ echoed, closed: false });
+        }
+      });
+      s.on('error', () => {});
+      s.on('close', () => {
+        clearTimeout(timer);
+        resolve({ echoed, closed: true });
+      });
     });
-    s.on('error', () => {});
-    s.on('close', () => {
-      clearTimeout(timer);
-      resolve({ echoed, closed: true });
-    });
-  });
   const web = await talk(mesh.webOutbound.host, mesh.webOutbound.port);
-  t.equal(web.echoed, 'ping', 'web\'s bytes reach the app and come back');
+  t.equal(web.echoed, 'ping', "web's bytes reach the app and come back");
   const other = await talk(mesh.otherOutbound.host, mesh.otherOutbound.port);
   t.equal(other.echoed, '', 'nothing from other reaches the app');
-  t.ok(other.closed, 'other\'s connection is closed');
+  t.ok(other.closed, "other's connection is closed");
   // Plaintext in permissive mode has no identity: a policy denies it too.
   const plain = await talk(mesh.apiInbound.host, mesh.apiInbound.port);
   t.equal(plain.echoed, '');

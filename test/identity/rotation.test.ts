@@ -9,7 +9,8 @@ const SECONDS = 12;
 
 t.test('rotation at half-life under 200 rps: zero failed requests', async (t) => {
   const mesh = await startMesh(t, { mode: 'STRICT', certTtlMs: 10_000 });
-  const renewals = async (p: typeof mesh.web) => Number((await metric(p, 'shoal_proxy_certificate_renewals_total'))[0]?.split(' ').at(-1) ?? 0);
+  const renewals = async (p: typeof mesh.web) =>
+    Number((await metric(p, 'shoal_proxy_certificate_renewals_total'))[0]?.split(' ').at(-1) ?? 0);
   const startWeb = await renewals(mesh.web);
   const startApi = await renewals(mesh.api);
   const keepAlive = new Pool(mesh.webUrl, { connections: 16 });
@@ -46,11 +47,17 @@ t.test('rotation at half-life under 200 rps: zero failed requests', async (t) =>
   const elapsed = (performance.now() - started) / 1000;
   const webRenewed = (await renewals(mesh.web)) - startWeb;
   const apiRenewed = (await renewals(mesh.api)) - startApi;
-  t.comment(`${ok} of ${sent} requests in ${elapsed.toFixed(1)} s (${(ok / elapsed).toFixed(0)} rps); renewals: web ${webRenewed}, api ${apiRenewed}`);
+  t.comment(
+    `${ok} of ${sent} requests in ${elapsed.toFixed(1)} s (${(ok / elapsed).toFixed(0)} rps); renewals: web ${webRenewed}, api ${apiRenewed}`,
+  );
   t.same(failures.slice(0, 5), [], 'no request failed');
   t.equal(ok, sent, 'every request answered by the app');
   t.ok(sent >= RPS * SECONDS * 0.25, `enough load to mean something (${sent} requests)`);
   t.ok(webRenewed >= 2, `web's certificate was renewed during the run (${webRenewed} times)`);
   t.ok(apiRenewed >= 2, `api's certificate was renewed during the run (${apiRenewed} times)`);
-  t.equal(mesh.seen.filter((h) => !String(h['x-forwarded-client-cert']).endsWith('/ns/default/sa/web')).length, 0, 'every request arrived with web\'s verified identity');
+  t.equal(
+    mesh.seen.filter((h) => !String(h['x-forwarded-client-cert']).endsWith('/ns/default/sa/web')).length,
+    0,
+    "every request arrived with web's verified identity",
+  );
 });

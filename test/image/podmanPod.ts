@@ -29,7 +29,9 @@ export function podForPodman(pod: any, tokenDirOnHost: string): PodmanPod {
     if (spec.initContainers.length === 0) delete spec.initContainers;
     for (const c of native) delete c.restartPolicy;
     spec.containers = [...native, ...spec.containers];
-    notes.push(`native sidecar ${native.map((c: any) => c.name).join(', ')} moved from initContainers (restartPolicy Always) to the front of containers: podman 4.3 runs init containers to completion first and refuses one with probes`);
+    notes.push(
+      `native sidecar ${native.map((c: any) => c.name).join(', ')} moved from initContainers (restartPolicy Always) to the front of containers: podman 4.3 runs init containers to completion first and refuses one with probes`,
+    );
   }
 
   // Projected service-account tokens are minted by the API server: there is none here. The static discover
@@ -40,7 +42,9 @@ export function podForPodman(pod: any, tokenDirOnHost: string): PodmanPod {
       writeFileSync(join(tokenDirOnHost, 'token'), 'not-a-token: no API server mints one under podman\n', { mode: 0o644 });
       delete v.projected;
       v.hostPath = { path: tokenDirOnHost, type: 'Directory' };
-      notes.push(`projected volume ${v.name} (service-account token) replaced by a host folder with a placeholder token: no API server mints tokens here, and the static discover does not check them`);
+      notes.push(
+        `projected volume ${v.name} (service-account token) replaced by a host folder with a placeholder token: no API server mints tokens here, and the static discover does not check them`,
+      );
     }
   }
 
@@ -51,7 +55,9 @@ export function podForPodman(pod: any, tokenDirOnHost: string): PodmanPod {
       if (e.valueFrom?.fieldRef?.fieldPath === 'spec.nodeName') {
         delete e.valueFrom;
         e.value = hostname();
-        notes.push(`env ${e.name} of ${c.name} (fieldRef spec.nodeName) set to this machine's name ${e.value}: podman 4.3 does not resolve that fieldRef`);
+        notes.push(
+          `env ${e.name} of ${c.name} (fieldRef spec.nodeName) set to this machine's name ${e.value}: podman 4.3 does not resolve that fieldRef`,
+        );
       }
     }
   }
@@ -60,8 +66,14 @@ export function podForPodman(pod: any, tokenDirOnHost: string): PodmanPod {
   // to podman as containers.conf default_sysctls for this kube play: the pod's infra container, which owns the
   // network namespace, gets them, so every container of the pod sees them.
   const sysctls = (spec.securityContext?.sysctls ?? []).map((s: any) => `${s.name}=${s.value}`);
-  if (sysctls.length > 0) notes.push(`pod sysctls ${sysctls.join(', ')} passed as containers.conf default_sysctls (podman 4.3's kube play ignores spec.securityContext.sysctls)`);
+  if (sysctls.length > 0)
+    notes.push(
+      `pod sysctls ${sysctls.join(', ')} passed as containers.conf default_sysctls (podman 4.3's kube play ignores spec.securityContext.sysctls)`,
+    );
   const probed = [...spec.containers].filter((c: any) => c.startupProbe || c.readinessProbe).map((c: any) => c.name);
-  if (probed.length > 0) notes.push(`startup and readiness probes of ${probed.join(', ')} kept but not run (podman 4.3 makes no healthcheck of an httpGet probe): the test polls the sidecar's /ready itself, as the kubelet would, and podman starts the containers in order without waiting for it`);
+  if (probed.length > 0)
+    notes.push(
+      `startup and readiness probes of ${probed.join(', ')} kept but not run (podman 4.3 makes no healthcheck of an httpGet probe): the test polls the sidecar's /ready itself, as the kubelet would, and podman starts the containers in order without waiting for it`,
+    );
   return { pod: out, notes, sysctls };
 }

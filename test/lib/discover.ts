@@ -12,11 +12,22 @@ export interface TestDiscover extends Discover {
   edit(text: string): void;
 }
 
-export async function withDiscover(t: Test, topology: string, opts: { writeToken?: string; fanOutThreads?: number } = {}): Promise<TestDiscover> {
+export async function withDiscover(
+  t: Test,
+  topology: string,
+  opts: { writeToken?: string; fanOutThreads?: number } = {},
+): Promise<TestDiscover> {
   const dir = mkdtempSync(join(tmpdir(), 'shoal-test-'));
   const file = join(dir, 'topology.yaml');
   writeFileSync(file, topology);
-  const d = await startDiscover({ staticFile: file, host: '127.0.0.1', port: 0, writeToken: opts.writeToken, fanOutThreads: opts.fanOutThreads, log: createLogger('discover', 'silent') });
+  const d = await startDiscover({
+    staticFile: file,
+    host: '127.0.0.1',
+    port: 0,
+    writeToken: opts.writeToken,
+    fanOutThreads: opts.fanOutThreads,
+    log: createLogger('discover', 'silent'),
+  });
   t.teardown(async () => {
     await d.close();
     rmSync(dir, { recursive: true, force: true });

@@ -46,23 +46,142 @@ export class Rng {
 }
 
 /** Bytes that lenient parsers read differently from llhttp: controls, line ends, obs-text, NBSP. */
-export const ODD_BYTES = ['\t', '\n', '\r', '\v', '\f', '\0', '\x01', '\x1b', '\x7f', '\x80', '\xa0', '\xc2', '\xff', ' ', '  ', '\r\n', '\n\n', '\r\n ', ':', ',', '"', '\\', '#', '?'] as const;
+export const ODD_BYTES = [
+  '\t',
+  '\n',
+  '\r',
+  '\v',
+  '\f',
+  '\0',
+  '\x01',
+  '\x1b',
+  '\x7f',
+  '\x80',
+  '\xa0',
+  '\xc2',
+  '\xff',
+  ' ',
+  '  ',
+  '\r\n',
+  '\n\n',
+  '\r\n ',
+  ':',
+  ',',
+  '"',
+  '\\',
+  '#',
+  '?',
+] as const;
 
 const METHODS_COMMON = ['GET', 'GET', 'GET', 'GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH'];
-const METHODS_ODD = ['get', 'Get', 'pOST', 'PRI', 'CONNECT', 'TRACE', 'QUERY', 'M-SEARCH', 'PROPFIND', 'FOO', 'GETT', 'GE', '', 'G\tET', 'GET\0', '\xa0GET', 'OPTIONSX'];
-const TARGETS = ['/', '/', '/index.html', '/api/v1/items?id=3&x=y', '/a/b#frag', '/%20x', '/a?b?c#d#e', '/~user/', "/!$&'()*+,;=:@", '/a"b<c>d\\e^f`g{h|i}', '//x'];
+const METHODS_ODD = [
+  'get',
+  'Get',
+  'pOST',
+  'PRI',
+  'CONNECT',
+  'TRACE',
+  'QUERY',
+  'M-SEARCH',
+  'PROPFIND',
+  'FOO',
+  'GETT',
+  'GE',
+  '',
+  'G\tET',
+  'GET\0',
+  '\xa0GET',
+  'OPTIONSX',
+];
+const TARGETS = [
+  '/',
+  '/',
+  '/index.html',
+  '/api/v1/items?id=3&x=y',
+  '/a/b#frag',
+  '/%20x',
+  '/a?b?c#d#e',
+  '/~user/',
+  "/!$&'()*+,;=:@",
+  '/a"b<c>d\\e^f`g{h|i}',
+  '//x',
+];
 const TARGETS_ODD = ['*', 'http://h.test/p', 'HTTP://H/', 'h.test:443', '', 'a/b', '/a b', '%2F', '?x'];
-const TARGET_SAFE = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-._~%?&=#+!$\'()*,;:@[]';
-const VERSIONS_ODD = ['HTTP/1.0', 'HTTP/2.0', 'HTTP/0.9', 'http/1.1', 'Http/1.1', 'HTTP/1.1 ', 'HTTP/1.10', 'HTTP/1', 'HTTP/11', 'HTTP/1.1\t', 'HTTP/3.0', 'HTTP/1.2', 'RTSP/1.0', 'ICE/1.0', 'HTTP /1.1', ''];
+const TARGET_SAFE = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/-._~%?&=#+!$'()*,;:@[]";
+const VERSIONS_ODD = [
+  'HTTP/1.0',
+  'HTTP/2.0',
+  'HTTP/0.9',
+  'http/1.1',
+  'Http/1.1',
+  'HTTP/1.1 ',
+  'HTTP/1.10',
+  'HTTP/1',
+  'HTTP/11',
+  'HTTP/1.1\t',
+  'HTTP/3.0',
+  'HTTP/1.2',
+  'RTSP/1.0',
+  'ICE/1.0',
+  'HTTP /1.1',
+  '',
+];
 const SEPS_ODD = ['  ', '\t', '\v', '\f', '\xa0', '\0', '', ' \t', '\r', '\n'];
 const EOLS_ODD = ['\n', '\r', '\r\r\n', ' \r\n', '\n\r', '\t\r\n', '\r\0\n'];
 const COLONS_ODD = [':', ':  ', ':\t', ': \t ', ' :', '\t:', '::', ':\xa0', ':\v'];
 const PADS_ODD = [' ', '\t', '  ', ' \t ', '\xa0', '\v', '\f', '\0', '\r', '\n', '\x7f', '\x85'];
 
 const HOSTS = ['api', 'api.default.svc.cluster.local:8080', '127.0.0.1', '[::1]:80', '', 'a b', 'x,y', 'h\xe9'];
-const CONTENT_LENGTHS = ['0', '0', '00', '+0', '-0', ' 0', '0 ', '1', '5', '10', '0x0', '0,0', '0, 0', '0 0', '', '\xa00', '0\xa0', '\v0', '0\t', '18446744073709551616'];
+const CONTENT_LENGTHS = [
+  '0',
+  '0',
+  '00',
+  '+0',
+  '-0',
+  ' 0',
+  '0 ',
+  '1',
+  '5',
+  '10',
+  '0x0',
+  '0,0',
+  '0, 0',
+  '0 0',
+  '',
+  '\xa00',
+  '0\xa0',
+  '\v0',
+  '0\t',
+  '18446744073709551616',
+];
 const TRANSFER_ENCODINGS = ['chunked', 'identity', 'gzip, chunked', 'chunked, gzip', '', 'Chunked', 'xchunked'];
-const CONNECTIONS = ['close', 'keep-alive', 'Close', 'CLOSE', 'Keep-Alive', 'upgrade', 'Upgrade', 'close, x-foo', 'x-foo', 'te, close', ',close', 'close ,', 'close;x', 'keep-alive, close', 'x close', '"close"', 'close\xa0', 'Upgrade, HTTP2-Settings', '', ' , ', 'x-a, x-b, x-c', 'close\t,\tkeep-alive', 'clo se', 'close,,,', 'keep-alive,x'];
+const CONNECTIONS = [
+  'close',
+  'keep-alive',
+  'Close',
+  'CLOSE',
+  'Keep-Alive',
+  'upgrade',
+  'Upgrade',
+  'close, x-foo',
+  'x-foo',
+  'te, close',
+  ',close',
+  'close ,',
+  'close;x',
+  'keep-alive, close',
+  'x close',
+  '"close"',
+  'close\xa0',
+  'Upgrade, HTTP2-Settings',
+  '',
+  ' , ',
+  'x-a, x-b, x-c',
+  'close\t,\tkeep-alive',
+  'clo se',
+  'close,,,',
+  'keep-alive,x',
+];
 const GENERIC = [
   ['User-Agent', ['curl/8.5.0', 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko)']],
   ['Accept', ['*/*', 'application/json', 'text/html,application/xhtml+xml;q=0.9,*/*;q=0.8']],
@@ -83,7 +202,24 @@ const GENERIC = [
   ['X-Empty', ['']],
   ['X-Latin1', ['caf\xe9 \xa0nbsp\xa0 \xff']],
 ] as const;
-const NAMES_ODD = ['X Y', 'X:Y', ' Host', 'Host ', 'Ho\tst', '', 'X\x80', 'X"', 'X(y)', 'Content-Length ', 'Transfer-Encoding\t', 'X\0', 'X/Y', '\xa0X', 'X@', 'X{}'];
+const NAMES_ODD = [
+  'X Y',
+  'X:Y',
+  ' Host',
+  'Host ',
+  'Ho\tst',
+  '',
+  'X\x80',
+  'X"',
+  'X(y)',
+  'Content-Length ',
+  'Transfer-Encoding\t',
+  'X\0',
+  'X/Y',
+  '\xa0X',
+  'X@',
+  'X{}',
+];
 
 function randomString(r: Rng, alphabet: string, max: number): string {
   let s = '';
@@ -151,7 +287,11 @@ export function requestHead(r: Rng): string {
     } else if (k < 13) [name, value] = ['Content-Length', odd() ? r.pick(CONTENT_LENGTHS) : '0'];
     else if (k < 15) [name, value] = ['Connection', r.pick(CONNECTIONS)];
     else if (k === 15) [name, value] = ['Transfer-Encoding', r.pick(TRANSFER_ENCODINGS)];
-    else if (k === 16) [name, value] = [r.pick(['Upgrade', 'Expect', 'Proxy-Connection', 'Host']), r.pick(['websocket', 'h2c', '100-continue', 'close', 'keep-alive', 'api'])];
+    else if (k === 16)
+      [name, value] = [
+        r.pick(['Upgrade', 'Expect', 'Proxy-Connection', 'Host']),
+        r.pick(['websocket', 'h2c', '100-continue', 'close', 'keep-alive', 'api']),
+      ];
     else if (k < 19) [name, value] = [`X-${randomString(r, 'abcdefghijklmnopqrstuvwxyz-0123456789', 12)}`, randomString(r, VALUE_SAFE, 40)];
     else if (k < 21) [name, value] = [r.pick(NAMES_ODD), 'v'];
     else [name, value] = [`X-Odd-${i}`, sprinkle(r, VALUE_SAFE, 24, 0.15)];
@@ -169,9 +309,15 @@ export function mutate(r: Rng, s: string): string {
   for (let i = 0; i < n && s.length > 0; i++) {
     const at = r.int(s.length);
     switch (r.int(6)) {
-      case 0: s = s.slice(0, at) + r.pick(ODD_BYTES) + s.slice(at); break;
-      case 1: s = s.slice(0, at) + r.pick(ODD_BYTES) + s.slice(at + 1); break;
-      case 2: s = s.slice(0, at) + s.slice(at + 1); break;
+      case 0:
+        s = s.slice(0, at) + r.pick(ODD_BYTES) + s.slice(at);
+        break;
+      case 1:
+        s = s.slice(0, at) + r.pick(ODD_BYTES) + s.slice(at + 1);
+        break;
+      case 2:
+        s = s.slice(0, at) + s.slice(at + 1);
+        break;
       case 3: {
         // Repeat one header line (duplicate Host, Content-Length...).
         const start = s.indexOf('\r\n', at);
@@ -184,7 +330,9 @@ export function mutate(r: Rng, s: string): string {
         s = s.slice(0, at) + (c === c.toLowerCase() ? c.toUpperCase() : c.toLowerCase()) + s.slice(at + 1);
         break;
       }
-      default: s = s.slice(0, at) + String.fromCharCode(r.int(256)) + s.slice(at + 1); break;
+      default:
+        s = s.slice(0, at) + String.fromCharCode(r.int(256)) + s.slice(at + 1);
+        break;
     }
   }
   return s;
@@ -233,7 +381,8 @@ export function disagreement(fast: RequestHead, ll: LlResult): string | null {
   if (m.versionMajor !== 1 || m.versionMinor !== 1) return `llhttp reads HTTP/${m.versionMajor}.${m.versionMinor}`;
   if (m.method !== fast.method) return `method ${JSON.stringify(fast.method)}, llhttp ${JSON.stringify(m.method)}`;
   if (m.url !== fast.path) return `target ${JSON.stringify(fast.path)}, llhttp ${JSON.stringify(m.url)}`;
-  if (JSON.stringify(m.headers) !== JSON.stringify(fast.raw)) return `headers ${JSON.stringify(fast.raw)}, llhttp ${JSON.stringify(m.headers)}`;
+  if (JSON.stringify(m.headers) !== JSON.stringify(fast.raw))
+    return `headers ${JSON.stringify(fast.raw)}, llhttp ${JSON.stringify(m.headers)}`;
   if (m.upgrade) return 'llhttp reads an upgrade';
   if (m.shouldKeepAlive === fast.close) return `close ${fast.close}, llhttp keep-alive ${m.shouldKeepAlive}`;
   let host: string | undefined;
@@ -272,7 +421,12 @@ export function emptyStats(): FuzzStats {
 }
 
 /** Runs the given inputs through both parsers; adds to stats, returns the disagreements. */
-export async function differential(ll: Llhttp, inputs: string[], stats: FuzzStats, parse: ParseRequestHead = parseRequestHead): Promise<FuzzFailure[]> {
+export async function differential(
+  ll: Llhttp,
+  inputs: string[],
+  stats: FuzzStats,
+  parse: ParseRequestHead = parseRequestHead,
+): Promise<FuzzFailure[]> {
   const segs = inputs.map((d) => fastSegments(d, parse));
   const flat: { input: string; seg: Segment }[] = [];
   segs.forEach((ss, i) => {
@@ -297,7 +451,17 @@ export async function differential(ll: Llhttp, inputs: string[], stats: FuzzStat
 }
 
 /** Generates `count` inputs from `seed` and runs them in batches; stops after maxFailures. */
-export async function fuzz(ll: Llhttp, o: { seed: number; count: number; batch?: number; maxFailures?: number; parse?: ParseRequestHead; progress?: (done: number, stats: FuzzStats) => void }): Promise<{ stats: FuzzStats; failures: FuzzFailure[] }> {
+export async function fuzz(
+  ll: Llhttp,
+  o: {
+    seed: number;
+    count: number;
+    batch?: number;
+    maxFailures?: number;
+    parse?: ParseRequestHead;
+    progress?: (done: number, stats: FuzzStats) => void;
+  },
+): Promise<{ stats: FuzzStats; failures: FuzzFailure[] }> {
   const r = new Rng(o.seed);
   const stats = emptyStats();
   const failures: FuzzFailure[] = [];
@@ -305,7 +469,7 @@ export async function fuzz(ll: Llhttp, o: { seed: number; count: number; batch?:
   for (let done = 0; done < o.count && failures.length < (o.maxFailures ?? 10);) {
     const inputs: string[] = [];
     for (let i = 0; i < batch && done < o.count; i++, done++) inputs.push(fuzzInput(r));
-    failures.push(...await differential(ll, inputs, stats, o.parse));
+    failures.push(...(await differential(ll, inputs, stats, o.parse)));
     o.progress?.(done, stats);
   }
   return { stats, failures: failures.slice(0, o.maxFailures ?? 10) };

@@ -54,9 +54,15 @@ export function mutate(r: Rng, s: string): string {
     if (s.length === 0) return s;
     const at = int(r, s.length);
     switch (int(r, 7)) {
-      case 0: s = s.slice(0, at) + oddByte(r) + s.slice(at); break;
-      case 1: s = s.slice(0, at) + s.slice(at + 1); break;
-      case 2: s = s.slice(0, at) + oddByte(r) + s.slice(at + 1); break;
+      case 0:
+        s = s.slice(0, at) + oddByte(r) + s.slice(at);
+        break;
+      case 1:
+        s = s.slice(0, at) + s.slice(at + 1);
+        break;
+      case 2:
+        s = s.slice(0, at) + oddByte(r) + s.slice(at + 1);
+        break;
       case 3: {
         const i = s.indexOf('\r\n', at);
         if (i >= 0) s = s.slice(0, i) + (chance(r, 0.5) ? '\n' : '\r') + s.slice(i + 2);
@@ -67,7 +73,9 @@ export function mutate(r: Rng, s: string): string {
         if (i >= 0) s = `${s.slice(0, i + 2)}${chance(r, 0.5) ? ' ' : '\t'}${s.slice(i + 2)}`;
         break;
       }
-      case 5: s = s.slice(0, at) + String.fromCharCode(s.charCodeAt(at) ^ 0x20) + s.slice(at + 1); break;
+      case 5:
+        s = s.slice(0, at) + String.fromCharCode(s.charCodeAt(at) ^ 0x20) + s.slice(at + 1);
+        break;
       default: {
         const i = s.indexOf('\r\n', at);
         if (i >= 0) s = `${s.slice(0, i)}\r\n${s.slice(s.lastIndexOf('\r\n', i - 1) + 2, i)}${s.slice(i)}`; // a line twice
@@ -80,31 +88,152 @@ export function mutate(r: Rng, s: string): string {
 
 // ---- generators --------------------------------------------------------------------------------
 
-const VERSIONS = ['HTTP/2.0', 'HTTP/0.9', 'HTTP/1.2', 'HTTP/2', 'http/1.1', 'RTSP/1.0', 'ICE/1.0', 'HTTP/1.x', ' HTTP/1.1', '\r\nHTTP/1.1', 'HTTP/1.1 '];
-const FINAL_STATUS = ['200', '200', '200', '200', '201', '204', '204', '206', '301', '304', '304', '404', '500', '502', '503', '504', '599', '600', '999'];
+const VERSIONS = [
+  'HTTP/2.0',
+  'HTTP/0.9',
+  'HTTP/1.2',
+  'HTTP/2',
+  'http/1.1',
+  'RTSP/1.0',
+  'ICE/1.0',
+  'HTTP/1.x',
+  ' HTTP/1.1',
+  '\r\nHTTP/1.1',
+  'HTTP/1.1 ',
+];
+const FINAL_STATUS = [
+  '200',
+  '200',
+  '200',
+  '200',
+  '201',
+  '204',
+  '204',
+  '206',
+  '301',
+  '304',
+  '304',
+  '404',
+  '500',
+  '502',
+  '503',
+  '504',
+  '599',
+  '600',
+  '999',
+];
 const ODD_STATUS = ['099', '000', '20', '2000', '2x0', ' 200', '200\t'];
 const INTERIM_STATUS = ['100', '102', '103', '103', '150', '199', '101'];
 const REASONS = ['OK', 'OK', '', 'Not Found', 'Weird  Reason ', 'O\tK', '\x80\xff'];
 const ODD_REASONS = ['O\x00K', 'O\x0bK', 'O\x7fK', 'Sw\x01', 'A\rB', 'A\nB', 'A\r\n B'];
-const CL_VALUES = ['', ' 5', '5 ', '\t5\t', '+5', '-1', '0x5', '5, 5', '1 2', '007', '99999999999999999999', '9007199254740993', '18446744073709551615', '9007199254740991'];
-const TE_VALUES = ['chunked', 'chunked', 'chunked', 'CHUNKED', ' chunked', 'chunked ', 'chunked\t', '\tchunked', 'chunked, gzip', 'gzip, chunked', 'gzip', 'identity', ',chunked', 'chunked,', 'x', '', 'chunked;q=1', 'chunked , gzip', 'chunked \t'];
-const CONNECTION_VALUES = ['close', 'keep-alive', 'Keep-Alive', 'upgrade', 'content-length', 'Content-Length', 'transfer-encoding', 'x-hop', 'close, x-hop', 'keep-alive, close', 'xclose', 'no-keep-alive', ' close ', 'close;x', 'a close', ',close', 'keep-alive, x-hop, content-length', 'date', 'KEEP-ALIVE\t', 'keep-alive,', 'x-hop, keep-alive'];
-const BENIGN = [
-  'Content-Type: text/plain', 'Date: Mon, 06 Jan 2025 10:00:00 GMT', 'Server: test', 'Cache-Control: no-cache', 'X-Request-Id: abc-123', 'ETag: "x"',
-  'X-Hop: 1', 'Keep-Alive: timeout=5', 'TE: trailers', 'Trailer: X-Sum', 'Upgrade: h2c', 'Proxy-Connection: keep-alive', 'Set-Cookie: a=b', 'X-Empty:',
+const CL_VALUES = [
+  '',
+  ' 5',
+  '5 ',
+  '\t5\t',
+  '+5',
+  '-1',
+  '0x5',
+  '5, 5',
+  '1 2',
+  '007',
+  '99999999999999999999',
+  '9007199254740993',
+  '18446744073709551615',
+  '9007199254740991',
 ];
-const MALFORMED_LINES = ['Transfer-Encoding : chunked', 'Transfer-Encoding\t: chunked', 'Content-Length : 5', 'X Y: z', ' X: y', '\tX: y', ': x', 'X', 'X;: y', 'Tr\x80nsfer-Encoding: chunked', 'X\x00: y'];
+const TE_VALUES = [
+  'chunked',
+  'chunked',
+  'chunked',
+  'CHUNKED',
+  ' chunked',
+  'chunked ',
+  'chunked\t',
+  '\tchunked',
+  'chunked, gzip',
+  'gzip, chunked',
+  'gzip',
+  'identity',
+  ',chunked',
+  'chunked,',
+  'x',
+  '',
+  'chunked;q=1',
+  'chunked , gzip',
+  'chunked \t',
+];
+const CONNECTION_VALUES = [
+  'close',
+  'keep-alive',
+  'Keep-Alive',
+  'upgrade',
+  'content-length',
+  'Content-Length',
+  'transfer-encoding',
+  'x-hop',
+  'close, x-hop',
+  'keep-alive, close',
+  'xclose',
+  'no-keep-alive',
+  ' close ',
+  'close;x',
+  'a close',
+  ',close',
+  'keep-alive, x-hop, content-length',
+  'date',
+  'KEEP-ALIVE\t',
+  'keep-alive,',
+  'x-hop, keep-alive',
+];
+const BENIGN = [
+  'Content-Type: text/plain',
+  'Date: Mon, 06 Jan 2025 10:00:00 GMT',
+  'Server: test',
+  'Cache-Control: no-cache',
+  'X-Request-Id: abc-123',
+  'ETag: "x"',
+  'X-Hop: 1',
+  'Keep-Alive: timeout=5',
+  'TE: trailers',
+  'Trailer: X-Sum',
+  'Upgrade: h2c',
+  'Proxy-Connection: keep-alive',
+  'Set-Cookie: a=b',
+  'X-Empty:',
+];
+const MALFORMED_LINES = [
+  'Transfer-Encoding : chunked',
+  'Transfer-Encoding\t: chunked',
+  'Content-Length : 5',
+  'X Y: z',
+  ' X: y',
+  '\tX: y',
+  ': x',
+  'X',
+  'X;: y',
+  'Tr\x80nsfer-Encoding: chunked',
+  'X\x00: y',
+];
 
 /** One field line of the palette; body decides the length announced. */
 function fieldLine(r: Rng, bodyLength: number): string {
   switch (int(r, 10)) {
-    case 0: case 1: return `${pick(r, ['Content-Length', 'content-length', 'CONTENT-LENGTH'])}: ${chance(r, 0.7) ? String(bodyLength + (chance(r, 0.1) ? pick(r, [-1, 1]) : 0)) : pick(r, CL_VALUES)}`;
-    case 2: return `${pick(r, ['Transfer-Encoding', 'transfer-encoding'])}: ${pick(r, TE_VALUES)}`;
-    case 3: return `${pick(r, ['Connection', 'connection'])}: ${pick(r, CONNECTION_VALUES)}`;
-    case 4: return chance(r, 0.4) ? pick(r, MALFORMED_LINES) : pick(r, BENIGN);
-    case 5: return `X-${text(r, 1 + int(r, 6)).replace(/[^A-Za-z0-9]/g, 'a')}: ${text(r, int(r, 20))}`;
-    case 6: return chance(r, 0.4) ? `X-Odd: a${oddByte(r)}b` : pick(r, BENIGN);
-    default: return pick(r, BENIGN);
+    case 0:
+    case 1:
+      return `${pick(r, ['Content-Length', 'content-length', 'CONTENT-LENGTH'])}: ${chance(r, 0.7) ? String(bodyLength + (chance(r, 0.1) ? pick(r, [-1, 1]) : 0)) : pick(r, CL_VALUES)}`;
+    case 2:
+      return `${pick(r, ['Transfer-Encoding', 'transfer-encoding'])}: ${pick(r, TE_VALUES)}`;
+    case 3:
+      return `${pick(r, ['Connection', 'connection'])}: ${pick(r, CONNECTION_VALUES)}`;
+    case 4:
+      return chance(r, 0.4) ? pick(r, MALFORMED_LINES) : pick(r, BENIGN);
+    case 5:
+      return `X-${text(r, 1 + int(r, 6)).replace(/[^A-Za-z0-9]/g, 'a')}: ${text(r, int(r, 20))}`;
+    case 6:
+      return chance(r, 0.4) ? `X-Odd: a${oddByte(r)}b` : pick(r, BENIGN);
+    default:
+      return pick(r, BENIGN);
   }
 }
 
@@ -118,7 +247,19 @@ export function genChunked(r: Rng, big = false): string {
     let sizeText = size.toString(16);
     if (chance(r, 0.2)) sizeText = sizeText.toUpperCase();
     if (chance(r, 0.1)) sizeText = '0'.repeat(1 + int(r, 20)) + sizeText;
-    if (chance(r, 0.03)) sizeText = pick(r, ['', '-1', 'g', 'ffffffffffffffff', '10000000000000000', '20000000000000', '1fffffffffffff', ` ${sizeText}`, `${sizeText} `, `${sizeText}\t`]);
+    if (chance(r, 0.03))
+      sizeText = pick(r, [
+        '',
+        '-1',
+        'g',
+        'ffffffffffffffff',
+        '10000000000000000',
+        '20000000000000',
+        '1fffffffffffff',
+        ` ${sizeText}`,
+        `${sizeText} `,
+        `${sizeText}\t`,
+      ]);
     s += sizeText + extensions(r, big) + eol();
     const n = chance(r, 0.95) ? size : Math.max(0, size + pick(r, [-1, 1, 2]));
     s += text(r, n) + eol();
@@ -126,7 +267,24 @@ export function genChunked(r: Rng, big = false): string {
   s += pick(r, ['0', '0', '0', '00', '000000000000000000000']) + extensions(r, big) + eol();
   const trailers = chance(r, 0.7) ? 0 : 1 + int(r, 2);
   for (let t = 0; t < trailers; t++) {
-    s += chance(r, 0.5) ? pick(r, ['X-Sum: abc', 'X-Sum:', 'Server-Timing: db;dur=53', 'X-A:\tb\t']) + eol() : pick(r, ['X-Sum: abc', 'X-Sum:', 'Content-Length: 5', 'Transfer-Encoding: chunked', 'content-length: x', 'Connection: close', 'X : y', 'X Y: z', ' X: y', 'X: a\x00b', 'X: \xff\x80', 'X;: y', ':y', `X: a${oddByte(r)}b`]) + eol();
+    s += chance(r, 0.5)
+      ? pick(r, ['X-Sum: abc', 'X-Sum:', 'Server-Timing: db;dur=53', 'X-A:\tb\t']) + eol()
+      : pick(r, [
+          'X-Sum: abc',
+          'X-Sum:',
+          'Content-Length: 5',
+          'Transfer-Encoding: chunked',
+          'content-length: x',
+          'Connection: close',
+          'X : y',
+          'X Y: z',
+          ' X: y',
+          'X: a\x00b',
+          'X: \xff\x80',
+          'X;: y',
+          ':y',
+          `X: a${oddByte(r)}b`,
+        ]) + eol();
     if (chance(r, 0.05)) s += ' folded\r\n';
   }
   if (big && chance(r, 0.5)) s += `X-Big: ${'a'.repeat(16340 + int(r, 60))}\r\n`;
@@ -143,7 +301,31 @@ function extensions(r: Rng, big: boolean): string {
   let s = '';
   const n = 1 + int(r, 2);
   for (let i = 0; i < n; i++) {
-    s += chance(r, 0.5) ? pick(r, [';a', ';a=b', ';a="q s"', ';a="\\""', ';name=token', ';a=', ';;a', ';=x', ';a="\x80"']) : pick(r, [';a', ';a=b', ';a="q s"', ';a="\\""', ';a="x\\\ty"', ';', '; a', ';a=', ';=x', ';;a', ';a=b c', ';a==b', ';a="x"y', ';a=x"y"', ';a="unterminated', `;a=${oddByte(r)}`, `;a${oddByte(r)}`, `;a="${oddByte(r)}"`, `;a="\\${oddByte(r)}"`, ';name=token', ';a ']);
+    s += chance(r, 0.5)
+      ? pick(r, [';a', ';a=b', ';a="q s"', ';a="\\""', ';name=token', ';a=', ';;a', ';=x', ';a="\x80"'])
+      : pick(r, [
+          ';a',
+          ';a=b',
+          ';a="q s"',
+          ';a="\\""',
+          ';a="x\\\ty"',
+          ';',
+          '; a',
+          ';a=',
+          ';=x',
+          ';;a',
+          ';a=b c',
+          ';a==b',
+          ';a="x"y',
+          ';a=x"y"',
+          ';a="unterminated',
+          `;a=${oddByte(r)}`,
+          `;a${oddByte(r)}`,
+          `;a="${oddByte(r)}"`,
+          `;a="\\${oddByte(r)}"`,
+          ';name=token',
+          ';a ',
+        ]);
   }
   return s;
 }
@@ -183,7 +365,8 @@ export function genResponse(r: Rng): ResponseCase {
   if (chance(r, 0.02)) data += `X-Large: ${'v'.repeat(16300 + int(r, 150))}\r\n`;
   data += '\r\n';
   if (method !== 'HEAD' || chance(r, 0.2)) data += body;
-  if (chance(r, 0.15)) data += pick(r, ['HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok', 'junk', '\r\n', 'HTTP/1.1 204 No Content\r\n\r\n']);
+  if (chance(r, 0.15))
+    data += pick(r, ['HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok', 'junk', '\r\n', 'HTTP/1.1 204 No Content\r\n\r\n']);
   if (chance(r, 0.2)) data = mutate(r, data);
   const splits: number[] = [];
   const reads = chance(r, 0.5) ? 0 : 1 + int(r, 4);
@@ -231,7 +414,16 @@ export interface Simulated {
 export function simulate(data: Buffer, method: string, splits: number[] = []): Simulated {
   const heads: ResponseHead[] = [];
   let forwarded = '';
-  const done = (outcome: 'reject' | 'incomplete', reason: string, from: number, consumed: number): Simulated => ({ outcome, reason, heads, from, consumed, forwarded, keepAlive: false, close: true });
+  const done = (outcome: 'reject' | 'incomplete', reason: string, from: number, consumed: number): Simulated => ({
+    outcome,
+    reason,
+    heads,
+    from,
+    consumed,
+    forwarded,
+    keepAlive: false,
+    close: true,
+  });
   let headBuf: Buffer | null = null;
   let final: ResponseHead | null = null;
   let bodyFrom = 0; // where the final body starts in data
@@ -275,11 +467,18 @@ export function simulate(data: Buffer, method: string, splits: number[] = []): S
     // Body bytes from data[max(bodyFrom, chunkAt), to).
     const from = Math.max(bodyFrom, chunkAt);
     const accept = (end: number, trailerClose = false): Simulated => ({
-      outcome: 'accept', reason: '', heads, from: bodyFrom, consumed: end, forwarded: forwarded + data.toString('latin1', bodyFrom, end),
-      keepAlive: final!.keepAlive && !trailerClose, close: final!.close || trailerClose,
+      outcome: 'accept',
+      reason: '',
+      heads,
+      from: bodyFrom,
+      consumed: end,
+      forwarded: forwarded + data.toString('latin1', bodyFrom, end),
+      keepAlive: final!.keepAlive && !trailerClose,
+      close: final!.close || trailerClose,
     });
     switch (final.framing) {
-      case Framing.None: return accept(bodyFrom);
+      case Framing.None:
+        return accept(bodyFrom);
       case Framing.Length:
         if (to - from >= remaining) return accept(from + remaining);
         remaining -= to - from;
@@ -290,13 +489,33 @@ export function simulate(data: Buffer, method: string, splits: number[] = []): S
         if (e >= 0) return accept(e, scanner!.close);
         break;
       }
-      default: break;
+      default:
+        break;
     }
   }
   if (final !== null && final.framing === Framing.UntilClose) {
-    return { outcome: 'accept', reason: '', heads, from: bodyFrom, consumed: data.length, forwarded: forwarded + data.toString('latin1', bodyFrom), keepAlive: false, close: true };
+    return {
+      outcome: 'accept',
+      reason: '',
+      heads,
+      from: bodyFrom,
+      consumed: data.length,
+      forwarded: forwarded + data.toString('latin1', bodyFrom),
+      keepAlive: false,
+      close: true,
+    };
   }
-  if (final !== null && final.framing === Framing.None) return { outcome: 'accept', reason: '', heads, from: bodyFrom, consumed: bodyFrom, forwarded, keepAlive: final.keepAlive, close: final.close };
+  if (final !== null && final.framing === Framing.None)
+    return {
+      outcome: 'accept',
+      reason: '',
+      heads,
+      from: bodyFrom,
+      consumed: bodyFrom,
+      forwarded,
+      keepAlive: final.keepAlive,
+      close: final.close,
+    };
   return done('incomplete', final === null ? 'head' : 'body', final === null ? at - (headBuf?.length ?? 0) : bodyFrom, data.length);
 }
 
@@ -311,7 +530,8 @@ export function expectedFields(headers: string[], final: ResponseHead | null): s
     if (headers[i].toLowerCase() !== 'connection') continue;
     for (const t of headers[i + 1].split(',')) {
       const n = t.replace(/^[ \t]+|[ \t]+$/g, '').toLowerCase();
-      if (n !== '' && n !== 'close' && n !== 'keep-alive' && n !== 'upgrade' && n !== 'content-length' && n !== 'transfer-encoding') listed.add(n);
+      if (n !== '' && n !== 'close' && n !== 'keep-alive' && n !== 'upgrade' && n !== 'content-length' && n !== 'transfer-encoding')
+        listed.add(n);
     }
   }
   const out: string[] = [];
@@ -336,9 +556,16 @@ export const STRICTER_HEADS: { name: string; test: (rawHead: string, m: LlMessag
   { name: 'empty lines before the status line', test: (h) => h.startsWith('\r\n') },
   { name: 'version other than HTTP/1.0 or HTTP/1.1', test: (h) => !/^HTTP\/1\.[01] /.test(h) },
   { name: 'status below 100', test: (_, m) => m !== undefined && m.statusCode! < 100 },
-  { name: 'reason phrase with a control character other than HTAB', test: (_, m) => m !== undefined && CONTROL_EXCEPT_HTAB.test(m.statusMessage ?? '') },
+  {
+    name: 'reason phrase with a control character other than HTAB',
+    test: (_, m) => m !== undefined && CONTROL_EXCEPT_HTAB.test(m.statusMessage ?? ''),
+  },
   { name: '101 to a request that asked for no upgrade', test: (_, m) => m !== undefined && m.statusCode === 101 },
-  { name: '1xx with Content-Length or Transfer-Encoding', test: (_, m) => m !== undefined && m.statusCode! < 200 && fieldValues(m, 'content-length').length + fieldValues(m, 'transfer-encoding').length > 0 },
+  {
+    name: '1xx with Content-Length or Transfer-Encoding',
+    test: (_, m) =>
+      m !== undefined && m.statusCode! < 200 && fieldValues(m, 'content-length').length + fieldValues(m, 'transfer-encoding').length > 0,
+  },
   {
     name: 'Transfer-Encoding other than one field saying chunked',
     test: (h) => {
@@ -346,13 +573,19 @@ export const STRICTER_HEADS: { name: string; test: (rawHead: string, m: LlMessag
       return te.length > 1 || te.some((v) => !/^[ \t]*chunked *$/i.test(v));
     },
   },
-  { name: 'Content-Length over 2^53 - 1', test: (_, m) => m !== undefined && fieldValues(m, 'content-length').some((v) => Number(v) > Number.MAX_SAFE_INTEGER) },
+  {
+    name: 'Content-Length over 2^53 - 1',
+    test: (_, m) => m !== undefined && fieldValues(m, 'content-length').some((v) => Number(v) > Number.MAX_SAFE_INTEGER),
+  },
   { name: 'head over 16 KiB', test: (h) => h.length > 16 * 1024 - 4 },
 ];
 
 /** Chunked bodies the scanner refuses although llhttp accepts them, on purpose (chunkedScanner.ts). */
 export const STRICTER_CHUNKED: { name: string; test: (body: string) => boolean }[] = [
-  { name: 'chunk size over 2^53 - 1', test: (b) => [...b.matchAll(/(?:^|\n)([0-9a-f]+)/gi)].some((m) => BigInt(`0x${m[1]}`) > BigInt(Number.MAX_SAFE_INTEGER)) },
+  {
+    name: 'chunk size over 2^53 - 1',
+    test: (b) => [...b.matchAll(/(?:^|\n)([0-9a-f]+)/gi)].some((m) => BigInt(`0x${m[1]}`) > BigInt(Number.MAX_SAFE_INTEGER)),
+  },
   { name: 'Transfer-Encoding as a trailer field', test: (b) => /\r\ntransfer-encoding:/i.test(b) },
   { name: 'chunk extensions within a few bytes of 16 KiB', test: (b) => /;[^\r]{16300,}/.test(b) },
   { name: 'trailer section within a few bytes of 16 KiB', test: (b) => /(^|\n)0+(;[^\r]*)?\r\n[^]{16300,}/.test(b) },
@@ -384,7 +617,8 @@ export function checkResponse(c: ResponseCase): Checked & { sim: Simulated } {
   const p = (s: string): ParseCase => ({ mode: 'response', data: s, requestMethod: c.method });
   const k = sim.heads.length; // index of the message the outcome is about
   const out: Checked & { sim: Simulated } = { sim, parses: [], judge: () => null };
-  const same = sim.outcome === split.outcome && show(sim.heads) === show(split.heads) && (sim.outcome !== 'accept' || show(sim) === show(split));
+  const same =
+    sim.outcome === split.outcome && show(sim.heads) === show(split.heads) && (sim.outcome !== 'accept' || show(sim) === show(split));
   if (!same) {
     out.judge = () => `reads split at ${show(c.splits)} give ${show(split).slice(0, 300)}, one read gives ${show(sim).slice(0, 300)}`;
     return out;
@@ -394,25 +628,35 @@ export function checkResponse(c: ResponseCase): Checked & { sim: Simulated } {
     const untilClose = final.framing === Framing.UntilClose;
     // The client's connection stays open unless the fast path closes it: a response after it must parse.
     const fwd = sim.close ? sim.forwarded : sim.forwarded + SENTINEL;
-    out.parses = [p(c.data.slice(0, sim.consumed)), untilClose ? p(`${c.data}Z`) : p(c.data.slice(0, sim.consumed - 1)), { mode: 'response', data: fwd, requestMethod: c.method }];
+    out.parses = [
+      p(c.data.slice(0, sim.consumed)),
+      untilClose ? p(`${c.data}Z`) : p(c.data.slice(0, sim.consumed - 1)),
+      { mode: 'response', data: fwd, requestMethod: c.method },
+    ];
     // Reuse as llhttp has it at the end of the message (the keep-alive flag node passes with the
     // head is taken before a HEAD response is known to have no body): a response after it parses.
     if (sim.keepAlive) out.parses.push(p(c.data.slice(0, sim.consumed) + SENTINEL));
     out.judge = ([whole, edge, forwarded, reuse]) => {
-      if (whole.error !== null || whole.finishError !== null) return `fast path accepts, llhttp refuses: ${whole.error ?? whole.finishError} ${whole.reason ?? ''} at ${whole.bytesParsed}`;
+      if (whole.error !== null || whole.finishError !== null)
+        return `fast path accepts, llhttp refuses: ${whole.error ?? whole.finishError} ${whole.reason ?? ''} at ${whole.bytesParsed}`;
       if (whole.messages.length !== k) return `fast path reads ${k} messages, llhttp ${whole.messages.length}`;
       const m = whole.messages[k - 1];
       if (!m.complete) return 'llhttp has not finished the response where the fast path has';
       if (untilClose) {
-        if (edge.error !== null || edge.messages.length !== k || edge.messages[k - 1].body !== `${m.body}Z`) return 'fast path reads until close, llhttp does not';
+        if (edge.error !== null || edge.messages.length !== k || edge.messages[k - 1].body !== `${m.body}Z`)
+          return 'fast path reads until close, llhttp does not';
       } else if (edge.messages.length >= k && edge.messages[k - 1].complete) return 'llhttp finished the response before the fast path did';
-      if (sim.keepAlive && (reuse.error !== null || reuse.messages.length !== k + 1)) return `fast path reuses the upstream connection, llhttp would not (${reuse.error} ${reuse.reason ?? ''})`;
-      if (forwarded.error !== null || forwarded.finishError !== null) return `llhttp refuses what the fast path forwards: ${forwarded.error ?? forwarded.finishError} ${forwarded.reason ?? ''}`;
-      if (forwarded.messages.length !== (sim.close ? k : k + 1)) return `the client reads ${forwarded.messages.length} messages, not ${k}${sim.close ? '' : ' and the next one'}`;
+      if (sim.keepAlive && (reuse.error !== null || reuse.messages.length !== k + 1))
+        return `fast path reuses the upstream connection, llhttp would not (${reuse.error} ${reuse.reason ?? ''})`;
+      if (forwarded.error !== null || forwarded.finishError !== null)
+        return `llhttp refuses what the fast path forwards: ${forwarded.error ?? forwarded.finishError} ${forwarded.reason ?? ''}`;
+      if (forwarded.messages.length !== (sim.close ? k : k + 1))
+        return `the client reads ${forwarded.messages.length} messages, not ${k}${sim.close ? '' : ' and the next one'}`;
       for (let i = 0; i < k; i++) {
         const a = whole.messages[i];
         const b = forwarded.messages[i];
-        if (a.statusCode !== b.statusCode || a.statusMessage !== b.statusMessage) return `status ${a.statusCode} ${show(a.statusMessage)} forwarded as ${b.statusCode} ${show(b.statusMessage)}`;
+        if (a.statusCode !== b.statusCode || a.statusMessage !== b.statusMessage)
+          return `status ${a.statusCode} ${show(a.statusMessage)} forwarded as ${b.statusCode} ${show(b.statusMessage)}`;
         if (sim.heads[i].status !== a.statusCode) return `fast path status ${sim.heads[i].status}, llhttp ${a.statusCode}`;
         const want = expectedFields(a.headers, i === k - 1 ? final : null);
         if (show(want) !== show(b.headers)) return `fields forwarded ${show(b.headers)}, expected ${show(want)}`;
@@ -437,9 +681,20 @@ export function checkResponse(c: ResponseCase): Checked & { sim: Simulated } {
         }
         return `fast path refuses a body llhttp accepts (${sim.reason})`;
       }
-      if (l.error !== null) return l.bytesParsed >= sim.from ? null : `llhttp refuses earlier (at ${l.bytesParsed}, ${l.error}) than the head the fast path refuses (from ${sim.from})`;
+      if (l.error !== null)
+        return l.bytesParsed >= sim.from
+          ? null
+          : `llhttp refuses earlier (at ${l.bytesParsed}, ${l.error}) than the head the fast path refuses (from ${sim.from})`;
       const m = l.messages[k];
-      if (m?.complete && m.statusCode! >= 100 && m.statusCode! < 200 && m.statusCode !== 101 && followed.error !== null && followed.bytesParsed >= sim.consumed) return null;
+      if (
+        m?.complete &&
+        m.statusCode! >= 100 &&
+        m.statusCode! < 200 &&
+        m.statusCode !== 101 &&
+        followed.error !== null &&
+        followed.bytesParsed >= sim.consumed
+      )
+        return null;
       const cls = STRICTER_HEADS.find((s) => s.test(c.data.slice(sim.from, sim.consumed), m));
       if (cls) {
         out.stricter = cls.name;
@@ -451,7 +706,8 @@ export function checkResponse(c: ResponseCase): Checked & { sim: Simulated } {
     out.parses = [p(c.data)];
     out.judge = ([l]) => {
       const m = l.messages[k];
-      if (m !== undefined && m.complete && l.error === null && l.finishError === null) return `llhttp reads a complete response where the fast path waits for more (${sim.reason})`;
+      if (m !== undefined && m.complete && l.error === null && l.finishError === null)
+        return `llhttp reads a complete response where the fast path waits for more (${sim.reason})`;
       return null;
     };
   }
@@ -489,7 +745,8 @@ export function checkChunked(c: ChunkedCase): Checked & { outcome: string } {
     const end = Number(outcome);
     out.parses.push(p(c.body.slice(0, end)), p(c.body.slice(0, end - 1)));
     out.judge = ([, at, before]) => {
-      if (at.error !== null || at.finishError !== null || at.messages.length !== 1 || !at.messages[0].complete) return `scanner ends the body at ${end}, llhttp does not accept it there: ${at.error ?? at.finishError} ${at.reason ?? ''}`;
+      if (at.error !== null || at.finishError !== null || at.messages.length !== 1 || !at.messages[0].complete)
+        return `scanner ends the body at ${end}, llhttp does not accept it there: ${at.error ?? at.finishError} ${at.reason ?? ''}`;
       if (before.messages.length === 1 && before.messages[0].complete) return `llhttp ends the body before ${end}`;
       return null;
     };
@@ -501,7 +758,7 @@ export function checkChunked(c: ChunkedCase): Checked & { outcome: string } {
     };
   } else {
     out.judge = ([l]) => {
-      if (l.error !== null && !(l.messages[0]?.complete)) return null;
+      if (l.error !== null && !l.messages[0]?.complete) return null;
       const cls = STRICTER_CHUNKED.find((s) => s.test(c.body));
       if (cls) {
         out.stricter = cls.name;
@@ -532,20 +789,34 @@ export interface FuzzStats {
 }
 
 /** Runs response cases and as many chunked-body cases [first, cases) of `seed`; stops after maxFailures. */
-export async function runFuzz(ll: Llhttp, seed: number, cases: number, maxFailures = 5, first = 0, batch = 250): Promise<{ failures: FuzzFailure[]; responses: FuzzStats; chunked: FuzzStats }> {
+export async function runFuzz(
+  ll: Llhttp,
+  seed: number,
+  cases: number,
+  maxFailures = 5,
+  first = 0,
+  batch = 250,
+): Promise<{ failures: FuzzFailure[]; responses: FuzzStats; chunked: FuzzStats }> {
   const failures: FuzzFailure[] = [];
   const stats = (): FuzzStats => ({ cases: 0, accepted: 0, refusedByBoth: 0, incomplete: 0, stricter: {} });
   const responses = stats();
   const chunked = stats();
   for (let from = first; from < cases && failures.length < maxFailures; from += batch) {
-    const planned: { kind: 'response' | 'chunked'; index: number; input: ResponseCase | ChunkedCase; check: Checked; outcome: string }[] = [];
+    const planned: { kind: 'response' | 'chunked'; index: number; input: ResponseCase | ChunkedCase; check: Checked; outcome: string }[] =
+      [];
     for (let i = from; i < Math.min(cases, from + batch); i++) {
       const rc = genResponse(caseRng(seed, i));
       const r = checkResponse(rc);
       planned.push({ kind: 'response', index: i, input: rc, check: r, outcome: r.sim.outcome });
       const cc = genChunkedCase(caseRng(seed ^ 0x5bd1e995, i));
       const ch = checkChunked(cc);
-      planned.push({ kind: 'chunked', index: i, input: cc, check: ch, outcome: /^[0-9]+$/.test(ch.outcome) ? 'accept' : ch.outcome === 'incomplete' ? 'incomplete' : 'reject' });
+      planned.push({
+        kind: 'chunked',
+        index: i,
+        input: cc,
+        check: ch,
+        outcome: /^[0-9]+$/.test(ch.outcome) ? 'accept' : ch.outcome === 'incomplete' ? 'incomplete' : 'reject',
+      });
     }
     const results = await ll.parseAll(planned.flatMap((x) => x.check.parses));
     let at = 0;
@@ -556,7 +827,20 @@ export async function runFuzz(ll: Llhttp, seed: number, cases: number, maxFailur
       st.cases++;
       const problem = x.check.judge(mine);
       if (problem !== null) {
-        failures.push({ kind: x.kind, seed, index: x.index, input: x.input, problem, detail: { fastPath: x.kind === 'response' ? (x.check as ReturnType<typeof checkResponse>).sim : (x.check as ReturnType<typeof checkChunked>).outcome, llhttp: mine } });
+        failures.push({
+          kind: x.kind,
+          seed,
+          index: x.index,
+          input: x.input,
+          problem,
+          detail: {
+            fastPath:
+              x.kind === 'response'
+                ? (x.check as ReturnType<typeof checkResponse>).sim
+                : (x.check as ReturnType<typeof checkChunked>).outcome,
+            llhttp: mine,
+          },
+        });
         continue;
       }
       if (x.check.stricter !== undefined) st.stricter[x.check.stricter] = (st.stricter[x.check.stricter] ?? 0) + 1;

@@ -27,7 +27,9 @@ async function withBuildLock<T>(fn: () => Promise<T>): Promise<T> {
       // A lock older than an hour belongs to a build that was killed.
       try {
         if (Date.now() - statSync(lock).mtimeMs > 3_600_000) rmSync(lock, { force: true });
-      } catch { /* gone meanwhile */ }
+      } catch {
+        /* gone meanwhile */
+      }
       await sleep(500);
     }
   }

@@ -44,8 +44,12 @@ export function run(file: string, args: string[], opts: RunOptions & { env?: Nod
     const child = spawn(file, args, { env: opts.env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
-    child.stderr.setEncoding('utf8').on('data', (d) => { stderr += d; });
+    child.stdout.setEncoding('utf8').on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.setEncoding('utf8').on('data', (d) => {
+      stderr += d;
+    });
     const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 60_000);
     child.on('error', (err) => {
       clearTimeout(timer);
@@ -74,7 +78,7 @@ export function kubeMissing(): string | null {
   const missing: string[] = [];
   const go = goMissing();
   if (go) missing.push(go);
-  if (commandMissing('openssl', ['version'])) missing.push('no openssl (the control plane\'s certificates are made with it)');
+  if (commandMissing('openssl', ['version'])) missing.push("no openssl (the control plane's certificates are made with it)");
   if (commandMissing(KUBECTL, ['version', '--client'])) missing.push(`no kubectl (${KUBECTL})`);
   return missing.length > 0 ? missing.join('; ') : null;
 }
@@ -162,7 +166,9 @@ export function kubeForFile(t: Test, file: string, opts: KubeUpOptions = {}): Ku
     for (const pid of Object.values(k?.pids ?? {})) {
       try {
         process.kill(pid, 'SIGKILL');
-      } catch { /* gone */ }
+      } catch {
+        /* gone */
+      }
     }
     rmSync(dir, { recursive: true, force: true });
   };

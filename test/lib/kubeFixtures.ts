@@ -69,18 +69,35 @@ export function service(ns: string, name: string, ports: Array<number | ServiceP
     return out;
   });
   return {
-    apiVersion: 'v1', kind: 'Service',
-    metadata: { name, namespace: ns, ...(opts.labels ? { labels: opts.labels } : {}), ...(opts.annotations ? { annotations: opts.annotations } : {}) },
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: {
+      name,
+      namespace: ns,
+      ...(opts.labels ? { labels: opts.labels } : {}),
+      ...(opts.annotations ? { annotations: opts.annotations } : {}),
+    },
     spec,
   };
 }
 
 /** An EndpointSlice of serviceName written by hand (as a custom endpoints controller would), not by the EndpointSlice controller. */
-export function endpointSlice(ns: string, name: string, serviceName: string, endpoints: EndpointSpec[], ports: EndpointPortSpec[],
-  opts: { addressType?: 'IPv4' | 'IPv6' | 'FQDN'; labels?: Record<string, string> } = {}): any {
+export function endpointSlice(
+  ns: string,
+  name: string,
+  serviceName: string,
+  endpoints: EndpointSpec[],
+  ports: EndpointPortSpec[],
+  opts: { addressType?: 'IPv4' | 'IPv6' | 'FQDN'; labels?: Record<string, string> } = {},
+): any {
   return {
-    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
-    metadata: { name, namespace: ns, labels: { [SERVICE_NAME_LABEL]: serviceName, [MANAGED_BY_LABEL]: TEST_SLICE_MANAGER, ...opts.labels } },
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: {
+      name,
+      namespace: ns,
+      labels: { [SERVICE_NAME_LABEL]: serviceName, [MANAGED_BY_LABEL]: TEST_SLICE_MANAGER, ...opts.labels },
+    },
     addressType: opts.addressType ?? 'IPv4',
     endpoints: endpoints.map((e) => {
       const conditions: Record<string, boolean> = {};
@@ -93,7 +110,12 @@ export function endpointSlice(ns: string, name: string, serviceName: string, end
       if (e.zone) out.zone = e.zone;
       return out;
     }),
-    ports: ports.map((p) => ({ name: p.name ?? '', protocol: p.protocol ?? 'TCP', port: p.port, ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}) })),
+    ports: ports.map((p) => ({
+      name: p.name ?? '',
+      protocol: p.protocol ?? 'TCP',
+      port: p.port,
+      ...(p.appProtocol ? { appProtocol: p.appProtocol } : {}),
+    })),
   };
 }
 
@@ -102,13 +124,20 @@ export function endpointSlice(ns: string, name: string, serviceName: string, end
  * JSON (a string spec is stored as it is, to test invalid configs). Named shoal-mesh-<app>, as
  * discover names the ones it creates, unless opts.name says otherwise.
  */
-export function meshConfigMap(ns: string, app: string, pluginId: string, spec: unknown,
-  opts: string | { name?: string; labels?: Record<string, string>; annotations?: Record<string, string> } = {}): any {
+export function meshConfigMap(
+  ns: string,
+  app: string,
+  pluginId: string,
+  spec: unknown,
+  opts: string | { name?: string; labels?: Record<string, string>; annotations?: Record<string, string> } = {},
+): any {
   const o = typeof opts === 'string' ? { name: opts } : opts;
   return {
-    apiVersion: 'v1', kind: 'ConfigMap',
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
     metadata: {
-      name: o.name ?? `shoal-mesh-${app}`, namespace: ns,
+      name: o.name ?? `shoal-mesh-${app}`,
+      namespace: ns,
       labels: { ...o.labels, [APP_LABEL]: app, [PLUGIN_LABEL]: pluginId },
       ...(o.annotations ? { annotations: o.annotations } : {}),
     },

@@ -58,7 +58,9 @@ export class Llhttp {
     const worker = fileURLToPath(new URL('./llhttpWorker.ts', import.meta.url));
     this.child = spawn(process.execPath, ['--expose-internals', '--no-warnings', worker], { stdio: ['pipe', 'pipe', 'pipe'] });
     let stderr = '';
-    this.child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    this.child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
     this.failed = new Promise<never>((_, reject) => {
       this.child.on('exit', (code) => reject(new Error(`llhttp worker exited (${code}): ${stderr.trim()}`)));
     });

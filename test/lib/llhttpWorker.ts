@@ -23,10 +23,25 @@ function parseOne(c: ParseCase): LlResult {
     partialHeaders.push(...headers);
     partialUrl += url;
   };
-  parser[HTTPParser.kOnHeadersComplete] = (versionMajor: number, versionMinor: number, headers: string[] | undefined, method: number | undefined, url: string | undefined, statusCode: number | undefined, statusMessage: string | undefined, upgrade: boolean, shouldKeepAlive: boolean): number => {
+  parser[HTTPParser.kOnHeadersComplete] = (
+    versionMajor: number,
+    versionMinor: number,
+    headers: string[] | undefined,
+    method: number | undefined,
+    url: string | undefined,
+    statusCode: number | undefined,
+    statusMessage: string | undefined,
+    upgrade: boolean,
+    shouldKeepAlive: boolean,
+  ): number => {
     const m: LlMessage = {
-      versionMajor, versionMinor, headers: headers === undefined ? partialHeaders : [...partialHeaders, ...headers],
-      upgrade, shouldKeepAlive, body: '', complete: false,
+      versionMajor,
+      versionMinor,
+      headers: headers === undefined ? partialHeaders : [...partialHeaders, ...headers],
+      upgrade,
+      shouldKeepAlive,
+      body: '',
+      complete: false,
     };
     partialHeaders = [];
     if (c.mode === 'request') {

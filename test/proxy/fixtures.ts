@@ -55,10 +55,13 @@ export async function httpBackend(t: Test, name: string, handler: Handler = name
   await new Promise<void>((resolve) => b.server.listen(0, address, resolve));
   b.port = (b.server.address() as AddressInfo).port;
   b.endpoint = `${address}:${b.port}`;
-  t.teardown(() => new Promise<void>((resolve) => {
-    b.server.closeAllConnections();
-    b.server.close(() => resolve());
-  }));
+  t.teardown(
+    () =>
+      new Promise<void>((resolve) => {
+        b.server.closeAllConnections();
+        b.server.close(() => resolve());
+      }),
+  );
   return b;
 }
 
@@ -102,7 +105,10 @@ export async function startSidecar(t: Test, topology: string, opts: Partial<Prox
   });
   await proxy.whenReady();
   return {
-    discover, proxy, stateFile, dir,
+    discover,
+    proxy,
+    stateFile,
+    dir,
     async push(topology: string) {
       const before = proxy.version;
       discover.edit(topology);
@@ -158,7 +164,7 @@ export async function startRoutedSidecar(t: Test, topology: string, opts: Partia
   const discover = await withDiscover(t, topology);
   const got = await fetch(`${discover.url}/v2/snapshot/default/web`);
   if (got.status !== 200) throw new Error(`discover answered ${got.status} for web's snapshot`);
-  let snapshot = await got.json() as Snapshot;
+  let snapshot = (await got.json()) as Snapshot;
   const waiters = new Set<() => void>();
   const server = createServer((req, res) => {
     const asked = new URL(req.url ?? '/', 'http://x').searchParams.get('version');
@@ -186,11 +192,14 @@ export async function startRoutedSidecar(t: Test, topology: string, opts: Partia
     answer();
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => new Promise<void>((resolve) => {
-    for (const w of [...waiters]) w();
-    server.closeAllConnections();
-    server.close(() => resolve());
-  }));
+  t.teardown(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const w of [...waiters]) w();
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  );
   const port = (server.address() as AddressInfo).port;
   const dir = mkdtempSync(join(tmpdir(), 'shoal-proxy-test-'));
   const proxy = await startProxy({
@@ -212,7 +221,9 @@ export async function startRoutedSidecar(t: Test, topology: string, opts: Partia
   await proxy.whenReady();
   return {
     proxy,
-    get snapshot() { return snapshot; },
+    get snapshot() {
+      return snapshot;
+    },
     async setRoutes(listener: string, routes: Route[]) {
       const next = structuredClone(snapshot);
       const l = next.outbound.find((x) => x.name === listener);

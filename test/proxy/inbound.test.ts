@@ -21,14 +21,18 @@ t.test('inbound http and tcp ports reach the app on 127.0.0.1', async (t) => {
     tcpApp.close();
   });
   const inboundAddress = randomLoopback();
-  const s = await startSidecar(t, `services: []
+  const s = await startSidecar(
+    t,
+    `services: []
 apps:
   - name: web
     config:
       base_ports:
         - { port: ${appPort}, protocol: http }
         - { port: ${tcpPort}, protocol: tcp }
-`, { inboundAddress });
+`,
+    { inboundAddress },
+  );
   let listen: Record<number, number> = {};
   s.proxy.onSnapshot((snap) => (listen = Object.fromEntries(snap.inbound.map((i) => [i.port, i.listenPort]))));
   t.ok(listen[appPort] >= 65301 && listen[appPort] <= 65400, 'listen port in the inbound range');
@@ -43,7 +47,10 @@ apps:
   });
   t.equal(tcp, 'tcp app');
   const m = await (await request(`http://127.0.0.1:${s.proxy.adminPort}/metrics`)).body.text();
-  t.match(m, new RegExp(`shoal_proxy_requests_total\\{dependency="inbound:${appPort}",route="inbound:${appPort}/",status_class="2xx"[^}]*\\} 1`));
+  t.match(
+    m,
+    new RegExp(`shoal_proxy_requests_total\\{dependency="inbound:${appPort}",route="inbound:${appPort}/",status_class="2xx"[^}]*\\} 1`),
+  );
   t.match(m, new RegExp(`shoal_proxy_tcp_connections_total\\{dependency="inbound:${tcpPort}",direction="inbound"[^}]*\\} 1`));
   // The app is down: the caller gets an explicit 502, not a hang.
   app.closeAllConnections();

@@ -34,28 +34,46 @@ t.test('/ready only after the first snapshot; /metrics for anyone; /config_dump 
   const discoverPort = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'shoal-ready-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const ifaces = Object.values(networkInterfaces()).flat().filter((i) => i && i.family === 'IPv4' && !i.internal);
+  const ifaces = Object.values(networkInterfaces())
+    .flat()
+    .filter((i) => i && i.family === 'IPv4' && !i.internal);
   const proxy = await startProxy({
     discoverUrl: `http://127.0.0.1:${discoverPort}/v1/resources/default/web/mesh`,
-    stateFile: join(dir, 'state.json'), adminHost: ifaces.length > 0 ? '0.0.0.0' : '127.0.0.1', adminPort: 0,
-    inboundAddress: randomLoopback(), drainTimeoutMs: 1000, log: createLogger('proxy', 'silent'),
+    stateFile: join(dir, 'state.json'),
+    adminHost: ifaces.length > 0 ? '0.0.0.0' : '127.0.0.1',
+    adminPort: 0,
+    inboundAddress: randomLoopback(),
+    drainTimeoutMs: 1000,
+    log: createLogger('proxy', 'silent'),
   });
   t.teardown(() => proxy.close());
   const admin = `http://127.0.0.1:${proxy.adminPort}`;
   t.equal(proxy.ready, false, 'not ready while discover is down and there is no state file');
   t.equal(await status(`${admin}/ready`), 503);
-  const d = await startDiscover({ staticFile: await (async () => {
-    const f = join(dir, 'topology.yaml');
-    (await import('node:fs')).writeFileSync(f, topology(address, port, [b.endpoint]));
-    return f;
-  })(), host: '127.0.0.1', port: discoverPort, log: createLogger('discover', 'silent') });
+  const d = await startDiscover({
+    staticFile: await (async () => {
+      const f = join(dir, 'topology.yaml');
+      (await import('node:fs')).writeFileSync(f, topology(address, port, [b.endpoint]));
+      return f;
+    })(),
+    host: '127.0.0.1',
+    port: discoverPort,
+    log: createLogger('discover', 'silent'),
+  });
   t.teardown(() => d.close());
   await proxy.whenReady();
   await waitFor(() => proxy.ready, 'ready');
   t.equal(await status(`${admin}/ready`), 200, 'ready once discover answered and listeners are bound');
   t.equal(await (await request(`http://${address}:${port}/`)).body.text(), 'api-1');
   const metrics = await (await request(`${admin}/metrics`)).body.text();
-  for (const name of ['shoal_proxy_requests_total', 'shoal_proxy_request_duration_seconds_bucket', 'shoal_proxy_connections_active', 'shoal_proxy_endpoints', 'shoal_proxy_config_version', 'shoal_proxy_config_errors_total']) {
+  for (const name of [
+    'shoal_proxy_requests_total',
+    'shoal_proxy_request_duration_seconds_bucket',
+    'shoal_proxy_connections_active',
+    'shoal_proxy_endpoints',
+    'shoal_proxy_config_version',
+    'shoal_proxy_config_errors_total',
+  ]) {
     t.match(metrics, name, `/metrics has ${name}`);
   }
   t.match(metrics, /shoal_proxy_config_errors_total\{kind="unreachable"[^}]*\} [1-9]/, 'the failed polls were counted');
@@ -79,8 +97,14 @@ t.test('discover down: traffic goes on; a restart with discover still down serve
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const stateFile = join(dir, 'state.json');
   const opts = {
-    discoverUrl: `${discover.url}/v1/resources/default/web/mesh`, stateFile, adminHost: '127.0.0.1', adminPort: 0,
-    inboundAddress: randomLoopback(), drainTimeoutMs: 1000, log: createLogger('proxy', 'silent'), waitSeconds: 1,
+    discoverUrl: `${discover.url}/v1/resources/default/web/mesh`,
+    stateFile,
+    adminHost: '127.0.0.1',
+    adminPort: 0,
+    inboundAddress: randomLoopback(),
+    drainTimeoutMs: 1000,
+    log: createLogger('proxy', 'silent'),
+    waitSeconds: 1,
   };
   const first = await startProxy(opts);
   await first.whenReady();

@@ -4,18 +4,27 @@ import { Agent, request } from 'undici';
 import { freePort, httpBackend, randomLoopback, service, startSidecar, type Backend } from './fixtures.ts';
 
 t.test('500 rps through 20 pushes that add/remove endpoints and listeners: zero failed requests', async (t) => {
-  const backends = await Promise.all([1, 2, 3, 4, 5, 6].map((i) => httpBackend(t, `api-${i}`, (req, res, b) => {
-    req.resume();
-    // A few slow requests are in flight across each push, so removed endpoints really have work to drain.
-    setTimeout(() => res.end(b.name), req.url === '/slow' ? 150 : 1);
-  })));
+  const backends = await Promise.all(
+    [1, 2, 3, 4, 5, 6].map((i) =>
+      httpBackend(t, `api-${i}`, (req, res, b) => {
+        req.resume();
+        // A few slow requests are in flight across each push, so removed endpoints really have work to drain.
+        setTimeout(() => res.end(b.name), req.url === '/slow' ? 150 : 1);
+      }),
+    ),
+  );
   const extraBackend = await httpBackend(t, 'extra');
   const port = await freePort();
   const extraPort = await freePort();
   const address = randomLoopback();
   const extraAddress = randomLoopback();
   const topo = (eps: Backend[], extra: boolean) => `services:
-${service('api', address, port, eps.map((b) => b.endpoint))}${service('extra', extraAddress, extraPort, [extraBackend.endpoint])}apps:
+${service(
+  'api',
+  address,
+  port,
+  eps.map((b) => b.endpoint),
+)}${service('extra', extraAddress, extraPort, [extraBackend.endpoint])}apps:
   - name: web
     config:
       base_services:
@@ -30,13 +39,18 @@ ${extra ? `        - { depend_service_alias: extra, port: ${extraPort}, protocol
   let stop = false;
   const inFlight = new Set<Promise<void>>();
   const fire = (path: string) => {
-    const p = request(`http://${address}:${port}${path}`, { dispatcher: agent }).then(async (r) => {
-      const body = await r.body.text();
-      if (r.statusCode === 200 && body.startsWith('api-')) ok++;
-      else failures.push(`${r.statusCode} ${body}`);
-    }, (err: Error) => {
-      failures.push(err.message);
-    }).finally(() => inFlight.delete(p));
+    const p = request(`http://${address}:${port}${path}`, { dispatcher: agent })
+      .then(
+        async (r) => {
+          const body = await r.body.text();
+          if (r.statusCode === 200 && body.startsWith('api-')) ok++;
+          else failures.push(`${r.statusCode} ${body}`);
+        },
+        (err: Error) => {
+          failures.push(err.message);
+        },
+      )
+      .finally(() => inFlight.delete(p));
     inFlight.add(p);
   };
   // 500 rps: 5 requests every 10 ms, paced against the clock.
@@ -60,7 +74,7 @@ ${extra ? `        - { depend_service_alias: extra, port: ${extraPort}, protocol
   for (let i = 0; i < 20; i++) {
     await new Promise((r) => setTimeout(r, 250));
     // A different non-empty subset of the six endpoints each time, and the extra listener on every other push.
-    const subset = backends.filter((_, j) => ((i * 7 + j * 3) % 5) < 3 || j === i % 6);
+    const subset = backends.filter((_, j) => (i * 7 + j * 3) % 5 < 3 || j === i % 6);
     await s.push(topo(subset, i % 2 === 0));
     applied++;
     if (i % 2 === 0) {
@@ -82,7 +96,10 @@ ${extra ? `        - { depend_service_alias: extra, port: ${extraPort}, protocol
   t.same(failures.slice(0, 5), [], `zero failed requests (${ok} succeeded, ${failures.length} failed)`);
   t.equal(ok, sent);
   // The last push removed the extra listener: new connections are refused.
-  const refused = await request(`http://${extraAddress}:${extraPort}/`).then(() => 'answered', (e: Error & { code?: string }) => e.code ?? e.message);
+  const refused = await request(`http://${extraAddress}:${extraPort}/`).then(
+    () => 'answered',
+    (e: Error & { code?: string }) => e.code ?? e.message,
+  );
   t.equal(refused, 'ECONNREFUSED', 'the removed listener is gone');
   const used = backends.filter((b) => b.requests > 0).length;
   t.equal(used, 6, 'every endpoint took traffic at some point');

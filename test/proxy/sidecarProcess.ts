@@ -13,10 +13,16 @@ process.on('SIGUSR2', () => {
   process.stdout.write(`${JSON.stringify({ builtins: loaded })}\n`);
 });
 process.on('SIGTERM', () => {
-  proxy.drain().then(() => proxy.close()).then(() => process.exit(0), (err: Error) => {
-    process.stderr.write(`close failed: ${err.message}\n`);
-    process.exit(1);
-  });
+  proxy
+    .drain()
+    .then(() => proxy.close())
+    .then(
+      () => process.exit(0),
+      (err: Error) => {
+        process.stderr.write(`close failed: ${err.message}\n`);
+        process.exit(1);
+      },
+    );
 });
 await proxy.whenReady();
 process.stdout.write(`${JSON.stringify({ adminPort: proxy.adminPort, version: proxy.version })}\n`);

@@ -44,7 +44,11 @@ t.test('a warm-up past its deadline stops, says so, and leaves nothing open', as
   const answered = Object.values(r.answered).reduce((a, b) => a + b, 0);
   t.ok(answered > 0 && answered < 100_000, `stopped part-way (${answered} answered)`);
   const warned = lines.map((l) => JSON.parse(l) as { level: number; msg: string; error: string }).find((l) => l.level === 40);
-  t.same(warned && { msg: warned.msg, error: warned.error }, { msg: 'the warm-up of the request path failed; starting without it', error: 'not done after 100 ms' }, 'a warning names why');
+  t.same(
+    warned && { msg: warned.msg, error: warned.error },
+    { msg: 'the warm-up of the request path failed; starting without it', error: 'not done after 100 ms' },
+    'a warning names why',
+  );
   await new Promise((resolve) => setTimeout(resolve, 300));
   t.same(handles(), before, 'no server or socket of the warm-up is still open');
 });
@@ -60,8 +64,14 @@ t.test('a warm-up is stopped at once when the sidecar closes', async (t) => {
   const r = await running;
   t.ok(performance.now() - started < 1000, 'returns at once, not at the deadline');
   t.ok(Object.values(r.answered).reduce((a, b) => a + b, 0) < 100_000, 'stopped part-way');
-  t.ok(lines.some((l) => (JSON.parse(l) as { level: number; msg: string }).msg === 'warm-up stopped: the sidecar is closing'), 'says why, at info');
-  t.notOk(lines.some((l) => (JSON.parse(l) as { level: number }).level >= 40), 'no warning for it');
+  t.ok(
+    lines.some((l) => (JSON.parse(l) as { level: number; msg: string }).msg === 'warm-up stopped: the sidecar is closing'),
+    'says why, at info',
+  );
+  t.notOk(
+    lines.some((l) => (JSON.parse(l) as { level: number }).level >= 40),
+    'no warning for it',
+  );
   await new Promise((resolve) => setTimeout(resolve, 300));
   t.same(handles(), before, 'no server or socket of the warm-up is still open');
   const already = new AbortController();
@@ -97,17 +107,29 @@ t.test('/ready answers 503 with warmingUp: true while the warm-up runs', async (
   const b = await httpBackend(t, 'api-1');
   const port = await freePort();
   const address = randomLoopback();
-  const d = await withDiscover(t, `services:\n${service('api', address, port, [b.endpoint])}apps:
+  const d = await withDiscover(
+    t,
+    `services:\n${service('api', address, port, [b.endpoint])}apps:
   - name: web
     config:
       base_services:
         - { depend_service_alias: api, port: ${port}, protocol: http }
-`);
+`,
+  );
   // 5,000 requests: the first snapshot from a local discover is in long before they are through.
-  const proxy = await startProxy({ discoverUrl: `${d.url}/v1/resources/default/web/mesh`, stateFile: join(mkdtempSync(join(tmpdir(), 'shoal-warm-up-')), 'state.json'), adminHost: '127.0.0.1', adminPort: 0, inboundAddress: randomLoopback(), drainTimeoutMs: 500, log: silent, warmUpRequests: 5000 });
+  const proxy = await startProxy({
+    discoverUrl: `${d.url}/v1/resources/default/web/mesh`,
+    stateFile: join(mkdtempSync(join(tmpdir(), 'shoal-warm-up-')), 'state.json'),
+    adminHost: '127.0.0.1',
+    adminPort: 0,
+    inboundAddress: randomLoopback(),
+    drainTimeoutMs: 500,
+    log: silent,
+    warmUpRequests: 5000,
+  });
   t.teardown(() => proxy.close());
   const during = await request(`http://127.0.0.1:${proxy.adminPort}/ready`);
-  const body = await during.body.json() as { ready: boolean; warmingUp: boolean };
+  const body = (await during.body.json()) as { ready: boolean; warmingUp: boolean };
   t.equal(during.statusCode, 503, 'not ready while warming up');
   t.same({ ready: body.ready, warmingUp: body.warmingUp }, { ready: false, warmingUp: true });
   await proxy.whenReady();
@@ -117,13 +139,21 @@ t.test('/ready answers 503 with warmingUp: true while the warm-up runs', async (
 });
 
 t.test('--warm-up-requests (SHOAL_WARM_UP_REQUESTS) takes 0 to 100000 and names what is wrong', async (t) => {
-  const opts = (argv: string[], env: NodeJS.ProcessEnv = {}) => proxyOptions(parseFlags(proxyFlags, argv, env).values, { DISCOVER_URL: 'http://127.0.0.1:1/v1/resources/default/web/mesh', ...env });
+  const opts = (argv: string[], env: NodeJS.ProcessEnv = {}) =>
+    proxyOptions(parseFlags(proxyFlags, argv, env).values, { DISCOVER_URL: 'http://127.0.0.1:1/v1/resources/default/web/mesh', ...env });
   t.equal(opts([]).warmUpRequests, DEFAULT_WARM_UP_REQUESTS, `default ${DEFAULT_WARM_UP_REQUESTS}`);
   t.equal(opts(['--warm-up-requests', '0']).warmUpRequests, 0, '0 turns it off');
   t.equal(opts([], { SHOAL_WARM_UP_REQUESTS: '50' }).warmUpRequests, 50, 'the env twin');
-  t.throws(() => opts(['--warm-up-requests', '100001']), { message: /--warm-up-requests must be a whole number of requests from 0 \(no warm-up\) to 100000, not 100001/ });
+  t.throws(() => opts(['--warm-up-requests', '100001']), {
+    message: /--warm-up-requests must be a whole number of requests from 0 \(no warm-up\) to 100000, not 100001/,
+  });
   t.throws(() => opts(['--warm-up-requests', '1.5']), { message: /--warm-up-requests="1\.5": expected an integer/ });
   t.throws(() => opts(['--warm-up-requests', '-1']), /warm-up-requests/);
-  for (const bad of [-1, 1.5, '12x', 100_001, null]) t.throws(() => parseWarmUpRequests(bad, 'warmUpRequests'), { message: /^warmUpRequests must be a whole number of requests/ }, `refuses ${JSON.stringify(bad)}`);
+  for (const bad of [-1, 1.5, '12x', 100_001, null])
+    t.throws(
+      () => parseWarmUpRequests(bad, 'warmUpRequests'),
+      { message: /^warmUpRequests must be a whole number of requests/ },
+      `refuses ${JSON.stringify(bad)}`,
+    );
   t.equal(parseWarmUpRequests(' 7 '), 7, 'a number in a string');
 });

@@ -14,7 +14,7 @@ function capture() {
   return { lines, sink: { write: (s: string) => lines.push(...s.split('\n').filter(Boolean)) } };
 }
 
-t.test('lines read like pino\'s: level, time, piece, name, fields, msg, in that order', async (t) => {
+t.test("lines read like pino's: level, time, piece, name, fields, msg, in that order", async (t) => {
   const { lines, sink } = capture();
   const log = createLogger('proxy', 'info', sink);
   log.info({ url: 'http://x', n: 3, skip: undefined }, 'discover unreachable');
@@ -26,7 +26,15 @@ t.test('lines read like pino\'s: level, time, piece, name, fields, msg, in that 
   t.match(JSON.parse(lines[1]), { level: 40, msg: 'plain message' });
   // pino, configured as discover configures it, writes the same keys in the same order.
   const theirs: string[] = [];
-  const p = pino({ name: 'shoal-proxy', level: 'info', base: { piece: 'proxy' } }, new Writable({ write(c, _e, cb) { theirs.push(String(c)); cb(); } }));
+  const p = pino(
+    { name: 'shoal-proxy', level: 'info', base: { piece: 'proxy' } },
+    new Writable({
+      write(c, _e, cb) {
+        theirs.push(String(c));
+        cb();
+      },
+    }),
+  );
   p.info({ url: 'http://x', n: 3, skip: undefined }, 'discover unreachable');
   await new Promise((r) => setTimeout(r, 20));
   t.same(Object.keys(JSON.parse(theirs[0]) as object), Object.keys(ours), 'same keys and order as pino');
@@ -39,7 +47,10 @@ t.test('levels: below the threshold nothing is written; silent writes nothing; a
   log.info({ a: 1 }, 'i');
   log.warn('w');
   log.error('e');
-  t.same(lines.map((l) => (JSON.parse(l) as { msg: string }).msg), ['w', 'e']);
+  t.same(
+    lines.map((l) => (JSON.parse(l) as { msg: string }).msg),
+    ['w', 'e'],
+  );
   t.equal(log.isLevelEnabled('info'), false);
   t.equal(log.isLevelEnabled('error'), true);
   log.level = 'debug';
@@ -50,7 +61,10 @@ t.test('levels: below the threshold nothing is written; silent writes nothing; a
   s.fatal('nothing');
   t.same(quiet.lines, []);
   t.equal(s.isLevelEnabled('fatal'), false);
-  t.throws(() => createLogger('dns', 'loud', quiet.sink), /unknown log level "loud": expected one of trace, debug, info, warn, error, fatal, silent/);
+  t.throws(
+    () => createLogger('dns', 'loud', quiet.sink),
+    /unknown log level "loud": expected one of trace, debug, info, warn, error, fatal, silent/,
+  );
 });
 
 t.test('child bindings ride on every line; errors are serialized with type, message, stack and code', async (t) => {
@@ -68,9 +82,14 @@ t.test('on stdout, lines batched in one turn all reach the pipe, also when the p
 const log = createLogger('proxy', 'info');
 for (let i = 0; i < 1000; i++) log.info({ i }, 'line');
 process.exit(3);`;
-  const r = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { maxBuffer: 1 << 24 }).catch((e: { code: number; stdout: string }) => e);
+  const r = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], { maxBuffer: 1 << 24 }).catch(
+    (e: { code: number; stdout: string }) => e,
+  );
   t.equal((r as { code: number }).code, 3);
-  const got = (r as { stdout: string }).stdout.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as { i: number }).i);
+  const got = (r as { stdout: string }).stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => (JSON.parse(l) as { i: number }).i);
   t.equal(got.length, 1000, 'all 1,000 lines written');
   t.equal(got[999], 999, 'in order');
 });

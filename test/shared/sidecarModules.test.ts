@@ -49,20 +49,29 @@ registerHooks({ resolve(spec, ctx, next) {
 process.on('exit', () => process.stderr.write('LOADED ' + JSON.stringify({ files: [...files], askedBy: Object.fromEntries(Object.entries(askedBy).map(([k, v]) => [k, [...v]])) }) + '\\n'));
 `;
 
-interface Loaded { files: string[]; askedBy: Record<string, string[]> }
+interface Loaded {
+  files: string[];
+  askedBy: Record<string, string[]>;
+}
 
 async function loadedBy(t: Test, args: string[]): Promise<Loaded & { stdout: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'shoal-modules-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'hook.mjs'), HOOK);
-  const { stdout, stderr } = await promisify(execFile)(process.execPath, ['--import', join(dir, 'hook.mjs'), ...args], { cwd: root, maxBuffer: 1 << 24 });
+  const { stdout, stderr } = await promisify(execFile)(process.execPath, ['--import', join(dir, 'hook.mjs'), ...args], {
+    cwd: root,
+    maxBuffer: 1 << 24,
+  });
   return { ...(JSON.parse(/^LOADED (.*)$/m.exec(stderr)![1]) as Loaded), stdout };
 }
 
 const pkg = (f: string) => (f.startsWith('@') ? f.split('/').slice(0, 2).join('/') : f.split('/')[0]);
 
 function checkForbidden(t: Test, { files, askedBy }: Loaded): void {
-  t.ok(files.some((f) => f.startsWith('ajv/dist/runtime/')), 'the hook sees packages (the snapshot validator\'s ajv runtime helpers are one)');
+  t.ok(
+    files.some((f) => f.startsWith('ajv/dist/runtime/')),
+    "the hook sees packages (the snapshot validator's ajv runtime helpers are one)",
+  );
   for (const [name, instead] of Object.entries(FORBIDDEN)) {
     const loaded = files.filter((f) => pkg(f) === name && !(name === 'ajv' && f.startsWith('ajv/dist/runtime/')));
     t.same(loaded, [], `${name} not loaded${loaded.length ? ` (asked by ${(askedBy[name] ?? []).join(', ')}): ${instead}` : ''}`);
@@ -88,7 +97,7 @@ await tr.close();`;
   checkForbidden(t, await loadedBy(t, ['--input-type=module', '-e', script]));
 });
 
-t.test('shoal proxy, as the container runs it, loads only the sidecar\'s modules', async (t) => {
+t.test("shoal proxy, as the container runs it, loads only the sidecar's modules", async (t) => {
   // cli.ts imports a command's modules when it runs that command; --help loads them and exits.
   const r = await loadedBy(t, [join(root, 'cli.ts'), 'proxy', '--help']);
   t.match(r.stdout, /--discover-url/, 'the proxy command was loaded');
@@ -104,17 +113,32 @@ t.test('a running sidecar loads node:tls and node:http2 only when its snapshot n
   const run = async (protocol: string) => {
     const port = await freePort();
     const address = randomLoopback();
-    const d = await withDiscover(t, `services:\n${service('api', address, port, [api.endpoint], protocol)}apps:
+    const d = await withDiscover(
+      t,
+      `services:\n${service('api', address, port, [api.endpoint], protocol)}apps:
   - name: web
     config:
       base_services:
         - { depend_service_alias: api, port: ${port}, protocol: ${protocol} }
-`);
+`,
+    );
     const dir = mkdtempSync(join(tmpdir(), 'shoal-builtins-'));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-    const child = spawn(process.execPath, [join(root, 'test', 'proxy', 'sidecarProcess.ts'), JSON.stringify({
-      discoverUrl: `${d.url}/v1/resources/default/web/mesh`, stateFile: join(dir, 'state.json'), adminHost: '127.0.0.1', adminPort: 0, inboundAddress: randomLoopback(), drainTimeoutMs: 500,
-    })], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(
+      process.execPath,
+      [
+        join(root, 'test', 'proxy', 'sidecarProcess.ts'),
+        JSON.stringify({
+          discoverUrl: `${d.url}/v1/resources/default/web/mesh`,
+          stateFile: join(dir, 'state.json'),
+          adminHost: '127.0.0.1',
+          adminPort: 0,
+          inboundAddress: randomLoopback(),
+          drainTimeoutMs: 500,
+        }),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     t.teardown(() => child.kill('SIGKILL'));
     const lines: string[] = [];
     let out = '';

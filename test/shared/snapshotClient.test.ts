@@ -12,13 +12,50 @@ import { SnapshotClient, snapshotUrl, writeFileAtomic } from '../../shared/snaps
 
 function snap(endpoints: number, app = 'web'): Snapshot {
   const s: Omit<Snapshot, 'version'> = {
-    schemaVersion: SNAPSHOT_SCHEMA_VERSION, namespace: 'default', app, pluginId: 'mesh', inbound: [], outbound: [],
-    clusters: [{
-      name: 'api.default:80', service: 'api', namespace: 'default', port: 80, protocol: 'http', lbPolicy: 'round_robin', hashHeader: '',
-      policy: { connectTimeoutMs: 250, requestTimeoutMs: 15000, retryAttempts: 2, maxActiveRetries: 3, maxConnections: 10240, maxRequests: 10240, maxPendingRequests: 1024, maxRequestsPerConnection: 0, consecutiveErrors: 5, baseEjectionTimeMs: 30000, maxEjectionPercent: 10, intervalMs: 10000, healthyPanicThreshold: 50, tcpIdleTimeoutS: 7200 },
-      endpoints: Array.from({ length: endpoints }, (_, i) => ({ address: `10.0.0.${i + 1}`, port: 80, weight: 1, zone: '', ready: true, serving: true, terminating: false })),
-    }],
-    dns: [], status: { errors: [] },
+    schemaVersion: SNAPSHOT_SCHEMA_VERSION,
+    namespace: 'default',
+    app,
+    pluginId: 'mesh',
+    inbound: [],
+    outbound: [],
+    clusters: [
+      {
+        name: 'api.default:80',
+        service: 'api',
+        namespace: 'default',
+        port: 80,
+        protocol: 'http',
+        lbPolicy: 'round_robin',
+        hashHeader: '',
+        policy: {
+          connectTimeoutMs: 250,
+          requestTimeoutMs: 15000,
+          retryAttempts: 2,
+          maxActiveRetries: 3,
+          maxConnections: 10240,
+          maxRequests: 10240,
+          maxPendingRequests: 1024,
+          maxRequestsPerConnection: 0,
+          consecutiveErrors: 5,
+          baseEjectionTimeMs: 30000,
+          maxEjectionPercent: 10,
+          intervalMs: 10000,
+          healthyPanicThreshold: 50,
+          tcpIdleTimeoutS: 7200,
+        },
+        endpoints: Array.from({ length: endpoints }, (_, i) => ({
+          address: `10.0.0.${i + 1}`,
+          port: 80,
+          weight: 1,
+          zone: '',
+          ready: true,
+          serving: true,
+          terminating: false,
+        })),
+      },
+    ],
+    dns: [],
+    status: { errors: [] },
   };
   return { ...s, version: snapshotVersion(s) } as Snapshot;
 }
@@ -83,8 +120,11 @@ t.test('applies, long-polls, refuses bad snapshots and keeps the last good one, 
   const applied: string[] = [];
   const refused: string[] = [];
   const c = new SnapshotClient({
-    url: `${d.url}/v2/snapshot/default/web`, stateFile, log: createLogger('test', 'silent'),
-    onSnapshot: (s) => void applied.push(s.version), onRefused: (r) => void refused.push(r),
+    url: `${d.url}/v2/snapshot/default/web`,
+    stateFile,
+    log: createLogger('test', 'silent'),
+    onSnapshot: (s) => void applied.push(s.version),
+    onRefused: (r) => void refused.push(r),
   });
   t.teardown(() => c.close());
   await c.start();
@@ -134,9 +174,13 @@ t.test('discover unreachable: starts from the state file, backs off, recovers', 
   const errors: string[] = [];
   const sources: string[] = [];
   const c = new SnapshotClient({
-    url: `http://127.0.0.1:${port}/v2/snapshot/default/web`, stateFile, log: createLogger('test', 'silent'),
-    onSnapshot: (_s, source) => void sources.push(source), onPollError: (e) => void errors.push(e),
-    backoffBaseMs: 50, backoffMaxMs: 200,
+    url: `http://127.0.0.1:${port}/v2/snapshot/default/web`,
+    stateFile,
+    log: createLogger('test', 'silent'),
+    onSnapshot: (_s, source) => void sources.push(source),
+    onPollError: (e) => void errors.push(e),
+    backoffBaseMs: 50,
+    backoffMaxMs: 200,
   });
   t.teardown(() => c.close());
   await c.start();
@@ -164,8 +208,12 @@ t.test('a corrupt state file is refused, not applied', async (t) => {
   writeFileSync(stateFile, '{"schemaVersion":1');
   const refused: string[] = [];
   const c = new SnapshotClient({
-    url: 'http://127.0.0.1:1/v2/snapshot/default/web', stateFile, log: createLogger('test', 'silent'),
-    onSnapshot: () => {}, onRefused: (r) => void refused.push(r), firstFetchTimeoutMs: 300,
+    url: 'http://127.0.0.1:1/v2/snapshot/default/web',
+    stateFile,
+    log: createLogger('test', 'silent'),
+    onSnapshot: () => {},
+    onRefused: (r) => void refused.push(r),
+    firstFetchTimeoutMs: 300,
   });
   t.teardown(() => c.close());
   await c.start();
@@ -207,8 +255,15 @@ t.test('sends the bearer token from the token file, read again at every poll (th
   // A missing token file fails the poll with an error naming the file; nothing is applied.
   const errors: string[] = [];
   const missing = new SnapshotClient({
-    url, stateFile: '', log: createLogger('test', 'silent'), tokenFile: join(dir, 'absent'), firstFetchTimeoutMs: 300, backoffBaseMs: 20, backoffMaxMs: 50,
-    onSnapshot: () => void t.fail('nothing may be applied without a token'), onPollError: (r) => void errors.push(r),
+    url,
+    stateFile: '',
+    log: createLogger('test', 'silent'),
+    tokenFile: join(dir, 'absent'),
+    firstFetchTimeoutMs: 300,
+    backoffBaseMs: 20,
+    backoffMaxMs: 50,
+    onSnapshot: () => void t.fail('nothing may be applied without a token'),
+    onPollError: (r) => void errors.push(r),
   });
   void missing.start();
   await waitFor(() => errors.length > 0);
@@ -218,7 +273,13 @@ t.test('sends the bearer token from the token file, read again at every poll (th
   writeFileSync(tokenFile, 'token-1\n');
   const applied: string[] = [];
   const c = new SnapshotClient({
-    url, stateFile: '', log: createLogger('test', 'silent'), tokenFile, waitSeconds: 0, backoffBaseMs: 20, backoffMaxMs: 50,
+    url,
+    stateFile: '',
+    log: createLogger('test', 'silent'),
+    tokenFile,
+    waitSeconds: 0,
+    backoffBaseMs: 20,
+    backoffMaxMs: 50,
     onSnapshot: (s) => void applied.push(s.version),
   });
   t.teardown(() => c.close());

@@ -10,8 +10,10 @@ import { compileSnapshotSchema, snapshotError, snapshotValidatorSource, snapshot
 import { validate as generated } from '../../shared/snapshotValidate.generated.ts';
 
 t.test('the checked-in validator is what the generator writes from the schema now', async (t) => {
-  t.ok(readFileSync(generatedPath, 'utf8') === generateSnapshotValidator(),
-    'shared/snapshotValidate.generated.ts is up to date (if not: node scripts/generateSnapshotValidator.ts, then commit it)');
+  t.ok(
+    readFileSync(generatedPath, 'utf8') === generateSnapshotValidator(),
+    'shared/snapshotValidate.generated.ts is up to date (if not: node scripts/generateSnapshotValidator.ts, then commit it)',
+  );
   t.equal(snapshotValidatorSource, 'generated', 'snapshot.ts validates with the generated module, not ajv at load');
 });
 
@@ -36,7 +38,12 @@ apps:
   s.clusters[0].endpoints[0].meshed = true;
   s.clusters[0].peerIdentities = ['spiffe://cluster.local/ns/default/sa/api'];
   s.outbound.find((l) => l.mode === 'l7')!.routes[0].retryNonIdempotent = true;
-  s.identity = { trustDomain: 'cluster.local', spiffeId: 'spiffe://cluster.local/ns/default/sa/web', mtlsMode: 'strict', trustBundle: ['-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n'] };
+  s.identity = {
+    trustDomain: 'cluster.local',
+    spiffeId: 'spiffe://cluster.local/ns/default/sa/web',
+    mtlsMode: 'strict',
+    trustBundle: ['-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n'],
+  };
   s.status.errors = ['one'];
   return { ...s, version: snapshotVersion(s) };
 }
@@ -67,13 +74,30 @@ t.test('the generated validator and ajv at run time agree on every mutation of a
   const compiled = compileSnapshotSchema();
   const base = JSON.parse(JSON.stringify(richSnapshot())) as Json;
   const verdict = (v: (d: unknown) => boolean, d: Json) => {
-    const fn = v as ((d: unknown) => boolean) & { errors?: Array<{ instancePath: string; keyword: string; message?: string; params: unknown }> | null };
+    const fn = v as ((d: unknown) => boolean) & {
+      errors?: Array<{ instancePath: string; keyword: string; message?: string; params: unknown }> | null;
+    };
     const ok = fn(d);
     const e = fn.errors?.[0];
     return ok ? 'valid' : `${e?.instancePath} ${e?.keyword} ${e?.message} ${JSON.stringify(e?.params)}`;
   };
   t.equal(verdict(generated, base), 'valid', 'the rich snapshot is valid');
-  const replacements: Json[] = [null, true, -1, 0, 1.5, 70000, '', 'x y', 'spiffe://a', '-----BEGIN CERTIFICATE-----', [], [1], {}, { extra: 1 }];
+  const replacements: Json[] = [
+    null,
+    true,
+    -1,
+    0,
+    1.5,
+    70000,
+    '',
+    'x y',
+    'spiffe://a',
+    '-----BEGIN CERTIFICATE-----',
+    [],
+    [1],
+    {},
+    { extra: 1 },
+  ];
   let cases = 0;
   let invalid = 0;
   const disagreements: string[] = [];
@@ -99,13 +123,22 @@ t.test('snapshotError says what is wrong and where, as before', async (t) => {
   const without = JSON.parse(JSON.stringify(s));
   delete without.clusters[1].endpoints[0].ready;
   t.equal(snapshotError(without), "invalid snapshot at /clusters/1/endpoints/0: must have required property 'ready'");
-  t.equal(snapshotError({ ...s, identity: { ...s.identity, mtlsMode: 'sometimes' } }), 'invalid snapshot at /identity/mtlsMode: must be equal to one of the allowed values');
-  t.equal(snapshotError({ ...s, dns: [{ name: 'x', address: '10.0.0.256' }] }), 'invalid snapshot at /dns/0/address: must match pattern "^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"');
+  t.equal(
+    snapshotError({ ...s, identity: { ...s.identity, mtlsMode: 'sometimes' } }),
+    'invalid snapshot at /identity/mtlsMode: must be equal to one of the allowed values',
+  );
+  t.equal(
+    snapshotError({ ...s, dns: [{ name: 'x', address: '10.0.0.256' }] }),
+    'invalid snapshot at /dns/0/address: must match pattern "^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"',
+  );
   t.equal(snapshotError({ ...s, extra: 1 }), 'invalid snapshot at /: must NOT have additional properties');
   t.equal(snapshotError([]), 'invalid snapshot at /: must be object');
   t.equal(snapshotError({ ...s, schemaVersion: 2 }), 'unsupported snapshot schemaVersion 2: this build reads 1');
   t.equal(snapshotError({ ...s, version: '0123456789abcdef' }), 'invalid snapshot: version 0123456789abcdef does not match its content');
   const l = s.outbound[0];
-  const dangling = { ...s, outbound: [{ ...l, routes: [{ ...l.routes[0], backends: [{ cluster: 'nowhere.default:1', weight: 1 }] }] }, ...s.outbound.slice(1)] };
+  const dangling = {
+    ...s,
+    outbound: [{ ...l, routes: [{ ...l.routes[0], backends: [{ cluster: 'nowhere.default:1', weight: 1 }] }] }, ...s.outbound.slice(1)],
+  };
   t.equal(snapshotError(dangling), `invalid snapshot: listener ${l.name} routes to unknown cluster nowhere.default:1`);
 });

@@ -50,7 +50,18 @@ export function serviceModel(svc: V1Service, slices: Iterable<V1EndpointSlice>):
   const endpoints = new Map<number, Endpoint[]>(ports.map((p) => [p.port, []]));
   if (spec.type === 'ExternalName' && spec.externalName) {
     // The sidecar proxies to the external name, resolved by the cluster DNS.
-    for (const p of ports) endpoints.set(p.port, [{ address: spec.externalName.replace(/\.$/, ''), port: p.port, weight: 1, zone: '', ready: true, serving: true, terminating: false }]);
+    for (const p of ports)
+      endpoints.set(p.port, [
+        {
+          address: spec.externalName.replace(/\.$/, ''),
+          port: p.port,
+          weight: 1,
+          zone: '',
+          ready: true,
+          serving: true,
+          terminating: false,
+        },
+      ]);
   } else {
     const seen = new Map<string, Endpoint>();
     for (const slice of slices) {
@@ -66,8 +77,13 @@ export function serviceModel(svc: V1Service, slices: Iterable<V1EndpointSlice>):
           const c = e.conditions ?? {};
           const ready = c.ready ?? true;
           const ep: Endpoint = {
-            address, port: target.port, weight: 1, zone: e.zone ?? '',
-            ready, serving: c.serving ?? ready, terminating: c.terminating ?? false,
+            address,
+            port: target.port,
+            weight: 1,
+            zone: e.zone ?? '',
+            ready,
+            serving: c.serving ?? ready,
+            terminating: c.terminating ?? false,
           };
           addTopology(ep, e);
           const key = `${sp.port}|${address}|${target.port}`;
@@ -86,7 +102,10 @@ export function serviceModel(svc: V1Service, slices: Iterable<V1EndpointSlice>):
 }
 
 /** nodeName and the topology hints (hints.forZones, hints.forNodes) of a slice endpoint, when set. */
-function addTopology(ep: Endpoint, e: { nodeName?: string; hints?: { forZones?: Array<{ name?: string }>; forNodes?: Array<{ name?: string }> } }): void {
+function addTopology(
+  ep: Endpoint,
+  e: { nodeName?: string; hints?: { forZones?: Array<{ name?: string }>; forNodes?: Array<{ name?: string }> } },
+): void {
   if (e.nodeName) ep.node = e.nodeName;
   const names = (xs: Array<{ name?: string }> | undefined) => [...new Set((xs ?? []).map((x) => x.name ?? '').filter((x) => x !== ''))];
   const zones = names(e.hints?.forZones);
@@ -106,7 +125,8 @@ export function appFromConfigMap(cm: V1ConfigMap): MeshConfigMapResult {
   const name = cm.metadata?.labels?.[APP_LABEL] ?? '';
   const pluginId = cm.metadata?.labels?.[PLUGIN_LABEL] ?? 'mesh';
   const where = `ConfigMap ${namespace}/${cm.metadata?.name}`;
-  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(name)) return { app: null, error: `${where}: label ${APP_LABEL}=${JSON.stringify(name)} is not an app name` };
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(name))
+    return { app: null, error: `${where}: label ${APP_LABEL}=${JSON.stringify(name)} is not an app name` };
   const raw = cm.data?.[PLUGIN_CONFIG_KEY];
   if (raw === undefined) return { app: null, error: `${where}: data key ${PLUGIN_CONFIG_KEY} is missing` };
   let spec: ResourceSpec;
@@ -117,7 +137,10 @@ export function appFromConfigMap(cm: V1ConfigMap): MeshConfigMapResult {
   }
   try {
     const config = parseMeshConfig(spec, namespace, name);
-    const readers = (cm.metadata?.annotations?.[READERS_ANNOTATION] ?? '').split(',').map((x) => x.trim()).filter((x) => x !== '');
+    const readers = (cm.metadata?.annotations?.[READERS_ANNOTATION] ?? '')
+      .split(',')
+      .map((x) => x.trim())
+      .filter((x) => x !== '');
     return { app: { namespace, name, pluginId, spec, config, readers }, error: null };
   } catch (err) {
     if (err instanceof ConfigError) return { app: null, error: `${where}: ${err.message}` };

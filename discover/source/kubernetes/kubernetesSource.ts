@@ -3,8 +3,19 @@
 // that touches only the apps whose dependencies, config or routes changed; after each apply the routes'
 // status is written (routeStatus.ts).
 import {
-  CoreV1Api, HttpMethod, KubeConfig, ListWatch, RequestContext, Watch,
-  type Informer, type KubernetesObject, type ListPromise, type V1ConfigMap, type V1EndpointSlice, type V1Node, type V1Service,
+  CoreV1Api,
+  HttpMethod,
+  KubeConfig,
+  ListWatch,
+  RequestContext,
+  Watch,
+  type Informer,
+  type KubernetesObject,
+  type ListPromise,
+  type V1ConfigMap,
+  type V1EndpointSlice,
+  type V1Node,
+  type V1Service,
 } from '@kubernetes/client-node';
 import { fetch } from 'undici';
 import type { Logger } from '../../../shared/log.ts';
@@ -15,7 +26,13 @@ import { routeStatuses, routesTouched } from '../../gateway/status.ts';
 import { RouteStatusWriter, type RouteStatusesFn } from './routeStatus.ts';
 import { LABEL_VALUE, WriteRefused } from '../../topology/names.ts';
 import {
-  APP_LABEL, PLUGIN_CONFIG_KEY, PLUGIN_LABEL, appFromConfigMap, serviceKeyOf, serviceModel, sliceServiceKey,
+  APP_LABEL,
+  PLUGIN_CONFIG_KEY,
+  PLUGIN_LABEL,
+  appFromConfigMap,
+  serviceKeyOf,
+  serviceModel,
+  sliceServiceKey,
 } from './kubeObjects.ts';
 
 export interface KubernetesSourceOptions {
@@ -100,14 +117,18 @@ export class KubernetesSource {
   private lastFlushAt = -Infinity;
   private started = false;
   private stopped = false;
-  private readonly watched: Array<Watched<V1Service> | Watched<V1EndpointSlice> | Watched<V1ConfigMap> | Watched<V1Node> | Watched<KubernetesObject>> = [];
+  private readonly watched: Array<
+    Watched<V1Service> | Watched<V1EndpointSlice> | Watched<V1ConfigMap> | Watched<V1Node> | Watched<KubernetesObject>
+  > = [];
 
   constructor(opts: KubernetesSourceOptions) {
     this.opts = opts;
     this.core = opts.kubeConfig.makeApiClient(CoreV1Api);
     this.topology = { clusterDomain: opts.clusterDomain, services: new Map(), apps: new Map(), routes: new Map() };
     const svc = this.informer<V1Service>('/api/v1/services', () => this.list('/api/v1/services'));
-    const eps = this.informer<V1EndpointSlice>('/apis/discovery.k8s.io/v1/endpointslices', () => this.list('/apis/discovery.k8s.io/v1/endpointslices'));
+    const eps = this.informer<V1EndpointSlice>('/apis/discovery.k8s.io/v1/endpointslices', () =>
+      this.list('/apis/discovery.k8s.io/v1/endpointslices'),
+    );
     const cms = this.informer<V1ConfigMap>('/api/v1/configmaps', () => this.list('/api/v1/configmaps', APP_LABEL), APP_LABEL);
     svc.on('add', (o) => this.onService(o, false));
     svc.on('update', (o) => this.onService(o, false));
@@ -122,7 +143,12 @@ export class KubernetesSource {
     nodes.on('add', (o) => this.onNode(o, false));
     nodes.on('update', (o) => this.onNode(o, false));
     nodes.on('delete', (o) => this.onNode(o, true));
-    this.watched.push(this.watch('services', svc), this.watch('endpointslices', eps), this.watch('configmaps', cms), this.watch('nodes', nodes, true));
+    this.watched.push(
+      this.watch('services', svc),
+      this.watch('endpointslices', eps),
+      this.watch('configmaps', cms),
+      this.watch('nodes', nodes, true),
+    );
     for (const { kind, plural } of ROUTE_KINDS) {
       const path = `${GATEWAY_API_PATH}/${plural}`;
       const inf = this.informer<KubernetesObject>(path, () => this.list(path));
@@ -155,13 +181,19 @@ export class KubernetesSource {
     if (labelSelector) url.searchParams.set('labelSelector', labelSelector);
     const ctx = new RequestContext(url.toString(), HttpMethod.GET);
     await kc.applySecurityAuthentication(ctx);
-    const res = await fetch(url, { headers: { ...ctx.getHeaders(), accept: 'application/json' }, dispatcher: ctx.getDispatcher(), signal: AbortSignal.timeout(LIST_TIMEOUT_MS) });
+    const res = await fetch(url, {
+      headers: { ...ctx.getHeaders(), accept: 'application/json' },
+      dispatcher: ctx.getDispatcher(),
+      signal: AbortSignal.timeout(LIST_TIMEOUT_MS),
+    });
     const text = await res.text();
     if (res.status !== 200) {
       let message = text.slice(0, 300);
       try {
         message = (JSON.parse(text) as { message?: string }).message ?? message;
-      } catch { /* not a Status object */ }
+      } catch {
+        /* not a Status object */
+      }
       throw Object.assign(new Error(`list ${path}: ${res.status} ${message}`), { statusCode: res.status, code: res.status });
     }
     const list = JSON.parse(text) as { items?: unknown[]; metadata?: { resourceVersion?: string } };
@@ -179,11 +211,19 @@ export class KubernetesSource {
     const headers: Record<string, string> = { ...ctx.getHeaders(), accept: 'application/json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     const res = await fetch(url, {
-      method, headers, body: body === undefined ? undefined : JSON.stringify(body), dispatcher: ctx.getDispatcher(), signal: AbortSignal.timeout(30_000),
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      dispatcher: ctx.getDispatcher(),
+      signal: AbortSignal.timeout(30_000),
     });
     const text = await res.text();
     let json: unknown = text;
-    try { json = JSON.parse(text); } catch { /* not JSON */ }
+    try {
+      json = JSON.parse(text);
+    } catch {
+      /* not JSON */
+    }
     return { status: res.status, json };
   }
 
@@ -192,12 +232,21 @@ export class KubernetesSource {
    * watch) never ends once we stopped, since stop() does not cancel it and the watch would open anyway.
    */
   private informer<T extends KubernetesObject>(path: string, list: () => Promise<unknown>, labelSelector?: string): Informer<T> {
-    const delayFn = (ms: number) => new Promise<void>((resolve) => {
-      setTimeout(() => {
-        if (!this.stopped) resolve();
-      }, ms).unref();
-    });
-    return new ListWatch<T>(path, new StoppableWatch(this.opts.kubeConfig, () => this.stopped), list as ListPromise<T>, false, labelSelector, undefined, { delayFn });
+    const delayFn = (ms: number) =>
+      new Promise<void>((resolve) => {
+        setTimeout(() => {
+          if (!this.stopped) resolve();
+        }, ms).unref();
+      });
+    return new ListWatch<T>(
+      path,
+      new StoppableWatch(this.opts.kubeConfig, () => this.stopped),
+      list as ListPromise<T>,
+      false,
+      labelSelector,
+      undefined,
+      { delayFn },
+    );
   }
 
   private watch<T extends KubernetesObject>(name: string, informer: Informer<T>, optional = false): Watched<T> {
@@ -246,7 +295,10 @@ export class KubernetesSource {
         return;
       }
       if (w.optional && (w.lastStatus === 403 || w.lastStatus === 404)) {
-        this.opts.log.warn({ informer: w.name, status: w.lastStatus }, `cannot list ${w.name}; going on without them (sidecars with --node and no --zone get no zone: give discover ${w.name} get, list, watch)`);
+        this.opts.log.warn(
+          { informer: w.name, status: w.lastStatus },
+          `cannot list ${w.name}; going on without them (sidecars with --node and no --zone get no zone: give discover ${w.name} get, list, watch)`,
+        );
         return;
       }
       // The first list failed; wait out the backoff and try again.
@@ -271,20 +323,26 @@ export class KubernetesSource {
       if (w.listed) this.routesUnavailable(w, w.lastStatus);
       return;
     }
-    this.opts.log.warn({ informer: w.name, error: e?.message ?? String(err), status: e?.statusCode ?? e?.code, failures: w.failures }, 'watch failed; restarting with backoff');
+    this.opts.log.warn(
+      { informer: w.name, error: e?.message ?? String(err), status: e?.statusCode ?? e?.code, failures: w.failures },
+      'watch failed; restarting with backoff',
+    );
     if (!w.listed || w.restartTimer) return;
     w.restartTimer = setTimeout(() => {
       w.restartTimer = null;
       if (this.stopped) return;
       const before = w.failures;
-      this.startInformer(w).then(() => {
-        if (this.stopped) return;
-        if (w.failures === before) {
-          w.downSince = null;
-          w.failures = 0;
-          this.opts.log.info({ informer: w.name }, 'watch resumed');
-        }
-      }, (error: unknown) => this.onWatchError(w, error));
+      this.startInformer(w).then(
+        () => {
+          if (this.stopped) return;
+          if (w.failures === before) {
+            w.downSince = null;
+            w.failures = 0;
+            this.opts.log.info({ informer: w.name }, 'watch resumed');
+          }
+        },
+        (error: unknown) => this.onWatchError(w, error),
+      );
     }, this.backoff(w.failures));
   }
 
@@ -295,18 +353,25 @@ export class KubernetesSource {
   health(): { ready: boolean; message: string; details?: string[] } {
     const details = this.routeDetails();
     const notListed = this.watched.filter((w) => !w.listed && !w.optional && !w.unavailable).map((w) => w.name);
-    if (notListed.length > 0 || !this.started) return { ready: false, message: `waiting for the first list of ${notListed.join(', ') || 'the informers'}`, details };
+    if (notListed.length > 0 || !this.started)
+      return { ready: false, message: `waiting for the first list of ${notListed.join(', ') || 'the informers'}`, details };
     const now = Date.now();
-    const stale = this.watched.filter((w) => !w.optional && !w.unavailable && w.downSince !== null && now - w.downSince > this.opts.staleAfterMs).map((w) => w.name);
-    if (stale.length > 0) return { ready: false, message: `watch of ${stale.join(', ')} down for more than ${this.opts.staleAfterMs} ms`, details };
+    const stale = this.watched
+      .filter((w) => !w.optional && !w.unavailable && w.downSince !== null && now - w.downSince > this.opts.staleAfterMs)
+      .map((w) => w.name);
+    if (stale.length > 0)
+      return { ready: false, message: `watch of ${stale.join(', ')} down for more than ${this.opts.staleAfterMs} ms`, details };
     return { ready: true, message: 'ready', details };
   }
 
   private routeDetails(): string[] | undefined {
     const off = this.watched.filter((w) => w.route && w.unavailable);
     if (off.length === 0) return undefined;
-    const why = (status: number) => (status === 404 ? 'not served: the Gateway API CRDs are not installed' : 'forbidden: discover\'s RBAC lacks get, list, watch on them');
-    return [`no Gateway API routes: ${off.map((w) => `${w.name} ${w.unavailable!.status} (${why(w.unavailable!.status)})`).join(', ')}; checking again every ${Math.round(this.recheckMs / 1000)} s`];
+    const why = (status: number) =>
+      status === 404 ? 'not served: the Gateway API CRDs are not installed' : "forbidden: discover's RBAC lacks get, list, watch on them";
+    return [
+      `no Gateway API routes: ${off.map((w) => `${w.name} ${w.unavailable!.status} (${why(w.unavailable!.status)})`).join(', ')}; checking again every ${Math.round(this.recheckMs / 1000)} s`,
+    ];
   }
 
   private get recheckMs(): number {
@@ -336,10 +401,12 @@ export class KubernetesSource {
     w.downSince = null;
     w.failures = 0;
     if (first) {
-      this.opts.log.warn({ informer: w.name, status },
+      this.opts.log.warn(
+        { informer: w.name, status },
         status === 404
           ? `${w.name} are not served (the Gateway API CRDs are not installed): going on without them; checking again every ${Math.round(this.recheckMs / 1000)} s`
-          : `${w.name} may not be listed (403): going on without them (give discover get, list, watch on ${w.name}.gateway.networking.k8s.io); checking again every ${Math.round(this.recheckMs / 1000)} s`);
+          : `${w.name} may not be listed (403): going on without them (give discover get, list, watch on ${w.name}.gateway.networking.k8s.io); checking again every ${Math.round(this.recheckMs / 1000)} s`,
+      );
     }
     const timer = setTimeout(() => {
       if (this.stopped || w.unavailable?.recheck !== timer) return;
@@ -431,7 +498,12 @@ export class KubernetesSource {
       return;
     }
     const raw = obj as KubernetesObject & { spec?: Record<string, unknown>; status?: Record<string, unknown> };
-    if (prev && prev.metadata.uid === md.uid && prev.metadata.generation === md.generation && JSON.stringify(prev.spec) === JSON.stringify(raw.spec ?? {})) {
+    if (
+      prev &&
+      prev.metadata.uid === md.uid &&
+      prev.metadata.generation === md.generation &&
+      JSON.stringify(prev.spec) === JSON.stringify(raw.spec ?? {})
+    ) {
       // Only the status (a controller's write, shoal's own included) or the metadata changed: nothing
       // that shapes a snapshot, so no apply. Kept in place for the next status comparison.
       prev.status = raw.status;
@@ -442,7 +514,11 @@ export class KubernetesSource {
       apiVersion: raw.apiVersion ?? 'gateway.networking.k8s.io/v1',
       kind,
       metadata: {
-        name: md.name ?? '', namespace: md.namespace ?? 'default', generation: md.generation, uid: md.uid, resourceVersion: md.resourceVersion,
+        name: md.name ?? '',
+        namespace: md.namespace ?? 'default',
+        generation: md.generation,
+        uid: md.uid,
+        resourceVersion: md.resourceVersion,
         // The API's text (lists and watch events here are plain JSON); a Date, should one come, as that text.
         creationTimestamp: creationText(md.creationTimestamp as unknown),
       },
@@ -459,7 +535,11 @@ export class KubernetesSource {
   }
 
   /** A status write the API accepted: its answer becomes the cached object, unless the watch brought a newer one. */
-  private onStatusWritten(key: string, obj: { metadata?: { resourceVersion?: string }; status?: Record<string, unknown> }, sentVersion: string | undefined): void {
+  private onStatusWritten(
+    key: string,
+    obj: { metadata?: { resourceVersion?: string }; status?: Record<string, unknown> },
+    sentVersion: string | undefined,
+  ): void {
     const r = this.routeObjs.get(key);
     if (!r || r.metadata.resourceVersion !== sentVersion) return;
     r.status = obj.status;
@@ -484,12 +564,15 @@ export class KubernetesSource {
     // timer tick (events delivered together still land in it); events within COALESCE_MS of the
     // last apply wait for the rest of that window, so a long burst costs one apply per window.
     const sinceLast = performance.now() - this.lastFlushAt;
-    this.flushTimer = setTimeout(() => {
-      this.flushTimer = null;
-      this.flushScheduled = false;
-      this.lastFlushAt = performance.now();
-      this.flush();
-    }, sinceLast >= COALESCE_MS ? 0 : COALESCE_MS - sinceLast);
+    this.flushTimer = setTimeout(
+      () => {
+        this.flushTimer = null;
+        this.flushScheduled = false;
+        this.lastFlushAt = performance.now();
+        this.flush();
+      },
+      sinceLast >= COALESCE_MS ? 0 : COALESCE_MS - sinceLast,
+    );
   }
 
   private flush(): void {
@@ -528,13 +611,15 @@ export class KubernetesSource {
     for (const p of routeParentKeys) for (const a of this.dependents.get(p) ?? []) affected.add(a);
     this.opts.onTopology(this.topology, affected);
     // Only the routes whose parents, backends or selves changed have their status computed again.
-    if (topologyRoutes.size > 0 || routes.size > 0) this.statusWriter.reconcile(this.topology, routesTouched(this.topology, routes, new Set([...routeParentKeys, ...services])));
+    if (topologyRoutes.size > 0 || routes.size > 0)
+      this.statusWriter.reconcile(this.topology, routesTouched(this.topology, routes, new Set([...routeParentKeys, ...services])));
   }
 
   /** An app's mesh ConfigMaps, oldest first (the first one is in force; client-node parses the timestamps to Dates). */
   private configMapsOf(key: string): V1ConfigMap[] {
     const created = (c: V1ConfigMap) => new Date(c.metadata?.creationTimestamp ?? 0).getTime() || 0;
-    return [...(this.configMapsByApp.get(key) ?? [])].map((k) => this.configMaps.get(k)!)
+    return [...(this.configMapsByApp.get(key) ?? [])]
+      .map((k) => this.configMaps.get(k)!)
       .sort((a, b) => created(a) - created(b) || String(a.metadata?.name).localeCompare(String(b.metadata?.name)));
   }
 
@@ -550,7 +635,9 @@ export class KubernetesSource {
     }
     const problems: string[] = [];
     for (const extra of candidates.slice(1)) {
-      problems.push(`ConfigMap ${ns}/${extra.metadata?.name} ignored: app ${key} already has mesh plugin ${candidates[0].metadata?.labels?.[PLUGIN_LABEL] ?? 'mesh'} (one per app)`);
+      problems.push(
+        `ConfigMap ${ns}/${extra.metadata?.name} ignored: app ${key} already has mesh plugin ${candidates[0].metadata?.labels?.[PLUGIN_LABEL] ?? 'mesh'} (one per app)`,
+      );
     }
     const { app, error } = appFromConfigMap(candidates[0]);
     if (error) {
@@ -611,7 +698,10 @@ export class KubernetesSource {
   readonly write = (namespace: string, app: string, pluginId: string, spec: ResourceSpec): Promise<void> => {
     const key = appKey(namespace, app);
     const run = (this.writes.get(key) ?? Promise.resolve()).then(() => this.writeNow(namespace, app, pluginId, spec));
-    const settled = run.then(() => undefined, () => undefined);
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
     this.writes.set(key, settled);
     void settled.then(() => {
       if (this.writes.get(key) === settled) this.writes.delete(key);
@@ -621,7 +711,11 @@ export class KubernetesSource {
 
   private async writeNow(namespace: string, app: string, pluginId: string, spec: ResourceSpec): Promise<void> {
     // The plugin id is stored as a label value, which Kubernetes bounds more tightly than the path.
-    if (!LABEL_VALUE.test(pluginId)) throw new WriteRefused(400, `plugin_id ${JSON.stringify(pluginId)} is not a valid Kubernetes label value: expected at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit`);
+    if (!LABEL_VALUE.test(pluginId))
+      throw new WriteRefused(
+        400,
+        `plugin_id ${JSON.stringify(pluginId)} is not a valid Kubernetes label value: expected at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit`,
+      );
     const data = JSON.stringify(spec);
     const fallbackName = `shoal-mesh-${app}`;
     for (let attempt = 1; ; attempt++) {
@@ -635,8 +729,13 @@ export class KubernetesSource {
         }
         if (fresh) {
           const labels = fresh.metadata?.labels ?? {};
-          if (labels[APP_LABEL] !== app) throw new WriteRefused(409, `ConfigMap ${namespace}/${name} exists and is not labelled ${APP_LABEL}=${app}; it is left alone`);
-          if ((labels[PLUGIN_LABEL] ?? 'mesh') !== pluginId) throw new WriteRefused(409, `app ${namespace}/${app} already has mesh plugin ${labels[PLUGIN_LABEL] ?? 'mesh'}; an app has at most one`);
+          if (labels[APP_LABEL] !== app)
+            throw new WriteRefused(409, `ConfigMap ${namespace}/${name} exists and is not labelled ${APP_LABEL}=${app}; it is left alone`);
+          if ((labels[PLUGIN_LABEL] ?? 'mesh') !== pluginId)
+            throw new WriteRefused(
+              409,
+              `app ${namespace}/${app} already has mesh plugin ${labels[PLUGIN_LABEL] ?? 'mesh'}; an app has at most one`,
+            );
           fresh.data = { ...(fresh.data ?? {}), [PLUGIN_CONFIG_KEY]: data };
           fresh.metadata!.labels = { ...labels, [APP_LABEL]: app, [PLUGIN_LABEL]: pluginId };
           // fresh.metadata.resourceVersion makes this a compare-and-swap: 409 if it changed since the read.
@@ -644,14 +743,23 @@ export class KubernetesSource {
         } else {
           await this.core.createNamespacedConfigMap({
             namespace,
-            body: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace, labels: { [APP_LABEL]: app, [PLUGIN_LABEL]: pluginId } }, data: { [PLUGIN_CONFIG_KEY]: data } },
+            body: {
+              apiVersion: 'v1',
+              kind: 'ConfigMap',
+              metadata: { name, namespace, labels: { [APP_LABEL]: app, [PLUGIN_LABEL]: pluginId } },
+              data: { [PLUGIN_CONFIG_KEY]: data },
+            },
           });
         }
         return;
       } catch (err) {
         // A concurrent writer won (409 on replace, or on a create racing another): read again.
         if ((err as { code?: number }).code !== 409 || err instanceof WriteRefused) throw err;
-        if (attempt >= WRITE_ATTEMPTS) throw new WriteRefused(409, `ConfigMap ${namespace}/${name} kept changing during the write (${WRITE_ATTEMPTS} attempts); try again`);
+        if (attempt >= WRITE_ATTEMPTS)
+          throw new WriteRefused(
+            409,
+            `ConfigMap ${namespace}/${name} kept changing during the write (${WRITE_ATTEMPTS} attempts); try again`,
+          );
       }
     }
   }
@@ -690,7 +798,12 @@ class StoppableWatch extends Watch {
     this.isStopped = isStopped;
   }
 
-  override async watch(path: string, queryParams: Record<string, string | number | boolean | undefined>, callback: (phase: string, apiObj: any, watchObj?: any) => void, done: (err: any) => void): Promise<AbortController> {
+  override async watch(
+    path: string,
+    queryParams: Record<string, string | number | boolean | undefined>,
+    callback: (phase: string, apiObj: any, watchObj?: any) => void,
+    done: (err: any) => void,
+  ): Promise<AbortController> {
     if (this.isStopped()) {
       const aborted = new AbortController();
       aborted.abort();

@@ -44,11 +44,18 @@ function timeText(d: Date): string {
 /** A parentRef as a comparable text (defaults as the CRD applies them: group gateway.networking.k8s.io, kind Gateway). */
 function refText(ref: Obj | undefined, routeNamespace: string): string {
   const r = ref ?? {};
-  return JSON.stringify([r.group ?? 'gateway.networking.k8s.io', r.kind ?? 'Gateway', r.namespace || routeNamespace, r.name ?? '', r.sectionName ?? '', r.port ?? 0]);
+  return JSON.stringify([
+    r.group ?? 'gateway.networking.k8s.io',
+    r.kind ?? 'Gateway',
+    r.namespace || routeNamespace,
+    r.name ?? '',
+    r.sectionName ?? '',
+    r.port ?? 0,
+  ]);
 }
 
 function entryText(e: Obj, routeNamespace: string): string {
-  const conditions = (Array.isArray(e.conditions) ? e.conditions as Obj[] : [])
+  const conditions = (Array.isArray(e.conditions) ? (e.conditions as Obj[]) : [])
     .map((c) => [c.type, c.status, c.reason, c.message, c.observedGeneration ?? null, c.lastTransitionTime ?? null])
     .sort((a, b) => String(a[0]).localeCompare(String(b[0])));
   return JSON.stringify([refText(e.parentRef, routeNamespace), e.controllerName, conditions]);
@@ -61,7 +68,7 @@ function entryText(e: Obj, routeNamespace: string): string {
  */
 export function mergeParents(route: Pick<GatewayRoute, 'metadata' | 'status'>, want: RouteParentStatus[], now: Date): Obj[] | null {
   const ns = route.metadata.namespace;
-  const existing = Array.isArray(route.status?.parents) ? route.status.parents as Obj[] : [];
+  const existing = Array.isArray(route.status?.parents) ? (route.status.parents as Obj[]) : [];
   // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- status.parents comes from the API server: an entry may be null
   const others = existing.filter((p) => p?.controllerName !== CONTROLLER_NAME);
   // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- status.parents comes from the API server: an entry may be null
@@ -69,7 +76,7 @@ export function mergeParents(route: Pick<GatewayRoute, 'metadata' | 'status'>, w
   const at = timeText(now);
   const mine = want.map((w) => {
     const old = mineBefore.find((p) => refText(p.parentRef, ns) === refText(w.parentRef, ns));
-    const oldConditions = Array.isArray(old?.conditions) ? old.conditions as Obj[] : [];
+    const oldConditions = Array.isArray(old?.conditions) ? (old.conditions as Obj[]) : [];
     return {
       parentRef: w.parentRef,
       controllerName: CONTROLLER_NAME,
@@ -77,7 +84,14 @@ export function mergeParents(route: Pick<GatewayRoute, 'metadata' | 'status'>, w
         // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- status.parents comes from the API server: an entry may be null
         const was = oldConditions.find((o) => o?.type === c.type);
         const since = was && was.status === c.status && typeof was.lastTransitionTime === 'string' ? was.lastTransitionTime : at;
-        return { type: c.type, status: c.status, reason: c.reason, message: c.message, observedGeneration: c.observedGeneration, lastTransitionTime: since };
+        return {
+          type: c.type,
+          status: c.status,
+          reason: c.reason,
+          message: c.message,
+          observedGeneration: c.observedGeneration,
+          lastTransitionTime: since,
+        };
       }),
     };
   });
@@ -134,7 +148,7 @@ export class RouteStatusWriter {
       }
     } catch (err) {
       this.statuses = null;
-      this.opts.log.error({ error: (err as Error).message }, 'computing the routes\' status failed; status not written');
+      this.opts.log.error({ error: (err as Error).message }, "computing the routes' status failed; status not written");
       return;
     }
     this.statuses = statuses;
@@ -157,13 +171,15 @@ export class RouteStatusWriter {
       this.again.add(key);
       return;
     }
-    const p = this.write(key).catch((err: unknown) => {
-      this.opts.log.warn({ route: key, error: (err as Error).message }, 'route status not written; trying again');
-      this.retryLater(key);
-    }).finally(() => {
-      this.inFlight.delete(key);
-      if (this.again.delete(key)) this.enqueue(key);
-    });
+    const p = this.write(key)
+      .catch((err: unknown) => {
+        this.opts.log.warn({ route: key, error: (err as Error).message }, 'route status not written; trying again');
+        this.retryLater(key);
+      })
+      .finally(() => {
+        this.inFlight.delete(key);
+        if (this.again.delete(key)) this.enqueue(key);
+      });
     this.inFlight.set(key, p);
   }
 
@@ -185,14 +201,23 @@ export class RouteStatusWriter {
       const parents = mergeParents(route, want, this.now());
       if (parents === null) return;
       if (parents.length > MAX_PARENTS) {
-        this.opts.log.error({ route: key, parents: parents.length }, `route status not written: it would have ${parents.length} parents entries, more than the ${MAX_PARENTS} the CRD allows`);
+        this.opts.log.error(
+          { route: key, parents: parents.length },
+          `route status not written: it would have ${parents.length} parents entries, more than the ${MAX_PARENTS} the CRD allows`,
+        );
         return;
       }
       const { namespace, name, resourceVersion } = route.metadata;
       const path = `/apis/gateway.networking.k8s.io/v1/namespaces/${namespace}/${plural(route.kind)}/${name}`;
       // A replace of the status subresource: the API server takes only .status from it, and refuses it
       // (409) when the route changed since resourceVersion.
-      const body = { apiVersion: route.apiVersion, kind: route.kind, metadata: { name, namespace, resourceVersion }, spec: route.spec, status: { ...route.status, parents } };
+      const body = {
+        apiVersion: route.apiVersion,
+        kind: route.kind,
+        metadata: { name, namespace, resourceVersion },
+        spec: route.spec,
+        status: { ...route.status, parents },
+      };
       const r = await this.opts.send('PUT', `${path}/status`, body);
       if (r.status === 200 || r.status === 201) {
         this.opts.onWritten(key, r.json as Obj, resourceVersion);
@@ -201,7 +226,10 @@ export class RouteStatusWriter {
       }
       if (r.status === 404) return; // deleted meanwhile: its delete event follows
       if (r.status === 422 || r.status === 400) {
-        this.opts.log.error({ route: key, status: r.status, error: r.json?.message ?? String(r.json).slice(0, 300) }, 'route status refused by the API server');
+        this.opts.log.error(
+          { route: key, status: r.status, error: r.json?.message ?? String(r.json).slice(0, 300) },
+          'route status refused by the API server',
+        );
         return;
       }
       if (r.status !== 409) throw new Error(`PUT ${path}/status: ${r.status} ${r.json?.message ?? String(r.json).slice(0, 300)}`);

@@ -30,7 +30,11 @@ function overloadedResponse(cluster: Cluster, close: boolean): Buffer {
   let r = c[OVERLOADED];
   if (r === undefined || r.policy !== cluster.policy) {
     const detail = `${cluster.name} has MaxRequests (${cluster.policy.maxRequests}) in flight`;
-    r = { policy: cluster.policy, keep: Buffer.from(madeUpHead('overloaded', detail, false), 'latin1'), close: Buffer.from(madeUpHead('overloaded', detail, true), 'latin1') };
+    r = {
+      policy: cluster.policy,
+      keep: Buffer.from(madeUpHead('overloaded', detail, false), 'latin1'),
+      close: Buffer.from(madeUpHead('overloaded', detail, true), 'latin1'),
+    };
     c[OVERLOADED] = r;
   }
   return close ? r.close : r.keep;
@@ -180,7 +184,12 @@ export class ClientConnection {
     }
     if (l.limiter !== null && !l.limiter.take(start)) {
       l.rateLimited();
-      return madeUpHead('rate-limited', `${l.name} allows ${l.limiter.rps} requests per second (LIMIT_RPS)`, close, `retry-after: ${l.limiter.retryAfterS()}\r\n`);
+      return madeUpHead(
+        'rate-limited',
+        `${l.name} allows ${l.limiter.rps} requests per second (LIMIT_RPS)`,
+        close,
+        `retry-after: ${l.limiter.retryAfterS()}\r\n`,
+      );
     }
     const route = l.table.match(head.host, head.path, head.raw, head.method);
     if (route === null) {

@@ -30,8 +30,23 @@ const BODY_LENGTH = Framing.Length;
 const BODY_CHUNKED = Framing.Chunked;
 const BODY_UNTIL_CLOSE = Framing.UntilClose;
 
-
-const REASONS: Record<number, string> = { 200: 'OK', 204: 'No Content', 301: 'Moved Permanently', 302: 'Found', 303: 'See Other', 304: 'Not Modified', 307: 'Temporary Redirect', 308: 'Permanent Redirect', 400: 'Bad Request', 404: 'Not Found', 429: 'Too Many Requests', 500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' };
+const REASONS: Record<number, string> = {
+  200: 'OK',
+  204: 'No Content',
+  301: 'Moved Permanently',
+  302: 'Found',
+  303: 'See Other',
+  304: 'Not Modified',
+  307: 'Temporary Redirect',
+  308: 'Permanent Redirect',
+  400: 'Bad Request',
+  404: 'Not Found',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
 
 /** A complete made-up response as one string; extra: more header lines, each ending in CRLF. */
 export function madeUpHead(error: ShoalError, detail: string, close: boolean, extra = ''): string {
@@ -43,8 +58,15 @@ export function madeUpHead(error: ShoalError, detail: string, close: boolean, ex
 /** Methods a retry cannot make worse (RFC 9110 9.2.2). */
 export function idempotent(method: string): boolean {
   switch (method) {
-    case 'GET': case 'HEAD': case 'OPTIONS': case 'TRACE': case 'PUT': case 'DELETE': return true;
-    default: return false;
+    case 'GET':
+    case 'HEAD':
+    case 'OPTIONS':
+    case 'TRACE':
+    case 'PUT':
+    case 'DELETE':
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -115,7 +137,10 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     if (this.endpoint.rawPool().acquire(this, false)) return;
     this.queued = false;
     disarm(this);
-    this.fail('circuit-open', `${this.backend.cluster.name}: every connection MaxConnections allows to ${this.endpoint.key} is busy and MaxPendingRequests (${this.backend.cluster.policy.maxPendingRequests}) are waiting`);
+    this.fail(
+      'circuit-open',
+      `${this.backend.cluster.name}: every connection MaxConnections allows to ${this.endpoint.key} is busy and MaxPendingRequests (${this.backend.cluster.policy.maxPendingRequests}) are waiting`,
+    );
   }
 
   /**
@@ -126,7 +151,10 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     if (this.done) return;
     if (this.backoff !== null) {
       // Waiting to retry: no attempt is out, nothing to blame on an endpoint.
-      this.fail('request-timeout', `${this.backend.cluster.name}: RequestTimeoutMS (${this.backend.deadlines!.timeoutMs} ms) passed while waiting to retry`);
+      this.fail(
+        'request-timeout',
+        `${this.backend.cluster.name}: RequestTimeoutMS (${this.backend.deadlines!.timeoutMs} ms) passed while waiting to retry`,
+      );
       return;
     }
     const conn = this.releaseUpstream();
@@ -140,7 +168,11 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
       this.client.abortAfterBrokenResponse(this);
       return;
     }
-    this.attemptFailed(conn !== null && conn.connected ? Failure.RequestTimeout : Failure.ConnectTimeout, conn !== null && conn.connected ? 'request-timeout' : 'connect-timeout', detail);
+    this.attemptFailed(
+      conn !== null && conn.connected ? Failure.RequestTimeout : Failure.ConnectTimeout,
+      conn !== null && conn.connected ? 'request-timeout' : 'connect-timeout',
+      detail,
+    );
   }
 
   /** PerTryTimeoutMS passed in this attempt with no response head: the attempt fails, and may be retried while RequestTimeoutMS has time left. */
@@ -150,7 +182,11 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     const conn = this.releaseUpstream();
     const connected = conn !== null && conn.connected;
     const detail = `${this.backend.cluster.name} ${this.endpoint.key}: no response within PerTryTimeoutMS (${this.tryDeadline!.queue.timeoutMs} ms)`;
-    this.attemptFailed(connected ? Failure.RequestTimeout : Failure.ConnectTimeout, connected ? 'request-timeout' : 'connect-timeout', detail);
+    this.attemptFailed(
+      connected ? Failure.RequestTimeout : Failure.ConnectTimeout,
+      connected ? 'request-timeout' : 'connect-timeout',
+      detail,
+    );
   }
 
   /** Counts a failed attempt, reports it to outlier detection, then retries elsewhere or answers with the error. */
@@ -158,10 +194,18 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     const cluster = this.backend.cluster;
     const st = cluster.stats;
     switch (why) {
-      case Failure.ConnectFailure: st.failConnect++; break;
-      case Failure.ConnectTimeout: st.failConnectTimeout++; break;
-      case Failure.RequestTimeout: st.failRequestTimeout++; break;
-      default: st.failReset++; break;
+      case Failure.ConnectFailure:
+        st.failConnect++;
+        break;
+      case Failure.ConnectTimeout:
+        st.failConnectTimeout++;
+        break;
+      case Failure.RequestTimeout:
+        st.failRequestTimeout++;
+        break;
+      default:
+        st.failReset++;
+        break;
     }
     cluster.outlier.failure(this.endpoint);
     if (this.retryAllowed(why)) {
@@ -181,7 +225,13 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     if (this.attempts >= this.backend.retryAttempts) return false;
     // RequestTimeoutMS is the bound over all attempts: once it fired (unlinked), nothing is left for another.
     if (this.deadlineQueue === null && this.backend.deadlines !== null) return false;
-    if (why !== Failure.ConnectFailure && why !== Failure.ConnectTimeout && !this.backend.retryNonIdempotent && !idempotent(this.head.method)) return false;
+    if (
+      why !== Failure.ConnectFailure &&
+      why !== Failure.ConnectTimeout &&
+      !this.backend.retryNonIdempotent &&
+      !idempotent(this.head.method)
+    )
+      return false;
     if (this.attempts > 0) cluster.activeRetries--; // this exchange's retry slot is free again while it asks
     const ok = cluster.admitRetry(performance.now());
     if (ok || this.attempts > 0) cluster.activeRetries++;
@@ -496,7 +546,12 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
       return;
     }
     const detail = `${this.backend.cluster.name} ${this.endpoint.key}: ${error?.message ?? (timedOut ? 'timed out' : 'connection closed before a response')}`;
-    if (!conn.connected) this.attemptFailed(timedOut ? Failure.ConnectTimeout : Failure.ConnectFailure, timedOut ? 'connect-timeout' : 'upstream-reset', detail);
+    if (!conn.connected)
+      this.attemptFailed(
+        timedOut ? Failure.ConnectTimeout : Failure.ConnectFailure,
+        timedOut ? 'connect-timeout' : 'upstream-reset',
+        detail,
+      );
     else this.attemptFailed(timedOut ? Failure.RequestTimeout : Failure.Reset, timedOut ? 'request-timeout' : 'upstream-reset', detail);
   }
 
@@ -563,13 +618,33 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     const seconds = (performance.now() - this.start) / 1000;
     this.backend.latency.observe(seconds);
     const l = this.client.listener;
-    if (this.trace !== null) this.trace.end(this.head.method, this.head.path, this.head.host, this.client.remoteAddress, status, this.error, this.backend.cluster.name, this.endpoint, this.attempts, -1);
+    if (this.trace !== null)
+      this.trace.end(
+        this.head.method,
+        this.head.path,
+        this.head.host,
+        this.client.remoteAddress,
+        status,
+        this.error,
+        this.backend.cluster.name,
+        this.endpoint,
+        this.attempts,
+        -1,
+      );
     const al = l.accessLog;
     if (al !== null && al.sampled()) {
       al.write({
-        direction: l.direction, listener: l.name, method: this.head.method, path: this.head.path, host: this.head.host,
-        status, durationMs: seconds * 1000, cluster: this.backend.cluster.name, upstream: this.endpoint.key,
-        requestId: this.requestId, error: this.error,
+        direction: l.direction,
+        listener: l.name,
+        method: this.head.method,
+        path: this.head.path,
+        host: this.head.host,
+        status,
+        durationMs: seconds * 1000,
+        cluster: this.backend.cluster.name,
+        upstream: this.endpoint.key,
+        requestId: this.requestId,
+        error: this.error,
       });
     }
   }

@@ -48,8 +48,16 @@ export interface RequestHead {
 /** The methods the fast path takes (upper case, as llhttp requires); any other goes to node:http. */
 function knownMethod(m: string): boolean {
   switch (m) {
-    case 'GET': case 'HEAD': case 'POST': case 'PUT': case 'DELETE': case 'OPTIONS': case 'PATCH': return true;
-    default: return false;
+    case 'GET':
+    case 'HEAD':
+    case 'POST':
+    case 'PUT':
+    case 'DELETE':
+    case 'OPTIONS':
+    case 'PATCH':
+      return true;
+    default:
+      return false;
   }
 }
 

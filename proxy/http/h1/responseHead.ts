@@ -73,9 +73,11 @@ export function incompleteHeadError(buf: Buffer, checked = 0): string | null {
   if (buf.length >= MAX_RESPONSE_HEAD) return `response head over ${MAX_RESPONSE_HEAD} bytes`;
   const n = buf.length < 7 ? buf.length : 7;
   for (let k = checked; k < n; k++) if (buf[k] !== 'HTTP/1.'.charCodeAt(k)) return 'status line does not start with HTTP/1.';
-  for (let k = buf.indexOf(LF, checked); k >= 0; k = buf.indexOf(LF, k + 1)) if (k === 0 || buf[k - 1] !== CR) return 'LF without CR in the response head';
+  for (let k = buf.indexOf(LF, checked); k >= 0; k = buf.indexOf(LF, k + 1))
+    if (k === 0 || buf[k - 1] !== CR) return 'LF without CR in the response head';
   const from = checked > 0 ? checked - 1 : 0; // a CR that ended the last piece
-  for (let k = buf.indexOf(CR, from); k >= 0 && k < buf.length - 1; k = buf.indexOf(CR, k + 1)) if (buf[k + 1] !== LF) return 'CR without LF in the response head';
+  for (let k = buf.indexOf(CR, from); k >= 0 && k < buf.length - 1; k = buf.indexOf(CR, k + 1))
+    if (buf[k + 1] !== LF) return 'CR without LF in the response head';
   return null;
 }
 
@@ -87,7 +89,16 @@ export function incompleteHeadError(buf: Buffer, checked = 0): string | null {
 export function parseResponseHead(buf: Buffer, end: number, method: string, clientClose: boolean): ResponseHead | string {
   if (end + 4 > MAX_RESPONSE_HEAD) return `response head over ${MAX_RESPONSE_HEAD} bytes`;
   // Status line: HTTP/1.0 or HTTP/1.1, SP, three digits from 100, then nothing or SP and a reason.
-  if (end < 12 || buf[0] !== 0x48 || buf[1] !== 0x54 || buf[2] !== 0x54 || buf[3] !== 0x50 || buf[4] !== 0x2f || buf[5] !== 0x31 || buf[6] !== 0x2e) {
+  if (
+    end < 12 ||
+    buf[0] !== 0x48 ||
+    buf[1] !== 0x54 ||
+    buf[2] !== 0x54 ||
+    buf[3] !== 0x50 ||
+    buf[4] !== 0x2f ||
+    buf[5] !== 0x31 ||
+    buf[6] !== 0x2e
+  ) {
     return 'status line does not start with HTTP/1.';
   }
   const minor = buf[7];
@@ -118,7 +129,8 @@ export function parseResponseHead(buf: Buffer, end: number, method: string, clie
   while (pos < end) {
     const start = pos;
     while (TOKEN[buf[pos]] === 1) pos++;
-    if (pos === start) return buf[pos] === SP || buf[pos] === HTAB ? 'obs-fold or whitespace before a field name' : 'field line without a name';
+    if (pos === start)
+      return buf[pos] === SP || buf[pos] === HTAB ? 'obs-fold or whitespace before a field name' : 'field line without a name';
     if (buf[pos] !== 0x3a) return 'invalid character in a field name';
     const n = pos - start;
     pos++;

@@ -85,7 +85,12 @@ export class UpstreamConnection {
   constructor(pool: UpstreamPool, host: string, port: number, connectTimeoutMs: number) {
     this.pool = pool;
     // One closure per connection (connections are reused), none per request.
-    const s = meshConnect(pool.policy, { host, port, noDelay: true, onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => onRead(this, n, buf as Buffer) } }) as TaggedSocket;
+    const s = meshConnect(pool.policy, {
+      host,
+      port,
+      noDelay: true,
+      onread: { buffer: READ_BUFFER, callback: (n: number, buf: Uint8Array) => onRead(this, n, buf as Buffer) },
+    }) as TaggedSocket;
     s[CONN] = this;
     s.setTimeout(connectTimeoutMs);
     s.on('connect', onConnect);

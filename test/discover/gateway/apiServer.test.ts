@@ -16,7 +16,8 @@ function object(what: string, i: number, kind: GatewayRoute['kind'], spec: Recor
 if (kube) {
   t.test('the API server and shoal agree on the validation cases', async (t) => {
     const k = await kube.up();
-    const apply = async (r: GatewayRoute) => k.kubectl(['apply', '--dry-run=server', '--validate=strict', '-f', '-'], { input: JSON.stringify(r) });
+    const apply = async (r: GatewayRoute) =>
+      k.kubectl(['apply', '--dry-run=server', '--validate=strict', '-f', '-'], { input: JSON.stringify(r) });
     for (const [i, [what, spec, kind]] of BAD.entries()) {
       const r = object(what, i, kind, spec);
       const res = await apply(r);

@@ -6,9 +6,18 @@ import { createDiscoverMetrics } from '../../../discover/metrics.ts';
 import { parseStaticTopology } from '../../../discover/topology/staticFile.ts';
 import { createLogger } from '../../../shared/log.ts';
 const N = 1000;
-const svcs = Array.from({ length: 20 }, (_, i) => `  - { name: s${i}, ports: [{ port: 80, protocol: http }], endpoints: [10.0.${i}.1:80, 10.0.${i}.2:80] }`).join('\n');
-const apps = Array.from({ length: N }, (_, i) => `  - { name: app-${i}, config: { base_services: [{ depend_service_alias: s${i % 20}, port: 80 }, { depend_service_alias: s${(i + 1) % 20}, port: 80 }] } }`).join('\n');
-const routes = Array.from({ length: 20 }, (_, i) => `  - apiVersion: gateway.networking.k8s.io/v1
+const svcs = Array.from(
+  { length: 20 },
+  (_, i) => `  - { name: s${i}, ports: [{ port: 80, protocol: http }], endpoints: [10.0.${i}.1:80, 10.0.${i}.2:80] }`,
+).join('\n');
+const apps = Array.from(
+  { length: N },
+  (_, i) =>
+    `  - { name: app-${i}, config: { base_services: [{ depend_service_alias: s${i % 20}, port: 80 }, { depend_service_alias: s${(i + 1) % 20}, port: 80 }] } }`,
+).join('\n');
+const routes = Array.from(
+  { length: 20 },
+  (_, i) => `  - apiVersion: gateway.networking.k8s.io/v1
     kind: HTTPRoute
     metadata: { name: r${i} }
     spec:
@@ -18,9 +27,13 @@ const routes = Array.from({ length: 20 }, (_, i) => `  - apiVersion: gateway.net
           backendRefs: [{ name: s${(i + 5) % 20}, port: 80 }]
         - matches: [{ path: { type: PathPrefix, value: /api } }]
           backendRefs: [{ name: s${i}, port: 80, weight: 90 }, { name: s${(i + 5) % 20}, port: 80, weight: 10 }]
-          timeouts: { request: 5s }`).join('\n');
+          timeouts: { request: 5s }`,
+).join('\n');
 const log = createLogger('discover', 'silent');
-for (const [label, text] of [['no routes', `services:\n${svcs}\napps:\n${apps}\n`], ['20 routes', `services:\n${svcs}\napps:\n${apps}\nroutes:\n${routes}\n`]] as const) {
+for (const [label, text] of [
+  ['no routes', `services:\n${svcs}\napps:\n${apps}\n`],
+  ['20 routes', `services:\n${svcs}\napps:\n${apps}\nroutes:\n${routes}\n`],
+] as const) {
   const top = parseStaticTopology(text);
   const times: number[] = [];
   for (let i = 0; i < 7; i++) {

@@ -32,19 +32,35 @@ function route(i: number, k: number, weights: [number, number]) {
     { path: { type: 'PathPrefix', value: `/r${k}/q` }, queryParams: [{ type: 'Exact', name: 'canary', value: '1' }] },
   ];
   return {
-    apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute',
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'HTTPRoute',
     metadata: { name: `svc-${i}-r${k}`, namespace: nsOf(i) },
     spec: {
       parentRefs: [{ group: '', kind: 'Service', name: `svc-${i}`, port: 80 }],
-      rules: [{ matches, backendRefs: [{ name: `svc-${i}`, port: 80, weight: weights[0] }, { name: `svc-${otherOf(i)}`, port: 80, weight: weights[1] }] }],
+      rules: [
+        {
+          matches,
+          backendRefs: [
+            { name: `svc-${i}`, port: 80, weight: weights[0] },
+            { name: `svc-${otherOf(i)}`, port: 80, weight: weights[1] },
+          ],
+        },
+      ],
     },
   };
 }
 
 function service(i: number, flip: boolean) {
   return {
-    name: `svc-${i}`, namespace: nsOf(i), ports: [{ port: 80, name: 'http', protocol: 'http' }],
-    endpoints: Array.from({ length: PER_SERVICE }, (_, j) => ({ address: ipOf(i * PER_SERVICE + j + 1), port: 80, ready: !(flip && j === 0), zone: `zone-${j % 3}` })),
+    name: `svc-${i}`,
+    namespace: nsOf(i),
+    ports: [{ port: 80, name: 'http', protocol: 'http' }],
+    endpoints: Array.from({ length: PER_SERVICE }, (_, j) => ({
+      address: ipOf(i * PER_SERVICE + j + 1),
+      port: 80,
+      ready: !(flip && j === 0),
+      zone: `zone-${j % 3}`,
+    })),
   };
 }
 
@@ -55,10 +71,16 @@ function doc(weights: [number, number], flip: boolean) {
       const others = [...new Set([1, 2, 3, 4, 5, 6].map((k) => (i + k * 97) % SERVICES).filter((j) => j !== 0))];
       const deps = i < DEPENDENTS ? [0, ...others.slice(0, 4)] : others.slice(0, 5);
       return {
-        name: `app-${i}`, namespace: nsOf(i), pluginId: 'mesh',
+        name: `app-${i}`,
+        namespace: nsOf(i),
+        pluginId: 'mesh',
         config: {
           base_ports: [{ port: 8080, protocol: 'http' }],
-          base_services: deps.map((j) => ({ depend_service_alias: nsOf(j) === nsOf(i) ? `svc-${j}` : `svc-${j}.${nsOf(j)}`, port: 80, protocol: 'http' })),
+          base_services: deps.map((j) => ({
+            depend_service_alias: nsOf(j) === nsOf(i) ? `svc-${j}` : `svc-${j}.${nsOf(j)}`,
+            port: 80,
+            protocol: 'http',
+          })),
         },
       };
     }),
@@ -89,7 +111,9 @@ const svcVersions = [parsed.services.get(s0)!, alt.services.get(s0)!];
 const mem = (phase: string) => {
   (globalThis as { gc?: () => void }).gc?.();
   const m = process.memoryUsage();
-  console.log(`${phase}: heap used ${(m.heapUsed / 1e6).toFixed(0)} MB, external ${(m.external / 1e6).toFixed(0)} MB, rss ${(m.rss / 1e6).toFixed(0)} MB`);
+  console.log(
+    `${phase}: heap used ${(m.heapUsed / 1e6).toFixed(0)} MB, external ${(m.external / 1e6).toFixed(0)} MB, rss ${(m.rss / 1e6).toFixed(0)} MB`,
+  );
 };
 mem('topology parsed');
 const log = createLogger('discover', 'silent');
@@ -102,7 +126,9 @@ console.log(`full apply of ${topology.apps.size} apps: ${(performance.now() - t0
 mem('after the full apply');
 const app0 = JSON.parse(store.get('ns-0', 'app-0')!.body.toString());
 const entries = app0.outbound.reduce((n: number, l: { routes: unknown[] }) => n + l.routes.length, 0);
-console.log(`app-0: ${entries} route entries over ${app0.outbound.length} listeners, body ${store.get('ns-0', 'app-0')!.body.length} bytes`);
+console.log(
+  `app-0: ${entries} route entries over ${app0.outbound.length} listeners, body ${store.get('ns-0', 'app-0')!.body.length} bytes`,
+);
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const routeTimes: number[] = [];
@@ -129,7 +155,9 @@ for (let round = 0; round < ROUNDS; round++) {
   store.apply(topology, affected);
   svcTimes.push(performance.now() - t0);
 }
-console.log(`route change (${rebuilt} apps rebuilt): apply median ${median(routeTimes).toFixed(2)} ms (min ${Math.min(...routeTimes).toFixed(2)})`);
+console.log(
+  `route change (${rebuilt} apps rebuilt): apply median ${median(routeTimes).toFixed(2)} ms (min ${Math.min(...routeTimes).toFixed(2)})`,
+);
 console.log(`endpoint change: apply median ${median(svcTimes).toFixed(2)} ms (min ${Math.min(...svcTimes).toFixed(2)})`);
 console.log(`routeStatuses over ${topology.routes!.size} routes: median ${median(statusTimes).toFixed(2)} ms`);
 console.log(`heap used ${(process.memoryUsage().heapUsed / 1e6).toFixed(0)} MB, rss ${(process.memoryUsage().rss / 1e6).toFixed(0)} MB`);

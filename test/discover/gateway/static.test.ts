@@ -64,17 +64,52 @@ t.test('discover on a static file serves the compiled routes; shoal get shows wh
   const web = await snapshot(d.url, 'default', 'web');
   t.equal(snapshotError(web), null);
   const l = web.outbound.find((x) => x.name === 'api:8080')!;
-  t.same(l.routes.map((r) => [r.headers.map((h) => h.name), r.backends.map((b) => `${b.cluster} ${b.weight}`), r.timeoutMs, r.source]), [
-    [['x-canary'], ['api-v2.default:8080 1'], undefined, 'HTTPRoute default/canary rule 0 match 0'],
-    [[], ['api-v1.default:8080 90', 'api-v2.default:8080 10'], 3000, 'HTTPRoute default/canary rule 1 match 0'],
-  ]);
-  t.same(web.clusters.map((c) => [c.name, c.endpoints.length]), [['api-v1.default:8080', 2], ['api-v2.default:8080', 1], ['api.default:8080', 1]]);
+  t.same(
+    l.routes.map((r) => [r.headers.map((h) => h.name), r.backends.map((b) => `${b.cluster} ${b.weight}`), r.timeoutMs, r.source]),
+    [
+      [['x-canary'], ['api-v2.default:8080 1'], undefined, 'HTTPRoute default/canary rule 0 match 0'],
+      [[], ['api-v1.default:8080 90', 'api-v2.default:8080 10'], 3000, 'HTTPRoute default/canary rule 1 match 0'],
+    ],
+  );
+  t.same(
+    web.clusters.map((c) => [c.name, c.endpoints.length]),
+    [
+      ['api-v1.default:8080', 2],
+      ['api-v2.default:8080', 1],
+      ['api.default:8080', 1],
+    ],
+  );
   const batch = await snapshot(d.url, 'jobs', 'batch');
-  t.equal(batch.outbound.find((x) => x.name === 'api.default:8080')!.routes.length, 2, 'a producer route applies to callers in other namespaces');
-  const text = await getCommand(['default/web'], { discover: d.url, output: 'table', token: '', 'token-file': '', kubeconfig: '', context: '' });
-  t.match(text, /ROUTES\n {2}api:8080 \(127\.[0-9.]+:8080\)\n {4}1\. path \/\* \[x-canary=1\] -> api-v2\.default:8080\n {7}from HTTPRoute default\/canary rule 0 match 0\n {4}2\. path \/\* -> api-v1\.default:8080 90%, api-v2\.default:8080 10%; timeout 3000ms\n {7}from HTTPRoute default\/canary rule 1 match 0/);
-  const report = await getCommand(['default/report'], { discover: d.url, output: 'table', token: '', 'token-file': '', kubeconfig: '', context: '' });
-  t.match(report, /ROUTES\n {2}db:5432 \(127\.[0-9.]+:5432\)\n {4}1\. \*\/ -> db\.default:5432\n {7}from mesh config\n/, 'a route of the mesh config says so');
+  t.equal(
+    batch.outbound.find((x) => x.name === 'api.default:8080')!.routes.length,
+    2,
+    'a producer route applies to callers in other namespaces',
+  );
+  const text = await getCommand(['default/web'], {
+    discover: d.url,
+    output: 'table',
+    token: '',
+    'token-file': '',
+    kubeconfig: '',
+    context: '',
+  });
+  t.match(
+    text,
+    /ROUTES\n {2}api:8080 \(127\.[0-9.]+:8080\)\n {4}1\. path \/\* \[x-canary=1\] -> api-v2\.default:8080\n {7}from HTTPRoute default\/canary rule 0 match 0\n {4}2\. path \/\* -> api-v1\.default:8080 90%, api-v2\.default:8080 10%; timeout 3000ms\n {7}from HTTPRoute default\/canary rule 1 match 0/,
+  );
+  const report = await getCommand(['default/report'], {
+    discover: d.url,
+    output: 'table',
+    token: '',
+    'token-file': '',
+    kubeconfig: '',
+    context: '',
+  });
+  t.match(
+    report,
+    /ROUTES\n {2}db:5432 \(127\.[0-9.]+:5432\)\n {4}1\. \*\/ -> db\.default:5432\n {7}from mesh config\n/,
+    'a route of the mesh config says so',
+  );
 
   // An edit of the route reaches the callers; the app it does not concern keeps its version.
   const reportBefore = await snapshot(d.url, 'default', 'report');
@@ -85,7 +120,11 @@ t.test('discover on a static file serves the compiled routes; shoal get shows wh
     await new Promise((r) => setTimeout(r, 20));
     after = await snapshot(d.url, 'default', 'web');
   }
-  t.same(after.outbound.find((x) => x.name === 'api:8080')!.routes[1].backends.map((b) => b.weight), [50, 50], 'the new weights are served');
+  t.same(
+    after.outbound.find((x) => x.name === 'api:8080')!.routes[1].backends.map((b) => b.weight),
+    [50, 50],
+    'the new weights are served',
+  );
   t.equal((await snapshot(d.url, 'default', 'report')).version, reportBefore.version, 'report (no route concerns it) is unchanged');
 });
 
@@ -100,20 +139,24 @@ t.test('a route edit rebuilds exactly the apps it affects', async (t) => {
   const results: Array<{ affected: string[] | undefined; result: ApplyResult }> = [];
   const errors: Error[] = [];
   const source = new StaticSource({
-    file, log,
+    file,
+    log,
     onTopology: (top, affected) => results.push({ affected: affected && [...affected].sort(), result: store.apply(top, affected) }),
     onError: (err) => errors.push(err),
   });
   t.teardown(() => source.close());
   await source.start();
   t.equal(results[0].result.rebuilt, 3, 'the first load builds every app');
-  const versions = () => Object.fromEntries(['default/web', 'jobs/batch', 'default/report'].map((k) => [k, store.get(k.split('/')[0], k.split('/')[1])!.snapshot.version]));
+  const versions = () =>
+    Object.fromEntries(
+      ['default/web', 'jobs/batch', 'default/report'].map((k) => [k, store.get(k.split('/')[0], k.split('/')[1])!.snapshot.version]),
+    );
   const v0 = versions();
 
   writeFileSync(file, TOPOLOGY(80, 20));
   await source.reload();
   const last = results.at(-1)!;
-  t.same(last.affected, ['default/web', 'jobs/batch'], 'the callers of the route\'s Service are the apps affected');
+  t.same(last.affected, ['default/web', 'jobs/batch'], "the callers of the route's Service are the apps affected");
   t.equal(last.result.rebuilt, 2, 'and only they are rebuilt');
   const v1 = versions();
   t.not(v1['default/web'], v0['default/web']);
@@ -121,13 +164,16 @@ t.test('a route edit rebuilds exactly the apps it affects', async (t) => {
   t.equal(v1['default/report'], v0['default/report']);
 
   // A consumer route in jobs: only batch's snapshot changes.
-  writeFileSync(file, `${TOPOLOGY(80, 20)}  - apiVersion: gateway.networking.k8s.io/v1
+  writeFileSync(
+    file,
+    `${TOPOLOGY(80, 20)}  - apiVersion: gateway.networking.k8s.io/v1
     kind: HTTPRoute
     metadata: { name: mine, namespace: jobs }
     spec:
       parentRefs: [{ group: "", kind: Service, name: api, namespace: default }]
       rules: [{ backendRefs: [{ name: api-v1, namespace: default, port: 8080 }] }]
-`);
+`,
+  );
   await source.reload();
   t.equal(results.at(-1)!.result.rebuilt, 1, 'a consumer route rebuilds the callers in its namespace only');
   const v2 = versions();
@@ -144,7 +190,10 @@ t.test('a route edit rebuilds exactly the apps it affects', async (t) => {
   writeFileSync(file, TOPOLOGY(80, 20).replace('weight: 80', 'weight: -1'));
   await source.reload();
   t.equal(results.length, before, 'nothing applied');
-  t.match(errors.at(-1)?.message, /^route HTTPRoute default\/canary \(routes\[0\]\): spec\.rules\[1\]\.backendRefs\[0\]\.weight: must be >= 0/);
+  t.match(
+    errors.at(-1)?.message,
+    /^route HTTPRoute default\/canary \(routes\[0\]\): spec\.rules\[1\]\.backendRefs\[0\]\.weight: must be >= 0/,
+  );
 });
 
 t.test('load errors name the route and the field', async (t) => {
@@ -158,12 +207,36 @@ t.test('load errors name the route and the field', async (t) => {
     }
   };
   const r = (body: string) => `routes:\n  - apiVersion: gateway.networking.k8s.io/v1\n${body}`;
-  refuse(r('    kind: HTTPRoute\n    metadata: { name: a }\n    spec: { rules: [{ matches: [{ path: { type: Exact, value: x } }] }] }\n'), /^route HTTPRoute default\/a \(routes\[0\]\): spec\.rules\[0\]\.matches\[0\]\.path: Invalid value: value must be an absolute path/, 'a CEL rule');
-  refuse(r('    kind: GRPCRoute\n    metadata: { name: g, namespace: x }\n    spec: { rules: [{ filters: [{ type: ExtensionRef, extensionRef: { group: a.io, kind: F, name: f } }] }] }\n'), /^route GRPCRoute x\/g \(routes\[0\]\): spec\.rules\[0\]\.filters\[0\]\.type: ExtensionRef filters are not supported by shoal/, 'an unsupported filter');
-  refuse(r('    kind: HTTPRoute\n    metadata: { name: a }\n    spec: {}\n    status: {}\n'), /^routes\[0\]: unknown field status/, 'status is not part of what is applied');
+  refuse(
+    r('    kind: HTTPRoute\n    metadata: { name: a }\n    spec: { rules: [{ matches: [{ path: { type: Exact, value: x } }] }] }\n'),
+    /^route HTTPRoute default\/a \(routes\[0\]\): spec\.rules\[0\]\.matches\[0\]\.path: Invalid value: value must be an absolute path/,
+    'a CEL rule',
+  );
+  refuse(
+    r(
+      '    kind: GRPCRoute\n    metadata: { name: g, namespace: x }\n    spec: { rules: [{ filters: [{ type: ExtensionRef, extensionRef: { group: a.io, kind: F, name: f } }] }] }\n',
+    ),
+    /^route GRPCRoute x\/g \(routes\[0\]\): spec\.rules\[0\]\.filters\[0\]\.type: ExtensionRef filters are not supported by shoal/,
+    'an unsupported filter',
+  );
+  refuse(
+    r('    kind: HTTPRoute\n    metadata: { name: a }\n    spec: {}\n    status: {}\n'),
+    /^routes\[0\]: unknown field status/,
+    'status is not part of what is applied',
+  );
   refuse(r('    kind: TCPRoute\n    metadata: { name: a }\n    spec: {}\n'), /kind: Unsupported value "TCPRoute"/, 'another kind');
-  refuse(r('    kind: HTTPRoute\n    metadata: { name: a }\n    spec: {}\n  - apiVersion: gateway.networking.k8s.io/v1\n    kind: HTTPRoute\n    metadata: { name: a, namespace: default }\n    spec: {}\n'), /route HTTPRoute\/default\/a is listed twice/, 'a duplicate');
-  refuse(r('    kind: HTTPRoute\n    metadata: { name: a, uid: x }\n    spec: {}\n'), /routes\[0\]\.metadata: unknown field uid/, 'metadata fields the API server sets');
+  refuse(
+    r(
+      '    kind: HTTPRoute\n    metadata: { name: a }\n    spec: {}\n  - apiVersion: gateway.networking.k8s.io/v1\n    kind: HTTPRoute\n    metadata: { name: a, namespace: default }\n    spec: {}\n',
+    ),
+    /route HTTPRoute\/default\/a is listed twice/,
+    'a duplicate',
+  );
+  refuse(
+    r('    kind: HTTPRoute\n    metadata: { name: a, uid: x }\n    spec: {}\n'),
+    /routes\[0\]\.metadata: unknown field uid/,
+    'metadata fields the API server sets',
+  );
 });
 
 t.test('the demo topology: a 90/10 canary and a header match for shop, api as before', async (t) => {
@@ -172,13 +245,29 @@ t.test('the demo topology: a 90/10 canary and a header match for shop, api as be
   t.equal(snapshotError(web), null);
   t.same(web.status.errors, []);
   const shop = web.outbound.find((l) => l.address === '127.0.0.4' && l.port === 9080)!;
-  t.same(shop.routes.map((r) => [r.headers, r.backends.map((b) => [b.cluster, b.weight])]), [
-    [[{ name: 'x-canary', value: 'always' }], [['shop-v2.default:9080', 1]]],
-    [[], [['shop-v1.default:9080', 90], ['shop-v2.default:9080', 10]]],
-  ]);
+  t.same(
+    shop.routes.map((r) => [r.headers, r.backends.map((b) => [b.cluster, b.weight])]),
+    [
+      [[{ name: 'x-canary', value: 'always' }], [['shop-v2.default:9080', 1]]],
+      [
+        [],
+        [
+          ['shop-v1.default:9080', 90],
+          ['shop-v2.default:9080', 10],
+        ],
+      ],
+    ],
+  );
   const api = web.outbound.find((l) => l.address === '127.0.0.2' && l.port === 8080)!;
-  t.same(api.routes.map((r) => [r.prefix, r.backends, r.source]), [['/', [{ cluster: 'api.default:8080', weight: 100 }], undefined]], 'api keeps its mesh-config route');
-  t.same(web.clusters.find((c) => c.name === 'api.default:8080')!.endpoints.map((e) => e.address), ['127.0.10.1', '127.0.10.2', '127.0.10.3']);
+  t.same(
+    api.routes.map((r) => [r.prefix, r.backends, r.source]),
+    [['/', [{ cluster: 'api.default:8080', weight: 100 }], undefined]],
+    'api keeps its mesh-config route',
+  );
+  t.same(
+    web.clusters.find((c) => c.name === 'api.default:8080')!.endpoints.map((e) => e.address),
+    ['127.0.10.1', '127.0.10.2', '127.0.10.3'],
+  );
 });
 
 t.test('over 200 random edits with routes, applying only the affected apps gives what a full rebuild gives', async (t) => {
@@ -188,24 +277,38 @@ t.test('over 200 random edits with routes, applying only the affected apps gives
     return Math.floor(seed / 65536) % n; // the high bits: the low ones of this generator cycle fast
   };
   const NS = ['a', 'b'];
-  interface R { ns: string; parent: string; port: number | null; backends: Array<[string, number]>; header: boolean }
+  interface R {
+    ns: string;
+    parent: string;
+    port: number | null;
+    backends: Array<[string, number]>;
+    header: boolean;
+  }
   const svcs = new Map<string, string[]>();
   const apps = new Map<string, string[]>();
   const routes = new Map<string, R>();
   for (let i = 0; i < 6; i++) svcs.set(`${NS[i % 2]}/svc-${i}`, [`10.0.${i}.1`]);
-  for (let i = 0; i < 6; i++) apps.set(`${NS[i % 2]}/app-${i}`, [`${NS[(i + 1) % 2]}/svc-${(i + 1) % 6}`, `${NS[(i + 2) % 2]}/svc-${(i + 2) % 6}`]);
+  for (let i = 0; i < 6; i++)
+    apps.set(`${NS[i % 2]}/app-${i}`, [`${NS[(i + 1) % 2]}/svc-${(i + 1) % 6}`, `${NS[(i + 2) % 2]}/svc-${(i + 2) % 6}`]);
   const svcName = () => `svc-${rnd(7)}`;
-  const anySvc = () => { const n = rnd(7); return `${NS[n % 2]}/svc-${n}`; };
+  const anySvc = () => {
+    const n = rnd(7);
+    return `${NS[n % 2]}/svc-${n}`;
+  };
   const render = (): string => {
     const lines = ['services:'];
     for (const [k, eps] of svcs) {
       const [ns, name] = k.split('/');
-      lines.push(`  - { name: ${name}, namespace: ${ns}, ports: [{ port: 80, protocol: http }, { port: 81, protocol: http }], endpoints: [${eps.join(', ')}] }`);
+      lines.push(
+        `  - { name: ${name}, namespace: ${ns}, ports: [{ port: 80, protocol: http }, { port: 81, protocol: http }], endpoints: [${eps.join(', ')}] }`,
+      );
     }
     lines.push('apps:');
     for (const [k, deps] of apps) {
       const [ns, name] = k.split('/');
-      lines.push(`  - { name: ${name}, namespace: ${ns}, config: { base_services: [${deps.map((d) => `{ depend_service_alias: ${d.split('/')[1]}.${d.split('/')[0]}, port: 80 }`).join(', ')}] } }`);
+      lines.push(
+        `  - { name: ${name}, namespace: ${ns}, config: { base_services: [${deps.map((d) => `{ depend_service_alias: ${d.split('/')[1]}.${d.split('/')[0]}, port: 80 }`).join(', ')}] } }`,
+      );
     }
     lines.push('routes:');
     for (const [name, r] of routes) {
@@ -221,12 +324,48 @@ t.test('over 200 random edits with routes, applying only the affected apps gives
     return `${lines.join('\n')}\n`;
   };
   const edits = [
-    () => { const k = anySvc(); const eps = svcs.get(k); if (eps) eps.push(`10.1.${rnd(250)}.${rnd(250)}`); },
-    () => { const k = anySvc(); if (svcs.has(k)) svcs.delete(k); else svcs.set(k, [`10.2.${rnd(250)}.1`]); },
-    () => { const k = `${NS[rnd(2)]}/app-${rnd(7)}`; if (apps.has(k)) apps.delete(k); else apps.set(k, [anySvc()]); },
-    () => { const name = `r-${rnd(5)}`; if (routes.has(name)) routes.delete(name); else routes.set(name, { ns: NS[rnd(2)], parent: anySvc(), port: rnd(3) === 0 ? 81 : rnd(2) === 0 ? 80 : null, backends: [[anySvc(), 1 + rnd(9)]], header: rnd(2) === 0 }); },
-    () => { const r = routes.get(`r-${rnd(5)}`); if (r) r.backends = [[anySvc(), 1 + rnd(9)], [`${NS[rnd(2)]}/${svcName()}`, rnd(5)]]; },
-    () => { const r = routes.get(`r-${rnd(5)}`); if (r) { r.ns = NS[rnd(2)]; r.header = !r.header; } },
+    () => {
+      const k = anySvc();
+      const eps = svcs.get(k);
+      if (eps) eps.push(`10.1.${rnd(250)}.${rnd(250)}`);
+    },
+    () => {
+      const k = anySvc();
+      if (svcs.has(k)) svcs.delete(k);
+      else svcs.set(k, [`10.2.${rnd(250)}.1`]);
+    },
+    () => {
+      const k = `${NS[rnd(2)]}/app-${rnd(7)}`;
+      if (apps.has(k)) apps.delete(k);
+      else apps.set(k, [anySvc()]);
+    },
+    () => {
+      const name = `r-${rnd(5)}`;
+      if (routes.has(name)) routes.delete(name);
+      else
+        routes.set(name, {
+          ns: NS[rnd(2)],
+          parent: anySvc(),
+          port: rnd(3) === 0 ? 81 : rnd(2) === 0 ? 80 : null,
+          backends: [[anySvc(), 1 + rnd(9)]],
+          header: rnd(2) === 0,
+        });
+    },
+    () => {
+      const r = routes.get(`r-${rnd(5)}`);
+      if (r)
+        r.backends = [
+          [anySvc(), 1 + rnd(9)],
+          [`${NS[rnd(2)]}/${svcName()}`, rnd(5)],
+        ];
+    },
+    () => {
+      const r = routes.get(`r-${rnd(5)}`);
+      if (r) {
+        r.ns = NS[rnd(2)];
+        r.header = !r.header;
+      }
+    },
   ];
   const log = createLogger('discover', 'silent');
   const dir = mkdtempSync(join(tmpdir(), 'shoal-routes-fuzz-'));
@@ -238,7 +377,16 @@ t.test('over 200 random edits with routes, applying only the affected apps gives
   let partial = 0;
   let whole = 0;
   const problems: Error[] = [];
-  const source = new StaticSource({ file, log, onTopology: (top, affected) => { if (affected) partial++; else whole++; store.apply(top, affected); }, onError: (err) => problems.push(err) });
+  const source = new StaticSource({
+    file,
+    log,
+    onTopology: (top, affected) => {
+      if (affected) partial++;
+      else whole++;
+      store.apply(top, affected);
+    },
+    onError: (err) => problems.push(err),
+  });
   t.teardown(() => source.close());
   await source.start();
   let mismatches = 0;
@@ -258,7 +406,7 @@ t.test('over 200 random edits with routes, applying only the affected apps gives
     }
     full.close();
   }
-  t.equal(mismatches, 0, 'every app\'s snapshot matches a full rebuild after every edit');
+  t.equal(mismatches, 0, "every app's snapshot matches a full rebuild after every edit");
   t.same(problems, [], 'every file was valid');
   t.equal(whole, 1, `only the first load rebuilt everything; every edit took the partial path (${partial} times)`);
   t.ok(partial > 100, `${partial} edits changed the file`);

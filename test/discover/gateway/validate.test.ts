@@ -34,8 +34,10 @@ function route(spec: Record<string, unknown>, kind: GatewayRoute['kind'] = 'HTTP
 t.test('the checked-in validator is what the generator writes from the pinned CRDs now', { skip: noModule }, async (t) => {
   const p = module as Exclude<typeof module, string>;
   const { generateGatewayValidator, generatedPath } = await import('../../../scripts/generateGatewayValidator.ts');
-  t.ok(readFileSync(generatedPath, 'utf8') === generateGatewayValidator(p.crds),
-    'discover/gateway/crdValidate.generated.ts is up to date (if not: npx node scripts/generateGatewayValidator.ts, then commit it)');
+  t.ok(
+    readFileSync(generatedPath, 'utf8') === generateGatewayValidator(p.crds),
+    'discover/gateway/crdValidate.generated.ts is up to date (if not: npx node scripts/generateGatewayValidator.ts, then commit it)',
+  );
 });
 
 t.test('every CEL rule of the CRDs has an implementation; the unique lists are known', async (t) => {
@@ -51,27 +53,69 @@ t.test('valid routes pass, and the CRD defaults are applied as the API server ap
   t.same(c.errors, []);
   t.same(c.unsupported.size, 0);
   t.same(c.object.spec.rules[0].matches, [{ path: { type: 'PathPrefix', value: '/' } }], 'a rule without matches matches PathPrefix /');
-  t.same(c.object.spec.rules[0].backendRefs[0], { name: 'api-v1', port: 8080, group: '', kind: 'Service', weight: 1 }, 'backendRef defaults');
-  const g = checkRoute(route({ parentRefs: [parent], rules: [{ matches: [{ method: { service: 'shop.Cart', method: 'Add' }, headers: [{ name: 'x', value: 'y' }] }], backendRefs: [backend] }] }, 'GRPCRoute'));
+  t.same(
+    c.object.spec.rules[0].backendRefs[0],
+    { name: 'api-v1', port: 8080, group: '', kind: 'Service', weight: 1 },
+    'backendRef defaults',
+  );
+  const g = checkRoute(
+    route(
+      {
+        parentRefs: [parent],
+        rules: [
+          { matches: [{ method: { service: 'shop.Cart', method: 'Add' }, headers: [{ name: 'x', value: 'y' }] }], backendRefs: [backend] },
+        ],
+      },
+      'GRPCRoute',
+    ),
+  );
   t.same(g.errors, []);
   t.equal(g.object.spec.rules[0].matches[0].method.type, 'Exact');
   t.equal(g.object.spec.rules[0].matches[0].headers[0].type, 'Exact');
-  const full = checkRoute(route({
-    parentRefs: [{ ...parent, port: 8080 }, { ...parent, port: 9090 }],
-    rules: [{
-      name: 'main',
-      matches: [{ path: { type: 'Exact', value: '/a' }, method: 'GET', headers: [{ name: 'x', type: 'RegularExpression', value: '^v[0-9]+$' }], queryParams: [{ name: 'q', value: '1' }] }],
-      filters: [
-        { type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'a', value: 'b' }], add: [{ name: 'c', value: 'd' }], remove: ['e'] } },
-        { type: 'ResponseHeaderModifier', responseHeaderModifier: { set: [{ name: 'a', value: 'b' }] } },
-        { type: 'RequestMirror', requestMirror: { backendRef: { name: 'shadow', port: 80 }, fraction: { numerator: 1, denominator: 8 } } },
-        { type: 'URLRewrite', urlRewrite: { hostname: 'x.example', path: { type: 'ReplaceFullPath', replaceFullPath: '/b' } } },
+  const full = checkRoute(
+    route({
+      parentRefs: [
+        { ...parent, port: 8080 },
+        { ...parent, port: 9090 },
       ],
-      backendRefs: [{ ...backend, weight: 90 }, { name: 'api-v2', port: 8080, weight: 10, filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'v', value: '2' }] } }] }],
-      timeouts: { request: '10s', backendRequest: '2s' },
-      retry: { codes: [503], attempts: 2, backoff: '100ms' },
-    }],
-  }));
+      rules: [
+        {
+          name: 'main',
+          matches: [
+            {
+              path: { type: 'Exact', value: '/a' },
+              method: 'GET',
+              headers: [{ name: 'x', type: 'RegularExpression', value: '^v[0-9]+$' }],
+              queryParams: [{ name: 'q', value: '1' }],
+            },
+          ],
+          filters: [
+            {
+              type: 'RequestHeaderModifier',
+              requestHeaderModifier: { set: [{ name: 'a', value: 'b' }], add: [{ name: 'c', value: 'd' }], remove: ['e'] },
+            },
+            { type: 'ResponseHeaderModifier', responseHeaderModifier: { set: [{ name: 'a', value: 'b' }] } },
+            {
+              type: 'RequestMirror',
+              requestMirror: { backendRef: { name: 'shadow', port: 80 }, fraction: { numerator: 1, denominator: 8 } },
+            },
+            { type: 'URLRewrite', urlRewrite: { hostname: 'x.example', path: { type: 'ReplaceFullPath', replaceFullPath: '/b' } } },
+          ],
+          backendRefs: [
+            { ...backend, weight: 90 },
+            {
+              name: 'api-v2',
+              port: 8080,
+              weight: 10,
+              filters: [{ type: 'RequestHeaderModifier', requestHeaderModifier: { set: [{ name: 'v', value: '2' }] } }],
+            },
+          ],
+          timeouts: { request: '10s', backendRequest: '2s' },
+          retry: { codes: [503], attempts: 2, backoff: '100ms' },
+        },
+      ],
+    }),
+  );
   t.same(full.errors, [], 'every field shoal supports, together');
   t.same(full.unsupported.size, 0);
 });
@@ -79,7 +123,9 @@ t.test('valid routes pass, and the CRD defaults are applied as the API server ap
 t.test('the mesh conformance manifests of the pinned release are valid', { skip: noModule }, async (t) => {
   const p = module as Exclude<typeof module, string>;
   const dir = join(p.conformance, 'tests', 'mesh');
-  const files = readdirSync(dir).filter((f) => f.endsWith('.yaml')).map((f) => join(dir, f));
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.yaml'))
+    .map((f) => join(dir, f));
   let count = 0;
   for (const file of files) {
     for (const doc of loadAll(readFileSync(file, 'utf8')) as SuiteDoc[]) {
@@ -109,7 +155,6 @@ t.test('every route the pinned conformance suite applies to an API server passes
   t.same(wrong, [], 'none refused');
 });
 
-
 t.test('the good cases pass with no problem at all', async (t) => {
   for (const [what, spec, kind] of GOOD) t.same(routeProblems(route(spec, kind)), [], what);
 });
@@ -117,19 +162,31 @@ t.test('the good cases pass with no problem at all', async (t) => {
 t.test('invalid routes: the first error names the field', async (t) => {
   for (const [what, spec, kind, expected] of BAD) {
     const c = checkRoute(route(spec, kind));
-    t.ok(c.errors.length > 0 && c.errors[0].startsWith(expected), `${what}: ${JSON.stringify(c.errors[0])} starts with ${JSON.stringify(expected)}`);
+    t.ok(
+      c.errors.length > 0 && c.errors[0].startsWith(expected),
+      `${what}: ${JSON.stringify(c.errors[0])} starts with ${JSON.stringify(expected)}`,
+    );
   }
 });
 
 t.test('metadata, apiVersion and kind', async (t) => {
-  t.match(checkRoute(route({}, 'HTTPRoute', { apiVersion: 'gateway.networking.k8s.io/v1beta1' })).errors[0], /^apiVersion: Unsupported value/);
+  t.match(
+    checkRoute(route({}, 'HTTPRoute', { apiVersion: 'gateway.networking.k8s.io/v1beta1' })).errors[0],
+    /^apiVersion: Unsupported value/,
+  );
   t.match(checkRoute({ ...route({}), kind: 'TCPRoute' as GatewayRoute['kind'] }).errors[0], /^kind: Unsupported value "TCPRoute"/);
-  t.match(checkRoute(route({}, 'HTTPRoute', { metadata: { name: 'Bad_Name', namespace: 'default' } })).errors[0], /^metadata\.name: Invalid value "Bad_Name"/);
-  t.match(checkRoute(route({}, 'HTTPRoute', { metadata: { name: 'ok', namespace: 'a.b' } })).errors[0], /^metadata\.namespace: Invalid value/);
+  t.match(
+    checkRoute(route({}, 'HTTPRoute', { metadata: { name: 'Bad_Name', namespace: 'default' } })).errors[0],
+    /^metadata\.name: Invalid value "Bad_Name"/,
+  );
+  t.match(
+    checkRoute(route({}, 'HTTPRoute', { metadata: { name: 'ok', namespace: 'a.b' } })).errors[0],
+    /^metadata\.namespace: Invalid value/,
+  );
   t.same(checkRoute(route({})).errors, [], 'an empty spec is valid (it attaches nowhere)');
 });
 
-t.test("what shoal cannot carry out makes the rule unsupported (dropped), naming the field; an ExtensionRef is not dropped", async (t) => {
+t.test('what shoal cannot carry out makes the rule unsupported (dropped), naming the field; an ExtensionRef is not dropped', async (t) => {
   const cases = UNSUPPORTED;
   for (const [what, spec, kind, expected] of cases) {
     const c = checkRoute(route(spec, kind));
@@ -146,12 +203,47 @@ t.test("what shoal cannot carry out makes the rule unsupported (dropped), naming
   const two = checkRoute(route({ rules: [{ backendRefs: [backend] }, { filters: [{ type: 'CORS', cors: {} }], backendRefs: [backend] }] }));
   t.same([...two.unsupported.keys()], [1], 'only the rule with the unsupported filter');
   t.equal(inForce(two), true, 'a route with a good rule is in force');
-  const both = checkRoute(route({ rules: [{ filters: [{ type: 'CORS', cors: {} }, { type: 'ExtensionRef', extensionRef: { group: 'x.io', kind: 'F', name: 'f' } }], backendRefs: [backend] }] }));
-  t.same([[...both.unsupported.keys()], [...both.extensionRefs.keys()]], [[0], []], 'a rule both unsupported and with an ExtensionRef is dropped');
-  const onBackend = checkRoute(route({ rules: [{ backendRefs: [backend, { ...backend, filters: [{ type: 'ExtensionRef', extensionRef: { group: 'x.io', kind: 'F', name: 'f' } }] }] }] }));
-  t.same([onBackend.extensionRefs.get(0)?.rule, [...onBackend.extensionRefs.get(0)?.backends ?? []]], [false, [1]], 'an ExtensionRef on a backendRef: that backend');
+  const both = checkRoute(
+    route({
+      rules: [
+        {
+          filters: [
+            { type: 'CORS', cors: {} },
+            { type: 'ExtensionRef', extensionRef: { group: 'x.io', kind: 'F', name: 'f' } },
+          ],
+          backendRefs: [backend],
+        },
+      ],
+    }),
+  );
+  t.same(
+    [[...both.unsupported.keys()], [...both.extensionRefs.keys()]],
+    [[0], []],
+    'a rule both unsupported and with an ExtensionRef is dropped',
+  );
+  const onBackend = checkRoute(
+    route({
+      rules: [
+        {
+          backendRefs: [
+            backend,
+            { ...backend, filters: [{ type: 'ExtensionRef', extensionRef: { group: 'x.io', kind: 'F', name: 'f' } }] },
+          ],
+        },
+      ],
+    }),
+  );
+  t.same(
+    [onBackend.extensionRefs.get(0)?.rule, [...(onBackend.extensionRefs.get(0)?.backends ?? [])]],
+    [false, [1]],
+    'an ExtensionRef on a backendRef: that backend',
+  );
   t.equal(inForce(checkRoute(route({ rules: [] }, 'GRPCRoute'))), true, 'no rule at all (a GRPCRoute may have none): nothing dropped');
-  t.equal(inForce(checkRoute(route({ rules: [{ matches: [{ path: { type: 'PathPrefix', value: 'x' } }] }] }))), false, 'an invalid route is not in force');
+  t.equal(
+    inForce(checkRoute(route({ rules: [{ matches: [{ path: { type: 'PathPrefix', value: 'x' } }] }] }))),
+    false,
+    'an invalid route is not in force',
+  );
 });
 
 t.test('helpers', async (t) => {

@@ -21,18 +21,30 @@ export interface Answer {
   at: number;
 }
 
-export async function call(base: string, method: 'GET' | 'PUT', path: string, opts: { token?: string; body?: unknown } = {}): Promise<Answer> {
+export async function call(
+  base: string,
+  method: 'GET' | 'PUT',
+  path: string,
+  opts: { token?: string; body?: unknown } = {},
+): Promise<Answer> {
   const headers: Record<string, string> = {};
   if (opts.token) headers.authorization = `Bearer ${opts.token}`;
   if (opts.body !== undefined) headers['content-type'] = 'application/json';
   const res = await request(`${base}${path}`, {
-    method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
-    headersTimeout: 70_000, bodyTimeout: 70_000,
+    method,
+    headers,
+    body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+    headersTimeout: 70_000,
+    bodyTimeout: 70_000,
   });
   const text = await res.body.text();
   const at = performance.now();
   let json: unknown;
-  try { json = text === '' ? undefined : JSON.parse(text); } catch { json = text; }
+  try {
+    json = text === '' ? undefined : JSON.parse(text);
+  } catch {
+    json = text;
+  }
   return { status: res.statusCode, json, etag: res.headers.etag as string | undefined, at };
 }
 
@@ -73,9 +85,9 @@ const cli = join(import.meta.dirname, '..', '..', '..', 'cli.ts');
 export function execCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return promisify(execFile)(process.execPath, [cli, ...args], { env: childEnv() }).then(
     (r) => ({ code: 0, stdout: r.stdout, stderr: r.stderr }),
-    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }));
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+  );
 }
-
 
 /** The test's env without tap's coverage hooks: the children are the product, not the test. */
 export function childEnv(): NodeJS.ProcessEnv {
@@ -98,14 +110,24 @@ export function runCli(args: string[]): Running {
   const logs: Array<Record<string, any>> = [];
   const stderr: string[] = [];
   createInterface({ input: child.stdout! }).on('line', (l) => {
-    try { logs.push(JSON.parse(l)); } catch { logs.push({ msg: l }); }
+    try {
+      logs.push(JSON.parse(l));
+    } catch {
+      logs.push({ msg: l });
+    }
   });
   createInterface({ input: child.stderr! }).on('line', (l) => stderr.push(l));
   return {
-    child, logs, stderr,
+    child,
+    logs,
+    stderr,
     // A cold start of the CLI takes over 10 s on a loaded 2-core machine.
     async line(msg, ms = 90_000) {
-      await until(`log line "${msg}" (stderr: ${stderr.join(' | ')})`, () => logs.some((l) => l.msg === msg) || child.exitCode !== null, ms);
+      await until(
+        `log line "${msg}" (stderr: ${stderr.join(' | ')})`,
+        () => logs.some((l) => l.msg === msg) || child.exitCode !== null,
+        ms,
+      );
       const found = logs.find((l) => l.msg === msg);
       if (!found) throw new Error(`discover exited ${child.exitCode} before "${msg}": ${stderr.join('\n')}`);
       return found;
@@ -120,4 +142,3 @@ export async function stopCli(r: Running): Promise<number | null> {
   const [code] = await exited;
   return code as number | null;
 }
-

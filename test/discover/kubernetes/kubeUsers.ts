@@ -12,14 +12,24 @@ import { AUDIENCE, OPERATOR_TOKEN } from './discoverClient.ts';
 
 /** Creates ServiceAccount NS/NAME (no error when it exists). */
 export async function serviceAccount(api: Api, ns: string, name: string): Promise<void> {
-  const a = await api.req('POST', `/api/v1/namespaces/${ns}/serviceaccounts`, { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name, namespace: ns } });
+  const a = await api.req('POST', `/api/v1/namespaces/${ns}/serviceaccounts`, {
+    apiVersion: 'v1',
+    kind: 'ServiceAccount',
+    metadata: { name, namespace: ns },
+  });
   if (a.status !== 201 && a.status !== 409) throw new Error(`create serviceaccount ${ns}/${name}: ${a.status} ${JSON.stringify(a.json)}`);
 }
 
 /** A token of ServiceAccount NS/NAME from the TokenRequest API; no audience means the API server's own (as `kubectl create token`). */
-export async function requestToken(api: Api, ns: string, name: string, opts: { audience?: string; seconds?: number } = {}): Promise<string> {
+export async function requestToken(
+  api: Api,
+  ns: string,
+  name: string,
+  opts: { audience?: string; seconds?: number } = {},
+): Promise<string> {
   const r = await api.ok('POST', `/api/v1/namespaces/${ns}/serviceaccounts/${name}/token`, {
-    apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest',
+    apiVersion: 'authentication.k8s.io/v1',
+    kind: 'TokenRequest',
     spec: { audiences: opts.audience ? [opts.audience] : undefined, expirationSeconds: opts.seconds ?? 3600 },
   });
   return r.status.token as string;
@@ -34,10 +44,15 @@ export interface Subject {
 /** Role NAME in NS with RULES, and RoleBinding NAME giving it to SUBJECT. */
 export async function bindRole(api: Api, ns: string, name: string, rules: unknown[], subject: Subject): Promise<void> {
   await api.ok('POST', `/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/roles`, {
-    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'Role', metadata: { name, namespace: ns }, rules,
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'Role',
+    metadata: { name, namespace: ns },
+    rules,
   });
   await api.ok('POST', `/apis/rbac.authorization.k8s.io/v1/namespaces/${ns}/rolebindings`, {
-    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'RoleBinding', metadata: { name, namespace: ns },
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'RoleBinding',
+    metadata: { name, namespace: ns },
     roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name },
     subjects: [subject.kind === 'ServiceAccount' ? subject : { apiGroup: 'rbac.authorization.k8s.io', ...subject }],
   });
@@ -46,10 +61,15 @@ export async function bindRole(api: Api, ns: string, name: string, rules: unknow
 /** ClusterRole NAME with RULES bound cluster-wide to SUBJECT. */
 export async function bindClusterRole(api: Api, name: string, rules: unknown[], subject: Subject): Promise<void> {
   await api.ok('POST', '/apis/rbac.authorization.k8s.io/v1/clusterroles', {
-    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', metadata: { name }, rules,
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'ClusterRole',
+    metadata: { name },
+    rules,
   });
   await api.ok('POST', '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings', {
-    apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: { name },
+    apiVersion: 'rbac.authorization.k8s.io/v1',
+    kind: 'ClusterRoleBinding',
+    metadata: { name },
     roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name },
     subjects: [subject.kind === 'ServiceAccount' ? subject : { apiGroup: 'rbac.authorization.k8s.io', ...subject }],
   });
@@ -63,13 +83,22 @@ export function userKubeconfig(k: TestKube, dir: string, name: string, user: Kub
   const ca = readFileSync(k.cluster.caFile).toString('base64');
   const u = 'exec' in user ? { exec: { apiVersion: 'client.authentication.k8s.io/v1', interactiveMode: 'Never', ...user.exec } } : user;
   // JSON is YAML: kubectl and client-node read it as a kubeconfig.
-  writeFileSync(file, JSON.stringify({
-    apiVersion: 'v1', kind: 'Config',
-    clusters: [{ name: 'shoal-test', cluster: { server: k.cluster.server, 'certificate-authority-data': ca } }],
-    users: [{ name, user: u }],
-    contexts: [{ name: `${name}@shoal-test`, context: { cluster: 'shoal-test', user: name } }],
-    'current-context': `${name}@shoal-test`,
-  }, null, 2), { mode: 0o600 });
+  writeFileSync(
+    file,
+    JSON.stringify(
+      {
+        apiVersion: 'v1',
+        kind: 'Config',
+        clusters: [{ name: 'shoal-test', cluster: { server: k.cluster.server, 'certificate-authority-data': ca } }],
+        users: [{ name, user: u }],
+        contexts: [{ name: `${name}@shoal-test`, context: { cluster: 'shoal-test', user: name } }],
+        'current-context': `${name}@shoal-test`,
+      },
+      null,
+      2,
+    ),
+    { mode: 0o600 },
+  );
   return file;
 }
 
@@ -98,14 +127,21 @@ export async function startDiscoverAs(t: Test, kubeconfigFile: string, opts: { w
     write(line: string) {
       for (const l of line.split('\n')) {
         if (l === '') continue;
-        try { logs.push(JSON.parse(l)); } catch { logs.push({ msg: l }); }
+        try {
+          logs.push(JSON.parse(l));
+        } catch {
+          logs.push({ msg: l });
+        }
       }
       if (process.env.SHOAL_TEST_LOG) process.stderr.write(line);
     },
   });
   const d = await startDiscover({
     kubernetes: { kubeconfigFile, staleAfterMs: 30_000, tokenAudience: AUDIENCE },
-    host: '127.0.0.1', port: 0, writeToken: OPERATOR_TOKEN, log,
+    host: '127.0.0.1',
+    port: 0,
+    writeToken: OPERATOR_TOKEN,
+    log,
   });
   t.teardown(() => d.close());
   if (opts.wait !== false) await d.ready;

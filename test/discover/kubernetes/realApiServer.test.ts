@@ -12,51 +12,68 @@ import { Api, endpointsIn, latest, seedApp, startRealDiscover, untilEndpoints } 
 const kube = kubeForFile(t, import.meta.filename);
 
 if (kube) {
-  t.test('3 Ready Pods: 3 endpoints from the controller\'s EndpointSlice; one turning not Ready leaves the snapshot within 1 s', async (t) => {
-    const k = await kube.up();
-    const api = new Api(k);
-    await api.node();
-    const ns = 'ready';
-    await api.namespace(ns);
-    const want = await seedApp(api, ns, 1);
-    const { d } = await startRealDiscover(t, k);
-    const cluster = `api.${ns}:8080`;
-    await untilEndpoints(d, ns, cluster, want, 20_000);
+  t.test(
+    "3 Ready Pods: 3 endpoints from the controller's EndpointSlice; one turning not Ready leaves the snapshot within 1 s",
+    async (t) => {
+      const k = await kube.up();
+      const api = new Api(k);
+      await api.node();
+      const ns = 'ready';
+      await api.namespace(ns);
+      const want = await seedApp(api, ns, 1);
+      const { d } = await startRealDiscover(t, k);
+      const cluster = `api.${ns}:8080`;
+      await untilEndpoints(d, ns, cluster, want, 20_000);
 
-    // The endpoints are exactly those of the slice the controller made from the Pods.
-    const slices = await api.slicesOf(ns, 'api');
-    t.equal(slices.length, 1, 'one EndpointSlice');
-    t.equal(slices[0].metadata.labels['endpointslice.kubernetes.io/managed-by'], 'endpointslice-controller.k8s.io', 'made by the EndpointSlice controller');
-    const fromSlice = slices[0].endpoints.filter((e: any) => e.conditions.ready).map((e: any) => `${e.addresses[0]}:${slices[0].ports[0].port}`).sort();
-    t.same(fromSlice, want, 'the slice has the 3 Ready Pods on port 8080');
-    t.same(slices[0].endpoints.map((e: any) => e.nodeName), ['node-a', 'node-a', 'node-a'], 'each on the Node the Pod is bound to');
-    const first = await latest(d, ns);
-    t.same(endpointsIn(first, cluster), fromSlice, 'the snapshot has exactly the slice\'s 3 endpoints');
-    t.same(first.status.errors, [], 'no problems');
+      // The endpoints are exactly those of the slice the controller made from the Pods.
+      const slices = await api.slicesOf(ns, 'api');
+      t.equal(slices.length, 1, 'one EndpointSlice');
+      t.equal(
+        slices[0].metadata.labels['endpointslice.kubernetes.io/managed-by'],
+        'endpointslice-controller.k8s.io',
+        'made by the EndpointSlice controller',
+      );
+      const fromSlice = slices[0].endpoints
+        .filter((e: any) => e.conditions.ready)
+        .map((e: any) => `${e.addresses[0]}:${slices[0].ports[0].port}`)
+        .sort();
+      t.same(fromSlice, want, 'the slice has the 3 Ready Pods on port 8080');
+      t.same(
+        slices[0].endpoints.map((e: any) => e.nodeName),
+        ['node-a', 'node-a', 'node-a'],
+        'each on the Node the Pod is bound to',
+      );
+      const first = await latest(d, ns);
+      t.same(endpointsIn(first, cluster), fromSlice, "the snapshot has exactly the slice's 3 endpoints");
+      t.same(first.status.errors, [], 'no problems');
 
-    // Not Ready and back, three times: from the status write (the kubelet's part) to the long-poll's answer.
-    let version = first.version;
-    const downMs: number[] = [];
-    const upMs: number[] = [];
-    for (let round = 0; round < 3; round++) {
-      for (const ready of [false, true]) {
-        const polled = longPoll(d, ns, 'web', version, 10);
-        await waiters(d, ns, 'web');
-        const t0 = performance.now();
-        await api.setPodStatus(ns, 'api-3', '10.244.1.3', ready);
-        const a = await polled;
-        t.equal(a.status, 200, `the waiter is woken (${ready ? 'Ready' : 'not Ready'})`);
-        const s = a.json as Snapshot;
-        const expected = ready ? want : want.slice(0, 2);
-        t.same(endpointsIn(s, cluster), expected, ready ? 'api-3 is back' : 'api-3 dropped out, the other 2 stay');
-        (ready ? upMs : downMs).push(a.at - t0);
-        version = s.version;
+      // Not Ready and back, three times: from the status write (the kubelet's part) to the long-poll's answer.
+      let version = first.version;
+      const downMs: number[] = [];
+      const upMs: number[] = [];
+      for (let round = 0; round < 3; round++) {
+        for (const ready of [false, true]) {
+          const polled = longPoll(d, ns, 'web', version, 10);
+          await waiters(d, ns, 'web');
+          const t0 = performance.now();
+          await api.setPodStatus(ns, 'api-3', '10.244.1.3', ready);
+          const a = await polled;
+          t.equal(a.status, 200, `the waiter is woken (${ready ? 'Ready' : 'not Ready'})`);
+          const s = a.json as Snapshot;
+          const expected = ready ? want : want.slice(0, 2);
+          t.same(endpointsIn(s, cluster), expected, ready ? 'api-3 is back' : 'api-3 dropped out, the other 2 stay');
+          (ready ? upMs : downMs).push(a.at - t0);
+          version = s.version;
+        }
       }
-    }
-    const fmt = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(', ');
-    t.comment(`status write -> snapshot change (ms): not Ready ${fmt(downMs)}; Ready again ${fmt(upMs)}`);
-    t.ok(Math.max(...downMs) < 1000, `a Pod turning not Ready left the snapshot within 1 s every time (max ${Math.max(...downMs).toFixed(0)} ms)`);
-  });
+      const fmt = (xs: number[]) => xs.map((x) => x.toFixed(0)).join(', ');
+      t.comment(`status write -> snapshot change (ms): not Ready ${fmt(downMs)}; Ready again ${fmt(upMs)}`);
+      t.ok(
+        Math.max(...downMs) < 1000,
+        `a Pod turning not Ready left the snapshot within 1 s every time (max ${Math.max(...downMs).toFixed(0)} ms)`,
+      );
+    },
+  );
 
   t.test('a Service and Pods deleted and recreated end in the right snapshot', async (t) => {
     const k = await kube.up();
@@ -71,7 +88,9 @@ if (kube) {
 
     // The Service goes (the garbage collector takes its slice): web's snapshot names the problem.
     await api.ok('DELETE', `/api/v1/namespaces/${ns}/services/api`);
-    await until('the missing Service in the snapshot', async () => /service recreate\/api not found/.test((await latest(d, ns)).status.errors.join('\n')));
+    await until('the missing Service in the snapshot', async () =>
+      /service recreate\/api not found/.test((await latest(d, ns)).status.errors.join('\n')),
+    );
     t.same(endpointsIn(await latest(d, ns), cluster), [], 'the missing Service is named as a problem, and its cluster has no endpoint');
     await api.service(ns, 'api');
     await untilEndpoints(d, ns, cluster, want);

@@ -10,7 +10,18 @@ import { startComponent, stopComponent } from '../../../scripts/kube.ts';
 import { kubeForFile, type TestKube } from '../../lib/kube.ts';
 import { longPoll, until } from './discoverClient.ts';
 import {
-  Api, endpointsIn, etcdBump, etcdCompact, etcdDelete, latest, seedApp, sleep, startRealDiscover, untilEndpoints, watchFailures, whenSlices,
+  Api,
+  endpointsIn,
+  etcdBump,
+  etcdCompact,
+  etcdDelete,
+  latest,
+  seedApp,
+  sleep,
+  startRealDiscover,
+  untilEndpoints,
+  watchFailures,
+  whenSlices,
 } from './realKube.ts';
 
 const kube = kubeForFile(t, import.meta.filename);
@@ -19,24 +30,37 @@ const kube = kubeForFile(t, import.meta.filename);
 function firstWatchEvent(k: TestKube, ns: string, rv: string): Promise<{ status: number; event: any }> {
   const server = new URL(k.cluster.server);
   return new Promise((resolve, reject) => {
-    const r = request({
-      host: server.hostname, port: server.port, path: `/api/v1/namespaces/${ns}/pods?watch=true&resourceVersion=${rv}`, agent: false, timeout: 10_000,
-      ca: readFileSync(k.cluster.caFile), cert: readFileSync(k.cluster.adminCertFile), key: readFileSync(k.cluster.adminKeyFile),
-    }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      const done = () => {
-        res.destroy();
-        let event: unknown = text;
-        try { event = JSON.parse(text.split('\n')[0]); } catch { /* partial */ }
-        resolve({ status: res.statusCode ?? 0, event });
-      };
-      res.on('data', (d) => {
-        text += d;
-        if (text.includes('\n')) done();
-      });
-      res.on('end', done);
-    });
+    const r = request(
+      {
+        host: server.hostname,
+        port: server.port,
+        path: `/api/v1/namespaces/${ns}/pods?watch=true&resourceVersion=${rv}`,
+        agent: false,
+        timeout: 10_000,
+        ca: readFileSync(k.cluster.caFile),
+        cert: readFileSync(k.cluster.adminCertFile),
+        key: readFileSync(k.cluster.adminKeyFile),
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        const done = () => {
+          res.destroy();
+          let event: unknown = text;
+          try {
+            event = JSON.parse(text.split('\n')[0]);
+          } catch {
+            /* partial */
+          }
+          resolve({ status: res.statusCode ?? 0, event });
+        };
+        res.on('data', (d) => {
+          text += d;
+          if (text.includes('\n')) done();
+        });
+        res.on('end', done);
+      },
+    );
     r.on('timeout', () => r.destroy(new Error('watch: no event in 10 s')));
     r.on('error', reject);
     r.end();
@@ -64,7 +88,10 @@ if (kube) {
     const heal: string[] = [];
     /** When discover's last watch resumed after log line FROM, against the wall-clock time AT. */
     const resumed = (from: number, at: number) => {
-      const times = logs.slice(from).filter((l) => l.msg === 'watch resumed').map((l) => l.time as number);
+      const times = logs
+        .slice(from)
+        .filter((l) => l.msg === 'watch resumed')
+        .map((l) => l.time as number);
       if (times.length === 0) return 'no watch of discover had to resume';
       const ms = Math.max(...times) - at;
       // The API server takes watches before its /readyz says ready (what startComponent waits for).
@@ -77,7 +104,10 @@ if (kube) {
     const readyWatch = (async () => {
       // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- set by another task while this one awaited (TypeScript keeps the narrowing across await)
       while (watching) {
-        const code = await fetch(`${d.url}/readyz`).then((r) => r.status, () => 0);
+        const code = await fetch(`${d.url}/readyz`).then(
+          (r) => r.status,
+          () => 0,
+        );
         if (code !== 200) notReady.push(code);
         await sleep(100);
       }
@@ -104,9 +134,14 @@ if (kube) {
     const wall1 = Date.now();
     await api.setPodStatus(ns, 'api-1', ip(1), false);
     const written1 = performance.now();
-    const [slice1, snap1] = await Promise.all([whenSlices(api, ns, 'api', [ep2, ep3]), untilEndpoints(d, ns, cluster, [ep2, ep3]).then(() => performance.now())]);
-    heal.push(`API server killed, started again after ${((back1 - down1) / 1000 + 1).toFixed(1)} s: the change written ${(written1 - back1).toFixed(0)} ms after it was ready ` +
-      `reached the snapshot ${(snap1 - written1).toFixed(0)} ms after the write (the controller's EndpointSlice, polled every 10 ms, after ${(slice1 - written1).toFixed(0)} ms)`);
+    const [slice1, snap1] = await Promise.all([
+      whenSlices(api, ns, 'api', [ep2, ep3]),
+      untilEndpoints(d, ns, cluster, [ep2, ep3]).then(() => performance.now()),
+    ]);
+    heal.push(
+      `API server killed, started again after ${((back1 - down1) / 1000 + 1).toFixed(1)} s: the change written ${(written1 - back1).toFixed(0)} ms after it was ready ` +
+        `reached the snapshot ${(snap1 - written1).toFixed(0)} ms after the write (the controller's EndpointSlice, polled every 10 ms, after ${(slice1 - written1).toFixed(0)} ms)`,
+    );
     heal[heal.length - 1] += `; ${resumed(mark, wall1)}`;
     t.comment(`${heal.at(-1)}; discover's watch failures: ${JSON.stringify(watchFailures(logs, mark))}`);
     t.ok(Object.keys(watchFailures(logs, mark)).length > 0, 'discover saw its watches fail');
@@ -123,9 +158,12 @@ if (kube) {
       while (performance.now() - etcdDown < 9_000) {
         // Every probe ends before etcd is started again.
         const budget = Math.min(4000, 9_900 - (performance.now() - etcdDown));
-        probes.push(await api.req('GET', `/api/v1/namespaces/${ns}/pods/api-1?timeout=2s`, undefined, undefined, budget).then(
-          (a) => `${a.status}${typeof a.json === 'object' ? ` ${a.json?.reason ?? ''}` : ''}`,
-          (err: Error) => err.message.replace(/^GET \S+: /, '')));
+        probes.push(
+          await api.req('GET', `/api/v1/namespaces/${ns}/pods/api-1?timeout=2s`, undefined, undefined, budget).then(
+            (a) => `${a.status}${typeof a.json === 'object' ? ` ${a.json?.reason ?? ''}` : ''}`,
+            (err: Error) => err.message.replace(/^GET \S+: /, ''),
+          ),
+        );
         await sleep(500);
       }
     })();
@@ -135,13 +173,21 @@ if (kube) {
     const back2 = performance.now();
     const wall2 = Date.now();
     await probing;
-    t.ok(probes.length > 0 && probes.every((p) => !p.startsWith('2')), `no read of an object succeeded without etcd (${[...new Set(probes)].join('; ')})`);
+    t.ok(
+      probes.length > 0 && probes.every((p) => !p.startsWith('2')),
+      `no read of an object succeeded without etcd (${[...new Set(probes)].join('; ')})`,
+    );
     await api.setPodStatus(ns, 'api-1', ip(1), true);
     await api.setPodStatus(ns, 'api-2', ip(2), false);
     const written2 = performance.now();
-    const [slice2, snap2] = await Promise.all([whenSlices(api, ns, 'api', [ep1, ep3]), untilEndpoints(d, ns, cluster, [ep1, ep3], 60_000).then(() => performance.now())]);
-    heal.push(`etcd down ${((back2 - etcdDown) / 1000).toFixed(1)} s: writes accepted ${(written2 - back2).toFixed(0)} ms after etcd was back; ` +
-      `the change reached the snapshot ${(snap2 - written2).toFixed(0)} ms after the writes (the controller's EndpointSlice, polled every 10 ms, after ${(slice2 - written2).toFixed(0)} ms)`);
+    const [slice2, snap2] = await Promise.all([
+      whenSlices(api, ns, 'api', [ep1, ep3]),
+      untilEndpoints(d, ns, cluster, [ep1, ep3], 60_000).then(() => performance.now()),
+    ]);
+    heal.push(
+      `etcd down ${((back2 - etcdDown) / 1000).toFixed(1)} s: writes accepted ${(written2 - back2).toFixed(0)} ms after etcd was back; ` +
+        `the change reached the snapshot ${(snap2 - written2).toFixed(0)} ms after the writes (the controller's EndpointSlice, polled every 10 ms, after ${(slice2 - written2).toFixed(0)} ms)`,
+    );
     heal[heal.length - 1] += `; ${resumed(mark, wall2)}`;
     t.comment(`${heal.at(-1)}; discover's watch failures: ${JSON.stringify(watchFailures(logs, mark))}`);
 
@@ -151,7 +197,11 @@ if (kube) {
     mark = logs.length;
     const oldRv = (await api.ok('GET', `/api/v1/namespaces/${ns}/pods`)).metadata.resourceVersion as string;
     await stopComponent(dir, 'kube-apiserver', 0);
-    t.equal(await etcdDelete(k.cluster.etcdUrl, `/registry/services/specs/${ns}/cache`), 1, 'Service cache deleted in etcd while the API server is down');
+    t.equal(
+      await etcdDelete(k.cluster.etcdUrl, `/registry/services/specs/${ns}/cache`),
+      1,
+      'Service cache deleted in etcd while the API server is down',
+    );
     const compactedTo = await etcdBump(k.cluster.etcdUrl);
     await etcdCompact(k.cluster.etcdUrl, compactedTo);
     await startComponent(dir, 'kube-apiserver');
@@ -159,18 +209,33 @@ if (kube) {
     const wall3 = Date.now();
     // The change: api-4 joins, api-3 goes.
     await api.okEventually('POST', `/api/v1/namespaces/${ns}/pods`, {
-      apiVersion: 'v1', kind: 'Pod', metadata: { name: 'api-4', namespace: ns, labels: { app: 'api' } },
-      spec: { nodeName: 'node-a', automountServiceAccountToken: false, containers: [{ name: 'app', image: 'registry.invalid/app:1', ports: [{ name: 'http', containerPort: 8080 }] }] },
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'api-4', namespace: ns, labels: { app: 'api' } },
+      spec: {
+        nodeName: 'node-a',
+        automountServiceAccountToken: false,
+        containers: [{ name: 'app', image: 'registry.invalid/app:1', ports: [{ name: 'http', containerPort: 8080 }] }],
+      },
     });
     await api.setPodStatus(ns, 'api-4', ip(4), true);
     await api.deletePodNow(ns, 'api-3');
     const written3 = performance.now();
     const ep4 = `${ip(4)}:8080`;
-    const [slice3, snap3] = await Promise.all([whenSlices(api, ns, 'api', [ep1, ep4]), untilEndpoints(d, ns, cluster, [ep1, ep4], 60_000).then(() => performance.now())]);
-    await until('cache gone from the snapshot', async () => /service faults\/cache not found/.test((await latest(d, ns)).status.errors.join('\n')), 30_000);
+    const [slice3, snap3] = await Promise.all([
+      whenSlices(api, ns, 'api', [ep1, ep4]),
+      untilEndpoints(d, ns, cluster, [ep1, ep4], 60_000).then(() => performance.now()),
+    ]);
+    await until(
+      'cache gone from the snapshot',
+      async () => /service faults\/cache not found/.test((await latest(d, ns)).status.errors.join('\n')),
+      30_000,
+    );
     t.pass('the Service deleted during the fault is gone from the snapshot (a relist found it missing)');
-    heal.push(`410 (etcd compacted to revision ${compactedTo}, past resourceVersion ${oldRv}, and the API server started again): the changes written ${(written3 - back3).toFixed(0)} ms after it was ready ` +
-      `reached the snapshot ${(snap3 - written3).toFixed(0)} ms after the last write (the controller's EndpointSlice, polled every 10 ms, after ${(slice3 - written3).toFixed(0)} ms)`);
+    heal.push(
+      `410 (etcd compacted to revision ${compactedTo}, past resourceVersion ${oldRv}, and the API server started again): the changes written ${(written3 - back3).toFixed(0)} ms after it was ready ` +
+        `reached the snapshot ${(snap3 - written3).toFixed(0)} ms after the last write (the controller's EndpointSlice, polled every 10 ms, after ${(slice3 - written3).toFixed(0)} ms)`,
+    );
     heal[heal.length - 1] += `; ${resumed(mark, wall3)}`;
     t.comment(`${heal.at(-1)}; discover's watch failures: ${JSON.stringify(watchFailures(logs, mark))}`);
     const w = await firstWatchEvent(k, ns, oldRv);
@@ -188,7 +253,11 @@ if (kube) {
     watching = false;
     await Promise.all([readyWatch, poller]);
     t.same(notReady, [], '/readyz stayed 200 through every fault');
-    t.same(pollAnswers.filter((x) => x !== 200 && x !== 304), [], `every long-poll was answered 200 or 304 (${pollAnswers.filter((x) => x === 200).length} changes seen)`);
+    t.same(
+      pollAnswers.filter((x) => x !== 200 && x !== 304),
+      [],
+      `every long-poll was answered 200 or 304 (${pollAnswers.filter((x) => x === 200).length} changes seen)`,
+    );
     for (const line of heal) t.comment(line);
   });
 }

@@ -40,19 +40,35 @@ export class Api {
         // Node frames a DELETE's body only with a length (no chunked encoding by default for DELETE).
         headers['content-length'] = String(Buffer.byteLength(data));
       }
-      const r = request({
-        host: this.server.hostname, port: this.server.port, path, method, headers, agent: false, timeout: timeoutMs, ...this.tls,
-      }, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d) => { text += d; });
-        res.on('end', () => {
-          let json: unknown = text;
-          try { json = JSON.parse(text); } catch { /* not JSON */ }
-          resolve({ status: res.statusCode ?? 0, json });
-        });
-        res.on('error', reject);
-      });
+      const r = request(
+        {
+          host: this.server.hostname,
+          port: this.server.port,
+          path,
+          method,
+          headers,
+          agent: false,
+          timeout: timeoutMs,
+          ...this.tls,
+        },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (d) => {
+            text += d;
+          });
+          res.on('end', () => {
+            let json: unknown = text;
+            try {
+              json = JSON.parse(text);
+            } catch {
+              /* not JSON */
+            }
+            resolve({ status: res.statusCode ?? 0, json });
+          });
+          res.on('error', reject);
+        },
+      );
       r.on('timeout', () => r.destroy(new Error(`${method} ${path}: no answer in ${timeoutMs} ms`)));
       r.on('error', reject);
       r.end(data);
@@ -73,7 +89,8 @@ export class Api {
       try {
         const a = await this.req(method, path, body, contentType);
         if (a.status >= 200 && a.status < 300) return a.json;
-        if (a.status !== 429 && a.status < 500) throw Object.assign(new Error(`${method} ${path}: ${a.status} ${JSON.stringify(a.json).slice(0, 400)}`), { final: true });
+        if (a.status !== 429 && a.status < 500)
+          throw Object.assign(new Error(`${method} ${path}: ${a.status} ${JSON.stringify(a.json).slice(0, 400)}`), { final: true });
         if (Date.now() > end) throw new Error(`${method} ${path}: still ${a.status} after ${ms} ms`);
       } catch (err) {
         if ((err as { final?: boolean }).final || Date.now() > end) throw err;
@@ -85,19 +102,29 @@ export class Api {
   /** A namespace whose `default` ServiceAccount exists (the ServiceAccount admission plugin wants it for Pods). */
   async namespace(name: string): Promise<void> {
     await this.ok('POST', '/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name } });
-    await until(`the default ServiceAccount of ${name}`, async () => (await this.req('GET', `/api/v1/namespaces/${name}/serviceaccounts/default`)).status === 200, 30_000);
+    await until(
+      `the default ServiceAccount of ${name}`,
+      async () => (await this.req('GET', `/api/v1/namespaces/${name}/serviceaccounts/default`)).status === 200,
+      30_000,
+    );
   }
 
   /** The Node the Pods are bound to (the EndpointSlice controller skips Pods whose Node it cannot find). */
   async node(name = NODE): Promise<void> {
-    const a = await this.req('POST', '/api/v1/nodes', { apiVersion: 'v1', kind: 'Node', metadata: { name, labels: { 'kubernetes.io/hostname': name } } });
+    const a = await this.req('POST', '/api/v1/nodes', {
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: { name, labels: { 'kubernetes.io/hostname': name } },
+    });
     if (a.status !== 201 && a.status !== 409) throw new Error(`create node ${name}: ${a.status} ${JSON.stringify(a.json)}`);
   }
 
   /** Service NAME selecting app=NAME, port 8080 (http) to target port 8080. */
   service(ns: string, name: string): Promise<any> {
     return this.ok('POST', `/api/v1/namespaces/${ns}/services`, {
-      apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: ns },
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name, namespace: ns },
       spec: { selector: { app: name }, ports: [{ name: 'http', port: 8080, targetPort: 8080, protocol: 'TCP', appProtocol: 'http' }] },
     });
   }
@@ -105,9 +132,12 @@ export class Api {
   /** A Pod of app APP bound to the Node, listening on 8080 (no kubelet runs it: its status is written by setPodStatus). */
   pod(ns: string, name: string, app: string): Promise<any> {
     return this.ok('POST', `/api/v1/namespaces/${ns}/pods`, {
-      apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: ns, labels: { app } },
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace: ns, labels: { app } },
       spec: {
-        nodeName: NODE, automountServiceAccountToken: false,
+        nodeName: NODE,
+        automountServiceAccountToken: false,
         containers: [{ name: 'app', image: 'registry.invalid/app:1', ports: [{ name: 'http', containerPort: 8080 }] }],
       },
     });
@@ -116,29 +146,49 @@ export class Api {
   /** What a kubelet writes: Running with IP, and the Ready condition (through the status subresource). */
   setPodStatus(ns: string, name: string, ip: string, ready: boolean): Promise<any> {
     const cond = (type: string) => ({ type, status: ready ? 'True' : 'False' });
-    return this.okEventually('PATCH', `/api/v1/namespaces/${ns}/pods/${name}/status`, {
-      status: { phase: 'Running', podIP: ip, podIPs: [{ ip }], conditions: [cond('Initialized'), cond('ContainersReady'), cond('Ready')] },
-    }, 'application/merge-patch+json');
+    return this.okEventually(
+      'PATCH',
+      `/api/v1/namespaces/${ns}/pods/${name}/status`,
+      {
+        status: {
+          phase: 'Running',
+          podIP: ip,
+          podIPs: [{ ip }],
+          conditions: [cond('Initialized'), cond('ContainersReady'), cond('Ready')],
+        },
+      },
+      'application/merge-patch+json',
+    );
   }
 
   /** Deletes a Pod at once (grace period 0: no kubelet would ever confirm a graceful deletion). */
   async deletePodNow(ns: string, name: string): Promise<void> {
     await this.ok('DELETE', `/api/v1/namespaces/${ns}/pods/${name}`, { apiVersion: 'v1', kind: 'DeleteOptions', gracePeriodSeconds: 0 });
-    await until(`pod ${ns}/${name} gone`, async () => (await this.req('GET', `/api/v1/namespaces/${ns}/pods/${name}`)).status === 404, 30_000);
+    await until(
+      `pod ${ns}/${name} gone`,
+      async () => (await this.req('GET', `/api/v1/namespaces/${ns}/pods/${name}`)).status === 404,
+      30_000,
+    );
   }
 
   /** The mesh ConfigMap of APP: it depends on the given Services (port 8080, http) of its namespace. */
   meshConfig(ns: string, app: string, deps: string[]): Promise<any> {
     return this.ok('POST', `/api/v1/namespaces/${ns}/configmaps`, {
-      apiVersion: 'v1', kind: 'ConfigMap',
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
       metadata: { name: `shoal-mesh-${app}`, namespace: ns, labels: { [APP_LABEL]: app, [PLUGIN_LABEL]: 'mesh' } },
-      data: { 'plugin-config': JSON.stringify({ base_services: deps.map((d) => ({ depend_service_alias: d, port: 8080, protocol: 'http' })) }) },
+      data: {
+        'plugin-config': JSON.stringify({ base_services: deps.map((d) => ({ depend_service_alias: d, port: 8080, protocol: 'http' })) }),
+      },
     });
   }
 
   /** The EndpointSlices of a Service (those the controller made, by their service-name label). */
   async slicesOf(ns: string, service: string): Promise<any[]> {
-    const l = await this.ok('GET', `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices?labelSelector=${encodeURIComponent(`kubernetes.io/service-name=${service}`)}`);
+    const l = await this.ok(
+      'GET',
+      `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices?labelSelector=${encodeURIComponent(`kubernetes.io/service-name=${service}`)}`,
+    );
     return l.items;
   }
 }
@@ -155,22 +205,42 @@ export async function applyObject(api: Api, obj: any): Promise<any> {
   const coll = collectionPath(obj);
   const created = await api.req('POST', coll, obj);
   if (created.status === 201) return created.json;
-  if (created.status !== 409) throw new Error(`create ${obj.kind} ${obj.metadata.name}: ${created.status} ${JSON.stringify(created.json).slice(0, 400)}`);
+  if (created.status !== 409)
+    throw new Error(`create ${obj.kind} ${obj.metadata.name}: ${created.status} ${JSON.stringify(created.json).slice(0, 400)}`);
   const current = await api.ok('GET', `${coll}/${obj.metadata.name}`);
-  return api.ok('PUT', `${coll}/${obj.metadata.name}`, { ...obj, metadata: { ...obj.metadata, resourceVersion: current.metadata.resourceVersion } });
+  return api.ok('PUT', `${coll}/${obj.metadata.name}`, {
+    ...obj,
+    metadata: { ...obj.metadata, resourceVersion: current.metadata.resourceVersion },
+  });
 }
 
 /** Deletes OBJ now (grace period 0). */
-export async function deleteObject(api: Api, obj: { apiVersion: string; kind: string; metadata: { name: string; namespace?: string } }): Promise<void> {
+export async function deleteObject(
+  api: Api,
+  obj: { apiVersion: string; kind: string; metadata: { name: string; namespace?: string } },
+): Promise<void> {
   await api.ok('DELETE', `${collectionPath(obj)}/${obj.metadata.name}`, { apiVersion: 'v1', kind: 'DeleteOptions', gracePeriodSeconds: 0 });
 }
 
 /** A token of ServiceAccount NS/SA (created when missing) from the real TokenRequest API. */
-export async function serviceAccountToken(api: Api, ns: string, sa: string, audiences: string[] = [AUDIENCE], expirationSeconds = 3600): Promise<string> {
-  const made = await api.req('POST', `/api/v1/namespaces/${ns}/serviceaccounts`, { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: sa, namespace: ns } });
-  if (made.status !== 201 && made.status !== 409) throw new Error(`create serviceaccount ${ns}/${sa}: ${made.status} ${JSON.stringify(made.json)}`);
+export async function serviceAccountToken(
+  api: Api,
+  ns: string,
+  sa: string,
+  audiences: string[] = [AUDIENCE],
+  expirationSeconds = 3600,
+): Promise<string> {
+  const made = await api.req('POST', `/api/v1/namespaces/${ns}/serviceaccounts`, {
+    apiVersion: 'v1',
+    kind: 'ServiceAccount',
+    metadata: { name: sa, namespace: ns },
+  });
+  if (made.status !== 201 && made.status !== 409)
+    throw new Error(`create serviceaccount ${ns}/${sa}: ${made.status} ${JSON.stringify(made.json)}`);
   const r = await api.ok('POST', `/api/v1/namespaces/${ns}/serviceaccounts/${sa}/token`, {
-    apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { audiences, expirationSeconds },
+    apiVersion: 'authentication.k8s.io/v1',
+    kind: 'TokenRequest',
+    spec: { audiences, expirationSeconds },
   });
   return r.status.token as string;
 }
@@ -178,8 +248,15 @@ export async function serviceAccountToken(api: Api, ns: string, sa: string, audi
 /** A kubeconfig (JSON is YAML) for the API server with a bearer TOKEN instead of the admin certificate. */
 export function tokenKubeconfig(k: TestKube, token: string): string {
   return JSON.stringify({
-    apiVersion: 'v1', kind: 'Config', 'current-context': 'test',
-    clusters: [{ name: 'test', cluster: { server: k.cluster.server, 'certificate-authority-data': readFileSync(k.cluster.caFile).toString('base64') } }],
+    apiVersion: 'v1',
+    kind: 'Config',
+    'current-context': 'test',
+    clusters: [
+      {
+        name: 'test',
+        cluster: { server: k.cluster.server, 'certificate-authority-data': readFileSync(k.cluster.caFile).toString('base64') },
+      },
+    ],
     users: [{ name: 'test', user: { token } }],
     contexts: [{ name: 'test', context: { cluster: 'test', user: 'test' } }],
   });
@@ -204,16 +281,20 @@ export async function seedApp(api: Api, ns: string, net: number, n = 3, deps = [
  */
 export async function whenSlices(api: Api, ns: string, service: string, want: string[], ms = 60_000): Promise<number> {
   const w = JSON.stringify([...want].sort());
-  await until(`the EndpointSlices of ${ns}/${service} = ${w}`, async () => {
-    try {
-      const ready = (await api.slicesOf(ns, service)).flatMap((s) => (s.endpoints ?? [])
-        .filter((e: any) => e.conditions?.ready)
-        .map((e: any) => `${e.addresses[0]}:${s.ports?.[0]?.port}`));
-      return JSON.stringify(ready.sort()) === w;
-    } catch {
-      return false;
-    }
-  }, ms);
+  await until(
+    `the EndpointSlices of ${ns}/${service} = ${w}`,
+    async () => {
+      try {
+        const ready = (await api.slicesOf(ns, service)).flatMap((s) =>
+          (s.endpoints ?? []).filter((e: any) => e.conditions?.ready).map((e: any) => `${e.addresses[0]}:${s.ports?.[0]?.port}`),
+        );
+        return JSON.stringify(ready.sort()) === w;
+      } catch {
+        return false;
+      }
+    },
+    ms,
+  );
   return performance.now();
 }
 
@@ -259,20 +340,31 @@ export async function startRealDiscover(t: Test, k: TestKube, staleAfterMs = 30_
 }
 
 /** startRealDiscover with any kubeconfig file; with wait false it returns before discover is ready. */
-export async function startDiscoverWith(t: Test, kubeconfigFile: string, opts: { staleAfterMs?: number; wait?: boolean } = {}): Promise<Running> {
+export async function startDiscoverWith(
+  t: Test,
+  kubeconfigFile: string,
+  opts: { staleAfterMs?: number; wait?: boolean } = {},
+): Promise<Running> {
   const logs: Array<Record<string, any>> = [];
   const log = createLogger('discover', 'info', {
     write(line: string) {
       for (const l of line.split('\n')) {
         if (l === '') continue;
-        try { logs.push(JSON.parse(l)); } catch { logs.push({ msg: l }); }
+        try {
+          logs.push(JSON.parse(l));
+        } catch {
+          logs.push({ msg: l });
+        }
       }
       if (process.env.SHOAL_TEST_LOG) process.stderr.write(line);
     },
   });
   const d = await startDiscover({
     kubernetes: { kubeconfigFile, staleAfterMs: opts.staleAfterMs ?? 30_000, tokenAudience: AUDIENCE },
-    host: '127.0.0.1', port: 0, writeToken: OPERATOR_TOKEN, log,
+    host: '127.0.0.1',
+    port: 0,
+    writeToken: OPERATOR_TOKEN,
+    log,
   });
   t.teardown(() => d.close());
   if (opts.wait !== false) await d.ready;
@@ -297,10 +389,14 @@ export async function untilEndpoints(d: Discover, ns: string, cluster: string, w
   const w = want === null ? null : [...want].sort();
   let last: string[] | null = null;
   try {
-    await until(`${cluster} = ${JSON.stringify(w)}`, async () => {
-      last = endpointsIn(await latest(d, ns), cluster);
-      return JSON.stringify(last) === JSON.stringify(w);
-    }, ms);
+    await until(
+      `${cluster} = ${JSON.stringify(w)}`,
+      async () => {
+        last = endpointsIn(await latest(d, ns), cluster);
+        return JSON.stringify(last) === JSON.stringify(w);
+      },
+      ms,
+    );
   } catch (err) {
     throw new Error(`${(err as Error).message}; last seen ${JSON.stringify(last)}`, { cause: err });
   }

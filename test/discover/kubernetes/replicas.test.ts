@@ -19,7 +19,10 @@ interface Raw {
 
 /** GET PATH from discover with the operator token: the body's exact text and the ETag. */
 async function raw(d: Discover, path: string): Promise<Raw> {
-  const res = await fetch(`${d.url}${path}`, { headers: { authorization: `Bearer ${OPERATOR_TOKEN}` }, signal: AbortSignal.timeout(30_000) });
+  const res = await fetch(`${d.url}${path}`, {
+    headers: { authorization: `Bearer ${OPERATOR_TOKEN}` },
+    signal: AbortSignal.timeout(30_000),
+  });
   return { status: res.status, body: await res.text(), etag: res.headers.get('etag') };
 }
 
@@ -56,8 +59,11 @@ if (kube) {
     for (const s of ['db', 'api', 'cache']) await api.service(ns, s);
     for (const [app, deps] of Object.entries(apps)) await api.meshConfig(ns, app, deps);
     const pods: Array<[string, string, string]> = [
-      ['db-2', 'db', '10.244.7.22'], ['api-1', 'api', '10.244.7.11'], ['cache-1', 'cache', '10.244.7.31'],
-      ['db-1', 'db', '10.244.7.21'], ['api-2', 'api', '10.244.7.12'],
+      ['db-2', 'db', '10.244.7.22'],
+      ['api-1', 'api', '10.244.7.11'],
+      ['cache-1', 'cache', '10.244.7.31'],
+      ['db-1', 'db', '10.244.7.21'],
+      ['api-2', 'api', '10.244.7.12'],
     ];
     for (const [name, app, ip] of pods) {
       await api.pod(ns, name, app);
@@ -74,10 +80,17 @@ if (kube) {
 
     const settled = async (d: Discover, w: Record<string, string[]>) => {
       for (const [app, deps] of Object.entries(apps)) {
-        await until(`${app} settled`, async () => {
-          const s = await latest(d, ns, app);
-          return s.status.errors.length === 0 && deps.every((dep) => JSON.stringify(endpointsIn(s, `${dep}.${ns}:8080`)) === JSON.stringify(w[dep]));
-        }, 30_000);
+        await until(
+          `${app} settled`,
+          async () => {
+            const s = await latest(d, ns, app);
+            return (
+              s.status.errors.length === 0 &&
+              deps.every((dep) => JSON.stringify(endpointsIn(s, `${dep}.${ns}:8080`)) === JSON.stringify(w[dep]))
+            );
+          },
+          30_000,
+        );
       }
     };
     const same = async (when: string) => {

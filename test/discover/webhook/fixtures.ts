@@ -26,7 +26,26 @@ function openssl(args: string[], cwd: string): void {
 /** A CA and a server certificate for localhost/127.0.0.1 signed by it, in a temp dir. */
 export function makeCerts(): Certs {
   const dir = mkdtempSync(join(tmpdir(), 'shoal-webhook-'));
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=shoal-test-ca'], dir);
+  openssl(
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.crt',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=shoal-test-ca',
+    ],
+    dir,
+  );
   issueServerCert(dir, 'tls');
   return {
     dir,
@@ -39,10 +58,45 @@ export function makeCerts(): Certs {
 
 /** Issues <name>.crt/<name>.key for localhost, signed by the dir's CA. */
 export function issueServerCert(dir: string, name: string): void {
-  openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', '/CN=shoal-discover.shoal.svc'], dir);
+  openssl(
+    [
+      'req',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      `${name}.key`,
+      '-out',
+      `${name}.csr`,
+      '-subj',
+      '/CN=shoal-discover.shoal.svc',
+    ],
+    dir,
+  );
   const ext = `${name}.ext`;
   execFileSync('sh', ['-c', `printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ${ext}`], { cwd: dir });
-  openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.crt`, '-days', '1', '-extfile', ext], dir);
+  openssl(
+    [
+      'x509',
+      '-req',
+      '-in',
+      `${name}.csr`,
+      '-CA',
+      'ca.crt',
+      '-CAkey',
+      'ca.key',
+      '-CAcreateserial',
+      '-out',
+      `${name}.crt`,
+      '-days',
+      '1',
+      '-extfile',
+      ext,
+    ],
+    dir,
+  );
 }
 
 export const injectorConfig: InjectorConfig = {
@@ -79,7 +133,9 @@ export async function startTestWebhook(overrides: Partial<WebhookOptions> = {}, 
     ...overrides,
   });
   return {
-    webhook, certs, events,
+    webhook,
+    certs,
+    events,
     async close() {
       await webhook.close();
       certs.cleanup();
@@ -95,30 +151,51 @@ export interface HttpsResult {
 }
 
 /** POSTs (or sends `method`) over HTTPS, trusting only the test CA. */
-export function send(port: number, ca: Buffer, body: unknown, opts: { method?: string; path?: string; raw?: string | Buffer } = {}): Promise<HttpsResult> {
+export function send(
+  port: number,
+  ca: Buffer,
+  body: unknown,
+  opts: { method?: string; path?: string; raw?: string | Buffer } = {},
+): Promise<HttpsResult> {
   const payload = opts.raw ?? (body === undefined ? '' : JSON.stringify(body));
   return new Promise((resolve, reject) => {
-    const req = request({
-      host: '127.0.0.1', port, ca, servername: 'localhost', method: opts.method ?? 'POST', path: opts.path ?? '/inject',
-      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) }, agent: false,
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      const peer = (res.socket as import('node:tls').TLSSocket).getPeerCertificate();
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let parsed: any;
-        try { parsed = JSON.parse(text); } catch { parsed = undefined; }
-        resolve({ status: res.statusCode ?? 0, body: parsed, text, peerFingerprint: peer.fingerprint256 });
-      });
-    });
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        ca,
+        servername: 'localhost',
+        method: opts.method ?? 'POST',
+        path: opts.path ?? '/inject',
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) },
+        agent: false,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        const peer = (res.socket as import('node:tls').TLSSocket).getPeerCertificate();
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let parsed: any;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            parsed = undefined;
+          }
+          resolve({ status: res.statusCode ?? 0, body: parsed, text, peerFingerprint: peer.fingerprint256 });
+        });
+      },
+    );
     req.on('error', reject);
     req.end(payload);
   });
 }
 
 /** An AdmissionReview v1 request for a CREATE of `object`, as the API server sends it. */
-export function review(object: any, opts: { kind?: string; namespace?: string; operation?: string; resource?: string; dryRun?: boolean; name?: string } = {}): any {
+export function review(
+  object: any,
+  opts: { kind?: string; namespace?: string; operation?: string; resource?: string; dryRun?: boolean; name?: string } = {},
+): any {
   const kind = opts.kind ?? object.kind ?? 'Pod';
   const resource = opts.resource ?? (kind === 'Pod' ? 'pods' : 'services');
   return {
@@ -133,7 +210,11 @@ export function review(object: any, opts: { kind?: string; namespace?: string; o
       ...(opts.name ? { name: opts.name } : {}),
       namespace: opts.namespace ?? object.metadata?.namespace ?? 'shop',
       operation: opts.operation ?? 'CREATE',
-      userInfo: { username: 'system:serviceaccount:kube-system:replicaset-controller', uid: randomUUID(), groups: ['system:serviceaccounts', 'system:authenticated'] },
+      userInfo: {
+        username: 'system:serviceaccount:kube-system:replicaset-controller',
+        uid: randomUUID(),
+        groups: ['system:serviceaccounts', 'system:authenticated'],
+      },
       object,
       oldObject: null,
       dryRun: opts.dryRun ?? false,

@@ -53,7 +53,10 @@ t.test('Services through the webhook', async (t) => {
     t.equal(out.metadata.labels.origin_port, '8080_9090');
     t.equal(out.metadata.labels['app.kubernetes.io/name'], 'checkout', 'existing labels kept');
     t.same(JSON.parse(out.metadata.annotations['shoal.dev/port-map']), { 8080: 65380, 9090: 65390 });
-    t.ok(decodePatch(response).some((o: any) => o.path === '/metadata/annotations'), 'annotations created when absent');
+    t.ok(
+      decodePatch(response).some((o: any) => o.path === '/metadata/annotations'),
+      'annotations created when absent',
+    );
     t.match(response.warnings, [/8080->65380.*without a sidecar refuse/], 'the warning says what happens to unmeshed pods');
 
     const again = await admitService(out, 'UPDATE');
@@ -61,7 +64,10 @@ t.test('Services through the webhook', async (t) => {
   });
 
   t.test('kubectl apply after a rewrite: the original number comes back and is rewritten again', async (t) => {
-    const svc = service('checkout', [{ name: 'http', port: 80, targetPort: 8080 }, { name: 'grpc', port: 9000, targetPort: 65301 }]);
+    const svc = service('checkout', [
+      { name: 'http', port: 80, targetPort: 8080 },
+      { name: 'grpc', port: 9000, targetPort: 65301 },
+    ]);
     svc.metadata.labels.origin_port = '8080';
     svc.metadata.annotations = { 'shoal.dev/port-map': '{"8080":65380,"9001":65301}' };
     const out = patched(svc, await admitService(svc, 'UPDATE'));
@@ -72,24 +78,48 @@ t.test('Services through the webhook', async (t) => {
   });
 
   t.test('numeric targets that share a preferred listen port probe to the next one', async (t) => {
-    const svc = service('pair', [{ name: 'a', port: 8080, targetPort: 8080 }, { name: 'b', port: 9080, targetPort: 9080 }]);
+    const svc = service('pair', [
+      { name: 'a', port: 8080, targetPort: 8080 },
+      { name: 'b', port: 9080, targetPort: 9080 },
+    ]);
     const out = patched(svc, await admitService(svc));
-    t.same(out.spec.ports.map((p: any) => p.targetPort), [65380, 65381]);
+    t.same(
+      out.spec.ports.map((p: any) => p.targetPort),
+      [65380, 65381],
+    );
   });
 
   t.test('named targetPort: nothing to rewrite', async (t) => {
     const svc = service('catalog', [{ name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' }]);
     const response = await admitService(svc);
-    t.equal(response.patch, undefined, 'no patch: the sidecar\'s port carries the name');
+    t.equal(response.patch, undefined, "no patch: the sidecar's port carries the name");
     t.equal(response.warnings, undefined);
   });
 
-  t.test('headless, selectorless, opted-out and shoal\'s own Services are left alone', async (t) => {
+  t.test("headless, selectorless, opted-out and shoal's own Services are left alone", async (t) => {
     const ports = [{ name: 'http', port: 80, targetPort: 8080 }];
     t.equal((await admitService(service('db', ports, { spec: { clusterIP: 'None' } }))).patch, undefined, 'headless');
     t.equal((await admitService(service('external', ports, { spec: { selector: undefined } }))).patch, undefined, 'no selector');
-    t.equal((await admitService(service('legacy', ports, { metadata: { annotations: { 'shoal.dev/inject': 'false' } } }))).patch, undefined, 'opted out');
-    t.equal((await admitService(service('shoal-discover', ports, { metadata: { labels: { 'app.kubernetes.io/part-of': 'shoal' } } }))).patch, undefined, 'shoal\'s own');
-    t.equal((await admitService(service('ext', [{ name: 'x', port: 443 }], { spec: { type: 'ExternalName', externalName: 'api.example.com', selector: undefined } }))).patch, undefined, 'ExternalName');
+    t.equal(
+      (await admitService(service('legacy', ports, { metadata: { annotations: { 'shoal.dev/inject': 'false' } } }))).patch,
+      undefined,
+      'opted out',
+    );
+    t.equal(
+      (await admitService(service('shoal-discover', ports, { metadata: { labels: { 'app.kubernetes.io/part-of': 'shoal' } } }))).patch,
+      undefined,
+      "shoal's own",
+    );
+    t.equal(
+      (
+        await admitService(
+          service('ext', [{ name: 'x', port: 443 }], {
+            spec: { type: 'ExternalName', externalName: 'api.example.com', selector: undefined },
+          }),
+        )
+      ).patch,
+      undefined,
+      'ExternalName',
+    );
   });
 });

@@ -44,7 +44,10 @@ t.test('malformed requests get 4xx and a reason', async (t) => {
   const health = await send(port, ca, undefined, { method: 'GET', path: '/healthz' });
   t.equal(health.status, 200);
 
-  const cm = review({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x' }, data: {} }, { kind: 'ConfigMap', resource: 'configmaps' });
+  const cm = review(
+    { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'x' }, data: {} },
+    { kind: 'ConfigMap', resource: 'configmaps' },
+  );
   const ignored = await send(port, ca, cm);
   t.equal(ignored.status, 200, 'other kinds are allowed untouched');
   t.same(ignored.body.response, { uid: cm.request.uid, allowed: true });
@@ -66,12 +69,74 @@ t.test('refuses to start without a usable certificate or settings', async (t) =>
   const certs = makeCerts();
   t.teardown(() => certs.cleanup());
   const log = pino({ level: 'silent' });
-  await t.rejects(startWebhook({ port: 0, host: '127.0.0.1', certFile: join(certs.dir, 'missing.crt'), keyFile: certs.keyFile, injector: injectorConfig, log }), /ENOENT/);
-  await t.rejects(startWebhook({ port: 0, host: '127.0.0.1', certFile: certs.certFile, keyFile: join(certs.dir, 'ca.key'), injector: injectorConfig, log }), /mismatch|key values/i, 'a key that does not match the certificate');
-  await t.rejects(startWebhook({ port: 0, host: '127.0.0.1', certFile: certs.certFile, keyFile: certs.keyFile, injector: { ...injectorConfig, dnsUpstream: '' }, log }), /--dns-upstream/);
-  await t.rejects(startWebhook({ port: 0, host: '127.0.0.1', certFile: certs.certFile, keyFile: certs.keyFile, injector: { ...injectorConfig, sidecarImage: '' }, log }), /--sidecar-image/);
-  await t.rejects(startWebhook({ port: 0, host: '127.0.0.1', certFile: certs.certFile, keyFile: certs.keyFile, injector: { ...injectorConfig, dnsUpstream: 'kube-dns.kube-system' }, log }), /not an IP address/, 'a nameserver must be an IP');
-  await t.rejects(startWebhook({ port: 0, host: '127.0.0.1', certFile: certs.certFile, keyFile: certs.keyFile, injector: { ...injectorConfig, proxyMemoryLimit: 'lots' }, log }), /--proxy-memory-limit "lots" is not a Kubernetes quantity/);
+  await t.rejects(
+    startWebhook({
+      port: 0,
+      host: '127.0.0.1',
+      certFile: join(certs.dir, 'missing.crt'),
+      keyFile: certs.keyFile,
+      injector: injectorConfig,
+      log,
+    }),
+    /ENOENT/,
+  );
+  await t.rejects(
+    startWebhook({
+      port: 0,
+      host: '127.0.0.1',
+      certFile: certs.certFile,
+      keyFile: join(certs.dir, 'ca.key'),
+      injector: injectorConfig,
+      log,
+    }),
+    /mismatch|key values/i,
+    'a key that does not match the certificate',
+  );
+  await t.rejects(
+    startWebhook({
+      port: 0,
+      host: '127.0.0.1',
+      certFile: certs.certFile,
+      keyFile: certs.keyFile,
+      injector: { ...injectorConfig, dnsUpstream: '' },
+      log,
+    }),
+    /--dns-upstream/,
+  );
+  await t.rejects(
+    startWebhook({
+      port: 0,
+      host: '127.0.0.1',
+      certFile: certs.certFile,
+      keyFile: certs.keyFile,
+      injector: { ...injectorConfig, sidecarImage: '' },
+      log,
+    }),
+    /--sidecar-image/,
+  );
+  await t.rejects(
+    startWebhook({
+      port: 0,
+      host: '127.0.0.1',
+      certFile: certs.certFile,
+      keyFile: certs.keyFile,
+      injector: { ...injectorConfig, dnsUpstream: 'kube-dns.kube-system' },
+      log,
+    }),
+    /not an IP address/,
+    'a nameserver must be an IP',
+  );
+  await t.rejects(
+    startWebhook({
+      port: 0,
+      host: '127.0.0.1',
+      certFile: certs.certFile,
+      keyFile: certs.keyFile,
+      injector: { ...injectorConfig, proxyMemoryLimit: 'lots' },
+      log,
+    }),
+    /--proxy-memory-limit "lots" is not a Kubernetes quantity/,
+  );
 });
 
 t.test('a rotated certificate is served without a restart; a half-rotated pair is not', async (t) => {
@@ -107,7 +172,11 @@ t.test('flags and their SHOAL_* twins give the webhook options', async (t) => {
     { name: 'token-audience', type: 'string', default: 'shoal', description: '' },
     { name: 'host', type: 'string', default: '0.0.0.0', description: '' },
   ];
-  const { values } = parseFlags([...discoverOwn, ...webhookFlags], ['--webhook', '--sidecar-image=ghcr.io/x/shoal:1', '--legacy-sidecar', '--cluster-domain=corp.local'], { SHOAL_DNS_UPSTREAM: '10.0.0.10', SHOAL_PROXY_CPU: '50m' });
+  const { values } = parseFlags(
+    [...discoverOwn, ...webhookFlags],
+    ['--webhook', '--sidecar-image=ghcr.io/x/shoal:1', '--legacy-sidecar', '--cluster-domain=corp.local'],
+    { SHOAL_DNS_UPSTREAM: '10.0.0.10', SHOAL_PROXY_CPU: '50m' },
+  );
   t.equal(values.webhook, true);
   const o = webhookOptionsFromFlags(values);
   t.equal(o.port, 6443, 'port 6443 by default');
@@ -117,7 +186,7 @@ t.test('flags and their SHOAL_* twins give the webhook options', async (t) => {
   t.equal(o.injector.proxyCpu, '50m');
   t.equal(o.injector.proxyMemory, '64Mi');
   t.equal(o.injector.proxyCpuLimit, '', 'no CPU limit by default');
-  t.equal(o.injector.clusterDomain, 'corp.local', 'discover\'s --cluster-domain');
+  t.equal(o.injector.clusterDomain, 'corp.local', "discover's --cluster-domain");
   t.equal(o.injector.tokenAudience, 'shoal');
   t.equal(o.injector.legacySidecar, true);
   t.equal(o.injector.appKeepsPortNames, false);
@@ -126,7 +195,18 @@ t.test('flags and their SHOAL_* twins give the webhook options', async (t) => {
   t.equal(o.injector.otlpEndpoint, '', 'no tracing by default');
   const traced = webhookOptionsFromFlags({ ...values, 'sidecar-otlp-endpoint': 'http://otel:4318', 'sidecar-trace-sample-ratio': '0.05' });
   t.same([traced.injector.otlpEndpoint, traced.injector.traceSampleRatio], ['http://otel:4318', '0.05']);
-  t.throws(() => webhookOptionsFromFlags({ ...values, 'sidecar-otlp-endpoint': 'otel:4318' }), /invalid --sidecar-otlp-endpoint: .*http:\/\/ or https:\/\/ URL/, 'a collector that is not a URL stops discover, naming the flag');
-  t.throws(() => webhookOptionsFromFlags({ ...values, 'sidecar-otlp-endpoint': 'http://otel:4318', 'sidecar-trace-sample-ratio': '5%' }), /invalid --sidecar-trace-sample-ratio: .*0 to 1/);
-  t.throws(() => webhookOptionsFromFlags({ ...values, 'sidecar-trace-sample-ratio': '0.5' }), /needs --sidecar-otlp-endpoint/, 'a ratio without a collector is a mistake, said so');
+  t.throws(
+    () => webhookOptionsFromFlags({ ...values, 'sidecar-otlp-endpoint': 'otel:4318' }),
+    /invalid --sidecar-otlp-endpoint: .*http:\/\/ or https:\/\/ URL/,
+    'a collector that is not a URL stops discover, naming the flag',
+  );
+  t.throws(
+    () => webhookOptionsFromFlags({ ...values, 'sidecar-otlp-endpoint': 'http://otel:4318', 'sidecar-trace-sample-ratio': '5%' }),
+    /invalid --sidecar-trace-sample-ratio: .*0 to 1/,
+  );
+  t.throws(
+    () => webhookOptionsFromFlags({ ...values, 'sidecar-trace-sample-ratio': '0.5' }),
+    /needs --sidecar-otlp-endpoint/,
+    'a ratio without a collector is a mistake, said so',
+  );
 });

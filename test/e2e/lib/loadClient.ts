@@ -46,8 +46,21 @@ const MAX_LISTED = 200;
 
 function newResult(): LoadResult {
   return {
-    startedAt: Date.now(), endedAt: 0, sent: 0, ok: 0, failed: 0, statuses: {}, byPod: {}, shoalErrors: {}, retryAfter: {},
-    failures: [], slow: [], latencyMs: { p50: 0, p99: 0, max: 0 }, timeline: [], pausedMs: 0, activeMs: 0,
+    startedAt: Date.now(),
+    endedAt: 0,
+    sent: 0,
+    ok: 0,
+    failed: 0,
+    statuses: {},
+    byPod: {},
+    shoalErrors: {},
+    retryAfter: {},
+    failures: [],
+    slow: [],
+    latencyMs: { p50: 0, p99: 0, max: 0 },
+    timeline: [],
+    pausedMs: 0,
+    activeMs: 0,
   };
 }
 
@@ -68,7 +81,8 @@ class Recorder {
 
   private second(at: number) {
     const s = Math.floor((at - this.r.startedAt) / 1000);
-    while (this.r.timeline.length <= s) this.r.timeline.push({ second: this.r.timeline.length, sent: 0, ok: 0, failed: 0, maxMs: 0, byPod: {} });
+    while (this.r.timeline.length <= s)
+      this.r.timeline.push({ second: this.r.timeline.length, sent: 0, ok: 0, failed: 0, maxMs: 0, byPod: {} });
     return this.r.timeline[s];
   }
 
@@ -100,7 +114,8 @@ class Recorder {
     }
     this.r.failed++;
     sec.failed++;
-    if (this.r.failures.length < MAX_LISTED) this.r.failures.push({ at, ms, status, shoalError, error: error ?? (status !== undefined ? body.slice(0, 200) : undefined) });
+    if (this.r.failures.length < MAX_LISTED)
+      this.r.failures.push({ at, ms, status, shoalError, error: error ?? (status !== undefined ? body.slice(0, 200) : undefined) });
   }
 
   finish(): LoadResult {
@@ -135,7 +150,14 @@ function request(agent: http.Agent, url: string, timeoutMs: number, rec: Recorde
   });
 }
 
-async function load(o: { url: string; rps: number; durationMs?: number; timeoutMs?: number; okStatuses?: number[]; slowMs?: number }): Promise<LoadResult> {
+async function load(o: {
+  url: string;
+  rps: number;
+  durationMs?: number;
+  timeoutMs?: number;
+  okStatuses?: number[];
+  slowMs?: number;
+}): Promise<LoadResult> {
   const rec = new Recorder(o.okStatuses ?? [200], o.slowMs ?? 200);
   // A bounded pool, as an app has: under a stall requests wait here instead of flooding the sidecar with connections.
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
@@ -147,23 +169,25 @@ async function load(o: { url: string; rps: number; durationMs?: number; timeoutM
   let sent = 0;
   let pausedAt = 0;
   const stopped = new Promise<void>((resolve) => {
-    createInterface({ input: process.stdin }).on('line', (line) => {
-      const cmd = line.trim();
-      if (cmd === 'pause' && !paused) {
-        activeMs += performance.now() - since;
-        paused = true;
-        pausedAt = Date.now();
-        // Acknowledged once nothing is in flight: the app is quiet while its sidecar restarts.
-        void Promise.all(inflight).then(() => process.stdout.write(`paused ${pausedAt}\n`));
-      } else if (cmd === 'resume' && paused) {
-        since = performance.now();
-        paused = false;
-        rec.r.pausedMs += Date.now() - pausedAt;
-        process.stdout.write(`resumed ${Date.now()}\n`);
-      } else if (cmd === 'stop') {
-        resolve();
-      }
-    }).on('close', () => resolve());
+    createInterface({ input: process.stdin })
+      .on('line', (line) => {
+        const cmd = line.trim();
+        if (cmd === 'pause' && !paused) {
+          activeMs += performance.now() - since;
+          paused = true;
+          pausedAt = Date.now();
+          // Acknowledged once nothing is in flight: the app is quiet while its sidecar restarts.
+          void Promise.all(inflight).then(() => process.stdout.write(`paused ${pausedAt}\n`));
+        } else if (cmd === 'resume' && paused) {
+          since = performance.now();
+          paused = false;
+          rec.r.pausedMs += Date.now() - pausedAt;
+          process.stdout.write(`resumed ${Date.now()}\n`);
+        } else if (cmd === 'stop') {
+          resolve();
+        }
+      })
+      .on('close', () => resolve());
     if (o.durationMs) setTimeout(resolve, o.durationMs);
   });
   void stopped.then(() => (stopping = true));
@@ -195,20 +219,31 @@ async function burst(o: { url: string; count: number; timeoutMs?: number }): Pro
   for (let i = 0; i < o.count; i++) {
     const at = Date.now();
     rec.started(at);
-    all.push(new Promise((resolve) => {
-      const req = http.get(o.url, { agent, timeout: o.timeoutMs ?? 30_000 }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (body += c));
-        res.on('end', () => { rec.done(at, res.statusCode, res.headers, body); resolve(); });
-        res.on('error', (err) => { rec.done(at, res.statusCode, res.headers, body, err.message); resolve(); });
-      });
-      req.on('finish', () => {
-        if (++written === o.count) process.stdout.write(`inflight ${written}\n`);
-      });
-      req.on('timeout', () => req.destroy(new Error('timeout')));
-      req.on('error', (err) => { rec.done(at, undefined, undefined, '', `${(err as NodeJS.ErrnoException).code ?? ''} ${err.message}`.trim()); resolve(); });
-    }));
+    all.push(
+      new Promise((resolve) => {
+        const req = http.get(o.url, { agent, timeout: o.timeoutMs ?? 30_000 }, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (body += c));
+          res.on('end', () => {
+            rec.done(at, res.statusCode, res.headers, body);
+            resolve();
+          });
+          res.on('error', (err) => {
+            rec.done(at, res.statusCode, res.headers, body, err.message);
+            resolve();
+          });
+        });
+        req.on('finish', () => {
+          if (++written === o.count) process.stdout.write(`inflight ${written}\n`);
+        });
+        req.on('timeout', () => req.destroy(new Error('timeout')));
+        req.on('error', (err) => {
+          rec.done(at, undefined, undefined, '', `${(err as NodeJS.ErrnoException).code ?? ''} ${err.message}`.trim());
+          resolve();
+        });
+      }),
+    );
   }
   await Promise.all(all);
   return rec.finish();
@@ -226,8 +261,15 @@ async function tcp(o: { host: string; port: number; count: number }): Promise<Lo
       sock.setEncoding('utf8');
       sock.setTimeout(5000, () => sock.destroy(new Error('timeout')));
       sock.on('data', (c: string) => (data += c));
-      sock.on('end', () => { rec.done(at, 200, undefined, data); sock.destroy(); resolve(); });
-      sock.on('error', (err) => { rec.done(at, undefined, undefined, '', err.message); resolve(); });
+      sock.on('end', () => {
+        rec.done(at, 200, undefined, data);
+        sock.destroy();
+        resolve();
+      });
+      sock.on('error', (err) => {
+        rec.done(at, undefined, undefined, '', err.message);
+        resolve();
+      });
     });
   }
   return rec.finish();

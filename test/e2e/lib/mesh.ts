@@ -31,7 +31,8 @@ function newestSource(dir: string): number {
   let newest = 0;
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     if (e.isDirectory()) {
-      if (!['node_modules', 'dist', 'test', 'bench', 'charts', '.git'].includes(e.name)) newest = Math.max(newest, newestSource(join(dir, e.name)));
+      if (!['node_modules', 'dist', 'test', 'bench', 'charts', '.git'].includes(e.name))
+        newest = Math.max(newest, newestSource(join(dir, e.name)));
     } else if (e.name.endsWith('.ts')) {
       newest = Math.max(newest, statSync(join(dir, e.name)).mtimeMs);
     }
@@ -68,7 +69,8 @@ export const CACHE_PORT = 6379;
 export const DISCOVER_PORT = 6100;
 export const OUTSIDE_NAME = 'outside.e2e.test';
 export const OUTSIDE_PORT = 8081;
-export const POD_RESOLV_CONF = 'nameserver 127.0.0.1\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:2 attempts:2\n';
+export const POD_RESOLV_CONF =
+  'nameserver 127.0.0.1\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5 timeout:2 attempts:2\n';
 
 export type Options = Record<string, string | number>;
 
@@ -157,9 +159,18 @@ export class Mesh {
     for (let i = 1; i <= 2; i++) this.cache.push(c.addPod(`cache-${i}`));
 
     const upstream = c.spawn(this.dnsup, 'dnsmasq', 'dnsmasq', [
-      '--no-daemon', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', `--pid-file=${join(this.dir, 'dnsmasq.pid')}`,
-      '--port=53', `--listen-address=${this.dnsup.ip}`, '--bind-interfaces', '--local-ttl=30', '--log-facility=-',
-      `--host-record=${OUTSIDE_NAME},${this.dnsup.ip}`, '--local=/e2e.test/',
+      '--no-daemon',
+      '--conf-file=/dev/null',
+      '--no-resolv',
+      '--no-hosts',
+      `--pid-file=${join(this.dir, 'dnsmasq.pid')}`,
+      '--port=53',
+      `--listen-address=${this.dnsup.ip}`,
+      '--bind-interfaces',
+      '--local-ttl=30',
+      '--log-facility=-',
+      `--host-record=${OUTSIDE_NAME},${this.dnsup.ip}`,
+      '--local=/e2e.test/',
     ]);
     const outside = c.spawn(this.dnsup, 'outside', NODE, [POD_APP, 'http', 'outside', '0.0.0.0', String(OUTSIDE_PORT), this.dir]);
     const caches = this.cache.map((p) => c.spawn(p, 'app', NODE, [POD_APP, 'tcp', p.name, '0.0.0.0', String(CACHE_PORT), this.dir]));
@@ -167,7 +178,8 @@ export class Mesh {
     else this.writeTopology();
     this.startDiscover();
     await Promise.all([
-      outside.waitFor(/ready outside/), ...caches.map((p) => p.waitFor(/ready cache/)),
+      outside.waitFor(/ready outside/),
+      ...caches.map((p) => p.waitFor(/ready cache/)),
       this.waitDiscover(),
       upstream.waitFor(/started, version/),
     ]);
@@ -253,9 +265,16 @@ export class Mesh {
 
   startSidecar(pod: Pod, app: string, extra: string[] = []): Proc {
     const args = [
-      CLI, 'proxy', '--discover-url', `http://${this.disc.ip}:${DISCOVER_PORT}/v1/resources/default/${app}/mesh`,
-      '--state-file', join(this.dir, `${pod.name}.state.json`), '--drain-timeout', String(this.opts.drainTimeoutS ?? 5),
-      '--log-level', 'warn',
+      CLI,
+      'proxy',
+      '--discover-url',
+      `http://${this.disc.ip}:${DISCOVER_PORT}/v1/resources/default/${app}/mesh`,
+      '--state-file',
+      join(this.dir, `${pod.name}.state.json`),
+      '--drain-timeout',
+      String(this.opts.drainTimeoutS ?? 5),
+      '--log-level',
+      'warn',
     ];
     if (app === 'web') args.push('--dns-host', '127.0.0.1', '--dns-port', '53', '--dns-upstream', `${this.dnsup.ip}:53`);
     else args.push('--no-dns');
@@ -274,10 +293,19 @@ export class Mesh {
   }
 
   startDiscover(): void {
-    const args = this.opts.variant === 'kubernetes'
-      ? [CLI, 'discover', '--kubernetes', '--kubeconfig', this.kubeconfig]
-      : [CLI, 'discover', '--static', this.topologyFile];
-    this.discover = this.cluster.spawn(this.disc, 'discover', NODE, [...args, '--host', '0.0.0.0', '--port', String(DISCOVER_PORT), '--log-level', 'warn']);
+    const args =
+      this.opts.variant === 'kubernetes'
+        ? [CLI, 'discover', '--kubernetes', '--kubeconfig', this.kubeconfig]
+        : [CLI, 'discover', '--static', this.topologyFile];
+    this.discover = this.cluster.spawn(this.disc, 'discover', NODE, [
+      ...args,
+      '--host',
+      '0.0.0.0',
+      '--port',
+      String(DISCOVER_PORT),
+      '--log-level',
+      'warn',
+    ]);
   }
 
   async waitDiscover(): Promise<void> {
@@ -311,14 +339,23 @@ export class Mesh {
   /** The api endpoints web's sidecar has applied (from /config_dump), as "ip:port". */
   async webApiEndpoints(): Promise<string[]> {
     const r = await this.curl(this.web, ['-m', '5', 'http://127.0.0.1:65533/config_dump']);
-    const dump = JSON.parse(r.stdout) as { snapshot: { clusters: Array<{ service: string; endpoints: Array<{ address: string; port: number; ready: boolean }> }> } | null };
+    const dump = JSON.parse(r.stdout) as {
+      snapshot: { clusters: Array<{ service: string; endpoints: Array<{ address: string; port: number; ready: boolean }> }> } | null;
+    };
     const cl = dump.snapshot?.clusters.find((x) => x.service === 'api');
-    return (cl?.endpoints ?? []).filter((e) => e.ready).map((e) => `${e.address}:${e.port}`).sort();
+    return (cl?.endpoints ?? [])
+      .filter((e) => e.ready)
+      .map((e) => `${e.address}:${e.port}`)
+      .sort();
   }
 
   /** Waits until web's sidecar has exactly the ready api pods as endpoints. */
   async waitWebEndpoints(timeoutMs = 30_000): Promise<void> {
-    const want = this.api.filter((a) => a.state === 'ready').map((a) => `${a.pod.ip}:${API_LISTEN_PORT}`).sort().join(',');
+    const want = this.api
+      .filter((a) => a.state === 'ready')
+      .map((a) => `${a.pod.ip}:${API_LISTEN_PORT}`)
+      .sort()
+      .join(',');
     const deadline = Date.now() + timeoutMs;
     let got = '';
     while (Date.now() < deadline) {
@@ -375,7 +412,9 @@ export class Mesh {
   }
 
   private apiConfig() {
-    return { base_ports: [{ port: API_PORT, protocol: 'http', ...(this.opts.apiInboundOptions ? { options: this.opts.apiInboundOptions } : {}) }] };
+    return {
+      base_ports: [{ port: API_PORT, protocol: 'http', ...(this.opts.apiInboundOptions ? { options: this.opts.apiInboundOptions } : {}) }],
+    };
   }
 
   private static conditions(state: EndpointState) {
@@ -387,7 +426,8 @@ export class Mesh {
       clusterDomain: 'cluster.local',
       services: [
         {
-          name: 'api', ports: [{ port: API_PORT, protocol: 'http' }],
+          name: 'api',
+          ports: [{ port: API_PORT, protocol: 'http' }],
           endpoints: this.api.map((a) => ({ address: a.pod.ip, ports: { [API_PORT]: API_LISTEN_PORT }, ...Mesh.conditions(a.state) })),
         },
         { name: 'cache', ports: [{ port: CACHE_PORT, protocol: 'tcp' }], endpoints: this.cache.map((p) => `${p.ip}:${CACHE_PORT}`) },
@@ -488,5 +528,8 @@ export function metricValue(text: string, name: string, labels: Record<string, s
 /** Shares of each pod in a byPod count, as "api-1 34%, ...". */
 export function shares(byPod: Record<string, number>): string {
   const total = Object.values(byPod).reduce((a, b) => a + b, 0);
-  return Object.keys(byPod).sort().map((k) => `${k} ${byPod[k]} (${((100 * byPod[k]) / Math.max(1, total)).toFixed(0)}%)`).join(', ');
+  return Object.keys(byPod)
+    .sort()
+    .map((k) => `${k} ${byPod[k]} (${((100 * byPod[k]) / Math.max(1, total)).toFixed(0)}%)`)
+    .join(', ');
 }

@@ -8,7 +8,18 @@
 // address or route. Processes run with `ip netns exec` and log to files in the run's folder.
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -44,7 +55,13 @@ export interface ExecResult {
 export function run(cmd: string, args: string[], timeoutMs = 15_000): Promise<ExecResult> {
   return new Promise((resolve) => {
     execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as NodeJS.ErrnoException).code === 'number' ? Number((err as NodeJS.ErrnoException).code) : (err as { killed?: boolean }).killed ? 124 : 1) : 0;
+      const code = err
+        ? typeof (err as NodeJS.ErrnoException).code === 'number'
+          ? Number((err as NodeJS.ErrnoException).code)
+          : (err as { killed?: boolean }).killed
+            ? 124
+            : 1
+        : 0;
       resolve({ code, stdout: String(stdout), stderr: String(stderr) });
     });
   });
@@ -61,7 +78,10 @@ function ipSync(...args: string[]): void {
 
 export function listNamespaces(): string[] {
   try {
-    return execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').map((l) => l.split(' ')[0]).filter((n) => n !== '');
+    return execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => l.split(' ')[0])
+      .filter((n) => n !== '');
   } catch {
     return [];
   }
@@ -84,23 +104,37 @@ export function processesMatching(needle: string): number[] {
     try {
       const cmdline = readFileSync(`/proc/${d}/cmdline`, 'utf8');
       if (cmdline.includes(needle)) out.push(Number(d));
-    } catch { /* gone meanwhile */ }
+    } catch {
+      /* gone meanwhile */
+    }
   }
   return out;
 }
 
 function killNamespacePids(ns: string): void {
   try {
-    const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' }).split('\n').filter((p) => /^\d+$/.test(p));
+    const pids = execFileSync('ip', ['netns', 'pids', ns], { encoding: 'utf8' })
+      .split('\n')
+      .filter((p) => /^\d+$/.test(p));
     for (const p of pids) {
-      try { process.kill(Number(p), 'SIGKILL'); } catch { /* gone */ }
+      try {
+        process.kill(Number(p), 'SIGKILL');
+      } catch {
+        /* gone */
+      }
     }
-  } catch { /* namespace gone */ }
+  } catch {
+    /* namespace gone */
+  }
 }
 
 function deleteNamespace(ns: string): void {
   killNamespacePids(ns);
-  try { execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' }); } catch { /* already gone */ }
+  try {
+    execFileSync('ip', ['netns', 'del', ns], { stdio: 'ignore' });
+  } catch {
+    /* already gone */
+  }
   rmSync(join('/etc/netns', ns), { recursive: true, force: true });
 }
 
@@ -136,7 +170,11 @@ export function cleanLeftovers(): string[] {
   for (const d of readdirSync(tmpdir())) {
     if (!stale(d)) continue;
     for (const pid of processesMatching(join(tmpdir(), d))) {
-      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
       removed.push(`process ${pid}`);
     }
     rmSync(join(tmpdir(), d), { recursive: true, force: true });
@@ -195,10 +233,12 @@ export class Proc {
     };
     child.stdout?.on('data', onData);
     child.stderr?.on('data', onData);
-    this.exited = new Promise((resolve) => child.once('close', (code, signal) => {
-      closeSync(fd);
-      resolve({ code, signal });
-    }));
+    this.exited = new Promise((resolve) =>
+      child.once('close', (code, signal) => {
+        closeSync(fd);
+        resolve({ code, signal });
+      }),
+    );
   }
 
   get running(): boolean {
@@ -214,7 +254,13 @@ export class Proc {
     const m = re.exec(this.out);
     if (m) return Promise.resolve(m);
     return new Promise((resolve, reject) => {
-      const w = { re, resolve: (x: RegExpExecArray) => { clearTimeout(timer); resolve(x); } };
+      const w = {
+        re,
+        resolve: (x: RegExpExecArray) => {
+          clearTimeout(timer);
+          resolve(x);
+        },
+      };
       this.lineWaiters.push(w);
       const timer = setTimeout(() => {
         this.lineWaiters.splice(this.lineWaiters.indexOf(w), 1);
@@ -230,7 +276,11 @@ export class Proc {
   }
 
   tail(lines = 30): string {
-    return this.out.split('\n').slice(-lines).map((l) => (l.length > 600 ? `${l.slice(0, 600)}...` : l)).join('\n');
+    return this.out
+      .split('\n')
+      .slice(-lines)
+      .map((l) => (l.length > 600 ? `${l.slice(0, 600)}...` : l))
+      .join('\n');
   }
 
   kill(signal: NodeJS.Signals = 'SIGKILL'): void {
@@ -358,20 +408,25 @@ export class NetnsCluster {
     this.pods.clear();
     deleteNamespace(this.switchNs);
     for (const pid of processesMatching(this.prefix)) {
-      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
     }
     if (!etcNetnsExisted) {
-      try { rmdirSync('/etc/netns'); } catch { /* not empty (another run's pod) or gone */ }
+      try {
+        rmdirSync('/etc/netns');
+      } catch {
+        /* not empty (another run's pod) or gone */
+      }
     }
   }
 
   /** Tears down, waits for every process to be reaped, removes the run folder unless keepDir. */
   async destroy(opts: { keepDir?: boolean } = {}): Promise<void> {
     this.destroySync();
-    await Promise.race([
-      Promise.all(this.procs.map((p) => p.exited)),
-      new Promise((resolve) => setTimeout(resolve, 5000).unref()),
-    ]);
+    await Promise.race([Promise.all(this.procs.map((p) => p.exited)), new Promise((resolve) => setTimeout(resolve, 5000).unref())]);
     if (!opts.keepDir) rmSync(this.dir, { recursive: true, force: true });
   }
 
@@ -392,6 +447,8 @@ export class NetnsCluster {
 
   /** Last lines of every process's output, for a failure report. */
   logs(lines = 15): string {
-    return this.procs.map((p) => `--- ${p.name} (${p.running ? 'running' : `exited ${p.child.exitCode ?? p.child.signalCode}`})\n${p.tail(lines)}`).join('\n');
+    return this.procs
+      .map((p) => `--- ${p.name} (${p.running ? 'running' : `exited ${p.child.exitCode ?? p.child.signalCode}`})\n${p.tail(lines)}`)
+      .join('\n');
   }
 }

@@ -13,21 +13,22 @@ if ((kind !== 'http' && kind !== 'tcp') || !name || !host || !Number.isInteger(p
   process.exit(2);
 }
 
-const server = kind === 'http'
-  ? createHttpServer((req, res) => {
-    req.resume();
-    const url = new URL(req.url ?? '/', 'http://x');
-    const answer = () => {
-      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(name), 'x-pod': name });
-      res.end(name);
-    };
-    if (url.pathname === '/slow') setTimeout(answer, Number(url.searchParams.get('ms') ?? 1000));
-    else answer();
-  })
-  : createTcpServer((sock) => {
-    sock.on('error', () => sock.destroy());
-    sock.end(`${name}\n`);
-  });
+const server =
+  kind === 'http'
+    ? createHttpServer((req, res) => {
+        req.resume();
+        const url = new URL(req.url ?? '/', 'http://x');
+        const answer = () => {
+          res.writeHead(200, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(name), 'x-pod': name });
+          res.end(name);
+        };
+        if (url.pathname === '/slow') setTimeout(answer, Number(url.searchParams.get('ms') ?? 1000));
+        else answer();
+      })
+    : createTcpServer((sock) => {
+        sock.on('error', () => sock.destroy());
+        sock.end(`${name}\n`);
+      });
 if ('keepAliveTimeout' in server) server.keepAliveTimeout = 60_000;
 server.listen(port, host, () => process.stdout.write(`ready ${name}\n`));
 process.on('SIGTERM', () => {

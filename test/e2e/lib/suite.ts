@@ -42,11 +42,16 @@ export function e2eSuite(title: string, opts: MeshOptions, scenarios: (t: Test, 
       if (failed) t.comment(`logs kept in ${mesh.dir}`);
     };
     t.teardown(destroy);
-    t.comment(`cluster ${mesh.cluster.prefix} (subnet ${mesh.cluster.subnet}.0/24) up in ${Date.now() - started} ms; shoal run from ${CLI_CHOICE.path} (${CLI_CHOICE.why})`);
-    const deadline = setTimeout(() => {
-      t.fail(`deadline: the file ran ${DEADLINE_MS / 1000} s; tearing the cluster down`);
-      destroyAllSync();
-    }, DEADLINE_MS - (Date.now() - fileStarted));
+    t.comment(
+      `cluster ${mesh.cluster.prefix} (subnet ${mesh.cluster.subnet}.0/24) up in ${Date.now() - started} ms; shoal run from ${CLI_CHOICE.path} (${CLI_CHOICE.why})`,
+    );
+    const deadline = setTimeout(
+      () => {
+        t.fail(`deadline: the file ran ${DEADLINE_MS / 1000} s; tearing the cluster down`);
+        destroyAllSync();
+      },
+      DEADLINE_MS - (Date.now() - fileStarted),
+    );
     try {
       await scenarios(t, mesh);
     } finally {

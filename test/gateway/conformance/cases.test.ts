@@ -10,17 +10,27 @@ import { CASES, NOT_APPLICABLE, testCaseName } from './cases.ts';
 import { compareRequest, extractBackendName, planRequest, weightedDistribution } from './compare.ts';
 import type { ClientResult } from '../lib/meshClient.ts';
 
-interface GoCase { shortName: string; file: string; features: string[]; manifests: string[]; sharesTestOf?: string }
+interface GoCase {
+  shortName: string;
+  file: string;
+  features: string[];
+  manifests: string[];
+  sharesTestOf?: string;
+}
 
 /** The suite.ConformanceTest literals of the Go files: ShortName, Features, Manifests, and a Test borrowed from another case. */
 function goCases(dir: string): GoCase[] {
   const out: GoCase[] = [];
-  for (const file of readdirSync(dir).filter((f) => f.endsWith('.go')).sort()) {
+  for (const file of readdirSync(dir)
+    .filter((f) => f.endsWith('.go'))
+    .sort()) {
     const text = readFileSync(join(dir, file), 'utf8');
     for (const block of text.split(/\nvar \w+ = suite\.ConformanceTest\{/).slice(1)) {
       const shortName = /ShortName:\s+"(\w+)"/.exec(block)?.[1];
       if (!shortName) continue;
-      const features = [...(/Features:\s+\[\]features\.FeatureName\{([^}]*)\}/.exec(block)?.[1] ?? '').matchAll(/features\.Support(\w+)/g)].map((m) => m[1]);
+      const features = [
+        ...(/Features:\s+\[\]features\.FeatureName\{([^}]*)\}/.exec(block)?.[1] ?? '').matchAll(/features\.Support(\w+)/g),
+      ].map((m) => m[1]);
       const manifests = [...(/Manifests:\s+\[\]string\{([^}]*)\}/.exec(block)?.[1] ?? '').matchAll(/"([^"]+)"/g)].map((m) => m[1]);
       const borrowed = /Test:\s+(\w+)\.Test,/.exec(block)?.[1];
       out.push({ shortName, file, features, manifests, ...(borrowed ? { sharesTestOf: borrowed } : {}) });
@@ -37,7 +47,11 @@ if (why) {
     const root = moduleDir(GATEWAY_CONFORMANCE);
     const dir = join(root, 'tests', 'mesh');
     const go = goCases(dir);
-    t.same(CASES.map((c) => c.ShortName).sort(), go.map((g) => g.shortName).sort(), `the ${go.length} ShortNames of tests/mesh/*.go, no more, no fewer`);
+    t.same(
+      CASES.map((c) => c.ShortName).sort(),
+      go.map((g) => g.shortName).sort(),
+      `the ${go.length} ShortNames of tests/mesh/*.go, no more, no fewer`,
+    );
     t.equal(CASES.length, 22, 'the release has 22 mesh cases (httproute-request-header-modifier.go holds two)');
     for (const c of CASES) {
       const g = go.find((x) => x.shortName === c.ShortName);
@@ -49,33 +63,81 @@ if (why) {
       // Every request the Go file makes is a step (a file's requests are shared by the cases that borrow its Test).
       // (ExpectedRequest embeds a Request too: those are not requests made.)
       const goText = readFileSync(join(dir, g.file), 'utf8');
-      const requests = (goText.match(/\bRequest:\s+http\.Request\{/g) ?? []).length - (goText.match(/ExpectedRequest\{\s*Request:\s+http\.Request\{/g) ?? []).length;
+      const requests =
+        (goText.match(/\bRequest:\s+http\.Request\{/g) ?? []).length -
+        (goText.match(/ExpectedRequest\{\s*Request:\s+http\.Request\{/g) ?? []).length;
       t.equal(c.steps.length, requests, `${c.ShortName}: ${requests} request(s) in ${g.file}`);
     }
     t.ok(existsSync(join(root, 'mesh', 'manifests.yaml')), 'mesh/manifests.yaml is in the module');
     t.ok(existsSync(join(root, 'echo-basic', 'grpcecho.proto')), 'echo-basic/grpcecho.proto is in the module');
-    for (const name of Object.keys(NOT_APPLICABLE)) t.ok(CASES.some((c) => c.ShortName === name), `not-applicable entry ${name} names a case`);
+    for (const name of Object.keys(NOT_APPLICABLE))
+      t.ok(
+        CASES.some((c) => c.ShortName === name),
+        `not-applicable entry ${name} names a case`,
+      );
   });
 }
 
-const answer = (over: Partial<ClientResult>): ClientResult => ({ code: 200, hostname: 'echo-v1-6d9c8-x7k2p', requestHeaders: {}, responseHeaders: {}, ...over });
+const answer = (over: Partial<ClientResult>): ClientResult => ({
+  code: 200,
+  hostname: 'echo-v1-6d9c8-x7k2p',
+  requestHeaders: {},
+  responseHeaders: {},
+  ...over,
+});
 
 t.test('compareRequest as utils/echo/pod.go', async (t) => {
   t.equal(compareRequest({ Request: {} }, answer({})), null, 'no expectation: 200 from any pod');
   t.match(compareRequest({ Request: {} }, answer({ code: 404 })), /wanted status code to be one of \[200\], got 404/);
-  t.equal(compareRequest({ Request: {}, Response: { StatusCode: 303 } }, answer({ code: 303, hostname: '' })), null, 'a redirect answered by the sidecar: no pod, no backend wanted');
+  t.equal(
+    compareRequest({ Request: {}, Response: { StatusCode: 303 } }, answer({ code: 303, hostname: '' })),
+    null,
+    'a redirect answered by the sidecar: no pod, no backend wanted',
+  );
   t.match(compareRequest({ Request: {}, Backend: 'echo-v2' }, answer({})), /expected pod name to start with echo-v2, got echo-v1-/);
   t.match(compareRequest({ Request: {} }, answer({ code: null, error: 'ECONNREFUSED' })), /no answer: ECONNREFUSED/);
   // Request headers: names case-insensitive, several values joined with "," (http.Header values).
-  const exp = { Request: {}, ExpectedRequest: { Headers: { 'X-Header-Add': 'some-other-value,add-appends-values' }, AbsentHeaders: ['x-header-remove'] } };
-  t.equal(compareRequest(exp, answer({ requestHeaders: { 'X-Header-Add': ['some-other-value', 'add-appends-values'] } })), null, 'two values of one header');
-  t.match(compareRequest(exp, answer({ requestHeaders: { 'X-Header-Add': ['some-other-value, add-appends-values'] } })), /to be set to some-other-value,add-appends-values, got some-other-value, add-appends-values/, 'one value with ", " is not two values');
-  t.match(compareRequest(exp, answer({ requestHeaders: { 'X-Header-Add': ['some-other-value', 'add-appends-values'], 'X-Header-Remove': ['v'] } })), /expected x-header-remove header to not be set/);
+  const exp = {
+    Request: {},
+    ExpectedRequest: { Headers: { 'X-Header-Add': 'some-other-value,add-appends-values' }, AbsentHeaders: ['x-header-remove'] },
+  };
+  t.equal(
+    compareRequest(exp, answer({ requestHeaders: { 'X-Header-Add': ['some-other-value', 'add-appends-values'] } })),
+    null,
+    'two values of one header',
+  );
+  t.match(
+    compareRequest(exp, answer({ requestHeaders: { 'X-Header-Add': ['some-other-value, add-appends-values'] } })),
+    /to be set to some-other-value,add-appends-values, got some-other-value, add-appends-values/,
+    'one value with ", " is not two values',
+  );
+  t.match(
+    compareRequest(
+      exp,
+      answer({ requestHeaders: { 'X-Header-Add': ['some-other-value', 'add-appends-values'], 'X-Header-Remove': ['v'] } }),
+    ),
+    /expected x-header-remove header to not be set/,
+  );
   t.match(compareRequest(exp, answer({})), /no headers captured, expected 1/);
   // Response headers: Get (the first value), AbsentHeaders by any value.
-  t.equal(compareRequest({ Request: {}, Response: { Headers: { 'X-Header-Set': 'set' } } }, answer({ responseHeaders: { 'x-header-set': ['set'] } })), null);
-  t.match(compareRequest({ Request: {}, Response: { Headers: { 'X-Header-Set': 'set' } } }, answer({})), /expected header X-Header-Set=set, got $/);
-  t.match(compareRequest({ Request: {}, Response: { AbsentHeaders: ['X-Header-Set'] } }, answer({ responseHeaders: { 'x-header-set': ['set'] } })), /expected no header "X-Header-Set"/);
+  t.equal(
+    compareRequest(
+      { Request: {}, Response: { Headers: { 'X-Header-Set': 'set' } } },
+      answer({ responseHeaders: { 'x-header-set': ['set'] } }),
+    ),
+    null,
+  );
+  t.match(
+    compareRequest({ Request: {}, Response: { Headers: { 'X-Header-Set': 'set' } } }, answer({})),
+    /expected header X-Header-Set=set, got $/,
+  );
+  t.match(
+    compareRequest(
+      { Request: {}, Response: { AbsentHeaders: ['X-Header-Set'] } },
+      answer({ responseHeaders: { 'x-header-set': ['set'] } }),
+    ),
+    /expected no header "X-Header-Set"/,
+  );
   // gRPC: status 0 maps to 200.
   t.equal(compareRequest({ Request: { Protocol: 'grpc' }, Response: { StatusCode: 200 } }, answer({})), null);
 });
@@ -91,7 +153,10 @@ t.test('makeRequest and CalculateHost as utils/echo and utils/http', async (t) =
   t.same([ip.host, ip.port, ip.hostHeader], ['10.1.2.3', 8080, '10.1.2.3:8080'], "ConnectToApp's pod address");
   t.throws(() => planRequest({ Request: { Host: 'POD_IP(echo-v9):8080' } }, {}), /no pod address for echo-v9/);
   t.equal(testCaseName({ Request: { Path: '/v2' }, Backend: 'echo-v2' }, 3), "3 request to '/v2' should go to echo-v2");
-  t.equal(testCaseName({ Request: { Host: 'echo', Path: '/port', UnfollowRedirect: true }, Response: { StatusCode: 302 } }, 0), "0 request to 'echo/port' should receive one of []");
+  t.equal(
+    testCaseName({ Request: { Host: 'echo', Path: '/port', UnfollowRedirect: true }, Response: { StatusCode: 302 } }, 0),
+    "0 request to 'echo/port' should receive one of []",
+  );
 });
 
 t.test('the weight check as utils/weight', async (t) => {
@@ -100,8 +165,15 @@ t.test('the weight check as utils/weight', async (t) => {
   const batch = (v1: number, v2: number) => [...Array(v1).fill('echo-v1-a-b'), ...Array(v2).fill('echo-v2-c-d')];
   t.equal(weightedDistribution(batch(350, 150), { 'echo-v1': 0.7, 'echo-v2': 0.3 }), null, '70/30 exactly');
   t.equal(weightedDistribution(batch(325, 175), { 'echo-v1': 0.7, 'echo-v2': 0.3 }), null, '65/35: on the tolerance');
-  t.match(weightedDistribution(batch(320, 180), { 'echo-v1': 0.7, 'echo-v2': 0.3 }), /backend "echo-v1" weighted traffic of 0.64 not within tolerance 0.7/);
+  t.match(
+    weightedDistribution(batch(320, 180), { 'echo-v1': 0.7, 'echo-v2': 0.3 }),
+    /backend "echo-v1" weighted traffic of 0.64 not within tolerance 0.7/,
+  );
   t.match(weightedDistribution(batch(500, 0), { 'echo-v1': 0.7, 'echo-v2': 0.3 }), /expected 2 backends to receive traffic, but got 1/);
-  t.match(weightedDistribution([...batch(349, 150), ''], { 'echo-v1': 0.7, 'echo-v2': 0.3 }), /unexpected pod ""/, 'an answer from no pod fails the batch');
+  t.match(
+    weightedDistribution([...batch(349, 150), ''], { 'echo-v1': 0.7, 'echo-v2': 0.3 }),
+    /unexpected pod ""/,
+    'an answer from no pod fails the batch',
+  );
   t.match(weightedDistribution(batch(10, 10), { 'echo-v1': 0.7, 'echo-v2': 0.3 }), /expected 500 responses but got 20/);
 });

@@ -39,8 +39,13 @@ export function planRequest(exp: ExpectedResponse, podIps: Record<string, string
   // CalculateHost: http to port 80 drops the port; any other keeps host:port as given.
   const hostHeader = protocol === 'http' && port === 80 ? m[1] : host;
   return {
-    protocol, host: name, port, hostHeader, path: r.Path || '/',
-    method: protocol === 'grpc' ? '' : (r.Method || 'GET'), headers: { ...(r.Headers ?? {}) },
+    protocol,
+    host: name,
+    port,
+    hostHeader,
+    path: r.Path || '/',
+    method: protocol === 'grpc' ? '' : r.Method || 'GET',
+    headers: { ...(r.Headers ?? {}) },
   };
 }
 
@@ -95,7 +100,8 @@ export function compareRequest(exp: ExpectedResponse, resp: ClientResult): strin
 export function beyondOfficialChecks(exp: ExpectedResponse, plan: PlannedRequest, resp: ClientResult): string[] {
   const notes: string[] = [];
   const wantPath = exp.ExpectedRequest?.Path;
-  if (wantPath !== undefined && resp.path !== undefined && resp.path !== wantPath) notes.push(`backend saw path ${resp.path}, the case states ${wantPath}`);
+  if (wantPath !== undefined && resp.path !== undefined && resp.path !== wantPath)
+    notes.push(`backend saw path ${resp.path}, the case states ${wantPath}`);
   if (exp.RedirectRequest) {
     const location = resp.responseHeaders.location?.[0];
     if (!location) notes.push('no Location header on the redirect');
@@ -136,8 +142,11 @@ export interface Convergence {
  * AwaitConvergence: attempts until THRESHOLD consecutive successes; a failure resets the count and
  * waits 1 s; the whole is bounded by MAX_TIME_TO_CONSISTENCY_MS (checked between attempts, as Go does).
  */
-export async function awaitConvergence(attempt: () => Promise<{ error: string | null; result: ClientResult | null; notes: string[] }>,
-  threshold = REQUIRED_CONSECUTIVE_SUCCESSES, maxMs = MAX_TIME_TO_CONSISTENCY_MS): Promise<Convergence> {
+export async function awaitConvergence(
+  attempt: () => Promise<{ error: string | null; result: ClientResult | null; notes: string[] }>,
+  threshold = REQUIRED_CONSECUTIVE_SUCCESSES,
+  maxMs = MAX_TIME_TO_CONSISTENCY_MS,
+): Promise<Convergence> {
   const start = Date.now();
   let successes = 0;
   let attempts = 0;
@@ -194,7 +203,8 @@ export function weightedDistribution(podNames: string[], expected: Record<string
       continue;
     }
     const share = (got ?? 0) / WEIGHT_TOTAL_REQUESTS;
-    if (Math.abs(share - want) > WEIGHT_TOLERANCE) errs.push(`backend "${backend}" weighted traffic of ${share} not within tolerance ${want} (+/-${WEIGHT_TOLERANCE.toFixed(6)})`);
+    if (Math.abs(share - want) > WEIGHT_TOLERANCE)
+      errs.push(`backend "${backend}" weighted traffic of ${share} not within tolerance ${want} (+/-${WEIGHT_TOLERANCE.toFixed(6)})`);
   }
   errs.sort();
   return errs.length > 0 ? errs.join('\n') : null;

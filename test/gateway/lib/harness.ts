@@ -73,9 +73,7 @@ const DEPENDENCIES: Record<CallerName, Array<{ depend_service_alias: string; por
     { depend_service_alias: 'echo-v2', port: 8080, protocol: 'http' },
     { depend_service_alias: 'echo-v2', port: 7070, protocol: 'grpc' },
   ],
-  consumer: [
-    { depend_service_alias: `echo-v1.${MESH_NS}`, port: 80, protocol: 'http' },
-  ],
+  consumer: [{ depend_service_alias: `echo-v1.${MESH_NS}`, port: 80, protocol: 'http' }],
 };
 
 export interface EchoPod {
@@ -154,7 +152,16 @@ export class MeshHarness {
   private baseline = new Map<CallerName, string>();
   private socket: Server;
 
-  private constructor(parts: { cluster: NetnsCluster; kube: TestKube; api: Api; discover: Running; pods: EchoPod[]; callers: Map<CallerName, Caller>; socket: Server; conformanceDir: string }) {
+  private constructor(parts: {
+    cluster: NetnsCluster;
+    kube: TestKube;
+    api: Api;
+    discover: Running;
+    pods: EchoPod[];
+    callers: Map<CallerName, Caller>;
+    socket: Server;
+    conformanceDir: string;
+  }) {
     this.cluster = parts.cluster;
     this.kube = parts.kube;
     this.api = parts.api;
@@ -174,46 +181,85 @@ export class MeshHarness {
     const api = new Api(kube);
     await api.node();
     const installed = await ensureGatewayCrds(kube);
-    step(installed ? `Gateway API CRDs installed by the harness (${installed})` : 'Gateway API CRDs already installed by the control plane');
+    step(
+      installed ? `Gateway API CRDs installed by the harness (${installed})` : 'Gateway API CRDs already installed by the control plane',
+    );
     await kubectlOk(kube, ['apply', '-f', join(conformanceDir, 'mesh', 'manifests.yaml')]);
     step('mesh/manifests.yaml applied');
 
     // The Deployment and ReplicaSet controllers make the Pods; no scheduler, no kubelet: bind and run them here.
-    const want = [[MESH_NS, 'echo-v1'], [MESH_NS, 'echo-v2'], [CONSUMER_NS, 'echo-v1']] as const;
+    const want = [
+      [MESH_NS, 'echo-v1'],
+      [MESH_NS, 'echo-v2'],
+      [CONSUMER_NS, 'echo-v1'],
+    ] as const;
     const pods: EchoPod[] = [];
     for (const [namespace, deployment] of want) {
       let name = '';
-      await until(`a Pod of Deployment ${namespace}/${deployment}`, async () => {
-        const l = await api.ok('GET', `/api/v1/namespaces/${namespace}/pods?labelSelector=${encodeURIComponent(`app=echo,version=${deployment.slice(5)}`)}`);
-        name = l.items.find((p: any) => !p.metadata.deletionTimestamp)?.metadata.name ?? '';
-        return name !== '';
-      }, 60_000);
+      await until(
+        `a Pod of Deployment ${namespace}/${deployment}`,
+        async () => {
+          const l = await api.ok(
+            'GET',
+            `/api/v1/namespaces/${namespace}/pods?labelSelector=${encodeURIComponent(`app=echo,version=${deployment.slice(5)}`)}`,
+          );
+          name = l.items.find((p: any) => !p.metadata.deletionTimestamp)?.metadata.name ?? '';
+          return name !== '';
+        },
+        60_000,
+      );
       const net = cluster.addPod(`${namespace === MESH_NS ? 'm' : 'c'}-${deployment.slice(5)}`);
       const env = { POD_NAME: name, NAMESPACE: namespace };
       const http = cluster.spawn(net, 'echo-http', echoBasic, [], { env: { ...env, HTTP_PORT: String(ECHO_HTTP_PORT) } });
-      const grpc = cluster.spawn(net, 'echo-grpc', echoBasic, [], { env: { ...env, GRPC_ECHO_SERVER: '1', HTTP_PORT: String(ECHO_GRPC_PORT) } });
+      const grpc = cluster.spawn(net, 'echo-grpc', echoBasic, [], {
+        env: { ...env, GRPC_ECHO_SERVER: '1', HTTP_PORT: String(ECHO_GRPC_PORT) },
+      });
       await Promise.all([http.waitFor(/listening on port \d+ \(http\)/, 30_000), grpc.waitFor(/plaintext server listening/, 30_000)]);
       await api.ok('POST', `/api/v1/namespaces/${namespace}/pods/${name}/binding`, {
-        apiVersion: 'v1', kind: 'Binding', metadata: { name, namespace }, target: { apiVersion: 'v1', kind: 'Node', name: NODE },
+        apiVersion: 'v1',
+        kind: 'Binding',
+        metadata: { name, namespace },
+        target: { apiVersion: 'v1', kind: 'Node', name: NODE },
       });
       await api.setPodStatus(namespace, name, net.ip, true);
       pods.push({ name, namespace, deployment, net });
     }
-    step(`pods ${pods.map((p) => `${p.namespace}/${p.name}=${p.net.ip}`).join(', ')} bound and Ready, echo-basic serving ${ECHO_HTTP_PORT} and ${ECHO_GRPC_PORT}`);
+    step(
+      `pods ${pods.map((p) => `${p.namespace}/${p.name}=${p.net.ip}`).join(', ')} bound and Ready, echo-basic serving ${ECHO_HTTP_PORT} and ${ECHO_GRPC_PORT}`,
+    );
     const meshPods = pods.filter((p) => p.namespace === MESH_NS);
-    for (const [service, members] of [['echo', meshPods], ['echo-v1', meshPods.filter((p) => p.deployment === 'echo-v1')], ['echo-v2', meshPods.filter((p) => p.deployment === 'echo-v2')]] as const) {
-      const w = members.map((p) => p.net.ip).sort().join(',');
-      await until(`the EndpointSlices of ${MESH_NS}/${service} = ${w}`, async () => {
-        const l = await api.ok('GET', `/apis/discovery.k8s.io/v1/namespaces/${MESH_NS}/endpointslices?labelSelector=${encodeURIComponent(`kubernetes.io/service-name=${service}`)}`);
-        const ready = l.items.flatMap((s: any) => (s.endpoints ?? []).filter((e: any) => e.conditions?.ready !== false).map((e: any) => e.addresses[0]));
-        return [...new Set(ready)].sort().join(',') === w;
-      }, 30_000);
+    for (const [service, members] of [
+      ['echo', meshPods],
+      ['echo-v1', meshPods.filter((p) => p.deployment === 'echo-v1')],
+      ['echo-v2', meshPods.filter((p) => p.deployment === 'echo-v2')],
+    ] as const) {
+      const w = members
+        .map((p) => p.net.ip)
+        .sort()
+        .join(',');
+      await until(
+        `the EndpointSlices of ${MESH_NS}/${service} = ${w}`,
+        async () => {
+          const l = await api.ok(
+            'GET',
+            `/apis/discovery.k8s.io/v1/namespaces/${MESH_NS}/endpointslices?labelSelector=${encodeURIComponent(`kubernetes.io/service-name=${service}`)}`,
+          );
+          const ready = l.items.flatMap((s: any) =>
+            (s.endpoints ?? []).filter((e: any) => e.conditions?.ready !== false).map((e: any) => e.addresses[0]),
+          );
+          return [...new Set(ready)].sort().join(',') === w;
+        },
+        30_000,
+      );
     }
     step('EndpointSlices list the pods');
 
     // The callers' mesh configs and service-account tokens (discover reviews them with the API server).
     const tokens = new Map<CallerName, string>();
-    for (const [caller, namespace] of [['mesh', MESH_NS], ['consumer', CONSUMER_NS]] as const) {
+    for (const [caller, namespace] of [
+      ['mesh', MESH_NS],
+      ['consumer', CONSUMER_NS],
+    ] as const) {
       await applyObject(api, meshConfigMap(namespace, CALLER_APP, 'mesh', { base_services: DEPENDENCIES[caller] }));
       const file = join(cluster.dir, `${caller}.token`);
       writeFileSync(file, await serviceAccountToken(api, namespace, CALLER_APP));
@@ -225,25 +271,45 @@ export class MeshHarness {
     step(`discover ready on ${discover.d.url}`);
 
     const callers = new Map<CallerName, Caller>();
-    for (const [caller, namespace] of [['mesh', MESH_NS], ['consumer', CONSUMER_NS]] as const) {
+    for (const [caller, namespace] of [
+      ['mesh', MESH_NS],
+      ['consumer', CONSUMER_NS],
+    ] as const) {
       const pod = pods.find((p) => p.namespace === namespace && p.deployment === 'echo-v1')!;
       const net = cluster.addPod(`${namespace === MESH_NS ? 'm' : 'c'}-caller`, { resolvConf: resolvConf(namespace) });
       const relay = cluster.spawn(net, 'discover-relay', NODE_BIN, [RELAY, '127.0.0.1', String(DISCOVER_PORT), sock]);
       const client = cluster.spawn(net, 'client', NODE_BIN, [CLIENT, CLUSTER_DNS, '53'], { stdin: true });
       await Promise.all([relay.waitFor(/ready/), client.waitFor(/ready/)]);
       const sidecar = cluster.spawn(net, 'sidecar', NODE_BIN, [
-        CLI, 'proxy', '--discover-url', `http://127.0.0.1:${DISCOVER_PORT}/v1/resources/${namespace}/${CALLER_APP}/mesh`,
-        '--token-file', tokens.get(caller)!, '--state-file', join(cluster.dir, `${caller}.state.json`),
-        '--dns-host', '127.0.0.1', '--dns-port', '53', '--dns-upstream', `${CLUSTER_DNS}:53`, '--log-level', 'warn',
+        CLI,
+        'proxy',
+        '--discover-url',
+        `http://127.0.0.1:${DISCOVER_PORT}/v1/resources/${namespace}/${CALLER_APP}/mesh`,
+        '--token-file',
+        tokens.get(caller)!,
+        '--state-file',
+        join(cluster.dir, `${caller}.state.json`),
+        '--dns-host',
+        '127.0.0.1',
+        '--dns-port',
+        '53',
+        '--dns-upstream',
+        `${CLUSTER_DNS}:53`,
+        '--log-level',
+        'warn',
       ]);
       callers.set(caller, { name: caller, namespace, pod, sidecar, client: new CallerClient(client) });
     }
     const h = new MeshHarness({ cluster, kube, api, discover, pods, callers, socket, conformanceDir });
     for (const c of callers.values()) {
-      await until(`the sidecar of ${c.namespace}/${c.pod.name} ready`, async () => {
-        if (!c.sidecar.running) throw new Error(`the sidecar of ${c.namespace}/${c.pod.name} exited:\n${c.sidecar.tail()}`);
-        return (await c.client.ask({ op: 'get', url: 'http://127.0.0.1:65533/ready' })).status === 200;
-      }, 60_000);
+      await until(
+        `the sidecar of ${c.namespace}/${c.pod.name} ready`,
+        async () => {
+          if (!c.sidecar.running) throw new Error(`the sidecar of ${c.namespace}/${c.pod.name} exited:\n${c.sidecar.tail()}`);
+          return (await c.client.ask({ op: 'get', url: 'http://127.0.0.1:65533/ready' })).status === 200;
+        },
+        60_000,
+      );
     }
     step('sidecars ready');
     for (const c of callers.values()) h.baseline.set(c.name, await h.snapshotText(c));
@@ -286,16 +352,24 @@ export class MeshHarness {
     const notes: string[] = [];
     for (const c of this.callers.values()) {
       try {
-        await until(`the snapshot of ${c.namespace}/${CALLER_APP} back to the base mesh`, async () => (await this.snapshotText(c)) === this.baseline.get(c.name), 30_000);
+        await until(
+          `the snapshot of ${c.namespace}/${CALLER_APP} back to the base mesh`,
+          async () => (await this.snapshotText(c)) === this.baseline.get(c.name),
+          30_000,
+        );
         const version = (await snapshot(this.discover.d, c.namespace, CALLER_APP, OPERATOR_TOKEN)).json.version as string;
-        await until(`the sidecar of ${c.namespace} on snapshot ${version}`, async () => {
-          const a = await c.client.ask({ op: 'get', url: 'http://127.0.0.1:65533/config_dump' });
-          try {
-            return JSON.parse(a.body).snapshot?.version === version;
-          } catch {
-            return false;
-          }
-        }, 15_000);
+        await until(
+          `the sidecar of ${c.namespace} on snapshot ${version}`,
+          async () => {
+            const a = await c.client.ask({ op: 'get', url: 'http://127.0.0.1:65533/config_dump' });
+            try {
+              return JSON.parse(a.body).snapshot?.version === version;
+            } catch {
+              return false;
+            }
+          },
+          15_000,
+        );
       } catch (err) {
         notes.push((err as Error).message);
       }
@@ -344,13 +418,17 @@ export async function ensureGatewayCrds(kube: TestKube): Promise<string | null> 
   const args = ['apply', '--server-side', '--force-conflicts'];
   for (const f of files) args.push('-f', f);
   const out = await kubectlOk(kube, args);
-  const names = out.split('\n').map((l) => l.trim().split(' ')[0]).filter((n) => n.startsWith('customresourcedefinition'));
+  const names = out
+    .split('\n')
+    .map((l) => l.trim().split(' ')[0])
+    .filter((n) => n.startsWith('customresourcedefinition'));
   await kubectlOk(kube, ['wait', '--for=condition=Established', '--timeout=60s', ...names]);
   return `${names.length} CRDs from ${files.length} files`;
 }
 
 /** Whether a caller's sidecar process still runs (a crash is a product failure to report, not a hang). */
 export function sidecarDown(h: MeshHarness): string | null {
-  for (const c of h.callers.values()) if (!c.sidecar.running) return `the sidecar of ${c.namespace}/${c.pod.name} exited:\n${c.sidecar.tail()}`;
+  for (const c of h.callers.values())
+    if (!c.sidecar.running) return `the sidecar of ${c.namespace}/${c.pod.name} exited:\n${c.sidecar.tail()}`;
   return null;
 }

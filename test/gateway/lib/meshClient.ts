@@ -39,10 +39,34 @@ export interface ClientResult {
 }
 
 /** count requests, concurrency at a time; brief: answer only code, hostname and error of each (weight batches). */
-interface Batch { count?: number; concurrency?: number; brief?: boolean }
-export interface HttpOp extends Batch { id: number; op: 'http'; host: string; port: number; hostHeader: string; path: string; method: string; headers: Record<string, string> }
-export interface GrpcOp extends Batch { id: number; op: 'grpc'; host: string; port: number; authority: string; proto: string }
-export interface GetOp { id: number; op: 'get'; url: string }
+interface Batch {
+  count?: number;
+  concurrency?: number;
+  brief?: boolean;
+}
+export interface HttpOp extends Batch {
+  id: number;
+  op: 'http';
+  host: string;
+  port: number;
+  hostHeader: string;
+  path: string;
+  method: string;
+  headers: Record<string, string>;
+}
+export interface GrpcOp extends Batch {
+  id: number;
+  op: 'grpc';
+  host: string;
+  port: number;
+  authority: string;
+  proto: string;
+}
+export interface GetOp {
+  id: number;
+  op: 'get';
+  url: string;
+}
 export type ClientOp = HttpOp | GrpcOp | GetOp;
 /** An op before the caller numbers it. */
 export type ClientRequest = Omit<HttpOp, 'id'> | Omit<GrpcOp, 'id'> | Omit<GetOp, 'id'>;
@@ -62,30 +86,35 @@ function httpOnce(o: HttpOp): Promise<ClientResult> {
     };
     const empty = { hostname: '', requestHeaders: {}, responseHeaders: {} };
     // A connection of its own per request (agent: false), as the echo client makes; IPv4 (the sidecar's addresses).
-    const req = http.request({ host: o.host, port: o.port, path: o.path, method: o.method, headers, agent: false, family: 4, timeout: REQUEST_TIMEOUT_MS }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('error', (err) => finish({ code: null, ...empty, error: `response: ${err.message}` }));
-      res.on('end', () => {
-        const responseHeaders: Record<string, string[]> = {};
-        for (const [k, v] of Object.entries(res.headersDistinct)) if (v) responseHeaders[k] = v;
-        const out: ClientResult = { code: res.statusCode ?? null, hostname: '', requestHeaders: {}, responseHeaders };
-        const text = Buffer.concat(chunks).toString('utf8');
-        if ((res.headers['content-type'] ?? '').startsWith('application/json')) {
-          try {
-            const body = JSON.parse(text) as { pod?: unknown; headers?: unknown; path?: unknown };
-            if (typeof body.pod === 'string') out.hostname = body.pod;
-            if (typeof body.path === 'string') out.path = body.path;
-            if (body.headers && typeof body.headers === 'object') {
-              for (const [k, v] of Object.entries(body.headers as Record<string, unknown>)) {
-                if (Array.isArray(v) && v.every((x) => typeof x === 'string')) out.requestHeaders[k] = v as string[];
+    const req = http.request(
+      { host: o.host, port: o.port, path: o.path, method: o.method, headers, agent: false, family: 4, timeout: REQUEST_TIMEOUT_MS },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', (err) => finish({ code: null, ...empty, error: `response: ${err.message}` }));
+        res.on('end', () => {
+          const responseHeaders: Record<string, string[]> = {};
+          for (const [k, v] of Object.entries(res.headersDistinct)) if (v) responseHeaders[k] = v;
+          const out: ClientResult = { code: res.statusCode ?? null, hostname: '', requestHeaders: {}, responseHeaders };
+          const text = Buffer.concat(chunks).toString('utf8');
+          if ((res.headers['content-type'] ?? '').startsWith('application/json')) {
+            try {
+              const body = JSON.parse(text) as { pod?: unknown; headers?: unknown; path?: unknown };
+              if (typeof body.pod === 'string') out.hostname = body.pod;
+              if (typeof body.path === 'string') out.path = body.path;
+              if (body.headers && typeof body.headers === 'object') {
+                for (const [k, v] of Object.entries(body.headers as Record<string, unknown>)) {
+                  if (Array.isArray(v) && v.every((x) => typeof x === 'string')) out.requestHeaders[k] = v as string[];
+                }
               }
+            } catch {
+              /* not echo-basic's answer: no pod, no request headers */
             }
-          } catch { /* not echo-basic's answer: no pod, no request headers */ }
-        }
-        finish(out);
-      });
-    });
+          }
+          finish(out);
+        });
+      },
+    );
     req.on('timeout', () => req.destroy(new Error(`no answer in ${REQUEST_TIMEOUT_MS} ms`)));
     req.on('error', (err) => finish({ code: null, ...empty, error: err.message }));
     req.end();
@@ -120,7 +149,14 @@ async function grpcOnce(o: GrpcOp): Promise<ClientResult> {
   return new Promise((resolve) => {
     client.Echo({}, { deadline: Date.now() + REQUEST_TIMEOUT_MS }, (err, res) => {
       if (err) {
-        resolve({ code: null, hostname: '', requestHeaders: {}, responseHeaders: {}, grpcStatus: err.code, error: `gRPC ${err.code}: ${err.message}` });
+        resolve({
+          code: null,
+          hostname: '',
+          requestHeaders: {},
+          responseHeaders: {},
+          grpcStatus: err.code,
+          error: `gRPC ${err.code}: ${err.message}`,
+        });
         return;
       }
       const a = res?.assertions ?? {};
@@ -132,7 +168,10 @@ async function grpcOnce(o: GrpcOp): Promise<ClientResult> {
   });
 }
 
-async function many(o: Batch, one: () => Promise<ClientResult>): Promise<Array<ClientResult | Pick<ClientResult, 'code' | 'hostname' | 'error'>>> {
+async function many(
+  o: Batch,
+  one: () => Promise<ClientResult>,
+): Promise<Array<ClientResult | Pick<ClientResult, 'code' | 'hostname' | 'error'>>> {
   const count = o.count ?? 1;
   const concurrency = o.concurrency ?? 1;
   const out: Array<ClientResult | Pick<ClientResult, 'code' | 'hostname' | 'error'>> = new Array(count);
@@ -174,8 +213,11 @@ function startNxdomainServer(host: string, port: number): Promise<void> {
       return; // not a DNS message: dropped
     }
     const answer = dnsPacket.encode({
-      id: q.id, type: 'response', flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
-      rcode: 'NXDOMAIN', questions: q.questions ?? [],
+      id: q.id,
+      type: 'response',
+      flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
+      rcode: 'NXDOMAIN',
+      questions: q.questions ?? [],
     } as dnsPacket.Packet);
     sock.send(answer, rinfo.port, rinfo.address);
   });

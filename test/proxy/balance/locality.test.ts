@@ -7,9 +7,20 @@ import type { Endpoint } from '../../../proxy/cluster/endpoint.ts';
 import type { Cluster as ClusterSpec, Endpoint as EndpointSpec, LbPolicy } from '../../../shared/snapshot.ts';
 
 const policy = {
-  connectTimeoutMs: 250, requestTimeoutMs: 15000, retryAttempts: 2, maxActiveRetries: 3, maxConnections: 100, maxRequests: 100,
-  maxPendingRequests: 100, maxRequestsPerConnection: 0, consecutiveErrors: 5, baseEjectionTimeMs: 30000, maxEjectionPercent: 100,
-  intervalMs: 10000, healthyPanicThreshold: 50, tcpIdleTimeoutS: 7200,
+  connectTimeoutMs: 250,
+  requestTimeoutMs: 15000,
+  retryAttempts: 2,
+  maxActiveRetries: 3,
+  maxConnections: 100,
+  maxRequests: 100,
+  maxPendingRequests: 100,
+  maxRequestsPerConnection: 0,
+  consecutiveErrors: 5,
+  baseEjectionTimeMs: 30000,
+  maxEjectionPercent: 100,
+  intervalMs: 10000,
+  healthyPanicThreshold: 50,
+  tcpIdleTimeoutS: 7200,
 };
 
 function ep(i: number, zone: string, extra: Partial<EndpointSpec> = {}): EndpointSpec {
@@ -18,13 +29,24 @@ function ep(i: number, zone: string, extra: Partial<EndpointSpec> = {}): Endpoin
 
 function spec(endpoints: EndpointSpec[], lbPolicy: LbPolicy = 'least_request', localityFailover = false): ClusterSpec {
   return {
-    name: 'api.default:80', service: 'api', namespace: 'default', port: 80, protocol: 'http', lbPolicy, hashHeader: '',
-    policy, endpoints, ...(localityFailover ? { localityFailover: true } : {}),
+    name: 'api.default:80',
+    service: 'api',
+    namespace: 'default',
+    port: 80,
+    protocol: 'http',
+    lbPolicy,
+    hashHeader: '',
+    policy,
+    endpoints,
+    ...(localityFailover ? { localityFailover: true } : {}),
   };
 }
 
 /** Three endpoints in zone a (10.0.0.1-3), three in zone b (10.0.0.4-6), each hinted for its own zone. */
-const hinted = () => [1, 2, 3].map((i) => ep(i, 'a', { forZones: ['a'], node: `n${i}` })).concat([4, 5, 6].map((i) => ep(i, 'b', { forZones: ['b'], node: `n${i}` })));
+const hinted = () =>
+  [1, 2, 3]
+    .map((i) => ep(i, 'a', { forZones: ['a'], node: `n${i}` }))
+    .concat([4, 5, 6].map((i) => ep(i, 'b', { forZones: ['b'], node: `n${i}` })));
 
 function zonesPicked(c: Cluster, n: number): Record<string, number> {
   const out: Record<string, number> = {};
@@ -37,7 +59,9 @@ function zonesPicked(c: Cluster, n: number): Record<string, number> {
 
 function tierKinds(endpoints: EndpointSpec[], here: SidecarLocality, failover = false): string[] {
   const c = new Cluster(spec(endpoints, 'least_request', failover), undefined, here);
-  return localityTiers(c.endpoints as Endpoint[], here, failover).map((x) => `${x.kind}:${x.endpoints.map((e) => e.address.split('.')[3]).join(',')}`);
+  return localityTiers(c.endpoints as Endpoint[], here, failover).map(
+    (x) => `${x.kind}:${x.endpoints.map((e) => e.address.split('.')[3]).join(',')}`,
+  );
 }
 
 t.test('the hint rules, as KEP-3015 states them', async (t) => {
@@ -49,14 +73,33 @@ t.test('the hint rules, as KEP-3015 states them', async (t) => {
   delete oneBare[5].forZones;
   t.same(tierKinds(oneBare, a), ['all:1,2,3,4,5,6'], 'one endpoint without zone hints: the hints are not used');
   const nodeHinted = hinted().map((e) => ({ ...e, forNodes: [e.node!] }));
-  t.same(tierKinds(nodeHinted, { node: 'n2', zone: 'a' }), ['node:2', 'zone:1,2,3', 'all:1,2,3,4,5,6'], 'node hints for this node first, then the zone, then all');
-  t.same(tierKinds(nodeHinted, { node: 'n9', zone: 'a' }), ['zone:1,2,3', 'all:1,2,3,4,5,6'], 'no endpoint hinted for this node: zone hints');
+  t.same(
+    tierKinds(nodeHinted, { node: 'n2', zone: 'a' }),
+    ['node:2', 'zone:1,2,3', 'all:1,2,3,4,5,6'],
+    'node hints for this node first, then the zone, then all',
+  );
+  t.same(
+    tierKinds(nodeHinted, { node: 'n9', zone: 'a' }),
+    ['zone:1,2,3', 'all:1,2,3,4,5,6'],
+    'no endpoint hinted for this node: zone hints',
+  );
   const someNodeHints = hinted().map((e, i) => (i === 0 ? { ...e, forNodes: ['n1'] } : e));
-  t.same(tierKinds(someNodeHints, { node: 'n1', zone: 'a' }), ['zone:1,2,3', 'all:1,2,3,4,5,6'], 'not every endpoint has node hints: they are not used');
+  t.same(
+    tierKinds(someNodeHints, { node: 'n1', zone: 'a' }),
+    ['zone:1,2,3', 'all:1,2,3,4,5,6'],
+    'not every endpoint has node hints: they are not used',
+  );
   const bare = [1, 2, 3].map((i) => ep(i, 'a')).concat([4, 5, 6].map((i) => ep(i, 'b')));
   t.same(tierKinds(bare, a), ['all:1,2,3,4,5,6'], 'no hints and no failover: all');
   t.same(tierKinds(bare, a, true), ['same-zone:1,2,3', 'all:1,2,3,4,5,6'], 'no hints with LOCALITY_FAILOVER: this zone, then any');
-  t.same(tierKinds(hinted().map((e) => ({ ...e, forZones: ['a'] })), a), ['all:1,2,3,4,5,6'], 'every endpoint hinted for this zone: one tier, all');
+  t.same(
+    tierKinds(
+      hinted().map((e) => ({ ...e, forZones: ['a'] })),
+      a,
+    ),
+    ['all:1,2,3,4,5,6'],
+    'every endpoint hinted for this zone: one tier, all',
+  );
 });
 
 t.test('PreferSameZone: every pick lands in the zone; all ejected there, the other zone; back when they return', async (t) => {
@@ -109,7 +152,10 @@ t.test('the choice is per cluster and follows endpoint and locality changes', as
   t.equal(c.endpoints[3], kept, 'a hint change keeps the endpoint (and its pool)');
   t.same(kept.forZones, ['a'], 'with its new hints');
   const spreadAgain = zonesPicked(c, 3000);
-  t.ok(spreadAgain.a > 1000 && spreadAgain.b > 1000, `every endpoint hinted for zone a: zone b's sidecar uses all (${JSON.stringify(spreadAgain)})`);
+  t.ok(
+    spreadAgain.a > 1000 && spreadAgain.b > 1000,
+    `every endpoint hinted for zone a: zone b's sidecar uses all (${JSON.stringify(spreadAgain)})`,
+  );
 });
 
 t.test('without hints, picks spread over all six; with LOCALITY_FAILOVER they stay in the zone', async (t) => {
@@ -154,12 +200,20 @@ t.test('default MaxEjectionPercent: a dead zone gives way although only one of i
     mid.set(e, (mid.get(e) ?? 0) + 1);
   }
   t.notOk(mid.has(a1) || mid.has(a2), 'neither the ejected nor the failing zone-a endpoint is picked');
-  t.ok((mid.get(a3) ?? 0) > 0 && c.endpoints.slice(3).every((e) => (mid.get(e) ?? 0) > 0), 'the healthy zone-a endpoint and zone b share the load');
+  t.ok(
+    (mid.get(a3) ?? 0) > 0 && c.endpoints.slice(3).every((e) => (mid.get(e) ?? 0) > 0),
+    'the healthy zone-a endpoint and zone b share the load',
+  );
   failTimes(c, a3, 5);
   const start = performance.now();
   t.same(zonesPicked(c, 300), { b: 300 }, 'the whole zone failing: all in zone b');
   t.equal(c.stats.panic, 0, 'zone b is half the cluster: no panic');
-  t.equal(c.applied().outlierDetection && (c.applied().outlierDetection as { endpoints: Array<{ failing: boolean }> }).endpoints.filter((e) => e.failing).length, 2, '/config_dump shows the two failing ones');
+  t.equal(
+    c.applied().outlierDetection &&
+      (c.applied().outlierDetection as { endpoints: Array<{ failing: boolean }> }).endpoints.filter((e) => e.failing).length,
+    2,
+    '/config_dump shows the two failing ones',
+  );
 
   c.outlier.sweep(start + 10_000);
   t.equal(c.tier, 'all', 'a sweep before the would-be ejection time changes nothing');
@@ -218,7 +272,11 @@ t.test('retries go one set wider while a local set is chosen', async (t) => {
     const e = c.pickOther(a1)!;
     seen.set(e, (seen.get(e) ?? 0) + 1);
   }
-  t.same([...seen.keys()].map((e) => e.zone), ['b', 'b', 'b'], 'a retry after a zone-a attempt: zone b, each of its endpoints');
+  t.same(
+    [...seen.keys()].map((e) => e.zone),
+    ['b', 'b', 'b'],
+    'a retry after a zone-a attempt: zone b, each of its endpoints',
+  );
   for (const n of seen.values()) t.equal(n, 100, 'in turn');
   for (let i = 0; i < 30; i++) t.not(c.pickOther(b2), b2, 'a second retry after a zone-b attempt: another zone-b endpoint');
   failTimes(c, b1, 5);

@@ -13,7 +13,11 @@ const URL_ = 'http://127.0.0.1:6100/v1/resources/default/web/mesh';
 
 function capture(): { log: ReturnType<typeof createLogger>; lines: Array<Record<string, unknown>> } {
   const lines: Array<Record<string, unknown>> = [];
-  const log = createLogger('proxy', 'debug', { write: (l: string) => { for (const x of l.split('\n')) if (x) lines.push(JSON.parse(x)); } });
+  const log = createLogger('proxy', 'debug', {
+    write: (l: string) => {
+      for (const x of l.split('\n')) if (x) lines.push(JSON.parse(x));
+    },
+  });
   return { log, lines };
 }
 
@@ -25,8 +29,14 @@ t.test('flags and env twins, checked as Kubernetes checks them', async (t) => {
   const none = proxyOptions(parseFlags(proxyFlags, ['--discover-url', URL_], {}).values, {});
   t.equal(none.node, undefined);
   t.equal(none.zone, undefined);
-  t.throws(() => proxyOptions(parseFlags(proxyFlags, ['--discover-url', URL_, '--node', 'Node_7'], {}).values, {}), /--node must be a node name \(a lower-case DNS subdomain\), got "Node_7"/);
-  t.throws(() => proxyOptions(parseFlags(proxyFlags, ['--discover-url', URL_], { SHOAL_ZONE: 'eu 1a' }).values, {}), /--zone must be a zone name .* got "eu 1a"/);
+  t.throws(
+    () => proxyOptions(parseFlags(proxyFlags, ['--discover-url', URL_, '--node', 'Node_7'], {}).values, {}),
+    /--node must be a node name \(a lower-case DNS subdomain\), got "Node_7"/,
+  );
+  t.throws(
+    () => proxyOptions(parseFlags(proxyFlags, ['--discover-url', URL_], { SHOAL_ZONE: 'eu 1a' }).values, {}),
+    /--zone must be a zone name .* got "eu 1a"/,
+  );
 });
 
 t.test('the locality URL sits beside the snapshot URL', async (t) => {
@@ -41,7 +51,9 @@ t.test('asked again while the node is unknown, then the zone; the token is sent'
     auth.push(String(req.headers.authorization));
     t.equal(req.url, '/v2/locality/shop/web?node=node-1');
     if (calls < 3) {
-      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'not_found', message: 'node node-1 is not known (yet)' }));
+      res
+        .writeHead(404, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ error: 'not_found', message: 'node node-1 is not known (yet)' }));
     } else {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ node: 'node-1', zone: 'eu-1b' }));
     }
@@ -50,7 +62,14 @@ t.test('asked again while the node is unknown, then the zone; the token is sent'
   t.teardown(() => server.close());
   const { log } = capture();
   const zone = await new Promise<string>((resolve) => {
-    lookUpZone({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v2/snapshot/shop/web`, node: 'node-1', log, onZone: resolve, backoffBaseMs: 10, backoffMaxMs: 20 });
+    lookUpZone({
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/v2/snapshot/shop/web`,
+      node: 'node-1',
+      log,
+      onZone: resolve,
+      backoffBaseMs: 10,
+      backoffMaxMs: 20,
+    });
   });
   t.equal(zone, 'eu-1b');
   t.equal(calls, 3, 'asked until the node was known, then no more');
@@ -63,10 +82,21 @@ t.test('a static discover has no Node information: the sidecar stops asking and 
   const d = await withDiscover(t, TWO_APPS);
   const { log, lines } = capture();
   let zone: string | null = null;
-  const stop = lookUpZone({ url: `${d.url}/v2/snapshot/default/web`, node: 'node-1', log, onZone: (z) => { zone = z; }, backoffBaseMs: 10 });
+  const stop = lookUpZone({
+    url: `${d.url}/v2/snapshot/default/web`,
+    node: 'node-1',
+    log,
+    onZone: (z) => {
+      zone = z;
+    },
+    backoffBaseMs: 10,
+  });
   t.teardown(() => stop.abort());
   const until = Date.now() + 5000;
   while (!lines.some((l) => /knows no zone/.test(String(l.msg))) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
-  t.ok(lines.some((l) => /knows no zone for this node; routing by node hints only/.test(String(l.msg)) && l.status === 404), 'warned once with the answer');
+  t.ok(
+    lines.some((l) => /knows no zone for this node; routing by node hints only/.test(String(l.msg)) && l.status === 404),
+    'warned once with the answer',
+  );
   t.equal(zone, null, 'no zone');
 });

@@ -25,7 +25,11 @@ const H = 'Host: api\r\n';
 
 const NAMED: [string, Expect, string][] = [
   // Request smuggling: bytes a lenient upstream splits lines or words on.
-  ['TAB and bare LF in the target hide a second request', 'reject', 'GET /a\tHTTP/1.1\nHost:\tx\n\nGET\t/smuggled\tHTTP/1.1\nX:\ty HTTP/1.1\r\nHost: x\r\n\r\n'],
+  [
+    'TAB and bare LF in the target hide a second request',
+    'reject',
+    'GET /a\tHTTP/1.1\nHost:\tx\n\nGET\t/smuggled\tHTTP/1.1\nX:\ty HTTP/1.1\r\nHost: x\r\n\r\n',
+  ],
   ['TAB in the target', 'reject', `GET /a\tb HTTP/1.1\r\n${H}\r\n`],
   ['bare LF in the target', 'reject', `GET /a\nb HTTP/1.1\r\n${H}\r\n`],
   ['bare CR in the target', 'reject', `GET /a\rb HTTP/1.1\r\n${H}\r\n`],
@@ -85,15 +89,27 @@ const NAMED: [string, Expect, string][] = [
   ['an upgrade', 'handoff', `GET /a HTTP/1.1\r\n${H}Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n`],
   ['Expect: 100-continue', 'handoff', `PUT /a HTTP/1.1\r\n${H}Expect: 100-continue\r\nContent-Length: 0\r\n\r\n`],
   ['Proxy-Connection: close (llhttp closes after it)', 'handoff', `GET /a HTTP/1.1\r\n${H}Proxy-Connection: close\r\n\r\n`],
-  ['Connection: close\\xa0 (no close for llhttp, not a plain token list)', 'handoff', `GET /a HTTP/1.1\r\n${H}Connection: close\xa0\r\n\r\n`],
+  [
+    'Connection: close\\xa0 (no close for llhttp, not a plain token list)',
+    'handoff',
+    `GET /a HTTP/1.1\r\n${H}Connection: close\xa0\r\n\r\n`,
+  ],
   ['Connection: x close (not a plain token list)', 'handoff', `GET /a HTTP/1.1\r\n${H}Connection: x close\r\n\r\n`],
   // The common forms: served by the fast path, exactly as llhttp reads them.
   ['curl', 'served', 'GET / HTTP/1.1\r\nHost: api:8080\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n'],
-  ['a browser-like GET', 'served', 'GET /api/v1/users/42?include=profile&x=%20y HTTP/1.1\r\nHost: api.default.svc.cluster.local\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\nAccept: text/html,application/xhtml+xml;q=0.9,*/*;q=0.8\r\nAccept-Encoding: gzip, deflate, br\r\nAccept-Language: en-US,en;q=0.5\r\nCookie: session=abc123; theme=dark\r\nReferer: http://web/page\r\nCache-Control: no-cache\r\nConnection: keep-alive\r\n\r\n'],
+  [
+    'a browser-like GET',
+    'served',
+    'GET /api/v1/users/42?include=profile&x=%20y HTTP/1.1\r\nHost: api.default.svc.cluster.local\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\nAccept: text/html,application/xhtml+xml;q=0.9,*/*;q=0.8\r\nAccept-Encoding: gzip, deflate, br\r\nAccept-Language: en-US,en;q=0.5\r\nCookie: session=abc123; theme=dark\r\nReferer: http://web/page\r\nCache-Control: no-cache\r\nConnection: keep-alive\r\n\r\n',
+  ],
   ['HEAD', 'served', `HEAD /a HTTP/1.1\r\n${H}\r\n`],
   ['DELETE', 'served', `DELETE /items/3 HTTP/1.1\r\n${H}Authorization: Bearer x.y.z\r\n\r\n`],
   ['OPTIONS', 'served', `OPTIONS /a HTTP/1.1\r\n${H}\r\n`],
-  ['POST, PUT and PATCH with Content-Length: 0, pipelined', 'served', `POST /a HTTP/1.1\r\n${H}Content-Length: 0\r\n\r\nPUT /b HTTP/1.1\r\n${H}content-length:  0 \r\n\r\nPATCH /c HTTP/1.1\r\n${H}CONTENT-LENGTH:0\r\n\r\n`],
+  [
+    'POST, PUT and PATCH with Content-Length: 0, pipelined',
+    'served',
+    `POST /a HTTP/1.1\r\n${H}Content-Length: 0\r\n\r\nPUT /b HTTP/1.1\r\n${H}content-length:  0 \r\n\r\nPATCH /c HTTP/1.1\r\n${H}CONTENT-LENGTH:0\r\n\r\n`,
+  ],
   ['Connection: close', 'served', `GET /a HTTP/1.1\r\n${H}Connection: close\r\n\r\n`],
   ['Connection: te, close', 'served', `GET /a HTTP/1.1\r\n${H}TE: trailers\r\nConnection: te, close\r\n\r\n`],
   ['an empty value and OWS around values', 'served', `GET /a HTTP/1.1\r\nHost:api\r\nX-Empty:\r\nX-Ows: \t a\tb \t\r\n\r\n`],
@@ -141,8 +157,11 @@ t.test('a head node:http would answer 431 (16 KiB of target and headers) is hand
 t.test(`differential fuzz against llhttp: seed ${SEED}, ${CASES} inputs`, async (t) => {
   const started = Date.now();
   const { stats, failures } = await fuzz(ll, { seed: SEED, count: CASES, maxFailures: 5 });
-  t.comment(`seed ${SEED}: ${stats.inputs} inputs in ${Date.now() - started} ms; heads served and read identically by llhttp: ${stats.accepted}; handed off although llhttp accepts: ${stats.handedOff}; rejected by both: ${stats.rejected}; no complete head: ${stats.noHead}`);
-  for (const f of failures) t.fail(`the fast path serves a head llhttp reads differently (replay with SHOAL_FUZZ_SEED=${SEED}): ${describeFailure(f)}`);
+  t.comment(
+    `seed ${SEED}: ${stats.inputs} inputs in ${Date.now() - started} ms; heads served and read identically by llhttp: ${stats.accepted}; handed off although llhttp accepts: ${stats.handedOff}; rejected by both: ${stats.rejected}; no complete head: ${stats.noHead}`,
+  );
+  for (const f of failures)
+    t.fail(`the fast path serves a head llhttp reads differently (replay with SHOAL_FUZZ_SEED=${SEED}): ${describeFailure(f)}`);
   t.equal(failures.length, 0, 'no disagreement');
   if (failures.length === 0) {
     t.equal(stats.inputs, CASES, 'every input ran');

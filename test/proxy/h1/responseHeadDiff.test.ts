@@ -6,7 +6,16 @@ import t from 'tap';
 import { ChunkedScanner } from '../../../proxy/http/h1/chunkedScanner.ts';
 import { Framing, parseResponseHead, type ResponseHead } from '../../../proxy/http/h1/responseHead.ts';
 import { Llhttp } from '../../lib/llhttp.ts';
-import { checkChunked, checkResponse, describeFailure, runFuzz, scanChunked, simulate, STRICTER_CHUNKED, STRICTER_HEADS } from '../../lib/h1ResponseFuzz.ts';
+import {
+  checkChunked,
+  checkResponse,
+  describeFailure,
+  runFuzz,
+  scanChunked,
+  simulate,
+  STRICTER_CHUNKED,
+  STRICTER_HEADS,
+} from '../../lib/h1ResponseFuzz.ts';
 
 const SEED = Number(process.env.SHOAL_FUZZ_SEED ?? 20250117);
 const CASES = Number(process.env.SHOAL_FUZZ_CASES ?? 10000);
@@ -28,7 +37,10 @@ t.test(`differential fuzz against llhttp: ${CASES} responses and ${CASES} chunke
   for (const f of r.failures) t.fail(describeFailure(f));
   t.equal(r.failures.length, 0, `the fast path and llhttp agree on every case of seed ${SEED}`);
   // The generator must reach each outcome often, or agreement means little.
-  for (const [name, s] of [['responses', r.responses], ['chunked bodies', r.chunked]] as const) {
+  for (const [name, s] of [
+    ['responses', r.responses],
+    ['chunked bodies', r.chunked],
+  ] as const) {
     t.ok(s.accepted > CASES / 10, `${name}: many accepted by both (${s.accepted})`);
     t.ok(s.refusedByBoth > CASES / 10, `${name}: many refused by both (${s.refusedByBoth})`);
   }
@@ -102,7 +114,8 @@ t.test('malformed heads upstreams send are refused, as llhttp refuses them (or o
     'Transfer-Encoding: chunked<TAB>': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n0\r\n\r\n',
     'status code 2000': 'HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok',
     'HTTP/1.2': 'HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\nok',
-    'a 1xx that closes the connection': 'HTTP/1.1 103 Early Hints\r\nConnection: close\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok',
+    'a 1xx that closes the connection':
+      'HTTP/1.1 103 Early Hints\r\nConnection: close\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok',
   };
   for (const [name, data] of Object.entries(bad)) {
     const c = checkResponse({ data, method: 'GET' });
@@ -122,12 +135,17 @@ t.test('Connection never removes the framing, and framing follows the fields for
   t.equal(c.framing, Framing.Chunked);
   t.equal(c.head, 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n');
   // Two responses on one kept-alive upstream connection: each ends where llhttp ends it.
-  const two = 'HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond';
+  const two =
+    'HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond';
   const sim = simulate(Buffer.from(two, 'latin1'), 'GET');
   t.equal(sim.outcome, 'accept');
   t.equal(sim.forwarded, 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst');
   const [l] = await ll.parseAll([{ mode: 'response', data: sim.forwarded + two.slice(sim.consumed) }]);
-  t.same(l.messages.map((m) => m.body), ['first', 'second'], 'a client reads both responses intact');
+  t.same(
+    l.messages.map((m) => m.body),
+    ['first', 'second'],
+    'a client reads both responses intact',
+  );
 });
 
 t.test('rewriting: hop-by-hop fields go, HTTP/1.0 becomes 1.1, close and reuse follow llhttp', async (t) => {
@@ -142,10 +160,27 @@ t.test('rewriting: hop-by-hop fields go, HTTP/1.0 becomes 1.1, close and reuse f
   t.equal(closed.head, 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\nconnection: close\r\n\r\n', 'the client asked to close: said once');
   t.equal(closed.keepAlive, false);
   const eof = head('HTTP/1.1 200 OK\r\nX: y\r\n\r\n');
-  t.match(eof, { framing: Framing.UntilClose, keepAlive: false, close: true, head: 'HTTP/1.1 200 OK\r\nX: y\r\nconnection: close\r\n\r\n' });
-  t.match(head('HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n'), { framing: Framing.None, keepAlive: false }, 'a 204 announcing a body is not reused (as undici)');
-  t.match(head('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n', 'HEAD'), { framing: Framing.None, keepAlive: true, head: 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n' });
-  t.match(head('HTTP/1.1 103 Early Hints\r\nLink: </a>\r\nConnection: keep-alive\r\n\r\n'), { status: 103, framing: Framing.None, head: 'HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n' }, 'interim heads are rewritten too');
+  t.match(eof, {
+    framing: Framing.UntilClose,
+    keepAlive: false,
+    close: true,
+    head: 'HTTP/1.1 200 OK\r\nX: y\r\nconnection: close\r\n\r\n',
+  });
+  t.match(
+    head('HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n'),
+    { framing: Framing.None, keepAlive: false },
+    'a 204 announcing a body is not reused (as undici)',
+  );
+  t.match(head('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n', 'HEAD'), {
+    framing: Framing.None,
+    keepAlive: true,
+    head: 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n',
+  });
+  t.match(
+    head('HTTP/1.1 103 Early Hints\r\nLink: </a>\r\nConnection: keep-alive\r\n\r\n'),
+    { status: 103, framing: Framing.None, head: 'HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n' },
+    'interim heads are rewritten too',
+  );
 });
 
 t.test('the chunked scanner reads split input as it reads it whole, and a Connection trailer closes', async (t) => {

@@ -8,7 +8,13 @@ async function threeServers(t: Test, options = ''): Promise<{ servers: EchoServe
   const servers = await Promise.all([1, 2, 3].map((i) => echoServer(t, `echo-${i}`)));
   const port = await freePort();
   const address = randomLoopback();
-  const topo = `services:\n${service('echo', address, port, servers.map((s) => s.endpoint), 'grpc')}apps:
+  const topo = `services:\n${service(
+    'echo',
+    address,
+    port,
+    servers.map((s) => s.endpoint),
+    'grpc',
+  )}apps:
   - name: web
     config:
       base_services:
@@ -40,9 +46,17 @@ t.test('1,000 unary calls on one channel spread over the three servers', async (
   t.same(Object.keys(counts).sort(), ['echo-1', 'echo-2', 'echo-3']);
   // Round robin: each gets a third; allow a wide band anyway.
   for (const [k, v] of Object.entries(counts)) t.ok(v > 250 && v < 420, `${k} answered ${v} of 1000`);
-  t.equal(servers.reduce((n, s) => n + s.calls, 0), 1000, 'each call reached exactly one server');
+  t.equal(
+    servers.reduce((n, s) => n + s.calls, 0),
+    1000,
+    'each call reached exactly one server',
+  );
   const m = await metricsText(sidecar);
-  t.match(m, /shoal_proxy_grpc_responses_total\{dependency="echo\.default:\d+",route="[^"]+",grpc_status="0"[^}]*\} 1000/, 'grpc-status 0 counted per call');
+  t.match(
+    m,
+    /shoal_proxy_grpc_responses_total\{dependency="echo\.default:\d+",route="[^"]+",grpc_status="0"[^}]*\} 1000/,
+    'grpc-status 0 counted per call',
+  );
 });
 
 t.test('least request (the default) also spreads one channel over all three', async (t) => {
@@ -64,21 +78,31 @@ t.test('a server answering UNAVAILABLE is retried on another one when the route 
   const failed = results.filter((r) => r.err !== null);
   t.equal(failed.length, 0, `no call failed (${failed.map((r) => r.err?.message).join('; ')})`);
   t.ok(servers[0].calls >= 5, `the failing server was tried (${servers[0].calls} times) and its calls went elsewhere`);
-  t.notOk(results.some((r) => r.msg?.server === 'echo-1'), 'no answer came from the failing server');
+  t.notOk(
+    results.some((r) => r.msg?.server === 'echo-1'),
+    'no answer came from the failing server',
+  );
   const m = await metricsText(sidecar);
   t.notMatch(m, /grpc_status="14"/, 'the client saw no UNAVAILABLE');
 });
 
-for (const [what, options] of [['the route does not mark calls retryable', 'LBPolicy: round_robin'], ['RetryAttempts is 0', 'LBPolicy: round_robin, RetryAttempts: 0, RetryNonIdempotent: YES']]) t.test(`UNAVAILABLE is passed through when ${what}`, async (t) => {
-  const { servers, target } = await threeServers(t, options);
-  servers[0].fail = grpc.status.UNAVAILABLE;
-  const c = echoClient(t, target);
-  const results = [];
-  for (let i = 0; i < 9; i++) results.push(await unary(c, {}));
-  const codes = results.map((r) => r.err?.code ?? 0);
-  t.equal(codes.filter((x) => x === grpc.status.UNAVAILABLE).length, 3, 'one call in three is UNAVAILABLE, as the server said');
-  t.ok(results.filter((r) => r.err).every((r) => /echo-1 says no/.test(r.err!.details)), 'with the server\'s own message');
-});
+for (const [what, options] of [
+  ['the route does not mark calls retryable', 'LBPolicy: round_robin'],
+  ['RetryAttempts is 0', 'LBPolicy: round_robin, RetryAttempts: 0, RetryNonIdempotent: YES'],
+])
+  t.test(`UNAVAILABLE is passed through when ${what}`, async (t) => {
+    const { servers, target } = await threeServers(t, options);
+    servers[0].fail = grpc.status.UNAVAILABLE;
+    const c = echoClient(t, target);
+    const results = [];
+    for (let i = 0; i < 9; i++) results.push(await unary(c, {}));
+    const codes = results.map((r) => r.err?.code ?? 0);
+    t.equal(codes.filter((x) => x === grpc.status.UNAVAILABLE).length, 3, 'one call in three is UNAVAILABLE, as the server said');
+    t.ok(
+      results.filter((r) => r.err).every((r) => /echo-1 says no/.test(r.err!.details)),
+      "with the server's own message",
+    );
+  });
 
 t.test('a 100 ms deadline against a slow server ends DEADLINE_EXCEEDED at about 100 ms', async (t) => {
   const { target } = await threeServers(t);
@@ -134,7 +158,13 @@ t.test('an endpoint that refuses connections: calls are retried elsewhere, then 
   const results = [];
   for (let i = 0; i < 30; i++) results.push(await unary(c, {}));
   t.equal(results.filter((r) => r.err).length, 0, 'no call failed');
-  const dump = await (await fetch(`http://127.0.0.1:${sidecar.proxy.adminPort}/config_dump`)).json() as { policies: { clusters: Array<{ cluster: string; outlierDetection: { endpoints: Array<{ endpoint: string; ejected: boolean }> } }> } };
+  const dump = (await (await fetch(`http://127.0.0.1:${sidecar.proxy.adminPort}/config_dump`)).json()) as {
+    policies: { clusters: Array<{ cluster: string; outlierDetection: { endpoints: Array<{ endpoint: string; ejected: boolean }> } }> };
+  };
   const cluster = dump.policies.clusters.find((x) => x.cluster.startsWith('echo.'));
-  t.same(cluster?.outlierDetection.endpoints.filter((e) => e.ejected).map((e) => e.endpoint), [dead], 'the refusing endpoint is ejected');
+  t.same(
+    cluster?.outlierDetection.endpoints.filter((e) => e.ejected).map((e) => e.endpoint),
+    [dead],
+    'the refusing endpoint is ejected',
+  );
 });

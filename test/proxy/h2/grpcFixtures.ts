@@ -11,7 +11,11 @@ const def = loadSync(join(here, 'echo.proto'), { keepCase: false, longs: Number,
 const pkg = grpc.loadPackageDefinition(def) as unknown as { shoal: { test: { Echo: grpc.ServiceClientConstructor } } };
 export const Echo = pkg.shoal.test.Echo;
 
-export interface Msg { server: string; data: Buffer; delayMs: number }
+export interface Msg {
+  server: string;
+  data: Buffer;
+  delayMs: number;
+}
 
 export interface EchoServer {
   name: string;
@@ -69,26 +73,41 @@ export async function echoServer(t: Test, name: string, overrides: Handlers = {}
     ...overrides,
   };
   s.server.addService(Echo.service, handlers as grpc.UntypedServiceImplementation);
-  s.port = await new Promise<number>((resolve, reject) => s.server.bindAsync(`${address}:0`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))));
+  s.port = await new Promise<number>((resolve, reject) =>
+    s.server.bindAsync(`${address}:0`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+  );
   s.endpoint = `${address}:${s.port}`;
   t.teardown(() => s.server.forceShutdown());
   return s;
 }
 
 export type EchoClient = grpc.Client & {
-  Unary(m: Partial<Msg>, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, r: Msg) => void): grpc.ClientUnaryCall;
+  Unary(
+    m: Partial<Msg>,
+    md: grpc.Metadata,
+    opts: grpc.CallOptions,
+    cb: (err: grpc.ServiceError | null, r: Msg) => void,
+  ): grpc.ClientUnaryCall;
   Bidi(md?: grpc.Metadata, opts?: grpc.CallOptions): grpc.ClientDuplexStream<Partial<Msg>, Msg>;
   Watch(m: Partial<Msg>, md?: grpc.Metadata, opts?: grpc.CallOptions): grpc.ClientReadableStream<Msg>;
 };
 
 /** One client channel to target ("address:port"); closed at teardown. */
 export function echoClient(t: Test, target: string, options: grpc.ChannelOptions = {}): EchoClient {
-  const c = new Echo(target, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 64 << 20, ...options }) as unknown as EchoClient;
+  const c = new Echo(target, grpc.credentials.createInsecure(), {
+    'grpc.max_receive_message_length': 64 << 20,
+    ...options,
+  }) as unknown as EchoClient;
   t.teardown(() => c.close());
   return c;
 }
 
-export interface UnaryResult { msg: Msg | null; err: grpc.ServiceError | null; ms: number; trailers: grpc.Metadata | null }
+export interface UnaryResult {
+  msg: Msg | null;
+  err: grpc.ServiceError | null;
+  ms: number;
+  trailers: grpc.Metadata | null;
+}
 
 export function unary(c: EchoClient, m: Partial<Msg> = {}, opts: grpc.CallOptions = {}): Promise<UnaryResult> {
   const start = performance.now();

@@ -10,7 +10,12 @@ import { freePort, randomLoopback, service, startSidecar } from '../fixtures.ts'
 
 const run = promisify(execFile);
 
-interface H2Backend { name: string; endpoint: string; server: Http2Server; streams: number }
+interface H2Backend {
+  name: string;
+  endpoint: string;
+  server: Http2Server;
+  streams: number;
+}
 
 /** An h2c-only server: /slow waits 2 s; otherwise answers its name, the path and the request body length, with a trailer. */
 async function h2Backend(t: Test, name: string, address = randomLoopback(), port = 0): Promise<H2Backend> {
@@ -19,13 +24,23 @@ async function h2Backend(t: Test, name: string, address = randomLoopback(), port
   b.server.on('stream', (stream, headers) => {
     b.streams++;
     let len = 0;
-    stream.on('data', (d: Buffer) => { len += d.length; });
+    stream.on('data', (d: Buffer) => {
+      len += d.length;
+    });
     stream.on('error', () => {});
     stream.on('end', () => {
       const reply = () => {
         if (stream.destroyed) return;
         const grpc = String(headers['content-type'] ?? '').startsWith('application/grpc');
-        stream.respond({ ':status': 200, 'content-type': grpc ? 'application/grpc' : 'text/plain', 'x-backend': name, 'x-proto-seen': String(headers[':scheme']) }, { waitForTrailers: true });
+        stream.respond(
+          {
+            ':status': 200,
+            'content-type': grpc ? 'application/grpc' : 'text/plain',
+            'x-backend': name,
+            'x-proto-seen': String(headers[':scheme']),
+          },
+          { waitForTrailers: true },
+        );
         stream.once('wantTrailers', () => stream.sendTrailers(grpc ? { 'grpc-status': '0' } : { 'x-trailer': 'yes' }));
         stream.end(grpc ? Buffer.alloc(5) : `${name} ${headers[':path']} ${len}`);
       };
@@ -52,7 +67,12 @@ async function sidecarFor(t: Test, endpoints: string[], options = '', protocol =
   return { url: `http://${address}:${port}`, sidecar: s };
 }
 
-interface H2Result { headers: IncomingHttpHeaders; trailers: IncomingHttpHeaders; body: string; ms: number }
+interface H2Result {
+  headers: IncomingHttpHeaders;
+  trailers: IncomingHttpHeaders;
+  body: string;
+  ms: number;
+}
 
 /** One request over a fresh h2c connection, without any client-side deadline. */
 function h2Request(url: string, headers: Record<string, string>, body: Buffer | null = null): Promise<H2Result> {
@@ -64,9 +84,15 @@ function h2Request(url: string, headers: Record<string, string>, body: Buffer | 
     let resHeaders: IncomingHttpHeaders = {};
     let trailers: IncomingHttpHeaders = {};
     let text = '';
-    st.on('response', (h) => { resHeaders = h; });
-    st.on('trailers', (h) => { trailers = h; });
-    st.on('data', (d: Buffer) => { text += d.toString(); });
+    st.on('response', (h) => {
+      resHeaders = h;
+    });
+    st.on('trailers', (h) => {
+      trailers = h;
+    });
+    st.on('data', (d: Buffer) => {
+      text += d.toString();
+    });
     st.on('error', reject);
     st.on('close', () => {
       s.close();
@@ -80,7 +106,11 @@ t.test('curl --http2-prior-knowledge and plain HTTP/1.1 curl both go through an 
   const { stdout: version } = await run('curl', ['--version']);
   t.match(version, /Features:.*HTTP2/, 'this curl speaks HTTP/2');
   const bs = await Promise.all([1, 2].map((i) => h2Backend(t, `h2-${i}`)));
-  const { url } = await sidecarFor(t, bs.map((b) => b.endpoint), 'LBPolicy: round_robin');
+  const { url } = await sidecarFor(
+    t,
+    bs.map((b) => b.endpoint),
+    'LBPolicy: round_robin',
+  );
 
   const h2 = await run('curl', ['-sS', '-i', '--http2-prior-knowledge', `${url}/a`]);
   t.match(h2.stdout, /^HTTP\/2 200/, 'answered over HTTP/2');
@@ -124,15 +154,27 @@ t.test('errors the sidecar makes up are gRPC statuses for gRPC calls, HTTP statu
 t.test('the sidecar enforces grpc-timeout, capped by RequestTimeoutMS', async (t) => {
   const b = await h2Backend(t, 'slow');
   const { url } = await sidecarFor(t, [b.endpoint], 'RequestTimeoutMS: 400', 'grpc');
-  const r = await h2Request(url, { ':path': '/slow', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '100m' }, Buffer.alloc(5));
+  const r = await h2Request(
+    url,
+    { ':path': '/slow', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '100m' },
+    Buffer.alloc(5),
+  );
   t.equal(r.headers['grpc-status'], '4', 'DEADLINE_EXCEEDED');
   t.equal(r.headers['x-shoal-error'], 'request-timeout');
   // Bounds for a crowded machine: the slow path answers after 2 s, so anything well below that is the deadline.
   t.ok(r.ms >= 90 && r.ms < 1500, `after ${r.ms.toFixed(0)} ms (grpc-timeout 100m)`);
-  const capped = await h2Request(url, { ':path': '/slow', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '10S' }, Buffer.alloc(5));
+  const capped = await h2Request(
+    url,
+    { ':path': '/slow', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '10S' },
+    Buffer.alloc(5),
+  );
   t.equal(capped.headers['grpc-status'], '4');
   t.ok(capped.ms >= 380 && capped.ms < 1700, `a 10 s grpc-timeout ended at RequestTimeoutMS: ${capped.ms.toFixed(0)} ms`);
-  const ok = await h2Request(url, { ':path': '/fast', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '5S' }, Buffer.alloc(5));
+  const ok = await h2Request(
+    url,
+    { ':path': '/fast', 'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '5S' },
+    Buffer.alloc(5),
+  );
   t.equal(ok.trailers['grpc-status'], '0', 'a call within its deadline completes with its trailers');
 });
 
@@ -180,7 +222,9 @@ t.test('a response stream has backpressure: a client that stops reading stops th
   t.teardown(() => s.destroy());
   const st = s.request({ ':path': '/big' });
   let received = 0;
-  st.on('data', (d: Buffer) => { received += d.length; });
+  st.on('data', (d: Buffer) => {
+    received += d.length;
+  });
   st.pause();
   await new Promise((r) => setTimeout(r, 1500));
   t.ok(written < 8 * 1024 * 1024, `with the client not reading, the upstream wrote only ${(written / 1048576).toFixed(1)} MB of 16`);

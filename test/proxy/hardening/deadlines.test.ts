@@ -11,22 +11,34 @@ import { freePort, httpBackend, randomLoopback, service, startSidecar, waitFor, 
 import { metric } from '../resilience/load.ts';
 import type { ProxyOptions } from '../../../proxy/main.ts';
 
-interface RawResult { text: string; ms: number; closed: boolean }
+interface RawResult {
+  text: string;
+  ms: number;
+  closed: boolean;
+}
 
 /**
  * A raw client: writes `first`, then (drip) one byte every everyMs; resolves when the server closes
  * the connection, or after maxMs with closed false.
  */
-function rawClient(address: string, port: number, first: string, maxMs: number, drip?: { everyMs: number; bytes: number }): Promise<RawResult> {
+function rawClient(
+  address: string,
+  port: number,
+  first: string,
+  maxMs: number,
+  drip?: { everyMs: number; bytes: number },
+): Promise<RawResult> {
   return new Promise((resolve) => {
     const start = performance.now();
     const s = connect(port, address);
     let text = '';
     let sent = 0;
     let settled = false;
-    const timer = drip ? setInterval(() => {
-      if (sent++ < drip.bytes && !s.destroyed) s.write('x');
-    }, drip.everyMs) : null;
+    const timer = drip
+      ? setInterval(() => {
+          if (sent++ < drip.bytes && !s.destroyed) s.write('x');
+        }, drip.everyMs)
+      : null;
     const finish = (closed: boolean) => {
       if (settled) return;
       settled = true;
@@ -52,12 +64,15 @@ function bodyHandler(req: import('node:http').IncomingMessage, res: import('node
 async function outboundSidecar(t: Test, backend: Backend, options: string, protocol = 'http') {
   const port = await freePort();
   const address = randomLoopback();
-  const s = await startSidecar(t, `services:\n${service('api', address, port, [backend.endpoint], protocol)}apps:
+  const s = await startSidecar(
+    t,
+    `services:\n${service('api', address, port, [backend.endpoint], protocol)}apps:
   - name: web
     config:
       base_services:
         - { depend_service_alias: api, port: ${port}, protocol: ${protocol}, options: { ${options} } }
-`);
+`,
+  );
   return { s, address, port };
 }
 
@@ -66,7 +81,9 @@ t.test('20 uploads that went silent after one byte hold MaxRequests only until R
   const TIMEOUT = 2000;
   const { s, address, port } = await outboundSidecar(t, b, `MaxRequests: 20, RequestTimeoutMS: ${TIMEOUT}`);
   const started = performance.now();
-  const uploads = Array.from({ length: 20 }, () => rawClient(address, port, 'POST /up HTTP/1.1\r\nHost: api\r\nContent-Length: 1000\r\n\r\nx', TIMEOUT + 8000));
+  const uploads = Array.from({ length: 20 }, () =>
+    rawClient(address, port, 'POST /up HTTP/1.1\r\nHost: api\r\nContent-Length: 1000\r\n\r\nx', TIMEOUT + 8000),
+  );
   // While they hold every slot, any other request is refused at once.
   let refused = '';
   for (let i = 0; i < 40 && refused === ''; i++) {
@@ -78,23 +95,43 @@ t.test('20 uploads that went silent after one byte hold MaxRequests only until R
   t.equal(refused, 'overloaded', 'the 20 silent uploads held every MaxRequests slot');
   const results = await Promise.all(uploads);
   const slowest = Math.max(...results.map((r) => r.ms));
-  t.ok(results.every((r) => r.closed), 'every silent upload was cut (connection closed)');
-  t.same(results.filter((r) => !/^HTTP\/1\.1 408 /.test(r.text) || !/\r\nx-shoal-error: request-timeout\r\n/i.test(r.text)).map((r) => r.text.slice(0, 60)), [], 'each got 408 with x-shoal-error request-timeout');
+  t.ok(
+    results.every((r) => r.closed),
+    'every silent upload was cut (connection closed)',
+  );
+  t.same(
+    results
+      .filter((r) => !/^HTTP\/1\.1 408 /.test(r.text) || !/\r\nx-shoal-error: request-timeout\r\n/i.test(r.text))
+      .map((r) => r.text.slice(0, 60)),
+    [],
+    'each got 408 with x-shoal-error request-timeout',
+  );
   t.ok(slowest < TIMEOUT + 3000, `all cut by the deadline (${Math.round(TIMEOUT)} ms; slowest after ${Math.round(slowest)} ms)`);
   const after = await request(`http://${address}:${port}/after`);
   t.equal(after.statusCode, 200, 'the slots are free again: the next request goes through');
   t.equal(await after.body.text(), 'api');
   t.ok(performance.now() - started < TIMEOUT + 5000, 'all within the deadline and a margin');
   // The clients were slow, not the endpoint.
-  t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_upstream_failures_total', { reason: 'request-timeout' }), 0, 'no endpoint failure counted');
-  t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_errors_total', { error: 'request-timeout' }), 20, 'the 20 timeouts counted as made-up answers');
+  t.equal(
+    await metric(s.proxy.adminPort, 'shoal_proxy_upstream_failures_total', { reason: 'request-timeout' }),
+    0,
+    'no endpoint failure counted',
+  );
+  t.equal(
+    await metric(s.proxy.adminPort, 'shoal_proxy_errors_total', { error: 'request-timeout' }),
+    20,
+    'the 20 timeouts counted as made-up answers',
+  );
 });
 
 t.test('an upload of one byte per 250 ms is cut at RequestTimeoutMS (the deadline counts from arrival)', async (t) => {
   const b = await httpBackend(t, 'api', bodyHandler);
   const TIMEOUT = 1500;
   const { address, port } = await outboundSidecar(t, b, `RequestTimeoutMS: ${TIMEOUT}`);
-  const r = await rawClient(address, port, 'POST /drip HTTP/1.1\r\nHost: api\r\nContent-Length: 100000\r\n\r\n', TIMEOUT + 6000, { everyMs: 250, bytes: 100_000 });
+  const r = await rawClient(address, port, 'POST /drip HTTP/1.1\r\nHost: api\r\nContent-Length: 100000\r\n\r\n', TIMEOUT + 6000, {
+    everyMs: 250,
+    bytes: 100_000,
+  });
   t.ok(r.closed, 'the connection was closed');
   t.match(r.text, /^HTTP\/1\.1 408 /, '408');
   t.match(r.text, /\r\nx-shoal-error: request-timeout\r\n/i);
@@ -115,13 +152,17 @@ async function inboundCounter(t: Test, opts: Partial<ProxyOptions>): Promise<{ a
     app.close();
   });
   const inboundAddress = randomLoopback();
-  const s = await startSidecar(t, `services: []
+  const s = await startSidecar(
+    t,
+    `services: []
 apps:
   - name: web
     config:
       base_ports:
         - { port: ${appPort}, protocol: http }
-`, { inboundAddress, ...opts });
+`,
+    { inboundAddress, ...opts },
+  );
   let listen = 0;
   s.proxy.onSnapshot((snap) => (listen = snap.inbound[0].listenPort));
   return { address: inboundAddress, port: listen };
@@ -135,7 +176,13 @@ t.test('inbound (no RequestTimeoutMS): a body silent longer than the body idle b
   t.match(silent.text, /^HTTP\/1\.1 408 [^]*x-shoal-error: request-timeout/i, '408 request-timeout');
   t.ok(silent.ms >= IDLE - 100 && silent.ms < IDLE + 3000, `after the idle bound (${Math.round(silent.ms)} ms, bound ${IDLE} ms)`);
   // A byte every 200 ms for 2.4 s: longer than the bound in all, never silent that long.
-  const steady = await rawClient(inboundAddress, listen, 'POST /up HTTP/1.1\r\nHost: app\r\nContent-Length: 12\r\nConnection: close\r\n\r\n', 10_000, { everyMs: 200, bytes: 12 });
+  const steady = await rawClient(
+    inboundAddress,
+    listen,
+    'POST /up HTTP/1.1\r\nHost: app\r\nContent-Length: 12\r\nConnection: close\r\n\r\n',
+    10_000,
+    { everyMs: 200, bytes: 12 },
+  );
   t.match(steady.text, /^HTTP\/1\.1 200 [^]*got 12$/, `a steady slow body is not cut (${Math.round(steady.ms)} ms)`);
 });
 
@@ -143,10 +190,19 @@ t.test('inbound: a body sent a byte at a time is cut at --request-receive-timeou
   const RECEIVE = 1500;
   const { address: inboundAddress, port: listen } = await inboundCounter(t, { requestReceiveTimeoutMs: RECEIVE });
   // A byte every 100 ms: never idle, but 1,000 bytes would take 100 s.
-  const trickle = await rawClient(inboundAddress, listen, 'POST /up HTTP/1.1\r\nHost: app\r\nContent-Length: 1000\r\n\r\n', RECEIVE + 6000, { everyMs: 100, bytes: 1000 });
+  const trickle = await rawClient(
+    inboundAddress,
+    listen,
+    'POST /up HTTP/1.1\r\nHost: app\r\nContent-Length: 1000\r\n\r\n',
+    RECEIVE + 6000,
+    { everyMs: 100, bytes: 1000 },
+  );
   t.ok(trickle.closed, 'the trickled upload was cut');
   t.match(trickle.text, /^HTTP\/1\.1 408 [^]*x-shoal-error: request-timeout/i, '408 request-timeout');
-  t.ok(trickle.ms >= RECEIVE - 100 && trickle.ms < RECEIVE + 3000, `at the receive bound (${Math.round(trickle.ms)} ms, bound ${RECEIVE} ms)`);
+  t.ok(
+    trickle.ms >= RECEIVE - 100 && trickle.ms < RECEIVE + 3000,
+    `at the receive bound (${Math.round(trickle.ms)} ms, bound ${RECEIVE} ms)`,
+  );
   const quick = await request(`http://${inboundAddress}:${listen}/up`, { method: 'POST', body: 'x'.repeat(100_000) });
   t.equal(await quick.body.text(), 'got 100000', 'a body that arrives in time is forwarded whole');
 });
@@ -156,12 +212,16 @@ t.test('a request head on a connection handed to node:http has the head bound to
   const HEAD = 1000;
   const port = await freePort();
   const address = randomLoopback();
-  await startSidecar(t, `services:\n${service('api', address, port, [b.endpoint])}apps:
+  await startSidecar(
+    t,
+    `services:\n${service('api', address, port, [b.endpoint])}apps:
   - name: web
     config:
       base_services:
         - { depend_service_alias: api, port: ${port}, protocol: http }
-`, { requestHeadTimeoutMs: HEAD });
+`,
+    { requestHeadTimeoutMs: HEAD },
+  );
   const r = await new Promise<{ text: string; closedAfterMs: number }>((resolve) => {
     const c = connect(port, address);
     let text = '';
@@ -190,10 +250,17 @@ t.test('a request head on a connection handed to node:http has the head bound to
   });
   t.match(r.text, /^HTTP\/1\.1 200 /, 'the first request was answered');
   t.match(r.text, /HTTP\/1\.1 408 /, 'the trickled head got 408');
-  t.ok(r.closedAfterMs > 0 && r.closedAfterMs < HEAD + 2500, `closed ${Math.round(r.closedAfterMs)} ms into the head (bound ${HEAD} ms; the head alone takes ${100 * 110} ms)`);
+  t.ok(
+    r.closedAfterMs > 0 && r.closedAfterMs < HEAD + 2500,
+    `closed ${Math.round(r.closedAfterMs)} ms into the head (bound ${HEAD} ms; the head alone takes ${100 * 110} ms)`,
+  );
 });
 
-interface H2Backend { server: Http2Server; endpoint: string; streams: number }
+interface H2Backend {
+  server: Http2Server;
+  endpoint: string;
+  streams: number;
+}
 
 async function h2Backend(t: Test, mode: 'body' | 'hang'): Promise<H2Backend> {
   const b = { streams: 0 } as H2Backend;
@@ -204,7 +271,7 @@ async function h2Backend(t: Test, mode: 'body' | 'hang'): Promise<H2Backend> {
     stream.resume();
     if (mode === 'hang') return;
     stream.on('end', () => {
-      if (!stream.destroyed) stream.respond({ ':status': 200 }), stream.end('h2');
+      if (!stream.destroyed) (stream.respond({ ':status': 200 }), stream.end('h2'));
     });
   });
   const address = randomLoopback();
@@ -214,32 +281,39 @@ async function h2Backend(t: Test, mode: 'body' | 'hang'): Promise<H2Backend> {
   return b;
 }
 
-interface H2Answer { headers: IncomingHttpHeaders; ms: number }
+interface H2Answer {
+  headers: IncomingHttpHeaders;
+  ms: number;
+}
 
 t.test('h2c: 20 streams silent after one byte are cut at RequestTimeoutMS with 408, not counted against the endpoint', async (t) => {
   const b = await h2Backend(t, 'body');
   const TIMEOUT = 2000;
   const port = await freePort();
   const address = randomLoopback();
-  const s = await startSidecar(t, `services:\n${service('api', address, port, [b.endpoint], 'http2')}apps:
+  const s = await startSidecar(
+    t,
+    `services:\n${service('api', address, port, [b.endpoint], 'http2')}apps:
   - name: web
     config:
       base_services:
         - { depend_service_alias: api, port: ${port}, protocol: http2, options: { MaxRequests: 20, RequestTimeoutMS: ${TIMEOUT} } }
-`);
+`,
+  );
   const session = h2connect(`http://${address}:${port}`);
   session.on('error', () => {});
   t.teardown(() => session.destroy());
-  const open = (path: string, endStream: boolean, first?: string): Promise<H2Answer> => new Promise((resolve) => {
-    const start = performance.now();
-    const st = session.request({ ':method': 'POST', ':path': path }, { endStream });
-    let headers: IncomingHttpHeaders = {};
-    st.on('response', (h) => (headers = h));
-    st.on('error', () => {});
-    st.resume();
-    st.on('close', () => resolve({ headers, ms: performance.now() - start }));
-    if (first !== undefined) st.write(first);
-  });
+  const open = (path: string, endStream: boolean, first?: string): Promise<H2Answer> =>
+    new Promise((resolve) => {
+      const start = performance.now();
+      const st = session.request({ ':method': 'POST', ':path': path }, { endStream });
+      let headers: IncomingHttpHeaders = {};
+      st.on('response', (h) => (headers = h));
+      st.on('error', () => {});
+      st.resume();
+      st.on('close', () => resolve({ headers, ms: performance.now() - start }));
+      if (first !== undefined) st.write(first);
+    });
   const started = performance.now();
   const uploads = Array.from({ length: 20 }, () => open('/up', false, 'x'));
   await waitFor(() => b.streams >= 20, 'the 20 streams to reach the backend', TIMEOUT - 200);
@@ -248,11 +322,21 @@ t.test('h2c: 20 streams silent after one byte are cut at RequestTimeoutMS with 4
   const results = await Promise.race([Promise.all(uploads), new Promise<null>((r) => setTimeout(() => r(null), TIMEOUT + 6000))]);
   t.ok(results !== null, 'every silent stream was answered');
   if (results === null) return;
-  t.same(results.filter((r) => Number(r.headers[':status']) !== 408 || r.headers['x-shoal-error'] !== 'request-timeout').map((r) => r.headers[':status']), [], 'each got 408 request-timeout');
+  t.same(
+    results
+      .filter((r) => Number(r.headers[':status']) !== 408 || r.headers['x-shoal-error'] !== 'request-timeout')
+      .map((r) => r.headers[':status']),
+    [],
+    'each got 408 request-timeout',
+  );
   t.ok(performance.now() - started < TIMEOUT + 3000, `cut by the deadline (${Math.round(performance.now() - started)} ms)`);
   const after = await open('/after', true);
   t.equal(after.headers[':status'], 200, 'the slots are free again');
-  t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_upstream_failures_total', { reason: 'request-timeout' }), 0, 'no endpoint failure counted: the client was slow');
+  t.equal(
+    await metric(s.proxy.adminPort, 'shoal_proxy_upstream_failures_total', { reason: 'request-timeout' }),
+    0,
+    'no endpoint failure counted: the client was slow',
+  );
 });
 
 /** One GET over h2c, timed. */
@@ -290,67 +374,82 @@ async function hangingDependencies(t: Test, options: string) {
   const a1 = randomLoopback();
   const a2 = randomLoopback();
   const port = await freePort();
-  const s = await startSidecar(t, `services:
+  const s = await startSidecar(
+    t,
+    `services:
 ${service('hang1', a1, port, [h1.endpoint])}${service('hang2', a2, port, [h2.endpoint], 'http2')}apps:
   - name: web
     config:
       base_services:
         - { depend_service_alias: hang1, port: ${port}, protocol: http, options: { ${options} } }
         - { depend_service_alias: hang2, port: ${port}, protocol: http2, options: { ${options} } }
-`);
+`,
+  );
   return { s, hang, h2, a1, a2, port };
 }
 
 const settle = () => new Promise((r) => setTimeout(r, 150));
 
-t.test('by default one try: a hanging upstream gets the request once, the client one 504 at RequestTimeoutMS (fast path, node:http, h2c)', async (t) => {
-  const { hang, h2, a1, a2, port } = await hangingDependencies(t, 'RequestTimeoutMS: 600, RetryAttempts: 2');
-  const start = performance.now();
-  const fast = await request(`http://${a1}:${port}/fast`);
-  const fastMs = performance.now() - start;
-  await fast.body.dump();
-  t.equal(fast.statusCode, 504, 'fast path: 504');
-  t.equal(fast.headers['x-shoal-error'], 'request-timeout');
-  t.ok(fastMs >= 550 && fastMs < 1200, `fast path: after ${Math.round(fastMs)} ms (RequestTimeoutMS 600; three attempts would take 1800)`);
-  await settle();
-  t.equal(hang.count, 1, 'fast path: received once');
+t.test(
+  'by default one try: a hanging upstream gets the request once, the client one 504 at RequestTimeoutMS (fast path, node:http, h2c)',
+  async (t) => {
+    const { hang, h2, a1, a2, port } = await hangingDependencies(t, 'RequestTimeoutMS: 600, RetryAttempts: 2');
+    const start = performance.now();
+    const fast = await request(`http://${a1}:${port}/fast`);
+    const fastMs = performance.now() - start;
+    await fast.body.dump();
+    t.equal(fast.statusCode, 504, 'fast path: 504');
+    t.equal(fast.headers['x-shoal-error'], 'request-timeout');
+    t.ok(
+      fastMs >= 550 && fastMs < 1200,
+      `fast path: after ${Math.round(fastMs)} ms (RequestTimeoutMS 600; three attempts would take 1800)`,
+    );
+    await settle();
+    t.equal(hang.count, 1, 'fast path: received once');
 
-  const slow = await http10Get(a1, port);
-  t.match(slow.text, /^HTTP\/1\.1 504 [^]*x-shoal-error: request-timeout/i, 'node:http path: 504 request-timeout');
-  t.ok(slow.ms >= 550 && slow.ms < 1200, `node:http path: after ${Math.round(slow.ms)} ms`);
-  await settle();
-  t.equal(hang.count, 2, 'node:http path: received once');
+    const slow = await http10Get(a1, port);
+    t.match(slow.text, /^HTTP\/1\.1 504 [^]*x-shoal-error: request-timeout/i, 'node:http path: 504 request-timeout');
+    t.ok(slow.ms >= 550 && slow.ms < 1200, `node:http path: after ${Math.round(slow.ms)} ms`);
+    await settle();
+    t.equal(hang.count, 2, 'node:http path: received once');
 
-  const r = await h2Get(`http://${a2}:${port}`, '/h2');
-  t.equal(r.headers[':status'], 504, 'h2c: 504');
-  t.equal(r.headers['x-shoal-error'], 'request-timeout');
-  t.ok(r.ms >= 550 && r.ms < 1200, `h2c: after ${Math.round(r.ms)} ms`);
-  await settle();
-  t.equal(h2.streams, 1, 'h2c: received once');
-});
+    const r = await h2Get(`http://${a2}:${port}`, '/h2');
+    t.equal(r.headers[':status'], 504, 'h2c: 504');
+    t.equal(r.headers['x-shoal-error'], 'request-timeout');
+    t.ok(r.ms >= 550 && r.ms < 1200, `h2c: after ${Math.round(r.ms)} ms`);
+    await settle();
+    t.equal(h2.streams, 1, 'h2c: received once');
+  },
+);
 
-t.test('PerTryTimeoutMS 200 within RequestTimeoutMS 1000: retried, at most 5 attempts, one 504 at about 1000 ms (fast path, node:http, h2c)', async (t) => {
-  const { s, hang, h2, a1, a2, port } = await hangingDependencies(t, 'RequestTimeoutMS: 1000, PerTryTimeoutMS: 200, RetryAttempts: 10, MaxActiveRetries: 100, ConsecutiveErrors: 1000');
-  const check = (what: string, status: number, ms: number, attempts: number) => {
-    t.equal(status, 504, `${what}: 504`);
-    t.ok(ms >= 950 && ms < 1700, `${what}: after ${Math.round(ms)} ms (RequestTimeoutMS 1000)`);
-    t.ok(attempts >= 2 && attempts <= 5, `${what}: ${attempts} attempts (per-try 200 ms each, RetryAttempts 10)`);
-  };
-  const start = performance.now();
-  const fast = await request(`http://${a1}:${port}/fast`);
-  await fast.body.dump();
-  const fastMs = performance.now() - start;
-  await settle();
-  check('fast path', fast.statusCode, fastMs, hang.count);
-  t.equal(fast.headers['x-shoal-error'], 'request-timeout');
+t.test(
+  'PerTryTimeoutMS 200 within RequestTimeoutMS 1000: retried, at most 5 attempts, one 504 at about 1000 ms (fast path, node:http, h2c)',
+  async (t) => {
+    const { s, hang, h2, a1, a2, port } = await hangingDependencies(
+      t,
+      'RequestTimeoutMS: 1000, PerTryTimeoutMS: 200, RetryAttempts: 10, MaxActiveRetries: 100, ConsecutiveErrors: 1000',
+    );
+    const check = (what: string, status: number, ms: number, attempts: number) => {
+      t.equal(status, 504, `${what}: 504`);
+      t.ok(ms >= 950 && ms < 1700, `${what}: after ${Math.round(ms)} ms (RequestTimeoutMS 1000)`);
+      t.ok(attempts >= 2 && attempts <= 5, `${what}: ${attempts} attempts (per-try 200 ms each, RetryAttempts 10)`);
+    };
+    const start = performance.now();
+    const fast = await request(`http://${a1}:${port}/fast`);
+    await fast.body.dump();
+    const fastMs = performance.now() - start;
+    await settle();
+    check('fast path', fast.statusCode, fastMs, hang.count);
+    t.equal(fast.headers['x-shoal-error'], 'request-timeout');
 
-  const before = hang.count;
-  const slow = await http10Get(a1, port);
-  await settle();
-  check('node:http path', Number(slow.text.slice(9, 12)), slow.ms, hang.count - before);
+    const before = hang.count;
+    const slow = await http10Get(a1, port);
+    await settle();
+    check('node:http path', Number(slow.text.slice(9, 12)), slow.ms, hang.count - before);
 
-  const r = await h2Get(`http://${a2}:${port}`, '/h2');
-  await settle();
-  check('h2c', Number(r.headers[':status']), r.ms, h2.streams);
-  t.ok(await metric(s.proxy.adminPort, 'shoal_proxy_retries_total', { result: 'sent' }) >= 3, 'the retries are counted');
-});
+    const r = await h2Get(`http://${a2}:${port}`, '/h2');
+    await settle();
+    check('h2c', Number(r.headers[':status']), r.ms, h2.streams);
+    t.ok((await metric(s.proxy.adminPort, 'shoal_proxy_retries_total', { result: 'sent' })) >= 3, 'the retries are counted');
+  },
+);

@@ -36,21 +36,27 @@ t.test('pipelined POST /p1 (with a body), GET /p2, DELETE /p3 on one connection 
   });
   const port = await freePort();
   const address = randomLoopback();
-  await startSidecar(t, `services:\n${service('api', address, port, [b.endpoint])}apps:
+  await startSidecar(
+    t,
+    `services:\n${service('api', address, port, [b.endpoint])}apps:
   - name: web
     config:
       base_services:
         - { depend_service_alias: api, port: ${port}, protocol: http }
-`);
+`,
+  );
   const body = 'b'.repeat(32 * 1024);
   const orders: string[] = [];
   const answers: string[] = [];
   for (let i = 0; i < 8; i++) {
     seen = [];
-    const text = await rawExchange(address, port,
+    const text = await rawExchange(
+      address,
+      port,
       `POST /p1 HTTP/1.1\r\nHost: api\r\nContent-Length: ${body.length}\r\n\r\n${body}` +
-      'GET /p2 HTTP/1.1\r\nHost: api\r\n\r\n' +
-      'DELETE /p3 HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n');
+        'GET /p2 HTTP/1.1\r\nHost: api\r\n\r\n' +
+        'DELETE /p3 HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n',
+    );
     orders.push(seen.join(', '));
     answers.push([...text.matchAll(/\/p\d:\d+;/g)].map((m) => m[0]).join(''));
   }
@@ -62,12 +68,15 @@ t.test('more than one Host, or a target that is no path: 400 before any endpoint
   const b = await httpBackend(t, 'api');
   const port = await freePort();
   const address = randomLoopback();
-  const s = await startSidecar(t, `services:\n${service('api', address, port, [b.endpoint])}apps:
+  const s = await startSidecar(
+    t,
+    `services:\n${service('api', address, port, [b.endpoint])}apps:
   - name: web
     config:
       base_services:
         - { depend_service_alias: api, port: ${port}, protocol: http, options: { ConsecutiveErrors: 3 } }
-`);
+`,
+  );
   const bad = [
     'GET / HTTP/1.1\r\nHost: api\r\nHost: other\r\n\r\n',
     'GET / HTTP/1.1\r\nHost: api\r\nhost: api\r\n\r\n',
@@ -78,14 +87,28 @@ t.test('more than one Host, or a target that is no path: 400 before any endpoint
   ];
   for (const req of bad) {
     const text = await rawExchange(address, port, req);
-    t.match(text, /^HTTP\/1\.1 400 [^]*\r\nx-shoal-error: bad-request\r\n/i, `400 bad-request for ${JSON.stringify(req.split('\r\n').slice(0, 3).join(' | '))}`);
+    t.match(
+      text,
+      /^HTTP\/1\.1 400 [^]*\r\nx-shoal-error: bad-request\r\n/i,
+      `400 bad-request for ${JSON.stringify(req.split('\r\n').slice(0, 3).join(' | '))}`,
+    );
   }
   t.equal(b.requests, 0, 'nothing reached the endpoint');
   t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_upstream_failures_total'), 0, 'no endpoint failure counted');
-  const dump = await configDump(s.proxy.adminPort) as { policies: { clusters: Array<{ cluster: string; outlierDetection: { endpoints: Array<{ consecutiveErrors: number }> } }> } };
+  const dump = (await configDump(s.proxy.adminPort)) as {
+    policies: { clusters: Array<{ cluster: string; outlierDetection: { endpoints: Array<{ consecutiveErrors: number }> } }> };
+  };
   const endpoints = dump.policies.clusters.find((c) => c.cluster.startsWith('api.'))!.outlierDetection.endpoints;
-  t.same(endpoints.map((e) => e.consecutiveErrors), [0], 'outlier detection saw no failure of the endpoint');
-  t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_errors_total', { error: 'bad-request' }), bad.length, 'counted as the client\'s errors');
+  t.same(
+    endpoints.map((e) => e.consecutiveErrors),
+    [0],
+    'outlier detection saw no failure of the endpoint',
+  );
+  t.equal(
+    await metric(s.proxy.adminPort, 'shoal_proxy_errors_total', { error: 'bad-request' }),
+    bad.length,
+    "counted as the client's errors",
+  );
   const ok = await request(`http://${address}:${port}/`);
   t.equal(ok.statusCode, 200, 'a good request still goes through');
   t.equal(await ok.body.text(), 'api');
@@ -104,12 +127,15 @@ t.test('an http2 listener answers an HTTP/1.1 request with more than one Host 40
   t.teardown(() => h2.close());
   const port = await freePort();
   const address = randomLoopback();
-  await startSidecar(t, `services:\n${service('api', address, port, [`${upAddress}:${(h2.address() as AddressInfo).port}`], 'http2')}apps:
+  await startSidecar(
+    t,
+    `services:\n${service('api', address, port, [`${upAddress}:${(h2.address() as AddressInfo).port}`], 'http2')}apps:
   - name: web
     config:
       base_services:
         - { depend_service_alias: api, port: ${port}, protocol: http2 }
-`);
+`,
+  );
   const text = await rawExchange(address, port, 'GET / HTTP/1.1\r\nHost: api\r\nHost: other\r\n\r\n');
   t.match(text, /^HTTP\/1\.1 400 [^]*x-shoal-error: bad-request/i, '400 bad-request');
   t.equal(streams, 0, 'nothing went upstream');

@@ -32,24 +32,36 @@ async function sidecarInFront(t: Test, options: string, extra: object = {}): Pro
     app.close();
   });
   const appPort = (app.address() as AddressInfo).port;
-  const discover = await withDiscover(t, `services: []
+  const discover = await withDiscover(
+    t,
+    `services: []
 apps:
   - name: web
     config:
       base_ports:
         - { port: ${appPort}, protocol: http, options: { ${options} } }
-`);
-  const snap = await (await request(`${discover.url}/v2/snapshot/default/web`)).body.json() as { inbound: { listenPort: number }[] };
+`,
+  );
+  const snap = (await (await request(`${discover.url}/v2/snapshot/default/web`)).body.json()) as { inbound: { listenPort: number }[] };
   const address = randomLoopback();
   const opts = {
-    discoverUrl: `${discover.url}/v1/resources/default/web/mesh`, adminHost: '127.0.0.1', adminPort: 0,
-    inboundAddress: address, drainTimeoutMs: 1000, warmUpRequests: 0,
-    stateFile: join(t.testdirName, 'state.json'), ...extra,
+    discoverUrl: `${discover.url}/v1/resources/default/web/mesh`,
+    adminHost: '127.0.0.1',
+    adminPort: 0,
+    inboundAddress: address,
+    drainTimeoutMs: 1000,
+    warmUpRequests: 0,
+    stateFile: join(t.testdirName, 'state.json'),
+    ...extra,
   };
   t.testdir({});
-  const child = spawn(process.execPath, [join(import.meta.dirname, '..', 'sidecarProcess.ts'), JSON.stringify(opts)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(import.meta.dirname, '..', 'sidecarProcess.ts'), JSON.stringify(opts)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
-  child.stderr!.on('data', (d) => { stderr += d; });
+  child.stderr!.on('data', (d) => {
+    stderr += d;
+  });
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   t.teardown(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
@@ -160,7 +172,10 @@ t.test('100,000 pipelined requests from a client that reads nothing: memory stay
   const answered = await metric(c.adminPort, 'shoal_proxy_inbound_limited_total', { limit: 'rps' });
   t.comment(`${answered} requests answered 429 while the client read nothing`);
   t.ok(answered < N / 2, 'the sidecar stopped taking requests from a client that does not read');
-  t.ok(served.length >= 5 && served.every((st) => st === 200 || st === 429), `another client was answered every time (${served.length} requests)`);
+  t.ok(
+    served.length >= 5 && served.every((st) => st === 200 || st === 429),
+    `another client was answered every time (${served.length} requests)`,
+  );
   // The client reads again: the sidecar answers everything it took, in order, and goes on.
   const counted = countResponses(s, N, 90_000);
   s.resume();
@@ -174,7 +189,9 @@ t.test('a request head must arrive whole within --request-head-timeout of its fi
   const trickle = async () => {
     const s = await open(c.address, c.port);
     let got = '';
-    s.on('data', (d) => { got += d.toString('latin1'); });
+    s.on('data', (d) => {
+      got += d.toString('latin1');
+    });
     const closed = new Promise<number>((r) => s.once('close', () => r(performance.now())));
     const started = performance.now();
     let i = 0;
@@ -191,8 +208,14 @@ t.test('a request head must arrive whole within --request-head-timeout of its fi
   const results = await Promise.all(Array.from({ length: 30 }, trickle));
   const times = results.map((r) => r.ms);
   t.comment(`closed after ${Math.min(...times).toFixed(0)}-${Math.max(...times).toFixed(0)} ms`);
-  t.ok(results.every((r) => r.ms > 0 && r.ms < 5000), 'every trickling connection was closed well before its head could end');
-  t.ok(results.every((r) => r.got.startsWith('HTTP/1.1 408 ')), 'each was told 408 Request Timeout');
+  t.ok(
+    results.every((r) => r.ms > 0 && r.ms < 5000),
+    'every trickling connection was closed well before its head could end',
+  );
+  t.ok(
+    results.every((r) => r.got.startsWith('HTTP/1.1 408 ')),
+    'each was told 408 Request Timeout',
+  );
   t.equal(await oneRequest(c.address, c.port), 200, 'a normal request still goes through');
   // A head split over two reads that ends in time is served.
   const s = await open(c.address, c.port);

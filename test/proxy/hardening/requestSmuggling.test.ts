@@ -74,7 +74,10 @@ async function lenientApp(t: Test): Promise<LenientApp> {
       } else app.seen.push(JSON.parse(line) as [string, string]);
     });
   });
-  await Promise.race([ready, new Promise((_, reject) => setTimeout(() => reject(new Error(`the python app did not start: ${stderr}`)), 20_000))]);
+  await Promise.race([
+    ready,
+    new Promise((_, reject) => setTimeout(() => reject(new Error(`the python app did not start: ${stderr}`)), 20_000)),
+  ]);
   return app;
 }
 
@@ -88,7 +91,15 @@ interface Wire {
 function exchange(w: Wire, bytes: string): Promise<string> {
   return new Promise((resolve) => {
     const s = w.tls
-      ? tlsConnect({ host: w.host, port: w.port, key: w.tls.key, cert: w.tls.cert, rejectUnauthorized: false, minVersion: 'TLSv1.3', checkServerIdentity: () => undefined })
+      ? tlsConnect({
+          host: w.host,
+          port: w.port,
+          key: w.tls.key,
+          cert: w.tls.cert,
+          rejectUnauthorized: false,
+          minVersion: 'TLSv1.3',
+          checkServerIdentity: () => undefined,
+        })
       : netConnect({ host: w.host, port: w.port });
     let out = '';
     s.once(w.tls ? 'secureConnect' : 'connect', () => s.write(bytes, 'latin1'));
@@ -108,11 +119,16 @@ async function marker(t: Test, w: Wire, app: LenientApp, name: string): Promise<
 }
 
 /** The smuggling vector: one request to llhttp (a bad one), two to a lenient server. */
-const SMUGGLE = (first: string, second: string) => `GET ${first}\tHTTP/1.1\nHost:\tx\n\n${second}\tHTTP/1.1\nX:\ty HTTP/1.1\r\nHost: app\r\n\r\n`;
+const SMUGGLE = (first: string, second: string) =>
+  `GET ${first}\tHTTP/1.1\nHost:\tx\n\n${second}\tHTTP/1.1\nX:\ty HTTP/1.1\r\nHost: app\r\n\r\n`;
 
 const REFUSED: [string, string, RegExp][] = [
   ['TAB and bare LF in the target hide a second request', SMUGGLE('/a', 'GET\t/smuggled'), /^HTTP\/1\.1 400 /],
-  ['bare LF LF in a header ends the head early', 'GET /a HTTP/1.1\r\nHost: app\nX: y\n\nGET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n', /^HTTP\/1\.1 400 /],
+  [
+    'bare LF LF in a header ends the head early',
+    'GET /a HTTP/1.1\r\nHost: app\nX: y\n\nGET /smuggled HTTP/1.1\r\nHost: app\r\n\r\n',
+    /^HTTP\/1\.1 400 /,
+  ],
   ['VT at the start of a header value', 'GET /a HTTP/1.1\r\nHost: app\r\nX-Forwarded-For: \v10.0.0.1\r\n\r\n', /^HTTP\/1\.1 400 /],
   ['CR at the end of a header value', 'GET /a HTTP/1.1\r\nHost: app\r\nX: v\r\r\n\r\n', /^HTTP\/1\.1 400 /],
   ['a lower-case method', 'get /a HTTP/1.1\r\nHost: app\r\n\r\n', /^HTTP\/1\.1 400 /],
@@ -120,87 +136,111 @@ const REFUSED: [string, string, RegExp][] = [
   ['NBSP after Content-Length: 0', 'POST /a HTTP/1.1\r\nHost: app\r\nContent-Length: 0\xa0\r\n\r\n', /^HTTP\/1\.1 400 /],
   ['a duplicate Content-Length: 0', 'POST /a HTTP/1.1\r\nHost: app\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n', /^HTTP\/1\.1 400 /],
   ['no Host', 'GET /a HTTP/1.1\r\nUser-Agent: x\r\n\r\n', /^HTTP\/1\.1 400 /],
-  ['a head over node:http\'s 16 KiB', `GET /a HTTP/1.1\r\nHost: app\r\nX: ${'v'.repeat(16_500)}\r\n\r\n`, /^HTTP\/1\.1 431 /],
+  ["a head over node:http's 16 KiB", `GET /a HTTP/1.1\r\nHost: app\r\nX: ${'v'.repeat(16_500)}\r\n\r\n`, /^HTTP\/1\.1 431 /],
 ];
 
-t.test('requests llhttp rejects get node:http\'s answer and never reach a lenient app', { skip: havePython ? false : 'python3 is not installed: the lenient app cannot run' }, async (t) => {
-  const app = await lenientApp(t);
-  const inboundAddress = randomLoopback();
-  const s = await startSidecar(t, `services: []
+t.test(
+  "requests llhttp rejects get node:http's answer and never reach a lenient app",
+  { skip: havePython ? false : 'python3 is not installed: the lenient app cannot run' },
+  async (t) => {
+    const app = await lenientApp(t);
+    const inboundAddress = randomLoopback();
+    const s = await startSidecar(
+      t,
+      `services: []
 apps:
   - name: web
     config:
       base_ports:
         - { port: ${app.port}, protocol: http }
-`, { inboundAddress });
-  let listenPort = 0;
-  s.proxy.onSnapshot((snap) => (listenPort = snap.inbound[0].listenPort));
-  const w: Wire = { host: inboundAddress, port: listenPort };
-  await marker(t, w, app, 'start');
-  for (const [i, [name, bytes, status]] of REFUSED.entries()) {
-    const before = app.seen.length;
-    const out = await exchange(w, bytes);
-    t.match(out, status, `${name}: answered ${status.source.slice(1)}`);
-    t.notMatch(out, /app saw/, `${name}: no answer of the app`);
-    await marker(t, w, app, String(i));
-    t.same(app.seen.slice(before), [['GET', `/marker-${i}`]], `${name}: the app saw nothing of it`);
-  }
-  // The same connection then carries good requests on: the fast path still serves them.
-  const good = await exchange(w, 'GET /x?y=1 HTTP/1.1\r\nHost: app\r\n\r\nGET /z HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n');
-  t.match(good, /app saw GET \/x\?y=1\n[^]*app saw GET \/z\n/, 'pipelined good requests served in order');
-});
+`,
+      { inboundAddress },
+    );
+    let listenPort = 0;
+    s.proxy.onSnapshot((snap) => (listenPort = snap.inbound[0].listenPort));
+    const w: Wire = { host: inboundAddress, port: listenPort };
+    await marker(t, w, app, 'start');
+    for (const [i, [name, bytes, status]] of REFUSED.entries()) {
+      const before = app.seen.length;
+      const out = await exchange(w, bytes);
+      t.match(out, status, `${name}: answered ${status.source.slice(1)}`);
+      t.notMatch(out, /app saw/, `${name}: no answer of the app`);
+      await marker(t, w, app, String(i));
+      t.same(app.seen.slice(before), [['GET', `/marker-${i}`]], `${name}: the app saw nothing of it`);
+    }
+    // The same connection then carries good requests on: the fast path still serves them.
+    const good = await exchange(w, 'GET /x?y=1 HTTP/1.1\r\nHost: app\r\n\r\nGET /z HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n');
+    t.match(good, /app saw GET \/x\?y=1\n[^]*app saw GET \/z\n/, 'pipelined good requests served in order');
+  },
+);
 
-t.test('a smuggled request cannot pass the inbound ALLOW policy', { skip: havePython ? false : 'python3 is not installed: the lenient app cannot run' }, async (t) => {
-  const app = await lenientApp(t);
-  const dir = mkdtempSync(join(tmpdir(), 'shoal-smuggling-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const log = createLogger('test', process.env.SHOAL_TEST_LOG ?? 'silent');
-  const tokensFile = join(dir, 'tokens.yaml');
-  writeFileSync(tokensFile, 'tokens:\n  - { token: api-token, namespace: default, serviceAccount: api }\n');
-  const topology = join(dir, 'topology.yaml');
-  // web may only GET under /public/; the app's own lenient parser is what a smuggled request targets.
-  writeFileSync(topology, `services: []
+t.test(
+  'a smuggled request cannot pass the inbound ALLOW policy',
+  { skip: havePython ? false : 'python3 is not installed: the lenient app cannot run' },
+  async (t) => {
+    const app = await lenientApp(t);
+    const dir = mkdtempSync(join(tmpdir(), 'shoal-smuggling-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const log = createLogger('test', process.env.SHOAL_TEST_LOG ?? 'silent');
+    const tokensFile = join(dir, 'tokens.yaml');
+    writeFileSync(tokensFile, 'tokens:\n  - { token: api-token, namespace: default, serviceAccount: api }\n');
+    const topology = join(dir, 'topology.yaml');
+    // web may only GET under /public/; the app's own lenient parser is what a smuggled request targets.
+    writeFileSync(
+      topology,
+      `services: []
 apps:
   - name: api
     config:
       base_ports: [{ port: ${app.port}, protocol: http, options: { ALLOW: "ns/default/sa/web GET /public/" } }]
       base_normal: { options: { MTLS_MODE: STRICT } }
-`);
-  const { ca } = await CertificateAuthority.generate(TRUST_DOMAIN);
-  const d = await startDiscover({ staticFile: topology, host: '127.0.0.1', port: 0, log, identity: { trustDomain: TRUST_DOMAIN, ca, tokensFile, certTtlMs: 3_600_000 } });
-  t.teardown(() => d.close());
-  const tokenFile = join(dir, 'api.token');
-  writeFileSync(tokenFile, 'api-token\n');
-  const inboundAddress = randomLoopback();
-  const api: Proxy = await startProxy({
-    discoverUrl: `${d.url}/v1/resources/default/api/mesh`,
-    stateFile: join(dir, 'api.state.json'),
-    tokenFile,
-    adminHost: '127.0.0.1',
-    adminPort: 0,
-    inboundAddress,
-    drainTimeoutMs: 1000,
-    log,
-  });
-  t.teardown(() => api.close());
-  await api.whenReady();
-  let listenPort = 0;
-  api.onSnapshot((snap) => (listenPort = snap.inbound[0].listenPort));
-  const w: Wire = { host: inboundAddress, port: listenPort, tls: await workloadCert(ca, 'web') };
+`,
+    );
+    const { ca } = await CertificateAuthority.generate(TRUST_DOMAIN);
+    const d = await startDiscover({
+      staticFile: topology,
+      host: '127.0.0.1',
+      port: 0,
+      log,
+      identity: { trustDomain: TRUST_DOMAIN, ca, tokensFile, certTtlMs: 3_600_000 },
+    });
+    t.teardown(() => d.close());
+    const tokenFile = join(dir, 'api.token');
+    writeFileSync(tokenFile, 'api-token\n');
+    const inboundAddress = randomLoopback();
+    const api: Proxy = await startProxy({
+      discoverUrl: `${d.url}/v1/resources/default/api/mesh`,
+      stateFile: join(dir, 'api.state.json'),
+      tokenFile,
+      adminHost: '127.0.0.1',
+      adminPort: 0,
+      inboundAddress,
+      drainTimeoutMs: 1000,
+      log,
+    });
+    t.teardown(() => api.close());
+    await api.whenReady();
+    let listenPort = 0;
+    api.onSnapshot((snap) => (listenPort = snap.inbound[0].listenPort));
+    const w: Wire = { host: inboundAddress, port: listenPort, tls: await workloadCert(ca, 'web') };
 
-  // The policy holds for plain requests: web may GET /public/..., not DELETE /admin.
-  const allowed = await exchange(w, 'GET /public/ok HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n');
-  t.match(allowed, /^HTTP\/1\.1 200 [^]*app saw GET \/public\/ok/, 'an allowed request is served');
-  const denied = await exchange(w, 'DELETE /admin HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n');
-  t.match(denied, /^HTTP\/1\.1 403 [^]*x-shoal-error: denied/i, 'DELETE /admin is denied');
+    // The policy holds for plain requests: web may GET /public/..., not DELETE /admin.
+    const allowed = await exchange(w, 'GET /public/ok HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n');
+    t.match(allowed, /^HTTP\/1\.1 200 [^]*app saw GET \/public\/ok/, 'an allowed request is served');
+    const denied = await exchange(w, 'DELETE /admin HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n');
+    t.match(denied, /^HTTP\/1\.1 403 [^]*x-shoal-error: denied/i, 'DELETE /admin is denied');
 
-  // Smuggled behind an allowed GET /public/..., the DELETE /admin must not reach the app.
-  const before = app.seen.length;
-  const out = await exchange(w, SMUGGLE('/public/a', 'DELETE\t/admin'));
-  t.match(out, /^HTTP\/1\.1 400 /, 'the smuggling request is answered 400');
-  const after = await exchange(w, 'GET /public/after HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n');
-  t.match(after, /^HTTP\/1\.1 200 [^]*app saw GET \/public\/after/, 'the next request gets its own answer');
-  await waitFor(() => app.seen.some(([, p]) => p === '/public/after'), 'the app to see /public/after', 10_000);
-  t.same(app.seen.slice(before), [['GET', '/public/after']], 'the app saw neither the smuggled DELETE /admin nor its carrier');
-  t.notOk(app.seen.some(([m]) => m === 'DELETE'), 'no DELETE ever reached the app');
-});
+    // Smuggled behind an allowed GET /public/..., the DELETE /admin must not reach the app.
+    const before = app.seen.length;
+    const out = await exchange(w, SMUGGLE('/public/a', 'DELETE\t/admin'));
+    t.match(out, /^HTTP\/1\.1 400 /, 'the smuggling request is answered 400');
+    const after = await exchange(w, 'GET /public/after HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n');
+    t.match(after, /^HTTP\/1\.1 200 [^]*app saw GET \/public\/after/, 'the next request gets its own answer');
+    await waitFor(() => app.seen.some(([, p]) => p === '/public/after'), 'the app to see /public/after', 10_000);
+    t.same(app.seen.slice(before), [['GET', '/public/after']], 'the app saw neither the smuggled DELETE /admin nor its carrier');
+    t.notOk(
+      app.seen.some(([m]) => m === 'DELETE'),
+      'no DELETE ever reached the app',
+    );
+  },
+);

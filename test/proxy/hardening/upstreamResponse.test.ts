@@ -53,12 +53,15 @@ async function rawUpstream(t: Test, respond: (method: string, path: string) => s
 async function sidecarTo(t: Test, endpoint: string): Promise<string> {
   const port = await freePort();
   const address = randomLoopback();
-  await startSidecar(t, `services:\n${service('api', address, port, [endpoint])}apps:
+  await startSidecar(
+    t,
+    `services:\n${service('api', address, port, [endpoint])}apps:
   - name: web
     config:
       base_services:
         - { depend_service_alias: api, port: ${port}, protocol: http, options: { RetryAttempts: 0, RequestTimeoutMS: 5000, ConsecutiveErrors: 1000 } }
-`);
+`,
+  );
   return `http://${address}:${port}`;
 }
 
@@ -96,7 +99,8 @@ async function answer(p: Promise<Dispatcher.ResponseData>): Promise<{ status: nu
 
 // Each was passed on verbatim by the fast path (the undici path answered 502).
 const MALFORMED: Record<string, string> = {
-  'Content-Length and Transfer-Encoding': 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
+  'Content-Length and Transfer-Encoding':
+    'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
   'bare LF line ends': 'HTTP/1.1 200 OK\nContent-Length: 2\n\nok',
   'a bare LF in a field value': 'HTTP/1.1 200 OK\r\nX-A: a\nb\r\nContent-Length: 2\r\n\r\nok',
   'a bare CR in the status line': 'HTTP/1.1 200 O\rK\r\nContent-Length: 2\r\n\r\nok',
@@ -132,10 +136,23 @@ t.test('malformed upstream response heads: a clean 502 upstream-reset on the fas
     t.equal(fast.error, 'upstream-reset', `fast path: ${name}: upstream-reset`);
     const used = up.served.findLast((s) => s.path === `/bad/${i}`);
     t.ok(used, `the upstream saw the request: ${name}`);
-    if (used) await waitFor(() => used.socket.destroyed || used.socket.readableEnded, `the sidecar to close the upstream connection after: ${name}`, 5000).then(() => t.pass(`the upstream connection is not reused: ${name}`), (e: Error) => t.fail(e.message));
+    if (used)
+      await waitFor(
+        () => used.socket.destroyed || used.socket.readableEnded,
+        `the sidecar to close the upstream connection after: ${name}`,
+        5000,
+      ).then(
+        () => t.pass(`the upstream connection is not reused: ${name}`),
+        (e: Error) => t.fail(e.message),
+      );
     // The undici path, for the same response.
     const slow = await answer(request(`${url}/bad/${i}`, { method: 'POST', body: 'x', dispatcher: slowClient }));
-    if (BODY_ERRORS.has(name)) t.not(`${slow.status} ${slow.body}`, '200 ok', `undici path: ${name}: not passed on as a complete response (${slow.status} ${slow.error})`);
+    if (BODY_ERRORS.has(name))
+      t.not(
+        `${slow.status} ${slow.body}`,
+        '200 ok',
+        `undici path: ${name}: not passed on as a complete response (${slow.status} ${slow.error})`,
+      );
     else {
       t.equal(slow.status, 502, `undici path: ${name}: 502 too (${slow.body.trim().slice(0, 120)})`);
       t.equal(slow.error, 'upstream-reset', `undici path: ${name}: upstream-reset too`);
@@ -146,19 +163,31 @@ t.test('malformed upstream response heads: a clean 502 upstream-reset on the fas
 });
 
 t.test('Connection: content-length keeps the framing: two kept-alive responses reach the client intact', async (t) => {
-  const up = await rawUpstream(t, (_, path) => path === '/first'
-    ? 'HTTP/1.1 200 OK\r\nConnection: content-length, x-hop\r\nX-Hop: 1\r\nContent-Length: 5\r\n\r\nfirst'
-    : 'HTTP/1.1 200 OK\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nsecond\r\n0\r\n\r\n');
+  const up = await rawUpstream(t, (_, path) =>
+    path === '/first'
+      ? 'HTTP/1.1 200 OK\r\nConnection: content-length, x-hop\r\nX-Hop: 1\r\nContent-Length: 5\r\n\r\nfirst'
+      : 'HTTP/1.1 200 OK\r\nConnection: transfer-encoding\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nsecond\r\n0\r\n\r\n',
+  );
   const url = await sidecarTo(t, up.endpoint);
   const ll = new Llhttp();
   t.teardown(() => ll.close());
-  const paths = [['fast path', ''], ['undici path', 'content-length: 1\r\n\r\nx']] as const;
+  const paths = [
+    ['fast path', ''],
+    ['undici path', 'content-length: 1\r\n\r\nx'],
+  ] as const;
   for (const [which, body] of paths) {
     const req = (path: string) => `${body === '' ? 'GET' : 'POST'} ${path} HTTP/1.1\r\nhost: api\r\n${body === '' ? '\r\n' : body}`;
     const got = await exchange(url, req('/first') + req('/second'), (s) => s.includes('second') && s.endsWith('0\r\n\r\n'));
     const [r] = await ll.parseAll([{ mode: 'response', data: got }]);
     t.equal(r.error, null, `${which}: the client parses what it got (${r.error} ${r.reason})`);
-    t.same(r.messages.map((m) => [m.statusCode, m.body, m.complete]), [[200, 'first', true], [200, 'second', true]], `${which}: both responses, each with its own body`);
+    t.same(
+      r.messages.map((m) => [m.statusCode, m.body, m.complete]),
+      [
+        [200, 'first', true],
+        [200, 'second', true],
+      ],
+      `${which}: both responses, each with its own body`,
+    );
     t.notMatch(got, /x-hop|connection: (content-length|transfer-encoding)/i, `${which}: Connection and the fields it lists are gone`);
   }
   t.same(up.served.map((s) => s.path).sort(), ['/first', '/first', '/second', '/second'], 'the upstream answered each request once');

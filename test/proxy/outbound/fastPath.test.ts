@@ -19,12 +19,16 @@ async function via(t: Test, handler: Handler, opts = {}): Promise<string> {
 async function viaEndpoint(t: Test, endpoint: string, opts = {}): Promise<string> {
   const port = await freePort();
   const address = randomLoopback();
-  await startSidecar(t, `services:\n${service('api', address, port, [endpoint])}apps:
+  await startSidecar(
+    t,
+    `services:\n${service('api', address, port, [endpoint])}apps:
   - name: web
     config:
       base_services:
         - { depend_service_alias: api, port: ${port}, protocol: http }
-`, opts);
+`,
+    opts,
+  );
   return `http://${address}:${port}`;
 }
 
@@ -114,7 +118,11 @@ t.test('response hop-by-hop lines are dropped wherever they sit; HTTP/1.0 answer
   t.notMatch(first, /keep-alive|x-hop/i, 'Connection, Keep-Alive and the listed X-Hop are gone');
   t.match(first, /Content-Length: 2\r\nX-End: z\r\n\r\nok$/);
   const second = await raw(url, 'GET / HTTP/1.1\r\nhost: x\r\n\r\n', /\r\n\r\nok/);
-  t.match(second, /^HTTP\/1\.1 201 Created\r\nContent-Length: 2\r\nX-Keep: y\r\n\r\nok$/, 'trailing hop-by-hop lines leave a well-formed head');
+  t.match(
+    second,
+    /^HTTP\/1\.1 201 Created\r\nContent-Length: 2\r\nX-Keep: y\r\n\r\nok$/,
+    'trailing hop-by-hop lines leave a well-formed head',
+  );
 });
 
 t.test('a malformed response head becomes 502 upstream-reset', async (t) => {
@@ -150,7 +158,10 @@ t.test('pipelined requests are answered in order; Connection: close closes after
     req.resume();
     setTimeout(() => res.end(`answer ${req.url}`), req.url === '/1' ? 50 : 1);
   });
-  const out = await raw(url, 'GET /1 HTTP/1.1\r\nhost: x\r\n\r\nGET /2 HTTP/1.1\r\nhost: x\r\n\r\nGET /3 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n');
+  const out = await raw(
+    url,
+    'GET /1 HTTP/1.1\r\nhost: x\r\n\r\nGET /2 HTTP/1.1\r\nhost: x\r\n\r\nGET /3 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n',
+  );
   const bodies = [...out.matchAll(/answer \/[0-9]/g)].map((m) => m[0]);
   t.same(bodies, ['answer /1', 'answer /2', 'answer /3']);
   t.equal((out.match(/connection: close/gi) ?? []).length, 1, 'only the last response says close');
@@ -166,18 +177,38 @@ t.test('HTTP/1.0 and requests with bodies go the node:http way and still work (c
   t.equal(v10, 'GET 1.1 0');
   const { stdout: post } = await run('curl', ['-s', '-d', 'x'.repeat(1000), `${url}/`]);
   t.equal(post, 'POST 1.1 1000');
-  const { stdout: mixed } = await run('curl', ['-s', `${url}/a`, '-o', '/dev/null', '-w', '%{http_code} ', '--next', '-s', '-d', 'abc', `${url}/b`]);
+  const { stdout: mixed } = await run('curl', [
+    '-s',
+    `${url}/a`,
+    '-o',
+    '/dev/null',
+    '-w',
+    '%{http_code} ',
+    '--next',
+    '-s',
+    '-d',
+    'abc',
+    `${url}/b`,
+  ]);
   t.match(mixed, /^200 POST 1\.1 3$/, 'a GET then a POST on one connection');
 });
 
 t.test('the access log writes one JSON line per sampled request', async (t) => {
   const lines: Record<string, unknown>[] = [];
-  const sink = { write: (chunk: string) => { for (const l of chunk.split('\n')) if (l.trim() !== '') lines.push(JSON.parse(l) as Record<string, unknown>); } };
+  const sink = {
+    write: (chunk: string) => {
+      for (const l of chunk.split('\n')) if (l.trim() !== '') lines.push(JSON.parse(l) as Record<string, unknown>);
+    },
+  };
   const log = createLogger('proxy', 'info', sink);
-  const url = await via(t, (req, res) => {
-    req.resume();
-    res.end('ok');
-  }, { accessLog: true, accessLogSample: 2, log });
+  const url = await via(
+    t,
+    (req, res) => {
+      req.resume();
+      res.end('ok');
+    },
+    { accessLog: true, accessLogSample: 2, log },
+  );
   for (let i = 0; i < 10; i++) await (await request(`${url}/p${i}`, { headers: { 'x-request-id': `rid-${i}` } })).body.dump();
   await new Promise((r) => setTimeout(r, 100));
   const access = lines.filter((l) => l.msg === 'access');

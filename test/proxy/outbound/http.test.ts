@@ -9,7 +9,10 @@ const run = promisify(execFile);
 const agent = new Agent({ keepAliveTimeout: 1000 });
 t.teardown(() => agent.close());
 
-async function get(url: string, headers: Record<string, string> = {}): Promise<{ status: number; body: string; headers: Record<string, unknown> }> {
+async function get(
+  url: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: string; headers: Record<string, unknown> }> {
   const r = await request(url, { dispatcher: agent, headers });
   return { status: r.statusCode, body: await r.body.text(), headers: r.headers };
 }
@@ -63,10 +66,12 @@ t.test('least request prefers the endpoint with fewer requests in flight', async
   });
   const fast = await Promise.all([1, 2].map((i) => httpBackend(t, `fast-${i}`)));
   const { url } = await oneDependency(t, 'LBPolicy: least_request', [slow.endpoint, ...fast.map((b) => b.endpoint)]);
-  const results = await Promise.all(Array.from({ length: 60 }, async (_, i) => {
-    await new Promise((r) => setTimeout(r, i * 5));
-    return (await get(`${url}/`)).body;
-  }));
+  const results = await Promise.all(
+    Array.from({ length: 60 }, async (_, i) => {
+      await new Promise((r) => setTimeout(r, i * 5));
+      return (await get(`${url}/`)).body;
+    }),
+  );
   const slowCount = results.filter((b) => b === 'slow').length;
   t.ok(slowCount < 15, `the slow endpoint got ${slowCount} of 60 (fair share would be 20)`);
   t.equal(slowTaken, slowCount, 'each request the slow endpoint took was answered by it: none was retried elsewhere');
@@ -82,7 +87,10 @@ t.test('consistent hash on a header sticks a key to one endpoint and spreads key
       owners.get(`user-${u}`)!.add(r.body);
     }
   }
-  t.ok([...owners.values()].every((s) => s.size === 1), 'every key stays on one endpoint');
+  t.ok(
+    [...owners.values()].every((s) => s.size === 1),
+    'every key stays on one endpoint',
+  );
   const perEndpoint: Record<string, number> = {};
   for (const s of owners.values()) for (const e of s) perEndpoint[e] = (perEndpoint[e] ?? 0) + 1;
   t.same(Object.keys(perEndpoint).sort(), ['api-1', 'api-2', 'api-3'], 'keys spread over all 3');
@@ -141,10 +149,28 @@ t.test('header and prefix routes, and an 80/20 split, over 1,000 requests', asyn
 
 t.test('headers: x-forwarded-*, x-request-id, traceparent untouched, hop-by-hop removed (curl)', async (t) => {
   const { url } = await oneDependency(t, 'LBPolicy: round_robin');
-  const { stdout } = await run('curl', ['-sS', '-D', '-', `${url}/headers`,
-    '-H', 'Connection: keep-alive, X-Secret-Hop', '-H', 'X-Secret-Hop: 1', '-H', 'Keep-Alive: timeout=5', '-H', 'TE: trailers',
-    '-H', 'Proxy-Connection: keep-alive', '-H', 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
-    '-H', 'tracestate: congo=t61rcWkgMzE', '-H', 'X-Forwarded-For: 10.9.8.7']);
+  const { stdout } = await run('curl', [
+    '-sS',
+    '-D',
+    '-',
+    `${url}/headers`,
+    '-H',
+    'Connection: keep-alive, X-Secret-Hop',
+    '-H',
+    'X-Secret-Hop: 1',
+    '-H',
+    'Keep-Alive: timeout=5',
+    '-H',
+    'TE: trailers',
+    '-H',
+    'Proxy-Connection: keep-alive',
+    '-H',
+    'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+    '-H',
+    'tracestate: congo=t61rcWkgMzE',
+    '-H',
+    'X-Forwarded-For: 10.9.8.7',
+  ]);
   const [head, body] = stdout.split('\r\n\r\n');
   const seen = JSON.parse(body) as { headers: Record<string, string> };
   t.equal(seen.headers.traceparent, '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01');
@@ -158,9 +184,14 @@ t.test('headers: x-forwarded-*, x-request-id, traceparent untouched, hop-by-hop 
   t.not(seen.headers['keep-alive'], 'timeout=5');
   t.match(head, /x-backend: api-/i, 'response headers come back');
   const kept = await get(`${url}/headers`, { 'x-request-id': 'abc-123' });
-  t.equal((JSON.parse(kept.body) as { headers: Record<string, string> }).headers['x-request-id'], 'abc-123', 'an existing request id is kept');
+  t.equal(
+    (JSON.parse(kept.body) as { headers: Record<string, string> }).headers['x-request-id'],
+    'abc-123',
+    'an existing request id is kept',
+  );
   const ids = new Set<string>();
-  for (let i = 0; i < 5; i++) ids.add((JSON.parse((await get(`${url}/headers`)).body) as { headers: Record<string, string> }).headers['x-request-id']);
+  for (let i = 0; i < 5; i++)
+    ids.add((JSON.parse((await get(`${url}/headers`)).body) as { headers: Record<string, string> }).headers['x-request-id']);
   t.equal(ids.size, 5, 'made-up request ids differ');
 });
 
@@ -191,7 +222,7 @@ ${service('empty', a1, port, [])}${service('dead', a2, port, [`127.0.0.1:${dead}
   const slow = await get(`http://${a3}:${port}/`);
   t.equal(slow.status, 504);
   t.equal(slow.headers['x-shoal-error'], 'request-timeout');
-  t.ok(Date.now() - started < 3000, 'the deadline is the cluster\'s RequestTimeoutMS');
+  t.ok(Date.now() - started < 3000, "the deadline is the cluster's RequestTimeoutMS");
   const { stdout } = await run('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', `http://${a1}:${port}/`]);
   t.equal(stdout, '503', 'curl sees the same');
 });
@@ -199,7 +230,11 @@ ${service('empty', a1, port, [])}${service('dead', a2, port, [`127.0.0.1:${dead}
 t.test('an endpoint that never accepts: 504 connect-timeout after ConnectionTimeoutMS', async (t) => {
   // A listener whose accept queue is full: the SYN is dropped and connect() hangs, as with a dead host.
   const { spawn } = await import('node:child_process');
-  const py = spawn('python3', ['-c', `
+  const py = spawn(
+    'python3',
+    [
+      '-c',
+      `
 import socket, time
 s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(0)
 print(s.getsockname()[1], flush=True)
@@ -210,17 +245,23 @@ for i in range(3):
     except BlockingIOError: pass
     fill.append(c)
 time.sleep(60)
-`], { stdio: ['ignore', 'pipe', 'inherit'] });
+`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   t.teardown(() => py.kill());
   const blackhole = await new Promise<number>((resolve) => py.stdout.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))));
   const port = await freePort();
   const address = randomLoopback();
-  await startSidecar(t, `services:\n${service('dead', address, port, [`127.0.0.1:${blackhole}`])}apps:
+  await startSidecar(
+    t,
+    `services:\n${service('dead', address, port, [`127.0.0.1:${blackhole}`])}apps:
   - name: web
     config:
       base_services:
         - { depend_service_alias: dead, port: ${port}, protocol: http, options: { ConnectionTimeoutMS: 200 } }
-`);
+`,
+  );
   const started = Date.now();
   const r = await get(`http://${address}:${port}/`);
   const took = Date.now() - started;

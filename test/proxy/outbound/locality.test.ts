@@ -12,7 +12,16 @@ import { request } from 'undici';
 import { freePort, randomLoopback, startSidecar } from '../fixtures.ts';
 import { configDump, metric, openLoad } from '../resilience/load.ts';
 
-interface ZoneBackend { name: string; zone: string; address: string; port: number; server: Server | null; sockets: Set<Socket>; requests: number; hang: boolean }
+interface ZoneBackend {
+  name: string;
+  zone: string;
+  address: string;
+  port: number;
+  server: Server | null;
+  sockets: Set<Socket>;
+  requests: number;
+  hang: boolean;
+}
 
 async function listen(b: ZoneBackend): Promise<void> {
   const server = createServer((req, res) => {
@@ -43,7 +52,16 @@ function kill(b: ZoneBackend): void {
 async function sixBackends(t: Test): Promise<ZoneBackend[]> {
   const out: ZoneBackend[] = [];
   for (const [i, zone] of ['a', 'a', 'a', 'b', 'b', 'b'].entries()) {
-    const b: ZoneBackend = { name: `${zone}-${i + 1}`, zone, address: randomLoopback(), port: await freePort(), server: null, sockets: new Set(), requests: 0, hang: false };
+    const b: ZoneBackend = {
+      name: `${zone}-${i + 1}`,
+      zone,
+      address: randomLoopback(),
+      port: await freePort(),
+      server: null,
+      sockets: new Set(),
+      requests: 0,
+      hang: false,
+    };
     await listen(b);
     out.push(b);
   }
@@ -53,7 +71,8 @@ async function sixBackends(t: Test): Promise<ZoneBackend[]> {
   return out;
 }
 
-const FAST_EJECTION = '{ ConsecutiveErrors: 1, MaxEjectionPercent: 100, BaseEjectionTimeMS: 1000, IntervalMS: 200, RetryAttempts: 3, MaxActiveRetries: 100 }';
+const FAST_EJECTION =
+  '{ ConsecutiveErrors: 1, MaxEjectionPercent: 100, BaseEjectionTimeMS: 1000, IntervalMS: 200, RetryAttempts: 3, MaxActiveRetries: 100 }';
 
 function topology(bs: ZoneBackend[], address: string, port: number, trafficDistribution: string | null, options = FAST_EJECTION): string {
   return `services:
@@ -80,20 +99,25 @@ async function get(url: string): Promise<string> {
 async function zonesOf(url: string, n: number, concurrency = 10): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   let next = 0;
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next < n) {
-      next++;
-      const body = await get(url);
-      out[body] = (out[body] ?? 0) + 1;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < n) {
+        next++;
+        const body = await get(url);
+        out[body] = (out[body] ?? 0) + 1;
+      }
+    }),
+  );
   return out;
 }
 
-const sumZone = (tally: Record<string, number>, zone: string) => Object.entries(tally).filter(([k]) => k.startsWith(`${zone}-`)).reduce((s, [, n]) => s + n, 0);
+const sumZone = (tally: Record<string, number>, zone: string) =>
+  Object.entries(tally)
+    .filter(([k]) => k.startsWith(`${zone}-`))
+    .reduce((s, [, n]) => s + n, 0);
 
 async function tierOf(adminPort: number): Promise<string> {
-  const dump = await configDump(adminPort) as { policies: { clusters: Array<{ locality: { tier: string } }> } };
+  const dump = (await configDump(adminPort)) as { policies: { clusters: Array<{ locality: { tier: string } }> } };
   return dump.policies.clusters[0].locality.tier;
 }
 
@@ -108,8 +132,16 @@ async function killZoneA(t: Test, options: string, returnWithinMs: number): Prom
   const first = await zonesOf(url, 1000);
   t.equal(sumZone(first, 'a'), 1000, `1,000 requests all in zone a (${JSON.stringify(first)})`);
   t.equal(Object.keys(first).length, 3, 'spread over the three zone-a endpoints');
-  t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_upstream_requests_by_locality_total', { locality: 'same_zone' }), 1000, 'counted as same zone');
-  t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_upstream_requests_by_locality_total', { locality: 'other_zone' }), 0, 'none to the other zone');
+  t.equal(
+    await metric(s.proxy.adminPort, 'shoal_proxy_upstream_requests_by_locality_total', { locality: 'same_zone' }),
+    1000,
+    'counted as same zone',
+  );
+  t.equal(
+    await metric(s.proxy.adminPort, 'shoal_proxy_upstream_requests_by_locality_total', { locality: 'other_zone' }),
+    0,
+    'none to the other zone',
+  );
 
   const KILL_AT = 1500;
   const BACK_AT = 4000;
@@ -140,13 +172,23 @@ async function killZoneA(t: Test, options: string, returnWithinMs: number): Prom
   // eslint-disable-next-line @typescript-eslint/await-thenable -- assigned a Promise by the listener callback while the requests were awaited
   await restarting;
   const retries: Record<string, number> = {};
-  for (const result of ['sent', 'budget_exhausted', 'max_active_retries']) retries[result] = await metric(s.proxy.adminPort, 'shoal_proxy_retries_total', { result });
-  t.comment(`retries ${JSON.stringify(retries)}; ejections ${await metric(s.proxy.adminPort, 'shoal_proxy_outlier_ejections_total', { result: 'ejected' })}, skipped ${await metric(s.proxy.adminPort, 'shoal_proxy_outlier_ejections_total', { result: 'skipped' })}; load average ${loadavg()[0].toFixed(1)}`);
+  for (const result of ['sent', 'budget_exhausted', 'max_active_retries'])
+    retries[result] = await metric(s.proxy.adminPort, 'shoal_proxy_retries_total', { result });
+  t.comment(
+    `retries ${JSON.stringify(retries)}; ejections ${await metric(s.proxy.adminPort, 'shoal_proxy_outlier_ejections_total', { result: 'ejected' })}, skipped ${await metric(s.proxy.adminPort, 'shoal_proxy_outlier_ejections_total', { result: 'skipped' })}; load average ${loadavg()[0].toFixed(1)}`,
+  );
   t.ok(killedAt > 0 && backAt > 0, 'killed and restarted during the load');
   // In flight at the kill: sent before it and answered after it.
   const inFlight = outcomes.filter((o) => o.at <= killedAt && o.at + o.ms >= killedAt).length;
-  t.ok(failed.length <= inFlight, `failures (${failed.length}) no more than the requests in flight at the kill (${inFlight}): ${JSON.stringify(failed.slice(0, 3))}`);
-  t.same(failed.filter((o) => o.at > killedAt), [], 'no request sent after the kill failed');
+  t.ok(
+    failed.length <= inFlight,
+    `failures (${failed.length}) no more than the requests in flight at the kill (${inFlight}): ${JSON.stringify(failed.slice(0, 3))}`,
+  );
+  t.same(
+    failed.filter((o) => o.at > killedAt),
+    [],
+    'no request sent after the kill failed',
+  );
   t.ok(bSecondAfter >= 150, `zone b took the traffic within a second of the kill (${bSecondAfter} requests in that second, 200 sent)`);
   t.ok(bAtBack - bBefore > 300, `zone b took the traffic while zone a was down (${bAtBack - bBefore} requests)`);
 
@@ -161,11 +203,14 @@ async function killZoneA(t: Test, options: string, returnWithinMs: number): Prom
   t.equal(zoneA() - aBefore, 300, 'answered by the restarted zone-a servers');
 }
 
-t.test('default outlier options: zone a killed under load: zone b within a second, no failure beyond those in flight; back when it returns', async (t) => {
-  // ConsecutiveErrors 5, MaxEjectionPercent 10 (one of six), BaseEjectionTimeMS 30 s, swept every 10 s: back within 40 s.
-  t.setTimeout(180_000);
-  await killZoneA(t, '{}', 50_000);
-});
+t.test(
+  'default outlier options: zone a killed under load: zone b within a second, no failure beyond those in flight; back when it returns',
+  async (t) => {
+    // ConsecutiveErrors 5, MaxEjectionPercent 10 (one of six), BaseEjectionTimeMS 30 s, swept every 10 s: back within 40 s.
+    t.setTimeout(180_000);
+    await killZoneA(t, '{}', 50_000);
+  },
+);
 
 t.test('MaxEjectionPercent 100, one error ejects, 1 s ejections: the same by ejection alone', async (t) => {
   await killZoneA(t, FAST_EJECTION, 20_000);
@@ -200,7 +245,11 @@ t.test('default outlier options, zone a hanging (accepts, never answers) with Pe
   t.ok(zoneB() - bAtHang >= 550, `zone b answered the load after the hang (${zoneB() - bAtHang} of 600)`);
   // A request at risk was sent to zone a before its endpoints became failing: its try timed out and it was retried in zone b.
   const atRisk = outcomes.filter((o) => o.at >= hungAt && o.at < hungAt + 1000).length;
-  t.same(failed, [], `no failure: each of the ${atRisk} requests sent in the first second of the hang was answered, from zone b after a timed-out try when it went to zone a first`);
+  t.same(
+    failed,
+    [],
+    `no failure: each of the ${atRisk} requests sent in the first second of the hang was answered, from zone b after a timed-out try when it went to zone a first`,
+  );
   const slow = outcomes.filter((o) => o.at >= hungAt && o.ms >= 200).length;
   t.comment(`${slow} requests waited for a PerTryTimeoutMS; ${failed.length} failed; zone a answered ${aAnswered} in all`);
   t.ok(slow < 100, `only the first attempts after the hang waited for the per-try timeout (${slow})`);
@@ -214,7 +263,10 @@ t.test('without hints, traffic spreads over all six', async (t) => {
   const tally = await zonesOf(`http://${address}:${port}/`, 1200);
   t.equal(Object.keys(tally).length, 6, `all six endpoints used (${JSON.stringify(tally)})`);
   for (const [k, n] of Object.entries(tally)) t.ok(n > 100, `${k}: ${n} of 1200`);
-  t.ok(await metric(s.proxy.adminPort, 'shoal_proxy_upstream_requests_by_locality_total', { locality: 'other_zone' }) > 300, 'other-zone attempts counted');
+  t.ok(
+    (await metric(s.proxy.adminPort, 'shoal_proxy_upstream_requests_by_locality_total', { locality: 'other_zone' })) > 300,
+    'other-zone attempts counted',
+  );
 });
 
 t.test('a sidecar whose zone is unknown uses all six; the locality in /config_dump says why', async (t) => {
@@ -224,7 +276,10 @@ t.test('a sidecar whose zone is unknown uses all six; the locality in /config_du
   const s = await startSidecar(t, topology(bs, address, port, 'PreferSameZone'));
   const tally = await zonesOf(`http://${address}:${port}/`, 600);
   t.equal(Object.keys(tally).length, 6, `all six endpoints used (${JSON.stringify(tally)})`);
-  const dump = await configDump(s.proxy.adminPort) as { policies: { clusters: Array<{ locality: Record<string, unknown> }> } };
+  const dump = (await configDump(s.proxy.adminPort)) as { policies: { clusters: Array<{ locality: Record<string, unknown> }> } };
   t.match(dump.policies.clusters[0].locality, { node: '', zone: '', tier: 'all' });
-  t.ok(await metric(s.proxy.adminPort, 'shoal_proxy_upstream_requests_by_locality_total', { locality: 'unknown' }) >= 600, 'counted as unknown');
+  t.ok(
+    (await metric(s.proxy.adminPort, 'shoal_proxy_upstream_requests_by_locality_total', { locality: 'unknown' })) >= 600,
+    'counted as unknown',
+  );
 });

@@ -12,12 +12,15 @@ const MB = 1024 * 1024;
 async function sidecarFor(t: Test, endpoint: string) {
   const port = await freePort();
   const address = randomLoopback();
-  await startSidecar(t, `services:\n${service('api', address, port, [endpoint])}apps:
+  await startSidecar(
+    t,
+    `services:\n${service('api', address, port, [endpoint])}apps:
   - name: web
     config:
       base_services:
         - { depend_service_alias: api, port: ${port}, protocol: http }
-`);
+`,
+  );
   return `http://${address}:${port}`;
 }
 
@@ -37,14 +40,16 @@ t.test('a 10 MB upload streams: the backend sees data before the upload ends', a
   const url = await sidecarFor(t, b.endpoint);
   const chunk = Buffer.alloc(64 * 1024, 7);
   const sent256 = createHash('sha256');
-  const body = Readable.from((async function* () {
-    for (let i = 0; i < 160; i++) {
-      sent += chunk.length;
-      sent256.update(chunk);
-      yield chunk;
-      if (i % 16 === 0) await new Promise((r) => setTimeout(r, 20));
-    }
-  })());
+  const body = Readable.from(
+    (async function* () {
+      for (let i = 0; i < 160; i++) {
+        sent += chunk.length;
+        sent256.update(chunk);
+        yield chunk;
+        if (i % 16 === 0) await new Promise((r) => setTimeout(r, 20));
+      }
+    })(),
+  );
   const r = await request(`${url}/upload`, { method: 'POST', body });
   t.equal(r.statusCode, 200);
   t.equal(await r.body.text(), String(10 * MB));
@@ -131,7 +136,9 @@ function echoFrames(socket: Duplex): void {
 function wsConnect(url: string): Promise<{ socket: Duplex; status: number; headers: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
     const key = randomBytes(16).toString('base64');
-    const req = httpRequest(url, { headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': key, 'sec-websocket-version': '13' } });
+    const req = httpRequest(url, {
+      headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': key, 'sec-websocket-version': '13' },
+    });
     req.on('upgrade', (res, socket) => {
       if (res.headers['sec-websocket-accept'] !== acceptKey(key)) reject(new Error('bad accept key'));
       resolve({ socket, status: res.statusCode ?? 0, headers: res.headers });
@@ -148,7 +155,10 @@ function wsConnect(url: string): Promise<{ socket: Duplex; status: number; heade
 function maskedFrame(text: string): Buffer {
   const payload = Buffer.from(text);
   const mask = randomBytes(4);
-  const head = payload.length < 126 ? Buffer.from([0x81, 0x80 | payload.length]) : Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 0xff]);
+  const head =
+    payload.length < 126
+      ? Buffer.from([0x81, 0x80 | payload.length])
+      : Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 0xff]);
   for (let i = 0; i < payload.length; i++) payload[i] ^= mask[i & 3];
   return Buffer.concat([head, mask, payload]);
 }
@@ -188,13 +198,15 @@ t.test('WebSocket echo through the sidecar', async (t) => {
   b.server.on('upgrade', (req, socket: Duplex) => {
     open.add(socket);
     const key = req.headers['sec-websocket-key'] as string;
-    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptKey(key)}\r\nX-Backend: ws\r\n\r\n`);
+    socket.write(
+      `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${acceptKey(key)}\r\nX-Backend: ws\r\n\r\n`,
+    );
     echoFrames(socket);
   });
   const url = await sidecarFor(t, b.endpoint);
   const { socket, status, headers } = await wsConnect(`${url}/chat`);
   t.equal(status, 101);
-  t.equal(headers['x-backend'], 'ws', 'the backend\'s 101 head comes through');
+  t.equal(headers['x-backend'], 'ws', "the backend's 101 head comes through");
   const frames = readFrames(socket, 2);
   socket.write(maskedFrame('hello'));
   socket.write(maskedFrame('x'.repeat(1000)));

@@ -13,22 +13,28 @@ async function tcpBackend(t: Test, onSocket: (s: Socket) => void): Promise<{ ser
     onSocket(s);
   });
   await new Promise<void>((resolve) => server.listen(0, address, resolve));
-  t.teardown(() => new Promise<void>((resolve) => {
-    for (const s of open) s.destroy();
-    server.close(() => resolve());
-  }));
+  t.teardown(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const s of open) s.destroy();
+        server.close(() => resolve());
+      }),
+  );
   return { server, endpoint: `${address}:${(server.address() as AddressInfo).port}` };
 }
 
 async function tcpSidecar(t: Test, endpoints: string[], options = '') {
   const port = await freePort();
   const address = randomLoopback();
-  await startSidecar(t, `services:\n${service('cache', address, port, endpoints, 'tcp')}apps:
+  await startSidecar(
+    t,
+    `services:\n${service('cache', address, port, endpoints, 'tcp')}apps:
   - name: web
     config:
       base_services:
         - { depend_service_alias: cache, port: ${port}, protocol: tcp${options === '' ? '' : `, options: { ${options} }`} }
-`);
+`,
+  );
   return { address, port };
 }
 
@@ -47,7 +53,11 @@ function exchange(address: string, port: number, send?: string): Promise<{ data:
 
 t.test('connections are balanced per connection over 3 endpoints', async (t) => {
   const backends = await Promise.all([1, 2, 3].map((i) => tcpBackend(t, (s) => s.end(`cache-${i}`))));
-  const { address, port } = await tcpSidecar(t, backends.map((b) => b.endpoint), 'LBPolicy: round_robin');
+  const { address, port } = await tcpSidecar(
+    t,
+    backends.map((b) => b.endpoint),
+    'LBPolicy: round_robin',
+  );
   const seen: string[] = [];
   for (let i = 0; i < 6; i++) seen.push((await exchange(address, port)).data);
   t.same(new Set(seen).size, 3, 'all three endpoints answered');

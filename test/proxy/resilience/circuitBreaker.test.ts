@@ -9,26 +9,36 @@ import { configDump, metric } from './load.ts';
 async function sidecarFor(t: Test, endpoints: string[], options: string) {
   const port = await freePort();
   const address = randomLoopback();
-  const s = await startSidecar(t, `services:\n${service('api', address, port, endpoints)}apps:
+  const s = await startSidecar(
+    t,
+    `services:\n${service('api', address, port, endpoints)}apps:
   - name: web
     config:
       base_services:
         - { depend_service_alias: api, port: ${port}, protocol: http, options: { ${options} } }
-`);
+`,
+  );
   return { s, url: `http://${address}:${port}/` };
 }
 
-interface Timed { status: number; error: string; ms: number }
+interface Timed {
+  status: number;
+  error: string;
+  ms: number;
+}
 
 /** n concurrent requests over n connections; with warm, the connections are opened first (/warm), so the time is the sidecar's. */
 async function concurrent(url: string, n: number, warm = false): Promise<Timed[]> {
   const agent = new Agent({ connections: n, keepAliveTimeout: 30_000 });
-  const all = (path: string) => Promise.all(Array.from({ length: n }, async () => {
-    const start = performance.now();
-    const r = await request(`${url}${path}`, { dispatcher: agent });
-    await r.body.dump();
-    return { status: r.statusCode, error: String(r.headers['x-shoal-error'] ?? ''), ms: performance.now() - start };
-  }));
+  const all = (path: string) =>
+    Promise.all(
+      Array.from({ length: n }, async () => {
+        const start = performance.now();
+        const r = await request(`${url}${path}`, { dispatcher: agent });
+        await r.body.dump();
+        return { status: r.statusCode, error: String(r.headers['x-shoal-error'] ?? ''), ms: performance.now() - start };
+      }),
+    );
   try {
     if (warm) await all('warm');
     return await all('');
@@ -39,22 +49,35 @@ async function concurrent(url: string, n: number, warm = false): Promise<Timed[]
 
 t.test('MaxRequests 10, 50 concurrent slow requests: 40 fail at once with 503 overloaded', async (t) => {
   let slowSeen = 0;
-  const bs = await Promise.all([1, 2].map((i) => httpBackend(t, `api-${i}`, (req, res) => {
-    req.resume();
-    if (req.url === '/warm') return res.end('warm');
-    slowSeen++;
-    setTimeout(() => res.end('slow'), 1000);
-  })));
-  const { s, url } = await sidecarFor(t, bs.map((b) => b.endpoint), 'MaxRequests: 10');
+  const bs = await Promise.all(
+    [1, 2].map((i) =>
+      httpBackend(t, `api-${i}`, (req, res) => {
+        req.resume();
+        if (req.url === '/warm') return res.end('warm');
+        slowSeen++;
+        setTimeout(() => res.end('slow'), 1000);
+      }),
+    ),
+  );
+  const { s, url } = await sidecarFor(
+    t,
+    bs.map((b) => b.endpoint),
+    'MaxRequests: 10',
+  );
   const results = await concurrent(url, 50, true);
   const ok = results.filter((r) => r.status === 200);
   const refused = results.filter((r) => r.status === 503);
   t.equal(ok.length, 10, '10 go through');
   t.equal(refused.length, 40, '40 are refused');
-  t.ok(refused.every((r) => r.error === 'overloaded'), 'x-shoal-error: overloaded');
+  t.ok(
+    refused.every((r) => r.error === 'overloaded'),
+    'x-shoal-error: overloaded',
+  );
   const worst = Math.max(...refused.map((r) => r.ms));
   const sorted = refused.map((r) => r.ms).sort((a, b) => a - b);
-  t.comment(`refused in ${sorted[0].toFixed(2)}..${worst.toFixed(2)} ms (median ${sorted[20].toFixed(2)} ms) while the 10 took ${Math.min(...ok.map((r) => r.ms)).toFixed(0)} ms`);
+  t.comment(
+    `refused in ${sorted[0].toFixed(2)}..${worst.toFixed(2)} ms (median ${sorted[20].toFixed(2)} ms) while the 10 took ${Math.min(...ok.map((r) => r.ms)).toFixed(0)} ms`,
+  );
   // Target < 5 ms each; the assert is generous for a loaded machine and only proves "at once, not queued".
   t.ok(worst < 500, `each refusal well before the 1 s the admitted ones wait (worst ${worst.toFixed(1)} ms)`);
   t.equal(slowSeen, 10, 'the refused never reached an endpoint');
@@ -82,11 +105,17 @@ t.test('MaxRequests 10, 50 concurrent slow requests: 40 fail at once with 503 ov
   // in its own process, beside nginx's limit_conn.
   const { connect } = await import('node:net');
   const target = new URL(url);
-  const socks = await Promise.all(Array.from({ length: 40 }, () => new Promise<Socket>((resolve, reject) => {
-    const so = connect(Number(target.port), target.hostname, () => resolve(so));
-    so.setNoDelay(true);
-    so.once('error', reject);
-  })));
+  const socks = await Promise.all(
+    Array.from(
+      { length: 40 },
+      () =>
+        new Promise<Socket>((resolve, reject) => {
+          const so = connect(Number(target.port), target.hostname, () => resolve(so));
+          so.setNoDelay(true);
+          so.once('error', reject);
+        }),
+    ),
+  );
   const burst = await new Promise<number[]>((resolve) => {
     const times: number[] = [];
     for (const so of socks) {
@@ -107,12 +136,18 @@ t.test('MaxRequests 10, 50 concurrent slow requests: 40 fail at once with 503 ov
   alone.sort((a, b) => a - b);
   t.comment(`refused one at a time: median ${alone[20].toFixed(2)} ms, max ${alone[39].toFixed(2)} ms`);
   t.ok(alone[20] < 50, `a refusal alone is quick (median ${alone[20].toFixed(2)} ms; target < 5 ms)`);
-  t.ok(await metric(s.proxy.adminPort, 'shoal_proxy_circuit_overflow_total', { limit: 'max_requests' }) >= 40, 'counted in metrics');
-  const dump = await configDump(s.proxy.adminPort) as { policies: { clusters: Array<{ cluster: string; circuitBreakers: Record<string, number>; timeouts: Record<string, number> }> } };
+  t.ok((await metric(s.proxy.adminPort, 'shoal_proxy_circuit_overflow_total', { limit: 'max_requests' })) >= 40, 'counted in metrics');
+  const dump = (await configDump(s.proxy.adminPort)) as {
+    policies: { clusters: Array<{ cluster: string; circuitBreakers: Record<string, number>; timeouts: Record<string, number> }> };
+  };
   const c = dump.policies.clusters.find((x) => x.cluster.startsWith('api.'))!;
   t.equal(c.circuitBreakers.maxRequests, 10, '/config_dump shows MaxRequests as applied');
   t.equal(c.circuitBreakers.active, 0, 'and nothing in flight now');
-  t.same(c.timeouts, { connectTimeoutMs: 250, requestTimeoutMs: 15000, perTryTimeoutMs: 0, tcpIdleTimeoutS: 7200 }, 'timeouts with their units');
+  t.same(
+    c.timeouts,
+    { connectTimeoutMs: 250, requestTimeoutMs: 15000, perTryTimeoutMs: 0, tcpIdleTimeoutS: 7200 },
+    'timeouts with their units',
+  );
 });
 
 /** An upgrade request over a raw connection: resolves with the status line's code and the x-shoal-error, the socket left open. */
@@ -120,7 +155,9 @@ async function upgrade(url: string): Promise<{ socket: Socket; status: number; e
   const { connect } = await import('node:net');
   const u = new URL(url);
   return new Promise((resolve, reject) => {
-    const socket = connect(Number(u.port), u.hostname, () => socket.write(`GET /ws HTTP/1.1\r\nhost: ${u.host}\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n`));
+    const socket = connect(Number(u.port), u.hostname, () =>
+      socket.write(`GET /ws HTTP/1.1\r\nhost: ${u.host}\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n`),
+    );
     let head = '';
     socket.on('data', function onData(chunk: Buffer) {
       head += chunk.toString('latin1');
@@ -145,8 +182,10 @@ t.test('MaxRequests counts a WebSocket tunnel for its whole life: over it, upgra
     for (const so of tunnels) so.destroy();
   });
   const { s, url } = await sidecarFor(t, [b.endpoint], 'MaxRequests: 2');
-  const active = async () => ((await configDump(s.proxy.adminPort)) as { policies: { clusters: Array<{ cluster: string; circuitBreakers: { active: number } }> } })
-    .policies.clusters.find((c) => c.cluster.startsWith('api.'))!.circuitBreakers.active;
+  const active = async () =>
+    (
+      (await configDump(s.proxy.adminPort)) as { policies: { clusters: Array<{ cluster: string; circuitBreakers: { active: number } }> } }
+    ).policies.clusters.find((c) => c.cluster.startsWith('api.'))!.circuitBreakers.active;
   const a = await upgrade(url);
   const c = await upgrade(url);
   t.same([a.status, c.status], [101, 101], 'two tunnels open');
@@ -182,7 +221,10 @@ t.test('MaxConnections 1, MaxPendingRequests 2: two wait for the connection, the
   t.equal(results.filter((r) => r.status === 200).length, 3, 'one on the connection and two waiting for it succeed');
   const refused = results.filter((r) => r.status === 503);
   t.equal(refused.length, 3);
-  t.ok(refused.every((r) => r.error === 'circuit-open'), 'x-shoal-error: circuit-open');
+  t.ok(
+    refused.every((r) => r.error === 'circuit-open'),
+    'x-shoal-error: circuit-open',
+  );
   t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_circuit_overflow_total', { limit: 'max_pending_requests' }), 3);
   t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_pending_requests_total'), 2, 'two waited');
 });
@@ -195,11 +237,13 @@ t.test('the same on the slow path (requests with a body, through undici): MaxPen
   const { s, url } = await sidecarFor(t, [b.endpoint], 'MaxConnections: 1, MaxPendingRequests: 1');
   const agent = new Agent({ connections: 4 });
   t.teardown(() => agent.close());
-  const results = await Promise.all(Array.from({ length: 4 }, async () => {
-    const r = await request(url, { method: 'POST', body: 'payload', dispatcher: agent });
-    await r.body.dump();
-    return `${r.statusCode} ${String(r.headers['x-shoal-error'] ?? '')}`.trim();
-  }));
+  const results = await Promise.all(
+    Array.from({ length: 4 }, async () => {
+      const r = await request(url, { method: 'POST', body: 'payload', dispatcher: agent });
+      await r.body.dump();
+      return `${r.statusCode} ${String(r.headers['x-shoal-error'] ?? '')}`.trim();
+    }),
+  );
   t.same(results.sort(), ['200', '200', '503 circuit-open', '503 circuit-open'], 'one sent, one waiting, two refused');
   t.equal(b.requests, 2);
   t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_circuit_overflow_total', { limit: 'max_pending_requests' }), 2);

@@ -19,13 +19,17 @@ async function appWithLimits(t: Test, options: string, arrivals: number[] = []) 
   });
   const appPort = (app.address() as AddressInfo).port;
   const inboundAddress = randomLoopback();
-  const s = await startSidecar(t, `services: []
+  const s = await startSidecar(
+    t,
+    `services: []
 apps:
   - name: web
     config:
       base_ports:
         - { port: ${appPort}, protocol: http, options: { ${options} } }
-`, { inboundAddress });
+`,
+    { inboundAddress },
+  );
   let listenPort = 0;
   s.proxy.onSnapshot((snap) => (listenPort = snap.inbound[0].listenPort));
   return { s, url: `http://${inboundAddress}:${listenPort}/`, inboundAddress, listenPort };
@@ -45,10 +49,18 @@ t.test('LIMIT_RPS 100 under 500 rps: about 100 rps pass, the rest get 429 with R
   const elapsed = (arrivals[arrivals.length - 1] - arrivals[0]) / 1000;
   t.comment(`client sent for ${(outcomes[outcomes.length - 1].at / 1000).toFixed(2)} s; the app saw requests over ${elapsed.toFixed(2)} s`);
   const expected = RPS * elapsed + BURST;
-  t.comment(`${outcomes.length} sent over ${elapsed.toFixed(2)} s: ${passed} passed (${(passed / elapsed).toFixed(1)} rps), ${limited.length} got 429; bucket allows ${expected.toFixed(0)}`);
+  t.comment(
+    `${outcomes.length} sent over ${elapsed.toFixed(2)} s: ${passed} passed (${(passed / elapsed).toFixed(1)} rps), ${limited.length} got 429; bucket allows ${expected.toFixed(0)}`,
+  );
   t.equal(passed + limited.length, outcomes.length, 'every request either passed or got 429');
-  t.ok(passed >= expected * 0.85 && passed <= expected * 1.1, `passed ${passed} is about ${RPS} rps x ${elapsed.toFixed(2)} s + burst ${BURST}`);
-  t.ok(limited.every((o) => o.error === 'rate-limited'), 'x-shoal-error: rate-limited');
+  t.ok(
+    passed >= expected * 0.85 && passed <= expected * 1.1,
+    `passed ${passed} is about ${RPS} rps x ${elapsed.toFixed(2)} s + burst ${BURST}`,
+  );
+  t.ok(
+    limited.every((o) => o.error === 'rate-limited'),
+    'x-shoal-error: rate-limited',
+  );
   const one = await request(url);
   await one.body.dump();
   const r = await (async () => {
@@ -61,8 +73,10 @@ t.test('LIMIT_RPS 100 under 500 rps: about 100 rps pass, the rest get 429 with R
   })();
   t.ok(r, 'a burst gets a 429');
   t.match(String(r?.headers['retry-after']), /^[1-9][0-9]*$/, 'Retry-After in whole seconds');
-  t.ok(await metric(s.proxy.adminPort, 'shoal_proxy_inbound_limited_total', { limit: 'rps' }) >= limited.length, 'counted in metrics');
-  const dump = await configDump(s.proxy.adminPort) as { policies: { inbound: Array<{ limitRps: number; limitBurst: number; limitConnections: number }> } };
+  t.ok((await metric(s.proxy.adminPort, 'shoal_proxy_inbound_limited_total', { limit: 'rps' })) >= limited.length, 'counted in metrics');
+  const dump = (await configDump(s.proxy.adminPort)) as {
+    policies: { inbound: Array<{ limitRps: number; limitBurst: number; limitConnections: number }> };
+  };
   t.match(dump.policies.inbound[0], { limitRps: RPS, limitBurst: BURST, limitConnections: 0 }, '/config_dump shows the limits as applied');
 });
 

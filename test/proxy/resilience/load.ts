@@ -17,7 +17,12 @@ export interface LoadResult {
 }
 
 /** Sends `rps` GETs per second for `seconds` to url; onTick(ms) runs about every 10 ms, for timed events. */
-export async function openLoad(url: string, rps: number, seconds: number, opts: { method?: string; onTick?: (ms: number) => void; connections?: number } = {}): Promise<LoadResult> {
+export async function openLoad(
+  url: string,
+  rps: number,
+  seconds: number,
+  opts: { method?: string; onTick?: (ms: number) => void; connections?: number } = {},
+): Promise<LoadResult> {
   const agent = new Agent({ connections: opts.connections ?? 256, keepAliveTimeout: 10_000 });
   const outcomes: Outcome[] = [];
   const pending: Promise<void>[] = [];
@@ -30,15 +35,22 @@ export async function openLoad(url: string, rps: number, seconds: number, opts: 
     const due = Math.min(total, Math.floor((now * rps) / 1000) + 1);
     for (; sent < due; sent++) {
       const at = performance.now() - start;
-      pending.push(request(url, { dispatcher: agent, method: (opts.method ?? 'GET') as 'GET' }).then(
-        async (r) => {
-          await r.body.dump();
-          outcomes.push({ at, status: r.statusCode, error: String(r.headers['x-shoal-error'] ?? ''), ms: performance.now() - start - at });
-        },
-        (e: Error) => {
-          outcomes.push({ at, status: 0, error: e.message, ms: performance.now() - start - at });
-        },
-      ));
+      pending.push(
+        request(url, { dispatcher: agent, method: (opts.method ?? 'GET') as 'GET' }).then(
+          async (r) => {
+            await r.body.dump();
+            outcomes.push({
+              at,
+              status: r.statusCode,
+              error: String(r.headers['x-shoal-error'] ?? ''),
+              ms: performance.now() - start - at,
+            });
+          },
+          (e: Error) => {
+            outcomes.push({ at, status: 0, error: e.message, ms: performance.now() - start - at });
+          },
+        ),
+      );
     }
     await new Promise((r) => setTimeout(r, 5));
   }

@@ -17,22 +17,28 @@ async function echoBackend(t: Test, name: string): Promise<{ endpoint: string; a
     s.on('data', (d) => s.write(`${name}:${d}`));
   });
   await new Promise<void>((resolve) => server.listen(0, address, resolve));
-  t.teardown(() => new Promise<void>((resolve) => {
-    for (const s of open) s.destroy();
-    server.close(() => resolve());
-  }));
+  t.teardown(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const s of open) s.destroy();
+        server.close(() => resolve());
+      }),
+  );
   return { endpoint: `${address}:${(server.address() as AddressInfo).port}`, accepted: () => accepted };
 }
 
 async function tcpSidecar(t: Test, endpoints: string[], options: string) {
   const port = await freePort();
   const address = randomLoopback();
-  const s = await startSidecar(t, `services:\n${service('cache', address, port, endpoints, 'tcp')}apps:
+  const s = await startSidecar(
+    t,
+    `services:\n${service('cache', address, port, endpoints, 'tcp')}apps:
   - name: web
     config:
       base_services:
         - { depend_service_alias: cache, port: ${port}, protocol: tcp, options: { ${options} } }
-`);
+`,
+  );
   return { s, address, port };
 }
 
@@ -53,16 +59,34 @@ function ask(address: string, port: number, send: string): Promise<string> {
 t.test('a refused connect is retried on another endpoint; the refusing one is ejected', async (t) => {
   const live = await echoBackend(t, 'live');
   const dead = `127.0.0.1:${await freePort()}`;
-  const { s, address, port } = await tcpSidecar(t, [dead, live.endpoint], 'LBPolicy: round_robin, ConsecutiveErrors: 2, BaseEjectionTimeMS: 60000');
+  const { s, address, port } = await tcpSidecar(
+    t,
+    [dead, live.endpoint],
+    'LBPolicy: round_robin, ConsecutiveErrors: 2, BaseEjectionTimeMS: 60000',
+  );
   const answers: string[] = [];
   for (let i = 0; i < 10; i++) answers.push(await ask(address, port, `hello${i}`));
-  t.same(answers, Array.from({ length: 10 }, (_, i) => `live:hello${i}`), 'every connection reached the live endpoint, first bytes intact');
+  t.same(
+    answers,
+    Array.from({ length: 10 }, (_, i) => `live:hello${i}`),
+    'every connection reached the live endpoint, first bytes intact',
+  );
   t.equal(live.accepted(), 10);
-  t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_upstream_failures_total', { reason: 'connect-failure' }), 2, 'two refusals, then the dead endpoint is ejected');
+  t.equal(
+    await metric(s.proxy.adminPort, 'shoal_proxy_upstream_failures_total', { reason: 'connect-failure' }),
+    2,
+    'two refusals, then the dead endpoint is ejected',
+  );
   t.equal(await metric(s.proxy.adminPort, 'shoal_proxy_outlier_ejected_endpoints'), 1);
-  const dump = await configDump(s.proxy.adminPort) as { policies: { clusters: Array<{ cluster: string; outlierDetection: { endpoints: Array<{ endpoint: string; ejected: boolean }> } }> } };
+  const dump = (await configDump(s.proxy.adminPort)) as {
+    policies: { clusters: Array<{ cluster: string; outlierDetection: { endpoints: Array<{ endpoint: string; ejected: boolean }> } }> };
+  };
   const c = dump.policies.clusters.find((x) => x.cluster.startsWith('cache.'))!;
-  t.same(c.outlierDetection.endpoints.filter((e) => e.ejected).map((e) => e.endpoint), [dead], '/config_dump names the ejected endpoint');
+  t.same(
+    c.outlierDetection.endpoints.filter((e) => e.ejected).map((e) => e.endpoint),
+    [dead],
+    '/config_dump names the ejected endpoint',
+  );
 });
 
 t.test('MaxConnections 2: a third concurrent connection is reset; TCPIdleTimeout closes idle ones', async (t) => {

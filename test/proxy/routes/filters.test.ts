@@ -6,21 +6,29 @@ import type { Route } from '../../../shared/snapshot.ts';
 import { waitFor } from '../fixtures.ts';
 import { route, routeSetup, type Path } from './routeFixtures.ts';
 
-const PROTOCOLS = [['http', ['fast', 'node']], ['http2', ['h2c']]] as const;
+const PROTOCOLS = [
+  ['http', ['fast', 'node']],
+  ['http2', ['h2c']],
+] as const;
 
 for (const [protocol, paths] of PROTOCOLS) {
   t.test(`${protocol}: header modifiers, route then backend, on the way up and down`, async (t) => {
     const s = await routeSetup(t, ['a'], { protocol });
-    await s.setRoutes([{
-      ...route(s.cluster.a),
-      requestHeaders: { set: [{ name: 'x-set', value: 'route' }], add: [{ name: 'x-added', value: 'one' }], remove: ['x-secret'] },
-      responseHeaders: { set: [{ name: 'x-resp', value: 'route' }], remove: ['x-from-backend'] },
-      backends: [{
-        cluster: s.cluster.a, weight: 1,
-        requestHeaders: { set: [{ name: 'x-backend-set', value: 'yes' }], add: [{ name: 'x-added', value: 'two' }] },
-        responseHeaders: { add: [{ name: 'x-resp-backend', value: 'b' }] },
-      }],
-    }]);
+    await s.setRoutes([
+      {
+        ...route(s.cluster.a),
+        requestHeaders: { set: [{ name: 'x-set', value: 'route' }], add: [{ name: 'x-added', value: 'one' }], remove: ['x-secret'] },
+        responseHeaders: { set: [{ name: 'x-resp', value: 'route' }], remove: ['x-from-backend'] },
+        backends: [
+          {
+            cluster: s.cluster.a,
+            weight: 1,
+            requestHeaders: { set: [{ name: 'x-backend-set', value: 'yes' }], add: [{ name: 'x-added', value: 'two' }] },
+            responseHeaders: { add: [{ name: 'x-resp-backend', value: 'b' }] },
+          },
+        ],
+      },
+    ]);
     for (const path of paths as readonly Path[]) {
       const r = await s.send(path, 'GET', '/m', { 'x-echo': '1', 'x-set': 'client', 'x-secret': 'hush', 'x-keep': 'k' });
       t.equal(r.status, 200, `${path}: answered`);
@@ -39,11 +47,20 @@ for (const [protocol, paths] of PROTOCOLS) {
 
   t.test(`${protocol}: redirects answer with the spec's Location values`, async (t) => {
     const s = await routeSetup(t, ['a'], { protocol });
-    const rd = (prefix: string, redirect: Route['redirect']): Route => ({ ...route(s.cluster.a), backends: [], path: { type: 'PathPrefix', value: prefix }, redirect });
+    const rd = (prefix: string, redirect: Route['redirect']): Route => ({
+      ...route(s.cluster.a),
+      backends: [],
+      path: { type: 'PathPrefix', value: prefix },
+      redirect,
+    });
     await s.setRoutes([
       rd('/original-prefix', { path: { type: 'ReplacePrefixMatch', value: '/replacement-prefix' }, statusCode: 302 }),
       rd('/full', { path: { type: 'ReplaceFullPath', value: '/full-path-replacement' }, statusCode: 302 }),
-      rd('/path-and-host', { hostname: 'example.org', path: { type: 'ReplacePrefixMatch', value: '/replacement-prefix' }, statusCode: 302 }),
+      rd('/path-and-host', {
+        hostname: 'example.org',
+        path: { type: 'ReplacePrefixMatch', value: '/replacement-prefix' },
+        statusCode: 302,
+      }),
       rd('/path-and-status', { path: { type: 'ReplacePrefixMatch', value: '/replacement-prefix' }, statusCode: 301 }),
       rd('/strip', { path: { type: 'ReplacePrefixMatch', value: '/' }, statusCode: 308 }),
       rd('/port-and-host', { hostname: 'example.org', port: 8083, statusCode: 302 }),
@@ -52,7 +69,10 @@ for (const [protocol, paths] of PROTOCOLS) {
       rd('/scheme-port', { scheme: 'https', port: 8443, statusCode: 303 }),
       rd('/scheme', { scheme: 'https', statusCode: 301 }),
       rd('/host-only', { hostname: 'example.org', statusCode: 302 }),
-      { ...rd('/with-headers', { statusCode: 302, path: { type: 'ReplaceFullPath', value: '/h' } }), responseHeaders: { set: [{ name: 'x-redirected', value: 'yes' }] } },
+      {
+        ...rd('/with-headers', { statusCode: 302, path: { type: 'ReplaceFullPath', value: '/h' } }),
+        responseHeaders: { set: [{ name: 'x-redirected', value: 'yes' }] },
+      },
       route(s.cluster.a),
     ]);
     const cases: [string, string, number, string][] = [
@@ -109,7 +129,12 @@ for (const [protocol, paths] of PROTOCOLS) {
         const r = await s.send(path, 'GET', target, { 'x-echo': '1' });
         const seen = JSON.parse(r.body) as { url: string; headers: Record<string, string> };
         t.equal(seen.url, want, `${path}: ${target} arrives as ${want}`);
-        if (host !== null) t.match(protocol === 'http2' ? seen.headers[':authority'] : seen.headers.host, new RegExp(`^${host.replace('.', '\\.')}(:[0-9]+)?$`), `${path}: Host rewritten`);
+        if (host !== null)
+          t.match(
+            protocol === 'http2' ? seen.headers[':authority'] : seen.headers.host,
+            new RegExp(`^${host.replace('.', '\\.')}(:[0-9]+)?$`),
+            `${path}: Host rewritten`,
+          );
       }
     }
   });
@@ -122,14 +147,23 @@ for (const [protocol, paths] of PROTOCOLS) {
       for (let i = 0; i < 100; i++) {
         // Every backend answers a key's first request with 418 (the mirrors too): the client gets main's own answer.
         const body = i % 2 === 0 && path !== 'fast' ? `body-${i}` : undefined;
-        const r = await s.send(path, body === undefined ? 'GET' : 'POST', `/mirror/${i}`, { 'x-fail-key': `m${i}`, 'x-fail-times': '1', 'x-fail-code': '418' }, body);
+        const r = await s.send(
+          path,
+          body === undefined ? 'GET' : 'POST',
+          `/mirror/${i}`,
+          { 'x-fail-key': `m${i}`, 'x-fail-times': '1', 'x-fail-code': '418' },
+          body,
+        );
         sent++;
         t.equal(r.headers['x-backend'], 'main', `${path} ${i}: main answered`);
       }
     }
     await waitFor(() => s.backends.mirror.requests === sent, `the mirror to get ${sent} copies (has ${s.backends.mirror.requests})`);
     t.equal(s.backends.main.requests, sent, 'main got every request once');
-    t.ok(s.backends.half.requests > sent * 0.3 && s.backends.half.requests < sent * 0.7, `the 50% mirror got about half (${s.backends.half.requests}/${sent})`);
+    t.ok(
+      s.backends.half.requests > sent * 0.3 && s.backends.half.requests < sent * 0.7,
+      `the 50% mirror got about half (${s.backends.half.requests}/${sent})`,
+    );
     const withBody = s.backends.mirror.seen.filter((x) => x.method === 'POST');
     for (const x of withBody) t.equal(x.body, `body-${x.url.split('/').pop()}`, `mirror copy of ${x.url} carries the body`);
     if (protocol === 'http') t.ok(withBody.length > 0, 'bodies were mirrored');
@@ -149,7 +183,13 @@ for (const [protocol, paths] of PROTOCOLS) {
     const s = await routeSetup(t, ['a'], { protocol });
     await s.setRoutes([
       { ...route(s.cluster.a), path: { type: 'PathPrefix', value: '/none' }, backends: [] },
-      { ...route(s.cluster.a), backends: [{ cluster: 'missing/svc', weight: 1, unresolved: true }, { cluster: s.cluster.a, weight: 1 }] },
+      {
+        ...route(s.cluster.a),
+        backends: [
+          { cluster: 'missing/svc', weight: 1, unresolved: true },
+          { cluster: s.cluster.a, weight: 1 },
+        ],
+      },
     ]);
     for (const path of paths as readonly Path[]) {
       const none = await s.send(path, 'GET', '/none');
@@ -169,7 +209,12 @@ for (const [protocol, paths] of PROTOCOLS) {
     const s = await routeSetup(t, ['a'], { protocol });
     await s.setRoutes([
       { ...route(s.cluster.a), path: { type: 'PathPrefix', value: '/whole' }, timeoutMs: 150 },
-      { ...route(s.cluster.a), path: { type: 'PathPrefix', value: '/attempt' }, backendTimeoutMs: 150, retry: { codes: [503], attempts: 1, backoffMs: 0 } },
+      {
+        ...route(s.cluster.a),
+        path: { type: 'PathPrefix', value: '/attempt' },
+        backendTimeoutMs: 150,
+        retry: { codes: [503], attempts: 1, backoffMs: 0 },
+      },
       { ...route(s.cluster.a), path: { type: 'PathPrefix', value: '/unbounded' }, timeoutMs: 0 },
     ]);
     for (const path of paths as readonly Path[]) {
@@ -181,7 +226,11 @@ for (const [protocol, paths] of PROTOCOLS) {
       t.ok(ms >= 140 && ms < 800, `${path}: after about 150 ms (${Math.round(ms)})`);
       // The first attempt is slow: cut at 150 ms and retried, the second answers.
       at = performance.now();
-      const attempt = await s.send(path, 'GET', '/attempt', { 'x-fail-key': `${path}-slow`, 'x-fail-times': '1', 'x-fail-delay-ms': '1000' });
+      const attempt = await s.send(path, 'GET', '/attempt', {
+        'x-fail-key': `${path}-slow`,
+        'x-fail-times': '1',
+        'x-fail-delay-ms': '1000',
+      });
       ms = performance.now() - at;
       t.equal(attempt.status, 200, `${path}: backendTimeoutMs cut the slow attempt, the retry answered`);
       t.ok(ms >= 140 && ms < 800, `${path}: after one attempt's bound (${Math.round(ms)})`);
@@ -195,7 +244,12 @@ for (const [protocol, paths] of PROTOCOLS) {
     await s.setRoutes([
       { ...route(s.cluster.a), path: { type: 'PathPrefix', value: '/retry' }, retry: { codes: [500, 429], attempts: 2, backoffMs: 100 } },
       { ...route(s.cluster.a), path: { type: 'PathPrefix', value: '/noretry' }, retry: { codes: [429], attempts: 2, backoffMs: 0 } },
-      { ...route(s.cluster.a), path: { type: 'PathPrefix', value: '/slowretry' }, timeoutMs: 150, retry: { codes: [500], attempts: 2, backoffMs: 300 } },
+      {
+        ...route(s.cluster.a),
+        path: { type: 'PathPrefix', value: '/slowretry' },
+        timeoutMs: 150,
+        retry: { codes: [500], attempts: 2, backoffMs: 300 },
+      },
     ]);
     for (const path of paths as readonly Path[]) {
       const before = s.backends.a.requests;
@@ -230,23 +284,33 @@ t.test('upgrade requests (node:http path): redirects, no-backend 500s and rewrit
     socket.end('HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n');
   });
   await s.setRoutes([
-    { ...route(s.cluster.a), backends: [], path: { type: 'PathPrefix', value: '/old' }, redirect: { path: { type: 'ReplacePrefixMatch', value: '/new' }, statusCode: 301 } },
+    {
+      ...route(s.cluster.a),
+      backends: [],
+      path: { type: 'PathPrefix', value: '/old' },
+      redirect: { path: { type: 'ReplacePrefixMatch', value: '/new' }, statusCode: 301 },
+    },
     { ...route(s.cluster.a), backends: [], path: { type: 'PathPrefix', value: '/none' } },
-    { ...route(s.cluster.a), path: { type: 'PathPrefix', value: '/ws' }, rewrite: { path: { type: 'ReplacePrefixMatch', value: '/socket' } } },
+    {
+      ...route(s.cluster.a),
+      path: { type: 'PathPrefix', value: '/ws' },
+      rewrite: { path: { type: 'ReplacePrefixMatch', value: '/socket' } },
+    },
   ]);
   const { connect } = await import('node:net');
   const [host, port] = s.authority.split(':');
-  const raw = (target: string) => new Promise<string>((resolve) => {
-    const c = connect(Number(port), host);
-    let out = '';
-    c.on('data', (d) => {
-      out += d.toString('latin1');
-      if (out.includes('\r\n\r\n')) c.destroy();
+  const raw = (target: string) =>
+    new Promise<string>((resolve) => {
+      const c = connect(Number(port), host);
+      let out = '';
+      c.on('data', (d) => {
+        out += d.toString('latin1');
+        if (out.includes('\r\n\r\n')) c.destroy();
+      });
+      c.on('close', () => resolve(out));
+      c.on('error', () => resolve(out));
+      c.write(`GET ${target} HTTP/1.1\r\nhost: echo\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n`);
     });
-    c.on('close', () => resolve(out));
-    c.on('error', () => resolve(out));
-    c.write(`GET ${target} HTTP/1.1\r\nhost: echo\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n`);
-  });
   const rd = await raw('/old/chat');
   t.match(rd, /^HTTP\/1\.1 301 /, 'redirect status');
   t.match(rd, /\r\nlocation: http:\/\/echo\/new\/chat\r\n/i, 'redirect Location');

@@ -4,88 +4,100 @@
 import t from 'tap';
 import { H1_PATHS, route, routeSetup } from './routeFixtures.ts';
 
-for (const protocol of ['http', 'http2'] as const) t.test(`${protocol} listener: path, method, query and header matches route every request to its backend`, async (t) => {
-  const s = await routeSetup(t, ['exact', 'prefix', 'regex', 'method', 'query', 'queryre', 'header', 'fallback'], { protocol });
-  const c = s.cluster;
-  await s.setRoutes([
-    route(c.exact, { path: { type: 'Exact', value: '/exact' } }),
-    route(c.prefix, { path: { type: 'PathPrefix', value: '/v2' } }),
-    route(c.regex, { path: { type: 'RegularExpression', value: '/items/[0-9]+' } }),
-    route(c.method, { method: 'DELETE' }),
-    route(c.query, { query: [{ name: 'canary', value: 'yes please' }] }),
-    route(c.queryre, { query: [{ name: 'v', value: '[0-9]+', type: 'RegularExpression' }] }),
-    route(c.header, { headers: [{ name: 'x-user', value: 'admin-[a-z]+', type: 'RegularExpression' }] }),
-    route(c.fallback),
-  ]);
-  const cases: [string, string, Record<string, string>, string][] = [
-    ['GET', '/exact', {}, 'exact'],
-    ['GET', '/exact?x=1', {}, 'exact'],
-    ['GET', '/exact/', {}, 'fallback'],
-    ['GET', '/v2', {}, 'prefix'],
-    ['GET', '/v2/', {}, 'prefix'],
-    ['GET', '/v2/x', {}, 'prefix'],
-    ['GET', '/v2?q=1', {}, 'prefix'],
-    ['GET', '/v2example', {}, 'fallback'],
-    ['GET', '/items/42', {}, 'regex'],
-    ['GET', '/items/42?x', {}, 'regex'],
-    ['GET', '/items/42x', {}, 'fallback'],
-    ['GET', '/xitems/42', {}, 'fallback'],
-    ['DELETE', '/anything', {}, 'method'],
-    ['GET', '/q?canary=yes+please', {}, 'query'],
-    ['GET', '/q?a=b&canary=yes%20please', {}, 'query'],
-    ['GET', '/q?canary=no&canary=yes+please', {}, 'fallback'], // first value counts
-    ['GET', '/q?canary=yes', {}, 'fallback'],
-    ['GET', '/q?v=123', {}, 'queryre'],
-    ['GET', '/q?v=12a', {}, 'fallback'],
-    ['GET', '/h', { 'x-user': 'admin-bob' }, 'header'],
-    ['GET', '/h', { 'x-user': 'admin-Bob' }, 'fallback'],
-    ['GET', '/h', { 'x-user': 'xadmin-bob' }, 'fallback'],
-  ];
-  for (const path of protocol === 'http' ? H1_PATHS : ['h2c'] as const) {
-    for (const [method, target, headers, want] of cases) {
-      const r = await s.send(path, method, target, headers);
-      t.equal(r.body, want, `${path}: ${method} ${target} ${JSON.stringify(headers)} goes to ${want}`);
+for (const protocol of ['http', 'http2'] as const)
+  t.test(`${protocol} listener: path, method, query and header matches route every request to its backend`, async (t) => {
+    const s = await routeSetup(t, ['exact', 'prefix', 'regex', 'method', 'query', 'queryre', 'header', 'fallback'], { protocol });
+    const c = s.cluster;
+    await s.setRoutes([
+      route(c.exact, { path: { type: 'Exact', value: '/exact' } }),
+      route(c.prefix, { path: { type: 'PathPrefix', value: '/v2' } }),
+      route(c.regex, { path: { type: 'RegularExpression', value: '/items/[0-9]+' } }),
+      route(c.method, { method: 'DELETE' }),
+      route(c.query, { query: [{ name: 'canary', value: 'yes please' }] }),
+      route(c.queryre, { query: [{ name: 'v', value: '[0-9]+', type: 'RegularExpression' }] }),
+      route(c.header, { headers: [{ name: 'x-user', value: 'admin-[a-z]+', type: 'RegularExpression' }] }),
+      route(c.fallback),
+    ]);
+    const cases: [string, string, Record<string, string>, string][] = [
+      ['GET', '/exact', {}, 'exact'],
+      ['GET', '/exact?x=1', {}, 'exact'],
+      ['GET', '/exact/', {}, 'fallback'],
+      ['GET', '/v2', {}, 'prefix'],
+      ['GET', '/v2/', {}, 'prefix'],
+      ['GET', '/v2/x', {}, 'prefix'],
+      ['GET', '/v2?q=1', {}, 'prefix'],
+      ['GET', '/v2example', {}, 'fallback'],
+      ['GET', '/items/42', {}, 'regex'],
+      ['GET', '/items/42?x', {}, 'regex'],
+      ['GET', '/items/42x', {}, 'fallback'],
+      ['GET', '/xitems/42', {}, 'fallback'],
+      ['DELETE', '/anything', {}, 'method'],
+      ['GET', '/q?canary=yes+please', {}, 'query'],
+      ['GET', '/q?a=b&canary=yes%20please', {}, 'query'],
+      ['GET', '/q?canary=no&canary=yes+please', {}, 'fallback'], // first value counts
+      ['GET', '/q?canary=yes', {}, 'fallback'],
+      ['GET', '/q?v=123', {}, 'queryre'],
+      ['GET', '/q?v=12a', {}, 'fallback'],
+      ['GET', '/h', { 'x-user': 'admin-bob' }, 'header'],
+      ['GET', '/h', { 'x-user': 'admin-Bob' }, 'fallback'],
+      ['GET', '/h', { 'x-user': 'xadmin-bob' }, 'fallback'],
+    ];
+    for (const path of protocol === 'http' ? H1_PATHS : (['h2c'] as const)) {
+      for (const [method, target, headers, want] of cases) {
+        const r = await s.send(path, method, target, headers);
+        t.equal(r.body, want, `${path}: ${method} ${target} ${JSON.stringify(headers)} goes to ${want}`);
+      }
     }
-  }
-});
+  });
 
-for (const protocol of ['http', 'http2'] as const) t.test(`${protocol} listener: header and query matches route 100% of 200 requests right`, async (t) => {
-  const s = await routeSetup(t, ['hit', 'miss'], { protocol });
-  await s.setRoutes([
-    route(s.cluster.hit, { headers: [{ name: 'x-canary', value: 'true' }], query: [{ name: 'tenant', value: 't1' }] }),
-    route(s.cluster.miss),
-  ]);
-  for (const path of protocol === 'http' ? H1_PATHS : ['h2c'] as const) {
-    const got: Record<string, number> = {};
-    for (let i = 0; i < 200; i++) {
-      const hit = i % 2 === 0;
-      const r = await s.send(path, 'GET', hit ? `/x?tenant=t1&i=${i}` : `/x?tenant=t2&i=${i}`, { 'x-canary': 'true' });
-      const right = r.body === (hit ? 'hit' : 'miss');
-      got[right ? 'right' : 'wrong'] = (got[right ? 'right' : 'wrong'] ?? 0) + 1;
+for (const protocol of ['http', 'http2'] as const)
+  t.test(`${protocol} listener: header and query matches route 100% of 200 requests right`, async (t) => {
+    const s = await routeSetup(t, ['hit', 'miss'], { protocol });
+    await s.setRoutes([
+      route(s.cluster.hit, { headers: [{ name: 'x-canary', value: 'true' }], query: [{ name: 'tenant', value: 't1' }] }),
+      route(s.cluster.miss),
+    ]);
+    for (const path of protocol === 'http' ? H1_PATHS : (['h2c'] as const)) {
+      const got: Record<string, number> = {};
+      for (let i = 0; i < 200; i++) {
+        const hit = i % 2 === 0;
+        const r = await s.send(path, 'GET', hit ? `/x?tenant=t1&i=${i}` : `/x?tenant=t2&i=${i}`, { 'x-canary': 'true' });
+        const right = r.body === (hit ? 'hit' : 'miss');
+        got[right ? 'right' : 'wrong'] = (got[right ? 'right' : 'wrong'] ?? 0) + 1;
+      }
+      t.same(got, { right: 200 }, `${path}: every request on its route`);
     }
-    t.same(got, { right: 200 }, `${path}: every request on its route`);
-  }
-});
+  });
 
-for (const protocol of ['http', 'http2'] as const) t.test(`${protocol} listener: a 90/10 weighted split over 2,000 requests lands within 3% per backend`, async (t) => {
-  const s = await routeSetup(t, ['stable', 'canary'], { protocol });
-  await s.setRoutes([{
-    domains: ['*'], prefix: '/', headers: [], path: { type: 'PathPrefix', value: '/' }, source: 'HTTPRoute default/split rule 0',
-    backends: [{ cluster: s.cluster.stable, weight: 90 }, { cluster: s.cluster.canary, weight: 10 }],
-  }]);
-  for (const path of protocol === 'http' ? H1_PATHS : ['h2c'] as const) {
-    const got: Record<string, number> = { stable: 0, canary: 0 };
-    const n = 2000;
-    // 8 at a time: the split is per request, whatever the concurrency.
-    for (let i = 0; i < n; i += 8) {
-      const rs = await Promise.all(Array.from({ length: 8 }, () => s.send(path, 'GET', '/split')));
-      for (const r of rs) got[r.body] = (got[r.body] ?? 0) + 1;
+for (const protocol of ['http', 'http2'] as const)
+  t.test(`${protocol} listener: a 90/10 weighted split over 2,000 requests lands within 3% per backend`, async (t) => {
+    const s = await routeSetup(t, ['stable', 'canary'], { protocol });
+    await s.setRoutes([
+      {
+        domains: ['*'],
+        prefix: '/',
+        headers: [],
+        path: { type: 'PathPrefix', value: '/' },
+        source: 'HTTPRoute default/split rule 0',
+        backends: [
+          { cluster: s.cluster.stable, weight: 90 },
+          { cluster: s.cluster.canary, weight: 10 },
+        ],
+      },
+    ]);
+    for (const path of protocol === 'http' ? H1_PATHS : (['h2c'] as const)) {
+      const got: Record<string, number> = { stable: 0, canary: 0 };
+      const n = 2000;
+      // 8 at a time: the split is per request, whatever the concurrency.
+      for (let i = 0; i < n; i += 8) {
+        const rs = await Promise.all(Array.from({ length: 8 }, () => s.send(path, 'GET', '/split')));
+        for (const r of rs) got[r.body] = (got[r.body] ?? 0) + 1;
+      }
+      t.ok(Math.abs(got.stable / n - 0.9) <= 0.03, `${path}: stable ${got.stable}/${n} within 3% of 90%`);
+      t.ok(Math.abs(got.canary / n - 0.1) <= 0.03, `${path}: canary ${got.canary}/${n} within 3% of 10%`);
+      t.equal(got.stable + got.canary, n, `${path}: nothing else answered`);
     }
-    t.ok(Math.abs(got.stable / n - 0.9) <= 0.03, `${path}: stable ${got.stable}/${n} within 3% of 90%`);
-    t.ok(Math.abs(got.canary / n - 0.1) <= 0.03, `${path}: canary ${got.canary}/${n} within 3% of 10%`);
-    t.equal(got.stable + got.canary, n, `${path}: nothing else answered`);
-  }
-});
+  });
 
 t.test('the two HTTP/1.1 clients of these tests take the two paths they are named for', async (t) => {
   const s = await routeSetup(t, ['a']);
@@ -104,7 +116,12 @@ t.test('other real clients: curl (redirect, query match) and undici (header rege
   const run = promisify(execFile);
   const s = await routeSetup(t, ['hit', 'miss']);
   await s.setRoutes([
-    { ...route(s.cluster.hit), backends: [], path: { type: 'Exact', value: '/go' }, redirect: { scheme: 'https', hostname: 'example.org', statusCode: 308 } },
+    {
+      ...route(s.cluster.hit),
+      backends: [],
+      path: { type: 'Exact', value: '/go' },
+      redirect: { scheme: 'https', hostname: 'example.org', statusCode: 308 },
+    },
     route(s.cluster.hit, { query: [{ name: 'q', value: 'a b' }] }),
     route(s.cluster.hit, { headers: [{ name: 'x-who', value: 'w[0-9]', type: 'RegularExpression' }] }),
     route(s.cluster.miss),

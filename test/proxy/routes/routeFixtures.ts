@@ -10,7 +10,12 @@ import type { Route } from '../../../shared/snapshot.ts';
 import { freePort, httpBackend, randomLoopback, startRoutedSidecar, type Backend, type Handler, type RoutedSidecar } from '../fixtures.ts';
 
 /** What a test backend was sent: method, target, headers, body (the last `keep` of them). */
-export interface Seen { method: string; url: string; headers: IncomingHttpHeaders; body: string }
+export interface Seen {
+  method: string;
+  url: string;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
 export type RouteBackendServer = Backend & { seen: Seen[]; failures: Map<string, number> };
 
 /**
@@ -49,14 +54,18 @@ async function h1Backend(t: Test, name: string): Promise<RouteBackendServer> {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       self!.requests--; // httpBackend counted it already
-      behave(self!, { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString() }, (status, headers, body) => {
-        if (res.destroyed) return;
-        res.writeHead(status, { ...headers, 'content-length': Buffer.byteLength(body) });
-        res.end(body);
-      });
+      behave(
+        self!,
+        { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString() },
+        (status, headers, body) => {
+          if (res.destroyed) return;
+          res.writeHead(status, { ...headers, 'content-length': Buffer.byteLength(body) });
+          res.end(body);
+        },
+      );
     });
   };
-  const b = await httpBackend(t, name, handler) as RouteBackendServer;
+  const b = (await httpBackend(t, name, handler)) as RouteBackendServer;
   b.seen = [];
   b.failures = new Map();
   self = b;
@@ -66,33 +75,58 @@ async function h1Backend(t: Test, name: string): Promise<RouteBackendServer> {
 async function h2cBackend(t: Test, name: string): Promise<RouteBackendServer> {
   const address = randomLoopback();
   const server = createH2Server();
-  const b = { name, address, port: 0, endpoint: '', requests: 0, seen: [], failures: new Map(), server: server as unknown } as unknown as RouteBackendServer;
+  const b = {
+    name,
+    address,
+    port: 0,
+    endpoint: '',
+    requests: 0,
+    seen: [],
+    failures: new Map(),
+    server: server as unknown,
+  } as unknown as RouteBackendServer;
   server.on('stream', (stream, headers) => {
     const chunks: Buffer[] = [];
     stream.on('error', () => {});
     stream.on('data', (c: Buffer) => chunks.push(c));
     stream.on('end', () => {
-      behave(b, { method: String(headers[':method']), url: String(headers[':path']), headers: headers as IncomingHttpHeaders, body: Buffer.concat(chunks).toString() }, (status, hs, body) => {
-        if (stream.destroyed) return;
-        stream.respond({ ':status': status, ...hs });
-        stream.end(body);
-      });
+      behave(
+        b,
+        {
+          method: String(headers[':method']),
+          url: String(headers[':path']),
+          headers: headers as IncomingHttpHeaders,
+          body: Buffer.concat(chunks).toString(),
+        },
+        (status, hs, body) => {
+          if (stream.destroyed) return;
+          stream.respond({ ':status': status, ...hs });
+          stream.end(body);
+        },
+      );
     });
   });
   await new Promise<void>((resolve) => server.listen(0, address, resolve));
   b.port = (server.address() as AddressInfo).port;
   b.endpoint = `${address}:${b.port}`;
-  t.teardown(() => new Promise<void>((resolve) => {
-    server.close(() => resolve());
-    // Open sessions keep close from finishing.
-    setTimeout(resolve, 200);
-  }));
+  t.teardown(
+    () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        // Open sessions keep close from finishing.
+        setTimeout(resolve, 200);
+      }),
+  );
   return b;
 }
 
 export type Path = 'fast' | 'node' | 'h2c';
 
-export interface Reply { status: number; headers: IncomingHttpHeaders; body: string }
+export interface Reply {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: string;
+}
 
 export interface RouteSetup {
   sidecar: RoutedSidecar;
@@ -154,7 +188,10 @@ export async function routeSetup(t: Test, names: string[], opts: { protocol?: 'h
       }
       const session = h2;
       return new Promise((resolve, reject) => {
-        const st = session.request({ ':method': method, ':path': target, ':authority': headers.host ?? authority, ...withoutHost(headers) }, { endStream: body === undefined });
+        const st = session.request(
+          { ':method': method, ':path': target, ':authority': headers.host ?? authority, ...withoutHost(headers) },
+          { endStream: body === undefined },
+        );
         let status = 0;
         let hs: IncomingHttpHeaders = {};
         const chunks: Buffer[] = [];
@@ -173,18 +210,26 @@ export async function routeSetup(t: Test, names: string[], opts: { protocol?: 'h
       // A header the fast path leaves to node:http: the connection is handed over (proxy/http/h1/requestHead.ts).
       if (path === 'node') h['proxy-connection'] = 'keep-alive';
       if (body !== undefined) h['content-length'] = String(Buffer.byteLength(body));
-      const req = httpRequest({ host: address, port, method, path: target, headers: h, agent: path === 'fast' ? fastAgent : nodeAgent }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
-        res.on('error', reject);
-      });
+      const req = httpRequest(
+        { host: address, port, method, path: target, headers: h, agent: path === 'fast' ? fastAgent : nodeAgent },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+          res.on('error', reject);
+        },
+      );
       req.on('error', reject);
       req.end(body);
     });
   };
   return {
-    sidecar, backends, cluster, listener: l.name, authority, url: `http://${authority}`,
+    sidecar,
+    backends,
+    cluster,
+    listener: l.name,
+    authority,
+    url: `http://${authority}`,
     setRoutes: (routes) => sidecar.setRoutes(l.name, routes),
     send,
   };
@@ -198,7 +243,14 @@ function withoutHost(h: Record<string, string>): Record<string, string> {
 
 /** A route to one cluster for every path, plus what the test adds. */
 export function route(cluster: string, extra: Partial<Route> = {}): Route {
-  return { domains: ['*'], prefix: '/', headers: [], backends: [{ cluster, weight: 1 }], source: 'HTTPRoute default/test rule 0', ...extra };
+  return {
+    domains: ['*'],
+    prefix: '/',
+    headers: [],
+    backends: [{ cluster, weight: 1 }],
+    source: 'HTTPRoute default/test rule 0',
+    ...extra,
+  };
 }
 
 /** The HTTP/1.1 paths, and h2c when the listener speaks it. */

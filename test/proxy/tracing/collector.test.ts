@@ -28,9 +28,21 @@ if (why) {
 /** A sidecar as its own process (test/proxy/sidecarProcess.ts): tracing's tracer is per process. */
 async function sidecar(t: Test, name: string, discoverUrl: string, opts: Record<string, unknown>): Promise<{ adminPort: number }> {
   const dir = mkdtempSync(join(tmpdir(), `shoal-trace-${name}-`));
-  const child = spawn(process.execPath, [join(root, 'test', 'proxy', 'sidecarProcess.ts'), JSON.stringify({
-    discoverUrl, stateFile: join(dir, 'state.json'), adminHost: '127.0.0.1', adminPort: 0, drainTimeoutMs: 500, ...opts,
-  })], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(
+    process.execPath,
+    [
+      join(root, 'test', 'proxy', 'sidecarProcess.ts'),
+      JSON.stringify({
+        discoverUrl,
+        stateFile: join(dir, 'state.json'),
+        adminHost: '127.0.0.1',
+        adminPort: 0,
+        drainTimeoutMs: 500,
+        ...opts,
+      }),
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   t.teardown(async () => {
     child.kill('SIGTERM');
@@ -80,12 +92,17 @@ async function run(): Promise<void> {
   const seen: IncomingHttpHeaders[] = [];
   const app = createServer((req, res) => {
     let body = '';
-    req.setEncoding('utf8').on('data', (d) => { body += d; }).on('end', () => {
-      seen.push(req.headers);
-      const status = req.url === '/fail' ? 500 : req.url === '/missing' ? 404 : 200;
-      res.writeHead(status, { 'content-type': 'text/plain' });
-      res.end(`app ${req.method} ${req.url} ${body.length}`);
-    });
+    req
+      .setEncoding('utf8')
+      .on('data', (d) => {
+        body += d;
+      })
+      .on('end', () => {
+        seen.push(req.headers);
+        const status = req.url === '/fail' ? 500 : req.url === '/missing' ? 404 : 200;
+        res.writeHead(status, { 'content-type': 'text/plain' });
+        res.end(`app ${req.method} ${req.url} ${body.length}`);
+      });
   });
   await new Promise<void>((r) => app.listen(0, '127.0.0.1', r));
   t.teardown(() => {
@@ -97,7 +114,9 @@ async function run(): Promise<void> {
   const apiPort = await freePort();
   const bInbound = randomLoopback();
   const listenPort = 65311;
-  const d = await withDiscover(t, `services:
+  const d = await withDiscover(
+    t,
+    `services:
   - { name: api, address: ${apiAddress}, ports: [{ port: ${apiPort}, protocol: http }], endpoints: ["${bInbound}:${listenPort}"] }
 apps:
   - name: web
@@ -108,13 +127,22 @@ apps:
     config:
       base_ports:
         - { port: ${appPort}, listen_port: ${listenPort}, protocol: http }
-`);
+`,
+  );
   // A samples no new trace (ratio 0): what it records, it records because the app's traceparent says so.
-  const a = await sidecar(t, 'a', `${d.url}/v1/resources/default/web/mesh`, { otlpEndpoint: collector.url, traceSampleRatio: 0, inboundAddress: randomLoopback() });
-  await sidecar(t, 'b', `${d.url}/v1/resources/default/api/mesh`, { otlpEndpoint: collector.url, traceSampleRatio: 1, inboundAddress: bInbound });
+  const a = await sidecar(t, 'a', `${d.url}/v1/resources/default/web/mesh`, {
+    otlpEndpoint: collector.url,
+    traceSampleRatio: 0,
+    inboundAddress: randomLoopback(),
+  });
+  await sidecar(t, 'b', `${d.url}/v1/resources/default/api/mesh`, {
+    otlpEndpoint: collector.url,
+    traceSampleRatio: 1,
+    inboundAddress: bInbound,
+  });
   const url = `http://${apiAddress}:${apiPort}`;
 
-  await t.test('one trace, four spans, linked from the app\'s own traceparent (GET on the fast path)', async (t) => {
+  await t.test("one trace, four spans, linked from the app's own traceparent (GET on the fast path)", async (t) => {
     const traceId = '0af7651916cd43dd8448eb211c80319c';
     const appSpan = 'b7ad6b7169203331';
     seen.length = 0;
@@ -128,25 +156,54 @@ apps:
       t.fail('a server and a client span from each sidecar');
       return;
     }
-    t.equal(aServer.parentSpanId, appSpan, 'A\'s server span continues the app\'s span');
-    t.equal(aClient.parentSpanId, aServer.spanId, 'A\'s client span is its server span\'s child');
-    t.equal(bServer.parentSpanId, aClient.spanId, 'B\'s server span is A\'s client span\'s child (the traceparent A sent)');
-    t.equal(bClient.parentSpanId, bServer.spanId, 'B\'s client span is its server span\'s child');
-    t.equal(seen[0].traceparent, `00-${traceId}-${bClient.spanId}-01`, 'the server app gets the trace with B\'s client span as parent');
+    t.equal(aServer.parentSpanId, appSpan, "A's server span continues the app's span");
+    t.equal(aClient.parentSpanId, aServer.spanId, "A's client span is its server span's child");
+    t.equal(bServer.parentSpanId, aClient.spanId, "B's server span is A's client span's child (the traceparent A sent)");
+    t.equal(bClient.parentSpanId, bServer.spanId, "B's client span is its server span's child");
+    t.equal(seen[0].traceparent, `00-${traceId}-${bClient.spanId}-01`, "the server app gets the trace with B's client span as parent");
     t.equal(seen[0].tracestate, 'vendor=abc', 'tracestate passes on');
     t.equal(aServer.traceState, 'vendor=abc', 'and is recorded');
     for (const s of spans) {
       t.equal(s.name, 'GET', `${s.resource['service.name']}/${s.kind}: span name is the method`);
-      t.match(s.attrs, { 'http.request.method': 'GET', 'url.path': '/hello', 'http.response.status_code': 200 }, 'method, path (no query) and status');
+      t.match(
+        s.attrs,
+        { 'http.request.method': 'GET', 'url.path': '/hello', 'http.response.status_code': 200 },
+        'method, path (no query) and status',
+      );
       t.notOk(s.status?.code, 'status unset for a 200');
       t.ok(BigInt(s.endTimeUnixNano) >= BigInt(s.startTimeUnixNano), 'ends after it starts');
     }
-    t.match(aServer.attrs, { 'server.address': apiAddress, 'server.port': apiPort, 'client.address': '127.0.0.1', 'shoal.direction': 'outbound', 'shoal.listener': String });
-    t.match(aClient.attrs, { 'server.address': bInbound, 'server.port': listenPort, 'network.peer.address': bInbound, 'shoal.cluster': String, 'shoal.endpoint': `${bInbound}:${listenPort}`, 'shoal.retry_count': 0 });
-    t.match(bServer.attrs, { 'shoal.direction': 'inbound', 'server.address': apiAddress, 'server.port': apiPort }, 'B\'s server span: the Host the app asked for');
+    t.match(aServer.attrs, {
+      'server.address': apiAddress,
+      'server.port': apiPort,
+      'client.address': '127.0.0.1',
+      'shoal.direction': 'outbound',
+      'shoal.listener': String,
+    });
+    t.match(aClient.attrs, {
+      'server.address': bInbound,
+      'server.port': listenPort,
+      'network.peer.address': bInbound,
+      'shoal.cluster': String,
+      'shoal.endpoint': `${bInbound}:${listenPort}`,
+      'shoal.retry_count': 0,
+    });
+    t.match(
+      bServer.attrs,
+      { 'shoal.direction': 'inbound', 'server.address': apiAddress, 'server.port': apiPort },
+      "B's server span: the Host the app asked for",
+    );
     t.match(bClient.attrs, { 'server.address': '127.0.0.1', 'server.port': appPort, 'shoal.endpoint': `127.0.0.1:${appPort}` });
-    t.same([aServer.resource['service.name'], bServer.resource['service.name']], ['web', 'api'], 'each sidecar names its app as the service');
-    t.ok(BigInt(aServer.startTimeUnixNano) <= BigInt(bServer.startTimeUnixNano) && BigInt(bServer.endTimeUnixNano) <= BigInt(aServer.endTimeUnixNano), 'B\'s server span lies within A\'s');
+    t.same(
+      [aServer.resource['service.name'], bServer.resource['service.name']],
+      ['web', 'api'],
+      'each sidecar names its app as the service',
+    );
+    t.ok(
+      BigInt(aServer.startTimeUnixNano) <= BigInt(bServer.startTimeUnixNano) &&
+        BigInt(bServer.endTimeUnixNano) <= BigInt(aServer.endTimeUnixNano),
+      "B's server span lies within A's",
+    );
   });
 
   await t.test('status codes: a 500 is an error on every span; a 404 only on the client spans', async (t) => {
@@ -166,13 +223,22 @@ apps:
     }
     const s404 = await spansOf(collector, t404, 4);
     t.equal(s404.length, 4);
-    for (const s of s404) t.equal(s.status?.code ?? 0, s.kind === 3 ? 2 : 0, `404: ${s.resource['service.name']}/${s.kind === 3 ? 'client: ERROR' : 'server: unset'}`);
+    for (const s of s404)
+      t.equal(
+        s.status?.code ?? 0,
+        s.kind === 3 ? 2 : 0,
+        `404: ${s.resource['service.name']}/${s.kind === 3 ? 'client: ERROR' : 'server: unset'}`,
+      );
   });
 
   await t.test('a request with a body (node:http and undici path) is traced the same way', async (t) => {
     const traceId = '3af7651916cd43dd8448eb211c80319c';
     seen.length = 0;
-    const r = await request(`${url}/upload`, { method: 'POST', body: 'x'.repeat(10_000), headers: { traceparent: `00-${traceId}-b7ad6b7169203331-01` } });
+    const r = await request(`${url}/upload`, {
+      method: 'POST',
+      body: 'x'.repeat(10_000),
+      headers: { traceparent: `00-${traceId}-b7ad6b7169203331-01` },
+    });
     t.equal(await r.body.text(), 'app POST /upload 10000');
     const spans = await spansOf(collector, traceId, 4);
     t.equal(spans.length, 4);
@@ -180,7 +246,7 @@ apps:
     t.equal(aClient?.parentSpanId, aServer?.spanId);
     t.equal(bServer?.parentSpanId, aClient?.spanId);
     t.equal(bClient?.parentSpanId, bServer?.spanId);
-    t.equal(seen[0].traceparent, `00-${traceId}-${bClient?.spanId}-01`, 'one traceparent reaches the app, naming B\'s client span');
+    t.equal(seen[0].traceparent, `00-${traceId}-${bClient?.spanId}-01`, "one traceparent reaches the app, naming B's client span");
     t.match(aServer?.attrs, { 'http.request.method': 'POST', 'url.path': '/upload' });
   });
 
@@ -206,7 +272,7 @@ apps:
     t.equal((await spansOf(collector, traceId, 1, 2000)).length, 0, 'nothing recorded');
   });
 
-  await t.test('no trace from the app: A draws at its ratio (0), B follows A\'s decision', async (t) => {
+  await t.test("no trace from the app: A draws at its ratio (0), B follows A's decision", async (t) => {
     seen.length = 0;
     const before = collector.spans().length;
     const r = await request(`${url}/fresh`);

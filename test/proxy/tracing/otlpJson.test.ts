@@ -22,7 +22,10 @@ const NASTY = ['', '"', '\\', '\n\r\t', '\u0000\u001f', 'é漢字', '😀', '</s
 
 function hex(r: () => number, bytes: number): string {
   let s = '';
-  for (let i = 0; i < bytes; i++) s += Math.floor(r() * 256).toString(16).padStart(2, '0');
+  for (let i = 0; i < bytes; i++)
+    s += Math.floor(r() * 256)
+      .toString(16)
+      .padStart(2, '0');
   return s;
 }
 
@@ -58,9 +61,17 @@ function randomSpan(r: () => number): OtlpSpan {
   const remote = parentSpanId !== '' && r() < 0.5;
   const status = Math.floor(r() * 3);
   return {
-    traceId: hex(r, 16), spanId: hex(r, 8), parentSpanId, traceState: r() < 0.7 ? '' : `k=${hex(r, 4)},v@x=1`,
-    name: str(r), kind: 1 + Math.floor(r() * 5), startMs, endMs: startMs + Math.floor(r() * 1e6) / 1000,
-    attributes, statusCode: status, statusMessage: status === 2 && r() < 0.7 ? str(r) || 'x' : '',
+    traceId: hex(r, 16),
+    spanId: hex(r, 8),
+    parentSpanId,
+    traceState: r() < 0.7 ? '' : `k=${hex(r, 4)},v@x=1`,
+    name: str(r),
+    kind: 1 + Math.floor(r() * 5),
+    startMs,
+    endMs: startMs + Math.floor(r() * 1e6) / 1000,
+    attributes,
+    statusCode: status,
+    statusMessage: status === 2 && r() < 0.7 ? str(r) || 'x' : '',
     flags: 1 | 0x100 | (remote ? 0x200 : 0),
   };
 }
@@ -71,19 +82,38 @@ function hrTime(ms: number): [number, number] {
 }
 
 /** The same span as the SDK's ReadableSpan. */
-function sdkSpan(sp: OtlpSpan, resource: { attributes: Record<string, AttributeValue> }, scope: { name: string; version: string }): unknown {
+function sdkSpan(
+  sp: OtlpSpan,
+  resource: { attributes: Record<string, AttributeValue> },
+  scope: { name: string; version: string },
+): unknown {
   const attributes: Record<string, AttributeValue> = {};
   for (let i = 0; i < sp.attributes.length; i += 2) attributes[sp.attributes[i] as string] = sp.attributes[i + 1];
   const remote = (sp.flags & 0x200) !== 0;
   return {
     name: sp.name,
     kind: sp.kind - 1,
-    spanContext: () => ({ traceId: sp.traceId, spanId: sp.spanId, traceFlags: sp.flags & 0xff, traceState: sp.traceState === '' ? undefined : { serialize: () => sp.traceState } }),
-    parentSpanContext: sp.parentSpanId === '' ? undefined : { traceId: sp.traceId, spanId: sp.parentSpanId, traceFlags: 1, isRemote: remote },
-    startTime: hrTime(sp.startMs), endTime: hrTime(sp.endMs), duration: [0, 0], ended: true,
+    spanContext: () => ({
+      traceId: sp.traceId,
+      spanId: sp.spanId,
+      traceFlags: sp.flags & 0xff,
+      traceState: sp.traceState === '' ? undefined : { serialize: () => sp.traceState },
+    }),
+    parentSpanContext:
+      sp.parentSpanId === '' ? undefined : { traceId: sp.traceId, spanId: sp.parentSpanId, traceFlags: 1, isRemote: remote },
+    startTime: hrTime(sp.startMs),
+    endTime: hrTime(sp.endMs),
+    duration: [0, 0],
+    ended: true,
     status: sp.statusMessage === '' ? { code: sp.statusCode } : { code: sp.statusCode, message: sp.statusMessage },
-    attributes, links: [], events: [], resource, instrumentationScope: scope,
-    droppedAttributesCount: 0, droppedEventsCount: 0, droppedLinksCount: 0,
+    attributes,
+    links: [],
+    events: [],
+    resource,
+    instrumentationScope: scope,
+    droppedAttributesCount: 0,
+    droppedEventsCount: 0,
+    droppedLinksCount: 0,
   };
 }
 
@@ -105,16 +135,24 @@ t.test('nanos writes epoch milliseconds as integer nanoseconds, exact to the mic
   t.equal(nanos(1700000000000.999755859375), '1700000000001000000', 'a fraction that rounds up carries into the milliseconds');
 });
 
-t.test('the encoder writes what the SDK\'s JSON serializer writes, span for span', async (t) => {
+t.test("the encoder writes what the SDK's JSON serializer writes, span for span", async (t) => {
   let compared = 0;
   for (let seed = 1; seed <= 300; seed++) {
     const r = rng(seed);
     const resAttrs: AttributeValue[] = ['service.name', str(r) || 'web', 'service.namespace', 'default', 'n', 3];
     const resource: OtlpResource = { attributes: resAttrs, scopeName: 'shoal-proxy', scopeVersion: '0.1.0' };
     const spans = Array.from({ length: 1 + Math.floor(r() * 6) }, () => randomSpan(r));
-    const sdkResource = { attributes: Object.fromEntries([[resAttrs[0], resAttrs[1]], [resAttrs[2], resAttrs[3]], [resAttrs[4], resAttrs[5]]]) };
+    const sdkResource = {
+      attributes: Object.fromEntries([
+        [resAttrs[0], resAttrs[1]],
+        [resAttrs[2], resAttrs[3]],
+        [resAttrs[4], resAttrs[5]],
+      ]),
+    };
     const scope = { name: 'shoal-proxy', version: '0.1.0' };
-    const theirs = JSON.parse(new TextDecoder().decode(JsonTraceSerializer.serializeRequest(spans.map((s) => sdkSpan(s, sdkResource, scope)) as never)));
+    const theirs = JSON.parse(
+      new TextDecoder().decode(JsonTraceSerializer.serializeRequest(spans.map((s) => sdkSpan(s, sdkResource, scope)) as never)),
+    );
     const ours = JSON.parse(encodeTraces(resource, spans));
     if (JSON.stringify(ours) !== JSON.stringify(theirs)) {
       // Key order aside, the documents must be equal.
@@ -129,6 +167,11 @@ t.test('the encoder writes what the SDK\'s JSON serializer writes, span for span
 t.test('a batch is a part of the queue: from and to select the spans', async (t) => {
   const r = rng(99);
   const spans = [randomSpan(r), randomSpan(r), randomSpan(r)];
-  const doc = JSON.parse(encodeTraces({ attributes: [], scopeName: 's', scopeVersion: '1' }, spans, 1, 3)) as { resourceSpans: { scopeSpans: { spans: { spanId: string }[] }[] }[] };
-  t.same(doc.resourceSpans[0].scopeSpans[0].spans.map((s) => s.spanId), [spans[1].spanId, spans[2].spanId]);
+  const doc = JSON.parse(encodeTraces({ attributes: [], scopeName: 's', scopeVersion: '1' }, spans, 1, 3)) as {
+    resourceSpans: { scopeSpans: { spans: { spanId: string }[] }[] }[];
+  };
+  t.same(
+    doc.resourceSpans[0].scopeSpans[0].spans.map((s) => s.spanId),
+    [spans[1].spanId, spans[2].spanId],
+  );
 });

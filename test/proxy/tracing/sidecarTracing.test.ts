@@ -14,7 +14,13 @@ import { freePort, httpBackend, randomLoopback, service, startSidecar } from '..
 import { echoClient, echoServer, grpc, unary } from '../h2/grpcFixtures.ts';
 import { tracer } from '../../../proxy/tracing/tracer.ts';
 
-const topology = (name: string, address: string, port: number, endpoints: string[], protocol = 'http') => `services:\n${service(name, address, port, endpoints, protocol)}apps:
+const topology = (
+  name: string,
+  address: string,
+  port: number,
+  endpoints: string[],
+  protocol = 'http',
+) => `services:\n${service(name, address, port, endpoints, protocol)}apps:
   - name: web
     config:
       base_services:
@@ -34,9 +40,22 @@ t.test('tracing off: of proxy/tracing/, the sidecar loads only the null tracer a
 const seen = new Set();
 registerHooks({ resolve(spec, ctx, next) { const r = next(spec, ctx); const m = /\\/proxy\\/tracing\\/([^/]+)$/.exec(r.url); if (m) seen.add(m[1]); return r; } });
 process.on('exit', () => process.stderr.write('TRACING ' + JSON.stringify([...seen].sort()) + '\\n'));`;
-  const { stderr } = await promisify(execFile)(process.execPath, ['--import', `data:text/javascript,${encodeURIComponent(hook)}`, '--input-type=module', '-e',
-    `await import(${JSON.stringify(join(root, 'proxy', 'main.ts'))});`], { cwd: root });
-  t.same(JSON.parse(/^TRACING (.*)$/m.exec(stderr)![1]), ['tracer.ts', 'tracingFlags.ts'], 'sidecarTracer, spanExporter, otlpJson and traceContext stay unloaded');
+  const { stderr } = await promisify(execFile)(
+    process.execPath,
+    [
+      '--import',
+      `data:text/javascript,${encodeURIComponent(hook)}`,
+      '--input-type=module',
+      '-e',
+      `await import(${JSON.stringify(join(root, 'proxy', 'main.ts'))});`,
+    ],
+    { cwd: root },
+  );
+  t.same(
+    JSON.parse(/^TRACING (.*)$/m.exec(stderr)![1]),
+    ['tracer.ts', 'tracingFlags.ts'],
+    'sidecarTracer, spanExporter, otlpJson and traceContext stay unloaded',
+  );
 });
 
 t.test('tracing off (the default): no tracer, trace headers pass as they came, none added', async (t) => {
@@ -47,12 +66,18 @@ t.test('tracing off (the default): no tracer, trace headers pass as they came, n
   t.equal(tracer, null, 'no tracer');
   const url = `http://${address}:${port}`;
   const tp = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
-  const seen = JSON.parse(await (await request(`${url}/headers`, { headers: { traceparent: tp, b3: '1' } })).body.text()) as { headers: Record<string, string> };
+  const seen = JSON.parse(await (await request(`${url}/headers`, { headers: { traceparent: tp, b3: '1' } })).body.text()) as {
+    headers: Record<string, string>;
+  };
   t.equal(seen.headers.traceparent, tp, 'traceparent untouched');
   t.equal(seen.headers.b3, '1', 'b3 untouched');
   const none = JSON.parse(await (await request(`${url}/headers`)).body.text()) as { headers: Record<string, string> };
   t.notOk(none.headers.traceparent, 'no traceparent made up');
-  t.notMatch(await (await request(`http://127.0.0.1:${s.proxy.adminPort}/metrics`)).body.text(), /shoal_proxy_trace_spans/, 'no tracing metrics');
+  t.notMatch(
+    await (await request(`http://127.0.0.1:${s.proxy.adminPort}/metrics`)).body.text(),
+    /shoal_proxy_trace_spans/,
+    'no tracing metrics',
+  );
 });
 
 t.test('--otlp-endpoint pointing at nothing: every request succeeds and the drops are counted', async (t) => {
@@ -82,13 +107,32 @@ t.test('--otlp-endpoint pointing at nothing: every request succeeds and the drop
 });
 
 t.test('gRPC on the HTTP/2 path: server and client spans with RPC attributes and gRPC status', async (t) => {
-  const posted: { resourceSpans: { scopeSpans: { spans: { name: string; kind: number; traceId: string; parentSpanId?: string; spanId: string; status: { code?: number }; attributes: { key: string; value: Record<string, unknown> }[] }[] }[] }[] }[] = [];
+  const posted: {
+    resourceSpans: {
+      scopeSpans: {
+        spans: {
+          name: string;
+          kind: number;
+          traceId: string;
+          parentSpanId?: string;
+          spanId: string;
+          status: { code?: number };
+          attributes: { key: string; value: Record<string, unknown> }[];
+        }[];
+      }[];
+    }[];
+  }[] = [];
   const stand = createServer((req, res) => {
     let body = '';
-    req.setEncoding('utf8').on('data', (d) => { body += d; }).on('end', () => {
-      posted.push(JSON.parse(body));
-      res.end('{}');
-    });
+    req
+      .setEncoding('utf8')
+      .on('data', (d) => {
+        body += d;
+      })
+      .on('end', () => {
+        posted.push(JSON.parse(body));
+        res.end('{}');
+      });
   });
   await new Promise<void>((r) => stand.listen(0, '127.0.0.1', r));
   t.teardown(() => {
@@ -98,7 +142,10 @@ t.test('gRPC on the HTTP/2 path: server and client spans with RPC attributes and
   const echo = await echoServer(t, 'echo-1');
   const port = await freePort();
   const address = randomLoopback();
-  await startSidecar(t, topology('echo', address, port, [echo.endpoint], 'grpc'), { otlpEndpoint: `http://127.0.0.1:${(stand.address() as AddressInfo).port}`, traceSampleRatio: 1 });
+  await startSidecar(t, topology('echo', address, port, [echo.endpoint], 'grpc'), {
+    otlpEndpoint: `http://127.0.0.1:${(stand.address() as AddressInfo).port}`,
+    traceSampleRatio: 1,
+  });
   const c = echoClient(t, `${address}:${port}`);
   const ok = await unary(c, { data: Buffer.from('hi') });
   t.notOk(ok.err, 'the call succeeds');
@@ -127,19 +174,36 @@ t.test('gRPC on the HTTP/2 path: server and client spans with RPC attributes and
     } else {
       t.equal(code, 5, 'NOT_FOUND recorded');
       t.equal(client.status.code, 2, 'client span: a non-OK status is an error');
-      t.notOk(server.status.code, 'server span: NOT_FOUND is not the server\'s fault');
+      t.notOk(server.status.code, "server span: NOT_FOUND is not the server's fault");
     }
   }
 });
 
 t.test('an upgrade (WebSocket) is traced through its handshake; its traceparent reaches the upstream', async (t) => {
-  const posted: { resourceSpans: { scopeSpans: { spans: { kind: number; traceId: string; parentSpanId?: string; spanId: string; attributes: { key: string; value: Record<string, unknown> }[] }[] }[] }[] }[] = [];
+  const posted: {
+    resourceSpans: {
+      scopeSpans: {
+        spans: {
+          kind: number;
+          traceId: string;
+          parentSpanId?: string;
+          spanId: string;
+          attributes: { key: string; value: Record<string, unknown> }[];
+        }[];
+      }[];
+    }[];
+  }[] = [];
   const stand = createServer((req, res) => {
     let body = '';
-    req.setEncoding('utf8').on('data', (d) => { body += d; }).on('end', () => {
-      posted.push(JSON.parse(body));
-      res.end('{}');
-    });
+    req
+      .setEncoding('utf8')
+      .on('data', (d) => {
+        body += d;
+      })
+      .on('end', () => {
+        posted.push(JSON.parse(body));
+        res.end('{}');
+      });
   });
   await new Promise<void>((r) => stand.listen(0, '127.0.0.1', r));
   t.teardown(() => {
@@ -157,13 +221,22 @@ t.test('an upgrade (WebSocket) is traced through its handshake; its traceparent 
   });
   // Upgraded sockets leave node's connection tracking: the server's close would wait for them.
   const upgraded: import('node:stream').Duplex[] = [];
-  t.teardown(() => { for (const s of upgraded) s.destroy(); });
+  t.teardown(() => {
+    for (const s of upgraded) s.destroy();
+  });
   const address = randomLoopback();
   const port = await freePort();
-  await startSidecar(t, topology('ws', address, port, [ws.endpoint]), { otlpEndpoint: `http://127.0.0.1:${(stand.address() as AddressInfo).port}`, traceSampleRatio: 1 });
+  await startSidecar(t, topology('ws', address, port, [ws.endpoint]), {
+    otlpEndpoint: `http://127.0.0.1:${(stand.address() as AddressInfo).port}`,
+    traceSampleRatio: 1,
+  });
   const traceId = '6af7651916cd43dd8448eb211c80319c';
   const echoed = await new Promise<string>((resolve, reject) => {
-    const c = connect(port, address, () => c.write(`GET /chat HTTP/1.1\r\nhost: ${address}:${port}\r\nconnection: upgrade\r\nupgrade: websocket\r\ntraceparent: 00-${traceId}-b7ad6b7169203331-01\r\n\r\n`));
+    const c = connect(port, address, () =>
+      c.write(
+        `GET /chat HTTP/1.1\r\nhost: ${address}:${port}\r\nconnection: upgrade\r\nupgrade: websocket\r\ntraceparent: 00-${traceId}-b7ad6b7169203331-01\r\n\r\n`,
+      ),
+    );
     let got = '';
     c.on('data', (d) => {
       got += d;
@@ -177,7 +250,8 @@ t.test('an upgrade (WebSocket) is traced through its handshake; its traceparent 
     c.on('close', () => reject(new Error(`closed before the echo, after: ${JSON.stringify(got)}`)));
   });
   t.match(echoed, /^HTTP\/1.1 101/, 'the upgrade goes through');
-  const spans = () => posted.flatMap((p) => p.resourceSpans.flatMap((r) => r.scopeSpans.flatMap((s) => s.spans))).filter((s) => s.traceId === traceId);
+  const spans = () =>
+    posted.flatMap((p) => p.resourceSpans.flatMap((r) => r.scopeSpans.flatMap((s) => s.spans))).filter((s) => s.traceId === traceId);
   const until = Date.now() + 10_000;
   while (spans().length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
   const all = spans();

@@ -11,19 +11,37 @@ import { freePort } from '../fixtures.ts';
 
 function span(i: number): OtlpSpan {
   return {
-    traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: i.toString(16).padStart(16, '0'), parentSpanId: '', traceState: '', name: `s${i}`,
-    kind: 2, startMs: 1.7e12, endMs: 1.7e12 + 1, attributes: ['i', i], statusCode: 0, statusMessage: '', flags: 0x101,
+    traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
+    spanId: i.toString(16).padStart(16, '0'),
+    parentSpanId: '',
+    traceState: '',
+    name: `s${i}`,
+    kind: 2,
+    startMs: 1.7e12,
+    endMs: 1.7e12 + 1,
+    attributes: ['i', i],
+    statusCode: 0,
+    statusMessage: '',
+    flags: 0x101,
   };
 }
 
-async function collectorStub(t: Test, handler: (req: IncomingMessage, res: ServerResponse, body: string) => void): Promise<{ url: URL; bodies: string[] }> {
+async function collectorStub(
+  t: Test,
+  handler: (req: IncomingMessage, res: ServerResponse, body: string) => void,
+): Promise<{ url: URL; bodies: string[] }> {
   const bodies: string[] = [];
   const server = createServer((req, res) => {
     let body = '';
-    req.setEncoding('utf8').on('data', (d) => { body += d; }).on('end', () => {
-      bodies.push(body);
-      handler(req, res, body);
-    });
+    req
+      .setEncoding('utf8')
+      .on('data', (d) => {
+        body += d;
+      })
+      .on('end', () => {
+        bodies.push(body);
+        handler(req, res, body);
+      });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   t.teardown(() => {
@@ -37,7 +55,15 @@ function exporter(t: Test, url: URL, o: { maxQueue?: number; batchSize?: number;
   const registry = new Registry();
   const exported = new Counter({ name: 'exported', help: 'x', registers: [registry] });
   const dropped = new Counter({ name: 'dropped', help: 'x', labelNames: ['reason'], registers: [registry] });
-  const e = new SpanExporter({ url, log: createLogger('test', 'silent'), exported: exported as Counter<never>, dropped, resource: { attributes: ['service.name', 'web'], scopeName: 's', scopeVersion: '1' }, intervalMs: 60_000, ...o });
+  const e = new SpanExporter({
+    url,
+    log: createLogger('test', 'silent'),
+    exported: exported as Counter<never>,
+    dropped,
+    resource: { attributes: ['service.name', 'web'], scopeName: 's', scopeVersion: '1' },
+    intervalMs: 60_000,
+    ...o,
+  });
   t.teardown(() => e.close());
   const count = async (name: string, reason?: string) => {
     const m = await registry.getSingleMetric(name)!.get();
@@ -54,7 +80,9 @@ t.test('spans go in batches of batchSize as OTLP JSON', async (t) => {
   const { e, count } = exporter(t, c.url, { batchSize: 4 });
   for (let i = 0; i < 10; i++) e.add(span(i));
   await e.flush();
-  const sizes = c.bodies.map((b) => (JSON.parse(b) as { resourceSpans: { scopeSpans: { spans: unknown[] }[] }[] }).resourceSpans[0].scopeSpans[0].spans.length);
+  const sizes = c.bodies.map(
+    (b) => (JSON.parse(b) as { resourceSpans: { scopeSpans: { spans: unknown[] }[] }[] }).resourceSpans[0].scopeSpans[0].spans.length,
+  );
   t.same(sizes, [4, 4, 2], 'full batches sent as they fill, the rest on flush');
   t.equal(await count('exported'), 10);
   t.equal(await count('dropped'), 0);
@@ -62,13 +90,21 @@ t.test('spans go in batches of batchSize as OTLP JSON', async (t) => {
 
 t.test('a full queue drops new spans and counts them; it never grows past its bound', async (t) => {
   let release: () => void = () => {};
-  const hold = new Promise<void>((r) => { release = r; });
-  const c = await collectorStub(t, (_req, res) => { void hold.then(() => res.end('{}')); });
+  const hold = new Promise<void>((r) => {
+    release = r;
+  });
+  const c = await collectorStub(t, (_req, res) => {
+    void hold.then(() => res.end('{}'));
+  });
   const { e, count } = exporter(t, c.url, { maxQueue: 50, batchSize: 10 });
   for (let i = 0; i < 500; i++) e.add(span(i));
   t.ok(e.queued <= 50, `queue held at most 50 (${e.queued})`);
   const droppedFull = await count('dropped', 'queue_full');
-  t.equal(droppedFull + e.queued + 10, 500, `every span is sent (10 in flight), queued (${e.queued}) or counted as dropped (${droppedFull})`);
+  t.equal(
+    droppedFull + e.queued + 10,
+    500,
+    `every span is sent (10 in flight), queued (${e.queued}) or counted as dropped (${droppedFull})`,
+  );
   release();
   await e.flush();
   await e.flush();
@@ -95,7 +131,9 @@ t.test('failed exports count their spans as dropped, throw nothing, and the expo
   await nothing.e.flush();
   t.equal(await nothing.count('dropped', 'export_failed'), 5, 'nothing listening: connection refused, counted');
 
-  const silent = await collectorStub(t, () => { /* never answers */ });
+  const silent = await collectorStub(t, () => {
+    /* never answers */
+  });
   const slow = exporter(t, silent.url, { batchSize: 3, timeoutMs: 200 });
   for (let i = 0; i < 3; i++) slow.e.add(span(i));
   const started = Date.now();

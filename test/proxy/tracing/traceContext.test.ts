@@ -1,7 +1,16 @@
 // Trace context as it arrives: W3C traceparent (valid, malformed, future versions), B3 single and
 // multi, which wins, and the sampling decision the sidecar takes from each (parent-based).
 import t from 'tap';
-import { parentOf, parseB3Single, parseTraceparent, traceHeadersOf, traceHeadersOfRaw, newSpanId, newTraceId, type TraceHeaders } from '../../../proxy/tracing/traceContext.ts';
+import {
+  parentOf,
+  parseB3Single,
+  parseTraceparent,
+  traceHeadersOf,
+  traceHeadersOfRaw,
+  newSpanId,
+  newTraceId,
+  type TraceHeaders,
+} from '../../../proxy/tracing/traceContext.ts';
 import { SidecarTracer } from '../../../proxy/tracing/sidecarTracer.ts';
 import type { SpanExporter } from '../../../proxy/tracing/spanExporter.ts';
 import type { OtlpSpan } from '../../../proxy/tracing/otlpJson.ts';
@@ -14,22 +23,46 @@ t.test('traceparent: valid forms and the malformed ones refused', async (t) => {
   t.same(parseTraceparent(`00-${T}-${S}-01`), { traceId: T, spanId: S, sampled: true, w3c: true });
   t.same(parseTraceparent(`00-${T}-${S}-00`)?.sampled, false, 'flags 00: not sampled');
   t.same(parseTraceparent(`00-${T}-${S}-03`)?.sampled, true, 'other flag bits beside sampled');
-  t.same(parseTraceparent(`cc-${T}-${S}-01-what-the-future-holds`)?.traceId, T, 'a later version is read as 00 (extra fields after a dash)');
+  t.same(
+    parseTraceparent(`cc-${T}-${S}-01-what-the-future-holds`)?.traceId,
+    T,
+    'a later version is read as 00 (extra fields after a dash)',
+  );
   for (const bad of [
-    '', 'garbage', `00-${T}-${S}-1`, `00-${T.toUpperCase()}-${S}-01`, `00-${'0'.repeat(32)}-${S}-01`, `00-${T}-${'0'.repeat(16)}-01`,
-    `ff-${T}-${S}-01`, `00-${T}-${S}-01-extra`, `00_${T}-${S}-01`, `0x-${T}-${S}-01`, `cc-${T}-${S}-01x`, `00-${T.slice(1)}g-${S}-01`,
-  ]) t.equal(parseTraceparent(bad), null, `refused: ${JSON.stringify(bad)}`);
+    '',
+    'garbage',
+    `00-${T}-${S}-1`,
+    `00-${T.toUpperCase()}-${S}-01`,
+    `00-${'0'.repeat(32)}-${S}-01`,
+    `00-${T}-${'0'.repeat(16)}-01`,
+    `ff-${T}-${S}-01`,
+    `00-${T}-${S}-01-extra`,
+    `00_${T}-${S}-01`,
+    `0x-${T}-${S}-01`,
+    `cc-${T}-${S}-01x`,
+    `00-${T.slice(1)}g-${S}-01`,
+  ])
+    t.equal(parseTraceparent(bad), null, `refused: ${JSON.stringify(bad)}`);
 });
 
 t.test('B3: single header and multi headers; a 64-bit trace id widened', async (t) => {
   t.same(parseB3Single(`${T}-${S}-1`), { traceId: T, spanId: S, sampled: true, w3c: false });
   t.same(parseB3Single(`${T}-${S}-0-${S}`)?.sampled, false, 'with a parent span id');
   t.same(parseB3Single(`${T}-${S}`)?.sampled, null, 'no decision: deferred to the sidecar');
-  t.equal(parseB3Single(`a3ce929d0e0e4736-${S}-d`)?.traceId, '0000000000000000a3ce929d0e0e4736', '64-bit id with leading zeros; d (debug) samples');
-  for (const bad of ['0', '1', 'd', `${T}-${S}-x`, `${T}-short-1`, `${T}`]) t.equal(parseB3Single(bad), null, `no parent from ${JSON.stringify(bad)}`);
+  t.equal(
+    parseB3Single(`a3ce929d0e0e4736-${S}-d`)?.traceId,
+    '0000000000000000a3ce929d0e0e4736',
+    '64-bit id with leading zeros; d (debug) samples',
+  );
+  for (const bad of ['0', '1', 'd', `${T}-${S}-x`, `${T}-short-1`, `${T}`])
+    t.equal(parseB3Single(bad), null, `no parent from ${JSON.stringify(bad)}`);
   const h = traceHeadersOfRaw(['X-B3-TraceId', T, 'X-B3-SpanId', S, 'X-B3-Sampled', '1', 'Host', 'x'], {} as TraceHeaders);
   t.same(parentOf(h), { traceId: T, spanId: S, sampled: true, w3c: false }, 'X-B3-* headers, any case');
-  t.equal(parentOf(traceHeadersOfRaw(['x-b3-traceid', T, 'x-b3-spanid', S, 'x-b3-flags', '1'], {} as TraceHeaders))?.sampled, true, 'X-B3-Flags: 1 (debug) samples');
+  t.equal(
+    parentOf(traceHeadersOfRaw(['x-b3-traceid', T, 'x-b3-spanid', S, 'x-b3-flags', '1'], {} as TraceHeaders))?.sampled,
+    true,
+    'X-B3-Flags: 1 (debug) samples',
+  );
 });
 
 t.test('traceparent wins over b3, a malformed traceparent falls back to b3', async (t) => {
@@ -66,13 +99,25 @@ t.test('sampling is parent-based; the ratio decides new traces only', async (t) 
   t.ok(sampledParent, 'a sampled parent is recorded even at ratio 0');
   t.match(sampledParent!.traceparent, new RegExp(`^00-${T}-[0-9a-f]{16}-01$`), 'same trace, a new parent id (the client span) sent on');
   t.not(sampledParent!.traceparent.slice(36, 52), S);
-  t.equal(never.tracer.beginRaw(['traceparent', `00-${T}-${S}-00`], 0, site, false), null, 'an unsampled W3C parent: its headers pass on untouched');
+  t.equal(
+    never.tracer.beginRaw(['traceparent', `00-${T}-${S}-00`], 0, site, false),
+    null,
+    'an unsampled W3C parent: its headers pass on untouched',
+  );
   const fresh = never.tracer.beginRaw(['host', 'x'], 0, site, false);
-  t.match(fresh!.traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/, 'a new trace not sampled still gets a traceparent (flags 00), so the next sidecar does not draw again');
+  t.match(
+    fresh!.traceparent,
+    /^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/,
+    'a new trace not sampled still gets a traceparent (flags 00), so the next sidecar does not draw again',
+  );
   fresh!.end('GET', '/', 'x', '127.0.0.1', 200, '', 'api', endpoint, 0, -1);
   t.equal(never.spans.length, 0, 'nothing recorded for it');
   const b3Deferred = never.tracer.beginRaw(['b3', `${T}-${S}`], 0, site, false);
-  t.match(b3Deferred!.traceparent, new RegExp(`^00-${T}-${S}-00$`), 'B3 without a decision: the ratio decides (0 here), the B3 trace goes on');
+  t.match(
+    b3Deferred!.traceparent,
+    new RegExp(`^00-${T}-${S}-00$`),
+    'B3 without a decision: the ratio decides (0 here), the B3 trace goes on',
+  );
 
   const always = recordingTracer(1);
   let sampled = 0;
@@ -92,20 +137,34 @@ t.test('spans: kinds, links, semantic-convention attributes and status', async (
   const [server, client] = spans;
   t.equal(server.kind, 2, 'server span');
   t.equal(client.kind, 3, 'client span');
-  t.equal(server.parentSpanId, S, 'the server span\'s parent is the caller\'s span');
-  t.equal(client.parentSpanId, server.spanId, 'the client span is the server span\'s child');
+  t.equal(server.parentSpanId, S, "the server span's parent is the caller's span");
+  t.equal(client.parentSpanId, server.spanId, "the client span is the server span's child");
   t.equal(trace.traceparent, `00-${T}-${client.spanId}-01`, 'the traceparent sent on names the client span');
   t.equal(server.traceState, 'a=1', 'tracestate recorded');
   t.equal(server.flags, 0x301, 'server span: sampled, parent remote');
   t.equal(client.flags, 0x101, 'client span: sampled, parent local');
-  const attrs = (s: OtlpSpan) => Object.fromEntries(Array.from({ length: s.attributes.length / 2 }, (_, i) => [s.attributes[2 * i], s.attributes[2 * i + 1]]));
+  const attrs = (s: OtlpSpan) =>
+    Object.fromEntries(Array.from({ length: s.attributes.length / 2 }, (_, i) => [s.attributes[2 * i], s.attributes[2 * i + 1]]));
   t.match(attrs(server), {
-    'http.request.method': 'GET', 'url.path': '/items/7', 'server.address': 'api.example', 'server.port': 8080, 'client.address': '127.0.0.5',
-    'http.response.status_code': 503, 'error.type': '503', 'shoal.listener': 'api', 'shoal.direction': 'outbound',
+    'http.request.method': 'GET',
+    'url.path': '/items/7',
+    'server.address': 'api.example',
+    'server.port': 8080,
+    'client.address': '127.0.0.5',
+    'http.response.status_code': 503,
+    'error.type': '503',
+    'shoal.listener': 'api',
+    'shoal.direction': 'outbound',
   });
   t.match(attrs(client), {
-    'server.address': '127.0.0.9', 'server.port': 8080, 'network.peer.address': '127.0.0.9', 'http.response.status_code': 503,
-    'shoal.cluster': 'api', 'shoal.endpoint': '127.0.0.9:8080', 'shoal.retry_count': 2, 'error.type': '503',
+    'server.address': '127.0.0.9',
+    'server.port': 8080,
+    'network.peer.address': '127.0.0.9',
+    'http.response.status_code': 503,
+    'shoal.cluster': 'api',
+    'shoal.endpoint': '127.0.0.9:8080',
+    'shoal.retry_count': 2,
+    'error.type': '503',
   });
   t.equal(server.statusCode, 2, 'server: 5xx is an error');
   t.equal(client.statusCode, 2, 'client: 5xx is an error');
@@ -116,13 +175,17 @@ t.test('spans: kinds, links, semantic-convention attributes and status', async (
   t.equal(spans[1].statusCode, 2, 'client: 404 is an error');
 
   spans.length = 0;
-  tracer.beginRaw(['traceparent', `00-${T}-${S}-01`], 0, site, false)!.end('GET', '/', '', '', 503, 'upstream-reset', 'api', endpoint, 1, -1);
-  t.notOk(attrs(spans[1])['http.response.status_code'], 'a 503 the sidecar made up is not the upstream\'s status');
+  tracer
+    .beginRaw(['traceparent', `00-${T}-${S}-01`], 0, site, false)!
+    .end('GET', '/', '', '', 503, 'upstream-reset', 'api', endpoint, 1, -1);
+  t.notOk(attrs(spans[1])['http.response.status_code'], "a 503 the sidecar made up is not the upstream's status");
   t.equal(attrs(spans[1])['error.type'], 'upstream-reset');
   t.equal(spans[1].statusMessage, 'upstream-reset');
 
   spans.length = 0;
-  tracer.beginRaw(['traceparent', `00-${T}-${S}-01`], 0, site, true)!.end('POST', '/shop.Cart/Add', '', '', 200, '', 'cart', endpoint, 0, 5);
+  tracer
+    .beginRaw(['traceparent', `00-${T}-${S}-01`], 0, site, true)!
+    .end('POST', '/shop.Cart/Add', '', '', 200, '', 'cart', endpoint, 0, 5);
   t.equal(spans[0].name, 'shop.Cart/Add', 'gRPC span name: service/method');
   t.match(attrs(spans[0]), { 'rpc.system': 'grpc', 'rpc.service': 'shop.Cart', 'rpc.method': 'Add', 'rpc.grpc.status_code': 5 });
   t.equal(spans[0].statusCode, 0, 'server: NOT_FOUND is not a server error');
@@ -130,7 +193,11 @@ t.test('spans: kinds, links, semantic-convention attributes and status', async (
 
   spans.length = 0;
   tracer.beginRaw(['traceparent', `00-${T}-${S}-01`], 0, site, false)!.end('BREW', '/', '', '', 200, '', 'api', endpoint, 0, -1);
-  t.match(attrs(spans[0]), { 'http.request.method': '_OTHER', 'http.request.method_original': 'BREW' }, 'an unknown method as semantic conventions say');
+  t.match(
+    attrs(spans[0]),
+    { 'http.request.method': '_OTHER', 'http.request.method_original': 'BREW' },
+    'an unknown method as semantic conventions say',
+  );
   t.equal(spans[0].name, 'HTTP');
 });
 
@@ -138,9 +205,11 @@ t.test('flags: strict validation with a clear error', async (t) => {
   t.equal(parseSampleRatio('0.01'), 0.01);
   t.equal(parseSampleRatio('1'), 1);
   t.equal(parseSampleRatio('0'), 0);
-  for (const bad of ['', ' ', '1.5', '-0.1', 'abc', 'NaN', 'Infinity', '1%']) t.throws(() => parseSampleRatio(bad), /--trace-sample-ratio must be a number from 0 to 1/, `refused: ${JSON.stringify(bad)}`);
+  for (const bad of ['', ' ', '1.5', '-0.1', 'abc', 'NaN', 'Infinity', '1%'])
+    t.throws(() => parseSampleRatio(bad), /--trace-sample-ratio must be a number from 0 to 1/, `refused: ${JSON.stringify(bad)}`);
   t.equal(parseOtlpEndpoint('http://otel:4318').href, 'http://otel:4318/v1/traces', 'a base URL gets /v1/traces');
   t.equal(parseOtlpEndpoint('https://otel:4318/custom/traces').href, 'https://otel:4318/custom/traces', 'a full URL is kept');
-  for (const bad of ['otel:4318', 'ftp://otel/', 'http://', 'not a url', 'http://u:p@otel:4318']) t.throws(() => parseOtlpEndpoint(bad), /--otlp-endpoint must/, `refused: ${bad}`);
+  for (const bad of ['otel:4318', 'ftp://otel/', 'http://', 'not a url', 'http://u:p@otel:4318'])
+    t.throws(() => parseOtlpEndpoint(bad), /--otlp-endpoint must/, `refused: ${bad}`);
   t.same(parseTracingFlags({}), { otlpEndpoint: undefined, traceSampleRatio: undefined }, 'no flags: tracing off');
 });
