@@ -1,7 +1,7 @@
 // What a snapshot says about identity when discover runs the CA: the app's own SPIFFE ID, its mTLS
 // mode and trust bundle, each inbound port's policy, and which endpoints have a sidecar and whom
 // they must prove to be.
-import { LISTEN_PORT_MAX, LISTEN_PORT_MIN } from '../../shared/allocation.ts';
+import { LISTEN_PORT_MAX, LISTEN_PORT_MIN } from '../../shared/loopbackAndListenPorts.ts';
 import { spiffeId, type MtlsMode } from '../../shared/identity.ts';
 import type { Snapshot } from '../../shared/snapshot.ts';
 import { appKey, type App, type Topology } from '../topology/model.ts';

@@ -1,6 +1,6 @@
 // Builds one app's snapshot from the topology: listeners, routes, clusters, DNS names.
 import { createHash, randomUUID } from 'node:crypto';
-import { allocateListenPorts, allocateLoopbacks } from '../../shared/allocation.ts';
+import { allocateListenPorts, allocateLoopbacks } from '../../shared/loopbackAndListenPorts.ts';
 import type { Dependency } from '../../shared/meshConfig.ts';
 import {
   SNAPSHOT_SCHEMA_VERSION,

@@ -4,7 +4,7 @@
 import { load as parseYaml } from 'js-yaml';
 import { loadYamlChunked, type ChunkCache } from './yamlChunks.ts';
 import { ConfigError, parseInteger, parseMeshConfig, parseProtocol, type ResourceSpec } from '../../shared/meshConfig.ts';
-import { isLoopbackAddress } from '../../shared/allocation.ts';
+import { isLoopbackAddress } from '../../shared/loopbackAndListenPorts.ts';
 import type { Endpoint } from '../../shared/snapshot.ts';
 import { PLUGIN_ID } from './names.ts';
 import { appKey, routeKey, serviceKey, type App, type GatewayRoute, type Service, type ServicePort, type Topology } from './model.ts';

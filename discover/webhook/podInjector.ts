@@ -1,6 +1,6 @@
 // Decides whether a pod gets the shoal sidecar and, if so, the JSON Patch that adds it. Pure: no I/O.
 // A bad annotation never rejects a pod: it is admitted uninjected (or with defaults) and warned about.
-import { allocateListenPorts, LISTEN_PORT_MAX, LISTEN_PORT_MIN, preferredListenPort } from '../../shared/allocation.ts';
+import { allocateListenPorts, LISTEN_PORT_MAX, LISTEN_PORT_MIN, preferredListenPort } from '../../shared/loopbackAndListenPorts.ts';
 import { pointer, setMetadataEntries, type JsonPatchOp } from './jsonPatch.ts';
 import type { Container, EnvVar, Handler, Pod } from './kubeShapes.ts';
 import {

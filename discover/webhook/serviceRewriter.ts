@@ -1,6 +1,6 @@
 // Points a Service's numeric targetPorts at the sidecars' listen ports (the earlier mesh's scheme: docs/injection.md). Pure: no I/O.
 // Named targetPorts need nothing: the injector gives the name to the sidecar's port.
-import { allocateListenPorts, LISTEN_PORT_MAX, LISTEN_PORT_MIN } from '../../shared/allocation.ts';
+import { allocateListenPorts, LISTEN_PORT_MAX, LISTEN_PORT_MIN } from '../../shared/loopbackAndListenPorts.ts';
 import { pointer, setMetadataEntries, type JsonPatchOp } from './jsonPatch.ts';
 import type { Service } from './kubeShapes.ts';
 import { ANNOTATION_INJECT, ANNOTATION_PORT_MAP, LABEL_ORIGIN_PORT, LABEL_PART_OF } from './injectionNames.ts';

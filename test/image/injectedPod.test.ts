@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { imageForFile, podman, podmanOk, removeByPrefix } from '../lib/image.ts';
 import { patched, review, send, startTestWebhook } from '../discover/webhook/fixtures.ts';
-import { preferredListenPort } from '../../shared/allocation.ts';
+import { preferredListenPort } from '../../shared/loopbackAndListenPorts.ts';
 import { podmanEnv, run } from '../../scripts/image.ts';
 import { podForPodman } from './podmanPod.ts';
 

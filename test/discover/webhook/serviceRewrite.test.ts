@@ -2,7 +2,7 @@
 // (the same rule the pod injector uses); named ones are left alone.
 import t from 'tap';
 import { Service } from 'kubernetes-models/v1';
-import { preferredListenPort } from '../../../shared/allocation.ts';
+import { preferredListenPort } from '../../../shared/loopbackAndListenPorts.ts';
 import { decodePatch, patched, review, send, startTestWebhook } from './fixtures.ts';
 
 function service(name: string, ports: any[], extra: any = {}): any {

@@ -63,7 +63,7 @@ const KUBE_RELAY = join(here, 'kubeRelay.ts');
 const NODE = process.execPath;
 
 export const API_PORT = 8080;
-/** 65300 + (8080 mod 100): the inbound listen port shared/allocation.ts gives port 8080. */
+/** 65300 + (8080 mod 100): the inbound listen port shared/loopbackAndListenPorts.ts gives port 8080. */
 export const API_LISTEN_PORT = 65380;
 export const CACHE_PORT = 6379;
 export const DISCOVER_PORT = 6100;

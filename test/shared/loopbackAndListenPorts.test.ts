@@ -1,5 +1,5 @@
 import t from 'tap';
-import { allocateListenPorts, allocateLoopbacks, isLoopbackAddress, preferredListenPort } from '../../shared/allocation.ts';
+import { allocateListenPorts, allocateLoopbacks, isLoopbackAddress, preferredListenPort } from '../../shared/loopbackAndListenPorts.ts';
 
 t.test('loopback addresses come from identity, not order or company', async (t) => {
   const a = allocateLoopbacks(['default/api', 'default/cache', 'other/db']);

@@ -1,5 +1,6 @@
-// Deterministic allocation rules shared by discover and the injector: the same inputs give the
-// same addresses and ports on every replica, whatever the order they arrive in.
+// The loopback addresses (127.x.y.z, one per service) and the sidecar listen ports (65301-65400) that
+// discover and the injector allocate, by deterministic rules: the same inputs give the same addresses
+// and ports on every replica, whatever the order they arrive in.
 import { createHash } from 'node:crypto';
 
 export const LISTEN_PORT_MIN = 65301;
