@@ -1,7 +1,7 @@
 // The responder's metrics. The per-query count is a plain array increment on the hot path;
 // prom-client reads the array when scraped.
 import type { Registry } from 'prom-client';
-import { Counter, Gauge, Histogram } from '../shared/promText.ts';
+import { Counter, Gauge, Histogram } from '../shared/metricsRegistry.ts';
 import { typeLabel } from './wire.ts';
 
 export const RESULTS = ['local', 'forwarded', 'cached', 'nxdomain', 'servfail', 'refused', 'notimp', 'malformed', 'dropped'] as const;

@@ -1,6 +1,6 @@
 // The sidecar's metrics. The request path bumps plain numbers in objects resolved once per snapshot
 // (see RouteBackend): no label lookup, no hashing per request. They become Prometheus series at scrape.
-import { Counter, Gauge, type Registry } from '../shared/promText.ts';
+import { Counter, Gauge, type Registry } from '../shared/metricsRegistry.ts';
 import { createRegistry } from '../shared/metrics.ts';
 
 const BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];

@@ -12,7 +12,7 @@ import { createRequire } from 'node:module';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import type { Logger } from '../shared/log.ts';
-import { Registry } from '../shared/promText.ts';
+import { Registry } from '../shared/metricsRegistry.ts';
 import type { Cluster as ClusterSpec, Route } from '../shared/snapshot.ts';
 import { ClusterSet } from './cluster/clusterSet.ts';
 import { HttpListener } from './http/httpListener.ts';

@@ -1,9 +1,9 @@
-// One metrics setup for every piece: a registry of its own (shared/promText.ts, Prometheus text without
+// One metrics setup for every piece: a registry of its own (shared/metricsRegistry.ts, Prometheus text without
 // prom-client), every series labelled with the piece, and process metrics read when scraped.
 import { readdirSync, readFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { getHeapSpaceStatistics } from 'node:v8';
-import { Registry, type Collectable, type MetricData, type Sample } from './promText.ts';
+import { Registry, type Collectable, type MetricData, type Sample } from './metricsRegistry.ts';
 
 export function createRegistry(piece: string): Registry {
   const registry = new Registry();

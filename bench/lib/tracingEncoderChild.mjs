@@ -22,7 +22,7 @@ let flush;
 if (variant === 'shoal') {
   const { startTracing } = await import(new URL('dist/proxy/tracing/startTracing.js', root));
   const { createLogger } = await import(new URL('dist/shared/log.js', root));
-  const { Registry } = await import(new URL('dist/shared/promText.js', root));
+  const { Registry } = await import(new URL('dist/shared/metricsRegistry.js', root));
   const tracing = startTracing({
     url,
     ratio: 1,

@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { connect as netConnect, Socket, type NetConnectOpts, type Server } from 'node:net';
 import type { ConnectionOptions, PeerCertificate, SecureContext, TLSSocket } from 'node:tls';
 import { nodeTls } from '../lazyBuiltins.ts';
-import { Counter, type Registry } from '../../shared/promText.ts';
+import { Counter, type Registry } from '../../shared/metricsRegistry.ts';
 import type { buildConnector } from 'undici';
 import { authzAllows, type AuthzPolicy } from '../../shared/authzPolicy.ts';
 import { parseSpiffeId, uriSans, type MtlsMode, type WorkloadId } from '../../shared/identity.ts';

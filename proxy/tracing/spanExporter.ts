@@ -5,7 +5,7 @@
 import { createRequire } from 'node:module';
 import type { Agent, ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
 import type { Logger } from '../../shared/log.ts';
-import type { Counter } from '../../shared/promText.ts';
+import type { Counter } from '../../shared/metricsRegistry.ts';
 import { encodeTraces, type OtlpResource, type OtlpSpan } from './otlpJson.ts';
 
 // node:http as the listeners load it (require: an ESM import would load node's bundled undici).

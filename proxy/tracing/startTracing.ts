@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../../shared/log.ts';
-import { Counter, type Registry } from '../../shared/promText.ts';
+import { Counter, type Registry } from '../../shared/metricsRegistry.ts';
 import { SidecarTracer } from './sidecarTracer.ts';
 import { SpanExporter } from './spanExporter.ts';
 import { setTracer } from './tracer.ts';

@@ -1,6 +1,6 @@
 // The sidecar runs in every pod, so what it loads is paid for once per pod. Its modules (proxy/ and the
 // DNS responder it hosts) must not pull in the packages discover or the tests use: prom-client (~19 MB RSS;
-// shared/promText.ts instead), ajv's compiler (~20 MB; the generated snapshot validator instead), fastify,
+// shared/metricsRegistry.ts instead), ajv's compiler (~20 MB; the generated snapshot validator instead), fastify,
 // the Kubernetes client, YAML parsers; undici only when the slow path first needs it.
 import t, { type Test } from 'tap';
 import { execFile, spawn } from 'node:child_process';
@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 
 const root = join(import.meta.dirname, '..', '..');
 const FORBIDDEN: Record<string, string> = {
-  'prom-client': 'import Counter, Gauge, Histogram and Registry from shared/promText.ts',
+  'prom-client': 'import Counter, Gauge, Histogram and Registry from shared/metricsRegistry.ts',
   ajv: 'validate with the generated module (scripts/generateSnapshotValidator.ts); only ajv/dist/runtime/ helpers may load',
   fastify: 'discover only',
   '@fastify/swagger': 'discover only',
@@ -88,7 +88,7 @@ t.test('the sidecar with tracing on loads none of them either', async (t) => {
   const script = `await import(${JSON.stringify(join(root, 'proxy', 'main.ts'))});
 const { startTracing } = await import(${JSON.stringify(join(root, 'proxy', 'tracing', 'startTracing.ts'))});
 const { createLogger } = await import(${JSON.stringify(join(root, 'shared', 'log.ts'))});
-const { Registry } = await import(${JSON.stringify(join(root, 'shared', 'promText.ts'))});
+const { Registry } = await import(${JSON.stringify(join(root, 'shared', 'metricsRegistry.ts'))});
 const tr = startTracing({ url: 'http://127.0.0.1:9', namespace: 'default', app: 'web', log: createLogger('t', 'silent'), registry: new Registry() });
 const { tracer } = await import(${JSON.stringify(join(root, 'proxy', 'tracing', 'tracer.ts'))});
 tracer.beginRaw(['traceparent', '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'], performance.now(), { name: 'x', direction: 'outbound' }, false)

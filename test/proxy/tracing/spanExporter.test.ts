@@ -4,7 +4,7 @@ import t, { type Test } from 'tap';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createLogger } from '../../../shared/log.ts';
-import { Counter, Registry } from '../../../shared/promText.ts';
+import { Counter, Registry } from '../../../shared/metricsRegistry.ts';
 import { SpanExporter } from '../../../proxy/tracing/spanExporter.ts';
 import type { OtlpSpan } from '../../../proxy/tracing/otlpJson.ts';
 import { freePort } from '../fixtures.ts';

@@ -1,5 +1,5 @@
-// Prometheus text exposition (format 0.0.4) without prom-client: the part of its API the sidecar uses
-// (Registry, Counter, Gauge, Histogram), written out the way prom-client writes it. prom-client costs the
+// A metrics registry without prom-client: the part of its API the sidecar uses (Registry, Counter, Gauge,
+// Histogram), exposed as Prometheus text (format 0.0.4) written out the way prom-client writes it. prom-client costs the
 // sidecar megabytes of RSS at import (pushgateway, cluster aggregation, exemplars; docs/performance.md) for a
 // few counters; discover may keep it. The classes implement prom-client's types, so code typed against
 // prom-client takes them, and either registry takes the other's metrics (both read metric.get()).

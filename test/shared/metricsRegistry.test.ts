@@ -1,9 +1,9 @@
-// shared/promText.ts writes what prom-client writes for the same metrics, and its output parses as the
+// shared/metricsRegistry.ts writes what prom-client writes for the same metrics, and its output parses as the
 // Prometheus text format (0.0.4): families with HELP and TYPE, histograms with cumulative le buckets
 // ending in +Inf equal to _count, and label values escaped so they read back as set.
 import t from 'tap';
 import * as prom from 'prom-client';
-import { Counter, Gauge, Histogram, Registry, formatValue, type MetricData } from '../../shared/promText.ts';
+import { Counter, Gauge, Histogram, Registry, formatValue, type MetricData } from '../../shared/metricsRegistry.ts';
 import { createRegistry } from '../../shared/metrics.ts';
 
 type Lib = { Registry: new () => prom.Registry; Counter: typeof prom.Counter; Gauge: typeof prom.Gauge; Histogram: typeof prom.Histogram };
