@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { FlagSpec, FlagValues } from '../shared/flags.ts';
 import { createLogger, type Logger } from '../shared/log.ts';
 import type { Snapshot } from '../shared/snapshot.ts';
-import { SnapshotClient, snapshotUrl } from '../shared/snapshotClient.ts';
+import { SnapshotClient, snapshotUrl } from './snapshotClient.ts';
 import { AccessLog } from './accessLog.ts';
 import { createAdminServer } from './admin/adminServer.ts';
 import { ClusterSet } from './cluster/clusterSet.ts';

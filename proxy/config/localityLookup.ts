@@ -7,7 +7,7 @@ import type { IncomingMessage } from 'node:http';
 import type { FlagValues } from '../../shared/flags.ts';
 import type { Logger } from '../../shared/log.ts';
 
-// node:http through require, as in shared/snapshotClient.ts: its ESM namespace would load node's bundled undici.
+// node:http through require, as in proxy/snapshotClient.ts: its ESM namespace would load node's bundled undici.
 const { request: httpRequest } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { createLogger } from '../../shared/log.ts';
 import { SNAPSHOT_SCHEMA_VERSION, snapshotVersion, type Snapshot } from '../../shared/snapshot.ts';
-import { SnapshotClient, snapshotUrl, writeFileAtomic } from '../../shared/snapshotClient.ts';
+import { SnapshotClient, snapshotUrl, writeFileAtomic } from '../../proxy/snapshotClient.ts';
 
 function snap(endpoints: number, app = 'web'): Snapshot {
   const s: Omit<Snapshot, 'version'> = {

@@ -1,12 +1,13 @@
 // The config client: long-polls one app's snapshot from discover, keeps the last good one on disk,
-// and starts from that file when discover is unreachable. Used by the sidecar and the DNS responder.
+// and starts from that file when discover is unreachable. The sidecar's (proxy/main.ts), which hands each
+// snapshot's DNS names to the DNS responder it hosts: dns/ has no client of its own.
 import { mkdirSync, readFileSync } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { createRequire } from 'node:module';
 import type { IncomingMessage } from 'node:http';
-import type { Logger } from './log.ts';
-import { snapshotError, type Snapshot } from './snapshot.ts';
+import type { Logger } from '../shared/log.ts';
+import { snapshotError, type Snapshot } from '../shared/snapshot.ts';
 
 // node:http through require: an ESM import of it builds its full namespace, whose lazy getters load
 // node's bundled undici (about 14 MB of RSS in a process that never uses it).
