@@ -7,6 +7,7 @@ WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json cli.ts demo.ts ./
+COPY cli/ cli/
 COPY shared/ shared/
 COPY discover/ discover/
 COPY proxy/ proxy/

@@ -129,7 +129,7 @@ const commands: Record<string, Command> = {
     usage: 'shoal get NAMESPACE/APP [--discover URL] [-o table|json|yaml]',
     summary: "Show what an app's sidecar receives: listeners, routes, endpoints and DNS names.",
     async load() {
-      const { getCommand, getFlags } = await import('./discover/get.ts');
+      const { getCommand, getFlags } = await import('./cli/get.ts');
       return {
         flags: getFlags,
         async run(pos, v) {

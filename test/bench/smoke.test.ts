@@ -31,7 +31,7 @@ delete env.NODE_V8_COVERAGE;
 // (tsc emits even when a type error elsewhere makes it exit non-zero; the bench needs only the output.)
 const stamp = join(root, 'dist', 'cli.js');
 const sources = Math.max(
-  ...['shared', 'discover', 'proxy', 'dns'].map((d) => newestSource(join(root, d))),
+  ...['cli', 'shared', 'discover', 'proxy', 'dns'].map((d) => newestSource(join(root, d))),
   ...['cli.ts', 'demo.ts'].map((f) => statSync(join(root, f)).mtimeMs),
 );
 if (!existsSync(stamp) || statSync(stamp).mtimeMs < sources) {

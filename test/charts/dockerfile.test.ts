@@ -70,7 +70,7 @@ t.test('the build stage installs exactly, builds the JavaScript and drops dev de
     build.steps.some((i) => i.op === 'COPY' && /package-lock\.json/.test(i.args)),
     'the lock file is copied for npm ci',
   );
-  for (const dir of ['shared/', 'discover/', 'proxy/', 'dns/'])
+  for (const dir of ['cli/', 'shared/', 'discover/', 'proxy/', 'dns/'])
     t.ok(
       build.steps.some((i) => i.op === 'COPY' && i.args.startsWith(dir)),
       `sources of ${dir} copied`,
@@ -127,6 +127,6 @@ t.test('.dockerignore keeps the context to what the build copies', async (t) => 
     .map((l) => l.trim())
     .filter((l) => l && !l.startsWith('#'));
   for (const entry of ['node_modules', 'dist', '.git', 'test']) t.ok(ignored.includes(entry), `${entry} ignored`);
-  for (const needed of ['package.json', 'package-lock.json', 'tsconfig.json', 'shared', 'discover', 'proxy', 'dns'])
+  for (const needed of ['package.json', 'package-lock.json', 'tsconfig.json', 'cli', 'shared', 'discover', 'proxy', 'dns'])
     t.notOk(ignored.includes(needed), `${needed} kept`);
 });

@@ -12,7 +12,7 @@ import { createLogger } from '../../shared/log.ts';
 import { createCsr } from '../../proxy/tls/csr.ts';
 import { kubeForFile } from '../lib/kube.ts';
 import { Api, serviceAccountToken } from '../discover/kubernetes/realKube.ts';
-import { renderSnapshot } from '../../discover/get.ts';
+import { renderSnapshot } from '../../cli/get.ts';
 
 const TOPOLOGY = `
 services:

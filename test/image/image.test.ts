@@ -345,7 +345,7 @@ if (image) {
     );
     t.same(
       names('/app/dist').sort(),
-      ['cli.js', 'demo.js', 'discover', 'dns', 'proxy', 'shared'],
+      ['cli', 'cli.js', 'demo.js', 'discover', 'dns', 'proxy', 'shared'],
       'dist: the pieces, no tests, bench, docs or charts',
     );
     const mount = (await podmanOk(['image', 'mount', ref])).trim();

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { request } from 'undici';
-import { getCommand } from '../../../discover/get.ts';
+import { getCommand } from '../../../cli/get.ts';
 import { createDiscoverMetrics } from '../../../discover/metrics.ts';
 import { SnapshotStore, type ApplyResult } from '../../../discover/snapshot/store.ts';
 import { StaticSource } from '../../../discover/source/staticSource.ts';

@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Snapshot } from '../../../shared/snapshot.ts';
-import { getCommand } from '../../../discover/get.ts';
+import { getCommand } from '../../../cli/get.ts';
 import { ACCESS_CACHE_TTL_MS } from '../../../discover/http/readAuth.ts';
 import { kubeForFile, run } from '../../lib/kube.ts';
 import { makeCerts } from '../webhook/fixtures.ts';

@@ -1,7 +1,7 @@
 // shoal get's ROUTES section: each route's match, what it does, and where it came from.
 import t from 'tap';
-import { actionText, matchText, routesSection } from '../../../discover/get.ts';
-import type { Route, Snapshot } from '../../../shared/snapshot.ts';
+import { actionText, matchText, routesSection } from '../../cli/get.ts';
+import type { Route, Snapshot } from '../../shared/snapshot.ts';
 
 const base: Route = { domains: ['*'], prefix: '/', headers: [], backends: [{ cluster: 'a.default:80', weight: 1 }] };
 

@@ -5,7 +5,7 @@ import { request } from 'undici';
 import type { FlagSpec } from '../shared/flags.ts';
 import { UsageError } from '../shared/flags.ts';
 import type { HeaderModifier, OutboundListener, Route, Snapshot } from '../shared/snapshot.ts';
-import { identitySection } from './identity/identityView.ts';
+import { identitySection } from './identityView.ts';
 import { kubeconfigToken } from './kubeconfigToken.ts';
 
 export const getFlags: FlagSpec[] = [

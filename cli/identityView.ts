@@ -1,6 +1,6 @@
 // `shoal get`: the identity part of an app's snapshot, as lines of the table view.
-import { renderAuthzPolicy } from '../../shared/authzPolicy.ts';
-import type { Snapshot } from '../../shared/snapshot.ts';
+import { renderAuthzPolicy } from '../shared/authzPolicy.ts';
+import type { Snapshot } from '../shared/snapshot.ts';
 
 export function identitySection(s: Snapshot): string[] {
   const id = s.identity;

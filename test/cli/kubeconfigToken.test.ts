@@ -7,8 +7,8 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { kubeconfigToken } from '../../discover/kubeconfigToken.ts';
-import { getCommand } from '../../discover/get.ts';
+import { kubeconfigToken } from '../../cli/kubeconfigToken.ts';
+import { getCommand } from '../../cli/get.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'shoal-kubeconfig-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
