@@ -1,7 +1,7 @@
 // Inbound: each app port is reached on its listen port and forwarded to 127.0.0.1:<port>, through the
 // same L7/L4 listeners as outbound traffic, with one single-endpoint cluster per port.
 import type { Cluster, ClusterPolicy, Snapshot } from '../../shared/snapshot.ts';
-import type { ListenerSpec } from '../listener/listenerSpec.ts';
+import type { ListenerSpec } from './listenerSpec.ts';
 
 // The app is local: connect fast, and leave request deadlines to the caller's sidecar.
 const INBOUND_POLICY: ClusterPolicy = {

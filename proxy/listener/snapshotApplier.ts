@@ -4,11 +4,11 @@ import type { Logger } from '../../shared/log.ts';
 import type { Snapshot } from '../../shared/snapshot.ts';
 import type { ClusterSet } from '../cluster/clusterSet.ts';
 import { retireRemovedH2Endpoints } from '../h2/endpointSessions.ts';
-import { inboundClusters, inboundSpecs } from '../inbound/inboundListeners.ts';
-import type { ListenerSet } from '../listener/listenerSet.ts';
+import { inboundClusters, inboundSpecs } from './inboundSpecs.ts';
+import type { ListenerSet } from './listenerSet.ts';
 import type { MeshTls } from '../tls/meshTls.ts';
 import type { ProxyMetrics } from '../metrics.ts';
-import { outboundSpecs } from '../outbound/outboundListeners.ts';
+import { outboundSpecs } from './outboundSpecs.ts';
 
 export class SnapshotApplier {
   current: Snapshot | null = null;

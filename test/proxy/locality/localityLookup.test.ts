@@ -6,7 +6,7 @@ import t from 'tap';
 import { parseFlags } from '../../../shared/flags.ts';
 import { createLogger } from '../../../shared/log.ts';
 import { proxyFlags, proxyOptions } from '../../../proxy/main.ts';
-import { localityUrl, lookUpZone } from '../../../proxy/config/localityLookup.ts';
+import { localityUrl, lookUpZone } from '../../../proxy/locality/localityLookup.ts';
 import { TWO_APPS, withDiscover } from '../../lib/discover.ts';
 
 const URL_ = 'http://127.0.0.1:6100/v1/resources/default/web/mesh';

@@ -2,7 +2,7 @@
 // The L4/L7 rule is the snapshot's `mode` (discover sets l7 for http dependencies, l4 for tcp);
 // http2/grpc listeners in l7 mode are h2 listeners (proxy/h2).
 import type { Snapshot } from '../../shared/snapshot.ts';
-import type { ListenerSpec } from '../listener/listenerSpec.ts';
+import type { ListenerSpec } from './listenerSpec.ts';
 
 export function outboundSpecs(snap: Snapshot): ListenerSpec[] {
   return snap.outbound.map((l) => ({
