@@ -4,14 +4,10 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { createRequire } from 'node:module';
 import type { IncomingMessage } from 'node:http';
 import type { Logger } from '../shared/log.ts';
 import { snapshotError, type Snapshot } from '../shared/snapshot.ts';
-
-// node:http through require: an ESM import of it builds its full namespace, whose lazy getters load
-// node's bundled undici (about 14 MB of RSS in a process that never uses it).
-const { request: httpRequest } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
+import { nodeHttp, nodeHttps } from './lazyBuiltins.ts';
 
 export interface SnapshotClientOptions {
   /** The snapshot URL: http://<discover>:6100/v2/snapshot/{ns}/{app} (see snapshotUrl). */
@@ -99,7 +95,7 @@ export async function writeFileAtomic(file: string, data: string): Promise<void>
 /** One GET with node:http (no HTTP client library in the sidecar's steady state): status and body text. */
 async function get(url: string, signal: AbortSignal, token: string): Promise<{ status: number; body: string }> {
   // node:https (and TLS with it) is loaded only for an https URL: ~12 MB of RSS otherwise spent for nothing.
-  const request = url.startsWith('https:') ? (await import('node:https')).request : httpRequest;
+  const { request } = url.startsWith('https:') ? nodeHttps() : nodeHttp();
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (token !== '') headers.authorization = `Bearer ${token}`;

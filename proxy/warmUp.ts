@@ -8,7 +8,6 @@
 // Requests with a body are left out: their path (node:http, undici) loads node:tls, node:http2 and
 // node:zlib, about 9 MB a sidecar without such requests never pays. Nothing of the warm-up outlives
 // it; a failure in it is logged and never blocks start.
-import { createRequire } from 'node:module';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import type { Logger } from '../shared/log.ts';
@@ -17,10 +16,8 @@ import type { Cluster as ClusterSpec, Route } from '../shared/snapshot.ts';
 import { ClusterSet } from './cluster/clusterSet.ts';
 import { HttpListener } from './http/httpListener.ts';
 import { RouteTable } from './http/routeTable.ts';
+import { nodeHttp } from './lazyBuiltins.ts';
 import { ProxyMetrics } from './metrics.ts';
-
-// node:http through require, as in httpListener.ts (an ESM import loads node's bundled undici).
-const { createServer } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
 
 /** Requests a sidecar sends through itself before it reports ready, unless told otherwise. */
 export const DEFAULT_WARM_UP_REQUESTS = 400;
@@ -145,7 +142,7 @@ export async function warmUp(requests: number, log: Logger, deadlineMs = WARM_UP
   // Off, or the sidecar is already closing: nothing to bind or send.
   if (requests <= 0 || signal?.aborted) return { answered, ms: 0 };
   const held: ServerResponse[] = [];
-  const upstream = createServer({ keepAliveTimeout: deadlineMs }, (req: IncomingMessage, res: ServerResponse) => {
+  const upstream = nodeHttp().createServer({ keepAliveTimeout: deadlineMs }, (req: IncomingMessage, res: ServerResponse) => {
     if (req.url === '/hold') {
       held.push(res);
       req.resume();

@@ -1,12 +1,8 @@
 // The admin endpoint (port 65533): /ready and /metrics for anyone (kubelet, Prometheus);
 // /config_dump and /drain for loopback clients only.
-import { createRequire } from 'node:module';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
-
-// node:http through require: an ESM import of it builds its full namespace, whose lazy getters load
-// node's bundled undici (about 14 MB of RSS in a process that never uses it).
-const { createServer } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
+import { nodeHttp } from '../lazyBuiltins.ts';
 
 export interface AdminSource {
   ready(): boolean;
@@ -26,7 +22,7 @@ function send(res: ServerResponse, status: number, type: string, body: string): 
 }
 
 export function createAdminServer(source: AdminSource, registry: Registry): Server {
-  return createServer((req: IncomingMessage, res: ServerResponse) => {
+  return nodeHttp().createServer((req: IncomingMessage, res: ServerResponse) => {
     req.resume();
     const path = (req.url ?? '/').split('?')[0];
     const loopback = isLoopback(req.socket.remoteAddress);

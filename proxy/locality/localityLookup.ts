@@ -2,13 +2,10 @@
 // from the Node's topology.kubernetes.io/zone label (GET /v2/locality/{ns}/{app}?node=NAME). The
 // snapshot stays one per app: the sidecar's own place never enters it.
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import type { IncomingMessage } from 'node:http';
 import type { FlagValues } from '../../shared/flags.ts';
 import type { Logger } from '../../shared/log.ts';
-
-// node:http through require, as in proxy/snapshotClient.ts: its ESM namespace would load node's bundled undici.
-const { request: httpRequest } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
+import { nodeHttp } from '../lazyBuiltins.ts';
 
 const NODE_NAME = /^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$/;
 const ZONE = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
@@ -56,7 +53,7 @@ function get(url: string, token: string, signal: AbortSignal): Promise<{ status:
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { accept: 'application/json' };
     if (token !== '') headers.authorization = `Bearer ${token}`;
-    const req = httpRequest(url, { headers, signal, timeout: 10_000 }, (res: IncomingMessage) => {
+    const req = nodeHttp().request(url, { headers, signal, timeout: 10_000 }, (res: IncomingMessage) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => {

@@ -2,12 +2,11 @@
 // certificate from the mesh CA (renewed at half-life: new connections take the new one, open ones
 // keep theirs), TLS 1.3 origination to meshed endpoints with the peer's SPIFFE ID checked, and
 // mutual-TLS termination on inbound listen ports in permissive or strict mode with the port's policy.
-import { createRequire } from 'node:module';
 import { generateKeyPairSync, X509Certificate, type KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { connect as netConnect, Socket, type NetConnectOpts, type Server } from 'node:net';
 import type { ConnectionOptions, PeerCertificate, SecureContext, TLSSocket } from 'node:tls';
-import { nodeTls } from '../lazyBuiltins.ts';
+import { nodeHttp, nodeTls } from '../lazyBuiltins.ts';
 import { Counter, type Registry } from '../../shared/metricsRegistry.ts';
 import type { buildConnector } from 'undici';
 import { authzAllows, type AuthzPolicy } from '../../shared/authzPolicy.ts';
@@ -15,9 +14,6 @@ import { parseSpiffeId, uriSans, type MtlsMode, type WorkloadId } from '../../sh
 import type { Logger } from '../../shared/log.ts';
 import type { ClusterPolicy, Snapshot } from '../../shared/snapshot.ts';
 import { createCsr } from './csr.ts';
-
-// node:http through require, as elsewhere in the sidecar (an ESM import loads node's bundled undici).
-const http = createRequire(import.meta.url)('node:http') as typeof import('node:http');
 
 /** Set on a cluster's policy object: the sidecar whose cluster it is (one process may host several in tests). */
 export const MESH = Symbol('shoal.meshTls');
@@ -465,7 +461,7 @@ export class MeshTls {
 function postJson(url: string, token: string, body: unknown): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const data = Buffer.from(JSON.stringify(body));
-    const req = http.request(
+    const req = nodeHttp().request(
       url,
       {
         method: 'POST',

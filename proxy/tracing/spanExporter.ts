@@ -2,14 +2,11 @@
 // rather than grows when the collector is slow or gone, one export in flight at a time, and no way for
 // an export's failure to reach a request (spans are recorded after the response is done, and a failed
 // export only counts its spans as dropped).
-import { createRequire } from 'node:module';
 import type { Agent, ClientRequest, IncomingMessage, RequestOptions } from 'node:http';
 import type { Logger } from '../../shared/log.ts';
 import type { Counter } from '../../shared/metricsRegistry.ts';
+import { nodeHttp, nodeHttps } from '../lazyBuiltins.ts';
 import { encodeTraces, type OtlpResource, type OtlpSpan } from './otlpJson.ts';
-
-// node:http as the listeners load it (require: an ESM import would load node's bundled undici).
-const require = createRequire(import.meta.url);
 
 export interface SpanExporterOptions {
   /** The collector's traces URL, e.g. http://otel-collector:4318/v1/traces. */
@@ -65,7 +62,7 @@ export class SpanExporter {
     this.maxQueue = o.maxQueue ?? DEFAULT_MAX_QUEUE;
     this.batchSize = o.batchSize ?? DEFAULT_BATCH_SIZE;
     this.timeoutMs = o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const mod = (o.url.protocol === 'https:' ? require('node:https') : require('node:http')) as typeof import('node:http');
+    const mod = (o.url.protocol === 'https:' ? nodeHttps() : nodeHttp()) as typeof import('node:http');
     this.agent = new mod.Agent({ keepAlive: true, maxSockets: 1 });
     this.request = mod.request;
     this.timer = setInterval(onTick, o.intervalMs ?? DEFAULT_INTERVAL_MS, this);
