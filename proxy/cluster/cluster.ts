@@ -23,11 +23,15 @@ export class Cluster {
   hashHeader: string;
   endpoints: Endpoint[] = [];
   balancer: Balancer;
-  /** Work in flight over all endpoints, including retired ones still finishing (MaxRequests; L4: MaxConnections). */
+  /**
+   * Work in flight over all endpoints, including retired ones still finishing (MaxRequests; L4:
+   * MaxConnections). This, activeRetries, pending and each endpoint's load change only through
+   * permits (permit.ts).
+   */
   active = 0;
   /** Retries in flight (MaxActiveRetries). */
   activeRetries = 0;
-  /** Fast-path requests waiting for a connection (MaxPendingRequests). */
+  /** Requests waiting for a connection (MaxPendingRequests). */
   pending = 0;
   /** The per-attempt deadline (PerTryTimeoutMS); null: none. Resolved per snapshot, not per request. */
   tryDeadlines: DeadlineQueue | null = null;
@@ -249,6 +253,8 @@ export class Cluster {
         maxRequestsPerConnection: p.maxRequestsPerConnection,
         active: this.active,
         pending: this.pending,
+        // The load on each endpoint (what least-request compares; slowActive: on the undici path).
+        load: this.endpoints.map((e) => ({ endpoint: e.key, active: e.active, slowActive: e.slowActive })),
       },
       outlierDetection: {
         consecutiveErrors: p.consecutiveErrors,

@@ -70,7 +70,7 @@ export class Endpoint {
 
   /** The fast path's keep-alive connections to this endpoint. */
   rawPool(): UpstreamPool {
-    return (this.raw ??= new UpstreamPool(this.address, this.port, this.policy, this.cluster));
+    return (this.raw ??= new UpstreamPool(this.address, this.port, this.policy));
   }
 
   /** Takes no new work; the pools close once their requests in flight are done. */

@@ -9,7 +9,8 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
 import type { AccessLog } from '../accessLog.ts';
 import type { Endpoint } from '../cluster/endpoint.ts';
-import { idempotent } from '../http/h1/exchange.ts';
+import { Failure, retryRule } from '../l7/retry.ts';
+import type { Permit } from '../cluster/permit.ts';
 import { ERROR_STATUS, sendMadeUp, type ShoalError } from '../http/madeUpResponse.ts';
 import { nextRequestId } from '../http/requestId.ts';
 import type { RouteBackend } from '../http/routeTable.ts';
@@ -93,9 +94,6 @@ function onDeadline(ex: H2Exchange): void {
 
 const NOT_SENT = new Set(['ERR_HTTP2_STREAM_CANCEL', 'ERR_HTTP2_GOAWAY_SESSION', 'ERR_HTTP2_INVALID_SESSION']);
 
-const Failure = { Connect: 0, ConnectTimeout: 1, Timeout: 2, Reset: 3, Status: 4 } as const;
-type Failure = (typeof Failure)[keyof typeof Failure];
-
 function one(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
@@ -104,6 +102,9 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
   readonly down: Downstream;
   readonly site: H2Site;
   backend: RouteBackend;
+  /** The call's hold on its cluster's limits (proxy/cluster/permit.ts): bound to the endpoint while an attempt is out; released in finish. */
+  readonly permit: Permit;
+  /** The endpoint of the current (or last) attempt. */
   endpoint: Endpoint;
   readonly grpc: boolean;
   readonly start: number;
@@ -128,7 +129,6 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
   private pool: EndpointSessions | null = null;
   upstreamError: Error | null = null;
   private attempt = 0;
-  private retrying = false;
   /** The request body so far, while it may still be replayed; null once it is over the limit. */
   private replay: Buffer[] | null = [];
   private replayBytes = 0;
@@ -153,7 +153,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     down: Downstream,
     site: H2Site,
     backend: RouteBackend,
-    endpoint: Endpoint,
+    permit: Permit,
     start: number,
     grpc: boolean,
     hashKey: string | undefined,
@@ -161,7 +161,8 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     this.down = down;
     this.site = site;
     this.backend = backend;
-    this.endpoint = endpoint;
+    this.permit = permit;
+    this.endpoint = permit.endpoint!;
     this.start = start;
     this.grpc = grpc;
     this.hashKey = hashKey;
@@ -233,8 +234,6 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
   run(): void {
     const body = this.down.body as Downstream['body'] & { [EXCHANGE]?: H2Exchange };
     this.down.attach(this);
-    this.backend.cluster.active++;
-    this.backend.cluster.budget.request(this.start);
     if (!this.requestEnded) {
       body[EXCHANGE] = this;
       body.on('data', onDownData);
@@ -279,7 +278,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     this.site.use(pool);
     this.pool = pool;
     pool.owners.add(this);
-    this.endpoint.active++;
+    this.permit.bind(this.endpoint);
     const now = performance.now();
     if (this.perTryMs > 0) this.tryDeadlineAt = now + this.perTryMs;
     this.armTimer(now);
@@ -292,7 +291,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     } catch (err) {
       // Bad headers for HTTP/2 (node validates them): nothing was sent.
       this.upstream = null;
-      this.endpoint.active--;
+      this.permit.unbind();
       pool.owners.delete(this);
       this.madeUp('upstream-reset', `${c.name} ${this.endpoint.key}: ${(err as Error).message}`);
       return;
@@ -406,19 +405,13 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     const f = this.backend.filters;
     if (f !== null && f.responseHeaders !== null) f.responseHeaders.applyRecord(out);
     if (endStream) {
-      if (
-        !this.grpc &&
-        this.backend.retryRoute &&
-        this.backend.retriesStatus(this.status) &&
-        this.retry(!idempotent(one(this.down.headers[':method']) ?? ''))
-      )
-        return;
+      if (!this.grpc && this.backend.retriesStatus(this.status) && this.retry(Failure.Answer)) return;
       // Trailers-only (gRPC errors): the head is the trailers.
       const gs = headers['grpc-status'];
       if (gs !== undefined) this.grpcStatus = Number(gs);
       if (this.grpcStatus === GrpcStatus.UNAVAILABLE || this.status >= 500) {
-        this.failed(Failure.Status);
-        if (this.grpcStatus === GrpcStatus.UNAVAILABLE && this.retry(true)) return;
+        this.failed(Failure.Answer);
+        if (this.grpcStatus === GrpcStatus.UNAVAILABLE && this.retry(Failure.Answer)) return;
       } else {
         this.endpoint.consecutiveErrors = 0;
       }
@@ -426,15 +419,10 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
       this.finish(this.status);
       return;
     }
-    if (this.status >= 500) this.failed(Failure.Status);
-    // The route's retry codes (Gateway API HTTPRouteRetry) on plain HTTP/2; gRPC retries UNAVAILABLE (below).
-    if (
-      !this.grpc &&
-      this.backend.retryRoute &&
-      this.backend.retriesStatus(this.status) &&
-      this.retry(!idempotent(one(this.down.headers[':method']) ?? ''))
-    )
-      return;
+    if (this.status >= 500) this.failed(Failure.Answer);
+    // 502-504, or the route's retry codes (Gateway API HTTPRouteRetry), on plain HTTP/2 as on HTTP/1.1;
+    // gRPC retries UNAVAILABLE (below).
+    if (!this.grpc && this.backend.retriesStatus(this.status) && this.retry(Failure.Answer)) return;
     if (this.grpc && this.requestEnded && this.backend.retryNonIdempotent && this.mayRetry()) {
       this.held = out;
       return;
@@ -459,8 +447,8 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     const gs = trailers['grpc-status'];
     if (gs !== undefined) this.grpcStatus = Number(gs);
     if (this.grpcStatus === GrpcStatus.UNAVAILABLE) {
-      this.failed(Failure.Status);
-      if (this.held !== null && this.retry(true)) return;
+      this.failed(Failure.Answer);
+      if (this.held !== null && this.retry(Failure.Answer)) return;
     } else if (this.status < 500) {
       this.endpoint.consecutiveErrors = 0;
     }
@@ -485,8 +473,8 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     const unprocessed =
       !this.gotResponse && (neverConnected || code === H2_REFUSED_STREAM || (err !== null && NOT_SENT.has(err.code ?? '')));
     const kind: ShoalError = err?.code === 'SHOAL_CONNECT_TIMEOUT' ? 'connect-timeout' : 'upstream-reset';
-    this.failed(kind === 'connect-timeout' ? Failure.ConnectTimeout : neverConnected ? Failure.Connect : Failure.Reset);
-    if (unprocessed && this.retry(false)) return;
+    this.failed(kind === 'connect-timeout' ? Failure.ConnectTimeout : neverConnected ? Failure.ConnectFailure : Failure.Reset);
+    if (unprocessed && this.retry(Failure.ConnectFailure)) return;
     // A pending stream cancelled by its failed connection carries the connection's error (e.g. the peer's identity) as its cause.
     const cause = err?.code === 'ERR_HTTP2_STREAM_CANCEL' && err.cause instanceof Error ? err.cause : err;
     const why = cause?.message ?? (code !== 0 ? `stream reset by upstream (code ${code})` : 'upstream closed the stream');
@@ -516,7 +504,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     }
     // The call's own deadline says nothing about the endpoint; RequestTimeoutMS with no response head does.
     // (Not while waiting to retry: no attempt is out then.)
-    if (this.backoff === null && (!this.callDeadline || !this.gotResponse)) this.failed(Failure.Timeout);
+    if (this.backoff === null && (!this.callDeadline || !this.gotResponse)) this.failed(Failure.RequestTimeout);
     this.detachUpstream(H2_CANCEL);
     this.madeUp(
       'request-timeout',
@@ -536,10 +524,9 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
       this.armTimer(now);
       return;
     }
-    this.failed(Failure.Timeout);
+    this.failed(Failure.RequestTimeout);
     // The attempt may have been processed: sent again only for idempotent methods or a route that allows it.
-    const method = one(this.down.headers[':method']) ?? '';
-    if (this.retry(!idempotent(method))) return;
+    if (this.retry(Failure.RequestTimeout)) return;
     this.detachUpstream(H2_CANCEL);
     this.madeUp(
       'request-timeout',
@@ -559,26 +546,21 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
   }
 
   /**
-   * Sends the call again to another endpoint. Never-sent attempts (no connection, refused stream)
-   * always may be; an UNAVAILABLE answer only when the route marks its calls retryable
-   * (RetryNonIdempotent: every gRPC call is a POST, and UNAVAILABLE does not promise the call had no
-   * effect). Also: RetryAttempts left, the whole request in hand, nothing sent to the client yet,
-   * deadline time left, MaxActiveRetries and the retry budget (proxy/policy). False when it did not.
+   * Sends the call again to another endpoint, when the retry rule (proxy/l7/retry.ts) allows: never-sent
+   * attempts (no connection, refused stream) always may be; an answer (a retriable status, UNAVAILABLE),
+   * a reset or a timeout only for an idempotent method or a route that allows it (RetryNonIdempotent:
+   * every gRPC call is a POST, and UNAVAILABLE does not promise the call had no effect). This path
+   * adds: the whole request in hand (REPLAY_LIMIT), nothing sent to the client yet. False when it did not.
    */
-  private retry(answered: boolean): boolean {
-    if (answered && !this.backend.retryNonIdempotent) return false;
+  private retry(why: Failure): boolean {
     if (!this.mayRetry() || !this.requestEnded || this.down.gone) return false;
-    if (this.deadlineAt > 0 && performance.now() >= this.deadlineAt) return false;
+    const now = performance.now();
+    const method = one(this.down.headers[':method']) ?? '';
+    // The rule first: a call it refuses costs no pick (and does not move round robin on).
+    if (!retryRule(this.backend, why, method, this.attempt, this.deadlineAt === 0 || now < this.deadlineAt)) return false;
     const c = this.backend.cluster;
     const next = c.endpoints.length > 1 ? c.pickOther(this.endpoint) : (c.endpoints[0] ?? null);
-    if (next === null || next.retired) return false;
-    // MaxActiveRetries and the retry budget (proxy/policy), as on the HTTP/1.1 paths: a call that
-    // already holds a retry slot gives it back while it asks again.
-    if (this.retrying) c.activeRetries--;
-    const ok = c.admitRetry(performance.now());
-    if (ok || this.retrying) c.activeRetries++;
-    if (!ok) return false;
-    this.retrying = true;
+    if (next === null || next.retired || !this.permit.tryRetry(now)) return false;
     this.detachUpstream(H2_CANCEL);
     this.endpoint = next;
     this.attempt++;
@@ -606,7 +588,7 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     if (up === null) return;
     up[EXCHANGE] = null;
     this.upstream = null;
-    this.endpoint.active--;
+    this.permit.unbind();
     this.pool?.owners.delete(this);
     this.pool = null;
     if (!up.destroyed) up.close(code === 0 ? H2_CANCEL : code);
@@ -617,13 +599,13 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
     const c = this.backend.cluster;
     const st = c.stats;
     switch (why) {
-      case Failure.Connect:
+      case Failure.ConnectFailure:
         st.failConnect++;
         break;
       case Failure.ConnectTimeout:
         st.failConnectTimeout++;
         break;
-      case Failure.Timeout:
+      case Failure.RequestTimeout:
         st.failRequestTimeout++;
         break;
       case Failure.Reset:
@@ -706,14 +688,12 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
       const up = this.upstream;
       up[EXCHANGE] = null;
       this.upstream = null;
-      this.endpoint.active--;
       this.pool?.owners.delete(this);
       if (status === 499 && !up.destroyed) up.close(H2_CANCEL);
     }
-    if (this.retrying) this.backend.cluster.activeRetries--;
+    this.permit.release();
     this.replay = null;
     const c = this.backend.cluster;
-    c.active--;
     this.backend.stats.count(status);
     if (this.stats !== null)
       this.stats.count(status === 499 ? GrpcStatus.CANCELLED : this.grpcStatus < 0 ? GrpcStatus.UNKNOWN : this.grpcStatus);

@@ -12,7 +12,7 @@ import type { Gauge } from 'prom-client';
 import type { Logger } from '../../shared/log.ts';
 import type { AccessLog } from '../accessLog.ts';
 import { unforwardable } from '../http/forward.ts';
-import { ERROR_STATUS, sendMadeUp, type ShoalError } from '../http/madeUpResponse.ts';
+import { ERROR_STATUS, sendMadeUp } from '../http/madeUpResponse.ts';
 import type { RouteBackend, RouteTable } from '../http/routeTable.ts';
 import type { ProxyMetrics } from '../metrics.ts';
 import { TokenBucket } from '../policy/tokenBucket.ts';
@@ -21,8 +21,9 @@ import { SESSION_WINDOW, STREAM_WINDOW, type EndpointSessions } from './endpoint
 import { encodeGrpcMessage, grpcStatusOf, isGrpc } from './grpc.ts';
 import { grpcStats, type GrpcStats } from './grpcMetrics.ts';
 import { H2Exchange, type H2Site } from './h2Exchange.ts';
-import { peerDenied, peerOf, type Peer } from '../tls/meshTls.ts';
+import { peerOf, type Peer } from '../tls/meshTls.ts';
 import { redirectLocation } from '../l7/routeFilters.ts';
+import { admit, Refusal, Reservation } from '../l7/admission.ts';
 
 // node:http through require, as in proxy/http/httpListener.ts (its ESM namespace loads undici).
 const { createServer: createHttpServer } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
@@ -312,95 +313,41 @@ export class H2Listener implements H2Site {
     const h = down.headers;
     const path = one(h[':path']) ?? '/';
     const grpc = isGrpc(h['content-type']);
-    if (down.peer !== undefined) {
-      // Mesh authorization policy (proxy/tls), per request as on the HTTP/1.1 listener: 403 or PERMISSION_DENIED.
-      const denied = peerDenied(down.peer, one(h[':method']), path);
-      if (denied !== null) {
-        this.refuse(down, grpc, this.name, 'denied', denied, null);
-        return;
-      }
-    }
-    if (this.limiter !== null && !this.limiter.take(start)) {
-      this.metrics.inboundLimited.labels(this.name, 'rps').inc();
-      this.refuse(down, grpc, this.name, 'rate-limited', `${this.name} allows ${this.limiter.rps} requests per second (LIMIT_RPS)`, null);
+    const host = one(h[':authority']) ?? one(h.host);
+    // The same admission as the HTTP/1.1 paths (proxy/l7/admission.ts): authorization per request, 403 or PERMISSION_DENIED.
+    const r = admit(this, down.peer, one(h[':method']) ?? '', path, host, h, start, false);
+    if (r instanceof Reservation) {
+      new H2Exchange(down, this, r.backend, r.permit, start, grpc, r.hashKey).run();
       return;
     }
-    const route = this.table.match(one(h[':authority']) ?? one(h.host), path, h, one(h[':method']) ?? '');
-    if (route === null) {
-      this.refuse(
-        down,
-        grpc,
-        this.name,
-        'no-route',
-        `no route on ${this.name} for host ${JSON.stringify(one(h[':authority']) ?? '')} path ${JSON.stringify(path)}`,
-        null,
-      );
+    if (r instanceof Refusal) {
+      this.refuse(down, grpc, r);
       return;
     }
-    if (route.redirect !== null) {
-      // Gateway API RequestRedirect: the sidecar answers itself.
-      down.body.resume();
-      const location = redirectLocation(
-        route.redirect,
-        { scheme: 'http', authority: one(h[':authority']) ?? one(h.host) ?? '', target: path },
-        route.matchedPrefix,
-      );
-      if (down instanceof H1Downstream) {
-        if (this.isDraining) down.res.shouldKeepAlive = false;
-        down.res.writeHead(route.redirect.statusCode, route.redirectResponse(location));
-        down.res.end();
-      } else {
-        const h = route.redirectResponse(location);
-        const out: Record<string, string | string[] | number> = { ':status': route.redirect.statusCode };
-        for (let i = 0; i < h.length; i += 2) {
-          const prev = out[h[i]];
-          out[h[i]] = prev === undefined ? h[i + 1] : Array.isArray(prev) ? [...prev, h[i + 1]] : [String(prev), h[i + 1]];
-        }
-        down.respond(out, true, false);
-      }
+    // Gateway API RequestRedirect: the sidecar answers itself.
+    down.body.resume();
+    const location = redirectLocation(r.redirect!, { scheme: 'http', authority: host ?? '', target: path }, r.matchedPrefix);
+    if (down instanceof H1Downstream) {
+      if (this.isDraining) down.res.shouldKeepAlive = false;
+      down.res.writeHead(r.redirect!.statusCode, r.redirectResponse(location));
+      down.res.end();
       return;
     }
-    const backend = route.backend();
-    if (backend === null && route.noBackendIs500) {
-      this.refuse(down, grpc, route.name, 'no-backend', route.noBackendDetail(), null);
-      return;
+    const rh = r.redirectResponse(location);
+    const out: Record<string, string | string[] | number> = { ':status': r.redirect!.statusCode };
+    for (let i = 0; i < rh.length; i += 2) {
+      const prev = out[rh[i]];
+      out[rh[i]] = prev === undefined ? rh[i + 1] : Array.isArray(prev) ? [...prev, rh[i + 1]] : [String(prev), rh[i + 1]];
     }
-    const cluster = backend?.cluster;
-    const hashKey = cluster && cluster.hashHeader !== '' ? one(h[cluster.hashHeader]) : undefined;
-    const endpoint = cluster ? cluster.pick(hashKey) : null;
-    if (backend === null || endpoint === null) {
-      const name = cluster?.name ?? route.name;
-      this.refuse(down, grpc, name, 'no-endpoints', `${name} has no endpoints`, backend);
-      return;
-    }
-    // MaxRequests, as on the HTTP/1.1 paths: over it, refused at once, never queued.
-    if (cluster!.active >= cluster!.policy.maxRequests) {
-      cluster!.stats.overflowMaxRequests++;
-      this.refuse(
-        down,
-        grpc,
-        cluster!.name,
-        'overloaded',
-        `${cluster!.name} has MaxRequests (${cluster!.policy.maxRequests}) in flight`,
-        backend,
-      );
-      return;
-    }
-    new H2Exchange(down, this, backend, endpoint, start, grpc, hashKey).run();
+    down.respond(out, true, false);
   }
 
-  /** A made-up answer before any upstream was chosen. */
-  private refuse(
-    down: Downstream,
-    grpc: boolean,
-    dependency: string,
-    error: ShoalError,
-    detail: string,
-    backend: RouteBackend | null,
-  ): void {
-    this.metrics.madeUp.labels(dependency, error).inc();
+  /** A made-up answer before any upstream was chosen (counted by admission); the backend it was meant for counts the answer. */
+  private refuse(down: Downstream, grpc: boolean, r: Refusal): void {
+    const { error, detail, backend } = r;
     down.body.resume();
     if (down instanceof H1Downstream) {
+      if (r.retryAfterS > 0) down.res.setHeader('retry-after', String(r.retryAfterS));
       const status = sendMadeUp(down.res, error, detail, this.isDraining);
       backend?.stats.count(status);
       return;
@@ -424,11 +371,14 @@ export class H2Listener implements H2Site {
     }
     const status = ERROR_STATUS[error];
     const body = `${status} ${error}: ${detail}\n`;
-    down.respond(
-      { ':status': status, 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-shoal-error': error },
-      false,
-      false,
-    );
+    const head: Record<string, string | number> = {
+      ':status': status,
+      'content-type': 'text/plain; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+      'x-shoal-error': error,
+    };
+    if (r.retryAfterS > 0) head['retry-after'] = String(r.retryAfterS);
+    down.respond(head, false, false);
     down.write(Buffer.from(body));
     down.end(null);
     backend?.stats.count(status);

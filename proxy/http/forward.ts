@@ -14,7 +14,8 @@ import type { AccessLog } from '../accessLog.ts';
 import type { Endpoint } from '../cluster/endpoint.ts';
 import { disarm, TryDeadline, type DeadlineHolder, type DeadlineQueue } from '../policy/deadlines.ts';
 import { clientOf, type ClientConnection } from './h1/clientConnection.ts';
-import { idempotent } from './h1/exchange.ts';
+import { Failure, retryAllowed } from '../l7/retry.ts';
+import type { Permit } from '../cluster/permit.ts';
 import { classify, connectionListed, Hop } from './hopByHop.ts';
 import { nextRequestId } from './requestId.ts';
 import { forwardedClientCert } from '../tls/meshTls.ts';
@@ -220,17 +221,18 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
   readonly res: TaggedResponse;
   readonly site: ForwardSite;
   readonly backend: RouteBackend;
+  /** The request's hold on its cluster's limits and its endpoint's load (proxy/cluster/permit.ts); released in finish. */
+  readonly permit: Permit;
+  /** The endpoint of the current (or last) attempt. */
   endpoint: Endpoint;
   readonly start: number;
   private headers: string[] = [];
   private client: ClientConnection | null = null;
   private body: IncomingMessage | null = null;
-  /** Retries made so far; > 0 also means one of the cluster's active retries is held. */
+  /** Retries made so far. */
   private attempts = 0;
   /** A 502/503/504 being read to its end and dropped, because it will be retried. */
   private discarding = false;
-  /** Counted in the cluster's pending requests: queued in undici behind MaxConnections busy ones. */
-  private pending = false;
   requestId = '';
   controller: Dispatcher.DispatchController | null = null;
   done = false;
@@ -260,12 +262,13 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
   /** The route's retry backoff timer, while it runs. */
   private backoff: NodeJS.Timeout | null = null;
 
-  constructor(req: IncomingMessage, res: ServerResponse, site: ForwardSite, backend: RouteBackend, endpoint: Endpoint, start: number) {
+  constructor(req: IncomingMessage, res: ServerResponse, site: ForwardSite, backend: RouteBackend, permit: Permit, start: number) {
     this.req = req;
     this.res = res;
     this.site = site;
     this.backend = backend;
-    this.endpoint = endpoint;
+    this.permit = permit;
+    this.endpoint = permit.endpoint!;
     this.start = start;
   }
 
@@ -287,11 +290,6 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     if (tracer !== null && (this.trace = tracer.beginRaw(req.rawHeaders, this.start, this.site, false)) !== null)
       setTraceparent(this.headers, this.trace);
     this.body = hasBody(req) ? req : null;
-    this.endpoint.active++;
-    this.endpoint.slowActive++;
-    const cluster = this.backend.cluster;
-    cluster.active++;
-    cluster.budget.request(this.start);
     this.res[FORWARD] = this;
     this.res.on('close', onResponseClose);
     req[FORWARD] = this;
@@ -380,8 +378,8 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     }
     // More requests in flight here than MaxConnections: this one waits in undici's queue for a connection.
     if (this.endpoint.slowActive > cluster.policy.maxConnections) {
-      if (cluster.pending >= cluster.policy.maxPendingRequests) {
-        cluster.stats.overflowMaxPending++;
+      // MaxPendingRequests: the queue place is the permit's.
+      if (!this.permit.enqueue()) {
         this.error = 'circuit-open';
         this.backend.errors.labels(cluster.name, 'circuit-open').inc();
         this.req.resume();
@@ -395,9 +393,6 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
         );
         return;
       }
-      this.pending = true;
-      cluster.pending++;
-      cluster.stats.queued++;
     }
     this.endpoint.http().dispatch(
       {
@@ -504,7 +499,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
       cluster.outlier.failure(this.endpoint);
     }
     // An abort destroys a streamed body, so only a bodiless request is sent again.
-    if (this.body === null && this.retryAllowed(false)) {
+    if (this.body === null && this.retryAllowed(this.controller === null ? Failure.ConnectTimeout : Failure.RequestTimeout)) {
       // Abandoned: its end (onResponseError, at once or when undici starts it) sends the next attempt.
       this.discarding = true;
       this.controller?.abort(TRY_TIMED_OUT);
@@ -522,19 +517,17 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     );
   }
 
-  /** Whether this failure may be retried now; takes a retry from the budget when so. */
-  private retryAllowed(connectFailed: boolean): boolean {
-    const cluster = this.backend.cluster;
-    if (this.attempts >= this.backend.retryAttempts || this.res.headersSent || this.done) return false;
-    // RequestTimeoutMS bounds all attempts: once it fired (unlinked), no time is left for another.
-    if (this.deadlineQueue === null && this.backend.deadlines !== null) return false;
-    // A body that was sent (any of it read from the client) cannot be replayed.
+  /**
+   * Whether this failure may be retried now (proxy/l7/retry.ts); takes a retry from the budget when so.
+   * This path adds: nothing of the answer sent yet, and a body that was sent (any of it read from the
+   * client) cannot be replayed. RequestTimeoutMS bounds all attempts: once it fired (unlinked), no time
+   * is left for another.
+   */
+  private retryAllowed(why: Failure): boolean {
+    if (this.res.headersSent || this.done) return false;
     if (this.body !== null && (this.body.readableDidRead || this.body.readableEnded)) return false;
-    if (!connectFailed && !this.backend.retryNonIdempotent && !idempotent(this.req.method ?? '')) return false;
-    if (this.attempts > 0) cluster.activeRetries--;
-    const ok = cluster.admitRetry(performance.now());
-    if (ok || this.attempts > 0) cluster.activeRetries++;
-    return ok;
+    const deadlineLeft = this.deadlineQueue !== null || this.backend.deadlines === null;
+    return retryAllowed(this.backend, this.permit, why, this.req.method ?? '', this.attempts, deadlineLeft, performance.now());
   }
 
   private retry(): void {
@@ -542,10 +535,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     this.unpend();
     this.attempts++;
     const next = cluster.pickOther(this.endpoint) ?? this.endpoint;
-    this.endpoint.active--;
-    this.endpoint.slowActive--;
-    next.active++;
-    next.slowActive++;
+    this.permit.bind(next, true);
     this.endpoint = next;
     this.controller = null;
     this.discarding = false;
@@ -574,9 +564,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
   }
 
   private unpend(): void {
-    if (!this.pending) return;
-    this.pending = false;
-    this.backend.cluster.pending--;
+    this.permit.dequeue();
   }
 
   onResponseStart(
@@ -595,7 +583,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
       cluster.outlier.failure(this.endpoint);
     }
     // 502-504, or the route's retry codes (Gateway API HTTPRouteRetry).
-    if (this.backend.retriesStatus(statusCode) && this.retryAllowed(false)) {
+    if (this.backend.retriesStatus(statusCode) && this.retryAllowed(Failure.Answer)) {
       this.discarding = true;
       return;
     }
@@ -672,7 +660,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     } else if (e === 'request-timeout') cluster.stats.failRequestTimeout++;
     else cluster.stats.failReset++;
     cluster.outlier.failure(this.endpoint);
-    if (this.retryAllowed(connectFailed)) {
+    if (this.retryAllowed(connectFailed ? Failure.ConnectFailure : e === 'request-timeout' ? Failure.RequestTimeout : Failure.Reset)) {
       this.retry();
       return;
     }
@@ -706,10 +694,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
     // The connection as found at dispatch: by now node may have detached req.socket (null).
     const c = this.client;
     if (c && c.handedBusy > 0) c.handedBusy--;
-    this.endpoint.active--;
-    this.endpoint.slowActive--;
-    this.backend.cluster.active--;
-    if (this.attempts > 0) this.backend.cluster.activeRetries--;
+    this.permit.release();
     this.backend.stats.count(status);
     const seconds = (performance.now() - this.start) / 1000;
     this.backend.latency.observe(seconds);

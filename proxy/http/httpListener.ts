@@ -12,10 +12,11 @@ import type { AccessLog } from '../accessLog.ts';
 import type { ProxyMetrics } from '../metrics.ts';
 import { ForwardRequest, unforwardable, type ForwardSite } from './forward.ts';
 import { sendMadeUp } from './madeUpResponse.ts';
-import type { CompiledRoute, RouteBackend, RouteTable } from './routeTable.ts';
+import type { CompiledRoute, RouteTable } from './routeTable.ts';
 import { rawMadeUp, UpgradeRequest } from './upgrade.ts';
 import { ClientConnection } from './h1/clientConnection.ts';
-import { inboundDenied } from '../tls/meshTls.ts';
+import { peerOf } from '../tls/meshTls.ts';
+import { admit, Refusal, Reservation } from '../l7/admission.ts';
 import type { Gauge } from 'prom-client';
 import type { ShoalError } from './madeUpResponse.ts';
 import { madeUpHead } from './h1/exchange.ts';
@@ -109,7 +110,7 @@ export class HttpListener implements ForwardSite {
   limiter: TokenBucket | null = null;
   /** Inbound LIMIT_CONNECTIONS; 0: no limit. */
   maxConnections = 0;
-  private readonly metrics: ProxyMetrics;
+  readonly metrics: ProxyMetrics;
 
   constructor(
     name: string,
@@ -194,13 +195,6 @@ export class HttpListener implements ForwardSite {
     this.metrics.madeUp.labels(dependency, error).inc();
   }
 
-  /** Counts a request refused over its cluster's MaxRequests (503 overloaded), on any of the three HTTP/1 paths. */
-  countOverloaded(backend: RouteBackend): void {
-    backend.cluster.stats.overflowMaxRequests++;
-    this.madeUp(backend.cluster.name, 'overloaded');
-    backend.stats.count(503);
-  }
-
   clientGone(c: ClientConnection): void {
     this.clients.delete(c);
   }
@@ -213,10 +207,6 @@ export class HttpListener implements ForwardSite {
   closeIdleConnections(): void {
     this.httpServer.closeIdleConnections();
     for (const c of this.clients) c.closeIfIdle();
-  }
-
-  private route(req: IncomingMessage): CompiledRoute | null {
-    return this.table.match(req.headers.host, req.url as string, req.headers, req.method ?? '');
   }
 
   /** Gateway API RequestRedirect: the Location for this request. */
@@ -236,64 +226,21 @@ export class HttpListener implements ForwardSite {
       this.badRequest(res, bad);
       return;
     }
-    const denied = inboundDenied(req.socket, req.method, req.url); // mesh authorization policy (proxy/tls)
-    if (denied !== null) {
-      req.resume();
-      this.metrics.madeUp.labels(this.name, 'denied').inc();
-      sendMadeUp(res, 'denied', denied, this.draining);
+    const r = admit(this, peerOf(req.socket), req.method ?? '', req.url as string, req.headers.host, req.headers, start, true);
+    if (r instanceof Reservation) {
+      new ForwardRequest(req, res, this, r.backend, r.permit, start).dispatch();
       return;
     }
-    if (this.limiter !== null && !this.limiter.take(start)) {
-      req.resume();
-      this.rateLimited();
-      res.setHeader('retry-after', String(this.limiter.retryAfterS()));
-      sendMadeUp(res, 'rate-limited', `${this.name} allows ${this.limiter.rps} requests per second (LIMIT_RPS)`, this.draining);
+    req.resume();
+    if (r instanceof Refusal) {
+      if (r.retryAfterS > 0) res.setHeader('retry-after', String(r.retryAfterS));
+      const status = sendMadeUp(res, r.error, r.detail, this.draining);
+      r.backend?.stats.count(status);
       return;
     }
-    const route = this.route(req);
-    if (route === null) {
-      req.resume();
-      this.metrics.madeUp.labels(this.name, 'no-route').inc();
-      sendMadeUp(
-        res,
-        'no-route',
-        `no route on ${this.name} for host ${JSON.stringify(req.headers.host ?? '')} path ${JSON.stringify(req.url)}`,
-        this.draining,
-      );
-      return;
-    }
-    if (route.redirect !== null) {
-      req.resume();
-      if (this.draining) res.shouldKeepAlive = false;
-      res.writeHead(route.redirect.statusCode, route.redirectResponse(this.location(route, req)));
-      res.end();
-      return;
-    }
-    const backend = route.backend();
-    if (backend === null && route.noBackendIs500) {
-      req.resume();
-      this.metrics.madeUp.labels(route.name, 'no-backend').inc();
-      sendMadeUp(res, 'no-backend', route.noBackendDetail(), this.draining);
-      return;
-    }
-    const cluster = backend?.cluster;
-    const endpoint = cluster ? cluster.pick(cluster.hashHeader === '' ? undefined : header(req, cluster.hashHeader)) : null;
-    if (backend === null || endpoint === null) {
-      req.resume();
-      const name = cluster?.name ?? route.name;
-      this.metrics.madeUp.labels(name, 'no-endpoints').inc();
-      sendMadeUp(res, 'no-endpoints', `${name} has no endpoints`, this.draining);
-      if (backend) backend.stats.count(503);
-      return;
-    }
-    // MaxRequests, as on the fast path (h1/clientConnection.ts).
-    if (cluster!.active >= cluster!.policy.maxRequests) {
-      req.resume();
-      this.countOverloaded(backend);
-      sendMadeUp(res, 'overloaded', `${cluster!.name} has MaxRequests (${cluster!.policy.maxRequests}) in flight`, this.draining);
-      return;
-    }
-    new ForwardRequest(req, res, this, backend, endpoint, start).dispatch();
+    if (this.draining) res.shouldKeepAlive = false;
+    res.writeHead(r.redirect!.statusCode, r.redirectResponse(this.location(r, req)));
+    res.end();
   }
 
   /** Closes every connection now, upgraded ones included. */
@@ -315,37 +262,22 @@ export class HttpListener implements ForwardSite {
       rawBadRequest(socket, bad);
       return;
     }
-    const route = this.route(req);
-    if (route === null) {
-      rawMadeUp(socket, 'no-route', `no route on ${this.name} for ${req.url}`);
+    // The same admission as every request (mesh authorization and the rate limit included); MaxRequests
+    // counts a tunnel for its whole life (upgrade.ts), as the TCP path counts a connection.
+    const r = admit(this, peerOf(req.socket), req.method ?? '', req.url as string, req.headers.host, req.headers, start, false);
+    if (r instanceof Reservation) {
+      new UpgradeRequest(req, socket, head, this, r.backend, r.permit, start).dispatch();
       return;
     }
-    if (route.redirect !== null) {
-      const h = route.redirectResponse(this.location(route, req));
-      let head = `HTTP/1.1 ${route.redirect.statusCode} ${REDIRECT_REASON[route.redirect.statusCode] ?? 'Found'}\r\n`;
-      for (let i = 0; i < h.length; i += 2) head += `${h[i]}: ${h[i + 1]}\r\n`;
-      if (socket.writable) socket.end(`${head}connection: close\r\n\r\n`);
+    if (r instanceof Refusal) {
+      const status = rawMadeUp(socket, r.error, r.detail, r.retryAfterS > 0 ? ['retry-after', String(r.retryAfterS)] : []);
+      r.backend?.stats.count(status);
       return;
     }
-    const backend = route.backend();
-    if (backend === null && route.noBackendIs500) {
-      this.metrics.madeUp.labels(route.name, 'no-backend').inc();
-      rawMadeUp(socket, 'no-backend', route.noBackendDetail());
-      return;
-    }
-    const cluster = backend?.cluster;
-    // MaxRequests counts a tunnel for its whole life (upgrade.ts), as the TCP path counts a connection.
-    if (backend !== null && cluster!.active >= cluster!.policy.maxRequests) {
-      this.countOverloaded(backend);
-      rawMadeUp(socket, 'overloaded', `${cluster!.name} has MaxRequests (${cluster!.policy.maxRequests}) in flight`);
-      return;
-    }
-    const endpoint = cluster ? cluster.pick(cluster.hashHeader === '' ? undefined : header(req, cluster.hashHeader)) : null;
-    if (backend === null || endpoint === null) {
-      rawMadeUp(socket, 'no-endpoints', `${cluster?.name ?? route.name} has no endpoints`);
-      return;
-    }
-    new UpgradeRequest(req, socket, head, this, backend, endpoint, start).dispatch();
+    const h = r.redirectResponse(this.location(r, req));
+    let out = `HTTP/1.1 ${r.redirect!.statusCode} ${REDIRECT_REASON[r.redirect!.statusCode] ?? 'Found'}\r\n`;
+    for (let i = 0; i < h.length; i += 2) out += `${h[i]}: ${h[i + 1]}\r\n`;
+    if (socket.writable) socket.end(`${out}connection: close\r\n\r\n`);
   }
 }
 
@@ -355,9 +287,4 @@ function rawBadRequest(socket: Duplex, detail: string): void {
     socket.end(
       `HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-shoal-error: bad-request\r\nconnection: close\r\n\r\n${body}`,
     );
-}
-
-function header(req: IncomingMessage, name: string): string | undefined {
-  const v = req.headers[name];
-  return Array.isArray(v) ? v[0] : v;
 }

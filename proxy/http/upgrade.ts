@@ -11,6 +11,7 @@ import { setTraceparent, tracer, type RequestTrace } from '../tracing/tracer.ts'
 import { ERROR_STATUS, upstreamError, type ShoalError } from './madeUpResponse.ts';
 import { rewriteAuthority, rewriteTarget } from '../l7/routeFilters.ts';
 import type { RouteBackend } from './routeTable.ts';
+import type { Permit } from '../cluster/permit.ts';
 
 function head(status: number, message: string, headers: string[]): string {
   let s = `HTTP/1.1 ${status} ${message}\r\n`;
@@ -19,7 +20,7 @@ function head(status: number, message: string, headers: string[]): string {
 }
 
 /** Writes a made-up response on a raw socket (upgrade requests have no ServerResponse) and closes it. */
-export function rawMadeUp(socket: Duplex, error: ShoalError, detail: string): number {
+export function rawMadeUp(socket: Duplex, error: ShoalError, detail: string, extra: string[] = []): number {
   const status = ERROR_STATUS[error];
   const body = `${status} ${error}: ${detail}\n`;
   if (socket.writable) {
@@ -31,6 +32,7 @@ export function rawMadeUp(socket: Duplex, error: ShoalError, detail: string): nu
         String(Buffer.byteLength(body)),
         'x-shoal-error',
         error,
+        ...extra,
         'connection',
         'close',
       ]) + body,
@@ -49,32 +51,26 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
   private readonly head: Buffer;
   private readonly site: ForwardSite;
   private readonly backend: RouteBackend;
+  /** The request's hold on its cluster's limits and its endpoint's load (proxy/cluster/permit.ts). */
+  private readonly permit: Permit;
   private readonly endpoint: Endpoint;
   private readonly start: number;
   private status = 0;
   private done = false;
   /** Upgraded: the request stays in flight (MaxRequests, least-request balancing) until the tunnel closes. */
   private tunnel = false;
-  private released = false;
   /** Sampled or propagated trace (proxy/tracing), its spans ending with the handshake; null when tracing is off. */
   private trace: RequestTrace | null = null;
   private error = '';
 
-  constructor(
-    req: IncomingMessage,
-    socket: Duplex,
-    head: Buffer,
-    site: ForwardSite,
-    backend: RouteBackend,
-    endpoint: Endpoint,
-    start: number,
-  ) {
+  constructor(req: IncomingMessage, socket: Duplex, head: Buffer, site: ForwardSite, backend: RouteBackend, permit: Permit, start: number) {
     this.req = req;
     this.socket = socket;
     this.head = head;
     this.site = site;
     this.backend = backend;
-    this.endpoint = endpoint;
+    this.permit = permit;
+    this.endpoint = permit.endpoint!;
     this.start = start;
   }
 
@@ -101,8 +97,6 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
     }
     if (tracer !== null && (this.trace = tracer.beginRaw(this.req.rawHeaders, this.start, this.site, false)) !== null)
       setTraceparent(headers, this.trace);
-    this.endpoint.active++;
-    this.backend.cluster.active++;
     this.socket.on('error', destroyPeer);
     this.endpoint.http().dispatch(
       {
@@ -193,9 +187,6 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
   }
 
   private release(): void {
-    if (this.released) return;
-    this.released = true;
-    this.endpoint.active--;
-    this.backend.cluster.active--;
+    this.permit.release();
   }
 }

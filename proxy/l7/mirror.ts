@@ -7,24 +7,20 @@
 import type { ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
 import type { Dispatcher } from 'undici';
 import type { Cluster } from '../cluster/cluster.ts';
+import { Permit, PermitKind } from '../cluster/permit.ts';
 import { sessionsOf, type EndpointSessions } from '../h2/endpointSessions.ts';
 import { MIRROR_BODY_LIMIT } from './routeFilters.ts';
 
 /** Mirror requests sent, failed (error or no endpoint), skipped (body over the limit): for tests and shoal get. */
 export const mirrorStats = { sent: 0, failed: 0, skipped: 0 };
 
-/** A mirror in flight holds its cluster's MaxRequests slot like any request, but gives way first: over half of it in use, no mirror. */
-function admit(cluster: Cluster): boolean {
-  return cluster.active < cluster.policy.maxRequests / 2;
-}
-
-/** Drains and drops an undici response; counts failures. */
+/** Drains and drops an undici response; counts failures; gives the mirror's permit back when it ends. */
 class DropHandler implements Dispatcher.DispatchHandler {
-  private readonly cluster: Cluster;
+  private readonly permit: Permit;
   private ended = false;
 
-  constructor(cluster: Cluster) {
-    this.cluster = cluster;
+  constructor(permit: Permit) {
+    this.permit = permit;
   }
 
   onRequestStart(): void {}
@@ -41,7 +37,7 @@ class DropHandler implements Dispatcher.DispatchHandler {
   private end(failed: boolean): void {
     if (this.ended) return;
     this.ended = true;
-    this.cluster.active--;
+    this.permit.release();
     if (failed) mirrorStats.failed++;
   }
 }
@@ -55,18 +51,21 @@ export function mirrorH1(
   body: Buffer | null,
   timeoutMs: number,
 ): void {
-  if (!admit(cluster)) {
+  // A mirror in flight holds its cluster's MaxRequests slot like any request, but gives way first (PermitKind.Mirror).
+  const permit = Permit.tryAcquire(cluster, PermitKind.Mirror);
+  if (permit === null) {
     mirrorStats.skipped++;
     return;
   }
   const ep = cluster.pick(undefined);
   if (ep === null) {
+    permit.release();
     mirrorStats.failed++;
     return;
   }
-  cluster.active++;
+  permit.bind(ep, true);
   mirrorStats.sent++;
-  const h = new DropHandler(cluster);
+  const h = new DropHandler(permit);
   try {
     ep.http().dispatch(
       {
@@ -85,13 +84,13 @@ export function mirrorH1(
 }
 
 const MIRROR = Symbol('shoal.mirror');
-type MirrorStream = ClientHttp2Stream & { [MIRROR]?: Cluster | null };
+type MirrorStream = ClientHttp2Stream & { [MIRROR]?: Permit | null };
 
 function onMirrorClose(this: MirrorStream): void {
-  const c = this[MIRROR];
-  if (!c) return;
+  const p = this[MIRROR];
+  if (!p) return;
   this[MIRROR] = null;
-  c.active--;
+  p.release();
   // eslint-disable-next-line @typescript-eslint/no-unnecessary-condition -- rstCode is undefined until the stream has closed; Node's typings say number
   if (this.rstCode !== undefined && this.rstCode !== 0) mirrorStats.failed++;
 }
@@ -106,12 +105,14 @@ export function mirrorH2(
   drainMs: number,
   use: (pool: EndpointSessions) => void,
 ): void {
-  if (!admit(cluster)) {
+  const permit = Permit.tryAcquire(cluster, PermitKind.Mirror);
+  if (permit === null) {
     mirrorStats.skipped++;
     return;
   }
   const ep = cluster.pick(undefined);
   if (ep === null) {
+    permit.release();
     mirrorStats.failed++;
     return;
   }
@@ -127,12 +128,13 @@ export function mirrorH2(
     use(pool);
     stream = pool.request({ ...headers }, body === null).stream as MirrorStream;
   } catch {
+    permit.release();
     mirrorStats.failed++;
     return;
   }
-  cluster.active++;
+  permit.bind(ep);
   mirrorStats.sent++;
-  stream[MIRROR] = cluster;
+  stream[MIRROR] = permit;
   stream.on('error', ignore);
   stream.once('close', onMirrorClose);
   stream.resume();

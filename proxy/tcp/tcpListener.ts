@@ -12,6 +12,7 @@ import type { Route } from '../../shared/snapshot.ts';
 import type { Cluster } from '../cluster/cluster.ts';
 import type { ClusterSet } from '../cluster/clusterSet.ts';
 import type { Endpoint } from '../cluster/endpoint.ts';
+import { Permit, PermitKind } from '../cluster/permit.ts';
 import type { ProxyMetrics } from '../metrics.ts';
 import type { ListenerLimits } from '../listener/listenerSpec.ts';
 import { TokenBucket } from '../policy/tokenBucket.ts';
@@ -110,18 +111,19 @@ class TcpConnection {
   readonly cluster: Cluster;
   endpoint: Endpoint;
   isConnected = false;
+  /** The connection's hold on the cluster's MaxConnections and its endpoint's load (proxy/cluster/permit.ts); released when both sides closed. */
+  private readonly permit: Permit;
   private open = 2;
   private attempts = 0;
 
-  constructor(listener: TcpListener, client: Socket, cluster: Cluster, endpoint: Endpoint) {
+  constructor(listener: TcpListener, client: Socket, permit: Permit) {
     this.listener = listener;
-    this.cluster = cluster;
+    this.permit = permit;
+    this.cluster = permit.cluster;
+    const endpoint = permit.endpoint!;
     this.endpoint = endpoint;
     this.client = client as TaggedSocket;
     this.client[CONN] = this;
-    endpoint.active++;
-    cluster.active++;
-    cluster.budget.request(performance.now());
     // The client waits until an upstream is connected: its first bytes must survive a retry elsewhere.
     client.pause();
     this.upstream = this.dial(endpoint);
@@ -155,8 +157,8 @@ class TcpConnection {
   connected(): void {
     this.isConnected = true;
     this.endpoint.consecutiveErrors = 0;
-    if (this.attempts > 0) this.cluster.activeRetries--;
-    this.attempts = -1; // no retry slot held any more
+    this.permit.releaseRetry();
+    this.attempts = -1; // connected: no more retries
     this.upstream.setTimeout(0);
     this.client.setTimeout(this.cluster.policy.tcpIdleTimeoutS * 1000);
     this.client.resume();
@@ -170,18 +172,15 @@ class TcpConnection {
     else cluster.stats.failConnect++;
     cluster.outlier.failure(this.endpoint);
     this.listener.log.debug({ listener: this.listener.name, upstream: this.endpoint.key, timedOut }, 'tcp connect failed');
+    // A connect failure never reached the endpoint: always retriable, within RetryAttempts, MaxActiveRetries and the budget.
     if (this.attempts >= 0 && this.attempts < cluster.policy.retryAttempts && !this.client.destroyed) {
-      if (this.attempts > 0) cluster.activeRetries--;
-      const ok = cluster.admitRetry(performance.now());
-      if (ok || this.attempts > 0) cluster.activeRetries++;
-      const next = ok ? cluster.pickOther(this.endpoint) : null;
+      const next = this.permit.tryRetry(performance.now()) ? cluster.pickOther(this.endpoint) : null;
       if (next !== null) {
         this.attempts++;
         failed[CONN] = undefined;
         failed.on('error', destroySocket);
         failed.destroy();
-        this.endpoint.active--;
-        next.active++;
+        this.permit.bind(next);
         this.endpoint = next;
         this.upstream = this.dial(next);
         return;
@@ -215,9 +214,7 @@ class TcpConnection {
       return;
     }
     if (this.open === 0) {
-      this.endpoint.active--;
-      this.cluster.active--;
-      if (this.attempts > 0) this.cluster.activeRetries--;
+      this.permit.release();
       this.listener.connectionClosed(this);
     }
   }
@@ -280,19 +277,27 @@ export class TcpListener {
     const r = this.route;
     const i = r.index();
     const cluster = i >= 0 ? r.clusters[i] : null;
-    const endpoint = cluster ? cluster.pick(undefined) : null;
-    if (cluster === null || endpoint === null) {
+    if (cluster === null) {
       socket.resetAndDestroy();
       return;
     }
-    if (cluster.active >= cluster.policy.maxConnections) {
-      cluster.stats.overflowMaxConnections++;
+    // MaxConnections before the pick, as MaxRequests on the L7 paths (proxy/l7/admission.ts).
+    const permit = Permit.tryAcquire(cluster, PermitKind.Connection);
+    if (permit === null) {
       socket.resetAndDestroy();
       return;
     }
+    const endpoint = cluster.pick(undefined);
+    if (endpoint === null) {
+      permit.release();
+      socket.resetAndDestroy();
+      return;
+    }
+    permit.bind(endpoint);
+    cluster.budget.request(performance.now());
     r.opened[i].inc();
     this.gauge.inc();
-    this.live.add(new TcpConnection(this, socket, cluster, endpoint));
+    this.live.add(new TcpConnection(this, socket, permit));
   }
 
   connectionClosed(c: TcpConnection): void {

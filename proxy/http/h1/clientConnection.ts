@@ -5,8 +5,10 @@ import type { Socket } from 'node:net';
 import type { HttpListener } from '../httpListener.ts';
 import type { Cluster } from '../../cluster/cluster.ts';
 import { Exchange, madeUpHead } from './exchange.ts';
-import { parseRequestHead, rawHeader, type RequestHead } from './requestHead.ts';
-import { inboundDenied } from '../../tls/meshTls.ts';
+import { parseRequestHead, type RequestHead } from './requestHead.ts';
+import { peerOf } from '../../tls/meshTls.ts';
+import { admit, overloadedDetail, Refusal, Reservation } from '../../l7/admission.ts';
+import { ERROR_STATUS } from '../madeUpResponse.ts';
 import { REDIRECT_REASON, redirectLocation } from '../../l7/routeFilters.ts';
 
 const MAX_HEAD = 16 * 1024;
@@ -29,7 +31,7 @@ function overloadedResponse(cluster: Cluster, close: boolean): Buffer {
   const c = cluster as RefusingCluster;
   let r = c[OVERLOADED];
   if (r === undefined || r.policy !== cluster.policy) {
-    const detail = `${cluster.name} has MaxRequests (${cluster.policy.maxRequests}) in flight`;
+    const detail = overloadedDetail(cluster);
     r = {
       policy: cluster.policy,
       keep: Buffer.from(madeUpHead('overloaded', detail, false), 'latin1'),
@@ -169,65 +171,32 @@ export class ClientConnection {
   }
 
   /**
-   * Admission of one request: authorization, rate limit, route, MaxRequests, endpoint. Returns the
-   * made-up answer (a latin1 string or prebuilt bytes) when it is refused, or null once its exchange
-   * has started.
+   * Admission of one request (proxy/l7/admission.ts). Returns the made-up answer (a latin1 string or
+   * prebuilt bytes) when it is refused or redirected, or null once its exchange has started.
    */
   private admit(head: RequestHead): string | Buffer | null {
     const start = performance.now();
     const l = this.listener;
+    const r = admit(l, peerOf(this.socket), head.method, head.path, head.host, head.raw, start, false);
+    if (r instanceof Reservation) {
+      const ex = new Exchange(this, head, r.backend, r.permit, start);
+      this.exchange = ex;
+      ex.begin();
+      return null;
+    }
     const close = head.close || l.draining;
-    const denied = inboundDenied(this.socket, head.method, head.path); // mesh authorization policy (proxy/tls)
-    if (denied !== null) {
-      l.madeUp(l.name, 'denied');
-      return madeUpHead('denied', denied, close);
+    if (r instanceof Refusal) {
+      r.backend?.stats.count(ERROR_STATUS[r.error]);
+      if (r.error === 'overloaded') return overloadedResponse(r.backend!.cluster, close);
+      return madeUpHead(r.error, r.detail, close, r.retryAfterS > 0 ? `retry-after: ${r.retryAfterS}\r\n` : '');
     }
-    if (l.limiter !== null && !l.limiter.take(start)) {
-      l.rateLimited();
-      return madeUpHead(
-        'rate-limited',
-        `${l.name} allows ${l.limiter.rps} requests per second (LIMIT_RPS)`,
-        close,
-        `retry-after: ${l.limiter.retryAfterS()}\r\n`,
-      );
-    }
-    const route = l.table.match(head.host, head.path, head.raw, head.method);
-    if (route === null) {
-      l.madeUp(l.name, 'no-route');
-      return madeUpHead('no-route', `no route on ${l.name} for host ${JSON.stringify(head.host)} path ${JSON.stringify(head.path)}`, close);
-    }
-    if (route.redirect !== null) {
-      // Gateway API RequestRedirect: the sidecar answers itself.
-      const location = redirectLocation(route.redirect, { scheme: 'http', authority: head.host, target: head.path }, route.matchedPrefix);
-      const status = route.redirect.statusCode;
-      const h = route.redirectResponse(location);
-      let out = `HTTP/1.1 ${status} ${REDIRECT_REASON[status] ?? 'Found'}\r\n`;
-      for (let i = 0; i < h.length; i += 2) out += `${h[i]}: ${h[i + 1]}\r\n`;
-      return `${out}${close ? 'connection: close\r\n' : ''}\r\n`;
-    }
-    const backend = route.backend();
-    if (backend === null && route.noBackendIs500) {
-      l.madeUp(route.name, 'no-backend');
-      return madeUpHead('no-backend', route.noBackendDetail(), close);
-    }
-    const cluster = backend?.cluster;
-    // MaxRequests: over it a request fails at once, it never queues; checked before the balancer
-    // picks, so a refused request costs no pick (and does not move round robin on).
-    if (backend !== null && cluster!.active >= cluster!.policy.maxRequests) {
-      l.countOverloaded(backend);
-      return overloadedResponse(cluster!, close);
-    }
-    const endpoint = cluster ? cluster.pick(cluster.hashHeader === '' ? undefined : rawHeader(head.raw, cluster.hashHeader)) : null;
-    if (backend === null || endpoint === null) {
-      const name = cluster?.name ?? route.name;
-      l.madeUp(name, 'no-endpoints');
-      if (backend) backend.stats.count(503);
-      return madeUpHead('no-endpoints', `${name} has no endpoints`, close);
-    }
-    const ex = new Exchange(this, head, backend, endpoint, start);
-    this.exchange = ex;
-    ex.begin();
-    return null;
+    // Gateway API RequestRedirect: the sidecar answers itself.
+    const location = redirectLocation(r.redirect!, { scheme: 'http', authority: head.host, target: head.path }, r.matchedPrefix);
+    const status = r.redirect!.statusCode;
+    const h = r.redirectResponse(location);
+    let out = `HTTP/1.1 ${status} ${REDIRECT_REASON[status] ?? 'Found'}\r\n`;
+    for (let i = 0; i < h.length; i += 2) out += `${h[i]}: ${h[i + 1]}\r\n`;
+    return `${out}${close ? 'connection: close\r\n' : ''}\r\n`;
   }
 
   /** The head begun --request-head-timeout ago has not ended: answer 408 and close, as node:http does. */

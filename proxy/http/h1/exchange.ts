@@ -19,6 +19,8 @@ import type { UpstreamConnection, UpstreamUser } from './upstreamPool.ts';
 import { tracer, type RequestTrace } from '../../tracing/tracer.ts';
 import { rewriteAuthority, rewriteTarget, sampled } from '../../l7/routeFilters.ts';
 import { mirrorH1 } from '../../l7/mirror.ts';
+import { Failure, retryAllowed } from '../../l7/retry.ts';
+import type { Permit } from '../../cluster/permit.ts';
 
 function onBackoffOver(ex: Exchange): void {
   ex.backoffOver();
@@ -55,29 +57,13 @@ export function madeUpHead(error: ShoalError, detail: string, close: boolean, ex
   return `HTTP/1.1 ${status} ${REASONS[status] ?? error}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-shoal-error: ${error}\r\n${extra}${close ? 'connection: close\r\n' : ''}\r\n${body}`;
 }
 
-/** Methods a retry cannot make worse (RFC 9110 9.2.2). */
-export function idempotent(method: string): boolean {
-  switch (method) {
-    case 'GET':
-    case 'HEAD':
-    case 'OPTIONS':
-    case 'TRACE':
-    case 'PUT':
-    case 'DELETE':
-      return true;
-    default:
-      return false;
-  }
-}
-
-/** Why an attempt failed: what the retry rule and the metrics look at. */
-export const Failure = { ConnectFailure: 0, ConnectTimeout: 1, RequestTimeout: 2, Reset: 3, Status5xx: 4 } as const;
-export type Failure = (typeof Failure)[keyof typeof Failure];
-
 export class Exchange implements UpstreamUser, DeadlineHolder {
   readonly client: ClientConnection;
   readonly head: RequestHead;
   readonly backend: RouteBackend;
+  /** The request's hold on its cluster's limits and its endpoint's load (proxy/cluster/permit.ts); released in finish. */
+  readonly permit: Permit;
+  /** The endpoint of the current (or last) attempt. */
   endpoint: Endpoint;
   readonly start: number;
   requestId = '';
@@ -85,7 +71,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
   deadlineNext: DeadlineHolder | null = null;
   deadlinePrev: DeadlineHolder | null = null;
   deadlineQueue: DeadlineQueue | null = null;
-  /** Retries made so far; > 0 also means this exchange holds one of the cluster's active retries. */
+  /** Retries made so far. */
   private attempts = 0;
   /** The current attempt's PerTryTimeoutMS deadline (a holder of its own: proxy/policy/deadlines.ts); null when the cluster has none. */
   private tryDeadline: TryDeadline | null = null;
@@ -107,19 +93,16 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
   /** Sampled or propagated trace (proxy/tracing); null when tracing is off. */
   private trace: RequestTrace | null = null;
 
-  constructor(client: ClientConnection, head: RequestHead, backend: RouteBackend, endpoint: Endpoint, start: number) {
+  constructor(client: ClientConnection, head: RequestHead, backend: RouteBackend, permit: Permit, start: number) {
     this.client = client;
     this.head = head;
     this.backend = backend;
-    this.endpoint = endpoint;
+    this.permit = permit;
+    this.endpoint = permit.endpoint!;
     this.start = start;
   }
 
   begin(): void {
-    const cluster = this.backend.cluster;
-    this.endpoint.active++;
-    cluster.active++;
-    cluster.budget.request(this.start);
     if (tracer !== null) this.trace = tracer.beginRaw(this.head.raw, this.start, this.client.listener, false);
     this.upstreamHead = this.buildUpstreamHead();
     // RequestTimeoutMS counts from the request's arrival over every attempt: armed once, here.
@@ -216,26 +199,13 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
   }
 
   /**
-   * The retry rule: attempts left, connect failures always, anything after the request was sent
-   * only for idempotent methods (or a route that allows it); then MaxActiveRetries and the budget.
-   * The fast path carries no request body, so no body has to be replayed.
+   * The retry rule (proxy/l7/retry.ts). RequestTimeoutMS is the bound over all attempts: once it fired
+   * (unlinked), no time is left for another. The fast path carries no request body, so no body has to
+   * be replayed.
    */
   private retryAllowed(why: Failure): boolean {
-    const cluster = this.backend.cluster;
-    if (this.attempts >= this.backend.retryAttempts) return false;
-    // RequestTimeoutMS is the bound over all attempts: once it fired (unlinked), nothing is left for another.
-    if (this.deadlineQueue === null && this.backend.deadlines !== null) return false;
-    if (
-      why !== Failure.ConnectFailure &&
-      why !== Failure.ConnectTimeout &&
-      !this.backend.retryNonIdempotent &&
-      !idempotent(this.head.method)
-    )
-      return false;
-    if (this.attempts > 0) cluster.activeRetries--; // this exchange's retry slot is free again while it asks
-    const ok = cluster.admitRetry(performance.now());
-    if (ok || this.attempts > 0) cluster.activeRetries++;
-    return ok;
+    const deadlineLeft = this.deadlineQueue !== null || this.backend.deadlines === null;
+    return retryAllowed(this.backend, this.permit, why, this.head.method, this.attempts, deadlineLeft, performance.now());
   }
 
   /** The next attempt, on another endpoint when there is one: a fresh PerTryTimeoutMS, what is left of RequestTimeoutMS. */
@@ -243,8 +213,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     const cluster = this.backend.cluster;
     this.attempts++;
     const next = cluster.pickOther(this.endpoint) ?? this.endpoint;
-    this.endpoint.active--;
-    next.active++;
+    this.permit.bind(next);
     this.endpoint = next;
     this.status = 0;
     this.bodyMode = BODY_NONE;
@@ -411,7 +380,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
         cluster.outlier.failure(this.endpoint);
       }
       // 502-504, or the route's retry codes (Gateway API HTTPRouteRetry).
-      if (this.backend.retriesStatus(r.status) && this.retryAllowed(Failure.Status5xx)) return this.discardAndRetry(conn, buf, end + 4);
+      if (this.backend.retriesStatus(r.status) && this.retryAllowed(Failure.Answer)) return this.discardAndRetry(conn, buf, end + 4);
       this.writeBody(buf, end + 4, true);
       return;
     }
@@ -611,9 +580,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
       this.backoff = null;
     }
     if (this.deadlineQueue !== null) disarm(this);
-    this.endpoint.active--;
-    this.backend.cluster.active--;
-    if (this.attempts > 0) this.backend.cluster.activeRetries--;
+    this.permit.release();
     this.backend.stats.count(status);
     const seconds = (performance.now() - this.start) / 1000;
     this.backend.latency.observe(seconds);

@@ -4,10 +4,12 @@
 import type { Socket } from 'node:net';
 import { meshConnect } from '../../tls/meshTls.ts';
 import type { ClusterPolicy } from '../../../shared/snapshot.ts';
-import type { Cluster } from '../../cluster/cluster.ts';
+import type { Permit } from '../../cluster/permit.ts';
 
 /** What a connection reports to the exchange using it. */
 export interface UpstreamUser {
+  /** The request's permit: a place in the queue (MaxPendingRequests) is taken and given back through it. */
+  readonly permit: Permit;
   /** A new connection is opening for this user (it is told again, by onUpstreamConnected, once open). */
   onUpstreamConnecting(conn: UpstreamConnection): void;
   onUpstreamConnected(conn: UpstreamConnection): void;
@@ -109,14 +111,12 @@ export class UpstreamPool {
   private readonly waiting: UpstreamUser[] = [];
   private total = 0;
   private sweeper: NodeJS.Timeout | null = null;
-  private readonly cluster: Cluster;
   closing = false;
 
-  constructor(host: string, port: number, policy: ClusterPolicy, cluster: Cluster) {
+  constructor(host: string, port: number, policy: ClusterPolicy) {
     this.host = host;
     this.port = port;
     this.policy = policy;
-    this.cluster = cluster;
   }
 
   // Idle connections older than IDLE_TIMEOUT_MS close here, once a second, not by a timer per connection.
@@ -153,13 +153,8 @@ export class UpstreamPool {
       user.onUpstreamConnecting(c);
       return true;
     }
-    const cl = this.cluster;
-    if (cl.pending >= this.policy.maxPendingRequests) {
-      cl.stats.overflowMaxPending++;
-      return false;
-    }
-    cl.pending++;
-    cl.stats.queued++;
+    // MaxPendingRequests: a place in the queue is the request's permit's (proxy/cluster/permit.ts).
+    if (!user.permit.enqueue()) return false;
     this.waiting.push(user);
     return true;
   }
@@ -169,13 +164,13 @@ export class UpstreamPool {
     const i = this.waiting.indexOf(user);
     if (i < 0) return false;
     this.waiting.splice(i, 1);
-    this.cluster.pending--;
+    user.permit.dequeue();
     return true;
   }
 
   private nextWaiting(): UpstreamUser | undefined {
     const next = this.waiting.shift();
-    if (next !== undefined) this.cluster.pending--;
+    next?.permit.dequeue();
     return next;
   }
 
