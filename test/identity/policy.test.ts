@@ -2,6 +2,7 @@
 // sidecar's identity gets 403 x-shoal-error: denied (L7) or a closed connection (L4).
 import t from 'tap';
 import { connect } from 'node:net';
+import { request as httpRequest } from 'node:http';
 import { request } from 'undici';
 import { parseMeshConfig } from '../../shared/meshConfig.ts';
 import { authzAllows, parseAuthzPolicy } from '../../shared/authzPolicy.ts';
@@ -63,12 +64,35 @@ t.test('L7: only ns/default/sa/web reaches api; another identity gets 403 denied
   const del = await request(`${mesh.webUrl}/v1/items`, { method: 'DELETE' });
   t.equal(del.statusCode, 403, 'a method the rule does not list');
   await del.body.text();
+  // An upgrade (WebSocket) takes a third path (node:http's upgrade event): the same admission holds.
+  const upgrade = (url: string) =>
+    new Promise<{ status: number; error: unknown }>((resolve, reject) => {
+      const req = httpRequest(`${url}/v1/items`, {
+        headers: {
+          connection: 'Upgrade',
+          upgrade: 'websocket',
+          'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==',
+          'sec-websocket-version': '13',
+        },
+      });
+      req.on('upgrade', (res, socket) => {
+        socket.destroy();
+        resolve({ status: res.statusCode ?? 0, error: res.headers['x-shoal-error'] });
+      });
+      req.on('response', (res) => {
+        res.resume();
+        resolve({ status: res.statusCode ?? 0, error: res.headers['x-shoal-error'] });
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  t.same(await upgrade(mesh.otherUrl), { status: 403, error: 'denied' }, "another identity's upgrade request is denied too");
   t.equal(
     mesh.seen.filter((h) => String(h['x-forwarded-client-cert']).endsWith('/sa/other')).length,
     0,
     'nothing from other reached the app',
   );
-  t.match((await metric(mesh.api, 'shoal_proxy_errors_total')).join('\n'), /error="denied"[^}]*\} 4/, 'denials counted');
+  t.match((await metric(mesh.api, 'shoal_proxy_errors_total')).join('\n'), /error="denied"[^}]*\} 5/, 'denials counted');
 });
 
 t.test("L4: another identity's connection is closed; web's is served", async (t) => {
