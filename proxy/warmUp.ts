@@ -15,7 +15,7 @@ import { Registry } from '../shared/metricsRegistry.ts';
 import type { Cluster as ClusterSpec, Route } from '../shared/snapshot.ts';
 import { ClusterSet } from './cluster/clusterSet.ts';
 import { HttpListener } from './http/httpListener.ts';
-import { RouteTable } from './http/routeTable.ts';
+import { RouteTable } from './l7/routeTable.ts';
 import { nodeHttp } from './lazyBuiltins.ts';
 import { ProxyMetrics } from './metrics.ts';
 

@@ -1,16 +1,15 @@
 // Least request with the power of two choices: two weighted random picks, the one with fewer
 // requests in flight per unit of weight wins. O(1) per pick and no herding on one idle endpoint.
-import type { Endpoint } from '../cluster/endpoint.ts';
-import { WeightTable, type Balancer } from './balancer.ts';
+import { WeightTable, type Balancer, type Pickable } from './balancer.ts';
 
-export class P2cBalancer implements Balancer {
-  private readonly table = new WeightTable();
+export class P2cBalancer<T extends Pickable> implements Balancer<T> {
+  private readonly table = new WeightTable<T>();
 
-  update(endpoints: readonly Endpoint[]): void {
+  update(endpoints: readonly T[]): void {
     this.table.update(endpoints);
   }
 
-  pick(): Endpoint | null {
+  pick(): T | null {
     const t = this.table;
     const n = t.endpoints.length;
     if (n === 0) return null;

@@ -1,15 +1,14 @@
 // Weighted random: stateless, no coordination, good enough when endpoints are alike.
-import type { Endpoint } from '../cluster/endpoint.ts';
-import { WeightTable, type Balancer } from './balancer.ts';
+import { WeightTable, type Balancer, type Pickable } from './balancer.ts';
 
-export class RandomBalancer implements Balancer {
-  private readonly table = new WeightTable();
+export class RandomBalancer<T extends Pickable> implements Balancer<T> {
+  private readonly table = new WeightTable<T>();
 
-  update(endpoints: readonly Endpoint[]): void {
+  update(endpoints: readonly T[]): void {
     this.table.update(endpoints);
   }
 
-  pick(): Endpoint | null {
+  pick(): T | null {
     const t = this.table;
     if (t.endpoints.length === 0) return null;
     return t.endpoints[t.randomIndex()];

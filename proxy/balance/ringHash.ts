@@ -1,8 +1,7 @@
 // Consistent hashing on a request header: a ring of virtual nodes (more for heavier endpoints), so
 // one key sticks to one endpoint and a change of endpoints moves only about 1/n of the keys.
 // Requests without the header fall back to weighted random.
-import type { Endpoint } from '../cluster/endpoint.ts';
-import { WeightTable, type Balancer } from './balancer.ts';
+import { WeightTable, type Balancer, type Pickable } from './balancer.ts';
 
 const VNODES_PER_WEIGHT = 100;
 const MAX_RING = 65536;
@@ -25,12 +24,12 @@ export function fnv1a(s: string): number {
   return h >>> 0;
 }
 
-export class RingHashBalancer implements Balancer {
+export class RingHashBalancer<T extends Pickable> implements Balancer<T> {
   private hashes: Uint32Array = new Uint32Array(0);
-  private owners: Endpoint[] = [];
-  private readonly fallback = new WeightTable();
+  private owners: T[] = [];
+  private readonly fallback = new WeightTable<T>();
 
-  update(endpoints: readonly Endpoint[]): void {
+  update(endpoints: readonly T[]): void {
     this.fallback.update(endpoints);
     const totalWeight = endpoints.reduce((s, e) => s + e.weight, 0);
     const scale = totalWeight * VNODES_PER_WEIGHT > MAX_RING ? MAX_RING / (totalWeight * VNODES_PER_WEIGHT) : 1;
@@ -41,7 +40,7 @@ export class RingHashBalancer implements Balancer {
     // of [hash, endpoint] pairs did (the same ring), three to five times faster for a full ring.
     if (size > POSITIONS) throw new Error(`ring hash: ${endpoints.length} endpoints need ${size} virtual nodes, more than ${POSITIONS}`);
     const packed = new Float64Array(size);
-    const byPosition = new Array<Endpoint>(size);
+    const byPosition = new Array<T>(size);
     let k = 0;
     for (const e of endpoints) {
       const count = Math.max(1, Math.round(e.weight * VNODES_PER_WEIGHT * scale));
@@ -52,7 +51,7 @@ export class RingHashBalancer implements Balancer {
     }
     packed.sort();
     const hashes = new Uint32Array(size);
-    const owners = new Array<Endpoint>(size);
+    const owners = new Array<T>(size);
     for (let j = 0; j < size; j++) {
       const position = packed[j] % POSITIONS;
       hashes[j] = (packed[j] - position) / POSITIONS;
@@ -62,7 +61,7 @@ export class RingHashBalancer implements Balancer {
     this.owners = owners;
   }
 
-  pick(hashKey: string | undefined): Endpoint | null {
+  pick(hashKey: string | undefined): T | null {
     const n = this.hashes.length;
     if (n === 0) return null;
     if (hashKey === undefined) return this.fallback.endpoints[this.fallback.randomIndex()];

@@ -1,16 +1,15 @@
 // Smooth weighted round robin (as nginx does it): equal weights rotate in order; unequal weights
 // interleave instead of sending a burst to the heaviest endpoint.
-import type { Endpoint } from '../cluster/endpoint.ts';
-import type { Balancer } from './balancer.ts';
+import type { Balancer, Pickable } from './balancer.ts';
 
-export class RoundRobinBalancer implements Balancer {
-  private endpoints: readonly Endpoint[] = [];
+export class RoundRobinBalancer<T extends Pickable> implements Balancer<T> {
+  private endpoints: readonly T[] = [];
   private current: Float64Array = new Float64Array(0);
   private total = 0;
   private uniform = true;
   private next = 0;
 
-  update(endpoints: readonly Endpoint[]): void {
+  update(endpoints: readonly T[]): void {
     this.endpoints = endpoints;
     this.current = new Float64Array(endpoints.length);
     this.total = 0;
@@ -23,7 +22,7 @@ export class RoundRobinBalancer implements Balancer {
     if (this.next >= endpoints.length) this.next = 0;
   }
 
-  pick(): Endpoint | null {
+  pick(): T | null {
     const eps = this.endpoints;
     const n = eps.length;
     if (n === 0) return null;

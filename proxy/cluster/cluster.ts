@@ -22,7 +22,7 @@ export class Cluster {
   /** Lower-case header whose value the hash policy keys on; '' for other policies. */
   hashHeader: string;
   endpoints: Endpoint[] = [];
-  balancer: Balancer;
+  balancer: Balancer<Endpoint>;
   /**
    * Work in flight over all endpoints, including retired ones still finishing (MaxRequests; L4:
    * MaxConnections). This, activeRetries, pending and each endpoint's load change only through
@@ -56,7 +56,7 @@ export class Cluster {
     this.policy = spec.policy;
     this.lbPolicy = spec.lbPolicy;
     this.hashHeader = spec.lbPolicy === 'hash' ? spec.hashHeader.toLowerCase() : '';
-    this.balancer = createBalancer(spec.lbPolicy);
+    this.balancer = createBalancer<Endpoint>(spec.lbPolicy);
     if (here) this.here = here;
     this.update(spec);
   }
@@ -68,7 +68,7 @@ export class Cluster {
     this.tryDeadlines = deadlineQueue(spec.policy.perTryTimeoutMs ?? 0);
     if (spec.lbPolicy !== this.lbPolicy) {
       this.lbPolicy = spec.lbPolicy;
-      this.balancer = createBalancer(spec.lbPolicy);
+      this.balancer = createBalancer<Endpoint>(spec.lbPolicy);
     }
     this.hashHeader = spec.lbPolicy === 'hash' ? spec.hashHeader.toLowerCase() : '';
     const old = new Map<string, Endpoint>();

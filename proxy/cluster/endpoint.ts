@@ -1,32 +1,31 @@
-// One upstream address: its keep-alive pool (L7, created on first use) and its load in flight.
-import { createRequire } from 'node:module';
-import type { Pool } from 'undici';
-import { UpstreamPool } from '../http/h1/upstreamPool.ts';
-import { meshUndiciConnector } from '../tls/meshTls.ts';
-
-// undici carries the slow path only (bodies, upgrades): loaded on first use, it costs a sidecar
-// that never needs it no memory (about 28 MB of RSS when loaded).
-const require = createRequire(import.meta.url);
-let PoolClass: typeof Pool | null = null;
-function undiciPool(): typeof Pool {
-  return (PoolClass ??= (require('undici') as typeof import('undici')).Pool);
-}
+// One upstream address: its load in flight, its outlier state, and the connection pools the protocol
+// layers keep to it. Each layer owns its kind of pool (the fast path's http/h1/upstreamPool.ts,
+// undici's http/undiciPool.ts, HTTP/2 sessions in h2/endpointSessions.ts) and makes it here on first
+// use; the endpoint only holds them, so that retiring or destroying it reaches every pool.
 import type { ClusterPolicy } from '../../shared/snapshot.ts';
 import type { Cluster } from './cluster.ts';
+
+/** A connection pool a protocol layer keeps to one endpoint. */
+export interface EndpointPool {
+  /** The endpoint left its cluster: take no new work; close once what is in flight is done (or its drain period passed). */
+  retire(): Promise<void> | void;
+  /** Close now, failing what is in flight. */
+  destroy(): Promise<void> | void;
+}
 
 export class Endpoint {
   readonly key: string;
   readonly address: string;
   readonly port: number;
   readonly weight: number;
-  /** Requests (L7) or connections (L4) in flight; what least-request compares. */
+  /** Requests (L7) or connections (L4) in flight; what least-request compares. Changed only through permits (permit.ts). */
   active = 0;
   retired = false;
   /** Outlier detection: failures in a row, ejected until (performance.now() ms; 0 = in the balancer), times ejected. */
   consecutiveErrors = 0;
   ejectedUntil = 0;
   timesEjected = 0;
-  /** Slow-path (undici) requests in flight here. */
+  /** Slow-path (undici) requests in flight here (permit.ts). */
   slowActive = 0;
   /** Where it runs and the EndpointSlice hints (null: none), from the snapshot; locality as seen from this sidecar (balance/locality.ts). */
   node = '';
@@ -35,9 +34,10 @@ export class Endpoint {
   forNodes: readonly string[] | null = null;
   locality = 3;
   readonly cluster: Cluster;
-  private pool: Pool | null = null;
-  private raw: UpstreamPool | null = null;
-  private readonly policy: ClusterPolicy;
+  /** The cluster's policy when the endpoint was made (a change of pool shape makes new endpoints: Cluster.update). */
+  readonly policy: ClusterPolicy;
+  /** Pools by kind, one symbol per protocol layer. */
+  private readonly pools = new Map<symbol, EndpointPool>();
 
   constructor(address: string, port: number, weight: number, policy: ClusterPolicy, cluster: Cluster) {
     this.address = address;
@@ -48,46 +48,30 @@ export class Endpoint {
     this.cluster = cluster;
   }
 
-  /** The keep-alive pool to this endpoint. */
-  http(): Pool {
-    if (this.pool) return this.pool;
-    const p = this.policy;
-    this.pool = new (undiciPool())(`http://${this.key}`, {
-      connections: p.maxConnections,
-      pipelining: 1,
-      connectTimeout: p.connectTimeoutMs,
-      connect: meshUndiciConnector(p, p.connectTimeoutMs), // mTLS to meshed endpoints (proxy/tls)
-      // Basic request deadline: the upstream must start answering, and keep sending, within it.
-      headersTimeout: p.requestTimeoutMs,
-      bodyTimeout: p.requestTimeoutMs,
-      keepAliveTimeout: 4000,
-      keepAliveMaxTimeout: 60_000,
-      maxRequestsPerClient: p.maxRequestsPerConnection > 0 ? p.maxRequestsPerConnection : undefined,
-      strictContentLength: false,
-    });
-    return this.pool;
+  /** This endpoint's pool of a kind, made by `make` on first use. */
+  pool<P extends EndpointPool>(kind: symbol, make: (e: Endpoint) => P): P {
+    let p = this.pools.get(kind) as P | undefined;
+    if (p === undefined) {
+      p = make(this);
+      this.pools.set(kind, p);
+    }
+    return p;
   }
 
-  /** The fast path's keep-alive connections to this endpoint. */
-  rawPool(): UpstreamPool {
-    return (this.raw ??= new UpstreamPool(this.address, this.port, this.policy));
+  /** A pool that closed itself is forgotten: the next use makes a new one. */
+  forgetPool(kind: symbol, pool: EndpointPool): void {
+    if (this.pools.get(kind) === pool) this.pools.delete(kind);
   }
 
   /** Takes no new work; the pools close once their requests in flight are done. */
-  retire(): Promise<void> {
+  async retire(): Promise<void> {
     this.retired = true;
-    this.raw?.close();
-    const p = this.pool;
-    if (!p) return Promise.resolve();
-    return p.close().catch(() => {});
+    await Promise.all([...this.pools.values()].map(async (p) => p.retire()));
   }
 
   /** Closes at once, failing what is in flight. */
-  destroy(): Promise<void> {
+  async destroy(): Promise<void> {
     this.retired = true;
-    this.raw?.close();
-    const p = this.pool;
-    if (!p) return Promise.resolve();
-    return p.destroy().catch(() => {});
+    await Promise.all([...this.pools.values()].map(async (p) => p.destroy()));
   }
 }

@@ -3,7 +3,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { OutgoingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import type { Readable } from 'node:stream';
-import { connectionListed } from '../http/hopByHop.ts';
+import { connectionListed } from '../l7/hopByHop.ts';
 import { peerOf, type Peer } from '../tls/meshTls.ts';
 
 /** What the exchange is told when the downstream can take more bytes, or goes away. */

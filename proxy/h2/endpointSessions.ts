@@ -5,7 +5,7 @@
 // proxy needs (RST_STREAM codes, GOAWAY, trailers in both directions).
 import type { ClientHttp2Session, ClientHttp2Stream, OutgoingHttpHeaders } from 'node:http2';
 import { nodeHttp2 } from '../lazyBuiltins.ts';
-import type { Endpoint } from '../cluster/endpoint.ts';
+import type { Endpoint, EndpointPool } from '../cluster/endpoint.ts';
 import { meshH2Connection, type MeshTls } from '../tls/meshTls.ts';
 
 const STREAMS_PER_SESSION = 100;
@@ -150,11 +150,10 @@ function onStreamClose(this: ClientHttp2Stream & { [OWNER]?: UpstreamSession }):
   if (u) u.active--;
 }
 
-/** Pools by endpoint. Endpoint objects are per sidecar (proxy/cluster), so pools are too. */
-const pools = new WeakMap<Endpoint, EndpointSessions>();
-const live = new Set<EndpointSessions>();
+/** The kind of pool the endpoint holds for this layer (Endpoint.pool). Endpoint objects are per sidecar, so pools are too. */
+const H2 = Symbol('shoal.pool.h2');
 
-export class EndpointSessions {
+export class EndpointSessions implements EndpointPool {
   readonly endpoint: Endpoint;
   readonly connectTimeoutMs: number;
   private readonly sessions: UpstreamSession[] = [];
@@ -262,8 +261,7 @@ export class EndpointSessions {
       u.session.destroy();
     }
     this.sessions.length = 0;
-    live.delete(this);
-    if (pools.get(this.endpoint) === this) pools.delete(this.endpoint);
+    this.endpoint.forgetPool(H2, this);
   }
 
   release(user: object): void {
@@ -272,26 +270,19 @@ export class EndpointSessions {
   }
 }
 
-/** The pool of an endpoint, created on first use with the cluster policy of that moment. */
+/**
+ * The pool of an endpoint, created on first use with the cluster policy of that moment. A retiring
+ * pool (its endpoint left the cluster and came back) takes no new streams: a new one replaces it.
+ */
 export function sessionsOf(
   endpoint: Endpoint,
   opts: { connectTimeoutMs: number; maxConnections: number; maxRequestsPerConnection: number; drainMs: number },
 ): EndpointSessions {
-  let p = pools.get(endpoint);
-  if (p === undefined || p.retiring) {
-    p = new EndpointSessions(endpoint, opts);
-    pools.set(endpoint, p);
-    live.add(p);
-  }
-  return p;
-}
-
-/**
- * Called after every applied snapshot: endpoints that left their cluster (Endpoint.retired) stop
- * taking streams; their open streams get the drain period, then end with UNAVAILABLE.
- */
-export function retireRemovedH2Endpoints(): void {
-  for (const p of live) if (p.endpoint.retired && !p.retiring) p.retire();
+  const make = (e: Endpoint) => new EndpointSessions(e, opts);
+  const p = endpoint.pool(H2, make);
+  if (!p.retiring) return p;
+  endpoint.forgetPool(H2, p);
+  return endpoint.pool(H2, make);
 }
 
 // RFC 9113 error codes (literals: node:http2 loads only when a snapshot needs it).

@@ -1,6 +1,6 @@
 // gRPC over HTTP/2 as the sidecar sees it: which requests are gRPC, their deadline (grpc-timeout),
 // status codes, and how a made-up error becomes a gRPC status instead of an HTTP one.
-import type { ShoalError } from '../http/madeUpResponse.ts';
+import type { ShoalError } from '../l7/madeUpResponse.ts';
 
 export const GrpcStatus = {
   OK: 0,

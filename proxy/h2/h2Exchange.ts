@@ -11,9 +11,9 @@ import type { AccessLog } from '../accessLog.ts';
 import type { Endpoint } from '../cluster/endpoint.ts';
 import { Failure, retryRule } from '../l7/retry.ts';
 import type { Permit } from '../cluster/permit.ts';
-import { ERROR_STATUS, sendMadeUp, type ShoalError } from '../http/madeUpResponse.ts';
-import { nextRequestId } from '../http/requestId.ts';
-import type { RouteBackend } from '../http/routeTable.ts';
+import { ERROR_STATUS, sendMadeUp, type ShoalError } from '../l7/madeUpResponse.ts';
+import { nextRequestId } from '../l7/requestId.ts';
+import type { RouteBackend } from '../l7/routeTable.ts';
 import type { Logger } from '../../shared/log.ts';
 import { H1Downstream, NO_ERROR, responseHeaders, type Downstream, type DownstreamOwner } from './downstream.ts';
 import {
@@ -30,7 +30,7 @@ import type { GrpcStats } from './grpcMetrics.ts';
 import { tracer, type RequestTrace } from '../tracing/tracer.ts';
 import { rewriteAuthority, rewriteTarget, sampled } from '../l7/routeFilters.ts';
 import { BodyCopy, mirrorH2 } from '../l7/mirror.ts';
-import type { MirrorTarget } from '../http/routeTable.ts';
+import type { MirrorTarget } from '../l7/routeTable.ts';
 
 function onBackoffOver(ex: H2Exchange): void {
   ex.backoffOver();
@@ -474,7 +474,8 @@ export class H2Exchange implements DownstreamOwner, StreamOwner {
       !this.gotResponse && (neverConnected || code === H2_REFUSED_STREAM || (err !== null && NOT_SENT.has(err.code ?? '')));
     const kind: ShoalError = err?.code === 'SHOAL_CONNECT_TIMEOUT' ? 'connect-timeout' : 'upstream-reset';
     this.failed(kind === 'connect-timeout' ? Failure.ConnectTimeout : neverConnected ? Failure.ConnectFailure : Failure.Reset);
-    if (unprocessed && this.retry(Failure.ConnectFailure)) return;
+    // Never sent: always retriable; a reset after the request went out: for idempotent methods or RetryNonIdempotent (proxy/l7/retry.ts).
+    if (this.retry(unprocessed ? Failure.ConnectFailure : Failure.Reset)) return;
     // A pending stream cancelled by its failed connection carries the connection's error (e.g. the peer's identity) as its cause.
     const cause = err?.code === 'ERR_HTTP2_STREAM_CANCEL' && err.cause instanceof Error ? err.cause : err;
     const why = cause?.message ?? (code !== 0 ? `stream reset by upstream (code ${code})` : 'upstream closed the stream');

@@ -3,17 +3,16 @@
 // knowledge, as gRPC clients speak it), anything else to node:http (HTTP/1.1). Either way every
 // request is routed with the same route table as the HTTP/1.1 listener, balanced per request and
 // sent upstream as a stream on a pooled HTTP/2 connection (h2Exchange.ts).
-import { createRequire } from 'node:module';
 import type { IncomingHttpHeaders, IncomingMessage, Server as HttpServer, ServerResponse } from 'node:http';
 import type { Http2Server, ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
-import { nodeHttp2 } from '../lazyBuiltins.ts';
+import { nodeHttp, nodeHttp2 } from '../lazyBuiltins.ts';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { Gauge } from 'prom-client';
 import type { Logger } from '../../shared/log.ts';
 import type { AccessLog } from '../accessLog.ts';
-import { unforwardable } from '../http/forward.ts';
-import { ERROR_STATUS, sendMadeUp } from '../http/madeUpResponse.ts';
-import type { RouteBackend, RouteTable } from '../http/routeTable.ts';
+import { unforwardable } from '../http/undiciExchange.ts';
+import { ERROR_STATUS, sendMadeUp } from '../l7/madeUpResponse.ts';
+import type { RouteBackend, RouteTable } from '../l7/routeTable.ts';
 import type { ProxyMetrics } from '../metrics.ts';
 import { TokenBucket } from '../policy/tokenBucket.ts';
 import { H1Downstream, H2Downstream, type Downstream } from './downstream.ts';
@@ -24,9 +23,6 @@ import { H2Exchange, type H2Site } from './h2Exchange.ts';
 import { peerOf, type Peer } from '../tls/meshTls.ts';
 import { redirectLocation } from '../l7/routeFilters.ts';
 import { admit, Refusal, Reservation } from '../l7/admission.ts';
-
-// node:http through require, as in proxy/http/httpListener.ts (its ESM namespace loads undici).
-const { createServer: createHttpServer } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 // A shutdown notice: GOAWAY with the highest stream id there is, so every stream the client has sent
@@ -229,7 +225,7 @@ export class H2Listener implements H2Site {
     this.h2Server = h2;
     // As on the L7 listener: no total bound on a request (the deadlines and the body idle bound are
     // the exchange's), headersTimeout for its head.
-    const http = createHttpServer({
+    const http = nodeHttp().createServer({
       requestTimeout: 0,
       headersTimeout: this.headTimeoutMs,
       connectionsCheckingInterval: HEAD_CHECK_INTERVAL_MS,

@@ -1,32 +1,27 @@
 // An L7 listener (outbound dependency or inbound port): accept, route, balance, forward.
 // Connections start on the fast path (h1/clientConnection.ts: bodiless requests, the common case);
 // a request it does not take (body, upgrade, HTTP/1.0, oddities) moves the connection to node:http
-// with undici upstream (forward.ts, upgrade.ts). The route table is swapped whole on a new snapshot;
+// with undici upstream (undiciExchange.ts, upgrade.ts). The route table is swapped whole on a new snapshot;
 // requests in flight keep the objects they hold.
-import { createRequire } from 'node:module';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from '../../shared/log.ts';
 import type { AccessLog } from '../accessLog.ts';
 import type { ProxyMetrics } from '../metrics.ts';
-import { ForwardRequest, unforwardable, type ForwardSite } from './forward.ts';
-import { sendMadeUp } from './madeUpResponse.ts';
-import type { CompiledRoute, RouteTable } from './routeTable.ts';
+import { UndiciExchange, unforwardable, type ForwardSite } from './undiciExchange.ts';
+import { madeUpHead, sendMadeUp } from '../l7/madeUpResponse.ts';
+import type { CompiledRoute, RouteTable } from '../l7/routeTable.ts';
 import { rawMadeUp, UpgradeRequest } from './upgrade.ts';
 import { ClientConnection } from './h1/clientConnection.ts';
 import { peerOf } from '../tls/meshTls.ts';
+import { nodeHttp } from '../lazyBuiltins.ts';
 import { admit, Refusal, Reservation } from '../l7/admission.ts';
 import type { Gauge } from 'prom-client';
-import type { ShoalError } from './madeUpResponse.ts';
-import { madeUpHead } from './h1/exchange.ts';
+import type { ShoalError } from '../l7/madeUpResponse.ts';
 import { REDIRECT_REASON, redirectLocation } from '../l7/routeFilters.ts';
 import { TokenBucket } from '../policy/tokenBucket.ts';
 import type { ListenerLimits } from '../listener/listenerSpec.ts';
-
-// node:http through require: an ESM import of it builds its full namespace, whose lazy getters load
-// node's bundled undici (about 14 MB of RSS in a process that never uses it).
-const { createServer } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
 
 const LISTENER = Symbol('shoal.listener');
 type TaggedServer = Server & { [LISTENER]: HttpListener };
@@ -126,8 +121,8 @@ export class HttpListener implements ForwardSite {
     this.accessLog = ctx.accessLog;
     this.connections = ctx.metrics.connections.labels(name, direction);
     // requestTimeout 0: long uploads are bounded by the cluster's deadline and the body idle bound
-    // (forward.ts), not by node's 5 minutes. headersTimeout: the request head bound, as on the fast path.
-    const http = createServer({
+    // (undiciExchange.ts), not by node's 5 minutes. headersTimeout: the request head bound, as on the fast path.
+    const http = nodeHttp().createServer({
       requestTimeout: 0,
       headersTimeout: this.headTimeoutMs,
       connectionsCheckingInterval: HEAD_CHECK_INTERVAL_MS,
@@ -167,7 +162,7 @@ export class HttpListener implements ForwardSite {
     return this.headTimeoutMs;
   }
 
-  /** A request the sidecar will not forward (forward.ts unforwardable): 400, counted as the client's error. */
+  /** A request the sidecar will not forward (undiciExchange.ts unforwardable): 400, counted as the client's error. */
   private badRequest(res: ServerResponse, detail: string): void {
     this.metrics.madeUp.labels(this.name, 'bad-request').inc();
     sendMadeUp(res, 'bad-request', detail, true);
@@ -228,7 +223,7 @@ export class HttpListener implements ForwardSite {
     }
     const r = admit(this, peerOf(req.socket), req.method ?? '', req.url as string, req.headers.host, req.headers, start, true);
     if (r instanceof Reservation) {
-      new ForwardRequest(req, res, this, r.backend, r.permit, start).dispatch();
+      new UndiciExchange(req, res, this, r.backend, r.permit, start).dispatch();
       return;
     }
     req.resume();
@@ -270,7 +265,7 @@ export class HttpListener implements ForwardSite {
       return;
     }
     if (r instanceof Refusal) {
-      const status = rawMadeUp(socket, r.error, r.detail, r.retryAfterS > 0 ? ['retry-after', String(r.retryAfterS)] : []);
+      const status = rawMadeUp(socket, r.error, r.detail, r.retryAfterS > 0 ? `retry-after: ${r.retryAfterS}\r\n` : '');
       r.backend?.stats.count(status);
       return;
     }
@@ -282,9 +277,5 @@ export class HttpListener implements ForwardSite {
 }
 
 function rawBadRequest(socket: Duplex, detail: string): void {
-  const body = `400 bad-request: ${detail}\n`;
-  if (socket.writable)
-    socket.end(
-      `HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-shoal-error: bad-request\r\nconnection: close\r\n\r\n${body}`,
-    );
+  if (socket.writable) socket.end(madeUpHead('bad-request', detail, true), 'latin1');
 }

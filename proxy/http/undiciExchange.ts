@@ -16,15 +16,16 @@ import { disarm, TryDeadline, type DeadlineHolder, type DeadlineQueue } from '..
 import { clientOf, type ClientConnection } from './h1/clientConnection.ts';
 import { Failure, retryAllowed } from '../l7/retry.ts';
 import type { Permit } from '../cluster/permit.ts';
-import { classify, connectionListed, Hop } from './hopByHop.ts';
-import { nextRequestId } from './requestId.ts';
+import { classify, connectionListed, Hop } from '../l7/hopByHop.ts';
+import { nextRequestId } from '../l7/requestId.ts';
 import { forwardedClientCert } from '../tls/meshTls.ts';
-import { sendMadeUp, upstreamError, type ShoalError } from './madeUpResponse.ts';
-import type { RouteBackend } from './routeTable.ts';
+import { sendMadeUp, upstreamError, type ShoalError } from '../l7/madeUpResponse.ts';
+import type { RouteBackend } from '../l7/routeTable.ts';
 import { setTraceparent, tracer, type RequestTrace } from '../tracing/tracer.ts';
 import { rewriteAuthority, rewriteTarget, sampled } from '../l7/routeFilters.ts';
 import { BodyCopy, mirrorH1 } from '../l7/mirror.ts';
-import type { MirrorTarget } from './routeTable.ts';
+import type { MirrorTarget } from '../l7/routeTable.ts';
+import { undiciPoolOf } from './undiciPool.ts';
 
 /** What a request needs to know about the listener it came in on. */
 export interface ForwardSite {
@@ -40,11 +41,11 @@ export interface ForwardSite {
 }
 
 const FORWARD = Symbol('shoal.forward');
-type TaggedResponse = ServerResponse & { [FORWARD]?: ForwardRequest | null };
-type TaggedRequest = IncomingMessage & { [FORWARD]?: ForwardRequest | null };
+type TaggedResponse = ServerResponse & { [FORWARD]?: UndiciExchange | null };
+type TaggedRequest = IncomingMessage & { [FORWARD]?: UndiciExchange | null };
 // The last request forwarded from a downstream connection: the next one waits for its turn.
 const LAST = Symbol('shoal.forward.last');
-type TaggedSocket = Socket & { [LAST]?: ForwardRequest | null };
+type TaggedSocket = Socket & { [LAST]?: UndiciExchange | null };
 
 function onResponseDrain(this: TaggedResponse): void {
   this[FORWARD]?.controller?.resume();
@@ -68,7 +69,7 @@ function onBodyIdle(this: TaggedRequest): void {
 }
 
 /** The body has not arrived whole within bodyReceiveMs of the request (a byte at a time keeps the idle timer quiet). */
-function onReceiveDeadline(f: ForwardRequest): void {
+function onReceiveDeadline(f: UndiciExchange): void {
   f.receiveDeadline();
 }
 
@@ -76,11 +77,11 @@ function onBodyEnd(this: TaggedRequest): void {
   this[FORWARD]?.bodyDone();
 }
 
-function takeTurn(f: ForwardRequest): void {
+function takeTurn(f: UndiciExchange): void {
   f.takeTurn();
 }
 
-function onBackoffOver(f: ForwardRequest): void {
+function onBackoffOver(f: UndiciExchange): void {
   f.backoffOver();
 }
 
@@ -216,7 +217,7 @@ function connectFailure(err: Error & { code?: string }): boolean {
   }
 }
 
-export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolder {
+export class UndiciExchange implements Dispatcher.DispatchHandler, DeadlineHolder {
   readonly req: TaggedRequest;
   readonly res: TaggedResponse;
   readonly site: ForwardSite;
@@ -247,7 +248,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
   /** The downstream connection (req.socket may be detached later). */
   private sock: TaggedSocket | null = null;
   /** The request pipelined after this one on the same connection, waiting for this one to finish. */
-  private nextInLine: ForwardRequest | null = null;
+  private nextInLine: UndiciExchange | null = null;
   /** Waiting for the request before it on the connection to finish: not sent yet. */
   private waiting = false;
   /** Finished and handed the connection's turn on. */
@@ -394,7 +395,7 @@ export class ForwardRequest implements Dispatcher.DispatchHandler, DeadlineHolde
         return;
       }
     }
-    this.endpoint.http().dispatch(
+    undiciPoolOf(this.endpoint).dispatch(
       {
         method: this.req.method as Dispatcher.HttpMethod,
         path: this.target,

@@ -6,12 +6,13 @@ import type { Dispatcher } from 'undici';
 import type { Socket } from 'node:net';
 import type { Endpoint } from '../cluster/endpoint.ts';
 import { clientOf } from './h1/clientConnection.ts';
-import { downstreamHeaders, upstreamHeaders, type ForwardSite } from './forward.ts';
+import { downstreamHeaders, upstreamHeaders, type ForwardSite } from './undiciExchange.ts';
 import { setTraceparent, tracer, type RequestTrace } from '../tracing/tracer.ts';
-import { ERROR_STATUS, upstreamError, type ShoalError } from './madeUpResponse.ts';
+import { ERROR_STATUS, madeUpHead, upstreamError, type ShoalError } from '../l7/madeUpResponse.ts';
 import { rewriteAuthority, rewriteTarget } from '../l7/routeFilters.ts';
-import type { RouteBackend } from './routeTable.ts';
+import type { RouteBackend } from '../l7/routeTable.ts';
 import type { Permit } from '../cluster/permit.ts';
+import { undiciPoolOf } from './undiciPool.ts';
 
 function head(status: number, message: string, headers: string[]): string {
   let s = `HTTP/1.1 ${status} ${message}\r\n`;
@@ -19,26 +20,10 @@ function head(status: number, message: string, headers: string[]): string {
   return `${s}\r\n`;
 }
 
-/** Writes a made-up response on a raw socket (upgrade requests have no ServerResponse) and closes it. */
-export function rawMadeUp(socket: Duplex, error: ShoalError, detail: string, extra: string[] = []): number {
-  const status = ERROR_STATUS[error];
-  const body = `${status} ${error}: ${detail}\n`;
-  if (socket.writable) {
-    socket.end(
-      head(status, error, [
-        'content-type',
-        'text/plain; charset=utf-8',
-        'content-length',
-        String(Buffer.byteLength(body)),
-        'x-shoal-error',
-        error,
-        ...extra,
-        'connection',
-        'close',
-      ]) + body,
-    );
-  }
-  return status;
+/** Writes a made-up response on a raw socket (upgrade requests have no ServerResponse) and closes it; extra: more header lines, each ending in CRLF. */
+export function rawMadeUp(socket: Duplex, error: ShoalError, detail: string, extra = ''): number {
+  if (socket.writable) socket.end(madeUpHead(error, detail, true, extra), 'latin1');
+  return ERROR_STATUS[error];
 }
 
 function destroyPeer(this: Duplex & { peer?: Duplex }): void {
@@ -98,7 +83,7 @@ export class UpgradeRequest implements Dispatcher.DispatchHandler {
     if (tracer !== null && (this.trace = tracer.beginRaw(this.req.rawHeaders, this.start, this.site, false)) !== null)
       setTraceparent(headers, this.trace);
     this.socket.on('error', destroyPeer);
-    this.endpoint.http().dispatch(
+    undiciPoolOf(this.endpoint).dispatch(
       {
         method: this.req.method as Dispatcher.HttpMethod,
         path: target,

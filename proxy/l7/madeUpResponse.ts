@@ -70,3 +70,28 @@ export function upstreamError(err: Error & { code?: string }): ShoalError {
       return 'upstream-reset';
   }
 }
+
+const REASONS: Record<number, string> = {
+  200: 'OK',
+  204: 'No Content',
+  301: 'Moved Permanently',
+  302: 'Found',
+  303: 'See Other',
+  304: 'Not Modified',
+  307: 'Temporary Redirect',
+  308: 'Permanent Redirect',
+  400: 'Bad Request',
+  404: 'Not Found',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+/** A complete made-up HTTP/1.1 response as one string (the fast path, raw sockets); extra: more header lines, each ending in CRLF. */
+export function madeUpHead(error: ShoalError, detail: string, close: boolean, extra = ''): string {
+  const status = ERROR_STATUS[error];
+  const body = `${status} ${error}: ${detail}\n`;
+  return `HTTP/1.1 ${status} ${REASONS[status] ?? error}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-shoal-error: ${error}\r\n${extra}${close ? 'connection: close\r\n' : ''}\r\n${body}`;
+}

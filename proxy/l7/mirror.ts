@@ -10,6 +10,7 @@ import type { Cluster } from '../cluster/cluster.ts';
 import { Permit, PermitKind } from '../cluster/permit.ts';
 import { sessionsOf, type EndpointSessions } from '../h2/endpointSessions.ts';
 import { MIRROR_BODY_LIMIT } from './routeFilters.ts';
+import { undiciPoolOf } from '../http/undiciPool.ts';
 
 /** Mirror requests sent, failed (error or no endpoint), skipped (body over the limit): for tests and shoal get. */
 export const mirrorStats = { sent: 0, failed: 0, skipped: 0 };
@@ -67,7 +68,7 @@ export function mirrorH1(
   mirrorStats.sent++;
   const h = new DropHandler(permit);
   try {
-    ep.http().dispatch(
+    undiciPoolOf(ep).dispatch(
       {
         method: method as Dispatcher.HttpMethod,
         path: target,

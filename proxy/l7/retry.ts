@@ -11,7 +11,7 @@
 // What answer is retriable: the route's retry codes (Gateway API HTTPRouteRetry), else 502, 503 and
 // 504; for gRPC, grpc-status UNAVAILABLE.
 import type { Permit } from '../cluster/permit.ts';
-import type { RouteBackend } from '../http/routeTable.ts';
+import type { RouteBackend } from './routeTable.ts';
 
 /** Why an attempt failed: what the retry rule and the metrics look at. */
 export const Failure = { ConnectFailure: 0, ConnectTimeout: 1, RequestTimeout: 2, Reset: 3, Answer: 4 } as const;

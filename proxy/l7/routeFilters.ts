@@ -1,6 +1,6 @@
 // Gateway API route filters (HTTPRoute/GRPCRoute rules in the snapshot, shared/snapshot.ts Route), compiled
 // once per snapshot and executed the same way by every L7 path: the HTTP/1.1 fast path (proxy/http/h1), node:http
-// with undici (proxy/http/forward.ts, upgrade.ts) and HTTP/2 / gRPC (proxy/h2). Protocol-neutral on purpose:
+// with undici (proxy/http/undiciExchange.ts, upgrade.ts) and HTTP/2 / gRPC (proxy/h2). Protocol-neutral on purpose:
 // header lists are flat [name, value, name, value, ...] arrays or plain records, paths are strings.
 import type { HeaderModifier, Mirror, PathModifier, RequestRedirect, Route, UrlRewrite } from '../../shared/snapshot.ts';
 

@@ -10,7 +10,7 @@ import type { Cluster } from '../cluster/cluster.ts';
 import type { ClusterSet } from '../cluster/clusterSet.ts';
 import type { LatencyStats, ProxyMetrics, RequestStats } from '../metrics.ts';
 import { deadlineQueue, type DeadlineQueue } from '../policy/deadlines.ts';
-import { CompiledHeaderModifier, queryParam, unsafeFilters } from '../l7/routeFilters.ts';
+import { CompiledHeaderModifier, queryParam, unsafeFilters } from './routeFilters.ts';
 
 /** One weighted backend of a route: where requests go, and where they are counted. */
 export class RouteBackend {

@@ -7,7 +7,7 @@ import type { AccessLog } from '../accessLog.ts';
 import type { ClusterSet } from '../cluster/clusterSet.ts';
 import { H2Listener } from '../h2/h2Listener.ts';
 import { HttpListener } from '../http/httpListener.ts';
-import { RouteTable } from '../http/routeTable.ts';
+import { RouteTable } from '../l7/routeTable.ts';
 import type { ProxyMetrics } from '../metrics.ts';
 import { TcpListener, TcpRoute } from '../tcp/tcpListener.ts';
 import { bindFailure } from './bindConflict.ts';

@@ -3,7 +3,6 @@
 import type { Logger } from '../../shared/log.ts';
 import type { Snapshot } from '../../shared/snapshot.ts';
 import type { ClusterSet } from '../cluster/clusterSet.ts';
-import { retireRemovedH2Endpoints } from '../h2/endpointSessions.ts';
 import { inboundClusters, inboundSpecs } from './inboundSpecs.ts';
 import type { ListenerSet } from './listenerSet.ts';
 import type { MeshTls } from '../tls/meshTls.ts';
@@ -38,8 +37,7 @@ export class SnapshotApplier {
     const previous = this.current;
     await this.meshTls?.apply(snap);
     this.clusters.apply([...snap.clusters, ...inboundClusters(snap)]);
-    // HTTP/2 streams to endpoints that just left get the drain period, then UNAVAILABLE.
-    retireRemovedH2Endpoints();
+    // Endpoints that just left retire their pools (Endpoint.retire): HTTP/2 streams to them get the drain period, then UNAVAILABLE.
     const specs = [...outboundSpecs(snap), ...inboundSpecs(snap, this.inboundAddress)];
     // Two entries on one address:port would fight over the bind; the first wins, the rest is reported.
     const seen = new Set<string>();

@@ -4,11 +4,11 @@
 import type { Socket } from 'node:net';
 import type { HttpListener } from '../httpListener.ts';
 import type { Cluster } from '../../cluster/cluster.ts';
-import { Exchange, madeUpHead } from './exchange.ts';
+import { Exchange } from './exchange.ts';
 import { parseRequestHead, type RequestHead } from './requestHead.ts';
 import { peerOf } from '../../tls/meshTls.ts';
 import { admit, overloadedDetail, Refusal, Reservation } from '../../l7/admission.ts';
-import { ERROR_STATUS } from '../madeUpResponse.ts';
+import { ERROR_STATUS, madeUpHead } from '../../l7/madeUpResponse.ts';
 import { REDIRECT_REASON, redirectLocation } from '../../l7/routeFilters.ts';
 
 const MAX_HEAD = 16 * 1024;

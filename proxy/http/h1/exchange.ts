@@ -6,16 +6,16 @@
 // route allows), within MaxActiveRetries and the cluster's retry budget, and outlier reports.
 import type { Endpoint } from '../../cluster/endpoint.ts';
 import { disarm, TryDeadline, type DeadlineHolder, type DeadlineQueue } from '../../policy/deadlines.ts';
-import { classify, Hop } from '../hopByHop.ts';
-import { ERROR_STATUS, type ShoalError } from '../madeUpResponse.ts';
-import { nextRequestId } from '../requestId.ts';
+import { classify, Hop } from '../../l7/hopByHop.ts';
+import { ERROR_STATUS, madeUpHead, type ShoalError } from '../../l7/madeUpResponse.ts';
+import { nextRequestId } from '../../l7/requestId.ts';
 import { forwardedClientCert } from '../../tls/meshTls.ts';
-import type { RouteBackend } from '../routeTable.ts';
+import type { RouteBackend } from '../../l7/routeTable.ts';
 import { ChunkedScanner } from './chunkedScanner.ts';
 import { Framing, incompleteHeadError, parseResponseHead } from './responseHead.ts';
 import type { ClientConnection } from './clientConnection.ts';
 import type { RequestHead } from './requestHead.ts';
-import type { UpstreamConnection, UpstreamUser } from './upstreamPool.ts';
+import { rawPoolOf, type UpstreamConnection, type UpstreamUser } from './upstreamPool.ts';
 import { tracer, type RequestTrace } from '../../tracing/tracer.ts';
 import { rewriteAuthority, rewriteTarget, sampled } from '../../l7/routeFilters.ts';
 import { mirrorH1 } from '../../l7/mirror.ts';
@@ -31,31 +31,6 @@ const BODY_NONE = Framing.None;
 const BODY_LENGTH = Framing.Length;
 const BODY_CHUNKED = Framing.Chunked;
 const BODY_UNTIL_CLOSE = Framing.UntilClose;
-
-const REASONS: Record<number, string> = {
-  200: 'OK',
-  204: 'No Content',
-  301: 'Moved Permanently',
-  302: 'Found',
-  303: 'See Other',
-  304: 'Not Modified',
-  307: 'Temporary Redirect',
-  308: 'Permanent Redirect',
-  400: 'Bad Request',
-  404: 'Not Found',
-  429: 'Too Many Requests',
-  500: 'Internal Server Error',
-  502: 'Bad Gateway',
-  503: 'Service Unavailable',
-  504: 'Gateway Timeout',
-};
-
-/** A complete made-up response as one string; extra: more header lines, each ending in CRLF. */
-export function madeUpHead(error: ShoalError, detail: string, close: boolean, extra = ''): string {
-  const status = ERROR_STATUS[error];
-  const body = `${status} ${error}: ${detail}\n`;
-  return `HTTP/1.1 ${status} ${REASONS[status] ?? error}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-shoal-error: ${error}\r\n${extra}${close ? 'connection: close\r\n' : ''}\r\n${body}`;
-}
 
 export class Exchange implements UpstreamUser, DeadlineHolder {
   readonly client: ClientConnection;
@@ -117,7 +92,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
 
   private acquire(): void {
     this.queued = true;
-    if (this.endpoint.rawPool().acquire(this, false)) return;
+    if (rawPoolOf(this.endpoint).acquire(this, false)) return;
     this.queued = false;
     disarm(this);
     this.fail(
@@ -511,7 +486,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
     if (!this.gotBytes && !timedOut && conn.uses > 0 && !this.retried) {
       this.retried = true;
       this.headBuf = null;
-      this.endpoint.rawPool().acquire(this, true);
+      rawPoolOf(this.endpoint).acquire(this, true);
       return;
     }
     const detail = `${this.backend.cluster.name} ${this.endpoint.key}: ${error?.message ?? (timedOut ? 'timed out' : 'connection closed before a response')}`;
@@ -559,7 +534,7 @@ export class Exchange implements UpstreamUser, DeadlineHolder {
       conn.user = null;
       conn.socket.destroy();
     } else if (this.queued) {
-      this.endpoint.rawPool().cancel(this);
+      rawPoolOf(this.endpoint).cancel(this);
     }
     this.queued = false;
     return conn;

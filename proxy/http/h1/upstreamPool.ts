@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 import { meshConnect } from '../../tls/meshTls.ts';
 import type { ClusterPolicy } from '../../../shared/snapshot.ts';
 import type { Permit } from '../../cluster/permit.ts';
+import type { Endpoint, EndpointPool } from '../../cluster/endpoint.ts';
 
 /** What a connection reports to the exchange using it. */
 export interface UpstreamUser {
@@ -103,7 +104,7 @@ export class UpstreamConnection {
   }
 }
 
-export class UpstreamPool {
+export class UpstreamPool implements EndpointPool {
   private readonly host: string;
   private readonly port: number;
   readonly policy: ClusterPolicy;
@@ -207,6 +208,16 @@ export class UpstreamPool {
     }
   }
 
+  /** The endpoint left its cluster: idle connections close now, busy ones when their exchange ends. */
+  retire(): void {
+    this.close();
+  }
+
+  /** As retire: an exchange in flight ends with its own connection. */
+  destroy(): void {
+    this.close();
+  }
+
   /** Idle connections close now; busy ones when their exchange ends. */
   close(): void {
     this.closing = true;
@@ -218,4 +229,15 @@ export class UpstreamPool {
   get busy(): number {
     return this.total - this.idle.length;
   }
+}
+
+const RAW = Symbol('shoal.pool.h1');
+
+function make(e: Endpoint): UpstreamPool {
+  return new UpstreamPool(e.address, e.port, e.policy);
+}
+
+/** The fast path's keep-alive connections to this endpoint, made on first use. */
+export function rawPoolOf(e: Endpoint): UpstreamPool {
+  return e.pool(RAW, make);
 }

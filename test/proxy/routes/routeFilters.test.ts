@@ -1,6 +1,6 @@
 // The protocol-neutral pieces of Gateway API filters (proxy/l7/routeFilters.ts), on their own.
 import t from 'tap';
-import { literalStart } from '../../../proxy/http/routeTable.ts';
+import { literalStart } from '../../../proxy/l7/routeTable.ts';
 import {
   CompiledHeaderModifier,
   modifyPath,

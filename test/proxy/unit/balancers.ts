@@ -9,6 +9,7 @@ import { RoundRobinBalancer } from '../../../proxy/balance/roundRobin.ts';
 import { localityOf, localityTiers, OTHER_ZONE, SAME_NODE, SAME_ZONE, UNKNOWN_LOCALITY } from '../../../proxy/balance/locality.ts';
 import { createBalancer } from '../../../proxy/balance/createBalancer.ts';
 import type { Endpoint } from '../../../proxy/cluster/endpoint.ts';
+import type { Pickable } from '../../../proxy/balance/balancer.ts';
 import { countPicks, endpoint, endpoints } from './fakes.ts';
 import { withSeed } from './manualClock.ts';
 
@@ -137,7 +138,7 @@ t.test('least request under load: requests in flight even out in proportion to w
   withSeed(4, () => {
     // Each pick adds a request in flight; the oldest completes once 40 are in flight (same latency everywhere).
     const eps = [endpoint('w1', { weight: 1 }), endpoint('w3', { weight: 3 })];
-    const b = new P2cBalancer();
+    const b = new P2cBalancer<Endpoint>();
     b.update(eps);
     const inFlight: Endpoint[] = [];
     const counts = new Map<string, number>();
@@ -155,7 +156,7 @@ t.test('least request under load: requests in flight even out in proportion to w
 });
 
 /** The endpoint each of n keys maps to. */
-function mapKeys(b: RingHashBalancer, n: number): string[] {
+function mapKeys(b: RingHashBalancer<Pickable>, n: number): string[] {
   return Array.from({ length: n }, (_, i) => b.pick(`user-${i}`)!.key);
 }
 

@@ -1,5 +1,6 @@
 // Stand-ins for what the balancers and the outlier detector read of an endpoint and a cluster: plain
 // objects with the same fields, so these tests load no pools, sockets or metrics registry.
+import type { Pickable } from '../../../proxy/balance/balancer.ts';
 import type { Endpoint } from '../../../proxy/cluster/endpoint.ts';
 import type { OutlierHost } from '../../../proxy/policy/outlierDetector.ts';
 import type { ClusterPolicy } from '../../../shared/snapshot.ts';
@@ -40,7 +41,7 @@ export function endpoints(n: number, init: FakeEndpointInit = {}): Endpoint[] {
 }
 
 /** Picks n times and counts the picks by endpoint key. */
-export function countPicks(pick: () => Endpoint | null, n: number): Map<string, number> {
+export function countPicks(pick: () => Pickable | null, n: number): Map<string, number> {
   const out = new Map<string, number>();
   for (let i = 0; i < n; i++) {
     const e = pick();
