@@ -7,11 +7,16 @@
 // each taking the next few from a shared counter, so the kernel work runs on several cores and a
 // thread that gets less CPU (the machine is busy) simply writes fewer.
 //
-// Safety rests on three rules, each checked by the caller (sendPrebuiltAll):
+// A change that rebuilds many apps hands the answers out in jobs as the apps are built (post), so
+// the writers answer the first apps' waiters while the event loop still builds the next ones, and
+// joins them all at the end (join): the event loop writes what is left of every job, then waits.
+//
+// Safety rests on three rules, each checked by the caller (sendPrebuiltEach, AnswerBatches):
 //  - only an idle plain-TCP socket is handed over: no TLS, nothing queued in Node's or libuv's
 //    write queue, so bytes written behind libuv's back cannot be reordered;
-//  - the event loop waits (Atomics.wait) until the writers are done before it returns, so no
-//    socket can be closed and its descriptor reused while a writer holds it;
+//  - the event loop waits (Atomics.wait) until the writers are done with every job it posted
+//    before it returns to its loop, so no socket can be closed and its descriptor reused while a
+//    writer holds it;
 //  - whatever a writer could not write (a full socket buffer: EAGAIN, or a short write) is written
 //    by the event loop afterwards through the socket as usual; any other error destroys the socket.
 import { writeSync } from 'node:fs';
@@ -20,19 +25,24 @@ import { Worker } from 'node:worker_threads';
 /**
  * The writer's code: CommonJS, evaluated, so it runs the same from sources and from dist/. It
  * takes writeShare's own text (its types are already gone: stripped by Node or emitted away by tsc).
- * ctl[0]: 1 once the job is done; ctl[1]: how many answers this writer wrote in it.
+ * Each job carries its own flags (several jobs can be outstanding; a writer runs them in order):
+ * done[2 * slot]: 1 once this writer is done with the job; done[2 * slot + 1]: how many answers it
+ * wrote in it. A `stallMs` message makes the writer stop for that long (tests: a writer that hangs).
  */
 const WRITER = `
-const { parentPort, workerData } = require('node:worker_threads');
+const { parentPort } = require('node:worker_threads');
 const { writeSync } = require('node:fs');
-const ctl = new Int32Array(workerData.ctl);
 ${writeShare.toString()}
 parentPort.on('message', (m) => {
-  Atomics.store(ctl, 1, writeShare(m.fds, m.wire, m.out, m.next, m.chunk, m.spans));
-  Atomics.store(ctl, 0, 1);
-  Atomics.notify(ctl, 0);
+  if (m.stallMs) return void Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, m.stallMs);
+  Atomics.store(m.done, 2 * m.slot + 1, writeShare(m.fds, m.wire, m.out, m.next, m.chunk, m.spans));
+  Atomics.store(m.done, 2 * m.slot, 1);
+  Atomics.notify(m.done, 2 * m.slot);
 });
 `;
+
+/** How long the event loop waits for the writers at a join before it drops the ones not done. */
+const HANG_MS = 1000;
 
 /** out[i] before anyone wrote to fds[i]. */
 export const UNWRITTEN = -2;
@@ -72,9 +82,21 @@ export function writeShare(
   }
 }
 
+/** A job handed to the writers (post), until it is joined (join). */
+export interface FanOutJob {
+  wire: Uint8Array;
+  fds: Int32Array;
+  out: Int32Array;
+  spans: Int32Array | undefined;
+  /** The shared claim counter. */
+  next: Int32Array;
+  /** Per writer of the job (its slot): done flag and count, see WRITER. */
+  done: Int32Array;
+  writers: Writer[];
+}
+
 interface Writer {
   worker: Worker;
-  ctl: Int32Array;
   /** Running its code (the 'online' event): before that a job would wait for the thread to boot. */
   online: boolean;
 }
@@ -95,14 +117,12 @@ export class FanOutWriters {
     if (this.started) return;
     this.started = true;
     for (let i = 0; i < this.wanted; i++) {
-      const shared = new SharedArrayBuffer(8);
       const worker = new Worker(WRITER, {
         eval: true,
-        workerData: { ctl: shared },
         resourceLimits: { maxOldGenerationSizeMb: 8, maxYoungGenerationSizeMb: 1 },
       });
       worker.unref();
-      const writer: Writer = { worker, ctl: new Int32Array(shared), online: false };
+      const writer: Writer = { worker, online: false };
       worker.once('online', () => (writer.online = true));
       // A writer that fails leaves the pool; the event loop writes its share itself from then on.
       worker.once('exit', () => void this.drop(writer));
@@ -142,20 +162,56 @@ export class FanOutWriters {
    * own part of wire; wire and spans are then shared memory too.
    */
   run(wire: Uint8Array, fds: Int32Array, out: Int32Array, eventLoopWrites = true, spans?: Int32Array): { unfinished?: Promise<void> } {
-    const next = new Int32Array(new SharedArrayBuffer(4));
+    return this.join([this.post(wire, fds, out, spans)], eventLoopWrites);
+  }
+
+  /**
+   * Hands a job (as run() takes it) to the ready writers and returns at once: they start writing
+   * while the event loop goes on. Every job posted must be joined (join) before the event loop
+   * returns to its loop, and none of its sockets touched meanwhile.
+   */
+  post(wire: Uint8Array, fds: Int32Array, out: Int32Array, spans?: Int32Array): FanOutJob {
     const writers = this.writers.filter((w) => w.online);
-    for (const w of writers) {
-      Atomics.store(w.ctl, 0, 0);
-      w.worker.postMessage({ fds, out, wire, next, chunk: CHUNK, spans });
-    }
-    if (eventLoopWrites) writeShare(fds, wire, out, next, CHUNK, spans);
+    const job: FanOutJob = {
+      wire,
+      fds,
+      out,
+      spans,
+      next: new Int32Array(new SharedArrayBuffer(4)),
+      done: new Int32Array(new SharedArrayBuffer(Math.max(1, writers.length) * 8)),
+      writers,
+    };
+    writers.forEach((w, slot) => w.worker.postMessage({ fds, out, wire, next: job.next, chunk: CHUNK, spans, done: job.done, slot }));
+    return job;
+  }
+
+  /**
+   * Finishes the jobs posted: the event loop writes what is left of each (unless
+   * `eventLoopWrites: false`), then waits for the writers, a second in all at most: a writer not
+   * done by then leaves the pool, and `unfinished` (see run) resolves once it is gone.
+   */
+  join(jobs: FanOutJob[], eventLoopWrites = true): { unfinished?: Promise<void> } {
+    // First every job's counter runs out, so a writer late to a job finds nothing left to claim.
+    if (eventLoopWrites) for (const job of jobs) writeShare(job.fds, job.wire, job.out, job.next, CHUNK, job.spans);
+    const deadline = performance.now() + HANG_MS;
+    const hung = new Set<Writer>();
     const gone: Promise<void>[] = [];
-    for (const w of writers) {
-      // A writer that hangs must not hang discover: a second at most, then it leaves the pool.
-      if (Atomics.wait(w.ctl, 0, 0, 1000) === 'timed-out') gone.push(this.drop(w));
-      else this.writerWrites += Atomics.load(w.ctl, 1);
-    }
+    for (const job of jobs)
+      job.writers.forEach((w, slot) => {
+        // A writer not done with an earlier job has not started this one (it runs them in order).
+        if (hung.has(w)) return;
+        // A writer that hangs must not hang discover: a second at most, then it leaves the pool.
+        if (Atomics.wait(job.done, 2 * slot, 0, Math.max(0, deadline - performance.now())) === 'timed-out') {
+          hung.add(w);
+          gone.push(this.drop(w));
+        } else this.writerWrites += Atomics.load(job.done, 2 * slot + 1);
+      });
     return gone.length ? { unfinished: Promise.all(gone).then(() => {}) } : {};
+  }
+
+  /** Tests: every writer stops for `ms` before its next job, as a writer that hangs would. */
+  stallForTest(ms: number): void {
+    for (const w of this.writers) w.worker.postMessage({ stallMs: ms });
   }
 
   async close(): Promise<void> {

@@ -5,7 +5,7 @@
 // it had sent them, so keep-alive, pipelining and 'finish' bookkeeping stay Node's own.
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { UNWRITTEN, type FanOutWriters } from './fanOut.ts';
+import { UNWRITTEN, type FanOutJob, type FanOutWriters } from './fanOut.ts';
 
 export interface Prebuilt {
   status: number;
@@ -93,45 +93,72 @@ export function sendPrebuiltAll(list: ServerResponse[], p: Prebuilt, fanOut?: Fa
  * even when each app has only a few. list[i] gets answers[i].
  */
 export function sendPrebuiltEach(list: ServerResponse[], answers: Prebuilt[], fanOut?: FanOutWriters): void {
+  const batches: Batch[] = [];
+  if (fanOut !== undefined && fanOut.threads > 0 && list.length >= FAN_OUT_MIN)
+    batches.push(postBatch(list, answers, 0, list.length, fanOut));
+  finishAnswers(list, answers, batches, fanOut);
+}
+
+/** Waiters whose answers were handed to the writer threads (fanOut.ts post). */
+interface Batch {
+  /** The waiters handed over (indexes into list), in the job's order. */
+  idx: number[];
+  job: FanOutJob | undefined;
+}
+
+/** Hands the idle plain-TCP sockets among list[from, to) to the writers, without waiting for them. */
+function postBatch(list: ServerResponse[], answers: Prebuilt[], from: number, to: number, fanOut: FanOutWriters): Batch {
+  const idx: number[] = [];
+  const fdList: number[] = [];
+  for (let i = from; i < to; i++) {
+    const res = list[i];
+    if (res.destroyed || !canWriteWire(res)) continue;
+    const fd = idleFd(res.socket!);
+    if (fd < 0) continue;
+    idx.push(i);
+    fdList.push(fd);
+  }
+  if (idx.length === 0) return { idx, job: undefined };
+  const fds = new Int32Array(new SharedArrayBuffer(fdList.length * 4));
+  fds.set(fdList);
+  const out = new Int32Array(new SharedArrayBuffer(fdList.length * 4)).fill(UNWRITTEN);
+  let wire: Uint8Array = answers[idx[0]].wire;
+  let spans: Int32Array | undefined;
+  if (idx.some((i) => answers[i] !== answers[idx[0]])) {
+    // Several answers: each distinct one copied once into shared memory, and a span per descriptor.
+    const at = new Map<Prebuilt, number>();
+    let size = 0;
+    for (const i of idx)
+      if (!at.has(answers[i])) {
+        at.set(answers[i], size);
+        size += answers[i].wire.length;
+      }
+    const shared = new Uint8Array(new SharedArrayBuffer(size));
+    for (const [a, offset] of at) shared.set(a.wire, offset);
+    wire = shared;
+    spans = new Int32Array(new SharedArrayBuffer(idx.length * 8));
+    for (let k = 0; k < idx.length; k++) {
+      spans[2 * k] = at.get(answers[idx[k]])!;
+      spans[2 * k + 1] = answers[idx[k]].wire.length;
+    }
+  }
+  return { idx, job: fanOut.post(wire, fds, out, spans) };
+}
+
+/**
+ * Joins the batches handed to the writers (the event loop writes what is left of each, then waits
+ * for the writers), finishes what they could not write, writes every other waiter's answer, and
+ * only then lets ServerResponse finish each one (its end() and 'finish' bookkeeping costs about as
+ * much as the write, so every answer leaves first).
+ */
+function finishAnswers(list: ServerResponse[], answers: Prebuilt[], batches: Batch[], fanOut: FanOutWriters | undefined): void {
   // Per waiter: 0 not yet written, 1 written (end() finishes it), 2 left alone (closed later).
   const state = new Uint8Array(list.length);
-  const threads = fanOut?.threads ?? 0;
-  if (threads > 0 && list.length >= FAN_OUT_MIN) {
-    // The idle plain-TCP sockets among them, written by this thread and the writers together.
-    const idx: number[] = [];
-    const fdList: number[] = [];
-    for (let i = 0; i < list.length; i++) {
-      const res = list[i];
-      if (res.destroyed || !canWriteWire(res)) continue;
-      const fd = idleFd(res.socket!);
-      if (fd < 0) continue;
-      idx.push(i);
-      fdList.push(fd);
-    }
-    const fds = new Int32Array(new SharedArrayBuffer(fdList.length * 4));
-    fds.set(fdList);
-    const out = new Int32Array(new SharedArrayBuffer(fdList.length * 4)).fill(UNWRITTEN);
-    let wire: Uint8Array = answers[0]?.wire;
-    let spans: Int32Array | undefined;
-    if (idx.some((i) => answers[i] !== answers[idx[0]])) {
-      // Several answers: each distinct one copied once into shared memory, and a span per descriptor.
-      const at = new Map<Prebuilt, number>();
-      let size = 0;
-      for (const i of idx)
-        if (!at.has(answers[i])) {
-          at.set(answers[i], size);
-          size += answers[i].wire.length;
-        }
-      const shared = new Uint8Array(new SharedArrayBuffer(size));
-      for (const [a, offset] of at) shared.set(a.wire, offset);
-      wire = shared;
-      spans = new Int32Array(new SharedArrayBuffer(idx.length * 8));
-      for (let k = 0; k < idx.length; k++) {
-        spans[2 * k] = at.get(answers[idx[k]])!;
-        spans[2 * k + 1] = answers[idx[k]].wire.length;
-      }
-    } else if (idx.length > 0) wire = answers[idx[0]].wire;
-    const { unfinished } = fdList.length > 0 ? fanOut!.run(wire, fds, out, true, spans) : {};
+  const jobs = batches.flatMap((b) => (b.job ? [b.job] : []));
+  const { unfinished } = jobs.length > 0 ? fanOut!.join(jobs) : {};
+  for (const { idx, job } of batches) {
+    if (!job) continue;
+    const out = job.out;
     for (let k = 0; k < out.length; k++) {
       const i = idx[k];
       const res = list[i];
@@ -162,5 +189,67 @@ export function sendPrebuiltEach(list: ServerResponse[], answers: Prebuilt[], fa
     const res = list[i];
     if (state[i] === 1) res.end();
     else if (state[i] === 0 && !res.destroyed) sendPrebuilt(res, answers[i]);
+  }
+}
+
+/** Waiters gathered before a batch of theirs goes to the writer threads (AnswerBatches). */
+export const FAN_OUT_BATCH = FAN_OUT_MIN;
+
+/**
+ * The answers of one change that rebuilds many apps, handed to the writer threads in batches as
+ * the apps are built: the writers answer the first apps' waiters while the event loop builds the
+ * next ones, instead of every answer waiting for the last app. finish() joins them all and answers
+ * the rest exactly as sendPrebuiltEach does; it must run before the event loop returns to its loop
+ * (also when the build throws), or a socket could be closed while a writer holds its descriptor.
+ * Below FAN_OUT_BATCH waiters in all (at least FAN_OUT_MIN), or without writers online, nothing
+ * goes early and finish() is sendPrebuiltEach. Between add() and finish() nothing may write to or
+ * close the waiters' sockets (apply() runs synchronously, so nothing else can).
+ */
+export class AnswerBatches {
+  readonly list: ServerResponse[] = [];
+  readonly answers: Prebuilt[] = [];
+  private readonly fanOut: FanOutWriters | undefined;
+  private readonly batchSize: number;
+  private readonly batches: Batch[] = [];
+  /** list[0, posted) is handed out. */
+  private posted = 0;
+  private finished = false;
+
+  constructor(fanOut: FanOutWriters | undefined, batchSize = FAN_OUT_BATCH) {
+    this.fanOut = fanOut;
+    this.batchSize = Math.max(FAN_OUT_MIN, batchSize);
+  }
+
+  get size(): number {
+    return this.list.length;
+  }
+
+  /** How many batches went to the writers early (before finish). */
+  get early(): number {
+    return this.batches.length;
+  }
+
+  add(res: ServerResponse, answer: Prebuilt): void {
+    if (this.finished) throw new Error('AnswerBatches: add() after finish()');
+    this.list.push(res);
+    this.answers.push(answer);
+  }
+
+  /** Hands the waiters added since the last batch to the writers if they are enough for one. */
+  flush(): void {
+    const fanOut = this.fanOut;
+    if (this.list.length - this.posted < this.batchSize || fanOut === undefined || fanOut.threads === 0) return;
+    this.batches.push(postBatch(this.list, this.answers, this.posted, this.list.length, fanOut));
+    this.posted = this.list.length;
+  }
+
+  /** Answers every waiter added (see the class). Once only. */
+  finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.batches.length === 0) return sendPrebuiltEach(this.list, this.answers, this.fanOut);
+    if (this.posted < this.list.length) this.batches.push(postBatch(this.list, this.answers, this.posted, this.list.length, this.fanOut!));
+    this.posted = this.list.length;
+    finishAnswers(this.list, this.answers, this.batches, this.fanOut);
   }
 }

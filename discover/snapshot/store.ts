@@ -8,7 +8,7 @@ import { buildSnapshotBody, inputsMemo, snapshotInputs } from './builder.ts';
 import { LongPollRegistry, type Waiter } from './longPoll.ts';
 import type { RoutesCache } from '../gateway/compile.ts';
 import type { FanOutWriters } from '../http/fanOut.ts';
-import { FAN_OUT_MIN, prebuild, sendPrebuilt, sendPrebuiltEach, type Prebuilt } from '../http/prebuiltResponse.ts';
+import { AnswerBatches, FAN_OUT_MIN, prebuild, sendPrebuilt, type Prebuilt } from '../http/prebuiltResponse.ts';
 
 /** Past this many entries (apps come and go between full applies) the routes cache is made again. */
 const ROUTES_CACHE_MAX = 100_000;
@@ -89,76 +89,86 @@ export class SnapshotStore {
       this.routesCache = new Map();
       memo = inputsMemo(this.routesCache, previous);
     }
-    // The waiters this change wakes, over every app it rebuilt, and each one's answer.
-    const woken: ServerResponse[] = [];
-    const answers: Prebuilt[] = [];
-    for (const [key, app] of candidates) {
-      if (!app) {
-        if (next.delete(key)) removedKeys.push(key);
-        continue;
-      }
-      const inputs = snapshotInputs(app, topology, memo);
-      const prev = this.entries.get(key);
-      if (prev && prev.inputs === inputs) {
-        next.set(key, prev);
-        continue;
-      }
-      result.rebuilt++;
-      const built = buildSnapshotBody(app, topology, memo);
-      const snapshot = built.snapshot;
-      // The same App object (a change of a Service it depends on) has the same resource.
-      const resource = prev && prev.app === app ? prev.resource : Buffer.from(JSON.stringify(app.spec));
-      if (prev && prev.snapshot.version === snapshot.version) {
-        next.set(key, { ...prev, app, inputs, resource });
-        continue;
-      }
-      const body = Buffer.from(built.body);
-      const etag = `"${snapshot.version}"`;
-      const entry: SnapshotEntry = {
-        app,
-        snapshot,
-        body,
-        etag,
-        inputs,
-        response: prebuild(
-          200,
-          'OK',
-          [
-            'content-type',
-            'application/json; charset=utf-8',
-            'content-length',
-            String(body.length),
-            'etag',
-            etag,
-            'cache-control',
-            'no-cache',
-          ],
+    // The waiters this change wakes, over every app it rebuilt, and each one's answer. A change of a
+    // Service that many apps depend on wakes a few waiters of each, and together they are enough to
+    // share out to the writer threads (fanOut.ts): they get them in batches as the apps are built,
+    // so the first apps' sidecars hear while the event loop builds the rest, and woken.finish()
+    // joins them all (it must run before apply returns: no socket a writer holds may be closed).
+    //
+    // Answering before the loop ends keeps the ordering guarantee (a woken sidecar's next poll sees
+    // the committed state): an app's entry is set in `next` before its waiters are added, and no
+    // poll can be read, let alone served, before apply returns (it runs synchronously; the writers
+    // only write bytes). On the incremental path `next` is this.entries itself; on the full path it
+    // is a new map, committed to this.entries below, still before apply returns, so no poll is
+    // ever served from the old map after its sidecar got a newer answer. (If a build throws, the
+    // answers already handed out stand and the rest of the woken waiters are answered too; on the
+    // full path the store then keeps its old map, and such a sidecar's next poll gets that, with
+    // its own version: it follows what the store holds.)
+    const woken = new AnswerBatches(this.fanOut);
+    try {
+      for (const [key, app] of candidates) {
+        if (!app) {
+          if (next.delete(key)) removedKeys.push(key);
+          continue;
+        }
+        const inputs = snapshotInputs(app, topology, memo);
+        const prev = this.entries.get(key);
+        if (prev && prev.inputs === inputs) {
+          next.set(key, prev);
+          continue;
+        }
+        result.rebuilt++;
+        const built = buildSnapshotBody(app, topology, memo);
+        const snapshot = built.snapshot;
+        // The same App object (a change of a Service it depends on) has the same resource.
+        const resource = prev && prev.app === app ? prev.resource : Buffer.from(JSON.stringify(app.spec));
+        if (prev && prev.snapshot.version === snapshot.version) {
+          next.set(key, { ...prev, app, inputs, resource });
+          continue;
+        }
+        const body = Buffer.from(built.body);
+        const etag = `"${snapshot.version}"`;
+        const entry: SnapshotEntry = {
+          app,
+          snapshot,
           body,
-        ),
-        notModified: prebuild(304, 'Not Modified', ['etag', etag, 'cache-control', 'no-cache'], Buffer.alloc(0)),
-        resource,
-      };
-      next.set(key, entry);
-      if (snapshot.status.errors.length > 0) this.log.warn({ app: key, errors: snapshot.status.errors }, 'snapshot built with problems');
-      if (prev) {
-        result.changed++;
-        for (const w of this.waiters.take(key)) {
-          woken.push(w.res);
-          answers.push(entry.response);
+          etag,
+          inputs,
+          response: prebuild(
+            200,
+            'OK',
+            [
+              'content-type',
+              'application/json; charset=utf-8',
+              'content-length',
+              String(body.length),
+              'etag',
+              etag,
+              'cache-control',
+              'no-cache',
+            ],
+            body,
+          ),
+          notModified: prebuild(304, 'Not Modified', ['etag', etag, 'cache-control', 'no-cache'], Buffer.alloc(0)),
+          resource,
+        };
+        next.set(key, entry);
+        if (snapshot.status.errors.length > 0) this.log.warn({ app: key, errors: snapshot.status.errors }, 'snapshot built with problems');
+        if (prev) {
+          result.changed++;
+          for (const w of this.waiters.take(key)) woken.add(w.res, entry.response);
+          woken.flush();
         }
       }
+      if (next !== this.entries) for (const k of this.entries.keys()) if (!next.has(k)) removedKeys.push(k);
+      this.entries = next;
+      this.topology = topology;
+    } finally {
+      woken.finish();
     }
-    if (next !== this.entries) for (const k of this.entries.keys()) if (!next.has(k)) removedKeys.push(k);
-    this.entries = next;
-    this.topology = topology;
-    // Every woken waiter is answered in one pass once the apps are rebuilt: a change of a Service
-    // that many apps depend on wakes a few waiters of each, and together they are enough to share
-    // out to the writer threads (fanOut.ts). Nothing else runs before apply returns, so a woken
-    // sidecar's next poll sees the committed state.
-    if (woken.length > 0) {
-      sendPrebuiltEach(woken, answers, this.fanOut);
-      this.metrics.snapshotsServed.inc({ result: 'woken' }, woken.length);
-      result.woken = woken.length;
+    if (woken.size > 0) {
+      this.metrics.snapshotsServed.inc({ result: 'woken' }, woken.size);
+      result.woken = woken.size;
     }
     for (const key of removedKeys) {
       result.removed++;
