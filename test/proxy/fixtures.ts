@@ -45,8 +45,7 @@ export const nameHandler: Handler = (req, res, b) => {
   res.end(body);
 };
 
-export async function httpBackend(t: Test, name: string, handler: Handler = nameHandler): Promise<Backend> {
-  const address = randomLoopback();
+export async function httpBackend(t: Test, name: string, handler: Handler = nameHandler, address = randomLoopback()): Promise<Backend> {
   const b = { name, address, port: 0, endpoint: '', requests: 0 } as Backend;
   b.server = createServer((req, res) => {
     b.requests++;

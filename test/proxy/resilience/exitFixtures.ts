@@ -4,47 +4,38 @@
 import { createServer as createH2Server, constants as h2, type Http2Server, type ServerHttp2Stream } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import type { Test } from 'tap';
-import { createServer } from 'node:http';
-import { freePort, randomLoopback, service, startSidecar, type Backend, type Sidecar } from '../fixtures.ts';
+import { freePort, httpBackend, randomLoopback, service, startSidecar, type Backend, type Sidecar } from '../fixtures.ts';
 import { configDump } from './load.ts';
 
 /** How a backend answers: normally, 503, a reset once the request is in, never (until torn down). */
 export type Behaviour = 'ok' | '503' | 'reset' | 'hang' | 'unavailable';
 
 /** An HTTP/1.1 backend with a behaviour; the whole request body is read before it acts. */
-export async function h1Backend(t: Test, name: string, behaviour: Behaviour, address = randomLoopback()): Promise<Backend> {
-  const b = { name, address, port: 0, endpoint: '', requests: 0 } as Backend;
-  b.server = createServer((req, res) => {
-    b.requests++;
-    req.resume();
-    req.on('end', () => {
-      switch (behaviour) {
-        case 'reset':
-          req.socket.destroy();
-          return;
-        case 'hang':
-          return;
-        case '503':
-          res.writeHead(503, { 'content-length': 2, 'x-backend': name });
-          res.end('no');
-          return;
-        default:
-          res.writeHead(200, { 'content-length': Buffer.byteLength(name), 'x-backend': name });
-          res.end(name);
-      }
-    });
-  });
-  await new Promise<void>((resolve) => b.server.listen(0, address, resolve));
-  b.port = (b.server.address() as AddressInfo).port;
-  b.endpoint = `${address}:${b.port}`;
-  t.teardown(
-    () =>
-      new Promise<void>((resolve) => {
-        b.server.closeAllConnections();
-        b.server.close(() => resolve());
-      }),
+export function h1Backend(t: Test, name: string, behaviour: Behaviour, address = randomLoopback()): Promise<Backend> {
+  return httpBackend(
+    t,
+    name,
+    (req, res) => {
+      req.resume();
+      req.on('end', () => {
+        switch (behaviour) {
+          case 'reset':
+            req.socket.destroy();
+            return;
+          case 'hang':
+            return;
+          case '503':
+            res.writeHead(503, { 'content-length': 2, 'x-backend': name });
+            res.end('no');
+            return;
+          default:
+            res.writeHead(200, { 'content-length': Buffer.byteLength(name), 'x-backend': name });
+            res.end(name);
+        }
+      });
+    },
+    address,
   );
-  return b;
 }
 
 export interface H2Backend {
